@@ -1,0 +1,149 @@
+//! The change event model shared by the source and every sink.
+//!
+//! One `ChangeEvent` per row change, shaped after Debezium's envelope:
+//! `before`/`after` images, `op`, the source position and the transaction
+//! block. Strings that repeat on every row of a table or transaction (names,
+//! GTID, file) are `Arc<str>` so building an event does not copy them.
+
+use std::sync::Arc;
+
+use crate::value::Value;
+
+/// Which server family produced the event; printed as `source.connector`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    MySql,
+    MariaDb,
+}
+
+impl Flavor {
+    /// The `source.connector` string: "mysql" or "mariadb".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::MySql => "mysql",
+            Flavor::MariaDb => "mariadb",
+        }
+    }
+}
+
+/// The kind of row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Insert: `after` only.
+    Create,
+    /// Update: `before` and `after`.
+    Update,
+    /// Delete: `before` only.
+    Delete,
+    /// Snapshot read: `after` only.
+    Read,
+}
+
+impl Op {
+    /// The Debezium `op` letter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// Column names of one table version, shared by every row of that table.
+pub type Columns = Arc<[Arc<str>]>;
+
+/// One row image: values in column order, names shared with the table schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Column names, same length as `values`.
+    pub columns: Columns,
+    /// Values; a column absent from a partial image is not listed at all.
+    pub values: Vec<Value>,
+}
+
+/// Where an event comes from (`source` block of the envelope).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// rowstream version that produced the event.
+    pub version: &'static str,
+    pub connector: Flavor,
+    /// Logical server name chosen by the operator.
+    pub name: Arc<str>,
+    /// Commit time of the transaction on the source, milliseconds since the epoch.
+    pub ts_ms: u64,
+    /// "false" for streamed changes; "true"/"last" for snapshot reads.
+    pub snapshot: Snapshot,
+    pub db: Arc<str>,
+    pub table: Arc<str>,
+    pub server_id: u32,
+    /// GTID of the transaction in the server's notation.
+    pub gtid: Arc<str>,
+    /// Binlog file and position of the rows event holding this row.
+    pub file: Arc<str>,
+    pub pos: u64,
+    /// Index of the row within its rows event.
+    pub row: u32,
+}
+
+/// `source.snapshot` marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    False,
+    True,
+    Last,
+}
+
+impl Snapshot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Snapshot::False => "false",
+            Snapshot::True => "true",
+            Snapshot::Last => "last",
+        }
+    }
+}
+
+/// The `transaction` block: which transaction and the event's order in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    /// The transaction's GTID.
+    pub id: Arc<str>,
+    /// 1-based order of this event among all events of the transaction.
+    pub total_order: u64,
+    /// 1-based order of this event among the transaction's events for this table.
+    pub data_collection_order: u64,
+}
+
+/// One row change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    /// When rowstream processed the event, milliseconds since the epoch.
+    pub ts_ms: u64,
+    pub source: Source,
+    pub transaction: Option<Transaction>,
+}
+
+/// A DDL statement seen in the binlog, emitted as its own record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaChange {
+    /// Source position of the statement; `table` is empty, `row` is 0.
+    pub source: Source,
+    /// Processing time, milliseconds since the epoch.
+    pub ts_ms: u64,
+    /// Default database of the statement (may be empty).
+    pub database: Arc<str>,
+    /// The statement text as logged.
+    pub ddl: String,
+}
+
+/// What the source hands to sinks, in binlog order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Change(ChangeEvent),
+    SchemaChange(SchemaChange),
+}
