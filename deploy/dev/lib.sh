@@ -1,0 +1,142 @@
+# shellcheck shell=bash
+# lib.sh — helpers shared by the deploy/dev scripts. Source it, don't run it.
+#
+# Throwaway MySQL / MariaDB servers for development and the integration tests.
+# Nothing here needs a system service, a container or (for MySQL) root.
+#
+# Environment (all optional):
+#   ROWSTREAM_CACHE       cache dir: MySQL tree, datadir templates
+#                         (default ${XDG_CACHE_HOME:-$HOME/.cache}/rowstream... see below)
+#   ROWSTREAM_MYSQL_ROOT  extracted Debian sid MySQL tree (default $ROWSTREAM_CACHE/mysql-sid/root)
+#   DB_ROOT_PASSWORD      root password of the servers (default root)
+#   DB_REPL_PASSWORD      repl password of the servers (default repl)
+set -euo pipefail
+
+DEV_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROWSTREAM_CACHE=${ROWSTREAM_CACHE:-$HOME/.cache/rowstream}
+ROWSTREAM_MYSQL_ROOT=${ROWSTREAM_MYSQL_ROOT:-$ROWSTREAM_CACHE/mysql-sid/root}
+export ROWSTREAM_CACHE ROWSTREAM_MYSQL_ROOT
+ROOT_PW=${DB_ROOT_PASSWORD-root}
+REPL_PW=${DB_REPL_PASSWORD-repl}
+
+log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die()  { log "ERROR: $*"; exit 1; }
+now()  { date +%s.%N; }
+# elapsed START -> seconds since START with 2 decimals
+elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN{printf "%.2f", e-s}'; }
+
+# mysql_tool_cmd TOOL -> sets TOOL_CMD: how to run a binary of the extracted sid MySQL
+# tree. sid's libc (>= 2.38) cannot be loaded by bookworm's ld.so, and LD_LIBRARY_PATH
+# alone fails, so every binary is run through sid's own dynamic loader.
+mysql_tool_cmd() {
+  local tool=$1 x=$ROWSTREAM_MYSQL_ROOT bin
+  case $tool in
+    mysqld) bin=$x/usr/sbin/mysqld ;;
+    */*) die "tool must be a bare name: $tool" ;;
+    *) bin=$x/usr/bin/$tool ;;
+  esac
+  [[ -x $bin ]] || die "$bin not found: run deploy/dev/setup-mysql.sh (or install-test-deps.sh)"
+  TOOL_CMD=("$x/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$x/usr/lib/x86_64-linux-gnu" "$bin")
+}
+mysql_tool() { local TOOL_CMD; mysql_tool_cmd "$1"; shift; "${TOOL_CMD[@]}" "$@"; }
+
+# port_free PORT -> 0 when nothing listens on 127.0.0.1:PORT
+port_free() {
+  local p=$1
+  if command -v ss >/dev/null 2>&1; then
+    ! ss -Htln "sport = :$p" | grep -q .
+  else
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null
+  fi
+}
+# check_port PORT -> dies when PORT is not a number or is taken
+check_port() {
+  [[ $1 =~ ^[0-9]+$ ]] && (( $1 > 0 && $1 < 65536 )) || die "port must be a number in 1..65535: $1"
+  port_free "$1" || die "port $1 already in use"
+}
+
+# pid_alive PID (a zombie counts as dead)
+pid_alive() {
+  [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null || return 1
+  local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [[ -n $st && $st != Z ]]
+}
+# wait_pid_gone PID TIMEOUT_S -> 1 on timeout
+wait_pid_gone() {
+  local pid=$1 t=${2:-60} i=0
+  while pid_alive "$pid"; do
+    sleep 0.05; i=$((i+1))
+    (( i > t*20 )) && return 1
+  done
+  return 0
+}
+# running_server DATADIR -> prints the PID of the server running on DATADIR, if any.
+# Only a process whose command line names DATADIR counts (a recycled PID does not).
+running_server() {
+  local d=$1 pid
+  [[ -f $d/server.pid ]] || return 1
+  pid=$(cat "$d/server.pid")
+  pid_alive "$pid" || return 1
+  local cmd; cmd=" $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) "
+  [[ $cmd == *" --datadir=$d "* || $cmd == *" --datadir=$d/db "* ]] || return 1
+  echo "$pid"
+}
+
+# socket_path DATADIR -> a unix socket path for the server. Inside DATADIR unless that is
+# too long for sun_path (108 bytes), then under /tmp keyed by a hash of DATADIR.
+socket_path() {
+  local s=$1/mysqld.sock
+  if (( ${#s} > 100 )); then s=/tmp/rowstream-$(printf '%s' "$1" | md5sum | cut -c1-16).sock; fi
+  echo "$s"
+}
+
+# write_client_cnf DATADIR PORT -> DATADIR/client.cnf: root over TCP, for --defaults-file=
+# (keeps the password off command lines and avoids the CLI's password warning).
+write_client_cnf() {
+  cat >"$1/client.cnf" <<CNF
+[client]
+host=127.0.0.1
+port=$2
+user=root
+password=$ROOT_PW
+default-character-set=utf8mb4
+CNF
+  chmod 600 "$1/client.cnf"
+}
+
+# print_info: the sourceable KEY=VALUE block every start script prints on stdout.
+# Uses FLAVOR VERSION PORT DATADIR SERVER_ID PID SOCK.
+print_info() {
+  cat <<INFO
+FLAVOR=$FLAVOR
+VERSION=$VERSION
+HOST=127.0.0.1
+PORT=$PORT
+DATADIR=$DATADIR
+SERVER_ID=$SERVER_ID
+PID=$PID
+SOCKET=$SOCK
+URL=mysql://root:$ROOT_PW@127.0.0.1:$PORT
+REPL_URL=mysql://repl:$REPL_PW@127.0.0.1:$PORT
+CLIENT_CNF=$DATADIR/client.cnf
+ERROR_LOG=$DATADIR/error.log
+INFO
+}
+
+# wait_ready PID DEADLINE_S PING_CMD... -> waits until PING_CMD succeeds; dies (showing the
+# error log) when the server exits or the deadline passes.
+wait_ready() {
+  local pid=$1 deadline=$(( $(date +%s) + $2 )); shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$pid"; then
+      tail -40 "$DATADIR/error.log" >&2 || true
+      die "$FLAVOR server exited during startup (see $DATADIR/error.log)"
+    fi
+    if (( $(date +%s) > deadline )); then
+      tail -40 "$DATADIR/error.log" >&2 || true
+      kill -KILL "$pid" 2>/dev/null || true
+      die "timeout waiting for the $FLAVOR server on port $PORT"
+    fi
+    sleep 0.05
+  done
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# deploy/test.sh — THE test command (README, CI's .ci/run): installs the test servers'
+# binaries (deploy/dev/install-test-deps.sh: MariaDB from apt, MySQL 9.7 extracted from
+# Debian sid into the cache) and runs the whole workspace's tests against real servers.
+#
+#   ROWSTREAM_TEST_REQUIRE_SERVERS=1  a test that cannot start a server fails (no skips)
+#   ROWSTREAM_MYSQL_ROOT              the extracted MySQL tree the harness starts mysqld from
+#
+# Release build: the integration tests push millions of rows through the binlog.
+# Arguments are passed to cargo test after the crate selection, e.g.
+#   deploy/test.sh --test harness_smoke        deploy/test.sh -- some_test_name
+# Exit code: cargo's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The one place the test flags live.
+CARGO_TEST=(cargo test --workspace --release)
+TEST_THREADS=(--test-threads=2)
+
+ROWSTREAM_MYSQL_ROOT=$(deploy/dev/install-test-deps.sh | tail -1)
+[[ -x $ROWSTREAM_MYSQL_ROOT/usr/sbin/mysqld ]] || { echo "install-test-deps.sh gave no MySQL tree" >&2; exit 1; }
+export ROWSTREAM_MYSQL_ROOT
+export ROWSTREAM_TEST_REQUIRE_SERVERS=1
+
+# Split the caller's args at the first `--`: before it cargo's, after it the test binary's.
+CARGO_ARGS=() BIN_ARGS=()
+while [[ $# -gt 0 && $1 != -- ]]; do CARGO_ARGS+=("$1"); shift; done
+[[ ${1:-} == -- ]] && shift
+BIN_ARGS=("$@")
+
+echo "+ ${CARGO_TEST[*]} ${CARGO_ARGS[*]} -- ${TEST_THREADS[*]} ${BIN_ARGS[*]}" >&2
+rc=0
+"${CARGO_TEST[@]}" "${CARGO_ARGS[@]}" -- "${TEST_THREADS[@]}" "${BIN_ARGS[@]}" || rc=$?
+exit "$rc"
