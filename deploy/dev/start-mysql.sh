@@ -106,7 +106,9 @@ ARGS=(
 )
 printf 'FLAVOR=mysql\nPORT=%s\nSOCK=%s\nSERVER_ID=%s\n' "$PORT" "$SOCK" "$SERVER_ID" >"$DATADIR/server.env"
 write_client_cnf "$DATADIR" "$PORT"
-rm -f "$DATADIR/mysqld.pid"
+# No server runs on DATADIR (checked above): a socket lock left by a killed mysqld names
+# its PID, which mysqld believes alive while it is an unreaped zombie -> remove it.
+rm -f "$DATADIR/mysqld.pid" "$SOCK" "$SOCK.lock"
 
 t=$(now)
 # setsid + nohup: detached from the caller's session; in a script setsid does not fork

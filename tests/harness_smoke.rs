@@ -1,0 +1,114 @@
+//! Smoke test of the integration-test harness (tests/common): starts one throwaway server
+//! of each flavour through deploy/dev, checks the server configuration rowstream relies
+//! on, runs SQL through `query` / `exec` and checks the GTID position moves. No rowstream
+//! calls: when this fails, the harness or the dev servers are broken, not rowstream.
+
+mod common;
+
+use common::{Flavor, TestServer};
+
+fn smoke(flavor: Flavor) {
+    let Some(server) = TestServer::start(flavor, &[]) else { return };
+    assert_eq!(server.flavor, flavor);
+    assert_eq!(server.url(), format!("mysql://root:root@127.0.0.1:{}", server.port));
+    assert_eq!(server.repl_url(), format!("mysql://repl:repl@127.0.0.1:{}", server.port));
+
+    // Fresh server: users were created without binlogging.
+    assert_eq!(server.gtid_executed(), "", "a fresh {flavor:?} server must have an empty GTID set");
+
+    // The settings a CDC source needs.
+    let settings = server.query(
+        "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata, @@server_id",
+    );
+    assert_eq!(
+        settings,
+        vec![vec![
+            Some("1".to_string()),
+            Some("ROW".to_string()),
+            Some("FULL".to_string()),
+            Some("FULL".to_string()),
+            Some(server.server_id.to_string()),
+        ]]
+    );
+    match flavor {
+        Flavor::MySql => {
+            assert_eq!(server.query_value("SELECT @@gtid_mode").as_deref(), Some("ON"));
+            // Off by default; tests opt in with extra args.
+            assert_eq!(server.query_value("SELECT @@binlog_transaction_compression").as_deref(), Some("0"));
+            assert_eq!(server.query_value("SELECT @@binlog_row_value_options").as_deref(), Some(""));
+        }
+        Flavor::MariaDb => {
+            assert_eq!(server.query_value("SELECT @@gtid_strict_mode").as_deref(), Some("1"));
+        }
+    }
+
+    // Several statements in one call; the rows of the last result set come back, NULL as
+    // None, text with tabs / newlines / markup intact.
+    server.exec(
+        "CREATE DATABASE smoke;
+         CREATE TABLE smoke.t (id INT PRIMARY KEY, name VARCHAR(50), note TEXT);
+         INSERT INTO smoke.t VALUES (1, 'one', NULL), (2, 'two', 'a\\tb\\nc <&> \"q\"');",
+    );
+    let rows = server.query("SELECT COUNT(*) FROM smoke.t; SELECT id, name, note FROM smoke.t ORDER BY id");
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("1".into()), Some("one".into()), None],
+            vec![Some("2".into()), Some("two".into()), Some("a\tb\nc <&> \"q\"".into())],
+        ]
+    );
+    assert!(server.query("SELECT * FROM smoke.t WHERE id = 3").is_empty());
+
+    let gtid = server.gtid_executed();
+    assert!(!gtid.is_empty(), "GTID set must be non-empty after writes");
+    assert!(!gtid.contains('\n'));
+
+    // SQL errors panic with the server's message.
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.exec("SELECT * FROM smoke.nope")))
+        .expect_err("a failing statement must panic");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("nope"), "panic message should carry the server error, got: {msg}");
+
+    // The repl account exists with its password.
+    let mut cli = server.client_command();
+    cli.args(["--user=repl", "--password=repl", "-N", "-e", "SELECT CURRENT_USER()"]);
+    let out = common::output_with_timeout(&mut cli, None, std::time::Duration::from_secs(30));
+    assert!(out.success(), "repl login failed: {}", out.stderr_text());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "repl@%");
+
+    // Crash + restart keeps the data; a clean restart too.
+    let datadir = server.datadir.clone();
+    server.kill();
+    assert!(server.pid().is_none());
+    server.restart();
+    assert_eq!(server.query_value("SELECT COUNT(*) FROM smoke.t").as_deref(), Some("2"));
+    server.restart();
+    assert_eq!(server.gtid_executed(), gtid);
+
+    drop(server);
+    assert!(!datadir.exists(), "drop must purge the datadir");
+}
+
+#[test]
+fn mariadb_server_smoke() {
+    smoke(Flavor::MariaDb);
+}
+
+#[test]
+fn mysql_server_smoke() {
+    smoke(Flavor::MySql);
+}
+
+#[test]
+fn mysql_server_with_compressed_partial_json_binlog() {
+    let Some(server) = TestServer::start(
+        Flavor::MySql,
+        &["--binlog-transaction-compression=ON", "--binlog-row-value-options=PARTIAL_JSON"],
+    ) else {
+        return;
+    };
+    assert_eq!(server.query_value("SELECT @@binlog_transaction_compression").as_deref(), Some("1"));
+    assert_eq!(server.query_value("SELECT @@binlog_row_value_options").as_deref(), Some("PARTIAL_JSON"));
+    server.restart();
+    assert_eq!(server.query_value("SELECT @@binlog_row_value_options").as_deref(), Some("PARTIAL_JSON"));
+}
