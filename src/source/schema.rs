@@ -1,0 +1,786 @@
+//! Table schemas built from TABLE_MAP events (with `binlog_row_metadata=FULL`).
+//!
+//! [`TableSchema::from_table_map`] parses a TABLE_MAP event body (the bytes
+//! after the 19-byte common header, checksum stripped) into everything the row
+//! decoder needs: column names, real types (CHAR/ENUM/SET unwrapped from
+//! `MYSQL_TYPE_STRING`), signedness, charsets, ENUM/SET labels, nullability,
+//! primary key and a precomputed per-column [`Decode`] plan, so decoding a row
+//! does no per-cell lookups or allocation beyond the value's own payload.
+//!
+//! Invariants:
+//! - a `TableSchema` is only built when every column has a name (the operator
+//!   must set `binlog_row_metadata=FULL`) and every column type is one the
+//!   decoder handles; otherwise an error names the table, column and type;
+//! - every text column carries a [`Charset`] the decoder can decode exactly;
+//!   a collation whose charset we cannot decode is kept as `Charset::Other`
+//!   and any non-empty value of it is a decode error naming the collation id
+//!   (never lossy UTF-8).
+//!
+//! The TABLE_MAP body is parsed here rather than with mysql_common's
+//! `TableMapEvent`/`OptionalMetaExtractor`, because the latter counts YEAR and
+//! old DECIMAL columns as numeric when walking the SIGNEDNESS bits (MySQL and
+//! MariaDB do not), which shifts the unsigned flags of every later numeric
+//! column (see test `mysql_common_signedness_counts_year`), and it never counts
+//! GEOMETRY as a character column, which MariaDB does. mysql_common's
+//! collation table is used for MySQL collation ids.
+
+use std::sync::Arc;
+
+use mysql_common::collations::{Collation, CollationId};
+use mysql_common::constants::ColumnType;
+use rowstream_api::{Columns, Flavor};
+
+use super::decode::DecodeError;
+
+/// How text bytes of a column are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Charset {
+    /// utf8mb3 and utf8mb4: must be valid UTF-8.
+    Utf8,
+    /// MySQL/MariaDB latin1, which is Windows-1252 (0x80 is '€'); the five
+    /// bytes cp1252 leaves undefined map to the C1 controls, as the server does.
+    Latin1,
+    /// ascii: bytes above 0x7F are an error.
+    Ascii,
+    /// binary: the value is bytes, not text.
+    Binary,
+    /// Any other charset, by collation id: a non-empty value is a decode error.
+    Other(u16),
+}
+
+impl Charset {
+    /// Maps a collation id (as found in TABLE_MAP optional metadata) to a charset.
+    ///
+    /// Covers every utf8mb3/utf8mb4/latin1/ascii/binary collation of MySQL 8/9
+    /// (via mysql_common's collation table) and MariaDB 10.11+ (own table:
+    /// the classic ids, the `_nopad_` ids = base + 1024, and the UCA-14.0.0
+    /// ids 2048..=2303 (utf8mb3) and 2304..=2559 (utf8mb4)).
+    pub fn from_collation(id: u16, flavor: Flavor) -> Charset {
+        match flavor {
+            Flavor::MariaDb => mariadb_charset(id),
+            Flavor::MySql => mysql_charset(id),
+        }
+    }
+}
+
+fn mysql_charset(id: u16) -> Charset {
+    if id == 63 {
+        return Charset::Binary;
+    }
+    let cid = CollationId::from(id);
+    if cid == CollationId::UNKNOWN_COLLATION_ID {
+        return Charset::Other(id);
+    }
+    match Collation::resolve(cid).charset() {
+        "utf8mb4" | "utf8mb3" | "utf8" => Charset::Utf8,
+        "latin1" => Charset::Latin1,
+        "ascii" => Charset::Ascii,
+        "binary" => Charset::Binary,
+        _ => Charset::Other(id),
+    }
+}
+
+fn mariadb_charset(id: u16) -> Charset {
+    let base = if (1024..2048).contains(&id) { id - 1024 } else { id };
+    match base {
+        63 => Charset::Binary,
+        // utf8mb3: general_ci, bin, unicode/uca collations, general_mysql500_ci,
+        // croatian/myanmar/thai_520_w2 (576-578), UCA-14 (2048..=2303).
+        33 | 83 | 192..=215 | 223 | 576..=578 | 2048..=2303 => Charset::Utf8,
+        // utf8mb4: general_ci, bin, unicode/uca collations, 608-610, UCA-14.
+        45 | 46 | 224..=247 | 608..=610 | 2304..=2559 => Charset::Utf8,
+        5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => Charset::Latin1,
+        11 | 65 => Charset::Ascii,
+        _ => Charset::Other(id),
+    }
+}
+
+/// Per-column decode plan, computed once per TABLE_MAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decode {
+    Tiny,
+    Short,
+    Int24,
+    Long,
+    LongLong,
+    /// YEAR: 1 byte, 0 stays 0, else 1900 + n.
+    Year,
+    /// BIT(n): `bytes` big-endian bytes; BIT(1) decodes to Bool.
+    Bit { bytes: u8, single: bool },
+    Float,
+    Double,
+    /// NEWDECIMAL(precision, scale): binary size precomputed.
+    Decimal { precision: u8, scale: u8, size: u8 },
+    /// VARCHAR/VAR_STRING/CHAR: length prefix of 1 or 2 bytes.
+    /// `pad_to` > 0 for BINARY(n): the value is right-padded with 0x00 to n bytes.
+    VarLen { prefix: u8, pad_to: u16 },
+    /// BLOB/TEXT family: length prefix of `pack` (1..=4) bytes.
+    Blob { pack: u8 },
+    Enum { pack: u8 },
+    Set { bytes: u8 },
+    /// DATE / NEWDATE: 3 bytes.
+    Date,
+    /// Old DATETIME: 8 bytes LE YYYYMMDDhhmmss.
+    DateTimeOld,
+    /// Old TIMESTAMP: 4 bytes LE seconds.
+    TimestampOld,
+    /// Old TIME: 3 bytes LE signed HHMMSS.
+    TimeOld,
+    DateTime2 { fsp: u8 },
+    Timestamp2 { fsp: u8 },
+    Time2 { fsp: u8 },
+    /// MySQL binary JSON with a `pack`-byte length.
+    Json { pack: u8 },
+    Geometry { pack: u8 },
+    Vector { pack: u8 },
+}
+
+/// One column of a table version.
+#[derive(Debug, Clone)]
+pub struct ColumnSchema {
+    pub name: Arc<str>,
+    /// Real type (STRING unwrapped to ENUM/SET; DATE reported as-is).
+    pub ty: ColumnType,
+    /// Raw type byte as found in the TABLE_MAP.
+    pub raw_type: u8,
+    /// Raw column metadata from the TABLE_MAP (0..=2 bytes, little-endian).
+    pub meta: u16,
+    /// UNSIGNED (numeric columns only).
+    pub unsigned: bool,
+    /// Charset of text, ENUM and SET columns; `Binary` for everything else.
+    pub charset: Charset,
+    /// Collation id the charset came from (0 if none was logged).
+    pub collation: u16,
+    /// ENUM or SET labels in definition order.
+    pub labels: Option<Arc<[Arc<str>]>>,
+    pub nullable: bool,
+    /// Ordinal among the table's JSON columns (for PARTIAL_UPDATE_ROWS partial bits).
+    pub json_ordinal: Option<u16>,
+    /// The decode plan.
+    pub decode: Decode,
+}
+
+/// A table version as described by one TABLE_MAP event.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    pub table_id: u64,
+    pub db: Arc<str>,
+    pub table: Arc<str>,
+    pub columns: Vec<ColumnSchema>,
+    /// Column names in order, shared with every row of this table version.
+    pub names: Columns,
+    /// Column indices of the primary key, in key order (empty if none logged).
+    pub primary_key: Vec<usize>,
+    /// Number of JSON columns (length of PARTIAL_UPDATE_ROWS partial bits).
+    pub json_column_count: usize,
+    pub flavor: Flavor,
+}
+
+struct Cur<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.p..self.p.checked_add(n)?)?;
+        self.p += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+    fn lenenc(&mut self) -> Option<u64> {
+        let first = self.u8()?;
+        Some(match first {
+            0xfc => u16::from_le_bytes(self.take(2)?.try_into().ok()?) as u64,
+            0xfd => {
+                let s = self.take(3)?;
+                s[0] as u64 | (s[1] as u64) << 8 | (s[2] as u64) << 16
+            }
+            0xfe => u64::from_le_bytes(self.take(8)?.try_into().ok()?),
+            0xfb | 0xff => return None,
+            x => x as u64,
+        })
+    }
+    fn lenenc_bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.lenenc()?;
+        self.take(usize::try_from(n).ok()?)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let s = &self.b[self.p..];
+        self.p = self.b.len();
+        s
+    }
+    fn is_empty(&self) -> bool {
+        self.p >= self.b.len()
+    }
+}
+
+/// MySQL's `is_numeric_type` for the SIGNEDNESS field (YEAR and old DECIMAL excluded).
+fn is_numeric(t: u8) -> bool {
+    matches!(t, 1 | 2 | 9 | 3 | 8 | 246 | 4 | 5)
+}
+
+/// Character columns for DEFAULT_CHARSET/COLUMN_CHARSET, by real type.
+fn is_character(t: u8, with_geometry: bool) -> bool {
+    matches!(t, 254 | 253 | 15 | 252 | 249 | 250 | 251) || (with_geometry && t == 255)
+}
+
+const DIG2BYTES: [u8; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+/// Binary size of a NEWDECIMAL(precision, scale).
+pub(crate) fn decimal_size(precision: u8, scale: u8) -> usize {
+    let intg = precision.saturating_sub(scale) as usize;
+    let scale = scale as usize;
+    (intg / 9) * 4 + DIG2BYTES[intg % 9] as usize + (scale / 9) * 4 + DIG2BYTES[scale % 9] as usize
+}
+
+fn type_name(t: u8) -> String {
+    match ColumnType::try_from(t) {
+        Ok(ct) => format!("{ct:?} ({t})"),
+        Err(_) => match t {
+            140 => "MYSQL_TYPE_BLOB_COMPRESSED (MariaDB compressed column, 140)".into(),
+            141 => "MYSQL_TYPE_VARCHAR_COMPRESSED (MariaDB compressed column, 141)".into(),
+            _ => format!("unknown type code {t}"),
+        },
+    }
+}
+
+impl TableSchema {
+    /// Parses a TABLE_MAP event body.
+    ///
+    /// * `body`: the event bytes after the 19-byte common header, CRC stripped.
+    /// * `post_header_len`: the TABLE_MAP post-header length from the FDE
+    ///   (6 means a 4-byte table id, anything else the usual 6-byte id).
+    /// * `flavor`: which server family wrote it (collation ids and charset
+    ///   column counting differ).
+    ///
+    /// Errors: truncated/malformed events, missing column names (the server
+    /// must run with `binlog_row_metadata=FULL`), column types the decoder
+    /// does not handle, inconsistent metadata.
+    pub fn from_table_map(body: &[u8], post_header_len: u8, flavor: Flavor) -> Result<TableSchema, DecodeError> {
+        let mal = |what: &str| DecodeError::Malformed { context: "TABLE_MAP".into(), detail: what.to_string() };
+        let mut c = Cur { b: body, p: 0 };
+        let table_id = if post_header_len == 6 {
+            u32::from_le_bytes(c.take(4).ok_or_else(|| mal("truncated table id"))?.try_into().unwrap()) as u64
+        } else {
+            let s = c.take(6).ok_or_else(|| mal("truncated table id"))?;
+            let mut b = [0u8; 8];
+            b[..6].copy_from_slice(s);
+            u64::from_le_bytes(b)
+        };
+        c.take(2).ok_or_else(|| mal("truncated flags"))?;
+        let db_len = c.u8().ok_or_else(|| mal("truncated db name"))? as usize;
+        let db = c.take(db_len).ok_or_else(|| mal("truncated db name"))?;
+        c.take(1);
+        let tb_len = c.u8().ok_or_else(|| mal("truncated table name"))? as usize;
+        let tb = c.take(tb_len).ok_or_else(|| mal("truncated table name"))?;
+        c.take(1);
+        let db: Arc<str> = Arc::from(String::from_utf8_lossy(db).as_ref());
+        let table: Arc<str> = Arc::from(String::from_utf8_lossy(tb).as_ref());
+        let mal = |what: &str| DecodeError::Malformed { context: format!("TABLE_MAP of {db}.{table}"), detail: what.to_string() };
+        let ncols = c.lenenc().ok_or_else(|| mal("bad column count"))? as usize;
+        if ncols > 4096 {
+            return Err(mal("column count above 4096"));
+        }
+        let types = c.take(ncols).ok_or_else(|| mal("truncated column types"))?;
+        let metadata = c.lenenc_bytes().ok_or_else(|| mal("truncated column metadata"))?;
+        let nullbits = c.take(ncols.div_ceil(8)).ok_or_else(|| mal("truncated null bitmap"))?;
+        let optional = c.rest();
+
+        // Raw metadata per column, and real types.
+        let mut m = Cur { b: metadata, p: 0 };
+        let mut raw_meta = Vec::with_capacity(ncols);
+        let mut real = Vec::with_capacity(ncols);
+        for (i, &t) in types.iter().enumerate() {
+            let n = match t {
+                4 | 5 | 252 | 249 | 250 | 251 | 255 | 245 | 242 | 17 | 18 | 19 | 140 => 1,
+                15 | 253 | 246 | 247 | 248 | 254 | 16 | 141 => 2,
+                _ => 0,
+            };
+            let s = m.take(n).ok_or_else(|| mal(&format!("truncated metadata for column {i}")))?;
+            let meta = match n {
+                1 => s[0] as u16,
+                2 => u16::from_le_bytes([s[0], s[1]]),
+                _ => 0,
+            };
+            raw_meta.push(meta);
+            // STRING (254) carries the real type in the first metadata byte.
+            let rt = if t == 254 && n == 2 && s[0] != 0 { s[0] | 0x30 } else { t };
+            real.push(rt);
+        }
+
+        // Optional metadata TLVs.
+        let mut signedness: Option<&[u8]> = None;
+        let mut default_cs: Option<&[u8]> = None;
+        let mut column_cs: Option<&[u8]> = None;
+        let mut names_raw: Option<&[u8]> = None;
+        let mut set_vals: Option<&[u8]> = None;
+        let mut enum_vals: Option<&[u8]> = None;
+        let mut pk_simple: Option<&[u8]> = None;
+        let mut pk_prefix: Option<&[u8]> = None;
+        let mut es_default_cs: Option<&[u8]> = None;
+        let mut es_column_cs: Option<&[u8]> = None;
+        let mut o = Cur { b: optional, p: 0 };
+        while !o.is_empty() {
+            let t = o.u8().ok_or_else(|| mal("truncated optional metadata"))?;
+            let v = o.lenenc_bytes().ok_or_else(|| mal("truncated optional metadata field"))?;
+            match t {
+                1 => signedness = Some(v),
+                2 => default_cs = Some(v),
+                3 => column_cs = Some(v),
+                4 => names_raw = Some(v),
+                5 => set_vals = Some(v),
+                6 => enum_vals = Some(v),
+                8 => pk_simple = Some(v),
+                9 => pk_prefix = Some(v),
+                10 => es_default_cs = Some(v),
+                11 => es_column_cs = Some(v),
+                _ => {} // geometry type, visibility, vector dimensionality, future fields
+            }
+        }
+
+        let names_raw = names_raw.ok_or_else(|| DecodeError::MissingColumnNames { db: db.to_string(), table: table.to_string() })?;
+        let mut names: Vec<Arc<str>> = Vec::with_capacity(ncols);
+        let mut nc = Cur { b: names_raw, p: 0 };
+        while !nc.is_empty() {
+            let n = nc.lenenc_bytes().ok_or_else(|| mal("bad COLUMN_NAME field"))?;
+            names.push(Arc::from(String::from_utf8_lossy(n).as_ref()));
+        }
+        if names.len() != ncols {
+            return Err(mal(&format!("COLUMN_NAME has {} names for {ncols} columns", names.len())));
+        }
+
+        // Signedness: one bit (MSB first) per numeric column.
+        let mut unsigned = vec![false; ncols];
+        if let Some(bits) = signedness {
+            let mut k = 0usize;
+            for i in 0..ncols {
+                if is_numeric(types[i]) {
+                    let byte = bits.get(k / 8).ok_or_else(|| mal("SIGNEDNESS shorter than numeric column count"))?;
+                    unsigned[i] = byte & (0x80 >> (k % 8)) != 0;
+                    k += 1;
+                }
+            }
+        }
+
+        // Charsets of character columns.
+        let char_cols = |with_geom: bool| (0..ncols).filter(|&i| is_character(real[i], with_geom)).collect::<Vec<_>>();
+        let mut collation = vec![0u16; ncols];
+        let char_list = |default: Option<&[u8]>, percol: Option<&[u8]>, cols_a: Vec<usize>, cols_b: Vec<usize>, out: &mut Vec<u16>, what: &str| -> Result<(), DecodeError> {
+            if let Some(v) = percol {
+                let mut cc = Cur { b: v, p: 0 };
+                let mut ids = Vec::new();
+                while !cc.is_empty() {
+                    ids.push(cc.lenenc().ok_or_else(|| mal(what))? as u16);
+                }
+                let cols = if ids.len() == cols_a.len() {
+                    cols_a
+                } else if ids.len() == cols_b.len() {
+                    cols_b
+                } else {
+                    return Err(mal(&format!("{what}: {} charsets for {} character columns", ids.len(), cols_a.len())));
+                };
+                for (k, i) in cols.into_iter().enumerate() {
+                    out[i] = ids[k];
+                }
+            } else if let Some(v) = default {
+                let mut cc = Cur { b: v, p: 0 };
+                let def = cc.lenenc().ok_or_else(|| mal(what))? as u16;
+                for &i in &cols_a {
+                    out[i] = def;
+                }
+                while !cc.is_empty() {
+                    let idx = cc.lenenc().ok_or_else(|| mal(what))? as usize;
+                    let id = cc.lenenc().ok_or_else(|| mal(what))? as u16;
+                    let col = *cols_a.get(idx).ok_or_else(|| mal(&format!("{what}: character column index {idx} out of range")))?;
+                    out[col] = id;
+                }
+            }
+            Ok(())
+        };
+        let (primary_rule, alt_rule) = match flavor {
+            Flavor::MariaDb => (char_cols(true), char_cols(false)),
+            Flavor::MySql => (char_cols(false), char_cols(true)),
+        };
+        char_list(default_cs, column_cs, primary_rule, alt_rule, &mut collation, "charset metadata")?;
+        let es_cols: Vec<usize> = (0..ncols).filter(|&i| matches!(real[i], 247 | 248)).collect();
+        char_list(es_default_cs, es_column_cs, es_cols.clone(), es_cols, &mut collation, "ENUM/SET charset metadata")?;
+
+        // ENUM / SET labels.
+        let mut labels: Vec<Option<Arc<[Arc<str>]>>> = vec![None; ncols];
+        for (field, ty, what) in [(enum_vals, 247u8, "ENUM_STR_VALUE"), (set_vals, 248u8, "SET_STR_VALUE")] {
+            let Some(v) = field else { continue };
+            let mut cc = Cur { b: v, p: 0 };
+            for i in (0..ncols).filter(|&i| real[i] == ty) {
+                let n = cc.lenenc().ok_or_else(|| mal(what))? as usize;
+                let cs = Charset::from_collation(collation[i], flavor);
+                let mut ls = Vec::with_capacity(n.min(65536));
+                for _ in 0..n {
+                    let raw = cc.lenenc_bytes().ok_or_else(|| mal(what))?;
+                    let s = super::decode::decode_label(raw, cs).map_err(|_| DecodeError::InvalidText {
+                        db: db.to_string(),
+                        table: table.to_string(),
+                        column: names[i].to_string(),
+                        detail: format!("label not decodable as {cs:?} (collation {})", collation[i]),
+                    })?;
+                    ls.push(Arc::from(s));
+                }
+                labels[i] = Some(Arc::from(ls));
+            }
+        }
+
+        // Primary key.
+        let mut primary_key = Vec::new();
+        if let Some(v) = pk_simple {
+            let mut cc = Cur { b: v, p: 0 };
+            while !cc.is_empty() {
+                primary_key.push(cc.lenenc().ok_or_else(|| mal("SIMPLE_PRIMARY_KEY"))? as usize);
+            }
+        }
+        if let Some(v) = pk_prefix {
+            let mut cc = Cur { b: v, p: 0 };
+            while !cc.is_empty() {
+                primary_key.push(cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))? as usize);
+                cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))?;
+            }
+        }
+        if primary_key.iter().any(|&i| i >= ncols) {
+            return Err(mal("primary key column index out of range"));
+        }
+
+        // Build columns with decode plans.
+        let mut columns = Vec::with_capacity(ncols);
+        let mut json_count = 0usize;
+        for i in 0..ncols {
+            let t = types[i];
+            let rt = real[i];
+            let meta = raw_meta[i];
+            let name = names[i].clone();
+            let unsupported = || DecodeError::UnsupportedType {
+                db: db.to_string(),
+                table: table.to_string(),
+                column: name.to_string(),
+                type_name: type_name(rt),
+            };
+            let lo = (meta & 0xff) as u8;
+            let hi = (meta >> 8) as u8;
+            let mut charset = Charset::Binary;
+            let textual = is_character(rt, false) || matches!(rt, 247 | 248);
+            if textual {
+                charset = Charset::from_collation(collation[i], flavor);
+                if collation[i] == 0 {
+                    // No charset metadata at all (should not happen with FULL):
+                    // refuse to guess.
+                    return Err(mal(&format!("no charset logged for column {name}")));
+                }
+            }
+            let decode = match rt {
+                1 => Decode::Tiny,
+                2 => Decode::Short,
+                9 => Decode::Int24,
+                3 => Decode::Long,
+                8 => Decode::LongLong,
+                13 => Decode::Year,
+                4 => Decode::Float,
+                5 => Decode::Double,
+                16 => {
+                    let bits = hi as u16 * 8 + lo as u16;
+                    let bytes = bits.div_ceil(8);
+                    if bytes == 0 || bytes > 8 {
+                        return Err(mal(&format!("BIT column {name} with {bits} bits")));
+                    }
+                    Decode::Bit { bytes: bytes as u8, single: bits == 1 }
+                }
+                246 => {
+                    let (precision, scale) = (lo, hi);
+                    if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+                        return Err(mal(&format!("DECIMAL({precision},{scale}) for column {name}")));
+                    }
+                    Decode::Decimal { precision, scale, size: decimal_size(precision, scale) as u8 }
+                }
+                15 | 253 => Decode::VarLen { prefix: if meta < 256 { 1 } else { 2 }, pad_to: 0 },
+                254 => {
+                    let max_len: u16 = if t == 254 && lo != 0 {
+                        if lo & 0x30 != 0x30 { hi as u16 | ((((lo & 0x30) ^ 0x30) as u16) << 4) } else { hi as u16 }
+                    } else {
+                        meta
+                    };
+                    let pad_to = if charset == Charset::Binary { max_len } else { 0 };
+                    Decode::VarLen { prefix: if max_len < 256 { 1 } else { 2 }, pad_to }
+                }
+                247 => {
+                    let pack = if t == 254 { hi } else { lo };
+                    if !matches!(pack, 1 | 2) {
+                        return Err(mal(&format!("ENUM column {name} with pack length {pack}")));
+                    }
+                    Decode::Enum { pack }
+                }
+                248 => {
+                    let bytes = if t == 254 { hi } else { lo };
+                    if !(1..=8).contains(&bytes) {
+                        return Err(mal(&format!("SET column {name} with {bytes} bytes")));
+                    }
+                    Decode::Set { bytes }
+                }
+                252 | 249 | 250 | 251 => {
+                    let pack = match rt {
+                        249 => 1,
+                        250 => 3,
+                        251 => 4,
+                        _ => lo,
+                    };
+                    if !(1..=4).contains(&pack) {
+                        return Err(mal(&format!("BLOB column {name} with pack length {pack}")));
+                    }
+                    Decode::Blob { pack }
+                }
+                10 | 14 => Decode::Date,
+                12 => Decode::DateTimeOld,
+                7 => Decode::TimestampOld,
+                11 => Decode::TimeOld,
+                17 | 18 | 19 => {
+                    if lo > 6 {
+                        return Err(mal(&format!("fractional precision {lo} for column {name}")));
+                    }
+                    match rt {
+                        17 => Decode::Timestamp2 { fsp: lo },
+                        18 => Decode::DateTime2 { fsp: lo },
+                        _ => Decode::Time2 { fsp: lo },
+                    }
+                }
+                245 | 255 | 242 => {
+                    if !(1..=4).contains(&lo) {
+                        return Err(mal(&format!("column {name} with pack length {lo}")));
+                    }
+                    match rt {
+                        245 => Decode::Json { pack: lo },
+                        255 => Decode::Geometry { pack: lo },
+                        _ => Decode::Vector { pack: lo },
+                    }
+                }
+                _ => return Err(unsupported()),
+            };
+            let json_ordinal = if rt == 245 {
+                json_count += 1;
+                Some((json_count - 1) as u16)
+            } else {
+                None
+            };
+            let ty = ColumnType::try_from(rt).map_err(|_| unsupported())?;
+            if (ty == ColumnType::MYSQL_TYPE_ENUM || ty == ColumnType::MYSQL_TYPE_SET) && labels[i].is_none() {
+                return Err(mal(&format!("no ENUM/SET labels logged for column {name} (binlog_row_metadata=FULL required)")));
+            }
+            columns.push(ColumnSchema {
+                name,
+                ty,
+                raw_type: t,
+                meta,
+                unsigned: unsigned[i],
+                charset,
+                collation: collation[i],
+                labels: labels[i].take(),
+                nullable: nullbits[i / 8] & (1 << (i % 8)) != 0,
+                json_ordinal,
+                decode,
+            });
+        }
+        let names: Columns = Arc::from(names);
+        Ok(TableSchema { table_id, db, table, columns, names, primary_key, json_column_count: json_count, flavor })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds a TABLE_MAP body. `cols`: (type byte, metadata bytes, name).
+    /// `opt`: extra optional metadata TLVs (type, value) appended after COLUMN_NAME.
+    pub(crate) fn table_map(table_id: u64, db: &str, table: &str, cols: &[(u8, &[u8], &str)], opt: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&table_id.to_le_bytes()[..6]);
+        b.extend_from_slice(&[1, 0]);
+        b.push(db.len() as u8);
+        b.extend_from_slice(db.as_bytes());
+        b.push(0);
+        b.push(table.len() as u8);
+        b.extend_from_slice(table.as_bytes());
+        b.push(0);
+        b.push(cols.len() as u8);
+        for c in cols {
+            b.push(c.0);
+        }
+        let meta: Vec<u8> = cols.iter().flat_map(|c| c.1.iter().copied()).collect();
+        b.push(meta.len() as u8);
+        b.extend_from_slice(&meta);
+        b.extend(std::iter::repeat(0xffu8).take(cols.len().div_ceil(8)));
+        let mut names = Vec::new();
+        for c in cols {
+            names.push(c.2.len() as u8);
+            names.extend_from_slice(c.2.as_bytes());
+        }
+        tlv(&mut b, 4, &names);
+        for (t, v) in opt {
+            tlv(&mut b, *t, v);
+        }
+        b
+    }
+
+    pub(crate) fn tlv(b: &mut Vec<u8>, t: u8, v: &[u8]) {
+        b.push(t);
+        assert!(v.len() < 251);
+        b.push(v.len() as u8);
+        b.extend_from_slice(v);
+    }
+
+    #[test]
+    fn missing_column_names_is_an_error() {
+        let mut b = table_map(1, "d", "t", &[(3, &[], "a")], &[]);
+        // drop the COLUMN_NAME TLV (last 4 bytes: type, len, 1, 'a')
+        b.truncate(b.len() - 4);
+        let e = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap_err();
+        assert!(e.to_string().contains("binlog_row_metadata=FULL"), "{e}");
+    }
+
+    #[test]
+    fn signedness_skips_year_and_string_unwrapping() {
+        // y YEAR, a INT UNSIGNED, s CHAR(10) utf8mb4, e ENUM('x','y'), t SET('p','q'), b INT signed
+        let cols: &[(u8, &[u8], &str)] = &[
+            (13, &[], "y"),
+            (3, &[], "a"),
+            (254, &[254, 40], "s"),
+            (254, &[247, 1], "e"),
+            (254, &[248, 1], "t"),
+            (3, &[], "b"),
+        ];
+        let b = table_map(
+            7,
+            "db",
+            "tb",
+            cols,
+            &[
+                (1, vec![0b1000_0000]),
+                (2, vec![0xfc, 255, 0]),
+                (6, vec![2, 1, b'x', 1, b'y']),
+                (5, vec![2, 1, b'p', 1, b'q']),
+                (10, vec![45]),
+                (8, vec![1, 5]),
+            ],
+        );
+        let s = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap();
+        assert_eq!(s.table_id, 7);
+        assert_eq!(&*s.db, "db");
+        assert!(!s.columns[0].unsigned);
+        assert!(s.columns[1].unsigned);
+        assert!(!s.columns[5].unsigned);
+        assert_eq!(s.columns[2].ty, ColumnType::MYSQL_TYPE_STRING);
+        assert_eq!(s.columns[2].charset, Charset::Utf8);
+        assert_eq!(s.columns[3].ty, ColumnType::MYSQL_TYPE_ENUM);
+        assert_eq!(s.columns[4].ty, ColumnType::MYSQL_TYPE_SET);
+        assert_eq!(s.columns[3].labels.as_ref().unwrap().len(), 2);
+        assert_eq!(&*s.columns[4].labels.as_ref().unwrap()[1], "q");
+        assert_eq!(s.primary_key, vec![1, 5]);
+        assert_eq!(&*s.names[5], "b");
+    }
+
+    /// mysql_common's OptionalMetaExtractor counts YEAR as a numeric column when
+    /// walking SIGNEDNESS; MySQL does not, so the unsigned flag of `a` is lost.
+    #[test]
+    fn mysql_common_signedness_counts_year() {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::events::{FormatDescriptionEvent, OptionalMetaExtractor, TableMapEvent};
+        use mysql_common::binlog::BinlogCtx;
+        use mysql_common::io::ParseBuf;
+        let cols: &[(u8, &[u8], &str)] = &[(13, &[], "y"), (3, &[], "a")];
+        let b = table_map(7, "db", "tb", cols, &[(1, vec![0b1000_0000])]);
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+        let ctx = BinlogCtx::new(b.len() + 19, &fde, 19);
+        let tme: TableMapEvent = ParseBuf(&b).parse(ctx).unwrap();
+        let ome = OptionalMetaExtractor::new(tme.iter_optional_meta()).unwrap();
+        let flags: Vec<bool> = ome.iter_signedness().collect();
+        // mysql_common attributes the only bit to YEAR: `a` would read as signed.
+        assert_eq!(flags, vec![true, false]);
+        let ours = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap();
+        assert!(!ours.columns[0].unsigned && ours.columns[1].unsigned);
+    }
+
+    #[test]
+    fn collations_map_to_charsets() {
+        use Charset::*;
+        for (id, cs) in [
+            (33, Utf8),
+            (45, Utf8),
+            (46, Utf8),
+            (76, Utf8),
+            (83, Utf8),
+            (192, Utf8),
+            (223, Utf8),
+            (224, Utf8),
+            (247, Utf8),
+            (255, Utf8),
+            (309, Utf8),
+            (323, Utf8),
+            (8, Latin1),
+            (5, Latin1),
+            (47, Latin1),
+            (94, Latin1),
+            (11, Ascii),
+            (65, Ascii),
+            (63, Binary),
+            (28, Other(28)),
+        ] {
+            assert_eq!(Charset::from_collation(id, Flavor::MySql), cs, "mysql {id}");
+        }
+        for (id, cs) in [
+            (33, Utf8),
+            (45, Utf8),
+            (224, Utf8),
+            (246, Utf8),
+            (1057, Utf8),
+            (1069, Utf8),
+            (1070, Utf8),
+            (1248, Utf8),
+            (1270, Utf8),
+            (2048, Utf8),
+            (2304, Utf8),
+            (2305, Utf8),
+            (2559, Utf8),
+            (609, Utf8),
+            (8, Latin1),
+            (1032, Latin1),
+            (1071, Latin1),
+            (11, Ascii),
+            (1035, Ascii),
+            (1089, Ascii),
+            (63, Binary),
+            (2560, Other(2560)),
+            (28, Other(28)),
+        ] {
+            assert_eq!(Charset::from_collation(id, Flavor::MariaDb), cs, "mariadb {id}");
+        }
+    }
+
+    #[test]
+    fn mariadb_counts_geometry_as_character_column() {
+        // g GEOMETRY, s VARCHAR(10): COLUMN_CHARSET lists 2 collations on MariaDB.
+        let cols: &[(u8, &[u8], &str)] = &[(255, &[4], "g"), (15, &[40, 0], "s")];
+        let b = table_map(1, "d", "t", cols, &[(3, vec![63, 8])]);
+        let s = TableSchema::from_table_map(&b, 8, Flavor::MariaDb).unwrap();
+        assert_eq!(s.columns[1].charset, Charset::Latin1);
+        // and MySQL lists only the VARCHAR.
+        let b = table_map(1, "d", "t", cols, &[(3, vec![8])]);
+        let s = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap();
+        assert_eq!(s.columns[1].charset, Charset::Latin1);
+    }
+
+    #[test]
+    fn unsupported_type_names_column() {
+        let b = table_map(1, "d", "t", &[(0, &[], "old")], &[]);
+        let e = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap_err().to_string();
+        assert!(e.contains("d.t.old") && e.contains("MYSQL_TYPE_DECIMAL"), "{e}");
+        let b = table_map(1, "d", "t", &[(140, &[4], "z")], &[]);
+        let e = TableSchema::from_table_map(&b, 8, Flavor::MariaDb).unwrap_err().to_string();
+        assert!(e.contains("140"), "{e}");
+    }
+}
