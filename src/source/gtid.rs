@@ -1050,7 +1050,7 @@ mod tests {
     #[test]
     fn parse_errors() {
         for bad in [
-            format!("{U1}"),
+            U1.to_string(),
             format!("{U1}:"),
             format!("{U1}:0"),
             format!("{U1}:5-3"),
