@@ -914,3 +914,493 @@ fn base64(d: &[u8]) -> String {
 pub fn image_columns(schema: &TableSchema, present: &[usize]) -> Columns {
     names_for(schema, present)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::schema::tests::table_map;
+    use std::sync::Arc;
+    use rowstream_api::Flavor;
+    use serde_json::json;
+
+    fn schema(cols: &[(u8, &[u8], &str)], opt: &[(u8, Vec<u8>)]) -> TableSchema {
+        TableSchema::from_table_map(&table_map(42, "db", "t", cols, opt), 8, Flavor::MySql).unwrap()
+    }
+
+    /// A v2 rows event body with a full column bitmap.
+    fn rows_body(kind: u8, ncols: usize, rows: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&42u64.to_le_bytes()[..6]);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.push(ncols as u8);
+        let images = if matches!(kind, 0x1f | 0x27) { 2 } else { 1 };
+        for _ in 0..images {
+            b.extend(std::iter::repeat(0xffu8).take(ncols.div_ceil(8)));
+        }
+        b.extend_from_slice(rows);
+        b
+    }
+
+    /// Decodes all rows of a WRITE_ROWS v2 event (after images).
+    fn write_rows(s: &TableSchema, rows: &[u8]) -> Result<Vec<Vec<Value>>, DecodeError> {
+        let body = rows_body(0x1e, s.columns.len(), rows);
+        let h = parse_rows_header(0x1e, &body, 10)?;
+        let mut d = RowsDecoder::new(&h, s)?;
+        let (mut b, mut a) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
+        while d.next_row(&mut b, &mut a)? {
+            out.push(a.clone());
+        }
+        Ok(out)
+    }
+
+    /// One-column table, one row holding `cell` (null bitmap prepended).
+    fn one(ty: u8, meta: &[u8], opt: &[(u8, Vec<u8>)], cell: &[u8]) -> Result<Value, DecodeError> {
+        let s = schema(&[(ty, meta, "c")], opt);
+        let mut r = vec![0u8];
+        r.extend_from_slice(cell);
+        Ok(write_rows(&s, &r)?.remove(0).remove(0))
+    }
+
+    fn unsigned() -> Vec<(u8, Vec<u8>)> {
+        vec![(1, vec![0x80])]
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(one(9, &[], &[], &[0, 0, 0x80]).unwrap(), Value::Int(-8388608));
+        assert_eq!(one(9, &[], &[], &[0xff, 0xff, 0x7f]).unwrap(), Value::Int(8388607));
+        assert_eq!(one(9, &[], &unsigned(), &[0xff, 0xff, 0xff]).unwrap(), Value::UInt(16777215));
+        assert_eq!(one(1, &[], &[], &[0x80]).unwrap(), Value::Int(-128));
+        assert_eq!(one(1, &[], &unsigned(), &[0xff]).unwrap(), Value::UInt(255));
+        assert_eq!(one(2, &[], &[], &[0, 0x80]).unwrap(), Value::Int(-32768));
+        assert_eq!(one(3, &[], &[], &[0, 0, 0, 0x80]).unwrap(), Value::Int(i32::MIN as i64));
+        assert_eq!(one(3, &[], &unsigned(), &[0xff; 4]).unwrap(), Value::UInt(u32::MAX as u64));
+        assert_eq!(one(8, &[], &unsigned(), &[0xff; 8]).unwrap(), Value::UInt(u64::MAX));
+        assert_eq!(one(8, &[], &[], &i64::MIN.to_le_bytes()).unwrap(), Value::Int(i64::MIN));
+        assert_eq!(one(13, &[], &[], &[0]).unwrap(), Value::Int(0));
+        assert_eq!(one(13, &[], &[], &[124]).unwrap(), Value::Int(2024));
+        assert_eq!(one(16, &[1, 0], &[], &[1]).unwrap(), Value::Bool(true));
+        assert_eq!(one(16, &[4, 1], &[], &[0x0a, 0xbc]).unwrap(), Value::UInt(0xabc));
+        assert_eq!(one(16, &[0, 8], &[], &[0xff; 8]).unwrap(), Value::UInt(u64::MAX));
+        assert_eq!(one(4, &[4], &[], &1.5f32.to_le_bytes()).unwrap(), Value::Float(1.5));
+        assert_eq!(one(5, &[8], &[], &(-2.25f64).to_le_bytes()).unwrap(), Value::Double(-2.25));
+    }
+
+    /// mysql_common's BinlogValue reads a signed MEDIUMINT without sign extension.
+    #[test]
+    fn mysql_common_int24_not_sign_extended() {
+        use mysql_common::binlog::value::BinlogValue;
+        let v: BinlogValue = ParseBuf(&[0, 0, 0x80]).parse((ColumnType::MYSQL_TYPE_INT24, &[][..], false, false)).unwrap();
+        assert_eq!(v, BinlogValue::Value(mysql_common::Value::Int(8388608)));
+        assert_eq!(one(9, &[], &[], &[0, 0, 0x80]).unwrap(), Value::Int(-8388608));
+    }
+
+    /// Test-only encoder of MySQL binary DECIMAL.
+    fn enc_dec(text: &str, p: usize, s: usize) -> Vec<u8> {
+        let neg = text.starts_with('-');
+        let t = text.trim_start_matches('-');
+        let (i, f) = t.split_once('.').unwrap_or((t, ""));
+        let intg = p - s;
+        let i = format!("{:0>w$}", i, w = intg);
+        let f = format!("{:0<w$}", f, w = s);
+        let mut out = Vec::new();
+        let mut push = |digits: &str, nbytes: usize| {
+            if nbytes == 0 {
+                return;
+            }
+            let v: u64 = digits.parse().unwrap();
+            out.extend_from_slice(&v.to_be_bytes()[8 - nbytes..]);
+        };
+        let lead = intg % 9;
+        push(&i[..lead], DIG2BYTES[lead]);
+        for k in 0..intg / 9 {
+            push(&i[lead + 9 * k..lead + 9 * k + 9], 4);
+        }
+        for k in 0..s / 9 {
+            push(&f[9 * k..9 * k + 9], 4);
+        }
+        push(&f[9 * (s / 9)..], DIG2BYTES[s % 9]);
+        out[0] ^= 0x80;
+        if neg {
+            for b in &mut out {
+                *b ^= 0xff;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn decimals() {
+        for (text, p, s, want) in [
+            ("0.50", 10, 2, "0.50"),
+            ("1234.56", 10, 2, "1234.56"),
+            ("-1234.56", 10, 2, "-1234.56"),
+            ("0", 10, 2, "0.00"),
+            ("-0", 10, 2, "0.00"),
+            ("00012", 5, 0, "12"),
+            ("-99999", 5, 0, "-99999"),
+            ("0.000000001", 20, 10, "0.0000000010"),
+            (
+                "-12345678901234567890123456789012345.123456789012345678901234567890",
+                65,
+                30,
+                "-12345678901234567890123456789012345.123456789012345678901234567890",
+            ),
+            ("99999999999999999999999999999999999.999999999999999999999999999999", 65, 30, "99999999999999999999999999999999999.999999999999999999999999999999"),
+        ] {
+            let bytes = enc_dec(text, p, s);
+            assert_eq!(decode_decimal(&bytes, p as u8, s as u8).as_deref(), Some(want), "{text}");
+            assert_eq!(one(246, &[p as u8, s as u8], &[], &bytes).unwrap(), Value::Decimal(want.to_string()));
+        }
+        // "-0.00" as the server would write it (negative zero bytes) prints 0.00
+        let mut negzero = enc_dec("0.00", 10, 2);
+        for b in &mut negzero {
+            *b ^= 0xff;
+        }
+        assert_eq!(decode_decimal(&negzero, 10, 2).as_deref(), Some("0.00"));
+    }
+
+    fn dt2(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64) -> Vec<u8> {
+        let v = ((y * 13 + mo) << 22 | d << 17 | h << 12 | mi << 6 | s) + 0x80_0000_0000;
+        v.to_be_bytes()[3..].to_vec()
+    }
+
+    #[test]
+    fn temporals() {
+        let mut b = dt2(9999, 12, 31, 23, 59, 59);
+        b.extend_from_slice(&999_999u32.to_be_bytes()[1..]);
+        assert_eq!(
+            one(18, &[6], &[], &b).unwrap(),
+            Value::DateTime(DateTime { date: Date { year: 9999, month: 12, day: 31 }, hour: 23, minute: 59, second: 59, micros: 999_999, fsp: 6 })
+        );
+        let b = dt2(0, 0, 0, 0, 0, 0);
+        assert_eq!(
+            one(18, &[0], &[], &b).unwrap(),
+            Value::DateTime(DateTime { date: Date { year: 0, month: 0, day: 0 }, hour: 0, minute: 0, second: 0, micros: 0, fsp: 0 })
+        );
+        // DATETIME(2) .57 -> 1 byte 57
+        let mut b = dt2(2024, 2, 29, 1, 2, 3);
+        b.push(57);
+        assert!(matches!(one(18, &[2], &[], &b).unwrap(), Value::DateTime(DateTime { micros: 570_000, fsp: 2, .. })));
+        // DATE: zero and partial
+        let date = |y: u32, m: u32, d: u32| {
+            let v = y << 9 | m << 5 | d;
+            v.to_le_bytes()[..3].to_vec()
+        };
+        assert_eq!(one(10, &[], &[], &date(0, 0, 0)).unwrap(), Value::Date(Date { year: 0, month: 0, day: 0 }));
+        assert_eq!(one(10, &[], &[], &date(2024, 0, 0)).unwrap(), Value::Date(Date { year: 2024, month: 0, day: 0 }));
+        // TIMESTAMP(3)
+        let mut b = 1_700_000_000u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&1234u16.to_be_bytes());
+        assert_eq!(one(17, &[3], &[], &b).unwrap(), Value::Timestamp { secs: 1_700_000_000, micros: 123_400, fsp: 3 });
+        assert_eq!(one(17, &[0], &[], &[0, 0, 0, 0]).unwrap(), Value::Timestamp { secs: 0, micros: 0, fsp: 0 });
+        // TIME(1) -01:02:03.5
+        assert_eq!(
+            one(19, &[1], &[], &[0x7F, 0xEF, 0x7C, 0xCE]).unwrap(),
+            Value::Time(Time { negative: true, hours: 1, minute: 2, second: 3, micros: 500_000, fsp: 1 })
+        );
+        // TIME(3) -00:00:00.001
+        let int: i64 = -1; // floor(-0.001 s) in packed int part
+        let mut b = ((int + 0x80_0000) as u64).to_be_bytes()[5..].to_vec();
+        b.extend_from_slice(&((0x10000 - 10) as u16).to_be_bytes());
+        assert_eq!(
+            one(19, &[3], &[], &b).unwrap(),
+            Value::Time(Time { negative: true, hours: 0, minute: 0, second: 0, micros: 1000, fsp: 3 })
+        );
+        // TIME(6) -838:59:59.000000 and 838:59:59.999999
+        let hms = |h: i64, m: i64, s: i64| (h << 12 | m << 6 | s) << 24;
+        let t6 = |packed: i64| ((packed + 0x8000_0000_0000) as u64).to_be_bytes()[2..].to_vec();
+        assert_eq!(
+            one(19, &[6], &[], &t6(-hms(838, 59, 59))).unwrap(),
+            Value::Time(Time { negative: true, hours: 838, minute: 59, second: 59, micros: 0, fsp: 6 })
+        );
+        assert_eq!(
+            one(19, &[6], &[], &t6(-(hms(1, 0, 0) + 250_000))).unwrap(),
+            Value::Time(Time { negative: true, hours: 1, minute: 0, second: 0, micros: 250_000, fsp: 6 })
+        );
+        assert_eq!(
+            one(19, &[6], &[], &t6(hms(838, 59, 59) + 999_999)).unwrap(),
+            Value::Time(Time { negative: false, hours: 838, minute: 59, second: 59, micros: 999_999, fsp: 6 })
+        );
+        // TIME(0) -12:00:00
+        let b = ((-(12i64 << 12) + 0x80_0000) as u64).to_be_bytes()[5..].to_vec();
+        assert_eq!(one(19, &[0], &[], &b).unwrap(), Value::Time(Time { negative: true, hours: 12, minute: 0, second: 0, micros: 0, fsp: 0 }));
+        // old formats
+        assert!(matches!(
+            one(12, &[], &[], &20240229123456u64.to_le_bytes()).unwrap(),
+            Value::DateTime(DateTime { date: Date { year: 2024, month: 2, day: 29 }, hour: 12, minute: 34, second: 56, .. })
+        ));
+        assert_eq!(one(11, &[], &[], &(-123456i32).to_le_bytes()[..3]).unwrap(), Value::Time(Time { negative: true, hours: 12, minute: 34, second: 56, micros: 0, fsp: 0 }));
+        assert_eq!(one(7, &[], &[], &5u32.to_le_bytes()).unwrap(), Value::Timestamp { secs: 5, micros: 0, fsp: 0 });
+    }
+
+    fn cs(id: u8) -> Vec<(u8, Vec<u8>)> {
+        vec![(2, vec![id])]
+    }
+
+    #[test]
+    fn strings_and_charsets() {
+        // VARCHAR(10) latin1: "é€"
+        assert_eq!(one(15, &[10, 0], &cs(8), &[2, 0xE9, 0x80]).unwrap(), Value::String("é€".into()));
+        assert_eq!(one(15, &[10, 0], &cs(8), &[1, 0x81]).unwrap(), Value::String("\u{81}".into()));
+        // VARCHAR(300) utf8mb4 (2-byte length): 4-byte UTF-8
+        let s = "a😀";
+        let mut b = (s.len() as u16).to_le_bytes().to_vec();
+        b.extend_from_slice(s.as_bytes());
+        assert_eq!(one(15, &[0x2c, 0x01], &cs(45), &b).unwrap(), Value::String(s.into()));
+        // invalid UTF-8 is an error naming the column
+        let e = one(15, &[10, 0], &cs(45), &[1, 0xff]).unwrap_err().to_string();
+        assert!(e.contains("db.t.c") && e.contains("Utf8"), "{e}");
+        // ascii
+        assert!(one(15, &[10, 0], &cs(11), &[1, 0xe9]).is_err());
+        // unknown charset (gbk 28): error naming the collation, empty ok
+        let e = one(15, &[10, 0], &cs(28), &[2, 0xc4, 0xe3]).unwrap_err().to_string();
+        assert!(e.contains("collation id 28"), "{e}");
+        assert_eq!(one(15, &[10, 0], &cs(28), &[0]).unwrap(), Value::String(String::new()));
+        // VARBINARY
+        assert_eq!(one(15, &[10, 0], &cs(63), &[2, 0, 0xff]).unwrap(), Value::Bytes(vec![0, 0xff]));
+        // CHAR(4) utf8mb4 = 16 bytes: meta [0xfe, 16]
+        assert_eq!(one(254, &[0xfe, 16], &cs(45), &[2, b'h', b'i']).unwrap(), Value::String("hi".into()));
+        // BINARY(4): padded back with zeros
+        assert_eq!(one(254, &[0xfe, 4], &cs(63), &[2, 1, 2]).unwrap(), Value::Bytes(vec![1, 2, 0, 0]));
+        // CHAR(255) utf8mb4 = 1020 bytes: long CHAR encoding, 2-byte length
+        let meta = [0xfe ^ ((1020 & 0x300) >> 4) as u8, (1020 & 0xff) as u8];
+        let s = schema(&[(254, &meta, "c")], &cs(45));
+        assert_eq!(s.columns[0].decode, Decode::VarLen { prefix: 2, pad_to: 0 });
+        // TEXT (pack 2) utf8 and BLOB (pack 2) binary, LONGBLOB (4)
+        assert_eq!(one(252, &[2], &cs(45), &[3, 0, b'a', b'b', b'c']).unwrap(), Value::String("abc".into()));
+        assert_eq!(one(252, &[2], &cs(63), &[1, 0, 7]).unwrap(), Value::Bytes(vec![7]));
+        assert_eq!(one(252, &[4], &cs(63), &[1, 0, 0, 0, 9]).unwrap(), Value::Bytes(vec![9]));
+        // truncated value
+        let e = one(252, &[2], &cs(63), &[5, 0, 7]).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn enum_and_set() {
+        let opt = vec![(6u8, vec![3, 1, b'a', 1, b'b', 2, 0xc3, 0xa9]), (10, vec![45])];
+        assert_eq!(one(254, &[247, 1], &opt, &[3]).unwrap(), Value::String("é".into()));
+        assert_eq!(one(254, &[247, 1], &opt, &[0]).unwrap(), Value::String(String::new()));
+        assert!(one(254, &[247, 1], &opt, &[4]).is_err());
+        let opt = vec![(5u8, vec![3, 1, b'x', 1, b'y', 1, b'z']), (10, vec![45])];
+        assert_eq!(one(254, &[248, 1], &opt, &[0b101]).unwrap(), Value::String("x,z".into()));
+        assert_eq!(one(254, &[248, 1], &opt, &[0]).unwrap(), Value::String(String::new()));
+        assert!(one(254, &[248, 1], &opt, &[0b1000]).is_err());
+    }
+
+    /// jsonb of {"a": 1}
+    fn jsonb_obj_a1() -> Vec<u8> {
+        vec![0x00, 1, 0, 12, 0, 11, 0, 1, 0, 0x05, 1, 0, b'a']
+    }
+
+    fn with_len4(b: &[u8]) -> Vec<u8> {
+        let mut v = (b.len() as u32).to_le_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    }
+
+    #[test]
+    fn json_values() {
+        assert_eq!(one(245, &[4], &[], &with_len4(&jsonb_obj_a1())).unwrap(), Value::Json(json!({"a": 1})));
+        assert_eq!(one(245, &[4], &[], &with_len4(&[])).unwrap(), Value::Json(json!(null)));
+        // uint64 max, int64 min, double, literals, string
+        assert_eq!(json_from_binary(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(), json!(u64::MAX));
+        let mut b = vec![0x09];
+        b.extend_from_slice(&i64::MIN.to_le_bytes());
+        assert_eq!(json_from_binary(&b).unwrap(), json!(i64::MIN));
+        let mut b = vec![0x0b];
+        b.extend_from_slice(&0.1f64.to_le_bytes());
+        assert_eq!(json_from_binary(&b).unwrap(), json!(0.1));
+        assert_eq!(json_from_binary(&[0x04, 2]).unwrap(), json!(false));
+        assert_eq!(json_from_binary(&[0x0c, 2, b'h', b'i']).unwrap(), json!("hi"));
+        // opaque DECIMAL(4,2) 12.50 -> number 12.5; large -> string
+        let mut d = vec![4, 2];
+        d.extend_from_slice(&enc_dec("12.50", 4, 2));
+        let mut b = vec![0x0f, 246, d.len() as u8];
+        b.extend_from_slice(&d);
+        assert_eq!(json_from_binary(&b).unwrap(), json!(12.5));
+        assert_eq!(decimal_json("12345678901234567890.5"), json!("12345678901234567890.5"));
+        assert_eq!(decimal_json("-42"), json!(-42));
+        // opaque DATETIME 2024-02-29 12:34:56.5 and TIME -01:00:00
+        let ymd = (2024i64 * 13 + 2) << 5 | 29;
+        let hms = 12i64 << 12 | 34 << 6 | 56;
+        let packed = ((ymd << 17 | hms) << 24) + 500_000;
+        let mut b = vec![0x0f, 12, 8];
+        b.extend_from_slice(&packed.to_le_bytes());
+        assert_eq!(json_from_binary(&b).unwrap(), json!("2024-02-29 12:34:56.500000"));
+        let mut b = vec![0x0f, 11, 8];
+        b.extend_from_slice(&(-(1i64 << 12 << 24)).to_le_bytes());
+        assert_eq!(json_from_binary(&b).unwrap(), json!("-01:00:00.000000"));
+        let mut b = vec![0x0f, 10, 8];
+        b.extend_from_slice(&((ymd << 17) << 24).to_le_bytes());
+        assert_eq!(json_from_binary(&b).unwrap(), json!("2024-02-29"));
+        // other opaque -> base64:typeN:
+        assert_eq!(json_from_binary(&[0x0f, 15, 2, b'h', b'i']).unwrap(), json!("base64:type15:aGk="));
+    }
+
+    #[test]
+    fn json_array() {
+        // [1, "x"]: type 0x02; count=2, size=12; entries: (INT16 1) (STRING at off 10); data at 10: len 1 'x'
+        let arr = [0x02, 2, 0, 12, 0, 0x05, 1, 0, 0x0c, 10, 0, 1, b'x'];
+        assert_eq!(json_from_binary(&arr).unwrap(), json!([1, "x"]));
+    }
+
+    #[test]
+    fn geometry_and_vector() {
+        let mut g = 4326u32.to_le_bytes().to_vec();
+        g.extend_from_slice(&[1, 1, 0, 0, 0]);
+        assert_eq!(one(255, &[4], &[], &with_len4(&g)).unwrap(), Value::Geometry { srid: 4326, wkb: vec![1, 1, 0, 0, 0] });
+        let mut v = 1.0f32.to_le_bytes().to_vec();
+        v.extend_from_slice(&(-2.5f32).to_le_bytes());
+        assert_eq!(one(242, &[4], &[], &with_len4(&v)).unwrap(), Value::Vector(vec![1.0, -2.5]));
+        assert!(one(242, &[4], &[], &with_len4(&[1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn nulls_partial_images_and_update() {
+        let s = schema(&[(3, &[], "id"), (15, &[10, 0], "name")], &cs(45));
+        // UPDATE v1 with before bitmap {id} and after bitmap {id, name}
+        let mut b = Vec::new();
+        b.extend_from_slice(&42u64.to_le_bytes()[..6]);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.push(2);
+        b.push(0b01);
+        b.push(0b11);
+        b.extend_from_slice(&[0, 7, 0, 0, 0]); // before: id=7
+        b.extend_from_slice(&[0b10, 8, 0, 0, 0]); // after: id=8, name NULL
+        let h = parse_rows_header(0x18, &b, 8).unwrap();
+        assert_eq!(h.flags & STMT_END_F, 1);
+        let mut d = RowsDecoder::new(&h, &s).unwrap();
+        assert_eq!(d.present_before(), &[0]);
+        assert_eq!(&*d.columns_before()[0], "id");
+        assert!(Arc::ptr_eq(d.columns_after(), &s.names));
+        let (mut bv, mut av) = (Vec::new(), Vec::new());
+        assert!(d.next_row(&mut bv, &mut av).unwrap());
+        assert_eq!(bv, vec![Value::Int(7)]);
+        assert_eq!(av, vec![Value::Int(8), Value::Null]);
+        assert!(!d.next_row(&mut bv, &mut av).unwrap());
+        assert!(bv.is_empty() && av.is_empty());
+    }
+
+    #[test]
+    fn rows_header_variants() {
+        let body = rows_body(0x20, 3, &[]);
+        let h = parse_rows_header(0x20, &body, 10).unwrap();
+        assert_eq!((h.kind, h.column_count, h.table_id), (RowsKind::Delete, 3, 42));
+        assert!(h.after.is_none() && h.before.unwrap().is_full());
+        for t in 166..=171 {
+            let e = parse_rows_header(t, &body, 10).unwrap_err().to_string();
+            assert!(e.contains("MariaDB") && e.contains(&t.to_string()), "{e}");
+        }
+        assert!(parse_rows_header(0x1e, &body[..5], 10).is_err());
+        // schema mismatch
+        let s = schema(&[(3, &[], "id")], &[]);
+        let h = parse_rows_header(0x20, &body, 10).unwrap();
+        assert!(RowsDecoder::new(&h, &s).is_err());
+    }
+
+    #[test]
+    fn partial_json_update_applies_diff() {
+        let s = schema(&[(3, &[], "id"), (245, &[4], "doc")], &[]);
+        let mut rows = Vec::new();
+        rows.push(0); // before null bitmap
+        rows.extend_from_slice(&1i32.to_le_bytes());
+        rows.extend_from_slice(&with_len4(&jsonb_obj_a1()));
+        rows.extend_from_slice(&[1, 0b1]); // value_options = PARTIAL_JSON, partial bits
+        rows.push(0); // after null bitmap
+        rows.extend_from_slice(&1i32.to_le_bytes());
+        let mut diff = vec![0u8, 3];
+        diff.extend_from_slice(b"$.a");
+        diff.extend_from_slice(&[3, 0x05, 2, 0]);
+        diff.extend_from_slice(&[1u8, 7]);
+        diff.extend_from_slice(b"$.\"b c\"");
+        diff.extend_from_slice(&[3, 0x0c, 1, b'z']);
+        rows.extend_from_slice(&with_len4(&diff));
+        // a second row without partial JSON (value_options 0): full document
+        rows.extend_from_slice(&[0, 2, 0, 0, 0]);
+        rows.extend_from_slice(&with_len4(&jsonb_obj_a1()));
+        rows.push(0);
+        rows.extend_from_slice(&[0, 2, 0, 0, 0]);
+        rows.extend_from_slice(&with_len4(&[]));
+        let body = rows_body(0x27, 2, &rows);
+        let h = parse_rows_header(0x27, &body, 10).unwrap();
+        let mut d = RowsDecoder::new(&h, &s).unwrap();
+        let (mut b, mut a) = (Vec::new(), Vec::new());
+        assert!(d.next_row(&mut b, &mut a).unwrap());
+        assert_eq!(b[1], Value::Json(json!({"a": 1})));
+        assert_eq!(a[1], Value::Json(json!({"a": 2, "b c": "z"})));
+        assert!(d.next_row(&mut b, &mut a).unwrap());
+        assert_eq!(a, vec![Value::Int(2), Value::Json(json!(null))]);
+        assert!(!d.next_row(&mut b, &mut a).unwrap());
+    }
+
+    #[test]
+    fn multi_row_mixed_table() {
+        let opt = vec![(1, vec![0b0100_0000]), (2, vec![45])];
+        let s = schema(&[(3, &[], "id"), (8, &[], "big"), (15, &[0x90, 0x01], "name"), (18, &[0], "at")], &opt);
+        assert!(s.columns[1].unsigned && !s.columns[0].unsigned);
+        let mut rows = Vec::new();
+        for i in 0..3u8 {
+            rows.push(if i == 1 { 0b0100 } else { 0 });
+            rows.extend_from_slice(&(i as i32 - 1).to_le_bytes());
+            rows.extend_from_slice(&u64::MAX.to_le_bytes());
+            if i != 1 {
+                rows.extend_from_slice(&[2, 0, b'n', b'0' + i]);
+            }
+            rows.extend_from_slice(&dt2(2024, 1, 1, 0, 0, i as u64));
+        }
+        let got = write_rows(&s, &rows).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0][0], Value::Int(-1));
+        assert_eq!(got[1][2], Value::Null);
+        assert_eq!(got[2][2], Value::String("n2".into()));
+        assert_eq!(got[2][1], Value::UInt(u64::MAX));
+    }
+
+    /// Throughput of the 8-column bench-peers row shape; run with
+    /// `cargo test --release -- --ignored decode_throughput --nocapture`.
+    #[test]
+    #[ignore]
+    fn decode_throughput() {
+        let opt = vec![(2, vec![45])];
+        let cols: &[(u8, &[u8], &str)] = &[
+            (8, &[], "id"),
+            (3, &[], "a"),
+            (3, &[], "b"),
+            (15, &[0x90, 0x01], "c"),
+            (15, &[0x90, 0x01], "d"),
+            (246, &[10, 2], "e"),
+            (18, &[0], "f"),
+            (5, &[8], "g"),
+        ];
+        let s = schema(cols, &opt);
+        let mut rows = Vec::new();
+        let n = 200_000u32;
+        for i in 0..n {
+            rows.push(0);
+            rows.extend_from_slice(&(i as u64).to_le_bytes());
+            rows.extend_from_slice(&(i as i32).to_le_bytes());
+            rows.extend_from_slice(&(-(i as i32)).to_le_bytes());
+            rows.extend_from_slice(&[20, 0]);
+            rows.extend_from_slice(b"abcdefghijklmnopqrst");
+            rows.extend_from_slice(&[12, 0]);
+            rows.extend_from_slice(b"hello world!");
+            rows.extend_from_slice(&enc_dec("12345.67", 10, 2));
+            rows.extend_from_slice(&dt2(2024, 5, 17, 12, 0, 0));
+            rows.extend_from_slice(&1.5f64.to_le_bytes());
+        }
+        let body = rows_body(0x1e, 8, &rows);
+        let t = std::time::Instant::now();
+        let h = parse_rows_header(0x1e, &body, 10).unwrap();
+        let mut d = RowsDecoder::new(&h, &s).unwrap();
+        let (mut b, mut a) = (Vec::new(), Vec::new());
+        let mut k = 0u64;
+        while d.next_row(&mut b, &mut a).unwrap() {
+            k += a.len() as u64;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!("rows={n} cells={k} secs={secs:.3} rows_per_sec={:.0}", n as f64 / secs);
+    }
+}
