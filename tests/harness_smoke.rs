@@ -112,3 +112,33 @@ fn mysql_server_with_compressed_partial_json_binlog() {
     server.restart();
     assert_eq!(server.query_value("SELECT @@binlog_row_value_options").as_deref(), Some("PARTIAL_JSON"));
 }
+
+fn replica_and_promote(flavor: Flavor) {
+    let Some(primary) = TestServer::start(flavor, &[]) else { return };
+    let Some(replica) = TestServer::start(flavor, &[]) else { return };
+    primary.exec("CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY); INSERT INTO r.t VALUES (1), (2);");
+    replica.replicate_from(&primary);
+    assert_eq!(replica.query_value("SELECT COUNT(*) FROM r.t").as_deref(), Some("2"));
+    assert_eq!(replica.gtid_executed(), primary.gtid_executed(), "log_slave_updates: same GTID set");
+
+    primary.exec("INSERT INTO r.t VALUES (3)");
+    let primary_pos = primary.gtid_executed();
+    let promoted_pos = replica.promote();
+    assert_eq!(promoted_pos, primary_pos, "the promoted replica has everything the primary had");
+    replica.exec("INSERT INTO r.t VALUES (4)");
+    assert_eq!(replica.query_value("SELECT COUNT(*) FROM r.t").as_deref(), Some("4"));
+
+    // The old primary follows the new one.
+    primary.replicate_from(&replica);
+    assert_eq!(primary.query_value("SELECT COUNT(*) FROM r.t").as_deref(), Some("4"));
+}
+
+#[test]
+fn mariadb_replica_and_promote() {
+    replica_and_promote(Flavor::MariaDb);
+}
+
+#[test]
+fn mysql_replica_and_promote() {
+    replica_and_promote(Flavor::MySql);
+}

@@ -229,6 +229,35 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("killing {} :{} failed: {e}", self.flavor.name(), self.port));
     }
 
+    /// Makes this server a GTID-auto-positioned replica of `primary` (same flavour) as user
+    /// repl, and waits until it has applied everything `primary` had (deploy/dev/make-replica.sh).
+    /// Also demotes an ex-primary. Panics on failure.
+    pub fn replicate_from(&self, primary: &TestServer) {
+        assert_eq!(self.flavor, primary.flavor, "replication across flavours is not supported");
+        let mut cmd = Command::new(dev_script("make-replica.sh"));
+        cmd.arg(&self.datadir).arg(primary.port.to_string());
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
+        assert!(
+            out.success(),
+            "make-replica.sh :{} -> :{} failed ({}): {}",
+            self.port,
+            primary.port,
+            out.describe_status(),
+            out.stderr_text()
+        );
+    }
+
+    /// Promotes this replica to a standalone writable primary after it applied all it
+    /// received (deploy/dev/promote.sh); returns its GTID position afterwards (as
+    /// [`TestServer::gtid_executed`]). Panics on failure.
+    pub fn promote(&self) -> String {
+        let mut cmd = Command::new(dev_script("promote.sh"));
+        cmd.arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
+        assert!(out.success(), "promote.sh :{} failed ({}): {}", self.port, out.describe_status(), out.stderr_text());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn run_start_script(&self) -> Result<(), String> {
         let mut cmd = Command::new(dev_script(self.flavor.start_script()));
         cmd.arg(self.port.to_string())
