@@ -46,7 +46,7 @@ use std::fmt;
 use mysql_async::prelude::Queryable;
 use rowstream_api::Flavor;
 
-use super::gtid::{GtidSet, MariaDbGtidSet, MySqlGtidSet};
+use super::gtid::{GtidError, GtidSet, MariaDbGtidSet, MySqlGtidSet};
 
 /// One reason the server cannot be used, with the way to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +243,22 @@ async fn mariadb_start_checks(
     conn: &mut mysql_async::Conn,
     start: &MariaDbGtidSet,
 ) -> Result<Vec<CheckFailure>, mysql_async::Error> {
+    let mut out = Vec::new();
+    let unreadable = |e: GtidError| {
+        failure(
+            "gtid_binlog_pos",
+            "a readable GTID position",
+            e.to_string(),
+            "report this as a rowstream bug, with the server version",
+        )
+    };
+    // Ahead of the server? Needs no privilege.
+    let current: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_binlog_pos").await?;
+    match MariaDbGtidSet::parse(current.as_deref().unwrap_or("")) {
+        Ok(current) => out.extend(check_mariadb_ahead(start, &current)),
+        Err(e) => out.push(unreadable(e)),
+    }
+    // Purged? Needs BINLOG MONITOR for SHOW BINARY LOGS.
     let cant = |what: &str, e: &mysql_async::ServerError| {
         failure(
             "start position (purged binlog check)",
@@ -253,7 +269,10 @@ async fn mariadb_start_checks(
     };
     let files = match conn.query::<mysql_async::Row, _>("SHOW BINARY LOGS").await {
         Ok(rows) => rows,
-        Err(mysql_async::Error::Server(e)) => return Ok(vec![cant("SHOW BINARY LOGS", &e)]),
+        Err(mysql_async::Error::Server(e)) => {
+            out.push(cant("SHOW BINARY LOGS", &e));
+            return Ok(out);
+        }
         Err(e) => return Err(e),
     };
     let Some(first) = files
@@ -261,33 +280,30 @@ async fn mariadb_start_checks(
         .and_then(|r| r.get_opt::<String, _>(0))
         .and_then(Result::ok)
     else {
-        return Ok(Vec::new());
+        return Ok(out);
     };
     let oldest: Option<String> = match conn
         .exec_first("SELECT BINLOG_GTID_POS(?, 4)", (first.as_str(),))
         .await
     {
         Ok(v) => v.flatten(),
-        Err(mysql_async::Error::Server(e)) => return Ok(vec![cant("SELECT BINLOG_GTID_POS", &e)]),
+        Err(mysql_async::Error::Server(e)) => {
+            out.push(cant("SELECT BINLOG_GTID_POS", &e));
+            return Ok(out);
+        }
         Err(e) => return Err(e),
     };
-    let current: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_binlog_pos").await?;
     let Some(oldest) = oldest else {
         tracing::warn!(file = %first, "BINLOG_GTID_POS returned NULL; skipping the purged binlog check");
-        return Ok(Vec::new());
+        return Ok(out);
     };
-    match (
-        MariaDbGtidSet::parse(&oldest),
-        MariaDbGtidSet::parse(current.as_deref().unwrap_or("")),
-    ) {
-        (Ok(oldest), Ok(current)) => Ok(check_mariadb_start(start, &oldest, &first, &current)),
-        (Err(e), _) | (_, Err(e)) => Ok(vec![failure(
-            "gtid_binlog_pos",
-            "a readable GTID position",
-            e.to_string(),
-            "report this as a rowstream bug, with the server version",
-        )]),
-    }
+    let purged = match MariaDbGtidSet::parse(&oldest) {
+        Ok(oldest) => check_mariadb_purged(start, &oldest, &first),
+        Err(e) => vec![unreadable(e)],
+    };
+    // Purged first, then ahead, as check_mariadb_start orders them.
+    out.splice(0..0, purged);
+    Ok(out)
 }
 
 fn var_is(vars: &HashMap<String, String>, name: &str, want: &str) -> bool {
@@ -298,6 +314,9 @@ fn var_is(vars: &HashMap<String, String>, name: &str, want: &str) -> bool {
 /// At most 300 characters of a (GTID set) string, for messages.
 fn abbrev(s: &str) -> String {
     const MAX: usize = 300;
+    if s.is_empty() {
+        return "(empty)".into();
+    }
     let s = s.replace('\n', "");
     if s.chars().count() <= MAX {
         s
@@ -653,7 +672,11 @@ pub fn check_server_id(
         out.push(failure(
             "server_id (rowstream)",
             "unique among the replicas registered on the source",
-            format!("{ours}, also used by the replica registered from {}:{}", r.host, r.port),
+            if r.host.is_empty() {
+                format!("{ours}, also used by a registered replica (port {}, no report_host)", r.port)
+            } else {
+                format!("{ours}, also used by the replica registered as {}:{}", r.host, r.port)
+            },
             format!("{fix}. If that replica is a rowstream process with this server_id that just stopped, the source drops it within about a minute (when it next writes to the dead connection); then start again"),
         ));
     }
@@ -702,14 +725,27 @@ pub fn check_mysql_start(
 
 /// MariaDB: the oldest available binlog (`oldest_file`, whose starting
 /// position is `oldest`) must not be past `start` in any domain, and `start`
-/// must not be past `binlog_pos` (`@@gtid_binlog_pos`) in any domain.
+/// must not be past `binlog_pos` (`@@gtid_binlog_pos`) in any domain. The
+/// two halves are [`check_mariadb_purged`] and [`check_mariadb_ahead`].
 pub fn check_mariadb_start(
     start: &MariaDbGtidSet,
     oldest: &MariaDbGtidSet,
     oldest_file: &str,
     binlog_pos: &MariaDbGtidSet,
 ) -> Vec<CheckFailure> {
-    let mut out = Vec::new();
+    let mut out = check_mariadb_purged(start, oldest, oldest_file);
+    out.extend(check_mariadb_ahead(start, binlog_pos));
+    out
+}
+
+/// MariaDB: in every domain of `oldest` (the position at the start of the
+/// oldest binlog file), `start` must be at or past it; a domain missing from
+/// `start` counts as sequence number 0 (its early transactions are gone).
+pub fn check_mariadb_purged(
+    start: &MariaDbGtidSet,
+    oldest: &MariaDbGtidSet,
+    oldest_file: &str,
+) -> Vec<CheckFailure> {
     let gone: Vec<String> = oldest
         .iter()
         .filter_map(|o| {
@@ -722,21 +758,30 @@ pub fn check_mariadb_start(
             })
         })
         .collect();
-    if !gone.is_empty() {
-        out.push(failure(
-            "binlog (purged)",
-            format!(
-                "still holding the transactions after the start position {}",
-                abbrev(&start.to_string())
-            ),
-            format!(
-                "purged up to {} (oldest binlog {oldest_file}): {}",
-                abbrev(&oldest.to_string()),
-                gone.join("; ")
-            ),
-            "the changes in between can no longer be streamed: take a new snapshot, or start from the current position with --from latest (the sinks miss the changes in between); keep binlogs longer with binlog_expire_logs_seconds / expire_logs_days",
-        ));
+    if gone.is_empty() {
+        return Vec::new();
     }
+    vec![failure(
+        "binlog (purged)",
+        format!(
+            "still holding the transactions after the start position {}",
+            abbrev(&start.to_string())
+        ),
+        format!(
+            "purged up to {} (oldest binlog {oldest_file}): {}",
+            abbrev(&oldest.to_string()),
+            gone.join("; ")
+        ),
+        "the changes in between can no longer be streamed: take a new snapshot, or start from the current position with --from latest (the sinks miss the changes in between); keep binlogs longer with binlog_expire_logs_seconds / expire_logs_days",
+    )]
+}
+
+/// MariaDB: `binlog_pos` (`@@gtid_binlog_pos`) must be at or past `start`
+/// in every domain of `start`.
+pub fn check_mariadb_ahead(
+    start: &MariaDbGtidSet,
+    binlog_pos: &MariaDbGtidSet,
+) -> Vec<CheckFailure> {
     let ahead: Vec<String> = start
         .iter()
         .filter(|g| !binlog_pos.contains(g))
@@ -748,15 +793,15 @@ pub fn check_mariadb_start(
             ),
         })
         .collect();
-    if !ahead.is_empty() {
-        out.push(failure(
-            "gtid_binlog_pos",
-            format!("at or past the start position {}", abbrev(&start.to_string())),
-            format!("{}: {}", abbrev(&binlog_pos.to_string()), ahead.join("; ")),
-            "this is not the server rowstream was streaming from (or it was restored from an older backup): point rowstream at the right server, or start from a new snapshot of this one",
-        ));
+    if ahead.is_empty() {
+        return Vec::new();
     }
-    out
+    vec![failure(
+        "gtid_binlog_pos",
+        format!("at or past the start position {}", abbrev(&start.to_string())),
+        format!("{}: {}", abbrev(&binlog_pos.to_string()), ahead.join("; ")),
+        "this is not the server rowstream was streaming from (or it was restored from an older backup): point rowstream at the right server, or start from a new snapshot of this one",
+    )]
 }
 
 #[cfg(test)]
@@ -1057,6 +1102,12 @@ mod tests {
         let f = check_server_id(7, Some(1), &[r(2, "a"), r(7, "replica-b")]);
         assert_eq!(f.len(), 1);
         assert!(f[0].actual.contains("replica-b:3306"), "{}", f[0].actual);
+        let f = check_server_id(7, None, &[r(7, "")]);
+        assert!(
+            f[0].actual.contains("port 3306, no report_host"),
+            "{}",
+            f[0].actual
+        );
         assert!(f[0].fix.contains("server_id"));
     }
 
@@ -1178,6 +1229,7 @@ mod tests {
     #[test]
     fn abbreviation() {
         assert_eq!(abbrev("a,\nb"), "a,b");
+        assert_eq!(abbrev(""), "(empty)");
         let long = "x".repeat(1000);
         let a = abbrev(&long);
         assert!(a.starts_with(&"x".repeat(300)));
