@@ -104,23 +104,16 @@ CNF
   chmod 600 "$1/client.cnf"
 }
 
-# print_info: the sourceable KEY=VALUE block every start script prints on stdout.
-# Uses FLAVOR VERSION PORT DATADIR SERVER_ID PID SOCK.
+# print_info: the sourceable KEY=VALUE block every start script prints on stdout
+# (values shell-quoted). Uses FLAVOR VERSION PORT DATADIR SERVER_ID PID SOCK.
 print_info() {
-  cat <<INFO
-FLAVOR=$FLAVOR
-VERSION=$VERSION
-HOST=127.0.0.1
-PORT=$PORT
-DATADIR=$DATADIR
-SERVER_ID=$SERVER_ID
-PID=$PID
-SOCKET=$SOCK
-URL=mysql://root:$ROOT_PW@127.0.0.1:$PORT
-REPL_URL=mysql://repl:$REPL_PW@127.0.0.1:$PORT
-CLIENT_CNF=$DATADIR/client.cnf
-ERROR_LOG=$DATADIR/error.log
-INFO
+  local kv
+  for kv in "FLAVOR=$FLAVOR" "VERSION=$VERSION" "HOST=127.0.0.1" "PORT=$PORT" "DATADIR=$DATADIR" \
+            "SERVER_ID=$SERVER_ID" "PID=$PID" "SOCKET=$SOCK" \
+            "URL=mysql://root:$ROOT_PW@127.0.0.1:$PORT" "REPL_URL=mysql://repl:$REPL_PW@127.0.0.1:$PORT" \
+            "CLIENT_CNF=$DATADIR/client.cnf" "ERROR_LOG=$DATADIR/error.log"; do
+    printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
+  done
 }
 
 # wait_ready PID DEADLINE_S PING_CMD... -> waits until PING_CMD succeeds; dies (showing the

@@ -99,7 +99,7 @@ ARGS=(
   --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
   "${EXTRA[@]}"
 )
-printf 'FLAVOR=mariadb\nPORT=%s\nSOCK=%s\nSERVER_ID=%s\n' "$PORT" "$SOCK" "$SERVER_ID" >"$DATADIR/server.env"
+printf 'FLAVOR=mariadb\nPORT=%s\nSOCK=%q\nSERVER_ID=%s\n' "$PORT" "$SOCK" "$SERVER_ID" >"$DATADIR/server.env"
 write_client_cnf "$DATADIR" "$PORT"
 
 t=$(now)

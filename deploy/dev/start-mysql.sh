@@ -46,7 +46,7 @@ REDO=(--innodb-redo-log-capacity=32M)
 
 server_info() {
   print_info
-  echo "SERVER_UUID=$(sed -n 's/^server-uuid=//p' "$DATADIR/db/auto.cnf" 2>/dev/null)"
+  printf 'SERVER_UUID=%q\n' "$(sed -n 's/^server-uuid=//p' "$DATADIR/db/auto.cnf" 2>/dev/null)"
 }
 if PID=$(running_server "$DATADIR"); then
   log "mysql already running (pid $PID) on $DATADIR"
@@ -104,7 +104,7 @@ ARGS=(
   "${DUR[@]}"
   "${EXTRA[@]}"
 )
-printf 'FLAVOR=mysql\nPORT=%s\nSOCK=%s\nSERVER_ID=%s\n' "$PORT" "$SOCK" "$SERVER_ID" >"$DATADIR/server.env"
+printf 'FLAVOR=mysql\nPORT=%s\nSOCK=%q\nSERVER_ID=%s\n' "$PORT" "$SOCK" "$SERVER_ID" >"$DATADIR/server.env"
 write_client_cnf "$DATADIR" "$PORT"
 # No server runs on DATADIR (checked above): a socket lock left by a killed mysqld names
 # its PID, which mysqld believes alive while it is an unreaped zombie -> remove it.
