@@ -29,6 +29,20 @@ while [[ $# -gt 0 && $1 != -- ]]; do CARGO_ARGS+=("$1"); shift; done
 BIN_ARGS=("$@")
 
 echo "+ ${CARGO_TEST[*]} ${CARGO_ARGS[*]} -- ${TEST_THREADS[*]} ${BIN_ARGS[*]}" >&2
+# Servers a crashed test process left behind (target/test-servers/<flavor>-<pid>-<n>
+# whose pid is gone): the harness purges them on its next start; after the last test
+# binary there is no next start, so do it here. Live test processes' servers are untouched.
+reap_leftover_servers() {
+  local d pid
+  for d in target/test-servers/*-*-*; do
+    [[ -d $d ]] || continue
+    pid=$(basename "$d" | cut -d- -f2)
+    [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null || continue
+    deploy/dev/stop.sh --kill --purge "$d" >/dev/null 2>&1 || true
+  done
+}
+
 rc=0
 "${CARGO_TEST[@]}" "${CARGO_ARGS[@]}" -- "${TEST_THREADS[@]}" "${BIN_ARGS[@]}" || rc=$?
+reap_leftover_servers
 exit "$rc"
