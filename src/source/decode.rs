@@ -28,6 +28,8 @@ use std::fmt::Write as _;
 use mysql_common::binlog::jsonb;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
+use std::sync::Arc;
+
 use rowstream_api::{Columns, Date, DateTime, Time, Value};
 
 use super::schema::{Charset, ColumnSchema, Decode, TableSchema};
@@ -225,6 +227,8 @@ pub struct RowsDecoder<'a> {
     /// column index -> position in the before image (PARTIAL_UPDATE only).
     before_pos: Vec<u32>,
     partial_bits: Vec<bool>,
+    /// Mismatch found by `new`, returned by the first `next_row`.
+    init_err: Option<DecodeError>,
 }
 
 fn names_for(schema: &TableSchema, cols: &[usize]) -> Columns {
@@ -237,8 +241,30 @@ fn names_for(schema: &TableSchema, cols: &[usize]) -> Columns {
 
 impl<'a> RowsDecoder<'a> {
     /// Prepares decoding of `h`'s rows with `schema` (the TABLE_MAP that
-    /// preceded the event). Errors when the table id or column count do not match.
-    pub fn new(h: &RowsHeader<'a>, schema: &'a TableSchema) -> Result<Self, DecodeError> {
+    /// preceded the event). A table id or column count mismatch is reported
+    /// by the first [`RowsDecoder::next_row`] call (use [`RowsDecoder::try_new`]
+    /// to get it here).
+    pub fn new(h: &RowsHeader<'a>, schema: &'a TableSchema) -> Self {
+        match Self::try_new(h, schema) {
+            Ok(d) => d,
+            Err(e) => RowsDecoder {
+                schema,
+                rows: &[],
+                pos: 0,
+                kind: h.kind,
+                before_cols: Vec::new(),
+                after_cols: Vec::new(),
+                before_names: Arc::from(Vec::new()),
+                after_names: Arc::from(Vec::new()),
+                before_pos: Vec::new(),
+                partial_bits: Vec::new(),
+                init_err: Some(e),
+            },
+        }
+    }
+
+    /// Like [`RowsDecoder::new`], but reports a table id or column count mismatch at once.
+    pub fn try_new(h: &RowsHeader<'a>, schema: &'a TableSchema) -> Result<Self, DecodeError> {
         if h.table_id != schema.table_id {
             return Err(DecodeError::TableIdMismatch {
                 rows_table_id: h.table_id,
@@ -273,6 +299,7 @@ impl<'a> RowsDecoder<'a> {
             after_cols,
             before_pos,
             partial_bits: Vec::new(),
+            init_err: None,
         })
     }
 
@@ -303,6 +330,9 @@ impl<'a> RowsDecoder<'a> {
     pub fn next_row(&mut self, before: &mut Vec<Value>, after: &mut Vec<Value>) -> Result<bool, DecodeError> {
         before.clear();
         after.clear();
+        if let Some(e) = self.init_err.take() {
+            return Err(e);
+        }
         if self.pos >= self.rows.len() {
             return Ok(false);
         }
@@ -919,7 +949,6 @@ pub fn image_columns(schema: &TableSchema, present: &[usize]) -> Columns {
 mod tests {
     use super::*;
     use crate::source::schema::tests::table_map;
-    use std::sync::Arc;
     use rowstream_api::Flavor;
     use serde_json::json;
 
@@ -936,7 +965,7 @@ mod tests {
         b.push(ncols as u8);
         let images = if matches!(kind, 0x1f | 0x27) { 2 } else { 1 };
         for _ in 0..images {
-            b.extend(std::iter::repeat(0xffu8).take(ncols.div_ceil(8)));
+            b.extend(std::iter::repeat_n(0xffu8, ncols.div_ceil(8)));
         }
         b.extend_from_slice(rows);
         b
@@ -946,7 +975,7 @@ mod tests {
     fn write_rows(s: &TableSchema, rows: &[u8]) -> Result<Vec<Vec<Value>>, DecodeError> {
         let body = rows_body(0x1e, s.columns.len(), rows);
         let h = parse_rows_header(0x1e, &body, 10)?;
-        let mut d = RowsDecoder::new(&h, s)?;
+        let mut d = RowsDecoder::try_new(&h, s)?;
         let (mut b, mut a) = (Vec::new(), Vec::new());
         let mut out = Vec::new();
         while d.next_row(&mut b, &mut a)? {
@@ -1272,7 +1301,7 @@ mod tests {
         b.extend_from_slice(&[0b10, 8, 0, 0, 0]); // after: id=8, name NULL
         let h = parse_rows_header(0x18, &b, 8).unwrap();
         assert_eq!(h.flags & STMT_END_F, 1);
-        let mut d = RowsDecoder::new(&h, &s).unwrap();
+        let mut d = RowsDecoder::new(&h, &s);
         assert_eq!(d.present_before(), &[0]);
         assert_eq!(&*d.columns_before()[0], "id");
         assert!(Arc::ptr_eq(d.columns_after(), &s.names));
@@ -1298,7 +1327,9 @@ mod tests {
         // schema mismatch
         let s = schema(&[(3, &[], "id")], &[]);
         let h = parse_rows_header(0x20, &body, 10).unwrap();
-        assert!(RowsDecoder::new(&h, &s).is_err());
+        assert!(RowsDecoder::try_new(&h, &s).is_err());
+        let mut d = RowsDecoder::new(&h, &s);
+        assert!(d.next_row(&mut Vec::new(), &mut Vec::new()).is_err());
     }
 
     #[test]
@@ -1326,7 +1357,7 @@ mod tests {
         rows.extend_from_slice(&with_len4(&[]));
         let body = rows_body(0x27, 2, &rows);
         let h = parse_rows_header(0x27, &body, 10).unwrap();
-        let mut d = RowsDecoder::new(&h, &s).unwrap();
+        let mut d = RowsDecoder::new(&h, &s);
         let (mut b, mut a) = (Vec::new(), Vec::new());
         assert!(d.next_row(&mut b, &mut a).unwrap());
         assert_eq!(b[1], Value::Json(json!({"a": 1})));
@@ -1394,7 +1425,7 @@ mod tests {
         let body = rows_body(0x1e, 8, &rows);
         let t = std::time::Instant::now();
         let h = parse_rows_header(0x1e, &body, 10).unwrap();
-        let mut d = RowsDecoder::new(&h, &s).unwrap();
+        let mut d = RowsDecoder::new(&h, &s);
         let (mut b, mut a) = (Vec::new(), Vec::new());
         let mut k = 0u64;
         while d.next_row(&mut b, &mut a).unwrap() {

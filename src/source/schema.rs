@@ -524,7 +524,7 @@ impl TableSchema {
                     }
                     Decode::Set { bytes }
                 }
-                252 | 249 | 250 | 251 => {
+                249..=252 => {
                     let pack = match rt {
                         249 => 1,
                         250 => 3,
@@ -540,7 +540,7 @@ impl TableSchema {
                 12 => Decode::DateTimeOld,
                 7 => Decode::TimestampOld,
                 11 => Decode::TimeOld,
-                17 | 18 | 19 => {
+                17..=19 => {
                     if lo > 6 {
                         return Err(mal(&format!("fractional precision {lo} for column {name}")));
                     }
@@ -614,7 +614,7 @@ pub(crate) mod tests {
         let meta: Vec<u8> = cols.iter().flat_map(|c| c.1.iter().copied()).collect();
         b.push(meta.len() as u8);
         b.extend_from_slice(&meta);
-        b.extend(std::iter::repeat(0xffu8).take(cols.len().div_ceil(8)));
+        b.extend(std::iter::repeat_n(0xffu8, cols.len().div_ceil(8)));
         let mut names = Vec::new();
         for c in cols {
             names.push(c.2.len() as u8);
