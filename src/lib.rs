@@ -1,1 +1,6 @@
-//! placeholder
+//! rowstream: change data capture for MySQL and MariaDB.
+//!
+//! The library holds the runtime; `main.rs` only parses the command line.
+
+pub mod cli;
+pub mod source;
