@@ -7,6 +7,21 @@ mod common;
 
 use common::{Flavor, TestServer};
 
+#[test]
+fn parses_the_last_result_set_with_nulls_and_escapes() {
+    let xml = "<?xml version=\"1.0\"?>\n\n<resultset statement=\"select 1 &lt; 2\" xmlns:xsi=\"x\">\n  <row>\n\t<field name=\"a\">1</field>\n  </row>\n</resultset>\n\
+               <?xml version=\"1.0\"?>\n\n<resultset statement=\"select * from t\" xmlns:xsi=\"x\">\n  <row>\n\t<field name=\"id\">1</field>\n\t<field name=\"s\">x&lt;y&amp;&quot;z'</field>\n\t<field name=\"n\" xsi:nil=\"true\" />\n  </row>\n\n  <row>\n\t<field name=\"id\">2</field>\n\t<field name=\"s\">multi\nline</field>\n\t<field name=\"n\"></field>\n  </row>\n</resultset>\n";
+    assert_eq!(
+        common::parse_last_resultset(xml),
+        vec![
+            vec![Some("1".into()), Some("x<y&\"z'".into()), None],
+            vec![Some("2".into()), Some("multi\nline".into()), Some(String::new())],
+        ]
+    );
+    assert!(common::parse_last_resultset("").is_empty());
+    assert!(common::parse_last_resultset("<resultset statement=\"s\" xmlns:xsi=\"x\"></resultset>").is_empty());
+}
+
 fn smoke(flavor: Flavor) {
     let Some(server) = TestServer::start(flavor, &[]) else { return };
     assert_eq!(server.flavor, flavor);

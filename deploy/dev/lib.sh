@@ -55,11 +55,16 @@ check_port() {
   port_free "$1" || die "port $1 already in use"
 }
 
-# pid_alive PID (a zombie counts as dead)
+# pid_alive PID. A zombie whose threads have all exited counts as dead (PID 1 of some
+# VMs / containers reaps orphans late); a zombie thread-group leader whose other threads
+# are still exiting does not: they still hold the process's files, e.g. its listening port.
 pid_alive() {
   [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null || return 1
   local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [[ -n $st && $st != Z ]]
+  [[ -n $st ]] || return 1
+  [[ $st != Z ]] && return 0
+  local tasks=("/proc/$1/task/"*)
+  (( ${#tasks[@]} > 1 ))
 }
 # wait_pid_gone PID TIMEOUT_S -> 1 on timeout
 wait_pid_gone() {
