@@ -3,6 +3,7 @@
 //! bad arguments.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,11 @@ use crate::source::stream::{self, Batch, StreamConfig};
 use crate::source::SourceError;
 
 #[derive(Parser, Debug)]
-#[command(name = "rowstream", version, about = "Change data capture for MySQL and MariaDB")]
+#[command(
+    name = "rowstream",
+    version,
+    about = "Change data capture for MySQL and MariaDB"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -74,21 +79,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn server_id(a: &CheckArgs) -> u32 {
-    a.server_id.unwrap_or_else(|| 5400 + rand::random::<u32>() % 1000)
+    a.server_id
+        .unwrap_or_else(|| 5400 + rand::random::<u32>() % 1000)
 }
 
 /// Runs every check and prints each failure; returns the exit code.
-async fn run_checks(opts: &ConnOpts, server_id: u32, from: &str) -> anyhow::Result<(i32, Option<(rowstream_api::Flavor, crate::source::gtid::GtidSet)>)> {
+async fn run_checks(
+    opts: &ConnOpts,
+    server_id: u32,
+    from: &str,
+) -> anyhow::Result<(
+    i32,
+    Option<(rowstream_api::Flavor, crate::source::gtid::GtidSet)>,
+)> {
     let (mut conn, flavor) = stream::query_conn(opts).await?;
     let start = stream::resolve_start(&mut conn, flavor, from).await?;
-    let failures = checks::run_checks(&mut conn, &CheckInput { flavor, server_id, start: Some(&start) })
-        .await
-        .map_err(SourceError::from)?;
+    let failures = checks::run_checks(
+        &mut conn,
+        &CheckInput {
+            flavor,
+            server_id,
+            start: Some(&start),
+        },
+    )
+    .await
+    .map_err(SourceError::from)?;
     conn.disconnect().await.ok();
     if failures.is_empty() {
         return Ok((0, Some((flavor, start))));
     }
-    eprintln!("rowstream: {} check(s) failed for {opts:?}:", failures.len());
+    eprintln!(
+        "rowstream: {} check(s) failed for {opts:?}:",
+        failures.len()
+    );
     for f in &failures {
         eprintln!("  - {f}");
     }
@@ -99,7 +122,12 @@ async fn check(a: &CheckArgs) -> anyhow::Result<i32> {
     let opts = ConnOpts::from_url(&a.url)?;
     let (code, ok) = run_checks(&opts, server_id(a), &a.from).await?;
     if let Some((flavor, _)) = ok {
-        println!("ok: {} at {}:{} is ready for rowstream", flavor.as_str(), opts.host, opts.port);
+        println!(
+            "ok: {} at {}:{} is ready for rowstream",
+            flavor.as_str(),
+            opts.host,
+            opts.port
+        );
     }
     Ok(code)
 }
@@ -109,7 +137,9 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let filter = TableFilter::new(&a.include, &a.exclude).map_err(SourceError::Config)?;
     let server_id = server_id(&a.check);
     let (code, ok) = run_checks(&opts, server_id, &a.check.from).await?;
-    let Some((flavor, start)) = ok else { return Ok(code) };
+    let Some((flavor, start)) = ok else {
+        return Ok(code);
+    };
     let cfg = StreamConfig {
         opts,
         server_id,
@@ -121,18 +151,24 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let (done_tx, done_rx) = oneshot::channel();
     let max = a.max_events;
     // Encoding runs on its own thread so decoding and encoding use both cores.
-    let writer = std::thread::Builder::new().name("ndjson".into()).spawn(move || {
-        let r = write_ndjson(rx, max);
-        let _ = done_tx.send(());
-        r
-    })?;
+    let writer = std::thread::Builder::new()
+        .name("ndjson".into())
+        .spawn(move || {
+            let r = write_ndjson(rx, max);
+            let _ = done_tx.send(());
+            r
+        })?;
+    let dump_conn = AtomicU32::new(0);
     let result = tokio::select! {
-        r = stream::run(&cfg, start, flavor, tx) => r,
+        r = stream::run(&cfg, start, flavor, tx, &dump_conn) => r,
         _ = done_rx => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
+    stream::release_dump(&cfg.opts, dump_conn.load(Ordering::Relaxed)).await;
     // The sender is gone now: the writer drains what it has and returns.
-    let written = writer.join().map_err(|_| anyhow::anyhow!("output thread panicked"))??;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("output thread panicked"))??;
     tracing::info!(events = written, "tail finished");
     match result {
         Ok(()) => Ok(0),

@@ -59,20 +59,36 @@ pub struct ConnOpts {
 impl std::fmt::Debug for ConnOpts {
     // The password never reaches logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mysql://{}@{}:{} (tls {:?})", self.user, self.host, self.port, self.tls)
+        write!(
+            f,
+            "mysql://{}@{}:{} (tls {:?})",
+            self.user, self.host, self.port, self.tls
+        )
     }
 }
 
 impl ConnOpts {
     /// Parses a `mysql://` URL. Errors name the part that is wrong.
     pub fn from_url(s: &str) -> Result<ConnOpts, SourceError> {
-        let bad = |why: &str| SourceError::Config(format!("bad source URL ({why}); expected mysql://user:password@host:port"));
+        let bad = |why: &str| {
+            SourceError::Config(format!(
+                "bad source URL ({why}); expected mysql://user:password@host:port"
+            ))
+        };
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         if u.scheme() != "mysql" && u.scheme() != "mariadb" {
             return Err(bad("scheme must be mysql://"));
         }
-        let host = u.host_str().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_string();
-        let decode = |x: &str| percent_encoding::percent_decode_str(x).decode_utf8_lossy().into_owned();
+        let host = u
+            .host_str()
+            .ok_or_else(|| bad("no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let decode = |x: &str| {
+            percent_encoding::percent_decode_str(x)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         let user = decode(u.username());
         if user.is_empty() {
             return Err(bad("no user"));
@@ -93,7 +109,11 @@ impl ConnOpts {
                         "disabled" | "false" | "off" => TlsMode::Disabled,
                         "required" | "true" | "on" => TlsMode::Required,
                         "verify" | "verify_ca" | "verify-ca" | "verify_identity" => TlsMode::Verify,
-                        other => return Err(bad(&format!("tls={other}: use disabled, required or verify"))),
+                        other => {
+                            return Err(bad(&format!(
+                                "tls={other}: use disabled, required or verify"
+                            )))
+                        }
                     }
                 }
                 "tls-ca" | "ssl-ca" => opts.tls_ca = Some(v.into_owned().into()),
@@ -114,7 +134,9 @@ impl ConnOpts {
         match self.tls {
             TlsMode::Disabled => {}
             TlsMode::Required => {
-                b = b.ssl_opts(mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true));
+                b = b.ssl_opts(
+                    mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true),
+                );
             }
             TlsMode::Verify => {
                 let mut s = mysql_async::SslOpts::default();
@@ -204,7 +226,8 @@ impl PacketConn {
         resp.extend_from_slice(plugin.as_bytes());
         resp.push(0);
         conn.write_packet(&resp).await?;
-        conn.finish_auth(opts, plugin.to_string(), hs.nonce, tls).await?;
+        conn.finish_auth(opts, plugin.to_string(), hs.nonce, tls)
+            .await?;
         Ok(conn)
     }
 
@@ -213,18 +236,32 @@ impl PacketConn {
         let name = rustls::pki_types::ServerName::try_from(opts.host.clone())
             .map_err(|e| SourceError::Config(format!("TLS server name {}: {e}", opts.host)))?;
         // Nothing is buffered past the handshake packet: the server waits for our SSL request.
-        let inner = std::mem::replace(&mut self.io, BufReader::new(Box::new(tokio::io::duplex(1).0) as Box<dyn Io>));
+        let inner = std::mem::replace(
+            &mut self.io,
+            BufReader::new(Box::new(tokio::io::duplex(1).0) as Box<dyn Io>),
+        );
         let raw = inner.into_inner();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let stream = tokio::time::timeout(opts.read_timeout, connector.connect(name, raw))
             .await
             .map_err(|_| SourceError::Transient("TLS handshake timed out".into()))?
-            .map_err(|e| SourceError::Fatal(format!("TLS handshake with {}:{} failed: {e}", opts.host, opts.port)))?;
+            .map_err(|e| {
+                SourceError::Fatal(format!(
+                    "TLS handshake with {}:{} failed: {e}",
+                    opts.host, opts.port
+                ))
+            })?;
         self.io = BufReader::with_capacity(256 * 1024, Box::new(stream) as Box<dyn Io>);
         Ok(())
     }
 
-    async fn finish_auth(&mut self, opts: &ConnOpts, mut plugin: String, mut nonce: Vec<u8>, tls: bool) -> Result<(), SourceError> {
+    async fn finish_auth(
+        &mut self,
+        opts: &ConnOpts,
+        mut plugin: String,
+        mut nonce: Vec<u8>,
+        tls: bool,
+    ) -> Result<(), SourceError> {
         let mut pkt = Vec::new();
         loop {
             self.read_packet(&mut pkt).await?;
@@ -244,37 +281,51 @@ impl PacketConn {
                     let r = auth_response(&plugin, &nonce, opts.password.as_bytes())?;
                     self.write_packet(&r).await?;
                 }
-                Some(0x01) if plugin == "caching_sha2_password" || plugin == "sha256_password" => match pkt.get(1) {
-                    Some(3) => {} // fast auth succeeded; OK follows
-                    Some(4) => {
-                        // Full authentication: cleartext over TLS, else RSA-encrypted.
-                        if tls {
-                            let mut p = opts.password.as_bytes().to_vec();
-                            p.push(0);
-                            self.write_packet(&p).await?;
-                        } else {
-                            self.write_packet(&[2]).await?;
-                            self.read_packet(&mut pkt).await?;
-                            if pkt.first() != Some(&1) {
-                                return Err(SourceError::Fatal("server did not send its RSA public key".into()));
+                Some(0x01) if plugin == "caching_sha2_password" || plugin == "sha256_password" => {
+                    match pkt.get(1) {
+                        Some(3) => {} // fast auth succeeded; OK follows
+                        Some(4) => {
+                            // Full authentication: cleartext over TLS, else RSA-encrypted.
+                            if tls {
+                                let mut p = opts.password.as_bytes().to_vec();
+                                p.push(0);
+                                self.write_packet(&p).await?;
+                            } else {
+                                self.write_packet(&[2]).await?;
+                                self.read_packet(&mut pkt).await?;
+                                if pkt.first() != Some(&1) {
+                                    return Err(SourceError::Fatal(
+                                        "server did not send its RSA public key".into(),
+                                    ));
+                                }
+                                let pem = pkt[1..].to_vec();
+                                let mut p = opts.password.as_bytes().to_vec();
+                                p.push(0);
+                                for (i, b) in p.iter_mut().enumerate() {
+                                    *b ^= nonce[i % nonce.len()];
+                                }
+                                let enc = std::panic::catch_unwind(|| {
+                                    mysql_common::crypto::encrypt(&p, &pem)
+                                })
+                                .map_err(|_| {
+                                    SourceError::Fatal(
+                                        "server sent an unreadable RSA public key".into(),
+                                    )
+                                })?;
+                                self.write_packet(&enc).await?;
                             }
-                            let pem = pkt[1..].to_vec();
-                            let mut p = opts.password.as_bytes().to_vec();
-                            p.push(0);
-                            for (i, b) in p.iter_mut().enumerate() {
-                                *b ^= nonce[i % nonce.len()];
-                            }
-                            let enc = std::panic::catch_unwind(|| mysql_common::crypto::encrypt(&p, &pem))
-                                .map_err(|_| SourceError::Fatal("server sent an unreadable RSA public key".into()))?;
-                            self.write_packet(&enc).await?;
+                        }
+                        other => {
+                            return Err(SourceError::Fatal(format!(
+                                "unexpected caching_sha2_password state {other:?}"
+                            )));
                         }
                     }
-                    other => {
-                        return Err(SourceError::Fatal(format!("unexpected caching_sha2_password state {other:?}")));
-                    }
-                },
+                }
                 other => {
-                    return Err(SourceError::Fatal(format!("unexpected packet {other:?} during authentication with plugin {plugin}")));
+                    return Err(SourceError::Fatal(format!(
+                        "unexpected packet {other:?} during authentication with plugin {plugin}"
+                    )));
                 }
             }
         }
@@ -299,12 +350,18 @@ impl PacketConn {
             self.io.read_exact(&mut hdr).await.map_err(io_err)?;
             let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
             if hdr[3] != self.seq {
-                return Err(SourceError::Transient(format!("packet out of order: got seq {}, expected {}", hdr[3], self.seq)));
+                return Err(SourceError::Transient(format!(
+                    "packet out of order: got seq {}, expected {}",
+                    hdr[3], self.seq
+                )));
             }
             self.seq = self.seq.wrapping_add(1);
             let start = buf.len();
             buf.resize(start + len, 0);
-            self.io.read_exact(&mut buf[start..]).await.map_err(io_err)?;
+            self.io
+                .read_exact(&mut buf[start..])
+                .await
+                .map_err(io_err)?;
             if len < MAX_PAYLOAD {
                 return Ok(());
             }
@@ -356,7 +413,9 @@ impl PacketConn {
         match pkt.first() {
             Some(0x00) => Ok(()),
             Some(0xFF) => Err(server_error(&pkt, sql)),
-            _ => Err(SourceError::Fatal(format!("`{sql}` returned rows; expected OK"))),
+            _ => Err(SourceError::Fatal(format!(
+                "`{sql}` returned rows; expected OK"
+            ))),
         }
     }
 }
@@ -370,10 +429,15 @@ fn tls_config(opts: &ConnOpts) -> Result<rustls::ClientConfig, SourceError> {
         TlsMode::Verify => {
             let mut roots = rustls::RootCertStore::empty();
             if let Some(ca) = &opts.tls_ca {
-                let pem = std::fs::read(ca).map_err(|e| SourceError::Config(format!("tls-ca {}: {e}", ca.display())))?;
+                let pem = std::fs::read(ca)
+                    .map_err(|e| SourceError::Config(format!("tls-ca {}: {e}", ca.display())))?;
                 for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                    let cert = cert.map_err(|e| SourceError::Config(format!("tls-ca {}: {e}", ca.display())))?;
-                    roots.add(cert).map_err(|e| SourceError::Config(format!("tls-ca {}: {e}", ca.display())))?;
+                    let cert = cert.map_err(|e| {
+                        SourceError::Config(format!("tls-ca {}: {e}", ca.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        SourceError::Config(format!("tls-ca {}: {e}", ca.display()))
+                    })?;
                 }
             } else {
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -438,7 +502,10 @@ impl Handshake {
             return Err(server_error(p, "connect"));
         }
         if p.first() != Some(&10) {
-            return Err(SourceError::Fatal(format!("unsupported protocol version {:?}", p.first())));
+            return Err(SourceError::Fatal(format!(
+                "unsupported protocol version {:?}",
+                p.first()
+            )));
         }
         let mut i = 1;
         let end = i + p[i..].iter().position(|&b| b == 0).ok_or_else(bad)?;
@@ -470,7 +537,13 @@ impl Handshake {
         } else {
             "mysql_native_password".into()
         };
-        Ok(Handshake { server_version, connection_id, capabilities, nonce, auth_plugin })
+        Ok(Handshake {
+            server_version,
+            connection_id,
+            capabilities,
+            nonce,
+            auth_plugin,
+        })
     }
 }
 
@@ -497,7 +570,10 @@ fn auth_response(plugin: &str, nonce: &[u8], password: &[u8]) -> Result<Vec<u8>,
 
 /// Turns an ERR packet into an error; codes that mean "try again later" are transient.
 pub fn server_error(p: &[u8], what: &str) -> SourceError {
-    let code = p.get(1..3).map(|c| u16::from_le_bytes([c[0], c[1]])).unwrap_or(0);
+    let code = p
+        .get(1..3)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .unwrap_or(0);
     let mut msg = p.get(3..).unwrap_or(&[]);
     if msg.first() == Some(&b'#') && msg.len() >= 6 {
         msg = &msg[6..];
@@ -544,7 +620,10 @@ mod tests {
     #[test]
     fn url_parsing() {
         let o = ConnOpts::from_url("mysql://repl:p%40ss@127.0.0.1:3307?tls=required").unwrap();
-        assert_eq!((o.user.as_str(), o.password.as_str(), o.port, o.tls), ("repl", "p@ss", 3307, TlsMode::Required));
+        assert_eq!(
+            (o.user.as_str(), o.password.as_str(), o.port, o.tls),
+            ("repl", "p@ss", 3307, TlsMode::Required)
+        );
         assert!(!format!("{o:?}").contains("p@ss"));
         assert!(ConnOpts::from_url("postgres://a@b").is_err());
         assert!(ConnOpts::from_url("mysql://a@b?bogus=1").is_err());

@@ -24,10 +24,10 @@
 //! does not sign-extend MEDIUMINT (test `mysql_common_int24_not_sign_extended`),
 //! and allocates a `Vec` per cell.
 
-use std::fmt::Write as _;
 use mysql_common::binlog::jsonb;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use rowstream_api::{Columns, Date, DateTime, Time, Value};
@@ -40,17 +40,37 @@ pub enum DecodeError {
     #[error("table {db}.{table} has no column names in its TABLE_MAP event: set binlog_row_metadata=FULL on the source server (SET PERSIST binlog_row_metadata=FULL) and restart rowstream")]
     MissingColumnNames { db: String, table: String },
     #[error("column {db}.{table}.{column} has type {type_name}, which rowstream cannot decode")]
-    UnsupportedType { db: String, table: String, column: String, type_name: String },
+    UnsupportedType {
+        db: String,
+        table: String,
+        column: String,
+        type_name: String,
+    },
     #[error("column {db}.{table}.{column}: {detail}")]
-    InvalidText { db: String, table: String, column: String, detail: String },
+    InvalidText {
+        db: String,
+        table: String,
+        column: String,
+        detail: String,
+    },
     #[error("column {db}.{table}.{column}: value cannot be decoded: {detail}")]
-    Value { db: String, table: String, column: String, detail: String },
+    Value {
+        db: String,
+        table: String,
+        column: String,
+        detail: String,
+    },
     #[error("malformed {context}: {detail}")]
     Malformed { context: String, detail: String },
     #[error("binlog event type {event_type} ({name}) is not a row event this decoder handles")]
     UnsupportedEvent { event_type: u8, name: &'static str },
     #[error("rows event for table id {rows_table_id} decoded with the schema of table id {schema_table_id} ({db}.{table})")]
-    TableIdMismatch { rows_table_id: u64, schema_table_id: u64, db: String, table: String },
+    TableIdMismatch {
+        rows_table_id: u64,
+        schema_table_id: u64,
+        db: String,
+        table: String,
+    },
 }
 
 /// A column bitmap of a rows event (bit i = column i, least significant bit first).
@@ -119,7 +139,10 @@ pub struct RowsHeader<'a> {
 pub const STMT_END_F: u16 = 1;
 
 fn mal(context: &str, detail: impl Into<String>) -> DecodeError {
-    DecodeError::Malformed { context: context.to_string(), detail: detail.into() }
+    DecodeError::Malformed {
+        context: context.to_string(),
+        detail: detail.into(),
+    }
 }
 
 fn read_lenenc(b: &[u8], pos: &mut usize) -> Option<u64> {
@@ -147,7 +170,11 @@ fn read_lenenc(b: &[u8], pos: &mut usize) -> Option<u64> {
 ///   [`DecodeError::UnsupportedEvent`]: the stream layer must decompress them.
 /// * `post_header_len`: this event type's post-header length from the FDE
 ///   (6: 4-byte table id; otherwise 6-byte table id).
-pub fn parse_rows_header(event_type: u8, body: &[u8], post_header_len: u8) -> Result<RowsHeader<'_>, DecodeError> {
+pub fn parse_rows_header(
+    event_type: u8,
+    body: &[u8],
+    post_header_len: u8,
+) -> Result<RowsHeader<'_>, DecodeError> {
     let (kind, v2) = match event_type {
         0x17 => (RowsKind::Write, false),
         0x18 => (RowsKind::Update, false),
@@ -156,13 +183,48 @@ pub fn parse_rows_header(event_type: u8, body: &[u8], post_header_len: u8) -> Re
         0x1f => (RowsKind::Update, true),
         0x20 => (RowsKind::Delete, true),
         0x27 => (RowsKind::PartialUpdate, true),
-        166 => return Err(DecodeError::UnsupportedEvent { event_type, name: "MariaDB WRITE_ROWS_COMPRESSED_EVENT" }),
-        167 => return Err(DecodeError::UnsupportedEvent { event_type, name: "MariaDB UPDATE_ROWS_COMPRESSED_EVENT" }),
-        168 => return Err(DecodeError::UnsupportedEvent { event_type, name: "MariaDB DELETE_ROWS_COMPRESSED_EVENT" }),
-        169 => return Err(DecodeError::UnsupportedEvent { event_type, name: "MariaDB WRITE_ROWS_COMPRESSED_EVENT_V1" }),
-        170 => return Err(DecodeError::UnsupportedEvent { event_type, name: "MariaDB UPDATE_ROWS_COMPRESSED_EVENT_V1" }),
-        171 => return Err(DecodeError::UnsupportedEvent { event_type, name: "MariaDB DELETE_ROWS_COMPRESSED_EVENT_V1" }),
-        _ => return Err(DecodeError::UnsupportedEvent { event_type, name: "not a rows event" }),
+        166 => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "MariaDB WRITE_ROWS_COMPRESSED_EVENT",
+            })
+        }
+        167 => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "MariaDB UPDATE_ROWS_COMPRESSED_EVENT",
+            })
+        }
+        168 => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "MariaDB DELETE_ROWS_COMPRESSED_EVENT",
+            })
+        }
+        169 => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "MariaDB WRITE_ROWS_COMPRESSED_EVENT_V1",
+            })
+        }
+        170 => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "MariaDB UPDATE_ROWS_COMPRESSED_EVENT_V1",
+            })
+        }
+        171 => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "MariaDB DELETE_ROWS_COMPRESSED_EVENT_V1",
+            })
+        }
+        _ => {
+            return Err(DecodeError::UnsupportedEvent {
+                event_type,
+                name: "not a rows event",
+            })
+        }
     };
     let ctx = "rows event header";
     let short = || mal(ctx, "truncated");
@@ -181,7 +243,8 @@ pub fn parse_rows_header(event_type: u8, body: &[u8], post_header_len: u8) -> Re
     let flags = u16::from_le_bytes(body.get(p..p + 2).ok_or_else(short)?.try_into().unwrap());
     p += 2;
     if v2 {
-        let extra = u16::from_le_bytes(body.get(p..p + 2).ok_or_else(short)?.try_into().unwrap()) as usize;
+        let extra =
+            u16::from_le_bytes(body.get(p..p + 2).ok_or_else(short)?.try_into().unwrap()) as usize;
         if extra < 2 {
             return Err(mal(ctx, format!("extra data length {extra}")));
         }
@@ -203,7 +266,15 @@ pub fn parse_rows_header(event_type: u8, body: &[u8], post_header_len: u8) -> Re
             (Some(first), Some(second))
         }
     };
-    Ok(RowsHeader { table_id, flags, column_count, before, after, rows: &body[p..], kind })
+    Ok(RowsHeader {
+        table_id,
+        flags,
+        column_count,
+        before,
+        after,
+        rows: &body[p..],
+        kind,
+    })
 }
 
 /// Why one cell failed; turned into a [`DecodeError`] with names by the caller.
@@ -235,7 +306,10 @@ fn names_for(schema: &TableSchema, cols: &[usize]) -> Columns {
     if cols.len() == schema.columns.len() {
         schema.names.clone()
     } else {
-        cols.iter().map(|&i| schema.names[i].clone()).collect::<Vec<_>>().into()
+        cols.iter()
+            .map(|&i| schema.names[i].clone())
+            .collect::<Vec<_>>()
+            .into()
     }
 }
 
@@ -276,7 +350,11 @@ impl<'a> RowsDecoder<'a> {
         if h.column_count != schema.columns.len() {
             return Err(mal(
                 &format!("rows event of {}.{}", schema.db, schema.table),
-                format!("{} columns, TABLE_MAP has {}", h.column_count, schema.columns.len()),
+                format!(
+                    "{} columns, TABLE_MAP has {}",
+                    h.column_count,
+                    schema.columns.len()
+                ),
             ));
         }
         let before_cols: Vec<usize> = h.before.map(|b| b.ones().collect()).unwrap_or_default();
@@ -327,7 +405,11 @@ impl<'a> RowsDecoder<'a> {
     /// Decodes the next row change into `before`/`after` (both cleared first;
     /// the one the event kind lacks stays empty). Returns `Ok(false)` when all
     /// rows have been read.
-    pub fn next_row(&mut self, before: &mut Vec<Value>, after: &mut Vec<Value>) -> Result<bool, DecodeError> {
+    pub fn next_row(
+        &mut self,
+        before: &mut Vec<Value>,
+        after: &mut Vec<Value>,
+    ) -> Result<bool, DecodeError> {
         before.clear();
         after.clear();
         if let Some(e) = self.init_err.take() {
@@ -353,24 +435,41 @@ impl<'a> RowsDecoder<'a> {
     }
 
     fn malformed(&self, detail: impl Into<String>) -> DecodeError {
-        mal(&format!("rows event of {}.{}", self.schema.db, self.schema.table), detail)
+        mal(
+            &format!("rows event of {}.{}", self.schema.db, self.schema.table),
+            detail,
+        )
     }
 
     fn shared_image(&mut self) -> Result<(), DecodeError> {
-        let opts = read_lenenc(self.rows, &mut self.pos).ok_or_else(|| self.malformed("truncated value_options"))?;
+        let opts = read_lenenc(self.rows, &mut self.pos)
+            .ok_or_else(|| self.malformed("truncated value_options"))?;
         self.partial_bits.clear();
         if opts & 1 != 0 {
             let n = self.schema.json_column_count;
             let nb = n.div_ceil(8);
-            let bits = self.rows.get(self.pos..self.pos + nb).ok_or_else(|| self.malformed("truncated partial_bits"))?;
+            let bits = self
+                .rows
+                .get(self.pos..self.pos + nb)
+                .ok_or_else(|| self.malformed("truncated partial_bits"))?;
             self.pos += nb;
-            self.partial_bits.extend((0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0));
+            self.partial_bits
+                .extend((0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0));
         }
         Ok(())
     }
 
-    fn image(&mut self, is_before: bool, out: &mut Vec<Value>, base: Option<&Vec<Value>>) -> Result<(), DecodeError> {
-        let cols = if is_before { &self.before_cols } else { &self.after_cols };
+    fn image(
+        &mut self,
+        is_before: bool,
+        out: &mut Vec<Value>,
+        base: Option<&Vec<Value>>,
+    ) -> Result<(), DecodeError> {
+        let cols = if is_before {
+            &self.before_cols
+        } else {
+            &self.after_cols
+        };
         let n = cols.len();
         let nb = n.div_ceil(8);
         let rows = self.rows;
@@ -387,7 +486,9 @@ impl<'a> RowsDecoder<'a> {
             }
             let col = &self.schema.columns[ci];
             let partial = base.is_some()
-                && col.json_ordinal.is_some_and(|o| self.partial_bits.get(o as usize).copied().unwrap_or(false));
+                && col
+                    .json_ordinal
+                    .is_some_and(|o| self.partial_bits.get(o as usize).copied().unwrap_or(false));
             let r = if partial {
                 self.partial_json(col, ci, rows, &mut pos, base.unwrap())
             } else {
@@ -402,8 +503,17 @@ impl<'a> RowsDecoder<'a> {
         Ok(())
     }
 
-    fn partial_json(&self, col: &ColumnSchema, ci: usize, b: &[u8], pos: &mut usize, base: &[Value]) -> Result<Value, CellErr> {
-        let Decode::Json { pack } = col.decode else { return Err(CellErr::Bad("partial bit on a non-JSON column".into())) };
+    fn partial_json(
+        &self,
+        col: &ColumnSchema,
+        ci: usize,
+        b: &[u8],
+        pos: &mut usize,
+        base: &[Value],
+    ) -> Result<Value, CellErr> {
+        let Decode::Json { pack } = col.decode else {
+            return Err(CellErr::Bad("partial bit on a non-JSON column".into()));
+        };
         let len = read_pack(b, pos, pack)?;
         let diff = take(b, pos, len)?;
         let bp = self.before_pos[ci];
@@ -417,7 +527,8 @@ impl<'a> RowsDecoder<'a> {
                 ))
             }
         };
-        super::jsondiff::apply_binlog_diffs(&mut doc, diff).map_err(|e| CellErr::Bad(e.to_string()))?;
+        super::jsondiff::apply_binlog_diffs(&mut doc, diff)
+            .map_err(|e| CellErr::Bad(e.to_string()))?;
         Ok(Value::Json(doc))
     }
 }
@@ -489,24 +600,44 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
     Ok(match col.decode {
         Decode::Tiny => {
             let x = take_arr::<1>(b, pos)?[0];
-            if col.unsigned { Value::UInt(x as u64) } else { Value::Int(x as i8 as i64) }
+            if col.unsigned {
+                Value::UInt(x as u64)
+            } else {
+                Value::Int(x as i8 as i64)
+            }
         }
         Decode::Short => {
             let x = take_arr::<2>(b, pos)?;
-            if col.unsigned { Value::UInt(u16::from_le_bytes(x) as u64) } else { Value::Int(i16::from_le_bytes(x) as i64) }
+            if col.unsigned {
+                Value::UInt(u16::from_le_bytes(x) as u64)
+            } else {
+                Value::Int(i16::from_le_bytes(x) as i64)
+            }
         }
         Decode::Int24 => {
             let x = take_arr::<3>(b, pos)?;
             let u = x[0] as u32 | (x[1] as u32) << 8 | (x[2] as u32) << 16;
-            if col.unsigned { Value::UInt(u as u64) } else { Value::Int(((u << 8) as i32 >> 8) as i64) }
+            if col.unsigned {
+                Value::UInt(u as u64)
+            } else {
+                Value::Int(((u << 8) as i32 >> 8) as i64)
+            }
         }
         Decode::Long => {
             let x = take_arr::<4>(b, pos)?;
-            if col.unsigned { Value::UInt(u32::from_le_bytes(x) as u64) } else { Value::Int(i32::from_le_bytes(x) as i64) }
+            if col.unsigned {
+                Value::UInt(u32::from_le_bytes(x) as u64)
+            } else {
+                Value::Int(i32::from_le_bytes(x) as i64)
+            }
         }
         Decode::LongLong => {
             let x = take_arr::<8>(b, pos)?;
-            if col.unsigned { Value::UInt(u64::from_le_bytes(x)) } else { Value::Int(i64::from_le_bytes(x)) }
+            if col.unsigned {
+                Value::UInt(u64::from_le_bytes(x))
+            } else {
+                Value::Int(i64::from_le_bytes(x))
+            }
         }
         Decode::Year => {
             let y = take_arr::<1>(b, pos)?[0];
@@ -514,16 +645,31 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
         }
         Decode::Bit { bytes, single } => {
             let v = be(take(b, pos, bytes as usize)?);
-            if single { Value::Bool(v != 0) } else { Value::UInt(v) }
+            if single {
+                Value::Bool(v != 0)
+            } else {
+                Value::UInt(v)
+            }
         }
         Decode::Float => Value::Float(f32::from_le_bytes(take_arr::<4>(b, pos)?)),
         Decode::Double => Value::Double(f64::from_le_bytes(take_arr::<8>(b, pos)?)),
-        Decode::Decimal { precision, scale, size } => {
+        Decode::Decimal {
+            precision,
+            scale,
+            size,
+        } => {
             let s = take(b, pos, size as usize)?;
-            Value::Decimal(decode_decimal(s, precision, scale).ok_or_else(|| CellErr::Bad("invalid DECIMAL digits".into()))?)
+            Value::Decimal(
+                decode_decimal(s, precision, scale)
+                    .ok_or_else(|| CellErr::Bad("invalid DECIMAL digits".into()))?,
+            )
         }
         Decode::VarLen { prefix, pad_to } => {
-            let n = if prefix == 1 { take(b, pos, 1)?[0] as usize } else { u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize };
+            let n = if prefix == 1 {
+                take(b, pos, 1)?[0] as usize
+            } else {
+                u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize
+            };
             let s = take(b, pos, n)?;
             if col.charset == Charset::Binary {
                 let mut v = Vec::with_capacity(s.len().max(pad_to as usize));
@@ -539,17 +685,30 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
         Decode::Blob { pack } => {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
-            if col.charset == Charset::Binary { Value::Bytes(s.to_vec()) } else { Value::String(text(s, col.charset)?) }
+            if col.charset == Charset::Binary {
+                Value::Bytes(s.to_vec())
+            } else {
+                Value::String(text(s, col.charset)?)
+            }
         }
         Decode::Enum { pack } => {
-            let i = if pack == 1 { take(b, pos, 1)?[0] as usize } else { u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize };
+            let i = if pack == 1 {
+                take(b, pos, 1)?[0] as usize
+            } else {
+                u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize
+            };
             let labels = col.labels.as_deref().unwrap_or(&[]);
             if i == 0 {
                 Value::String(String::new())
             } else {
                 match labels.get(i - 1) {
                     Some(l) => Value::String(l.to_string()),
-                    None => return Err(CellErr::Bad(format!("ENUM index {i} beyond {} labels", labels.len()))),
+                    None => {
+                        return Err(CellErr::Bad(format!(
+                            "ENUM index {i} beyond {} labels",
+                            labels.len()
+                        )))
+                    }
                 }
             }
         }
@@ -560,7 +719,10 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             let mask = u64::from_le_bytes(v);
             let labels = col.labels.as_deref().unwrap_or(&[]);
             if labels.len() < 64 && mask >> labels.len() != 0 {
-                return Err(CellErr::Bad(format!("SET bitmask {mask:#x} beyond {} labels", labels.len())));
+                return Err(CellErr::Bad(format!(
+                    "SET bitmask {mask:#x} beyond {} labels",
+                    labels.len()
+                )));
             }
             let mut out = String::new();
             for (i, l) in labels.iter().enumerate() {
@@ -576,7 +738,11 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
         Decode::Date => {
             let x = take_arr::<3>(b, pos)?;
             let v = x[0] as u32 | (x[1] as u32) << 8 | (x[2] as u32) << 16;
-            Value::Date(Date { year: (v >> 9) as u16, month: ((v >> 5) & 15) as u8, day: (v & 31) as u8 })
+            Value::Date(Date {
+                year: (v >> 9) as u16,
+                month: ((v >> 5) & 15) as u8,
+                day: (v & 31) as u8,
+            })
         }
         Decode::DateTime2 { fsp } => {
             let raw = be(take(b, pos, 5)?) as i64 - 0x80_0000_0000;
@@ -588,7 +754,11 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             let hms = raw & ((1 << 17) - 1);
             let ym = ymd >> 5;
             Value::DateTime(DateTime {
-                date: Date { year: (ym / 13) as u16, month: (ym % 13) as u8, day: (ymd & 31) as u8 },
+                date: Date {
+                    year: (ym / 13) as u16,
+                    month: (ym % 13) as u8,
+                    day: (ymd & 31) as u8,
+                },
                 hour: (hms >> 12) as u8,
                 minute: ((hms >> 6) & 63) as u8,
                 second: (hms & 63) as u8,
@@ -630,7 +800,11 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             let v = u64::from_le_bytes(take_arr::<8>(b, pos)?);
             let (d, t) = (v / 1_000_000, v % 1_000_000);
             Value::DateTime(DateTime {
-                date: Date { year: (d / 10_000) as u16, month: (d / 100 % 100) as u8, day: (d % 100) as u8 },
+                date: Date {
+                    year: (d / 10_000) as u16,
+                    month: (d / 100 % 100) as u8,
+                    day: (d % 100) as u8,
+                },
                 hour: (t / 10_000) as u8,
                 minute: (t / 100 % 100) as u8,
                 second: (t % 100) as u8,
@@ -638,7 +812,11 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                 fsp: 0,
             })
         }
-        Decode::TimestampOld => Value::Timestamp { secs: u32::from_le_bytes(take_arr::<4>(b, pos)?) as i64, micros: 0, fsp: 0 },
+        Decode::TimestampOld => Value::Timestamp {
+            secs: u32::from_le_bytes(take_arr::<4>(b, pos)?) as i64,
+            micros: 0,
+            fsp: 0,
+        },
         Decode::TimeOld => {
             let x = take_arr::<3>(b, pos)?;
             let v = ((x[0] as u32 | (x[1] as u32) << 8 | (x[2] as u32) << 16) << 8) as i32 >> 8;
@@ -661,9 +839,15 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
             match s.len() {
-                0 => Value::Geometry { srid: 0, wkb: Vec::new() },
+                0 => Value::Geometry {
+                    srid: 0,
+                    wkb: Vec::new(),
+                },
                 1..=3 => return Err(CellErr::Bad(format!("GEOMETRY value of {} bytes", s.len()))),
-                _ => Value::Geometry { srid: u32::from_le_bytes(s[..4].try_into().unwrap()), wkb: s[4..].to_vec() },
+                _ => Value::Geometry {
+                    srid: u32::from_le_bytes(s[..4].try_into().unwrap()),
+                    wkb: s[4..].to_vec(),
+                },
             }
         }
         Decode::Vector { pack } => {
@@ -672,7 +856,11 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             if s.len() % 4 != 0 {
                 return Err(CellErr::Bad(format!("VECTOR value of {} bytes", s.len())));
             }
-            Value::Vector(s.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            Value::Vector(
+                s.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            )
         }
     })
 }
@@ -746,10 +934,10 @@ pub(crate) fn decode_label(s: &[u8], cs: Charset) -> Result<String, ()> {
 
 /// cp1252 0x80..=0x9F; undefined bytes map to the C1 control of the same value (as MySQL's latin1).
 const CP1252_80: [char; 32] = [
-    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02C6}', '\u{2030}',
-    '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}', '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}',
-    '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}',
-    '\u{017E}', '\u{0178}',
+    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}',
+    '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
 ];
 
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
@@ -777,7 +965,12 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<String> {
     let mut digits = [0u8; 96];
     let mut nd = 0usize;
     let mut p = 0usize;
-    let group = |nbytes: usize, ndig: usize, p: &mut usize, digits: &mut [u8; 96], nd: &mut usize| -> Option<()> {
+    let group = |nbytes: usize,
+                 ndig: usize,
+                 p: &mut usize,
+                 digits: &mut [u8; 96],
+                 nd: &mut usize|
+     -> Option<()> {
         if ndig == 0 {
             return Some(());
         }
@@ -804,7 +997,10 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<String> {
     }
     group(DIG2BYTES[frac0x], frac0x, &mut p, &mut digits, &mut nd)?;
     let int_digits = &digits[..int_end];
-    let first_nz = int_digits.iter().position(|&d| d != b'0').unwrap_or(int_end);
+    let first_nz = int_digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(int_end);
     let is_zero = digits[..nd].iter().all(|&d| d == b'0');
     let mut out = String::with_capacity(nd + 3);
     if neg && !is_zero {
@@ -827,7 +1023,9 @@ pub fn json_from_binary(s: &[u8]) -> Result<serde_json::Value, String> {
     if s.is_empty() {
         return Ok(serde_json::Value::Null);
     }
-    let v: jsonb::Value<'_> = ParseBuf(s).parse(()).map_err(|e| format!("invalid binary JSON: {e}"))?;
+    let v: jsonb::Value<'_> = ParseBuf(s)
+        .parse(())
+        .map_err(|e| format!("invalid binary JSON: {e}"))?;
     jsonb_to_json(&v)
 }
 
@@ -846,15 +1044,32 @@ pub fn jsonb_to_json(v: &jsonb::Value<'_>) -> Result<serde_json::Value, String> 
         jsonb::Value::U16(x) => J::from(*x as u64),
         jsonb::Value::U32(x) => J::from(*x as u64),
         jsonb::Value::U64(x) => J::from(*x),
-        jsonb::Value::F64(x) => J::Number(serde_json::Number::from_f64(*x).ok_or_else(|| format!("JSON double {x} is not finite"))?),
-        jsonb::Value::String(s) => J::String(std::str::from_utf8(s.str_raw()).map_err(|_| "JSON string is not UTF-8".to_string())?.to_owned()),
-        jsonb::Value::SmallArray(a) => J::Array(a.iter().map(|x| x.map_err(|e| e.to_string()).and_then(|x| jsonb_to_json(&x))).collect::<Result<_, _>>()?),
-        jsonb::Value::LargeArray(a) => J::Array(a.iter().map(|x| x.map_err(|e| e.to_string()).and_then(|x| jsonb_to_json(&x))).collect::<Result<_, _>>()?),
+        jsonb::Value::F64(x) => J::Number(
+            serde_json::Number::from_f64(*x)
+                .ok_or_else(|| format!("JSON double {x} is not finite"))?,
+        ),
+        jsonb::Value::String(s) => J::String(
+            std::str::from_utf8(s.str_raw())
+                .map_err(|_| "JSON string is not UTF-8".to_string())?
+                .to_owned(),
+        ),
+        jsonb::Value::SmallArray(a) => J::Array(
+            a.iter()
+                .map(|x| x.map_err(|e| e.to_string()).and_then(|x| jsonb_to_json(&x)))
+                .collect::<Result<_, _>>()?,
+        ),
+        jsonb::Value::LargeArray(a) => J::Array(
+            a.iter()
+                .map(|x| x.map_err(|e| e.to_string()).and_then(|x| jsonb_to_json(&x)))
+                .collect::<Result<_, _>>()?,
+        ),
         jsonb::Value::SmallObject(o) => {
             let mut m = serde_json::Map::new();
             for kv in o.iter() {
                 let (k, v) = kv.map_err(|e| e.to_string())?;
-                let k = std::str::from_utf8(k.value_raw()).map_err(|_| "JSON key is not UTF-8".to_string())?.to_owned();
+                let k = std::str::from_utf8(k.value_raw())
+                    .map_err(|_| "JSON key is not UTF-8".to_string())?
+                    .to_owned();
                 m.insert(k, jsonb_to_json(&v)?);
             }
             J::Object(m)
@@ -863,7 +1078,9 @@ pub fn jsonb_to_json(v: &jsonb::Value<'_>) -> Result<serde_json::Value, String> 
             let mut m = serde_json::Map::new();
             for kv in o.iter() {
                 let (k, v) = kv.map_err(|e| e.to_string())?;
-                let k = std::str::from_utf8(k.value_raw()).map_err(|_| "JSON key is not UTF-8".to_string())?.to_owned();
+                let k = std::str::from_utf8(k.value_raw())
+                    .map_err(|_| "JSON key is not UTF-8".to_string())?
+                    .to_owned();
                 m.insert(k, jsonb_to_json(&v)?);
             }
             J::Object(m)
@@ -882,12 +1099,28 @@ fn opaque_to_json(ty: ColumnType, d: &[u8]) -> Result<serde_json::Value, String>
             let text = decode_decimal(&d[2..], d[0], d[1]).ok_or("invalid JSON DECIMAL")?;
             Ok(decimal_json(&text))
         }
-        ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_DATETIME | ColumnType::MYSQL_TYPE_TIMESTAMP | ColumnType::MYSQL_TYPE_TIME => {
-            let packed = i64::from_le_bytes(d.get(..8).ok_or("truncated JSON temporal")?.try_into().unwrap());
+        ColumnType::MYSQL_TYPE_DATE
+        | ColumnType::MYSQL_TYPE_DATETIME
+        | ColumnType::MYSQL_TYPE_TIMESTAMP
+        | ColumnType::MYSQL_TYPE_TIME => {
+            let packed = i64::from_le_bytes(
+                d.get(..8)
+                    .ok_or("truncated JSON temporal")?
+                    .try_into()
+                    .unwrap(),
+            );
             let mut s = String::with_capacity(26);
             if ty == ColumnType::MYSQL_TYPE_TIME {
                 let t = time_from_packed(packed, 6);
-                let _ = write!(s, "{}{:02}:{:02}:{:02}.{:06}", if t.negative { "-" } else { "" }, t.hours, t.minute, t.second, t.micros);
+                let _ = write!(
+                    s,
+                    "{}{:02}:{:02}:{:02}.{:06}",
+                    if t.negative { "-" } else { "" },
+                    t.hours,
+                    t.minute,
+                    t.second,
+                    t.micros
+                );
             } else {
                 let a = packed.unsigned_abs();
                 let micros = a & 0xff_ffff;
@@ -897,7 +1130,14 @@ fn opaque_to_json(ty: ColumnType, d: &[u8]) -> Result<serde_json::Value, String>
                 let ym = ymd >> 5;
                 let _ = write!(s, "{:04}-{:02}-{:02}", ym / 13, ym % 13, ymd & 31);
                 if ty != ColumnType::MYSQL_TYPE_DATE {
-                    let _ = write!(s, " {:02}:{:02}:{:02}.{:06}", hms >> 12, (hms >> 6) & 63, hms & 63, micros);
+                    let _ = write!(
+                        s,
+                        " {:02}:{:02}:{:02}.{:06}",
+                        hms >> 12,
+                        (hms >> 6) & 63,
+                        hms & 63,
+                        micros
+                    );
                 }
             }
             Ok(J::String(s))
@@ -916,7 +1156,11 @@ fn decimal_json(text: &str) -> serde_json::Value {
             return serde_json::Value::from(u);
         }
     }
-    let trimmed = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { text };
+    let trimmed = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    };
     if let Ok(f) = trimmed.parse::<f64>() {
         if f.is_finite() && format!("{f}") == trimmed {
             if let Some(n) = serde_json::Number::from_f64(f) {
@@ -931,11 +1175,21 @@ fn base64(d: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(d.len().div_ceil(3) * 4);
     for c in d.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -998,32 +1252,70 @@ mod tests {
 
     #[test]
     fn integers() {
-        assert_eq!(one(9, &[], &[], &[0, 0, 0x80]).unwrap(), Value::Int(-8388608));
-        assert_eq!(one(9, &[], &[], &[0xff, 0xff, 0x7f]).unwrap(), Value::Int(8388607));
-        assert_eq!(one(9, &[], &unsigned(), &[0xff, 0xff, 0xff]).unwrap(), Value::UInt(16777215));
+        assert_eq!(
+            one(9, &[], &[], &[0, 0, 0x80]).unwrap(),
+            Value::Int(-8388608)
+        );
+        assert_eq!(
+            one(9, &[], &[], &[0xff, 0xff, 0x7f]).unwrap(),
+            Value::Int(8388607)
+        );
+        assert_eq!(
+            one(9, &[], &unsigned(), &[0xff, 0xff, 0xff]).unwrap(),
+            Value::UInt(16777215)
+        );
         assert_eq!(one(1, &[], &[], &[0x80]).unwrap(), Value::Int(-128));
         assert_eq!(one(1, &[], &unsigned(), &[0xff]).unwrap(), Value::UInt(255));
         assert_eq!(one(2, &[], &[], &[0, 0x80]).unwrap(), Value::Int(-32768));
-        assert_eq!(one(3, &[], &[], &[0, 0, 0, 0x80]).unwrap(), Value::Int(i32::MIN as i64));
-        assert_eq!(one(3, &[], &unsigned(), &[0xff; 4]).unwrap(), Value::UInt(u32::MAX as u64));
-        assert_eq!(one(8, &[], &unsigned(), &[0xff; 8]).unwrap(), Value::UInt(u64::MAX));
-        assert_eq!(one(8, &[], &[], &i64::MIN.to_le_bytes()).unwrap(), Value::Int(i64::MIN));
+        assert_eq!(
+            one(3, &[], &[], &[0, 0, 0, 0x80]).unwrap(),
+            Value::Int(i32::MIN as i64)
+        );
+        assert_eq!(
+            one(3, &[], &unsigned(), &[0xff; 4]).unwrap(),
+            Value::UInt(u32::MAX as u64)
+        );
+        assert_eq!(
+            one(8, &[], &unsigned(), &[0xff; 8]).unwrap(),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(
+            one(8, &[], &[], &i64::MIN.to_le_bytes()).unwrap(),
+            Value::Int(i64::MIN)
+        );
         assert_eq!(one(13, &[], &[], &[0]).unwrap(), Value::Int(0));
         assert_eq!(one(13, &[], &[], &[124]).unwrap(), Value::Int(2024));
         assert_eq!(one(16, &[1, 0], &[], &[1]).unwrap(), Value::Bool(true));
-        assert_eq!(one(16, &[4, 1], &[], &[0x0a, 0xbc]).unwrap(), Value::UInt(0xabc));
-        assert_eq!(one(16, &[0, 8], &[], &[0xff; 8]).unwrap(), Value::UInt(u64::MAX));
-        assert_eq!(one(4, &[4], &[], &1.5f32.to_le_bytes()).unwrap(), Value::Float(1.5));
-        assert_eq!(one(5, &[8], &[], &(-2.25f64).to_le_bytes()).unwrap(), Value::Double(-2.25));
+        assert_eq!(
+            one(16, &[4, 1], &[], &[0x0a, 0xbc]).unwrap(),
+            Value::UInt(0xabc)
+        );
+        assert_eq!(
+            one(16, &[0, 8], &[], &[0xff; 8]).unwrap(),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(
+            one(4, &[4], &[], &1.5f32.to_le_bytes()).unwrap(),
+            Value::Float(1.5)
+        );
+        assert_eq!(
+            one(5, &[8], &[], &(-2.25f64).to_le_bytes()).unwrap(),
+            Value::Double(-2.25)
+        );
     }
 
     /// mysql_common's BinlogValue reads a signed MEDIUMINT without sign extension.
     #[test]
     fn mysql_common_int24_not_sign_extended() {
         use mysql_common::binlog::value::BinlogValue;
-        let v: BinlogValue = ParseBuf(&[0, 0, 0x80]).parse((ColumnType::MYSQL_TYPE_INT24, &[][..], false, false)).unwrap();
+        let v: BinlogValue = ParseBuf(&[0, 0, 0x80])
+            .parse((ColumnType::MYSQL_TYPE_INT24, &[][..], false, false))
+            .unwrap();
         assert_eq!(v, BinlogValue::Value(mysql_common::Value::Int(8388608)));
-        assert_eq!(one(9, &[], &[], &[0, 0, 0x80]).unwrap(), Value::Int(-8388608));
+        assert_eq!(
+            one(9, &[], &[], &[0, 0, 0x80]).unwrap(),
+            Value::Int(-8388608)
+        );
     }
 
     /// Test-only encoder of MySQL binary DECIMAL.
@@ -1077,11 +1369,23 @@ mod tests {
                 30,
                 "-12345678901234567890123456789012345.123456789012345678901234567890",
             ),
-            ("99999999999999999999999999999999999.999999999999999999999999999999", 65, 30, "99999999999999999999999999999999999.999999999999999999999999999999"),
+            (
+                "99999999999999999999999999999999999.999999999999999999999999999999",
+                65,
+                30,
+                "99999999999999999999999999999999999.999999999999999999999999999999",
+            ),
         ] {
             let bytes = enc_dec(text, p, s);
-            assert_eq!(decode_decimal(&bytes, p as u8, s as u8).as_deref(), Some(want), "{text}");
-            assert_eq!(one(246, &[p as u8, s as u8], &[], &bytes).unwrap(), Value::Decimal(want.to_string()));
+            assert_eq!(
+                decode_decimal(&bytes, p as u8, s as u8).as_deref(),
+                Some(want),
+                "{text}"
+            );
+            assert_eq!(
+                one(246, &[p as u8, s as u8], &[], &bytes).unwrap(),
+                Value::Decimal(want.to_string())
+            );
         }
         // "-0.00" as the server would write it (negative zero bytes) prints 0.00
         let mut negzero = enc_dec("0.00", 10, 2);
@@ -1102,33 +1406,97 @@ mod tests {
         b.extend_from_slice(&999_999u32.to_be_bytes()[1..]);
         assert_eq!(
             one(18, &[6], &[], &b).unwrap(),
-            Value::DateTime(DateTime { date: Date { year: 9999, month: 12, day: 31 }, hour: 23, minute: 59, second: 59, micros: 999_999, fsp: 6 })
+            Value::DateTime(DateTime {
+                date: Date {
+                    year: 9999,
+                    month: 12,
+                    day: 31
+                },
+                hour: 23,
+                minute: 59,
+                second: 59,
+                micros: 999_999,
+                fsp: 6
+            })
         );
         let b = dt2(0, 0, 0, 0, 0, 0);
         assert_eq!(
             one(18, &[0], &[], &b).unwrap(),
-            Value::DateTime(DateTime { date: Date { year: 0, month: 0, day: 0 }, hour: 0, minute: 0, second: 0, micros: 0, fsp: 0 })
+            Value::DateTime(DateTime {
+                date: Date {
+                    year: 0,
+                    month: 0,
+                    day: 0
+                },
+                hour: 0,
+                minute: 0,
+                second: 0,
+                micros: 0,
+                fsp: 0
+            })
         );
         // DATETIME(2) .57 -> 1 byte 57
         let mut b = dt2(2024, 2, 29, 1, 2, 3);
         b.push(57);
-        assert!(matches!(one(18, &[2], &[], &b).unwrap(), Value::DateTime(DateTime { micros: 570_000, fsp: 2, .. })));
+        assert!(matches!(
+            one(18, &[2], &[], &b).unwrap(),
+            Value::DateTime(DateTime {
+                micros: 570_000,
+                fsp: 2,
+                ..
+            })
+        ));
         // DATE: zero and partial
         let date = |y: u32, m: u32, d: u32| {
             let v = y << 9 | m << 5 | d;
             v.to_le_bytes()[..3].to_vec()
         };
-        assert_eq!(one(10, &[], &[], &date(0, 0, 0)).unwrap(), Value::Date(Date { year: 0, month: 0, day: 0 }));
-        assert_eq!(one(10, &[], &[], &date(2024, 0, 0)).unwrap(), Value::Date(Date { year: 2024, month: 0, day: 0 }));
+        assert_eq!(
+            one(10, &[], &[], &date(0, 0, 0)).unwrap(),
+            Value::Date(Date {
+                year: 0,
+                month: 0,
+                day: 0
+            })
+        );
+        assert_eq!(
+            one(10, &[], &[], &date(2024, 0, 0)).unwrap(),
+            Value::Date(Date {
+                year: 2024,
+                month: 0,
+                day: 0
+            })
+        );
         // TIMESTAMP(3)
         let mut b = 1_700_000_000u32.to_be_bytes().to_vec();
         b.extend_from_slice(&1234u16.to_be_bytes());
-        assert_eq!(one(17, &[3], &[], &b).unwrap(), Value::Timestamp { secs: 1_700_000_000, micros: 123_400, fsp: 3 });
-        assert_eq!(one(17, &[0], &[], &[0, 0, 0, 0]).unwrap(), Value::Timestamp { secs: 0, micros: 0, fsp: 0 });
+        assert_eq!(
+            one(17, &[3], &[], &b).unwrap(),
+            Value::Timestamp {
+                secs: 1_700_000_000,
+                micros: 123_400,
+                fsp: 3
+            }
+        );
+        assert_eq!(
+            one(17, &[0], &[], &[0, 0, 0, 0]).unwrap(),
+            Value::Timestamp {
+                secs: 0,
+                micros: 0,
+                fsp: 0
+            }
+        );
         // TIME(1) -01:02:03.5
         assert_eq!(
             one(19, &[1], &[], &[0x7F, 0xEF, 0x7C, 0xCE]).unwrap(),
-            Value::Time(Time { negative: true, hours: 1, minute: 2, second: 3, micros: 500_000, fsp: 1 })
+            Value::Time(Time {
+                negative: true,
+                hours: 1,
+                minute: 2,
+                second: 3,
+                micros: 500_000,
+                fsp: 1
+            })
         );
         // TIME(3) -00:00:00.001
         let int: i64 = -1; // floor(-0.001 s) in packed int part
@@ -1136,33 +1504,98 @@ mod tests {
         b.extend_from_slice(&((0x10000 - 10) as u16).to_be_bytes());
         assert_eq!(
             one(19, &[3], &[], &b).unwrap(),
-            Value::Time(Time { negative: true, hours: 0, minute: 0, second: 0, micros: 1000, fsp: 3 })
+            Value::Time(Time {
+                negative: true,
+                hours: 0,
+                minute: 0,
+                second: 0,
+                micros: 1000,
+                fsp: 3
+            })
         );
         // TIME(6) -838:59:59.000000 and 838:59:59.999999
         let hms = |h: i64, m: i64, s: i64| (h << 12 | m << 6 | s) << 24;
         let t6 = |packed: i64| ((packed + 0x8000_0000_0000) as u64).to_be_bytes()[2..].to_vec();
         assert_eq!(
             one(19, &[6], &[], &t6(-hms(838, 59, 59))).unwrap(),
-            Value::Time(Time { negative: true, hours: 838, minute: 59, second: 59, micros: 0, fsp: 6 })
+            Value::Time(Time {
+                negative: true,
+                hours: 838,
+                minute: 59,
+                second: 59,
+                micros: 0,
+                fsp: 6
+            })
         );
         assert_eq!(
             one(19, &[6], &[], &t6(-(hms(1, 0, 0) + 250_000))).unwrap(),
-            Value::Time(Time { negative: true, hours: 1, minute: 0, second: 0, micros: 250_000, fsp: 6 })
+            Value::Time(Time {
+                negative: true,
+                hours: 1,
+                minute: 0,
+                second: 0,
+                micros: 250_000,
+                fsp: 6
+            })
         );
         assert_eq!(
             one(19, &[6], &[], &t6(hms(838, 59, 59) + 999_999)).unwrap(),
-            Value::Time(Time { negative: false, hours: 838, minute: 59, second: 59, micros: 999_999, fsp: 6 })
+            Value::Time(Time {
+                negative: false,
+                hours: 838,
+                minute: 59,
+                second: 59,
+                micros: 999_999,
+                fsp: 6
+            })
         );
         // TIME(0) -12:00:00
         let b = ((-(12i64 << 12) + 0x80_0000) as u64).to_be_bytes()[5..].to_vec();
-        assert_eq!(one(19, &[0], &[], &b).unwrap(), Value::Time(Time { negative: true, hours: 12, minute: 0, second: 0, micros: 0, fsp: 0 }));
+        assert_eq!(
+            one(19, &[0], &[], &b).unwrap(),
+            Value::Time(Time {
+                negative: true,
+                hours: 12,
+                minute: 0,
+                second: 0,
+                micros: 0,
+                fsp: 0
+            })
+        );
         // old formats
         assert!(matches!(
             one(12, &[], &[], &20240229123456u64.to_le_bytes()).unwrap(),
-            Value::DateTime(DateTime { date: Date { year: 2024, month: 2, day: 29 }, hour: 12, minute: 34, second: 56, .. })
+            Value::DateTime(DateTime {
+                date: Date {
+                    year: 2024,
+                    month: 2,
+                    day: 29
+                },
+                hour: 12,
+                minute: 34,
+                second: 56,
+                ..
+            })
         ));
-        assert_eq!(one(11, &[], &[], &(-123456i32).to_le_bytes()[..3]).unwrap(), Value::Time(Time { negative: true, hours: 12, minute: 34, second: 56, micros: 0, fsp: 0 }));
-        assert_eq!(one(7, &[], &[], &5u32.to_le_bytes()).unwrap(), Value::Timestamp { secs: 5, micros: 0, fsp: 0 });
+        assert_eq!(
+            one(11, &[], &[], &(-123456i32).to_le_bytes()[..3]).unwrap(),
+            Value::Time(Time {
+                negative: true,
+                hours: 12,
+                minute: 34,
+                second: 56,
+                micros: 0,
+                fsp: 0
+            })
+        );
+        assert_eq!(
+            one(7, &[], &[], &5u32.to_le_bytes()).unwrap(),
+            Value::Timestamp {
+                secs: 5,
+                micros: 0,
+                fsp: 0
+            }
+        );
     }
 
     fn cs(id: u8) -> Vec<(u8, Vec<u8>)> {
@@ -1172,36 +1605,76 @@ mod tests {
     #[test]
     fn strings_and_charsets() {
         // VARCHAR(10) latin1: "é€"
-        assert_eq!(one(15, &[10, 0], &cs(8), &[2, 0xE9, 0x80]).unwrap(), Value::String("é€".into()));
-        assert_eq!(one(15, &[10, 0], &cs(8), &[1, 0x81]).unwrap(), Value::String("\u{81}".into()));
+        assert_eq!(
+            one(15, &[10, 0], &cs(8), &[2, 0xE9, 0x80]).unwrap(),
+            Value::String("é€".into())
+        );
+        assert_eq!(
+            one(15, &[10, 0], &cs(8), &[1, 0x81]).unwrap(),
+            Value::String("\u{81}".into())
+        );
         // VARCHAR(300) utf8mb4 (2-byte length): 4-byte UTF-8
         let s = "a😀";
         let mut b = (s.len() as u16).to_le_bytes().to_vec();
         b.extend_from_slice(s.as_bytes());
-        assert_eq!(one(15, &[0x2c, 0x01], &cs(45), &b).unwrap(), Value::String(s.into()));
+        assert_eq!(
+            one(15, &[0x2c, 0x01], &cs(45), &b).unwrap(),
+            Value::String(s.into())
+        );
         // invalid UTF-8 is an error naming the column
-        let e = one(15, &[10, 0], &cs(45), &[1, 0xff]).unwrap_err().to_string();
+        let e = one(15, &[10, 0], &cs(45), &[1, 0xff])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("db.t.c") && e.contains("Utf8"), "{e}");
         // ascii
         assert!(one(15, &[10, 0], &cs(11), &[1, 0xe9]).is_err());
         // unknown charset (gbk 28): error naming the collation, empty ok
-        let e = one(15, &[10, 0], &cs(28), &[2, 0xc4, 0xe3]).unwrap_err().to_string();
+        let e = one(15, &[10, 0], &cs(28), &[2, 0xc4, 0xe3])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("collation id 28"), "{e}");
-        assert_eq!(one(15, &[10, 0], &cs(28), &[0]).unwrap(), Value::String(String::new()));
+        assert_eq!(
+            one(15, &[10, 0], &cs(28), &[0]).unwrap(),
+            Value::String(String::new())
+        );
         // VARBINARY
-        assert_eq!(one(15, &[10, 0], &cs(63), &[2, 0, 0xff]).unwrap(), Value::Bytes(vec![0, 0xff]));
+        assert_eq!(
+            one(15, &[10, 0], &cs(63), &[2, 0, 0xff]).unwrap(),
+            Value::Bytes(vec![0, 0xff])
+        );
         // CHAR(4) utf8mb4 = 16 bytes: meta [0xfe, 16]
-        assert_eq!(one(254, &[0xfe, 16], &cs(45), &[2, b'h', b'i']).unwrap(), Value::String("hi".into()));
+        assert_eq!(
+            one(254, &[0xfe, 16], &cs(45), &[2, b'h', b'i']).unwrap(),
+            Value::String("hi".into())
+        );
         // BINARY(4): padded back with zeros
-        assert_eq!(one(254, &[0xfe, 4], &cs(63), &[2, 1, 2]).unwrap(), Value::Bytes(vec![1, 2, 0, 0]));
+        assert_eq!(
+            one(254, &[0xfe, 4], &cs(63), &[2, 1, 2]).unwrap(),
+            Value::Bytes(vec![1, 2, 0, 0])
+        );
         // CHAR(255) utf8mb4 = 1020 bytes: long CHAR encoding, 2-byte length
         let meta = [0xfe ^ ((1020 & 0x300) >> 4) as u8, (1020 & 0xff) as u8];
         let s = schema(&[(254, &meta, "c")], &cs(45));
-        assert_eq!(s.columns[0].decode, Decode::VarLen { prefix: 2, pad_to: 0 });
+        assert_eq!(
+            s.columns[0].decode,
+            Decode::VarLen {
+                prefix: 2,
+                pad_to: 0
+            }
+        );
         // TEXT (pack 2) utf8 and BLOB (pack 2) binary, LONGBLOB (4)
-        assert_eq!(one(252, &[2], &cs(45), &[3, 0, b'a', b'b', b'c']).unwrap(), Value::String("abc".into()));
-        assert_eq!(one(252, &[2], &cs(63), &[1, 0, 7]).unwrap(), Value::Bytes(vec![7]));
-        assert_eq!(one(252, &[4], &cs(63), &[1, 0, 0, 0, 9]).unwrap(), Value::Bytes(vec![9]));
+        assert_eq!(
+            one(252, &[2], &cs(45), &[3, 0, b'a', b'b', b'c']).unwrap(),
+            Value::String("abc".into())
+        );
+        assert_eq!(
+            one(252, &[2], &cs(63), &[1, 0, 7]).unwrap(),
+            Value::Bytes(vec![7])
+        );
+        assert_eq!(
+            one(252, &[4], &cs(63), &[1, 0, 0, 0, 9]).unwrap(),
+            Value::Bytes(vec![9])
+        );
         // truncated value
         let e = one(252, &[2], &cs(63), &[5, 0, 7]).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
@@ -1209,13 +1682,28 @@ mod tests {
 
     #[test]
     fn enum_and_set() {
-        let opt = vec![(6u8, vec![3, 1, b'a', 1, b'b', 2, 0xc3, 0xa9]), (10, vec![45])];
-        assert_eq!(one(254, &[247, 1], &opt, &[3]).unwrap(), Value::String("é".into()));
-        assert_eq!(one(254, &[247, 1], &opt, &[0]).unwrap(), Value::String(String::new()));
+        let opt = vec![
+            (6u8, vec![3, 1, b'a', 1, b'b', 2, 0xc3, 0xa9]),
+            (10, vec![45]),
+        ];
+        assert_eq!(
+            one(254, &[247, 1], &opt, &[3]).unwrap(),
+            Value::String("é".into())
+        );
+        assert_eq!(
+            one(254, &[247, 1], &opt, &[0]).unwrap(),
+            Value::String(String::new())
+        );
         assert!(one(254, &[247, 1], &opt, &[4]).is_err());
         let opt = vec![(5u8, vec![3, 1, b'x', 1, b'y', 1, b'z']), (10, vec![45])];
-        assert_eq!(one(254, &[248, 1], &opt, &[0b101]).unwrap(), Value::String("x,z".into()));
-        assert_eq!(one(254, &[248, 1], &opt, &[0]).unwrap(), Value::String(String::new()));
+        assert_eq!(
+            one(254, &[248, 1], &opt, &[0b101]).unwrap(),
+            Value::String("x,z".into())
+        );
+        assert_eq!(
+            one(254, &[248, 1], &opt, &[0]).unwrap(),
+            Value::String(String::new())
+        );
         assert!(one(254, &[248, 1], &opt, &[0b1000]).is_err());
     }
 
@@ -1232,10 +1720,19 @@ mod tests {
 
     #[test]
     fn json_values() {
-        assert_eq!(one(245, &[4], &[], &with_len4(&jsonb_obj_a1())).unwrap(), Value::Json(json!({"a": 1})));
-        assert_eq!(one(245, &[4], &[], &with_len4(&[])).unwrap(), Value::Json(json!(null)));
+        assert_eq!(
+            one(245, &[4], &[], &with_len4(&jsonb_obj_a1())).unwrap(),
+            Value::Json(json!({"a": 1}))
+        );
+        assert_eq!(
+            one(245, &[4], &[], &with_len4(&[])).unwrap(),
+            Value::Json(json!(null))
+        );
         // uint64 max, int64 min, double, literals, string
-        assert_eq!(json_from_binary(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(), json!(u64::MAX));
+        assert_eq!(
+            json_from_binary(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap(),
+            json!(u64::MAX)
+        );
         let mut b = vec![0x09];
         b.extend_from_slice(&i64::MIN.to_le_bytes());
         assert_eq!(json_from_binary(&b).unwrap(), json!(i64::MIN));
@@ -1243,14 +1740,20 @@ mod tests {
         b.extend_from_slice(&0.1f64.to_le_bytes());
         assert_eq!(json_from_binary(&b).unwrap(), json!(0.1));
         assert_eq!(json_from_binary(&[0x04, 2]).unwrap(), json!(false));
-        assert_eq!(json_from_binary(&[0x0c, 2, b'h', b'i']).unwrap(), json!("hi"));
+        assert_eq!(
+            json_from_binary(&[0x0c, 2, b'h', b'i']).unwrap(),
+            json!("hi")
+        );
         // opaque DECIMAL(4,2) 12.50 -> number 12.5; large -> string
         let mut d = vec![4, 2];
         d.extend_from_slice(&enc_dec("12.50", 4, 2));
         let mut b = vec![0x0f, 246, d.len() as u8];
         b.extend_from_slice(&d);
         assert_eq!(json_from_binary(&b).unwrap(), json!(12.5));
-        assert_eq!(decimal_json("12345678901234567890.5"), json!("12345678901234567890.5"));
+        assert_eq!(
+            decimal_json("12345678901234567890.5"),
+            json!("12345678901234567890.5")
+        );
         assert_eq!(decimal_json("-42"), json!(-42));
         // opaque DATETIME 2024-02-29 12:34:56.5 and TIME -01:00:00
         let ymd = (2024i64 * 13 + 2) << 5 | 29;
@@ -1258,7 +1761,10 @@ mod tests {
         let packed = ((ymd << 17 | hms) << 24) + 500_000;
         let mut b = vec![0x0f, 12, 8];
         b.extend_from_slice(&packed.to_le_bytes());
-        assert_eq!(json_from_binary(&b).unwrap(), json!("2024-02-29 12:34:56.500000"));
+        assert_eq!(
+            json_from_binary(&b).unwrap(),
+            json!("2024-02-29 12:34:56.500000")
+        );
         let mut b = vec![0x0f, 11, 8];
         b.extend_from_slice(&(-(1i64 << 12 << 24)).to_le_bytes());
         assert_eq!(json_from_binary(&b).unwrap(), json!("-01:00:00.000000"));
@@ -1266,7 +1772,10 @@ mod tests {
         b.extend_from_slice(&((ymd << 17) << 24).to_le_bytes());
         assert_eq!(json_from_binary(&b).unwrap(), json!("2024-02-29"));
         // other opaque -> base64:typeN:
-        assert_eq!(json_from_binary(&[0x0f, 15, 2, b'h', b'i']).unwrap(), json!("base64:type15:aGk="));
+        assert_eq!(
+            json_from_binary(&[0x0f, 15, 2, b'h', b'i']).unwrap(),
+            json!("base64:type15:aGk=")
+        );
     }
 
     #[test]
@@ -1280,10 +1789,19 @@ mod tests {
     fn geometry_and_vector() {
         let mut g = 4326u32.to_le_bytes().to_vec();
         g.extend_from_slice(&[1, 1, 0, 0, 0]);
-        assert_eq!(one(255, &[4], &[], &with_len4(&g)).unwrap(), Value::Geometry { srid: 4326, wkb: vec![1, 1, 0, 0, 0] });
+        assert_eq!(
+            one(255, &[4], &[], &with_len4(&g)).unwrap(),
+            Value::Geometry {
+                srid: 4326,
+                wkb: vec![1, 1, 0, 0, 0]
+            }
+        );
         let mut v = 1.0f32.to_le_bytes().to_vec();
         v.extend_from_slice(&(-2.5f32).to_le_bytes());
-        assert_eq!(one(242, &[4], &[], &with_len4(&v)).unwrap(), Value::Vector(vec![1.0, -2.5]));
+        assert_eq!(
+            one(242, &[4], &[], &with_len4(&v)).unwrap(),
+            Value::Vector(vec![1.0, -2.5])
+        );
         assert!(one(242, &[4], &[], &with_len4(&[1, 2, 3])).is_err());
     }
 
@@ -1317,7 +1835,10 @@ mod tests {
     fn rows_header_variants() {
         let body = rows_body(0x20, 3, &[]);
         let h = parse_rows_header(0x20, &body, 10).unwrap();
-        assert_eq!((h.kind, h.column_count, h.table_id), (RowsKind::Delete, 3, 42));
+        assert_eq!(
+            (h.kind, h.column_count, h.table_id),
+            (RowsKind::Delete, 3, 42)
+        );
         assert!(h.after.is_none() && h.before.unwrap().is_full());
         for t in 166..=171 {
             let e = parse_rows_header(t, &body, 10).unwrap_err().to_string();
@@ -1370,7 +1891,15 @@ mod tests {
     #[test]
     fn multi_row_mixed_table() {
         let opt = vec![(1, vec![0b0100_0000]), (2, vec![45])];
-        let s = schema(&[(3, &[], "id"), (8, &[], "big"), (15, &[0x90, 0x01], "name"), (18, &[0], "at")], &opt);
+        let s = schema(
+            &[
+                (3, &[], "id"),
+                (8, &[], "big"),
+                (15, &[0x90, 0x01], "name"),
+                (18, &[0], "at"),
+            ],
+            &opt,
+        );
         assert!(s.columns[1].unsigned && !s.columns[0].unsigned);
         let mut rows = Vec::new();
         for i in 0..3u8 {
@@ -1432,6 +1961,9 @@ mod tests {
             k += a.len() as u64;
         }
         let secs = t.elapsed().as_secs_f64();
-        println!("rows={n} cells={k} secs={secs:.3} rows_per_sec={:.0}", n as f64 / secs);
+        println!(
+            "rows={n} cells={k} secs={secs:.3} rows_per_sec={:.0}",
+            n as f64 / secs
+        );
     }
 }

@@ -19,10 +19,15 @@ impl TableFilter {
     pub fn new(include: &[String], exclude: &[String]) -> Result<TableFilter, String> {
         for p in include.iter().chain(exclude) {
             if !p.contains('.') {
-                return Err(format!("table pattern `{p}` must look like db.table (use `{p}.*` for a whole schema)"));
+                return Err(format!(
+                    "table pattern `{p}` must look like db.table (use `{p}.*` for a whole schema)"
+                ));
             }
         }
-        Ok(TableFilter { include: include.to_vec(), exclude: exclude.to_vec() })
+        Ok(TableFilter {
+            include: include.to_vec(),
+            exclude: exclude.to_vec(),
+        })
     }
 
     /// True when rows of `db.table` must be streamed.
@@ -45,7 +50,12 @@ impl TableFilter {
         if self.include.is_empty() {
             return !SYSTEM_SCHEMAS.contains(&db);
         }
-        self.include.iter().any(|p| glob(p.split_once('.').map_or(p.as_str(), |x| x.0).as_bytes(), db.as_bytes()))
+        self.include.iter().any(|p| {
+            glob(
+                p.split_once('.').map_or(p.as_str(), |x| x.0).as_bytes(),
+                db.as_bytes(),
+            )
+        })
     }
 }
 
@@ -65,7 +75,11 @@ mod tests {
 
     #[test]
     fn globs() {
-        let f = TableFilter::new(&["shop.*".into(), "crm.user?".into()], &["shop.tmp_*".into()]).unwrap();
+        let f = TableFilter::new(
+            &["shop.*".into(), "crm.user?".into()],
+            &["shop.tmp_*".into()],
+        )
+        .unwrap();
         assert!(f.matches("shop", "orders"));
         assert!(!f.matches("shop", "tmp_x"));
         assert!(f.matches("crm", "users"));

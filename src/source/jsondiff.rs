@@ -23,7 +23,11 @@ pub enum JsonDiffError {
     #[error("invalid JSON path {path:?}: {detail}")]
     BadPath { path: String, detail: String },
     #[error("JSON diff {op} at {path:?} cannot be applied: {detail}")]
-    Apply { op: &'static str, path: String, detail: String },
+    Apply {
+        op: &'static str,
+        path: String,
+        detail: String,
+    },
 }
 
 /// One leg of a JSON path.
@@ -40,7 +44,10 @@ pub enum Leg {
 /// Parses a MySQL JSON path as logged in diffs: `$`, then `.ident`,
 /// `."json escaped"`, `[n]`, `[last]`, `[last-n]` legs. Wildcards are rejected.
 pub fn parse_path(path: &str) -> Result<Vec<Leg>, JsonDiffError> {
-    let bad = |d: &str| JsonDiffError::BadPath { path: path.to_string(), detail: d.to_string() };
+    let bad = |d: &str| JsonDiffError::BadPath {
+        path: path.to_string(),
+        detail: d.to_string(),
+    };
     let b = path.as_bytes();
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
@@ -77,11 +84,13 @@ pub fn parse_path(path: &str) -> Result<Vec<Leg>, JsonDiffError> {
                         return Err(bad("unterminated quoted key"));
                     }
                     i += 1;
-                    let key: String = serde_json::from_str(&path[start..i]).map_err(|_| bad("invalid quoted key"))?;
+                    let key: String = serde_json::from_str(&path[start..i])
+                        .map_err(|_| bad("invalid quoted key"))?;
                     legs.push(Leg::Key(key));
                 } else {
                     let start = i;
-                    while i < b.len() && !matches!(b[i], b'.' | b'[') && !b[i].is_ascii_whitespace() {
+                    while i < b.len() && !matches!(b[i], b'.' | b'[') && !b[i].is_ascii_whitespace()
+                    {
                         i += 1;
                     }
                     let key = &path[start..i];
@@ -100,11 +109,16 @@ pub fn parse_path(path: &str) -> Result<Vec<Leg>, JsonDiffError> {
                     if rest.is_empty() {
                         legs.push(Leg::Last(0));
                     } else {
-                        let n = rest.strip_prefix('-').ok_or_else(|| bad("bad [last-n]"))?.trim();
+                        let n = rest
+                            .strip_prefix('-')
+                            .ok_or_else(|| bad("bad [last-n]"))?
+                            .trim();
                         legs.push(Leg::Last(n.parse().map_err(|_| bad("bad [last-n]"))?));
                     }
                 } else {
-                    legs.push(Leg::Index(inner.parse().map_err(|_| bad("bad array index"))?));
+                    legs.push(Leg::Index(
+                        inner.parse().map_err(|_| bad("bad array index"))?,
+                    ));
                 }
             }
             _ => return Err(bad("unexpected character")),
@@ -148,9 +162,18 @@ fn seek<'d>(mut doc: &'d mut J, legs: &[Leg]) -> Option<&'d mut J> {
 }
 
 /// Applies one diff to `doc`.
-pub fn apply(doc: &mut J, op: JsonDiffOperation, path: &str, value: Option<J>) -> Result<(), JsonDiffError> {
+pub fn apply(
+    doc: &mut J,
+    op: JsonDiffOperation,
+    path: &str,
+    value: Option<J>,
+) -> Result<(), JsonDiffError> {
     let legs = parse_path(path)?;
-    let err = |d: &str| JsonDiffError::Apply { op: op_name(op), path: path.to_string(), detail: d.to_string() };
+    let err = |d: &str| JsonDiffError::Apply {
+        op: op_name(op),
+        path: path.to_string(),
+        detail: d.to_string(),
+    };
     match op {
         JsonDiffOperation::REPLACE => {
             let v = value.ok_or_else(|| err("no value"))?;
@@ -184,7 +207,9 @@ pub fn apply(doc: &mut J, op: JsonDiffOperation, path: &str, value: Option<J>) -
                     m.remove(k).ok_or_else(|| err("member does not exist"))?;
                 }
                 (leg, J::Array(a)) if !matches!(leg, Leg::Key(_)) => {
-                    let i = resolve_index(leg, a.len()).filter(|&i| i < a.len()).ok_or_else(|| err("index out of range"))?;
+                    let i = resolve_index(leg, a.len())
+                        .filter(|&i| i < a.len())
+                        .ok_or_else(|| err("index out of range"))?;
                     a.remove(i);
                 }
                 _ => return Err(err("parent is not a container of the right kind")),
@@ -199,8 +224,11 @@ pub fn apply(doc: &mut J, op: JsonDiffOperation, path: &str, value: Option<J>) -
 pub fn apply_binlog_diffs(doc: &mut J, bytes: &[u8]) -> Result<(), JsonDiffError> {
     let mut buf = ParseBuf(bytes);
     while !buf.is_empty() {
-        let d: JsonDiff<'_> = buf.parse(()).map_err(|e| JsonDiffError::Malformed(e.to_string()))?;
-        let path = std::str::from_utf8(d.path()).map_err(|_| JsonDiffError::Malformed("path is not UTF-8".into()))?;
+        let d: JsonDiff<'_> = buf
+            .parse(())
+            .map_err(|e| JsonDiffError::Malformed(e.to_string()))?;
+        let path = std::str::from_utf8(d.path())
+            .map_err(|_| JsonDiffError::Malformed("path is not UTF-8".into()))?;
         let value = match d.value() {
             Some(v) => Some(super::decode::jsonb_to_json(v).map_err(JsonDiffError::Malformed)?),
             None => None,
@@ -220,9 +248,18 @@ mod tests {
         assert_eq!(parse_path("$").unwrap(), vec![]);
         assert_eq!(
             parse_path("$.a[3].\"key with space\"[last-1].b").unwrap(),
-            vec![Leg::Key("a".into()), Leg::Index(3), Leg::Key("key with space".into()), Leg::Last(1), Leg::Key("b".into())]
+            vec![
+                Leg::Key("a".into()),
+                Leg::Index(3),
+                Leg::Key("key with space".into()),
+                Leg::Last(1),
+                Leg::Key("b".into())
+            ]
         );
-        assert_eq!(parse_path(r#"$."q\"uote""#).unwrap(), vec![Leg::Key("q\"uote".into())]);
+        assert_eq!(
+            parse_path(r#"$."q\"uote""#).unwrap(),
+            vec![Leg::Key("q\"uote".into())]
+        );
         assert!(parse_path("$.*").is_err());
         assert!(parse_path("a").is_err());
     }
@@ -230,13 +267,46 @@ mod tests {
     #[test]
     fn replace_insert_remove_nested() {
         let mut d = json!({"a": {"b": [1, 2, 3]}, "key with space": 1});
-        apply(&mut d, JsonDiffOperation::REPLACE, "$.a.b[1]", Some(json!("x"))).unwrap();
-        apply(&mut d, JsonDiffOperation::INSERT, "$.a.b[0]", Some(json!(0))).unwrap();
-        apply(&mut d, JsonDiffOperation::INSERT, "$.a.b[99]", Some(json!(9))).unwrap();
-        apply(&mut d, JsonDiffOperation::INSERT, "$.a.c", Some(json!({"n": null}))).unwrap();
-        apply(&mut d, JsonDiffOperation::REPLACE, "$.\"key with space\"", Some(json!(2))).unwrap();
+        apply(
+            &mut d,
+            JsonDiffOperation::REPLACE,
+            "$.a.b[1]",
+            Some(json!("x")),
+        )
+        .unwrap();
+        apply(
+            &mut d,
+            JsonDiffOperation::INSERT,
+            "$.a.b[0]",
+            Some(json!(0)),
+        )
+        .unwrap();
+        apply(
+            &mut d,
+            JsonDiffOperation::INSERT,
+            "$.a.b[99]",
+            Some(json!(9)),
+        )
+        .unwrap();
+        apply(
+            &mut d,
+            JsonDiffOperation::INSERT,
+            "$.a.c",
+            Some(json!({"n": null})),
+        )
+        .unwrap();
+        apply(
+            &mut d,
+            JsonDiffOperation::REPLACE,
+            "$.\"key with space\"",
+            Some(json!(2)),
+        )
+        .unwrap();
         apply(&mut d, JsonDiffOperation::REMOVE, "$.a.b[last]", None).unwrap();
-        assert_eq!(d, json!({"a": {"b": [0, 1, "x", 3], "c": {"n": null}}, "key with space": 2}));
+        assert_eq!(
+            d,
+            json!({"a": {"b": [0, 1, "x", 3], "c": {"n": null}}, "key with space": 2})
+        );
         apply(&mut d, JsonDiffOperation::REMOVE, "$.a.c", None).unwrap();
         assert!(apply(&mut d, JsonDiffOperation::REMOVE, "$.a.c", None).is_err());
         assert!(apply(&mut d, JsonDiffOperation::REPLACE, "$.zz", Some(json!(1))).is_err());

@@ -39,11 +39,17 @@ impl From<mysql_async::Error> for SourceError {
     fn from(e: mysql_async::Error) -> Self {
         use mysql_async::Error as E;
         match e {
-            E::Io(_) | E::Driver(mysql_async::DriverError::ConnectionClosed) => SourceError::Transient(e.to_string()),
-            E::Server(ref s) if s.code == 1045 || s.code == 1227 || s.code == 1142 => {
-                SourceError::Fatal(format!("{e}. Grant the rowstream user the privileges in deploy/grants.sql"))
+            E::Io(_) | E::Driver(mysql_async::DriverError::ConnectionClosed) => {
+                SourceError::Transient(e.to_string())
             }
-            E::Server(ref s) if s.code == 1053 || s.code == 1040 => SourceError::Transient(e.to_string()),
+            E::Server(ref s) if s.code == 1045 || s.code == 1227 || s.code == 1142 => {
+                SourceError::Fatal(format!(
+                    "{e}. Grant the rowstream user the privileges in deploy/grants.sql"
+                ))
+            }
+            E::Server(ref s) if s.code == 1053 || s.code == 1040 => {
+                SourceError::Transient(e.to_string())
+            }
             _ => SourceError::Fatal(e.to_string()),
         }
     }

@@ -81,7 +81,11 @@ fn mysql_charset(id: u16) -> Charset {
 }
 
 fn mariadb_charset(id: u16) -> Charset {
-    let base = if (1024..2048).contains(&id) { id - 1024 } else { id };
+    let base = if (1024..2048).contains(&id) {
+        id - 1024
+    } else {
+        id
+    };
     match base {
         63 => Charset::Binary,
         // utf8mb3: general_ci, bin, unicode/uca collations, general_mysql500_ci,
@@ -106,18 +110,34 @@ pub enum Decode {
     /// YEAR: 1 byte, 0 stays 0, else 1900 + n.
     Year,
     /// BIT(n): `bytes` big-endian bytes; BIT(1) decodes to Bool.
-    Bit { bytes: u8, single: bool },
+    Bit {
+        bytes: u8,
+        single: bool,
+    },
     Float,
     Double,
     /// NEWDECIMAL(precision, scale): binary size precomputed.
-    Decimal { precision: u8, scale: u8, size: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+        size: u8,
+    },
     /// VARCHAR/VAR_STRING/CHAR: length prefix of 1 or 2 bytes.
     /// `pad_to` > 0 for BINARY(n): the value is right-padded with 0x00 to n bytes.
-    VarLen { prefix: u8, pad_to: u16 },
+    VarLen {
+        prefix: u8,
+        pad_to: u16,
+    },
     /// BLOB/TEXT family: length prefix of `pack` (1..=4) bytes.
-    Blob { pack: u8 },
-    Enum { pack: u8 },
-    Set { bytes: u8 },
+    Blob {
+        pack: u8,
+    },
+    Enum {
+        pack: u8,
+    },
+    Set {
+        bytes: u8,
+    },
     /// DATE / NEWDATE: 3 bytes.
     Date,
     /// Old DATETIME: 8 bytes LE YYYYMMDDhhmmss.
@@ -126,13 +146,25 @@ pub enum Decode {
     TimestampOld,
     /// Old TIME: 3 bytes LE signed HHMMSS.
     TimeOld,
-    DateTime2 { fsp: u8 },
-    Timestamp2 { fsp: u8 },
-    Time2 { fsp: u8 },
+    DateTime2 {
+        fsp: u8,
+    },
+    Timestamp2 {
+        fsp: u8,
+    },
+    Time2 {
+        fsp: u8,
+    },
     /// MySQL binary JSON with a `pack`-byte length.
-    Json { pack: u8 },
-    Geometry { pack: u8 },
-    Vector { pack: u8 },
+    Json {
+        pack: u8,
+    },
+    Geometry {
+        pack: u8,
+    },
+    Vector {
+        pack: u8,
+    },
 }
 
 /// One column of a table version.
@@ -259,11 +291,23 @@ impl TableSchema {
     /// Errors: truncated/malformed events, missing column names (the server
     /// must run with `binlog_row_metadata=FULL`), column types the decoder
     /// does not handle, inconsistent metadata.
-    pub fn from_table_map(body: &[u8], post_header_len: u8, flavor: Flavor) -> Result<TableSchema, DecodeError> {
-        let mal = |what: &str| DecodeError::Malformed { context: "TABLE_MAP".into(), detail: what.to_string() };
+    pub fn from_table_map(
+        body: &[u8],
+        post_header_len: u8,
+        flavor: Flavor,
+    ) -> Result<TableSchema, DecodeError> {
+        let mal = |what: &str| DecodeError::Malformed {
+            context: "TABLE_MAP".into(),
+            detail: what.to_string(),
+        };
         let mut c = Cur { b: body, p: 0 };
         let table_id = if post_header_len == 6 {
-            u32::from_le_bytes(c.take(4).ok_or_else(|| mal("truncated table id"))?.try_into().unwrap()) as u64
+            u32::from_le_bytes(
+                c.take(4)
+                    .ok_or_else(|| mal("truncated table id"))?
+                    .try_into()
+                    .unwrap(),
+            ) as u64
         } else {
             let s = c.take(6).ok_or_else(|| mal("truncated table id"))?;
             let mut b = [0u8; 8];
@@ -279,14 +323,21 @@ impl TableSchema {
         c.take(1);
         let db: Arc<str> = Arc::from(String::from_utf8_lossy(db).as_ref());
         let table: Arc<str> = Arc::from(String::from_utf8_lossy(tb).as_ref());
-        let mal = |what: &str| DecodeError::Malformed { context: format!("TABLE_MAP of {db}.{table}"), detail: what.to_string() };
+        let mal = |what: &str| DecodeError::Malformed {
+            context: format!("TABLE_MAP of {db}.{table}"),
+            detail: what.to_string(),
+        };
         let ncols = c.lenenc().ok_or_else(|| mal("bad column count"))? as usize;
         if ncols > 4096 {
             return Err(mal("column count above 4096"));
         }
         let types = c.take(ncols).ok_or_else(|| mal("truncated column types"))?;
-        let metadata = c.lenenc_bytes().ok_or_else(|| mal("truncated column metadata"))?;
-        let nullbits = c.take(ncols.div_ceil(8)).ok_or_else(|| mal("truncated null bitmap"))?;
+        let metadata = c
+            .lenenc_bytes()
+            .ok_or_else(|| mal("truncated column metadata"))?;
+        let nullbits = c
+            .take(ncols.div_ceil(8))
+            .ok_or_else(|| mal("truncated null bitmap"))?;
         let optional = c.rest();
 
         // Raw metadata per column, and real types.
@@ -299,7 +350,9 @@ impl TableSchema {
                 15 | 253 | 246 | 247 | 248 | 254 | 16 | 141 => 2,
                 _ => 0,
             };
-            let s = m.take(n).ok_or_else(|| mal(&format!("truncated metadata for column {i}")))?;
+            let s = m
+                .take(n)
+                .ok_or_else(|| mal(&format!("truncated metadata for column {i}")))?;
             let meta = match n {
                 1 => s[0] as u16,
                 2 => u16::from_le_bytes([s[0], s[1]]),
@@ -307,7 +360,11 @@ impl TableSchema {
             };
             raw_meta.push(meta);
             // STRING (254) carries the real type in the first metadata byte.
-            let rt = if t == 254 && n == 2 && s[0] != 0 { s[0] | 0x30 } else { t };
+            let rt = if t == 254 && n == 2 && s[0] != 0 {
+                s[0] | 0x30
+            } else {
+                t
+            };
             real.push(rt);
         }
 
@@ -325,7 +382,9 @@ impl TableSchema {
         let mut o = Cur { b: optional, p: 0 };
         while !o.is_empty() {
             let t = o.u8().ok_or_else(|| mal("truncated optional metadata"))?;
-            let v = o.lenenc_bytes().ok_or_else(|| mal("truncated optional metadata field"))?;
+            let v = o
+                .lenenc_bytes()
+                .ok_or_else(|| mal("truncated optional metadata field"))?;
             match t {
                 1 => signedness = Some(v),
                 2 => default_cs = Some(v),
@@ -341,15 +400,23 @@ impl TableSchema {
             }
         }
 
-        let names_raw = names_raw.ok_or_else(|| DecodeError::MissingColumnNames { db: db.to_string(), table: table.to_string() })?;
+        let names_raw = names_raw.ok_or_else(|| DecodeError::MissingColumnNames {
+            db: db.to_string(),
+            table: table.to_string(),
+        })?;
         let mut names: Vec<Arc<str>> = Vec::with_capacity(ncols);
         let mut nc = Cur { b: names_raw, p: 0 };
         while !nc.is_empty() {
-            let n = nc.lenenc_bytes().ok_or_else(|| mal("bad COLUMN_NAME field"))?;
+            let n = nc
+                .lenenc_bytes()
+                .ok_or_else(|| mal("bad COLUMN_NAME field"))?;
             names.push(Arc::from(String::from_utf8_lossy(n).as_ref()));
         }
         if names.len() != ncols {
-            return Err(mal(&format!("COLUMN_NAME has {} names for {ncols} columns", names.len())));
+            return Err(mal(&format!(
+                "COLUMN_NAME has {} names for {ncols} columns",
+                names.len()
+            )));
         }
 
         // Signedness: one bit (MSB first) per numeric column.
@@ -358,7 +425,9 @@ impl TableSchema {
             let mut k = 0usize;
             for i in 0..ncols {
                 if is_numeric(types[i]) {
-                    let byte = bits.get(k / 8).ok_or_else(|| mal("SIGNEDNESS shorter than numeric column count"))?;
+                    let byte = bits
+                        .get(k / 8)
+                        .ok_or_else(|| mal("SIGNEDNESS shorter than numeric column count"))?;
                     unsigned[i] = byte & (0x80 >> (k % 8)) != 0;
                     k += 1;
                 }
@@ -366,9 +435,19 @@ impl TableSchema {
         }
 
         // Charsets of character columns.
-        let char_cols = |with_geom: bool| (0..ncols).filter(|&i| is_character(real[i], with_geom)).collect::<Vec<_>>();
+        let char_cols = |with_geom: bool| {
+            (0..ncols)
+                .filter(|&i| is_character(real[i], with_geom))
+                .collect::<Vec<_>>()
+        };
         let mut collation = vec![0u16; ncols];
-        let char_list = |default: Option<&[u8]>, percol: Option<&[u8]>, cols_a: Vec<usize>, cols_b: Vec<usize>, out: &mut Vec<u16>, what: &str| -> Result<(), DecodeError> {
+        let char_list = |default: Option<&[u8]>,
+                         percol: Option<&[u8]>,
+                         cols_a: Vec<usize>,
+                         cols_b: Vec<usize>,
+                         out: &mut Vec<u16>,
+                         what: &str|
+         -> Result<(), DecodeError> {
             if let Some(v) = percol {
                 let mut cc = Cur { b: v, p: 0 };
                 let mut ids = Vec::new();
@@ -380,7 +459,11 @@ impl TableSchema {
                 } else if ids.len() == cols_b.len() {
                     cols_b
                 } else {
-                    return Err(mal(&format!("{what}: {} charsets for {} character columns", ids.len(), cols_a.len())));
+                    return Err(mal(&format!(
+                        "{what}: {} charsets for {} character columns",
+                        ids.len(),
+                        cols_a.len()
+                    )));
                 };
                 for (k, i) in cols.into_iter().enumerate() {
                     out[i] = ids[k];
@@ -394,7 +477,11 @@ impl TableSchema {
                 while !cc.is_empty() {
                     let idx = cc.lenenc().ok_or_else(|| mal(what))? as usize;
                     let id = cc.lenenc().ok_or_else(|| mal(what))? as u16;
-                    let col = *cols_a.get(idx).ok_or_else(|| mal(&format!("{what}: character column index {idx} out of range")))?;
+                    let col = *cols_a.get(idx).ok_or_else(|| {
+                        mal(&format!(
+                            "{what}: character column index {idx} out of range"
+                        ))
+                    })?;
                     out[col] = id;
                 }
             }
@@ -404,13 +491,32 @@ impl TableSchema {
             Flavor::MariaDb => (char_cols(true), char_cols(false)),
             Flavor::MySql => (char_cols(false), char_cols(true)),
         };
-        char_list(default_cs, column_cs, primary_rule, alt_rule, &mut collation, "charset metadata")?;
-        let es_cols: Vec<usize> = (0..ncols).filter(|&i| matches!(real[i], 247 | 248)).collect();
-        char_list(es_default_cs, es_column_cs, es_cols.clone(), es_cols, &mut collation, "ENUM/SET charset metadata")?;
+        char_list(
+            default_cs,
+            column_cs,
+            primary_rule,
+            alt_rule,
+            &mut collation,
+            "charset metadata",
+        )?;
+        let es_cols: Vec<usize> = (0..ncols)
+            .filter(|&i| matches!(real[i], 247 | 248))
+            .collect();
+        char_list(
+            es_default_cs,
+            es_column_cs,
+            es_cols.clone(),
+            es_cols,
+            &mut collation,
+            "ENUM/SET charset metadata",
+        )?;
 
         // ENUM / SET labels.
         let mut labels: Vec<Option<Arc<[Arc<str>]>>> = vec![None; ncols];
-        for (field, ty, what) in [(enum_vals, 247u8, "ENUM_STR_VALUE"), (set_vals, 248u8, "SET_STR_VALUE")] {
+        for (field, ty, what) in [
+            (enum_vals, 247u8, "ENUM_STR_VALUE"),
+            (set_vals, 248u8, "SET_STR_VALUE"),
+        ] {
             let Some(v) = field else { continue };
             let mut cc = Cur { b: v, p: 0 };
             for i in (0..ncols).filter(|&i| real[i] == ty) {
@@ -419,11 +525,16 @@ impl TableSchema {
                 let mut ls = Vec::with_capacity(n.min(65536));
                 for _ in 0..n {
                     let raw = cc.lenenc_bytes().ok_or_else(|| mal(what))?;
-                    let s = super::decode::decode_label(raw, cs).map_err(|_| DecodeError::InvalidText {
-                        db: db.to_string(),
-                        table: table.to_string(),
-                        column: names[i].to_string(),
-                        detail: format!("label not decodable as {cs:?} (collation {})", collation[i]),
+                    let s = super::decode::decode_label(raw, cs).map_err(|_| {
+                        DecodeError::InvalidText {
+                            db: db.to_string(),
+                            table: table.to_string(),
+                            column: names[i].to_string(),
+                            detail: format!(
+                                "label not decodable as {cs:?} (collation {})",
+                                collation[i]
+                            ),
+                        }
                     })?;
                     ls.push(Arc::from(s));
                 }
@@ -442,7 +553,8 @@ impl TableSchema {
         if let Some(v) = pk_prefix {
             let mut cc = Cur { b: v, p: 0 };
             while !cc.is_empty() {
-                primary_key.push(cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))? as usize);
+                primary_key
+                    .push(cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))? as usize);
                 cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))?;
             }
         }
@@ -491,24 +603,47 @@ impl TableSchema {
                     if bytes == 0 || bytes > 8 {
                         return Err(mal(&format!("BIT column {name} with {bits} bits")));
                     }
-                    Decode::Bit { bytes: bytes as u8, single: bits == 1 }
+                    Decode::Bit {
+                        bytes: bytes as u8,
+                        single: bits == 1,
+                    }
                 }
                 246 => {
                     let (precision, scale) = (lo, hi);
                     if precision == 0 || precision > 65 || scale > 30 || scale > precision {
-                        return Err(mal(&format!("DECIMAL({precision},{scale}) for column {name}")));
+                        return Err(mal(&format!(
+                            "DECIMAL({precision},{scale}) for column {name}"
+                        )));
                     }
-                    Decode::Decimal { precision, scale, size: decimal_size(precision, scale) as u8 }
+                    Decode::Decimal {
+                        precision,
+                        scale,
+                        size: decimal_size(precision, scale) as u8,
+                    }
                 }
-                15 | 253 => Decode::VarLen { prefix: if meta < 256 { 1 } else { 2 }, pad_to: 0 },
+                15 | 253 => Decode::VarLen {
+                    prefix: if meta < 256 { 1 } else { 2 },
+                    pad_to: 0,
+                },
                 254 => {
                     let max_len: u16 = if t == 254 && lo != 0 {
-                        if lo & 0x30 != 0x30 { hi as u16 | ((((lo & 0x30) ^ 0x30) as u16) << 4) } else { hi as u16 }
+                        if lo & 0x30 != 0x30 {
+                            hi as u16 | ((((lo & 0x30) ^ 0x30) as u16) << 4)
+                        } else {
+                            hi as u16
+                        }
                     } else {
                         meta
                     };
-                    let pad_to = if charset == Charset::Binary { max_len } else { 0 };
-                    Decode::VarLen { prefix: if max_len < 256 { 1 } else { 2 }, pad_to }
+                    let pad_to = if charset == Charset::Binary {
+                        max_len
+                    } else {
+                        0
+                    };
+                    Decode::VarLen {
+                        prefix: if max_len < 256 { 1 } else { 2 },
+                        pad_to,
+                    }
                 }
                 247 => {
                     let pack = if t == 254 { hi } else { lo };
@@ -569,7 +704,9 @@ impl TableSchema {
                 None
             };
             let ty = ColumnType::try_from(rt).map_err(|_| unsupported())?;
-            if (ty == ColumnType::MYSQL_TYPE_ENUM || ty == ColumnType::MYSQL_TYPE_SET) && labels[i].is_none() {
+            if (ty == ColumnType::MYSQL_TYPE_ENUM || ty == ColumnType::MYSQL_TYPE_SET)
+                && labels[i].is_none()
+            {
                 return Err(mal(&format!("no ENUM/SET labels logged for column {name} (binlog_row_metadata=FULL required)")));
             }
             columns.push(ColumnSchema {
@@ -587,7 +724,16 @@ impl TableSchema {
             });
         }
         let names: Columns = Arc::from(names);
-        Ok(TableSchema { table_id, db, table, columns, names, primary_key, json_column_count: json_count, flavor })
+        Ok(TableSchema {
+            table_id,
+            db,
+            table,
+            columns,
+            names,
+            primary_key,
+            json_column_count: json_count,
+            flavor,
+        })
     }
 }
 
@@ -597,7 +743,13 @@ pub(crate) mod tests {
 
     /// Builds a TABLE_MAP body. `cols`: (type byte, metadata bytes, name).
     /// `opt`: extra optional metadata TLVs (type, value) appended after COLUMN_NAME.
-    pub(crate) fn table_map(table_id: u64, db: &str, table: &str, cols: &[(u8, &[u8], &str)], opt: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn table_map(
+        table_id: u64,
+        db: &str,
+        table: &str,
+        cols: &[(u8, &[u8], &str)],
+        opt: &[(u8, Vec<u8>)],
+    ) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&table_id.to_le_bytes()[..6]);
         b.extend_from_slice(&[1, 0]);
@@ -689,7 +841,9 @@ pub(crate) mod tests {
     #[test]
     fn mysql_common_signedness_counts_year() {
         use mysql_common::binlog::consts::BinlogVersion;
-        use mysql_common::binlog::events::{FormatDescriptionEvent, OptionalMetaExtractor, TableMapEvent};
+        use mysql_common::binlog::events::{
+            FormatDescriptionEvent, OptionalMetaExtractor, TableMapEvent,
+        };
         use mysql_common::binlog::BinlogCtx;
         use mysql_common::io::ParseBuf;
         let cols: &[(u8, &[u8], &str)] = &[(13, &[], "y"), (3, &[], "a")];
@@ -757,7 +911,11 @@ pub(crate) mod tests {
             (2560, Other(2560)),
             (28, Other(28)),
         ] {
-            assert_eq!(Charset::from_collation(id, Flavor::MariaDb), cs, "mariadb {id}");
+            assert_eq!(
+                Charset::from_collation(id, Flavor::MariaDb),
+                cs,
+                "mariadb {id}"
+            );
         }
     }
 
@@ -777,10 +935,17 @@ pub(crate) mod tests {
     #[test]
     fn unsupported_type_names_column() {
         let b = table_map(1, "d", "t", &[(0, &[], "old")], &[]);
-        let e = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap_err().to_string();
-        assert!(e.contains("d.t.old") && e.contains("MYSQL_TYPE_DECIMAL"), "{e}");
+        let e = TableSchema::from_table_map(&b, 8, Flavor::MySql)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d.t.old") && e.contains("MYSQL_TYPE_DECIMAL"),
+            "{e}"
+        );
         let b = table_map(1, "d", "t", &[(140, &[4], "z")], &[]);
-        let e = TableSchema::from_table_map(&b, 8, Flavor::MariaDb).unwrap_err().to_string();
+        let e = TableSchema::from_table_map(&b, 8, Flavor::MariaDb)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("140"), "{e}");
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +23,9 @@ use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, TransactionPayloadEvent};
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
-use rowstream_api::{ChangeEvent, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction, Value};
+use rowstream_api::{
+    ChangeEvent, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction, Value,
+};
 use tokio::sync::mpsc;
 
 use super::conn::{server_error, ConnOpts, PacketConn};
@@ -35,10 +38,13 @@ use super::SourceError;
 /// The rowstream version stamped into `source.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Records per batch handed to the consumer (also the bound of one batch's memory).
-const BATCH_RECORDS: usize = 2048;
+/// Records per batch handed to the consumer.
+const BATCH_RECORDS: usize = 1024;
+/// Binlog bytes behind one batch: with the record count, bounds a batch's memory
+/// (a batch of 20 MB rows holds one row).
+const BATCH_BYTES: usize = 4 << 20;
 /// Batches in flight between the source and its consumer.
-pub const CHANNEL_BATCHES: usize = 8;
+pub const CHANNEL_BATCHES: usize = 4;
 
 const HEADER_LEN: usize = 19;
 const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
@@ -68,17 +74,29 @@ pub struct Batch {
 
 /// Connects a query connection and tells the flavour.
 pub async fn query_conn(opts: &ConnOpts) -> Result<(mysql_async::Conn, Flavor), SourceError> {
-    let conn = tokio::time::timeout(opts.read_timeout, mysql_async::Conn::new(opts.mysql_async_opts()))
-        .await
-        .map_err(|_| SourceError::Transient(format!("connect to {}:{}: timed out", opts.host, opts.port)))??;
+    let conn = tokio::time::timeout(
+        opts.read_timeout,
+        mysql_async::Conn::new(opts.mysql_async_opts()),
+    )
+    .await
+    .map_err(|_| {
+        SourceError::Transient(format!("connect to {}:{}: timed out", opts.host, opts.port))
+    })??;
     let (major, _, _) = conn.server_version();
     // mysql_async reports MariaDB's real version (10.x/11.x); MySQL is 5.x, 8.x, 9.x.
-    let flavor = if major == 10 || major == 11 { Flavor::MariaDb } else { Flavor::MySql };
+    let flavor = if major == 10 || major == 11 {
+        Flavor::MariaDb
+    } else {
+        Flavor::MySql
+    };
     Ok((conn, flavor))
 }
 
 /// The server's executed set: `@@gtid_executed` (MySQL) or `@@gtid_binlog_pos` (MariaDB).
-pub async fn server_executed(conn: &mut mysql_async::Conn, flavor: Flavor) -> Result<GtidSet, SourceError> {
+pub async fn server_executed(
+    conn: &mut mysql_async::Conn,
+    flavor: Flavor,
+) -> Result<GtidSet, SourceError> {
     let sql = match flavor {
         Flavor::MySql => "SELECT @@global.gtid_executed",
         Flavor::MariaDb => "SELECT @@global.gtid_binlog_pos",
@@ -88,7 +106,11 @@ pub async fn server_executed(conn: &mut mysql_async::Conn, flavor: Flavor) -> Re
 }
 
 /// Resolves `--from`: "latest", "earliest" or a GTID set in the server's notation.
-pub async fn resolve_start(conn: &mut mysql_async::Conn, flavor: Flavor, from: &str) -> Result<GtidSet, SourceError> {
+pub async fn resolve_start(
+    conn: &mut mysql_async::Conn,
+    flavor: Flavor,
+    from: &str,
+) -> Result<GtidSet, SourceError> {
     match from {
         "latest" => server_executed(conn, flavor).await,
         "earliest" => match flavor {
@@ -100,8 +122,12 @@ pub async fn resolve_start(conn: &mut mysql_async::Conn, flavor: Flavor, from: &
             Flavor::MariaDb => {
                 let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
                 let first: Option<String> = logs.first().and_then(|r| r.get(0));
-                let Some(first) = first else { return parse_set(flavor, "") };
-                let pos: Option<String> = conn.exec_first("SELECT BINLOG_GTID_POS(?, 4)", (first,)).await?;
+                let Some(first) = first else {
+                    return parse_set(flavor, "");
+                };
+                let pos: Option<String> = conn
+                    .exec_first("SELECT BINLOG_GTID_POS(?, 4)", (first,))
+                    .await?;
                 parse_set(flavor, &pos.unwrap_or_default())
             }
         },
@@ -115,12 +141,22 @@ fn parse_set(flavor: Flavor, s: &str) -> Result<GtidSet, SourceError> {
 
 /// Streams from `start` into `tx` until the consumer goes away (Ok) or a
 /// fatal error. Transient errors reconnect with capped, jittered backoff.
-pub async fn run(cfg: &StreamConfig, start: GtidSet, flavor: Flavor, tx: mpsc::Sender<Batch>) -> Result<(), SourceError> {
+///
+/// `dump_conn` receives the server-side id of the current dump connection, so
+/// whoever stops the stream can end that connection on the server
+/// (`release_dump`) instead of leaving a stale replica registered.
+pub async fn run(
+    cfg: &StreamConfig,
+    start: GtidSet,
+    flavor: Flavor,
+    tx: mpsc::Sender<Batch>,
+    dump_conn: &AtomicU32,
+) -> Result<(), SourceError> {
     let mut proc = Processor::new(cfg, flavor, start);
     let mut delay = Duration::from_millis(100);
     loop {
         let before = proc.events_seen;
-        match session(cfg, &mut proc, &tx).await {
+        match session(cfg, &mut proc, &tx, dump_conn).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 if proc.events_seen > before + 1 {
@@ -138,7 +174,12 @@ pub async fn run(cfg: &StreamConfig, start: GtidSet, flavor: Flavor, tx: mpsc::S
     }
 }
 
-async fn session(cfg: &StreamConfig, proc: &mut Processor, tx: &mpsc::Sender<Batch>) -> Result<(), SourceError> {
+async fn session(
+    cfg: &StreamConfig,
+    proc: &mut Processor,
+    tx: &mpsc::Sender<Batch>,
+    dump_conn: &AtomicU32,
+) -> Result<(), SourceError> {
     let (mut q, flavor) = query_conn(&cfg.opts).await?;
     if flavor != proc.flavor {
         return Err(SourceError::Fatal(format!(
@@ -150,7 +191,11 @@ async fn session(cfg: &StreamConfig, proc: &mut Processor, tx: &mpsc::Sender<Bat
         )));
     }
     let checksum: Option<String> = q.query_first("SELECT @@global.binlog_checksum").await?;
-    if !checksum.as_deref().unwrap_or("").eq_ignore_ascii_case("CRC32") {
+    if !checksum
+        .as_deref()
+        .unwrap_or("")
+        .eq_ignore_ascii_case("CRC32")
+    {
         return Err(SourceError::Fatal(format!(
             "binlog_checksum: must be CRC32, is {}. Fix: SET GLOBAL binlog_checksum=CRC32 and binlog_checksum=CRC32 in my.cnf",
             checksum.unwrap_or_default()
@@ -161,14 +206,22 @@ async fn session(cfg: &StreamConfig, proc: &mut Processor, tx: &mpsc::Sender<Bat
     let mut opts = cfg.opts.clone();
     opts.read_timeout = cfg.heartbeat * 3;
     let mut conn = PacketConn::connect(&opts).await?;
-    conn.query_drop("SET @master_binlog_checksum = @@global.binlog_checksum").await?;
-    conn.query_drop(&format!("SET @master_heartbeat_period = {}", cfg.heartbeat.as_nanos())).await?;
+    dump_conn.store(conn.connection_id, Ordering::Relaxed);
+    conn.query_drop("SET @master_binlog_checksum = @@global.binlog_checksum")
+        .await?;
+    conn.query_drop(&format!(
+        "SET @master_heartbeat_period = {}",
+        cfg.heartbeat.as_nanos()
+    ))
+    .await?;
     if flavor == Flavor::MariaDb {
         // 4 = MARIA_SLAVE_CAPABILITY_GTID: GTID events, GTID-based start.
         conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-        conn.query_drop(&format!("SET @slave_connect_state = '{}'", proc.executed)).await?;
+        conn.query_drop(&format!("SET @slave_connect_state = '{}'", proc.executed))
+            .await?;
         conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
-        conn.query_drop("SET @slave_gtid_ignore_duplicates = 0").await?;
+        conn.query_drop("SET @slave_gtid_ignore_duplicates = 0")
+            .await?;
     }
     register_replica(&mut conn, cfg.server_id).await?;
     match flavor {
@@ -202,14 +255,24 @@ async fn session(cfg: &StreamConfig, proc: &mut Processor, tx: &mpsc::Sender<Bat
         match pkt.first() {
             Some(0x00) => {}
             Some(0xFF) => break Err(server_error(&pkt, "binlog dump")),
-            Some(0xFE) if pkt.len() < 9 => break Err(SourceError::Transient("the server ended the binlog dump".into())),
-            _ => break Err(SourceError::Fatal(format!("unexpected packet in binlog dump (first byte {:?})", pkt.first()))),
+            Some(0xFE) if pkt.len() < 9 => {
+                break Err(SourceError::Transient(
+                    "the server ended the binlog dump".into(),
+                ))
+            }
+            _ => {
+                break Err(SourceError::Fatal(format!(
+                    "unexpected packet in binlog dump (first byte {:?})",
+                    pkt.first()
+                )))
+            }
         }
         if let Err(e) = proc.on_wire_event(&pkt[1..], &mut batch) {
             break Err(e);
         }
         // Hand out when full, or when no more data is waiting (keeps `tail` live).
-        if batch.len() >= BATCH_RECORDS || (!batch.is_empty() && conn.buffered() == 0) || (proc.committed && conn.buffered() == 0) {
+        let full = batch.len() >= BATCH_RECORDS || proc.batch_bytes >= BATCH_BYTES;
+        if full || ((!batch.is_empty() || proc.committed) && conn.buffered() == 0) {
             if send(tx, &mut batch, proc).await.is_err() {
                 return Ok(());
             }
@@ -222,8 +285,26 @@ async fn session(cfg: &StreamConfig, proc: &mut Processor, tx: &mpsc::Sender<Bat
     result
 }
 
-async fn send(tx: &mpsc::Sender<Batch>, batch: &mut Vec<Record>, proc: &mut Processor) -> Result<(), ()> {
+/// Ends the dump connection `id` on the server, so the server forgets our
+/// replica registration now rather than at its next write to a dead socket.
+pub async fn release_dump(opts: &ConnOpts, id: u32) {
+    if id == 0 {
+        return;
+    }
+    if let Ok((mut q, _)) = query_conn(opts).await {
+        // Error 1094 (unknown thread) means it is already gone.
+        let _ = q.query_drop(format!("KILL CONNECTION {id}")).await;
+        q.disconnect().await.ok();
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Batch>,
+    batch: &mut Vec<Record>,
+    proc: &mut Processor,
+) -> Result<(), ()> {
     let executed = std::mem::take(&mut proc.committed).then(|| proc.executed.clone());
+    proc.batch_bytes = 0;
     let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
     tx.send(Batch { records, executed }).await.map_err(|_| ())
 }
@@ -245,7 +326,9 @@ async fn register_replica(conn: &mut PacketConn, server_id: u32) -> Result<(), S
     match p.first() {
         Some(0x00) => Ok(()),
         Some(0xFF) => Err(server_error(&p, "register as replica (COM_REGISTER_SLAVE)")),
-        _ => Err(SourceError::Fatal("unexpected answer to COM_REGISTER_SLAVE".into())),
+        _ => Err(SourceError::Fatal(
+            "unexpected answer to COM_REGISTER_SLAVE".into(),
+        )),
     }
 }
 
@@ -285,6 +368,8 @@ struct Processor {
     /// Binlog position where the event being processed starts (for inner
     /// events of a TRANSACTION_PAYLOAD: where the payload starts).
     event_start: u64,
+    /// Binlog bytes of the rows decoded into the current batch.
+    batch_bytes: usize,
 }
 
 impl Processor {
@@ -306,6 +391,7 @@ impl Processor {
             payload_buf: Vec::new(),
             events_seen: 0,
             event_start: 0,
+            batch_bytes: 0,
         }
     }
 
@@ -324,11 +410,17 @@ impl Processor {
     fn on_wire_event(&mut self, ev: &[u8], out: &mut Vec<Record>) -> Result<(), SourceError> {
         self.events_seen += 1;
         if ev.len() < HEADER_LEN + 4 {
-            return Err(SourceError::Fatal(format!("truncated binlog event ({} bytes)", ev.len())));
+            return Err(SourceError::Fatal(format!(
+                "truncated binlog event ({} bytes)",
+                ev.len()
+            )));
         }
         let size = u32::from_le_bytes(ev[9..13].try_into().unwrap()) as usize;
         if size != ev.len() {
-            return Err(SourceError::Fatal(format!("binlog event size {size} does not match the {} bytes received", ev.len())));
+            return Err(SourceError::Fatal(format!(
+                "binlog event size {size} does not match the {} bytes received",
+                ev.len()
+            )));
         }
         let (data, crc) = ev.split_at(ev.len() - 4);
         let want = u32::from_le_bytes(crc.try_into().unwrap());
@@ -460,31 +552,55 @@ impl Processor {
         Ok(())
     }
 
-    fn begin_tx(&mut self, gtid: String, ts_ms: u64, in_begin_expected: bool) -> Result<(), SourceError> {
-        let parsed = Gtid::parse(self.flavor, &gtid).map_err(|e| SourceError::Fatal(format!("GTID `{gtid}`: {e}")))?;
+    fn begin_tx(
+        &mut self,
+        gtid: String,
+        ts_ms: u64,
+        in_begin_expected: bool,
+    ) -> Result<(), SourceError> {
+        let parsed = Gtid::parse(self.flavor, &gtid)
+            .map_err(|e| SourceError::Fatal(format!("GTID `{gtid}`: {e}")))?;
         let gtid: Arc<str> = Arc::from(gtid);
         let skip = match self.resume_skip.take() {
             Some((g, n)) if g == gtid => n,
             _ => 0,
         };
         let _ = in_begin_expected;
-        self.tx = Some(Tx { gtid, parsed, ts_ms, total: 0, per_table: HashMap::new(), skip, in_begin: false });
+        self.tx = Some(Tx {
+            gtid,
+            parsed,
+            ts_ms,
+            total: 0,
+            per_table: HashMap::new(),
+            skip,
+            in_begin: false,
+        });
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), SourceError> {
         if let Some(tx) = self.tx.take() {
-            self.executed.add(&tx.parsed).map_err(|e| SourceError::Fatal(format!("GTID {}: {e}", tx.gtid)))?;
+            self.executed
+                .add(&tx.parsed)
+                .map_err(|e| SourceError::Fatal(format!("GTID {}: {e}", tx.gtid)))?;
             self.committed = true;
         }
         Ok(())
     }
 
-    fn on_query(&mut self, body: &[u8], ts: u64, log_pos: u64, origin: u32, out: &mut Vec<Record>) -> Result<(), SourceError> {
+    fn on_query(
+        &mut self,
+        body: &[u8],
+        ts: u64,
+        log_pos: u64,
+        origin: u32,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SourceError> {
         let bad = || SourceError::Fatal("truncated QUERY event".into());
         let post = self.post_header.get(1).copied().unwrap_or(13) as usize;
         let db_len = *body.get(8).ok_or_else(bad)? as usize;
-        let status_len = u16::from_le_bytes(body.get(11..13).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let status_len =
+            u16::from_le_bytes(body.get(11..13).ok_or_else(bad)?.try_into().unwrap()) as usize;
         let db_start = post + status_len;
         let db = body.get(db_start..db_start + db_len).ok_or_else(bad)?;
         let query = body.get(db_start + db_len + 1..).ok_or_else(bad)?;
@@ -530,7 +646,11 @@ impl Processor {
         // DDL (or another non-row statement): ends cached table maps, becomes a schema change record.
         self.tables.clear();
         if self.filter.matches_db(&db) || db.is_empty() {
-            let gtid = self.tx.as_ref().map(|t| t.gtid.clone()).unwrap_or_else(|| Arc::from(""));
+            let gtid = self
+                .tx
+                .as_ref()
+                .map(|t| t.gtid.clone())
+                .unwrap_or_else(|| Arc::from(""));
             let ts_ms = self.tx.as_ref().map(|t| t.ts_ms).unwrap_or(ts * 1000);
             let skip = self.tx.as_ref().map(|t| t.skip > 0).unwrap_or(false);
             if !skip {
@@ -577,7 +697,10 @@ impl Processor {
         let t = rest.get(2 + db_len..).ok_or_else(bad)?;
         let t_len = *t.first().ok_or_else(bad)? as usize;
         let table = t.get(1..1 + t_len).ok_or_else(bad)?;
-        let included = self.filter.matches(&String::from_utf8_lossy(db), &String::from_utf8_lossy(table));
+        let included = self.filter.matches(
+            &String::from_utf8_lossy(db),
+            &String::from_utf8_lossy(table),
+        );
         let entry = if included {
             let schema = TableSchema::from_table_map(body, post as u8, self.flavor)
                 .map_err(|e| SourceError::Fatal(e.to_string()))?;
@@ -589,10 +712,18 @@ impl Processor {
         Ok(())
     }
 
-    fn on_rows(&mut self, ev: &[u8], ty: u8, log_pos: u64, origin: u32, out: &mut Vec<Record>) -> Result<(), SourceError> {
+    fn on_rows(
+        &mut self,
+        ev: &[u8],
+        ty: u8,
+        log_pos: u64,
+        origin: u32,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SourceError> {
         let body = &ev[HEADER_LEN..];
         let post = self.post_header.get(ty as usize - 1).copied().unwrap_or(10);
-        let h = decode::parse_rows_header(ty, body, post).map_err(|e| SourceError::Fatal(e.to_string()))?;
+        let h = decode::parse_rows_header(ty, body, post)
+            .map_err(|e| SourceError::Fatal(e.to_string()))?;
         let schema = match self.tables.get(&h.table_id) {
             Some(Some(s)) => s.clone(),
             Some(None) => return Ok(()), // excluded by the table filter
@@ -604,7 +735,10 @@ impl Processor {
             }
         };
         let Some(tx) = self.tx.as_mut() else {
-            return Err(SourceError::Fatal(format!("rows event outside a transaction at {}:{log_pos}", self.file)));
+            return Err(SourceError::Fatal(format!(
+                "rows event outside a transaction at {}:{log_pos}",
+                self.file
+            )));
         };
         let op = match h.kind {
             decode::RowsKind::Write => Op::Create,
@@ -612,6 +746,7 @@ impl Processor {
             decode::RowsKind::Delete => Op::Delete,
         };
         let pos = self.event_start;
+        self.batch_bytes += body.len();
         let now = now_ms();
         let mut dec = RowsDecoder::new(&h, &schema);
         let before_cols = dec.columns_before().clone();
@@ -620,7 +755,12 @@ impl Processor {
         loop {
             let more = dec
                 .next_row(&mut self.before, &mut self.after)
-                .map_err(|e| SourceError::Fatal(format!("{e} (at {}:{log_pos}, {}.{})", self.file, schema.db, schema.table)))?;
+                .map_err(|e| {
+                    SourceError::Fatal(format!(
+                        "{e} (at {}:{log_pos}, {}.{})",
+                        self.file, schema.db, schema.table
+                    ))
+                })?;
             if !more {
                 break;
             }
@@ -659,38 +799,55 @@ impl Processor {
                     pos,
                     row: row - 1,
                 },
-                transaction: Some(Transaction { id: tx.gtid.clone(), total_order: tx.total, data_collection_order: dco }),
+                transaction: Some(Transaction {
+                    id: tx.gtid.clone(),
+                    total_order: tx.total,
+                    data_collection_order: dco,
+                }),
             }));
         }
         Ok(())
     }
 
-    fn on_payload(&mut self, body: &[u8], size: usize, out: &mut Vec<Record>) -> Result<(), SourceError> {
+    fn on_payload(
+        &mut self,
+        body: &[u8],
+        size: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SourceError> {
         let fde = self.fde.clone();
         let tpe: TransactionPayloadEvent<'_> = ParseBuf(body)
             .parse(BinlogCtx::new(size, &fde, 40))
             .map_err(|e| SourceError::Fatal(format!("bad TRANSACTION_PAYLOAD event: {e}")))?;
-        let mut reader = tpe
-            .decompressed()
-            .map_err(|e| SourceError::Fatal(format!("TRANSACTION_PAYLOAD: unsupported compression: {e}")))?;
+        let mut reader = tpe.decompressed().map_err(|e| {
+            SourceError::Fatal(format!("TRANSACTION_PAYLOAD: unsupported compression: {e}"))
+        })?;
         let mut buf = std::mem::take(&mut self.payload_buf);
         let result = (|| {
             loop {
                 let mut hdr = [0u8; HEADER_LEN];
                 match read_full(&mut reader, &mut hdr)? {
                     0 => return Ok(()),
-                    n if n < HEADER_LEN => return Err(SourceError::Fatal("TRANSACTION_PAYLOAD ends inside an event header".into())),
+                    n if n < HEADER_LEN => {
+                        return Err(SourceError::Fatal(
+                            "TRANSACTION_PAYLOAD ends inside an event header".into(),
+                        ))
+                    }
                     _ => {}
                 }
                 let len = u32::from_le_bytes(hdr[9..13].try_into().unwrap()) as usize;
                 if len < HEADER_LEN {
-                    return Err(SourceError::Fatal("TRANSACTION_PAYLOAD holds an event with a bad size".into()));
+                    return Err(SourceError::Fatal(
+                        "TRANSACTION_PAYLOAD holds an event with a bad size".into(),
+                    ));
                 }
                 buf.clear();
                 buf.extend_from_slice(&hdr);
                 buf.resize(len, 0);
                 if read_full(&mut reader, &mut buf[HEADER_LEN..])? != len - HEADER_LEN {
-                    return Err(SourceError::Fatal("TRANSACTION_PAYLOAD ends inside an event".into()));
+                    return Err(SourceError::Fatal(
+                        "TRANSACTION_PAYLOAD ends inside an event".into(),
+                    ));
                 }
                 // Inner events are not checksummed (WL#3549).
                 self.on_event(&buf, out)?;
@@ -708,7 +865,11 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, SourceError> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(SourceError::Fatal(format!("TRANSACTION_PAYLOAD decompression failed: {e}"))),
+            Err(e) => {
+                return Err(SourceError::Fatal(format!(
+                    "TRANSACTION_PAYLOAD decompression failed: {e}"
+                )))
+            }
         }
     }
     Ok(n)
@@ -750,7 +911,10 @@ fn first_word(sql: &str) -> String {
             break;
         }
     }
-    s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap_or("").to_ascii_uppercase()
+    s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -761,7 +925,10 @@ fn truncate(s: &str, n: usize) -> &str {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Human name of a binlog event type code, for error messages.
@@ -836,7 +1003,10 @@ mod tests {
 
     #[test]
     fn uuid_format() {
-        let b = [0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62];
+        let b = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ];
         assert_eq!(format_uuid(&b), "3e11fa47-71ca-11e1-9e33-c80aa9429562");
     }
 }
