@@ -5,5 +5,7 @@ pub mod event;
 pub mod json;
 pub mod value;
 
-pub use event::{ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction};
+pub use event::{
+    ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
+};
 pub use value::{Date, DateTime, Time, Value};
