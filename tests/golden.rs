@@ -155,6 +155,8 @@ fn columns(flavor: Flavor) -> Vec<Col> {
     let u3 = "CHARACTER SET utf8mb3";
     let l1 = "CHARACTER SET latin1";
     let asc = "CHARACTER SET ascii";
+    let enum300 = (0..300).map(|i| format!("'v{i}'")).collect::<Vec<_>>().join(",");
+    let set64 = (0..64).map(|i| format!("'s{i}'")).collect::<Vec<_>>().join(",");
     let mut v = vec![
         col("ti", "TINYINT", Int, "-128", "127"),
         col("tiu", "TINYINT UNSIGNED", Int, "255", "0"),
@@ -222,6 +224,7 @@ fn columns(flavor: Flavor) -> Vec<Col> {
             "12345678901234567890",
         ),
         col("dec4", "DECIMAL(9,4)", Dec, "-0.0001", "99999.9999"),
+        col("dec55", "DECIMAL(5,5)", Dec, "-0.99999", "0.00001"),
         col("c_u8", &format!("CHAR(10) {u8}"), Text, "'😀𝄞 ab'", "''"),
         col(
             "vc_u8",
@@ -261,6 +264,17 @@ fn columns(flavor: Flavor) -> Vec<Col> {
         col("tx_as", &format!("TEXT {asc}"), Text, "'ascii text'", "''"),
         col("en", "ENUM('a','b','c')", Text, "'c'", "'bogus'"),
         col("st", "SET('x','y','z')", Text, "'x,z'", "''"),
+        // 300 labels: a 2-byte ENUM; 64 members: an 8-byte SET (top bit included).
+        col("en2", &format!("ENUM({enum300})"), Text, "'v299'", "'v0'"),
+        col("st64", &format!("SET({set64})"), Text, "'s0,s63'", "'s31,s32'"),
+        // CHAR(255) utf8mb4 can hold 1020 bytes: a 2-byte length prefix in the row image.
+        col("c_big", &format!("CHAR(255) {u8}"), Text, "REPEAT('😀', 255)", "'x'"),
+        // Up to 255 bytes: a 1-byte VARCHAR length prefix.
+        col("vc_small", &format!("VARCHAR(20) {l1}"), Text, "'€uro'", "''"),
+        col("ttx", &format!("TINYTEXT {u8}"), Text, "''", "'ü'"),
+        col("ltx", &format!("LONGTEXT {u8}"), Text, "'long 😀'", "''"),
+        col("tbl", "TINYBLOB", Bytes, "x'00'", "x'ff'"),
+        col("mbl", "MEDIUMBLOB", Bytes, "''", "x'000102'"),
         col("bin", "BINARY(8)", Bytes, "x'0102030000'", "''"),
         col("vbin", "VARBINARY(300)", Bytes, "x'00ff00'", "''"),
         col("bl", "BLOB", Bytes, "x'deadbeef00'", "''"),
@@ -757,6 +771,10 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
     let mut errors: Vec<String> = Vec::new();
     let mut compared = 0usize;
     let mut full_images = 0usize;
+    // (file, pos, row) identifies a row change; orders are 1-based per transaction.
+    let mut seen_coords = std::collections::HashSet::new();
+    let mut last_gtid = String::new();
+    let mut order_in_tx = 0u64;
     let mut noblob_present = 0usize;
     for (ev, exp) in events.iter().zip(&expected) {
         let what = &exp.label;
@@ -796,6 +814,24 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         }
         if !src["pos"].as_u64().is_some_and(|p| p > 0) {
             errors.push(format!("{what}: source.pos {} (expected > 0)", src["pos"]));
+        }
+        let coords = (src["file"].clone(), src["pos"].clone(), src["row"].clone());
+        if !src["row"].is_u64() || !seen_coords.insert(coords.clone()) {
+            errors.push(format!("{what}: (file, pos, row) {coords:?} missing or not unique"));
+        }
+        if gtid != last_gtid {
+            last_gtid = gtid.to_string();
+            order_in_tx = 0;
+        }
+        order_in_tx += 1;
+        // One table only: total order and per-table order coincide.
+        for k in ["total_order", "data_collection_order"] {
+            if ev["transaction"][k] != json!(order_in_tx) {
+                errors.push(format!("{what}: transaction.{k} = {} (expected {order_in_tx})", ev["transaction"][k]));
+            }
+        }
+        if !ev["ts_ms"].as_u64().is_some_and(|t| t > 0) || !src["ts_ms"].as_u64().is_some_and(|t| t > 0) {
+            errors.push(format!("{what}: ts_ms {} / source.ts_ms {} must be positive", ev["ts_ms"], src["ts_ms"]));
         }
         // Images.
         for (side, exp_img) in [("before", exp.before), ("after", exp.after)] {
