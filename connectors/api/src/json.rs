@@ -219,6 +219,12 @@ static ESCAPE: [u8; 256] = {
         t[i] = b'u';
         i += 1;
     }
+    // The short forms JSON readers and humans expect for common control characters.
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
     t[b'"' as usize] = b'"';
     t[b'\\' as usize] = b'\\';
     t
@@ -658,8 +664,8 @@ mod tests {
         assert_eq!(val(&Value::String("\u{1}".into())), r#""\u0001""#);
         assert_eq!(val(&Value::String("a\"b\\c".into())), r#""a\"b\\c""#);
         assert_eq!(
-            val(&Value::String("\n\r\t\u{0}\u{1f}".into())),
-            r#""\u000a\u000d\u0009\u0000\u001f""#
+            val(&Value::String("\n\r\t\u{8}\u{c}\u{0}\u{1f}".into())),
+            r#""\n\r\t\b\f\u0000\u001f""#
         );
         // DEL and non-ASCII are not escaped.
         assert_eq!(val(&Value::String("\u{7f}".into())), "\"\u{7f}\"");

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# deploy/demo.sh — the README's first command: see rowstream stream changes in a minute.
+#   1. installs MariaDB from apt if it is missing (deploy/dev/install-test-deps.sh does the
+#      same for the tests; the demo needs MariaDB only),
+#   2. builds rowstream (release),
+#   3. starts a private MariaDB on 127.0.0.1:${DEMO_PORT:-3390} (datadir target/demo/db),
+#      with a small `shop` schema and a writer that inserts, updates and deletes orders,
+#   4. runs `rowstream check`, then `rowstream tail` and prints the change events as
+#      they happen (one JSON envelope per line) until DEMO_EVENTS events (default 40)
+#      or Ctrl-C; then stops the writer and the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source deploy/dev/lib.sh
+PORT=${DEMO_PORT:-3390}
+EVENTS=${DEMO_EVENTS:-40}
+DIR=target/demo
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust with https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)"
+if ! command -v mariadbd >/dev/null && [[ ! -x /usr/sbin/mariadbd ]]; then
+  log "installing MariaDB (apt-get install mariadb-server mariadb-client)"
+  SUDO=(); [[ $(id -u) == 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y install mariadb-server mariadb-client >/dev/null
+fi
+log "building rowstream (cargo build --release)"
+cargo build --release --quiet
+BIN=target/release/rowstream
+
+mkdir -p "$DIR"
+deploy/dev/stop.sh --kill --purge "$DIR/db" >/dev/null 2>&1 || true   # a fresh demo every time
+eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db")"
+SQL=(mariadb --no-defaults --default-character-set=utf8mb4 -h127.0.0.1 -P"$PORT" -uroot -proot)
+WRITER=
+cleanup() {
+  [[ -n $WRITER ]] && kill "$WRITER" 2>/dev/null
+  deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+START=$("${SQL[@]}" -N -e "SELECT @@gtid_binlog_pos")
+"${SQL[@]}" <<'SQL'
+CREATE DATABASE IF NOT EXISTS shop;
+CREATE TABLE IF NOT EXISTS shop.customers (
+  id INT UNSIGNED PRIMARY KEY AUTO_INCREMENT, name VARCHAR(100) NOT NULL, email VARCHAR(200),
+  created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3));
+CREATE TABLE IF NOT EXISTS shop.orders (
+  id BIGINT UNSIGNED PRIMARY KEY AUTO_INCREMENT, customer_id INT UNSIGNED NOT NULL,
+  total DECIMAL(10,2) NOT NULL, status ENUM('new','paid','shipped','cancelled') NOT NULL DEFAULT 'new',
+  note JSON, updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6));
+INSERT INTO shop.customers (name, email) VALUES ('Ada Lovelace', 'ada@example.com'), ('Alan Turing', NULL), ('Zoë Ünal', 'zoe@example.com');
+SQL
+
+# The live writer: a new order every half second, then it gets paid, shipped or cancelled.
+(
+  i=0
+  while sleep 0.5; do
+    i=$((i+1))
+    "${SQL[@]}" -e "INSERT INTO shop.orders (customer_id, total, note) VALUES (1 + $i % 3, ROUND(RAND()*200, 2), JSON_OBJECT('n', $i, 'gift', $i % 2 = 0));
+      UPDATE shop.orders SET status = ELT(1 + $i % 3, 'paid', 'shipped', 'cancelled') WHERE id + 1 = LAST_INSERT_ID();
+      DELETE FROM shop.orders WHERE status = 'cancelled' AND id + 5 < LAST_INSERT_ID();" >/dev/null 2>>"$DIR/writer.err" || log "demo writer: statement failed (see $DIR/writer.err)"
+  done
+) &
+WRITER=$!
+
+echo
+echo "== rowstream check --url mysql://repl:***@127.0.0.1:$PORT"
+"$BIN" check --url "mysql://repl:repl@127.0.0.1:$PORT"
+echo
+echo "== rowstream tail --from '$START' --include 'shop.*' --max-events $EVENTS   (Ctrl-C to stop)"
+"$BIN" tail --url "mysql://repl:repl@127.0.0.1:$PORT" --from "$START" --include 'shop.*' --max-events "$EVENTS" --name demo
