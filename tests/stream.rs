@@ -121,10 +121,14 @@ const ROWS_PER_TXN: u64 = 5;
 /// the socket buffers hold, so the server restarts while rowstream is inside the stream.
 const PAD: u64 = 40_000;
 
-/// SQL committing transactions `first..first+TXNS_PER_PHASE` (1-based), one INSERT per row.
-fn phase_sql(first: u64) -> String {
+/// Transactions of the last phase, written after rowstream caught up and the server was
+/// down for a while (it reconnects with backoff until the server is back).
+const TXNS_LAST_PHASE: u64 = 20;
+
+/// SQL committing transactions `first..first+count` (1-based), one INSERT per row.
+fn phase_sql(first: u64, count: u64) -> String {
     let mut sql = String::new();
-    for txn in first..first + TXNS_PER_PHASE {
+    for txn in first..first + count {
         sql.push_str("BEGIN;");
         for k in 0..ROWS_PER_TXN {
             let id = txn * 10 + k;
@@ -152,13 +156,14 @@ fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-fn restart_mid_stream(flavor: Flavor) {
+fn restart_mid_stream(flavor: Flavor, crash: bool) {
     // A clean MariaDB shutdown waits for a dump thread blocked in a network write (our
     // unread pipe) up to net_write_timeout (default 60 s).
     let Some(s) = TestServer::start(flavor, &["--net-write-timeout=5"]) else { return };
     s.exec("CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY, txn INT, k INT, pad LONGTEXT)");
     let from = s.gtid_executed();
-    let total = 2 * TXNS_PER_PHASE * ROWS_PER_TXN;
+    let txns = 2 * TXNS_PER_PHASE + TXNS_LAST_PHASE;
+    let total = txns * ROWS_PER_TXN;
 
     let server_id = common::next_replica_server_id();
     let mut child = common::rowstream()
@@ -179,15 +184,18 @@ fn restart_mid_stream(flavor: Flavor) {
     });
 
     // Phase 1 while nobody reads rowstream's stdout: it backs up into the binlog dump.
-    s.exec(&phase_sql(1));
+    s.exec(&phase_sql(1, TXNS_PER_PHASE));
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "rowstream tail exited early");
     let t0 = Instant::now();
+    if crash {
+        s.kill();
+    }
     s.restart();
     let restart_took = t0.elapsed();
     // Now read, and write phase 2.
     let lines = line_reader(&mut child);
-    s.exec(&phase_sql(1 + TXNS_PER_PHASE));
+    s.exec(&phase_sql(1 + TXNS_PER_PHASE, TXNS_PER_PHASE));
 
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut events: Vec<Value> = Vec::new();
@@ -196,10 +204,17 @@ fn restart_mid_stream(flavor: Flavor) {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {:.300}", line));
-                if v.get("op").is_some() {
-                    got_rows += 1;
-                }
+                let is_row = v.get("op").is_some();
+                got_rows += u64::from(is_row);
                 events.push(v);
+                if is_row && got_rows == 2 * TXNS_PER_PHASE * ROWS_PER_TXN {
+                    // Caught up and idle: the server goes away for 3 s (more than the
+                    // 3 x 1 s read timeout), comes back, and gets the last phase.
+                    s.kill();
+                    std::thread::sleep(Duration::from_secs(3));
+                    s.restart();
+                    s.exec(&phase_sql(1 + 2 * TXNS_PER_PHASE, TXNS_LAST_PHASE));
+                }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -220,7 +235,7 @@ fn restart_mid_stream(flavor: Flavor) {
         "the restart must have cut the stream (no reconnect logged)\n--- stderr ---\n{err}"
     );
 
-    let expected: Vec<(String, u64)> = (1..=2 * TXNS_PER_PHASE)
+    let expected: Vec<(String, u64)> = (1..=txns)
         .flat_map(|txn| (0..ROWS_PER_TXN).map(move |k| (txn, k)))
         .map(|(txn, k)| (gtid_after(flavor, &from, txn), txn * 10 + k))
         .collect();
@@ -256,17 +271,43 @@ fn restart_mid_stream(flavor: Flavor) {
         assert_eq!(pad.len() as u64, PAD);
         assert!(pad.bytes().all(|c| c == b'A' + (id % 26) as u8));
     }
-    eprintln!("{flavor:?}: restart took {restart_took:?}; {} reconnect warning(s)", err.matches("reconnecting").count());
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("reconnecting")).collect();
+    // Test design check: the connection was cut while phase 1 was still being read.
+    let resumed_at: u64 = warnings[0]
+        .split("resume_from=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.rsplit(['-', ':']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume_from in {:?}", warnings[0]));
+    let phase1_end: u64 = gtid_after(flavor, &from, TXNS_PER_PHASE).rsplit(['-', ':']).next().unwrap().parse().unwrap();
+    assert!(
+        resumed_at < phase1_end,
+        "the stream was not interrupted inside phase 1 (resumed at {resumed_at}, phase 1 ends at {phase1_end}): \
+         the test no longer exercises a mid-stream cut; make the phase bigger"
+    );
+    eprintln!("{flavor:?}: restart took {restart_took:?}; phase 1 ends at {}; {warnings:#?}", gtid_after(flavor, &from, TXNS_PER_PHASE));
 }
 
 #[test]
 fn mariadb_restart_mid_stream() {
-    restart_mid_stream(Flavor::MariaDb);
+    restart_mid_stream(Flavor::MariaDb, false);
 }
 
 #[test]
 fn mysql_restart_mid_stream() {
-    restart_mid_stream(Flavor::MySql);
+    restart_mid_stream(Flavor::MySql, false);
+}
+
+/// Same with a crashed server (SIGKILL) instead of a clean stop.
+#[test]
+fn mariadb_crash_mid_stream() {
+    restart_mid_stream(Flavor::MariaDb, true);
+}
+
+#[test]
+fn mysql_crash_mid_stream() {
+    restart_mid_stream(Flavor::MySql, true);
 }
 
 // ---------------------------------------------------------------------------------------
