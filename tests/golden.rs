@@ -332,6 +332,12 @@ fn columns(flavor: Flavor) -> Vec<Col> {
             "'-00:00:00.500000'",
             "'-01:02:03.000004'",
         ),
+        // Odd fractional precisions (1-2, 3-4, 5-6 digits use 1, 2, 3 bytes), negative TIMEs
+        // with a fraction (stored with a borrow from the seconds).
+        col("dtm1", "DATETIME(1)", DateTime, "'2024-05-17 13:45:09.9'", "'0000-00-00 00:00:00.0'"),
+        col("ts3", "TIMESTAMP(3) NULL DEFAULT NULL", Timestamp, "'2001-02-03 04:05:06.789'", "'0000-00-00 00:00:00.000'"),
+        col("tm2", "TIME(2)", Plain, "'-00:00:00.01'", "'-838:59:58.99'"),
+        col("tm5", "TIME(5)", Plain, "'-12:00:00.00001'", "'00:00:00.99999'"),
         col(
             "js",
             "JSON",
@@ -345,6 +351,17 @@ fn columns(flavor: Flavor) -> Vec<Col> {
             if mysql { Json } else { Text },
             "'[]'",
             "'{\"k\": [true, false, null, -1, 1.5, \"s\"]}'",
+        ),
+        // MySQL binary JSON opaque values (DECIMAL, DATETIME, TIME, DATE, binary) and a
+        // big unsigned; the server prints them as JSON numbers / strings.
+        col(
+            "js3",
+            "JSON",
+            if mysql { Json } else { Text },
+            "JSON_OBJECT('dec', CAST(1.50 AS DECIMAL(5,2)), 'dt', CAST('2024-01-02 03:04:05.123456' AS DATETIME(6)), \
+             'tm', CAST('-01:02:03' AS TIME), 'd', CAST('2024-01-02' AS DATE), 'u', CAST(18446744073709551615 AS UNSIGNED), \
+             'neg', -9223372036854775808, 'dbl', 1e-7, 'bin', CAST(x'00ff' AS BINARY), 'key with \\\"quote\\\"', 'é')",
+            "JSON_ARRAY(CAST(-0.001 AS DECIMAL(10,3)), CAST('00:00:00.5' AS TIME(1)), 3.0e0, 'x')",
         ),
         col(
             "geo",
