@@ -1,0 +1,83 @@
+//! rowstream as a replica: the server lists it while it streams, and MySQL
+//! tagged GTIDs are reported in the server's notation and resumed from.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{next_replica_server_id, rowstream, tail, Flavor, TestServer};
+
+/// While `tail` runs, SHOW REPLICAS / SHOW SLAVE HOSTS lists our server id;
+/// after it exits the registration is gone (it ends its dump connection).
+#[test]
+fn registers_as_replica_and_unregisters_on_exit() {
+    for flavor in Flavor::ALL {
+        let Some(s) = TestServer::start(flavor, &[]) else { return };
+        let id = next_replica_server_id();
+        let mut child = rowstream()
+            .args(["tail", "--url", &s.repl_url(), "--server-id", &id.to_string(), "--from", "latest"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rowstream");
+        let listed = |s: &TestServer| {
+            let sql = match flavor {
+                Flavor::MySql => "SHOW REPLICAS",
+                Flavor::MariaDb => "SHOW SLAVE HOSTS",
+            };
+            s.query(sql).iter().any(|r| r.first().cloned().flatten() == Some(id.to_string()))
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listed(&s) {
+            assert!(Instant::now() < deadline, "{flavor:?}: server id {id} never listed as a replica");
+            assert!(child.try_wait().unwrap().is_none(), "{flavor:?}: rowstream tail exited early");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SIGINT is a clean stop: the dump connection is ended on the server.
+        unsafe_sigint(child.id());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{flavor:?}: tail did not exit cleanly on SIGINT: {status}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while listed(&s) {
+            assert!(Instant::now() < deadline, "{flavor:?}: server id {id} still registered after a clean exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn unsafe_sigint(pid: u32) {
+    let ok = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+/// MySQL 8.4+ tagged GTIDs (`uuid:tag:n`): printed as the server prints them,
+/// and a start set containing tags (sent in the tagged wire format) resumes
+/// exactly after it.
+#[test]
+fn mysql_tagged_gtids() {
+    let Some(s) = TestServer::start(Flavor::MySql, &[]) else { return };
+    s.exec("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY)");
+    let start = s.gtid_executed();
+    s.exec("SET gtid_next = 'AUTOMATIC:batch_a'; INSERT INTO d.t VALUES (1); SET gtid_next = 'AUTOMATIC'");
+    let mid = s.gtid_executed();
+    assert!(mid.contains(":batch_a:1"), "server set: {mid}");
+    s.exec("SET gtid_next = 'AUTOMATIC:batch_a'; INSERT INTO d.t VALUES (2); SET gtid_next = 'AUTOMATIC'; INSERT INTO d.t VALUES (3)");
+
+    let rows = |evs: &[serde_json::Value]| -> Vec<(i64, String)> {
+        evs.iter()
+            .filter(|e| e["op"] == "c")
+            .map(|e| (e["after"]["id"].as_i64().unwrap(), e["source"]["gtid"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let all = rows(&tail(&s.repl_url(), &start, 3, &[]));
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].0, 1);
+    assert!(all[0].1.ends_with(":batch_a:1"), "{all:?}");
+    assert!(all[1].1.ends_with(":batch_a:2"), "{all:?}");
+    assert!(!all[2].1.contains("batch_a"), "{all:?}");
+
+    // Resume from a set that holds a tag: exactly the two later rows.
+    let rest = rows(&tail(&s.repl_url(), &mid, 2, &[]));
+    assert_eq!(rest.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3], "{rest:?}");
+}
