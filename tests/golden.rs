@@ -500,6 +500,8 @@ enum Image {
     Full,
     /// binlog_row_image=NOBLOB: every non-blob column, blob columns optional.
     NoBlob,
+    /// binlog_row_image=MINIMAL: exactly the listed columns (`Expected::only_*`).
+    Minimal,
 }
 
 struct Expected<'a> {
@@ -510,6 +512,9 @@ struct Expected<'a> {
     image: Image,
     /// Columns that must be present in the after image even under NOBLOB (changed ones).
     must_after: &'static [&'static str],
+    /// For [`Image::Minimal`]: the exact column sets of the before and after images.
+    only_before: &'static [&'static str],
+    only_after: &'static [&'static str],
     label: String,
 }
 
@@ -521,6 +526,7 @@ fn compare_image(
     cols: &[Col],
     image: Image,
     must: &[&str],
+    only: &[&str],
     errors: &mut Vec<String>,
 ) -> usize {
     let Some(obj) = got.as_object() else {
@@ -539,6 +545,12 @@ fn compare_image(
         .zip(std::iter::once(None).chain(exp.iter().map(Some)))
     {
         let name = c.map_or("id", |c| c.name);
+        if image == Image::Minimal && !only.contains(&name) {
+            if obj.contains_key(name) {
+                errors.push(format!("{what}: column {name} must not be in a MINIMAL image (only {only:?})"));
+            }
+            continue;
+        }
         let Some(g) = obj.get(name) else {
             let optional =
                 image == Image::NoBlob && c.is_some_and(|c| c.blob) && !must.contains(&name);
@@ -721,6 +733,14 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
     ));
     let s3 = snapshot(&server, &cols);
 
+    // Step 3b: binlog_row_image=MINIMAL: the before image holds the PK only, the after
+    // image the columns the statement set.
+    server.exec(&format!(
+        "{SESSION} SET SESSION binlog_row_image = MINIMAL; UPDATE {DB}.{TABLE} SET \
+         `i` = 7, `tx_u8` = 'minimal ü', `dtm6` = '2000-01-01 00:00:00.000001' WHERE id = 2"
+    ));
+    let s4 = snapshot(&server, &cols);
+
     // Step 4: delete everything.
     server.exec(&format!("{SESSION} DELETE FROM {DB}.{TABLE}"));
     assert!(snapshot(&server, &cols).is_empty());
@@ -734,6 +754,8 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
             after: Some(&s1[&id]),
             image: Image::Full,
             must_after: &[],
+            only_before: &[],
+            only_after: &[],
             label: format!("insert id={id}"),
         });
     }
@@ -745,6 +767,8 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
             after: Some(&s2[&id]),
             image: Image::Full,
             must_after: &[],
+            only_before: &[],
+            only_after: &[],
             label: format!("update id={id}"),
         });
     }
@@ -755,16 +779,31 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         after: Some(&s3[&1]),
         image: Image::NoBlob,
         must_after: &["js"],
+        only_before: &[],
+        only_after: &[],
         label: "NOBLOB update id=1".into(),
+    });
+    expected.push(Expected {
+        op: "u",
+        id: 2,
+        before: Some(&s3[&2]),
+        after: Some(&s4[&2]),
+        image: Image::Minimal,
+        must_after: &[],
+        only_before: &["id"],
+        only_after: &["i", "tx_u8", "dtm6"],
+        label: "MINIMAL update id=2".into(),
     });
     for id in 1..=4 {
         expected.push(Expected {
             op: "d",
             id,
-            before: Some(&s3[&id]),
+            before: Some(&s4[&id]),
             after: None,
             image: Image::Full,
             must_after: &[],
+            only_before: &[],
+            only_after: &[],
             label: format!("delete id={id}"),
         });
     }
@@ -788,6 +827,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
     let mut errors: Vec<String> = Vec::new();
     let mut compared = 0usize;
     let mut full_images = 0usize;
+    let mut minimal_cells = 0usize;
     // (file, pos, row) identifies a row change; orders are 1-based per transaction.
     let mut seen_coords = std::collections::HashSet::new();
     let mut last_gtid = String::new();
@@ -860,7 +900,9 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
                     }
                 }
                 Some(vals) => {
-                    if got.get("id") != Some(&json!(exp.id)) {
+                    let only: &[&str] = if side == "after" { exp.only_after } else { exp.only_before };
+                    let has_id = exp.image != Image::Minimal || only.contains(&"id");
+                    if has_id && got.get("id") != Some(&json!(exp.id)) {
                         errors.push(format!(
                             "{what}: {side}.id = {:?} (expected {})",
                             got.get("id"),
@@ -875,12 +917,19 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
                         &cols,
                         exp.image,
                         must,
+                        only,
                         &mut errors,
                     );
                     compared += n;
                     match exp.image {
                         Image::Full => full_images += 1,
                         Image::NoBlob => noblob_present += n,
+                        Image::Minimal => {
+                            minimal_cells += n;
+                            if n != only.len() {
+                                errors.push(format!("{what} {side}: {n} cells compared, expected {only:?}"));
+                            }
+                        }
                     }
                 }
             }
@@ -892,7 +941,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
     assert_eq!(full_images, expected_full_images, "full images compared");
     assert_eq!(
         compared,
-        per_image * expected_full_images + noblob_present,
+        per_image * expected_full_images + noblob_present + minimal_cells,
         "cells compared: {} columns x {expected_full_images} full images + {noblob_present} NOBLOB cells (errors: {errors:#?})",
         per_image
     );
@@ -903,7 +952,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         2 * non_blob + 1
     );
     eprintln!(
-        "{connector} {extra_args:?}: compared {compared} cells ({per_image} columns x {expected_full_images} full images + {noblob_present} NOBLOB cells), {} mismatches",
+        "{connector} {extra_args:?}: compared {compared} cells ({per_image} columns x {expected_full_images} full images + {noblob_present} NOBLOB cells + {minimal_cells} MINIMAL cells), {} mismatches",
         errors.len()
     );
 
@@ -976,18 +1025,24 @@ fn compare_image_reports_mismatches() {
     let cols = vec![col("a", "INT", Kind::Int, "1", "2"), col("t", "TEXT", Kind::Text, "'x'", "'y'")];
     let exp = vec![json!(1), json!("x")];
     let mut errors = Vec::new();
-    assert_eq!(compare_image("ok", &json!({"id": 1, "a": 1, "t": "x"}), &exp, &cols, Image::Full, &[], &mut errors), 3);
+    assert_eq!(compare_image("ok", &json!({"id": 1, "a": 1, "t": "x"}), &exp, &cols, Image::Full, &[], &[], &mut errors), 3);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(compare_image("bad", &json!({"id": 1, "a": 2, "t": "x"}), &exp, &cols, Image::Full, &[], &mut errors), 3);
+    assert_eq!(compare_image("bad", &json!({"id": 1, "a": 2, "t": "x"}), &exp, &cols, Image::Full, &[], &[], &mut errors), 3);
     assert_eq!(errors, vec!["bad: column a (INT): expected 1, got 2".to_string()]);
     errors.clear();
-    compare_image("missing", &json!({"id": 1, "a": 1, "z": 0}), &exp, &cols, Image::Full, &[], &mut errors);
+    compare_image("missing", &json!({"id": 1, "a": 1, "z": 0}), &exp, &cols, Image::Full, &[], &[], &mut errors);
     assert_eq!(errors.len(), 2, "{errors:?}");
     errors.clear();
     // NOBLOB: a blob column may be absent unless it must be there.
-    assert_eq!(compare_image("noblob", &json!({"id": 1, "a": 1}), &exp, &cols, Image::NoBlob, &[], &mut errors), 2);
+    assert_eq!(compare_image("noblob", &json!({"id": 1, "a": 1}), &exp, &cols, Image::NoBlob, &[], &[], &mut errors), 2);
     assert!(errors.is_empty(), "{errors:?}");
-    compare_image("noblob", &json!({"id": 1, "a": 1}), &exp, &cols, Image::NoBlob, &["t"], &mut errors);
+    compare_image("noblob", &json!({"id": 1, "a": 1}), &exp, &cols, Image::NoBlob, &["t"], &[], &mut errors);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors.clear();
+    // MINIMAL: exactly the listed columns; an extra one is an error.
+    assert_eq!(compare_image("minimal", &json!({"a": 1}), &exp, &cols, Image::Minimal, &[], &["a"], &mut errors), 1);
+    assert!(errors.is_empty(), "{errors:?}");
+    compare_image("minimal", &json!({"id": 1, "a": 1}), &exp, &cols, Image::Minimal, &[], &["id"], &mut errors);
     assert_eq!(errors.len(), 1, "{errors:?}");
     // Floats: FLOAT 1.1 is expected as the shortest f32 form, not the widened double.
     assert_eq!(expected_value(&col("f", "FLOAT", Kind::F32, "", ""), Some("1.100000023841858")), json!(1.1));
