@@ -4,16 +4,25 @@
 //! compression and `binlog_row_value_options=PARTIAL_JSON`) this creates one table with a
 //! column of every supported type, inserts rows with edge values (extremes, negatives,
 //! empty strings, NULLs, zero dates, 4-byte UTF-8, a ~100 KB nested JSON document),
-//! updates every column of every row, updates one row again under
-//! `binlog_row_image=NOBLOB`, and deletes everything. It then tails the binlog with
-//! `rowstream tail` from the GTID set taken before the DML and compares every decoded
-//! cell (after image of inserts, both images of updates, before image of deletes) with
-//! what the server itself returns for that row, read back after each step with per-type
-//! SQL expressions that produce the JSON form documented in `schemas/README.md`.
+//! updates every column of every row (the JSON document of row 1 through
+//! JSON_SET/JSON_REPLACE/JSON_REMOVE on the column, so PARTIAL_JSON logs a diff), updates
+//! row 1 again under `binlog_row_image=NOBLOB` and row 2 under `MINIMAL`, and deletes
+//! everything. It then tails the binlog with `rowstream tail` from the GTID set taken
+//! before the DML and compares every decoded cell (after image of inserts, both images of
+//! updates, before image of deletes) with what the server itself returns for that row,
+//! read back after each step with per-type SQL expressions that produce the JSON form
+//! documented in `schemas/README.md`. Envelope fields are checked too.
 //!
 //! Invariants: every column of every full image is compared (a sanity assertion checks
-//! the number of compared cells equals columns x images); all mismatches are collected
-//! and reported together as `event / image / column: expected X, got Y`.
+//! the number of compared cells equals columns x images, plus the NOBLOB / MINIMAL cells);
+//! all mismatches are collected and reported together as
+//! `event image: column NAME (TYPE): expected X, got Y`.
+//!
+//! Tests: `golden_mariadb`, `golden_mysql`, `golden_mysql_with_vector` (the same table
+//! plus VECTOR(3)), `golden_mysql_compressed_partial_json`,
+//! `golden_mysql_compressed_partial_json_diffs` (without geometry, so `mysqlbinlog -v`
+//! prints whole rows and the test proves the JSON column was logged as a diff), and
+//! `compare_image_reports_mismatches` (the comparator, no server).
 
 mod common;
 
@@ -155,8 +164,14 @@ fn columns(flavor: Flavor) -> Vec<Col> {
     let u3 = "CHARACTER SET utf8mb3";
     let l1 = "CHARACTER SET latin1";
     let asc = "CHARACTER SET ascii";
-    let enum300 = (0..300).map(|i| format!("'v{i}'")).collect::<Vec<_>>().join(",");
-    let set64 = (0..64).map(|i| format!("'s{i}'")).collect::<Vec<_>>().join(",");
+    let enum300 = (0..300)
+        .map(|i| format!("'v{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let set64 = (0..64)
+        .map(|i| format!("'s{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut v = vec![
         col("ti", "TINYINT", Int, "-128", "127"),
         col("tiu", "TINYINT UNSIGNED", Int, "255", "0"),
@@ -547,7 +562,9 @@ fn compare_image(
         let name = c.map_or("id", |c| c.name);
         if image == Image::Minimal && !only.contains(&name) {
             if obj.contains_key(name) {
-                errors.push(format!("{what}: column {name} must not be in a MINIMAL image (only {only:?})"));
+                errors.push(format!(
+                    "{what}: column {name} must not be in a MINIMAL image (only {only:?})"
+                ));
             }
             continue;
         }
@@ -603,16 +620,30 @@ struct PartialJsonEvidence {
 /// (mysqlbinlog 9.7 stops printing a row at a GEOMETRY column, so diffs only show for
 /// tables whose JSON columns come before any geometry.)
 fn mysqlbinlog_partial_json(server: &TestServer) -> PartialJsonEvidence {
-    let base = server.query_value("SELECT @@log_bin_basename").expect("log_bin_basename");
-    let dir = std::path::Path::new(&base).parent().expect("binlog dir").to_path_buf();
-    let files: Vec<String> = server.query("SHOW BINARY LOGS").into_iter().filter_map(|r| r[0].clone()).collect();
+    let base = server
+        .query_value("SELECT @@log_bin_basename")
+        .expect("log_bin_basename");
+    let dir = std::path::Path::new(&base)
+        .parent()
+        .expect("binlog dir")
+        .to_path_buf();
+    let files: Vec<String> = server
+        .query("SHOW BINARY LOGS")
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
     let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/dev/mysql-tool.sh");
     let mut cmd = Command::new(tool);
-    cmd.arg("mysqlbinlog").arg("-v").args(files.iter().map(|f| dir.join(f)));
+    cmd.arg("mysqlbinlog")
+        .arg("-v")
+        .args(files.iter().map(|f| dir.join(f)));
     let out = common::output_with_timeout(&mut cmd, None, Duration::from_secs(120));
     assert!(out.success(), "mysqlbinlog failed: {}", out.stderr_text());
     let text = String::from_utf8_lossy(&out.stdout);
-    let events = text.lines().filter(|l| l.contains("Update_rows_partial")).count();
+    let events = text
+        .lines()
+        .filter(|l| l.contains("Update_rows_partial"))
+        .count();
     // A diff value starts `###   @56=JSON_REMOVE(` and continues on `###      ` lines.
     let mut diff_lines: Vec<String> = Vec::new();
     let mut in_diff = false;
@@ -628,14 +659,21 @@ fn mysqlbinlog_partial_json(server: &TestServer) -> PartialJsonEvidence {
             in_diff = false;
         }
     }
-    eprintln!("mysqlbinlog: {events} Update_rows_partial event(s), {} JSON diff value(s)", diff_lines.len());
+    eprintln!(
+        "mysqlbinlog: {events} Update_rows_partial event(s), {} JSON diff value(s)",
+        diff_lines.len()
+    );
     for l in text.lines().filter(|l| l.contains("Update_rows_partial")) {
         eprintln!("  {}", l.trim());
     }
     for l in &diff_lines {
         eprintln!("  {}", l.chars().take(400).collect::<String>());
     }
-    PartialJsonEvidence { events, diffs: diff_lines.len(), diff_lines }
+    PartialJsonEvidence {
+        events,
+        diffs: diff_lines.len(),
+        diff_lines,
+    }
 }
 
 fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
@@ -874,7 +912,9 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         }
         let coords = (src["file"].clone(), src["pos"].clone(), src["row"].clone());
         if !src["row"].is_u64() || !seen_coords.insert(coords.clone()) {
-            errors.push(format!("{what}: (file, pos, row) {coords:?} missing or not unique"));
+            errors.push(format!(
+                "{what}: (file, pos, row) {coords:?} missing or not unique"
+            ));
         }
         if gtid != last_gtid {
             last_gtid = gtid.to_string();
@@ -884,11 +924,19 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         // One table only: total order and per-table order coincide.
         for k in ["total_order", "data_collection_order"] {
             if ev["transaction"][k] != json!(order_in_tx) {
-                errors.push(format!("{what}: transaction.{k} = {} (expected {order_in_tx})", ev["transaction"][k]));
+                errors.push(format!(
+                    "{what}: transaction.{k} = {} (expected {order_in_tx})",
+                    ev["transaction"][k]
+                ));
             }
         }
-        if !ev["ts_ms"].as_u64().is_some_and(|t| t > 0) || !src["ts_ms"].as_u64().is_some_and(|t| t > 0) {
-            errors.push(format!("{what}: ts_ms {} / source.ts_ms {} must be positive", ev["ts_ms"], src["ts_ms"]));
+        if !ev["ts_ms"].as_u64().is_some_and(|t| t > 0)
+            || !src["ts_ms"].as_u64().is_some_and(|t| t > 0)
+        {
+            errors.push(format!(
+                "{what}: ts_ms {} / source.ts_ms {} must be positive",
+                ev["ts_ms"], src["ts_ms"]
+            ));
         }
         // Images.
         for (side, exp_img) in [("before", exp.before), ("after", exp.after)] {
@@ -900,7 +948,11 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
                     }
                 }
                 Some(vals) => {
-                    let only: &[&str] = if side == "after" { exp.only_after } else { exp.only_before };
+                    let only: &[&str] = if side == "after" {
+                        exp.only_after
+                    } else {
+                        exp.only_before
+                    };
                     let has_id = exp.image != Image::Minimal || only.contains(&"id");
                     if has_id && got.get("id") != Some(&json!(exp.id)) {
                         errors.push(format!(
@@ -927,7 +979,9 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
                         Image::Minimal => {
                             minimal_cells += n;
                             if n != only.len() {
-                                errors.push(format!("{what} {side}: {n} cells compared, expected {only:?}"));
+                                errors.push(format!(
+                                    "{what} {side}: {n} cells compared, expected {only:?}"
+                                ));
                             }
                         }
                     }
@@ -1003,7 +1057,10 @@ fn golden_mysql_with_vector() {
     golden(Flavor::MySql, &[], |_| true);
 }
 
-const COMPRESSED_PARTIAL_JSON: &[&str] = &["--binlog-transaction-compression=ON", "--binlog-row-value-options=PARTIAL_JSON"];
+const COMPRESSED_PARTIAL_JSON: &[&str] = &[
+    "--binlog-transaction-compression=ON",
+    "--binlog-row-value-options=PARTIAL_JSON",
+];
 
 /// Compressed transaction payloads and PARTIAL_UPDATE_ROWS events, every type but VECTOR.
 #[test]
@@ -1015,36 +1072,131 @@ fn golden_mysql_compressed_partial_json() {
 /// prove the JSON column was logged as a diff (mysqlbinlog 9.7 cannot print GEOMETRY).
 #[test]
 fn golden_mysql_compressed_partial_json_diffs() {
-    golden(Flavor::MySql, COMPRESSED_PARTIAL_JSON, |c| c.kind != Kind::Vector && c.kind != Kind::Geo);
+    golden(Flavor::MySql, COMPRESSED_PARTIAL_JSON, |c| {
+        c.kind != Kind::Vector && c.kind != Kind::Geo
+    });
 }
 
 /// The comparison itself, without a server: a wrong value, a missing column and an
 /// unknown column are each reported, and matching cells are counted.
 #[test]
 fn compare_image_reports_mismatches() {
-    let cols = vec![col("a", "INT", Kind::Int, "1", "2"), col("t", "TEXT", Kind::Text, "'x'", "'y'")];
+    let cols = vec![
+        col("a", "INT", Kind::Int, "1", "2"),
+        col("t", "TEXT", Kind::Text, "'x'", "'y'"),
+    ];
     let exp = vec![json!(1), json!("x")];
     let mut errors = Vec::new();
-    assert_eq!(compare_image("ok", &json!({"id": 1, "a": 1, "t": "x"}), &exp, &cols, Image::Full, &[], &[], &mut errors), 3);
+    assert_eq!(
+        compare_image(
+            "ok",
+            &json!({"id": 1, "a": 1, "t": "x"}),
+            &exp,
+            &cols,
+            Image::Full,
+            &[],
+            &[],
+            &mut errors
+        ),
+        3
+    );
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(compare_image("bad", &json!({"id": 1, "a": 2, "t": "x"}), &exp, &cols, Image::Full, &[], &[], &mut errors), 3);
-    assert_eq!(errors, vec!["bad: column a (INT): expected 1, got 2".to_string()]);
+    assert_eq!(
+        compare_image(
+            "bad",
+            &json!({"id": 1, "a": 2, "t": "x"}),
+            &exp,
+            &cols,
+            Image::Full,
+            &[],
+            &[],
+            &mut errors
+        ),
+        3
+    );
+    assert_eq!(
+        errors,
+        vec!["bad: column a (INT): expected 1, got 2".to_string()]
+    );
     errors.clear();
-    compare_image("missing", &json!({"id": 1, "a": 1, "z": 0}), &exp, &cols, Image::Full, &[], &[], &mut errors);
+    compare_image(
+        "missing",
+        &json!({"id": 1, "a": 1, "z": 0}),
+        &exp,
+        &cols,
+        Image::Full,
+        &[],
+        &[],
+        &mut errors,
+    );
     assert_eq!(errors.len(), 2, "{errors:?}");
     errors.clear();
     // NOBLOB: a blob column may be absent unless it must be there.
-    assert_eq!(compare_image("noblob", &json!({"id": 1, "a": 1}), &exp, &cols, Image::NoBlob, &[], &[], &mut errors), 2);
+    assert_eq!(
+        compare_image(
+            "noblob",
+            &json!({"id": 1, "a": 1}),
+            &exp,
+            &cols,
+            Image::NoBlob,
+            &[],
+            &[],
+            &mut errors
+        ),
+        2
+    );
     assert!(errors.is_empty(), "{errors:?}");
-    compare_image("noblob", &json!({"id": 1, "a": 1}), &exp, &cols, Image::NoBlob, &["t"], &[], &mut errors);
+    compare_image(
+        "noblob",
+        &json!({"id": 1, "a": 1}),
+        &exp,
+        &cols,
+        Image::NoBlob,
+        &["t"],
+        &[],
+        &mut errors,
+    );
     assert_eq!(errors.len(), 1, "{errors:?}");
     errors.clear();
     // MINIMAL: exactly the listed columns; an extra one is an error.
-    assert_eq!(compare_image("minimal", &json!({"a": 1}), &exp, &cols, Image::Minimal, &[], &["a"], &mut errors), 1);
+    assert_eq!(
+        compare_image(
+            "minimal",
+            &json!({"a": 1}),
+            &exp,
+            &cols,
+            Image::Minimal,
+            &[],
+            &["a"],
+            &mut errors
+        ),
+        1
+    );
     assert!(errors.is_empty(), "{errors:?}");
-    compare_image("minimal", &json!({"id": 1, "a": 1}), &exp, &cols, Image::Minimal, &[], &["id"], &mut errors);
+    compare_image(
+        "minimal",
+        &json!({"id": 1, "a": 1}),
+        &exp,
+        &cols,
+        Image::Minimal,
+        &[],
+        &["id"],
+        &mut errors,
+    );
     assert_eq!(errors.len(), 1, "{errors:?}");
     // Floats: FLOAT 1.1 is expected as the shortest f32 form, not the widened double.
-    assert_eq!(expected_value(&col("f", "FLOAT", Kind::F32, "", ""), Some("1.100000023841858")), json!(1.1));
-    assert_ne!(expected_value(&col("f", "FLOAT", Kind::F32, "", ""), Some("1.100000023841858")), json!(1.100000023841858));
+    assert_eq!(
+        expected_value(
+            &col("f", "FLOAT", Kind::F32, "", ""),
+            Some("1.100000023841858")
+        ),
+        json!(1.1)
+    );
+    assert_ne!(
+        expected_value(
+            &col("f", "FLOAT", Kind::F32, "", ""),
+            Some("1.100000023841858")
+        ),
+        json!(1.100000023841858)
+    );
 }
