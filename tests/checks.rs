@@ -29,7 +29,11 @@ struct Want<'a> {
 }
 
 fn want<'a>(setting: &'a str, expected: &'a str, actual: &'a str) -> Want<'a> {
-    Want { setting, expected, actual }
+    Want {
+        setting,
+        expected,
+        actual,
+    }
 }
 
 fn run_check(url: &str, server_id: Option<u32>, from: &str) -> TimedOutput {
@@ -43,8 +47,21 @@ fn run_check(url: &str, server_id: Option<u32>, from: &str) -> TimedOutput {
 
 fn run_tail(url: &str, server_id: u32, from: &str, max_events: usize) -> TimedOutput {
     let mut cmd = common::rowstream();
-    cmd.args(["tail", "--url", url, "--server-id", &server_id.to_string(), "--from", from])
-        .args(["--max-events", &max_events.to_string(), "--heartbeat-secs", "1"]);
+    cmd.args([
+        "tail",
+        "--url",
+        url,
+        "--server-id",
+        &server_id.to_string(),
+        "--from",
+        from,
+    ])
+    .args([
+        "--max-events",
+        &max_events.to_string(),
+        "--heartbeat-secs",
+        "1",
+    ]);
     common::output_with_timeout(&mut cmd, None, RUN_TIMEOUT)
 }
 
@@ -61,7 +78,11 @@ fn describe(what: &str, out: &TimedOutput) -> String {
 /// stderr line `<setting>: must be <..expected..>, is <..actual..>. Fix: <something>`.
 fn assert_refused(what: &str, out: &TimedOutput, wants: &[Want]) {
     let ctx = describe(what, out);
-    assert_eq!(out.status.and_then(|s| s.code()), Some(2), "exit code must be 2 (failed checks); {ctx}");
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(2),
+        "exit code must be 2 (failed checks); {ctx}"
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).trim().is_empty(),
         "a refused server must not produce output on stdout; {ctx}"
@@ -72,9 +93,13 @@ fn assert_refused(what: &str, out: &TimedOutput, wants: &[Want]) {
         let ok = stderr.lines().any(|l| {
             let Some(i) = l.find(&head) else { return false };
             let rest = &l[i + head.len()..];
-            let Some(is) = rest.find(", is ") else { return false };
+            let Some(is) = rest.find(", is ") else {
+                return false;
+            };
             let (expected, actual) = (&rest[..is], &rest[is + ", is ".len()..]);
-            let Some(fix) = actual.find(". Fix: ") else { return false };
+            let Some(fix) = actual.find(". Fix: ") else {
+                return false;
+            };
             expected.contains(w.expected)
                 && actual[..fix].contains(w.actual)
                 && actual[fix + ". Fix: ".len()..].trim().len() > 5
@@ -90,9 +115,17 @@ fn assert_refused(what: &str, out: &TimedOutput, wants: &[Want]) {
 /// Runs `check` and `tail` with the same arguments; both must refuse with `wants`.
 fn expect_refused(url: &str, server_id: u32, from: &str, wants: &[Want]) {
     let out = run_check(url, Some(server_id), from);
-    assert_refused(&format!("rowstream check --url {url} --server-id {server_id} --from {from}"), &out, wants);
+    assert_refused(
+        &format!("rowstream check --url {url} --server-id {server_id} --from {from}"),
+        &out,
+        wants,
+    );
     let out = run_tail(url, server_id, from, 1);
-    assert_refused(&format!("rowstream tail --url {url} --server-id {server_id} --from {from}"), &out, wants);
+    assert_refused(
+        &format!("rowstream tail --url {url} --server-id {server_id} --from {from}"),
+        &out,
+        wants,
+    );
 }
 
 /// `check` passes (exit 0, "ok") and `tail` streams the row `(id)` of `db.t` inserted now.
@@ -121,7 +154,15 @@ fn expect_good(server: &TestServer, url: &str, db: &str, id: u32) {
 /// until the server lists it as a registered replica.
 fn background_replica(server: &TestServer, server_id: u32) -> Child {
     let mut child = common::rowstream()
-        .args(["tail", "--url", &server.url(), "--server-id", &server_id.to_string(), "--from", "latest"])
+        .args([
+            "tail",
+            "--url",
+            &server.url(),
+            "--server-id",
+            &server_id.to_string(),
+            "--from",
+            "latest",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -134,7 +175,10 @@ fn background_replica(server: &TestServer, server_id: u32) -> Child {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = server.query(list);
-        if rows.iter().any(|r| r.first().cloned().flatten().as_deref() == Some(&server_id.to_string())) {
+        if rows
+            .iter()
+            .any(|r| r.first().cloned().flatten().as_deref() == Some(&server_id.to_string()))
+        {
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -142,7 +186,10 @@ fn background_replica(server: &TestServer, server_id: u32) -> Child {
             child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             panic!("background rowstream tail exited ({status}) before registering: {err}");
         }
-        assert!(Instant::now() < deadline, "rowstream tail --server-id {server_id} never showed in {list}: {rows:?}");
+        assert!(
+            Instant::now() < deadline,
+            "rowstream tail --server-id {server_id} never showed in {list}: {rows:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -163,7 +210,9 @@ fn select_only_user(server: &TestServer, user: &str) -> String {
 /// Writes a few transactions, rotates and purges the old binlogs; returns the GTID set
 /// of the first transaction (now purged).
 fn purge_old_binlogs(server: &TestServer) -> String {
-    server.exec("CREATE DATABASE IF NOT EXISTS purge_db; CREATE TABLE purge_db.t (id INT PRIMARY KEY)");
+    server.exec(
+        "CREATE DATABASE IF NOT EXISTS purge_db; CREATE TABLE purge_db.t (id INT PRIMARY KEY)",
+    );
     let first = server.gtid_executed();
     server.exec("INSERT INTO purge_db.t VALUES (1); INSERT INTO purge_db.t VALUES (2);");
     server.exec("FLUSH BINARY LOGS");
@@ -171,11 +220,17 @@ fn purge_old_binlogs(server: &TestServer) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let logs = server.query("SHOW BINARY LOGS");
-        let last = logs.last().and_then(|r| r[0].clone()).expect("SHOW BINARY LOGS");
+        let last = logs
+            .last()
+            .and_then(|r| r[0].clone())
+            .expect("SHOW BINARY LOGS");
         if logs.len() == 1 {
             return first;
         }
-        assert!(Instant::now() < deadline, "the old binlogs could not be purged: {logs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the old binlogs could not be purged: {logs:?}"
+        );
         server.exec(&format!("PURGE BINARY LOGS TO '{last}'"));
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -187,22 +242,39 @@ fn purge_old_binlogs(server: &TestServer) -> String {
 
 #[test]
 fn mariadb_runtime_misconfigurations() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let url = s.url();
     let id = common::next_replica_server_id();
     expect_good(&s, &url, "good", 1);
     expect_good(&s, &s.repl_url(), "good", 2);
 
     s.exec("SET GLOBAL binlog_format=STATEMENT");
-    expect_refused(&url, id, "latest", &[want("binlog_format", "ROW", "STATEMENT")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want("binlog_format", "ROW", "STATEMENT")],
+    );
     s.exec("SET GLOBAL binlog_format=ROW");
 
     s.exec("SET GLOBAL binlog_row_image=MINIMAL");
-    expect_refused(&url, id, "latest", &[want("binlog_row_image", "FULL", "MINIMAL")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want("binlog_row_image", "FULL", "MINIMAL")],
+    );
     s.exec("SET GLOBAL binlog_row_image=FULL");
 
     s.exec("SET GLOBAL binlog_row_metadata=NO_LOG");
-    expect_refused(&url, id, "latest", &[want("binlog_row_metadata", "FULL", "NO_LOG")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want("binlog_row_metadata", "FULL", "NO_LOG")],
+    );
     s.exec("SET GLOBAL binlog_row_metadata=FULL");
 
     s.exec("SET GLOBAL log_bin_compress=ON");
@@ -224,15 +296,31 @@ fn mariadb_runtime_misconfigurations() {
     s.exec("SET GLOBAL binlog_format=ROW; SET GLOBAL binlog_row_image=FULL; SET GLOBAL binlog_row_metadata=FULL");
 
     // server_id: the source's own, and zero.
-    expect_refused(&url, s.server_id, "latest", &[want("server_id (rowstream)", "different from the source", &s.server_id.to_string())]);
-    expect_refused(&url, 0, "latest", &[want("server_id (rowstream)", "non-zero", "0")]);
+    expect_refused(
+        &url,
+        s.server_id,
+        "latest",
+        &[want(
+            "server_id (rowstream)",
+            "different from the source",
+            &s.server_id.to_string(),
+        )],
+    );
+    expect_refused(
+        &url,
+        0,
+        "latest",
+        &[want("server_id (rowstream)", "non-zero", "0")],
+    );
 
     expect_good(&s, &url, "good", 3);
 }
 
 #[test]
 fn mariadb_missing_privileges() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let url = select_only_user(&s, "onlyselect");
     let id = common::next_replica_server_id();
     expect_refused(
@@ -240,8 +328,16 @@ fn mariadb_missing_privileges() {
         id,
         "latest",
         &[
-            want("privilege REPLICATION SLAVE", "granted ON *.*", "not granted to 'onlyselect'@'%'"),
-            want("privilege BINLOG MONITOR", "granted ON *.*", "not granted to 'onlyselect'@'%'"),
+            want(
+                "privilege REPLICATION SLAVE",
+                "granted ON *.*",
+                "not granted to 'onlyselect'@'%'",
+            ),
+            want(
+                "privilege BINLOG MONITOR",
+                "granted ON *.*",
+                "not granted to 'onlyselect'@'%'",
+            ),
         ],
     );
     // No SELECT at all either.
@@ -252,8 +348,16 @@ fn mariadb_missing_privileges() {
         id,
         "latest",
         &[
-            want("privilege SELECT", "granted on the captured tables", "not granted to 'nothing'@'%'"),
-            want("privilege BINLOG MONITOR", "granted ON *.*", "not granted to 'nothing'@'%'"),
+            want(
+                "privilege SELECT",
+                "granted on the captured tables",
+                "not granted to 'nothing'@'%'",
+            ),
+            want(
+                "privilege BINLOG MONITOR",
+                "granted ON *.*",
+                "not granted to 'nothing'@'%'",
+            ),
         ],
     );
 }
@@ -262,55 +366,109 @@ fn mariadb_missing_privileges() {
 /// get the privilege check lines (exit 2), not a bare server error.
 #[test]
 fn mariadb_missing_privileges_from_earliest() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let url = select_only_user(&s, "onlyselect");
     expect_refused(
         &url,
         common::next_replica_server_id(),
         "earliest",
-        &[want("privilege BINLOG MONITOR", "granted ON *.*", "not granted to 'onlyselect'@'%'")],
+        &[want(
+            "privilege BINLOG MONITOR",
+            "granted ON *.*",
+            "not granted to 'onlyselect'@'%'",
+        )],
     );
 }
 
 #[test]
 fn mariadb_duplicate_server_id() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let id = common::next_replica_server_id();
     let child = background_replica(&s, id);
     let url = s.url();
     let actual = format!("{id}, also used by");
-    let wants = [want("server_id (rowstream)", "unique among the replicas", &actual)];
+    let wants = [want(
+        "server_id (rowstream)",
+        "unique among the replicas",
+        &actual,
+    )];
     let out = run_check(&url, Some(id), "latest");
     let out_tail = run_tail(&url, id, "latest", 1);
     stop_child(child);
-    assert_refused("rowstream check with the server id of a running tail", &out, &wants);
-    assert_refused("rowstream tail with the server id of a running tail", &out_tail, &wants);
+    assert_refused(
+        "rowstream check with the server id of a running tail",
+        &out,
+        &wants,
+    );
+    assert_refused(
+        "rowstream tail with the server id of a running tail",
+        &out_tail,
+        &wants,
+    );
 }
 
 #[test]
 fn mariadb_purged_start_position() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let old = purge_old_binlogs(&s);
     assert!(!old.is_empty());
-    expect_refused(&s.url(), common::next_replica_server_id(), &old, &[want("binlog (purged)", "still holding", "purged up to")]);
+    expect_refused(
+        &s.url(),
+        common::next_replica_server_id(),
+        &old,
+        &[want("binlog (purged)", "still holding", "purged up to")],
+    );
     // Ahead of the server: wrong server.
-    expect_refused(&s.url(), common::next_replica_server_id(), "0-1-999999", &[want("gtid_binlog_pos", "", "domain 0")]);
+    expect_refused(
+        &s.url(),
+        common::next_replica_server_id(),
+        "0-1-999999",
+        &[want("gtid_binlog_pos", "", "domain 0")],
+    );
     // The current position is fine.
-    let out = run_check(&s.url(), Some(common::next_replica_server_id()), &s.gtid_executed());
+    let out = run_check(
+        &s.url(),
+        Some(common::next_replica_server_id()),
+        &s.gtid_executed(),
+    );
     assert!(out.success(), "{}", describe("check --from current", &out));
 }
 
 #[test]
 fn mariadb_log_bin_off() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &["--skip-log-bin"]) else { return };
-    assert_eq!(s.query_value("SELECT @@log_bin").as_deref(), Some("0"), "--skip-log-bin did not turn the binlog off");
-    expect_refused(&s.url(), common::next_replica_server_id(), "latest", &[want("log_bin", "ON", "OFF")]);
+    let Some(s) = TestServer::start(Flavor::MariaDb, &["--skip-log-bin"]) else {
+        return;
+    };
+    assert_eq!(
+        s.query_value("SELECT @@log_bin").as_deref(),
+        Some("0"),
+        "--skip-log-bin did not turn the binlog off"
+    );
+    expect_refused(
+        &s.url(),
+        common::next_replica_server_id(),
+        "latest",
+        &[want("log_bin", "ON", "OFF")],
+    );
 }
 
 #[test]
 fn mariadb_log_bin_compress_at_startup() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &["--log-bin-compress=ON"]) else { return };
-    expect_refused(&s.url(), common::next_replica_server_id(), "latest", &[want("log_bin_compress", "OFF", "ON")]);
+    let Some(s) = TestServer::start(Flavor::MariaDb, &["--log-bin-compress=ON"]) else {
+        return;
+    };
+    expect_refused(
+        &s.url(),
+        common::next_replica_server_id(),
+        "latest",
+        &[want("log_bin_compress", "OFF", "ON")],
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -319,22 +477,39 @@ fn mariadb_log_bin_compress_at_startup() {
 
 #[test]
 fn mysql_runtime_misconfigurations() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
     let url = s.url();
     let id = common::next_replica_server_id();
     expect_good(&s, &url, "good", 1);
     expect_good(&s, &s.repl_url(), "good", 2);
 
     s.exec("SET GLOBAL binlog_format=STATEMENT");
-    expect_refused(&url, id, "latest", &[want("binlog_format", "ROW", "STATEMENT")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want("binlog_format", "ROW", "STATEMENT")],
+    );
     s.exec("SET GLOBAL binlog_format=ROW");
 
     s.exec("SET GLOBAL binlog_row_image=MINIMAL");
-    expect_refused(&url, id, "latest", &[want("binlog_row_image", "FULL", "MINIMAL")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want("binlog_row_image", "FULL", "MINIMAL")],
+    );
     s.exec("SET GLOBAL binlog_row_image=FULL");
 
     s.exec("SET GLOBAL binlog_row_metadata=MINIMAL");
-    expect_refused(&url, id, "latest", &[want("binlog_row_metadata", "FULL", "MINIMAL")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want("binlog_row_metadata", "FULL", "MINIMAL")],
+    );
     s.exec("SET GLOBAL binlog_row_metadata=FULL");
 
     s.exec("SET GLOBAL binlog_format=MIXED; SET GLOBAL binlog_row_image=NOBLOB; SET GLOBAL binlog_row_metadata=MINIMAL");
@@ -350,14 +525,25 @@ fn mysql_runtime_misconfigurations() {
     );
     s.exec("SET GLOBAL binlog_format=ROW; SET GLOBAL binlog_row_image=FULL; SET GLOBAL binlog_row_metadata=FULL");
 
-    expect_refused(&url, s.server_id, "latest", &[want("server_id (rowstream)", "different from the source", &s.server_id.to_string())]);
+    expect_refused(
+        &url,
+        s.server_id,
+        "latest",
+        &[want(
+            "server_id (rowstream)",
+            "different from the source",
+            &s.server_id.to_string(),
+        )],
+    );
 
     expect_good(&s, &url, "good", 3);
 }
 
 #[test]
 fn mysql_missing_privileges() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
     let url = select_only_user(&s, "onlyselect");
     let id = common::next_replica_server_id();
     expect_refused(
@@ -365,75 +551,160 @@ fn mysql_missing_privileges() {
         id,
         "latest",
         &[
-            want("privilege REPLICATION SLAVE", "granted ON *.*", "not granted to 'onlyselect'@'%'"),
-            want("privilege REPLICATION CLIENT", "granted ON *.*", "not granted to 'onlyselect'@'%'"),
+            want(
+                "privilege REPLICATION SLAVE",
+                "granted ON *.*",
+                "not granted to 'onlyselect'@'%'",
+            ),
+            want(
+                "privilege REPLICATION CLIENT",
+                "granted ON *.*",
+                "not granted to 'onlyselect'@'%'",
+            ),
         ],
     );
     s.exec("CREATE USER 'nothing'@'%' IDENTIFIED BY 'pw'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'nothing'@'%'");
     let url = format!("mysql://nothing:pw@127.0.0.1:{}", s.port);
-    expect_refused(&url, id, "latest", &[want("privilege SELECT", "granted on the captured tables", "not granted to 'nothing'@'%'")]);
+    expect_refused(
+        &url,
+        id,
+        "latest",
+        &[want(
+            "privilege SELECT",
+            "granted on the captured tables",
+            "not granted to 'nothing'@'%'",
+        )],
+    );
 }
 
 #[test]
 fn mysql_duplicate_server_id() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
     let id = common::next_replica_server_id();
     let child = background_replica(&s, id);
     let url = s.url();
     let actual = format!("{id}, also used by");
-    let wants = [want("server_id (rowstream)", "unique among the replicas", &actual)];
+    let wants = [want(
+        "server_id (rowstream)",
+        "unique among the replicas",
+        &actual,
+    )];
     let out = run_check(&url, Some(id), "latest");
     let out_tail = run_tail(&url, id, "latest", 1);
     stop_child(child);
-    assert_refused("rowstream check with the server id of a running tail", &out, &wants);
-    assert_refused("rowstream tail with the server id of a running tail", &out_tail, &wants);
+    assert_refused(
+        "rowstream check with the server id of a running tail",
+        &out,
+        &wants,
+    );
+    assert_refused(
+        "rowstream tail with the server id of a running tail",
+        &out_tail,
+        &wants,
+    );
 }
 
 /// A real MySQL replica registered with server_id N: rowstream with N is refused.
 #[test]
 fn mysql_server_id_of_a_real_replica() {
-    let Some(primary) = TestServer::start(Flavor::MySql, &[]) else { return };
-    let Some(replica) = TestServer::start(Flavor::MySql, &[]) else { return };
+    let Some(primary) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
+    let Some(replica) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
     replica.replicate_from(&primary);
     let id = replica.server_id;
-    expect_refused(&primary.url(), id, "latest", &[want("server_id (rowstream)", "unique among the replicas", &format!("{id}, also used by"))]);
+    expect_refused(
+        &primary.url(),
+        id,
+        "latest",
+        &[want(
+            "server_id (rowstream)",
+            "unique among the replicas",
+            &format!("{id}, also used by"),
+        )],
+    );
 }
 
 #[test]
 fn mysql_purged_start_position() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
     let old = purge_old_binlogs(&s);
     assert!(!old.is_empty());
     let purged = s.query_value("SELECT @@gtid_purged").unwrap_or_default();
-    assert!(!purged.is_empty(), "PURGE BINARY LOGS must have set gtid_purged");
-    expect_refused(&s.url(), common::next_replica_server_id(), &old, &[want("gtid_purged", "a subset of the start position", &purged.replace('\n', ""))]);
+    assert!(
+        !purged.is_empty(),
+        "PURGE BINARY LOGS must have set gtid_purged"
+    );
+    expect_refused(
+        &s.url(),
+        common::next_replica_server_id(),
+        &old,
+        &[want(
+            "gtid_purged",
+            "a subset of the start position",
+            &purged.replace('\n', ""),
+        )],
+    );
     // Not of this server: wrong server.
     expect_refused(
         &s.url(),
         common::next_replica_server_id(),
         "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
-        &[want("gtid_executed", "a superset of the start position", "lacks 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")],
+        &[want(
+            "gtid_executed",
+            "a superset of the start position",
+            "lacks 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
+        )],
     );
-    let out = run_check(&s.url(), Some(common::next_replica_server_id()), &s.gtid_executed());
+    let out = run_check(
+        &s.url(),
+        Some(common::next_replica_server_id()),
+        &s.gtid_executed(),
+    );
     assert!(out.success(), "{}", describe("check --from current", &out));
 }
 
 #[test]
 fn mysql_log_bin_off() {
-    let Some(s) = TestServer::start(Flavor::MySql, &["--skip-log-bin"]) else { return };
-    assert_eq!(s.query_value("SELECT @@log_bin").as_deref(), Some("0"), "--skip-log-bin did not turn the binlog off");
-    expect_refused(&s.url(), common::next_replica_server_id(), "latest", &[want("log_bin", "ON", "OFF")]);
+    let Some(s) = TestServer::start(Flavor::MySql, &["--skip-log-bin"]) else {
+        return;
+    };
+    assert_eq!(
+        s.query_value("SELECT @@log_bin").as_deref(),
+        Some("0"),
+        "--skip-log-bin did not turn the binlog off"
+    );
+    expect_refused(
+        &s.url(),
+        common::next_replica_server_id(),
+        "latest",
+        &[want("log_bin", "ON", "OFF")],
+    );
 }
 
 #[test]
 fn mysql_gtid_mode_off() {
-    let Some(s) = TestServer::start(Flavor::MySql, &["--gtid-mode=OFF", "--enforce-gtid-consistency=OFF"]) else { return };
+    let Some(s) = TestServer::start(
+        Flavor::MySql,
+        &["--gtid-mode=OFF", "--enforce-gtid-consistency=OFF"],
+    ) else {
+        return;
+    };
     assert_eq!(s.query_value("SELECT @@gtid_mode").as_deref(), Some("OFF"));
     expect_refused(
         &s.url(),
         common::next_replica_server_id(),
         "latest",
-        &[want("gtid_mode", "ON", "OFF"), want("enforce_gtid_consistency", "ON", "OFF")],
+        &[
+            want("gtid_mode", "ON", "OFF"),
+            want("enforce_gtid_consistency", "ON", "OFF"),
+        ],
     );
 }
 
@@ -442,7 +713,9 @@ fn mysql_gtid_mode_off() {
 /// authenticates over plain TCP (full authentication with the server's RSA key) and streams.
 #[test]
 fn mysql_tls_and_caching_sha2_full_auth() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else { return };
+    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
     let tls_url = format!("{}?tls=required", s.url());
     let out = run_check(&tls_url, Some(common::next_replica_server_id()), "latest");
     assert!(out.success(), "{}", describe("check ?tls=required", &out));
@@ -461,5 +734,9 @@ fn mysql_tls_and_caching_sha2_full_auth() {
     // A wrong password is a clean error, not a hang.
     let bad = format!("mysql://fresh:wrong@127.0.0.1:{}", s.port);
     let out = run_check(&bad, None, "latest");
-    assert!(out.status.is_some() && !out.success(), "{}", describe("check with a wrong password", &out));
+    assert!(
+        out.status.is_some() && !out.success(),
+        "{}",
+        describe("check with a wrong password", &out)
+    );
 }

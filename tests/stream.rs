@@ -35,7 +35,12 @@ fn sha256_hex(data: &[u8]) -> String {
     let w = std::thread::spawn(move || stdin.write_all(&data));
     let out = child.wait_with_output().expect("sha256sum");
     w.join().unwrap().expect("writing to sha256sum");
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The GTID of the `k`-th transaction (1-based) committed after `executed` on a server
@@ -45,7 +50,12 @@ fn gtid_after(flavor: Flavor, executed: &str, k: u64) -> String {
         Flavor::MySql => {
             // One uuid (this server's own), one interval: uuid:1-N.
             let (uuid, range) = executed.rsplit_once(':').expect("uuid:interval");
-            let last: u64 = range.rsplit('-').next().unwrap().parse().expect("interval end");
+            let last: u64 = range
+                .rsplit('-')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("interval end");
             format!("{uuid}:{}", last + k)
         }
         Flavor::MariaDb => {
@@ -61,7 +71,9 @@ fn gtid_after(flavor: Flavor, executed: &str, k: u64) -> String {
 // ---------------------------------------------------------------------------------------
 
 fn big_row(flavor: Flavor) {
-    let Some(s) = TestServer::start(flavor, &["--max-allowed-packet=256M"]) else { return };
+    let Some(s) = TestServer::start(flavor, &["--max-allowed-packet=256M"]) else {
+        return;
+    };
     s.exec("CREATE DATABASE big; CREATE TABLE big.t (id INT PRIMARY KEY, b LONGBLOB, t LONGTEXT) CHARACTER SET utf8mb4");
     let from = s.gtid_executed();
     let cte_limit = match flavor {
@@ -89,13 +101,21 @@ fn big_row(flavor: Flavor) {
     assert_eq!(row["op"], "c");
     assert_eq!(row["after"]["id"], 1);
     let b = base64::engine::general_purpose::STANDARD
-        .decode(row["after"]["b"].as_str().expect("LONGBLOB as a base64 string"))
+        .decode(
+            row["after"]["b"]
+                .as_str()
+                .expect("LONGBLOB as a base64 string"),
+        )
         .expect("valid base64");
     assert_eq!(b.len().to_string(), srv[0], "blob length");
     assert_eq!(sha256_hex(&b), srv[1], "blob SHA-256");
     let t = row["after"]["t"].as_str().expect("LONGTEXT as a string");
     assert_eq!(t.len().to_string(), srv[2], "text length in bytes");
-    assert_eq!(t.chars().count().to_string(), srv[4], "text length in characters");
+    assert_eq!(
+        t.chars().count().to_string(),
+        srv[4],
+        "text length in characters"
+    );
     assert!(t.starts_with("héllo😀") && t.ends_with("€😀"));
     assert_eq!(sha256_hex(t.as_bytes()), srv[3], "text SHA-256");
     eprintln!("{flavor:?}: 40 MB row streamed in {took:?}");
@@ -159,16 +179,35 @@ fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
 fn restart_mid_stream(flavor: Flavor, crash: bool) {
     // A clean MariaDB shutdown waits for a dump thread blocked in a network write (our
     // unread pipe) up to net_write_timeout (default 60 s).
-    let Some(s) = TestServer::start(flavor, &["--net-write-timeout=5"]) else { return };
-    s.exec("CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY, txn INT, k INT, pad LONGTEXT)");
+    let Some(s) = TestServer::start(flavor, &["--net-write-timeout=5"]) else {
+        return;
+    };
+    s.exec(
+        "CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY, txn INT, k INT, pad LONGTEXT)",
+    );
     let from = s.gtid_executed();
     let txns = 2 * TXNS_PER_PHASE + TXNS_LAST_PHASE;
     let total = txns * ROWS_PER_TXN;
 
     let server_id = common::next_replica_server_id();
     let mut child = common::rowstream()
-        .args(["tail", "--url", &s.url(), "--server-id", &server_id.to_string(), "--from", &from])
-        .args(["--max-events", &total.to_string(), "--heartbeat-secs", "1", "--include", "r.t"])
+        .args([
+            "tail",
+            "--url",
+            &s.url(),
+            "--server-id",
+            &server_id.to_string(),
+            "--from",
+            &from,
+        ])
+        .args([
+            "--max-events",
+            &total.to_string(),
+            "--heartbeat-secs",
+            "1",
+            "--include",
+            "r.t",
+        ])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -186,7 +225,10 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     // Phase 1 while nobody reads rowstream's stdout: it backs up into the binlog dump.
     s.exec(&phase_sql(1, TXNS_PER_PHASE));
     std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "rowstream tail exited early");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "rowstream tail exited early"
+    );
     let t0 = Instant::now();
     if crash {
         s.kill();
@@ -203,7 +245,8 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     loop {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {:.300}", line));
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {:.300}", line));
                 let is_row = v.get("op").is_some();
                 got_rows += u64::from(is_row);
                 events.push(v);
@@ -229,7 +272,10 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     }
     let status = child.wait().unwrap();
     let err = stderr_thread.join().unwrap_or_default();
-    assert!(status.success(), "rowstream tail failed ({status}) after {got_rows}/{total} rows\n--- stderr ---\n{err}");
+    assert!(
+        status.success(),
+        "rowstream tail failed ({status}) after {got_rows}/{total} rows\n--- stderr ---\n{err}"
+    );
     assert!(
         err.contains("reconnecting"),
         "the restart must have cut the stream (no reconnect logged)\n--- stderr ---\n{err}"
@@ -242,15 +288,28 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     let rows = rows(&events);
     let got: Vec<(String, u64)> = rows
         .iter()
-        .map(|r| (r["source"]["gtid"].as_str().unwrap().to_string(), r["after"]["id"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["source"]["gtid"].as_str().unwrap().to_string(),
+                r["after"]["id"].as_u64().unwrap(),
+            )
+        })
         .collect();
     if got != expected {
         let mut seen = std::collections::HashMap::new();
         for g in &got {
             *seen.entry(g.1).or_insert(0) += 1;
         }
-        let dups: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).map(|(id, _)| *id).collect();
-        let missing: Vec<_> = expected.iter().filter(|e| !seen.contains_key(&e.1)).map(|e| e.1).collect();
+        let dups: Vec<_> = seen
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|e| !seen.contains_key(&e.1))
+            .map(|e| e.1)
+            .collect();
         let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
         panic!(
             "rows differ from what was committed: {} rows, expected {}; first difference at index {first_diff:?} \
@@ -266,7 +325,11 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
         assert_eq!(r["op"], "c");
         assert_eq!(r["after"]["txn"].as_u64().unwrap(), id / 10);
         assert_eq!(r["after"]["k"].as_u64().unwrap(), id % 10);
-        assert_eq!(r["transaction"]["total_order"].as_u64().unwrap(), id % 10 + 1, "{id}");
+        assert_eq!(
+            r["transaction"]["total_order"].as_u64().unwrap(),
+            id % 10 + 1,
+            "{id}"
+        );
         let pad = r["after"]["pad"].as_str().unwrap();
         assert_eq!(pad.len() as u64, PAD);
         assert!(pad.bytes().all(|c| c == b'A' + (id % 26) as u8));
@@ -280,13 +343,21 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
         .and_then(|r| r.rsplit(['-', ':']).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no resume_from in {:?}", warnings[0]));
-    let phase1_end: u64 = gtid_after(flavor, &from, TXNS_PER_PHASE).rsplit(['-', ':']).next().unwrap().parse().unwrap();
+    let phase1_end: u64 = gtid_after(flavor, &from, TXNS_PER_PHASE)
+        .rsplit(['-', ':'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         resumed_at < phase1_end,
         "the stream was not interrupted inside phase 1 (resumed at {resumed_at}, phase 1 ends at {phase1_end}): \
          the test no longer exercises a mid-stream cut; make the phase bigger"
     );
-    eprintln!("{flavor:?}: restart took {restart_took:?}; phase 1 ends at {}; {warnings:#?}", gtid_after(flavor, &from, TXNS_PER_PHASE));
+    eprintln!(
+        "{flavor:?}: restart took {restart_took:?}; phase 1 ends at {}; {warnings:#?}",
+        gtid_after(flavor, &from, TXNS_PER_PHASE)
+    );
 }
 
 #[test]
@@ -316,18 +387,41 @@ fn mysql_crash_mid_stream() {
 
 #[test]
 fn mariadb_compressed_events_are_refused_never_decoded() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &["--log-bin-compress=ON", "--log-bin-compress-min-len=10"]) else {
+    let Some(s) = TestServer::start(
+        Flavor::MariaDb,
+        &["--log-bin-compress=ON", "--log-bin-compress-min-len=10"],
+    ) else {
         return;
     };
     let id = common::next_replica_server_id().to_string();
     let url = s.url();
     // While compression is on, tail refuses before streaming anything.
     let mut cmd = common::rowstream();
-    cmd.args(["tail", "--url", &url, "--server-id", &id, "--from", "earliest", "--max-events", "1"]);
+    cmd.args([
+        "tail",
+        "--url",
+        &url,
+        "--server-id",
+        &id,
+        "--from",
+        "earliest",
+        "--max-events",
+        "1",
+    ]);
     let out = common::output_with_timeout(&mut cmd, None, Duration::from_secs(60));
-    assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{}", out.stderr_text());
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        out.stderr_text()
+    );
     assert!(out.stdout.is_empty());
-    assert!(out.stderr_text().contains("log_bin_compress: must be OFF, is ON. Fix:"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text()
+            .contains("log_bin_compress: must be OFF, is ON. Fix:"),
+        "{}",
+        out.stderr_text()
+    );
 
     // A binlog with an uncompressed transaction, compressed ones, then uncompressed ones.
     s.exec("SET GLOBAL log_bin_compress=OFF");
@@ -347,17 +441,48 @@ fn mariadb_compressed_events_are_refused_never_decoded() {
     // and prints no row of them (nor any after them).
     for from in ["earliest", before_compressed.as_str()] {
         let mut cmd = common::rowstream();
-        cmd.args(["tail", "--url", &url, "--server-id", &id, "--from", from, "--max-events", "10", "--heartbeat-secs", "1"]);
+        cmd.args([
+            "tail",
+            "--url",
+            &url,
+            "--server-id",
+            &id,
+            "--from",
+            from,
+            "--max-events",
+            "10",
+            "--heartbeat-secs",
+            "1",
+        ]);
         let out = common::output_with_timeout(&mut cmd, None, Duration::from_secs(60));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let ctx = format!("tail --from {from}: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}", out.describe_status(), out.stderr_text());
+        let ctx = format!(
+            "tail --from {from}: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+            out.describe_status(),
+            out.stderr_text()
+        );
         assert!(out.status.is_some(), "must stop by itself, not wait: {ctx}");
         assert!(!out.success(), "must fail on compressed events: {ctx}");
-        assert!(out.stderr_text().to_lowercase().contains("compress"), "the error must name the compression: {ctx}");
-        assert!(!stdout.contains("compressed"), "a row of a compressed event was printed: {ctx}");
-        assert!(!stdout.contains("plain-after"), "rows after the compressed events were printed (skipped?): {ctx}");
-        let events: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
-        let ids: Vec<_> = rows(&events).iter().map(|r| r["after"]["id"].as_u64().unwrap()).collect();
+        assert!(
+            out.stderr_text().to_lowercase().contains("compress"),
+            "the error must name the compression: {ctx}"
+        );
+        assert!(
+            !stdout.contains("compressed"),
+            "a row of a compressed event was printed: {ctx}"
+        );
+        assert!(
+            !stdout.contains("plain-after"),
+            "rows after the compressed events were printed (skipped?): {ctx}"
+        );
+        let events: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        let ids: Vec<_> = rows(&events)
+            .iter()
+            .map(|r| r["after"]["id"].as_u64().unwrap())
+            .collect();
         if from == "earliest" {
             assert_eq!(ids, [1], "{ctx}");
         } else {
@@ -366,7 +491,10 @@ fn mariadb_compressed_events_are_refused_never_decoded() {
     }
     // From after them: fine.
     let events = common::tail(&url, &after_compressed, 2, &["--heartbeat-secs", "1"]);
-    let ids: Vec<_> = rows(&events).iter().map(|r| r["after"]["id"].as_u64().unwrap()).collect();
+    let ids: Vec<_> = rows(&events)
+        .iter()
+        .map(|r| r["after"]["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, [4, 5]);
 }
 
@@ -375,7 +503,9 @@ fn mariadb_compressed_events_are_refused_never_decoded() {
 // ---------------------------------------------------------------------------------------
 
 fn include_filter(flavor: Flavor) {
-    let Some(s) = TestServer::start(flavor, &[]) else { return };
+    let Some(s) = TestServer::start(flavor, &[]) else {
+        return;
+    };
     let from = s.gtid_executed();
     // DDL with a default database here (schema of qualified names without one:
     // include_keeps_qualified_ddl).
@@ -396,30 +526,58 @@ fn include_filter(flavor: Flavor) {
          INSERT INTO a.keep VALUES (3, 'k3', 3);",
     );
     // 2 inserts, 1 update, 1 delete, 1 insert of a.keep.
-    let events = common::tail(&s.url(), &from, 5, &["--include", "a.keep", "--heartbeat-secs", "1"]);
+    let events = common::tail(
+        &s.url(),
+        &from,
+        5,
+        &["--include", "a.keep", "--heartbeat-secs", "1"],
+    );
     let r = rows(&events);
     let got: Vec<(String, String, String)> = r
         .iter()
         .map(|e| {
-            let img = if e["op"] == "d" { &e["before"] } else { &e["after"] };
+            let img = if e["op"] == "d" {
+                &e["before"]
+            } else {
+                &e["after"]
+            };
             (
-                format!("{}.{}", e["source"]["db"].as_str().unwrap(), e["source"]["table"].as_str().unwrap()),
+                format!(
+                    "{}.{}",
+                    e["source"]["db"].as_str().unwrap(),
+                    e["source"]["table"].as_str().unwrap()
+                ),
                 e["op"].as_str().unwrap().to_string(),
                 img["v"].as_str().unwrap().to_string(),
             )
         })
         .collect();
     let want = |op: &str, v: &str| ("a.keep".to_string(), op.to_string(), v.to_string());
-    assert_eq!(got, [want("c", "k1"), want("c", "k2"), want("u", "k2u"), want("d", "k1"), want("c", "k3")], "{events:#?}");
+    assert_eq!(
+        got,
+        [
+            want("c", "k1"),
+            want("c", "k2"),
+            want("u", "k2u"),
+            want("d", "k1"),
+            want("c", "k3")
+        ],
+        "{events:#?}"
+    );
     // In the mixed transaction, a.keep's row is the 2nd of 3; its per-table order is 1.
     assert_eq!(r[1]["transaction"]["data_collection_order"], 1);
     for d in ddls(&events) {
         let text = d["ddl"].as_str().unwrap();
         assert_ne!(d["databaseName"], "b", "DDL of another schema: {d}");
-        assert!(!text.contains("bz") && !text.contains("bnew") && !text.contains("b.keep"), "DDL of another schema: {d}");
+        assert!(
+            !text.contains("bz") && !text.contains("bnew") && !text.contains("b.keep"),
+            "DDL of another schema: {d}"
+        );
     }
     assert!(
-        ddls(&events).iter().any(|d| d["ddl"].as_str().unwrap().contains("ADD COLUMN az")),
+        ddls(&events)
+            .iter()
+            .any(|d| d["ddl"].as_str().unwrap().contains("ADD COLUMN az")),
         "the ALTER TABLE of the included table (default database a) is missing: {events:#?}"
     );
 }
@@ -437,7 +595,9 @@ fn mysql_include_filter() {
 /// DDL of an included table written with a qualified name and no default database
 /// (`ALTER TABLE a.keep ...` from a session without `USE`) is the included table's DDL.
 fn include_keeps_qualified_ddl(flavor: Flavor) {
-    let Some(s) = TestServer::start(flavor, &[]) else { return };
+    let Some(s) = TestServer::start(flavor, &[]) else {
+        return;
+    };
     s.exec("CREATE DATABASE a; CREATE DATABASE b; CREATE TABLE a.keep (id INT PRIMARY KEY); CREATE TABLE b.keep (id INT PRIMARY KEY)");
     let from = s.gtid_executed();
     s.exec(
@@ -445,10 +605,24 @@ fn include_keeps_qualified_ddl(flavor: Flavor) {
          ALTER TABLE a.keep ADD COLUMN aq INT;
          INSERT INTO a.keep VALUES (1, 1);",
     );
-    let events = common::tail(&s.url(), &from, 1, &["--include", "a.keep", "--heartbeat-secs", "1"]);
-    let d: Vec<&str> = ddls(&events).iter().map(|d| d["ddl"].as_str().unwrap()).collect();
-    assert!(!d.iter().any(|t| t.contains("bq")), "DDL of another schema: {d:?}");
-    assert!(d.iter().any(|t| t.contains("ADD COLUMN aq")), "ALTER TABLE a.keep (no default database) missing: {events:#?}");
+    let events = common::tail(
+        &s.url(),
+        &from,
+        1,
+        &["--include", "a.keep", "--heartbeat-secs", "1"],
+    );
+    let d: Vec<&str> = ddls(&events)
+        .iter()
+        .map(|d| d["ddl"].as_str().unwrap())
+        .collect();
+    assert!(
+        !d.iter().any(|t| t.contains("bq")),
+        "DDL of another schema: {d:?}"
+    );
+    assert!(
+        d.iter().any(|t| t.contains("ADD COLUMN aq")),
+        "ALTER TABLE a.keep (no default database) missing: {events:#?}"
+    );
 }
 
 #[test]
@@ -466,7 +640,9 @@ fn mysql_include_keeps_qualified_ddl() {
 // ---------------------------------------------------------------------------------------
 
 fn from_earliest_on_fresh_server(flavor: Flavor) {
-    let Some(s) = TestServer::start(flavor, &[]) else { return };
+    let Some(s) = TestServer::start(flavor, &[]) else {
+        return;
+    };
     assert_eq!(s.gtid_executed(), "");
     s.exec("CREATE DATABASE e");
     let first = s.gtid_executed();
@@ -475,12 +651,25 @@ fn from_earliest_on_fresh_server(flavor: Flavor) {
     let first_gtid = first.clone();
     assert!(!events.is_empty());
     // The very first record is the first transaction: CREATE DATABASE.
-    assert_eq!(events[0]["source"]["gtid"], first_gtid.as_str(), "{events:#?}");
-    assert!(events[0]["ddl"].as_str().unwrap_or("").contains("CREATE DATABASE e"), "{events:#?}");
+    assert_eq!(
+        events[0]["source"]["gtid"],
+        first_gtid.as_str(),
+        "{events:#?}"
+    );
+    assert!(
+        events[0]["ddl"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CREATE DATABASE e"),
+        "{events:#?}"
+    );
     let r = rows(&events);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["after"]["id"], 1);
-    assert_eq!(r[0]["source"]["gtid"], gtid_after(flavor, &first, 2).as_str());
+    assert_eq!(
+        r[0]["source"]["gtid"],
+        gtid_after(flavor, &first, 2).as_str()
+    );
 }
 
 #[test]
