@@ -15,7 +15,8 @@
 //!
 //! What is checked:
 //! * `log_bin=ON`, `binlog_format=ROW`, `binlog_row_image=FULL`,
-//!   `binlog_row_metadata=FULL` (column names and signedness in TABLE_MAP);
+//!   `binlog_row_metadata=FULL` (column names and signedness in TABLE_MAP),
+//!   `binlog_checksum=CRC32` (we verify every event);
 //! * MySQL: `gtid_mode=ON`, `enforce_gtid_consistency=ON`;
 //! * MariaDB: `log_bin_compress=OFF` (we refuse compressed binlog events);
 //! * the server really is the flavour the caller assumed;
@@ -117,6 +118,7 @@ pub const CHECKED_VARIABLES: &[&str] = &[
     "gtid_mode",
     "enforce_gtid_consistency",
     "log_bin_compress",
+    "binlog_checksum",
     "server_id",
 ];
 
@@ -362,6 +364,17 @@ pub fn check_variables(flavor: Flavor, vars: &HashMap<String, String>) -> Vec<Ch
             shown(row_image),
             "SET GLOBAL binlog_row_image=FULL and binlog_row_image=FULL in my.cnf; sessions already open keep the old value until they reconnect",
         ));
+    }
+    // We verify every event's CRC32; a binlog without checksums cannot be verified.
+    if let Some(v) = get("binlog_checksum") {
+        if !v.eq_ignore_ascii_case("CRC32") {
+            out.push(failure(
+                "binlog_checksum",
+                "CRC32",
+                v,
+                "SET GLOBAL binlog_checksum=CRC32 and binlog_checksum=CRC32 in my.cnf (rowstream verifies the CRC32 of every event)",
+            ));
+        }
     }
     let metadata = get("binlog_row_metadata");
     match metadata {
@@ -891,6 +904,7 @@ mod tests {
             ("binlog_row_metadata", "MINIMAL"),
             ("gtid_mode", "OFF_PERMISSIVE"),
             ("enforce_gtid_consistency", "WARN"),
+            ("binlog_checksum", "NONE"),
         ]);
         let f = check_variables(Flavor::MySql, &v);
         assert_eq!(
@@ -899,6 +913,7 @@ mod tests {
                 "log_bin",
                 "binlog_format",
                 "binlog_row_image",
+                "binlog_checksum",
                 "binlog_row_metadata",
                 "gtid_mode",
                 "enforce_gtid_consistency"
@@ -908,7 +923,7 @@ mod tests {
         assert!(f[1].to_string().starts_with(
             "binlog_format: must be ROW, is STATEMENT. Fix: SET GLOBAL binlog_format=ROW"
         ));
-        assert!(f[4].fix.contains("ON_PERMISSIVE"));
+        assert!(f[5].fix.contains("ON_PERMISSIVE"));
         assert!(f.iter().all(|f| !f.fix.is_empty()));
     }
 
