@@ -93,17 +93,24 @@ async fn run_checks(
     Option<(rowstream_api::Flavor, crate::source::gtid::GtidSet)>,
 )> {
     let (mut conn, flavor) = stream::query_conn(opts).await?;
-    let start = stream::resolve_start(&mut conn, flavor, from).await?;
+    // Resolving the start may itself need the privileges being checked: run
+    // the checks anyway, so a missing grant is reported as such.
+    let start = stream::resolve_start(&mut conn, flavor, from).await;
     let failures = checks::run_checks(
         &mut conn,
         &CheckInput {
             flavor,
             server_id,
-            start: Some(&start),
+            start: start.as_ref().ok(),
         },
     )
     .await
     .map_err(SourceError::from)?;
+    let start = match start {
+        Ok(s) => s,
+        Err(e) if failures.is_empty() => return Err(e.into()),
+        Err(_) => crate::source::gtid::GtidSet::empty(flavor),
+    };
     conn.disconnect().await.ok();
     if failures.is_empty() {
         return Ok((0, Some((flavor, start))));

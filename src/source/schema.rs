@@ -254,9 +254,20 @@ fn is_numeric(t: u8) -> bool {
     matches!(t, 1 | 2 | 9 | 3 | 8 | 246 | 4 | 5)
 }
 
-/// Character columns for DEFAULT_CHARSET/COLUMN_CHARSET, by real type.
-fn is_character(t: u8, with_geometry: bool) -> bool {
-    matches!(t, 254 | 253 | 15 | 252 | 249 | 250 | 251) || (with_geometry && t == 255)
+/// Columns that hold text in the charset of their collation, by real type.
+fn is_character(t: u8) -> bool {
+    matches!(t, 254 | 253 | 15 | 252 | 249 | 250 | 251)
+}
+
+/// Columns listed in DEFAULT_CHARSET/COLUMN_CHARSET metadata: the character
+/// columns plus, per server, one more type: MySQL 9 counts VECTOR (242),
+/// MariaDB counts GEOMETRY (255).
+fn has_charset_metadata(t: u8, flavor: Flavor) -> bool {
+    is_character(t)
+        || match flavor {
+            Flavor::MySql => t == 242,
+            Flavor::MariaDb => t == 255,
+        }
 }
 
 const DIG2BYTES: [u8; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
@@ -435,16 +446,13 @@ impl TableSchema {
         }
 
         // Charsets of character columns.
-        let char_cols = |with_geom: bool| {
-            (0..ncols)
-                .filter(|&i| is_character(real[i], with_geom))
-                .collect::<Vec<_>>()
-        };
+        let char_cols: Vec<usize> = (0..ncols)
+            .filter(|&i| has_charset_metadata(real[i], flavor))
+            .collect();
         let mut collation = vec![0u16; ncols];
         let char_list = |default: Option<&[u8]>,
                          percol: Option<&[u8]>,
-                         cols_a: Vec<usize>,
-                         cols_b: Vec<usize>,
+                         cols_a: &[usize],
                          out: &mut Vec<u16>,
                          what: &str|
          -> Result<(), DecodeError> {
@@ -454,24 +462,20 @@ impl TableSchema {
                 while !cc.is_empty() {
                     ids.push(cc.lenenc().ok_or_else(|| mal(what))? as u16);
                 }
-                let cols = if ids.len() == cols_a.len() {
-                    cols_a
-                } else if ids.len() == cols_b.len() {
-                    cols_b
-                } else {
+                if ids.len() != cols_a.len() {
                     return Err(mal(&format!(
                         "{what}: {} charsets for {} character columns",
                         ids.len(),
                         cols_a.len()
                     )));
-                };
-                for (k, i) in cols.into_iter().enumerate() {
+                }
+                for (k, &i) in cols_a.iter().enumerate() {
                     out[i] = ids[k];
                 }
             } else if let Some(v) = default {
                 let mut cc = Cur { b: v, p: 0 };
                 let def = cc.lenenc().ok_or_else(|| mal(what))? as u16;
-                for &i in &cols_a {
+                for &i in cols_a {
                     out[i] = def;
                 }
                 while !cc.is_empty() {
@@ -487,15 +491,10 @@ impl TableSchema {
             }
             Ok(())
         };
-        let (primary_rule, alt_rule) = match flavor {
-            Flavor::MariaDb => (char_cols(true), char_cols(false)),
-            Flavor::MySql => (char_cols(false), char_cols(true)),
-        };
         char_list(
             default_cs,
             column_cs,
-            primary_rule,
-            alt_rule,
+            &char_cols,
             &mut collation,
             "charset metadata",
         )?;
@@ -505,8 +504,7 @@ impl TableSchema {
         char_list(
             es_default_cs,
             es_column_cs,
-            es_cols.clone(),
-            es_cols,
+            &es_cols,
             &mut collation,
             "ENUM/SET charset metadata",
         )?;
@@ -579,7 +577,7 @@ impl TableSchema {
             let lo = (meta & 0xff) as u8;
             let hi = (meta >> 8) as u8;
             let mut charset = Charset::Binary;
-            let textual = is_character(rt, false) || matches!(rt, 247 | 248);
+            let textual = is_character(rt) || matches!(rt, 247 | 248);
             if textual {
                 charset = Charset::from_collation(collation[i], flavor);
                 if collation[i] == 0 {

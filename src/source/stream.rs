@@ -370,6 +370,9 @@ struct Processor {
     event_start: u64,
     /// Binlog bytes of the rows decoded into the current batch.
     batch_bytes: usize,
+    /// Position of the last rows event and how many rows were numbered there.
+    rows_at: u64,
+    rows_done: u32,
 }
 
 impl Processor {
@@ -392,6 +395,8 @@ impl Processor {
             events_seen: 0,
             event_start: 0,
             batch_bytes: 0,
+            rows_at: u64::MAX,
+            rows_done: 0,
         }
     }
 
@@ -445,7 +450,7 @@ impl Processor {
         let ts = u32::from_le_bytes(ev[0..4].try_into().unwrap()) as u64;
         let origin_server = u32::from_le_bytes(ev[5..9].try_into().unwrap());
         let body = &ev[HEADER_LEN..];
-        let at = |this: &Self| format!("{}:{}", this.file, log_pos);
+        let at = |this: &Self| format!("{}:{}", this.file, this.event_start);
         match ty {
             // FORMAT_DESCRIPTION: post-header lengths for this binlog.
             15 => {
@@ -502,13 +507,13 @@ impl Processor {
                 self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000, !standalone)?;
             }
             // QUERY: BEGIN/COMMIT/DDL.
-            2 => self.on_query(body, ts, log_pos, origin_server, out)?,
+            2 => self.on_query(body, ts, origin_server, out)?,
             // XID / XA_PREPARE: commit.
             16 | 38 => self.commit()?,
             // TABLE_MAP.
             19 => self.on_table_map(body, ty)?,
             // Rows events v1, v2, partial JSON update.
-            23..=25 | 30..=32 | 39 => self.on_rows(ev, ty, log_pos, origin_server, out)?,
+            23..=25 | 30..=32 | 39 => self.on_rows(ev, ty, origin_server, out)?,
             // TRANSACTION_PAYLOAD: a whole transaction, usually zstd-compressed.
             40 => self.on_payload(body, ev.len(), out)?,
             // Events that carry nothing for row-based CDC, each understood:
@@ -592,10 +597,10 @@ impl Processor {
         &mut self,
         body: &[u8],
         ts: u64,
-        log_pos: u64,
         origin: u32,
         out: &mut Vec<Record>,
     ) -> Result<(), SourceError> {
+        let log_pos = self.event_start;
         let bad = || SourceError::Fatal("truncated QUERY event".into());
         let post = self.post_header.get(1).copied().unwrap_or(13) as usize;
         let db_len = *body.get(8).ok_or_else(bad)? as usize;
@@ -645,7 +650,9 @@ impl Processor {
         }
         // DDL (or another non-row statement): ends cached table maps, becomes a schema change record.
         self.tables.clear();
-        if self.filter.matches_db(&db) || db.is_empty() {
+        // `ALTER TABLE b.t` run from `USE a` concerns schema b.
+        let db = ddl_schema(&sql).unwrap_or(db);
+        if self.filter.matches_db(&db) {
             let gtid = self
                 .tx
                 .as_ref()
@@ -716,10 +723,10 @@ impl Processor {
         &mut self,
         ev: &[u8],
         ty: u8,
-        log_pos: u64,
         origin: u32,
         out: &mut Vec<Record>,
     ) -> Result<(), SourceError> {
+        let log_pos = self.event_start;
         let body = &ev[HEADER_LEN..];
         let post = self.post_header.get(ty as usize - 1).copied().unwrap_or(10);
         let h = decode::parse_rows_header(ty, body, post)
@@ -747,11 +754,17 @@ impl Processor {
         };
         let pos = self.event_start;
         self.batch_bytes += body.len();
+        // Inside a TRANSACTION_PAYLOAD every rows event shares the payload's
+        // position: number rows across them so (file, pos, row) stays unique.
+        if self.rows_at != pos {
+            self.rows_at = pos;
+            self.rows_done = 0;
+        }
         let now = now_ms();
         let mut dec = RowsDecoder::new(&h, &schema);
         let before_cols = dec.columns_before().clone();
         let after_cols = dec.columns_after().clone();
-        let mut row = 0u32;
+        let mut row = self.rows_done;
         loop {
             let more = dec
                 .next_row(&mut self.before, &mut self.after)
@@ -806,6 +819,7 @@ impl Processor {
                 }),
             }));
         }
+        self.rows_done = row;
         Ok(())
     }
 
@@ -917,6 +931,106 @@ fn first_word(sql: &str) -> String {
         .to_ascii_uppercase()
 }
 
+/// The schema a DDL statement names explicitly: `db` of `CREATE TABLE db.t`,
+/// `ALTER TABLE db.t`, `DROP TABLE db.t`, `RENAME TABLE db.t TO ...`,
+/// `TRUNCATE db.t`, `CREATE INDEX i ON db.t`, `CREATE/DROP DATABASE db`.
+/// None when the object is unqualified (the default database applies).
+fn ddl_schema(sql: &str) -> Option<String> {
+    let mut toks = SqlTokens { s: sql };
+    let mut prev_kw = String::new();
+    for _ in 0..12 {
+        let t = toks.next()?;
+        let kw = t.to_ascii_uppercase();
+        match kw.as_str() {
+            "DATABASE" | "SCHEMA" if matches!(prev_kw.as_str(), "CREATE" | "DROP" | "ALTER") => {
+                let mut name = toks.next()?;
+                while matches!(name.to_ascii_uppercase().as_str(), "IF" | "NOT" | "EXISTS") {
+                    name = toks.next()?;
+                }
+                return Some(unquote(&name));
+            }
+            "TABLE" | "ON" | "TRUNCATE" => {
+                let mut name = toks.next()?;
+                while matches!(
+                    name.to_ascii_uppercase().as_str(),
+                    "IF" | "NOT" | "EXISTS" | "TABLE"
+                ) {
+                    name = toks.next()?;
+                }
+                return (toks.peek_dot()).then(|| unquote(&name));
+            }
+            _ => prev_kw = kw,
+        }
+    }
+    None
+}
+
+/// Minimal SQL word splitter: identifiers, `quoted` names, single punctuation.
+struct SqlTokens<'a> {
+    s: &'a str,
+}
+
+impl SqlTokens<'_> {
+    fn skip_space(&mut self) {
+        loop {
+            self.s = self.s.trim_start();
+            if let Some(r) = self.s.strip_prefix("/*") {
+                self.s = r.find("*/").map(|i| &r[i + 2..]).unwrap_or("");
+            } else if self.s.starts_with("--") || self.s.starts_with('#') {
+                self.s = self.s.find('\n').map(|i| &self.s[i + 1..]).unwrap_or("");
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn next(&mut self) -> Option<String> {
+        self.skip_space();
+        let c = self.s.chars().next()?;
+        let end = if c == '`' || c == '"' {
+            // Quoted identifier; a doubled quote is part of the name.
+            let b = self.s.as_bytes();
+            let mut i = 1;
+            while i < b.len() {
+                if b[i] == c as u8 {
+                    if b.get(i + 1) == Some(&(c as u8)) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            (i + 1).min(b.len())
+        } else if c.is_alphanumeric() || c == '_' || c == '$' {
+            self.s
+                .find(|x: char| !(x.is_alphanumeric() || x == '_' || x == '$'))
+                .unwrap_or(self.s.len())
+        } else {
+            c.len_utf8()
+        };
+        let (t, rest) = self.s.split_at(end);
+        self.s = rest;
+        Some(t.to_string())
+    }
+
+    /// True when the next character is a `.` (the previous token was a qualifier).
+    fn peek_dot(&mut self) -> bool {
+        self.skip_space();
+        self.s.starts_with('.')
+    }
+}
+
+fn unquote(name: &str) -> String {
+    for q in ['`', '"'] {
+        if name.len() >= 2 && name.starts_with(q) && name.ends_with(q) {
+            let inner = &name[1..name.len() - 1];
+            return inner.replace(&format!("{q}{q}"), &q.to_string());
+        }
+    }
+    name.to_string()
+}
+
 fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
@@ -1024,18 +1138,33 @@ mod tests {
     #[test]
     fn unknown_event_is_fatal_and_named() {
         let mut p = processor(Flavor::MySql);
-        let err = p.on_wire_event(&wire_event(99, 500, 0, b"xyz"), &mut Vec::new()).unwrap_err();
+        let err = p
+            .on_wire_event(&wire_event(99, 500, 0, b"xyz"), &mut Vec::new())
+            .unwrap_err();
         assert!(!err.is_transient());
-        assert!(err.to_string().contains("unknown binlog event type 99"), "{err}");
+        assert!(
+            err.to_string().contains("unknown binlog event type 99"),
+            "{err}"
+        );
         // Only the server's own "ignorable" flag lets an unknown event pass.
-        p.on_wire_event(&wire_event(99, 500, LOG_EVENT_IGNORABLE_F, b"xyz"), &mut Vec::new()).unwrap();
+        p.on_wire_event(
+            &wire_event(99, 500, LOG_EVENT_IGNORABLE_F, b"xyz"),
+            &mut Vec::new(),
+        )
+        .unwrap();
     }
 
     #[test]
     fn mariadb_compressed_events_are_refused() {
         let mut p = processor(Flavor::MariaDb);
-        let err = p.on_wire_event(&wire_event(169, 500, 0, &[0; 16]), &mut Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("WRITE_ROWS_COMPRESSED") && err.to_string().contains("log_bin_compress=OFF"), "{err}");
+        let err = p
+            .on_wire_event(&wire_event(169, 500, 0, &[0; 16]), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("WRITE_ROWS_COMPRESSED")
+                && err.to_string().contains("log_bin_compress=OFF"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1044,7 +1173,10 @@ mod tests {
         let mut e = wire_event(16, 500, 0, &7u64.to_le_bytes());
         e[HEADER_LEN] ^= 1;
         let err = p.on_wire_event(&e, &mut Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("CRC32 mismatch in a XID event"), "{err}");
+        assert!(
+            err.to_string().contains("CRC32 mismatch in a XID event"),
+            "{err}"
+        );
     }
 
     /// mysql_common reads the first (artificial) ROTATE before it has seen a
@@ -1060,7 +1192,11 @@ mod tests {
         let mut esr = mysql_common::binlog::EventStreamReader::new(BinlogVersion::Version4);
         let theirs = esr.read(&ev[..]).unwrap().unwrap();
         let rot: mysql_common::binlog::events::RotateEvent<'_> = theirs.read_event().unwrap();
-        assert_eq!(rot.name_raw().len(), "mysql-bin.000001".len() + 4, "mysql_common keeps the CRC in the name");
+        assert_eq!(
+            rot.name_raw().len(),
+            "mysql-bin.000001".len() + 4,
+            "mysql_common keeps the CRC in the name"
+        );
 
         let mut p = processor(Flavor::MySql);
         p.on_wire_event(&ev, &mut Vec::new()).unwrap();
@@ -1072,6 +1208,39 @@ mod tests {
         assert_eq!(first_word("  /* x */ create table t (a int)"), "CREATE");
         assert_eq!(first_word("-- c\nBEGIN"), "BEGIN");
         assert_eq!(first_word("insert into t values (1)"), "INSERT");
+    }
+
+    #[test]
+    fn ddl_schema_names() {
+        assert_eq!(
+            ddl_schema("ALTER TABLE b.keep ADD COLUMN x INT").as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            ddl_schema("create table if not exists `my db`.`t` (a int)").as_deref(),
+            Some("my db")
+        );
+        assert_eq!(ddl_schema("CREATE TABLE t (a int)"), None);
+        assert_eq!(
+            ddl_schema("DROP TABLE IF EXISTS x.t1, x.t2").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            ddl_schema("CREATE DATABASE IF NOT EXISTS shop").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(ddl_schema("DROP SCHEMA `a``b`").as_deref(), Some("a`b"));
+        assert_eq!(
+            ddl_schema("CREATE UNIQUE INDEX i ON s.t (a)").as_deref(),
+            Some("s")
+        );
+        assert_eq!(ddl_schema("TRUNCATE TABLE s.t").as_deref(), Some("s"));
+        assert_eq!(ddl_schema("TRUNCATE s.t").as_deref(), Some("s"));
+        assert_eq!(
+            ddl_schema("/* c */ RENAME TABLE a.t TO b.t").as_deref(),
+            Some("a")
+        );
+        assert_eq!(ddl_schema("CREATE USER 'u'@'%'"), None);
     }
 
     #[test]
