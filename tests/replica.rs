@@ -126,26 +126,49 @@ fn mysql_tagged_gtids() {
 #[test]
 fn half_dead_connection_is_detected() {
     for flavor in Flavor::ALL {
-        let Some(s) = TestServer::start(flavor, &[]) else { return };
+        let Some(s) = TestServer::start(flavor, &[]) else {
+            return;
+        };
         s.exec("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY)");
         let from = s.gtid_executed();
         s.exec("INSERT INTO d.t VALUES (1)");
         let id = next_replica_server_id();
         let mut cmd = rowstream();
-        cmd.args(["tail", "--url", &s.repl_url(), "--server-id", &id.to_string(), "--from", &from])
-            .args(["--max-events", "2", "--heartbeat-secs", "1"]);
-        let child = std::thread::spawn(move || common::output_with_timeout(&mut cmd, None, Duration::from_secs(60)));
+        cmd.args([
+            "tail",
+            "--url",
+            &s.repl_url(),
+            "--server-id",
+            &id.to_string(),
+            "--from",
+            &from,
+        ])
+        .args(["--max-events", "2", "--heartbeat-secs", "1"]);
+        let child = std::thread::spawn(move || {
+            common::output_with_timeout(&mut cmd, None, Duration::from_secs(60))
+        });
         std::thread::sleep(Duration::from_secs(2));
         let pid = s.pid().expect("server pid").to_string();
-        assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        assert!(std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success());
         // Three missed heartbeats (3 s) make the connection dead; stay frozen a bit longer.
         std::thread::sleep(Duration::from_secs(5));
-        assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        assert!(std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success());
         s.exec("INSERT INTO d.t VALUES (2)");
         let out = child.join().unwrap();
         assert!(out.success(), "{flavor:?}: {}", out.describe_status());
         let stderr = out.stderr_text();
-        assert!(stderr.contains("heartbeats missing"), "{flavor:?}: no dead-connection detection in:\n{stderr}");
+        assert!(
+            stderr.contains("heartbeats missing"),
+            "{flavor:?}: no dead-connection detection in:\n{stderr}"
+        );
         let ids: Vec<i64> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

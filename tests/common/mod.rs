@@ -147,7 +147,10 @@ impl TestServer {
     /// MySQL: `deploy/dev/mysql-tool.sh mysql ... --get-server-public-key --ssl-mode=DISABLED`;
     /// MariaDB: `mariadb`.
     pub fn client_command(&self) -> Command {
-        let cnf = format!("--defaults-file={}", self.datadir.join("client.cnf").display());
+        let cnf = format!(
+            "--defaults-file={}",
+            self.datadir.join("client.cnf").display()
+        );
         match self.flavor {
             Flavor::MariaDb => {
                 let mut c = Command::new("mariadb");
@@ -157,7 +160,9 @@ impl TestServer {
             Flavor::MySql => {
                 let mut c = Command::new(dev_script("mysql-tool.sh"));
                 // No TLS: 10 ms less per call; the RSA key exchange covers caching_sha2.
-                c.arg("mysql").arg(cnf).args(["--get-server-public-key", "--ssl-mode=DISABLED"]);
+                c.arg("mysql")
+                    .arg(cnf)
+                    .args(["--get-server-public-key", "--ssl-mode=DISABLED"]);
                 c
             }
         }
@@ -195,7 +200,11 @@ impl TestServer {
     /// The first column of the first row of the last result set (`None` for NULL or when
     /// there are no rows).
     pub fn query_value(&self, sql: &str) -> Option<String> {
-        self.query(sql).into_iter().next().and_then(|r| r.into_iter().next()).flatten()
+        self.query(sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .flatten()
     }
 
     /// The server's executed GTID set: MySQL `@@gtid_executed` (newlines removed),
@@ -205,19 +214,27 @@ impl TestServer {
             Flavor::MySql => "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')",
             Flavor::MariaDb => "SELECT @@GLOBAL.gtid_binlog_pos",
         };
-        self.query_value(sql).unwrap_or_default().replace(['\n', '\r'], "")
+        self.query_value(sql)
+            .unwrap_or_default()
+            .replace(['\n', '\r'], "")
     }
 
     /// The PID of the running server process, if it runs.
     pub fn pid(&self) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.datadir.join("server.pid")).ok()?.trim().parse().ok()?;
+        let pid: u32 = std::fs::read_to_string(self.datadir.join("server.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
     /// Clean stop (SIGTERM, wait) + start on the same port and datadir with the same args.
     /// Also brings a killed server back (crash recovery).
     pub fn restart(&self) {
-        self.stop_script(&[]).unwrap_or_else(|e| panic!("stopping {} :{} failed: {e}", self.flavor.name(), self.port));
+        self.stop_script(&[]).unwrap_or_else(|e| {
+            panic!("stopping {} :{} failed: {e}", self.flavor.name(), self.port)
+        });
         self.start_again();
     }
 
@@ -231,7 +248,11 @@ impl TestServer {
                 Err(e) if e.contains("already in use") && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => panic!("restarting {} :{} failed: {e}", self.flavor.name(), self.port),
+                Err(e) => panic!(
+                    "restarting {} :{} failed: {e}",
+                    self.flavor.name(),
+                    self.port
+                ),
             }
         }
     }
@@ -239,15 +260,19 @@ impl TestServer {
     /// SIGKILL the server (crash simulation); returns once the process is gone.
     /// [`TestServer::restart`] starts it again.
     pub fn kill(&self) {
-        self.stop_script(&["--kill"])
-            .unwrap_or_else(|e| panic!("killing {} :{} failed: {e}", self.flavor.name(), self.port));
+        self.stop_script(&["--kill"]).unwrap_or_else(|e| {
+            panic!("killing {} :{} failed: {e}", self.flavor.name(), self.port)
+        });
     }
 
     /// Makes this server a GTID-auto-positioned replica of `primary` (same flavour) as user
     /// repl, and waits until it has applied everything `primary` had (deploy/dev/make-replica.sh).
     /// Also demotes an ex-primary. Panics on failure.
     pub fn replicate_from(&self, primary: &TestServer) {
-        assert_eq!(self.flavor, primary.flavor, "replication across flavours is not supported");
+        assert_eq!(
+            self.flavor, primary.flavor,
+            "replication across flavours is not supported"
+        );
         let mut cmd = Command::new(dev_script("make-replica.sh"));
         cmd.arg(&self.datadir).arg(primary.port.to_string());
         let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
@@ -268,7 +293,13 @@ impl TestServer {
         let mut cmd = Command::new(dev_script("promote.sh"));
         cmd.arg(&self.datadir);
         let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
-        assert!(out.success(), "promote.sh :{} failed ({}): {}", self.port, out.describe_status(), out.stderr_text());
+        assert!(
+            out.success(),
+            "promote.sh :{} failed ({}): {}",
+            self.port,
+            out.describe_status(),
+            out.stderr_text()
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -301,7 +332,11 @@ impl TestServer {
         if out.success() {
             Ok(())
         } else {
-            Err(format!("stop.sh ({}): {}", out.describe_status(), out.stderr_text()))
+            Err(format!(
+                "stop.sh ({}): {}",
+                out.describe_status(),
+                out.stderr_text()
+            ))
         }
     }
 }
@@ -310,10 +345,19 @@ impl Drop for TestServer {
     /// Kills the server and deletes its datadir; when the test is panicking (or
     /// ROWSTREAM_TEST_KEEP_SERVERS is set) the datadir is kept and its path printed.
     fn drop(&mut self) {
-        let keep = std::thread::panicking() || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty());
-        let flags: &[&str] = if keep { &["--kill"] } else { &["--kill", "--purge"] };
+        let keep = std::thread::panicking()
+            || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty());
+        let flags: &[&str] = if keep {
+            &["--kill"]
+        } else {
+            &["--kill", "--purge"]
+        };
         if let Err(e) = self.stop_script(flags) {
-            eprintln!("warning: cleaning up {} :{} failed: {e}", self.flavor.name(), self.port);
+            eprintln!(
+                "warning: cleaning up {} :{} failed: {e}",
+                self.flavor.name(),
+                self.port
+            );
         }
         if keep && self.datadir.exists() {
             eprintln!(
@@ -323,7 +367,10 @@ impl Drop for TestServer {
                 self.datadir.join("error.log").display()
             );
         }
-        USED_PORTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.port);
+        USED_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.port);
     }
 }
 
@@ -350,9 +397,17 @@ pub fn tail_with_timeout(
 ) -> Vec<serde_json::Value> {
     let server_id = next_replica_server_id();
     let mut cmd = rowstream();
-    cmd.args(["tail", "--url", url, "--server-id", &server_id.to_string(), "--from", from])
-        .args(["--max-events", &max_events.to_string()])
-        .args(extra);
+    cmd.args([
+        "tail",
+        "--url",
+        url,
+        "--server-id",
+        &server_id.to_string(),
+        "--from",
+        from,
+    ])
+    .args(["--max-events", &max_events.to_string()])
+    .args(extra);
     let out = output_with_timeout(&mut cmd, None, timeout);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.success() {
@@ -369,7 +424,10 @@ pub fn tail_with_timeout(
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!("rowstream tail printed a line that is not JSON ({e}): {}", abbreviate(l, 2000))
+                panic!(
+                    "rowstream tail printed a line that is not JSON ({e}): {}",
+                    abbreviate(l, 2000)
+                )
             })
         })
         .collect()
@@ -378,7 +436,9 @@ pub fn tail_with_timeout(
 /// A server id for a replica connection (rowstream tail/run) that differs from every test
 /// server's id (ports, < 65536) and from the other replicas this process registers.
 pub fn next_replica_server_id() -> u32 {
-    1_000_000 + (std::process::id() % 1000) * 1000 + NEXT_REPLICA.fetch_add(1, Ordering::Relaxed) % 1000
+    1_000_000
+        + (std::process::id() % 1000) * 1000
+        + NEXT_REPLICA.fetch_add(1, Ordering::Relaxed) % 1000
 }
 
 /// What [`output_with_timeout`] returns: exit status (None = killed by the timeout) and
@@ -402,7 +462,10 @@ impl TimedOutput {
     pub fn describe_status(&self) -> String {
         match self.status {
             Some(s) => s.to_string(),
-            None => format!("timed out after {:.0} s and killed", self.elapsed.as_secs_f64()),
+            None => format!(
+                "timed out after {:.0} s and killed",
+                self.elapsed.as_secs_f64()
+            ),
         }
     }
 }
@@ -410,12 +473,22 @@ impl TimedOutput {
 /// Runs `cmd` to completion with `stdin` as its input (or /dev/null), collecting stdout
 /// and stderr concurrently; kills it (SIGKILL) when it runs longer than `timeout`.
 /// Panics only when the program cannot be spawned.
-pub fn output_with_timeout(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> TimedOutput {
+pub fn output_with_timeout(
+    cmd: &mut Command,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+) -> TimedOutput {
     let start = Instant::now();
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A broken pipe (the program exited early) shows in its status / stderr.
         std::thread::spawn(move || {
@@ -426,8 +499,14 @@ pub fn output_with_timeout(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: D
     // no polling latency on the fast path.
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
     let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ];
     for (i, pipe) in pipes.into_iter().enumerate() {
         let tx = tx.clone();
@@ -444,7 +523,11 @@ pub fn output_with_timeout(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: D
     let mut timed_out = false;
     while bufs.iter().any(Option::is_none) {
         // After a timeout, give the pipes a moment to close (a grandchild may hold them).
-        let wait = if timed_out { Duration::from_secs(5) } else { timeout.saturating_sub(start.elapsed()) };
+        let wait = if timed_out {
+            Duration::from_secs(5)
+        } else {
+            timeout.saturating_sub(start.elapsed())
+        };
         match rx.recv_timeout(wait) {
             Ok((i, buf)) => bufs[i] = Some(buf),
             Err(_) if !timed_out => {
@@ -454,9 +537,16 @@ pub fn output_with_timeout(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: D
             Err(_) => break,
         }
     }
-    let status = child.wait().unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
     let [stdout, stderr] = bufs.map(Option::unwrap_or_default);
-    TimedOutput { status: (!timed_out).then_some(status), stdout, stderr, elapsed: start.elapsed() }
+    TimedOutput {
+        status: (!timed_out).then_some(status),
+        stdout,
+        stderr,
+        elapsed: start.elapsed(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -489,7 +579,9 @@ fn mysql_root() -> PathBuf {
     let cache = std::env::var_os("ROWSTREAM_CACHE")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rowstream"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rowstream")
+        });
     cache.join("mysql-sid").join("root")
 }
 
@@ -521,7 +613,10 @@ fn missing_binaries(flavor: Flavor) -> Option<String> {
             if root.join(".rowstream-ready").is_file() && root.join("usr/sbin/mysqld").is_file() {
                 None
             } else {
-                Some(format!("MySQL 9.7 tree not found at {}: {FIX}", root.display()))
+                Some(format!(
+                    "MySQL 9.7 tree not found at {}: {FIX}",
+                    root.display()
+                ))
             }
         }
     }
@@ -533,7 +628,10 @@ fn missing_binaries(flavor: Flavor) -> Option<String> {
 /// use") and retried with another port.
 fn pick_port() -> u16 {
     let mut used = USED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let mut x = (u64::from(std::process::id()) << 32) ^ u64::from(nanos) ^ 0x9E37_79B9_7F4A_7C15;
     for _ in 0..1000 {
         x ^= x << 13;
@@ -556,14 +654,18 @@ fn pick_port() -> u16 {
 fn sweep_stale_datadirs() {
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
-        let Ok(entries) = std::fs::read_dir(servers_dir()) else { return };
+        let Ok(entries) = std::fs::read_dir(servers_dir()) else {
+            return;
+        };
         let stale: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 let owner = name.split('-').nth(1).and_then(|s| s.parse::<u32>().ok());
-                owner.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+                owner.is_some_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                })
             })
             .collect();
         if stale.is_empty() {
@@ -573,7 +675,10 @@ fn sweep_stale_datadirs() {
         cmd.args(["--kill", "--purge"]).args(&stale);
         let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
         if !out.success() {
-            eprintln!("warning: purging stale test servers failed: {}", out.stderr_text());
+            eprintln!(
+                "warning: purging stale test servers failed: {}",
+                out.stderr_text()
+            );
         }
     });
 }
@@ -582,7 +687,9 @@ fn sweep_stale_datadirs() {
 /// (what [`TestServer::query`] returns). Public for the harness's own test.
 pub fn parse_last_resultset(xml: &str) -> Vec<Vec<Option<String>>> {
     // '<' inside values and the statement attribute is escaped, so tags are unambiguous.
-    let Some(start) = xml.rfind("<resultset") else { return Vec::new() };
+    let Some(start) = xml.rfind("<resultset") else {
+        return Vec::new();
+    };
     let mut rows = Vec::new();
     let mut rest = &xml[start..];
     while let Some(i) = rest.find("<row>") {
@@ -592,15 +699,23 @@ pub fn parse_last_resultset(xml: &str) -> Vec<Vec<Option<String>>> {
         let mut row = Vec::new();
         while let Some(f) = row_xml.find("<field") {
             row_xml = &row_xml[f..];
-            let tag_end = row_xml.find('>').expect("unterminated <field> tag in client XML");
+            let tag_end = row_xml
+                .find('>')
+                .expect("unterminated <field> tag in client XML");
             let tag = &row_xml[..tag_end];
             if tag.ends_with('/') {
                 // <field name="x" xsi:nil="true" />
-                row.push(if tag.contains("xsi:nil=\"true\"") { None } else { Some(String::new()) });
+                row.push(if tag.contains("xsi:nil=\"true\"") {
+                    None
+                } else {
+                    Some(String::new())
+                });
                 row_xml = &row_xml[tag_end + 1..];
             } else {
                 let body = &row_xml[tag_end + 1..];
-                let close = body.find("</field>").expect("unterminated <field> in client XML");
+                let close = body
+                    .find("</field>")
+                    .expect("unterminated <field> in client XML");
                 row.push(Some(xml_unescape(&body[..close])));
                 row_xml = &body[close + "</field>".len()..];
             }
@@ -632,7 +747,9 @@ fn xml_unescape(s: &str) -> String {
             "amp" => Some('&'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            _ if entity.starts_with("#x") => u32::from_str_radix(&entity[2..], 16).ok().and_then(char::from_u32),
+            _ if entity.starts_with("#x") => u32::from_str_radix(&entity[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             _ if entity.starts_with('#') => entity[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
