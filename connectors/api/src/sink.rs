@@ -1,0 +1,138 @@
+//! The sink contract: how change records reach a connector and how the
+//! connector reports that they are durable.
+//!
+//! The pipeline hands every sink the same `Arc<Batch>`es in stream order,
+//! each with an [`Ack`]. A sink acknowledges a batch only once its effect is
+//! durable at the target (fsync'd file, broker-acknowledged record, bulk
+//! response without failed items), and acknowledges batches in the order it
+//! received them. An `Ack` dropped without `ack()` reports a failure, never
+//! a success, so a sink that panics or forgets cannot advance the checkpoint.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::event::Record;
+
+/// A transaction that ends inside a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// `records[..end]` of the batch holds the last record of the transaction.
+    pub end: usize,
+    /// The transaction's GTID in the server's notation.
+    pub gtid: Arc<str>,
+    /// How many records (row changes and DDL) the transaction had in total,
+    /// across batches.
+    pub events: u64,
+}
+
+/// Records in stream (commit) order with the transaction boundaries inside them.
+/// A transaction may span batches; records after the last commit belong to a
+/// transaction that continues in the next batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// 1-based, increasing by one per batch over the life of the process.
+    pub seq: u64,
+    pub records: Vec<Record>,
+    /// Transactions completed in this batch, in order.
+    pub commits: Vec<Commit>,
+}
+
+/// What the service has durably delivered to every sink: the checkpoint.
+/// Sinks use it at start to drop what they hold beyond it (a replay follows).
+pub trait Committed: Send + Sync {
+    /// True when the transaction with this GTID is covered by the checkpoint.
+    fn contains(&self, gtid: &str) -> bool;
+    /// True when there is no checkpoint at all (first start).
+    fn is_empty(&self) -> bool;
+}
+
+/// The outcome reported for one batch.
+pub type AckResult = Result<(), String>;
+
+/// The acknowledgement of one batch by one sink. Consumed by [`Ack::ack`] or
+/// [`Ack::fail`]; dropping it unacknowledged reports a failure.
+#[derive(Debug)]
+pub struct Ack {
+    tx: Option<oneshot::Sender<AckResult>>,
+}
+
+/// The pipeline's side of an [`Ack`].
+pub type AckReceiver = oneshot::Receiver<AckResult>;
+
+impl Ack {
+    /// A new ack and the receiver the pipeline waits on.
+    pub fn new() -> (Ack, AckReceiver) {
+        let (tx, rx) = oneshot::channel();
+        (Ack { tx: Some(tx) }, rx)
+    }
+
+    /// The batch is durable at the target.
+    pub fn ack(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// The batch could not be made durable.
+    pub fn fail(mut self, why: impl Into<String>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(why.into()));
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err("batch dropped without acknowledgement".into()));
+        }
+    }
+}
+
+/// Why a sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth retrying after a restart of the sink from the checkpoint
+    /// (target unreachable, timeouts).
+    #[error("{0}")]
+    Transient(String),
+    /// The operator must act (no permission, disk full, bad configuration).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A connector. The pipeline drives it from one task:
+/// `start` once, then `write` per batch in order, `flush` whenever no batch
+/// is waiting (and before shutdown). A sink may buffer in `write` and make
+/// many batches durable in one `flush` (group commit); it must ack each
+/// batch only once durable and in order.
+#[async_trait::async_trait]
+pub trait Sink: Send {
+    /// The configured name, for logs and metrics.
+    fn name(&self) -> &str;
+    /// Prepares the target; drops whatever it holds beyond `committed`.
+    async fn start(&mut self, committed: &dyn Committed) -> Result<(), SinkError>;
+    /// Accepts one batch; acks it now or in a later `write`/`flush`.
+    async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError>;
+    /// Makes everything accepted so far durable and acks it.
+    async fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_ack_is_a_failure() {
+        let (ack, mut rx) = Ack::new();
+        drop(ack);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Err("batch dropped without acknowledgement".to_string())
+        );
+        let (ack, mut rx) = Ack::new();
+        ack.ack();
+        assert_eq!(rx.try_recv().unwrap(), Ok(()));
+    }
+}
