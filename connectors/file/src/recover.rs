@@ -1,0 +1,327 @@
+//! Start-up recovery: cut off whatever the backup holds beyond the
+//! checkpoint, so that after the replay that follows every committed
+//! transaction is in the backup exactly once, in commit order.
+//!
+//! The backup is written in stream order and the checkpoint covers a prefix
+//! of the stream, so a backup is always `[covered transactions][uncovered
+//! transactions][maybe a partial transaction]`. Recovery finds the end of the
+//! covered prefix and removes everything after it:
+//!
+//! 1. Remove leftovers of interrupted operations: `*.tmp` files, and a
+//!    `N.ndjson` that has a `N.ndjson.zst` beside it (the `.zst` is complete
+//!    and authoritative, see `segment`).
+//! 2. Plan, without changing anything: scan segments from the newest
+//!    backwards, reading each as a stream, looking only at complete
+//!    transaction-end markers. A segment whose first transaction is not
+//!    covered (`!committed.contains(gtid)`), or which has no complete
+//!    transaction at all, goes entirely; the first segment (from the newest)
+//!    that starts with a covered transaction holds the cut: just after the
+//!    last marker of its run of covered transactions. Older segments are not
+//!    read (that would cost the whole backup).
+//! 3. Act, newest first, so that an interruption leaves a prefix of the
+//!    stream and a rerun converges: remove the newer segments (fsync dir);
+//!    then, if the cut is inside an uncompressed segment truncate it (fsync);
+//!    if it is inside a compressed one, write its covered prefix as
+//!    `N.ndjson.tmp`, fsync, rename to `N.ndjson`, fsync dir, remove the
+//!    `.zst`, fsync dir. The cut segment becomes the open segment.
+//!
+//! Refusals (nothing is changed, the operator decides):
+//! - no checkpoint at all but the directory holds at least one complete
+//!   transaction (a first start must not wipe a backup);
+//! - a covered transaction after an uncovered one in the scanned segments
+//!   (the checkpoint is not a prefix of this backup);
+//! - a checkpoint that covers none of the backup's transactions while the
+//!   backup has closed segments (the checkpoint most likely belongs to
+//!   another backup; cutting would wipe it).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use rowstream_api::Committed;
+
+use crate::encode::{classify, parse_tx_end, LineKind};
+use crate::segment::{
+    list_files, open_segment, segment_name, segments, sync_dir, Ctx, FileKind, IoError, Segment,
+};
+
+/// Why recovery refused or failed. Every variant is for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("backup dir {} has data but there is no checkpoint; move it away or restore the checkpoint", dir.display())]
+    NoCheckpoint { dir: PathBuf },
+    #[error("backup dir {}: segment {segment} holds transaction {covered} covered by the checkpoint after transaction {uncovered} that is not; the checkpoint does not match this backup (move the backup away or restore the matching checkpoint)", dir.display())]
+    NotAPrefix {
+        dir: PathBuf,
+        segment: u64,
+        uncovered: String,
+        covered: String,
+    },
+    #[error("backup dir {}: none of its transactions (newest {newest}) is covered by the checkpoint, but it has closed segments; the checkpoint most likely belongs to another backup (move the backup away or restore the matching checkpoint)", dir.display())]
+    NothingCovered { dir: PathBuf, newest: String },
+}
+
+/// What recovery left and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The segment to append to (may not exist yet).
+    pub open_num: u64,
+    /// Its current length.
+    pub open_len: u64,
+    /// Closed segments still uncompressed (an interrupted rotation), oldest first.
+    pub uncompressed_closed: Vec<u64>,
+    /// Whole segments removed.
+    pub segments_removed: u64,
+    /// Bytes (uncompressed) cut from the segment holding the cut.
+    pub bytes_cut: u64,
+    /// GTID of the last transaction kept, when one was seen.
+    pub last_kept: Option<String>,
+    /// GTID of the first complete transaction removed, if any.
+    pub first_removed: Option<String>,
+}
+
+/// The result of reading one segment.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Uncompressed length.
+    len: u64,
+    /// End of the last marker of the leading run of covered transactions.
+    prefix_end: u64,
+    covered_txs: u64,
+    last_covered: Option<String>,
+    first_uncovered: Option<String>,
+    last_marker: Option<String>,
+}
+
+fn scan(
+    dir: &Path,
+    seg: Segment,
+    committed: &dyn Committed,
+    stop_at_first_marker: bool,
+) -> Result<Scan, RecoverError> {
+    let path = seg.path(dir);
+    let rd = open_segment(dir, seg).ctx("open segment", &path)?;
+    let mut rd = BufReader::with_capacity(1 << 16, rd);
+    let mut s = Scan::default();
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        let n = rd.read_until(b'\n', &mut line).ctx("read segment", &path)?;
+        if n == 0 {
+            break;
+        }
+        s.len += n as u64;
+        if line.last() != Some(&b'\n') || classify(&line) != Some(LineKind::TxEnd) {
+            if line.capacity() > 1 << 24 {
+                line = Vec::with_capacity(4096);
+            }
+            continue;
+        }
+        let Some(m) = parse_tx_end(&line) else {
+            continue;
+        };
+        if committed.contains(&m.id) {
+            if let Some(uncovered) = &s.first_uncovered {
+                return Err(RecoverError::NotAPrefix {
+                    dir: dir.to_path_buf(),
+                    segment: seg.num,
+                    uncovered: uncovered.clone(),
+                    covered: m.id,
+                });
+            }
+            s.prefix_end = s.len;
+            s.covered_txs += 1;
+            s.last_covered = Some(m.id.clone());
+        } else if s.first_uncovered.is_none() {
+            s.first_uncovered = Some(m.id.clone());
+        }
+        s.last_marker = Some(m.id);
+        if stop_at_first_marker {
+            break;
+        }
+    }
+    Ok(s)
+}
+
+/// Recovers `dir` (which must exist and be locked by the caller) against
+/// the checkpoint. See the module docs for the algorithm and refusals.
+pub fn recover(
+    dir: &Path,
+    committed: &dyn Committed,
+    fsync: bool,
+) -> Result<Recovered, RecoverError> {
+    // 1. Leftovers.
+    let files = list_files(dir).ctx("list", dir)?;
+    let mut removed_any = false;
+    for &(num, kind) in &files {
+        let remove = match kind {
+            FileKind::ZstTmp | FileKind::OpenTmp => true,
+            FileKind::Open => files.contains(&(num, FileKind::Zst)),
+            FileKind::Zst => false,
+        };
+        if remove {
+            let path = dir.join(file_name(num, kind));
+            tracing::info!(path = %path.display(), "removing leftover of an interrupted operation");
+            fs::remove_file(&path).ctx("remove", &path)?;
+            removed_any = true;
+        }
+    }
+    if removed_any && fsync {
+        sync_dir(dir)?;
+    }
+    let segs = segments(dir).ctx("list", dir)?;
+
+    // 2. Plan.
+    if committed.is_empty() {
+        for &seg in segs.iter().rev() {
+            if seg.compressed || scan(dir, seg, committed, true)?.last_marker.is_some() {
+                return Err(RecoverError::NoCheckpoint {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+    }
+    let mut cut: Option<(usize, Scan)> = None;
+    let mut newest_marker: Option<String> = None;
+    let mut first_removed: Option<String> = None;
+    for (i, &seg) in segs.iter().enumerate().rev() {
+        if committed.is_empty() {
+            break;
+        }
+        let s = scan(dir, seg, committed, false)?;
+        if newest_marker.is_none() {
+            newest_marker = s.last_marker.clone();
+        }
+        if s.first_uncovered.is_some() {
+            first_removed = s.first_uncovered.clone();
+        }
+        if s.covered_txs > 0 {
+            cut = Some((i, s));
+            break;
+        }
+    }
+    let has_closed = segs.len() > 1 || segs.iter().any(|s| s.compressed);
+    if cut.is_none() && has_closed {
+        if let Some(newest) = newest_marker {
+            return Err(RecoverError::NothingCovered {
+                dir: dir.to_path_buf(),
+                newest,
+            });
+        }
+    }
+
+    // 3. Act.
+    let keep = cut.as_ref().map_or(0, |(i, _)| i + 1);
+    let mut out = Recovered {
+        open_num: 1,
+        open_len: 0,
+        uncompressed_closed: Vec::new(),
+        segments_removed: 0,
+        bytes_cut: 0,
+        last_kept: None,
+        first_removed,
+    };
+    for &seg in segs[keep..].iter().rev() {
+        let path = seg.path(dir);
+        tracing::warn!(path = %path.display(), "removing segment past the checkpoint");
+        fs::remove_file(&path).ctx("remove", &path)?;
+        out.segments_removed += 1;
+    }
+    if out.segments_removed > 0 && fsync {
+        sync_dir(dir)?;
+    }
+    match cut {
+        None => {}
+        Some((i, s)) => {
+            let seg = segs[i];
+            out.last_kept = s.last_covered.clone();
+            out.bytes_cut = s.len - s.prefix_end;
+            if !seg.compressed {
+                if s.prefix_end < s.len {
+                    let path = seg.path(dir);
+                    tracing::warn!(path = %path.display(), bytes = s.len - s.prefix_end, "cutting the open segment at the checkpoint");
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .ctx("open", &path)?;
+                    f.set_len(s.prefix_end).ctx("truncate", &path)?;
+                    if fsync {
+                        f.sync_all().ctx("fsync", &path)?;
+                    }
+                }
+                out.open_num = seg.num;
+                out.open_len = s.prefix_end;
+            } else if s.prefix_end < s.len {
+                rewrite_prefix(dir, seg, s.prefix_end, fsync)?;
+                out.open_num = seg.num;
+                out.open_len = s.prefix_end;
+            } else {
+                out.open_num = seg.num + 1;
+            }
+            for older in &segs[..i] {
+                if !older.compressed {
+                    out.uncompressed_closed.push(older.num);
+                }
+            }
+        }
+    }
+    if out.segments_removed > 0 || out.bytes_cut > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            segments_removed = out.segments_removed,
+            bytes_cut = out.bytes_cut,
+            last_kept = out.last_kept.as_deref().unwrap_or(""),
+            first_removed = out.first_removed.as_deref().unwrap_or(""),
+            "backup cut back to the checkpoint; the source replays from there"
+        );
+    }
+    Ok(out)
+}
+
+fn file_name(num: u64, kind: FileKind) -> String {
+    match kind {
+        FileKind::Open => segment_name(num, false),
+        FileKind::Zst => segment_name(num, true),
+        FileKind::ZstTmp => format!("{}.tmp", segment_name(num, true)),
+        FileKind::OpenTmp => format!("{}.tmp", segment_name(num, false)),
+    }
+}
+
+/// Replaces compressed segment `seg` by its first `len` uncompressed bytes
+/// as an open segment, crash-safely (see the module docs).
+fn rewrite_prefix(dir: &Path, seg: Segment, len: u64, fsync: bool) -> Result<(), RecoverError> {
+    let zst = seg.path(dir);
+    let tmp = dir.join(file_name(seg.num, FileKind::OpenTmp));
+    let open = dir.join(segment_name(seg.num, false));
+    tracing::warn!(path = %zst.display(), keep_bytes = len, "the checkpoint falls inside a closed segment; reopening its covered prefix");
+    let mut src = open_segment(dir, seg).ctx("open segment", &zst)?.take(len);
+    let mut dst = File::create(&tmp).ctx("create", &tmp)?;
+    let copied = io::copy(&mut src, &mut dst).map_err(|e| IoError {
+        op: "copy segment prefix",
+        path: zst.clone(),
+        source: e,
+    })?;
+    if copied != len {
+        return Err(IoError {
+            op: "copy segment prefix",
+            path: zst,
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than scanned"),
+        }
+        .into());
+    }
+    if fsync {
+        dst.sync_all().ctx("fsync", &tmp)?;
+    }
+    drop(dst);
+    fs::rename(&tmp, &open).ctx("rename", &tmp)?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    fs::remove_file(&zst).ctx("remove", &zst)?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! The file backup sink: encodes batches into the open segment, makes them
+//! durable with group commit, and acks them in order.
+//!
+//! Data path: `write` encodes a batch into an in-memory buffer (records as
+//! `rowstream_api::json::write_record` encodes them, plus a transaction-end
+//! marker after each transaction, see `encode`) and keeps its ack. When the
+//! buffer passes [`FLUSH_BYTES`], or on `flush`, the buffer, its rotation
+//! points and its acks become one I/O job on tokio's blocking pool: append,
+//! rotate where planned, fsync, then ack every batch of the job (or fail
+//! them all). At most one job runs at a time, and the next buffer fills
+//! while it does, so encoding overlaps with write + fsync; `write` waits
+//! for the running job only when the next buffer is full (backpressure).
+//! Memory: two buffers of about [`FLUSH_BYTES`] plus one batch.
+//!
+//! Invariants kept:
+//! - An ack is given only after everything up to and including its batch
+//!   is written and (fsync on) fsync'd; acks are given in batch order.
+//! - After the first I/O error the sink is poisoned: the failing job's acks
+//!   and every later ack fail, and every call returns `SinkError::Fatal` with
+//!   the path and OS error. Nothing is acked after a failed write, so a
+//!   partial write can only be followed by a restart, whose recovery cuts it.
+//! - Segments rotate only right after a transaction-end marker, when the
+//!   open segment has reached `segment_max_bytes` or `segment_max_age_secs`
+//!   (the age is also checked on an idle `flush` at a transaction boundary).
+//! - Closed segments are compressed by a background thread (`segment::Compressor`);
+//!   until it is done they stay valid uncompressed segments.
+//! - `start` takes an exclusive flock on the directory and cuts what lies
+//!   beyond the checkpoint (`recover`): after a crash, every committed
+//!   transaction is in the backup exactly once.
+//!
+//! Blocking I/O runs on tokio's blocking pool (`spawn_blocking`), and
+//! start-up recovery under `block_in_place` on a multi-threaded runtime
+//! (inline on a current-thread runtime).
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rowstream_api::{Ack, Batch, Commit, Committed, Sink, SinkError};
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigError, FileSinkConfig};
+use crate::encode::{encode_record, encode_tx_end};
+use crate::recover::{recover, Recovered};
+use crate::segment::{lock_dir, segment_name, CompressMsg, Compressor, SegmentWriter};
+
+/// Buffered bytes at which `write` hands the buffer to the I/O job without
+/// waiting for `flush` (group commit size under load).
+pub const FLUSH_BYTES: usize = 8 << 20;
+
+/// The file backup sink. See the module docs for the contract.
+#[derive(Debug)]
+pub struct FileSink {
+    cfg: FileSinkConfig,
+    st: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    lock: Arc<File>,
+    compressor: Option<Compressor>,
+    /// `None` while a job owns it.
+    writer: Option<SegmentWriter>,
+    inflight: Option<JoinHandle<JobDone>>,
+    buf: Vec<u8>,
+    /// Offsets in `buf` after which the segment is closed.
+    rotations: Vec<usize>,
+    acks: Vec<Ack>,
+    spare: Vec<u8>,
+    /// Bytes of the open segment, written or buffered since its last rotation point.
+    seg_bytes: u64,
+    /// When the first byte of the open segment was encoded.
+    seg_opened: Instant,
+    /// Records encoded since the last transaction end.
+    tx_records: u64,
+    failed: Option<String>,
+}
+
+#[derive(Debug)]
+struct JobDone {
+    writer: SegmentWriter,
+    data: Vec<u8>,
+    result: Result<(), String>,
+}
+
+impl FileSink {
+    /// A sink for a validated configuration; touches nothing on disk until `start`.
+    pub fn new(cfg: FileSinkConfig) -> Result<FileSink, ConfigError> {
+        cfg.validate()?;
+        Ok(FileSink { cfg, st: None })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FileSinkConfig {
+        &self.cfg
+    }
+
+    /// Blocks until every closed segment handed to the compressor so far is
+    /// compressed (for tests and tools; the service never needs it).
+    pub fn wait_compressed(&self) {
+        if let Some(c) = self.st.as_ref().and_then(|s| s.compressor.as_ref()) {
+            c.wait_idle();
+        }
+    }
+
+    fn fatal(&self, msg: impl std::fmt::Display) -> SinkError {
+        SinkError::Fatal(format!("file sink {:?}: {msg}", self.cfg.name))
+    }
+
+    fn open(&self, committed: &dyn Committed) -> Result<Running, SinkError> {
+        let dir = &self.cfg.dir;
+        let dir_err = |op: &str, path: &Path, e: io::Error| {
+            self.fatal(format_args!(
+                "backup dir {}: {}: {op} {}: {e}",
+                dir.display(),
+                e.kind(),
+                path.display()
+            ))
+        };
+        fs::create_dir_all(dir).map_err(|e| dir_err("create directory", dir, e))?;
+        let probe = dir.join(".write-probe");
+        File::create(&probe)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(|e| dir_err("create file", &probe, e))?;
+        let lock = lock_dir(dir).map_err(|e| self.fatal(e))?;
+        let rec: Recovered = recover(dir, committed, self.cfg.fsync).map_err(|e| self.fatal(e))?;
+        let compressor = if self.cfg.compress {
+            let c = Compressor::spawn(dir.clone(), self.cfg.fsync)
+                .map_err(|e| self.fatal(format_args!("starting the compressor thread: {e}")))?;
+            if let Some(tx) = c.sender() {
+                for &num in &rec.uncompressed_closed {
+                    let _ = tx.send(CompressMsg::Segment(num));
+                }
+            }
+            Some(c)
+        } else {
+            None
+        };
+        let sender = compressor.as_ref().and_then(|c| c.sender());
+        let writer = SegmentWriter::new(
+            dir.clone(),
+            rec.open_num,
+            rec.open_len,
+            self.cfg.fsync,
+            sender,
+        );
+        let seg_opened = if rec.open_len > 0 {
+            let path = dir.join(segment_name(rec.open_num, false));
+            fs::metadata(&path)
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .and_then(|age| Instant::now().checked_sub(age))
+                .unwrap_or_else(Instant::now)
+        } else {
+            Instant::now()
+        };
+        tracing::info!(
+            sink = %self.cfg.name,
+            dir = %dir.display(),
+            open_segment = rec.open_num,
+            open_bytes = rec.open_len,
+            last_kept = rec.last_kept.as_deref().unwrap_or(""),
+            "file sink started"
+        );
+        Ok(Running {
+            lock: Arc::new(lock),
+            compressor,
+            writer: Some(writer),
+            inflight: None,
+            buf: Vec::with_capacity(FLUSH_BYTES + (1 << 20)),
+            rotations: Vec::new(),
+            acks: Vec::new(),
+            spare: Vec::new(),
+            seg_bytes: rec.open_len,
+            seg_opened,
+            tx_records: 0,
+            failed: None,
+        })
+    }
+}
+
+impl Running {
+    /// The poison, or the compressor's failure (which poisons too).
+    fn check(&mut self) -> Option<String> {
+        if self.failed.is_none() {
+            if let Some(e) = self.compressor.as_ref().and_then(|c| c.error()) {
+                self.failed = Some(e);
+            }
+        }
+        self.failed.clone()
+    }
+
+    /// Fails every ack not yet handed to a job.
+    fn fail_buffered(&mut self, why: &str) {
+        for ack in self.acks.drain(..) {
+            ack.fail(why);
+        }
+        self.buf.clear();
+        self.rotations.clear();
+    }
+
+    fn encode(&mut self, batch: &Batch, cfg: &FileSinkConfig) {
+        let mut commits = batch.commits.iter().peekable();
+        for (i, rec) in batch.records.iter().enumerate() {
+            while let Some(c) = commits.next_if(|c| c.end <= i) {
+                self.end_tx(c, cfg);
+            }
+            if self.seg_bytes == 0 {
+                self.seg_opened = Instant::now();
+            }
+            let before = self.buf.len();
+            encode_record(&mut self.buf, rec);
+            self.seg_bytes += (self.buf.len() - before) as u64;
+            self.tx_records += 1;
+        }
+        for c in commits {
+            self.end_tx(c, cfg);
+        }
+    }
+
+    fn end_tx(&mut self, c: &Commit, cfg: &FileSinkConfig) {
+        if c.events != self.tx_records {
+            tracing::debug!(gtid = %c.gtid, commit_events = c.events, written = self.tx_records, "transaction size differs from the records received");
+        }
+        if self.seg_bytes == 0 {
+            self.seg_opened = Instant::now();
+        }
+        let before = self.buf.len();
+        encode_tx_end(&mut self.buf, &c.gtid, self.tx_records);
+        self.seg_bytes += (self.buf.len() - before) as u64;
+        self.tx_records = 0;
+        if self.seg_bytes >= cfg.segment_max_bytes
+            || self.seg_opened.elapsed() >= Duration::from_secs(cfg.segment_max_age_secs)
+        {
+            self.rotations.push(self.buf.len());
+            self.seg_bytes = 0;
+        }
+    }
+
+    /// Collects the running job: always when `wait`, else only if it is done.
+    async fn reap(&mut self, wait: bool, name: &str) -> Result<(), SinkError> {
+        let Some(h) = self.inflight.as_ref() else {
+            return Ok(());
+        };
+        if !wait && !h.is_finished() {
+            return Ok(());
+        }
+        let h = self.inflight.take().expect("checked above");
+        let res = match h.await {
+            Ok(done) => {
+                self.writer = Some(done.writer);
+                if self.spare.capacity() < done.data.capacity() {
+                    self.spare = done.data;
+                }
+                done.result
+            }
+            // The job's acks were dropped with it: they report failure.
+            Err(e) => Err(format!("file sink {name:?}: I/O task failed: {e}")),
+        };
+        if let Err(e) = res {
+            tracing::error!(sink = %name, error = %e, "file sink failed; nothing more is acknowledged");
+            self.failed = Some(e.clone());
+            self.fail_buffered(&e);
+            return Err(SinkError::Fatal(e));
+        }
+        Ok(())
+    }
+
+    /// Hands the buffer, its rotation points and its acks to a new I/O job.
+    /// The previous job must have been reaped.
+    fn launch(&mut self, name: &str) {
+        debug_assert!(self.inflight.is_none());
+        let mut writer = self.writer.take().expect("no job running");
+        let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        self.buf.clear();
+        let rotations = std::mem::take(&mut self.rotations);
+        let acks = std::mem::take(&mut self.acks);
+        let lock = self.lock.clone();
+        let name = name.to_string();
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            let _lock = lock; // the directory stays locked while a job may write
+            let result = run_job(&mut writer, &data, &rotations)
+                .map_err(|e| format!("file sink {name:?}: {e}"));
+            match &result {
+                Ok(()) => acks.into_iter().for_each(Ack::ack),
+                Err(e) => acks.into_iter().for_each(|a| a.fail(e.clone())),
+            }
+            let mut data = data;
+            data.clear();
+            JobDone {
+                writer,
+                data,
+                result,
+            }
+        }));
+    }
+}
+
+fn run_job(
+    w: &mut SegmentWriter,
+    data: &[u8],
+    rotations: &[usize],
+) -> Result<(), crate::segment::IoError> {
+    let mut at = 0;
+    for &r in rotations {
+        w.append(&data[at..r])?;
+        w.rotate()?;
+        at = r;
+    }
+    w.append(&data[at..])?;
+    w.sync()
+}
+
+#[async_trait::async_trait]
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Creates and locks the directory and cuts what lies beyond
+    /// `committed` (see `recover`). Refuses, with an error for the operator,
+    /// an unwritable or locked directory and a backup that does not match
+    /// the checkpoint (including data without any checkpoint).
+    async fn start(&mut self, committed: &dyn Committed) -> Result<(), SinkError> {
+        if let Some(mut old) = self.st.take() {
+            let _ = old.reap(true, &self.cfg.name).await;
+        }
+        let multi = tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(false);
+        let st = if multi {
+            tokio::task::block_in_place(|| self.open(committed))?
+        } else {
+            self.open(committed)?
+        };
+        self.st = Some(st);
+        Ok(())
+    }
+
+    /// Encodes the batch and keeps its ack until a later job makes it durable.
+    async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
+        let name = self.cfg.name.as_str();
+        let Some(st) = self.st.as_mut() else {
+            let e = format!("file sink {name:?}: write before start");
+            ack.fail(e.clone());
+            return Err(SinkError::Fatal(e));
+        };
+        if let Some(e) = st.check() {
+            ack.fail(e.clone());
+            st.fail_buffered(&e);
+            return Err(SinkError::Fatal(e));
+        }
+        st.encode(&batch, &self.cfg);
+        st.acks.push(ack);
+        st.reap(false, name).await?;
+        if st.buf.len() >= FLUSH_BYTES {
+            st.reap(true, name).await?;
+            st.launch(name);
+        }
+        Ok(())
+    }
+
+    /// Writes out and fsyncs everything accepted so far, acks it, and
+    /// closes the open segment if it is over age at a transaction boundary.
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let name = self.cfg.name.as_str();
+        let Some(st) = self.st.as_mut() else {
+            return Err(SinkError::Fatal(format!(
+                "file sink {name:?}: flush before start"
+            )));
+        };
+        st.reap(true, name).await?;
+        if let Some(e) = st.check() {
+            st.fail_buffered(&e);
+            return Err(SinkError::Fatal(e));
+        }
+        let aged = st.tx_records == 0
+            && st.seg_bytes > 0
+            && st.seg_opened.elapsed() >= Duration::from_secs(self.cfg.segment_max_age_secs);
+        if aged {
+            st.rotations.push(st.buf.len());
+            st.seg_bytes = 0;
+        }
+        if !st.buf.is_empty() || !st.rotations.is_empty() || !st.acks.is_empty() {
+            st.launch(name);
+            st.reap(true, name).await?;
+        }
+        Ok(())
+    }
+}
