@@ -3,7 +3,6 @@
 //! bad arguments.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,7 +147,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
         return Ok(code);
     };
     let cfg = StreamConfig {
-        opts,
+        servers: vec![opts],
         server_id,
         name: Arc::from(a.name.as_str()),
         filter,
@@ -165,13 +164,14 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
             let _ = done_tx.send(());
             r
         })?;
-    let dump_conn = AtomicU32::new(0);
+    let dump_conn = stream::DumpConn::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let result = tokio::select! {
-        r = stream::run(&cfg, start, flavor, tx, &dump_conn) => r,
+        r = stream::run(&cfg, start, flavor, tx, &dump_conn, stop_rx) => r,
         _ = done_rx => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = tokio::signal::ctrl_c() => { let _ = stop_tx.send(true); Ok(()) }
     };
-    stream::release_dump(&cfg.opts, dump_conn.load(Ordering::Relaxed)).await;
+    dump_conn.release(&cfg.servers).await;
     // The sender is gone now: the writer drains what it has and returns.
     let written = writer
         .join()

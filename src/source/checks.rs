@@ -203,12 +203,26 @@ pub async fn run_checks(
         return Ok(out);
     };
     let binlog_on = var_is(&vars, "log_bin", "ON");
+    let gtid_on = flavor == Flavor::MariaDb || var_is(&vars, "gtid_mode", "ON");
+    if binlog_on && gtid_on {
+        out.extend(check_start_position(conn, flavor, start).await?);
+    }
+    // Otherwise reported above; GTID state is meaningless without them.
+    Ok(out)
+}
+
+/// The start-position part of [`run_checks`]: `start` is neither purged from
+/// the server nor ahead of it. Also run on every reconnect and failover,
+/// where the other checks (notably our own lingering registration) do not
+/// apply. Assumes binlog and GTIDs are on.
+pub async fn check_start_position(
+    conn: &mut mysql_async::Conn,
+    flavor: Flavor,
+    start: &GtidSet,
+) -> Result<Vec<CheckFailure>, mysql_async::Error> {
+    let mut out = Vec::new();
     match (start, flavor) {
         (GtidSet::MySql(start), Flavor::MySql) => {
-            if !binlog_on || !var_is(&vars, "gtid_mode", "ON") {
-                // Reported above; GTID state is meaningless without them.
-                return Ok(out);
-            }
             let (executed, purged): (String, String) = conn
                 .query_first("SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_purged")
                 .await?
@@ -226,9 +240,6 @@ pub async fn run_checks(
             }
         }
         (GtidSet::MariaDb(start), Flavor::MariaDb) => {
-            if !binlog_on {
-                return Ok(out);
-            }
             out.extend(mariadb_start_checks(conn, start).await?);
         }
         (start, flavor) => out.push(failure(

@@ -23,6 +23,10 @@ pub enum SourceError {
     /// The operator must act: bad setting, purged binlog, unknown event, corrupt data.
     #[error("{0}")]
     Fatal(String),
+    /// This server cannot continue the stream (lacks delivered transactions,
+    /// purged what we need, other flavour): another server may.
+    #[error("{0}")]
+    Refused(String),
     /// Our own configuration (URL, options) is invalid.
     #[error("configuration: {0}")]
     Config(String),

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,10 +24,12 @@ use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, Transactio
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use rowstream_api::{
-    ChangeEvent, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction, Value,
+    ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
+    Value,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use super::checks;
 use super::conn::{server_error, ConnOpts, PacketConn};
 use super::decode::{self, RowsDecoder};
 use super::filter::TableFilter;
@@ -53,7 +55,9 @@ const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 /// What the stream needs to know.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    pub opts: ConnOpts,
+    /// Servers to read from, the primary first; the others are tried in turn
+    /// when the current one fails (replicas to fail over to).
+    pub servers: Vec<ConnOpts>,
     /// Our replica server id (must be unique among the server's replicas).
     pub server_id: u32,
     /// Logical server name (`source.name`).
@@ -67,6 +71,8 @@ pub struct StreamConfig {
 #[derive(Debug)]
 pub struct Batch {
     pub records: Vec<Record>,
+    /// Transactions completed in this batch (index after their last record).
+    pub commits: Vec<Commit>,
     /// The set of transactions complete at the end of this batch, when at
     /// least one transaction completed in it.
     pub executed: Option<GtidSet>,
@@ -139,53 +145,117 @@ fn parse_set(flavor: Flavor, s: &str) -> Result<GtidSet, SourceError> {
     GtidSet::parse(flavor, s).map_err(|e| SourceError::Config(format!("GTID set `{s}`: {e}")))
 }
 
-/// Streams from `start` into `tx` until the consumer goes away (Ok) or a
-/// fatal error. Transient errors reconnect with capped, jittered backoff.
+/// Streams from `start` into `tx` until the consumer goes away or `stop`
+/// turns true (Ok), or a fatal error.
 ///
-/// `dump_conn` receives the server-side id of the current dump connection, so
-/// whoever stops the stream can end that connection on the server
-/// (`release_dump`) instead of leaving a stale replica registered.
+/// Transient errors reconnect with capped, jittered backoff; with several
+/// servers (`cfg.servers`, primary first) each reconnect tries the next one.
+/// Every (re)connect re-checks that the server holds everything already
+/// delivered and has not purged what comes next; a server that fails that is
+/// refused and the next one tried; when every server refuses, the stream stops
+/// with the reasons.
+///
+/// On `stop` the stream ends at a transaction boundary (waiting at most
+/// `STOP_GRACE` for the open transaction to complete).
+///
+/// `dump_conn` tracks the current dump connection, so whoever stops the
+/// stream can end it on the server (`DumpConn::release`).
 pub async fn run(
     cfg: &StreamConfig,
     start: GtidSet,
     flavor: Flavor,
     tx: mpsc::Sender<Batch>,
-    dump_conn: &AtomicU32,
+    dump_conn: &DumpConn,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut proc = Processor::new(cfg, flavor, start);
     let mut delay = Duration::from_millis(100);
+    let mut current = 0usize;
+    let mut refusals: Vec<String> = Vec::new();
     loop {
         let before = proc.events_seen;
-        match session(cfg, &mut proc, &tx, dump_conn).await {
+        let server = &cfg.servers[current];
+        dump_conn.server.store(current, Ordering::Relaxed);
+        let e = match session(cfg, server, &mut proc, &tx, dump_conn, &mut stop).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() => {
-                if proc.events_seen > before + 1 {
-                    delay = Duration::from_millis(100);
+            Err(e) => e,
+        };
+        if proc.events_seen > before + 1 {
+            delay = Duration::from_millis(100);
+            refusals.clear();
+        }
+        match e {
+            SourceError::Refused(why) => {
+                tracing::error!(server = ?server, reason = %why, "server refused as a source");
+                refusals.push(format!("{server:?}: {why}"));
+                if refusals.len() >= cfg.servers.len() {
+                    return Err(SourceError::Fatal(format!(
+                        "no configured server can continue the stream from {}:\n  {}",
+                        proc.executed,
+                        refusals.join("\n  ")
+                    )));
                 }
-                let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                let wait = delay.mul_f64(jitter);
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, resume_from = %proc.executed, "source connection lost; reconnecting");
-                proc.prepare_resume();
-                tokio::time::sleep(wait).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(e),
+            e if e.is_transient() => {
+                tracing::warn!(server = ?server, error = %e, resume_from = %proc.executed, "source connection lost; reconnecting");
+            }
+            e => return Err(e),
+        }
+        proc.prepare_resume();
+        if cfg.servers.len() > 1 {
+            current = (current + 1) % cfg.servers.len();
+        }
+        let wait = delay.mul_f64(rand::random::<f64>() * 0.5 + 0.75);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// How long a stop waits for the open transaction to complete.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Which server and connection id the current dump runs on (id 0: none).
+#[derive(Debug, Default)]
+pub struct DumpConn {
+    id: AtomicU32,
+    server: AtomicUsize,
+}
+
+impl DumpConn {
+    /// Ends the current dump connection on its server, so the server forgets
+    /// our replica registration now rather than at its next write to a dead
+    /// socket (which would make a quick restart fail the server_id check).
+    pub async fn release(&self, servers: &[ConnOpts]) {
+        let id = self.id.swap(0, Ordering::Relaxed);
+        let Some(opts) = servers.get(self.server.load(Ordering::Relaxed)) else {
+            return;
+        };
+        if id == 0 {
+            return;
+        }
+        if let Ok((mut q, _)) = query_conn(opts).await {
+            // Error 1094 (unknown thread) means it is already gone.
+            let _ = q.query_drop(format!("KILL CONNECTION {id}")).await;
+            q.disconnect().await.ok();
         }
     }
 }
 
 async fn session(
     cfg: &StreamConfig,
+    server: &ConnOpts,
     proc: &mut Processor,
     tx: &mpsc::Sender<Batch>,
-    dump_conn: &AtomicU32,
+    dump_conn: &DumpConn,
+    stop: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let (mut q, flavor) = query_conn(&cfg.opts).await?;
+    let (mut q, flavor) = query_conn(server).await?;
     if flavor != proc.flavor {
-        return Err(SourceError::Fatal(format!(
-            "the server at {}:{} is now {} but the stream started on {}",
-            cfg.opts.host,
-            cfg.opts.port,
+        return Err(SourceError::Refused(format!(
+            "it is {} but the stream is from {}",
             flavor.as_str(),
             proc.flavor.as_str()
         )));
@@ -196,17 +266,22 @@ async fn session(
         .unwrap_or("")
         .eq_ignore_ascii_case("CRC32")
     {
-        return Err(SourceError::Fatal(format!(
+        return Err(SourceError::Refused(format!(
             "binlog_checksum: must be CRC32, is {}. Fix: SET GLOBAL binlog_checksum=CRC32 and binlog_checksum=CRC32 in my.cnf",
             checksum.unwrap_or_default()
         )));
     }
+    let failures = checks::check_start_position(&mut q, flavor, &proc.executed).await?;
+    if !failures.is_empty() {
+        let all: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+        return Err(SourceError::Refused(all.join("; ")));
+    }
     q.disconnect().await.ok();
 
-    let mut opts = cfg.opts.clone();
+    let mut opts = server.clone();
     opts.read_timeout = cfg.heartbeat * 3;
     let mut conn = PacketConn::connect(&opts).await?;
-    dump_conn.store(conn.connection_id, Ordering::Relaxed);
+    dump_conn.id.store(conn.connection_id, Ordering::Relaxed);
     conn.query_drop("SET @master_binlog_checksum = @@global.binlog_checksum")
         .await?;
     conn.query_drop(&format!(
@@ -244,12 +319,28 @@ async fn session(
             conn.command(0x1e, &b).await?;
         }
     }
-    tracing::info!(server = %cfg.opts.host, port = cfg.opts.port, flavor = flavor.as_str(), from = %proc.executed, "binlog dump started");
+    tracing::info!(server = ?server, flavor = flavor.as_str(), from = %proc.executed, "binlog dump started");
 
     let mut pkt = Vec::with_capacity(64 * 1024);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
+    let mut stop_by: Option<tokio::time::Instant> = None;
     let result = loop {
-        if let Err(e) = conn.read_packet(&mut pkt).await {
+        if *stop.borrow() {
+            let deadline = *stop_by.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
+            if proc.tx.is_none() || tokio::time::Instant::now() >= deadline {
+                break Ok(());
+            }
+        }
+        let read = if proc.tx.is_none() && stop_by.is_none() {
+            // Between transactions a stop may cut the wait for the next event.
+            tokio::select! {
+                r = conn.read_packet(&mut pkt) => r,
+                _ = stop.wait_for(|s| *s) => continue,
+            }
+        } else {
+            conn.read_packet(&mut pkt).await
+        };
+        if let Err(e) = read {
             break Err(e);
         }
         match pkt.first() {
@@ -272,30 +363,17 @@ async fn session(
         }
         // Hand out when full, or when no more data is waiting (keeps `tail` live).
         let full = batch.len() >= BATCH_RECORDS || proc.batch_bytes >= BATCH_BYTES;
-        if full || ((!batch.is_empty() || proc.committed) && conn.buffered() == 0) {
+        if full || (proc.has_output(&batch) && conn.buffered() == 0) {
             if send(tx, &mut batch, proc).await.is_err() {
                 return Ok(());
             }
         }
     };
     // Whatever was decoded completely is valid; deliver it before reconnecting.
-    if !batch.is_empty() && send(tx, &mut batch, proc).await.is_err() {
+    if proc.has_output(&batch) && send(tx, &mut batch, proc).await.is_err() {
         return Ok(());
     }
     result
-}
-
-/// Ends the dump connection `id` on the server, so the server forgets our
-/// replica registration now rather than at its next write to a dead socket.
-pub async fn release_dump(opts: &ConnOpts, id: u32) {
-    if id == 0 {
-        return;
-    }
-    if let Ok((mut q, _)) = query_conn(opts).await {
-        // Error 1094 (unknown thread) means it is already gone.
-        let _ = q.query_drop(format!("KILL CONNECTION {id}")).await;
-        q.disconnect().await.ok();
-    }
 }
 
 async fn send(
@@ -306,7 +384,14 @@ async fn send(
     let executed = std::mem::take(&mut proc.committed).then(|| proc.executed.clone());
     proc.batch_bytes = 0;
     let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
-    tx.send(Batch { records, executed }).await.map_err(|_| ())
+    let commits = std::mem::take(&mut proc.commits);
+    tx.send(Batch {
+        records,
+        commits,
+        executed,
+    })
+    .await
+    .map_err(|_| ())
 }
 
 async fn register_replica(conn: &mut PacketConn, server_id: u32) -> Result<(), SourceError> {
@@ -370,6 +455,8 @@ struct Processor {
     event_start: u64,
     /// Binlog bytes of the rows decoded into the current batch.
     batch_bytes: usize,
+    /// Transactions completed since the last batch was handed out.
+    commits: Vec<Commit>,
     /// Position of the last rows event and how many rows were numbered there.
     rows_at: u64,
     rows_done: u32,
@@ -395,9 +482,15 @@ impl Processor {
             events_seen: 0,
             event_start: 0,
             batch_bytes: 0,
+            commits: Vec::new(),
             rows_at: u64::MAX,
             rows_done: 0,
         }
+    }
+
+    /// True when a batch must be handed out: records, boundaries or progress.
+    fn has_output(&self, batch: &[Record]) -> bool {
+        !batch.is_empty() || !self.commits.is_empty() || self.committed
     }
 
     /// Forget connection-bound state; remember how far the open transaction got.
@@ -487,7 +580,7 @@ impl Processor {
                     0 => ts * 1000,
                     us => us / 1000,
                 };
-                self.begin_tx(text, ts_ms, false)?;
+                self.begin_tx(text, ts_ms)?;
             }
             // ANONYMOUS_GTID: the server is not in GTID mode; we cannot resume reliably.
             34 => {
@@ -496,20 +589,20 @@ impl Processor {
                     at(self)
                 )))
             }
-            // MariaDB GTID: seq_no, domain, flags.
+            // MariaDB GTID: seq_no, domain, flags. Without FL_STANDALONE a BEGIN
+            // follows; on_query tracks BEGIN either way.
             162 => {
                 if body.len() < 13 {
                     return Err(SourceError::Fatal("truncated MariaDB GTID event".into()));
                 }
                 let seq = u64::from_le_bytes(body[0..8].try_into().unwrap());
                 let domain = u32::from_le_bytes(body[8..12].try_into().unwrap());
-                let standalone = body[12] & 1 != 0;
-                self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000, !standalone)?;
+                self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000)?;
             }
             // QUERY: BEGIN/COMMIT/DDL.
             2 => self.on_query(body, ts, origin_server, out)?,
             // XID / XA_PREPARE: commit.
-            16 | 38 => self.commit()?,
+            16 | 38 => self.commit(out.len())?,
             // TABLE_MAP.
             19 => self.on_table_map(body, ty)?,
             // Rows events v1, v2, partial JSON update.
@@ -557,12 +650,7 @@ impl Processor {
         Ok(())
     }
 
-    fn begin_tx(
-        &mut self,
-        gtid: String,
-        ts_ms: u64,
-        in_begin_expected: bool,
-    ) -> Result<(), SourceError> {
+    fn begin_tx(&mut self, gtid: String, ts_ms: u64) -> Result<(), SourceError> {
         let parsed = Gtid::parse(self.flavor, &gtid)
             .map_err(|e| SourceError::Fatal(format!("GTID `{gtid}`: {e}")))?;
         let gtid: Arc<str> = Arc::from(gtid);
@@ -570,7 +658,6 @@ impl Processor {
             Some((g, n)) if g == gtid => n,
             _ => 0,
         };
-        let _ = in_begin_expected;
         self.tx = Some(Tx {
             gtid,
             parsed,
@@ -583,12 +670,21 @@ impl Processor {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), SourceError> {
+    /// Ends the open transaction; `end` is the batch length after its last record.
+    fn commit(&mut self, end: usize) -> Result<(), SourceError> {
         if let Some(tx) = self.tx.take() {
             self.executed
                 .add(&tx.parsed)
                 .map_err(|e| SourceError::Fatal(format!("GTID {}: {e}", tx.gtid)))?;
             self.committed = true;
+            // Transactions with nothing for us (filtered tables) need no boundary.
+            if tx.total > 0 {
+                self.commits.push(Commit {
+                    end,
+                    gtid: tx.gtid,
+                    events: tx.total,
+                });
+            }
         }
         Ok(())
     }
@@ -630,12 +726,12 @@ impl Processor {
                 if second == "END" {
                     return Ok(());
                 }
-                return self.commit(); // XA COMMIT / XA ROLLBACK: a transaction of its own
+                return self.commit(out.len()); // XA COMMIT / XA ROLLBACK: a transaction of its own
             }
-            "COMMIT" => return self.commit(),
+            "COMMIT" => return self.commit(out.len()),
             "ROLLBACK" => {
                 // A transaction that touched a non-transactional table and rolled back is logged whole.
-                return self.commit();
+                return self.commit(out.len());
             }
             "SAVEPOINT" | "RELEASE" => return Ok(()),
             "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => {
@@ -686,7 +782,7 @@ impl Processor {
             }
         }
         if !self.tx.as_ref().map(|t| t.in_begin).unwrap_or(false) {
-            self.commit()?;
+            self.commit(out.len())?;
         }
         Ok(())
     }
@@ -1110,7 +1206,7 @@ mod tests {
 
     fn processor(flavor: Flavor) -> Processor {
         let cfg = StreamConfig {
-            opts: ConnOpts::from_url("mysql://u@127.0.0.1:1").unwrap(),
+            servers: vec![ConnOpts::from_url("mysql://u@127.0.0.1:1").unwrap()],
             server_id: 1,
             name: Arc::from("t"),
             filter: TableFilter::default(),
