@@ -2,5 +2,8 @@
 //!
 //! The library holds the runtime; `main.rs` only parses the command line.
 
+pub mod checkpoint;
 pub mod cli;
+pub mod config;
+pub mod pipeline;
 pub mod source;

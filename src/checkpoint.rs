@@ -1,0 +1,522 @@
+//! The checkpoint store: how far every sink has durably got, as a GTID set.
+//!
+//! The checkpoint lives in `<dir>/checkpoint.json` (JSON Schema:
+//! `schemas/checkpoint.schema.json`):
+//!
+//! ```json
+//! {"version":1,"flavor":"mysql","gtid_set":"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100",
+//!  "server":"db1:3306","updated_at":"2026-11-21T10:00:00Z"}
+//! ```
+//!
+//! Invariants:
+//! * **One writer.** [`CheckpointStore::open`] takes an exclusive `flock` on
+//!   `<dir>/lock` and holds it for the life of the store, so two rowstream
+//!   processes can never advance the same checkpoint.
+//! * **Atomic writes.** [`CheckpointStore::save`] writes `checkpoint.json.tmp`,
+//!   fsyncs it, renames it over `checkpoint.json` and fsyncs the directory.
+//!   A crash or an I/O error at any point leaves either the old or the new
+//!   checkpoint, whole; never a mix, never nothing. A stale `.tmp` left by a
+//!   crash is ignored by [`CheckpointStore::load`] and overwritten by the
+//!   next save.
+//! * **No silent restarts.** [`CheckpointStore::load`] returns `None` only when
+//!   `checkpoint.json` does not exist. A file that is empty, truncated, not
+//!   JSON, of an unknown version or with an unparseable GTID set is a
+//!   [`CheckpointError::Corrupt`] that tells the operator what to do.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rowstream_api::Flavor;
+use serde::{Deserialize, Serialize};
+
+use crate::source::gtid::GtidSet;
+
+/// The checkpoint format version this build reads and writes.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// The checkpoint file's name inside the checkpoint directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+/// The temporary file a save writes before renaming it over [`CHECKPOINT_FILE`].
+pub const CHECKPOINT_TMP_FILE: &str = "checkpoint.json.tmp";
+/// The lock file inside the checkpoint directory (holds the owner's pid).
+pub const LOCK_FILE: &str = "lock";
+
+/// What can go wrong with the checkpoint store. Every variant is fatal for
+/// the service: the operator must act.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// An I/O operation on the checkpoint directory failed (permissions, full
+    /// disk, ...). `what` says which operation, `path` on which file.
+    #[error("checkpoint: cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process (or another store in this process) holds the lock.
+    #[error(
+        "checkpoint directory {} is in use by another rowstream process{} (lock {} is held); \
+         two rowstream instances cannot share a checkpoint directory: stop the other one \
+         or give this one its own checkpoint.dir",
+        dir.display(),
+        holder.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        dir.join(LOCK_FILE).display()
+    )]
+    Locked {
+        dir: PathBuf,
+        /// The pid the holder wrote into the lock file, when readable.
+        holder: Option<String>,
+    },
+    /// `checkpoint.json` exists but cannot be used. rowstream never restarts
+    /// from scratch on its own.
+    #[error(
+        "checkpoint file {} is corrupt: {reason}. rowstream will not start over on its own: \
+         restore the file from a backup, or delete it to start again from `source.start` \
+         (which re-reads or skips changes)",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// A saved position: every transaction in `gtid_set` is durable in every sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The transactions delivered, in the server's own notation (its flavour
+    /// is the checkpoint's flavour).
+    pub gtid_set: GtidSet,
+    /// `host:port` of the server this was last read from (informational).
+    pub server: String,
+    /// When it was written, RFC 3339 UTC (`2026-11-21T10:00:00Z`; informational).
+    pub updated_at: String,
+}
+
+impl Checkpoint {
+    /// A checkpoint of `gtid_set` read from `server` (`host:port`), stamped now.
+    pub fn new(gtid_set: GtidSet, server: impl Into<String>) -> Self {
+        Checkpoint {
+            gtid_set,
+            server: server.into(),
+            updated_at: rfc3339_utc(SystemTime::now()),
+        }
+    }
+
+    /// The flavour of the GTID set.
+    pub fn flavor(&self) -> Flavor {
+        self.gtid_set.flavor()
+    }
+}
+
+/// The on-disk form, version 1.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointFile {
+    version: u32,
+    flavor: String,
+    gtid_set: String,
+    server: String,
+    updated_at: String,
+}
+
+/// The checkpoint directory, locked for this process while the value lives.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    // Holds the flock; closing it (drop) releases the lock.
+    _lock: File,
+}
+
+impl CheckpointStore {
+    /// Opens the checkpoint directory `dir`, creating it (and its parents) if
+    /// needed, and takes an exclusive lock on `<dir>/lock` without waiting.
+    /// Fails with [`CheckpointError::Locked`] when another store (in any
+    /// process) holds it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_err("open lock file", &lock_path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = lock.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(CheckpointError::Locked {
+                    dir,
+                    holder: (!holder.is_empty() && holder.len() < 32).then(|| holder.to_string()),
+                });
+            }
+            return Err(io_err("lock", &lock_path, e));
+        }
+        // Who holds it, for the error message of the next one. Best effort:
+        // the lock itself is what matters.
+        let _ = lock
+            .set_len(0)
+            .and_then(|_| lock.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        Ok(CheckpointStore { dir, _lock: lock })
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<dir>/checkpoint.json`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_FILE)
+    }
+
+    /// Reads the checkpoint. `Ok(None)` only when `checkpoint.json` does not
+    /// exist (a first start: the caller begins at `source.start`). Anything
+    /// else that is not a valid version-1 checkpoint is an error, never `None`.
+    pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path, e)),
+        };
+        parse(&bytes)
+            .map(Some)
+            .map_err(|reason| CheckpointError::Corrupt { path, reason })
+    }
+
+    /// Writes `cp` atomically: `checkpoint.json.tmp`, fsync, rename over
+    /// `checkpoint.json`, fsync of the directory. When this returns `Ok` the
+    /// new checkpoint survives a power loss; when it returns an error the
+    /// previous checkpoint is still in place, whole.
+    pub fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        let file = CheckpointFile {
+            version: CHECKPOINT_VERSION,
+            flavor: cp.flavor().as_str().to_string(),
+            gtid_set: cp.gtid_set.to_string(),
+            server: cp.server.clone(),
+            updated_at: cp.updated_at.clone(),
+        };
+        let mut json = serde_json::to_vec(&file).expect("a checkpoint always serializes");
+        json.push(b'\n');
+
+        let tmp = self.dir.join(CHECKPOINT_TMP_FILE);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_err("create", &tmp, e))?;
+        f.write_all(&json).map_err(|e| io_err("write", &tmp, e))?;
+        f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+        drop(f);
+        let path = self.path();
+        std::fs::rename(&tmp, &path).map_err(|e| io_err("rename into place", &path, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("fsync directory", &self.dir, e))?;
+        Ok(())
+    }
+}
+
+fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Parses the bytes of a checkpoint file; the error says what is wrong with it.
+fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("the file is empty".into());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let version = match value.get("version") {
+        None => return Err("no \"version\" field".into()),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("\"version\" is {v}, not a number"))?,
+    };
+    if version != u64::from(CHECKPOINT_VERSION) {
+        return Err(format!(
+            "unknown version {version} (this rowstream reads version {CHECKPOINT_VERSION}; \
+             was it written by a newer rowstream?)"
+        ));
+    }
+    let file: CheckpointFile =
+        serde_json::from_value(value).map_err(|e| format!("not a version 1 checkpoint ({e})"))?;
+    let flavor = match file.flavor.as_str() {
+        "mysql" => Flavor::MySql,
+        "mariadb" => Flavor::MariaDb,
+        other => {
+            return Err(format!(
+                "unknown flavor {other:?} (expected \"mysql\" or \"mariadb\")"
+            ))
+        }
+    };
+    let gtid_set = GtidSet::parse(flavor, &file.gtid_set)
+        .map_err(|e| format!("bad gtid_set for flavor {}: {e}", file.flavor))?;
+    Ok(Checkpoint {
+        gtid_set,
+        server: file.server,
+        updated_at: file.updated_at,
+    })
+}
+
+/// `t` as RFC 3339 UTC with whole seconds: `2026-11-21T10:00:00Z`.
+fn rfc3339_utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    const MYSQL_SET: &str =
+        "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100:102,4f11fa47-71ca-11e1-9e33-c80aa9429562:1-5";
+
+    /// A fresh, empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new() -> Self {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "rowstream-checkpoint-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mysql_cp() -> Checkpoint {
+        Checkpoint::new(
+            GtidSet::parse(Flavor::MySql, MYSQL_SET).unwrap(),
+            "db1:3306",
+        )
+    }
+
+    fn corrupt_reason(content: &[u8]) -> String {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        std::fs::write(store.path(), content).unwrap();
+        match store.load() {
+            Err(e @ CheckpointError::Corrupt { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("corrupt"), "{msg}");
+                assert!(msg.contains("restore"), "{msg}");
+                assert!(msg.contains("delete it"), "{msg}");
+                assert!(msg.contains(&store.path().display().to_string()), "{msg}");
+                msg
+            }
+            other => panic!("{content:?}: expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_file_is_none() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(t.0.join("a/b")).unwrap();
+        assert!(store.dir().is_dir());
+        assert_eq!(store.load().unwrap(), None);
+    }
+
+    #[test]
+    fn round_trip_both_flavors() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        let cp = mysql_cp();
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp.clone()));
+
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["flavor"], "mysql");
+        assert_eq!(json["gtid_set"], MYSQL_SET);
+        assert_eq!(json["server"], "db1:3306");
+
+        // Overwrite with a MariaDB one; the tmp file is gone after a save.
+        let cp = Checkpoint::new(
+            GtidSet::parse(Flavor::MariaDb, "0-1-100,1-2-5").unwrap(),
+            "[::1]:3307",
+        );
+        store.save(&cp).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back, cp);
+        assert_eq!(back.flavor(), Flavor::MariaDb);
+        assert!(!t.0.join(CHECKPOINT_TMP_FILE).exists());
+
+        // The empty set is a valid checkpoint too.
+        let cp = Checkpoint::new(GtidSet::empty(Flavor::MySql), "db1:3306");
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+    }
+
+    #[test]
+    fn corrupt_files_are_errors() {
+        assert!(corrupt_reason(b"").contains("empty"));
+        assert!(corrupt_reason(b"\n").contains("empty"));
+        assert!(corrupt_reason(b"\x00\x01garbage").contains("not valid JSON"));
+        assert!(corrupt_reason(b"[1,2]").contains("version"));
+        assert!(
+            corrupt_reason(br#"{"version":1,"flavor":"mysql","gtid_set":"3e11fa47-71ca-11e1"#)
+                .contains("not valid JSON")
+        );
+        assert!(corrupt_reason(
+            br#"{"version":99,"flavor":"mysql","gtid_set":"","server":"a:1","updated_at":"x"}"#
+        )
+        .contains("unknown version 99"));
+        assert!(corrupt_reason(
+            br#"{"version":"1","flavor":"mysql","gtid_set":"","server":"a:1","updated_at":"x"}"#
+        )
+        .contains("not a number"));
+        assert!(corrupt_reason(
+            br#"{"version":1,"flavor":"mysql","gtid_set":"not-a-gtid","server":"a:1","updated_at":"x"}"#
+        )
+        .contains("bad gtid_set"));
+        // A MariaDB position labelled mysql.
+        assert!(corrupt_reason(
+            br#"{"version":1,"flavor":"mysql","gtid_set":"0-1-100","server":"a:1","updated_at":"x"}"#
+        )
+        .contains("bad gtid_set"));
+        assert!(corrupt_reason(
+            br#"{"version":1,"flavor":"postgres","gtid_set":"","server":"a:1","updated_at":"x"}"#
+        )
+        .contains("unknown flavor"));
+        assert!(corrupt_reason(
+            br#"{"version":1,"flavor":"mysql","server":"a:1","updated_at":"x"}"#
+        )
+        .contains("gtid_set"));
+        // Every prefix of a valid file is refused, never read as "no checkpoint".
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        store.save(&mysql_cp()).unwrap();
+        let good = std::fs::read(store.path()).unwrap();
+        for n in 0..good.len() - 1 {
+            std::fs::write(store.path(), &good[..n]).unwrap();
+            assert!(
+                matches!(store.load(), Err(CheckpointError::Corrupt { .. })),
+                "prefix of {n} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn leftover_tmp_does_not_matter() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        // A crash before the first rename: only a tmp file, no checkpoint.
+        std::fs::write(t.0.join(CHECKPOINT_TMP_FILE), b"{\"version\":1,\"fla").unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        // A crash after a save: the tmp is half-written garbage; load uses the real one.
+        let cp = mysql_cp();
+        store.save(&cp).unwrap();
+        std::fs::write(t.0.join(CHECKPOINT_TMP_FILE), b"garbage").unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+        // The next save overwrites the stale tmp.
+        let cp2 = Checkpoint::new(
+            GtidSet::parse(Flavor::MySql, "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-200").unwrap(),
+            "db2:3306",
+        );
+        store.save(&cp2).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp2));
+    }
+
+    #[test]
+    fn failed_save_keeps_the_old_checkpoint() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        let cp = mysql_cp();
+        store.save(&cp).unwrap();
+        // The tmp path is taken by a directory: the write fails before the rename.
+        std::fs::create_dir(t.0.join(CHECKPOINT_TMP_FILE)).unwrap();
+        let err = store
+            .save(&Checkpoint::new(GtidSet::empty(Flavor::MySql), "x:1"))
+            .unwrap_err();
+        assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
+        assert!(err.to_string().contains(CHECKPOINT_TMP_FILE), "{err}");
+        assert_eq!(store.load().unwrap(), Some(cp));
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let t = TempDir::new();
+        let first = CheckpointStore::open(&t.0).unwrap();
+        let err = CheckpointStore::open(&t.0).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, CheckpointError::Locked { .. }), "{msg}");
+        assert!(msg.contains(&t.0.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        // Released on drop.
+        drop(first);
+        let again = CheckpointStore::open(&t.0).unwrap();
+        assert_eq!(again.load().unwrap(), None);
+    }
+
+    #[test]
+    fn unusable_dir_is_an_io_error() {
+        let t = TempDir::new();
+        std::fs::create_dir_all(&t.0).unwrap();
+        let file = t.0.join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = CheckpointStore::open(&file).unwrap_err();
+        assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_795_255_046)),
+            "2026-11-21T09:57:26Z"
+        );
+        let now = Checkpoint::new(GtidSet::empty(Flavor::MySql), "x:1").updated_at;
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+    }
+}
