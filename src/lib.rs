@@ -5,5 +5,4 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
-pub mod pipeline;
 pub mod source;
