@@ -1,6 +1,7 @@
-//! The command line: `check` validates a server, `tail` prints its change
-//! events as NDJSON. Exit codes: 0 ok, 1 runtime error, 2 failed checks or
-//! bad arguments.
+//! The command line: `run` is the service, `check` validates a server (or a
+//! config and its servers), `tail` prints change events as NDJSON, `backup
+//! cat` prints a file backup. Exit codes: 0 ok, 1 runtime error, 2 failed
+//! checks or bad configuration.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -29,10 +30,48 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check that a server is set up for rowstream (binlog, GTID, privileges, replica id).
-    Check(CheckArgs),
+    /// Stream changes into the configured sinks, checkpointing as they become durable.
+    Run(RunArgs),
+    /// Check that a server is set up for rowstream (binlog, GTID, privileges, replica id);
+    /// with --config, validate the config and check every source server in it.
+    Check(CheckCmd),
     /// Print change events of a server as NDJSON on stdout.
     Tail(TailArgs),
+    /// Work with a file backup.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The TOML config (see deploy/rowstream.toml); ROWSTREAM_SECTION__KEY variables override it.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckCmd {
+    /// Validate this config file and check its source servers.
+    #[arg(long, conflicts_with = "url")]
+    pub config: Option<std::path::PathBuf>,
+    /// Server URL: mysql://user:password@host:port[?tls=disabled|required|verify&tls-ca=FILE]
+    #[arg(long, env = "ROWSTREAM_SOURCE_URL", required_unless_present = "config")]
+    pub url: Option<String>,
+    /// Our replica server id; default: random in 5400..6400 (like Debezium).
+    #[arg(long)]
+    pub server_id: Option<u32>,
+    /// Start position to check for purging: earliest, latest or a GTID set.
+    #[arg(long, default_value = "latest")]
+    pub from: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Print the backup's row events and schema changes as NDJSON, in commit order.
+    Cat {
+        /// The file sink's directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,9 +111,77 @@ pub struct TailArgs {
 /// Runs the command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Check(a) => check(&a).await,
+        Command::Run(a) => run_service(&a).await,
+        Command::Check(CheckCmd { config: Some(path), server_id, .. }) => check_config(&path, server_id).await,
+        Command::Check(CheckCmd { url, server_id, from, .. }) => {
+            check(&CheckArgs { url: url.unwrap_or_default(), server_id, from }).await
+        }
         Command::Tail(a) => tail(a).await,
+        Command::Backup(BackupCmd::Cat { dir }) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+            rowstream_file::reader::cat(&dir, &mut out)
+                .map_err(|e| anyhow::anyhow!("backup {}: {e}", dir.display()))?;
+            out.flush()?;
+            Ok(0)
+        }
     }
+}
+
+fn load_config(path: &std::path::Path) -> Result<crate::config::Config, i32> {
+    crate::config::load(path).map_err(|e| {
+        eprintln!("rowstream: {e}");
+        2
+    })
+}
+
+/// `rowstream run`: the service until SIGINT/SIGTERM (drain, exit 0) or an error.
+async fn run_service(a: &RunArgs) -> anyhow::Result<i32> {
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    match crate::pipeline::run(cfg, stop_rx).await {
+        Ok(()) => Ok(0),
+        Err(e @ crate::pipeline::ServiceError::Checks(_)) => {
+            eprintln!("rowstream: {e}");
+            Ok(2)
+        }
+        Err(e) => {
+            eprintln!("rowstream: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// `rowstream check --config`: the config is valid and every source server passes the checks.
+async fn check_config(path: &std::path::Path, server_id: Option<u32>) -> anyhow::Result<i32> {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    println!("ok: config {} is valid", path.display());
+    let mut code = 0;
+    for opts in cfg.source.conn_opts()? {
+        let (c, ok) = run_checks(&opts, server_id.unwrap_or(cfg.source.server_id), &cfg.source.start).await?;
+        if let Some((flavor, _)) = ok {
+            println!("ok: {} at {}:{} is ready for rowstream", flavor.as_str(), opts.host, opts.port);
+        }
+        code = code.max(c);
+    }
+    Ok(code)
 }
 
 fn server_id(a: &CheckArgs) -> u32 {

@@ -5,4 +5,5 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod pipeline;
 pub mod source;

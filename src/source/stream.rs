@@ -225,6 +225,11 @@ pub struct DumpConn {
 }
 
 impl DumpConn {
+    /// Index (in `StreamConfig::servers`) of the server the dump runs on.
+    pub fn server(&self) -> usize {
+        self.server.load(Ordering::Relaxed)
+    }
+
     /// Ends the current dump connection on its server, so the server forgets
     /// our replica registration now rather than at its next write to a dead
     /// socket (which would make a quick restart fail the server_id check).
