@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rowstream_api::json::write_record;
 use rowstream_api::{
-    Ack, AckReceiver, Batch, ChangeEvent, Commit, Committed, Flavor, Op, Record, Row,
-    SchemaChange, Sink, SinkError, Snapshot, Source, Transaction, Value,
+    Ack, AckReceiver, Batch, ChangeEvent, Commit, Committed, Flavor, Op, Record, Row, SchemaChange,
+    Sink, SinkError, Snapshot, Source, Transaction, Value,
 };
 use rowstream_file::segment::{segment_name, segments, Segment};
 use rowstream_file::{cat, BackupReader, FileSink, FileSinkConfig, LineKind};
@@ -58,7 +58,10 @@ fn event(tx: u64, i: u64) -> Record {
         before: None,
         after: Some(Row {
             columns: cols,
-            values: vec![Value::Int((tx * 1000 + i) as i64), Value::String(format!("row {tx}/{i} \"é\""))],
+            values: vec![
+                Value::Int((tx * 1000 + i) as i64),
+                Value::String(format!("row {tx}/{i} \"é\"")),
+            ],
         }),
         ts_ms: 1_700_000_000_000,
         source: Source {
@@ -84,7 +87,9 @@ fn event(tx: u64, i: u64) -> Record {
 }
 
 fn ddl(tx: u64) -> Record {
-    let Record::Change(ev) = event(tx, 0) else { unreachable!() };
+    let Record::Change(ev) = event(tx, 0) else {
+        unreachable!()
+    };
     Record::SchemaChange(SchemaChange {
         source: ev.source,
         ts_ms: 1,
@@ -101,10 +106,17 @@ fn line(rec: &Record) -> Vec<u8> {
 
 /// Builds batches out of whole transactions `(tx number, records)`.
 fn batch(seq: u64, txs: &[(u64, u64)]) -> Batch {
-    let mut b = Batch { seq, ..Default::default() };
+    let mut b = Batch {
+        seq,
+        ..Default::default()
+    };
     for &(tx, n) in txs {
         for i in 0..n {
-            b.records.push(if i == 0 && tx % 7 == 3 { ddl(tx) } else { event(tx, i) });
+            b.records.push(if i == 0 && tx % 7 == 3 {
+                ddl(tx)
+            } else {
+                event(tx, i)
+            });
         }
         b.commits.push(Commit {
             end: b.records.len(),
@@ -179,7 +191,11 @@ async fn acks_only_after_flush_and_format() {
     let b = Batch {
         seq: 3,
         records: vec![event(3, 2)],
-        commits: vec![Commit { end: 1, gtid: gtid(3).into(), events: 3 }],
+        commits: vec![Commit {
+            end: 1,
+            gtid: gtid(3).into(),
+            events: 3,
+        }],
     };
     let mut rx3 = write(&mut s, b).await;
     s.flush().await.unwrap();
@@ -189,11 +205,20 @@ async fn acks_only_after_flush_and_format() {
     let mut want = Vec::new();
     for (rec, m) in [
         (event(1, 0), None),
-        (event(1, 1), Some("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-1\",\"event_count\":2}}")),
-        (event(2, 0), Some("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-2\",\"event_count\":1}}")),
+        (
+            event(1, 1),
+            Some("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-1\",\"event_count\":2}}"),
+        ),
+        (
+            event(2, 0),
+            Some("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-2\",\"event_count\":1}}"),
+        ),
         (ddl(3), None),
         (event(3, 1), None),
-        (event(3, 2), Some("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-3\",\"event_count\":3}}")),
+        (
+            event(3, 2),
+            Some("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-3\",\"event_count\":3}}"),
+        ),
     ] {
         want.extend(line(&rec));
         want.push(b'\n');
@@ -202,7 +227,10 @@ async fn acks_only_after_flush_and_format() {
             want.push(b'\n');
         }
     }
-    assert_eq!(String::from_utf8(raw).unwrap(), String::from_utf8(want).unwrap());
+    assert_eq!(
+        String::from_utf8(raw).unwrap(),
+        String::from_utf8(want).unwrap()
+    );
     assert_eq!(markers(d.path()), vec![gtid(1), gtid(2), gtid(3)]);
 }
 
@@ -215,12 +243,20 @@ async fn write_error_fails_acks_and_poisons() {
     std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson")).unwrap();
     let mut rx = write(&mut s, batch(1, &[(1, 3)])).await;
     let e = s.flush().await.unwrap_err();
-    let SinkError::Fatal(msg) = e else { panic!("not fatal: {e}") };
-    assert!(msg.contains("000000000001.ndjson") && msg.contains("No space left"), "{msg}");
+    let SinkError::Fatal(msg) = e else {
+        panic!("not fatal: {e}")
+    };
+    assert!(
+        msg.contains("000000000001.ndjson") && msg.contains("No space left"),
+        "{msg}"
+    );
     assert!(matches!(rx.try_recv(), Ok(Err(m)) if m.contains("No space left")));
     // Poisoned: later writes fail their acks too.
     let (ack, mut rx) = Ack::new();
-    assert!(matches!(s.write(Arc::new(batch(2, &[(2, 1)])), ack).await, Err(SinkError::Fatal(_))));
+    assert!(matches!(
+        s.write(Arc::new(batch(2, &[(2, 1)])), ack).await,
+        Err(SinkError::Fatal(_))
+    ));
     assert!(matches!(rx.try_recv(), Ok(Err(_))));
     assert!(s.flush().await.is_err());
 }
@@ -243,13 +279,20 @@ async fn unwritable_dir_and_lock() {
     fs::write(d.path().join("file.txt"), b"x").unwrap();
     let bad = d.path().join("file.txt/sub");
     let mut s = FileSink::new(cfg(&bad)).unwrap();
-    let SinkError::Fatal(msg) = s.start(&Ckpt::none()).await.unwrap_err() else { panic!() };
-    assert!(msg.contains(&format!("backup dir {}", bad.display())), "{msg}");
+    let SinkError::Fatal(msg) = s.start(&Ckpt::none()).await.unwrap_err() else {
+        panic!()
+    };
+    assert!(
+        msg.contains(&format!("backup dir {}", bad.display())),
+        "{msg}"
+    );
     assert!(msg.contains("not a directory"), "{msg}");
 
     let _held = started(cfg(d.path()), &Ckpt::none()).await;
     let mut other = FileSink::new(cfg(d.path())).unwrap();
-    let SinkError::Fatal(msg) = other.start(&Ckpt::none()).await.unwrap_err() else { panic!() };
+    let SinkError::Fatal(msg) = other.start(&Ckpt::none()).await.unwrap_err() else {
+        panic!()
+    };
     assert!(msg.contains("locked by another process"), "{msg}");
 }
 
@@ -290,7 +333,10 @@ async fn rotation_compression_and_cat_order() {
         assert_eq!(kinds.last(), Some(&LineKind::TxEnd));
     }
     assert_eq!(cat_lines(d.path()), expected(&all));
-    assert_eq!(markers(d.path()), all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>());
+    assert_eq!(
+        markers(d.path()),
+        all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
+    );
     drop(s);
     // No tmp files left, no .ndjson beside a .zst.
     for e in fs::read_dir(d.path()).unwrap() {
@@ -314,7 +360,16 @@ async fn rotation_by_age() {
     s.wait_compressed();
     assert_eq!(
         segments(d.path()).unwrap(),
-        vec![Segment { num: 1, compressed: true }, Segment { num: 2, compressed: false }]
+        vec![
+            Segment {
+                num: 1,
+                compressed: true
+            },
+            Segment {
+                num: 2,
+                compressed: false
+            }
+        ]
     );
     assert_eq!(cat_lines(d.path()), expected(&[(1, 2), (2, 2)]));
 }
@@ -349,7 +404,12 @@ async fn recovery_cuts_partial_transaction_and_torn_line() {
     s.flush().await.unwrap();
     drop(s);
     let open = d.path().join(segment_name(1, false));
-    fs::OpenOptions::new().append(true).open(&open).unwrap().write_all(b"{\"before\":nu").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&open)
+        .unwrap()
+        .write_all(b"{\"before\":nu")
+        .unwrap();
     // The reader shows complete transactions only.
     assert_eq!(cat_lines(d.path()), expected(&all));
 
@@ -389,7 +449,10 @@ async fn recovery_cuts_transactions_past_checkpoint_in_open_segment() {
     // A restart with everything covered changes nothing.
     let before = fs::read(d.path().join(segment_name(1, false))).unwrap();
     let _s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
-    assert_eq!(fs::read(d.path().join(segment_name(1, false))).unwrap(), before);
+    assert_eq!(
+        fs::read(d.path().join(segment_name(1, false))).unwrap(),
+        before
+    );
 }
 
 #[tokio::test]
@@ -400,21 +463,32 @@ async fn recovery_cut_inside_compressed_segment_removes_newer() {
     let segs = segments(d.path()).unwrap();
     assert!(segs.len() >= 6, "{segs:?}");
     // Pick a transaction in the middle of a closed segment.
-    let entries: Vec<_> = BackupReader::open(d.path()).unwrap().map(Result::unwrap).collect();
+    let entries: Vec<_> = BackupReader::open(d.path())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let target_seg = segs[2].num;
     let in_seg: Vec<_> = entries
         .iter()
         .filter(|e| e.segment == target_seg && e.kind == LineKind::TxEnd)
         .collect();
     assert!(in_seg.len() >= 3);
-    let cut_gtid = rowstream_file::encode::parse_tx_end(&in_seg[1].line).unwrap().id;
+    let cut_gtid = rowstream_file::encode::parse_tx_end(&in_seg[1].line)
+        .unwrap()
+        .id;
     let n = all.iter().position(|t| gtid(t.0) == cut_gtid).unwrap() + 1;
 
     let mut c = cfg(d.path());
     c.segment_max_bytes = 3000;
     let mut s = started(c, &ck_upto(&all, n)).await;
     let after = segments(d.path()).unwrap();
-    assert_eq!(after.last(), Some(&Segment { num: target_seg, compressed: false }));
+    assert_eq!(
+        after.last(),
+        Some(&Segment {
+            num: target_seg,
+            compressed: false
+        })
+    );
     assert!(after[..after.len() - 1].iter().all(|s| s.compressed));
     assert_eq!(after.len() as u64, target_seg);
     assert_eq!(cat_lines(d.path()), expected(&all[..n]));
@@ -425,7 +499,10 @@ async fn recovery_cut_inside_compressed_segment_removes_newer() {
     s.flush().await.unwrap();
     s.wait_compressed();
     assert_eq!(cat_lines(d.path()), expected(&all));
-    assert_eq!(markers(d.path()), all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>());
+    assert_eq!(
+        markers(d.path()),
+        all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -433,20 +510,42 @@ async fn recovery_cut_at_end_of_compressed_segment() {
     let d = tempfile::tempdir().unwrap();
     let all = txs(1..60, 2);
     backup_of(d.path(), 2000, &all).await;
-    let entries: Vec<_> = BackupReader::open(d.path()).unwrap().map(Result::unwrap).collect();
+    let entries: Vec<_> = BackupReader::open(d.path())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     // The last marker of segment 2.
-    let last = entries.iter().filter(|e| e.segment == 2 && e.kind == LineKind::TxEnd).last().unwrap();
+    let last = entries
+        .iter()
+        .filter(|e| e.segment == 2 && e.kind == LineKind::TxEnd)
+        .last()
+        .unwrap();
     let g = rowstream_file::encode::parse_tx_end(&last.line).unwrap().id;
     let n = all.iter().position(|t| gtid(t.0) == g).unwrap() + 1;
     let mut s = started(cfg(d.path()), &ck_upto(&all, n)).await;
     assert_eq!(
         segments(d.path()).unwrap(),
-        vec![Segment { num: 1, compressed: true }, Segment { num: 2, compressed: true }]
+        vec![
+            Segment {
+                num: 1,
+                compressed: true
+            },
+            Segment {
+                num: 2,
+                compressed: true
+            }
+        ]
     );
     assert_eq!(cat_lines(d.path()), expected(&all[..n]));
     write(&mut s, batch(1, &all[n..])).await;
     s.flush().await.unwrap();
-    assert_eq!(segments(d.path()).unwrap().last(), Some(&Segment { num: 3, compressed: false }));
+    assert_eq!(
+        segments(d.path()).unwrap().last(),
+        Some(&Segment {
+            num: 3,
+            compressed: false
+        })
+    );
     assert_eq!(cat_lines(d.path()), expected(&all));
 }
 
@@ -460,14 +559,22 @@ async fn recovery_finishes_interrupted_compression_and_rewrite() {
     fs::write(d.path().join("000000000002.ndjson.zst.tmp"), b"garbage").unwrap();
     fs::write(d.path().join("000000000001.ndjson.tmp"), b"garbage").unwrap();
     let mut z = Vec::new();
-    rowstream_file::segment::open_segment(d.path(), Segment { num: 1, compressed: true })
-        .unwrap()
-        .read_to_end(&mut z)
-        .unwrap();
+    rowstream_file::segment::open_segment(
+        d.path(),
+        Segment {
+            num: 1,
+            compressed: true,
+        },
+    )
+    .unwrap()
+    .read_to_end(&mut z)
+    .unwrap();
     fs::write(d.path().join(segment_name(1, false)), &z).unwrap();
     let _s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
-    let mut names: Vec<String> =
-        fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert!(!names.contains(&segment_name(1, false)), "{names:?}");
@@ -492,7 +599,10 @@ async fn closed_uncompressed_segments_are_compressed_on_start() {
     s.wait_compressed();
     let after = segments(d.path()).unwrap();
     assert_eq!(after.len(), segs.len());
-    assert!(after[..after.len() - 1].iter().all(|s| s.compressed), "{after:?}");
+    assert!(
+        after[..after.len() - 1].iter().all(|s| s.compressed),
+        "{after:?}"
+    );
     assert_eq!(cat_lines(d.path()), expected(&all));
 }
 
@@ -503,13 +613,17 @@ async fn refusals() {
     let all = txs(1..5, 1);
     backup_of(d.path(), 1 << 30, &all).await;
     let mut s = FileSink::new(cfg(d.path())).unwrap();
-    let SinkError::Fatal(msg) = s.start(&Ckpt::none()).await.unwrap_err() else { panic!() };
+    let SinkError::Fatal(msg) = s.start(&Ckpt::none()).await.unwrap_err() else {
+        panic!()
+    };
     assert!(msg.contains("has data but there is no checkpoint"), "{msg}");
     assert_eq!(cat_lines(d.path()), expected(&all)); // untouched
 
     // A checkpoint that skips a transaction of the backup.
     let ck = Ckpt::of(["0-1-1", "0-1-3"]);
-    let SinkError::Fatal(msg) = s.start(&ck).await.unwrap_err() else { panic!() };
+    let SinkError::Fatal(msg) = s.start(&ck).await.unwrap_err() else {
+        panic!()
+    };
     assert!(msg.contains("does not match this backup"), "{msg}");
     assert_eq!(cat_lines(d.path()), expected(&all));
 
@@ -517,7 +631,9 @@ async fn refusals() {
     let d2 = tempfile::tempdir().unwrap();
     backup_of(d2.path(), 500, &all).await;
     let mut s = FileSink::new(cfg(d2.path())).unwrap();
-    let SinkError::Fatal(msg) = s.start(&Ckpt::of(["9-9-9"])).await.unwrap_err() else { panic!() };
+    let SinkError::Fatal(msg) = s.start(&Ckpt::of(["9-9-9"])).await.unwrap_err() else {
+        panic!()
+    };
     assert!(msg.contains("belongs to another backup"), "{msg}");
     assert_eq!(cat_lines(d2.path()), expected(&all));
 }
@@ -545,42 +661,66 @@ async fn first_start_wipes_only_an_incomplete_first_transaction() {
 }
 
 /// Throughput of the sink alone (encode + write + fsync + compression in
-/// the background); prints rows/s. Run with `--ignored --nocapture`.
+/// the background); prints rows/s next to the cost of JSON encoding alone.
+/// Run with `--ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput() {
-    let d = tempfile::tempdir().unwrap();
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
     let rows: u64 = 2_000_000;
     let per_batch = 1000;
     // Prebuild batches (the source's cost is not measured here).
     let batches: Vec<Arc<Batch>> = (0..rows / per_batch)
         .map(|b| {
             let txs: Vec<(u64, u64)> = (0..per_batch / 4).map(|t| (b * 1000 + t, 4)).collect();
-            let mut bb = batch(b + 1, &txs);
-            bb.records.truncate(per_batch as usize);
-            Arc::new(bb)
+            Arc::new(batch(b + 1, &txs))
         })
         .collect();
     let t = Instant::now();
-    let mut rxs = Vec::new();
-    for b in batches {
-        let (ack, rx) = Ack::new();
-        s.write(b, ack).await.unwrap();
-        rxs.push(rx);
+    let mut json = 0usize;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for b in &batches {
+        for r in &b.records {
+            write_record(&mut buf, r);
+        }
+        json += buf.len();
+        buf.clear();
     }
-    s.flush().await.unwrap();
-    let el = t.elapsed();
-    for rx in rxs {
-        assert_eq!(rx.await.unwrap(), Ok(()));
-    }
-    let bytes: u64 = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let enc = t.elapsed();
     println!(
-        "{rows} rows, {:.0} MB in {el:?}: {:.0} rows/s, {:.0} MB/s (fsync on)",
-        bytes as f64 / 1e6,
-        rows as f64 / el.as_secs_f64(),
-        bytes as f64 / 1e6 / el.as_secs_f64()
+        "encode only: {:.0} rows/s, {:.0} MB/s",
+        rows as f64 / enc.as_secs_f64(),
+        json as f64 / 1e6 / enc.as_secs_f64()
     );
+    for compress in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg(d.path());
+        c.compress = compress;
+        let mut s = started(c, &Ckpt::none()).await;
+        let t = Instant::now();
+        let mut rxs = Vec::new();
+        for b in &batches {
+            let (ack, rx) = Ack::new();
+            s.write(b.clone(), ack).await.unwrap();
+            rxs.push(rx);
+        }
+        s.flush().await.unwrap();
+        let el = t.elapsed();
+        for rx in rxs {
+            assert_eq!(rx.await.unwrap(), Ok(()));
+        }
+        s.wait_compressed();
+        let disk: u64 = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        println!(
+            "sink (fsync on, compress {compress}): {rows} rows, {:.0} MB of JSON in {el:?}: {:.0} rows/s, {:.0} MB/s; {:.0} MB on disk after compression",
+            json as f64 / 1e6,
+            rows as f64 / el.as_secs_f64(),
+            json as f64 / 1e6 / el.as_secs_f64(),
+            disk as f64 / 1e6,
+        );
+    }
 }
 
 use std::io::Read;
