@@ -1,16 +1,19 @@
 //! The file backup sink: encodes batches into the open segment, makes them
 //! durable with group commit, and acks them in order.
 //!
-//! Data path: `write` encodes a batch into an in-memory buffer (records as
-//! `rowstream_api::json::write_record` encodes them, plus a transaction-end
-//! marker after each transaction, see `encode`) and keeps its ack. When the
-//! buffer passes [`FLUSH_BYTES`], or on `flush`, the buffer, its rotation
-//! points and its acks become one I/O job on tokio's blocking pool: append,
-//! rotate where planned, fsync, then ack every batch of the job (or fail
-//! them all). At most one job runs at a time, and the next buffer fills
-//! while it does, so encoding overlaps with write + fsync; `write` waits
-//! for the running job only when the next buffer is full (backpressure).
-//! Memory: two buffers of about [`FLUSH_BYTES`] plus one batch.
+//! Data path (group commit): `write` encodes a batch into an in-memory
+//! buffer (records as `rowstream_api::json::write_record` encodes them, plus
+//! a transaction-end marker after each transaction, see `encode`) and keeps
+//! its ack. The buffer, its rotation points and its acks become one I/O job
+//! on tokio's blocking pool: append, rotate where planned, fsync, then ack
+//! every batch of the job from that thread (or fail them all). At most one
+//! job runs at a time: `write` starts one whenever none is running, and
+//! whatever arrives while it runs fills the next buffer, so under load each
+//! fsync covers everything that arrived during the previous one and
+//! encoding overlaps with write + fsync. `write` waits for the running job
+//! only when the next buffer passes [`FLUSH_BYTES`] (backpressure); `flush`
+//! waits for it, then writes and waits for the rest. Memory: two buffers of
+//! about [`FLUSH_BYTES`] plus one batch.
 //!
 //! Invariants kept:
 //! - An ack is given only after everything up to and including its batch
@@ -46,8 +49,8 @@ use crate::encode::{encode_record, encode_tx_end};
 use crate::recover::{recover, Recovered};
 use crate::segment::{lock_dir, segment_name, CompressMsg, Compressor, SegmentWriter};
 
-/// Buffered bytes at which `write` hands the buffer to the I/O job without
-/// waiting for `flush` (group commit size under load).
+/// Buffered bytes at which `write` waits for the running I/O job and starts
+/// the next one: the largest group commit, and the bound on buffered data.
 pub const FLUSH_BYTES: usize = 8 << 20;
 
 /// The file backup sink. See the module docs for the contract.
@@ -341,7 +344,8 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    /// Encodes the batch and keeps its ack until a later job makes it durable.
+    /// Encodes the batch; its ack is given by the I/O job that makes it
+    /// durable (started now if none is running, else after the running one).
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         let name = self.cfg.name.as_str();
         let Some(st) = self.st.as_mut() else {
@@ -357,7 +361,11 @@ impl Sink for FileSink {
         st.encode(&batch, &self.cfg);
         st.acks.push(ack);
         st.reap(false, name).await?;
-        if st.buf.len() >= FLUSH_BYTES {
+        if st.inflight.is_none() {
+            // Nothing being written: start now (group commit: whatever
+            // arrives meanwhile goes into the next job).
+            st.launch(name);
+        } else if st.buf.len() >= FLUSH_BYTES {
             st.reap(true, name).await?;
             st.launch(name);
         }

@@ -16,7 +16,6 @@ use rowstream_api::{
 };
 use rowstream_file::segment::{segment_name, segments, Segment};
 use rowstream_file::{cat, BackupReader, FileSink, FileSinkConfig, LineKind};
-use tokio::sync::oneshot::error::TryRecvError;
 
 /// A checkpoint as a set of GTIDs.
 #[derive(Default, Clone)]
@@ -175,18 +174,25 @@ fn txs(range: std::ops::Range<u64>, n: u64) -> Vec<(u64, u64)> {
 }
 
 #[tokio::test]
-async fn acks_only_after_flush_and_format() {
+async fn acks_after_data_is_written_and_format() {
     let d = tempfile::tempdir().unwrap();
+    let open = d.path().join("000000000001.ndjson");
     let mut s = started(cfg(d.path()), &Ckpt::none()).await;
-    let mut rx1 = write(&mut s, batch(1, &[(1, 2), (2, 1)])).await;
+    let rx1 = write(&mut s, batch(1, &[(1, 2), (2, 1)])).await;
+    // No flush: the I/O job started by `write` acks once the data is in the
+    // file (and fsync'd).
+    assert_eq!(rx1.await, Ok(Ok(())));
+    let mut want1 = Vec::new();
+    for l in expected(&[(1, 2)]) {
+        want1.extend(l);
+        want1.push(b'\n');
+    }
+    assert!(fs::read(&open).unwrap().starts_with(&want1));
     // A transaction spanning two batches.
     let mut b = batch(2, &[(3, 2)]);
     b.commits.clear();
     let mut rx2 = write(&mut s, b).await;
-    assert_eq!(rx1.try_recv(), Err(TryRecvError::Empty));
-    assert_eq!(rx2.try_recv(), Err(TryRecvError::Empty));
     s.flush().await.unwrap();
-    assert_eq!(rx1.try_recv(), Ok(Ok(())));
     assert_eq!(rx2.try_recv(), Ok(Ok(())));
     let b = Batch {
         seq: 3,
@@ -262,15 +268,32 @@ async fn write_error_fails_acks_and_poisons() {
 }
 
 #[tokio::test]
-async fn dropped_sink_never_acks_unflushed() {
+async fn dropped_sink_acks_written_prefix_and_fails_the_rest() {
     let d = tempfile::tempdir().unwrap();
     let mut s = started(cfg(d.path()), &Ckpt::none()).await;
-    let mut rx = write(&mut s, batch(1, &[(1, 3)])).await;
+    let mut rxs = Vec::new();
+    for i in 0..50 {
+        rxs.push(write(&mut s, batch(i + 1, &[(i + 1, 50)])).await);
+    }
     drop(s);
-    assert_eq!(
-        rx.try_recv(),
-        Ok(Err("batch dropped without acknowledgement".to_string()))
-    );
+    // Every ack resolves: the batches of the job under way when the sink was
+    // dropped are acked once written, the buffered rest reports failure.
+    let (mut ok, mut failed) = (0, 0);
+    for rx in rxs {
+        match rx.await.unwrap() {
+            Ok(()) => {
+                assert_eq!(failed, 0, "an ack after a failed one");
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e, "batch dropped without acknowledgement");
+                failed += 1;
+            }
+        }
+    }
+    let ok_txs: Vec<(u64, u64)> = (1..=ok).map(|t| (t as u64, 50)).collect();
+    assert!(ok >= 1 && ok + failed == 50, "{ok} {failed}");
+    assert_eq!(cat_lines(d.path()), expected(&ok_txs));
 }
 
 #[tokio::test]
@@ -691,7 +714,7 @@ async fn throughput() {
         rows as f64 / enc.as_secs_f64(),
         json as f64 / 1e6 / enc.as_secs_f64()
     );
-    for compress in [false, true] {
+    for (compress, flush_each) in [(false, false), (true, false), (true, true)] {
         let d = tempfile::tempdir().unwrap();
         let mut c = cfg(d.path());
         c.compress = compress;
@@ -702,6 +725,9 @@ async fn throughput() {
             let (ack, rx) = Ack::new();
             s.write(b.clone(), ack).await.unwrap();
             rxs.push(rx);
+            if flush_each {
+                s.flush().await.unwrap();
+            }
         }
         s.flush().await.unwrap();
         let el = t.elapsed();
@@ -714,7 +740,7 @@ async fn throughput() {
             .map(|e| e.unwrap().metadata().unwrap().len())
             .sum();
         println!(
-            "sink (fsync on, compress {compress}): {rows} rows, {:.0} MB of JSON in {el:?}: {:.0} rows/s, {:.0} MB/s; {:.0} MB on disk after compression",
+            "sink (fsync on, compress {compress}, flush after every batch {flush_each}): {rows} rows, {:.0} MB of JSON in {el:?}: {:.0} rows/s, {:.0} MB/s; {:.0} MB on disk after compression",
             json as f64 / 1e6,
             rows as f64 / el.as_secs_f64(),
             json as f64 / 1e6 / el.as_secs_f64(),
