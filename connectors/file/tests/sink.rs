@@ -540,8 +540,8 @@ async fn recovery_cut_at_end_of_compressed_segment() {
     // The last marker of segment 2.
     let last = entries
         .iter()
-        .filter(|e| e.segment == 2 && e.kind == LineKind::TxEnd)
-        .last()
+        .rev()
+        .find(|e| e.segment == 2 && e.kind == LineKind::TxEnd)
         .unwrap();
     let g = rowstream_file::encode::parse_tx_end(&last.line).unwrap().id;
     let n = all.iter().position(|t| gtid(t.0) == g).unwrap() + 1;
