@@ -818,24 +818,43 @@ fn kill9_loop(flavor: Flavor) {
             }
             (txs, w.rows)
         });
-        for i in 0..KILLS {
+        // Count only kills of a process that was still running: a run that ended by
+        // itself is recorded (and fails the test at the end) and retried.
+        let mut kills = 0;
+        let mut runs = 0;
+        while kills < KILLS && runs < 3 * KILLS {
+            runs += 1;
             svc.spawn();
             std::thread::sleep(Duration::from_millis(rng.gen_range(200..=2000)));
-            if let Some(st) = svc.kill9() {
-                early.push(format!("run {} exited on its own before the kill: {st}", i + 1));
+            match svc.kill9() {
+                Some(st) => early.push(format!("run {runs} exited on its own before the kill: {st}")),
+                None => kills += 1,
             }
-            assert_checkpoint_durable(&svc, flavor, &format!("after kill {}", i + 1));
+            assert_checkpoint_durable(&svc, flavor, &format!("after run {runs}"));
             // The checkpoint never goes back.
             let cp = svc.checkpoint_gtid().map(|c| gtid_seqs(flavor, &c)).unwrap_or_default();
-            assert!(prev_cp.is_subset(&cp), "after kill {}: the checkpoint went back", i + 1);
+            assert!(prev_cp.is_subset(&cp), "after run {runs}: the checkpoint went back");
             prev_cp = cp;
         }
+        assert_eq!(kills, KILLS, "could not kill a running rowstream {KILLS} times in {runs} runs: {early:#?}");
         stop.store(true, Ordering::SeqCst);
         writer.join().expect("writer thread")
     });
     let load_secs = t0.elapsed();
-    svc.spawn();
-    let catch_up = svc.wait_caught_up(&srv, Duration::from_secs(120));
+    // Catch up; a run refused at start (see the early exits) is retried like systemd would.
+    let t = Instant::now();
+    let catch_up = loop {
+        svc.spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
+            svc.child = None;
+            early.push(format!("catch-up run exited on its own: {st}"));
+            assert!(t.elapsed() < Duration::from_secs(120), "no catch-up run got going in 120 s: {early:#?}");
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        break svc.wait_caught_up(&srv, Duration::from_secs(120));
+    };
     let (st, stop_took) = svc.sigterm(Duration::from_secs(10));
     assert!(st.success(), "rowstream run exited with {st} after SIGTERM\n{}", svc.log_tail());
     assert!(stop_took < Duration::from_secs(10));
@@ -846,15 +865,28 @@ fn kill9_loop(flavor: Flavor) {
     let rows: usize = txs.iter().map(|t| t.ops.len()).sum();
     let segs = segment_files(&svc.backup);
     eprintln!(
-        "kill9 {}: {KILLS} kills in {:.1} s, {} writer transactions ({rows} row changes), {n} backup transactions, \
+        "kill9 {}: {KILLS} kills ({} runs ended by themselves) in {:.1} s, {} writer transactions ({rows} row changes), {n} backup transactions, \
          {} segments ({} compressed), catch-up {:.1} s, SIGTERM exit in {:.2} s",
         flavor.name(),
+        early.len(),
         load_secs.as_secs_f64(),
         txs.len(),
         segs.len(),
         segs.iter().filter(|s| s.2).count(),
         catch_up.as_secs_f64(),
         stop_took.as_secs_f64()
+    );
+    let log = std::fs::read_to_string(&svc.log).unwrap();
+    let count = |pat: &str| log.matches(pat).count();
+    eprintln!(
+        "kill9 {}: recovery on restart: {} open-segment cuts, {} segments removed past the checkpoint, \
+         {} compressed segments reopened, {} leftovers removed; {} ERROR lines",
+        flavor.name(),
+        count("cutting the open segment"),
+        count("removing segment past the checkpoint"),
+        count("reopening its covered prefix"),
+        count("removing leftover"),
+        count(" ERROR ")
     );
     assert!(txs.len() >= 50, "too few transactions written ({})", txs.len());
     assert!(early.is_empty(), "rowstream runs ended by themselves:\n{}\n--- log ---\n{}", early.join("\n"), svc.log_tail());
@@ -1188,16 +1220,35 @@ fn full_disk() {
     }
     let _mount = Mount(svc.backup.clone());
     srv.exec(SCHEMA);
-    // About 3 MB of change events, in transactions of 100 rows.
-    let mut sql = String::new();
-    for t in 0..30 {
-        sql.push_str("INSERT INTO s.t (id, d, v) VALUES ");
-        let vals: Vec<String> = (0..100).map(|i| format!("({}, {i}.25, REPEAT('x', 190))", t * 100 + i)).collect();
-        sql.push_str(&vals.join(","));
-        sql.push_str(";\n");
+    // A few small transactions first, so the checkpoint has advanced before the disk fills.
+    let mut txs = Vec::new();
+    let mut w = Workload::new(seed());
+    for _ in 0..5 {
+        txs.push(write_tx(&srv, &mut w, 3).unwrap_or_else(|(e, _)| panic!("{e}")));
     }
-    srv.exec(&sql);
     svc.spawn();
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    let cp_before = gtid_seqs(Flavor::MariaDb, &svc.checkpoint_gtid().unwrap());
+    // Then about 3 MB of change events, in autocommit transactions of 100 rows.
+    let v = "x".repeat(190);
+    let mut next_id = 1_000_000;
+    for _ in 0..30 {
+        let ops: Vec<Op> = (0..100)
+            .map(|i| {
+                next_id += 1;
+                Op::Ins(next_id, Row { d: format!("{i}.25"), v: v.clone() })
+            })
+            .collect();
+        let vals: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Ins(id, r) => format!("({id}, {}, '{}')", r.d, r.v),
+                _ => unreachable!(),
+            })
+            .collect();
+        srv.exec(&format!("INSERT INTO s.t (id, d, v) VALUES {}", vals.join(",")));
+        txs.push(WTx { gtid: srv.query_value("SELECT @@gtid_binlog_pos").unwrap(), ops });
+    }
     let t = Instant::now();
     let st = loop {
         if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
@@ -1229,10 +1280,29 @@ fn full_disk() {
     assert_checkpoint_durable(&svc, Flavor::MariaDb, "after the disk filled up");
     let cp = svc.checkpoint_gtid().map(|c| gtid_seqs(Flavor::MariaDb, &c)).unwrap_or_default();
     let all = gtid_seqs(Flavor::MariaDb, &srv.gtid_executed());
+    assert!(cp_before.is_subset(&cp), "the checkpoint went back");
     assert!(cp.len() < all.len(), "the checkpoint covers everything ({} transactions) although the disk is full", all.len());
-    // What the checkpoint covers is readable, whole.
     let raw = raw_segments(&svc.backup);
-    eprintln!("full disk: checkpoint covers {} of {} transactions; {} complete in the backup files", cp.len(), all.len(), raw.markers.len());
+    eprintln!(
+        "full disk: checkpoint covers {} of {} transactions; {} complete in the backup files",
+        cp.len(),
+        all.len(),
+        raw.markers.len()
+    );
+
+    // Space again: the restart cuts what lies past the checkpoint and catches up, exactly once.
+    let out = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&svc.backup)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
+    svc.spawn();
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    let (st, _) = svc.sigterm(Duration::from_secs(10));
+    assert!(st.success(), "{st}\n{}", svc.log_tail());
+    let n = verify_backup(Flavor::MariaDb, &svc.backup, &srv.gtid_executed(), &txs, &table(&srv));
+    eprintln!("full disk: after freeing space the backup holds all {n} transactions exactly once");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1256,7 +1326,7 @@ fn one_gb_transaction() {
     svc.wait_caught_up(&srv, Duration::from_secs(30));
     let t = Instant::now();
     srv.exec(&format!(
-        "INSERT INTO s.big SELECT seq, CONCAT(LPAD(seq, 10, '0'), REPEAT('x', 1000)) FROM seq_1_to_{ROWS}"
+        "USE s; INSERT INTO s.big SELECT seq, CONCAT(LPAD(seq, 10, '0'), REPEAT('x', 1000)) FROM seq_1_to_{ROWS}"
     ));
     let insert = t.elapsed();
     let gtid = srv.gtid_executed();
