@@ -198,6 +198,11 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         Ok(())
     };
 
+    // First start: record the start position before any batch, so a crash
+    // before the first periodic save leaves a checkpoint the sinks can cut back to.
+    if saved_set.is_none() {
+        save(&latest, &mut saved_set)?;
+    }
     loop {
         if source_closed && pending.is_empty() {
             break;
