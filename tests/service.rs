@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{next_replica_server_id, output_with_timeout, rowstream, Flavor, TestServer, TimedOutput};
+use common::{
+    next_replica_server_id, output_with_timeout, rowstream, Flavor, TestServer, TimedOutput,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowstream_file::encode::{classify, parse_tx_end, LineKind, TxEnd};
@@ -47,13 +49,22 @@ impl TmpDir {
         static N: AtomicU32 = AtomicU32::new(0);
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(|| {
-            let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else { return };
+            let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+                return;
+            };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let Some(rest) = name.strip_prefix("rowstream-service-") else { continue };
+                let Some(rest) = name.strip_prefix("rowstream-service-") else {
+                    continue;
+                };
                 let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()) {
-                    let _ = std::process::Command::new("umount").arg("-l").arg(e.path().join("backup")).output();
+                if pid.is_some_and(|p| {
+                    p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+                }) {
+                    let _ = std::process::Command::new("umount")
+                        .arg("-l")
+                        .arg(e.path().join("backup"))
+                        .output();
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -145,16 +156,29 @@ impl Service {
     /// The checkpoint's gtid_set (None when there is no checkpoint file).
     fn checkpoint_gtid(&self) -> Option<String> {
         let b = self.checkpoint_bytes()?;
-        let v: Value = serde_json::from_slice(&b)
-            .unwrap_or_else(|e| panic!("checkpoint.json is not JSON ({e}): {}", String::from_utf8_lossy(&b)));
-        Some(v["gtid_set"].as_str().expect("checkpoint gtid_set is a string").to_string())
+        let v: Value = serde_json::from_slice(&b).unwrap_or_else(|e| {
+            panic!(
+                "checkpoint.json is not JSON ({e}): {}",
+                String::from_utf8_lossy(&b)
+            )
+        });
+        Some(
+            v["gtid_set"]
+                .as_str()
+                .expect("checkpoint gtid_set is a string")
+                .to_string(),
+        )
     }
 
     /// Starts `rowstream run` in the background, its stderr appended to the log.
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "rowstream already running");
         self.runs += 1;
-        let mut log = File::options().create(true).append(true).open(&self.log).unwrap();
+        let mut log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         use std::io::Write;
         writeln!(log, "===== run {} =====", self.runs).unwrap();
         let child = rowstream()
@@ -258,7 +282,11 @@ impl Drop for Service {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- rowstream log ({}) ---\n{}", self.log.display(), self.log_tail());
+            eprintln!(
+                "--- rowstream log ({}) ---\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
         }
     }
 }
@@ -300,11 +328,20 @@ fn gtid_key(flavor: Flavor, g: &str) -> (String, u64) {
         Flavor::MariaDb => {
             let p: Vec<&str> = g.trim().split('-').collect();
             assert_eq!(p.len(), 3, "{}", bad());
-            (p[0].to_string(), p[2].parse().unwrap_or_else(|_| panic!("{}", bad())))
+            (
+                p[0].to_string(),
+                p[2].parse().unwrap_or_else(|_| panic!("{}", bad())),
+            )
         }
         Flavor::MySql => {
-            let (src, n) = g.trim().rsplit_once(':').unwrap_or_else(|| panic!("{}", bad()));
-            (src.to_lowercase(), n.parse().unwrap_or_else(|_| panic!("{}", bad())))
+            let (src, n) = g
+                .trim()
+                .rsplit_once(':')
+                .unwrap_or_else(|| panic!("{}", bad()));
+            (
+                src.to_lowercase(),
+                n.parse().unwrap_or_else(|_| panic!("{}", bad())),
+            )
         }
     }
 }
@@ -377,7 +414,11 @@ struct Workload {
 
 fn decimal(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+    format!(
+        "{sign}{}.{:02}",
+        cents.unsigned_abs() / 100,
+        cents.unsigned_abs() % 100
+    )
 }
 
 fn sql_str(s: &str) -> String {
@@ -386,7 +427,12 @@ fn sql_str(s: &str) -> String {
 
 impl Workload {
     fn new(seed: u64) -> Workload {
-        Workload { rng: StdRng::seed_from_u64(seed), rows: BTreeMap::new(), next_id: 1, counter: 0 }
+        Workload {
+            rng: StdRng::seed_from_u64(seed),
+            rows: BTreeMap::new(),
+            next_id: 1,
+            counter: 0,
+        }
     }
 
     fn row(&mut self) -> Row {
@@ -398,24 +444,36 @@ impl Workload {
         let len = self.rng.gen_range(0..120);
         let tail: String = (0..len)
             .map(|_| {
-                const CH: &[char] = &['a', 'b', 'Z', '0', '9', ' ', 'é', 'ü', '€', '\'', '"', '日', '-', '_'];
+                const CH: &[char] = &[
+                    'a', 'b', 'Z', '0', '9', ' ', 'é', 'ü', '€', '\'', '"', '日', '-', '_',
+                ];
                 CH[self.rng.gen_range(0..CH.len())]
             })
             .collect();
-        Row { d: decimal(cents), v: format!("#{} {tail}", self.counter) }
+        Row {
+            d: decimal(cents),
+            v: format!("#{} {tail}", self.counter),
+        }
     }
 
     /// The SQL of the next transaction (without BEGIN/COMMIT), its row changes and the
     /// table after it.
     fn gen(&mut self, max_rows: usize) -> (String, Vec<Op>, BTreeMap<i64, Row>) {
-        let n = if self.rng.gen_bool(0.6) { self.rng.gen_range(1..=10) } else { self.rng.gen_range(1..=max_rows) };
+        let n = if self.rng.gen_bool(0.6) {
+            self.rng.gen_range(1..=10)
+        } else {
+            self.rng.gen_range(1..=max_rows)
+        };
         let mut rows = self.rows.clone();
         let mut ops = Vec::with_capacity(n);
         let mut sql = String::new();
         let mut inserts: Vec<String> = Vec::new();
         let flush = |sql: &mut String, inserts: &mut Vec<String>| {
             if !inserts.is_empty() {
-                sql.push_str(&format!("INSERT INTO s.t (id, d, v) VALUES {};\n", inserts.join(",")));
+                sql.push_str(&format!(
+                    "INSERT INTO s.t (id, d, v) VALUES {};\n",
+                    inserts.join(",")
+                ));
                 inserts.clear();
             }
         };
@@ -432,7 +490,11 @@ impl Workload {
                 let new = self.row();
                 let old = rows.insert(id, new.clone()).unwrap();
                 flush(&mut sql, &mut inserts);
-                sql.push_str(&format!("UPDATE s.t SET d = {}, v = {} WHERE id = {id};\n", new.d, sql_str(&new.v)));
+                sql.push_str(&format!(
+                    "UPDATE s.t SET d = {}, v = {} WHERE id = {id};\n",
+                    new.d,
+                    sql_str(&new.v)
+                ));
                 ops.push(Op::Upd(id, old, new));
             } else if !rows.is_empty() && p < 0.42 {
                 let id = pick(&mut self.rng, &rows);
@@ -458,17 +520,29 @@ impl Workload {
 fn try_sql(server: &TestServer, sql: &str) -> Result<String, String> {
     let mut cmd = server.client_command();
     cmd.args(["--batch", "--skip-column-names"]);
-    let out = output_with_timeout(&mut cmd, Some(sql.as_bytes().to_vec()), Duration::from_secs(120));
+    let out = output_with_timeout(
+        &mut cmd,
+        Some(sql.as_bytes().to_vec()),
+        Duration::from_secs(120),
+    );
     if out.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{}: {}", out.describe_status(), out.stderr_text().trim()))
+        Err(format!(
+            "{}: {}",
+            out.describe_status(),
+            out.stderr_text().trim()
+        ))
     }
 }
 
 /// Commits the next workload transaction on `server` and returns it with its GTID.
 /// On error returns the error and the row changes that may or may not have committed.
-fn write_tx(server: &TestServer, w: &mut Workload, max_rows: usize) -> Result<WTx, (String, Vec<Op>)> {
+fn write_tx(
+    server: &TestServer,
+    w: &mut Workload,
+    max_rows: usize,
+) -> Result<WTx, (String, Vec<Op>)> {
     let (body, ops, rows) = w.gen(max_rows);
     let gtid_q = match server.flavor {
         Flavor::MariaDb => "SELECT @@last_gtid;",
@@ -483,7 +557,9 @@ fn write_tx(server: &TestServer, w: &mut Workload, max_rows: usize) -> Result<WT
     let gtid = match server.flavor {
         Flavor::MariaDb => line,
         Flavor::MySql => {
-            let (uuid, set) = line.split_once('\t').unwrap_or_else(|| panic!("unexpected gtid output {line:?}"));
+            let (uuid, set) = line
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("unexpected gtid output {line:?}"));
             let uuid = uuid.to_lowercase();
             let last = gtid_seqs(Flavor::MySql, set)
                 .into_iter()
@@ -506,7 +582,13 @@ fn table(server: &TestServer) -> BTreeMap<i64, Row> {
         .into_iter()
         .map(|r| {
             let id = r[0].as_deref().unwrap().parse().unwrap();
-            (id, Row { d: r[1].clone().unwrap(), v: r[2].clone().unwrap() })
+            (
+                id,
+                Row {
+                    d: r[1].clone().unwrap(),
+                    v: r[2].clone().unwrap(),
+                },
+            )
         })
         .collect()
 }
@@ -524,7 +606,8 @@ struct BTx {
 /// The backup through `BackupReader`, grouped by END markers; checks every marker's
 /// event_count and that every record carries the marker's GTID.
 fn read_backup(dir: &Path) -> Vec<BTx> {
-    let rd = BackupReader::open(dir).unwrap_or_else(|e| panic!("open backup {}: {e}", dir.display()));
+    let rd =
+        BackupReader::open(dir).unwrap_or_else(|e| panic!("open backup {}: {e}", dir.display()));
     let mut out = Vec::new();
     let mut cur: Vec<Value> = Vec::new();
     for e in rd {
@@ -532,7 +615,10 @@ fn read_backup(dir: &Path) -> Vec<BTx> {
         match e.kind {
             LineKind::Change | LineKind::SchemaChange => {
                 cur.push(serde_json::from_slice(&e.line).unwrap_or_else(|err| {
-                    panic!("backup line is not JSON ({err}): {}", String::from_utf8_lossy(&e.line))
+                    panic!(
+                        "backup line is not JSON ({err}): {}",
+                        String::from_utf8_lossy(&e.line)
+                    )
                 }));
             }
             LineKind::TxEnd => {
@@ -546,16 +632,32 @@ fn read_backup(dir: &Path) -> Vec<BTx> {
                     cur.len()
                 );
                 for r in &cur {
-                    assert_eq!(r["source"]["gtid"].as_str(), Some(m.id.as_str()), "record of another GTID before END {}: {r}", m.id);
+                    assert_eq!(
+                        r["source"]["gtid"].as_str(),
+                        Some(m.id.as_str()),
+                        "record of another GTID before END {}: {r}",
+                        m.id
+                    );
                     if r.get("op").is_some() {
-                        assert_eq!(r["transaction"]["id"].as_str(), Some(m.id.as_str()), "transaction.id of {r}");
+                        assert_eq!(
+                            r["transaction"]["id"].as_str(),
+                            Some(m.id.as_str()),
+                            "transaction.id of {r}"
+                        );
                     }
                 }
-                out.push(BTx { gtid: m.id, records: std::mem::take(&mut cur) });
+                out.push(BTx {
+                    gtid: m.id,
+                    records: std::mem::take(&mut cur),
+                });
             }
         }
     }
-    assert!(cur.is_empty(), "the reader returned {} records without an END marker", cur.len());
+    assert!(
+        cur.is_empty(),
+        "the reader returned {} records without an END marker",
+        cur.len()
+    );
     out
 }
 
@@ -564,8 +666,17 @@ fn backup_cat(dir: &Path) -> Vec<String> {
     let mut cmd = rowstream();
     cmd.args(["backup", "cat"]).arg(dir);
     let out = output_with_timeout(&mut cmd, None, Duration::from_secs(300));
-    assert!(out.success(), "rowstream backup cat failed ({}): {}", out.describe_status(), out.stderr_text());
-    String::from_utf8(out.stdout).expect("cat prints UTF-8").lines().map(str::to_string).collect()
+    assert!(
+        out.success(),
+        "rowstream backup cat failed ({}): {}",
+        out.describe_status(),
+        out.stderr_text()
+    );
+    String::from_utf8(out.stdout)
+        .expect("cat prints UTF-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The segment files of a backup dir in order: (number, path, compressed). When both
@@ -581,7 +692,9 @@ fn segment_files(dir: &Path) -> Vec<(u64, PathBuf, bool)> {
         } else {
             continue;
         };
-        let Ok(num) = num.parse::<u64>() else { continue };
+        let Ok(num) = num.parse::<u64>() else {
+            continue;
+        };
         let keep_old = m.get(&num).is_some_and(|(_, oz)| *oz);
         if !keep_old {
             m.insert(num, (e.path(), z));
@@ -602,12 +715,18 @@ struct Raw {
 
 fn raw_segments(dir: &Path) -> Raw {
     let files = segment_files(dir);
-    let mut raw = Raw { markers: Vec::new(), records: 0, trailing: 0, bad_closed: Vec::new() };
+    let mut raw = Raw {
+        markers: Vec::new(),
+        records: 0,
+        trailing: 0,
+        bad_closed: Vec::new(),
+    };
     let last = files.len();
     for (i, (_, path, z)) in files.iter().enumerate() {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         let data = if *z {
-            zstd::stream::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("zstd {}: {e}", path.display()))
+            zstd::stream::decode_all(&bytes[..])
+                .unwrap_or_else(|e| panic!("zstd {}: {e}", path.display()))
         } else {
             bytes
         };
@@ -640,10 +759,19 @@ fn raw_segments(dir: &Path) -> Raw {
 
 /// Every transaction the checkpoint covers must have its END marker in the segment files.
 fn assert_checkpoint_durable(svc: &Service, flavor: Flavor, context: &str) {
-    let Some(cp) = svc.checkpoint_gtid() else { return };
+    let Some(cp) = svc.checkpoint_gtid() else {
+        return;
+    };
     let raw = raw_segments(&svc.backup);
-    let have: BTreeSet<(String, u64)> = raw.markers.iter().map(|m| gtid_key(flavor, &m.id)).collect();
-    let missing: Vec<_> = gtid_seqs(flavor, &cp).into_iter().filter(|k| !have.contains(k)).collect();
+    let have: BTreeSet<(String, u64)> = raw
+        .markers
+        .iter()
+        .map(|m| gtid_key(flavor, &m.id))
+        .collect();
+    let missing: Vec<_> = gtid_seqs(flavor, &cp)
+        .into_iter()
+        .filter(|k| !have.contains(k))
+        .collect();
     assert!(
         missing.is_empty(),
         "{context}: checkpoint {cp} covers {} transaction(s) that have no END marker in the backup, e.g. {:?}",
@@ -671,11 +799,17 @@ fn verify_backup(
     // `backup cat` prints exactly the records the reader returns, in the same order.
     let cat = backup_cat(backup);
     let n_records: usize = btxs.iter().map(|t| t.records.len()).sum();
-    assert_eq!(cat.len(), n_records, "backup cat printed {} lines, the reader has {n_records} records", cat.len());
+    assert_eq!(
+        cat.len(),
+        n_records,
+        "backup cat printed {} lines, the reader has {n_records} records",
+        cat.len()
+    );
     let mut i = 0;
     for t in &btxs {
         for r in &t.records {
-            let c: Value = serde_json::from_str(&cat[i]).unwrap_or_else(|e| panic!("cat line not JSON ({e}): {}", cat[i]));
+            let c: Value = serde_json::from_str(&cat[i])
+                .unwrap_or_else(|e| panic!("cat line not JSON ({e}): {}", cat[i]));
             assert_eq!(&c, r, "backup cat line {i} differs from the reader");
             i += 1;
         }
@@ -686,10 +820,23 @@ fn verify_backup(
     let raw = raw_segments(backup);
     let raw_ids: Vec<&str> = raw.markers.iter().map(|m| m.id.as_str()).collect();
     let rd_ids: Vec<&str> = btxs.iter().map(|t| t.gtid.as_str()).collect();
-    assert_eq!(raw_ids, rd_ids, "END markers in the raw segment files differ from what the reader returns");
-    assert_eq!(raw.records, n_records, "record lines in the raw segments vs reader");
-    assert!(raw.bad_closed.is_empty(), "closed segments not ending at a transaction end: {:?}", raw.bad_closed);
-    assert_eq!(raw.trailing, 0, "bytes after the last END marker of a cleanly stopped backup");
+    assert_eq!(
+        raw_ids, rd_ids,
+        "END markers in the raw segment files differ from what the reader returns"
+    );
+    assert_eq!(
+        raw.records, n_records,
+        "record lines in the raw segments vs reader"
+    );
+    assert!(
+        raw.bad_closed.is_empty(),
+        "closed segments not ending at a transaction end: {:?}",
+        raw.bad_closed
+    );
+    assert_eq!(
+        raw.trailing, 0,
+        "bytes after the last END marker of a cleanly stopped backup"
+    );
 
     // Exactly once, in commit order, nothing missing.
     let keys: Vec<(String, u64)> = btxs.iter().map(|t| gtid_key(flavor, &t.gtid)).collect();
@@ -700,11 +847,20 @@ fn verify_backup(
             dups.push(format!("{} at transactions #{prev} and #{i}", btxs[i].gtid));
         }
     }
-    assert!(dups.is_empty(), "{} transaction(s) in the backup more than once: {:?}", dups.len(), &dups[..dups.len().min(10)]);
+    assert!(
+        dups.is_empty(),
+        "{} transaction(s) in the backup more than once: {:?}",
+        dups.len(),
+        &dups[..dups.len().min(10)]
+    );
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (i, (src, n)) in keys.iter().enumerate() {
         if let Some(&p) = last.get(src.as_str()) {
-            assert!(*n > p, "backup out of commit order: transaction #{i} {} after sequence {p}", btxs[i].gtid);
+            assert!(
+                *n > p,
+                "backup out of commit order: transaction #{i} {} after sequence {p}",
+                btxs[i].gtid
+            );
         }
         last.insert(src, *n);
     }
@@ -722,19 +878,37 @@ fn verify_backup(
     );
 
     // The writer's transactions: same order, same row changes.
-    let by_key: HashMap<(String, u64), &WTx> = txs.iter().map(|t| (gtid_key(flavor, &t.gtid), t)).collect();
+    let by_key: HashMap<(String, u64), &WTx> =
+        txs.iter().map(|t| (gtid_key(flavor, &t.gtid), t)).collect();
     let order: Vec<&(String, u64)> = keys.iter().filter(|k| by_key.contains_key(*k)).collect();
     let want_order: Vec<(String, u64)> = txs.iter().map(|t| gtid_key(flavor, &t.gtid)).collect();
-    assert_eq!(order.len(), want_order.len(), "writer transactions found in the backup");
+    assert_eq!(
+        order.len(),
+        want_order.len(),
+        "writer transactions found in the backup"
+    );
     for (a, b) in order.iter().zip(&want_order) {
         assert_eq!(*a, b, "writer transactions out of order in the backup");
     }
     let mut table_state: BTreeMap<i64, Row> = BTreeMap::new();
     for (t, k) in btxs.iter().zip(&keys) {
-        let rows: Vec<&Value> = t.records.iter().filter(|r| r["source"]["db"] == "s" && r["source"]["table"] == "t" && r.get("op").is_some()).collect();
+        let rows: Vec<&Value> = t
+            .records
+            .iter()
+            .filter(|r| {
+                r["source"]["db"] == "s" && r["source"]["table"] == "t" && r.get("op").is_some()
+            })
+            .collect();
         match by_key.get(k) {
             Some(w) => {
-                assert_eq!(rows.len(), w.ops.len(), "transaction {}: {} row events, the writer made {} changes", t.gtid, rows.len(), w.ops.len());
+                assert_eq!(
+                    rows.len(),
+                    w.ops.len(),
+                    "transaction {}: {} row events, the writer made {} changes",
+                    t.gtid,
+                    rows.len(),
+                    w.ops.len()
+                );
                 for (j, (r, op)) in rows.iter().zip(&w.ops).enumerate() {
                     let (o, before, after) = match op {
                         Op::Ins(id, a) => ("c", Value::Null, row_json(*id, a)),
@@ -743,16 +917,28 @@ fn verify_backup(
                     };
                     let got = json!({"op": r["op"], "before": r["before"], "after": r["after"]});
                     let exp = json!({"op": o, "before": before, "after": after});
-                    assert_eq!(got, exp, "transaction {} row {j}: backup event differs from what was written", t.gtid);
+                    assert_eq!(
+                        got, exp,
+                        "transaction {} row {j}: backup event differs from what was written",
+                        t.gtid
+                    );
                 }
             }
-            None => assert!(rows.is_empty(), "transaction {} changes s.t but was not written by the writer: {:?}", t.gtid, rows.first()),
+            None => assert!(
+                rows.is_empty(),
+                "transaction {} changes s.t but was not written by the writer: {:?}",
+                t.gtid,
+                rows.first()
+            ),
         }
         for r in rows {
             let img = |v: &Value| -> (i64, Row) {
                 (
                     v["id"].as_i64().unwrap(),
-                    Row { d: v["d"].as_str().unwrap().to_string(), v: v["v"].as_str().unwrap().to_string() },
+                    Row {
+                        d: v["d"].as_str().unwrap().to_string(),
+                        v: v["v"].as_str().unwrap().to_string(),
+                    },
                 )
             };
             match r["op"].as_str().unwrap() {
@@ -775,10 +961,19 @@ fn verify_backup(
             .iter()
             .filter(|(k, v)| table_state.get(k) != Some(v))
             .map(|(k, v)| format!("id {k}: server {v:?}, backup {:?}", table_state.get(k)))
-            .chain(table_state.keys().filter(|k| !final_table.contains_key(k)).map(|k| format!("id {k}: only in the backup")))
+            .chain(
+                table_state
+                    .keys()
+                    .filter(|k| !final_table.contains_key(k))
+                    .map(|k| format!("id {k}: only in the backup")),
+            )
             .take(10)
             .collect();
-        panic!("applying the backup does not give the server's table ({} vs {} rows): {diff:#?}", table_state.len(), final_table.len());
+        panic!(
+            "applying the backup does not give the server's table ({} vs {} rows): {diff:#?}",
+            table_state.len(),
+            final_table.len()
+        );
     }
     btxs.len()
 }
@@ -789,7 +984,9 @@ fn verify_backup(
 const KILLS: usize = 22;
 
 fn kill9_loop(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else { return };
+    let Some(srv) = TestServer::start(flavor, &[]) else {
+        return;
+    };
     let t0 = Instant::now();
     srv.exec(SCHEMA);
     let seed = seed();
@@ -827,16 +1024,27 @@ fn kill9_loop(flavor: Flavor) {
             svc.spawn();
             std::thread::sleep(Duration::from_millis(rng.gen_range(200..=2000)));
             match svc.kill9() {
-                Some(st) => early.push(format!("run {runs} exited on its own before the kill: {st}")),
+                Some(st) => early.push(format!(
+                    "run {runs} exited on its own before the kill: {st}"
+                )),
                 None => kills += 1,
             }
             assert_checkpoint_durable(&svc, flavor, &format!("after run {runs}"));
             // The checkpoint never goes back.
-            let cp = svc.checkpoint_gtid().map(|c| gtid_seqs(flavor, &c)).unwrap_or_default();
-            assert!(prev_cp.is_subset(&cp), "after run {runs}: the checkpoint went back");
+            let cp = svc
+                .checkpoint_gtid()
+                .map(|c| gtid_seqs(flavor, &c))
+                .unwrap_or_default();
+            assert!(
+                prev_cp.is_subset(&cp),
+                "after run {runs}: the checkpoint went back"
+            );
             prev_cp = cp;
         }
-        assert_eq!(kills, KILLS, "could not kill a running rowstream {KILLS} times in {runs} runs: {early:#?}");
+        assert_eq!(
+            kills, KILLS,
+            "could not kill a running rowstream {KILLS} times in {runs} runs: {early:#?}"
+        );
         stop.store(true, Ordering::SeqCst);
         writer.join().expect("writer thread")
     });
@@ -849,19 +1057,35 @@ fn kill9_loop(flavor: Flavor) {
         if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
             svc.child = None;
             early.push(format!("catch-up run exited on its own: {st}"));
-            assert!(t.elapsed() < Duration::from_secs(120), "no catch-up run got going in 120 s: {early:#?}");
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "no catch-up run got going in 120 s: {early:#?}"
+            );
             std::thread::sleep(Duration::from_secs(1));
             continue;
         }
         break svc.wait_caught_up(&srv, Duration::from_secs(120));
     };
     let (st, stop_took) = svc.sigterm(Duration::from_secs(10));
-    assert!(st.success(), "rowstream run exited with {st} after SIGTERM\n{}", svc.log_tail());
+    assert!(
+        st.success(),
+        "rowstream run exited with {st} after SIGTERM\n{}",
+        svc.log_tail()
+    );
     assert!(stop_took < Duration::from_secs(10));
 
     let final_table = table(&srv);
-    assert_eq!(model, final_table, "the writer's model differs from the server's table (test bug)");
-    let n = verify_backup(flavor, &svc.backup, &srv.gtid_executed(), &txs, &final_table);
+    assert_eq!(
+        model, final_table,
+        "the writer's model differs from the server's table (test bug)"
+    );
+    let n = verify_backup(
+        flavor,
+        &svc.backup,
+        &srv.gtid_executed(),
+        &txs,
+        &final_table,
+    );
     let rows: usize = txs.iter().map(|t| t.ops.len()).sum();
     let segs = segment_files(&svc.backup);
     eprintln!(
@@ -888,8 +1112,17 @@ fn kill9_loop(flavor: Flavor) {
         count("removing leftover"),
         count(" ERROR ")
     );
-    assert!(txs.len() >= 50, "too few transactions written ({})", txs.len());
-    assert!(early.is_empty(), "rowstream runs ended by themselves:\n{}\n--- log ---\n{}", early.join("\n"), svc.log_tail());
+    assert!(
+        txs.len() >= 50,
+        "too few transactions written ({})",
+        txs.len()
+    );
+    assert!(
+        early.is_empty(),
+        "rowstream runs ended by themselves:\n{}\n--- log ---\n{}",
+        early.join("\n"),
+        svc.log_tail()
+    );
 }
 
 #[test]
@@ -906,13 +1139,18 @@ fn kill9_loop_mysql() {
 // 2. failover to a promoted replica
 
 fn failover(flavor: Flavor) {
-    let Some(primary) = TestServer::start(flavor, &[]) else { return };
+    let Some(primary) = TestServer::start(flavor, &[]) else {
+        return;
+    };
     primary.exec(SCHEMA);
     let replica = TestServer::start(flavor, &[]).expect("second server");
     replica.replicate_from(&primary);
     let primary_tag = match flavor {
         Flavor::MariaDb => format!("-{}-", primary.server_id),
-        Flavor::MySql => primary.query_value("SELECT @@server_uuid").unwrap().to_lowercase(),
+        Flavor::MySql => primary
+            .query_value("SELECT @@server_uuid")
+            .unwrap()
+            .to_lowercase(),
     };
     let seed = seed();
     let mut svc = Service::new(
@@ -989,7 +1227,11 @@ fn failover(flavor: Flavor) {
     });
     let catch_up = svc.wait_caught_up(&replica, Duration::from_secs(90));
     let (st, took) = svc.sigterm(Duration::from_secs(10));
-    assert!(st.success(), "rowstream run exited with {st} after SIGTERM\n{}", svc.log_tail());
+    assert!(
+        st.success(),
+        "rowstream run exited with {st} after SIGTERM\n{}",
+        svc.log_tail()
+    );
     let final_table = table(&replica);
     let set = replica.gtid_executed();
     let n = verify_backup(flavor, &svc.backup, &set, &txs, &final_table);
@@ -1003,7 +1245,10 @@ fn failover(flavor: Flavor) {
         catch_up.as_secs_f64(),
         took.as_secs_f64()
     );
-    assert!(pre > 0 && txs.len() > pre, "no writes on one side of the failover");
+    assert!(
+        pre > 0 && txs.len() > pre,
+        "no writes on one side of the failover"
+    );
     let log = std::fs::read_to_string(&svc.log).unwrap();
     assert!(
         log.contains(&format!("127.0.0.1:{}", replica.port)),
@@ -1031,7 +1276,12 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.file_name() != ".lock")
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default()))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -1042,7 +1292,9 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn streamed_once(label: &str, srv: &TestServer, seed: u64, n_tx: usize) -> (Service, Vec<WTx>) {
     srv.exec(SCHEMA);
     let mut w = Workload::new(seed);
-    let txs: Vec<WTx> = (0..n_tx).map(|_| write_tx(srv, &mut w, 20).unwrap_or_else(|(e, _)| panic!("{e}"))).collect();
+    let txs: Vec<WTx> = (0..n_tx)
+        .map(|_| write_tx(srv, &mut w, 20).unwrap_or_else(|(e, _)| panic!("{e}")))
+        .collect();
     let mut svc = Service::new(label, &[srv.repl_url()], "earliest", "");
     svc.spawn();
     svc.wait_caught_up(srv, Duration::from_secs(60));
@@ -1052,9 +1304,13 @@ fn streamed_once(label: &str, srv: &TestServer, seed: u64, n_tx: usize) -> (Serv
 }
 
 fn refused_server(flavor: Flavor) {
-    let Some(a) = TestServer::start(flavor, &[]) else { return };
+    let Some(a) = TestServer::start(flavor, &[]) else {
+        return;
+    };
     let (svc, _) = streamed_once(&format!("refused-{}", flavor.name()), &a, seed(), 5);
-    let cp = svc.checkpoint_bytes().expect("checkpoint after a clean run");
+    let cp = svc
+        .checkpoint_bytes()
+        .expect("checkpoint after a clean run");
     let cp_set = svc.checkpoint_gtid().unwrap();
     let backup = snapshot(&svc.backup);
     let dead = a.repl_url();
@@ -1108,12 +1364,136 @@ fn refused_unrelated_server_mysql() {
     refused_server(Flavor::MySql);
 }
 
+/// Failover to a replica that lags behind what rowstream already delivered (its receiver
+/// was stopped, then it was promoted and took new writes): rowstream must not stream from
+/// it, must say which transactions it lacks, and must not move the checkpoint.
+fn lagging_replica_refused(flavor: Flavor) {
+    let Some(primary) = TestServer::start(flavor, &[]) else {
+        return;
+    };
+    primary.exec(SCHEMA);
+    let replica = TestServer::start(flavor, &[]).expect("second server");
+    replica.replicate_from(&primary);
+    let mut svc = Service::new(
+        &format!("lagging-{}", flavor.name()),
+        &[primary.repl_url(), replica.repl_url()],
+        "earliest",
+        "",
+    );
+    let mut w = Workload::new(seed());
+    svc.spawn();
+    for _ in 0..3 {
+        write_tx(&primary, &mut w, 5).unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    svc.wait_caught_up(&primary, Duration::from_secs(60));
+    replica.exec(match flavor {
+        Flavor::MariaDb => "STOP SLAVE IO_THREAD",
+        Flavor::MySql => "STOP REPLICA IO_THREAD",
+    });
+    for _ in 0..5 {
+        write_tx(&primary, &mut w, 5).unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    svc.wait_caught_up(&primary, Duration::from_secs(60));
+    let delivered = svc.checkpoint_gtid().unwrap();
+    primary.kill();
+    let pos = replica.promote();
+    // New writes on the promoted replica: with MariaDB its sequence numbers pass ours.
+    w.rows = table(&replica);
+    for _ in 0..12 {
+        write_tx(&replica, &mut w, 5).unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    eprintln!(
+        "lagging {}: delivered {delivered}, replica promoted at {pos}, now at {}",
+        flavor.name(),
+        replica.gtid_executed()
+    );
+    let t = Instant::now();
+    let mut exited = None;
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
+            exited = Some(st);
+            svc.child = None;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let outcome = match exited {
+        Some(st) => format!(
+            "exited by itself after {:.1} s: {st}",
+            t.elapsed().as_secs_f64()
+        ),
+        None => {
+            let (st, took) = svc.sigterm(Duration::from_secs(10));
+            format!(
+                "still running after 15 s (retrying); SIGTERM: {st} in {:.2} s",
+                took.as_secs_f64()
+            )
+        }
+    };
+    let log = std::fs::read_to_string(&svc.log).unwrap();
+    eprintln!("lagging {}: rowstream {outcome}", flavor.name());
+    assert!(
+        exited.is_none_or(|st| !st.success()),
+        "rowstream exited 0 after failing over to a server that lacks delivered transactions"
+    );
+    let cp = svc.checkpoint_gtid().unwrap();
+    assert_eq!(
+        gtid_seqs(flavor, &cp),
+        gtid_seqs(flavor, &delivered),
+        "the checkpoint moved: {delivered} -> {cp}"
+    );
+    let replica_tag = match flavor {
+        Flavor::MariaDb => format!("-{}-", replica.server_id),
+        Flavor::MySql => replica
+            .query_value("SELECT @@server_uuid")
+            .unwrap()
+            .to_lowercase(),
+    };
+    let from_replica: Vec<String> = read_backup(&svc.backup)
+        .into_iter()
+        .map(|t| t.gtid)
+        .filter(|g| g.contains(&replica_tag))
+        .collect();
+    assert!(
+        from_replica.is_empty(),
+        "transactions of the diverged replica in the backup: {from_replica:?}"
+    );
+    let missing_name = match flavor {
+        Flavor::MariaDb => delivered.clone(),
+        Flavor::MySql => delivered.split(':').next().unwrap().to_string(),
+    };
+    let after_kill = log.rsplit("binlog dump started").next().unwrap_or("");
+    assert!(
+        log.lines().any(|l| (l.contains("ERROR")
+            || l.contains("WARN")
+            || l.starts_with("rowstream:"))
+            && l.contains(&format!("{}", replica.port))
+            && l.contains(&missing_name))
+            || after_kill.contains(&missing_name),
+        "no error naming the missing transactions ({missing_name}) of the replica :{}\n{}",
+        replica.port,
+        svc.log_tail()
+    );
+}
+
+#[test]
+fn lagging_replica_refused_mariadb() {
+    lagging_replica_refused(Flavor::MariaDb);
+}
+
+#[test]
+fn lagging_replica_refused_mysql() {
+    lagging_replica_refused(Flavor::MySql);
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. corrupt checkpoint
 
 #[test]
 fn corrupt_checkpoint() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let (svc, _) = streamed_once("corrupt", &srv, seed(), 5);
     let good = svc.checkpoint_bytes().unwrap();
     // More changes, so a run that ignored the checkpoint would have something to write.
@@ -1132,19 +1512,45 @@ fn corrupt_checkpoint() {
         std::fs::write(svc.checkpoint_path(), &bytes).unwrap();
         let out = svc.run_once(Duration::from_secs(30));
         let err = out.stderr_text();
-        assert!(out.status.is_some() && !out.success(), "{case}: expected a non-zero exit, got {}\n{err}", out.describe_status());
-        assert!(err.contains("corrupt"), "{case}: the error does not say the checkpoint is corrupt:\n{err}");
-        assert!(err.contains(&svc.checkpoint_path().display().to_string()), "{case}: the error does not name the file:\n{err}");
-        assert_eq!(svc.checkpoint_bytes().unwrap(), bytes, "{case}: the checkpoint was rewritten");
-        assert!(!svc.cp_dir.join("checkpoint.json.tmp").exists(), "{case}: a checkpoint.json.tmp was written");
+        assert!(
+            out.status.is_some() && !out.success(),
+            "{case}: expected a non-zero exit, got {}\n{err}",
+            out.describe_status()
+        );
+        assert!(
+            err.contains("corrupt"),
+            "{case}: the error does not say the checkpoint is corrupt:\n{err}"
+        );
+        assert!(
+            err.contains(&svc.checkpoint_path().display().to_string()),
+            "{case}: the error does not name the file:\n{err}"
+        );
+        assert_eq!(
+            svc.checkpoint_bytes().unwrap(),
+            bytes,
+            "{case}: the checkpoint was rewritten"
+        );
+        assert!(
+            !svc.cp_dir.join("checkpoint.json.tmp").exists(),
+            "{case}: a checkpoint.json.tmp was written"
+        );
         assert_eq!(snapshot(&svc.backup), backup, "{case}: the backup changed");
-        eprintln!("corrupt checkpoint ({case}): {}: {}", out.describe_status(), err.trim().lines().last().unwrap_or(""));
+        eprintln!(
+            "corrupt checkpoint ({case}): {}: {}",
+            out.describe_status(),
+            err.trim().lines().last().unwrap_or("")
+        );
     }
     // A directory where the file should be: unreadable, not "no checkpoint".
     std::fs::remove_file(svc.checkpoint_path()).unwrap();
     std::fs::create_dir(svc.checkpoint_path()).unwrap();
     let out = svc.run_once(Duration::from_secs(30));
-    assert!(out.status.is_some() && !out.success(), "checkpoint.json is a directory: expected a non-zero exit, got {}\n{}", out.describe_status(), out.stderr_text());
+    assert!(
+        out.status.is_some() && !out.success(),
+        "checkpoint.json is a directory: expected a non-zero exit, got {}\n{}",
+        out.describe_status(),
+        out.stderr_text()
+    );
     assert_eq!(snapshot(&svc.backup), backup, "the backup changed");
 }
 
@@ -1153,7 +1559,9 @@ fn corrupt_checkpoint() {
 
 #[test]
 fn unwritable_backup_dir() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     srv.exec(SCHEMA);
     srv.exec("INSERT INTO s.t VALUES (1, 1.50, 'a'), (2, -2.25, 'b')");
     // Fresh start: nothing may be checkpointed.
@@ -1164,11 +1572,28 @@ fn unwritable_backup_dir() {
     svc.set_backup(bad.clone(), &[srv.repl_url()]);
     let out = svc.run_once(Duration::from_secs(30));
     let err = out.stderr_text();
-    eprintln!("unwritable backup dir: {}: {}", out.describe_status(), err.trim().lines().last().unwrap_or(""));
-    assert!(out.status.is_some() && !out.success(), "expected a non-zero exit, got {}\n{err}", out.describe_status());
-    assert!(err.contains(&bad.display().to_string()), "the error does not name the backup dir:\n{err}");
-    assert!(err.contains("Not a directory") || err.contains("not a directory"), "the error does not say what is wrong:\n{err}");
-    assert!(!svc.checkpoint_path().exists(), "a checkpoint was written although nothing is in the backup");
+    eprintln!(
+        "unwritable backup dir: {}: {}",
+        out.describe_status(),
+        err.trim().lines().last().unwrap_or("")
+    );
+    assert!(
+        out.status.is_some() && !out.success(),
+        "expected a non-zero exit, got {}\n{err}",
+        out.describe_status()
+    );
+    assert!(
+        err.contains(&bad.display().to_string()),
+        "the error does not name the backup dir:\n{err}"
+    );
+    assert!(
+        err.contains("Not a directory") || err.contains("not a directory"),
+        "the error does not say what is wrong:\n{err}"
+    );
+    assert!(
+        !svc.checkpoint_path().exists(),
+        "a checkpoint was written although nothing is in the backup"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "a regular file");
 
     // With a checkpoint: it does not advance.
@@ -1182,8 +1607,17 @@ fn unwritable_backup_dir() {
     srv.exec("INSERT INTO s.t VALUES (3, 3.00, 'c')");
     svc.set_backup(bad, &[srv.repl_url()]);
     let out = svc.run_once(Duration::from_secs(30));
-    assert!(out.status.is_some() && !out.success(), "expected a non-zero exit, got {}\n{}", out.describe_status(), out.stderr_text());
-    assert_eq!(svc.checkpoint_bytes().unwrap(), cp, "the checkpoint changed");
+    assert!(
+        out.status.is_some() && !out.success(),
+        "expected a non-zero exit, got {}\n{}",
+        out.describe_status(),
+        out.stderr_text()
+    );
+    assert_eq!(
+        svc.checkpoint_bytes().unwrap(),
+        cp,
+        "the checkpoint changed"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1195,14 +1629,19 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let out = std::process::Command::new("umount").arg(&self.0).output();
         if !out.is_ok_and(|o| o.status.success()) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).output();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .output();
         }
     }
 }
 
 #[test]
 fn full_disk() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else { return };
+    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
     let mut svc = Service::new("fulldisk", &[srv.repl_url()], "earliest", "");
     std::fs::create_dir_all(&svc.backup).unwrap();
     let out = std::process::Command::new("mount")
@@ -1211,7 +1650,10 @@ fn full_disk() {
         .output()
         .expect("run mount");
     if !out.status.success() {
-        let why = format!("cannot mount a tmpfs (root needed): {}", String::from_utf8_lossy(&out.stderr).trim());
+        let why = format!(
+            "cannot mount a tmpfs (root needed): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         if require_servers() {
             panic!("{why}");
         }
@@ -1236,7 +1678,13 @@ fn full_disk() {
         let ops: Vec<Op> = (0..100)
             .map(|i| {
                 next_id += 1;
-                Op::Ins(next_id, Row { d: format!("{i}.25"), v: v.clone() })
+                Op::Ins(
+                    next_id,
+                    Row {
+                        d: format!("{i}.25"),
+                        v: v.clone(),
+                    },
+                )
             })
             .collect();
         let vals: Vec<String> = ops
@@ -1246,8 +1694,14 @@ fn full_disk() {
                 _ => unreachable!(),
             })
             .collect();
-        srv.exec(&format!("INSERT INTO s.t (id, d, v) VALUES {}", vals.join(",")));
-        txs.push(WTx { gtid: srv.query_value("SELECT @@gtid_binlog_pos").unwrap(), ops });
+        srv.exec(&format!(
+            "INSERT INTO s.t (id, d, v) VALUES {}",
+            vals.join(",")
+        ));
+        txs.push(WTx {
+            gtid: srv.query_value("SELECT @@gtid_binlog_pos").unwrap(),
+            ops,
+        });
     }
     let t = Instant::now();
     let st = loop {
@@ -1271,17 +1725,27 @@ fn full_disk() {
         svc.checkpoint_gtid(),
         log.trim().lines().last().unwrap_or("")
     );
-    assert!(!st.success(), "rowstream exited 0 with a full backup filesystem\n{log}");
+    assert!(
+        !st.success(),
+        "rowstream exited 0 with a full backup filesystem\n{log}"
+    );
     assert!(
         log.contains("No space left") || log.contains("ENOSPC"),
         "the error does not name ENOSPC / No space left on device:\n{}",
         svc.log_tail()
     );
     assert_checkpoint_durable(&svc, Flavor::MariaDb, "after the disk filled up");
-    let cp = svc.checkpoint_gtid().map(|c| gtid_seqs(Flavor::MariaDb, &c)).unwrap_or_default();
+    let cp = svc
+        .checkpoint_gtid()
+        .map(|c| gtid_seqs(Flavor::MariaDb, &c))
+        .unwrap_or_default();
     let all = gtid_seqs(Flavor::MariaDb, &srv.gtid_executed());
     assert!(cp_before.is_subset(&cp), "the checkpoint went back");
-    assert!(cp.len() < all.len(), "the checkpoint covers everything ({} transactions) although the disk is full", all.len());
+    assert!(
+        cp.len() < all.len(),
+        "the checkpoint covers everything ({} transactions) although the disk is full",
+        all.len()
+    );
     let raw = raw_segments(&svc.backup);
     eprintln!(
         "full disk: checkpoint covers {} of {} transactions; {} complete in the backup files",
@@ -1296,12 +1760,22 @@ fn full_disk() {
         .arg(&svc.backup)
         .output()
         .unwrap();
-    assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "remount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     let (st, _) = svc.sigterm(Duration::from_secs(10));
     assert!(st.success(), "{st}\n{}", svc.log_tail());
-    let n = verify_backup(Flavor::MariaDb, &svc.backup, &srv.gtid_executed(), &txs, &table(&srv));
+    let n = verify_backup(
+        Flavor::MariaDb,
+        &svc.backup,
+        &srv.gtid_executed(),
+        &txs,
+        &table(&srv),
+    );
     eprintln!("full disk: after freeing space the backup holds all {n} transactions exactly once");
 }
 
@@ -1319,7 +1793,9 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 #[test]
 fn one_gb_transaction() {
     const ROWS: u64 = 1_000_000;
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &["--innodb-buffer-pool-size=512M"]) else { return };
+    let Some(srv) = TestServer::start(Flavor::MariaDb, &["--innodb-buffer-pool-size=512M"]) else {
+        return;
+    };
     srv.exec("CREATE DATABASE s; CREATE TABLE s.big (id INT PRIMARY KEY, v VARCHAR(1100) NOT NULL) DEFAULT CHARSET=latin1");
     let mut svc = Service::new("onegb", &[srv.repl_url()], "earliest", "");
     svc.spawn();
@@ -1385,6 +1861,13 @@ fn one_gb_transaction() {
     assert_eq!(events, ROWS, "row events of {gtid}");
     assert_eq!(dup, 0, "duplicated rows");
     assert!(seen[1..].iter().all(|&b| b), "missing rows");
-    eprintln!("1 GB transaction: backup verified in {:.1} s", t.elapsed().as_secs_f64());
-    assert!(hwm < 256 * 1024, "peak RSS {} KiB >= 256 MiB for a 1 GB transaction", hwm);
+    eprintln!(
+        "1 GB transaction: backup verified in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        hwm < 256 * 1024,
+        "peak RSS {} KiB >= 256 MiB for a 1 GB transaction",
+        hwm
+    );
 }
