@@ -5,14 +5,16 @@
 #   2. builds rowstream (release),
 #   3. starts a private MariaDB on 127.0.0.1:${DEMO_PORT:-3390} (datadir target/demo/db),
 #      with a small `shop` schema and a writer that inserts, updates and deletes orders,
-#   4. runs `rowstream check`, then `rowstream tail` and prints the change events as
-#      they happen (one JSON envelope per line) until DEMO_EVENTS events (default 40)
-#      or Ctrl-C; then stops the writer and the server.
+#   4. runs `rowstream check --config`, then the service, `rowstream run`, into a file
+#      backup under target/demo/backup (checkpoint in target/demo/checkpoint), and every
+#      few seconds prints the backup's newest change events (`rowstream backup cat`),
+#      for DEMO_SECONDS (default 20) or until Ctrl-C; then SIGTERM (clean drain), and
+#      shows the checkpoint. `rowstream tail` is the same stream straight to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/dev/lib.sh
 PORT=${DEMO_PORT:-3390}
-EVENTS=${DEMO_EVENTS:-40}
+SECONDS_TO_RUN=${DEMO_SECONDS:-20}
 DIR=target/demo
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust with https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)"
@@ -27,10 +29,12 @@ BIN=target/release/rowstream
 
 mkdir -p "$DIR"
 deploy/dev/stop.sh --kill --purge "$DIR/db" >/dev/null 2>&1 || true   # a fresh demo every time
+rm -rf "$DIR/backup" "$DIR/checkpoint"
 eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db")"
 SQL=(mariadb --no-defaults --default-character-set=utf8mb4 -h127.0.0.1 -P"$PORT" -uroot -proot)
-WRITER=
+WRITER= SERVICE=
 cleanup() {
+  [[ -n $SERVICE ]] && kill "$SERVICE" 2>/dev/null
   [[ -n $WRITER ]] && kill "$WRITER" 2>/dev/null
   deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true
 }
@@ -62,9 +66,39 @@ SQL
 ) &
 WRITER=$!
 
+cat >"$DIR/rowstream.toml" <<TOML
+[source]
+url = "mysql://repl:repl@127.0.0.1:$PORT"
+server_id = 5401
+name = "demo"
+start = "${START:-earliest}"          # used only while there is no checkpoint
+include = ["shop.*"]
+
+[checkpoint]
+dir = "$DIR/checkpoint"
+
+[[sinks]]
+type = "file"
+name = "backup"
+dir = "$DIR/backup"
+TOML
+
 echo
-echo "== rowstream check --url mysql://repl:***@127.0.0.1:$PORT"
-"$BIN" check --url "mysql://repl:repl@127.0.0.1:$PORT"
+echo "== rowstream check --config $DIR/rowstream.toml"
+"$BIN" check --config "$DIR/rowstream.toml"
 echo
-echo "== rowstream tail --from '$START' --include 'shop.*' --max-events $EVENTS   (Ctrl-C to stop)"
-"$BIN" tail --url "mysql://repl:repl@127.0.0.1:$PORT" --from "$START" --include 'shop.*' --max-events "$EVENTS" --name demo
+echo "== rowstream run --config $DIR/rowstream.toml   (for ${SECONDS_TO_RUN}s; Ctrl-C stops)"
+"$BIN" run --config "$DIR/rowstream.toml" 2>"$DIR/rowstream.log" &
+SERVICE=$!
+for ((t = 5; t <= SECONDS_TO_RUN; t += 5)); do
+  sleep 5
+  kill -0 "$SERVICE" 2>/dev/null || { cat "$DIR/rowstream.log" >&2; die "rowstream run stopped"; }
+  echo "-- after ${t}s: $("$BIN" backup cat "$DIR/backup" | wc -l) records in the backup; the newest:"
+  "$BIN" backup cat "$DIR/backup" | tail -n 3
+done
+kill -TERM "$SERVICE"; wait "$SERVICE"; SERVICE=
+echo
+echo "== stopped cleanly (SIGTERM). Checkpoint ($DIR/checkpoint/checkpoint.json):"
+cat "$DIR/checkpoint/checkpoint.json"; echo
+echo "== backup files:"; ls -l "$DIR/backup"
+echo "Run it again and it resumes from the checkpoint; 'rowstream backup cat $DIR/backup' prints everything."
