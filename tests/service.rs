@@ -1431,7 +1431,11 @@ fn lagging_replica_refused(flavor: Flavor) {
         }
     };
     let log = std::fs::read_to_string(&svc.log).unwrap();
-    eprintln!("lagging {}: rowstream {outcome}", flavor.name());
+    eprintln!(
+        "lagging {}: rowstream {outcome}; last log line: {}",
+        flavor.name(),
+        log.trim().lines().last().unwrap_or("")
+    );
     assert!(
         exited.is_none_or(|st| !st.success()),
         "rowstream exited 0 after failing over to a server that lacks delivered transactions"
