@@ -112,9 +112,23 @@ pub struct TailArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(a) => run_service(&a).await,
-        Command::Check(CheckCmd { config: Some(path), server_id, .. }) => check_config(&path, server_id).await,
-        Command::Check(CheckCmd { url, server_id, from, .. }) => {
-            check(&CheckArgs { url: url.unwrap_or_default(), server_id, from }).await
+        Command::Check(CheckCmd {
+            config: Some(path),
+            server_id,
+            ..
+        }) => check_config(&path, server_id).await,
+        Command::Check(CheckCmd {
+            url,
+            server_id,
+            from,
+            ..
+        }) => {
+            check(&CheckArgs {
+                url: url.unwrap_or_default(),
+                server_id,
+                from,
+            })
+            .await
         }
         Command::Tail(a) => tail(a).await,
         Command::Backup(BackupCmd::Cat { dir }) => {
@@ -143,10 +157,11 @@ async fn run_service(a: &RunArgs) -> anyhow::Result<i32> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -175,9 +190,19 @@ async fn check_config(path: &std::path::Path, server_id: Option<u32>) -> anyhow:
     println!("ok: config {} is valid", path.display());
     let mut code = 0;
     for opts in cfg.source.conn_opts()? {
-        let (c, ok) = run_checks(&opts, server_id.unwrap_or(cfg.source.server_id), &cfg.source.start).await?;
+        let (c, ok) = run_checks(
+            &opts,
+            server_id.unwrap_or(cfg.source.server_id),
+            &cfg.source.start,
+        )
+        .await?;
         if let Some((flavor, _)) = ok {
-            println!("ok: {} at {}:{} is ready for rowstream", flavor.as_str(), opts.host, opts.port);
+            println!(
+                "ok: {} at {}:{} is ready for rowstream",
+                flavor.as_str(),
+                opts.host,
+                opts.port
+            );
         }
         code = code.max(c);
     }
@@ -208,6 +233,7 @@ async fn run_checks(
             flavor,
             server_id,
             start: start.as_ref().ok(),
+            own_report_host: None,
         },
     )
     .await
@@ -257,6 +283,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
         servers: vec![opts],
         server_id,
         name: Arc::from(a.name.as_str()),
+        report_host: "rowstream".into(),
         filter,
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
     };

@@ -68,9 +68,14 @@ impl Committed for CheckpointCommitted {
 
 /// Builds the configured sink.
 fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn Sink>, ServiceError> {
-    let bad = |e: &dyn std::fmt::Display| ServiceError::Sink { name: cfg.name().into(), reason: e.to_string() };
+    let bad = |e: &dyn std::fmt::Display| ServiceError::Sink {
+        name: cfg.name().into(),
+        reason: e.to_string(),
+    };
     Ok(match cfg {
-        SinkConfig::File(c) => Box::new(rowstream_file::FileSink::new(c.clone()).map_err(|e| bad(&e))?),
+        SinkConfig::File(c) => {
+            Box::new(rowstream_file::FileSink::new(c.clone()).map_err(|e| bad(&e))?)
+        }
     })
 }
 
@@ -117,41 +122,63 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
             s
         }
     };
+    // Only one process holds this checkpoint directory, so a registration
+    // under this host and our id is our own previous run (killed).
+    let report_host = format!("rowstream-{}", cfg.source.name);
     let failures = checks::run_checks(
         &mut conn,
         &CheckInput {
             flavor,
             server_id: cfg.source.server_id,
             start: Some(&start),
+            own_report_host: Some(&report_host),
         },
     )
     .await
     .map_err(SourceError::from)?;
     conn.disconnect().await.ok();
     if !failures.is_empty() {
-        return Err(ServiceError::Checks(failures.iter().map(|f| f.to_string()).collect()));
+        return Err(ServiceError::Checks(
+            failures.iter().map(|f| f.to_string()).collect(),
+        ));
     }
 
     // Sinks: each drops what lies past the checkpoint, then runs on its own thread.
-    let committed = CheckpointCommitted { set: saved.as_ref().map(|c| c.gtid_set.clone()), flavor };
+    let committed = CheckpointCommitted {
+        set: saved.as_ref().map(|c| c.gtid_set.clone()),
+        flavor,
+    };
     let mut sink_txs = Vec::new();
     let mut sink_done = Vec::new();
     for sc in &cfg.sinks {
         let mut sink = build_sink(sc)?;
-        sink.start(&committed).await.map_err(|e| ServiceError::Sink { name: sc.name().into(), reason: e.to_string() })?;
+        sink.start(&committed)
+            .await
+            .map_err(|e| ServiceError::Sink {
+                name: sc.name().into(),
+                reason: e.to_string(),
+            })?;
         let (tx, rx) = mpsc::channel::<(Arc<Batch>, Ack)>(SINK_QUEUE);
         let (done_tx, done_rx) = oneshot::channel();
         let name = sc.name().to_string();
         std::thread::Builder::new()
             .name(format!("sink-{name}"))
             .spawn(move || {
-                let r = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let r = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt.block_on(drive_sink(sink, rx)),
-                    Err(e) => Err(SinkError::Fatal(format!("cannot start the sink runtime: {e}"))),
+                    Err(e) => Err(SinkError::Fatal(format!(
+                        "cannot start the sink runtime: {e}"
+                    ))),
                 };
                 let _ = done_tx.send(r);
             })
-            .map_err(|e| ServiceError::Sink { name: name.clone(), reason: e.to_string() })?;
+            .map_err(|e| ServiceError::Sink {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
         sink_txs.push((name.clone(), tx));
         sink_done.push((name, done_rx));
     }
@@ -162,6 +189,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         servers: servers_ordered,
         server_id: cfg.source.server_id,
         name: Arc::from(cfg.source.name.as_str()),
+        report_host,
         filter,
         heartbeat: Duration::from_secs(cfg.source.heartbeat_secs.max(1)),
     };
@@ -172,7 +200,14 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let (src_tx, mut src_rx) = mpsc::channel::<stream::Batch>(stream::CHANNEL_BATCHES);
     let dump_conn = DumpConn::default();
     let (stop_src_tx, stop_src_rx) = watch::channel(false);
-    let source = stream::run(&stream_cfg, start.clone(), flavor, src_tx, &dump_conn, stop_src_rx);
+    let source = stream::run(
+        &stream_cfg,
+        start.clone(),
+        flavor,
+        src_tx,
+        &dump_conn,
+        stop_src_rx,
+    );
     tokio::pin!(source);
 
     let mut stop = stop;
@@ -193,7 +228,10 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         if saved_set.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        store.save(&Checkpoint::new(set.clone(), server_label(dump_conn.server())))?;
+        store.save(&Checkpoint::new(
+            set.clone(),
+            server_label(dump_conn.server()),
+        ))?;
         *saved_set = Some(text);
         Ok(())
     };
@@ -291,9 +329,13 @@ struct Pending {
     done: AckFuture,
 }
 
-async fn all_acked(acks: Vec<(String, Option<rowstream_api::AckReceiver>)>) -> Result<(), (String, String)> {
+async fn all_acked(
+    acks: Vec<(String, Option<rowstream_api::AckReceiver>)>,
+) -> Result<(), (String, String)> {
     for (name, rx) in acks {
-        let Some(rx) = rx else { return Err((name, "the sink is gone".into())) };
+        let Some(rx) = rx else {
+            return Err((name, "the sink is gone".into()));
+        };
         match rx.await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err((name, why)),
@@ -310,7 +352,8 @@ async fn first_sink_end(
     std::future::poll_fn(move |cx| {
         for (name, rx) in done.iter_mut() {
             if let std::task::Poll::Ready(r) = Pin::new(rx).poll(cx) {
-                let r = r.unwrap_or_else(|_| Err(SinkError::Fatal("the sink thread panicked".into())));
+                let r =
+                    r.unwrap_or_else(|_| Err(SinkError::Fatal("the sink thread panicked".into())));
                 return std::task::Poll::Ready((name.clone(), r));
             }
         }
@@ -321,7 +364,10 @@ async fn first_sink_end(
 
 /// Feeds one sink: write each batch, flush whenever nothing else is queued
 /// (group commit), flush once more when the channel closes.
-async fn drive_sink(mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<(Arc<Batch>, Ack)>) -> Result<(), SinkError> {
+async fn drive_sink(
+    mut sink: Box<dyn Sink>,
+    mut rx: mpsc::Receiver<(Arc<Batch>, Ack)>,
+) -> Result<(), SinkError> {
     while let Some((batch, ack)) = rx.recv().await {
         sink.write(batch, ack).await?;
         while let Ok((batch, ack)) = rx.try_recv() {

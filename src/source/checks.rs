@@ -96,6 +96,10 @@ pub struct CheckInput<'a> {
     pub server_id: u32,
     /// The requested start position; `None` to start at the server's latest.
     pub start: Option<&'a GtidSet>,
+    /// The report host we register with when only one process can use it
+    /// (the service, guarded by its checkpoint lock): a registration under it
+    /// is our own previous run. `None`: every duplicate is a failure.
+    pub own_report_host: Option<&'a str>,
 }
 
 /// The flavour from a server version string: anything mentioning MariaDB
@@ -196,6 +200,7 @@ pub async fn run_checks(
         input.server_id,
         server_own_id,
         replicas.as_deref().unwrap_or(&[]),
+        input.own_report_host,
     ));
 
     // Start position.
@@ -674,10 +679,16 @@ fn replica_from_row(row: &mysql_async::Row) -> Option<RegisteredReplica> {
 
 /// The `server_id` failures: ours must be non-zero, differ from the
 /// server's own (`None`: unknown) and from every registered replica's.
+///
+/// A replica registered with our id under `our_host` (the report host this
+/// very service registers with) is our own previous run, killed before the
+/// server noticed: the server replaces it when we register, so it is only
+/// logged.
 pub fn check_server_id(
     ours: u32,
     server_own: Option<u32>,
     replicas: &[RegisteredReplica],
+    our_host: Option<&str>,
 ) -> Vec<CheckFailure> {
     let mut out = Vec::new();
     let fix = "set another source.server_id in the rowstream config: unique among the source, its replicas and every other rowstream";
@@ -693,6 +704,10 @@ pub fn check_server_id(
         ));
     }
     for r in replicas.iter().filter(|r| r.server_id == ours) {
+        if our_host == Some(r.host.as_str()) {
+            tracing::warn!(server_id = ours, host = %r.host, "a previous run of this rowstream is still registered on the source; it is replaced when we register");
+            continue;
+        }
         out.push(failure(
             "server_id (rowstream)",
             "unique among the replicas registered on the source",
@@ -1115,20 +1130,20 @@ mod tests {
             port: 3306,
         };
         assert_eq!(
-            check_server_id(1001, Some(1), &[r(2, "a"), r(3, "b")]),
+            check_server_id(1001, Some(1), &[r(2, "a"), r(3, "b")], None),
             vec![]
         );
-        assert_eq!(check_server_id(1001, None, &[]), vec![]);
-        let f = check_server_id(1, Some(1), &[]);
+        assert_eq!(check_server_id(1001, None, &[], None), vec![]);
+        let f = check_server_id(1, Some(1), &[], None);
         assert_eq!(f.len(), 1);
         assert!(f[0].actual.contains("source's own"));
-        let f = check_server_id(0, Some(1), &[]);
+        let f = check_server_id(0, Some(1), &[], None);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].actual, "0");
-        let f = check_server_id(7, Some(1), &[r(2, "a"), r(7, "replica-b")]);
+        let f = check_server_id(7, Some(1), &[r(2, "a"), r(7, "replica-b")], None);
         assert_eq!(f.len(), 1);
         assert!(f[0].actual.contains("replica-b:3306"), "{}", f[0].actual);
-        let f = check_server_id(7, None, &[r(7, "")]);
+        let f = check_server_id(7, None, &[r(7, "")], None);
         assert!(
             f[0].actual.contains("port 3306, no report_host"),
             "{}",

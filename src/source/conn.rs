@@ -583,8 +583,12 @@ pub fn server_error(p: &[u8], what: &str) -> SourceError {
     match code {
         // Shutdown in progress, connection killed, too many connections, lock/network trouble.
         1053 | 1077 | 1040 | 1152 | 1158 | 1159 | 1160 | 1161 | 1927 | 2013 => SourceError::Transient(text),
-        // The binlog we asked for is gone (purged) or the GTID state is unusable.
-        1236 => SourceError::Fatal(format!("{text}. The requested binlog position is no longer on the server (purged) or the GTID state is inconsistent: start from a newer position (--from latest) or take a new snapshot")),
+        // The server cannot serve our position: purged, or it diverged from
+        // the server we read before. Another configured server may.
+        1236 => SourceError::Refused(format!(
+            "{text}. This server does not hold the binlog from our position (purged, or it diverged from the server we read before). \
+             Fix: point rowstream at a server that has it; or start over (a new snapshot / delete the checkpoint so source.start applies; for tail: --from latest)"
+        )),
         1045 | 1044 | 1227 | 1142 => SourceError::Fatal(format!("{text}. Grant the rowstream user the privileges in deploy/grants.sql")),
         _ => SourceError::Fatal(text),
     }

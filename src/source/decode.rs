@@ -1807,7 +1807,10 @@ mod tests {
         assert!(h.after.is_none() && h.before.unwrap().is_full());
         for t in 166..=171 {
             let e = parse_rows_header(t, &body, 10).unwrap_err().to_string();
-            assert!(e.contains("COMPRESSED") && e.contains(&t.to_string()), "{e}");
+            assert!(
+                e.contains("COMPRESSED") && e.contains(&t.to_string()),
+                "{e}"
+            );
         }
         assert!(parse_rows_header(0x1e, &body[..5], 10).is_err());
         // schema mismatch

@@ -62,6 +62,8 @@ pub struct StreamConfig {
     pub server_id: u32,
     /// Logical server name (`source.name`).
     pub name: Arc<str>,
+    /// Host name we register with (shown by SHOW REPLICAS / SHOW SLAVE HOSTS).
+    pub report_host: String,
     pub filter: TableFilter,
     /// Heartbeat period asked from the server; reads time out after 3 periods.
     pub heartbeat: Duration,
@@ -303,7 +305,7 @@ async fn session(
         conn.query_drop("SET @slave_gtid_ignore_duplicates = 0")
             .await?;
     }
-    register_replica(&mut conn, cfg.server_id).await?;
+    register_replica(&mut conn, cfg.server_id, &cfg.report_host).await?;
     match flavor {
         Flavor::MariaDb => {
             let mut b = Vec::new();
@@ -399,8 +401,12 @@ async fn send(
     .map_err(|_| ())
 }
 
-async fn register_replica(conn: &mut PacketConn, server_id: u32) -> Result<(), SourceError> {
-    let host = b"rowstream";
+async fn register_replica(
+    conn: &mut PacketConn,
+    server_id: u32,
+    host: &str,
+) -> Result<(), SourceError> {
+    let host = &host.as_bytes()[..host.len().min(60)];
     let mut b = Vec::new();
     b.extend_from_slice(&server_id.to_le_bytes());
     b.push(host.len() as u8);
@@ -1214,6 +1220,7 @@ mod tests {
             servers: vec![ConnOpts::from_url("mysql://u@127.0.0.1:1").unwrap()],
             server_id: 1,
             name: Arc::from("t"),
+            report_host: "rowstream".into(),
             filter: TableFilter::default(),
             heartbeat: Duration::from_secs(1),
         };
