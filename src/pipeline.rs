@@ -31,6 +31,8 @@ use crate::source::SourceError;
 const MAX_PENDING: usize = 16;
 /// Batches queued per sink.
 const SINK_QUEUE: usize = 4;
+/// A sink is flushed when no batch has arrived for this long.
+const IDLE_FLUSH: Duration = Duration::from_millis(2);
 /// At most this often the checkpoint file is rewritten while streaming.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -362,18 +364,24 @@ async fn first_sink_end(
     .await
 }
 
-/// Feeds one sink: write each batch, flush whenever nothing else is queued
-/// (group commit), flush once more when the channel closes.
+/// Feeds one sink: write each batch; flush once no batch has come for
+/// `IDLE_FLUSH` (and when the channel closes). While batches keep coming the
+/// sink makes them durable on its own schedule (group commit) instead of
+/// stalling on a flush between two batches.
 async fn drive_sink(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<(Arc<Batch>, Ack)>,
 ) -> Result<(), SinkError> {
-    while let Some((batch, ack)) = rx.recv().await {
+    loop {
+        let next = match tokio::time::timeout(IDLE_FLUSH, rx.recv()).await {
+            Ok(next) => next,
+            Err(_idle) => {
+                sink.flush().await?;
+                rx.recv().await
+            }
+        };
+        let Some((batch, ack)) = next else { break };
         sink.write(batch, ack).await?;
-        while let Ok((batch, ack)) = rx.try_recv() {
-            sink.write(batch, ack).await?;
-        }
-        sink.flush().await?;
     }
     sink.flush().await
 }

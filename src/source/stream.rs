@@ -872,6 +872,8 @@ impl Processor {
         let before_cols = dec.columns_before().clone();
         let after_cols = dec.columns_after().clone();
         let mut row = self.rows_done;
+        // The next row's images start at full size: no regrowth per value.
+        let width = schema.columns.len();
         loop {
             let more = dec
                 .next_row(&mut self.before, &mut self.after)
@@ -894,11 +896,11 @@ impl Processor {
             }
             let before = matches!(op, Op::Update | Op::Delete).then(|| Row {
                 columns: before_cols.clone(),
-                values: std::mem::take(&mut self.before),
+                values: std::mem::replace(&mut self.before, Vec::with_capacity(width)),
             });
             let after = matches!(op, Op::Update | Op::Create).then(|| Row {
                 columns: after_cols.clone(),
-                values: std::mem::take(&mut self.after),
+                values: std::mem::replace(&mut self.after, Vec::with_capacity(width)),
             });
             out.push(Record::Change(ChangeEvent {
                 op,

@@ -22,7 +22,7 @@
 
 use base64::Engine as _;
 
-use crate::event::{ChangeEvent, Record, Row, SchemaChange, Source, Transaction};
+use crate::event::{ChangeEvent, Columns, Record, Row, SchemaChange, Source, Transaction};
 use crate::value::{Date, DateTime, Time, Value};
 
 /// Appends the JSON form of any record: a change event envelope or a schema
@@ -79,18 +79,75 @@ pub fn write_schema_change(out: &mut Vec<u8>, sc: &SchemaChange) {
 /// order. Names are paired with values positionally; if the lengths differ,
 /// the extra entries of the longer side are ignored.
 pub fn write_row(out: &mut Vec<u8>, row: &Row) {
-    out.push(b'{');
-    let mut first = true;
-    for (name, value) in row.columns.iter().zip(row.values.iter()) {
-        if !first {
-            out.push(b',');
+    KEYS.with(|k| {
+        let mut cache = k.borrow_mut();
+        let keys = cache.keys_for(&row.columns);
+        out.push(b'{');
+        for (i, value) in row.values.iter().enumerate().take(keys.len()) {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(keys.key(i));
+            write_value(out, value);
         }
-        first = false;
-        write_str(out, name);
-        out.push(b':');
-        write_value(out, value);
+        out.push(b'}');
+    });
+}
+
+thread_local! {
+    static KEYS: std::cell::RefCell<KeyCache> = const { std::cell::RefCell::new(KeyCache { tables: Vec::new() }) };
+}
+
+/// Encoded `"name":` keys per column list. Every row of a table shares one
+/// `Columns` allocation, so rows find their keys by pointer and do not
+/// escape the same names again. Holding the `Arc` keeps the pointer from
+/// being reused by another list while it is cached.
+struct KeyCache {
+    tables: Vec<(Columns, EncodedKeys)>,
+}
+
+struct EncodedKeys {
+    bytes: Vec<u8>,
+    /// `bytes[ends[i-1]..ends[i]]` is column i's key.
+    ends: Vec<usize>,
+}
+
+impl EncodedKeys {
+    fn len(&self) -> usize {
+        self.ends.len()
     }
-    out.push(b'}');
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+impl KeyCache {
+    /// At most this many column lists are kept (per thread).
+    const MAX: usize = 64;
+
+    fn keys_for(&mut self, columns: &Columns) -> &EncodedKeys {
+        if let Some(i) = self
+            .tables
+            .iter()
+            .position(|(c, _)| std::sync::Arc::ptr_eq(c, columns))
+        {
+            return &self.tables[i].1;
+        }
+        if self.tables.len() >= Self::MAX {
+            self.tables.remove(0);
+        }
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(columns.len());
+        for name in columns.iter() {
+            write_str(&mut bytes, name);
+            bytes.push(b':');
+            ends.push(bytes.len());
+        }
+        self.tables
+            .push((columns.clone(), EncodedKeys { bytes, ends }));
+        &self.tables.last().expect("just pushed").1
+    }
 }
 
 /// Appends the `source` block shared by change events and schema changes.
