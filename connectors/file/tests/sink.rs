@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Read;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rowstream_api::json::write_record;
 use rowstream_api::{
@@ -682,71 +683,3 @@ async fn first_start_wipes_only_an_incomplete_first_transaction() {
     let _s = started(cfg(d.path()), &Ckpt::of([])).await;
     assert!(segments(d.path()).unwrap().is_empty());
 }
-
-/// Throughput of the sink alone (encode + write + fsync + compression in
-/// the background); prints rows/s next to the cost of JSON encoding alone.
-/// Run with `--ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput() {
-    let rows: u64 = 2_000_000;
-    let per_batch = 1000;
-    // Prebuild batches (the source's cost is not measured here).
-    let batches: Vec<Arc<Batch>> = (0..rows / per_batch)
-        .map(|b| {
-            let txs: Vec<(u64, u64)> = (0..per_batch / 4).map(|t| (b * 1000 + t, 4)).collect();
-            Arc::new(batch(b + 1, &txs))
-        })
-        .collect();
-    let t = Instant::now();
-    let mut json = 0usize;
-    let mut buf = Vec::with_capacity(1 << 20);
-    for b in &batches {
-        for r in &b.records {
-            write_record(&mut buf, r);
-        }
-        json += buf.len();
-        buf.clear();
-    }
-    let enc = t.elapsed();
-    println!(
-        "encode only: {:.0} rows/s, {:.0} MB/s",
-        rows as f64 / enc.as_secs_f64(),
-        json as f64 / 1e6 / enc.as_secs_f64()
-    );
-    for (compress, flush_each) in [(false, false), (true, false), (true, true)] {
-        let d = tempfile::tempdir().unwrap();
-        let mut c = cfg(d.path());
-        c.compress = compress;
-        let mut s = started(c, &Ckpt::none()).await;
-        let t = Instant::now();
-        let mut rxs = Vec::new();
-        for b in &batches {
-            let (ack, rx) = Ack::new();
-            s.write(b.clone(), ack).await.unwrap();
-            rxs.push(rx);
-            if flush_each {
-                s.flush().await.unwrap();
-            }
-        }
-        s.flush().await.unwrap();
-        let el = t.elapsed();
-        for rx in rxs {
-            assert_eq!(rx.await.unwrap(), Ok(()));
-        }
-        s.wait_compressed();
-        let disk: u64 = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum();
-        println!(
-            "sink (fsync on, compress {compress}, flush after every batch {flush_each}): {rows} rows, {:.0} MB of JSON in {el:?}: {:.0} rows/s, {:.0} MB/s; {:.0} MB on disk after compression",
-            json as f64 / 1e6,
-            rows as f64 / el.as_secs_f64(),
-            json as f64 / 1e6 / el.as_secs_f64(),
-            disk as f64 / 1e6,
-        );
-    }
-}
-
-use std::io::Read;
