@@ -310,13 +310,14 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     }
     drop(sink_txs);
     dump_conn.release(&stream_cfg.servers).await;
-    if failure.is_none() {
-        save(&latest, &mut saved_set)?;
-        tracing::info!(gtid_set = %latest, "checkpoint written");
-    }
+    // `latest` only covers batches every sink acked, so it is safe to keep
+    // even when a sink failed after them.
+    let saved_now = save(&latest, &mut saved_set);
     if let Some(f) = failure {
         return Err(f);
     }
+    saved_now?;
+    tracing::info!(gtid_set = %latest, "checkpoint written");
     match source_result {
         Some(Err(e)) => Err(e.into()),
         _ => Ok(()),
