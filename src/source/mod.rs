@@ -43,7 +43,9 @@ impl From<mysql_async::Error> for SourceError {
     fn from(e: mysql_async::Error) -> Self {
         use mysql_async::Error as E;
         match e {
-            E::Io(_) | E::Driver(mysql_async::DriverError::ConnectionClosed) => {
+            // mysql_async's Io error repeats its prefix ("Input/output error: Input/output error: ...").
+            E::Io(ref io) => SourceError::Transient(format!("connection: {io}")),
+            E::Driver(mysql_async::DriverError::ConnectionClosed) => {
                 SourceError::Transient(e.to_string())
             }
             E::Server(ref s) if s.code == 1045 || s.code == 1227 || s.code == 1142 => {
