@@ -180,6 +180,8 @@ pub struct CheckpointConfig {
 pub enum SinkConfig {
     /// `type = "file"`: the file backup (`connectors/file`).
     File(rowstream_file::FileSinkConfig),
+    /// `type = "kafka"`: per-table Kafka topics keyed by primary key (`connectors/kafka`).
+    Kafka(rowstream_kafka::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -187,6 +189,7 @@ impl SinkConfig {
     pub fn name(&self) -> &str {
         match self {
             SinkConfig::File(c) => &c.name,
+            SinkConfig::Kafka(c) => &c.name,
         }
     }
 
@@ -194,6 +197,7 @@ impl SinkConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::File(_) => "file",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -202,6 +206,7 @@ impl SinkConfig {
     fn validate_kind(&self) -> Result<(), (String, String)> {
         match self {
             SinkConfig::File(c) => c.validate().map_err(|e| (e.key.to_string(), e.problem)),
+            SinkConfig::Kafka(c) => c.validate().map_err(|e| (e.key, e.problem)),
         }
     }
 }
