@@ -448,6 +448,14 @@ impl TestKafka {
         assert!(out.success(), "stop-kafka.sh: {}", out.stderr_text());
     }
 
+    /// Stops the broker cleanly (SIGTERM; its data stays).
+    pub fn stop(&self) {
+        let mut cmd = Command::new(dev_script("stop-kafka.sh"));
+        cmd.arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+        assert!(out.success(), "stop-kafka.sh: {}", out.stderr_text());
+    }
+
     /// Starts the broker again on the same port and data.
     pub fn restart(&self) {
         let mut cmd = Command::new(dev_script("start-kafka.sh"));

@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -55,6 +55,51 @@ use crate::encode::{encode_change, Encoded};
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `write` sleeps when librdkafka's queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// librdkafka's logs and errors as `tracing` events with the sink's name.
+/// Connection failures are WARN, not ERROR: librdkafka reconnects on its own,
+/// and a broker outage shows as a stalled checkpoint, not as an operator
+/// action; errors that need one end the sink with a `SinkError`.
+#[derive(Clone)]
+pub struct SinkContext {
+    sink: Arc<str>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        let sink = &*self.sink;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let sink = &*self.sink;
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::BrokerTransportFailure)
+            | Some(RDKafkaErrorCode::AllBrokersDown)
+            | Some(RDKafkaErrorCode::BrokerNotAvailable)
+            | Some(RDKafkaErrorCode::RequestTimedOut)
+            | Some(RDKafkaErrorCode::OperationTimedOut) => {
+                tracing::warn!(target: "librdkafka", sink, "{error}: {reason}")
+            }
+            _ => tracing::error!(target: "librdkafka", sink, "{error}: {reason}"),
+        }
+    }
+}
+
+type KProducer = FutureProducer<SinkContext>;
 
 /// The Kafka sink. See the module docs for the contract.
 pub struct KafkaSink {
@@ -75,8 +120,8 @@ enum Job {
 type Poison = Arc<Mutex<Option<(bool, String)>>>;
 
 struct Running {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: KProducer,
+    admin: AdminClient<SinkContext>,
     /// (db, table) -> topic, for topics known to exist.
     topics: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
     enc: Encoded,
@@ -198,7 +243,7 @@ impl KafkaSink {
 }
 
 /// Classifies a failed delivery or enqueue: `(fatal, message)`.
-fn classify(producer: &FutureProducer, e: &KafkaError) -> (bool, String) {
+fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
     if let Some((code, msg)) = producer.client().fatal_error() {
         return (
             true,
@@ -239,7 +284,7 @@ fn classify(producer: &FutureProducer, e: &KafkaError) -> (bool, String) {
 
 /// Settles jobs in order; see the module docs.
 async fn acker(
-    producer: FutureProducer,
+    producer: KProducer,
     name: String,
     poison: Poison,
     mut rx: mpsc::UnboundedReceiver<Job>,
@@ -294,11 +339,14 @@ impl Sink for KafkaSink {
     /// replayed with the same keys.
     async fn start(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
         let cc = self.client_config();
-        let producer: FutureProducer = cc
-            .create()
+        let ctx = SinkContext {
+            sink: Arc::from(self.cfg.name.as_str()),
+        };
+        let producer: KProducer = cc
+            .create_with_context(ctx.clone())
             .map_err(|e| self.err(true, format_args!("creating the producer: {e}")))?;
-        let admin: AdminClient<DefaultClientContext> = cc
-            .create()
+        let admin: AdminClient<SinkContext> = cc
+            .create_with_context(ctx)
             .map_err(|e| self.err(true, format_args!("creating the admin client: {e}")))?;
         let p = producer.clone();
         let md = tokio::task::spawn_blocking(move || {
