@@ -73,12 +73,17 @@ struct Service {
 
 impl Service {
     fn new(server: &TestServer, kafka: &TestKafka) -> Service {
+        Service::with_properties(server, kafka, "")
+    }
+
+    /// With extra lines in `[sinks.properties]`.
+    fn with_properties(server: &TestServer, kafka: &TestKafka, props: &str) -> Service {
         let tmp = TmpDir::new(server.flavor.name());
         let config = tmp.0.join("rowstream.toml");
         let toml = format!(
             "[source]\nurl = {:?}\nserver_id = {}\nname = \"svc\"\nstart = \"earliest\"\nheartbeat_secs = 2\n\n\
              [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\n\
-             partitions = 2\n[sinks.properties]\n\"linger.ms\" = \"2\"\n",
+             partitions = 2\n[sinks.properties]\n\"linger.ms\" = \"2\"\n{props}\n",
             server.repl_url(),
             next_replica_server_id(),
             tmp.0.join("cp").display().to_string(),
@@ -705,4 +710,57 @@ fn mariadb_kills_lose_nothing() {
 #[test]
 fn mysql_kills_lose_nothing() {
     kills_lose_nothing(Flavor::MySql);
+}
+
+/// A record larger than the producer may send is a fatal error: rowstream exits non-zero
+/// with a message naming the problem and the setting to change, and the checkpoint does
+/// not cover the transaction.
+#[test]
+fn record_too_large_is_fatal() {
+    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    let Some(kafka) = TestKafka::start() else {
+        return;
+    };
+    server.exec(SCHEMA);
+    let mut svc = Service::with_properties(&server, &kafka, "\"message.max.bytes\" = \"2000\"");
+    server.exec("INSERT INTO s.t VALUES (1, 'small', 1)");
+    svc.spawn();
+    svc.wait_caught_up(&server, Duration::from_secs(60));
+    let before = svc.checkpoint_gtid();
+    server.exec(&format!(
+        "INSERT INTO s.t VALUES (2, '{}', 2)",
+        "x".repeat(100)
+    ));
+    // 100 bytes fit; now a row far above message.max.bytes.
+    server.exec("CREATE TABLE s.big (id INT PRIMARY KEY, b TEXT); INSERT INTO s.big VALUES (1, REPEAT('b', 5000))");
+    let mut child = svc.child.take().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "rowstream did not stop on a record too large\n{}",
+            svc.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&svc.log).unwrap();
+    assert!(!status.success(), "exit status {status}\n{log}");
+    assert!(
+        log.contains("message.max.bytes") && log.contains("svc.s.big"),
+        "the error names the topic and the setting:\n{}",
+        svc.log_tail()
+    );
+    let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
+    eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
+    let after = svc.checkpoint_gtid();
+    assert_ne!(
+        after.as_deref(),
+        Some(server.gtid_executed().as_str()),
+        "the checkpoint must not cover the failed transaction (was {before:?})"
+    );
 }
