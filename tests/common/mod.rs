@@ -1,7 +1,9 @@
 //! Integration-test harness: private throwaway MySQL / MariaDB servers, SQL over the
 //! stock command-line clients, and the `rowstream` binary under a timeout.
 //!
-//! Every integration test file does `mod common;` and uses this module.
+//! Every integration test file does `mod common;` and uses this module. [`TestKafka`] is a
+//! throwaway Kafka-protocol broker (`deploy/dev/start-kafka.sh`, `stop-kafka.sh`) with the
+//! same skip / fail rule and cleanup as [`TestServer`].
 //!
 //! Invariants:
 //! - Servers are started and stopped only through the scripts in `deploy/dev/`
