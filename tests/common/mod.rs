@@ -458,6 +458,18 @@ impl TestKafka {
         assert!(out.success(), "stop-kafka.sh: {}", out.stderr_text());
     }
 
+    /// Freezes (`true`: SIGSTOP) or thaws (`false`: SIGCONT) the broker process: an
+    /// unresponsive broker, without a restart.
+    pub fn freeze(&self, frozen: bool) {
+        let pid: i32 = std::fs::read_to_string(self.datadir.join("broker.pid"))
+            .expect("broker.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal broker {pid}");
+    }
+
     /// Starts the broker again on the same port and data.
     pub fn restart(&self) {
         let mut cmd = Command::new(dev_script("start-kafka.sh"));
