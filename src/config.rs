@@ -180,6 +180,8 @@ pub struct CheckpointConfig {
 pub enum SinkConfig {
     /// `type = "file"`: the file backup (`connectors/file`).
     File(rowstream_file::FileSinkConfig),
+    /// `type = "kafka"`: per-table Kafka topics keyed by primary key (`connectors/kafka`).
+    Kafka(rowstream_kafka::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -187,6 +189,7 @@ impl SinkConfig {
     pub fn name(&self) -> &str {
         match self {
             SinkConfig::File(c) => &c.name,
+            SinkConfig::Kafka(c) => &c.name,
         }
     }
 
@@ -194,6 +197,7 @@ impl SinkConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::File(_) => "file",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -202,6 +206,7 @@ impl SinkConfig {
     fn validate_kind(&self) -> Result<(), (String, String)> {
         match self {
             SinkConfig::File(c) => c.validate().map_err(|e| (e.key.to_string(), e.problem)),
+            SinkConfig::Kafka(c) => c.validate().map_err(|e| (e.key, e.problem)),
         }
     }
 }
@@ -765,9 +770,13 @@ dir = "/var/lib/rowstream/backup"
 
     #[test]
     fn unknown_sink_type_rejected() {
+        let text = BASE.replace("type = \"file\"", "type = \"elasticsearch\"");
+        let e = parse(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("elasticsearch"), "{e}");
+        // A known type with another type's keys names the offending key.
         let text = BASE.replace("type = \"file\"", "type = \"kafka\"");
         let e = parse(&text, &[]).unwrap_err().to_string();
-        assert!(e.contains("kafka"), "{e}");
+        assert!(e.contains("unknown field `dir`"), "{e}");
         let text = BASE.replace("type = \"file\"\n", "");
         let e = parse(&text, &[]).unwrap_err().to_string();
         assert!(e.contains("type"), "{e}");

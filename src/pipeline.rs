@@ -78,6 +78,9 @@ fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn Sink>, ServiceError> {
         SinkConfig::File(c) => {
             Box::new(rowstream_file::FileSink::new(c.clone()).map_err(|e| bad(&e))?)
         }
+        SinkConfig::Kafka(c) => {
+            Box::new(rowstream_kafka::KafkaSink::new(c.clone()).map_err(|e| bad(&e))?)
+        }
     })
 }
 

@@ -5,6 +5,8 @@
 #      instances); it is kept from starting during the install when possible.
 #   2. Oracle MySQL 9.7 from Debian sid, extracted into $ROWSTREAM_MYSQL_ROOT
 #      (default ${ROWSTREAM_CACHE:-$HOME/.cache/rowstream}/mysql-sid/root) by setup-mysql.sh.
+#   3. The Kafka-protocol broker noida-db (PyPI wheel, pip download) into
+#      $ROWSTREAM_CACHE/noida-db-0.2.3 by start-kafka.sh --fetch.
 # Runs apt-get as root, or through sudo when not root. Prints the MySQL tree's path last.
 source "$(dirname "$0")/lib.sh"
 
@@ -36,5 +38,6 @@ for t in mariadb mariadb-admin mariadb-install-db; do
   command -v "$t" >/dev/null || die "$t missing after the mariadb install"
 done
 
+"$DEV_SCRIPTS/start-kafka.sh" --fetch >/dev/null
 "$DEV_SCRIPTS/setup-mysql.sh"
 log "test dependencies ready in $(elapsed "$T0")s"

@@ -202,7 +202,8 @@ pub struct TableSchema {
     /// Column names in order, shared with every row of this table version.
     pub names: Columns,
     /// Column indices of the primary key, in key order (empty if none logged).
-    pub primary_key: Vec<usize>,
+    /// Shared with every change event of this table version.
+    pub primary_key: Arc<[usize]>,
     /// Number of JSON columns (length of PARTIAL_UPDATE_ROWS partial bits).
     pub json_column_count: usize,
     pub flavor: Flavor,
@@ -728,7 +729,7 @@ impl TableSchema {
             table,
             columns,
             names,
-            primary_key,
+            primary_key: primary_key.into(),
             json_column_count: json_count,
             flavor,
         })
@@ -830,7 +831,7 @@ pub(crate) mod tests {
         assert_eq!(s.columns[4].ty, ColumnType::MYSQL_TYPE_SET);
         assert_eq!(s.columns[3].labels.as_ref().unwrap().len(), 2);
         assert_eq!(&*s.columns[4].labels.as_ref().unwrap()[1], "q");
-        assert_eq!(s.primary_key, vec![1, 5]);
+        assert_eq!(&*s.primary_key, &[1, 5]);
         assert_eq!(&*s.names[5], "b");
     }
 

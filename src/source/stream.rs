@@ -926,6 +926,7 @@ impl Processor {
                     total_order: tx.total,
                     data_collection_order: dco,
                 }),
+                primary_key: schema.primary_key.clone(),
             }));
         }
         self.rows_done = row;

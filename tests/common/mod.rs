@@ -1,7 +1,9 @@
 //! Integration-test harness: private throwaway MySQL / MariaDB servers, SQL over the
 //! stock command-line clients, and the `rowstream` binary under a timeout.
 //!
-//! Every integration test file does `mod common;` and uses this module.
+//! Every integration test file does `mod common;` and uses this module. [`TestKafka`] is a
+//! throwaway Kafka-protocol broker (`deploy/dev/start-kafka.sh`, `stop-kafka.sh`) with the
+//! same skip / fail rule and cleanup as [`TestServer`].
 //!
 //! Invariants:
 //! - Servers are started and stopped only through the scripts in `deploy/dev/`
@@ -374,6 +376,141 @@ impl Drop for TestServer {
     }
 }
 
+/// A private throwaway Kafka-protocol broker (noida-db, see `deploy/dev/start-kafka.sh`)
+/// on `127.0.0.1:port`, data under target/test-servers/kafka-<pid>-<n>. Killed and purged
+/// on drop (kept when the test panics, like [`TestServer`]).
+pub struct TestKafka {
+    pub port: u16,
+    pub datadir: PathBuf,
+}
+
+impl TestKafka {
+    /// Starts a broker on a free port. The broker binary is downloaded into the cache on
+    /// first use (`start-kafka.sh --fetch`, pip). Returns None after printing
+    /// "SKIP: <reason>" when it cannot be obtained and ROWSTREAM_TEST_REQUIRE_SERVERS is
+    /// unset; panics when it is set. Panics when the binary exists but does not start.
+    pub fn start() -> Option<TestKafka> {
+        let mut fetch = Command::new(dev_script("start-kafka.sh"));
+        fetch.arg("--fetch");
+        let out = output_with_timeout(&mut fetch, None, Duration::from_secs(300));
+        if !out.success() {
+            let reason = format!(
+                "cannot obtain the noida-db Kafka broker ({}): {} (run deploy/dev/install-test-deps.sh)",
+                out.describe_status(),
+                out.stderr_text().trim()
+            );
+            if require_servers() {
+                panic!("{reason} and {REQUIRE_SERVERS_ENV} is set");
+            }
+            eprintln!("SKIP: {reason}");
+            return None;
+        }
+        sweep_stale_datadirs();
+        let mut last_err = String::new();
+        for _attempt in 0..5 {
+            let port = pick_port();
+            let kafka = TestKafka {
+                port,
+                datadir: servers_dir().join(format!(
+                    "kafka-{}-{}",
+                    std::process::id(),
+                    NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
+                )),
+            };
+            let mut cmd = Command::new(dev_script("start-kafka.sh"));
+            cmd.arg(port.to_string()).arg(&kafka.datadir);
+            let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
+            if out.success() {
+                return Some(kafka);
+            }
+            last_err = format!(
+                "start-kafka.sh {port} ({}): {}",
+                out.describe_status(),
+                out.stderr_text()
+            );
+            let port_taken = last_err.contains("in use");
+            drop(kafka);
+            if !port_taken {
+                break;
+            }
+        }
+        panic!("cannot start a kafka test broker: {last_err}");
+    }
+
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the broker (its data stays; [`TestKafka::restart`] brings it back).
+    pub fn kill(&self) {
+        let mut cmd = Command::new(dev_script("stop-kafka.sh"));
+        cmd.arg("--kill").arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+        assert!(out.success(), "stop-kafka.sh: {}", out.stderr_text());
+    }
+
+    /// Stops the broker cleanly (SIGTERM; its data stays).
+    pub fn stop(&self) {
+        let mut cmd = Command::new(dev_script("stop-kafka.sh"));
+        cmd.arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+        assert!(out.success(), "stop-kafka.sh: {}", out.stderr_text());
+    }
+
+    /// Freezes (`true`: SIGSTOP) or thaws (`false`: SIGCONT) the broker process: an
+    /// unresponsive broker, without a restart.
+    pub fn freeze(&self, frozen: bool) {
+        let pid: i32 = std::fs::read_to_string(self.datadir.join("broker.pid"))
+            .expect("broker.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal broker {pid}");
+    }
+
+    /// Starts the broker again on the same port and data.
+    pub fn restart(&self) {
+        let mut cmd = Command::new(dev_script("start-kafka.sh"));
+        cmd.arg(self.port.to_string()).arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
+        assert!(out.success(), "start-kafka.sh: {}", out.stderr_text());
+    }
+}
+
+impl Drop for TestKafka {
+    fn drop(&mut self) {
+        let keep = std::thread::panicking()
+            || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty());
+        let mut cmd = Command::new(dev_script("stop-kafka.sh"));
+        cmd.arg("--kill");
+        if !keep {
+            cmd.arg("--purge");
+        }
+        cmd.arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+        if !out.success() {
+            eprintln!(
+                "warning: cleaning up kafka :{} failed: {}",
+                self.port,
+                out.stderr_text()
+            );
+        }
+        if keep && self.datadir.exists() {
+            eprintln!(
+                "kept kafka data of :{} for inspection (log: {})",
+                self.port,
+                self.datadir.join("broker.log").display()
+            );
+        }
+        USED_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.port);
+    }
+}
+
 /// `Command::new(env!("CARGO_BIN_EXE_rowstream"))`
 pub fn rowstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rowstream"))
@@ -668,17 +805,24 @@ fn sweep_stale_datadirs() {
                 })
             })
             .collect();
-        if stale.is_empty() {
-            return;
-        }
-        let mut cmd = Command::new(dev_script("stop.sh"));
-        cmd.args(["--kill", "--purge"]).args(&stale);
-        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
-        if !out.success() {
-            eprintln!(
-                "warning: purging stale test servers failed: {}",
-                out.stderr_text()
-            );
+        let (brokers, dbs): (Vec<PathBuf>, Vec<PathBuf>) = stale.into_iter().partition(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kafka-"))
+        });
+        for (script, dirs) in [("stop.sh", dbs), ("stop-kafka.sh", brokers)] {
+            if dirs.is_empty() {
+                continue;
+            }
+            let mut cmd = Command::new(dev_script(script));
+            cmd.args(["--kill", "--purge"]).args(&dirs);
+            let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
+            if !out.success() {
+                eprintln!(
+                    "warning: purging stale test servers failed: {}",
+                    out.stderr_text()
+                );
+            }
         }
     });
 }

@@ -100,6 +100,7 @@ fn event() -> ChangeEvent {
             total_order: 4,
             data_collection_order: 4,
         }),
+        primary_key: Arc::from([0usize].as_slice()),
     }
 }
 

@@ -126,6 +126,12 @@ pub struct ChangeEvent {
     pub ts_ms: u64,
     pub source: Source,
     pub transaction: Option<Transaction>,
+    /// Indices of the table's primary key columns, in key order, into the
+    /// table's column order (which is the order of `before`/`after` values:
+    /// the source requires full row images). Empty when the table has no
+    /// primary key (or the server did not log it). Shared by every event of
+    /// the table version. Not part of the JSON envelope.
+    pub primary_key: Arc<[usize]>,
 }
 
 /// A DDL statement seen in the binlog, emitted as its own record.

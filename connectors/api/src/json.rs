@@ -1010,6 +1010,7 @@ mod tests {
                 total_order: 2,
                 data_collection_order: 1,
             }),
+            primary_key: Arc::from([0usize].as_slice()),
         }
     }
 

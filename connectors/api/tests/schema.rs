@@ -312,6 +312,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
             total_order: 1,
             data_collection_order: 1,
         }),
+        primary_key: Arc::from([0usize].as_slice()),
     }
 }
 
@@ -508,6 +509,7 @@ fn readme_example_is_encoder_output() {
             total_order: 4,
             data_collection_order: 4,
         }),
+        primary_key: Arc::from([0usize].as_slice()),
     };
     let mut out = Vec::new();
     write_change_event(&mut out, &ev);

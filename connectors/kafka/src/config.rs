@@ -1,0 +1,301 @@
+//! Configuration of the Kafka sink: one `[[sinks]]` table with
+//! `type = "kafka"` in the service's TOML (the service strips `type` and
+//! deserializes the rest into [`KafkaSinkConfig`]).
+//!
+//! Invariants kept: unknown keys are an error (`deny_unknown_fields`); every
+//! field but `name` and `brokers` has a documented default;
+//! [`KafkaSinkConfig::validate`] rejects values the sink cannot work with,
+//! naming the sink and the key. `properties` may hold secrets (SASL
+//! passwords): the `Debug` output masks their values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+/// The default topic template: Debezium's `<prefix>.<db>.<table>`.
+pub const DEFAULT_TOPIC: &str = "{name}.{db}.{table}";
+
+/// librdkafka properties the sink sets itself; `properties` may not override
+/// them because the delivery guarantees depend on them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "transactional.id",
+];
+
+/// How record values (and keys) are encoded.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Key: the primary key columns as a JSON object; value: the change
+    /// envelope of `schemas/change-event.schema.json`.
+    #[default]
+    Json,
+    /// Confluent Avro with a Schema Registry: not implemented yet; rejected
+    /// by `validate`.
+    Avro,
+}
+
+/// `[[sinks]] type = "kafka"`: every row change as a Kafka record, one topic
+/// per table, keyed by primary key.
+///
+/// ```toml
+/// [[sinks]]
+/// type = "kafka"
+/// name = "kafka"
+/// brokers = "kafka1:9092,kafka2:9092"
+/// topic = "{name}.{db}.{table}"   # optional
+/// format = "json"                 # optional
+/// partitions = 1                  # optional, for topics rowstream creates
+/// replication_factor = 1          # optional, for topics rowstream creates
+/// tombstones = true               # optional
+/// [sinks.properties]              # optional, passed to librdkafka
+/// "compression.type" = "zstd"
+/// "linger.ms" = "5"
+/// ```
+#[derive(Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// The sink's name, for logs and metrics. Required, non-empty.
+    pub name: String,
+    /// Bootstrap brokers, `host:port[,host:port...]` (librdkafka's
+    /// `bootstrap.servers`). Required.
+    pub brokers: String,
+    /// Topic of each table. `{name}` is replaced by the source's logical
+    /// server name (`source.name` of the envelope, Debezium's topic prefix),
+    /// `{db}` and `{table}` by the table's database and name. Default
+    /// `"{name}.{db}.{table}"`. Topics that do not exist are created through
+    /// the admin API with `partitions` and `replication_factor` (rowstream
+    /// never relies on broker auto-creation).
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// `"json"` (default). `"avro"` is reserved and not implemented yet.
+    #[serde(default)]
+    pub format: Format,
+    /// librdkafka configuration properties (security, compression, linger,
+    /// batch sizes...), passed through as given. The ones in
+    /// [`RESERVED_PROPERTIES`] are refused. The sink's defaults, which these
+    /// may override: `message.timeout.ms = "0"` (retry forever: a broker
+    /// outage stalls the pipeline instead of failing it) and
+    /// `allow.auto.create.topics = "false"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Partitions of topics rowstream creates. Default 1; must be > 0.
+    #[serde(default = "default_one")]
+    pub partitions: i32,
+    /// Replication factor of topics rowstream creates. Default 1; must be > 0.
+    #[serde(default = "default_one")]
+    pub replication_factor: i32,
+    /// After the record of a delete, send a tombstone (same key, null
+    /// value) so log compaction can drop the key. Default true. Tables
+    /// without a primary key never get tombstones (their records have no key).
+    #[serde(default = "default_true")]
+    pub tombstones: bool,
+}
+
+fn default_topic() -> String {
+    DEFAULT_TOPIC.to_string()
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked: BTreeMap<&str, &str> = self
+            .properties
+            .keys()
+            .map(|k| {
+                let secret = ["password", "secret", "key", "token", "jaas"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (k.as_str(), if secret { "***" } else { &self.properties[k] })
+            })
+            .collect();
+        f.debug_struct("KafkaSinkConfig")
+            .field("name", &self.name)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("format", &self.format)
+            .field("properties", &masked)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("tombstones", &self.tombstones)
+            .finish()
+    }
+}
+
+/// A configuration value the Kafka sink cannot work with.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("kafka sink {sink:?}: {key}: {problem}")]
+pub struct ConfigError {
+    /// The sink's `name` (may be empty when that is the problem).
+    pub sink: String,
+    /// The offending key.
+    pub key: String,
+    /// What is wrong and what it must be.
+    pub problem: String,
+}
+
+impl KafkaSinkConfig {
+    /// A configuration with every optional field at its default.
+    pub fn new(name: impl Into<String>, brokers: impl Into<String>) -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            name: name.into(),
+            brokers: brokers.into(),
+            topic: default_topic(),
+            format: Format::Json,
+            properties: BTreeMap::new(),
+            partitions: 1,
+            replication_factor: 1,
+            tombstones: true,
+        }
+    }
+
+    /// Checks the values (not the brokers: that happens in `start`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String| ConfigError {
+            sink: self.name.clone(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.name.trim().is_empty() {
+            return Err(err("name", "must not be empty".into()));
+        }
+        if self.brokers.trim().is_empty() {
+            return Err(err(
+                "brokers",
+                "must not be empty (host:port[,host:port...])".into(),
+            ));
+        }
+        if self.topic.trim().is_empty() {
+            return Err(err("topic", "must not be empty".into()));
+        }
+        let rest = self
+            .topic
+            .replace("{name}", "n")
+            .replace("{db}", "d")
+            .replace("{table}", "t");
+        if rest.contains('{') || rest.contains('}') {
+            return Err(err(
+                "topic",
+                format!(
+                    "{:?}: only {{name}}, {{db}} and {{table}} may be substituted",
+                    self.topic
+                ),
+            ));
+        }
+        if !self.topic.contains("{table}") {
+            return Err(err(
+                "topic",
+                format!(
+                    "{:?} must contain {{table}}: records are keyed per table and tables must not share a topic",
+                    self.topic
+                ),
+            ));
+        }
+        if self.format == Format::Avro {
+            return Err(err(
+                "format",
+                "\"avro\" is not implemented yet; use \"json\"".into(),
+            ));
+        }
+        for k in self.properties.keys() {
+            if RESERVED_PROPERTIES.contains(&k.as_str()) {
+                return Err(err(
+                    &format!("properties.{k}"),
+                    "is set by the sink itself (brokers, idempotent producer with acks=all) and cannot be overridden".into(),
+                ));
+            }
+        }
+        if self.partitions <= 0 {
+            return Err(err("partitions", "must be greater than 0".into()));
+        }
+        if self.replication_factor <= 0 {
+            return Err(err("replication_factor", "must be greater than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The topic of a table: the template with `{name}`, `{db}`, `{table}`
+    /// substituted.
+    pub fn topic_for(&self, name: &str, db: &str, table: &str) -> String {
+        self.topic
+            .replace("{name}", name)
+            .replace("{db}", db)
+            .replace("{table}", table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c: KafkaSinkConfig =
+            serde_json::from_str(r#"{"name":"k","brokers":"localhost:9092"}"#).unwrap();
+        assert_eq!(c, KafkaSinkConfig::new("k", "localhost:9092"));
+        assert!(c.validate().is_ok());
+        assert!(serde_json::from_str::<KafkaSinkConfig>(
+            r#"{"name":"k","brokers":"b:1","type":"kafka"}"#
+        )
+        .is_err());
+        let c: KafkaSinkConfig = serde_json::from_str(
+            r#"{"name":"k","brokers":"b:1","topic":"cdc.{table}","format":"json","partitions":3,
+                "replication_factor":2,"tombstones":false,"properties":{"linger.ms":"10","sasl.password":"hunter2"}}"#,
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            (c.partitions, c.replication_factor, c.tombstones),
+            (3, 2, false)
+        );
+        assert_eq!(c.topic_for("srv", "shop", "orders"), "cdc.orders");
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("hunter2") && dbg.contains("linger.ms"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn validate_rejects() {
+        let ok = KafkaSinkConfig::new("k", "b:1");
+        assert_eq!(ok.topic_for("srv", "shop", "orders"), "srv.shop.orders");
+        let mut c = ok.clone();
+        c.name = " ".into();
+        assert_eq!(c.validate().unwrap_err().key, "name");
+        let mut c = ok.clone();
+        c.brokers = "".into();
+        assert_eq!(c.validate().unwrap_err().key, "brokers");
+        let mut c = ok.clone();
+        c.topic = "{name}.{schema}.{table}".into();
+        assert_eq!(c.validate().unwrap_err().key, "topic");
+        c.topic = "{name}.{db}".into();
+        assert_eq!(c.validate().unwrap_err().key, "topic");
+        let mut c = ok.clone();
+        c.format = Format::Avro;
+        assert_eq!(c.validate().unwrap_err().key, "format");
+        let mut c = ok.clone();
+        c.properties.insert("acks".into(), "1".into());
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "properties.acks");
+        assert!(e.to_string().contains("\"k\""), "{e}");
+        let mut c = ok.clone();
+        c.partitions = 0;
+        assert_eq!(c.validate().unwrap_err().key, "partitions");
+        let mut c = ok;
+        c.replication_factor = -1;
+        assert_eq!(c.validate().unwrap_err().key, "replication_factor");
+    }
+}

@@ -1,0 +1,269 @@
+//! Change event -> Kafka records (pure, no I/O).
+//!
+//! One row change becomes one to three records, all for the same table topic:
+//! - key: the primary key columns as a JSON object in key order,
+//!   `{"id":1}` / `{"a":1,"b":"x"}` (Debezium style), values encoded exactly
+//!   like in the envelope; no key (`None`) when the table has no primary key;
+//! - value: the change envelope of `rowstream_api::json::write_change_event`;
+//! - an update that changes the primary key becomes a delete under the old
+//!   key (`op` "d", `before` = the old row) followed by a create under the
+//!   new key (`op` "c", `after` = the new row), so a consumer keyed by primary
+//!   key sees the old key disappear;
+//! - after every delete (also the one of a key change), when tombstones are
+//!   enabled and the record has a key, a tombstone: same key, null value, so
+//!   log compaction can forget the key.
+//!
+//! Every record carries the headers `gtid` (the transaction's GTID) and `op`
+//! (the envelope's op letter; "d" for tombstones). Invariant: the records of
+//! one event come out in the order they must be produced in, and all bytes
+//! go into one reusable buffer (no allocation per record once warm).
+
+use std::ops::Range;
+
+use rowstream_api::json::{write_change_event, write_str, write_value};
+use rowstream_api::{ChangeEvent, Op, Row};
+
+/// One Kafka record inside [`Encoded::buf`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Out {
+    /// The key bytes, or None (no primary key: no key).
+    pub key: Option<Range<usize>>,
+    /// The value bytes, or None for a tombstone.
+    pub value: Option<Range<usize>>,
+    /// The `op` header.
+    pub op: Op,
+}
+
+/// The records of one change event; reused from event to event.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub buf: Vec<u8>,
+    pub records: Vec<Out>,
+}
+
+impl Encoded {
+    /// The bytes of a range of `buf`.
+    pub fn bytes(&self, r: &Option<Range<usize>>) -> Option<&[u8]> {
+        r.as_ref().map(|r| &self.buf[r.clone()])
+    }
+}
+
+/// Appends the key object of `row` to `out`; false (nothing written) when
+/// the table has no primary key or a key column is missing from the image.
+pub fn write_key(out: &mut Vec<u8>, primary_key: &[usize], row: &Row) -> bool {
+    if primary_key.is_empty()
+        || primary_key
+            .iter()
+            .any(|&i| i >= row.values.len() || i >= row.columns.len())
+    {
+        return false;
+    }
+    out.push(b'{');
+    for (n, &i) in primary_key.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_str(out, &row.columns[i]);
+        out.push(b':');
+        write_value(out, &row.values[i]);
+    }
+    out.push(b'}');
+    true
+}
+
+/// True when an update changes a primary key column.
+pub fn key_changed(ev: &ChangeEvent) -> bool {
+    match (&ev.before, &ev.after) {
+        (Some(b), Some(a)) if ev.op == Op::Update => ev
+            .primary_key
+            .iter()
+            .any(|&i| b.values.get(i) != a.values.get(i)),
+        _ => false,
+    }
+}
+
+/// Encodes one change event into `enc` (cleared first); see the module docs.
+pub fn encode_change(ev: &ChangeEvent, tombstones: bool, enc: &mut Encoded) {
+    enc.buf.clear();
+    enc.records.clear();
+    if key_changed(ev) {
+        let mut del = ev.clone();
+        del.op = Op::Delete;
+        del.after = None;
+        push(enc, &del, tombstones);
+        let mut create = ev.clone();
+        create.op = Op::Create;
+        create.before = None;
+        push(enc, &create, tombstones);
+    } else {
+        push(enc, ev, tombstones);
+    }
+}
+
+fn push(enc: &mut Encoded, ev: &ChangeEvent, tombstones: bool) {
+    let image = match ev.op {
+        Op::Delete => ev.before.as_ref(),
+        _ => ev.after.as_ref().or(ev.before.as_ref()),
+    };
+    let start = enc.buf.len();
+    let key = match image {
+        Some(row) if write_key(&mut enc.buf, &ev.primary_key, row) => Some(start..enc.buf.len()),
+        _ => None,
+    };
+    let vstart = enc.buf.len();
+    write_change_event(&mut enc.buf, ev);
+    enc.records.push(Out {
+        key: key.clone(),
+        value: Some(vstart..enc.buf.len()),
+        op: ev.op,
+    });
+    if ev.op == Op::Delete && tombstones && key.is_some() {
+        enc.records.push(Out {
+            key,
+            value: None,
+            op: Op::Delete,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rowstream_api::{Flavor, Snapshot, Source, Transaction, Value};
+
+    use super::*;
+
+    fn row(id: i64, name: &str) -> Row {
+        Row {
+            columns: Arc::from(vec![Arc::from("name"), Arc::from("id")]),
+            values: vec![Value::String(name.into()), Value::Int(id)],
+        }
+    }
+
+    fn event(op: Op, before: Option<Row>, after: Option<Row>, pk: &[usize]) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            before,
+            after,
+            ts_ms: 1,
+            source: Source {
+                version: "0",
+                connector: Flavor::MariaDb,
+                name: "srv".into(),
+                ts_ms: 1,
+                snapshot: Snapshot::False,
+                db: "d".into(),
+                table: "t".into(),
+                server_id: 1,
+                gtid: "0-1-5".into(),
+                file: "f".into(),
+                pos: 4,
+                row: 0,
+            },
+            transaction: Some(Transaction {
+                id: "0-1-5".into(),
+                total_order: 1,
+                data_collection_order: 1,
+            }),
+            primary_key: Arc::from(pk),
+        }
+    }
+
+    fn texts(enc: &Encoded) -> Vec<(Option<String>, Option<serde_json::Value>, &'static str)> {
+        enc.records
+            .iter()
+            .map(|r| {
+                (
+                    enc.bytes(&r.key)
+                        .map(|b| String::from_utf8(b.to_vec()).unwrap()),
+                    enc.bytes(&r.value)
+                        .map(|b| serde_json::from_slice(b).unwrap()),
+                    r.op.as_str(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn insert_update_delete() {
+        let mut enc = Encoded::default();
+        encode_change(
+            &event(Op::Create, None, Some(row(1, "a")), &[1]),
+            true,
+            &mut enc,
+        );
+        let t = texts(&enc);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].0.as_deref(), Some(r#"{"id":1}"#));
+        assert_eq!(t[0].1.as_ref().unwrap()["after"]["name"], "a");
+        assert_eq!(t[0].2, "c");
+
+        let up = event(Op::Update, Some(row(1, "a")), Some(row(1, "b")), &[1]);
+        assert!(!key_changed(&up));
+        encode_change(&up, true, &mut enc);
+        let t = texts(&enc);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].1.as_ref().unwrap()["op"], "u");
+
+        encode_change(
+            &event(Op::Delete, Some(row(1, "b")), None, &[1]),
+            true,
+            &mut enc,
+        );
+        let t = texts(&enc);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].1.as_ref().unwrap()["op"], "d");
+        assert_eq!(t[1], (Some(r#"{"id":1}"#.to_string()), None, "d"));
+
+        encode_change(
+            &event(Op::Delete, Some(row(1, "b")), None, &[1]),
+            false,
+            &mut enc,
+        );
+        assert_eq!(enc.records.len(), 1);
+    }
+
+    #[test]
+    fn key_change_is_delete_then_create() {
+        let mut enc = Encoded::default();
+        let ev = event(Op::Update, Some(row(1, "a")), Some(row(2, "a")), &[1]);
+        assert!(key_changed(&ev));
+        encode_change(&ev, true, &mut enc);
+        let t = texts(&enc);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].0.as_deref(), Some(r#"{"id":1}"#));
+        let v = t[0].1.as_ref().unwrap();
+        assert_eq!((v["op"].as_str(), v["after"].is_null()), (Some("d"), true));
+        assert_eq!(v["before"]["id"], 1);
+        assert_eq!(t[1], (Some(r#"{"id":1}"#.to_string()), None, "d"));
+        assert_eq!(t[2].0.as_deref(), Some(r#"{"id":2}"#));
+        let v = t[2].1.as_ref().unwrap();
+        assert_eq!((v["op"].as_str(), v["before"].is_null()), (Some("c"), true));
+        assert_eq!(v["after"]["id"], 2);
+        assert_eq!(t[2].2, "c");
+    }
+
+    #[test]
+    fn composite_and_missing_keys() {
+        let mut out = Vec::new();
+        assert!(write_key(&mut out, &[1, 0], &row(7, "x\"y")));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":7,"name":"x\"y"}"#
+        );
+        out.clear();
+        assert!(!write_key(&mut out, &[], &row(7, "x")));
+        assert!(!write_key(&mut out, &[5], &row(7, "x")));
+        assert!(out.is_empty());
+        // No primary key: no key, no tombstone.
+        let mut enc = Encoded::default();
+        encode_change(
+            &event(Op::Delete, Some(row(1, "b")), None, &[]),
+            true,
+            &mut enc,
+        );
+        assert_eq!(enc.records.len(), 1);
+        assert_eq!(enc.records[0].key, None);
+    }
+}

@@ -1,0 +1,15 @@
+//! rowstream's Kafka sink: every row change as a Kafka record, one topic per
+//! table, keyed by primary key (Debezium-style JSON key and envelope),
+//! written by an idempotent producer with `acks=all`; a batch is acked only
+//! once every record of it has a successful delivery report, in order.
+//!
+//! Modules: `config` (the `[[sinks]] type = "kafka"` table), `encode`
+//! (event -> key, value, headers; pure), `sink` (the `Sink`: producer,
+//! topic creation, ordered acks).
+
+pub mod config;
+pub mod encode;
+pub mod sink;
+
+pub use config::{ConfigError, Format, KafkaSinkConfig};
+pub use sink::KafkaSink;

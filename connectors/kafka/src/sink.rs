@@ -1,0 +1,500 @@
+//! The Kafka sink: produces every change record of a batch, and acks the
+//! batch once all its records have successful delivery reports.
+//!
+//! Data path: `write` encodes each change event (see `encode`) and hands its
+//! records to librdkafka (`send_result`, which copies the bytes, so one
+//! encoding buffer serves the whole batch). The batch's delivery futures and
+//! its ack go to the acker task, which awaits them in batch order and acks
+//! each batch once every record of it is delivered: acks flow while batches
+//! keep coming, without waiting for `flush`. `flush` waits until the acker
+//! has settled everything written so far. Schema-change (DDL) records are
+//! not sent to Kafka (the envelope of each change carries its own values;
+//! a schema-change topic is future work).
+//!
+//! Invariants kept:
+//! - The producer is idempotent with `acks=all` (not overridable): librdkafka
+//!   retries retriable errors itself, without duplicates or reordering within
+//!   a partition, and all records of a key go to one partition. With the
+//!   default `message.timeout.ms=0` it retries forever: a broker that is down
+//!   stalls the pipeline (and the checkpoint) until it is back.
+//! - An ack is given only after every record of its batch and of every
+//!   earlier batch has been delivered; acks are given in batch order.
+//! - After the first failed delivery the sink is poisoned: that batch's ack
+//!   and every later one fail, and every call returns an error: `Fatal` for
+//!   errors an operator must fix (authorization, record too large, the
+//!   idempotent producer's fatal errors), `Transient` otherwise (timeouts).
+//!   Nothing is acked after a failure, so a restart replays from the
+//!   checkpoint; the records delivered past it are duplicates with the same
+//!   key, harmless for keyed consumers.
+//! - Topics are created through the admin API the first time a table is
+//!   seen (an existing topic is fine), before any of its records is sent.
+//!
+//! Memory: librdkafka's queue (`queue.buffering.max.*`) bounds the records
+//! in flight; when it is full `write` waits for deliveries. The acker's
+//! channel holds at most the pipeline's unacked batches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rowstream_api::{Ack, Batch, Committed, Record, Sink, SinkError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{ConfigError, KafkaSinkConfig};
+use crate::encode::{encode_change, Encoded};
+
+/// How long `start` waits for the brokers' metadata, and topic creation for
+/// the brokers' answer.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `write` sleeps when librdkafka's queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// librdkafka's logs and errors as `tracing` events with the sink's name.
+/// Connection failures are WARN, not ERROR: librdkafka reconnects on its own,
+/// and a broker outage shows as a stalled checkpoint, not as an operator
+/// action; errors that need one end the sink with a `SinkError`.
+#[derive(Clone)]
+pub struct SinkContext {
+    sink: Arc<str>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        let sink = &*self.sink;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", sink, facility = fac, "{msg}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let sink = &*self.sink;
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::BrokerTransportFailure)
+            | Some(RDKafkaErrorCode::AllBrokersDown)
+            | Some(RDKafkaErrorCode::BrokerNotAvailable)
+            | Some(RDKafkaErrorCode::RequestTimedOut)
+            | Some(RDKafkaErrorCode::OperationTimedOut) => {
+                tracing::warn!(target: "librdkafka", sink, "{error}: {reason}")
+            }
+            _ => tracing::error!(target: "librdkafka", sink, "{error}: {reason}"),
+        }
+    }
+}
+
+type KProducer = FutureProducer<SinkContext>;
+
+/// The Kafka sink. See the module docs for the contract.
+pub struct KafkaSink {
+    cfg: KafkaSinkConfig,
+    st: Option<Running>,
+}
+
+/// What the acker settles: one batch, or a flush marker.
+enum Job {
+    Batch {
+        deliveries: Vec<DeliveryFuture>,
+        ack: Ack,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// The first failure: `(fatal, message)`.
+type Poison = Arc<Mutex<Option<(bool, String)>>>;
+
+struct Running {
+    producer: KProducer,
+    admin: AdminClient<SinkContext>,
+    /// (db, table) -> topic, for topics known to exist.
+    topics: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    enc: Encoded,
+    acker: Option<mpsc::UnboundedSender<Job>>,
+    poison: Poison,
+}
+
+impl KafkaSink {
+    /// A sink for a validated configuration; connects to nothing until `start`.
+    pub fn new(cfg: KafkaSinkConfig) -> Result<KafkaSink, ConfigError> {
+        cfg.validate()?;
+        Ok(KafkaSink { cfg, st: None })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaSinkConfig {
+        &self.cfg
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("message.timeout.ms", "0")
+            .set("allow.auto.create.topics", "false");
+        for (k, v) in &self.cfg.properties {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.cfg.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("client.id", format!("rowstream-{}", self.cfg.name));
+        c
+    }
+
+    fn err(&self, fatal: bool, msg: impl std::fmt::Display) -> SinkError {
+        let m = format!("kafka sink {:?}: {msg}", self.cfg.name);
+        if fatal {
+            SinkError::Fatal(m)
+        } else {
+            SinkError::Transient(m)
+        }
+    }
+
+    fn poisoned(&self) -> Option<SinkError> {
+        let st = self.st.as_ref()?;
+        let p = st.poison.lock().unwrap_or_else(|e| e.into_inner());
+        p.as_ref().map(|(fatal, m)| {
+            if *fatal {
+                SinkError::Fatal(m.clone())
+            } else {
+                SinkError::Transient(m.clone())
+            }
+        })
+    }
+
+    /// The topic of a table, created first if this process has not seen it.
+    async fn topic(
+        &mut self,
+        name: &str,
+        db: &Arc<str>,
+        table: &Arc<str>,
+    ) -> Result<Arc<str>, SinkError> {
+        let st = self.st.as_mut().expect("started");
+        if let Some(t) = st.topics.get(&(db.clone(), table.clone())) {
+            return Ok(t.clone());
+        }
+        let topic = self.cfg.topic_for(name, db, table);
+        let new = NewTopic::new(
+            &topic,
+            self.cfg.partitions,
+            TopicReplication::Fixed(self.cfg.replication_factor),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
+        let res = tokio::time::timeout(BROKER_TIMEOUT * 2, st.admin.create_topics([&new], &opts))
+            .await
+            .map_err(|_| {
+                SinkError::Transient(format!(
+                    "kafka sink {:?}: creating topic {topic:?}: no answer from the brokers in {}s",
+                    self.cfg.name,
+                    (BROKER_TIMEOUT * 2).as_secs()
+                ))
+            })?;
+        let res =
+            res.map_err(|e| self.err(false, format_args!("creating topic {topic:?}: {e}")))?;
+        for r in res {
+            match r {
+                Ok(_) => {
+                    tracing::info!(sink = %self.cfg.name, topic = %topic, partitions = self.cfg.partitions,
+                    replication_factor = self.cfg.replication_factor, "created topic")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    let fatal = matches!(
+                        code,
+                        RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::ClusterAuthorizationFailed
+                            | RDKafkaErrorCode::InvalidReplicationFactor
+                            | RDKafkaErrorCode::InvalidPartitions
+                            | RDKafkaErrorCode::InvalidTopic
+                            | RDKafkaErrorCode::PolicyViolation
+                            | RDKafkaErrorCode::InvalidConfig
+                    );
+                    return Err(self.err(
+                        fatal,
+                        format_args!(
+                            "cannot create topic {topic:?} ({} partitions, replication factor {}): {code}{}",
+                            self.cfg.partitions,
+                            self.cfg.replication_factor,
+                            if fatal { "; create it yourself or fix the sink's topic settings / ACLs" } else { "" }
+                        ),
+                    ));
+                }
+            }
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        let st = self.st.as_mut().expect("started");
+        st.topics.insert((db.clone(), table.clone()), topic.clone());
+        Ok(topic)
+    }
+}
+
+/// Classifies a failed delivery or enqueue: `(fatal, message)`.
+fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
+    if let Some((code, msg)) = producer.client().fatal_error() {
+        return (
+            true,
+            format!("fatal producer error {code:?}: {msg}; the producer cannot continue, check the brokers and the sink's properties"),
+        );
+    }
+    let code = e.rdkafka_error_code();
+    let hint = match code {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) | Some(RDKafkaErrorCode::InvalidRecord) => Some(
+            "a record is larger than the broker or topic accepts: raise the broker's message.max.bytes \
+             (or the topic's max.message.bytes) and the sink's properties.\"message.max.bytes\"",
+        ),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
+        | Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+            Some("the producer is not authorized: grant WRITE (and IDEMPOTENT_WRITE) on the topics to the sink's principal")
+        }
+        Some(RDKafkaErrorCode::Authentication) | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            Some("authentication with the brokers failed: check the sink's security properties")
+        }
+        Some(RDKafkaErrorCode::UnknownTopic) | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            Some("the topic does not exist (deleted while rowstream ran?)")
+        }
+        Some(RDKafkaErrorCode::InvalidConfig) | Some(RDKafkaErrorCode::UnsupportedForMessageFormat) => {
+            Some("the brokers refuse the producer's settings")
+        }
+        Some(RDKafkaErrorCode::Fatal) => Some("fatal idempotent producer error"),
+        _ => None,
+    };
+    match hint {
+        Some(h) => (true, format!("delivery failed: {e}: {h}")),
+        None => (
+            false,
+            format!("delivery failed: {e}; the batch was not acknowledged and will be replayed from the checkpoint"),
+        ),
+    }
+}
+
+/// Settles jobs in order; see the module docs.
+async fn acker(
+    producer: KProducer,
+    name: String,
+    poison: Poison,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(job) = rx.recv().await {
+        match job {
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+            Job::Batch { deliveries, ack } => {
+                let mut failure = poison
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|(_, m)| m.clone());
+                for r in join_all(deliveries).await {
+                    if failure.is_some() {
+                        continue;
+                    }
+                    let err = match r {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err((e, _msg))) => classify(&producer, &e),
+                        Err(_canceled) => {
+                            (false, "the producer dropped a delivery report".to_string())
+                        }
+                    };
+                    let msg = format!("kafka sink {name:?}: {}", err.1);
+                    tracing::error!(sink = %name, fatal = err.0, "{msg}");
+                    let mut p = poison.lock().unwrap_or_else(|e| e.into_inner());
+                    if p.is_none() {
+                        *p = Some((err.0, msg.clone()));
+                    }
+                    failure = Some(msg);
+                }
+                match failure {
+                    None => ack.ack(),
+                    Some(m) => ack.fail(m),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Creates the producer and admin client and checks that the brokers
+    /// answer. Kafka keeps nothing to cut: records past the checkpoint are
+    /// replayed with the same keys.
+    async fn start(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
+        let cc = self.client_config();
+        let ctx = SinkContext {
+            sink: Arc::from(self.cfg.name.as_str()),
+        };
+        let producer: KProducer = cc
+            .create_with_context(ctx.clone())
+            .map_err(|e| self.err(true, format_args!("creating the producer: {e}")))?;
+        let admin: AdminClient<SinkContext> = cc
+            .create_with_context(ctx)
+            .map_err(|e| self.err(true, format_args!("creating the admin client: {e}")))?;
+        let p = producer.clone();
+        let md = tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(None, BROKER_TIMEOUT)
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| self.err(false, e))?;
+        let brokers = md.map_err(|e| {
+            self.err(
+                false,
+                format_args!(
+                    "cannot reach the brokers {:?} within {}s: {e}",
+                    self.cfg.brokers,
+                    BROKER_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+        tracing::info!(sink = %self.cfg.name, brokers = %self.cfg.brokers, cluster_brokers = brokers, "kafka sink started");
+        self.st = Some(Running {
+            producer,
+            admin,
+            topics: HashMap::new(),
+            enc: Encoded::default(),
+            acker: None,
+            poison: Arc::new(Mutex::new(None)),
+        });
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
+        if self.st.is_none() {
+            ack.fail("kafka sink not started");
+            return Err(self.err(true, "write before start"));
+        }
+        if let Some(e) = self.poisoned() {
+            ack.fail(e.to_string());
+            return Err(e);
+        }
+        let mut deliveries = Vec::with_capacity(batch.records.len());
+        for rec in &batch.records {
+            let Record::Change(ev) = rec else {
+                continue; // DDL: not sent (see the module docs).
+            };
+            let topic = match self
+                .topic(&ev.source.name, &ev.source.db, &ev.source.table)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    ack.fail(e.to_string());
+                    return Err(e);
+                }
+            };
+            let tombstones = self.cfg.tombstones;
+            let st = self.st.as_mut().expect("started");
+            encode_change(ev, tombstones, &mut st.enc);
+            for out in &st.enc.records {
+                loop {
+                    let headers = OwnedHeaders::new_with_capacity(2)
+                        .insert(Header {
+                            key: "gtid",
+                            value: Some(ev.source.gtid.as_bytes()),
+                        })
+                        .insert(Header {
+                            key: "op",
+                            value: Some(out.op.as_str().as_bytes()),
+                        });
+                    let mut fr: FutureRecord<'_, [u8], [u8]> =
+                        FutureRecord::to(&topic).headers(headers);
+                    if let Some(k) = st.enc.bytes(&out.key) {
+                        fr = fr.key(k);
+                    }
+                    if let Some(v) = st.enc.bytes(&out.value) {
+                        fr = fr.payload(v);
+                    }
+                    match st.producer.send_result(fr) {
+                        Ok(d) => {
+                            deliveries.push(d);
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                            tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                        }
+                        Err((e, _)) => {
+                            let (fatal, m) = classify(&st.producer, &e);
+                            let m = format!("kafka sink {:?}: topic {topic:?}: {m}", self.cfg.name);
+                            tracing::error!(sink = %self.cfg.name, fatal, "{m}");
+                            {
+                                let mut p = st.poison.lock().unwrap_or_else(|e| e.into_inner());
+                                if p.is_none() {
+                                    *p = Some((fatal, m.clone()));
+                                }
+                            }
+                            ack.fail(m.clone());
+                            return Err(if fatal {
+                                SinkError::Fatal(m)
+                            } else {
+                                SinkError::Transient(m)
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let st = self.st.as_mut().expect("started");
+        let tx = st.acker.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(acker(
+                st.producer.clone(),
+                self.cfg.name.clone(),
+                st.poison.clone(),
+                rx,
+            ));
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = tx.send(Job::Batch { deliveries, ack }) {
+            if let Job::Batch { ack, .. } = job {
+                ack.fail("the kafka sink's acker stopped");
+            }
+            return Err(self.err(false, "the acker task stopped"));
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let Some(st) = self.st.as_mut() else {
+            return Ok(());
+        };
+        if let Some(tx) = &st.acker {
+            let (done_tx, done_rx) = oneshot::channel();
+            if tx.send(Job::Flush(done_tx)).is_err() || done_rx.await.is_err() {
+                return Err(self.err(false, "the acker task stopped"));
+            }
+        }
+        match self.poisoned() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("cfg", &self.cfg)
+            .field("started", &self.st.is_some())
+            .finish()
+    }
+}
