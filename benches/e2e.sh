@@ -6,9 +6,21 @@
 #   - rowstream run into the file backup (fsync on, checkpoint on): catch-up
 #     time from start until checkpoint.json holds the last transaction,
 #   - mariadb-binlog -v --base64-output=decode-rows (the C++ reference decoder),
+#   - with KAFKA=1 (default): rowstream run into a Kafka sink (format json,
+#     the sink's default producer settings) on a private noida-db broker
+#     (deploy/dev/start-kafka.sh, fresh data dir per run), timed like the
+#     file backup run; then, in the same run against the same broker, the
+#     rdkafka producer ceiling: connectors/kafka/examples/plain_producer.rs
+#     sending as many records as rowstream produced, with the average key,
+#     value and header sizes measured from rowstream's topic (first run),
+#     with the sink's producer settings; timed from process start to the
+#     last delivery report,
 # in the same run, RUNS times each (default 3); prints the median table.
 # Usage: benches/e2e.sh            (needs deploy/dev/install-test-deps.sh done)
 #        PORT=3391 RUNS=5 benches/e2e.sh
+#        KAFKA=0 benches/e2e.sh                      (no Kafka readers)
+#        READERS="rowstream-kafka" benches/e2e.sh    (a subset; rowstream-kafka
+#                                                    brings rdkafka-producer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-3391}
@@ -16,12 +28,19 @@ RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-target/bench-e2e}
 NTX=${NTX:-1000}
 ROWS=${ROWS:-1000}
+KAFKA=${KAFKA:-1}
+KAFKA_PORT=${KAFKA_PORT:-$((PORT+1))}
 mkdir -p "$DIR"
 cargo build --release --quiet
 BIN=target/release/rowstream
+PLAIN=target/release/examples/plain_producer
+if [[ $KAFKA == 1 ]]; then
+  cargo build --release --quiet --example plain_producer -p rowstream-kafka
+  deploy/dev/start-kafka.sh --fetch >/dev/null
+fi
 
 eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)"
-trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true' EXIT
+trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; [[ $KAFKA != 1 ]] || deploy/dev/stop-kafka.sh --purge "$DIR/kafka" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 
 if [[ ! -f $DIR/range.env ]]; then
@@ -46,9 +65,15 @@ source "$DIR/range.env"
 GTID_END=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
 
 # rowstream run: a fresh backup and checkpoint per run; timed until the checkpoint holds GTID_END.
+# run_service TIMEFILE [file|kafka]
 run_service() {
-  local d=$DIR/service
+  local d=$DIR/service sink
   rm -rf "$d"; mkdir -p "$d"
+  if [[ ${2:-file} == kafka ]]; then
+    sink=$(printf '[[sinks]]\ntype = "kafka"\nname = "kafka"\nbrokers = "127.0.0.1:%s"\nformat = "json"' "$KAFKA_PORT")
+  else
+    sink=$(printf '[[sinks]]\ntype = "file"\nname = "backup"\ndir = "%s"' "$d/backup")
+  fi
   cat >"$d/rowstream.toml" <<TOML
 [source]
 url = "mysql://repl:repl@127.0.0.1:$PORT"
@@ -57,10 +82,7 @@ name = "bench"
 start = "$GTID_START"
 [checkpoint]
 dir = "$d/checkpoint"
-[[sinks]]
-type = "file"
-name = "backup"
-dir = "$d/backup"
+$sink
 TOML
   local t0 pid
   t0=$(date +%s.%N)
@@ -80,14 +102,65 @@ declare -A CMD=(
   [mariadb-binlog]="mariadb-binlog --read-from-remote-server --host=127.0.0.1 --port=$PORT --user=repl --password=repl -v --base64-output=decode-rows --start-position=4 --stop-position=$END $FILE"
 )
 ORDER=(rowstream-tail rowstream-run mariadb-binlog)
+[[ $KAFKA != 1 ]] || ORDER+=(rowstream-kafka rdkafka-producer)
+[[ -z ${READERS:-} ]] || read -ra ORDER <<<"$READERS"
+[[ " ${ORDER[*]} " != *" rowstream-kafka "* || " ${ORDER[*]} " == *" rdkafka-producer "* ]] || ORDER+=(rdkafka-producer)
+
+# A fresh, empty broker (noida-db keeps its data across restarts).
+fresh_broker() {
+  deploy/dev/stop-kafka.sh --purge "$DIR/kafka" >/dev/null 2>&1 || true
+  deploy/dev/start-kafka.sh "$KAFKA_PORT" "$DIR/kafka" >/dev/null
+}
+# The sizes of rowstream's Kafka records for this workload, once per script run: the
+# value is the envelope `rowstream tail --name bench` prints (the sink uses the same
+# encoder, connectors/kafka/src/encode.rs), the key {"id":N}, the gtid header the
+# transaction's GTID. (Consuming the ~1 GB topic back from noida-db 0.2.3 fails in
+# librdkafka with "Bad message format", so the sizes are not read from the topic.)
+kafka_sizes() {
+  "$BIN" tail --url "mysql://repl:repl@127.0.0.1:$PORT" --server-id 9103 --name bench --from "$GTID_START" \
+    --max-events "$EXPECTED" 2>/dev/null | awk '
+    { v += length($0); match($0, /"id":[0-9]+/); k += RLENGTH + 2
+      match($0, /"gtid":"[^"]*"/); g += RLENGTH - 9; n++ }
+    END { printf "records=%d\nkey_bytes=%.0f\nvalue_bytes=%.0f\ngtid_header_bytes=%.0f\n", n, k/n, v/n, g/n }' >"$DIR/kafka-sizes.env"
+}
+# After rowstream-kafka run $1, on the same broker: the plain producer with the
+# count and the sizes of rowstream's records.
+run_producer() {
+  [[ -f $DIR/kafka-sizes.env ]] || kafka_sizes
+  local got; got=$("$PLAIN" count "127.0.0.1:$KAFKA_PORT" bench.bench.t) || return 1
+  source "$DIR/kafka-sizes.env"
+  [[ $records -eq $EXPECTED && $got == "records=$EXPECTED" ]] \
+    || { echo "rowstream produced $got records (tail: $records), expected $EXPECTED" >&2; return 1; }
+  /usr/bin/time -v -o "$DIR/rdkafka-producer.$1.time" "$PLAIN" produce "127.0.0.1:$KAFKA_PORT" plain \
+    "$records" "$key_bytes" "$value_bytes" "$gtid_header_bytes" >"$DIR/rdkafka-producer.$1.out" || return 1
+  echo "  plain producer: $(cat "$DIR/rdkafka-producer.$1.out") (key $key_bytes B, value $value_bytes B, gtid header $gtid_header_bytes B)" >&2
+}
 to_secs() { awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else if (NF==2) print $1*60+$2; else print $1 }'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : >"$DIR/runs.tsv"
+row() {  # row READER RUN: one line of runs.tsv from READER.RUN.time
+  local r=$1 i=$2 wall rss cpu
+  if [[ -f $DIR/$r.$i.time.catchup ]]; then wall=$(cat "$DIR/$r.$i.time.catchup")
+  else wall=$(grep 'Elapsed (wall clock)' "$DIR/$r.$i.time" | awk '{print $NF}' | to_secs); fi
+  rss=$(grep 'Maximum resident set size' "$DIR/$r.$i.time" | awk '{print $NF}')
+  cpu=$(awk '/User time|System time/ {s+=$NF} END {print s}' "$DIR/$r.$i.time")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$i" "$wall" "$rss" "$cpu" | tee -a "$DIR/runs.tsv"
+}
+rm -f "$DIR"/*.time "$DIR"/*.time.catchup "$DIR/kafka-sizes.env"
 for r in "${ORDER[@]}"; do
+  [[ $r != rdkafka-producer ]] || continue   # runs right after rowstream-kafka
   for i in $(seq 1 "$RUNS"); do
     if [[ $r == rowstream-run ]]; then
       run_service "$DIR/$r.$i.time" || exit 1
       : >"$DIR/$r.out"
+    elif [[ $r == rowstream-kafka ]]; then
+      fresh_broker
+      run_service "$DIR/$r.$i.time" kafka || exit 1
+      : >"$DIR/$r.out"
+      row "$r" "$i"
+      run_producer "$i" || exit 1
+      row rdkafka-producer "$i"
+      continue
     else
       /usr/bin/time -v -o "$DIR/$r.$i.time" ${CMD[$r]} >"$DIR/$r.out" 2>"$DIR/$r.err" || { cat "$DIR/$r.err" >&2; exit 1; }
     fi
@@ -95,11 +168,7 @@ for r in "${ORDER[@]}"; do
       got=$(wc -l <"$DIR/$r.out")
       [[ $got -ge $EXPECTED ]] || { echo "rowstream printed $got lines, expected $EXPECTED" >&2; exit 1; }
     fi
-    if [[ -f $DIR/$r.$i.time.catchup ]]; then wall=$(cat "$DIR/$r.$i.time.catchup")
-    else wall=$(grep 'Elapsed (wall clock)' "$DIR/$r.$i.time" | awk '{print $NF}' | to_secs); fi
-    rss=$(grep 'Maximum resident set size' "$DIR/$r.$i.time" | awk '{print $NF}')
-    cpu=$(awk '/User time|System time/ {s+=$NF} END {print s}' "$DIR/$r.$i.time")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$i" "$wall" "$rss" "$cpu" | tee -a "$DIR/runs.tsv"
+    row "$r" "$i"
   done
   rm -f "$DIR/$r.out"
 done
@@ -111,3 +180,10 @@ for r in "${ORDER[@]}"; do
   c=$(awk -v r="$r" -F'\t' '$1==r {print $5}' "$DIR/runs.tsv" | median)
   awk -v r="$r" -v w="$w" -v m="$m" -v c="$c" -v n="$EXPECTED" 'BEGIN { printf "| %s | %.2f | %.0f | %.1f | %.2f |\n", r, w, n/w, m/1024, c }' | tee -a "$DIR/summary.md"
 done
+if [[ " ${ORDER[*]} " == *" rowstream-kafka "* ]]; then
+  # Per run (same broker, back to back), then the median of the per-run ratios.
+  awk -F'\t' -v n="$EXPECTED" '$1=="rowstream-kafka" {k[$2]=$3} $1=="rdkafka-producer" {p[$2]=$3}
+    END { m=0; for (i in k) if (i in p) { r[++m]=p[i]/k[i]; printf "run %s: rowstream-kafka %.0f/s, rdkafka-producer %.0f/s, ratio %.1f%%\n", i, n/k[i], n/p[i], 100*p[i]/k[i] }
+          asort(r); if (m) printf "rowstream-kafka / rdkafka-producer: median ratio %.1f%% (target >= 80%%)\n", 100*r[int((m+1)/2)] }' \
+    "$DIR/runs.tsv" | tee -a "$DIR/summary.md"
+fi
