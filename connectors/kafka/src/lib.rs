@@ -7,8 +7,10 @@
 //! (event -> key, value, headers; pure), `sink` (the `Sink`: producer,
 //! topic creation, ordered acks).
 
+pub mod avro;
 pub mod config;
 pub mod encode;
+pub mod registry;
 pub mod sink;
 
 pub use config::{ConfigError, Format, KafkaSinkConfig};
