@@ -1,6 +1,13 @@
 //! The Kafka sink: produces every change record of a batch, and acks the
 //! batch once all its records have successful delivery reports.
 //!
+//! With `format = "avro"`, the first event of each table version (a new
+//! `TableMeta`, i.e. the table's first TABLE_MAP or one after a DDL that
+//! changed its columns) registers the key and value schemas of its topic
+//! in the Schema Registry before its records are encoded (see `avro`); a
+//! registry that cannot be reached is a transient error, a refused schema
+//! (incompatible evolution) a fatal one.
+//!
 //! Data path: `write` encodes each change event (see `encode`) and hands its
 //! records to librdkafka (`send_result`, which copies the bytes, so one
 //! encoding buffer serves the whole batch). The batch's delivery futures and
