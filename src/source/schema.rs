@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::ColumnType;
-use rowstream_api::{Columns, Flavor};
+use rowstream_api::{Columns, Flavor, TableMeta};
 
 use super::decode::DecodeError;
 
@@ -207,6 +207,9 @@ pub struct TableSchema {
     /// Number of JSON columns (length of PARTIAL_UPDATE_ROWS partial bits).
     pub json_column_count: usize,
     pub flavor: Flavor,
+    /// Types, nullability and primary key for sinks (built once here, one
+    /// `Arc` clone per change event).
+    pub meta: Arc<TableMeta>,
 }
 
 struct Cur<'a> {
@@ -723,16 +726,71 @@ impl TableSchema {
             });
         }
         let names: Columns = Arc::from(names);
+        let primary_key: Arc<[usize]> = primary_key.into();
+        let meta = Arc::new(TableMeta {
+            columns: names.clone(),
+            types: columns.iter().map(api_type).collect(),
+            nullable: columns.iter().map(|c| c.nullable).collect(),
+            primary_key: primary_key.clone(),
+        });
         Ok(TableSchema {
             table_id,
             db,
             table,
             columns,
             names,
-            primary_key: primary_key.into(),
+            primary_key,
             json_column_count: json_count,
             flavor,
+            meta,
         })
+    }
+}
+
+/// The sink-level type of a column (see `rowstream_api::ColumnType` for the
+/// `Value` variant each produces).
+fn api_type(c: &ColumnSchema) -> rowstream_api::ColumnType {
+    use rowstream_api::ColumnType as T;
+    let int = |bits: u8| T::Int {
+        bits,
+        unsigned: c.unsigned,
+    };
+    let labels = || c.labels.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+    match c.decode {
+        Decode::Tiny => int(8),
+        Decode::Short => int(16),
+        Decode::Int24 => int(24),
+        Decode::Long => int(32),
+        Decode::LongLong => int(64),
+        Decode::Year => T::Year,
+        Decode::Bit { single: true, .. } => T::Bool,
+        Decode::Bit { bytes, .. } => T::Bit {
+            bits: u16::from(bytes) * 8,
+        },
+        Decode::Float => T::Float,
+        Decode::Double => T::Double,
+        Decode::Decimal {
+            precision, scale, ..
+        } => T::Decimal { precision, scale },
+        Decode::VarLen { .. } | Decode::Blob { .. } => {
+            if c.charset == Charset::Binary {
+                T::Bytes
+            } else {
+                T::String
+            }
+        }
+        Decode::Enum { .. } => T::Enum { labels: labels() },
+        Decode::Set { .. } => T::Set { labels: labels() },
+        Decode::Date => T::Date,
+        Decode::DateTimeOld => T::DateTime { fsp: 0 },
+        Decode::TimestampOld => T::Timestamp { fsp: 0 },
+        Decode::TimeOld => T::Time { fsp: 0 },
+        Decode::DateTime2 { fsp } => T::DateTime { fsp },
+        Decode::Timestamp2 { fsp } => T::Timestamp { fsp },
+        Decode::Time2 { fsp } => T::Time { fsp },
+        Decode::Json { .. } => T::Json,
+        Decode::Geometry { .. } => T::Geometry,
+        Decode::Vector { .. } => T::Vector,
     }
 }
 

@@ -927,6 +927,7 @@ impl Processor {
                     data_collection_order: dco,
                 }),
                 primary_key: schema.primary_key.clone(),
+                table: Some(schema.meta.clone()),
             }));
         }
         self.rows_done = row;

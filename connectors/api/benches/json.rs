@@ -101,6 +101,7 @@ fn event() -> ChangeEvent {
             data_collection_order: 4,
         }),
         primary_key: Arc::from([0usize].as_slice()),
+        table: None,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::table::TableMeta;
 use crate::value::Value;
 
 /// Which server family produced the event; printed as `source.connector`.
@@ -132,6 +133,11 @@ pub struct ChangeEvent {
     /// primary key (or the server did not log it). Shared by every event of
     /// the table version. Not part of the JSON envelope.
     pub primary_key: Arc<[usize]>,
+    /// Column types, nullability and primary key of the table version
+    /// (one `Arc` per TABLE_MAP). `None` when the producer of the event has
+    /// no type information (tests, tools); the Avro encoding requires it.
+    /// Not part of the JSON envelope.
+    pub table: Option<Arc<TableMeta>>,
 }
 
 /// A DDL statement seen in the binlog, emitted as its own record.

@@ -1011,6 +1011,7 @@ mod tests {
                 data_collection_order: 1,
             }),
             primary_key: Arc::from([0usize].as_slice()),
+            table: None,
         }
     }
 

@@ -4,10 +4,12 @@
 pub mod event;
 pub mod json;
 pub mod sink;
+pub mod table;
 pub mod value;
 
 pub use event::{
     ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
 };
 pub use sink::{Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkError};
+pub use table::{ColumnType, TableMeta};
 pub use value::{Date, DateTime, Time, Value};

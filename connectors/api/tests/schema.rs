@@ -313,6 +313,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
             data_collection_order: 1,
         }),
         primary_key: Arc::from([0usize].as_slice()),
+        table: None,
     }
 }
 
@@ -510,6 +511,7 @@ fn readme_example_is_encoder_output() {
             data_collection_order: 4,
         }),
         primary_key: Arc::from([0usize].as_slice()),
+        table: None,
     };
     let mut out = Vec::new();
     write_change_event(&mut out, &ev);

@@ -84,6 +84,7 @@ fn event(tx: u64, i: u64) -> Record {
             data_collection_order: i + 1,
         }),
         primary_key: Arc::from([0usize].as_slice()),
+        table: None,
     })
 }
 

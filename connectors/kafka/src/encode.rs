@@ -82,36 +82,78 @@ pub fn key_changed(ev: &ChangeEvent) -> bool {
     }
 }
 
-/// Encodes one change event into `enc` (cleared first); see the module docs.
+/// How the key and the value of a record are written (JSON or Avro).
+pub trait RecordWriter {
+    /// Appends the key of `row` to `out`; Ok(false) (nothing written) when
+    /// the record has no key.
+    fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String>;
+    /// Appends the value (envelope) of `ev` to `out`.
+    fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String>;
+}
+
+/// The JSON key object and envelope.
+pub struct JsonWriter;
+
+impl RecordWriter for JsonWriter {
+    #[inline]
+    fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
+        Ok(write_key(out, &ev.primary_key, row))
+    }
+    #[inline]
+    fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String> {
+        write_change_event(out, ev);
+        Ok(())
+    }
+}
+
+/// Encodes one change event into `enc` (cleared first) as JSON; see the
+/// module docs.
 pub fn encode_change(ev: &ChangeEvent, tombstones: bool, enc: &mut Encoded) {
+    // JsonWriter never fails.
+    let _ = encode_change_with(ev, tombstones, enc, &mut JsonWriter);
+}
+
+/// Encodes one change event into `enc` (cleared first) with `w`; see the
+/// module docs. On error `enc` holds no complete set of records.
+pub fn encode_change_with<W: RecordWriter>(
+    ev: &ChangeEvent,
+    tombstones: bool,
+    enc: &mut Encoded,
+    w: &mut W,
+) -> Result<(), String> {
     enc.buf.clear();
     enc.records.clear();
     if key_changed(ev) {
         let mut del = ev.clone();
         del.op = Op::Delete;
         del.after = None;
-        push(enc, &del, tombstones);
+        push(enc, &del, tombstones, w)?;
         let mut create = ev.clone();
         create.op = Op::Create;
         create.before = None;
-        push(enc, &create, tombstones);
+        push(enc, &create, tombstones, w)
     } else {
-        push(enc, ev, tombstones);
+        push(enc, ev, tombstones, w)
     }
 }
 
-fn push(enc: &mut Encoded, ev: &ChangeEvent, tombstones: bool) {
+fn push<W: RecordWriter>(
+    enc: &mut Encoded,
+    ev: &ChangeEvent,
+    tombstones: bool,
+    w: &mut W,
+) -> Result<(), String> {
     let image = match ev.op {
         Op::Delete => ev.before.as_ref(),
         _ => ev.after.as_ref().or(ev.before.as_ref()),
     };
     let start = enc.buf.len();
     let key = match image {
-        Some(row) if write_key(&mut enc.buf, &ev.primary_key, row) => Some(start..enc.buf.len()),
+        Some(row) if w.key(&mut enc.buf, ev, row)? => Some(start..enc.buf.len()),
         _ => None,
     };
     let vstart = enc.buf.len();
-    write_change_event(&mut enc.buf, ev);
+    w.value(&mut enc.buf, ev)?;
     enc.records.push(Out {
         key: key.clone(),
         value: Some(vstart..enc.buf.len()),
@@ -124,6 +166,7 @@ fn push(enc: &mut Encoded, ev: &ChangeEvent, tombstones: bool) {
             op: Op::Delete,
         });
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -167,6 +210,7 @@ mod tests {
                 data_collection_order: 1,
             }),
             primary_key: Arc::from(pk),
+            table: None,
         }
     }
 

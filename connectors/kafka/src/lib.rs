@@ -4,11 +4,15 @@
 //! once every record of it has a successful delivery report, in order.
 //!
 //! Modules: `config` (the `[[sinks]] type = "kafka"` table), `encode`
-//! (event -> key, value, headers; pure), `sink` (the `Sink`: producer,
-//! topic creation, ordered acks).
+//! (event -> key, value, headers; pure), `avro` (Avro schemas and binary
+//! encoding in the Confluent wire format; pure), `registry` (minimal Schema
+//! Registry client), `sink` (the `Sink`: producer, topic creation, schema
+//! registration, ordered acks).
 
+pub mod avro;
 pub mod config;
 pub mod encode;
+pub mod registry;
 pub mod sink;
 
 pub use config::{ConfigError, Format, KafkaSinkConfig};

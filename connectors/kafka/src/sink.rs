@@ -1,6 +1,13 @@
 //! The Kafka sink: produces every change record of a batch, and acks the
 //! batch once all its records have successful delivery reports.
 //!
+//! With `format = "avro"`, the first event of each table version (a new
+//! `TableMeta`, i.e. the table's first TABLE_MAP or one after a DDL that
+//! changed its columns) registers the key and value schemas of its topic
+//! in the Schema Registry before its records are encoded (see `avro`); a
+//! registry that cannot be reached is a transient error, a refused schema
+//! (incompatible evolution) a fatal one.
+//!
 //! Data path: `write` encodes each change event (see `encode`) and hands its
 //! records to librdkafka (`send_result`, which copies the bytes, so one
 //! encoding buffer serves the whole batch). The batch's delivery futures and
@@ -47,8 +54,10 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rowstream_api::{Ack, Batch, Committed, Record, Sink, SinkError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ConfigError, KafkaSinkConfig};
-use crate::encode::{encode_change, Encoded};
+use crate::avro::{self, AvroTable, AvroWriter};
+use crate::config::{ConfigError, Format, KafkaSinkConfig};
+use crate::encode::{encode_change, encode_change_with, Encoded};
+use crate::registry::Registry;
 
 /// How long `start` waits for the brokers' metadata, and topic creation for
 /// the brokers' answer.
@@ -125,6 +134,9 @@ struct Running {
     /// (db, table) -> topic, for topics known to exist.
     topics: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
     enc: Encoded,
+    /// Avro only: the schema ids of each topic's current table version.
+    avro: HashMap<Arc<str>, AvroTable>,
+    registry: Option<Registry>,
     acker: Option<mpsc::UnboundedSender<Job>>,
     poison: Poison,
 }
@@ -243,6 +255,78 @@ impl KafkaSink {
 }
 
 /// Classifies a failed delivery or enqueue: `(fatal, message)`.
+impl KafkaSink {
+    /// Makes sure the key and value schemas of the event's table version are
+    /// registered for `topic` (once per table version: a DDL that changes
+    /// the table's shape registers the new schemas, i.e. schema evolution).
+    async fn avro_table(
+        &mut self,
+        topic: &Arc<str>,
+        ev: &rowstream_api::ChangeEvent,
+    ) -> Result<(), SinkError> {
+        let Some(meta) = ev.table.clone() else {
+            return Err(self.err(
+                true,
+                format_args!(
+                    "table {}.{}: format \"avro\" needs the column types, which this event does not carry",
+                    ev.source.db, ev.source.table
+                ),
+            ));
+        };
+        let st = self.st.as_mut().expect("started");
+        if let Some(t) = st.avro.get_mut(topic) {
+            if Arc::ptr_eq(&t.meta, &meta) {
+                return Ok(());
+            }
+            if *t.meta == *meta {
+                t.meta = meta; // same shape, newer TABLE_MAP: compare by pointer next time
+                return Ok(());
+            }
+        }
+        let ns = avro::namespace(&ev.source.name, &ev.source.db, &ev.source.table);
+        let registry = st.registry.clone().expect("avro sink has a registry");
+        let reg_err = |e: crate::registry::RegistryError| {
+            let m = format!(
+                "kafka sink {:?}: topic {topic:?}: {}",
+                self.cfg.name, e.message
+            );
+            tracing::error!(sink = %self.cfg.name, fatal = e.fatal, "{m}");
+            if e.fatal {
+                SinkError::Fatal(m)
+            } else {
+                SinkError::Transient(m)
+            }
+        };
+        let key_id = match avro::key_schema(&meta, &ns) {
+            Some(k) => Some(
+                registry
+                    .register(&format!("{topic}-key"), &k.to_string())
+                    .await
+                    .map_err(reg_err)?,
+            ),
+            None => None,
+        };
+        let value_id = registry
+            .register(
+                &format!("{topic}-value"),
+                &avro::value_schema(&meta, &ns).to_string(),
+            )
+            .await
+            .map_err(reg_err)?;
+        tracing::info!(sink = %self.cfg.name, topic = %topic, ?key_id, value_id, "registered Avro schemas");
+        let st = self.st.as_mut().expect("started");
+        st.avro.insert(
+            topic.clone(),
+            AvroTable {
+                meta,
+                key_id,
+                value_id,
+            },
+        );
+        Ok(())
+    }
+}
+
 fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
     if let Some((code, msg)) = producer.client().fatal_error() {
         return (
@@ -372,6 +456,11 @@ impl Sink for KafkaSink {
             admin,
             topics: HashMap::new(),
             enc: Encoded::default(),
+            avro: HashMap::new(),
+            registry: match (&self.cfg.schema_registry_url, self.cfg.format) {
+                (Some(u), Format::Avro) => Some(Registry::parse(u).map_err(|e| self.err(true, e))?),
+                _ => None,
+            },
             acker: None,
             poison: Arc::new(Mutex::new(None)),
         });
@@ -403,8 +492,29 @@ impl Sink for KafkaSink {
                 }
             };
             let tombstones = self.cfg.tombstones;
+            if self.cfg.format == Format::Avro {
+                if let Err(e) = self.avro_table(&topic, ev).await {
+                    ack.fail(e.to_string());
+                    return Err(e);
+                }
+                let st = self.st.as_mut().expect("started");
+                let mut w = AvroWriter {
+                    table: &st.avro[&topic],
+                    scratch: Vec::new(),
+                };
+                if let Err(e) = encode_change_with(ev, tombstones, &mut st.enc, &mut w) {
+                    let m = format!(
+                        "kafka sink {:?}: table {}.{} at {}:{}: Avro encoding: {e}",
+                        self.cfg.name, ev.source.db, ev.source.table, ev.source.file, ev.source.pos
+                    );
+                    ack.fail(m.clone());
+                    return Err(SinkError::Fatal(m));
+                }
+            }
             let st = self.st.as_mut().expect("started");
-            encode_change(ev, tombstones, &mut st.enc);
+            if self.cfg.format == Format::Json {
+                encode_change(ev, tombstones, &mut st.enc);
+            }
             for out in &st.enc.records {
                 loop {
                     let headers = OwnedHeaders::new_with_capacity(2)
