@@ -291,10 +291,12 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let (done_tx, done_rx) = oneshot::channel();
     let max = a.max_events;
     // Encoding runs on its own thread so decoding and encoding use both cores.
+    let (free_tx, mut free_rx) = mpsc::channel::<Batch>(2);
+    tokio::spawn(async move { while free_rx.recv().await.is_some() {} });
     let writer = std::thread::Builder::new()
         .name("ndjson".into())
         .spawn(move || {
-            let r = write_ndjson(rx, max);
+            let r = write_ndjson(rx, free_tx, max);
             let _ = done_tx.send(());
             r
         })?;
@@ -321,7 +323,14 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
 }
 
 /// Prints records as NDJSON until the channel closes or `max` row events were printed.
-fn write_ndjson(mut rx: mpsc::Receiver<Batch>, max: Option<u64>) -> std::io::Result<u64> {
+///
+/// Printed batches go back through `done` to be freed on the thread that
+/// built them (shared reference counts then never bounce between cores).
+fn write_ndjson(
+    mut rx: mpsc::Receiver<Batch>,
+    done: mpsc::Sender<Batch>,
+    max: Option<u64>,
+) -> std::io::Result<u64> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut buf = Vec::with_capacity(512 * 1024);
@@ -344,6 +353,7 @@ fn write_ndjson(mut rx: mpsc::Receiver<Batch>, max: Option<u64>) -> std::io::Res
         out.write_all(&buf)?;
         buf.clear();
         out.flush()?;
+        let _ = done.try_send(batch);
     }
     out.write_all(&buf)?;
     out.flush()?;
