@@ -18,6 +18,9 @@
 //! type = "file"
 //! name = "backup"
 //! dir = "/var/lib/rowstream/backup"
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9187"
 //! ```
 //!
 //! # Environment overrides
@@ -117,6 +120,18 @@ pub struct Config {
     /// Where change events go (`[[sinks]]`); at least one, names unique.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// `[metrics]`: the Prometheus endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where `GET /metrics` is served in the Prometheus text format.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to listen on, e.g. `"127.0.0.1:9187"`; unset = no endpoint.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[source]`: the MySQL / MariaDB server rowstream reads as a replica.

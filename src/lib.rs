@@ -5,5 +5,6 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod pipeline;
 pub mod source;

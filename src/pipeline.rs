@@ -17,7 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rowstream_api::{Ack, Batch, Committed, Flavor, Sink, SinkError};
+use rowstream_api::metrics;
+use rowstream_api::{Ack, Batch, Committed, Flavor, Record, Sink, SinkError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
@@ -27,8 +28,13 @@ use crate::source::gtid::{Gtid, GtidSet};
 use crate::source::stream::{self, DumpConn, StreamConfig};
 use crate::source::SourceError;
 
-/// Batches dispatched to the sinks and not yet acked by all of them.
-const MAX_PENDING: usize = 16;
+/// Batches dispatched to the sinks and not yet acked by all of them. Sinks
+/// that ack late (Kafka acks on delivery reports) need many batches in
+/// flight to keep their pipes full; `MAX_PENDING_BYTES` keeps that bounded
+/// in memory whatever the row size.
+const MAX_PENDING: usize = 64;
+/// Binlog bytes of the batches in flight (decoded events take a few times more).
+const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Batches queued per sink.
 const SINK_QUEUE: usize = 4;
 /// A sink is flushed when no batch has arrived for this long.
@@ -87,6 +93,13 @@ fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn Sink>, ServiceError> {
 /// Runs the service until `stop` turns true (clean drain, Ok) or an error.
 pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), ServiceError> {
     let store = CheckpointStore::open(&cfg.checkpoint.dir)?;
+    if let Some(addr) = cfg.metrics.listen {
+        crate::metrics::serve(addr).await.map_err(|e| {
+            ServiceError::Checks(vec![format!(
+                "metrics.listen: cannot listen on {addr}: {e}; pick a free port or remove [metrics]"
+            )])
+        })?;
+    }
     let saved = store.load()?;
     let servers = cfg.source.conn_opts()?;
     let filter = cfg.source.filter().map_err(SourceError::Config)?;
@@ -227,6 +240,8 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sink_watch = Box::pin(first_sink_end(sink_done));
+    let mut pending_bytes = 0usize;
+    let m = Meters::new(&cfg);
 
     let save = |set: &GtidSet, saved_set: &mut Option<String>| -> Result<(), ServiceError> {
         let text = set.to_string();
@@ -238,6 +253,8 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
             server_label(dump_conn.server()),
         ))?;
         *saved_set = Some(text);
+        metrics::CHECKPOINT_WRITES.with("").inc();
+        metrics::CHECKPOINT_AGE_SECONDS.with("").set(now_secs());
         Ok(())
     };
 
@@ -254,8 +271,10 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
             biased;
             r = async { pending.front_mut().expect("guarded").done.as_mut().await }, if !pending.is_empty() => {
                 let p = pending.pop_front().expect("front exists");
+                pending_bytes -= p.bytes;
                 match r {
                     Ok(()) => {
+                        m.acked(&p._batch, pending.front().map(|n| &*n._batch));
                         if let Some(ex) = p.executed {
                             latest = ex;
                         }
@@ -274,9 +293,12 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                 failure = Some(ServiceError::Sink { name, reason });
                 break;
             }
-            b = src_rx.recv(), if !source_closed && pending.len() < MAX_PENDING => match b {
+            b = src_rx.recv(), if !source_closed && pending.len() < MAX_PENDING && pending_bytes < MAX_PENDING_BYTES => match b {
                 Some(b) => {
                     seq += 1;
+                    pending_bytes += b.bytes;
+                    m.events.add(b.records.len() as u64);
+                    m.transactions.add(b.commits.len() as u64);
                     let batch = Arc::new(Batch { seq, records: b.records, commits: b.commits });
                     let mut acks = Vec::with_capacity(sink_txs.len());
                     for (name, tx) in &sink_txs {
@@ -287,7 +309,11 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                             acks.push((name.clone(), Some(rx)));
                         }
                     }
-                    pending.push_back(Pending { executed: b.executed, done: Box::pin(all_acked(acks)), _batch: batch });
+                    if pending.is_empty() {
+                        m.lag_from(Some(&batch));
+                    }
+                    pending.push_back(Pending { executed: b.executed, bytes: b.bytes, done: Box::pin(all_acked(acks)), _batch: batch });
+                    m.in_flight.set(pending.len() as f64);
                 }
                 None => source_closed = true,
             },
@@ -297,7 +323,11 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                 }
                 source_result = Some(r);
             }
-            _ = tick.tick() => save(&latest, &mut saved_set)?,
+            _ = tick.tick() => {
+                // Keeps the lag growing while a sink stalls.
+                m.lag_from(pending.front().map(|p| &*p._batch));
+                save(&latest, &mut saved_set)?
+            }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
                 stopping = true;
@@ -327,11 +357,68 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     }
 }
 
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The pipeline's metric handles, looked up once.
+struct Meters {
+    events: metrics::Handle,
+    transactions: metrics::Handle,
+    in_flight: metrics::Handle,
+    lag: metrics::Handle,
+    sink_batches: Vec<metrics::Handle>,
+    sink_events: Vec<metrics::Handle>,
+}
+
+impl Meters {
+    fn new(cfg: &Config) -> Meters {
+        let names = || cfg.sinks.iter().map(|s| s.name());
+        Meters {
+            events: metrics::SOURCE_RECORDS.with(""),
+            transactions: metrics::SOURCE_TRANSACTIONS.with(""),
+            in_flight: metrics::IN_FLIGHT_BATCHES.with(""),
+            lag: metrics::LAG_SECONDS.with(""),
+            sink_batches: names().map(|n| metrics::SINK_BATCHES.with(n)).collect(),
+            sink_events: names().map(|n| metrics::SINK_RECORDS.with(n)).collect(),
+        }
+    }
+
+    /// `batch` is durable everywhere; `next` is the oldest batch still in flight.
+    fn acked(&self, batch: &Batch, next: Option<&Batch>) {
+        for (b, e) in self.sink_batches.iter().zip(&self.sink_events) {
+            b.inc();
+            e.add(batch.records.len() as u64);
+        }
+        self.lag_from(next);
+    }
+
+    /// Lag is the age of the oldest change not yet durable in every sink:
+    /// honest while catching up, 0 once everything read is durable.
+    fn lag_from(&self, oldest: Option<&Batch>) {
+        let ts_ms = oldest.and_then(|b| {
+            b.records.iter().find_map(|r| match r {
+                Record::Change(ev) => Some(ev.source.ts_ms),
+                _ => None,
+            })
+        });
+        let lag = match ts_ms {
+            Some(ms) => (now_secs() - ms as f64 / 1000.0).max(0.0),
+            None => 0.0,
+        };
+        self.lag.set(lag);
+    }
+}
+
 type AckFuture = Pin<Box<dyn Future<Output = Result<(), (String, String)>> + Send>>;
 
 /// One dispatched batch waiting for every sink's ack.
 struct Pending {
     executed: Option<GtidSet>,
+    bytes: usize,
     done: AckFuture,
     /// Kept until acked so the records are freed here, on the thread that
     /// built them: reference counts shared by every event of a table (names,

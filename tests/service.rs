@@ -1875,3 +1875,73 @@ fn one_gb_transaction() {
         hwm
     );
 }
+
+/// Scrapes `GET /metrics` on `port` and returns the value of each unlabelled series
+/// (labelled ones keyed as `name{labels}`).
+fn scrape(port: u16) -> BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = &text[text.find("\r\n\r\n").expect("end of head") + 4..];
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("name value");
+            (k.to_string(), v.parse().unwrap_or_else(|_| panic!("not a number: {l}")))
+        })
+        .collect()
+}
+
+/// The Prometheus endpoint reports what the backup holds: every record read was made
+/// durable by the sink, the checkpoint was written, the stream is connected and not behind.
+#[test]
+fn metrics_endpoint() {
+    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    srv.exec(SCHEMA);
+    let mut w = Workload::new(seed());
+    for _ in 0..20 {
+        write_tx(&srv, &mut w, 20).unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut svc = Service::new("metrics", &[srv.repl_url()], "earliest", &extra);
+    svc.spawn();
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    let backup_records = backup_cat(&svc.backup)
+        .iter()
+        .filter(|l| !l.starts_with("{\"transaction\":{\"status\":\"END\""))
+        .count() as f64;
+    // The ack that moved the checkpoint may be counted a moment after the file is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = scrape(port);
+        if m.get("rowstream_sink_records_acked_total{sink=\"backup\"}") == Some(&backup_records)
+            || Instant::now() > deadline
+        {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(m.get("rowstream_source_records_total"), Some(&backup_records), "{m:?}");
+    assert_eq!(
+        m.get("rowstream_sink_records_acked_total{sink=\"backup\"}"),
+        Some(&backup_records),
+        "{m:?}"
+    );
+    assert_eq!(m.get("rowstream_source_connected"), Some(&1.0), "{m:?}");
+    assert_eq!(m.get("rowstream_lag_seconds"), Some(&0.0), "{m:?}");
+    assert!(m["rowstream_checkpoint_writes_total"] >= 1.0, "{m:?}");
+    assert!(m["rowstream_source_transactions_total"] >= 20.0, "{m:?}");
+    let (st, _) = svc.sigterm(Duration::from_secs(10));
+    assert!(st.success(), "{st}\n{}", svc.log_tail());
+}

@@ -23,6 +23,7 @@ use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, TransactionPayloadEvent};
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
+use rowstream_api::metrics;
 use rowstream_api::{
     ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
     Value,
@@ -78,6 +79,9 @@ pub struct Batch {
     /// The set of transactions complete at the end of this batch, when at
     /// least one transaction completed in it.
     pub executed: Option<GtidSet>,
+    /// Binlog bytes of the rows events decoded into `records`: a cheap
+    /// measure of the batch's weight, used to bound work in flight.
+    pub bytes: usize,
 }
 
 /// Connects a query connection and tells the flavour.
@@ -178,10 +182,13 @@ pub async fn run(
         let before = proc.events_seen;
         let server = &cfg.servers[current];
         dump_conn.server.store(current, Ordering::Relaxed);
-        let e = match session(cfg, server, &mut proc, &tx, dump_conn, &mut stop).await {
+        let r = session(cfg, server, &mut proc, &tx, dump_conn, &mut stop).await;
+        metrics::SOURCE_CONNECTED.with("").set(0.0);
+        let e = match r {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        metrics::SOURCE_RECONNECTS.with("").inc();
         if proc.events_seen > before + 1 {
             delay = Duration::from_millis(100);
             refusals.clear();
@@ -327,6 +334,7 @@ async fn session(
         }
     }
     tracing::info!(server = ?server, flavor = flavor.as_str(), from = %proc.executed, "binlog dump started");
+    metrics::SOURCE_CONNECTED.with("").set(1.0);
 
     let mut pkt = Vec::with_capacity(64 * 1024);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
@@ -389,13 +397,14 @@ async fn send(
     proc: &mut Processor,
 ) -> Result<(), ()> {
     let executed = std::mem::take(&mut proc.committed).then(|| proc.executed.clone());
-    proc.batch_bytes = 0;
+    let bytes = std::mem::take(&mut proc.batch_bytes);
     let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
     let commits = std::mem::take(&mut proc.commits);
     tx.send(Batch {
         records,
         commits,
         executed,
+        bytes,
     })
     .await
     .map_err(|_| ())

@@ -145,9 +145,9 @@ impl Family {
 }
 
 // source
-pub static SOURCE_EVENTS: Family = Family::counter(
-    "rowstream_source_row_events_total",
-    "Row change events read from the binlog.",
+pub static SOURCE_RECORDS: Family = Family::counter(
+    "rowstream_source_records_total",
+    "Records (row changes and DDL statements) read from the binlog.",
     "",
 );
 pub static SOURCE_TRANSACTIONS: Family = Family::counter(
@@ -187,9 +187,9 @@ pub static SINK_BATCHES: Family = Family::counter(
     "Batches a sink has made durable.",
     "sink",
 );
-pub static SINK_EVENTS: Family = Family::counter(
-    "rowstream_sink_events_acked_total",
-    "Row events a sink has made durable.",
+pub static SINK_RECORDS: Family = Family::counter(
+    "rowstream_sink_records_acked_total",
+    "Records (row changes and DDL statements) a sink has made durable.",
     "sink",
 );
 pub static IN_FLIGHT_BATCHES: Family = Family::gauge(
@@ -200,7 +200,7 @@ pub static IN_FLIGHT_BATCHES: Family = Family::gauge(
 
 /// Every family, in exposition order.
 pub static ALL: &[&Family] = &[
-    &SOURCE_EVENTS,
+    &SOURCE_RECORDS,
     &SOURCE_TRANSACTIONS,
     &SOURCE_RECONNECTS,
     &SOURCE_CONNECTED,
@@ -208,7 +208,7 @@ pub static ALL: &[&Family] = &[
     &CHECKPOINT_WRITES,
     &CHECKPOINT_AGE_SECONDS,
     &SINK_BATCHES,
-    &SINK_EVENTS,
+    &SINK_RECORDS,
     &IN_FLIGHT_BATCHES,
 ];
 
