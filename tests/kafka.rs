@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -78,12 +78,17 @@ impl Service {
 
     /// With extra lines in `[sinks.properties]`.
     fn with_properties(server: &TestServer, kafka: &TestKafka, props: &str) -> Service {
+        Service::configured(server, kafka, "", props)
+    }
+
+    /// With extra keys in the sink's table and extra lines in `[sinks.properties]`.
+    fn configured(server: &TestServer, kafka: &TestKafka, sink_keys: &str, props: &str) -> Service {
         let tmp = TmpDir::new(server.flavor.name());
         let config = tmp.0.join("rowstream.toml");
         let toml = format!(
             "[source]\nurl = {:?}\nserver_id = {}\nname = \"svc\"\nstart = \"earliest\"\nheartbeat_secs = 2\n\n\
              [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\n\
-             partitions = 2\n[sinks.properties]\n\"linger.ms\" = \"2\"\n{props}\n",
+             partitions = 2\n{sink_keys}\n[sinks.properties]\n\"linger.ms\" = \"2\"\n{props}\n",
             server.repl_url(),
             next_replica_server_id(),
             tmp.0.join("cp").display().to_string(),
@@ -829,4 +834,89 @@ fn record_too_large_is_fatal() {
         Some(server.gtid_executed().as_str()),
         "the checkpoint must not cover the failed transaction (was {before:?})"
     );
+}
+
+/// `transactions = true`: every transaction with changes has one BEGIN and one END record
+/// on `svc.transaction` (BEGIN first, same partition), and the END's counts per table equal
+/// the change events of that transaction found on the table topics.
+#[test]
+fn transaction_topic() {
+    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    let Some(kafka) = TestKafka::start() else {
+        return;
+    };
+    server.exec(SCHEMA);
+    let mut svc = Service::configured(&server, &kafka, "transactions = true", "");
+    let mut w = Workload::new(seed());
+    server.exec(&w.script(100));
+    svc.spawn();
+    server.exec(&w.script(100));
+    svc.wait_caught_up(&server, Duration::from_secs(120));
+    svc.sigterm();
+    let b = kafka.bootstrap();
+    // Change events per (gtid, table): distinct orders in the transaction (a key change
+    // is one event sent as delete + create; tombstones have no value).
+    let mut events: BTreeMap<String, BTreeMap<String, HashSet<u64>>> = BTreeMap::new();
+    for (topic, table) in [("svc.s.t", "s.t"), ("svc.s.c", "s.c")] {
+        for r in consume_all(&b, topic) {
+            let Some(v) = &r.value else { continue };
+            assert_eq!(v["transaction"]["id"].as_str(), Some(r.gtid.as_str()));
+            let order = v["transaction"]["total_order"].as_u64().expect("total_order");
+            events
+                .entry(r.gtid.clone())
+                .or_default()
+                .entry(table.to_string())
+                .or_default()
+                .insert(order);
+        }
+    }
+    assert!(events.len() > 50, "the workload made {} transactions with changes", events.len());
+    let markers = consume_all(&b, "svc.transaction");
+    let mut seen: HashMap<String, (Option<(i32, i64)>, Option<(i32, i64, Value)>)> = HashMap::new();
+    for r in markers {
+        let v = r.value.expect("markers have values");
+        assert_eq!(r.key, format!("{{\"id\":{}}}", serde_json::to_string(&r.gtid).unwrap()));
+        assert_eq!(v["id"].as_str(), Some(r.gtid.as_str()));
+        let e = seen.entry(r.gtid.clone()).or_default();
+        match v["status"].as_str() {
+            Some("BEGIN") => {
+                assert!(e.0.is_none() && e.1.is_none(), "BEGIN twice or after END for {}", r.gtid);
+                assert!(v["event_count"].is_null());
+                e.0 = Some((r.partition, r.offset));
+            }
+            Some("END") => {
+                assert!(e.1.is_none(), "END twice for {}", r.gtid);
+                e.1 = Some((r.partition, r.offset, v));
+            }
+            other => panic!("unexpected status {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        events.keys().cloned().collect::<BTreeSet<_>>(),
+        "transactions with markers = transactions with changes"
+    );
+    for (gtid, per_table) in &events {
+        let (begin, end) = &seen[gtid];
+        let (bp, bo) = begin.unwrap_or_else(|| panic!("no BEGIN for {gtid}"));
+        let (ep, eo, v) = end.as_ref().unwrap_or_else(|| panic!("no END for {gtid}"));
+        assert!(bp == *ep && bo < *eo, "{gtid}: BEGIN at {bp}/{bo}, END at {ep}/{eo}");
+        let want: BTreeMap<String, u64> =
+            per_table.iter().map(|(t, o)| (t.clone(), o.len() as u64)).collect();
+        let got: BTreeMap<String, u64> = v["data_collections"]
+            .as_array()
+            .expect("data_collections")
+            .iter()
+            .map(|d| {
+                (
+                    d["data_collection"].as_str().unwrap().to_string(),
+                    d["event_count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{gtid}: per-table counts");
+        assert_eq!(v["event_count"].as_u64(), Some(want.values().sum::<u64>()), "{gtid}");
+    }
 }

@@ -54,6 +54,7 @@ pub enum Format {
 /// partitions = 1                  # optional, for topics rowstream creates
 /// replication_factor = 1          # optional, for topics rowstream creates
 /// tombstones = true               # optional
+/// transactions = false            # optional: the {name}.transaction topic
 /// [sinks.properties]              # optional, passed to librdkafka
 /// "compression.type" = "zstd"
 /// "linger.ms" = "5"
@@ -101,6 +102,14 @@ pub struct KafkaSinkConfig {
     /// without a primary key never get tombstones (their records have no key).
     #[serde(default = "default_true")]
     pub tombstones: bool,
+    /// Also write transaction metadata (Debezium's
+    /// `provide.transaction.metadata`) to the topic `{name}.transaction`: a
+    /// BEGIN record before the first change of each transaction and an END
+    /// record after its last, with the number of change events per table;
+    /// key `{"id":"<gtid>"}`. Always JSON, so only with `format = "json"`.
+    /// Default false.
+    #[serde(default)]
+    pub transactions: bool,
 }
 
 fn default_topic() -> String {
@@ -137,6 +146,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("tombstones", &self.tombstones)
+            .field("transactions", &self.transactions)
             .finish()
     }
 }
@@ -166,6 +176,7 @@ impl KafkaSinkConfig {
             partitions: 1,
             replication_factor: 1,
             tombstones: true,
+            transactions: false,
         }
     }
 
@@ -187,6 +198,12 @@ impl KafkaSinkConfig {
         }
         if self.topic.trim().is_empty() {
             return Err(err("topic", "must not be empty".into()));
+        }
+        if self.transactions && self.format == Format::Avro {
+            return Err(err(
+                "transactions",
+                "the transaction topic is JSON only; use format = \"json\" or transactions = false".into(),
+            ));
         }
         let rest = self
             .topic

@@ -169,6 +169,53 @@ fn push<W: RecordWriter>(
     Ok(())
 }
 
+/// Per-table change counts of one transaction, in first-seen order
+/// (`data_collection` = `db.table`). A transaction touches few tables, so a
+/// vector beats a map.
+pub type TableCounts = Vec<(String, u64)>;
+
+/// The key of a transaction metadata record: `{"id":"<gtid>"}`.
+pub fn write_tx_key(out: &mut Vec<u8>, id: &str) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.push(b'}');
+}
+
+/// The value of a transaction metadata record, Debezium's shape:
+/// `{"status":"BEGIN","id":..,"ts_ms":..,"event_count":null,"data_collections":null}`
+/// or, with `counts`, `"status":"END"` with the number of change events and
+/// `[{"data_collection":"db.table","event_count":n},...]`.
+pub fn write_tx_marker(out: &mut Vec<u8>, id: &str, ts_ms: u64, counts: Option<&TableCounts>) {
+    out.extend_from_slice(if counts.is_some() {
+        b"{\"status\":\"END\",\"id\":".as_slice()
+    } else {
+        b"{\"status\":\"BEGIN\",\"id\":".as_slice()
+    });
+    write_str(out, id);
+    out.extend_from_slice(b",\"ts_ms\":");
+    out.extend_from_slice(itoa::Buffer::new().format(ts_ms).as_bytes());
+    match counts {
+        None => out.extend_from_slice(b",\"event_count\":null,\"data_collections\":null}"),
+        Some(c) => {
+            let total: u64 = c.iter().map(|(_, n)| n).sum();
+            out.extend_from_slice(b",\"event_count\":");
+            out.extend_from_slice(itoa::Buffer::new().format(total).as_bytes());
+            out.extend_from_slice(b",\"data_collections\":[");
+            for (i, (table, n)) in c.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"data_collection\":");
+                write_str(out, table);
+                out.extend_from_slice(b",\"event_count\":");
+                out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"]}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -309,5 +356,28 @@ mod tests {
         );
         assert_eq!(enc.records.len(), 1);
         assert_eq!(enc.records[0].key, None);
+    }
+
+    #[test]
+    fn transaction_markers() {
+        let mut out = Vec::new();
+        write_tx_key(&mut out, "0-1-7");
+        assert_eq!(out, br#"{"id":"0-1-7"}"#);
+        out.clear();
+        write_tx_marker(&mut out, "0-1-7", 1700000000000, None);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status":"BEGIN","id":"0-1-7","ts_ms":1700000000000u64,"event_count":null,"data_collections":null})
+        );
+        out.clear();
+        let counts = vec![("s.t".to_string(), 3), ("s.\"c".to_string(), 1)];
+        write_tx_marker(&mut out, "0-1-7", 5, Some(&counts));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status":"END","id":"0-1-7","ts_ms":5,"event_count":4,
+                "data_collections":[{"data_collection":"s.t","event_count":3},{"data_collection":"s.\"c","event_count":1}]})
+        );
     }
 }

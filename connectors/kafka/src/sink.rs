@@ -18,6 +18,12 @@
 //! not sent to Kafka (the envelope of each change carries its own values;
 //! a schema-change topic is future work).
 //!
+//! With `transactions = true`, the records of each transaction are framed by
+//! a BEGIN record (before its first change) and an END record (after its
+//! commit, with event counts per table) on `{name}.transaction`, produced in
+//! the same stream as the changes, so they are acked with their batch.
+//! Transactions without changes sent (DDL only, filtered tables) get neither.
+//!
 //! Invariants kept:
 //! - The producer is idempotent with `acks=all` (not overridable): librdkafka
 //!   retries retriable errors itself, without duplicates or reordering within
@@ -56,7 +62,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::avro::{self, AvroTable, AvroWriter};
 use crate::config::{ConfigError, Format, KafkaSinkConfig};
-use crate::encode::{encode_change, encode_change_with, Encoded};
+use crate::encode::{
+    encode_change, encode_change_with, write_tx_key, write_tx_marker, Encoded, TableCounts,
+};
 use crate::registry::Registry;
 
 /// How long `start` waits for the brokers' metadata, and topic creation for
@@ -139,6 +147,23 @@ struct Running {
     registry: Option<Registry>,
     acker: Option<mpsc::UnboundedSender<Job>>,
     poison: Poison,
+    /// `transactions = true`: the transaction topic once created, and the
+    /// transaction whose BEGIN was sent and whose END was not yet.
+    tx_topic: Option<Arc<str>>,
+    open_tx: Option<OpenTx>,
+    /// Scratch for transaction records.
+    tx_key: Vec<u8>,
+    tx_value: Vec<u8>,
+}
+
+/// A transaction between its BEGIN and END records.
+struct OpenTx {
+    id: Arc<str>,
+    /// The source's logical name, for the topic name.
+    source: Arc<str>,
+    ts_ms: u64,
+    /// Change events per (db, table), in first-seen order.
+    counts: Vec<((Arc<str>, Arc<str>), u64)>,
 }
 
 impl KafkaSink {
@@ -199,9 +224,29 @@ impl KafkaSink {
         if let Some(t) = st.topics.get(&(db.clone(), table.clone())) {
             return Ok(t.clone());
         }
-        let topic = self.cfg.topic_for(name, db, table);
+        let topic: Arc<str> = Arc::from(self.cfg.topic_for(name, db, table));
+        self.create_topic(&topic).await?;
+        let st = self.st.as_mut().expect("started");
+        st.topics.insert((db.clone(), table.clone()), topic.clone());
+        Ok(topic)
+    }
+
+    /// The transaction metadata topic `{name}.transaction`, created first.
+    async fn tx_topic(&mut self, name: &str) -> Result<Arc<str>, SinkError> {
+        if let Some(t) = &self.st.as_ref().expect("started").tx_topic {
+            return Ok(t.clone());
+        }
+        let topic: Arc<str> = Arc::from(format!("{name}.transaction"));
+        self.create_topic(&topic).await?;
+        self.st.as_mut().expect("started").tx_topic = Some(topic.clone());
+        Ok(topic)
+    }
+
+    /// Creates `topic` through the admin API; an existing topic is fine.
+    async fn create_topic(&self, topic: &str) -> Result<(), SinkError> {
+        let st = self.st.as_ref().expect("started");
         let new = NewTopic::new(
-            &topic,
+            topic,
             self.cfg.partitions,
             TopicReplication::Fixed(self.cfg.replication_factor),
         );
@@ -247,15 +292,214 @@ impl KafkaSink {
                 }
             }
         }
-        let topic: Arc<str> = Arc::from(topic);
+        Ok(())
+    }
+
+    /// Sends the BEGIN (`end = false`) or END record of the open transaction
+    /// to the transaction topic.
+    async fn send_tx_marker(
+        &mut self,
+        end: bool,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<(), SinkError> {
+        let source = self.st.as_ref().and_then(|st| st.open_tx.as_ref()).expect("a transaction is open").source.clone();
+        let topic = self.tx_topic(&source).await?;
         let st = self.st.as_mut().expect("started");
-        st.topics.insert((db.clone(), table.clone()), topic.clone());
-        Ok(topic)
+        let open = st.open_tx.as_ref().expect("a transaction is open");
+        st.tx_key.clear();
+        st.tx_value.clear();
+        write_tx_key(&mut st.tx_key, &open.id);
+        let counts: Option<TableCounts> = end.then(|| {
+            open.counts
+                .iter()
+                .map(|((db, t), n)| (format!("{db}.{t}"), *n))
+                .collect()
+        });
+        write_tx_marker(&mut st.tx_value, &open.id, open.ts_ms, counts.as_ref());
+        let d = produce(
+            &st.producer,
+            &st.poison,
+            &self.cfg.name,
+            &topic,
+            Some(&st.tx_key),
+            Some(&st.tx_value),
+            &open.id,
+            if end { "END" } else { "BEGIN" },
+        )
+        .await?;
+        deliveries.push(d);
+        Ok(())
     }
 }
 
-/// Classifies a failed delivery or enqueue: `(fatal, message)`.
+/// Hands one record to librdkafka, waiting while its queue is full. A
+/// refusal poisons the sink (see the module docs).
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    producer: &KProducer,
+    poison: &Poison,
+    sink: &str,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    gtid: &str,
+    op: &str,
+) -> Result<DeliveryFuture, SinkError> {
+    loop {
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: "gtid",
+                value: Some(gtid.as_bytes()),
+            })
+            .insert(Header {
+                key: "op",
+                value: Some(op.as_bytes()),
+            });
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = key {
+            fr = fr.key(k);
+        }
+        if let Some(v) = value {
+            fr = fr.payload(v);
+        }
+        match producer.send_result(fr) {
+            Ok(d) => return Ok(d),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(QUEUE_FULL_WAIT).await;
+            }
+            Err((e, _)) => {
+                let (fatal, m) = classify(producer, &e);
+                let m = format!("kafka sink {sink:?}: topic {topic:?}: {m}");
+                tracing::error!(sink, fatal, "{m}");
+                let mut p = poison.lock().unwrap_or_else(|e| e.into_inner());
+                if p.is_none() {
+                    *p = Some((fatal, m.clone()));
+                }
+                return Err(if fatal {
+                    SinkError::Fatal(m)
+                } else {
+                    SinkError::Transient(m)
+                });
+            }
+        }
+    }
+}
+
 impl KafkaSink {
+    /// Hands every record of `batch` (and, with `transactions`, the BEGIN
+    /// and END records around each transaction) to librdkafka.
+    async fn produce_batch(
+        &mut self,
+        batch: &Batch,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<(), SinkError> {
+        let mut commits = batch.commits.iter().peekable();
+        for (i, rec) in batch.records.iter().enumerate() {
+            if self.cfg.transactions {
+                while let Some(c) = commits.next_if(|c| c.end <= i) {
+                    self.end_tx(&c.gtid, deliveries).await?;
+                }
+            }
+            let Record::Change(ev) = rec else {
+                continue; // DDL: not sent (see the module docs).
+            };
+            let topic = self
+                .topic(&ev.source.name, &ev.source.db, &ev.source.table)
+                .await?;
+            if self.cfg.transactions {
+                self.count_in_tx(ev, deliveries).await?;
+            }
+            let tombstones = self.cfg.tombstones;
+            if self.cfg.format == Format::Avro {
+                self.avro_table(&topic, ev).await?;
+                let st = self.st.as_mut().expect("started");
+                let mut w = AvroWriter {
+                    table: &st.avro[&topic],
+                    scratch: Vec::new(),
+                };
+                if let Err(e) = encode_change_with(ev, tombstones, &mut st.enc, &mut w) {
+                    return Err(SinkError::Fatal(format!(
+                        "kafka sink {:?}: table {}.{} at {}:{}: Avro encoding: {e}",
+                        self.cfg.name, ev.source.db, ev.source.table, ev.source.file, ev.source.pos
+                    )));
+                }
+            }
+            let st = self.st.as_mut().expect("started");
+            if self.cfg.format == Format::Json {
+                encode_change(ev, tombstones, &mut st.enc);
+            }
+            for out in &st.enc.records {
+                deliveries.push(
+                    produce(
+                        &st.producer,
+                        &st.poison,
+                        &self.cfg.name,
+                        &topic,
+                        st.enc.bytes(&out.key),
+                        st.enc.bytes(&out.value),
+                        &ev.source.gtid,
+                        out.op.as_str(),
+                    )
+                    .await?,
+                );
+            }
+        }
+        if self.cfg.transactions {
+            for c in commits {
+                self.end_tx(&c.gtid, deliveries).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `ev` in its transaction, sending the BEGIN record first when
+    /// it is the transaction's first change.
+    async fn count_in_tx(
+        &mut self,
+        ev: &rowstream_api::ChangeEvent,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<(), SinkError> {
+        let st = self.st.as_mut().expect("started");
+        if st.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source.gtid) {
+            // A transaction left open has no END in this stream (stopped
+            // mid-transaction and replayed): it gets a fresh BEGIN on replay.
+            st.open_tx = Some(OpenTx {
+                id: ev.source.gtid.clone(),
+                source: ev.source.name.clone(),
+                ts_ms: ev.source.ts_ms,
+                counts: Vec::new(),
+            });
+            self.send_tx_marker(false, deliveries).await?;
+        }
+        let st = self.st.as_mut().expect("started");
+        let open = st.open_tx.as_mut().expect("just opened");
+        let s = &ev.source;
+        match open
+            .counts
+            .iter_mut()
+            .find(|((db, t), _)| *db == s.db && *t == s.table)
+        {
+            Some((_, c)) => *c += 1,
+            None => open.counts.push(((s.db.clone(), s.table.clone()), 1)),
+        }
+        Ok(())
+    }
+
+    /// The transaction `gtid` committed: its END record, if it had changes.
+    async fn end_tx(
+        &mut self,
+        gtid: &str,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<(), SinkError> {
+        let st = self.st.as_ref().expect("started");
+        if !st.open_tx.as_ref().is_some_and(|t| &*t.id == gtid) {
+            return Ok(()); // no change of it was sent (filtered tables, DDL)
+        }
+        self.send_tx_marker(true, deliveries).await?;
+        self.st.as_mut().expect("started").open_tx = None;
+        Ok(())
+    }
+
     /// Makes sure the key and value schemas of the event's table version are
     /// registered for `topic` (once per table version: a DDL that changes
     /// the table's shape registers the new schemas, i.e. schema evolution).
@@ -327,6 +571,7 @@ impl KafkaSink {
     }
 }
 
+/// Classifies a failed delivery or enqueue: `(fatal, message)`.
 fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
     if let Some((code, msg)) = producer.client().fatal_error() {
         return (
@@ -463,6 +708,10 @@ impl Sink for KafkaSink {
             },
             acker: None,
             poison: Arc::new(Mutex::new(None)),
+            tx_topic: None,
+            open_tx: None,
+            tx_key: Vec::new(),
+            tx_value: Vec::new(),
         });
         Ok(())
     }
@@ -477,91 +726,9 @@ impl Sink for KafkaSink {
             return Err(e);
         }
         let mut deliveries = Vec::with_capacity(batch.records.len());
-        for rec in &batch.records {
-            let Record::Change(ev) = rec else {
-                continue; // DDL: not sent (see the module docs).
-            };
-            let topic = match self
-                .topic(&ev.source.name, &ev.source.db, &ev.source.table)
-                .await
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    ack.fail(e.to_string());
-                    return Err(e);
-                }
-            };
-            let tombstones = self.cfg.tombstones;
-            if self.cfg.format == Format::Avro {
-                if let Err(e) = self.avro_table(&topic, ev).await {
-                    ack.fail(e.to_string());
-                    return Err(e);
-                }
-                let st = self.st.as_mut().expect("started");
-                let mut w = AvroWriter {
-                    table: &st.avro[&topic],
-                    scratch: Vec::new(),
-                };
-                if let Err(e) = encode_change_with(ev, tombstones, &mut st.enc, &mut w) {
-                    let m = format!(
-                        "kafka sink {:?}: table {}.{} at {}:{}: Avro encoding: {e}",
-                        self.cfg.name, ev.source.db, ev.source.table, ev.source.file, ev.source.pos
-                    );
-                    ack.fail(m.clone());
-                    return Err(SinkError::Fatal(m));
-                }
-            }
-            let st = self.st.as_mut().expect("started");
-            if self.cfg.format == Format::Json {
-                encode_change(ev, tombstones, &mut st.enc);
-            }
-            for out in &st.enc.records {
-                loop {
-                    let headers = OwnedHeaders::new_with_capacity(2)
-                        .insert(Header {
-                            key: "gtid",
-                            value: Some(ev.source.gtid.as_bytes()),
-                        })
-                        .insert(Header {
-                            key: "op",
-                            value: Some(out.op.as_str().as_bytes()),
-                        });
-                    let mut fr: FutureRecord<'_, [u8], [u8]> =
-                        FutureRecord::to(&topic).headers(headers);
-                    if let Some(k) = st.enc.bytes(&out.key) {
-                        fr = fr.key(k);
-                    }
-                    if let Some(v) = st.enc.bytes(&out.value) {
-                        fr = fr.payload(v);
-                    }
-                    match st.producer.send_result(fr) {
-                        Ok(d) => {
-                            deliveries.push(d);
-                            break;
-                        }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                            tokio::time::sleep(QUEUE_FULL_WAIT).await;
-                        }
-                        Err((e, _)) => {
-                            let (fatal, m) = classify(&st.producer, &e);
-                            let m = format!("kafka sink {:?}: topic {topic:?}: {m}", self.cfg.name);
-                            tracing::error!(sink = %self.cfg.name, fatal, "{m}");
-                            {
-                                let mut p = st.poison.lock().unwrap_or_else(|e| e.into_inner());
-                                if p.is_none() {
-                                    *p = Some((fatal, m.clone()));
-                                }
-                            }
-                            ack.fail(m.clone());
-                            return Err(if fatal {
-                                SinkError::Fatal(m)
-                            } else {
-                                SinkError::Transient(m)
-                            });
-                        }
-                    }
-                }
-            }
+        if let Err(e) = self.produce_batch(&batch, &mut deliveries).await {
+            ack.fail(e.to_string());
+            return Err(e);
         }
         let st = self.st.as_mut().expect("started");
         let tx = st.acker.get_or_insert_with(|| {
