@@ -30,11 +30,13 @@ use crate::source::SourceError;
 
 /// Batches dispatched to the sinks and not yet acked by all of them. Sinks
 /// that ack late (Kafka acks on delivery reports) need many batches in
-/// flight to keep their pipes full; `MAX_PENDING_BYTES` keeps that bounded
-/// in memory whatever the row size.
-const MAX_PENDING: usize = 64;
-/// Binlog bytes of the batches in flight (decoded events take a few times more).
-const MAX_PENDING_BYTES: usize = 16 << 20;
+/// flight to keep their pipes full. The decoded events are not held for
+/// that: every sink hands each batch back once written (encoded into its own
+/// bounded buffers), so what stays in flight is only ack bookkeeping.
+const MAX_PENDING: usize = 256;
+/// Binlog bytes of the batches in flight: bounds what a sink may buffer in
+/// encoded form (librdkafka's queue, a group-commit buffer) whatever the row size.
+const MAX_PENDING_BYTES: usize = 32 << 20;
 /// Batches queued per sink.
 const SINK_QUEUE: usize = 4;
 /// A sink is flushed when no batch has arrived for this long.
@@ -168,6 +170,10 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     };
     let mut sink_txs = Vec::new();
     let mut sink_done = Vec::new();
+    // Written batches come back here to be freed on this thread: the
+    // reference counts every event of a table shares (names, GTID, table
+    // metadata) then never bounce between cores.
+    let (free_tx, mut free_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
     for sc in &cfg.sinks {
         let mut sink = build_sink(sc)?;
         sink.start(&committed)
@@ -179,6 +185,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         let (tx, rx) = mpsc::channel::<(Arc<Batch>, Ack)>(SINK_QUEUE);
         let (done_tx, done_rx) = oneshot::channel();
         let name = sc.name().to_string();
+        let free_tx = free_tx.clone();
         std::thread::Builder::new()
             .name(format!("sink-{name}"))
             .spawn(move || {
@@ -186,7 +193,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(drive_sink(sink, rx)),
+                    Ok(rt) => rt.block_on(drive_sink(sink, rx, free_tx)),
                     Err(e) => Err(SinkError::Fatal(format!(
                         "cannot start the sink runtime: {e}"
                     ))),
@@ -274,7 +281,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                 pending_bytes -= p.bytes;
                 match r {
                     Ok(()) => {
-                        m.acked(&p._batch, pending.front().map(|n| &*n._batch));
+                        m.acked(p.records, pending.front().map(|n| n.oldest_ts_ms));
                         if let Some(ex) = p.executed {
                             latest = ex;
                         }
@@ -285,6 +292,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                     }
                 }
             }
+            Some(b) = free_rx.recv() => drop(b),
             (name, r) = &mut sink_watch => {
                 let reason = match r {
                     Ok(()) => "stopped unexpectedly".to_string(),
@@ -309,10 +317,21 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                             acks.push((name.clone(), Some(rx)));
                         }
                     }
+                    let oldest_ts_ms = batch.records.iter().find_map(|r| match r {
+                        Record::Change(ev) => Some(ev.source.ts_ms),
+                        _ => None,
+                    });
                     if pending.is_empty() {
-                        m.lag_from(Some(&batch));
+                        m.lag_from(Some(oldest_ts_ms));
                     }
-                    pending.push_back(Pending { executed: b.executed, bytes: b.bytes, done: Box::pin(all_acked(acks)), _batch: batch });
+                    pending.push_back(Pending {
+                        executed: b.executed,
+                        bytes: b.bytes,
+                        records: batch.records.len() as u64,
+                        oldest_ts_ms,
+                        done: Box::pin(all_acked(acks)),
+                    });
+                    drop(batch);
                     m.in_flight.set(pending.len() as f64);
                 }
                 None => source_closed = true,
@@ -325,7 +344,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
             }
             _ = tick.tick() => {
                 // Keeps the lag growing while a sink stalls.
-                m.lag_from(pending.front().map(|p| &*p._batch));
+                m.lag_from(pending.front().map(|p| p.oldest_ts_ms));
                 save(&latest, &mut saved_set)?
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
@@ -387,25 +406,20 @@ impl Meters {
         }
     }
 
-    /// `batch` is durable everywhere; `next` is the oldest batch still in flight.
-    fn acked(&self, batch: &Batch, next: Option<&Batch>) {
+    /// A batch of `records` is durable everywhere; `next` is the commit
+    /// time of the oldest batch still in flight (outer None: none in flight).
+    fn acked(&self, records: u64, next: Option<Option<u64>>) {
         for (b, e) in self.sink_batches.iter().zip(&self.sink_events) {
             b.inc();
-            e.add(batch.records.len() as u64);
+            e.add(records);
         }
         self.lag_from(next);
     }
 
     /// Lag is the age of the oldest change not yet durable in every sink:
     /// honest while catching up, 0 once everything read is durable.
-    fn lag_from(&self, oldest: Option<&Batch>) {
-        let ts_ms = oldest.and_then(|b| {
-            b.records.iter().find_map(|r| match r {
-                Record::Change(ev) => Some(ev.source.ts_ms),
-                _ => None,
-            })
-        });
-        let lag = match ts_ms {
+    fn lag_from(&self, oldest: Option<Option<u64>>) {
+        let lag = match oldest.flatten() {
             Some(ms) => (now_secs() - ms as f64 / 1000.0).max(0.0),
             None => 0.0,
         };
@@ -419,11 +433,10 @@ type AckFuture = Pin<Box<dyn Future<Output = Result<(), (String, String)>> + Sen
 struct Pending {
     executed: Option<GtidSet>,
     bytes: usize,
+    records: u64,
+    /// Commit time of the batch's first row change, if it has one.
+    oldest_ts_ms: Option<u64>,
     done: AckFuture,
-    /// Kept until acked so the records are freed here, on the thread that
-    /// built them: reference counts shared by every event of a table (names,
-    /// GTID, table metadata) then never bounce between cores.
-    _batch: Arc<Batch>,
 }
 
 async fn all_acked(
@@ -466,6 +479,7 @@ async fn first_sink_end(
 async fn drive_sink(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<(Arc<Batch>, Ack)>,
+    free: mpsc::UnboundedSender<Arc<Batch>>,
 ) -> Result<(), SinkError> {
     loop {
         let next = match tokio::time::timeout(IDLE_FLUSH, rx.recv()).await {
@@ -476,7 +490,9 @@ async fn drive_sink(
             }
         };
         let Some((batch, ack)) = next else { break };
+        let written = batch.clone();
         sink.write(batch, ack).await?;
+        let _ = free.send(written);
     }
     sink.flush().await
 }
