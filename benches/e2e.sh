@@ -19,6 +19,8 @@
 # Usage: benches/e2e.sh            (needs deploy/dev/install-test-deps.sh done)
 #        PORT=3391 RUNS=5 benches/e2e.sh
 #        KAFKA=0 benches/e2e.sh                      (no Kafka readers)
+#        KAFKA_PROPS="linger.ms=20" benches/e2e.sh   (librdkafka properties for
+#                                                    the sink and the producer)
 #        READERS="rowstream-kafka" benches/e2e.sh    (a subset; rowstream-kafka
 #                                                    brings rdkafka-producer)
 set -euo pipefail
@@ -30,6 +32,10 @@ NTX=${NTX:-1000}
 ROWS=${ROWS:-1000}
 KAFKA=${KAFKA:-1}
 KAFKA_PORT=${KAFKA_PORT:-$((PORT+1))}
+# librdkafka properties for both the sink and the plain producer, "k=v k=v".
+KAFKA_PROPS=${KAFKA_PROPS:-}
+XPROPS=()
+for kv in $KAFKA_PROPS; do XPROPS+=(-X "$kv"); done
 mkdir -p "$DIR"
 cargo build --release --quiet
 BIN=target/release/rowstream
@@ -70,7 +76,8 @@ run_service() {
   local d=$DIR/service sink
   rm -rf "$d"; mkdir -p "$d"
   if [[ ${2:-file} == kafka ]]; then
-    sink=$(printf '[[sinks]]\ntype = "kafka"\nname = "kafka"\nbrokers = "127.0.0.1:%s"\nformat = "json"' "$KAFKA_PORT")
+    sink=$(printf '[[sinks]]\ntype = "kafka"\nname = "kafka"\nbrokers = "127.0.0.1:%s"\nformat = "json"\n[sinks.properties]\n' "$KAFKA_PORT")
+    for kv in $KAFKA_PROPS; do sink+=$(printf '\n"%s" = "%s"' "${kv%%=*}" "${kv#*=}"); done
   else
     sink=$(printf '[[sinks]]\ntype = "file"\nname = "backup"\ndir = "%s"' "$d/backup")
   fi
@@ -132,7 +139,7 @@ run_producer() {
   [[ $records -eq $EXPECTED && $got == "records=$EXPECTED" ]] \
     || { echo "rowstream produced $got records (tail: $records), expected $EXPECTED" >&2; return 1; }
   /usr/bin/time -v -o "$DIR/rdkafka-producer.$1.time" "$PLAIN" produce "127.0.0.1:$KAFKA_PORT" plain \
-    "$records" "$key_bytes" "$value_bytes" "$gtid_header_bytes" >"$DIR/rdkafka-producer.$1.out" || return 1
+    "$records" "$key_bytes" "$value_bytes" "$gtid_header_bytes" "${XPROPS[@]}" >"$DIR/rdkafka-producer.$1.out" || return 1
   echo "  plain producer: $(cat "$DIR/rdkafka-producer.$1.out") (key $key_bytes B, value $value_bytes B, gtid header $gtid_header_bytes B)" >&2
 }
 to_secs() { awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else if (NF==2) print $1*60+$2; else print $1 }'; }
