@@ -117,6 +117,76 @@ pub struct Config {
     /// Where change events go (`[[sinks]]`); at least one, names unique.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Reading the rows that already exist (`[snapshot]`); optional.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+}
+
+/// When the rows that already exist are read (`[snapshot] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot when there is no checkpoint (and `source.start` is
+    /// "latest"), then stream. The default.
+    #[default]
+    Initial,
+    /// Never snapshot: stream from `source.start` or the checkpoint.
+    Never,
+    /// Like `initial`, and also snapshot again when the checkpoint's position
+    /// has been purged from the server (instead of refusing to start).
+    WhenNeeded,
+    /// Snapshot like `initial`, then stop (exit 0) instead of streaming.
+    InitialOnly,
+}
+
+/// `[snapshot]`: how existing rows are read before streaming.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `"initial"` (default), `"never"`, `"when_needed"` or `"initial_only"`.
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Connections reading chunks in parallel (default 2, 1..=64). Each holds
+    /// one consistent-snapshot transaction for the whole snapshot.
+    #[serde(default = "default_snapshot_threads")]
+    pub threads: usize,
+    /// Rows per chunk (default 10000): the unit of parallel work and of
+    /// resumable progress in the checkpoint.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            mode: SnapshotMode::default(),
+            threads: default_snapshot_threads(),
+            chunk_rows: default_chunk_rows(),
+        }
+    }
+}
+
+fn default_snapshot_threads() -> usize {
+    2
+}
+
+fn default_chunk_rows() -> u64 {
+    10_000
+}
+
+impl SnapshotConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if !(1..=64).contains(&self.threads) {
+            return Err(invalid("snapshot.threads", "must be between 1 and 64"));
+        }
+        if !(1..=10_000_000).contains(&self.chunk_rows) {
+            return Err(invalid(
+                "snapshot.chunk_rows",
+                "must be between 1 and 10000000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[source]`: the MySQL / MariaDB server rowstream reads as a replica.
@@ -337,6 +407,7 @@ impl Config {
     /// unique, and each sink's own validation. Returns the first problem.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.source.validate()?;
+        self.snapshot.validate()?;
         if self.checkpoint.dir.as_os_str().is_empty() {
             return Err(invalid("checkpoint.dir", "must not be empty"));
         }

@@ -6,4 +6,5 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod pipeline;
+pub mod snapshot;
 pub mod source;

@@ -78,6 +78,9 @@ pub struct Batch {
     /// The set of transactions complete at the end of this batch, when at
     /// least one transaction completed in it.
     pub executed: Option<GtidSet>,
+    /// Snapshot batches: the snapshot's progress once this batch is durable,
+    /// when a chunk completed in it. Always `None` from the binlog stream.
+    pub snapshot: Option<Box<crate::checkpoint::SnapshotState>>,
 }
 
 /// Connects a query connection and tells the flavour.
@@ -396,6 +399,7 @@ async fn send(
         records,
         commits,
         executed,
+        snapshot: None,
     })
     .await
     .map_err(|_| ())
