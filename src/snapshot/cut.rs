@@ -6,13 +6,14 @@
 //! the same state in every view, and a row changed after `G` ends with its
 //! last streamed change, because all snapshot events reach the sinks before
 //! the stream events after `G`. When every view is exactly `G` (the locked
-//! cut, or MariaDB's matching `binlog_snapshot_gtid`s) no row is delivered
+//! cut, or MariaDB's matching snapshot positions) no row is delivered
 //! twice; otherwise rows changed between `G` and a view are delivered as a
 //! snapshot read and again as the change events (harmless: latest wins).
 //!
 //! Methods, in order of preference:
 //! - MariaDB: open the views without a lock; each reports its exact binlog
-//!   position (`binlog_snapshot_gtid`). If they agree, that is `G` (no lock
+//!   position (`Binlog_snapshot_file/position`, as a GTID position through
+//!   `BINLOG_GTID_POS`). If they agree, that is `G` (no lock
 //!   at all). Else `FLUSH TABLES WITH READ LOCK` (RELOAD privilege) just
 //!   while opening the views. Without RELOAD: `G` = the smallest reported
 //!   position (each view contains it).
@@ -70,15 +71,34 @@ async fn begin(c: &mut mysql_async::Conn) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// The exact position of this session's consistent snapshot: MariaDB 10.11
+/// reports its binlog file and offset (`Binlog_snapshot_file/position`),
+/// which `BINLOG_GTID_POS` turns into the GTID position.
 async fn mariadb_snapshot_gtid(
     c: &mut mysql_async::Conn,
 ) -> Result<GtidSet, SourceError> {
-    let row: Option<(String, String)> = c
-        .query_first("SHOW STATUS LIKE 'binlog_snapshot_gtid'")
+    let rows: Vec<(String, String)> = c.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(file), Some(pos)) = (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
+    else {
+        return Err(SourceError::Fatal(
+            "snapshot: the server reports no Binlog_snapshot_file/position (is log_bin on?)".into(),
+        ));
+    };
+    let gtid: Option<Option<String>> = c
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos.parse::<u64>().unwrap_or(0)))
         .await?;
-    let s = row.map(|r| r.1).unwrap_or_default();
+    let Some(s) = gtid.flatten() else {
+        return Err(SourceError::Fatal(format!(
+            "snapshot: BINLOG_GTID_POS({file}, {pos}) is NULL"
+        )));
+    };
     GtidSet::parse(Flavor::MariaDb, &s)
-        .map_err(|e| SourceError::Fatal(format!("binlog_snapshot_gtid `{s}`: {e}")))
+        .map_err(|e| SourceError::Fatal(format!("BINLOG_GTID_POS({file}, {pos}) = `{s}`: {e}")))
 }
 
 /// Opens `threads` views without a lock and no particular position: for a
@@ -165,7 +185,7 @@ fn smallest(positions: Vec<GtidSet>) -> Result<GtidSet, SourceError> {
         .cloned()
         .ok_or_else(|| {
             SourceError::Fatal(
-                "snapshot: the workers' binlog_snapshot_gtid positions are not ordered (several GTID domains written concurrently); grant RELOAD so rowstream can take a short global read lock"
+                "snapshot: the workers' snapshot positions are not ordered (several GTID domains written concurrently); grant RELOAD so rowstream can take a short global read lock"
                     .into(),
             )
         })
