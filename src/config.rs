@@ -154,6 +154,13 @@ pub struct SnapshotConfig {
     /// resumable progress in the checkpoint.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: u64,
+    /// Schema holding the `rowstream_signal` table (`id VARCHAR(64) PRIMARY
+    /// KEY, type VARCHAR(32) NOT NULL, data TEXT`) for on-demand snapshots
+    /// while streaming; unset (default): no on-demand snapshots. The table
+    /// must be captured (not excluded) and the rowstream user needs INSERT
+    /// on it (watermark rows).
+    #[serde(default)]
+    pub signal_schema: Option<String>,
 }
 
 impl Default for SnapshotConfig {
@@ -162,6 +169,7 @@ impl Default for SnapshotConfig {
             mode: SnapshotMode::default(),
             threads: default_snapshot_threads(),
             chunk_rows: default_chunk_rows(),
+            signal_schema: None,
         }
     }
 }
@@ -178,6 +186,9 @@ impl SnapshotConfig {
     fn validate(&self) -> Result<(), InvalidConfig> {
         if !(1..=64).contains(&self.threads) {
             return Err(invalid("snapshot.threads", "must be between 1 and 64"));
+        }
+        if self.signal_schema.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err(invalid("snapshot.signal_schema", "must not be empty"));
         }
         if !(1..=10_000_000).contains(&self.chunk_rows) {
             return Err(invalid(

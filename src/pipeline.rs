@@ -273,6 +273,18 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         saved = None;
     }
     let only_snapshot = mode == SnapshotMode::InitialOnly;
+    let mut incremental = cfg.snapshot.signal_schema.as_ref().map(|schema| {
+        if !stream_cfg.filter.matches(schema, snapshot::signal::SIGNAL_TABLE) {
+            tracing::warn!(schema = %schema, "snapshot.signal_schema: {schema}.{} is not captured (source.include / exclude); on-demand snapshots will not see signals", snapshot::signal::SIGNAL_TABLE);
+        }
+        snapshot::signal::Incremental::new(snapshot::signal::SignalConfig {
+            opts: stream_cfg.servers[0].clone(),
+            flavor,
+            name: stream_cfg.name.clone(),
+            schema: schema.clone(),
+            chunk_rows: cfg.snapshot.chunk_rows,
+        })
+    });
     let source = {
         let stream_cfg = &stream_cfg;
         let dump_conn = &dump_conn;
@@ -361,7 +373,10 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                 break;
             }
             b = src_rx.recv(), if !source_closed && pending.len() < MAX_PENDING => match b {
-                Some(b) => {
+                Some(mut b) => {
+                    if let Some(inc) = incremental.as_mut() {
+                        inc.process(&mut b);
+                    }
                     seq += 1;
                     let batch = Arc::new(Batch { seq, records: b.records, commits: b.commits });
                     let mut acks = Vec::with_capacity(sink_txs.len());

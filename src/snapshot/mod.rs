@@ -35,6 +35,7 @@ pub mod chunk;
 pub mod cut;
 mod progress;
 pub mod rows;
+pub mod signal;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -277,12 +278,13 @@ async fn prepare(p: &Params, start: Start) -> Result<Prepared, SourceError> {
 
 /// What every event of the snapshot shares.
 #[derive(Clone)]
-struct EventCtx {
-    name: Arc<str>,
-    flavor: Flavor,
-    server_id: u32,
-    ts_ms: u64,
-    empty: Arc<str>,
+pub(crate) struct EventCtx {
+    pub(crate) name: Arc<str>,
+    pub(crate) flavor: Flavor,
+    pub(crate) server_id: u32,
+    /// `source.ts_ms`: when the rows were read.
+    pub(crate) ts_ms: u64,
+    pub(crate) empty: Arc<str>,
 }
 
 /// A worker's output: up to `PIECE_RECORDS` rows, and the chunk's end.
@@ -385,45 +387,9 @@ async fn read_chunk(
     let mut res = conn.exec_iter(sql, params).await?;
     let mut buf = Vec::with_capacity(PIECE_RECORDS);
     let mut rows = 0u64;
-    let width = t.names.len();
     while let Some(row) = res.next().await? {
-        let mut values = Vec::with_capacity(width);
-        for (i, v) in row.unwrap().into_iter().enumerate() {
-            values.push(rows::convert(t.conv[i], v).map_err(|e| {
-                SourceError::Fatal(format!(
-                    "snapshot: {}.{}: {e}",
-                    t.label(),
-                    t.names[i]
-                ))
-            })?);
-        }
-        buf.push(Record::Change(ChangeEvent {
-            op: Op::Read,
-            before: None,
-            after: Some(Row {
-                columns: t.names.clone(),
-                values,
-            }),
-            ts_ms: now_ms(),
-            source: Source {
-                version: VERSION,
-                connector: ctx.flavor,
-                name: ctx.name.clone(),
-                ts_ms: ctx.ts_ms,
-                snapshot: Snapshot::True,
-                db: t.db.clone(),
-                table: t.table.clone(),
-                server_id: ctx.server_id,
-                // TODO(sequence): the cut's position in the history.
-                gtid: ctx.empty.clone(),
-                file: ctx.empty.clone(),
-                pos: 0,
-                row: rows as u32,
-            },
-            transaction: None,
-            primary_key: t.primary_key.clone(),
-            table: Some(t.meta.clone()),
-        }));
+        let values = convert_row(t, row)?;
+        buf.push(Record::Change(read_event(t, ctx, values, rows as u32)));
         rows += 1;
         if buf.len() >= PIECE_RECORDS {
             let records = std::mem::replace(&mut buf, Vec::with_capacity(PIECE_RECORDS));
@@ -452,6 +418,53 @@ async fn read_chunk(
         }))
         .await
         .is_ok())
+}
+
+/// A result row as the table's values.
+pub(crate) fn convert_row(t: &SnapTable, row: mysql_async::Row) -> Result<Vec<rowstream_api::Value>, SourceError> {
+    let mut values = Vec::with_capacity(t.names.len());
+    for (i, v) in row.unwrap().into_iter().enumerate() {
+        values.push(rows::convert(t.conv[i], v).map_err(|e| {
+            SourceError::Fatal(format!("snapshot: {}.{}: {e}", t.label(), t.names[i]))
+        })?);
+    }
+    Ok(values)
+}
+
+/// The `op = "r"` event of one row (see the module docs for its fields).
+pub(crate) fn read_event(
+    t: &SnapTable,
+    ctx: &EventCtx,
+    values: Vec<rowstream_api::Value>,
+    row: u32,
+) -> ChangeEvent {
+    ChangeEvent {
+        op: Op::Read,
+        before: None,
+        after: Some(Row {
+            columns: t.names.clone(),
+            values,
+        }),
+        ts_ms: now_ms(),
+        source: Source {
+            version: VERSION,
+            connector: ctx.flavor,
+            name: ctx.name.clone(),
+            ts_ms: ctx.ts_ms,
+            snapshot: Snapshot::True,
+            db: t.db.clone(),
+            table: t.table.clone(),
+            server_id: ctx.server_id,
+            // TODO(sequence): the cut's position in the history.
+            gtid: ctx.empty.clone(),
+            file: ctx.empty.clone(),
+            pos: 0,
+            row,
+        },
+        transaction: None,
+        primary_key: t.primary_key.clone(),
+        table: Some(t.meta.clone()),
+    }
 }
 
 /// Hands pieces to the pipeline in chunk order, ending each chunk with its
@@ -567,7 +580,7 @@ async fn merge(
     Ok(Outcome::Complete)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
