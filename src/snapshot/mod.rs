@@ -387,12 +387,15 @@ async fn read_chunk(
     let mut res = conn.exec_iter(sql, params).await?;
     let mut buf = Vec::with_capacity(PIECE_RECORDS);
     let mut rows = 0u64;
+    // Processing time per piece, not per row: the clock is not free.
+    let mut now = now_ms();
     while let Some(row) = res.next().await? {
         let values = convert_row(t, row)?;
-        buf.push(Record::Change(read_event(t, ctx, values, rows as u32)));
+        buf.push(Record::Change(read_event(t, ctx, values, rows as u32, now)));
         rows += 1;
         if buf.len() >= PIECE_RECORDS {
             let records = std::mem::replace(&mut buf, Vec::with_capacity(PIECE_RECORDS));
+            now = now_ms();
             let piece = Piece {
                 table: c.table,
                 records,
@@ -437,6 +440,7 @@ pub(crate) fn read_event(
     ctx: &EventCtx,
     values: Vec<rowstream_api::Value>,
     row: u32,
+    now: u64,
 ) -> ChangeEvent {
     ChangeEvent {
         op: Op::Read,
@@ -445,7 +449,7 @@ pub(crate) fn read_event(
             columns: t.names.clone(),
             values,
         }),
-        ts_ms: now_ms(),
+        ts_ms: now,
         source: Source {
             version: VERSION,
             connector: ctx.flavor,

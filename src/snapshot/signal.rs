@@ -292,9 +292,10 @@ async fn window(
             empty: Arc::from(""),
         };
         let mut out = Vec::with_capacity(result.len());
+        let now = now_ms();
         for (i, r) in result.into_iter().enumerate() {
             let values = super::convert_row(&t, r)?;
-            out.push(super::read_event(&t, &ctx, values, i as u32));
+            out.push(super::read_event(&t, &ctx, values, i as u32, now));
         }
         let last_key = out.last().map(|e| {
             let v = &e.after.as_ref().expect("after").values;
