@@ -221,7 +221,9 @@ pub struct SourceConfig {
     /// Where to start when there is no checkpoint yet: `"latest"` (default:
     /// changes from now on), `"earliest"` (everything still in the binlog) or
     /// a GTID set in the server's notation (streaming starts after it).
-    /// Ignored once a checkpoint exists.
+    /// Ignored once a checkpoint exists. With "latest" and `[snapshot] mode`
+    /// other than "never", the existing rows are snapshotted first and
+    /// streaming starts at the snapshot's cut.
     #[serde(default = "default_start")]
     pub start: String,
     /// Tables to stream, `db.table` globs (`*`, `?`). Default: every table

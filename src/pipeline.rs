@@ -120,13 +120,15 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let mode = cfg.snapshot.mode;
     // What to snapshot: continue the checkpoint's snapshot; or a new one on a
     // first start from "latest" (an explicit start position, or "earliest",
-    // asks for the binlog, not for a snapshot).
+    // asks for the binlog, not for a snapshot), or always for initial_only.
     let mut snap_start: Option<snapshot::Start> = match &saved {
         Some(cp) => cp.snapshot.clone().map(|state| snapshot::Start::Resume {
             state,
             cut: cp.gtid_set.clone(),
         }),
-        None if mode != SnapshotMode::Never && cfg.source.start == "latest" => {
+        None if mode == SnapshotMode::InitialOnly
+            || (mode != SnapshotMode::Never && cfg.source.start == "latest") =>
+        {
             Some(snapshot::Start::Fresh)
         }
         None => None,

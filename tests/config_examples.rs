@@ -207,3 +207,27 @@ fn invalid_values_name_the_key() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn snapshot_section() {
+    use rowstream::config::SnapshotMode;
+    let c = load_text("snap-default", MINIMAL).unwrap();
+    assert_eq!(c.snapshot.mode, SnapshotMode::Initial);
+    assert_eq!((c.snapshot.threads, c.snapshot.chunk_rows), (2, 10_000));
+    assert_eq!(c.snapshot.signal_schema, None);
+    let text = format!(
+        "[snapshot]\nmode = \"when_needed\"\nthreads = 4\nchunk_rows = 500\nsignal_schema = \"ops\"\n{MINIMAL}"
+    );
+    let c = load_text("snap", &text).unwrap();
+    assert_eq!(c.snapshot.mode, SnapshotMode::WhenNeeded);
+    assert_eq!((c.snapshot.threads, c.snapshot.chunk_rows), (4, 500));
+    assert_eq!(c.snapshot.signal_schema.as_deref(), Some("ops"));
+    parse_error_naming("snap-unknown", &format!("[snapshot]\nchunk = 5\n{MINIMAL}"), "chunk");
+    assert!(load_text("snap-mode", &format!("[snapshot]\nmode = \"always\"\n{MINIMAL}")).is_err());
+    match load_text("snap-threads", &format!("[snapshot]\nthreads = 0\n{MINIMAL}")) {
+        Err(e @ ConfigError::Invalid { .. }) => {
+            assert!(e.to_string().contains("snapshot.threads"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
