@@ -74,6 +74,12 @@ impl Committed for CheckpointCommitted {
     fn is_empty(&self) -> bool {
         self.set.is_none()
     }
+    fn recognizes(&self, id: &str) -> bool {
+        match (checkpoint::parse_marker(id), &self.snapshot) {
+            (Some((snap, _)), Some(s)) if snap == s.id => true,
+            _ => self.contains(id),
+        }
+    }
 }
 
 /// Builds the configured sink.
