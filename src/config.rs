@@ -187,7 +187,11 @@ impl SnapshotConfig {
         if !(1..=64).contains(&self.threads) {
             return Err(invalid("snapshot.threads", "must be between 1 and 64"));
         }
-        if self.signal_schema.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        if self
+            .signal_schema
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
             return Err(invalid("snapshot.signal_schema", "must not be empty"));
         }
         if !(1..=10_000_000).contains(&self.chunk_rows) {

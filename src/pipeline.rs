@@ -301,7 +301,9 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         async move {
             if let Some(done) = snap_done {
                 let outcome = done.await.unwrap_or_else(|_| {
-                    Err(SourceError::Fatal("the snapshot thread ended without a result".into()))
+                    Err(SourceError::Fatal(
+                        "the snapshot thread ended without a result".into(),
+                    ))
                 })?;
                 if outcome == snapshot::Outcome::Stopped || only_snapshot || *stop_src_rx.borrow() {
                     return Ok(());

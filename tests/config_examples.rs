@@ -222,9 +222,20 @@ fn snapshot_section() {
     assert_eq!(c.snapshot.mode, SnapshotMode::WhenNeeded);
     assert_eq!((c.snapshot.threads, c.snapshot.chunk_rows), (4, 500));
     assert_eq!(c.snapshot.signal_schema.as_deref(), Some("ops"));
-    parse_error_naming("snap-unknown", &format!("[snapshot]\nchunk = 5\n{MINIMAL}"), "chunk");
-    assert!(load_text("snap-mode", &format!("[snapshot]\nmode = \"always\"\n{MINIMAL}")).is_err());
-    match load_text("snap-threads", &format!("[snapshot]\nthreads = 0\n{MINIMAL}")) {
+    parse_error_naming(
+        "snap-unknown",
+        &format!("[snapshot]\nchunk = 5\n{MINIMAL}"),
+        "chunk",
+    );
+    assert!(load_text(
+        "snap-mode",
+        &format!("[snapshot]\nmode = \"always\"\n{MINIMAL}")
+    )
+    .is_err());
+    match load_text(
+        "snap-threads",
+        &format!("[snapshot]\nthreads = 0\n{MINIMAL}"),
+    ) {
         Err(e @ ConfigError::Invalid { .. }) => {
             assert!(e.to_string().contains("snapshot.threads"), "{e}")
         }

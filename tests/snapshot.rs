@@ -171,7 +171,8 @@ impl Service {
 
     /// True once a checkpoint exists and holds no snapshot in progress.
     fn snapshot_complete(&self) -> bool {
-        self.checkpoint().is_some_and(|c| c.get("snapshot").is_none())
+        self.checkpoint()
+            .is_some_and(|c| c.get("snapshot").is_none())
     }
 
     fn assert_running(&mut self) {
@@ -259,7 +260,12 @@ fn apply(recs: &[Value], table: &str) -> BTreeMap<i64, String> {
         let row = |img: &Value| {
             (
                 img["id"].as_i64().expect("id"),
-                format!("{}|{}|{}", text(&img["k"]), text(&img["v"]), text(&img["d"])),
+                format!(
+                    "{}|{}|{}",
+                    text(&img["k"]),
+                    text(&img["v"]),
+                    text(&img["d"])
+                ),
             )
         };
         match r["op"].as_str().unwrap() {
@@ -375,7 +381,10 @@ fn check_backup(svc: &Service, srv: &TestServer, expect_unique_reads: bool, befo
         panic!("streamed a transaction from before the snapshot's cut ({before_start}): {r}");
     }
     let reads: Vec<&Value> = recs.iter().filter(|r| r["op"] == "r").collect();
-    let first_stream = recs.iter().position(|r| r["op"] != "r").unwrap_or(recs.len());
+    let first_stream = recs
+        .iter()
+        .position(|r| r["op"] != "r")
+        .unwrap_or(recs.len());
     assert_eq!(
         first_stream,
         reads.len(),
@@ -387,9 +396,17 @@ fn check_backup(svc: &Service, srv: &TestServer, expect_unique_reads: bool, befo
         .filter(|(_, r)| r["source"]["snapshot"] == "last")
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(lasts, vec![reads.len() - 1], "exactly the last read is marked \"last\"");
+    assert_eq!(
+        lasts,
+        vec![reads.len() - 1],
+        "exactly the last read is marked \"last\""
+    );
     for r in &reads {
-        assert_eq!(r["source"]["snapshot"].as_str().map(|s| s != "false"), Some(true), "{r}");
+        assert_eq!(
+            r["source"]["snapshot"].as_str().map(|s| s != "false"),
+            Some(true),
+            "{r}"
+        );
         assert!(r["transaction"].is_null(), "{r}");
         assert!(r["before"].is_null(), "{r}");
     }
@@ -404,8 +421,16 @@ fn check_backup(svc: &Service, srv: &TestServer, expect_unique_reads: bool, befo
     let got = apply(&recs, "t");
     let want = source_table(srv);
     if got != want {
-        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(k)).take(5).collect();
-        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(k)).take(5).collect();
+        let missing: Vec<_> = want
+            .keys()
+            .filter(|k| !got.contains_key(k))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = got
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .take(5)
+            .collect();
         let differ: Vec<_> = want
             .iter()
             .filter(|(k, v)| got.get(k).is_some_and(|g| g != *v))
@@ -479,13 +504,16 @@ fn snapshot_under_writes(flavor: Flavor) {
                     resumed_progress.max(cp["snapshot"]["chunks_done"].as_u64().unwrap_or(0));
             }
         }
-        eprintln!("{kills} kills during the snapshot; most chunks durable at a kill: {resumed_progress}");
+        eprintln!(
+            "{kills} kills during the snapshot; most chunks durable at a kill: {resumed_progress}"
+        );
         b.wait_for("snapshot completion", Duration::from_secs(600), |s| {
             s.snapshot_complete()
         });
         if kills > 0 && resumed_progress > 0 {
             assert!(
-                b.log_text().contains("resuming after the last durable chunk"),
+                b.log_text()
+                    .contains("resuming after the last durable chunk"),
                 "{}",
                 b.log_tail()
             );
@@ -572,7 +600,12 @@ fn types_match_binlog(flavor: Flavor) {
     for (id, s) in &snap {
         let b = &streamed[id];
         for (col, v) in s.as_object().unwrap() {
-            assert_eq!(Some(v), b.get(col), "row {id} column {col}: snapshot {v} vs binlog {:?}", b.get(col));
+            assert_eq!(
+                Some(v),
+                b.get(col),
+                "row {id} column {col}: snapshot {v} vs binlog {:?}",
+                b.get(col)
+            );
         }
         assert_eq!(s, b);
     }
@@ -605,7 +638,11 @@ fn modes() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["op"], "c");
 
-    let mut only = Service::new("only", &srv.repl_url(), "mode = \"initial_only\"\nchunk_rows = 100");
+    let mut only = Service::new(
+        "only",
+        &srv.repl_url(),
+        "mode = \"initial_only\"\nchunk_rows = 100",
+    );
     only.spawn();
     let t = Instant::now();
     let st = loop {
@@ -674,13 +711,20 @@ fn on_demand(flavor: Flavor) {
     svc.sigterm();
     let (recs, _) = read_backup(&svc.backup);
     let reads = recs.iter().filter(|r| r["op"] == "r").count();
-    let lasts = recs.iter().filter(|r| r["source"]["snapshot"] == "last").count();
+    let lasts = recs
+        .iter()
+        .filter(|r| r["source"]["snapshot"] == "last")
+        .count();
     assert_eq!(lasts, 1);
     let got = apply(&recs, "t");
     let want = source_table(&srv);
     assert_eq!(got.len(), want.len(), "row count; {reads} reads");
     assert!(got == want, "backup does not reproduce s.t");
-    eprintln!("on-demand ok: {reads} reads, {} records, {} rows", recs.len(), want.len());
+    eprintln!(
+        "on-demand ok: {reads} reads, {} records, {} rows",
+        recs.len(),
+        want.len()
+    );
 }
 
 #[test]
@@ -703,7 +747,11 @@ fn when_needed_resnapshots_after_purge() {
         return;
     };
     fill(&srv, 5000);
-    let mut svc = Service::new("when-needed", &srv.repl_url(), "mode = \"when_needed\"\nchunk_rows = 1000");
+    let mut svc = Service::new(
+        "when-needed",
+        &srv.repl_url(),
+        "mode = \"when_needed\"\nchunk_rows = 1000",
+    );
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     svc.sigterm();
@@ -720,7 +768,10 @@ fn when_needed_resnapshots_after_purge() {
         if srv.query("SHOW BINARY LOGS").len() == 1 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "cannot purge the binlog");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "cannot purge the binlog"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     svc.spawn();
@@ -733,5 +784,8 @@ fn when_needed_resnapshots_after_purge() {
     let (recs, _) = read_backup(&svc.backup);
     let reads = recs.iter().filter(|r| r["op"] == "r").count();
     assert_eq!(reads, 5000 + 5001, "two snapshots");
-    assert!(apply(&recs, "t") == source_table(&srv), "backup does not reproduce s.t");
+    assert!(
+        apply(&recs, "t") == source_table(&srv),
+        "backup does not reproduce s.t"
+    );
 }

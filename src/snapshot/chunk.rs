@@ -105,11 +105,18 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `(k1,..,kn) > (v1,..,vn)` spelled out so both servers' range optimizers
-/// use the primary key: `k1 > ? OR (k1 = ? AND k2 > ?) OR ...`. With
-/// `or_equal` the last term is `>=`... `<=` for [`key_le`]. Pushes the
-/// parameters in placeholder order.
-fn key_cmp(cols: &[String], k: &[SqlValue], op: &str, last_op: &str, params: &mut Vec<SqlValue>) -> String {
+/// A row comparison of the key columns with `k`, spelled out so both
+/// servers' range optimizers use the primary key: with `op` ">" and
+/// `last_op` ">", `(k1,..,kn) > (v1,..,vn)` is
+/// `(k1 > ?) OR (k1 = ? AND k2 > ?) OR ...`; with "<" and "<=" it is
+/// `(k1,..,kn) <= (v1,..,vn)`. Pushes the parameters in placeholder order.
+fn key_cmp(
+    cols: &[String],
+    k: &[SqlValue],
+    op: &str,
+    last_op: &str,
+    params: &mut Vec<SqlValue>,
+) -> String {
     let mut terms = Vec::with_capacity(cols.len());
     for i in 0..cols.len() {
         let mut t = Vec::with_capacity(i + 1);
@@ -205,8 +212,17 @@ mod tests {
     fn composite_key_ranges() {
         let cols = vec!["`a`".to_string(), "`b`".to_string()];
         let mut p = Vec::new();
-        let s = key_cmp(&cols, &[SqlValue::Int(1), SqlValue::Int(2)], "<", "<=", &mut p);
+        let s = key_cmp(
+            &cols,
+            &[SqlValue::Int(1), SqlValue::Int(2)],
+            "<",
+            "<=",
+            &mut p,
+        );
         assert_eq!(s, "((`a` < ?) OR (`a` = ? AND `b` <= ?))");
-        assert_eq!(p, vec![SqlValue::Int(1), SqlValue::Int(1), SqlValue::Int(2)]);
+        assert_eq!(
+            p,
+            vec![SqlValue::Int(1), SqlValue::Int(1), SqlValue::Int(2)]
+        );
     }
 }

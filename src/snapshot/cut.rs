@@ -74,9 +74,7 @@ async fn begin(c: &mut mysql_async::Conn) -> Result<(), SourceError> {
 /// The exact position of this session's consistent snapshot: MariaDB 10.11
 /// reports its binlog file and offset (`Binlog_snapshot_file/position`),
 /// which `BINLOG_GTID_POS` turns into the GTID position.
-async fn mariadb_snapshot_gtid(
-    c: &mut mysql_async::Conn,
-) -> Result<GtidSet, SourceError> {
+async fn mariadb_snapshot_gtid(c: &mut mysql_async::Conn) -> Result<GtidSet, SourceError> {
     let rows: Vec<(String, String)> = c.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
     let get = |name: &str| {
         rows.iter()
@@ -90,7 +88,10 @@ async fn mariadb_snapshot_gtid(
         ));
     };
     let gtid: Option<Option<String>> = c
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos.parse::<u64>().unwrap_or(0)))
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (&file, pos.parse::<u64>().unwrap_or(0)),
+        )
         .await?;
     let Some(s) = gtid.flatten() else {
         return Err(SourceError::Fatal(format!(
@@ -104,7 +105,10 @@ async fn mariadb_snapshot_gtid(
 /// Opens `threads` views without a lock and no particular position: for a
 /// snapshot resumed after a crash (any view now contains the original cut,
 /// which the server still holds: checked before).
-pub async fn open_views(opts: &ConnOpts, threads: usize) -> Result<Vec<mysql_async::Conn>, SourceError> {
+pub async fn open_views(
+    opts: &ConnOpts,
+    threads: usize,
+) -> Result<Vec<mysql_async::Conn>, SourceError> {
     let mut out = Vec::with_capacity(threads);
     for _ in 0..threads {
         let mut c = session(opts).await?;

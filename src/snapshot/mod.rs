@@ -207,7 +207,13 @@ async fn run(
     }
 }
 
-type Prepared = (Vec<SnapTable>, Vec<mysql_async::Conn>, GtidSet, SnapshotState, u32);
+type Prepared = (
+    Vec<SnapTable>,
+    Vec<mysql_async::Conn>,
+    GtidSet,
+    SnapshotState,
+    u32,
+);
 
 async fn prepare(p: &Params, start: Start) -> Result<Prepared, SourceError> {
     let mut q = cut::session(&p.opts).await?;
@@ -424,7 +430,10 @@ async fn read_chunk(
 }
 
 /// A result row as the table's values.
-pub(crate) fn convert_row(t: &SnapTable, row: mysql_async::Row) -> Result<Vec<rowstream_api::Value>, SourceError> {
+pub(crate) fn convert_row(
+    t: &SnapTable,
+    row: mysql_async::Row,
+) -> Result<Vec<rowstream_api::Value>, SourceError> {
     let mut values = Vec::with_capacity(t.names.len());
     for (i, v) in row.unwrap().into_iter().enumerate() {
         values.push(rows::convert(t.conv[i], v).map_err(|e| {

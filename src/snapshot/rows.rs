@@ -36,9 +36,15 @@ pub enum Conv {
     String,
     Bytes,
     Date,
-    DateTime { fsp: u8 },
-    Timestamp { fsp: u8 },
-    Time { fsp: u8 },
+    DateTime {
+        fsp: u8,
+    },
+    Timestamp {
+        fsp: u8,
+    },
+    Time {
+        fsp: u8,
+    },
     Json,
     Geometry,
     Vector,
@@ -171,7 +177,9 @@ pub async fn load_table(
         .iter()
         .map(|k| {
             names.iter().position(|n| &**n == k).ok_or_else(|| {
-                SourceError::Fatal(format!("snapshot: primary key column {k} of {db}.{table} not among its columns"))
+                SourceError::Fatal(format!(
+                    "snapshot: primary key column {k} of {db}.{table} not among its columns"
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?
@@ -466,7 +474,10 @@ mod tests {
 
     #[test]
     fn ints_and_bits() {
-        assert_eq!(convert(Conv::UInt, SqlValue::Int(5)).unwrap(), Value::UInt(5));
+        assert_eq!(
+            convert(Conv::UInt, SqlValue::Int(5)).unwrap(),
+            Value::UInt(5)
+        );
         assert_eq!(
             convert(Conv::Bit, SqlValue::Bytes(vec![1, 2])).unwrap(),
             Value::UInt(258)
@@ -476,11 +487,7 @@ mod tests {
             Value::Bool(true)
         );
         assert_eq!(
-            convert(
-                Conv::Time { fsp: 0 },
-                SqlValue::Time(true, 1, 2, 3, 4, 0)
-            )
-            .unwrap(),
+            convert(Conv::Time { fsp: 0 }, SqlValue::Time(true, 1, 2, 3, 4, 0)).unwrap(),
             Value::Time(Time {
                 negative: true,
                 hours: 26,

@@ -111,7 +111,8 @@ impl Incremental {
                     if !inserted.is_empty() {
                         let n = inserted.len();
                         let at = i + 1;
-                        b.records.splice(at..at, inserted.into_iter().map(Record::Change));
+                        b.records
+                            .splice(at..at, inserted.into_iter().map(Record::Change));
                         for c in b.commits.iter_mut() {
                             if c.end >= at {
                                 c.end += n;
@@ -155,7 +156,10 @@ impl Incremental {
                 Vec::new()
             }
             Some("snapshot-window-close") => {
-                let ours = self.window.as_ref().is_some_and(|w| data == Some(w.id.as_str()));
+                let ours = self
+                    .window
+                    .as_ref()
+                    .is_some_and(|w| data == Some(w.id.as_str()));
                 if !ours {
                     return Vec::new();
                 }
@@ -186,7 +190,11 @@ impl Incremental {
                         !changed.contains(&key_text(vals, &r.primary_key))
                     })
                     .collect();
-                tracing::debug!(emitted = out.len(), changed_in_window = changed.len(), "on-demand snapshot chunk");
+                tracing::debug!(
+                    emitted = out.len(),
+                    changed_in_window = changed.len(),
+                    "on-demand snapshot chunk"
+                );
                 if let Some(t) = self.table.as_mut() {
                     t.2 = Some(read.table.clone());
                     if read.last_key.is_some() {
@@ -311,8 +319,11 @@ async fn window(
     let failed = read.is_err();
     let _ = tx.send(read);
     // The high watermark also when the read failed: it ends the window.
-    conn.exec_drop(&insert, (format!("{id}-close"), "snapshot-window-close", &id))
-        .await?;
+    conn.exec_drop(
+        &insert,
+        (format!("{id}-close"), "snapshot-window-close", &id),
+    )
+    .await?;
     conn.disconnect().await.ok();
     if failed {
         return Err(SourceError::Fatal("chunk read failed".into()));
