@@ -27,9 +27,10 @@ GRANT
   -- GRANT SELECT ON shop.* TO 'rowstream'@'%';
   SELECT
 ON *.* TO 'rowstream'@'%';
--- Optional, for a consistent snapshot of a live server without LOCK TABLES:
--- GRANT RELOAD ON *.* TO 'rowstream'@'%';   -- FLUSH TABLES WITH READ LOCK
--- GRANT LOCK TABLES ON *.* TO 'rowstream'@'%';
+-- Optional, for an exact snapshot cut (no row delivered twice): FLUSH TABLES WITH READ
+-- LOCK, held only while the snapshot's read views open (milliseconds; lock_ms is logged).
+-- Without it rowstream uses the lock-free cut (see README "Snapshots").
+-- GRANT RELOAD ON *.* TO 'rowstream'@'%';
 
 -- ===================== MariaDB 10.5+ (checked on 10.11) =====================
 -- MariaDB split the old privileges in 10.5; REPLICATION CLIENT is now an alias of
@@ -47,5 +48,8 @@ ON *.* TO 'rowstream'@'%';
 --   -- information_schema column definitions and the initial snapshot.
 --   SELECT
 -- ON *.* TO 'rowstream'@'%';
+-- Optional: RELOAD, for FLUSH TABLES WITH READ LOCK when concurrent writes keep the
+-- snapshot's read views from agreeing on one binlog position (rare; else lock-free).
+-- GRANT RELOAD ON *.* TO 'rowstream'@'%';
 -- Optional, only when rowstream is pointed at a replica and should report its
 -- replication state (SHOW SLAVE STATUS): GRANT SLAVE MONITOR ON *.* TO 'rowstream'@'%';

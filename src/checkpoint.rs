@@ -4,9 +4,14 @@
 //! `schemas/checkpoint.schema.json`):
 //!
 //! ```json
-//! {"version":1,"flavor":"mysql","gtid_set":"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100",
+//! {"version":2,"flavor":"mysql","gtid_set":"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100",
 //!  "server":"db1:3306","updated_at":"2026-11-21T10:00:00Z"}
 //! ```
+//!
+//! Version 2 adds an optional `snapshot` object while a snapshot is being
+//! read (see [`SnapshotState`]); `gtid_set` is then the snapshot's cut and
+//! does not move until the snapshot is complete. Version 1 files (no
+//! `snapshot`) are still read; every save writes version 2.
 //!
 //! Invariants:
 //! * **One writer.** [`CheckpointStore::open`] takes an exclusive `flock` on
@@ -34,8 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::gtid::GtidSet;
 
-/// The checkpoint format version this build reads and writes.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The checkpoint format version this build writes (it also reads version 1).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// The checkpoint file's name inside the checkpoint directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -92,6 +97,70 @@ pub struct Checkpoint {
     pub server: String,
     /// When it was written, RFC 3339 UTC (`2026-11-21T10:00:00Z`; informational).
     pub updated_at: String,
+    /// A snapshot in progress: what of it every sink has made durable.
+    pub snapshot: Option<SnapshotState>,
+}
+
+/// Progress of a snapshot, as durable in every sink.
+///
+/// Chunks reach the sinks in plan order (tables in `tables` order, each in
+/// primary-key order), so progress is a prefix: the tables before the first
+/// one not `done` are complete, that one is complete up to `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotState {
+    /// Identifies the snapshot (its start time in ms); part of the chunk
+    /// markers in sinks (`snapshot:<id>:<chunk>`).
+    pub id: u64,
+    /// Chunks durable in every sink; chunk numbers are 1-based over the
+    /// whole snapshot, so chunk `n` is durable iff `n <= chunks_done`.
+    pub chunks_done: u64,
+    /// The tables to read, in order.
+    pub tables: Vec<TableProgress>,
+}
+
+/// One table of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableProgress {
+    pub db: String,
+    pub table: String,
+    /// Every row of the table is durable.
+    pub done: bool,
+    /// The primary key of the last row of the last durable chunk (tagged
+    /// values, see `snapshot::chunk`); null when no chunk is durable yet.
+    pub after: Option<serde_json::Value>,
+    /// Rows durable so far.
+    pub rows: u64,
+}
+
+impl SnapshotState {
+    /// True when every table is done: the checkpoint no longer needs it.
+    pub fn is_complete(&self) -> bool {
+        self.tables.iter().all(|t| t.done)
+    }
+
+    /// True when the chunk marker `snapshot:<id>:<n>` is durable: chunk
+    /// markers of another (earlier) snapshot are, those of this one up to
+    /// `chunks_done` are.
+    pub fn covers_marker(&self, marker: &str) -> bool {
+        match parse_marker(marker) {
+            Some((id, n)) if id == self.id => n <= self.chunks_done,
+            _ => true,
+        }
+    }
+}
+
+/// The transaction id a sink records for snapshot chunk `n` of snapshot `id`.
+pub fn chunk_marker(id: u64, n: u64) -> String {
+    format!("snapshot:{id}:{n}")
+}
+
+/// `(id, n)` of a chunk marker; None for anything else (a GTID).
+pub fn parse_marker(s: &str) -> Option<(u64, u64)> {
+    let rest = s.strip_prefix("snapshot:")?;
+    let (id, n) = rest.split_once(':')?;
+    Some((id.parse().ok()?, n.parse().ok()?))
 }
 
 impl Checkpoint {
@@ -101,7 +170,14 @@ impl Checkpoint {
             gtid_set,
             server: server.into(),
             updated_at: rfc3339_utc(SystemTime::now()),
+            snapshot: None,
         }
+    }
+
+    /// The same with a snapshot in progress (`None`: no snapshot).
+    pub fn with_snapshot(mut self, snapshot: Option<SnapshotState>) -> Self {
+        self.snapshot = snapshot;
+        self
     }
 
     /// The flavour of the GTID set.
@@ -110,7 +186,7 @@ impl Checkpoint {
     }
 }
 
-/// The on-disk form, version 1.
+/// The on-disk form, versions 1 and 2 (1 has no `snapshot`).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckpointFile {
@@ -119,6 +195,8 @@ struct CheckpointFile {
     gtid_set: String,
     server: String,
     updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot: Option<SnapshotState>,
 }
 
 /// The checkpoint directory, locked for this process while the value lives.
@@ -204,6 +282,7 @@ impl CheckpointStore {
             gtid_set: cp.gtid_set.to_string(),
             server: cp.server.clone(),
             updated_at: cp.updated_at.clone(),
+            snapshot: cp.snapshot.clone(),
         };
         let mut json = serde_json::to_vec(&file).expect("a checkpoint always serializes");
         json.push(b'\n');
@@ -248,14 +327,17 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
             .as_u64()
             .ok_or_else(|| format!("\"version\" is {v}, not a number"))?,
     };
-    if version != u64::from(CHECKPOINT_VERSION) {
+    if version != 1 && version != u64::from(CHECKPOINT_VERSION) {
         return Err(format!(
-            "unknown version {version} (this rowstream reads version {CHECKPOINT_VERSION}; \
+            "unknown version {version} (this rowstream reads versions 1 and {CHECKPOINT_VERSION}; \
              was it written by a newer rowstream?)"
         ));
     }
-    let file: CheckpointFile =
-        serde_json::from_value(value).map_err(|e| format!("not a version 1 checkpoint ({e})"))?;
+    let file: CheckpointFile = serde_json::from_value(value)
+        .map_err(|e| format!("not a version {version} checkpoint ({e})"))?;
+    if version == 1 && file.snapshot.is_some() {
+        return Err("a version 1 checkpoint cannot hold a snapshot".into());
+    }
     let flavor = match file.flavor.as_str() {
         "mysql" => Flavor::MySql,
         "mariadb" => Flavor::MariaDb,
@@ -271,6 +353,7 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
         gtid_set,
         server: file.server,
         updated_at: file.updated_at,
+        snapshot: file.snapshot,
     })
 }
 
@@ -367,7 +450,8 @@ mod tests {
 
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
-        assert_eq!(json["version"], 1);
+        assert_eq!(json["version"], 2);
+        assert!(json.get("snapshot").is_none());
         assert_eq!(json["flavor"], "mysql");
         assert_eq!(json["gtid_set"], MYSQL_SET);
         assert_eq!(json["server"], "db1:3306");
@@ -436,6 +520,57 @@ mod tests {
                 "prefix of {n} bytes"
             );
         }
+    }
+
+    #[test]
+    fn version_1_is_read_and_snapshot_round_trips() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        std::fs::write(
+            store.path(),
+            format!(r#"{{"version":1,"flavor":"mysql","gtid_set":"{MYSQL_SET}","server":"a:1","updated_at":"x"}}"#),
+        )
+        .unwrap();
+        let cp = store.load().unwrap().unwrap();
+        assert_eq!(cp.gtid_set.to_string(), MYSQL_SET);
+        assert_eq!(cp.snapshot, None);
+
+        let snap = SnapshotState {
+            id: 7,
+            chunks_done: 3,
+            tables: vec![
+                TableProgress {
+                    db: "s".into(),
+                    table: "a".into(),
+                    done: true,
+                    after: None,
+                    rows: 10,
+                },
+                TableProgress {
+                    db: "s".into(),
+                    table: "b".into(),
+                    done: false,
+                    after: Some(serde_json::json!([{"i": 5}])),
+                    rows: 5,
+                },
+            ],
+        };
+        let cp = mysql_cp().with_snapshot(Some(snap.clone()));
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+        assert!(!snap.is_complete());
+        assert!(snap.covers_marker("snapshot:7:3"));
+        assert!(!snap.covers_marker("snapshot:7:4"));
+        assert!(snap.covers_marker("snapshot:6:400"));
+        assert_eq!(parse_marker(&chunk_marker(7, 4)), Some((7, 4)));
+        assert_eq!(parse_marker("0-1-5"), None);
+        // A version 1 file with a snapshot is refused.
+        std::fs::write(
+            store.path(),
+            br#"{"version":1,"flavor":"mysql","gtid_set":"","server":"a:1","updated_at":"x","snapshot":{"id":1,"chunks_done":0,"tables":[]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(store.load(), Err(CheckpointError::Corrupt { .. })));
     }
 
     #[test]

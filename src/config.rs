@@ -123,6 +123,9 @@ pub struct Config {
     /// `[metrics]`: the Prometheus endpoint (off unless `listen` is set).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Reading the rows that already exist (`[snapshot]`); optional.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
 }
 
 /// `[metrics]`: where `GET /metrics` is served in the Prometheus text format.
@@ -132,6 +135,88 @@ pub struct MetricsConfig {
     /// `host:port` to listen on, e.g. `"127.0.0.1:9187"`; unset = no endpoint.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// When the rows that already exist are read (`[snapshot] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot when there is no checkpoint (and `source.start` is
+    /// "latest"), then stream. The default.
+    #[default]
+    Initial,
+    /// Never snapshot: stream from `source.start` or the checkpoint.
+    Never,
+    /// Like `initial`, and also snapshot again when the checkpoint's position
+    /// has been purged from the server (instead of refusing to start).
+    WhenNeeded,
+    /// Snapshot like `initial`, then stop (exit 0) instead of streaming.
+    InitialOnly,
+}
+
+/// `[snapshot]`: how existing rows are read before streaming.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `"initial"` (default), `"never"`, `"when_needed"` or `"initial_only"`.
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Connections reading chunks in parallel (default 2, 1..=64). Each holds
+    /// one consistent-snapshot transaction for the whole snapshot.
+    #[serde(default = "default_snapshot_threads")]
+    pub threads: usize,
+    /// Rows per chunk (default 10000): the unit of parallel work and of
+    /// resumable progress in the checkpoint.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+    /// Schema holding the `rowstream_signal` table (`id VARCHAR(64) PRIMARY
+    /// KEY, type VARCHAR(32) NOT NULL, data TEXT`) for on-demand snapshots
+    /// while streaming; unset (default): no on-demand snapshots. The table
+    /// must be captured (not excluded) and the rowstream user needs INSERT
+    /// on it (watermark rows).
+    #[serde(default)]
+    pub signal_schema: Option<String>,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            mode: SnapshotMode::default(),
+            threads: default_snapshot_threads(),
+            chunk_rows: default_chunk_rows(),
+            signal_schema: None,
+        }
+    }
+}
+
+fn default_snapshot_threads() -> usize {
+    2
+}
+
+fn default_chunk_rows() -> u64 {
+    10_000
+}
+
+impl SnapshotConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if !(1..=64).contains(&self.threads) {
+            return Err(invalid("snapshot.threads", "must be between 1 and 64"));
+        }
+        if self
+            .signal_schema
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(invalid("snapshot.signal_schema", "must not be empty"));
+        }
+        if !(1..=10_000_000).contains(&self.chunk_rows) {
+            return Err(invalid(
+                "snapshot.chunk_rows",
+                "must be between 1 and 10000000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[source]`: the MySQL / MariaDB server rowstream reads as a replica.
@@ -155,7 +240,9 @@ pub struct SourceConfig {
     /// Where to start when there is no checkpoint yet: `"latest"` (default:
     /// changes from now on), `"earliest"` (everything still in the binlog) or
     /// a GTID set in the server's notation (streaming starts after it).
-    /// Ignored once a checkpoint exists.
+    /// Ignored once a checkpoint exists. With "latest" and `[snapshot] mode`
+    /// other than "never", the existing rows are snapshotted first and
+    /// streaming starts at the snapshot's cut.
     #[serde(default = "default_start")]
     pub start: String,
     /// Tables to stream, `db.table` globs (`*`, `?`). Default: every table
@@ -352,6 +439,7 @@ impl Config {
     /// unique, and each sink's own validation. Returns the first problem.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.source.validate()?;
+        self.snapshot.validate()?;
         if self.checkpoint.dir.as_os_str().is_empty() {
             return Err(invalid("checkpoint.dir", "must not be empty"));
         }

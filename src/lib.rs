@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
+pub mod snapshot;
 pub mod source;

@@ -21,8 +21,9 @@ use rowstream_api::metrics;
 use rowstream_api::{Ack, Batch, Committed, Flavor, Record, Sink, SinkError};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore};
-use crate::config::{Config, SinkConfig};
+use crate::checkpoint::{self, Checkpoint, CheckpointStore, SnapshotState};
+use crate::config::{Config, SinkConfig, SnapshotMode};
+use crate::snapshot;
 use crate::source::checks::{self, CheckInput};
 use crate::source::gtid::{Gtid, GtidSet};
 use crate::source::stream::{self, DumpConn, StreamConfig};
@@ -64,10 +65,17 @@ pub enum ServiceError {
 struct CheckpointCommitted {
     set: Option<GtidSet>,
     flavor: Flavor,
+    /// A snapshot in progress: which of its chunk markers are durable.
+    snapshot: Option<SnapshotState>,
 }
 
 impl Committed for CheckpointCommitted {
     fn contains(&self, gtid: &str) -> bool {
+        if checkpoint::parse_marker(gtid).is_some() {
+            // Chunk markers of a finished snapshot are all durable.
+            return self.set.is_some()
+                && self.snapshot.as_ref().is_none_or(|s| s.covers_marker(gtid));
+        }
         match (&self.set, Gtid::parse(self.flavor, gtid)) {
             (Some(set), Ok(g)) => set.contains(&g),
             _ => false,
@@ -75,6 +83,12 @@ impl Committed for CheckpointCommitted {
     }
     fn is_empty(&self) -> bool {
         self.set.is_none()
+    }
+    fn recognizes(&self, id: &str) -> bool {
+        match (checkpoint::parse_marker(id), &self.snapshot) {
+            (Some((snap, _)), Some(s)) if snap == s.id => true,
+            _ => self.contains(id),
+        }
     }
 }
 
@@ -126,6 +140,42 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let Some((idx, mut conn, flavor)) = first else {
         return Err(last_err.expect("at least one server").into());
     };
+    let mode = cfg.snapshot.mode;
+    // What to snapshot: continue the checkpoint's snapshot; or a new one on a
+    // first start from "latest" (an explicit start position, or "earliest",
+    // asks for the binlog, not for a snapshot), or always for initial_only.
+    let mut snap_start: Option<snapshot::Start> = match &saved {
+        Some(cp) => cp.snapshot.clone().map(|state| snapshot::Start::Resume {
+            state,
+            cut: cp.gtid_set.clone(),
+        }),
+        None if mode == SnapshotMode::InitialOnly
+            || (mode != SnapshotMode::Never && cfg.source.start == "latest") =>
+        {
+            Some(snapshot::Start::Fresh)
+        }
+        None => None,
+    };
+    let mut saved = saved;
+    if let (Some(cp), None, SnapshotMode::WhenNeeded) = (&saved, &snap_start, mode) {
+        if cp.flavor() == flavor {
+            let gone = checks::check_start_position(&mut conn, flavor, &cp.gtid_set)
+                .await
+                .map_err(SourceError::from)?;
+            if !gone.is_empty() {
+                tracing::warn!(
+                    gtid_set = %cp.gtid_set,
+                    reasons = %gone.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "),
+                    "snapshot.mode = when_needed: the checkpoint cannot be resumed from the binlog; taking a new snapshot"
+                );
+                snap_start = Some(snapshot::Start::Fresh);
+            }
+        }
+    }
+    if mode == SnapshotMode::InitialOnly && snap_start.is_none() && saved.is_some() {
+        tracing::info!("snapshot.mode = initial_only and the snapshot is complete: nothing to do");
+        return Ok(());
+    }
     let start = match &saved {
         Some(cp) if cp.flavor() != flavor => {
             return Err(ServiceError::Checks(vec![format!(
@@ -134,8 +184,11 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                 flavor.as_str()
             )]))
         }
+        Some(_) if matches!(snap_start, Some(snapshot::Start::Fresh)) => {
+            stream::server_executed(&mut conn, flavor).await?
+        }
         Some(cp) => {
-            tracing::info!(gtid_set = %cp.gtid_set, "resuming from checkpoint");
+            tracing::info!(gtid_set = %cp.gtid_set, snapshot = cp.snapshot.is_some(), "resuming from checkpoint");
             cp.gtid_set.clone()
         }
         None => {
@@ -169,6 +222,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let committed = CheckpointCommitted {
         set: saved.as_ref().map(|c| c.gtid_set.clone()),
         flavor,
+        snapshot: saved.as_ref().and_then(|c| c.snapshot.clone()),
     };
     let mut sink_txs = Vec::new();
     let mut sink_done = Vec::new();
@@ -227,21 +281,66 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let (src_tx, mut src_rx) = mpsc::channel::<stream::Batch>(stream::CHANNEL_BATCHES);
     let dump_conn = DumpConn::default();
     let (stop_src_tx, stop_src_rx) = watch::channel(false);
-    let source = stream::run(
-        &stream_cfg,
-        start.clone(),
-        flavor,
-        src_tx,
-        &dump_conn,
-        stop_src_rx,
-    );
+
+    // The snapshot (if any) fills the channel first; the stream follows from its cut.
+    let mut start = start;
+    let mut latest_snap: Option<SnapshotState> = None;
+    let mut snap_done = None;
+    if let Some(s) = snap_start.take() {
+        let params = snapshot::Params {
+            opts: stream_cfg.servers[0].clone(),
+            flavor,
+            name: stream_cfg.name.clone(),
+            threads: cfg.snapshot.threads,
+            chunk_rows: cfg.snapshot.chunk_rows,
+            filter: stream_cfg.filter.clone(),
+        };
+        let running = snapshot::start(params, s, src_tx.clone(), stop_src_rx.clone()).await?;
+        start = running.cut;
+        latest_snap = Some(running.state);
+        snap_done = Some(running.done);
+        // A fresh snapshot replaces whatever the checkpoint said.
+        saved = None;
+    }
+    let only_snapshot = mode == SnapshotMode::InitialOnly;
+    let mut incremental = cfg.snapshot.signal_schema.as_ref().map(|schema| {
+        if !stream_cfg.filter.matches(schema, snapshot::signal::SIGNAL_TABLE) {
+            tracing::warn!(schema = %schema, "snapshot.signal_schema: {schema}.{} is not captured (source.include / exclude); on-demand snapshots will not see signals", snapshot::signal::SIGNAL_TABLE);
+        }
+        snapshot::signal::Incremental::new(snapshot::signal::SignalConfig {
+            opts: stream_cfg.servers[0].clone(),
+            flavor,
+            name: stream_cfg.name.clone(),
+            schema: schema.clone(),
+            chunk_rows: cfg.snapshot.chunk_rows,
+        })
+    });
+    let source = {
+        let stream_cfg = &stream_cfg;
+        let dump_conn = &dump_conn;
+        let start = start.clone();
+        let stop_src_rx = stop_src_rx.clone();
+        async move {
+            if let Some(done) = snap_done {
+                let outcome = done.await.unwrap_or_else(|_| {
+                    Err(SourceError::Fatal(
+                        "the snapshot thread ended without a result".into(),
+                    ))
+                })?;
+                if outcome == snapshot::Outcome::Stopped || only_snapshot || *stop_src_rx.borrow() {
+                    return Ok(());
+                }
+            }
+            stream::run(stream_cfg, start, flavor, src_tx, dump_conn, stop_src_rx).await
+        }
+    };
     tokio::pin!(source);
 
     let mut stop = stop;
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut seq = 0u64;
     let mut latest = start;
-    let mut saved_set = saved.map(|c| c.gtid_set.to_string());
+    let mut saved_set = saved.map(|c| (c.gtid_set.to_string(), c.snapshot));
     let mut source_result: Option<Result<(), SourceError>> = None;
     let mut source_closed = false;
     let mut failure: Option<ServiceError> = None;
@@ -252,16 +351,22 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let mut pending_bytes = 0usize;
     let m = Meters::new(&cfg);
 
-    let save = |set: &GtidSet, saved_set: &mut Option<String>| -> Result<(), ServiceError> {
+    type Saved = Option<(String, Option<SnapshotState>)>;
+    let save = |set: &GtidSet,
+                snap: &Option<SnapshotState>,
+                saved_set: &mut Saved|
+     -> Result<(), ServiceError> {
         let text = set.to_string();
-        if saved_set.as_deref() == Some(text.as_str()) {
-            return Ok(());
+        if let Some((t, s)) = saved_set.as_ref() {
+            if *t == text && s == snap {
+                return Ok(());
+            }
         }
-        store.save(&Checkpoint::new(
-            set.clone(),
-            server_label(dump_conn.server()),
-        ))?;
-        *saved_set = Some(text);
+        store.save(
+            &Checkpoint::new(set.clone(), server_label(dump_conn.server()))
+                .with_snapshot(snap.clone()),
+        )?;
+        *saved_set = Some((text, snap.clone()));
         metrics::CHECKPOINT_WRITES.with("").inc();
         metrics::CHECKPOINT_AGE_SECONDS.with("").set(now_secs());
         Ok(())
@@ -270,7 +375,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     // First start: record the start position before any batch, so a crash
     // before the first periodic save leaves a checkpoint the sinks can cut back to.
     if saved_set.is_none() {
-        save(&latest, &mut saved_set)?;
+        save(&latest, &latest_snap, &mut saved_set)?;
     }
     loop {
         if source_closed && pending.is_empty() {
@@ -286,6 +391,9 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                         m.acked(p.records, pending.front().map(|n| n.oldest_ts_ms));
                         if let Some(ex) = p.executed {
                             latest = ex;
+                        }
+                        if let Some(s) = p.snapshot {
+                            latest_snap = (!s.is_complete()).then_some(*s);
                         }
                     }
                     Err((name, reason)) => {
@@ -304,7 +412,10 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                 break;
             }
             b = src_rx.recv(), if !source_closed && pending.len() < MAX_PENDING && pending_bytes < MAX_PENDING_BYTES => match b {
-                Some(b) => {
+                Some(mut b) => {
+                    if let Some(inc) = incremental.as_mut() {
+                        inc.process(&mut b);
+                    }
                     seq += 1;
                     pending_bytes += b.bytes;
                     m.events.add(b.records.len() as u64);
@@ -328,6 +439,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                     }
                     pending.push_back(Pending {
                         executed: b.executed,
+                        snapshot: b.snapshot,
                         bytes: b.bytes,
                         records: batch.records.len() as u64,
                         oldest_ts_ms,
@@ -347,7 +459,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
             _ = tick.tick() => {
                 // Keeps the lag growing while a sink stalls.
                 m.lag_from(pending.front().map(|p| p.oldest_ts_ms));
-                save(&latest, &mut saved_set)?
+                save(&latest, &latest_snap, &mut saved_set)?
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
@@ -366,7 +478,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     dump_conn.release(&stream_cfg.servers).await;
     // `latest` only covers batches every sink acked, so it is safe to keep
     // even when a sink failed after them.
-    let saved_now = save(&latest, &mut saved_set);
+    let saved_now = save(&latest, &latest_snap, &mut saved_set);
     if let Some(f) = failure {
         return Err(f);
     }
@@ -438,6 +550,8 @@ struct Pending {
     records: u64,
     /// Commit time of the batch's first row change, if it has one.
     oldest_ts_ms: Option<u64>,
+    /// Snapshot progress once this batch is durable (chunk completed in it).
+    snapshot: Option<Box<SnapshotState>>,
     done: AckFuture,
 }
 

@@ -140,8 +140,8 @@ fn unknown_key_in_sink_is_rejected() {
 fn unknown_key_at_top_level_is_rejected() {
     let text = format!("log_level = \"debug\"\n{MINIMAL}");
     parse_error_naming("unknown-top", &text, "log_level");
-    let text = format!("{MINIMAL}\n[metrics]\nlisten = \"0.0.0.0:9100\"\n");
-    parse_error_naming("unknown-section", &text, "metrics");
+    let text = format!("{MINIMAL}\n[telemetry]\nlisten = \"0.0.0.0:9100\"\n");
+    parse_error_naming("unknown-section", &text, "telemetry");
 }
 
 #[test]
@@ -204,6 +204,41 @@ fn invalid_values_name_the_key() {
     let text = MINIMAL.replace("server_id = 5401", "server_id = 0");
     match load_text("invalid-server-id", &text) {
         Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "source.server_id"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn snapshot_section() {
+    use rowstream::config::SnapshotMode;
+    let c = load_text("snap-default", MINIMAL).unwrap();
+    assert_eq!(c.snapshot.mode, SnapshotMode::Initial);
+    assert_eq!((c.snapshot.threads, c.snapshot.chunk_rows), (2, 10_000));
+    assert_eq!(c.snapshot.signal_schema, None);
+    let text = format!(
+        "[snapshot]\nmode = \"when_needed\"\nthreads = 4\nchunk_rows = 500\nsignal_schema = \"ops\"\n{MINIMAL}"
+    );
+    let c = load_text("snap", &text).unwrap();
+    assert_eq!(c.snapshot.mode, SnapshotMode::WhenNeeded);
+    assert_eq!((c.snapshot.threads, c.snapshot.chunk_rows), (4, 500));
+    assert_eq!(c.snapshot.signal_schema.as_deref(), Some("ops"));
+    parse_error_naming(
+        "snap-unknown",
+        &format!("[snapshot]\nchunk = 5\n{MINIMAL}"),
+        "chunk",
+    );
+    assert!(load_text(
+        "snap-mode",
+        &format!("[snapshot]\nmode = \"always\"\n{MINIMAL}")
+    )
+    .is_err());
+    match load_text(
+        "snap-threads",
+        &format!("[snapshot]\nthreads = 0\n{MINIMAL}"),
+    ) {
+        Err(e @ ConfigError::Invalid { .. }) => {
+            assert!(e.to_string().contains("snapshot.threads"), "{e}")
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -82,6 +82,9 @@ pub struct Batch {
     /// Binlog bytes of the rows events decoded into `records`: a cheap
     /// measure of the batch's weight, used to bound work in flight.
     pub bytes: usize,
+    /// Snapshot batches: the snapshot's progress once this batch is durable,
+    /// when a chunk completed in it. Always `None` from the binlog stream.
+    pub snapshot: Option<Box<crate::checkpoint::SnapshotState>>,
 }
 
 /// Connects a query connection and tells the flavour.
@@ -405,6 +408,7 @@ async fn send(
         commits,
         executed,
         bytes,
+        snapshot: None,
     })
     .await
     .map_err(|_| ())

@@ -198,6 +198,28 @@ pub static IN_FLIGHT_BATCHES: Family = Family::gauge(
     "",
 );
 
+// snapshot
+pub static SNAPSHOT_ROWS: Family = Family::counter(
+    "rowstream_snapshot_rows_total",
+    "Rows read by the snapshot and handed to the sinks, per table (`db.table`).",
+    "table",
+);
+pub static SNAPSHOT_ROWS_ESTIMATED: Family = Family::gauge(
+    "rowstream_snapshot_rows_estimated",
+    "The server's row count estimate of each table being snapshotted (information_schema.TABLES.TABLE_ROWS).",
+    "table",
+);
+pub static SNAPSHOT_ROWS_PER_SECOND: Family = Family::gauge(
+    "rowstream_snapshot_rows_per_second",
+    "Snapshot read rate over the last progress interval, all tables.",
+    "",
+);
+pub static SNAPSHOT_RUNNING: Family = Family::gauge(
+    "rowstream_snapshot_running",
+    "1 while a snapshot is being read, else 0.",
+    "",
+);
+
 /// Every family, in exposition order.
 pub static ALL: &[&Family] = &[
     &SOURCE_RECORDS,
@@ -210,6 +232,10 @@ pub static ALL: &[&Family] = &[
     &SINK_BATCHES,
     &SINK_RECORDS,
     &IN_FLIGHT_BATCHES,
+    &SNAPSHOT_ROWS,
+    &SNAPSHOT_ROWS_ESTIMATED,
+    &SNAPSHOT_ROWS_PER_SECOND,
+    &SNAPSHOT_RUNNING,
 ];
 
 /// The Prometheus text exposition (format 0.0.4) of every series created so far.

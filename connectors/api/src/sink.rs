@@ -45,6 +45,12 @@ pub trait Committed: Send + Sync {
     fn contains(&self, gtid: &str) -> bool;
     /// True when there is no checkpoint at all (first start).
     fn is_empty(&self) -> bool;
+    /// True when `id` belongs to this checkpoint's history even if it is not
+    /// covered yet (a chunk of the snapshot in progress): a backup whose
+    /// newest transaction has such an id belongs to this checkpoint.
+    fn recognizes(&self, id: &str) -> bool {
+        self.contains(id)
+    }
 }
 
 /// The outcome reported for one batch.

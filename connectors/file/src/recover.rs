@@ -32,7 +32,9 @@
 //!   (the checkpoint is not a prefix of this backup);
 //! - a checkpoint that covers none of the backup's transactions while the
 //!   backup has closed segments (the checkpoint most likely belongs to
-//!   another backup; cutting would wipe it).
+//!   another backup; cutting would wipe it), unless the checkpoint
+//!   recognizes the newest one (`Committed::recognizes`: a chunk of the
+//!   snapshot the checkpoint holds in progress).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
@@ -204,7 +206,9 @@ pub fn recover(
     }
     let has_closed = segs.len() > 1 || segs.iter().any(|s| s.compressed);
     if cut.is_none() && has_closed {
-        if let Some(newest) = newest_marker {
+        // Chunks of the snapshot in progress, written before its first
+        // progress reached the checkpoint, are ours: cut, not refused.
+        if let Some(newest) = newest_marker.filter(|m| !committed.recognizes(m)) {
             return Err(RecoverError::NothingCovered {
                 dir: dir.to_path_buf(),
                 newest,

@@ -1,0 +1,604 @@
+//! Snapshots: the rows that already exist, read consistently with the GTID
+//! set the stream then starts from, as `op = "r"` events through the same
+//! pipeline and sinks as the stream.
+//!
+//! Shape: a consistent cut (`cut`) gives `threads` connections, each in a
+//! consistent-snapshot transaction, and the GTID set `G`. A planner walks
+//! each table's primary key and deals chunks (`chunk`) round-robin to the
+//! workers; each worker streams its chunk's rows (`rows` converts them) in
+//! pieces into its own bounded channel; the merger takes pieces in chunk
+//! order (chunk n comes from worker n mod threads), so the sinks see the
+//! tables in order and each table in key order, and ends every chunk with a
+//! `Commit` whose id is the chunk marker `snapshot:<id>:<n>`.
+//!
+//! Invariants:
+//! - every snapshot event reaches the pipeline before any stream event
+//!   after `G` (the stream starts when the snapshot is complete), and every
+//!   view contains `G` (see `cut`): applying the sinks' events in order,
+//!   latest per primary key, gives the source table;
+//! - progress is per chunk and a prefix (chunks are delivered in order):
+//!   the batch that ends chunk n carries the snapshot state with
+//!   `chunks_done = n`, which the pipeline checkpoints once every sink has
+//!   acked it. A resumed snapshot re-plans from the last durable chunk's
+//!   key with new views (each contains `G`, which the checkpoint keeps):
+//!   nothing is lost, the rows of an interrupted chunk may be read twice;
+//! - memory is bounded whatever the table size: one piece being built per
+//!   worker, `WORKER_QUEUE` pieces queued per worker, the merger holds back
+//!   only record-less batches (to mark the last event), then the pipeline's
+//!   own bounds;
+//! - snapshot events have `source.snapshot` = "true" ("last" on the very
+//!   last one), `source.gtid` = "" (like Debezium, a snapshot read belongs
+//!   to no transaction), `source.file` = "", `pos` = 0, `source.ts_ms` = the
+//!   cut time, no `transaction` block.
+
+pub mod chunk;
+pub mod cut;
+mod progress;
+pub mod rows;
+pub mod signal;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, Snapshot, Source};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::checkpoint::{chunk_marker, SnapshotState, TableProgress};
+use crate::source::conn::ConnOpts;
+use crate::source::filter::TableFilter;
+use crate::source::gtid::GtidSet;
+use crate::source::stream::{self, VERSION};
+use crate::source::SourceError;
+use chunk::{Chunk, Key};
+use rows::SnapTable;
+
+/// Records per piece (and so per pipeline batch), as the stream's batches.
+const PIECE_RECORDS: usize = 1024;
+/// Pieces queued per worker.
+const WORKER_QUEUE: usize = 2;
+/// Chunks planned ahead per worker.
+const PLAN_AHEAD: usize = 2;
+
+/// What a snapshot needs to know.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The server to read (the stream's first server).
+    pub opts: ConnOpts,
+    pub flavor: Flavor,
+    /// `source.name`.
+    pub name: Arc<str>,
+    pub threads: usize,
+    pub chunk_rows: u64,
+    pub filter: TableFilter,
+}
+
+/// Which snapshot to run.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new snapshot of every table the filter includes.
+    Fresh,
+    /// Continue the snapshot of the checkpoint, whose cut is `cut`.
+    Resume { state: SnapshotState, cut: GtidSet },
+}
+
+/// How a snapshot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every row was handed to the pipeline.
+    Complete,
+    /// Stopped on request between two pieces; the checkpoint resumes it.
+    Stopped,
+}
+
+/// A running snapshot.
+pub struct Running {
+    /// `G`: where the stream starts once the snapshot is complete.
+    pub cut: GtidSet,
+    /// The snapshot's progress before its first batch.
+    pub state: SnapshotState,
+    /// Resolves when the last batch has been handed to the pipeline.
+    pub done: oneshot::Receiver<Result<Outcome, SourceError>>,
+}
+
+/// Makes the cut (or reopens views for a resume) and starts reading into
+/// `tx` on a runtime of its own (`threads` OS threads, so converting rows
+/// runs in parallel with the pipeline's thread). Returns once the cut is
+/// made; batches may already be queued in `tx` then.
+pub async fn start(
+    params: Params,
+    start: Start,
+    tx: mpsc::Sender<stream::Batch>,
+    stop: watch::Receiver<bool>,
+) -> Result<Running, SourceError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let threads = params.threads.max(1);
+    std::thread::Builder::new()
+        .name("snapshot".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("snapshot-worker")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(SourceError::Fatal(format!(
+                        "cannot start the snapshot runtime: {e}"
+                    ))));
+                    return;
+                }
+            };
+            let r = rt.block_on(run(params, start, tx, stop, ready_tx));
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| SourceError::Fatal(format!("cannot start the snapshot thread: {e}")))?;
+    let (cut, state) = match ready_rx.await {
+        Ok(r) => r?,
+        Err(_) => match done_rx.await {
+            Ok(Err(e)) => return Err(e),
+            _ => return Err(SourceError::Fatal("the snapshot thread ended early".into())),
+        },
+    };
+    Ok(Running {
+        cut,
+        state,
+        done: done_rx,
+    })
+}
+
+type Ready = oneshot::Sender<Result<(GtidSet, SnapshotState), SourceError>>;
+
+async fn run(
+    p: Params,
+    start: Start,
+    tx: mpsc::Sender<stream::Batch>,
+    stop: watch::Receiver<bool>,
+    ready: Ready,
+) -> Result<Outcome, SourceError> {
+    let prepared = prepare(&p, start).await;
+    let (tables, workers, cut, state, server_id) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(SourceError::Fatal(e.to_string())));
+            return Err(e);
+        }
+    };
+    if ready.send(Ok((cut, state.clone()))).is_err() {
+        return Ok(Outcome::Stopped);
+    }
+    let tables = Arc::new(tables);
+    let ctx = EventCtx {
+        name: p.name.clone(),
+        flavor: p.flavor,
+        server_id,
+        ts_ms: now_ms(),
+        empty: Arc::from(""),
+    };
+    let n_workers = workers.len();
+    let mut chunk_txs = Vec::with_capacity(n_workers);
+    let mut piece_rxs = Vec::with_capacity(n_workers);
+    for conn in workers {
+        let (ctx_tx, ctx_rx) = mpsc::channel::<Chunk>(PLAN_AHEAD);
+        let (piece_tx, piece_rx) = mpsc::channel(WORKER_QUEUE);
+        tokio::spawn(work(conn, tables.clone(), ctx.clone(), ctx_rx, piece_tx));
+        chunk_txs.push(ctx_tx);
+        piece_rxs.push(piece_rx);
+    }
+    let planner_conn = cut::session(&p.opts).await?;
+    let planner = tokio::spawn(plan(
+        planner_conn,
+        tables.clone(),
+        state.clone(),
+        p.chunk_rows,
+        chunk_txs,
+    ));
+    let outcome = merge(&tables, state, piece_rxs, &tx, &stop).await;
+    if outcome.is_err() || matches!(outcome, Ok(Outcome::Stopped)) {
+        planner.abort();
+        return outcome;
+    }
+    match planner.await {
+        Ok(Ok(())) => outcome,
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(SourceError::Fatal(format!("snapshot planner failed: {e}"))),
+    }
+}
+
+type Prepared = (
+    Vec<SnapTable>,
+    Vec<mysql_async::Conn>,
+    GtidSet,
+    SnapshotState,
+    u32,
+);
+
+async fn prepare(p: &Params, start: Start) -> Result<Prepared, SourceError> {
+    let mut q = cut::session(&p.opts).await?;
+    let server_id: u32 = q.query_first("SELECT @@server_id").await?.unwrap_or(0);
+    let (names, resume) = match start {
+        Start::Fresh => {
+            let names: Vec<(String, String)> = rows::list_tables(&mut q)
+                .await?
+                .into_iter()
+                .filter(|(db, t)| p.filter.matches(db, t))
+                .collect();
+            (names, None)
+        }
+        Start::Resume { state, cut } => (
+            state
+                .tables
+                .iter()
+                .map(|t| (t.db.clone(), t.table.clone()))
+                .collect(),
+            Some((state, cut)),
+        ),
+    };
+    let mut tables = Vec::with_capacity(names.len());
+    for (db, t) in &names {
+        let table = rows::load_table(&mut q, db, t).await?;
+        progress::register(&table);
+        tables.push(table);
+    }
+    q.disconnect().await.ok();
+    match resume {
+        None => {
+            let c = cut::cut(&p.opts, p.flavor, p.threads).await?;
+            tracing::info!(
+                method = c.method,
+                lock_ms = ?c.lock_ms,
+                gtid_set = %c.gtid,
+                tables = tables.len(),
+                threads = p.threads,
+                "snapshot: consistent cut made"
+            );
+            let state = SnapshotState {
+                id: now_ms(),
+                chunks_done: 0,
+                tables: names
+                    .into_iter()
+                    .map(|(db, table)| TableProgress {
+                        db,
+                        table,
+                        done: false,
+                        after: None,
+                        rows: 0,
+                    })
+                    .collect(),
+            };
+            Ok((tables, c.workers, c.gtid, state, server_id))
+        }
+        Some((state, cut)) => {
+            let workers = cut::open_views(&p.opts, p.threads).await?;
+            tracing::info!(
+                gtid_set = %cut,
+                chunks_done = state.chunks_done,
+                "snapshot: resuming after the last durable chunk"
+            );
+            Ok((tables, workers, cut, state, server_id))
+        }
+    }
+}
+
+/// What every event of the snapshot shares.
+#[derive(Clone)]
+pub(crate) struct EventCtx {
+    pub(crate) name: Arc<str>,
+    pub(crate) flavor: Flavor,
+    pub(crate) server_id: u32,
+    /// `source.ts_ms`: when the rows were read.
+    pub(crate) ts_ms: u64,
+    pub(crate) empty: Arc<str>,
+}
+
+/// A worker's output: up to `PIECE_RECORDS` rows, and the chunk's end.
+struct Piece {
+    table: usize,
+    records: Vec<Record>,
+    end: Option<ChunkEnd>,
+}
+
+struct ChunkEnd {
+    n: u64,
+    table: usize,
+    hi: Option<Key>,
+    rows: u64,
+}
+
+/// Deals chunks round-robin: chunk `n` to worker `(n - first) % workers`.
+async fn plan(
+    mut conn: mysql_async::Conn,
+    tables: Arc<Vec<SnapTable>>,
+    state: SnapshotState,
+    chunk_rows: u64,
+    txs: Vec<mpsc::Sender<Chunk>>,
+) -> Result<(), SourceError> {
+    let first = state.chunks_done + 1;
+    let mut n = first;
+    for (ti, tp) in state.tables.iter().enumerate() {
+        if tp.done {
+            continue;
+        }
+        let t = &tables[ti];
+        let mut lo = match &tp.after {
+            None => None,
+            Some(j) => Some(chunk::key_from_json(j).ok_or_else(|| {
+                SourceError::Fatal(format!(
+                    "checkpoint: snapshot key of {} is not readable: {j}",
+                    t.label()
+                ))
+            })?),
+        };
+        loop {
+            let hi = if t.primary_key.is_empty() {
+                lo = None;
+                None
+            } else {
+                chunk::next_boundary(&mut conn, t, lo.as_ref(), chunk_rows).await?
+            };
+            let last = hi.is_none();
+            let w = ((n - first) % txs.len() as u64) as usize;
+            let c = Chunk {
+                n,
+                table: ti,
+                lo: lo.take(),
+                hi: hi.clone(),
+            };
+            if txs[w].send(c).await.is_err() {
+                return Ok(()); // the merger stopped
+            }
+            n += 1;
+            if last {
+                break;
+            }
+            lo = hi;
+        }
+    }
+    conn.disconnect().await.ok();
+    Ok(())
+}
+
+async fn work(
+    mut conn: mysql_async::Conn,
+    tables: Arc<Vec<SnapTable>>,
+    ctx: EventCtx,
+    mut chunks: mpsc::Receiver<Chunk>,
+    out: mpsc::Sender<Result<Piece, SourceError>>,
+) {
+    while let Some(c) = chunks.recv().await {
+        match read_chunk(&mut conn, &tables[c.table], &ctx, &c, &out).await {
+            Ok(true) => {}
+            Ok(false) => return, // the merger stopped
+            Err(e) => {
+                let _ = out.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+    let _ = conn.query_drop("COMMIT").await;
+    conn.disconnect().await.ok();
+}
+
+/// Streams one chunk into `out`; false when the merger is gone.
+async fn read_chunk(
+    conn: &mut mysql_async::Conn,
+    t: &SnapTable,
+    ctx: &EventCtx,
+    c: &Chunk,
+    out: &mpsc::Sender<Result<Piece, SourceError>>,
+) -> Result<bool, SourceError> {
+    let (sql, params) = chunk::chunk_query(t, c);
+    let mut res = conn.exec_iter(sql, params).await?;
+    let mut buf = Vec::with_capacity(PIECE_RECORDS);
+    let mut rows = 0u64;
+    // Processing time per piece, not per row: the clock is not free.
+    let mut now = now_ms();
+    while let Some(row) = res.next().await? {
+        let values = convert_row(t, row)?;
+        buf.push(Record::Change(read_event(t, ctx, values, rows as u32, now)));
+        rows += 1;
+        if buf.len() >= PIECE_RECORDS {
+            let records = std::mem::replace(&mut buf, Vec::with_capacity(PIECE_RECORDS));
+            now = now_ms();
+            let piece = Piece {
+                table: c.table,
+                records,
+                end: None,
+            };
+            if out.send(Ok(piece)).await.is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    drop(res);
+    let end = ChunkEnd {
+        n: c.n,
+        table: c.table,
+        hi: c.hi.clone(),
+        rows,
+    };
+    Ok(out
+        .send(Ok(Piece {
+            table: c.table,
+            records: buf,
+            end: Some(end),
+        }))
+        .await
+        .is_ok())
+}
+
+/// A result row as the table's values.
+pub(crate) fn convert_row(
+    t: &SnapTable,
+    row: mysql_async::Row,
+) -> Result<Vec<rowstream_api::Value>, SourceError> {
+    let mut values = Vec::with_capacity(t.names.len());
+    for (i, v) in row.unwrap().into_iter().enumerate() {
+        values.push(rows::convert(t.conv[i], v).map_err(|e| {
+            SourceError::Fatal(format!("snapshot: {}.{}: {e}", t.label(), t.names[i]))
+        })?);
+    }
+    Ok(values)
+}
+
+/// The `op = "r"` event of one row (see the module docs for its fields).
+pub(crate) fn read_event(
+    t: &SnapTable,
+    ctx: &EventCtx,
+    values: Vec<rowstream_api::Value>,
+    row: u32,
+    now: u64,
+) -> ChangeEvent {
+    ChangeEvent {
+        op: Op::Read,
+        before: None,
+        after: Some(Row {
+            columns: t.names.clone(),
+            values,
+        }),
+        ts_ms: now,
+        source: Source {
+            version: VERSION,
+            connector: ctx.flavor,
+            name: ctx.name.clone(),
+            ts_ms: ctx.ts_ms,
+            snapshot: Snapshot::True,
+            db: t.db.clone(),
+            table: t.table.clone(),
+            server_id: ctx.server_id,
+            // TODO(sequence): the cut's position in the history.
+            gtid: ctx.empty.clone(),
+            file: ctx.empty.clone(),
+            pos: 0,
+            row,
+        },
+        transaction: None,
+        primary_key: t.primary_key.clone(),
+        table: Some(t.meta.clone()),
+    }
+}
+
+/// Hands pieces to the pipeline in chunk order, ending each chunk with its
+/// marker and progress.
+async fn merge(
+    tables: &[SnapTable],
+    mut state: SnapshotState,
+    mut outs: Vec<mpsc::Receiver<Result<Piece, SourceError>>>,
+    tx: &mpsc::Sender<stream::Batch>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Outcome, SourceError> {
+    let first = state.chunks_done + 1;
+    let mut n = first;
+    let mut chunk_rows = 0u64;
+    // Record-less batches after the newest batch with records: held until
+    // the next records arrive, so the very last event can still be marked.
+    let mut held: Vec<stream::Batch> = Vec::new();
+    let mut prog = progress::Progress::new(tables, &state);
+    let send_held = |held: &mut Vec<stream::Batch>| {
+        let batches = std::mem::take(held);
+        async move {
+            for b in batches {
+                if tx.send(b).await.is_err() {
+                    return Err(());
+                }
+            }
+            Ok(())
+        }
+    };
+    loop {
+        if *stop.borrow() {
+            let _ = send_held(&mut held).await;
+            prog.finish(false);
+            return Ok(Outcome::Stopped);
+        }
+        let w = ((n - first) % outs.len() as u64) as usize;
+        let piece = match outs[w].recv().await {
+            None => break,
+            Some(Err(e)) => {
+                prog.finish(false);
+                return Err(e);
+            }
+            Some(Ok(p)) => p,
+        };
+        let ti = piece.table;
+        chunk_rows += piece.records.len() as u64;
+        prog.rows(ti, piece.records.len() as u64);
+        let mut commits = Vec::new();
+        let mut snap = None;
+        if let Some(end) = piece.end {
+            if end.n != n {
+                return Err(SourceError::Fatal(format!(
+                    "snapshot: chunk {} arrived while waiting for chunk {n}",
+                    end.n
+                )));
+            }
+            debug_assert_eq!(end.rows, chunk_rows);
+            commits.push(Commit {
+                end: piece.records.len(),
+                gtid: Arc::from(chunk_marker(state.id, n)),
+                events: end.rows,
+            });
+            state.chunks_done = n;
+            let tp = &mut state.tables[end.table];
+            tp.rows += end.rows;
+            match end.hi {
+                Some(hi) => tp.after = Some(chunk::key_to_json(&hi)),
+                None => {
+                    tp.done = true;
+                    tp.after = None;
+                    prog.table_done(end.table);
+                }
+            }
+            snap = Some(Box::new(state.clone()));
+            n += 1;
+            chunk_rows = 0;
+        }
+        let has_records = !piece.records.is_empty();
+        if has_records && send_held(&mut held).await.is_err() {
+            return Ok(Outcome::Stopped);
+        }
+        held.push(stream::Batch {
+            records: piece.records,
+            commits,
+            executed: None,
+            snapshot: snap,
+            // No binlog bytes: snapshot pieces are bounded by rows (chunk_rows).
+            bytes: 0,
+        });
+        prog.tick();
+    }
+    if !state.is_complete() {
+        prog.finish(false);
+        return Err(SourceError::Fatal(format!(
+            "snapshot: the readers stopped after chunk {} with tables left",
+            state.chunks_done
+        )));
+    }
+    // The last batch with records is the first held one.
+    if let Some(b) = held.first_mut() {
+        if let Some(Record::Change(ev)) = b.records.last_mut() {
+            ev.source.snapshot = Snapshot::Last;
+        }
+    }
+    held.push(stream::Batch {
+        records: Vec::new(),
+        commits: Vec::new(),
+        executed: None,
+        snapshot: Some(Box::new(state.clone())),
+        bytes: 0,
+    });
+    if send_held(&mut held).await.is_err() {
+        return Ok(Outcome::Stopped);
+    }
+    prog.finish(true);
+    Ok(Outcome::Complete)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

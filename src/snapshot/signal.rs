@@ -1,0 +1,451 @@
+//! On-demand snapshots while streaming continues, through a signal table,
+//! with the DBLog watermark method (as Debezium's incremental snapshots).
+//!
+//! The operator inserts a row into `<signal_schema>.rowstream_signal`
+//! (`id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT`):
+//! `type = 'execute-snapshot'`, `data = '{"tables": ["shop.orders"]}'`
+//! (Debezium's `"data-collections"` is accepted too). When the stream
+//! reaches that row, the tables are read chunk by chunk (`chunk_rows` rows
+//! in primary-key order) on a separate connection:
+//!
+//! 1. insert a low watermark row (`snapshot-window-open`, data = window id);
+//! 2. `SELECT` the chunk (`pk > last key ORDER BY pk LIMIT chunk_rows`);
+//! 3. insert a high watermark row (`snapshot-window-close`).
+//!
+//! In the stream, between the two watermarks, every change of the chunk's
+//! table marks its key; at the high watermark the chunk's rows whose key was
+//! not marked are emitted as `op = "r"` events, right after the watermark
+//! row, inside the watermark's transaction. Invariant: a chunk row is
+//! emitted only when no change to its key lies in the window, so the
+//! sinks, applying events in order, end with each row's latest state: a
+//! change in the window is at least as new as the row the SELECT saw, and
+//! every later change follows the emitted row.
+//!
+//! Memory: one chunk (at most `chunk_rows` rows) and the keys changed in
+//! one window. The chunk rows travel inside the high watermark's
+//! transaction, so they are durable and checkpointed with it (exactly once
+//! in the file backup). Not resumable: a restart abandons an on-demand
+//! snapshot whose request is already covered by the checkpoint (signal it
+//! again); one whose request lies after the checkpoint is replayed and
+//! runs again. Watermark rows of an abandoned window are ignored.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use rowstream_api::{ChangeEvent, Flavor, Op, Record, Snapshot, Value};
+use tokio::sync::oneshot;
+
+use super::chunk::{self, Key};
+use super::rows::{self, SnapTable};
+use super::{cut, now_ms, EventCtx};
+use crate::source::conn::ConnOpts;
+use crate::source::stream;
+use crate::source::SourceError;
+
+/// The signal table's name inside the configured schema.
+pub const SIGNAL_TABLE: &str = "rowstream_signal";
+
+/// What an on-demand snapshot needs.
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    pub opts: ConnOpts,
+    pub flavor: Flavor,
+    pub name: Arc<str>,
+    /// The schema holding `rowstream_signal`.
+    pub schema: String,
+    pub chunk_rows: u64,
+}
+
+struct ChunkRead {
+    table: Arc<SnapTable>,
+    rows: Vec<ChangeEvent>,
+    last_key: Option<Key>,
+}
+
+/// The window of the chunk being read.
+struct Window {
+    db: String,
+    table: String,
+    id: String,
+    open: bool,
+    /// Debug text of the primary key values changed inside the window.
+    changed: HashSet<String>,
+    read: oneshot::Receiver<Result<ChunkRead, SourceError>>,
+}
+
+/// The on-demand snapshot state machine, fed with every stream batch.
+pub struct Incremental {
+    cfg: SignalConfig,
+    queue: VecDeque<(String, String)>,
+    /// The table being read: its definition once loaded, and its last key.
+    table: Option<(String, String, Option<Arc<SnapTable>>, Option<Key>)>,
+    window: Option<Window>,
+    seq: u64,
+}
+
+impl Incremental {
+    pub fn new(cfg: SignalConfig) -> Incremental {
+        Incremental {
+            cfg,
+            queue: VecDeque::new(),
+            table: None,
+            window: None,
+            seq: 0,
+        }
+    }
+
+    /// Looks at a stream batch: signals start snapshots, watermarks close
+    /// windows (the chunk's rows are inserted into the batch there).
+    pub fn process(&mut self, b: &mut stream::Batch) {
+        let mut i = 0;
+        while i < b.records.len() {
+            let Record::Change(ev) = &b.records[i] else {
+                i += 1;
+                continue;
+            };
+            if &*ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
+                if ev.op == Op::Create {
+                    let (ty, data) = (col(ev, "type"), col(ev, "data"));
+                    let inserted = self.on_signal(ty.as_deref(), data.as_deref());
+                    if !inserted.is_empty() {
+                        let n = inserted.len();
+                        let at = i + 1;
+                        b.records
+                            .splice(at..at, inserted.into_iter().map(Record::Change));
+                        for c in b.commits.iter_mut() {
+                            if c.end >= at {
+                                c.end += n;
+                            }
+                        }
+                        i += n;
+                    }
+                }
+            } else if let Some(w) = self.window.as_mut() {
+                if w.open && *ev.source.db == *w.db && *ev.source.table == *w.table {
+                    for img in [&ev.before, &ev.after].into_iter().flatten() {
+                        w.changed.insert(key_text(&img.values, &ev.primary_key));
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// One signal row; returns the rows to insert after it.
+    fn on_signal(&mut self, ty: Option<&str>, data: Option<&str>) -> Vec<ChangeEvent> {
+        match ty {
+            Some("execute-snapshot") => {
+                let tables = parse_request(data.unwrap_or(""));
+                if tables.is_empty() {
+                    tracing::warn!(data = ?data, "signal execute-snapshot without tables (data = '{{\"tables\": [\"db.table\"]}}')");
+                }
+                tracing::info!(tables = ?tables, "on-demand snapshot requested");
+                self.queue.extend(tables);
+                if self.table.is_none() {
+                    self.next_table();
+                }
+                Vec::new()
+            }
+            Some("snapshot-window-open") => {
+                if let Some(w) = self.window.as_mut() {
+                    if data == Some(w.id.as_str()) {
+                        w.open = true;
+                    }
+                }
+                Vec::new()
+            }
+            Some("snapshot-window-close") => {
+                let ours = self
+                    .window
+                    .as_ref()
+                    .is_some_and(|w| data == Some(w.id.as_str()));
+                if !ours {
+                    return Vec::new();
+                }
+                let mut w = self.window.take().expect("checked");
+                let changed = std::mem::take(&mut w.changed);
+                // The chunk was handed over before the high watermark was written.
+                let read = match w.read.try_recv() {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        tracing::error!(table = %format!("{}.{}", w.db, w.table), error = %e, "on-demand snapshot failed; table abandoned");
+                        self.table = None;
+                        self.next_table();
+                        return Vec::new();
+                    }
+                    Err(_) => {
+                        tracing::error!("on-demand snapshot: chunk missing at its high watermark; table abandoned");
+                        self.table = None;
+                        self.next_table();
+                        return Vec::new();
+                    }
+                };
+                let full = read.rows.len() as u64 >= self.cfg.chunk_rows;
+                let mut out: Vec<ChangeEvent> = read
+                    .rows
+                    .into_iter()
+                    .filter(|r| {
+                        let vals = &r.after.as_ref().expect("reads have after").values;
+                        !changed.contains(&key_text(vals, &r.primary_key))
+                    })
+                    .collect();
+                tracing::debug!(
+                    emitted = out.len(),
+                    changed_in_window = changed.len(),
+                    "on-demand snapshot chunk"
+                );
+                if let Some(t) = self.table.as_mut() {
+                    t.2 = Some(read.table.clone());
+                    if read.last_key.is_some() {
+                        t.3 = read.last_key;
+                    }
+                }
+                if full {
+                    self.read_chunk();
+                } else {
+                    tracing::info!(table = %read.table.label(), "on-demand snapshot: table read");
+                    self.table = None;
+                    self.next_table();
+                    if self.table.is_none() {
+                        if let Some(last) = out.last_mut() {
+                            last.source.snapshot = Snapshot::Last;
+                        }
+                    }
+                }
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn next_table(&mut self) {
+        if let Some((db, t)) = self.queue.pop_front() {
+            self.table = Some((db, t, None, None));
+            self.read_chunk();
+        }
+    }
+
+    /// Starts the low watermark / SELECT / high watermark of the next chunk.
+    fn read_chunk(&mut self) {
+        let Some((db, table, meta, after)) = self.table.clone() else {
+            return;
+        };
+        self.seq += 1;
+        let id = format!("rowstream-{}-{}", now_ms(), self.seq);
+        let (tx, rx) = oneshot::channel();
+        self.window = Some(Window {
+            db: db.clone(),
+            table: table.clone(),
+            id: id.clone(),
+            open: false,
+            changed: HashSet::new(),
+            read: rx,
+        });
+        let cfg = self.cfg.clone();
+        tokio::spawn(async move {
+            if let Err(e) = window(cfg, db, table, meta, after, id, tx).await {
+                tracing::error!(error = %e, "on-demand snapshot: watermark or read failed");
+            }
+        });
+    }
+}
+
+/// Low watermark, chunk, high watermark (the chunk is handed to the stream
+/// side before the high watermark exists, so it is there when the stream
+/// reaches it).
+async fn window(
+    cfg: SignalConfig,
+    db: String,
+    table: String,
+    meta: Option<Arc<SnapTable>>,
+    after: Option<Key>,
+    id: String,
+    tx: oneshot::Sender<Result<ChunkRead, SourceError>>,
+) -> Result<(), SourceError> {
+    let mut conn = cut::session(&cfg.opts).await?;
+    let signal = format!(
+        "{}.{}",
+        rows::quote_ident(&cfg.schema),
+        rows::quote_ident(SIGNAL_TABLE)
+    );
+    let insert = format!("INSERT INTO {signal} (id, type, data) VALUES (?, ?, ?)");
+    let read = async {
+        let t = match meta {
+            Some(t) => t,
+            None => Arc::new(rows::load_table(&mut conn, &db, &table).await?),
+        };
+        if t.primary_key.is_empty() {
+            return Err(SourceError::Fatal(format!(
+                "on-demand snapshot of {}: the table has no primary key",
+                t.label()
+            )));
+        }
+        conn.exec_drop(&insert, (format!("{id}-open"), "snapshot-window-open", &id))
+            .await?;
+        let c = chunk::Chunk {
+            n: 0,
+            table: 0,
+            lo: after,
+            hi: None,
+        };
+        let (mut sql, params) = chunk::chunk_query(&t, &c);
+        sql.push_str(&format!(" LIMIT {}", cfg.chunk_rows));
+        let result: Vec<mysql_async::Row> = conn.exec(sql, params).await?;
+        let ctx = EventCtx {
+            name: cfg.name.clone(),
+            flavor: cfg.flavor,
+            server_id: 0,
+            ts_ms: now_ms(),
+            empty: Arc::from(""),
+        };
+        let mut out = Vec::with_capacity(result.len());
+        let now = now_ms();
+        for (i, r) in result.into_iter().enumerate() {
+            let values = super::convert_row(&t, r)?;
+            out.push(super::read_event(&t, &ctx, values, i as u32, now));
+        }
+        let last_key = out.last().map(|e| {
+            let v = &e.after.as_ref().expect("after").values;
+            t.primary_key.iter().map(|&k| to_sql(&v[k])).collect()
+        });
+        Ok(ChunkRead {
+            table: t,
+            rows: out,
+            last_key,
+        })
+    }
+    .await;
+    let failed = read.is_err();
+    let _ = tx.send(read);
+    // The high watermark also when the read failed: it ends the window.
+    conn.exec_drop(
+        &insert,
+        (format!("{id}-close"), "snapshot-window-close", &id),
+    )
+    .await?;
+    conn.disconnect().await.ok();
+    if failed {
+        return Err(SourceError::Fatal("chunk read failed".into()));
+    }
+    Ok(())
+}
+
+/// A primary key value back as a query parameter.
+fn to_sql(v: &Value) -> mysql_async::Value {
+    use mysql_async::Value as S;
+    match v {
+        Value::Null => S::NULL,
+        Value::Bool(b) => S::Int(*b as i64),
+        Value::Int(i) => S::Int(*i),
+        Value::UInt(u) => S::UInt(*u),
+        Value::Float(f) => S::Float(*f),
+        Value::Double(d) => S::Double(*d),
+        Value::Decimal(s) | Value::String(s) => S::Bytes(s.as_bytes().to_vec()),
+        Value::Bytes(b) => S::Bytes(b.clone()),
+        Value::Date(d) => S::Date(d.year, d.month, d.day, 0, 0, 0, 0),
+        Value::DateTime(d) => S::Date(
+            d.date.year,
+            d.date.month,
+            d.date.day,
+            d.hour,
+            d.minute,
+            d.second,
+            d.micros,
+        ),
+        Value::Time(t) => S::Time(
+            t.negative,
+            t.hours as u32 / 24,
+            (t.hours % 24) as u8,
+            t.minute,
+            t.second,
+            t.micros,
+        ),
+        Value::Timestamp { secs, micros, .. } => {
+            // Sessions run in UTC: back to the calendar form.
+            let days = secs.div_euclid(86_400);
+            let rem = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            S::Date(
+                y as u16,
+                m as u8,
+                d as u8,
+                (rem / 3600) as u8,
+                (rem % 3600 / 60) as u8,
+                (rem % 60) as u8,
+                *micros,
+            )
+        }
+        other => S::Bytes(format!("{other:?}").into_bytes()),
+    }
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The text of a column of the event's after image.
+fn col(ev: &ChangeEvent, name: &str) -> Option<String> {
+    let after = ev.after.as_ref()?;
+    let i = after.columns.iter().position(|c| &**c == name)?;
+    match after.values.get(i)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// Equal primary key values give equal text (both paths build equal `Value`s).
+fn key_text(values: &[Value], pk: &[usize]) -> String {
+    let k: Vec<&Value> = pk.iter().filter_map(|&i| values.get(i)).collect();
+    format!("{k:?}")
+}
+
+/// `{"tables": ["db.t", ...]}` or Debezium's `{"data-collections": [...]}`.
+fn parse_request(data: &str) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+        return Vec::new();
+    };
+    let list = v
+        .get("tables")
+        .or_else(|| v.get("data-collections"))
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .filter_map(|t| t.as_str()?.split_once('.'))
+        .map(|(d, t)| (d.to_string(), t.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        assert_eq!(
+            parse_request(r#"{"tables": ["s.t", "a.b"]}"#),
+            vec![("s".into(), "t".into()), ("a".into(), "b".into())]
+        );
+        assert_eq!(
+            parse_request(r#"{"data-collections": ["s.t"]}"#),
+            vec![("s".into(), "t".into())]
+        );
+        assert!(parse_request("x").is_empty());
+    }
+
+    #[test]
+    fn timestamp_keys_round_trip() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+    }
+}
