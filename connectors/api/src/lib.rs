@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod json;
+pub mod metrics;
 pub mod sink;
 pub mod table;
 pub mod value;
