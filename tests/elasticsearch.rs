@@ -88,7 +88,7 @@ impl Service {
         let toml = format!(
             "[source]\nurl = {:?}\nserver_id = {}\nname = \"svc\"\nstart = \"earliest\"\nheartbeat_secs = 2\n\n\
              [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"elasticsearch\"\nname = \"es\"\nurls = [{:?}]\n\
-             flush_ms = 50\nretry_max_ms = 1000\ntimeout_ms = 5000\n{extra}\n",
+             flush_ms = 50\nretry_max_ms = 1000\n{extra}\n",
             server.repl_url(),
             next_replica_server_id(),
             tmp.0.join("cp").display().to_string(),
