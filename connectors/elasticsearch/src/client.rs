@@ -41,7 +41,9 @@ pub struct Client {
 /// One item of a `_bulk` response.
 #[derive(Debug, Deserialize)]
 pub struct BulkItem {
+    /// The item's HTTP status (201 created, 409 conflict, 400 mapping error...).
     pub status: u16,
+    /// The error object of a failed item (`type`, `reason`, `caused_by`).
     #[serde(default)]
     pub error: Option<serde_json::Value>,
 }
@@ -143,6 +145,7 @@ impl Client {
     }
 
     /// `PUT /<index>` with `body`; an index that already exists is success.
+    /// True when this call created it.
     pub async fn create_index(&self, index: &str, body: &serde_json::Value) -> Result<bool, Failure> {
         let path = format!("/{}", encode_path(index));
         match self

@@ -36,6 +36,7 @@
 //! Invariants: `Bulk::body` is always a sequence of complete NDJSON action
 //! (+ document) lines, and `Bulk::items[i]` describes the i-th action.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use rowstream_api::json::{write_row, write_str, write_value};
@@ -100,7 +101,9 @@ pub fn write_id(out: &mut Vec<u8>, row: &Row, key: &[usize]) {
 /// The bulk action kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Index (create or replace) the document.
     Index,
+    /// Delete the document.
     Delete,
 }
 
@@ -112,28 +115,36 @@ pub struct Item {
     /// Where the document line starts (`== end` for deletes).
     pub doc: usize,
     pub end: usize,
+    /// What the action does.
     pub action: Action,
     /// The change that produced it (a primary-key change produces a delete
     /// and an index action).
     pub op: Op,
+    /// The GTID of the change's transaction.
     pub gtid: Arc<str>,
+    /// The external version sent.
     pub version: u64,
 }
 
 /// A `_bulk` request body being built, with its items.
 #[derive(Debug, Default)]
 pub struct Bulk {
+    /// NDJSON: complete action (and document) lines.
     pub body: Vec<u8>,
+    /// One per action, in body order.
     pub items: Vec<Item>,
+    /// Scratch buffers for the ids, kept to reuse their allocations.
     id: Vec<u8>,
     id2: Vec<u8>,
 }
 
 impl Bulk {
+    /// True when no action is pending.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
+    /// Forgets every action, keeping the allocations.
     pub fn clear(&mut self) {
         self.body.clear();
         self.items.clear();
@@ -188,7 +199,7 @@ impl Bulk {
         // Ids are written by write_value, which only emits UTF-8.
         write_str(out, std::str::from_utf8(id).unwrap_or_default());
         out.extend_from_slice(b",\"version\":");
-        out.extend_from_slice(itoa_u64(version).as_bytes());
+        let _ = write!(out, "{version}");
         out.extend_from_slice(b",\"version_type\":\"external\"}}\n");
         let doc_at = out.len();
         if let Some(row) = doc {
@@ -205,10 +216,6 @@ impl Bulk {
             version,
         });
     }
-}
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
 }
 
 /// The body of the create-index request for a table version: one mapped
