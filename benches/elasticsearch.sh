@@ -6,11 +6,16 @@
 #   - rowstream-es: `rowstream run` with an elasticsearch sink (defaults but
 #     bulk_docs = BULK_DOCS), timed from start until checkpoint.json holds the last
 #     transaction (every bulk item acknowledged);
-#   - plain-bulk: then, on the same server in the same run, the plain loader
+#   - plain-bulk: in the same run, the plain loader
 #     connectors/elasticsearch/examples/plain_bulk.rs sending the same documents (the
 #     after-images `rowstream tail` prints, one action per row change, external
-#     versions, ids [id]) in bulks of BULK_DOCS through the sink's HTTP client into a
-#     new index with rowstream's mapping; all bodies built before its clock starts.
+#     versions, ids [id]) in bulks of BULK_DOCS through the sink's HTTP client into an
+#     index with rowstream's mapping; all bodies built before its clock starts.
+# Each of the two gets a freshly started osmem-server (same binary, port and settings),
+# so both start from the same empty state (osmem is a Go program keeping everything in
+# memory: a server already holding the other's 100,000 documents runs at a different
+# speed), and the order alternates per run (odd runs rowstream first), so a drift in the
+# machine's load does not always favour the same one.
 # RUNS times each (default 3); prints both rates and the ratio per run and the median.
 #
 # osmem-server indexes only a few thousand documents per second, so the default is
@@ -67,9 +72,10 @@ fresh_server() {
   deploy/dev/start-osmem.sh "$ES_PORT" "$DIR/osmem" >/dev/null
 }
 
-# rowstream run into the sink; prints the catch-up seconds.
+# rowstream run into the sink; prints the catch-up seconds. Saves the mapping rowstream
+# created (for plain-bulk) the first time.
 run_service() {
-  local d=$DIR/service t0 pid
+  local d=$DIR/service t0 pid count
   rm -rf "$d"; mkdir -p "$d"
   cat >"$d/rowstream.toml" <<TOML
 [source]
@@ -95,17 +101,32 @@ TOML
   echo "$(date +%s.%N) $t0" | awk '{printf "%.2f", $1-$2}'
   kill -TERM $pid
   wait $pid
+  count=$(curl -sf "http://127.0.0.1:$ES_PORT/bench.t/_count" | sed 's/.*"count":\([0-9]*\).*/\1/')
+  [[ $count -eq $((NTX*ROWS)) ]] || { echo "index bench.t holds $count documents, expected $((NTX*ROWS))" >&2; return 1; }
+  [[ -s $DIR/mapping.json ]] || curl -sf "http://127.0.0.1:$ES_PORT/bench.t/_mapping" \
+    | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["bench.t"]["mappings"]))' >"$DIR/mapping.json"
+}
+
+# plain_bulk with the same documents; prints its seconds.
+run_plain() {
+  local out count
+  out=$("$PLAIN" "http://127.0.0.1:$ES_PORT" "$DIR/mapping.json" plain "$BULK_DOCS" <"$DIR/envelopes.ndjson") || return 1
+  count=$(curl -sf "http://127.0.0.1:$ES_PORT/plain/_count" | sed 's/.*"count":\([0-9]*\).*/\1/')
+  [[ $count -eq $((NTX*ROWS)) ]] || { echo "index plain holds $count documents, expected $((NTX*ROWS))" >&2; return 1; }
+  sed 's/.*seconds=\([0-9.]*\).*/\1/' <<<"$out"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rm -f "$DIR/mapping.json"
 : >"$DIR/runs.tsv"
 for i in $(seq 1 "$RUNS"); do
-  fresh_server
-  rs=$(run_service) || exit 1
-  count=$(curl -sf "http://127.0.0.1:$ES_PORT/bench.t/_count" | sed 's/.*"count":\([0-9]*\).*/\1/')
-  [[ $count -eq $((NTX*ROWS)) ]] || { echo "index bench.t holds $count documents, expected $((NTX*ROWS))" >&2; exit 1; }
-  out=$("$PLAIN" "http://127.0.0.1:$ES_PORT" bench.t plain "$BULK_DOCS" <"$DIR/envelopes.ndjson") || exit 1
-  pl=$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<<"$out")
+  if (( i % 2 == 1 )); then
+    fresh_server; rs=$(run_service) || exit 1
+    fresh_server; pl=$(run_plain) || exit 1
+  else
+    fresh_server; pl=$(run_plain) || exit 1
+    fresh_server; rs=$(run_service) || exit 1
+  fi
   printf '%s\t%s\t%s\n' "$i" "$rs" "$pl" >>"$DIR/runs.tsv"
   awk -v n="$EXPECTED" -v i="$i" -v r="$rs" -v p="$pl" 'BEGIN { printf "run %s: rowstream-es %.0f changes/s (%.2f s), plain-bulk %.0f docs/s (%.2f s), ratio %.1f%%\n", i, n/r, r, n/p, p, 100*p/r }'
 done

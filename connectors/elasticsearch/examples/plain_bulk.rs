@@ -2,15 +2,16 @@
 //! rowstream indexes, sent by a plain loader with nothing else to do.
 //!
 //! ```text
-//! plain_bulk URL SRC_INDEX DST_INDEX BULK_DOCS < envelopes.ndjson
+//! plain_bulk URL MAPPING_FILE DST_INDEX BULK_DOCS < envelopes.ndjson
 //! ```
 //!
 //! Reads change envelopes (as `rowstream tail` prints them) from stdin and
 //! turns each into the action rowstream's sink sends for it: an `index` of
 //! the after-image with `_id` = `[id]` and an external version (increasing
 //! per line), or a `delete` of the before-image's id. All request bodies are
-//! built before the clock starts. Creates DST_INDEX with SRC_INDEX's mapping
-//! (the index rowstream created), then sends the bodies of BULK_DOCS actions
+//! built before the clock starts. Creates DST_INDEX with the mapping in
+//! MAPPING_FILE (the `mappings` object of the index rowstream created, as
+//! `GET /<index>/_mapping` shows it), then sends the bodies of BULK_DOCS actions
 //! one request at a time (as the sink does) through the sink's own HTTP
 //! client, fails on any item error, and prints
 //! `docs=N seconds=S docs_per_s=R` on stdout.
@@ -25,14 +26,14 @@ use rowstream_elasticsearch::ElasticsearchSinkConfig;
 use serde_json::Value;
 
 fn usage() -> ! {
-    eprintln!("usage: plain_bulk URL SRC_INDEX DST_INDEX BULK_DOCS < envelopes.ndjson");
+    eprintln!("usage: plain_bulk URL MAPPING_FILE DST_INDEX BULK_DOCS < envelopes.ndjson");
     std::process::exit(2)
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, src, dst, bulk_docs] = args.as_slice() else {
+    let [url, mapping, dst, bulk_docs] = args.as_slice() else {
         usage()
     };
     let bulk_docs: usize = bulk_docs.parse().unwrap_or_else(|_| usage());
@@ -70,7 +71,10 @@ async fn main() {
         bodies.push((body, in_body));
     }
 
-    let mapping = fetch_mapping(url, src);
+    let mapping: Value = serde_json::from_slice(
+        &std::fs::read(mapping).unwrap_or_else(|e| panic!("{mapping}: {e}")),
+    )
+    .unwrap_or_else(|e| panic!("{mapping}: {e}"));
     client
         .create_index(dst, &serde_json::json!({ "mappings": mapping }))
         .await
@@ -91,16 +95,4 @@ async fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!("docs={docs} seconds={secs:.2} docs_per_s={:.0}", docs as f64 / secs);
-}
-
-/// The mapping of `index` (`GET /<index>/_mapping`), through curl to keep
-/// this example's dependencies those of the sink.
-fn fetch_mapping(url: &str, index: &str) -> Value {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", &format!("{url}/{index}/_mapping")])
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "GET /{index}/_mapping failed");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("mapping JSON");
-    v[index]["mappings"].clone()
 }
