@@ -108,8 +108,9 @@ pub struct ElasticsearchSinkConfig {
     /// Most documents (actions) in one `_bulk` request. Default 1000.
     #[serde(default = "default_bulk_docs")]
     pub bulk_docs: usize,
-    /// Most bytes in one `_bulk` request body (a single larger document is
-    /// sent alone). Default 5 MiB.
+    /// Size of a `_bulk` request body: a request is sent as soon as its
+    /// body reaches this many bytes, so it exceeds it by at most one row
+    /// change's actions. Default 5 MiB.
     #[serde(default = "default_bulk_bytes")]
     pub bulk_bytes: usize,
     /// Longest a change waits in the buffer for a fuller bulk request while
@@ -250,6 +251,12 @@ impl ElasticsearchSinkConfig {
         }
         for u in &self.urls {
             match url::Url::parse(u) {
+                Ok(p) if !p.username().is_empty() || p.password().is_some() => {
+                    return Err(err(
+                        "urls",
+                        "must not carry credentials (URLs are logged): use username/password or api_key".into(),
+                    ))
+                }
                 Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {}
                 _ => {
                     return Err(err(
@@ -376,6 +383,7 @@ mod tests {
         assert_eq!(bad(&|c| c.name = "".into()), "name");
         assert_eq!(bad(&|c| c.urls.clear()), "urls");
         assert_eq!(bad(&|c| c.urls = vec!["a:9200".into()]), "urls");
+        assert_eq!(bad(&|c| c.urls = vec!["http://u:secret@a:9200".into()]), "urls");
         assert_eq!(bad(&|c| c.index = "{db}".into()), "index");
         assert_eq!(bad(&|c| c.index = "{schema}.{table}".into()), "index");
         assert_eq!(bad(&|c| c.index = "_{table}".into()), "index");

@@ -216,6 +216,7 @@ impl ElasticsearchSink {
         let mut pending: Vec<usize> = (0..n).collect();
         let mut delay = FIRST_RETRY;
         let mut refused: Vec<(usize, u16, String)> = Vec::new();
+        let started = Instant::now();
         loop {
             let st = self.st.as_ref().expect("started");
             let body = if pending.len() == n {
@@ -275,6 +276,8 @@ impl ElasticsearchSink {
                 tokio::time::sleep(self.backoff(&mut delay)).await;
             }
         }
+        tracing::debug!(sink = %self.cfg.name, actions = n, bytes = self.st.as_ref().map_or(0, |s| s.bulk.body.len()),
+            ms = started.elapsed().as_millis() as u64, "bulk request settled");
         if !refused.is_empty() {
             refused.sort_by_key(|r| r.0);
             self.refused(&refused)?;
