@@ -38,7 +38,10 @@ reap_leftover_servers() {
     [[ -d $d ]] || continue
     pid=$(basename "$d" | cut -d- -f2)
     [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null || continue
-    deploy/dev/stop.sh --kill --purge "$d" >/dev/null 2>&1 || true
+    case $(basename "$d") in
+      osmem-*) deploy/dev/stop-osmem.sh --kill --purge "$d" >/dev/null 2>&1 || true ;;
+      *) deploy/dev/stop.sh --kill --purge "$d" >/dev/null 2>&1 || true ;;
+    esac
   done
 }
 

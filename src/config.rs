@@ -284,6 +284,9 @@ pub enum SinkConfig {
     File(rowstream_file::FileSinkConfig),
     /// `type = "kafka"`: per-table Kafka topics keyed by primary key (`connectors/kafka`).
     Kafka(rowstream_kafka::KafkaSinkConfig),
+    /// `type = "elasticsearch"`: one Elasticsearch / OpenSearch index per
+    /// table, documents keyed by primary key (`connectors/elasticsearch`).
+    Elasticsearch(rowstream_elasticsearch::ElasticsearchSinkConfig),
 }
 
 impl SinkConfig {
@@ -292,6 +295,7 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => &c.name,
             SinkConfig::Kafka(c) => &c.name,
+            SinkConfig::Elasticsearch(c) => &c.name,
         }
     }
 
@@ -300,6 +304,7 @@ impl SinkConfig {
         match self {
             SinkConfig::File(_) => "file",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Elasticsearch(_) => "elasticsearch",
         }
     }
 
@@ -309,6 +314,7 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => c.validate().map_err(|e| (e.key.to_string(), e.problem)),
             SinkConfig::Kafka(c) => c.validate().map_err(|e| (e.key, e.problem)),
+            SinkConfig::Elasticsearch(c) => c.validate().map_err(|e| (e.key, e.problem)),
         }
     }
 }

@@ -105,6 +105,9 @@ fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn Sink>, ServiceError> {
         SinkConfig::Kafka(c) => {
             Box::new(rowstream_kafka::KafkaSink::new(c.clone()).map_err(|e| bad(&e))?)
         }
+        SinkConfig::Elasticsearch(c) => Box::new(
+            rowstream_elasticsearch::ElasticsearchSink::new(c.clone()).map_err(|e| bad(&e))?,
+        ),
     })
 }
 

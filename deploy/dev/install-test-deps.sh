@@ -7,6 +7,8 @@
 #      (default ${ROWSTREAM_CACHE:-$HOME/.cache/rowstream}/mysql-sid/root) by setup-mysql.sh.
 #   3. The Kafka-protocol broker noida-db (PyPI wheel, pip download) into
 #      $ROWSTREAM_CACHE/noida-db-0.2.3 by start-kafka.sh --fetch.
+#   4. The Elasticsearch/OpenSearch-API server osmem-server (PyPI wheel, pip download) into
+#      $ROWSTREAM_CACHE/osmem-server-0.1.6 by start-osmem.sh --fetch.
 # Runs apt-get as root, or through sudo when not root. Prints the MySQL tree's path last.
 source "$(dirname "$0")/lib.sh"
 
@@ -39,5 +41,6 @@ for t in mariadb mariadb-admin mariadb-install-db; do
 done
 
 "$DEV_SCRIPTS/start-kafka.sh" --fetch >/dev/null
+"$DEV_SCRIPTS/start-osmem.sh" --fetch >/dev/null
 "$DEV_SCRIPTS/setup-mysql.sh"
 log "test dependencies ready in $(elapsed "$T0")s"

@@ -166,6 +166,7 @@ async fn run(
             return Err(e);
         }
     };
+    let cut_sequence = cut.sequence();
     if ready.send(Ok((cut, state.clone()))).is_err() {
         return Ok(Outcome::Stopped);
     }
@@ -176,6 +177,7 @@ async fn run(
         server_id,
         ts_ms: now_ms(),
         empty: Arc::from(""),
+        sequence: cut_sequence,
     };
     let n_workers = workers.len();
     let mut chunk_txs = Vec::with_capacity(n_workers);
@@ -291,6 +293,10 @@ pub(crate) struct EventCtx {
     /// `source.ts_ms`: when the rows were read.
     pub(crate) ts_ms: u64,
     pub(crate) empty: Arc<str>,
+    /// `source.sequence` of every row: the cut's position in the history, so
+    /// a row read at the cut sorts before every change streamed after it
+    /// (Elasticsearch external versions).
+    pub(crate) sequence: u64,
 }
 
 /// A worker's output: up to `PIECE_RECORDS` rows, and the chunk's end.
@@ -468,8 +474,8 @@ pub(crate) fn read_event(
             db: t.db.clone(),
             table: t.table.clone(),
             server_id: ctx.server_id,
-            // TODO(sequence): the cut's position in the history.
             gtid: ctx.empty.clone(),
+            sequence: ctx.sequence,
             file: ctx.empty.clone(),
             pos: 0,
             row,

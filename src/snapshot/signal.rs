@@ -107,7 +107,13 @@ impl Incremental {
             if &*ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
                 if ev.op == Op::Create {
                     let (ty, data) = (col(ev, "type"), col(ev, "data"));
-                    let inserted = self.on_signal(ty.as_deref(), data.as_deref());
+                    let sequence = ev.source.sequence;
+                    let mut inserted = self.on_signal(ty.as_deref(), data.as_deref());
+                    // Emitted in the high watermark's transaction: newer than
+                    // every change before it, older than every change after.
+                    for e in &mut inserted {
+                        e.source.sequence = sequence;
+                    }
                     if !inserted.is_empty() {
                         let n = inserted.len();
                         let at = i + 1;
@@ -298,6 +304,7 @@ async fn window(
             server_id: 0,
             ts_ms: now_ms(),
             empty: Arc::from(""),
+            sequence: 0, // set to the high watermark's when emitted (`process`)
         };
         let mut out = Vec::with_capacity(result.len());
         let now = now_ms();

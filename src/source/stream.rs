@@ -453,6 +453,9 @@ struct Tx {
     skip: u64,
     /// Inside BEGIN ... COMMIT (else a single statement is the transaction).
     in_begin: bool,
+    /// `Source::sequence` of the transaction: the sequence of `executed`
+    /// with this transaction added.
+    sequence: u64,
 }
 
 /// Decodes raw events into records; holds all per-stream state.
@@ -461,6 +464,10 @@ struct Processor {
     name: Arc<str>,
     filter: TableFilter,
     executed: GtidSet,
+    /// `executed.sequence()`, kept up to date per commit (see
+    /// `Source::sequence`). It depends only on `executed`, so a resume after a
+    /// reconnect numbers the next transactions exactly as before.
+    sequence: u64,
     /// A transaction completed since the last batch was handed out.
     committed: bool,
     fde: FormatDescriptionEvent<'static>,
@@ -492,6 +499,7 @@ impl Processor {
             flavor,
             name: cfg.name.clone(),
             filter: cfg.filter.clone(),
+            sequence: start.sequence(),
             executed: start,
             committed: false,
             fde: FormatDescriptionEvent::new(BinlogVersion::Version4),
@@ -677,6 +685,7 @@ impl Processor {
     fn begin_tx(&mut self, gtid: String, ts_ms: u64) -> Result<(), SourceError> {
         let parsed = Gtid::parse(self.flavor, &gtid)
             .map_err(|e| SourceError::Fatal(format!("GTID `{gtid}`: {e}")))?;
+        let sequence = self.executed.sequence_with(self.sequence, &parsed);
         let gtid: Arc<str> = Arc::from(gtid);
         let skip = match self.resume_skip.take() {
             Some((g, n)) if g == gtid => n,
@@ -690,6 +699,7 @@ impl Processor {
             per_table: HashMap::new(),
             skip,
             in_begin: false,
+            sequence,
         });
         Ok(())
     }
@@ -700,6 +710,7 @@ impl Processor {
             self.executed
                 .add(&tx.parsed)
                 .map_err(|e| SourceError::Fatal(format!("GTID {}: {e}", tx.gtid)))?;
+            self.sequence = tx.sequence;
             self.committed = true;
             // Transactions with nothing for us (filtered tables) need no boundary.
             if tx.total > 0 {
@@ -795,6 +806,7 @@ impl Processor {
                         file: self.file.clone(),
                         pos: self.event_start,
                         row: 0,
+                        sequence: self.tx.as_ref().map_or(self.sequence, |t| t.sequence),
                     },
                     ts_ms: now_ms(),
                     database: Arc::from(db.as_str()),
@@ -933,6 +945,7 @@ impl Processor {
                     file: self.file.clone(),
                     pos,
                     row: row - 1,
+                    sequence: tx.sequence,
                 },
                 transaction: Some(Transaction {
                     id: tx.gtid.clone(),
@@ -1258,6 +1271,68 @@ mod tests {
         let crc = crc32fast::hash(&e);
         e.extend_from_slice(&crc.to_le_bytes());
         e
+    }
+
+    /// Runs transactions through a processor started at `start` and returns
+    /// each one's `sequence`.
+    fn sequences(flavor: Flavor, start: &str, gtids: &[&str]) -> Vec<u64> {
+        let cfg = processor(flavor);
+        let mut p = Processor::new(
+            &StreamConfig {
+                servers: vec![ConnOpts::from_url("mysql://u@127.0.0.1:1").unwrap()],
+                server_id: 1,
+                name: cfg.name.clone(),
+                report_host: "rowstream".into(),
+                filter: TableFilter::default(),
+                heartbeat: Duration::from_secs(1),
+            },
+            flavor,
+            GtidSet::parse(flavor, start).unwrap(),
+        );
+        gtids
+            .iter()
+            .map(|g| {
+                p.begin_tx(g.to_string(), 0).unwrap();
+                let s = p.tx.as_ref().unwrap().sequence;
+                p.commit(0).unwrap();
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sequence_of_transactions() {
+        const U: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        const V: &str = "8a94f357-aab4-11df-86ab-c80aa9429562";
+        let all: Vec<String> = (1..=4).map(|n| format!("{U}:{n}")).chain([format!("{V}:1")]).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let from_scratch = sequences(Flavor::MySql, "", &all);
+        assert_eq!(from_scratch, [1, 2, 3, 4, 5]);
+        // Resumed from a checkpoint after the second: the same numbers for the rest.
+        assert_eq!(sequences(Flavor::MySql, &format!("{U}:1-2"), &all[2..]), [3, 4, 5]);
+        // A promoted replica with the same history under its own UUID keeps counting.
+        assert_eq!(
+            sequences(Flavor::MySql, &format!("{U}:1-4"), &[&format!("{V}:1"), &format!("{V}:2")]),
+            [5, 6]
+        );
+        let ma = ["0-1-1", "0-1-2", "1-5-1", "0-2-3"];
+        assert_eq!(sequences(Flavor::MariaDb, "", &ma), [1, 2, 3, 4]);
+        assert_eq!(sequences(Flavor::MariaDb, "0-1-2", &ma[2..]), [3, 4]);
+        // Failover: the promoted server (another server id) continues the domain.
+        assert_eq!(sequences(Flavor::MariaDb, "0-1-2,1-5-1", &["0-9-3"]), [4]);
+    }
+
+    #[test]
+    fn sequence_survives_a_reconnect() {
+        let mut p = processor(Flavor::MariaDb);
+        p.begin_tx("0-1-1".into(), 0).unwrap();
+        p.commit(0).unwrap();
+        p.begin_tx("0-1-2".into(), 0).unwrap();
+        p.prepare_resume(); // connection lost inside the second transaction
+        p.begin_tx("0-1-2".into(), 0).unwrap();
+        assert_eq!(p.tx.as_ref().unwrap().sequence, 2);
+        p.commit(0).unwrap();
+        assert_eq!(p.sequence, p.executed.sequence());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Every integration test file does `mod common;` and uses this module. [`TestKafka`] is a
 //! throwaway Kafka-protocol broker (`deploy/dev/start-kafka.sh`, `stop-kafka.sh`) with the
-//! same skip / fail rule and cleanup as [`TestServer`].
+//! same skip / fail rule and cleanup as [`TestServer`]; [`TestSearch`] is a throwaway
+//! server speaking the Elasticsearch / OpenSearch REST API (osmem-server,
+//! `deploy/dev/start-osmem.sh`, `stop-osmem.sh`), likewise.
 //!
 //! Invariants:
 //! - Servers are started and stopped only through the scripts in `deploy/dev/`
@@ -479,6 +481,118 @@ impl TestKafka {
     }
 }
 
+/// A private throwaway server speaking the Elasticsearch / OpenSearch REST API
+/// (osmem-server, see `deploy/dev/start-osmem.sh`) on `127.0.0.1:port`, pid file and log
+/// under target/test-servers/osmem-<pid>-<n>. In memory only. Killed and purged on drop
+/// (the log kept when the test panics, like [`TestServer`]).
+pub struct TestSearch {
+    pub port: u16,
+    pub datadir: PathBuf,
+}
+
+impl TestSearch {
+    /// Starts a server on a free port. The binary is downloaded into the cache on first
+    /// use (`start-osmem.sh --fetch`, pip). Returns None after printing "SKIP: <reason>"
+    /// when it cannot be obtained and ROWSTREAM_TEST_REQUIRE_SERVERS is unset; panics when
+    /// it is set. Panics when the binary exists but does not start.
+    pub fn start() -> Option<TestSearch> {
+        let mut fetch = Command::new(dev_script("start-osmem.sh"));
+        fetch.arg("--fetch");
+        let out = output_with_timeout(&mut fetch, None, Duration::from_secs(300));
+        if !out.success() {
+            let reason = format!(
+                "cannot obtain osmem-server ({}): {} (run deploy/dev/install-test-deps.sh)",
+                out.describe_status(),
+                out.stderr_text().trim()
+            );
+            if require_servers() {
+                panic!("{reason} and {REQUIRE_SERVERS_ENV} is set");
+            }
+            eprintln!("SKIP: {reason}");
+            return None;
+        }
+        sweep_stale_datadirs();
+        let mut last_err = String::new();
+        for _attempt in 0..5 {
+            let port = pick_port();
+            let search = TestSearch {
+                port,
+                datadir: servers_dir().join(format!(
+                    "osmem-{}-{}",
+                    std::process::id(),
+                    NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
+                )),
+            };
+            let mut cmd = Command::new(dev_script("start-osmem.sh"));
+            cmd.arg(port.to_string()).arg(&search.datadir);
+            let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
+            if out.success() {
+                return Some(search);
+            }
+            last_err = format!(
+                "start-osmem.sh {port} ({}): {}",
+                out.describe_status(),
+                out.stderr_text()
+            );
+            let port_taken = last_err.contains("in use");
+            drop(search);
+            if !port_taken {
+                break;
+            }
+        }
+        panic!("cannot start an osmem-server test server: {last_err}");
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Freezes (`true`: SIGSTOP) or thaws (`false`: SIGCONT) the server: an unresponsive
+    /// node, without losing its (in-memory) data.
+    pub fn freeze(&self, frozen: bool) {
+        let pid: i32 = std::fs::read_to_string(self.datadir.join("osmem.pid"))
+            .expect("osmem.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal osmem {pid}");
+    }
+}
+
+impl Drop for TestSearch {
+    fn drop(&mut self) {
+        let keep = std::thread::panicking()
+            || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty());
+        let mut cmd = Command::new(dev_script("stop-osmem.sh"));
+        cmd.arg("--kill");
+        if !keep {
+            cmd.arg("--purge");
+        }
+        cmd.arg(&self.datadir);
+        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+        if !out.success() {
+            eprintln!(
+                "warning: cleaning up osmem :{} failed: {}",
+                self.port,
+                out.stderr_text()
+            );
+        }
+        if keep && self.datadir.exists() {
+            eprintln!(
+                "kept osmem log of :{} (log: {})",
+                self.port,
+                self.datadir.join("osmem.log").display()
+            );
+        }
+        USED_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.port);
+    }
+}
+
 impl Drop for TestKafka {
     fn drop(&mut self) {
         let keep = std::thread::panicking()
@@ -805,12 +919,20 @@ fn sweep_stale_datadirs() {
                 })
             })
             .collect();
-        let (brokers, dbs): (Vec<PathBuf>, Vec<PathBuf>) = stale.into_iter().partition(|p| {
+        let named = |p: &PathBuf, prefix: &str| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("kafka-"))
-        });
-        for (script, dirs) in [("stop.sh", dbs), ("stop-kafka.sh", brokers)] {
+                .is_some_and(|n| n.starts_with(prefix))
+        };
+        let (brokers, rest): (Vec<PathBuf>, Vec<PathBuf>) =
+            stale.into_iter().partition(|p| named(p, "kafka-"));
+        let (search, dbs): (Vec<PathBuf>, Vec<PathBuf>) =
+            rest.into_iter().partition(|p| named(p, "osmem-"));
+        for (script, dirs) in [
+            ("stop.sh", dbs),
+            ("stop-kafka.sh", brokers),
+            ("stop-osmem.sh", search),
+        ] {
             if dirs.is_empty() {
                 continue;
             }

@@ -94,6 +94,7 @@ fn event() -> ChangeEvent {
             file: Arc::from("binlog.000042"),
             pos: 123_456_789,
             row: 3,
+            sequence: 0,
         },
         transaction: Some(Transaction {
             id: gtid,

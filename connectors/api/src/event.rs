@@ -86,6 +86,19 @@ pub struct Source {
     pub pos: u64,
     /// Index of the row within its rows event.
     pub row: u32,
+    /// Position of the event's transaction in the server's linear history:
+    /// MySQL, the number of GTIDs in the executed set once this transaction
+    /// is included; MariaDB, the sum over replication domains of the last
+    /// sequence number once it is included. The same for a replayed
+    /// transaction (it depends only on the history up to it), strictly
+    /// larger for every later transaction, and the same on a promoted
+    /// replica that has the same history (MariaDB's gtid_strict_mode keeps a
+    /// domain's numbers growing; a MySQL set has the same size whichever
+    /// server UUIDs it holds). Snapshot reads carry the sequence of their
+    /// consistent cut. Sinks use it for versions that never go backwards
+    /// (Elasticsearch external versions). 0 when unknown (tools, tests).
+    /// Not part of the JSON envelope.
+    pub sequence: u64,
 }
 
 /// `source.snapshot` marker.

@@ -972,6 +972,7 @@ mod tests {
             file: Arc::from("binlog.000003"),
             pos: 4_567,
             row: 0,
+            sequence: 0,
         }
     }
 

@@ -220,6 +220,28 @@ pub static SNAPSHOT_RUNNING: Family = Family::gauge(
     "",
 );
 
+// elasticsearch sink
+pub static ES_ITEMS_INDEXED: Family = Family::counter(
+    "rowstream_es_items_indexed_total",
+    "Bulk actions (index or delete) the cluster applied.",
+    "sink",
+);
+pub static ES_CONFLICTS_NEWER: Family = Family::counter(
+    "rowstream_es_conflicts_newer_total",
+    "Bulk actions answered 409 because the index already holds this or a newer version (replays); counted as success.",
+    "sink",
+);
+pub static ES_BULK_RETRIES: Family = Family::counter(
+    "rowstream_es_bulk_retries_total",
+    "Bulk requests (or their failed items) retried after an unreachable node, 429 or 5xx.",
+    "sink",
+);
+pub static ES_DEAD_LETTERS: Family = Family::counter(
+    "rowstream_es_dead_letters_total",
+    "Documents the cluster refused for their content, written to the dead-letter file.",
+    "sink",
+);
+
 /// Every family, in exposition order.
 pub static ALL: &[&Family] = &[
     &SOURCE_RECORDS,
@@ -236,6 +258,10 @@ pub static ALL: &[&Family] = &[
     &SNAPSHOT_ROWS_ESTIMATED,
     &SNAPSHOT_ROWS_PER_SECOND,
     &SNAPSHOT_RUNNING,
+    &ES_ITEMS_INDEXED,
+    &ES_CONFLICTS_NEWER,
+    &ES_BULK_RETRIES,
+    &ES_DEAD_LETTERS,
 ];
 
 /// The Prometheus text exposition (format 0.0.4) of every series created so far.

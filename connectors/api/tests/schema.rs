@@ -155,6 +155,7 @@ fn source() -> Source {
         file: Arc::from("binlog.000042"),
         pos: 123_456_789,
         row: 3,
+        sequence: 0,
     }
 }
 

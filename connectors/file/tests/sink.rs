@@ -83,6 +83,7 @@ fn event(tx: u64, i: u64) -> Record {
             file: "mysql-bin.000001".into(),
             pos: 4 + tx,
             row: i as u32,
+            sequence: 0,
         },
         transaction: Some(Transaction {
             id: g,

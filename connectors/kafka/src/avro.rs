@@ -657,6 +657,7 @@ mod tests {
                 file: "bin.000001".into(),
                 pos: 1234,
                 row: 0,
+                sequence: 0,
             },
             transaction: Some(Transaction {
                 id: "0-1-5".into(),

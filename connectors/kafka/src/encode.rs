@@ -250,6 +250,7 @@ mod tests {
                 file: "f".into(),
                 pos: 4,
                 row: 0,
+                sequence: 0,
             },
             transaction: Some(Transaction {
                 id: "0-1-5".into(),

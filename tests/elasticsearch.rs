@@ -1,0 +1,731 @@
+//! `rowstream run` with an Elasticsearch sink, against a real source server and a real
+//! server speaking the Elasticsearch / OpenSearch REST API (osmem-server, started by
+//! `deploy/dev/start-osmem.sh`).
+//!
+//! A random insert / update / delete workload (primary-key changes included, on a table
+//! with a single-column key and one with a composite key) runs while rowstream streams
+//! into the indices. Once the checkpoint covers the server's GTID set, every index is
+//! compared with its table (`SELECT`): the same ids (the key as a JSON array), the same
+//! field values, nothing more. Then:
+//! - replaying the whole binlog from the start (fresh checkpoint, `start = "earliest"`)
+//!   leaves every document and its `_version` unchanged (external versions: 409s);
+//! - killing rowstream (SIGKILL) and freezing the server at random moments loses nothing;
+//! - a document the index refuses goes to the dead-letter file (`on_error =
+//!   "dead_letter"`) or stops the service without advancing the checkpoint (`"stop"`);
+//! - a table without a primary key stops the service with a message naming it.
+//!
+//! Truth is the source server: its final table contents and GTID set.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{next_replica_server_id, rowstream, Flavor, TestSearch, TestServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+const SCHEMA: &str = "CREATE DATABASE s; \
+    CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL, n INT NULL, \
+      p DECIMAL(10,2) NULL, at DATETIME(3) NULL) DEFAULT CHARSET=utf8mb4; \
+    CREATE TABLE s.c (a INT NOT NULL, b VARCHAR(10) NOT NULL, x INT NOT NULL, PRIMARY KEY (b, a)) DEFAULT CHARSET=utf8mb4";
+
+/// Columns compared, as SQL expressions giving the text of the JSON value.
+const T_COLS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("v", "v"),
+    ("n", "n"),
+    ("p", "p"),
+    ("at", "REPLACE(CAST(at AS CHAR), ' ', 'T')"),
+];
+const C_COLS: &[(&str, &str)] = &[("a", "a"), ("b", "b"), ("x", "x")];
+
+/// A scratch dir under the system temp dir, removed on drop unless panicking.
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new(label: &str) -> TmpDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rowstream-es-{}-{}-{label}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TmpDir(p)
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `rowstream run` with an Elasticsearch sink.
+struct Service {
+    tmp: TmpDir,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Service {
+    /// With extra lines in the `[[sinks]]` table.
+    fn new(server: &TestServer, search: &TestSearch, extra: &str) -> Service {
+        let tmp = TmpDir::new(server.flavor.name());
+        let config = tmp.0.join("rowstream.toml");
+        let toml = format!(
+            "[source]\nurl = {:?}\nserver_id = {}\nname = \"svc\"\nstart = \"earliest\"\nheartbeat_secs = 2\n\n\
+             [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"elasticsearch\"\nname = \"es\"\nurls = [{:?}]\n\
+             flush_ms = 50\nretry_max_ms = 1000\n{extra}\n",
+            server.repl_url(),
+            next_replica_server_id(),
+            tmp.0.join("cp").display().to_string(),
+            search.url(),
+        );
+        std::fs::write(&config, toml).unwrap();
+        Service {
+            log: tmp.0.join("rowstream.log"),
+            config,
+            tmp,
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            rowstream()
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn rowstream run"),
+        );
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    fn checkpoint_gtid(&self) -> Option<String> {
+        let b = std::fs::read(self.tmp.0.join("cp").join("checkpoint.json")).ok()?;
+        let v: Value = serde_json::from_slice(&b).ok()?;
+        v["gtid_set"].as_str().map(|s| s.replace(['\n', ' '], ""))
+    }
+
+    /// Waits until the checkpoint equals the server's GTID set.
+    fn wait_caught_up(&mut self, server: &TestServer, timeout: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                panic!(
+                    "rowstream exited ({st}) before catching up\n--- log ---\n{}",
+                    self.log_tail()
+                );
+            }
+            let want = server.gtid_executed().replace(' ', "");
+            if self.checkpoint_gtid().as_deref() == Some(want.as_str()) {
+                return t.elapsed();
+            }
+            if t.elapsed() > timeout {
+                panic!(
+                    "rowstream did not catch up in {timeout:?}: server at {want:?}, checkpoint {:?}\n--- log ---\n{}",
+                    self.checkpoint_gtid(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for rowstream to exit on its own; returns its status and whole log.
+    fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            if t.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rowstream did not exit within {timeout:?}\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigterm(&mut self) {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let t = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                assert!(
+                    st.success(),
+                    "rowstream exited with {st} after SIGTERM\n--- log ---\n{}",
+                    self.log_tail()
+                );
+                return;
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rowstream did not stop within 60 s of SIGTERM\n--- log ---\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- rowstream log ({}) ---\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let s = std::env::var("ROWSTREAM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("seed: {s} (set ROWSTREAM_TEST_SEED={s} to repeat)");
+    s
+}
+
+/// `txs` random transactions (1-4 statements each) as one SQL script. Keeps a model of
+/// the live keys so updates and deletes mostly hit rows, and PK changes move to free keys.
+struct Workload {
+    rng: StdRng,
+    t_ids: Vec<i64>,
+    c_keys: Vec<(i32, String)>,
+    next_id: i64,
+}
+
+impl Workload {
+    fn new(seed: u64) -> Workload {
+        Workload {
+            rng: StdRng::seed_from_u64(seed),
+            t_ids: Vec::new(),
+            c_keys: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    fn script(&mut self, txs: usize) -> String {
+        let mut sql = String::new();
+        for _ in 0..txs {
+            sql.push_str("BEGIN;\n");
+            for _ in 0..self.rng.gen_range(1..=4) {
+                let stmt = self.statement();
+                sql.push_str(&stmt);
+                sql.push_str(";\n");
+            }
+            sql.push_str("COMMIT;\n");
+        }
+        sql
+    }
+
+    fn statement(&mut self) -> String {
+        let r = self.rng.gen_range(0..100);
+        let pick_t = |w: &mut Workload| w.t_ids[w.rng.gen_range(0..w.t_ids.len())];
+        match r {
+            0..=29 => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.t_ids.push(id);
+                let v: u32 = self.rng.gen();
+                let n = if self.rng.gen_bool(0.2) {
+                    "NULL".to_string()
+                } else {
+                    self.rng.gen_range(-1000..1000).to_string()
+                };
+                let p = self.rng.gen_range(-99999..99999);
+                let ms = self.rng.gen_range(0..86_400_000u64);
+                format!(
+                    "INSERT INTO s.t VALUES ({id}, 'v{v}-\"q\" é', {n}, {p}/100, \
+                     TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000'))"
+                )
+            }
+            30..=49 if !self.t_ids.is_empty() => {
+                let id = pick_t(self);
+                let v: u32 = self.rng.gen();
+                format!("UPDATE s.t SET v = 'u{v}', n = n + 1, p = NULL WHERE id = {id}")
+            }
+            50..=59 if !self.t_ids.is_empty() => {
+                let i = self.rng.gen_range(0..self.t_ids.len());
+                let old = self.t_ids[i];
+                let new = self.next_id;
+                self.next_id += 1;
+                self.t_ids[i] = new;
+                format!("UPDATE s.t SET id = {new} WHERE id = {old}")
+            }
+            60..=69 if !self.t_ids.is_empty() => {
+                let i = self.rng.gen_range(0..self.t_ids.len());
+                let id = self.t_ids.swap_remove(i);
+                format!("DELETE FROM s.t WHERE id = {id}")
+            }
+            70..=79 => {
+                let a = self.rng.gen_range(0..40);
+                let b = format!("k{}", self.rng.gen_range(0..5));
+                if self.c_keys.contains(&(a, b.clone())) {
+                    format!("UPDATE s.c SET x = x + 1 WHERE a = {a} AND b = '{b}'")
+                } else {
+                    self.c_keys.push((a, b.clone()));
+                    format!("INSERT INTO s.c VALUES ({a}, '{b}', 0)")
+                }
+            }
+            80..=89 if !self.c_keys.is_empty() => {
+                let i = self.rng.gen_range(0..self.c_keys.len());
+                let (a, b) = self.c_keys[i].clone();
+                let na = self.rng.gen_range(0..40);
+                if self.c_keys.contains(&(na, b.clone())) {
+                    format!("UPDATE s.c SET x = x + 10 WHERE a = {a} AND b = '{b}'")
+                } else {
+                    self.c_keys[i] = (na, b.clone());
+                    format!("UPDATE s.c SET a = {na} WHERE a = {a} AND b = '{b}'")
+                }
+            }
+            90..=99 if !self.c_keys.is_empty() => {
+                let i = self.rng.gen_range(0..self.c_keys.len());
+                let (a, b) = self.c_keys.swap_remove(i);
+                format!("DELETE FROM s.c WHERE a = {a} AND b = '{b}'")
+            }
+            _ => "DO 0".to_string(),
+        }
+    }
+}
+
+/// One HTTP call to the search server through curl; returns (status, body as JSON).
+fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Every document of `index`: id -> (`_version`, `_source`).
+fn documents(search: &TestSearch, index: &str) -> BTreeMap<String, (u64, Value)> {
+    let (st, _) = http("POST", &format!("{}/{index}/_refresh", search.url()), None);
+    assert_eq!(st, 200, "refresh {index}");
+    let (st, v) = http(
+        "GET",
+        &format!("{}/{index}/_search?size=10000&version=true", search.url()),
+        None,
+    );
+    assert_eq!(st, 200, "search {index}: {v}");
+    let hits = v["hits"]["hits"].as_array().expect("hits");
+    assert!(hits.len() < 10000, "index {index} too large for one page");
+    hits.iter()
+        .map(|h| {
+            (
+                h["_id"].as_str().unwrap().to_string(),
+                (h["_version"].as_u64().expect("_version"), h["_source"].clone()),
+            )
+        })
+        .collect()
+}
+
+/// JSON value as SQL text (NULL -> None).
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Checks that `index` holds exactly the rows of `table`: same ids (the key columns as a
+/// JSON array in key order), same values, no other document. Returns the document count.
+fn check_index(
+    server: &TestServer,
+    search: &TestSearch,
+    index: &str,
+    table: &str,
+    cols: &[(&str, &str)],
+    key: &[&str],
+) -> usize {
+    let docs = documents(search, index);
+    let exprs: Vec<&str> = cols.iter().map(|c| c.1).collect();
+    let rows = server.query(&format!("SELECT {} FROM {table}", exprs.join(", ")));
+    let mut want: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+    for row in rows {
+        let id: Vec<Value> = key
+            .iter()
+            .map(|k| {
+                let i = cols.iter().position(|c| c.0 == *k).unwrap();
+                let s = row[i].clone().unwrap();
+                match s.parse::<i64>() {
+                    Ok(n) if *k != "b" => Value::from(n),
+                    _ => Value::from(s),
+                }
+            })
+            .collect();
+        want.insert(Value::Array(id).to_string(), row);
+    }
+    let got: BTreeMap<String, Vec<Option<String>>> = docs
+        .iter()
+        .map(|(id, (_, src))| {
+            let canon = serde_json::from_str::<Value>(id)
+                .unwrap_or_else(|e| panic!("{index}: _id {id:?} is not a JSON array: {e}"))
+                .to_string();
+            (canon, cols.iter().map(|c| as_text(&src[c.0])).collect())
+        })
+        .collect();
+    let mut diff = Vec::new();
+    for k in got.keys().chain(want.keys()) {
+        if got.get(k) != want.get(k) && !diff.contains(k) {
+            diff.push(k.clone());
+        }
+    }
+    if !diff.is_empty() {
+        let detail: Vec<String> = diff
+            .iter()
+            .take(20)
+            .map(|k| format!("  {k}: index {:?} / table {:?}", got.get(k), want.get(k)))
+            .collect();
+        panic!(
+            "{index}: {} documents, {} rows in {table}; {} differ:\n{}",
+            got.len(),
+            want.len(),
+            diff.len(),
+            detail.join("\n")
+        );
+    }
+    got.len()
+}
+
+/// The server's `Source::sequence` now: MariaDB, the sum of the domains' seq_no; MySQL,
+/// the number of GTIDs in gtid_executed.
+fn server_sequence(server: &TestServer) -> u64 {
+    let set = server.gtid_executed();
+    match server.flavor {
+        Flavor::MariaDb => set
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|g| g.trim().rsplit('-').next().unwrap().parse::<u64>().unwrap())
+            .sum(),
+        Flavor::MySql => set
+            .split(',')
+            .flat_map(|uuid_set| uuid_set.trim().split(':').skip(1))
+            .filter(|iv| iv.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .map(|iv| match iv.split_once('-') {
+                Some((a, b)) => b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+                None => 1,
+            })
+            .sum(),
+    }
+}
+
+fn workload_into_index(flavor: Flavor) {
+    let Some(server) = TestServer::start(flavor, &[]) else {
+        return;
+    };
+    let Some(search) = TestSearch::start() else {
+        return;
+    };
+    server.exec(SCHEMA);
+    let mut svc = Service::new(&server, &search, "bulk_docs = 200");
+    let mut w = Workload::new(seed());
+    server.exec(&w.script(150));
+    let t = Instant::now();
+    svc.spawn();
+    for _ in 0..3 {
+        server.exec(&w.script(150));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The last transaction changes one known row: its version names the transaction.
+    server.exec("INSERT INTO s.c VALUES (1000, 'last', 0)");
+    let caught = svc.wait_caught_up(&server, Duration::from_secs(180));
+    eprintln!(
+        "{}: 600 transactions streamed, caught up {caught:?} after the last write ({:?} total)",
+        flavor.name(),
+        t.elapsed()
+    );
+    svc.sigterm();
+    let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
+    let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
+    eprintln!("{}: s.t {n_t} documents, s.c {n_c} documents match", flavor.name());
+    assert!(n_t > 0 && n_c > 0);
+
+    let before_t = documents(&search, "s.t");
+    let before_c = documents(&search, "s.c");
+    let (last_version, _) = &before_c[r#"["last",1000]"#];
+    assert_eq!(
+        (last_version >> 24, last_version & 0xff_ffff),
+        (server_sequence(&server), 1),
+        "the last transaction's version is (server sequence << 24 | order 1)"
+    );
+    let mapping = http("GET", &format!("{}/s.t/_mapping", search.url()), None).1;
+    let props = &mapping["s.t"]["mappings"]["properties"];
+    assert_eq!(props["id"]["type"], "long", "{mapping}");
+    assert_eq!(props["v"]["type"], "text", "{mapping}");
+    assert_eq!(props["at"]["type"], "date", "{mapping}");
+    assert_eq!(props["p"]["type"], "keyword", "{mapping}");
+
+    // Replay everything from the start with a fresh checkpoint: nothing changes.
+    let mut replay = Service::new(&server, &search, "bulk_docs = 200");
+    replay.spawn();
+    replay.wait_caught_up(&server, Duration::from_secs(180));
+    replay.sigterm();
+    let after_t = documents(&search, "s.t");
+    let after_c = documents(&search, "s.c");
+    assert!(before_t == after_t, "s.t changed by the replay");
+    assert!(before_c == after_c, "s.c changed by the replay");
+    eprintln!(
+        "{}: replay from the start left {} + {} documents and their versions unchanged",
+        flavor.name(),
+        after_t.len(),
+        after_c.len()
+    );
+}
+
+#[test]
+fn mariadb_workload_into_index() {
+    workload_into_index(Flavor::MariaDb);
+}
+
+#[test]
+fn mysql_workload_into_index() {
+    workload_into_index(Flavor::MySql);
+}
+
+/// Kills rowstream (SIGKILL) and freezes the search server (SIGSTOP for up to 1.5 s,
+/// then SIGCONT: requests time out and are retried) at random moments while the workload
+/// runs; afterwards every index equals its table. (osmem-server keeps its data in memory,
+/// so the server itself is frozen rather than restarted.)
+fn kills_lose_nothing(flavor: Flavor) {
+    let Some(server) = TestServer::start(flavor, &[]) else {
+        return;
+    };
+    let Some(search) = TestSearch::start() else {
+        return;
+    };
+    server.exec(SCHEMA);
+    let mut svc = Service::new(&server, &search, "bulk_docs = 50\ntimeout_ms = 1000");
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut w = Workload::new(seed);
+    svc.spawn();
+    let stop = AtomicBool::new(false);
+    let (mut kills, mut freezes, mut restarts) = (0, 0, 0);
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            for _ in 0..40 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                server.exec(&w.script(20));
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        while !writer.is_finished() {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(200..900)));
+            if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("rowstream exited on its own ({st}); restarting");
+                restarts += 1;
+                svc.child = None;
+                svc.spawn();
+                continue;
+            }
+            if rng.gen_bool(0.6) {
+                let mut c = svc.child.take().unwrap();
+                let _ = c.kill();
+                let _ = c.wait();
+                kills += 1;
+                svc.spawn();
+            } else {
+                search.freeze(true);
+                std::thread::sleep(Duration::from_millis(rng.gen_range(100..1500)));
+                search.freeze(false);
+                freezes += 1;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    eprintln!(
+        "{}: killed rowstream {kills}x, froze the server {freezes}x; {restarts} restarts after an exit",
+        flavor.name()
+    );
+    svc.wait_caught_up(&server, Duration::from_secs(180));
+    svc.sigterm();
+    let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
+    let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
+    eprintln!("{}: {n_t} + {n_c} documents match", flavor.name());
+    assert_eq!(restarts, 0, "rowstream must ride out an unresponsive server");
+}
+
+#[test]
+fn mariadb_kills_lose_nothing() {
+    kills_lose_nothing(Flavor::MariaDb);
+}
+
+#[test]
+fn mysql_kills_lose_nothing() {
+    kills_lose_nothing(Flavor::MySql);
+}
+
+/// An index whose mapping makes `v` a number: rows with a non-numeric `v` are refused
+/// with a mapping error.
+fn strict_index(search: &TestSearch) {
+    let (st, v) = http(
+        "PUT",
+        &format!("{}/s.t", search.url()),
+        Some(r#"{"mappings":{"properties":{"v":{"type":"long"}}}}"#),
+    );
+    assert_eq!(st, 200, "create s.t: {v}");
+}
+
+#[test]
+fn refused_documents_go_to_the_dead_letter_file() {
+    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    let Some(search) = TestSearch::start() else {
+        return;
+    };
+    server.exec(SCHEMA);
+    strict_index(&search);
+    let dead = std::env::temp_dir().join(format!("rowstream-es-dead-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&dead);
+    let mut svc = Service::new(
+        &server,
+        &search,
+        &format!("on_error = \"dead_letter\"\ndead_letter_file = {:?}", dead.display().to_string()),
+    );
+    server.exec(
+        "INSERT INTO s.t (id, v) VALUES (1, '11'), (2, 'not a number'), (3, '33'); \
+         INSERT INTO s.t (id, v) VALUES (4, 'nope')",
+    );
+    svc.spawn();
+    svc.wait_caught_up(&server, Duration::from_secs(60));
+    svc.sigterm();
+    let lines: Vec<Value> = std::fs::read_to_string(&dead)
+        .expect("dead-letter file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    let _ = std::fs::remove_file(&dead);
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["[2]", "[4]"], "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["index"], "s.t");
+        assert_eq!(l["op"], "c");
+        assert_eq!(l["status"], 400);
+        assert!(l["reason"].as_str().unwrap().contains("mapper_parsing_exception"), "{l}");
+        assert!(l["gtid"].as_str().unwrap().starts_with("0-"), "{l}");
+        assert_eq!(l["document"]["id"], l["id"].as_str().unwrap()[1..2].parse::<i64>().unwrap());
+    }
+    let docs = documents(&search, "s.t");
+    let got: Vec<&str> = docs.keys().map(String::as_str).collect();
+    assert_eq!(got, ["[1]", "[3]"]);
+}
+
+#[test]
+fn on_error_stop_exits_without_advancing_the_checkpoint() {
+    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    let Some(search) = TestSearch::start() else {
+        return;
+    };
+    server.exec(SCHEMA);
+    strict_index(&search);
+    let mut svc = Service::new(&server, &search, "");
+    server.exec("INSERT INTO s.t (id, v) VALUES (1, '11')");
+    svc.spawn();
+    svc.wait_caught_up(&server, Duration::from_secs(60));
+    let before = svc.checkpoint_gtid();
+    server.exec("INSERT INTO s.t (id, v) VALUES (2, 'not a number')");
+    let (status, log) = svc.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "exit status {status}\n{log}");
+    assert!(
+        log.contains("refused document")
+            && log.contains("mapper_parsing_exception")
+            && log.contains("dead_letter"),
+        "the error names the document, the reason and the option:\n{}",
+        svc.log_tail()
+    );
+    let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
+    eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
+    assert_eq!(svc.checkpoint_gtid(), before, "the checkpoint must not pass the refused row");
+    assert_ne!(before.as_deref(), Some(server.gtid_executed().as_str()));
+}
+
+#[test]
+fn table_without_primary_key_is_refused() {
+    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    let Some(search) = TestSearch::start() else {
+        return;
+    };
+    server.exec("CREATE DATABASE s; CREATE TABLE s.nokey (u VARCHAR(20) NOT NULL, x INT)");
+    server.exec("INSERT INTO s.nokey VALUES ('a', 1)");
+    let mut svc = Service::new(&server, &search, "");
+    svc.spawn();
+    let (status, log) = svc.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "exit status {status}\n{log}");
+    assert!(
+        log.contains("s.nokey has no primary key") && log.contains("key_columns"),
+        "the error names the table and the option:\n{}",
+        svc.log_tail()
+    );
+    assert!(svc.checkpoint_gtid().is_none_or(|g| g != server.gtid_executed()));
+    // With key_columns it goes through.
+    let mut svc = Service::new(&server, &search, "[sinks.key_columns]\n\"s.nokey\" = [\"u\"]");
+    svc.spawn();
+    svc.wait_caught_up(&server, Duration::from_secs(60));
+    svc.sigterm();
+    let docs = documents(&search, "s.nokey");
+    assert_eq!(docs.keys().collect::<Vec<_>>(), [r#"["a"]"#]);
+}
