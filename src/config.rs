@@ -879,9 +879,9 @@ dir = "/var/lib/rowstream/backup"
 
     #[test]
     fn unknown_sink_type_rejected() {
-        let text = BASE.replace("type = \"file\"", "type = \"elasticsearch\"");
+        let text = BASE.replace("type = \"file\"", "type = \"webhook\"");
         let e = parse(&text, &[]).unwrap_err().to_string();
-        assert!(e.contains("elasticsearch"), "{e}");
+        assert!(e.contains("webhook"), "{e}");
         // A known type with another type's keys names the offending key.
         let text = BASE.replace("type = \"file\"", "type = \"kafka\"");
         let e = parse(&text, &[]).unwrap_err().to_string();
