@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rowstream_api::metrics;
-use rowstream_api::{Ack, Batch, Committed, Flavor, Record, Sink, SinkError};
+use rowstream_api::{Ack, Batch, Committed, Flavor, Record, Sink, SinkBuilder, SinkError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointStore, SnapshotState};
@@ -92,22 +92,25 @@ impl Committed for CheckpointCommitted {
     }
 }
 
-/// Builds the configured sink.
-fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn Sink>, ServiceError> {
+/// The configured sink's builder.
+fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkBuilder>, ServiceError> {
     let bad = |e: &dyn std::fmt::Display| ServiceError::Sink {
         name: cfg.name().into(),
         reason: e.to_string(),
     };
     Ok(match cfg {
         SinkConfig::File(c) => {
-            Box::new(rowstream_file::FileSink::new(c.clone()).map_err(|e| bad(&e))?)
+            c.validate().map_err(|e| bad(&e))?;
+            Box::new(c.clone())
         }
         SinkConfig::Kafka(c) => {
-            Box::new(rowstream_kafka::KafkaSink::new(c.clone()).map_err(|e| bad(&e))?)
+            c.validate().map_err(|e| bad(&e))?;
+            Box::new(c.clone())
         }
-        SinkConfig::Elasticsearch(c) => Box::new(
-            rowstream_elasticsearch::ElasticsearchSink::new(c.clone()).map_err(|e| bad(&e))?,
-        ),
+        SinkConfig::Elasticsearch(c) => {
+            c.validate().map_err(|e| bad(&e))?;
+            Box::new(c.clone())
+        }
     })
 }
 
@@ -234,8 +237,8 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     // metadata) then never bounce between cores.
     let (free_tx, mut free_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
     for sc in &cfg.sinks {
-        let mut sink = build_sink(sc)?;
-        sink.start(&committed)
+        let sink = build_sink(sc)?
+            .start(&committed)
             .await
             .map_err(|e| ServiceError::Sink {
                 name: sc.name().into(),
@@ -567,7 +570,7 @@ async fn all_acked(
         };
         match rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err((name, why)),
+            Ok(Err(why)) => return Err((name, why.to_string())),
             Err(_) => return Err((name, "batch dropped without acknowledgement".into())),
         }
     }

@@ -170,7 +170,10 @@ impl Service {
             if t.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("rowstream did not exit within {timeout:?}\n{}", self.log_tail());
+                panic!(
+                    "rowstream did not exit within {timeout:?}\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -340,7 +343,18 @@ impl Workload {
 /// One HTTP call to the search server through curl; returns (status, body as JSON).
 fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    cmd.args([
+        "-s",
+        "-m",
+        "30",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        url,
+    ]);
     if let Some(b) = body {
         cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
     }
@@ -369,7 +383,10 @@ fn documents(search: &TestSearch, index: &str) -> BTreeMap<String, (u64, Value)>
         .map(|h| {
             (
                 h["_id"].as_str().unwrap().to_string(),
-                (h["_version"].as_u64().expect("_version"), h["_source"].clone()),
+                (
+                    h["_version"].as_u64().expect("_version"),
+                    h["_source"].clone(),
+                ),
             )
         })
         .collect()
@@ -494,7 +511,10 @@ fn workload_into_index(flavor: Flavor) {
     svc.sigterm();
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
-    eprintln!("{}: s.t {n_t} documents, s.c {n_c} documents match", flavor.name());
+    eprintln!(
+        "{}: s.t {n_t} documents, s.c {n_c} documents match",
+        flavor.name()
+    );
     assert!(n_t > 0 && n_c > 0);
 
     let before_t = documents(&search, "s.t");
@@ -601,7 +621,10 @@ fn kills_lose_nothing(flavor: Flavor) {
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
     eprintln!("{}: {n_t} + {n_c} documents match", flavor.name());
-    assert_eq!(restarts, 0, "rowstream must ride out an unresponsive server");
+    assert_eq!(
+        restarts, 0,
+        "rowstream must ride out an unresponsive server"
+    );
 }
 
 #[test]
@@ -635,12 +658,16 @@ fn refused_documents_go_to_the_dead_letter_file() {
     };
     server.exec(SCHEMA);
     strict_index(&search);
-    let dead = std::env::temp_dir().join(format!("rowstream-es-dead-{}.ndjson", std::process::id()));
+    let dead =
+        std::env::temp_dir().join(format!("rowstream-es-dead-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&dead);
     let mut svc = Service::new(
         &server,
         &search,
-        &format!("on_error = \"dead_letter\"\ndead_letter_file = {:?}", dead.display().to_string()),
+        &format!(
+            "on_error = \"dead_letter\"\ndead_letter_file = {:?}",
+            dead.display().to_string()
+        ),
     );
     server.exec(
         "INSERT INTO s.t (id, v) VALUES (1, '11'), (2, 'not a number'), (3, '33'); \
@@ -661,9 +688,18 @@ fn refused_documents_go_to_the_dead_letter_file() {
         assert_eq!(l["index"], "s.t");
         assert_eq!(l["op"], "c");
         assert_eq!(l["status"], 400);
-        assert!(l["reason"].as_str().unwrap().contains("mapper_parsing_exception"), "{l}");
+        assert!(
+            l["reason"]
+                .as_str()
+                .unwrap()
+                .contains("mapper_parsing_exception"),
+            "{l}"
+        );
         assert!(l["gtid"].as_str().unwrap().starts_with("0-"), "{l}");
-        assert_eq!(l["document"]["id"], l["id"].as_str().unwrap()[1..2].parse::<i64>().unwrap());
+        assert_eq!(
+            l["document"]["id"],
+            l["id"].as_str().unwrap()[1..2].parse::<i64>().unwrap()
+        );
     }
     let docs = documents(&search, "s.t");
     let got: Vec<&str> = docs.keys().map(String::as_str).collect();
@@ -697,7 +733,11 @@ fn on_error_stop_exits_without_advancing_the_checkpoint() {
     );
     let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
     eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
-    assert_eq!(svc.checkpoint_gtid(), before, "the checkpoint must not pass the refused row");
+    assert_eq!(
+        svc.checkpoint_gtid(),
+        before,
+        "the checkpoint must not pass the refused row"
+    );
     assert_ne!(before.as_deref(), Some(server.gtid_executed().as_str()));
 }
 
@@ -720,9 +760,15 @@ fn table_without_primary_key_is_refused() {
         "the error names the table and the option:\n{}",
         svc.log_tail()
     );
-    assert!(svc.checkpoint_gtid().is_none_or(|g| g != server.gtid_executed()));
+    assert!(svc
+        .checkpoint_gtid()
+        .is_none_or(|g| g != server.gtid_executed()));
     // With key_columns it goes through.
-    let mut svc = Service::new(&server, &search, "[sinks.key_columns]\n\"s.nokey\" = [\"u\"]");
+    let mut svc = Service::new(
+        &server,
+        &search,
+        "[sinks.key_columns]\n\"s.nokey\" = [\"u\"]",
+    );
     svc.spawn();
     svc.wait_caught_up(&server, Duration::from_secs(60));
     svc.sigterm();

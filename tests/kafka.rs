@@ -863,7 +863,9 @@ fn transaction_topic() {
         for r in consume_all(&b, topic) {
             let Some(v) = &r.value else { continue };
             assert_eq!(v["transaction"]["id"].as_str(), Some(r.gtid.as_str()));
-            let order = v["transaction"]["total_order"].as_u64().expect("total_order");
+            let order = v["transaction"]["total_order"]
+                .as_u64()
+                .expect("total_order");
             events
                 .entry(r.gtid.clone())
                 .or_default()
@@ -872,17 +874,28 @@ fn transaction_topic() {
                 .insert(order);
         }
     }
-    assert!(events.len() > 50, "the workload made {} transactions with changes", events.len());
+    assert!(
+        events.len() > 50,
+        "the workload made {} transactions with changes",
+        events.len()
+    );
     let markers = consume_all(&b, "svc.transaction");
     let mut seen: HashMap<String, (Option<(i32, i64)>, Option<(i32, i64, Value)>)> = HashMap::new();
     for r in markers {
         let v = r.value.expect("markers have values");
-        assert_eq!(r.key, format!("{{\"id\":{}}}", serde_json::to_string(&r.gtid).unwrap()));
+        assert_eq!(
+            r.key,
+            format!("{{\"id\":{}}}", serde_json::to_string(&r.gtid).unwrap())
+        );
         assert_eq!(v["id"].as_str(), Some(r.gtid.as_str()));
         let e = seen.entry(r.gtid.clone()).or_default();
         match v["status"].as_str() {
             Some("BEGIN") => {
-                assert!(e.0.is_none() && e.1.is_none(), "BEGIN twice or after END for {}", r.gtid);
+                assert!(
+                    e.0.is_none() && e.1.is_none(),
+                    "BEGIN twice or after END for {}",
+                    r.gtid
+                );
                 assert!(v["event_count"].is_null());
                 e.0 = Some((r.partition, r.offset));
             }
@@ -902,9 +915,14 @@ fn transaction_topic() {
         let (begin, end) = &seen[gtid];
         let (bp, bo) = begin.unwrap_or_else(|| panic!("no BEGIN for {gtid}"));
         let (ep, eo, v) = end.as_ref().unwrap_or_else(|| panic!("no END for {gtid}"));
-        assert!(bp == *ep && bo < *eo, "{gtid}: BEGIN at {bp}/{bo}, END at {ep}/{eo}");
-        let want: BTreeMap<String, u64> =
-            per_table.iter().map(|(t, o)| (t.clone(), o.len() as u64)).collect();
+        assert!(
+            bp == *ep && bo < *eo,
+            "{gtid}: BEGIN at {bp}/{bo}, END at {ep}/{eo}"
+        );
+        let want: BTreeMap<String, u64> = per_table
+            .iter()
+            .map(|(t, o)| (t.clone(), o.len() as u64))
+            .collect();
         let got: BTreeMap<String, u64> = v["data_collections"]
             .as_array()
             .expect("data_collections")
@@ -917,7 +935,11 @@ fn transaction_topic() {
             })
             .collect();
         assert_eq!(got, want, "{gtid}: per-table counts");
-        assert_eq!(v["event_count"].as_u64(), Some(want.values().sum::<u64>()), "{gtid}");
+        assert_eq!(
+            v["event_count"].as_u64(),
+            Some(want.values().sum::<u64>()),
+            "{gtid}"
+        );
     }
 }
 
@@ -976,6 +998,22 @@ fn broker_restarts_lose_nothing() {
         );
     }
     let b = kafka.bootstrap();
-    check_topic(&server, &b, "svc.s.t", "s.t", &["id", "v", "n"], &["id"], true);
-    check_topic(&server, &b, "svc.s.c", "s.c", &["a", "b", "x"], &["a", "b"], true);
+    check_topic(
+        &server,
+        &b,
+        "svc.s.t",
+        "s.t",
+        &["id", "v", "n"],
+        &["id"],
+        true,
+    );
+    check_topic(
+        &server,
+        &b,
+        "svc.s.c",
+        "s.c",
+        &["a", "b", "x"],
+        &["a", "b"],
+        true,
+    );
 }

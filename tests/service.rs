@@ -1882,7 +1882,8 @@ fn scrape(port: u16) -> BTreeMap<String, f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -1891,7 +1892,10 @@ fn scrape(port: u16) -> BTreeMap<String, f64> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let (k, v) = l.rsplit_once(' ').expect("name value");
-            (k.to_string(), v.parse().unwrap_or_else(|_| panic!("not a number: {l}")))
+            (
+                k.to_string(),
+                v.parse().unwrap_or_else(|_| panic!("not a number: {l}")),
+            )
         })
         .collect()
 }
@@ -1932,7 +1936,11 @@ fn metrics_endpoint() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(m.get("rowstream_source_records_total"), Some(&backup_records), "{m:?}");
+    assert_eq!(
+        m.get("rowstream_source_records_total"),
+        Some(&backup_records),
+        "{m:?}"
+    );
     assert_eq!(
         m.get("rowstream_sink_records_acked_total{sink=\"backup\"}"),
         Some(&backup_records),

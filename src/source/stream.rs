@@ -1304,15 +1304,25 @@ mod tests {
     fn sequence_of_transactions() {
         const U: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
         const V: &str = "8a94f357-aab4-11df-86ab-c80aa9429562";
-        let all: Vec<String> = (1..=4).map(|n| format!("{U}:{n}")).chain([format!("{V}:1")]).collect();
+        let all: Vec<String> = (1..=4)
+            .map(|n| format!("{U}:{n}"))
+            .chain([format!("{V}:1")])
+            .collect();
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let from_scratch = sequences(Flavor::MySql, "", &all);
         assert_eq!(from_scratch, [1, 2, 3, 4, 5]);
         // Resumed from a checkpoint after the second: the same numbers for the rest.
-        assert_eq!(sequences(Flavor::MySql, &format!("{U}:1-2"), &all[2..]), [3, 4, 5]);
+        assert_eq!(
+            sequences(Flavor::MySql, &format!("{U}:1-2"), &all[2..]),
+            [3, 4, 5]
+        );
         // A promoted replica with the same history under its own UUID keeps counting.
         assert_eq!(
-            sequences(Flavor::MySql, &format!("{U}:1-4"), &[&format!("{V}:1"), &format!("{V}:2")]),
+            sequences(
+                Flavor::MySql,
+                &format!("{U}:1-4"),
+                &[&format!("{V}:1"), &format!("{V}:2")]
+            ),
             [5, 6]
         );
         let ma = ["0-1-1", "0-1-2", "1-5-1", "0-2-3"];

@@ -11,6 +11,8 @@ pub mod value;
 pub use event::{
     ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
 };
-pub use sink::{Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkError};
+pub use sink::{
+    Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkBuilder, SinkError,
+};
 pub use table::{ColumnType, TableMeta};
 pub use value::{Date, DateTime, Time, Value};

@@ -53,8 +53,9 @@ pub trait Committed: Send + Sync {
     }
 }
 
-/// The outcome reported for one batch.
-pub type AckResult = Result<(), String>;
+/// The outcome reported for one batch: a transient failure lets the pipeline
+/// restart the sink from the checkpoint, a fatal one stops the service.
+pub type AckResult = Result<(), SinkError>;
 
 /// The acknowledgement of one batch by one sink. Consumed by [`Ack::ack`] or
 /// [`Ack::fail`]; dropping it unacknowledged reports a failure.
@@ -81,9 +82,9 @@ impl Ack {
     }
 
     /// The batch could not be made durable.
-    pub fn fail(mut self, why: impl Into<String>) {
+    pub fn fail(mut self, why: SinkError) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(why.into()));
+            let _ = tx.send(Err(why));
         }
     }
 }
@@ -91,13 +92,15 @@ impl Ack {
 impl Drop for Ack {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err("batch dropped without acknowledgement".into()));
+            let _ = tx.send(Err(SinkError::Fatal(
+                "batch dropped without acknowledgement".into(),
+            )));
         }
     }
 }
 
 /// Why a sink stopped.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SinkError {
     /// Worth retrying after a restart of the sink from the checkpoint
     /// (target unreachable, timeouts).
@@ -108,17 +111,25 @@ pub enum SinkError {
     Fatal(String),
 }
 
-/// A connector. The pipeline drives it from one task:
-/// `start` once, then `write` per batch in order, `flush` whenever no batch
-/// is waiting (and before shutdown). A sink may buffer in `write` and make
-/// many batches durable in one `flush` (group commit); it must ack each
-/// batch only once durable and in order.
+/// A configured sink that is not running yet. The pipeline keeps it for the
+/// life of the process: it starts the sink once, and again from the
+/// checkpoint after a transient failure, so `start` takes `&self`.
 #[async_trait::async_trait]
-pub trait Sink: Send {
+pub trait SinkBuilder: Send + Sync {
     /// The configured name, for logs and metrics.
     fn name(&self) -> &str;
-    /// Prepares the target; drops whatever it holds beyond `committed`.
-    async fn start(&mut self, committed: &dyn Committed) -> Result<(), SinkError>;
+    /// Prepares the target, drops whatever it holds beyond `committed` and
+    /// returns the running sink.
+    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError>;
+}
+
+/// A running connector. The pipeline drives it from one task: `write` per
+/// batch in order, `flush` whenever no batch is waiting (and before
+/// shutdown). A sink may buffer in `write` and make many batches durable in
+/// one `flush` (group commit); it must ack each batch only once durable and
+/// in order.
+#[async_trait::async_trait]
+pub trait Sink: Send {
     /// Accepts one batch; acks it now or in a later `write`/`flush`.
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError>;
     /// Makes everything accepted so far durable and acks it.
@@ -135,7 +146,9 @@ mod tests {
         drop(ack);
         assert_eq!(
             rx.try_recv().unwrap(),
-            Err("batch dropped without acknowledgement".to_string())
+            Err(SinkError::Fatal(
+                "batch dropped without acknowledgement".to_string()
+            ))
         );
         let (ack, mut rx) = Ack::new();
         ack.ack();

@@ -94,5 +94,8 @@ async fn main() {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("docs={docs} seconds={secs:.2} docs_per_s={:.0}", docs as f64 / secs);
+    println!(
+        "docs={docs} seconds={secs:.2} docs_per_s={:.0}",
+        docs as f64 / secs
+    );
 }

@@ -100,25 +100,20 @@ impl Client {
     ) -> Result<(u16, Vec<u8>), Failure> {
         let mut headers = HeaderMap::new();
         if ndjson {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
         }
         let resp = self
             .es
-            .send(
-                method,
-                path,
-                headers,
-                None::<&()>,
-                body,
-                Some(self.timeout),
-            )
+            .send(method, path, headers, None::<&()>, body, Some(self.timeout))
             .await
             .map_err(|e| Failure::Transient(format!("{method:?} {path}: {e}")))?;
         let status = resp.status_code().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::Transient(format!("{method:?} {path}: reading the answer: {e}")))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            Failure::Transient(format!("{method:?} {path}: reading the answer: {e}"))
+        })?;
         if (200..300).contains(&status) {
             return Ok((status, bytes.to_vec()));
         }
@@ -138,7 +133,9 @@ impl Client {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         Ok(format!(
             "{} {} ({})",
-            v["version"]["distribution"].as_str().unwrap_or("elasticsearch"),
+            v["version"]["distribution"]
+                .as_str()
+                .unwrap_or("elasticsearch"),
             v["version"]["number"].as_str().unwrap_or("?"),
             v["cluster_name"].as_str().unwrap_or("?")
         ))
@@ -146,10 +143,19 @@ impl Client {
 
     /// `PUT /<index>` with `body`; an index that already exists is success.
     /// True when this call created it.
-    pub async fn create_index(&self, index: &str, body: &serde_json::Value) -> Result<bool, Failure> {
+    pub async fn create_index(
+        &self,
+        index: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool, Failure> {
         let path = format!("/{}", encode_path(index));
         match self
-            .send(Method::Put, &path, Some(body.to_string().into_bytes()), false)
+            .send(
+                Method::Put,
+                &path,
+                Some(body.to_string().into_bytes()),
+                false,
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -161,11 +167,14 @@ impl Client {
     /// `POST /_bulk`: the per-item results in request order, or `None` for
     /// an answer without errors (the common case: the items are not parsed
     /// one by one).
-    pub async fn bulk(&self, body: Vec<u8>, items: usize) -> Result<Option<Vec<BulkItem>>, Failure> {
+    pub async fn bulk(
+        &self,
+        body: Vec<u8>,
+        items: usize,
+    ) -> Result<Option<Vec<BulkItem>>, Failure> {
         let (_, resp) = self.send(Method::Post, "/_bulk", Some(body), true).await?;
-        let parsed: BulkResponse = serde_json::from_slice(&resp).map_err(|e| {
-            Failure::Transient(format!("POST /_bulk: unreadable answer: {e}"))
-        })?;
+        let parsed: BulkResponse = serde_json::from_slice(&resp)
+            .map_err(|e| Failure::Transient(format!("POST /_bulk: unreadable answer: {e}")))?;
         if parsed.items.len() != items {
             return Err(Failure::Transient(format!(
                 "POST /_bulk: {} results for {items} actions",

@@ -297,10 +297,7 @@ impl ElasticsearchSinkConfig {
         }
         match (&self.username, &self.password, &self.api_key) {
             (Some(_), None, _) | (None, Some(_), _) => {
-                return Err(err(
-                    "username",
-                    "username and password go together".into(),
-                ))
+                return Err(err("username", "username and password go together".into()))
             }
             (Some(_), Some(_), Some(_)) => {
                 return Err(err(
@@ -323,7 +320,9 @@ impl ElasticsearchSinkConfig {
             ));
         }
         for (t, cols) in &self.key_columns {
-            if t.split_once('.').is_none_or(|(d, n)| d.is_empty() || n.is_empty()) {
+            if t.split_once('.')
+                .is_none_or(|(d, n)| d.is_empty() || n.is_empty())
+            {
                 return Err(err(
                     &format!("key_columns.{t:?}"),
                     "keys are \"db.table\"".into(),
@@ -354,7 +353,10 @@ mod tests {
     fn defaults_and_unknown_keys() {
         let c: ElasticsearchSinkConfig =
             serde_json::from_str(r#"{"name":"es","urls":["http://localhost:9200"]}"#).unwrap();
-        assert_eq!(c, ElasticsearchSinkConfig::new("es", "http://localhost:9200"));
+        assert_eq!(
+            c,
+            ElasticsearchSinkConfig::new("es", "http://localhost:9200")
+        );
         assert!(c.validate().is_ok());
         assert!(serde_json::from_str::<ElasticsearchSinkConfig>(
             r#"{"name":"es","urls":["http://a:1"],"type":"elasticsearch"}"#
@@ -383,7 +385,10 @@ mod tests {
         assert_eq!(bad(&|c| c.name = "".into()), "name");
         assert_eq!(bad(&|c| c.urls.clear()), "urls");
         assert_eq!(bad(&|c| c.urls = vec!["a:9200".into()]), "urls");
-        assert_eq!(bad(&|c| c.urls = vec!["http://u:secret@a:9200".into()]), "urls");
+        assert_eq!(
+            bad(&|c| c.urls = vec!["http://u:secret@a:9200".into()]),
+            "urls"
+        );
         assert_eq!(bad(&|c| c.index = "{db}".into()), "index");
         assert_eq!(bad(&|c| c.index = "{schema}.{table}".into()), "index");
         assert_eq!(bad(&|c| c.index = "_{table}".into()), "index");
@@ -397,7 +402,10 @@ mod tests {
             "api_key"
         );
         assert_eq!(bad(&|c| c.bulk_docs = 0), "bulk_docs");
-        assert_eq!(bad(&|c| c.on_error = OnError::DeadLetter), "dead_letter_file");
+        assert_eq!(
+            bad(&|c| c.on_error = OnError::DeadLetter),
+            "dead_letter_file"
+        );
         assert_eq!(
             bad(&|c| {
                 c.key_columns.insert("nodot".into(), vec!["a".into()]);

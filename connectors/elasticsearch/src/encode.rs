@@ -236,7 +236,10 @@ pub fn field_mapping(ty: &ColumnType, decimal: DecimalMapping) -> Json {
     let date = json!({ "type": "date", "ignore_malformed": true });
     match ty {
         ColumnType::Bool => json!({ "type": "boolean" }),
-        ColumnType::Int { bits: 64, unsigned: true } => json!({ "type": "unsigned_long" }),
+        ColumnType::Int {
+            bits: 64,
+            unsigned: true,
+        } => json!({ "type": "unsigned_long" }),
         ColumnType::Bit { bits } if *bits > 63 => json!({ "type": "unsigned_long" }),
         ColumnType::Int { .. } | ColumnType::Bit { .. } | ColumnType::Year => {
             json!({ "type": "long" })
@@ -272,12 +275,25 @@ mod tests {
     use rowstream_api::{Flavor, Snapshot, Source, Transaction, Value};
 
     fn cols(names: &[&str]) -> rowstream_api::Columns {
-        names.iter().map(|n| Arc::from(*n)).collect::<Vec<_>>().into()
+        names
+            .iter()
+            .map(|n| Arc::from(*n))
+            .collect::<Vec<_>>()
+            .into()
     }
 
-    fn ev(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>, seq: u64, order: u64) -> ChangeEvent {
+    fn ev(
+        op: Op,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+        seq: u64,
+        order: u64,
+    ) -> ChangeEvent {
         let c = cols(&["a", "b", "x"]);
-        let row = |v: Vec<Value>| Row { columns: c.clone(), values: v };
+        let row = |v: Vec<Value>| Row {
+            columns: c.clone(),
+            values: v,
+        };
         ChangeEvent {
             op,
             before: before.map(row),
@@ -325,8 +341,14 @@ mod tests {
 
     #[test]
     fn index_names() {
-        assert_eq!(index_name("{db}.{table}", "n", "Shop", "Orders"), "shop.orders");
-        assert_eq!(index_name("{name}-{db}.{table}", "Srv", "a b", "t*?"), "srv-a_b.t__");
+        assert_eq!(
+            index_name("{db}.{table}", "n", "Shop", "Orders"),
+            "shop.orders"
+        );
+        assert_eq!(
+            index_name("{name}-{db}.{table}", "Srv", "a b", "t*?"),
+            "srv-a_b.t__"
+        );
     }
 
     #[test]
@@ -334,13 +356,26 @@ mod tests {
         let c = cols(&["a", "b"]);
         let id = |v: Vec<Value>, key: &[usize]| {
             let mut out = Vec::new();
-            write_id(&mut out, &Row { columns: c.clone(), values: v }, key);
+            write_id(
+                &mut out,
+                &Row {
+                    columns: c.clone(),
+                    values: v,
+                },
+                key,
+            );
             String::from_utf8(out).unwrap()
         };
-        assert_eq!(id(vec![Value::Int(7), Value::String("k1".into())], &[1, 0]), r#"["k1",7]"#);
+        assert_eq!(
+            id(vec![Value::Int(7), Value::String("k1".into())], &[1, 0]),
+            r#"["k1",7]"#
+        );
         // A separator inside a value cannot collide with two values.
         let one = id(vec![Value::String("a\",\"b".into()), Value::Null], &[0]);
-        let two = id(vec![Value::String("a".into()), Value::String("b".into())], &[0, 1]);
+        let two = id(
+            vec![Value::String("a".into()), Value::String("b".into())],
+            &[0, 1],
+        );
         assert_ne!(one, two);
         let parsed: Json = serde_json::from_str(&one).unwrap();
         assert_eq!(parsed, json!(["a\",\"b"]));
@@ -349,13 +384,33 @@ mod tests {
     #[test]
     fn bulk_actions() {
         let mut b = Bulk::default();
-        let v = |a: i64, s: &str, x: i64| vec![Value::Int(a), Value::String(s.into()), Value::Int(x)];
-        b.push_change(&ev(Op::Create, None, Some(v(1, "k", 0)), 3, 1), "s.c", &[1, 0]);
-        b.push_change(&ev(Op::Update, Some(v(1, "k", 0)), Some(v(1, "k", 5)), 3, 2), "s.c", &[1, 0]);
-        b.push_change(&ev(Op::Update, Some(v(1, "k", 5)), Some(v(2, "k", 5)), 4, 1), "s.c", &[1, 0]);
-        b.push_change(&ev(Op::Delete, Some(v(2, "k", 5)), None, 5, 1), "s.c", &[1, 0]);
+        let v =
+            |a: i64, s: &str, x: i64| vec![Value::Int(a), Value::String(s.into()), Value::Int(x)];
+        b.push_change(
+            &ev(Op::Create, None, Some(v(1, "k", 0)), 3, 1),
+            "s.c",
+            &[1, 0],
+        );
+        b.push_change(
+            &ev(Op::Update, Some(v(1, "k", 0)), Some(v(1, "k", 5)), 3, 2),
+            "s.c",
+            &[1, 0],
+        );
+        b.push_change(
+            &ev(Op::Update, Some(v(1, "k", 5)), Some(v(2, "k", 5)), 4, 1),
+            "s.c",
+            &[1, 0],
+        );
+        b.push_change(
+            &ev(Op::Delete, Some(v(2, "k", 5)), None, 5, 1),
+            "s.c",
+            &[1, 0],
+        );
         let text = String::from_utf8(b.body.clone()).unwrap();
-        let lines: Vec<Json> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Json> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         let v3 = version(3, 1);
         assert_eq!(
             lines[0],
@@ -374,7 +429,9 @@ mod tests {
         assert_eq!(actions, [Index, Index, Delete, Index, Delete]);
         for it in &b.items {
             let s = std::str::from_utf8(&b.body[it.start..it.end]).unwrap();
-            assert!(s.ends_with('\n') && s.lines().count() == if it.action == Index { 2 } else { 1 });
+            assert!(
+                s.ends_with('\n') && s.lines().count() == if it.action == Index { 2 } else { 1 }
+            );
         }
     }
 
@@ -383,11 +440,20 @@ mod tests {
         let meta = TableMeta {
             columns: cols(&["id", "price", "name", "at", "big", "doc"]),
             types: vec![
-                ColumnType::Int { bits: 32, unsigned: false },
-                ColumnType::Decimal { precision: 10, scale: 2 },
+                ColumnType::Int {
+                    bits: 32,
+                    unsigned: false,
+                },
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
                 ColumnType::String,
                 ColumnType::DateTime { fsp: 3 },
-                ColumnType::Int { bits: 64, unsigned: true },
+                ColumnType::Int {
+                    bits: 64,
+                    unsigned: true,
+                },
                 ColumnType::Json,
             ],
             nullable: vec![false; 6],
@@ -396,7 +462,10 @@ mod tests {
         let b = index_body(&meta, DecimalMapping::ScaledFloat);
         let p = &b["mappings"]["properties"];
         assert_eq!(p["id"]["type"], "long");
-        assert_eq!(p["price"], json!({"type":"scaled_float","scaling_factor":100.0}));
+        assert_eq!(
+            p["price"],
+            json!({"type":"scaled_float","scaling_factor":100.0})
+        );
         assert_eq!(p["name"]["type"], "text");
         assert_eq!(p["name"]["fields"]["keyword"]["type"], "keyword");
         assert_eq!(p["at"]["type"], "date");

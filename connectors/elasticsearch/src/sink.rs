@@ -37,7 +37,9 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rowstream_api::metrics::{ES_BULK_RETRIES, ES_CONFLICTS_NEWER, ES_DEAD_LETTERS, ES_ITEMS_INDEXED};
+use rowstream_api::metrics::{
+    ES_BULK_RETRIES, ES_CONFLICTS_NEWER, ES_DEAD_LETTERS, ES_ITEMS_INDEXED,
+};
 use rowstream_api::{Ack, Batch, ChangeEvent, Columns, Committed, Record, Sink, SinkError};
 
 use crate::client::{describe_error, Client, Failure};
@@ -116,8 +118,13 @@ impl ElasticsearchSink {
         if let Some(i) = st.indices.get(&k) {
             return Ok(i.clone());
         }
-        let index: Arc<str> =
-            index_name(&self.cfg.index, &ev.source.name, &ev.source.db, &ev.source.table).into();
+        let index: Arc<str> = index_name(
+            &self.cfg.index,
+            &ev.source.name,
+            &ev.source.db,
+            &ev.source.table,
+        )
+        .into();
         if self.cfg.create_indices {
             let body = match &ev.table {
                 Some(meta) => index_body(meta, self.cfg.decimal),
@@ -267,7 +274,10 @@ impl ElasticsearchSink {
                         413 => "the request is too large for the cluster: lower the sink's bulk_bytes (or raise http.max_content_length)",
                         _ => "the cluster refused the bulk request",
                     };
-                    return Err(self.err(true, format_args!("POST /_bulk: HTTP {status}: {reason}: {hint}")));
+                    return Err(self.err(
+                        true,
+                        format_args!("POST /_bulk: HTTP {status}: {reason}: {hint}"),
+                    ));
                 }
             };
             if wait {
@@ -341,7 +351,10 @@ impl ElasticsearchSink {
                 }
                 let path = self.cfg.dead_letter_file.clone().unwrap_or_default();
                 let st = self.st.as_mut().expect("started");
-                let f = st.dead.as_mut().expect("dead-letter file open with on_error = dead_letter");
+                let f = st
+                    .dead
+                    .as_mut()
+                    .expect("dead-letter file open with on_error = dead_letter");
                 if let Err(e) = f.write_all(&out).and_then(|_| f.sync_data()) {
                     return Err(self.err(
                         true,
@@ -391,17 +404,12 @@ fn outcome(action: Action, status: u16, error: Option<&serde_json::Value>) -> Ou
     }
 }
 
-#[async_trait::async_trait]
-impl Sink for ElasticsearchSink {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
+impl ElasticsearchSink {
     /// Builds the client, waits until the cluster answers (retrying with
     /// backoff: a cluster that is down is an outage, not a configuration
     /// error) and opens the dead-letter file. Nothing to cut: actions past
     /// the checkpoint are replayed with the same versions and answer 409.
-    async fn start(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
+    pub async fn open_at(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
         let client = Client::new(&self.cfg).map_err(|e| self.err(true, e))?;
         let mut delay = FIRST_RETRY;
         let info = loop {
@@ -413,7 +421,11 @@ impl Sink for ElasticsearchSink {
                         format_args!(
                             "GET / on {:?}: HTTP {status}: {reason}{}",
                             self.cfg.urls,
-                            if status == 401 { ": check the sink's username/password or api_key" } else { "" }
+                            if status == 401 {
+                                ": check the sink's username/password or api_key"
+                            } else {
+                                ""
+                            }
                         ),
                     ))
                 }
@@ -430,7 +442,10 @@ impl Sink for ElasticsearchSink {
                     .append(true)
                     .open(p)
                     .map_err(|e| {
-                        self.err(true, format_args!("cannot open the dead-letter file {}: {e}", p.display()))
+                        self.err(
+                            true,
+                            format_args!("cannot open the dead-letter file {}: {e}", p.display()),
+                        )
                     })?,
             ),
             _ => None,
@@ -456,10 +471,13 @@ impl Sink for ElasticsearchSink {
         });
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl Sink for ElasticsearchSink {
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         if self.st.is_none() {
-            ack.fail("elasticsearch sink not started");
+            ack.fail(SinkError::Fatal("elasticsearch sink not started".into()));
             return Err(self.err(true, "write before start"));
         }
         // On an error the ack is dropped unacknowledged (a failure), as are
@@ -517,13 +535,41 @@ mod tests {
         let e = json!({"type":"mapper_parsing_exception","reason":"failed to parse field [n]"});
         assert!(matches!(outcome(Action::Index, 201, None), Outcome::Done));
         assert!(matches!(outcome(Action::Delete, 404, None), Outcome::Done));
-        assert!(matches!(outcome(Action::Index, 409, None), Outcome::Conflict));
-        assert!(matches!(outcome(Action::Index, 429, None), Outcome::Retry(_)));
-        assert!(matches!(outcome(Action::Index, 503, None), Outcome::Retry(_)));
+        assert!(matches!(
+            outcome(Action::Index, 409, None),
+            Outcome::Conflict
+        ));
+        assert!(matches!(
+            outcome(Action::Index, 429, None),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            outcome(Action::Index, 503, None),
+            Outcome::Retry(_)
+        ));
         match outcome(Action::Index, 400, Some(&e)) {
-            Outcome::Refused(400, r) => assert!(r.starts_with("mapper_parsing_exception: failed"), "{r}"),
+            Outcome::Refused(400, r) => {
+                assert!(r.starts_with("mapper_parsing_exception: failed"), "{r}")
+            }
             _ => panic!("a mapping error is a content error"),
         }
-        assert!(matches!(outcome(Action::Index, 404, None), Outcome::Refused(404, _)));
+        assert!(matches!(
+            outcome(Action::Index, 404, None),
+            Outcome::Refused(404, _)
+        ));
+    }
+}
+
+#[async_trait::async_trait]
+impl rowstream_api::SinkBuilder for ElasticsearchSinkConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
+        let mut sink =
+            ElasticsearchSink::new(self.clone()).map_err(|e| SinkError::Fatal(e.to_string()))?;
+        sink.open_at(committed).await?;
+        Ok(Box::new(sink))
     }
 }

@@ -200,7 +200,7 @@ impl Running {
     /// Fails every ack not yet handed to a job.
     fn fail_buffered(&mut self, why: &str) {
         for ack in self.acks.drain(..) {
-            ack.fail(why);
+            ack.fail(SinkError::Fatal(why.to_string()));
         }
         self.buf.clear();
         self.rotations.clear();
@@ -290,7 +290,9 @@ impl Running {
                 .map_err(|e| format!("file sink {name:?}: {e}"));
             match &result {
                 Ok(()) => acks.into_iter().for_each(Ack::ack),
-                Err(e) => acks.into_iter().for_each(|a| a.fail(e.clone())),
+                Err(e) => acks
+                    .into_iter()
+                    .for_each(|a| a.fail(SinkError::Fatal(e.clone()))),
             }
             let mut data = data;
             data.clear();
@@ -318,17 +320,12 @@ fn run_job(
     w.sync()
 }
 
-#[async_trait::async_trait]
-impl Sink for FileSink {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
+impl FileSink {
     /// Creates and locks the directory and cuts what lies beyond
     /// `committed` (see `recover`). Refuses, with an error for the operator,
     /// an unwritable or locked directory and a backup that does not match
     /// the checkpoint (including data without any checkpoint).
-    async fn start(&mut self, committed: &dyn Committed) -> Result<(), SinkError> {
+    pub async fn open_at(&mut self, committed: &dyn Committed) -> Result<(), SinkError> {
         if let Some(mut old) = self.st.take() {
             let _ = old.reap(true, &self.cfg.name).await;
         }
@@ -343,18 +340,21 @@ impl Sink for FileSink {
         self.st = Some(st);
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl Sink for FileSink {
     /// Encodes the batch; its ack is given by the I/O job that makes it
     /// durable (started now if none is running, else after the running one).
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         let name = self.cfg.name.as_str();
         let Some(st) = self.st.as_mut() else {
             let e = format!("file sink {name:?}: write before start");
-            ack.fail(e.clone());
+            ack.fail(SinkError::Fatal(e.clone()));
             return Err(SinkError::Fatal(e));
         };
         if let Some(e) = st.check() {
-            ack.fail(e.clone());
+            ack.fail(SinkError::Fatal(e.clone()));
             st.fail_buffered(&e);
             return Err(SinkError::Fatal(e));
         }
@@ -398,5 +398,18 @@ impl Sink for FileSink {
             st.reap(true, name).await?;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl rowstream_api::SinkBuilder for FileSinkConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
+        let mut sink = FileSink::new(self.clone()).map_err(|e| SinkError::Fatal(e.to_string()))?;
+        sink.open_at(committed).await?;
+        Ok(Box::new(sink))
     }
 }

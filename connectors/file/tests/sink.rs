@@ -148,7 +148,7 @@ fn cfg(dir: &Path) -> FileSinkConfig {
 
 async fn started(cfg: FileSinkConfig, ck: &Ckpt) -> FileSink {
     let mut s = FileSink::new(cfg).unwrap();
-    s.start(ck).await.unwrap();
+    s.open_at(ck).await.unwrap();
     s
 }
 
@@ -266,7 +266,7 @@ async fn write_error_fails_acks_and_poisons() {
         msg.contains("000000000001.ndjson") && msg.contains("No space left"),
         "{msg}"
     );
-    assert!(matches!(rx.try_recv(), Ok(Err(m)) if m.contains("No space left")));
+    assert!(matches!(rx.try_recv(), Ok(Err(m)) if m.to_string().contains("No space left")));
     // Poisoned: later writes fail their acks too.
     let (ack, mut rx) = Ack::new();
     assert!(matches!(
@@ -296,7 +296,7 @@ async fn dropped_sink_acks_written_prefix_and_fails_the_rest() {
                 ok += 1;
             }
             Err(e) => {
-                assert_eq!(e, "batch dropped without acknowledgement");
+                assert_eq!(e.to_string(), "batch dropped without acknowledgement");
                 failed += 1;
             }
         }
@@ -312,7 +312,7 @@ async fn unwritable_dir_and_lock() {
     fs::write(d.path().join("file.txt"), b"x").unwrap();
     let bad = d.path().join("file.txt/sub");
     let mut s = FileSink::new(cfg(&bad)).unwrap();
-    let SinkError::Fatal(msg) = s.start(&Ckpt::none()).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = s.open_at(&Ckpt::none()).await.unwrap_err() else {
         panic!()
     };
     assert!(
@@ -323,7 +323,7 @@ async fn unwritable_dir_and_lock() {
 
     let _held = started(cfg(d.path()), &Ckpt::none()).await;
     let mut other = FileSink::new(cfg(d.path())).unwrap();
-    let SinkError::Fatal(msg) = other.start(&Ckpt::none()).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = other.open_at(&Ckpt::none()).await.unwrap_err() else {
         panic!()
     };
     assert!(msg.contains("locked by another process"), "{msg}");
@@ -646,7 +646,7 @@ async fn refusals() {
     let all = txs(1..5, 1);
     backup_of(d.path(), 1 << 30, &all).await;
     let mut s = FileSink::new(cfg(d.path())).unwrap();
-    let SinkError::Fatal(msg) = s.start(&Ckpt::none()).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = s.open_at(&Ckpt::none()).await.unwrap_err() else {
         panic!()
     };
     assert!(msg.contains("has data but there is no checkpoint"), "{msg}");
@@ -654,7 +654,7 @@ async fn refusals() {
 
     // A checkpoint that skips a transaction of the backup.
     let ck = Ckpt::of(["0-1-1", "0-1-3"]);
-    let SinkError::Fatal(msg) = s.start(&ck).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = s.open_at(&ck).await.unwrap_err() else {
         panic!()
     };
     assert!(msg.contains("does not match this backup"), "{msg}");
@@ -664,7 +664,7 @@ async fn refusals() {
     let d2 = tempfile::tempdir().unwrap();
     backup_of(d2.path(), 500, &all).await;
     let mut s = FileSink::new(cfg(d2.path())).unwrap();
-    let SinkError::Fatal(msg) = s.start(&Ckpt::of(["9-9-9"])).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = s.open_at(&Ckpt::of(["9-9-9"])).await.unwrap_err() else {
         panic!()
     };
     assert!(msg.contains("belongs to another backup"), "{msg}");

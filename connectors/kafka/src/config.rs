@@ -202,7 +202,8 @@ impl KafkaSinkConfig {
         if self.transactions && self.format == Format::Avro {
             return Err(err(
                 "transactions",
-                "the transaction topic is JSON only; use format = \"json\" or transactions = false".into(),
+                "the transaction topic is JSON only; use format = \"json\" or transactions = false"
+                    .into(),
             ));
         }
         let rest = self

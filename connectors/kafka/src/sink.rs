@@ -302,7 +302,13 @@ impl KafkaSink {
         end: bool,
         deliveries: &mut Vec<DeliveryFuture>,
     ) -> Result<(), SinkError> {
-        let source = self.st.as_ref().and_then(|st| st.open_tx.as_ref()).expect("a transaction is open").source.clone();
+        let source = self
+            .st
+            .as_ref()
+            .and_then(|st| st.open_tx.as_ref())
+            .expect("a transaction is open")
+            .source
+            .clone();
         let topic = self.tx_topic(&source).await?;
         let st = self.st.as_mut().expect("started");
         let open = st.open_tx.as_ref().expect("a transaction is open");
@@ -611,6 +617,15 @@ fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
     }
 }
 
+/// The error a poisoned sink reports, typed by the first failure's class.
+fn poisoned_error(fatal: bool, msg: &str) -> SinkError {
+    if fatal {
+        SinkError::Fatal(msg.to_string())
+    } else {
+        SinkError::Transient(msg.to_string())
+    }
+}
+
 /// Settles jobs in order; see the module docs.
 async fn acker(
     producer: KProducer,
@@ -628,7 +643,7 @@ async fn acker(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .as_ref()
-                    .map(|(_, m)| m.clone());
+                    .map(|(fatal, m)| poisoned_error(*fatal, m));
                 for r in join_all(deliveries).await {
                     if failure.is_some() {
                         continue;
@@ -646,7 +661,7 @@ async fn acker(
                     if p.is_none() {
                         *p = Some((err.0, msg.clone()));
                     }
-                    failure = Some(msg);
+                    failure = Some(poisoned_error(err.0, &msg));
                 }
                 match failure {
                     None => ack.ack(),
@@ -657,16 +672,11 @@ async fn acker(
     }
 }
 
-#[async_trait::async_trait]
-impl Sink for KafkaSink {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
+impl KafkaSink {
     /// Creates the producer and admin client and checks that the brokers
     /// answer. Kafka keeps nothing to cut: records past the checkpoint are
     /// replayed with the same keys.
-    async fn start(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
+    pub async fn open_at(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
         let cc = self.client_config();
         let ctx = SinkContext {
             sink: Arc::from(self.cfg.name.as_str()),
@@ -715,19 +725,22 @@ impl Sink for KafkaSink {
         });
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         if self.st.is_none() {
-            ack.fail("kafka sink not started");
+            ack.fail(SinkError::Fatal("kafka sink not started".into()));
             return Err(self.err(true, "write before start"));
         }
         if let Some(e) = self.poisoned() {
-            ack.fail(e.to_string());
+            ack.fail(e.clone());
             return Err(e);
         }
         let mut deliveries = Vec::with_capacity(batch.records.len());
         if let Err(e) = self.produce_batch(&batch, &mut deliveries).await {
-            ack.fail(e.to_string());
+            ack.fail(e.clone());
             return Err(e);
         }
         let st = self.st.as_mut().expect("started");
@@ -743,7 +756,9 @@ impl Sink for KafkaSink {
         });
         if let Err(mpsc::error::SendError(job)) = tx.send(Job::Batch { deliveries, ack }) {
             if let Job::Batch { ack, .. } = job {
-                ack.fail("the kafka sink's acker stopped");
+                ack.fail(SinkError::Transient(
+                    "the kafka sink's acker stopped".into(),
+                ));
             }
             return Err(self.err(false, "the acker task stopped"));
         }
@@ -773,5 +788,18 @@ impl std::fmt::Debug for KafkaSink {
             .field("cfg", &self.cfg)
             .field("started", &self.st.is_some())
             .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl rowstream_api::SinkBuilder for KafkaSinkConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
+        let mut sink = KafkaSink::new(self.clone()).map_err(|e| SinkError::Fatal(e.to_string()))?;
+        sink.open_at(committed).await?;
+        Ok(Box::new(sink))
     }
 }
