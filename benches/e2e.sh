@@ -23,6 +23,10 @@
 #                                                    the sink and the producer)
 #        READERS="rowstream-kafka" benches/e2e.sh    (a subset; rowstream-kafka
 #                                                    brings rdkafka-producer)
+#        BASE_BIN=/path/to/old/rowstream benches/e2e.sh
+#                                 (A/B: adds base-tail and base-run, the same
+#                                 readers with another build, in the same run)
+# Runs alternate: run 1 of every reader, then run 2 of every reader, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-3391}
@@ -71,9 +75,9 @@ source "$DIR/range.env"
 GTID_END=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
 
 # rowstream run: a fresh backup and checkpoint per run; timed until the checkpoint holds GTID_END.
-# run_service TIMEFILE [file|kafka]
+# run_service TIMEFILE [file|kafka] [BINARY]
 run_service() {
-  local d=$DIR/service sink
+  local d=$DIR/service sink bin=${3:-$BIN}
   rm -rf "$d"; mkdir -p "$d"
   if [[ ${2:-file} == kafka ]]; then
     sink=$(printf '[[sinks]]\ntype = "kafka"\nname = "kafka"\nbrokers = "127.0.0.1:%s"\nformat = "json"\n[sinks.properties]\n' "$KAFKA_PORT")
@@ -93,7 +97,7 @@ $sink
 TOML
   local t0 pid
   t0=$(date +%s.%N)
-  /usr/bin/time -v -o "$1" "$BIN" run --config "$d/rowstream.toml" 2>"$d/err.log" &
+  /usr/bin/time -v -o "$1" "$bin" run --config "$d/rowstream.toml" 2>"$d/err.log" &
   pid=$!
   until grep -q "\"gtid_set\":\"$GTID_END\"" "$d/checkpoint/checkpoint.json" 2>/dev/null; do
     kill -0 $pid 2>/dev/null || { cat "$d/err.log" >&2; return 1; }
@@ -109,6 +113,10 @@ declare -A CMD=(
   [mariadb-binlog]="mariadb-binlog --read-from-remote-server --host=127.0.0.1 --port=$PORT --user=repl --password=repl -v --base64-output=decode-rows --start-position=4 --stop-position=$END $FILE"
 )
 ORDER=(rowstream-tail rowstream-run mariadb-binlog)
+if [[ -n ${BASE_BIN:-} ]]; then
+  CMD[base-tail]="$BASE_BIN tail --url mysql://repl:repl@127.0.0.1:$PORT --server-id 9104 --from $GTID_START --max-events $EXPECTED"
+  ORDER=(rowstream-tail base-tail rowstream-run base-run mariadb-binlog)
+fi
 [[ $KAFKA != 1 ]] || ORDER+=(rowstream-kafka rdkafka-producer)
 [[ -z ${READERS:-} ]] || read -ra ORDER <<<"$READERS"
 [[ " ${ORDER[*]} " != *" rowstream-kafka "* || " ${ORDER[*]} " == *" rdkafka-producer "* ]] || ORDER+=(rdkafka-producer)
@@ -154,16 +162,15 @@ row() {  # row READER RUN: one line of runs.tsv from READER.RUN.time
   printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$i" "$wall" "$rss" "$cpu" | tee -a "$DIR/runs.tsv"
 }
 rm -f "$DIR"/*.time "$DIR"/*.time.catchup "$DIR/kafka-sizes.env"
-for r in "${ORDER[@]}"; do
-  [[ $r != rdkafka-producer ]] || continue   # runs right after rowstream-kafka
-  for i in $(seq 1 "$RUNS"); do
-    if [[ $r == rowstream-run ]]; then
-      run_service "$DIR/$r.$i.time" || exit 1
-      : >"$DIR/$r.out"
+for i in $(seq 1 "$RUNS"); do
+  for r in "${ORDER[@]}"; do
+    [[ $r != rdkafka-producer ]] || continue   # runs right after rowstream-kafka
+    if [[ $r == rowstream-run || $r == base-run ]]; then
+      bin=$BIN; [[ $r == rowstream-run ]] || bin=$BASE_BIN
+      run_service "$DIR/$r.$i.time" file "$bin" || exit 1
     elif [[ $r == rowstream-kafka ]]; then
       fresh_broker
       run_service "$DIR/$r.$i.time" kafka || exit 1
-      : >"$DIR/$r.out"
       row "$r" "$i"
       run_producer "$i" || exit 1
       row rdkafka-producer "$i"
@@ -171,13 +178,13 @@ for r in "${ORDER[@]}"; do
     else
       /usr/bin/time -v -o "$DIR/$r.$i.time" ${CMD[$r]} >"$DIR/$r.out" 2>"$DIR/$r.err" || { cat "$DIR/$r.err" >&2; exit 1; }
     fi
-    if [[ $r == rowstream-tail ]]; then
+    if [[ $r == rowstream-tail || $r == base-tail ]]; then
       got=$(wc -l <"$DIR/$r.out")
-      [[ $got -ge $EXPECTED ]] || { echo "rowstream printed $got lines, expected $EXPECTED" >&2; exit 1; }
+      [[ $got -ge $EXPECTED ]] || { echo "$r printed $got lines, expected $EXPECTED" >&2; exit 1; }
     fi
+    rm -f "$DIR/$r.out"
     row "$r" "$i"
   done
-  rm -f "$DIR/$r.out"
 done
 echo
 printf '| reader | median wall s | row changes/s | median peak RSS MiB | median CPU s |\n|---|---:|---:|---:|---:|\n' | tee "$DIR/summary.md"
@@ -193,4 +200,14 @@ if [[ " ${ORDER[*]} " == *" rowstream-kafka "* ]]; then
     END { m=0; for (i in k) if (i in p) { r[++m]=p[i]/k[i]; printf "run %s: rowstream-kafka %.0f/s, rdkafka-producer %.0f/s, ratio %.1f%%\n", i, n/k[i], n/p[i], 100*p[i]/k[i] }
           asort(r); if (m) printf "rowstream-kafka / rdkafka-producer: median ratio %.1f%% (target >= 80%%)\n", 100*r[int((m+1)/2)] }' \
     "$DIR/runs.tsv" | tee -a "$DIR/summary.md"
+fi
+if [[ -n ${BASE_BIN:-} ]]; then
+  # Same-run A/B: this build against BASE_BIN, medians of wall and CPU.
+  for p in tail run; do
+    awk -F'\t' -v a="rowstream-$p" -v b="base-$p" '
+      $1==a {wa[++na]=$3; ca[na]=$5} $1==b {wb[++nb]=$3; cb[nb]=$5}
+      function med(x, n) { asort(x); return x[int((n+1)/2)] }
+      END { if (na && nb) printf "%s: this build / base: wall %.2f, CPU %.2f (medians)\n", a, med(wa,na)/med(wb,nb), med(ca,na)/med(cb,nb) }' \
+      "$DIR/runs.tsv" | tee -a "$DIR/summary.md"
+  done
 fi
