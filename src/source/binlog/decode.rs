@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use rowstream_api::{Columns, Date, DateTime, Time, Value};
 
+use super::event as ev;
 use super::schema::{Charset, ColumnSchema, Decode, TableSchema};
 
 /// Why an event could not be decoded. Every variant names where it happened.
@@ -165,7 +166,8 @@ fn read_lenenc(b: &[u8], pos: &mut usize) -> Option<u64> {
 /// Parses the header of a rows event body (bytes after the 19-byte common
 /// header, checksum stripped).
 ///
-/// * `event_type`: 0x17..=0x19 (v1), 0x1e..=0x20 (v2), 0x27 (PARTIAL_UPDATE_ROWS).
+/// * `event_type`: WRITE/UPDATE/DELETE_ROWS_V1, WRITE/UPDATE/DELETE_ROWS (v2),
+///   PARTIAL_UPDATE_ROWS.
 ///   MariaDB's compressed rows events (166..=171) are rejected with
 ///   [`DecodeError::UnsupportedEvent`]: the stream layer must decompress them.
 /// * `post_header_len`: this event type's post-header length from the FDE
@@ -176,18 +178,18 @@ pub fn parse_rows_header(
     post_header_len: u8,
 ) -> Result<RowsHeader<'_>, DecodeError> {
     let (kind, v2) = match event_type {
-        0x17 => (RowsKind::Write, false),
-        0x18 => (RowsKind::Update, false),
-        0x19 => (RowsKind::Delete, false),
-        0x1e => (RowsKind::Write, true),
-        0x1f => (RowsKind::Update, true),
-        0x20 => (RowsKind::Delete, true),
-        0x27 => (RowsKind::PartialUpdate, true),
+        ev::WRITE_ROWS_V1 => (RowsKind::Write, false),
+        ev::UPDATE_ROWS_V1 => (RowsKind::Update, false),
+        ev::DELETE_ROWS_V1 => (RowsKind::Delete, false),
+        ev::WRITE_ROWS => (RowsKind::Write, true),
+        ev::UPDATE_ROWS => (RowsKind::Update, true),
+        ev::DELETE_ROWS => (RowsKind::Delete, true),
+        ev::PARTIAL_UPDATE_ROWS => (RowsKind::PartialUpdate, true),
         // MariaDB's compressed rows events (166..=171) and anything else.
         _ => {
             return Err(DecodeError::UnsupportedEvent {
                 event_type,
-                name: super::stream::event_name(event_type),
+                name: ev::event_name(event_type),
             })
         }
     };
@@ -1167,7 +1169,7 @@ pub fn image_columns(schema: &TableSchema, present: &[usize]) -> Columns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::schema::tests::table_map;
+    use crate::source::binlog::schema::tests::table_map;
     use rowstream_api::Flavor;
     use serde_json::json;
 
@@ -1192,8 +1194,8 @@ mod tests {
 
     /// Decodes all rows of a WRITE_ROWS v2 event (after images).
     fn write_rows(s: &TableSchema, rows: &[u8]) -> Result<Vec<Vec<Value>>, DecodeError> {
-        let body = rows_body(0x1e, s.columns.len(), rows);
-        let h = parse_rows_header(0x1e, &body, 10)?;
+        let body = rows_body(ev::WRITE_ROWS, s.columns.len(), rows);
+        let h = parse_rows_header(ev::WRITE_ROWS, &body, 10)?;
         let mut d = RowsDecoder::try_new(&h, s)?;
         let (mut b, mut a) = (Vec::new(), Vec::new());
         let mut out = Vec::new();
@@ -1812,7 +1814,7 @@ mod tests {
                 "{e}"
             );
         }
-        assert!(parse_rows_header(0x1e, &body[..5], 10).is_err());
+        assert!(parse_rows_header(ev::WRITE_ROWS, &body[..5], 10).is_err());
         // schema mismatch
         let s = schema(&[(3, &[], "id")], &[]);
         let h = parse_rows_header(0x20, &body, 10).unwrap();

@@ -40,8 +40,7 @@ use super::chunk::{self, Key};
 use super::rows::{self, SnapTable};
 use super::{cut, now_ms, EventCtx};
 use crate::source::conn::ConnOpts;
-use crate::source::stream;
-use crate::source::SourceError;
+use crate::source::{Batch, SourceError};
 
 /// The signal table's name inside the configured schema.
 pub const SIGNAL_TABLE: &str = "rowstream_signal";
@@ -97,7 +96,7 @@ impl Incremental {
 
     /// Looks at a stream batch: signals start snapshots, watermarks close
     /// windows (the chunk's rows are inserted into the batch there).
-    pub fn process(&mut self, b: &mut stream::Batch) {
+    pub fn process(&mut self, b: &mut Batch) {
         let mut i = 0;
         while i < b.records.len() {
             let Record::Change(ev) = &b.records[i] else {
