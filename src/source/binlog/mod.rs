@@ -10,7 +10,11 @@
 pub mod ddl;
 pub mod decode;
 pub mod dump;
+pub mod error;
 pub mod event;
+pub mod json;
 pub mod jsondiff;
 pub mod machine;
+pub mod packed;
 pub mod schema;
+pub mod text;

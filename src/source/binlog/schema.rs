@@ -26,78 +26,12 @@
 
 use std::sync::Arc;
 
-use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::ColumnType;
 use rowstream_api::{Columns, Flavor, TableMeta};
 
-use super::decode::DecodeError;
-
-/// How text bytes of a column are decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Charset {
-    /// utf8mb3 and utf8mb4: must be valid UTF-8.
-    Utf8,
-    /// MySQL/MariaDB latin1, which is Windows-1252 (0x80 is '€'); the five
-    /// bytes cp1252 leaves undefined map to the C1 controls, as the server does.
-    Latin1,
-    /// ascii: bytes above 0x7F are an error.
-    Ascii,
-    /// binary: the value is bytes, not text.
-    Binary,
-    /// Any other charset, by collation id: a non-empty value is a decode error.
-    Other(u16),
-}
-
-impl Charset {
-    /// Maps a collation id (as found in TABLE_MAP optional metadata) to a charset.
-    ///
-    /// Covers every utf8mb3/utf8mb4/latin1/ascii/binary collation of MySQL 8/9
-    /// (via mysql_common's collation table) and MariaDB 10.11+ (own table:
-    /// the classic ids, the `_nopad_` ids = base + 1024, and the UCA-14.0.0
-    /// ids 2048..=2303 (utf8mb3) and 2304..=2559 (utf8mb4)).
-    pub fn from_collation(id: u16, flavor: Flavor) -> Charset {
-        match flavor {
-            Flavor::MariaDb => mariadb_charset(id),
-            Flavor::MySql => mysql_charset(id),
-        }
-    }
-}
-
-fn mysql_charset(id: u16) -> Charset {
-    if id == 63 {
-        return Charset::Binary;
-    }
-    let cid = CollationId::from(id);
-    if cid == CollationId::UNKNOWN_COLLATION_ID {
-        return Charset::Other(id);
-    }
-    match Collation::resolve(cid).charset() {
-        "utf8mb4" | "utf8mb3" | "utf8" => Charset::Utf8,
-        "latin1" => Charset::Latin1,
-        "ascii" => Charset::Ascii,
-        "binary" => Charset::Binary,
-        _ => Charset::Other(id),
-    }
-}
-
-fn mariadb_charset(id: u16) -> Charset {
-    let base = if (1024..2048).contains(&id) {
-        id - 1024
-    } else {
-        id
-    };
-    match base {
-        63 => Charset::Binary,
-        // utf8mb3: general_ci, bin, unicode/uca collations, general_mysql500_ci,
-        // croatian/myanmar/thai_520_w2 (576-578), UCA-14 (2048..=2303).
-        33 | 83 | 192..=215 | 223 | 576..=578 | 2048..=2303 => Charset::Utf8,
-        // utf8mb4: general_ci, bin, unicode/uca collations, 608-610, UCA-14.
-        45 | 46 | 224..=247 | 608..=610 | 2304..=2559 => Charset::Utf8,
-        5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => Charset::Latin1,
-        11 | 65 => Charset::Ascii,
-        _ => Charset::Other(id),
-    }
-}
+use super::error::DecodeError;
+use super::packed::DIG2BYTES;
+use super::text::{decode_label, Charset};
 
 /// Per-column decode plan, computed once per TABLE_MAP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,13 +208,11 @@ fn has_charset_metadata(t: u8, flavor: Flavor) -> bool {
         }
 }
 
-const DIG2BYTES: [u8; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
-
 /// Binary size of a NEWDECIMAL(precision, scale).
 pub(crate) fn decimal_size(precision: u8, scale: u8) -> usize {
     let intg = precision.saturating_sub(scale) as usize;
     let scale = scale as usize;
-    (intg / 9) * 4 + DIG2BYTES[intg % 9] as usize + (scale / 9) * 4 + DIG2BYTES[scale % 9] as usize
+    (intg / 9) * 4 + DIG2BYTES[intg % 9] + (scale / 9) * 4 + DIG2BYTES[scale % 9]
 }
 
 fn type_name(t: u8) -> String {
@@ -527,16 +459,14 @@ impl TableSchema {
                 let mut ls = Vec::with_capacity(n.min(65536));
                 for _ in 0..n {
                     let raw = cc.lenenc_bytes().ok_or_else(|| mal(what))?;
-                    let s = super::decode::decode_label(raw, cs).map_err(|_| {
-                        DecodeError::InvalidText {
-                            db: db.to_string(),
-                            table: table.to_string(),
-                            column: names[i].to_string(),
-                            detail: format!(
-                                "label not decodable as {cs:?} (collation {})",
-                                collation[i]
-                            ),
-                        }
+                    let s = decode_label(raw, cs).map_err(|_| DecodeError::InvalidText {
+                        db: db.to_string(),
+                        table: table.to_string(),
+                        column: names[i].to_string(),
+                        detail: format!(
+                            "label not decodable as {cs:?} (collation {})",
+                            collation[i]
+                        ),
                     })?;
                     ls.push(Arc::from(s));
                 }
