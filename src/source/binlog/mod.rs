@@ -17,4 +17,5 @@ pub mod jsondiff;
 pub mod machine;
 pub mod packed;
 pub mod schema;
+pub mod table_map;
 pub mod text;

@@ -1,11 +1,12 @@
-//! Table schemas built from TABLE_MAP events (with `binlog_row_metadata=FULL`).
+//! Table schemas: the decode plan of a table version, planned from a parsed
+//! TABLE_MAP (`table_map`, with `binlog_row_metadata=FULL`).
 //!
-//! [`TableSchema::from_table_map`] parses a TABLE_MAP event body (the bytes
-//! after the 19-byte common header, checksum stripped) into everything the row
-//! decoder needs: column names, real types (CHAR/ENUM/SET unwrapped from
-//! `MYSQL_TYPE_STRING`), signedness, charsets, ENUM/SET labels, nullability,
-//! primary key and a precomputed per-column [`Decode`] plan, so decoding a row
-//! does no per-cell lookups or allocation beyond the value's own payload.
+//! [`TableSchema::from_table_map`] parses a TABLE_MAP event body and plans
+//! everything the row decoder needs: column names, real types (CHAR/ENUM/SET
+//! unwrapped from `MYSQL_TYPE_STRING`), signedness, charsets, ENUM/SET
+//! labels, nullability, primary key and a per-column [`Decode`] plan, so
+//! decoding a row does no per-cell lookups or allocation beyond the value's
+//! own payload.
 //!
 //! Invariants:
 //! - a `TableSchema` is only built when every column has a name (the operator
@@ -15,14 +16,6 @@
 //!   a collation whose charset we cannot decode is kept as `Charset::Other`
 //!   and any non-empty value of it is a decode error naming the collation id
 //!   (never lossy UTF-8).
-//!
-//! The TABLE_MAP body is parsed here rather than with mysql_common's
-//! `TableMapEvent`/`OptionalMetaExtractor`, because the latter counts YEAR and
-//! old DECIMAL columns as numeric when walking the SIGNEDNESS bits (MySQL and
-//! MariaDB do not), which shifts the unsigned flags of every later numeric
-//! column (see test `mysql_common_signedness_counts_year`), and it never counts
-//! GEOMETRY as a character column, which MariaDB does. mysql_common's
-//! collation table is used for MySQL collation ids.
 
 use std::sync::Arc;
 
@@ -31,7 +24,8 @@ use rowstream_api::{Columns, Flavor, TableMeta};
 
 use super::error::DecodeError;
 use super::packed::DIG2BYTES;
-use super::text::{decode_label, Charset};
+use super::table_map::{is_character, TableMap};
+use super::text::Charset;
 
 /// Per-column decode plan, computed once per TABLE_MAP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,68 +140,6 @@ pub struct TableSchema {
     pub meta: Arc<TableMeta>,
 }
 
-struct Cur<'a> {
-    b: &'a [u8],
-    p: usize,
-}
-
-impl<'a> Cur<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.p..self.p.checked_add(n)?)?;
-        self.p += n;
-        Some(s)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|s| s[0])
-    }
-    fn lenenc(&mut self) -> Option<u64> {
-        let first = self.u8()?;
-        Some(match first {
-            0xfc => u16::from_le_bytes(self.take(2)?.try_into().ok()?) as u64,
-            0xfd => {
-                let s = self.take(3)?;
-                s[0] as u64 | (s[1] as u64) << 8 | (s[2] as u64) << 16
-            }
-            0xfe => u64::from_le_bytes(self.take(8)?.try_into().ok()?),
-            0xfb | 0xff => return None,
-            x => x as u64,
-        })
-    }
-    fn lenenc_bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.lenenc()?;
-        self.take(usize::try_from(n).ok()?)
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        let s = &self.b[self.p..];
-        self.p = self.b.len();
-        s
-    }
-    fn is_empty(&self) -> bool {
-        self.p >= self.b.len()
-    }
-}
-
-/// MySQL's `is_numeric_type` for the SIGNEDNESS field (YEAR and old DECIMAL excluded).
-fn is_numeric(t: u8) -> bool {
-    matches!(t, 1 | 2 | 9 | 3 | 8 | 246 | 4 | 5)
-}
-
-/// Columns that hold text in the charset of their collation, by real type.
-fn is_character(t: u8) -> bool {
-    matches!(t, 254 | 253 | 15 | 252 | 249 | 250 | 251)
-}
-
-/// Columns listed in DEFAULT_CHARSET/COLUMN_CHARSET metadata: the character
-/// columns plus, per server, one more type: MySQL 9 counts VECTOR (242),
-/// MariaDB counts GEOMETRY (255).
-fn has_charset_metadata(t: u8, flavor: Flavor) -> bool {
-    is_character(t)
-        || match flavor {
-            Flavor::MySql => t == 242,
-            Flavor::MariaDb => t == 255,
-        }
-}
-
 /// Binary size of a NEWDECIMAL(precision, scale).
 pub(crate) fn decimal_size(precision: u8, scale: u8) -> usize {
     let intg = precision.saturating_sub(scale) as usize;
@@ -227,408 +159,47 @@ fn type_name(t: u8) -> String {
 }
 
 impl TableSchema {
-    /// Parses a TABLE_MAP event body.
+    /// Parses a TABLE_MAP event body (see [`TableMap::parse`]) and plans the
+    /// decoding of each column.
     ///
-    /// * `body`: the event bytes after the 19-byte common header, CRC stripped.
-    /// * `post_header_len`: the TABLE_MAP post-header length from the FDE
-    ///   (6 means a 4-byte table id, anything else the usual 6-byte id).
-    /// * `flavor`: which server family wrote it (collation ids and charset
-    ///   column counting differ).
-    ///
-    /// Errors: truncated/malformed events, missing column names (the server
-    /// must run with `binlog_row_metadata=FULL`), column types the decoder
-    /// does not handle, inconsistent metadata.
+    /// Errors: those of [`TableMap::parse`], plus column types the decoder
+    /// does not handle and column metadata out of range for its type.
     pub fn from_table_map(
         body: &[u8],
         post_header_len: u8,
         flavor: Flavor,
     ) -> Result<TableSchema, DecodeError> {
-        let mal = |what: &str| DecodeError::Malformed {
-            context: "TABLE_MAP".into(),
-            detail: what.to_string(),
-        };
-        let mut c = Cur { b: body, p: 0 };
-        let table_id = if post_header_len == 6 {
-            u32::from_le_bytes(
-                c.take(4)
-                    .ok_or_else(|| mal("truncated table id"))?
-                    .try_into()
-                    .unwrap(),
-            ) as u64
-        } else {
-            let s = c.take(6).ok_or_else(|| mal("truncated table id"))?;
-            let mut b = [0u8; 8];
-            b[..6].copy_from_slice(s);
-            u64::from_le_bytes(b)
-        };
-        c.take(2).ok_or_else(|| mal("truncated flags"))?;
-        let db_len = c.u8().ok_or_else(|| mal("truncated db name"))? as usize;
-        let db = c.take(db_len).ok_or_else(|| mal("truncated db name"))?;
-        c.take(1);
-        let tb_len = c.u8().ok_or_else(|| mal("truncated table name"))? as usize;
-        let tb = c.take(tb_len).ok_or_else(|| mal("truncated table name"))?;
-        c.take(1);
-        let db: Arc<str> = Arc::from(String::from_utf8_lossy(db).as_ref());
-        let table: Arc<str> = Arc::from(String::from_utf8_lossy(tb).as_ref());
-        let mal = |what: &str| DecodeError::Malformed {
-            context: format!("TABLE_MAP of {db}.{table}"),
-            detail: what.to_string(),
-        };
-        let ncols = c.lenenc().ok_or_else(|| mal("bad column count"))? as usize;
-        if ncols > 4096 {
-            return Err(mal("column count above 4096"));
-        }
-        let types = c.take(ncols).ok_or_else(|| mal("truncated column types"))?;
-        let metadata = c
-            .lenenc_bytes()
-            .ok_or_else(|| mal("truncated column metadata"))?;
-        let nullbits = c
-            .take(ncols.div_ceil(8))
-            .ok_or_else(|| mal("truncated null bitmap"))?;
-        let optional = c.rest();
+        let map = TableMap::parse(body, post_header_len, flavor)?;
+        TableSchema::plan(map, flavor)
+    }
 
-        // Raw metadata per column, and real types.
-        let mut m = Cur { b: metadata, p: 0 };
-        let mut raw_meta = Vec::with_capacity(ncols);
-        let mut real = Vec::with_capacity(ncols);
-        for (i, &t) in types.iter().enumerate() {
-            let n = match t {
-                4 | 5 | 252 | 249 | 250 | 251 | 255 | 245 | 242 | 17 | 18 | 19 | 140 => 1,
-                15 | 253 | 246 | 247 | 248 | 254 | 16 | 141 => 2,
-                _ => 0,
-            };
-            let s = m
-                .take(n)
-                .ok_or_else(|| mal(&format!("truncated metadata for column {i}")))?;
-            let meta = match n {
-                1 => s[0] as u16,
-                2 => u16::from_le_bytes([s[0], s[1]]),
-                _ => 0,
-            };
-            raw_meta.push(meta);
-            // STRING (254) carries the real type in the first metadata byte.
-            let rt = if t == 254 && n == 2 && s[0] != 0 {
-                s[0] | 0x30
-            } else {
-                t
-            };
-            real.push(rt);
-        }
-
-        // Optional metadata TLVs.
-        let mut signedness: Option<&[u8]> = None;
-        let mut default_cs: Option<&[u8]> = None;
-        let mut column_cs: Option<&[u8]> = None;
-        let mut names_raw: Option<&[u8]> = None;
-        let mut set_vals: Option<&[u8]> = None;
-        let mut enum_vals: Option<&[u8]> = None;
-        let mut pk_simple: Option<&[u8]> = None;
-        let mut pk_prefix: Option<&[u8]> = None;
-        let mut es_default_cs: Option<&[u8]> = None;
-        let mut es_column_cs: Option<&[u8]> = None;
-        let mut o = Cur { b: optional, p: 0 };
-        while !o.is_empty() {
-            let t = o.u8().ok_or_else(|| mal("truncated optional metadata"))?;
-            let v = o
-                .lenenc_bytes()
-                .ok_or_else(|| mal("truncated optional metadata field"))?;
-            match t {
-                1 => signedness = Some(v),
-                2 => default_cs = Some(v),
-                3 => column_cs = Some(v),
-                4 => names_raw = Some(v),
-                5 => set_vals = Some(v),
-                6 => enum_vals = Some(v),
-                8 => pk_simple = Some(v),
-                9 => pk_prefix = Some(v),
-                10 => es_default_cs = Some(v),
-                11 => es_column_cs = Some(v),
-                _ => {} // geometry type, visibility, vector dimensionality, future fields
-            }
-        }
-
-        let names_raw = names_raw.ok_or_else(|| DecodeError::MissingColumnNames {
-            db: db.to_string(),
-            table: table.to_string(),
-        })?;
-        let mut names: Vec<Arc<str>> = Vec::with_capacity(ncols);
-        let mut nc = Cur { b: names_raw, p: 0 };
-        while !nc.is_empty() {
-            let n = nc
-                .lenenc_bytes()
-                .ok_or_else(|| mal("bad COLUMN_NAME field"))?;
-            names.push(Arc::from(String::from_utf8_lossy(n).as_ref()));
-        }
-        if names.len() != ncols {
-            return Err(mal(&format!(
-                "COLUMN_NAME has {} names for {ncols} columns",
-                names.len()
-            )));
-        }
-
-        // Signedness: one bit (MSB first) per numeric column.
-        let mut unsigned = vec![false; ncols];
-        if let Some(bits) = signedness {
-            let mut k = 0usize;
-            for i in 0..ncols {
-                if is_numeric(types[i]) {
-                    let byte = bits
-                        .get(k / 8)
-                        .ok_or_else(|| mal("SIGNEDNESS shorter than numeric column count"))?;
-                    unsigned[i] = byte & (0x80 >> (k % 8)) != 0;
-                    k += 1;
-                }
-            }
-        }
-
-        // Charsets of character columns.
-        let char_cols: Vec<usize> = (0..ncols)
-            .filter(|&i| has_charset_metadata(real[i], flavor))
-            .collect();
-        let mut collation = vec![0u16; ncols];
-        let char_list = |default: Option<&[u8]>,
-                         percol: Option<&[u8]>,
-                         cols_a: &[usize],
-                         out: &mut Vec<u16>,
-                         what: &str|
-         -> Result<(), DecodeError> {
-            if let Some(v) = percol {
-                let mut cc = Cur { b: v, p: 0 };
-                let mut ids = Vec::new();
-                while !cc.is_empty() {
-                    ids.push(cc.lenenc().ok_or_else(|| mal(what))? as u16);
-                }
-                if ids.len() != cols_a.len() {
-                    return Err(mal(&format!(
-                        "{what}: {} charsets for {} character columns",
-                        ids.len(),
-                        cols_a.len()
-                    )));
-                }
-                for (k, &i) in cols_a.iter().enumerate() {
-                    out[i] = ids[k];
-                }
-            } else if let Some(v) = default {
-                let mut cc = Cur { b: v, p: 0 };
-                let def = cc.lenenc().ok_or_else(|| mal(what))? as u16;
-                for &i in cols_a {
-                    out[i] = def;
-                }
-                while !cc.is_empty() {
-                    let idx = cc.lenenc().ok_or_else(|| mal(what))? as usize;
-                    let id = cc.lenenc().ok_or_else(|| mal(what))? as u16;
-                    let col = *cols_a.get(idx).ok_or_else(|| {
-                        mal(&format!(
-                            "{what}: character column index {idx} out of range"
-                        ))
-                    })?;
-                    out[col] = id;
-                }
-            }
-            Ok(())
-        };
-        char_list(
-            default_cs,
-            column_cs,
-            &char_cols,
-            &mut collation,
-            "charset metadata",
-        )?;
-        let es_cols: Vec<usize> = (0..ncols)
-            .filter(|&i| matches!(real[i], 247 | 248))
-            .collect();
-        char_list(
-            es_default_cs,
-            es_column_cs,
-            &es_cols,
-            &mut collation,
-            "ENUM/SET charset metadata",
-        )?;
-
-        // ENUM / SET labels.
-        let mut labels: Vec<Option<Arc<[Arc<str>]>>> = vec![None; ncols];
-        for (field, ty, what) in [
-            (enum_vals, 247u8, "ENUM_STR_VALUE"),
-            (set_vals, 248u8, "SET_STR_VALUE"),
-        ] {
-            let Some(v) = field else { continue };
-            let mut cc = Cur { b: v, p: 0 };
-            for i in (0..ncols).filter(|&i| real[i] == ty) {
-                let n = cc.lenenc().ok_or_else(|| mal(what))? as usize;
-                let cs = Charset::from_collation(collation[i], flavor);
-                let mut ls = Vec::with_capacity(n.min(65536));
-                for _ in 0..n {
-                    let raw = cc.lenenc_bytes().ok_or_else(|| mal(what))?;
-                    let s = decode_label(raw, cs).map_err(|_| DecodeError::InvalidText {
-                        db: db.to_string(),
-                        table: table.to_string(),
-                        column: names[i].to_string(),
-                        detail: format!(
-                            "label not decodable as {cs:?} (collation {})",
-                            collation[i]
-                        ),
-                    })?;
-                    ls.push(Arc::from(s));
-                }
-                labels[i] = Some(Arc::from(ls));
-            }
-        }
-
-        // Primary key.
-        let mut primary_key = Vec::new();
-        if let Some(v) = pk_simple {
-            let mut cc = Cur { b: v, p: 0 };
-            while !cc.is_empty() {
-                primary_key.push(cc.lenenc().ok_or_else(|| mal("SIMPLE_PRIMARY_KEY"))? as usize);
-            }
-        }
-        if let Some(v) = pk_prefix {
-            let mut cc = Cur { b: v, p: 0 };
-            while !cc.is_empty() {
-                primary_key
-                    .push(cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))? as usize);
-                cc.lenenc().ok_or_else(|| mal("PRIMARY_KEY_WITH_PREFIX"))?;
-            }
-        }
-        if primary_key.iter().any(|&i| i >= ncols) {
-            return Err(mal("primary key column index out of range"));
-        }
-
-        // Build columns with decode plans.
+    /// Plans the decoding of every column of a parsed TABLE_MAP.
+    pub fn plan(mut map: TableMap, flavor: Flavor) -> Result<TableSchema, DecodeError> {
+        let ncols = map.types.len();
         let mut columns = Vec::with_capacity(ncols);
         let mut json_count = 0usize;
         for i in 0..ncols {
-            let t = types[i];
-            let rt = real[i];
-            let meta = raw_meta[i];
-            let name = names[i].clone();
+            let t = map.types[i];
+            let rt = map.real[i];
+            let meta = map.meta[i];
+            let name = map.names[i].clone();
             let unsupported = || DecodeError::UnsupportedType {
-                db: db.to_string(),
-                table: table.to_string(),
+                db: map.db.to_string(),
+                table: map.table.to_string(),
                 column: name.to_string(),
                 type_name: type_name(rt),
             };
-            let lo = (meta & 0xff) as u8;
-            let hi = (meta >> 8) as u8;
             let mut charset = Charset::Binary;
             let textual = is_character(rt) || matches!(rt, 247 | 248);
             if textual {
-                charset = Charset::from_collation(collation[i], flavor);
-                if collation[i] == 0 {
+                charset = Charset::from_collation(map.collation[i], flavor);
+                if map.collation[i] == 0 {
                     // No charset metadata at all (should not happen with FULL):
                     // refuse to guess.
-                    return Err(mal(&format!("no charset logged for column {name}")));
+                    return Err(map.mal(&format!("no charset logged for column {name}")));
                 }
             }
-            let decode = match rt {
-                1 => Decode::Tiny,
-                2 => Decode::Short,
-                9 => Decode::Int24,
-                3 => Decode::Long,
-                8 => Decode::LongLong,
-                13 => Decode::Year,
-                4 => Decode::Float,
-                5 => Decode::Double,
-                16 => {
-                    let bits = hi as u16 * 8 + lo as u16;
-                    let bytes = bits.div_ceil(8);
-                    if bytes == 0 || bytes > 8 {
-                        return Err(mal(&format!("BIT column {name} with {bits} bits")));
-                    }
-                    Decode::Bit {
-                        bytes: bytes as u8,
-                        single: bits == 1,
-                    }
-                }
-                246 => {
-                    let (precision, scale) = (lo, hi);
-                    if precision == 0 || precision > 65 || scale > 30 || scale > precision {
-                        return Err(mal(&format!(
-                            "DECIMAL({precision},{scale}) for column {name}"
-                        )));
-                    }
-                    Decode::Decimal {
-                        precision,
-                        scale,
-                        size: decimal_size(precision, scale) as u8,
-                    }
-                }
-                15 | 253 => Decode::VarLen {
-                    prefix: if meta < 256 { 1 } else { 2 },
-                    pad_to: 0,
-                },
-                254 => {
-                    let max_len: u16 = if t == 254 && lo != 0 {
-                        if lo & 0x30 != 0x30 {
-                            hi as u16 | ((((lo & 0x30) ^ 0x30) as u16) << 4)
-                        } else {
-                            hi as u16
-                        }
-                    } else {
-                        meta
-                    };
-                    let pad_to = if charset == Charset::Binary {
-                        max_len
-                    } else {
-                        0
-                    };
-                    Decode::VarLen {
-                        prefix: if max_len < 256 { 1 } else { 2 },
-                        pad_to,
-                    }
-                }
-                247 => {
-                    let pack = if t == 254 { hi } else { lo };
-                    if !matches!(pack, 1 | 2) {
-                        return Err(mal(&format!("ENUM column {name} with pack length {pack}")));
-                    }
-                    Decode::Enum { pack }
-                }
-                248 => {
-                    let bytes = if t == 254 { hi } else { lo };
-                    if !(1..=8).contains(&bytes) {
-                        return Err(mal(&format!("SET column {name} with {bytes} bytes")));
-                    }
-                    Decode::Set { bytes }
-                }
-                249..=252 => {
-                    let pack = match rt {
-                        249 => 1,
-                        250 => 3,
-                        251 => 4,
-                        _ => lo,
-                    };
-                    if !(1..=4).contains(&pack) {
-                        return Err(mal(&format!("BLOB column {name} with pack length {pack}")));
-                    }
-                    Decode::Blob { pack }
-                }
-                10 | 14 => Decode::Date,
-                12 => Decode::DateTimeOld,
-                7 => Decode::TimestampOld,
-                11 => Decode::TimeOld,
-                17..=19 => {
-                    if lo > 6 {
-                        return Err(mal(&format!("fractional precision {lo} for column {name}")));
-                    }
-                    match rt {
-                        17 => Decode::Timestamp2 { fsp: lo },
-                        18 => Decode::DateTime2 { fsp: lo },
-                        _ => Decode::Time2 { fsp: lo },
-                    }
-                }
-                245 | 255 | 242 => {
-                    if !(1..=4).contains(&lo) {
-                        return Err(mal(&format!("column {name} with pack length {lo}")));
-                    }
-                    match rt {
-                        245 => Decode::Json { pack: lo },
-                        255 => Decode::Geometry { pack: lo },
-                        _ => Decode::Vector { pack: lo },
-                    }
-                }
-                _ => return Err(unsupported()),
-            };
+            let decode = plan_column(t, rt, meta, charset, &name, &map)?.ok_or_else(unsupported)?;
             let json_ordinal = if rt == 245 {
                 json_count += 1;
                 Some((json_count - 1) as u16)
@@ -637,26 +208,26 @@ impl TableSchema {
             };
             let ty = ColumnType::try_from(rt).map_err(|_| unsupported())?;
             if (ty == ColumnType::MYSQL_TYPE_ENUM || ty == ColumnType::MYSQL_TYPE_SET)
-                && labels[i].is_none()
+                && map.labels[i].is_none()
             {
-                return Err(mal(&format!("no ENUM/SET labels logged for column {name} (binlog_row_metadata=FULL required)")));
+                return Err(map.mal(&format!("no ENUM/SET labels logged for column {name} (binlog_row_metadata=FULL required)")));
             }
             columns.push(ColumnSchema {
                 name,
                 ty,
                 raw_type: t,
                 meta,
-                unsigned: unsigned[i],
+                unsigned: map.unsigned[i],
                 charset,
-                collation: collation[i],
-                labels: labels[i].take(),
-                nullable: nullbits[i / 8] & (1 << (i % 8)) != 0,
+                collation: map.collation[i],
+                labels: map.labels[i].take(),
+                nullable: map.nullable[i],
                 json_ordinal,
                 decode,
             });
         }
-        let names: Columns = Arc::from(names);
-        let primary_key: Arc<[usize]> = primary_key.into();
+        let names: Columns = Arc::from(std::mem::take(&mut map.names));
+        let primary_key: Arc<[usize]> = std::mem::take(&mut map.primary_key).into();
         let meta = Arc::new(TableMeta {
             columns: names.clone(),
             types: columns.iter().map(api_type).collect(),
@@ -664,9 +235,9 @@ impl TableSchema {
             primary_key: primary_key.clone(),
         });
         Ok(TableSchema {
-            table_id,
-            db,
-            table,
+            table_id: map.table_id,
+            db: map.db,
+            table: map.table,
             columns,
             names,
             primary_key,
@@ -675,6 +246,131 @@ impl TableSchema {
             meta,
         })
     }
+}
+
+/// The decode plan of one column: `t` the logged type byte, `rt` the real
+/// type, `meta` its metadata. `Ok(None)`: a type the decoder does not handle;
+/// `Err`: metadata out of range for the type.
+fn plan_column(
+    t: u8,
+    rt: u8,
+    meta: u16,
+    charset: Charset,
+    name: &str,
+    map: &TableMap,
+) -> Result<Option<Decode>, DecodeError> {
+    let mal = |what: &str| map.mal(what);
+    let lo = (meta & 0xff) as u8;
+    let hi = (meta >> 8) as u8;
+    Ok(Some(match rt {
+        1 => Decode::Tiny,
+        2 => Decode::Short,
+        9 => Decode::Int24,
+        3 => Decode::Long,
+        8 => Decode::LongLong,
+        13 => Decode::Year,
+        4 => Decode::Float,
+        5 => Decode::Double,
+        16 => {
+            let bits = hi as u16 * 8 + lo as u16;
+            let bytes = bits.div_ceil(8);
+            if bytes == 0 || bytes > 8 {
+                return Err(mal(&format!("BIT column {name} with {bits} bits")));
+            }
+            Decode::Bit {
+                bytes: bytes as u8,
+                single: bits == 1,
+            }
+        }
+        246 => {
+            let (precision, scale) = (lo, hi);
+            if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+                return Err(mal(&format!(
+                    "DECIMAL({precision},{scale}) for column {name}"
+                )));
+            }
+            Decode::Decimal {
+                precision,
+                scale,
+                size: decimal_size(precision, scale) as u8,
+            }
+        }
+        15 | 253 => Decode::VarLen {
+            prefix: if meta < 256 { 1 } else { 2 },
+            pad_to: 0,
+        },
+        254 => {
+            let max_len: u16 = if t == 254 && lo != 0 {
+                if lo & 0x30 != 0x30 {
+                    hi as u16 | ((((lo & 0x30) ^ 0x30) as u16) << 4)
+                } else {
+                    hi as u16
+                }
+            } else {
+                meta
+            };
+            let pad_to = if charset == Charset::Binary {
+                max_len
+            } else {
+                0
+            };
+            Decode::VarLen {
+                prefix: if max_len < 256 { 1 } else { 2 },
+                pad_to,
+            }
+        }
+        247 => {
+            let pack = if t == 254 { hi } else { lo };
+            if !matches!(pack, 1 | 2) {
+                return Err(mal(&format!("ENUM column {name} with pack length {pack}")));
+            }
+            Decode::Enum { pack }
+        }
+        248 => {
+            let bytes = if t == 254 { hi } else { lo };
+            if !(1..=8).contains(&bytes) {
+                return Err(mal(&format!("SET column {name} with {bytes} bytes")));
+            }
+            Decode::Set { bytes }
+        }
+        249..=252 => {
+            let pack = match rt {
+                249 => 1,
+                250 => 3,
+                251 => 4,
+                _ => lo,
+            };
+            if !(1..=4).contains(&pack) {
+                return Err(mal(&format!("BLOB column {name} with pack length {pack}")));
+            }
+            Decode::Blob { pack }
+        }
+        10 | 14 => Decode::Date,
+        12 => Decode::DateTimeOld,
+        7 => Decode::TimestampOld,
+        11 => Decode::TimeOld,
+        17..=19 => {
+            if lo > 6 {
+                return Err(mal(&format!("fractional precision {lo} for column {name}")));
+            }
+            match rt {
+                17 => Decode::Timestamp2 { fsp: lo },
+                18 => Decode::DateTime2 { fsp: lo },
+                _ => Decode::Time2 { fsp: lo },
+            }
+        }
+        245 | 255 | 242 => {
+            if !(1..=4).contains(&lo) {
+                return Err(mal(&format!("column {name} with pack length {lo}")));
+            }
+            match rt {
+                245 => Decode::Json { pack: lo },
+                255 => Decode::Geometry { pack: lo },
+                _ => Decode::Vector { pack: lo },
+            }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// The sink-level type of a column (see `rowstream_api::ColumnType` for the
