@@ -45,8 +45,8 @@ def strip_code(text):
                     j += 1
             out.append(re.sub(r"[^\n]", " ", text[i:j]))
             i = j
-        elif c == "r" and re.match(r'r#*"', text[i:i + 10]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            m = re.match(r'r(#*)"', text[i:])
+        elif c in "br" and re.match(r'b?r#*"', text[i:i + 12]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            m = re.match(r'b?r(#*)"', text[i:])
             end = text.find('"' + m.group(1), i + len(m.group(0)))
             end = n if end < 0 else end + 1 + len(m.group(1))
             out.append(re.sub(r"[^\n]", " ", text[i:end]))

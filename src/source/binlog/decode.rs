@@ -825,7 +825,11 @@ mod tests {
         b.extend_from_slice(&1u16.to_le_bytes());
         b.extend_from_slice(&2u16.to_le_bytes());
         b.push(ncols as u8);
-        let images = if matches!(kind, 0x1f | 0x27) { 2 } else { 1 };
+        let images = if matches!(kind, ev::UPDATE_ROWS | ev::PARTIAL_UPDATE_ROWS) {
+            2
+        } else {
+            1
+        };
         for _ in 0..images {
             b.extend(std::iter::repeat_n(0xffu8, ncols.div_ceil(8)));
         }
@@ -1094,6 +1098,10 @@ mod tests {
                 fsp: 0
             }
         );
+    }
+
+    #[test]
+    fn times() {
         // TIME(1) -01:02:03.5
         assert_eq!(
             one(19, &[1], &[], &[0x7F, 0xEF, 0x7C, 0xCE]).unwrap(),
@@ -1170,7 +1178,10 @@ mod tests {
                 fsp: 0
             })
         );
-        // old formats
+    }
+
+    #[test]
+    fn old_temporals() {
         assert!(matches!(
             one(12, &[], &[], &20240229123456u64.to_le_bytes()).unwrap(),
             Value::DateTime(DateTime {

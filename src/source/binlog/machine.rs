@@ -760,6 +760,103 @@ mod tests {
             .collect()
     }
 
+    /// A MariaDB transaction as the server sends it: GTID, BEGIN, TABLE_MAP of
+    /// `db.t (id INT)`, one WRITE_ROWS with `ids`, XID.
+    fn mariadb_transaction(seq: u64, ids: &[i32], pos: &mut u32) -> Vec<Vec<u8>> {
+        let mut gtid = seq.to_le_bytes().to_vec();
+        gtid.extend_from_slice(&0u32.to_le_bytes()); // domain
+        gtid.push(0); // flags: a BEGIN follows
+        let mut begin = vec![0u8; 13]; // thread, exec time, db len 0, error, status len 0
+        begin.push(0); // empty db, NUL
+        begin.extend_from_slice(b"BEGIN");
+        let map =
+            crate::source::binlog::schema::tests::table_map(42, "db", "t", &[(3, &[], "id")], &[]);
+        let mut rows = 42u64.to_le_bytes()[..6].to_vec();
+        rows.extend_from_slice(&1u16.to_le_bytes()); // flags: STMT_END
+        rows.extend_from_slice(&2u16.to_le_bytes()); // no extra data
+        rows.extend_from_slice(&[1, 0xff]); // 1 column, all present
+        for id in ids {
+            rows.push(0); // null bitmap
+            rows.extend_from_slice(&id.to_le_bytes());
+        }
+        let bodies = [
+            (ev_type::MARIADB_GTID, gtid),
+            (ev_type::QUERY, begin),
+            (ev_type::TABLE_MAP, map),
+            (ev_type::WRITE_ROWS, rows),
+            (ev_type::XID, 7u64.to_le_bytes().to_vec()),
+        ];
+        bodies
+            .into_iter()
+            .map(|(ty, body)| {
+                *pos += (HEADER_LEN + body.len() + 4) as u32;
+                wire_event(ty, *pos, 0, &body)
+            })
+            .collect()
+    }
+
+    fn ids(records: &[Record]) -> Vec<Value> {
+        records
+            .iter()
+            .map(|r| match r {
+                Record::Change(c) => c.after.as_ref().unwrap().values[0].clone(),
+                other => panic!("not a change: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_in_records_and_a_batch_out() {
+        let mut p = processor(Flavor::MariaDb);
+        let mut pos = 4;
+        let mut out = Vec::new();
+        for ev in mariadb_transaction(5, &[1, 2], &mut pos) {
+            p.on_wire_event(&ev, &mut out).unwrap();
+        }
+        assert_eq!(ids(&out), [Value::Int(1), Value::Int(2)]);
+        let Record::Change(c) = &out[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (c.op, &*c.source.gtid, c.source.row),
+            (Op::Create, "0-1-5", 1)
+        );
+        assert!(!p.in_transaction());
+        let batch = p.take_batch(out);
+        assert_eq!(batch.commits.len(), 1);
+        assert_eq!((batch.commits[0].end, batch.commits[0].events), (2, 2));
+        assert_eq!(batch.executed.unwrap().to_string(), "0-1-5");
+        // Nothing new: the next batch carries no progress.
+        assert!(!p.has_output(&[]));
+    }
+
+    #[test]
+    fn a_resumed_transaction_skips_rows_already_handed_out() {
+        let mut p = processor(Flavor::MariaDb);
+        let mut pos = 4;
+        let mut out = Vec::new();
+        let first = mariadb_transaction(5, &[1, 2], &mut pos);
+        // The connection drops after the rows event, before the XID.
+        for ev in &first[..4] {
+            p.on_wire_event(ev, &mut out).unwrap();
+        }
+        assert_eq!(
+            ids(&p.take_batch(std::mem::take(&mut out)).records).len(),
+            2
+        );
+        p.prepare_resume();
+        assert_eq!(p.executed().to_string(), "");
+        // The server sends the whole transaction again, now with a third row.
+        let mut pos = 4;
+        for ev in mariadb_transaction(5, &[1, 2, 3], &mut pos) {
+            p.on_wire_event(&ev, &mut out).unwrap();
+        }
+        assert_eq!(ids(&out), [Value::Int(3)]);
+        let batch = p.take_batch(out);
+        assert_eq!(batch.commits[0].events, 3);
+        assert_eq!(batch.executed.unwrap().to_string(), "0-1-5");
+    }
+
     #[test]
     fn sequence_of_transactions() {
         const U: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
@@ -828,7 +925,10 @@ mod tests {
     fn mariadb_compressed_events_are_refused() {
         let mut p = processor(Flavor::MariaDb);
         let err = p
-            .on_wire_event(&wire_event(169, 500, 0, &[0; 16]), &mut Vec::new())
+            .on_wire_event(
+                &wire_event(ev_type::WRITE_ROWS_COMPRESSED, 500, 0, &[0; 16]),
+                &mut Vec::new(),
+            )
             .unwrap_err();
         assert!(
             err.to_string().contains("WRITE_ROWS_COMPRESSED")
@@ -840,7 +940,7 @@ mod tests {
     #[test]
     fn crc_mismatch_is_fatal() {
         let mut p = processor(Flavor::MySql);
-        let mut e = wire_event(16, 500, 0, &7u64.to_le_bytes());
+        let mut e = wire_event(ev_type::XID, 500, 0, &7u64.to_le_bytes());
         e[HEADER_LEN] ^= 1;
         let err = p.on_wire_event(&e, &mut Vec::new()).unwrap_err();
         assert!(
@@ -857,7 +957,7 @@ mod tests {
     fn first_rotate_name_has_no_checksum_bytes() {
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(b"mysql-bin.000001");
-        let ev = wire_event(4, 0, LOG_EVENT_ARTIFICIAL_F, &body);
+        let ev = wire_event(ev_type::ROTATE, 0, LOG_EVENT_ARTIFICIAL_F, &body);
 
         let mut esr = mysql_common::binlog::EventStreamReader::new(BinlogVersion::Version4);
         let theirs = esr.read(&ev[..]).unwrap().unwrap();
