@@ -19,10 +19,11 @@
 //! - PARTIAL_UPDATE_ROWS JSON diffs are applied to the same column's value of
 //!   the before image, so the after image always holds complete documents.
 //!
-//! mysql_common is used for binary JSON (`binlog::jsonb`) and JSON diff
-//! (`binlog::jsondiff`) parsing. Values are decoded by our own code: mysql_common
-//! does not sign-extend MEDIUMINT (test `mysql_common_int24_not_sign_extended`),
-//! and allocates a `Vec` per cell.
+//! Values are decoded by our own code, not mysql_common's: it does not
+//! sign-extend MEDIUMINT (test `mysql_common_int24_not_sign_extended`) and
+//! allocates a `Vec` per cell. Binary JSON goes through `json` and partial
+//! JSON diffs through `jsondiff`; charsets through `text`, packed DECIMAL and
+//! TIME through `packed`; the column plans come from `schema`.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Snapshots: the rows that already exist, read consistently with the GTID
 //! set the stream then starts from, as `op = "r"` events through the same
-//! pipeline and sinks as the stream.
+//! pipeline and sinks as the stream. A source like the binlog one: it
+//! hands the pipeline the same `source::Batch`es through the same channel.
 //!
 //! Shape: a consistent cut (`cut`) gives `threads` connections, each in a
 //! consistent-snapshot transaction, and the GTID set `G`. A planner walks
