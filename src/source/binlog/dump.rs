@@ -192,7 +192,7 @@ async fn session(
             checksum.unwrap_or_default()
         )));
     }
-    let failures = checks::check_start_position(&mut q, flavor, &proc.executed()).await?;
+    let failures = checks::check_start_position(&mut q, flavor, proc.executed()).await?;
     if !failures.is_empty() {
         let all: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
         return Err(SourceError::Refused(all.join("; ")));
@@ -285,10 +285,10 @@ async fn session(
         }
         // Hand out when full, or when no more data is waiting (keeps `tail` live).
         let full = batch.len() >= BATCH_RECORDS || proc.batch_bytes() >= BATCH_BYTES;
-        if full || (proc.has_output(&batch) && conn.buffered() == 0) {
-            if send(tx, &mut batch, proc).await.is_err() {
-                return Ok(());
-            }
+        if (full || (proc.has_output(&batch) && conn.buffered() == 0))
+            && send(tx, &mut batch, proc).await.is_err()
+        {
+            return Ok(());
         }
     };
     // Whatever was decoded completely is valid; deliver it before reconnecting.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use rowstream_api::Flavor;
 
 use super::error::DecodeError;
-use super::text::{decode_label, Charset};
+use super::text::{decode_text, Charset};
 
 /// A TABLE_MAP event, parsed: raw per-column facts, nothing planned yet.
 #[derive(Debug, Clone)]
@@ -329,12 +329,12 @@ impl TableMap {
         let mut unsigned = vec![false; ncols];
         if let Some(bits) = signedness {
             let mut k = 0usize;
-            for i in 0..ncols {
-                if is_numeric(self.types[i]) {
+            for (u, &t) in unsigned.iter_mut().zip(&self.types) {
+                if is_numeric(t) {
                     let byte = bits
                         .get(k / 8)
                         .ok_or_else(|| self.mal("SIGNEDNESS shorter than numeric column count"))?;
-                    unsigned[i] = byte & (0x80 >> (k % 8)) != 0;
+                    *u = byte & (0x80 >> (k % 8)) != 0;
                     k += 1;
                 }
             }
@@ -404,7 +404,7 @@ impl TableMap {
             let mut ls = Vec::with_capacity(n.min(65536));
             for _ in 0..n {
                 let raw = cc.lenenc_bytes().ok_or_else(|| self.mal(what))?;
-                let s = decode_label(raw, cs).map_err(|_| DecodeError::InvalidText {
+                let s = decode_text(raw, cs).map_err(|_| DecodeError::InvalidText {
                     db: self.db.to_string(),
                     table: self.table.to_string(),
                     column: self.names[i].to_string(),

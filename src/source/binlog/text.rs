@@ -127,11 +127,6 @@ fn unsafe_ascii(s: &[u8]) -> String {
     String::from_utf8(s.to_vec()).expect("ascii")
 }
 
-/// Decodes ENUM/SET labels (used by `schema`); `Err` when not decodable exactly.
-pub fn decode_label(s: &[u8], cs: Charset) -> Result<String, ()> {
-    decode_text(s, cs).map_err(|_| ())
-}
-
 /// cp1252 0x80..=0x9F; undefined bytes map to the C1 control of the same value (as MySQL's latin1).
 const CP1252_80: [char; 32] = [
     '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',

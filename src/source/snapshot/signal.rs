@@ -73,12 +73,16 @@ struct Window {
     read: oneshot::Receiver<Result<ChunkRead, SourceError>>,
 }
 
+/// The table being read on demand: db, table, its definition once loaded,
+/// and the last key read.
+type Reading = (String, String, Option<Arc<SnapTable>>, Option<Key>);
+
 /// The on-demand snapshot state machine, fed with every stream batch.
 pub struct Incremental {
     cfg: SignalConfig,
     queue: VecDeque<(String, String)>,
     /// The table being read: its definition once loaded, and its last key.
-    table: Option<(String, String, Option<Arc<SnapTable>>, Option<Key>)>,
+    table: Option<Reading>,
     window: Option<Window>,
     seq: u64,
 }
@@ -103,7 +107,7 @@ impl Incremental {
                 i += 1;
                 continue;
             };
-            if &*ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
+            if *ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
                 if ev.op == Op::Create {
                     let (ty, data) = (col(ev, "type"), col(ev, "data"));
                     let sequence = ev.source.sequence;
