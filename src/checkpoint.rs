@@ -37,7 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rowstream_api::Flavor;
 use serde::{Deserialize, Serialize};
 
-use crate::source::gtid::GtidSet;
+use crate::gtid::GtidSet;
 
 /// The checkpoint format version this build writes (it also reads version 1).
 pub const CHECKPOINT_VERSION: u32 = 2;

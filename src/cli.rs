@@ -11,11 +11,11 @@ use clap::{Parser, Subcommand};
 use rowstream_api::Record;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::source::binlog::dump::{self, StreamConfig};
 use crate::source::checks::{self, CheckInput};
 use crate::source::conn::ConnOpts;
 use crate::source::filter::TableFilter;
-use crate::source::stream::{self, Batch, StreamConfig};
-use crate::source::SourceError;
+use crate::source::{query, Batch, SourceError, CHANNEL_BATCHES};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -219,14 +219,11 @@ async fn run_checks(
     opts: &ConnOpts,
     server_id: u32,
     from: &str,
-) -> anyhow::Result<(
-    i32,
-    Option<(rowstream_api::Flavor, crate::source::gtid::GtidSet)>,
-)> {
-    let (mut conn, flavor) = stream::query_conn(opts).await?;
+) -> anyhow::Result<(i32, Option<(rowstream_api::Flavor, crate::gtid::GtidSet)>)> {
+    let (mut conn, flavor) = query::query_conn(opts).await?;
     // Resolving the start may itself need the privileges being checked: run
     // the checks anyway, so a missing grant is reported as such.
-    let start = stream::resolve_start(&mut conn, flavor, from).await;
+    let start = query::resolve_start(&mut conn, flavor, from).await;
     let failures = checks::run_checks(
         &mut conn,
         &CheckInput {
@@ -241,7 +238,7 @@ async fn run_checks(
     let start = match start {
         Ok(s) => s,
         Err(e) if failures.is_empty() => return Err(e.into()),
-        Err(_) => crate::source::gtid::GtidSet::empty(flavor),
+        Err(_) => crate::gtid::GtidSet::empty(flavor),
     };
     conn.disconnect().await.ok();
     if failures.is_empty() {
@@ -287,7 +284,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
         filter,
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
     };
-    let (tx, rx) = mpsc::channel::<Batch>(stream::CHANNEL_BATCHES);
+    let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let (done_tx, done_rx) = oneshot::channel();
     let max = a.max_events;
     // Encoding runs on its own thread so decoding and encoding use both cores.
@@ -300,10 +297,10 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
             let _ = done_tx.send(());
             r
         })?;
-    let dump_conn = stream::DumpConn::default();
+    let dump_conn = dump::DumpConn::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let result = tokio::select! {
-        r = stream::run(&cfg, start, flavor, tx, &dump_conn, stop_rx) => r,
+        r = dump::run(&cfg, start, flavor, tx, &dump_conn, stop_rx) => r,
         _ = done_rx => Ok(()),
         _ = tokio::signal::ctrl_c() => { let _ = stop_tx.send(true); Ok(()) }
     };

@@ -50,9 +50,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::gtid::GtidSet;
 use crate::source::conn::ConnOpts;
 use crate::source::filter::TableFilter;
-use crate::source::gtid::GtidSet;
 use crate::source::SourceError;
 use rowstream_api::Flavor;
 

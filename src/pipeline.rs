@@ -23,11 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointStore, SnapshotState};
 use crate::config::{Config, SinkConfig, SnapshotMode};
-use crate::snapshot;
+use crate::gtid::{Gtid, GtidSet};
+use crate::source::binlog::dump::{self, DumpConn, StreamConfig};
 use crate::source::checks::{self, CheckInput};
-use crate::source::gtid::{Gtid, GtidSet};
-use crate::source::stream::{self, DumpConn, StreamConfig};
-use crate::source::SourceError;
+use crate::source::{query, snapshot, SourceError, CHANNEL_BATCHES};
 
 /// Batches dispatched to the sinks and not yet acked by all of them. Sinks
 /// that ack late (Kafka acks on delivery reports) need many batches in
@@ -132,7 +131,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     let mut first = None;
     let mut last_err = None;
     for (i, s) in servers.iter().enumerate() {
-        match stream::query_conn(s).await {
+        match query::query_conn(s).await {
             Ok((conn, flavor)) => {
                 first = Some((i, conn, flavor));
                 break;
@@ -191,14 +190,14 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
             )]))
         }
         Some(_) if matches!(snap_start, Some(snapshot::Start::Fresh)) => {
-            stream::server_executed(&mut conn, flavor).await?
+            query::server_executed(&mut conn, flavor).await?
         }
         Some(cp) => {
             tracing::info!(gtid_set = %cp.gtid_set, snapshot = cp.snapshot.is_some(), "resuming from checkpoint");
             cp.gtid_set.clone()
         }
         None => {
-            let s = stream::resolve_start(&mut conn, flavor, &cfg.source.start).await?;
+            let s = query::resolve_start(&mut conn, flavor, &cfg.source.start).await?;
             tracing::info!(start = %cfg.source.start, gtid_set = %s, "no checkpoint: starting from source.start");
             s
         }
@@ -284,7 +283,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         let s = &stream_cfg.servers[i.min(stream_cfg.servers.len() - 1)];
         format!("{}:{}", s.host, s.port)
     };
-    let (src_tx, mut src_rx) = mpsc::channel::<stream::Batch>(stream::CHANNEL_BATCHES);
+    let (src_tx, mut src_rx) = mpsc::channel::<crate::source::Batch>(CHANNEL_BATCHES);
     let dump_conn = DumpConn::default();
     let (stop_src_tx, stop_src_rx) = watch::channel(false);
 
@@ -337,7 +336,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
                     return Ok(());
                 }
             }
-            stream::run(stream_cfg, start, flavor, src_tx, dump_conn, stop_src_rx).await
+            dump::run(stream_cfg, start, flavor, src_tx, dump_conn, stop_src_rx).await
         }
     };
     tokio::pin!(source);

@@ -47,7 +47,7 @@ use std::fmt;
 use mysql_async::prelude::Queryable;
 use rowstream_api::Flavor;
 
-use super::gtid::{GtidError, GtidSet, MariaDbGtidSet, MySqlGtidSet};
+use crate::gtid::{GtidError, GtidSet, MariaDbGtidSet, MySqlGtidSet};
 
 /// One reason the server cannot be used, with the way to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]

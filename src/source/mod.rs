@@ -1,18 +1,50 @@
-//! The replica side: connect to the server, validate it, register as a
-//! replica, dump the binlog from a GTID set and decode it into change events.
+//! The sources of change records: the binlog replica (`binlog`) and the
+//! initial / on-demand snapshot (`snapshot`), with what both share: the
+//! connection (`conn`), server checks (`checks`), server queries (`query`),
+//! the table filter (`filter`), and here the source contract: the error
+//! type and the `Batch` both hand to the pipeline.
 //!
 //! Errors are split in two: `Transient` ones (network, server restart,
 //! timeouts) are retried from the last complete transaction; everything
 //! else stops the stream with a message telling the operator what to do.
+//!
+//! Invariant: this file imports none of its children (they import it), so
+//! the module graph of `source` has no cycle.
 
+use rowstream_api::{Commit, Record};
+
+use crate::checkpoint::SnapshotState;
+use crate::gtid::GtidSet;
+
+pub mod binlog;
 pub mod checks;
 pub mod conn;
-pub mod decode;
 pub mod filter;
-pub mod gtid;
-pub mod jsondiff;
-pub mod schema;
-pub mod stream;
+pub mod query;
+pub mod snapshot;
+
+/// The rowstream version stamped into `source.version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Batches in flight between the source and its consumer.
+pub const CHANNEL_BATCHES: usize = 4;
+
+/// A batch of records in source order, with the position reached.
+#[derive(Debug)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    /// Transactions completed in this batch (index after their last record).
+    pub commits: Vec<Commit>,
+    /// The set of transactions complete at the end of this batch, when at
+    /// least one transaction completed in it.
+    pub executed: Option<GtidSet>,
+    /// Binlog bytes of the rows events decoded into `records`: a cheap
+    /// measure of the batch's weight, used to bound work in flight.
+    pub bytes: usize,
+    /// Snapshot batches: the snapshot's progress once this batch is durable,
+    /// when a chunk completed in it. Always `None` from the binlog stream.
+    pub snapshot: Option<Box<SnapshotState>>,
+}
 
 /// What can go wrong while reading the source.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Snapshots: the rows that already exist, read consistently with the GTID
 //! set the stream then starts from, as `op = "r"` events through the same
-//! pipeline and sinks as the stream.
+//! pipeline and sinks as the stream. A source like the binlog one: it
+//! hands the pipeline the same `source::Batch`es through the same channel.
 //!
 //! Shape: a consistent cut (`cut`) gives `threads` connections, each in a
 //! consistent-snapshot transaction, and the GTID set `G`. A planner walks
@@ -45,11 +46,10 @@ use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, Snapshot, Sour
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{chunk_marker, SnapshotState, TableProgress};
+use crate::gtid::GtidSet;
 use crate::source::conn::ConnOpts;
 use crate::source::filter::TableFilter;
-use crate::source::gtid::GtidSet;
-use crate::source::stream::{self, VERSION};
-use crate::source::SourceError;
+use crate::source::{Batch, SourceError, VERSION};
 use chunk::{Chunk, Key};
 use rows::SnapTable;
 
@@ -108,7 +108,7 @@ pub struct Running {
 pub async fn start(
     params: Params,
     start: Start,
-    tx: mpsc::Sender<stream::Batch>,
+    tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
 ) -> Result<Running, SourceError> {
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -154,7 +154,7 @@ type Ready = oneshot::Sender<Result<(GtidSet, SnapshotState), SourceError>>;
 async fn run(
     p: Params,
     start: Start,
-    tx: mpsc::Sender<stream::Batch>,
+    tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
     ready: Ready,
 ) -> Result<Outcome, SourceError> {
@@ -492,7 +492,7 @@ async fn merge(
     tables: &[SnapTable],
     mut state: SnapshotState,
     mut outs: Vec<mpsc::Receiver<Result<Piece, SourceError>>>,
-    tx: &mpsc::Sender<stream::Batch>,
+    tx: &mpsc::Sender<Batch>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Outcome, SourceError> {
     let first = state.chunks_done + 1;
@@ -500,9 +500,9 @@ async fn merge(
     let mut chunk_rows = 0u64;
     // Record-less batches after the newest batch with records: held until
     // the next records arrive, so the very last event can still be marked.
-    let mut held: Vec<stream::Batch> = Vec::new();
+    let mut held: Vec<Batch> = Vec::new();
     let mut prog = progress::Progress::new(tables, &state);
-    let send_held = |held: &mut Vec<stream::Batch>| {
+    let send_held = |held: &mut Vec<Batch>| {
         let batches = std::mem::take(held);
         async move {
             for b in batches {
@@ -565,7 +565,7 @@ async fn merge(
         if has_records && send_held(&mut held).await.is_err() {
             return Ok(Outcome::Stopped);
         }
-        held.push(stream::Batch {
+        held.push(Batch {
             records: piece.records,
             commits,
             executed: None,
@@ -588,7 +588,7 @@ async fn merge(
             ev.source.snapshot = Snapshot::Last;
         }
     }
-    held.push(stream::Batch {
+    held.push(Batch {
         records: Vec::new(),
         commits: Vec::new(),
         executed: None,

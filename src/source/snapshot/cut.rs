@@ -29,9 +29,9 @@ use std::time::Instant;
 use mysql_async::prelude::Queryable;
 use rowstream_api::Flavor;
 
+use crate::gtid::GtidSet;
 use crate::source::conn::ConnOpts;
-use crate::source::gtid::GtidSet;
-use crate::source::stream;
+use crate::source::query;
 use crate::source::SourceError;
 
 /// How long the cut waits for the global read lock before going lock-free.
@@ -52,7 +52,7 @@ pub struct Cut {
 
 /// A connection set up for reading snapshot rows (see `rows` for why).
 pub async fn session(opts: &ConnOpts) -> Result<mysql_async::Conn, SourceError> {
-    let (mut c, _) = stream::query_conn(opts).await?;
+    let (mut c, _) = query::query_conn(opts).await?;
     // A worker blocked by backpressure leaves the server waiting to write
     // the rest of its result; it must not time out on that.
     c.query_drop(
@@ -155,7 +155,7 @@ pub async fn cut(opts: &ConnOpts, flavor: Flavor, threads: usize) -> Result<Cut,
             let gtid = match flavor {
                 Flavor::MySql => {
                     let mut q = session(opts).await?;
-                    let g = stream::server_executed(&mut q, flavor).await?;
+                    let g = query::server_executed(&mut q, flavor).await?;
                     q.disconnect().await.ok();
                     for w in workers.iter_mut() {
                         begin(w).await?;
@@ -221,7 +221,7 @@ async fn locked_cut(
             begin(w).await?;
         }
         match flavor {
-            Flavor::MySql => stream::server_executed(&mut lock, flavor).await,
+            Flavor::MySql => query::server_executed(&mut lock, flavor).await,
             Flavor::MariaDb => mariadb_snapshot_gtid(&mut workers[0]).await,
         }
     }

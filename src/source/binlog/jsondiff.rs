@@ -230,7 +230,7 @@ pub fn apply_binlog_diffs(doc: &mut J, bytes: &[u8]) -> Result<(), JsonDiffError
         let path = std::str::from_utf8(d.path())
             .map_err(|_| JsonDiffError::Malformed("path is not UTF-8".into()))?;
         let value = match d.value() {
-            Some(v) => Some(super::decode::jsonb_to_json(v).map_err(JsonDiffError::Malformed)?),
+            Some(v) => Some(super::json::jsonb_to_json(v).map_err(JsonDiffError::Malformed)?),
             None => None,
         };
         apply(doc, d.operation(), path, value)?;

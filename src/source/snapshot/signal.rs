@@ -40,8 +40,7 @@ use super::chunk::{self, Key};
 use super::rows::{self, SnapTable};
 use super::{cut, now_ms, EventCtx};
 use crate::source::conn::ConnOpts;
-use crate::source::stream;
-use crate::source::SourceError;
+use crate::source::{Batch, SourceError};
 
 /// The signal table's name inside the configured schema.
 pub const SIGNAL_TABLE: &str = "rowstream_signal";
@@ -74,12 +73,16 @@ struct Window {
     read: oneshot::Receiver<Result<ChunkRead, SourceError>>,
 }
 
+/// The table being read on demand: db, table, its definition once loaded,
+/// and the last key read.
+type Reading = (String, String, Option<Arc<SnapTable>>, Option<Key>);
+
 /// The on-demand snapshot state machine, fed with every stream batch.
 pub struct Incremental {
     cfg: SignalConfig,
     queue: VecDeque<(String, String)>,
     /// The table being read: its definition once loaded, and its last key.
-    table: Option<(String, String, Option<Arc<SnapTable>>, Option<Key>)>,
+    table: Option<Reading>,
     window: Option<Window>,
     seq: u64,
 }
@@ -97,14 +100,14 @@ impl Incremental {
 
     /// Looks at a stream batch: signals start snapshots, watermarks close
     /// windows (the chunk's rows are inserted into the batch there).
-    pub fn process(&mut self, b: &mut stream::Batch) {
+    pub fn process(&mut self, b: &mut Batch) {
         let mut i = 0;
         while i < b.records.len() {
             let Record::Change(ev) = &b.records[i] else {
                 i += 1;
                 continue;
             };
-            if &*ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
+            if *ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
                 if ev.op == Op::Create {
                     let (ty, data) = (col(ev, "type"), col(ev, "data"));
                     let sequence = ev.source.sequence;

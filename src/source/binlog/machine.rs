@@ -1,6 +1,7 @@
-//! The binlog dump: register as a replica, request the binlog from a GTID
-//! set, verify and decode every event, and hand out change records in
-//! bounded batches.
+//! The binlog event state machine: event bytes in, change records and
+//! batches out. It holds everything a stream must remember (format
+//! description, binlog file, table maps, the open transaction, the GTID set
+//! reached) and does no I/O, so it can be driven from captured events.
 //!
 //! Invariants:
 //! - every event's CRC32 is verified before it is looked at;
@@ -8,438 +9,34 @@
 //!   nothing is skipped silently (only events the server flags as ignorable);
 //! - a transaction compressed into a TRANSACTION_PAYLOAD is decompressed as
 //!   a stream, one inner event at a time;
-//! - after a transient error the dump resumes after the last complete
-//!   transaction, and the rows of a partly delivered transaction that were
-//!   already handed out are not handed out again.
+//! - after `prepare_resume` (a reconnect) the rows of a partly delivered
+//!   transaction that were already handed out are not handed out again;
+//! - `executed` only grows by whole transactions, at their commit.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use mysql_async::prelude::Queryable;
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, TransactionPayloadEvent};
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
-use rowstream_api::metrics;
 use rowstream_api::{
     ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
     Value,
 };
-use tokio::sync::{mpsc, watch};
 
-use super::checks;
-use super::conn::{server_error, ConnOpts, PacketConn};
+use super::ddl::{ddl_schema, first_word};
 use super::decode::{self, RowsDecoder};
-use super::filter::TableFilter;
-use super::gtid::{Gtid, GtidSet};
+use super::event::{
+    self as ev_type, event_name, HEADER_LEN, LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
+    LOG_EVENT_IGNORABLE_F,
+};
 use super::schema::TableSchema;
-use super::SourceError;
-
-/// The rowstream version stamped into `source.version`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Records per batch handed to the consumer.
-const BATCH_RECORDS: usize = 1024;
-/// Binlog bytes behind one batch: with the record count, bounds a batch's memory
-/// (a batch of 20 MB rows holds one row).
-const BATCH_BYTES: usize = 4 << 20;
-/// Batches in flight between the source and its consumer.
-pub const CHANNEL_BATCHES: usize = 4;
-
-const HEADER_LEN: usize = 19;
-const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
-const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
-
-/// What the stream needs to know.
-#[derive(Debug, Clone)]
-pub struct StreamConfig {
-    /// Servers to read from, the primary first; the others are tried in turn
-    /// when the current one fails (replicas to fail over to).
-    pub servers: Vec<ConnOpts>,
-    /// Our replica server id (must be unique among the server's replicas).
-    pub server_id: u32,
-    /// Logical server name (`source.name`).
-    pub name: Arc<str>,
-    /// Host name we register with (shown by SHOW REPLICAS / SHOW SLAVE HOSTS).
-    pub report_host: String,
-    pub filter: TableFilter,
-    /// Heartbeat period asked from the server; reads time out after 3 periods.
-    pub heartbeat: Duration,
-}
-
-/// A batch of records in binlog order, with the position reached.
-#[derive(Debug)]
-pub struct Batch {
-    pub records: Vec<Record>,
-    /// Transactions completed in this batch (index after their last record).
-    pub commits: Vec<Commit>,
-    /// The set of transactions complete at the end of this batch, when at
-    /// least one transaction completed in it.
-    pub executed: Option<GtidSet>,
-    /// Binlog bytes of the rows events decoded into `records`: a cheap
-    /// measure of the batch's weight, used to bound work in flight.
-    pub bytes: usize,
-    /// Snapshot batches: the snapshot's progress once this batch is durable,
-    /// when a chunk completed in it. Always `None` from the binlog stream.
-    pub snapshot: Option<Box<crate::checkpoint::SnapshotState>>,
-}
-
-/// Connects a query connection and tells the flavour.
-pub async fn query_conn(opts: &ConnOpts) -> Result<(mysql_async::Conn, Flavor), SourceError> {
-    let conn = tokio::time::timeout(
-        opts.read_timeout,
-        mysql_async::Conn::new(opts.mysql_async_opts()),
-    )
-    .await
-    .map_err(|_| {
-        SourceError::Transient(format!("connect to {}:{}: timed out", opts.host, opts.port))
-    })??;
-    let (major, _, _) = conn.server_version();
-    // mysql_async reports MariaDB's real version (10.x/11.x); MySQL is 5.x, 8.x, 9.x.
-    let flavor = if major == 10 || major == 11 {
-        Flavor::MariaDb
-    } else {
-        Flavor::MySql
-    };
-    Ok((conn, flavor))
-}
-
-/// The server's executed set: `@@gtid_executed` (MySQL) or `@@gtid_binlog_pos` (MariaDB).
-pub async fn server_executed(
-    conn: &mut mysql_async::Conn,
-    flavor: Flavor,
-) -> Result<GtidSet, SourceError> {
-    let sql = match flavor {
-        Flavor::MySql => "SELECT @@global.gtid_executed",
-        Flavor::MariaDb => "SELECT @@global.gtid_binlog_pos",
-    };
-    let s: Option<String> = conn.query_first(sql).await?;
-    parse_set(flavor, &s.unwrap_or_default())
-}
-
-/// Resolves `--from`: "latest", "earliest" or a GTID set in the server's notation.
-pub async fn resolve_start(
-    conn: &mut mysql_async::Conn,
-    flavor: Flavor,
-    from: &str,
-) -> Result<GtidSet, SourceError> {
-    match from {
-        "latest" => server_executed(conn, flavor).await,
-        "earliest" => match flavor {
-            // Everything not purged is still in the binlog.
-            Flavor::MySql => {
-                let s: Option<String> = conn.query_first("SELECT @@global.gtid_purged").await?;
-                parse_set(flavor, &s.unwrap_or_default())
-            }
-            Flavor::MariaDb => {
-                let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
-                let first: Option<String> = logs.first().and_then(|r| r.get(0));
-                let Some(first) = first else {
-                    return parse_set(flavor, "");
-                };
-                let pos: Option<String> = conn
-                    .exec_first("SELECT BINLOG_GTID_POS(?, 4)", (first,))
-                    .await?;
-                parse_set(flavor, &pos.unwrap_or_default())
-            }
-        },
-        set => parse_set(flavor, set),
-    }
-}
-
-fn parse_set(flavor: Flavor, s: &str) -> Result<GtidSet, SourceError> {
-    GtidSet::parse(flavor, s).map_err(|e| SourceError::Config(format!("GTID set `{s}`: {e}")))
-}
-
-/// Streams from `start` into `tx` until the consumer goes away or `stop`
-/// turns true (Ok), or a fatal error.
-///
-/// Transient errors reconnect with capped, jittered backoff; with several
-/// servers (`cfg.servers`, primary first) each reconnect tries the next one.
-/// Every (re)connect re-checks that the server holds everything already
-/// delivered and has not purged what comes next; a server that fails that is
-/// refused and the next one tried; when every server refuses, the stream stops
-/// with the reasons.
-///
-/// On `stop` the stream ends at a transaction boundary (waiting at most
-/// `STOP_GRACE` for the open transaction to complete).
-///
-/// `dump_conn` tracks the current dump connection, so whoever stops the
-/// stream can end it on the server (`DumpConn::release`).
-pub async fn run(
-    cfg: &StreamConfig,
-    start: GtidSet,
-    flavor: Flavor,
-    tx: mpsc::Sender<Batch>,
-    dump_conn: &DumpConn,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), SourceError> {
-    let mut proc = Processor::new(cfg, flavor, start);
-    let mut delay = Duration::from_millis(100);
-    let mut current = 0usize;
-    let mut refusals: Vec<String> = Vec::new();
-    loop {
-        let before = proc.events_seen;
-        let server = &cfg.servers[current];
-        dump_conn.server.store(current, Ordering::Relaxed);
-        let r = session(cfg, server, &mut proc, &tx, dump_conn, &mut stop).await;
-        metrics::SOURCE_CONNECTED.with("").set(0.0);
-        let e = match r {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        metrics::SOURCE_RECONNECTS.with("").inc();
-        if proc.events_seen > before + 1 {
-            delay = Duration::from_millis(100);
-            refusals.clear();
-        }
-        match e {
-            SourceError::Refused(why) => {
-                tracing::error!(server = ?server, reason = %why, "server refused as a source");
-                refusals.push(format!("{server:?}: {why}"));
-                if refusals.len() >= cfg.servers.len() {
-                    return Err(SourceError::Fatal(format!(
-                        "no configured server can continue the stream from {}:\n  {}",
-                        proc.executed,
-                        refusals.join("\n  ")
-                    )));
-                }
-            }
-            e if e.is_transient() => {
-                tracing::warn!(server = ?server, error = %e, resume_from = %proc.executed, "source connection lost; reconnecting");
-            }
-            e => return Err(e),
-        }
-        proc.prepare_resume();
-        if cfg.servers.len() > 1 {
-            current = (current + 1) % cfg.servers.len();
-        }
-        let wait = delay.mul_f64(rand::random::<f64>() * 0.5 + 0.75);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-}
-
-/// How long a stop waits for the open transaction to complete.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Which server and connection id the current dump runs on (id 0: none).
-#[derive(Debug, Default)]
-pub struct DumpConn {
-    id: AtomicU32,
-    server: AtomicUsize,
-}
-
-impl DumpConn {
-    /// Index (in `StreamConfig::servers`) of the server the dump runs on.
-    pub fn server(&self) -> usize {
-        self.server.load(Ordering::Relaxed)
-    }
-
-    /// Ends the current dump connection on its server, so the server forgets
-    /// our replica registration now rather than at its next write to a dead
-    /// socket (which would make a quick restart fail the server_id check).
-    pub async fn release(&self, servers: &[ConnOpts]) {
-        let id = self.id.swap(0, Ordering::Relaxed);
-        let Some(opts) = servers.get(self.server.load(Ordering::Relaxed)) else {
-            return;
-        };
-        if id == 0 {
-            return;
-        }
-        if let Ok((mut q, _)) = query_conn(opts).await {
-            // Error 1094 (unknown thread) means it is already gone.
-            let _ = q.query_drop(format!("KILL CONNECTION {id}")).await;
-            q.disconnect().await.ok();
-        }
-    }
-}
-
-async fn session(
-    cfg: &StreamConfig,
-    server: &ConnOpts,
-    proc: &mut Processor,
-    tx: &mpsc::Sender<Batch>,
-    dump_conn: &DumpConn,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), SourceError> {
-    let (mut q, flavor) = query_conn(server).await?;
-    if flavor != proc.flavor {
-        return Err(SourceError::Refused(format!(
-            "it is {} but the stream is from {}",
-            flavor.as_str(),
-            proc.flavor.as_str()
-        )));
-    }
-    let checksum: Option<String> = q.query_first("SELECT @@global.binlog_checksum").await?;
-    if !checksum
-        .as_deref()
-        .unwrap_or("")
-        .eq_ignore_ascii_case("CRC32")
-    {
-        return Err(SourceError::Refused(format!(
-            "binlog_checksum: must be CRC32, is {}. Fix: SET GLOBAL binlog_checksum=CRC32 and binlog_checksum=CRC32 in my.cnf",
-            checksum.unwrap_or_default()
-        )));
-    }
-    let failures = checks::check_start_position(&mut q, flavor, &proc.executed).await?;
-    if !failures.is_empty() {
-        let all: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
-        return Err(SourceError::Refused(all.join("; ")));
-    }
-    q.disconnect().await.ok();
-
-    let mut opts = server.clone();
-    opts.read_timeout = cfg.heartbeat * 3;
-    let mut conn = PacketConn::connect(&opts).await?;
-    dump_conn.id.store(conn.connection_id, Ordering::Relaxed);
-    conn.query_drop("SET @master_binlog_checksum = @@global.binlog_checksum")
-        .await?;
-    conn.query_drop(&format!(
-        "SET @master_heartbeat_period = {}",
-        cfg.heartbeat.as_nanos()
-    ))
-    .await?;
-    if flavor == Flavor::MariaDb {
-        // 4 = MARIA_SLAVE_CAPABILITY_GTID: GTID events, GTID-based start.
-        conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-        conn.query_drop(&format!("SET @slave_connect_state = '{}'", proc.executed))
-            .await?;
-        conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
-        conn.query_drop("SET @slave_gtid_ignore_duplicates = 0")
-            .await?;
-    }
-    register_replica(&mut conn, cfg.server_id, &cfg.report_host).await?;
-    match flavor {
-        Flavor::MariaDb => {
-            let mut b = Vec::new();
-            b.extend_from_slice(&4u32.to_le_bytes());
-            b.extend_from_slice(&2u16.to_le_bytes()); // BINLOG_SEND_ANNOTATE_ROWS_EVENT
-            b.extend_from_slice(&cfg.server_id.to_le_bytes());
-            conn.command(0x12, &b).await?;
-        }
-        Flavor::MySql => {
-            let sids = proc.executed.encode_sid_block();
-            let mut b = Vec::with_capacity(sids.len() + 32);
-            b.extend_from_slice(&4u16.to_le_bytes()); // BINLOG_THROUGH_GTID
-            b.extend_from_slice(&cfg.server_id.to_le_bytes());
-            b.extend_from_slice(&0u32.to_le_bytes());
-            b.extend_from_slice(&4u64.to_le_bytes());
-            b.extend_from_slice(&(sids.len() as u32).to_le_bytes());
-            b.extend_from_slice(&sids);
-            conn.command(0x1e, &b).await?;
-        }
-    }
-    tracing::info!(server = ?server, flavor = flavor.as_str(), from = %proc.executed, "binlog dump started");
-    metrics::SOURCE_CONNECTED.with("").set(1.0);
-
-    let mut pkt = Vec::with_capacity(64 * 1024);
-    let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
-    let mut stop_by: Option<tokio::time::Instant> = None;
-    let result = loop {
-        if *stop.borrow() {
-            let deadline = *stop_by.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
-            if proc.tx.is_none() || tokio::time::Instant::now() >= deadline {
-                break Ok(());
-            }
-        }
-        let read = if proc.tx.is_none() && stop_by.is_none() {
-            // Between transactions a stop may cut the wait for the next event.
-            tokio::select! {
-                r = conn.read_packet(&mut pkt) => r,
-                _ = stop.wait_for(|s| *s) => continue,
-            }
-        } else {
-            conn.read_packet(&mut pkt).await
-        };
-        if let Err(e) = read {
-            break Err(e);
-        }
-        match pkt.first() {
-            Some(0x00) => {}
-            Some(0xFF) => break Err(server_error(&pkt, "binlog dump")),
-            Some(0xFE) if pkt.len() < 9 => {
-                break Err(SourceError::Transient(
-                    "the server ended the binlog dump".into(),
-                ))
-            }
-            _ => {
-                break Err(SourceError::Fatal(format!(
-                    "unexpected packet in binlog dump (first byte {:?})",
-                    pkt.first()
-                )))
-            }
-        }
-        if let Err(e) = proc.on_wire_event(&pkt[1..], &mut batch) {
-            break Err(e);
-        }
-        // Hand out when full, or when no more data is waiting (keeps `tail` live).
-        let full = batch.len() >= BATCH_RECORDS || proc.batch_bytes >= BATCH_BYTES;
-        if full || (proc.has_output(&batch) && conn.buffered() == 0) {
-            if send(tx, &mut batch, proc).await.is_err() {
-                return Ok(());
-            }
-        }
-    };
-    // Whatever was decoded completely is valid; deliver it before reconnecting.
-    if proc.has_output(&batch) && send(tx, &mut batch, proc).await.is_err() {
-        return Ok(());
-    }
-    result
-}
-
-async fn send(
-    tx: &mpsc::Sender<Batch>,
-    batch: &mut Vec<Record>,
-    proc: &mut Processor,
-) -> Result<(), ()> {
-    let executed = std::mem::take(&mut proc.committed).then(|| proc.executed.clone());
-    let bytes = std::mem::take(&mut proc.batch_bytes);
-    let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
-    let commits = std::mem::take(&mut proc.commits);
-    tx.send(Batch {
-        records,
-        commits,
-        executed,
-        bytes,
-        snapshot: None,
-    })
-    .await
-    .map_err(|_| ())
-}
-
-async fn register_replica(
-    conn: &mut PacketConn,
-    server_id: u32,
-    host: &str,
-) -> Result<(), SourceError> {
-    let host = &host.as_bytes()[..host.len().min(60)];
-    let mut b = Vec::new();
-    b.extend_from_slice(&server_id.to_le_bytes());
-    b.push(host.len() as u8);
-    b.extend_from_slice(host);
-    b.push(0); // user
-    b.push(0); // password
-    b.extend_from_slice(&0u16.to_le_bytes()); // port
-    b.extend_from_slice(&0u32.to_le_bytes()); // rank
-    b.extend_from_slice(&0u32.to_le_bytes()); // master id
-    conn.command(0x15, &b).await?;
-    let mut p = Vec::new();
-    conn.read_packet(&mut p).await?;
-    match p.first() {
-        Some(0x00) => Ok(()),
-        Some(0xFF) => Err(server_error(&p, "register as replica (COM_REGISTER_SLAVE)")),
-        _ => Err(SourceError::Fatal(
-            "unexpected answer to COM_REGISTER_SLAVE".into(),
-        )),
-    }
-}
+use crate::gtid::{Gtid, GtidSet};
+use crate::source::filter::TableFilter;
+use crate::source::{Batch, SourceError, VERSION};
 
 /// The transaction being read.
 struct Tx {
@@ -459,7 +56,7 @@ struct Tx {
 }
 
 /// Decodes raw events into records; holds all per-stream state.
-struct Processor {
+pub struct Processor {
     flavor: Flavor,
     name: Arc<str>,
     filter: TableFilter,
@@ -494,11 +91,13 @@ struct Processor {
 }
 
 impl Processor {
-    fn new(cfg: &StreamConfig, flavor: Flavor, start: GtidSet) -> Processor {
+    /// A stream of server `name` (`source.name`) keeping the tables `filter`
+    /// accepts, starting after the transactions in `start`.
+    pub fn new(name: Arc<str>, filter: TableFilter, flavor: Flavor, start: GtidSet) -> Processor {
         Processor {
             flavor,
-            name: cfg.name.clone(),
-            filter: cfg.filter.clone(),
+            name,
+            filter,
             sequence: start.sequence(),
             executed: start,
             committed: false,
@@ -521,12 +120,49 @@ impl Processor {
     }
 
     /// True when a batch must be handed out: records, boundaries or progress.
-    fn has_output(&self, batch: &[Record]) -> bool {
+    pub fn has_output(&self, batch: &[Record]) -> bool {
         !batch.is_empty() || !self.commits.is_empty() || self.committed
     }
 
+    /// Turns the records decoded since the last call into a batch, with the
+    /// transactions they complete and the GTID set reached.
+    pub fn take_batch(&mut self, records: Vec<Record>) -> Batch {
+        Batch {
+            executed: std::mem::take(&mut self.committed).then(|| self.executed.clone()),
+            bytes: std::mem::take(&mut self.batch_bytes),
+            records,
+            commits: std::mem::take(&mut self.commits),
+            snapshot: None,
+        }
+    }
+
+    /// The stream's flavour.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Transactions complete so far: where a resume starts.
+    pub fn executed(&self) -> &GtidSet {
+        &self.executed
+    }
+
+    /// True inside a transaction (a stop waits for its end).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Events received so far (a reconnect that made progress resets backoff).
+    pub fn events_seen(&self) -> u64 {
+        self.events_seen
+    }
+
+    /// Binlog bytes of the rows decoded since the last batch.
+    pub fn batch_bytes(&self) -> usize {
+        self.batch_bytes
+    }
+
     /// Forget connection-bound state; remember how far the open transaction got.
-    fn prepare_resume(&mut self) {
+    pub fn prepare_resume(&mut self) {
         if let Some(tx) = self.tx.take() {
             let delivered = tx.total.max(tx.skip);
             if delivered > 0 {
@@ -537,7 +173,7 @@ impl Processor {
     }
 
     /// One event as received: verify and strip the CRC32, then dispatch.
-    fn on_wire_event(&mut self, ev: &[u8], out: &mut Vec<Record>) -> Result<(), SourceError> {
+    pub fn on_wire_event(&mut self, ev: &[u8], out: &mut Vec<Record>) -> Result<(), SourceError> {
         self.events_seen += 1;
         if ev.len() < HEADER_LEN + 4 {
             return Err(SourceError::Fatal(format!(
@@ -577,8 +213,8 @@ impl Processor {
         let body = &ev[HEADER_LEN..];
         let at = |this: &Self| format!("{}:{}", this.file, this.event_start);
         match ty {
-            // FORMAT_DESCRIPTION: post-header lengths for this binlog.
-            15 => {
+            // Post-header lengths for this binlog.
+            ev_type::FORMAT_DESCRIPTION => {
                 if body.len() < 2 + 50 + 4 + 1 {
                     return Err(SourceError::Fatal("truncated FORMAT_DESCRIPTION event".into()));
                 }
@@ -590,16 +226,16 @@ impl Processor {
                     self.tables.clear();
                 }
             }
-            // ROTATE: next binlog file name.
-            4 => {
+            // Next binlog file name.
+            ev_type::ROTATE => {
                 if body.len() < 8 {
                     return Err(SourceError::Fatal("truncated ROTATE event".into()));
                 }
                 let name = String::from_utf8_lossy(&body[8..]);
                 self.file = Arc::from(name.as_ref());
             }
-            // MySQL GTID / GTID_TAGGED: a transaction starts.
-            33 | 42 => {
+            // MySQL: a transaction starts.
+            ev_type::GTID | ev_type::GTID_TAGGED => {
                 let g: GtidEvent = ParseBuf(body)
                     .parse(BinlogCtx::new(ev.len(), &self.fde, ty))
                     .map_err(|e| SourceError::Fatal(format!("bad GTID event at {}: {e}", at(self))))?;
@@ -614,8 +250,8 @@ impl Processor {
                 };
                 self.begin_tx(text, ts_ms)?;
             }
-            // ANONYMOUS_GTID: the server is not in GTID mode; we cannot resume reliably.
-            34 => {
+            // The server is not in GTID mode; we cannot resume reliably.
+            ev_type::ANONYMOUS_GTID => {
                 return Err(SourceError::Fatal(format!(
                     "anonymous (non-GTID) transaction at {}: gtid_mode must be ON. Fix: SET GLOBAL gtid_mode=ON (via OFF_PERMISSIVE, ON_PERMISSIVE) and gtid_mode=ON in my.cnf",
                     at(self)
@@ -623,7 +259,7 @@ impl Processor {
             }
             // MariaDB GTID: seq_no, domain, flags. Without FL_STANDALONE a BEGIN
             // follows; on_query tracks BEGIN either way.
-            162 => {
+            ev_type::MARIADB_GTID => {
                 if body.len() < 13 {
                     return Err(SourceError::Fatal("truncated MariaDB GTID event".into()));
                 }
@@ -631,38 +267,50 @@ impl Processor {
                 let domain = u32::from_le_bytes(body[8..12].try_into().unwrap());
                 self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000)?;
             }
-            // QUERY: BEGIN/COMMIT/DDL.
-            2 => self.on_query(body, ts, origin_server, out)?,
-            // XID / XA_PREPARE: commit.
-            16 | 38 => self.commit(out.len())?,
-            // TABLE_MAP.
-            19 => self.on_table_map(body, ty)?,
+            // BEGIN/COMMIT/DDL.
+            ev_type::QUERY => self.on_query(body, ts, origin_server, out)?,
+            ev_type::XID | ev_type::XA_PREPARE => self.commit(out.len())?,
+            ev_type::TABLE_MAP => self.on_table_map(body, ty)?,
             // Rows events v1, v2, partial JSON update.
-            23..=25 | 30..=32 | 39 => self.on_rows(ev, ty, origin_server, out)?,
-            // TRANSACTION_PAYLOAD: a whole transaction, usually zstd-compressed.
-            40 => self.on_payload(body, ev.len(), out)?,
+            ev_type::WRITE_ROWS_V1..=ev_type::DELETE_ROWS_V1
+            | ev_type::WRITE_ROWS..=ev_type::DELETE_ROWS
+            | ev_type::PARTIAL_UPDATE_ROWS => self.on_rows(ev, ty, origin_server, out)?,
+            // A whole transaction, usually zstd-compressed.
+            ev_type::TRANSACTION_PAYLOAD => self.on_payload(body, ev.len(), out)?,
             // Events that carry nothing for row-based CDC, each understood:
             // STOP, PREVIOUS_GTIDS, HEARTBEAT (v1, v2), ROWS_QUERY, INTVAR, RAND,
             // USER_VAR (statement-based helpers; a statement DML stops us in on_query),
             // TRANSACTION_CONTEXT and VIEW_CHANGE (group replication),
             // MariaDB ANNOTATE_ROWS, BINLOG_CHECKPOINT, GTID_LIST.
-            3 | 35 | 27 | 41 | 29 | 5 | 13 | 14 | 36 | 37 | 160 | 161 | 163 => {}
-            // INCIDENT: the server lost events; continuing would hide a gap.
-            26 => {
+            ev_type::STOP
+            | ev_type::PREVIOUS_GTIDS
+            | ev_type::HEARTBEAT
+            | ev_type::HEARTBEAT_V2
+            | ev_type::ROWS_QUERY
+            | ev_type::INTVAR
+            | ev_type::RAND
+            | ev_type::USER_VAR
+            | ev_type::TRANSACTION_CONTEXT
+            | ev_type::VIEW_CHANGE
+            | ev_type::ANNOTATE_ROWS
+            | ev_type::BINLOG_CHECKPOINT
+            | ev_type::GTID_LIST => {}
+            // The server lost events; continuing would hide a gap.
+            ev_type::INCIDENT => {
                 return Err(SourceError::Fatal(format!(
                     "INCIDENT event at {}: the source server reports lost binlog events; re-snapshot the affected tables, then restart from --from latest",
                     at(self)
                 )))
             }
             // MariaDB compressed events: refused (the check asks for log_bin_compress=OFF).
-            165..=171 => {
+            ev_type::QUERY_COMPRESSED..=ev_type::DELETE_ROWS_COMPRESSED => {
                 return Err(SourceError::Fatal(format!(
                     "{} at {}: MariaDB binlog compression is not supported. Fix: SET GLOBAL log_bin_compress=OFF and log_bin_compress=OFF in my.cnf",
                     event_name(ty),
                     at(self)
                 )))
             }
-            164 => {
+            ev_type::START_ENCRYPTION => {
                 return Err(SourceError::Fatal(format!(
                     "START_ENCRYPTION event at {}: encrypted binlogs are not supported",
                     at(self)
@@ -968,7 +616,7 @@ impl Processor {
     ) -> Result<(), SourceError> {
         let fde = self.fde.clone();
         let tpe: TransactionPayloadEvent<'_> = ParseBuf(body)
-            .parse(BinlogCtx::new(size, &fde, 40))
+            .parse(BinlogCtx::new(size, &fde, ev_type::TRANSACTION_PAYLOAD))
             .map_err(|e| SourceError::Fatal(format!("bad TRANSACTION_PAYLOAD event: {e}")))?;
         let mut reader = tpe.decompressed().map_err(|e| {
             SourceError::Fatal(format!("TRANSACTION_PAYLOAD: unsupported compression: {e}"))
@@ -1028,12 +676,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, SourceError> {
 
 /// MySQL computes a FORMAT_DESCRIPTION checksum with LOG_EVENT_BINLOG_IN_USE_F cleared.
 fn fde_checksum_matches(data: &[u8], want: u32) -> bool {
-    if data[4] != 15 || data[17] & 1 == 0 {
+    if data[4] != ev_type::FORMAT_DESCRIPTION || data[17] & LOG_EVENT_BINLOG_IN_USE_F == 0 {
         return false;
     }
     let mut h = crc32fast::Hasher::new();
     h.update(&data[..17]);
-    h.update(&[data[17] & !1]);
+    h.update(&[data[17] & !LOG_EVENT_BINLOG_IN_USE_F]);
     h.update(&data[18..]);
     h.finalize() == want
 }
@@ -1047,125 +695,6 @@ fn format_uuid(b: &[u8; 16]) -> String {
         s.push_str(&format!("{x:02x}"));
     }
     s
-}
-
-/// First SQL keyword, skipping whitespace and comments, upper-cased.
-fn first_word(sql: &str) -> String {
-    let mut s = sql.trim_start();
-    loop {
-        if let Some(r) = s.strip_prefix("/*") {
-            // Executable comments (/*!40101 ...*/) still hide the keyword in practice only for SET; skip them.
-            s = r.find("*/").map(|i| r[i + 2..].trim_start()).unwrap_or("");
-        } else if s.starts_with("--") || s.starts_with('#') {
-            s = s.find('\n').map(|i| s[i + 1..].trim_start()).unwrap_or("");
-        } else {
-            break;
-        }
-    }
-    s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase()
-}
-
-/// The schema a DDL statement names explicitly: `db` of `CREATE TABLE db.t`,
-/// `ALTER TABLE db.t`, `DROP TABLE db.t`, `RENAME TABLE db.t TO ...`,
-/// `TRUNCATE db.t`, `CREATE INDEX i ON db.t`, `CREATE/DROP DATABASE db`.
-/// None when the object is unqualified (the default database applies).
-fn ddl_schema(sql: &str) -> Option<String> {
-    let mut toks = SqlTokens { s: sql };
-    let mut prev_kw = String::new();
-    for _ in 0..12 {
-        let t = toks.next()?;
-        let kw = t.to_ascii_uppercase();
-        match kw.as_str() {
-            "DATABASE" | "SCHEMA" if matches!(prev_kw.as_str(), "CREATE" | "DROP" | "ALTER") => {
-                let mut name = toks.next()?;
-                while matches!(name.to_ascii_uppercase().as_str(), "IF" | "NOT" | "EXISTS") {
-                    name = toks.next()?;
-                }
-                return Some(unquote(&name));
-            }
-            "TABLE" | "ON" | "TRUNCATE" => {
-                let mut name = toks.next()?;
-                while matches!(
-                    name.to_ascii_uppercase().as_str(),
-                    "IF" | "NOT" | "EXISTS" | "TABLE"
-                ) {
-                    name = toks.next()?;
-                }
-                return (toks.peek_dot()).then(|| unquote(&name));
-            }
-            _ => prev_kw = kw,
-        }
-    }
-    None
-}
-
-/// Minimal SQL word splitter: identifiers, `quoted` names, single punctuation.
-struct SqlTokens<'a> {
-    s: &'a str,
-}
-
-impl SqlTokens<'_> {
-    fn skip_space(&mut self) {
-        loop {
-            self.s = self.s.trim_start();
-            if let Some(r) = self.s.strip_prefix("/*") {
-                self.s = r.find("*/").map(|i| &r[i + 2..]).unwrap_or("");
-            } else if self.s.starts_with("--") || self.s.starts_with('#') {
-                self.s = self.s.find('\n').map(|i| &self.s[i + 1..]).unwrap_or("");
-            } else {
-                return;
-            }
-        }
-    }
-
-    fn next(&mut self) -> Option<String> {
-        self.skip_space();
-        let c = self.s.chars().next()?;
-        let end = if c == '`' || c == '"' {
-            // Quoted identifier; a doubled quote is part of the name.
-            let b = self.s.as_bytes();
-            let mut i = 1;
-            while i < b.len() {
-                if b[i] == c as u8 {
-                    if b.get(i + 1) == Some(&(c as u8)) {
-                        i += 2;
-                        continue;
-                    }
-                    break;
-                }
-                i += 1;
-            }
-            (i + 1).min(b.len())
-        } else if c.is_alphanumeric() || c == '_' || c == '$' {
-            self.s
-                .find(|x: char| !(x.is_alphanumeric() || x == '_' || x == '$'))
-                .unwrap_or(self.s.len())
-        } else {
-            c.len_utf8()
-        };
-        let (t, rest) = self.s.split_at(end);
-        self.s = rest;
-        Some(t.to_string())
-    }
-
-    /// True when the next character is a `.` (the previous token was a qualifier).
-    fn peek_dot(&mut self) -> bool {
-        self.skip_space();
-        self.s.starts_with('.')
-    }
-}
-
-fn unquote(name: &str) -> String {
-    for q in ['`', '"'] {
-        if name.len() >= 2 && name.starts_with(q) && name.ends_with(q) {
-            let inner = &name[1..name.len() - 1];
-            return inner.replace(&format!("{q}{q}"), &q.to_string());
-        }
-    }
-    name.to_string()
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -1182,79 +711,17 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Human name of a binlog event type code, for error messages.
-pub fn event_name(ty: u8) -> &'static str {
-    match ty {
-        1 => "START_EVENT_V3",
-        2 => "QUERY",
-        3 => "STOP",
-        4 => "ROTATE",
-        5 => "INTVAR",
-        6 => "LOAD",
-        7 => "SLAVE",
-        8 => "CREATE_FILE",
-        9 => "APPEND_BLOCK",
-        10 => "EXEC_LOAD",
-        11 => "DELETE_FILE",
-        12 => "NEW_LOAD",
-        13 => "RAND",
-        14 => "USER_VAR",
-        15 => "FORMAT_DESCRIPTION",
-        16 => "XID",
-        17 => "BEGIN_LOAD_QUERY",
-        18 => "EXECUTE_LOAD_QUERY",
-        19 => "TABLE_MAP",
-        20..=22 => "PRE_GA_ROWS",
-        23 => "WRITE_ROWS_V1",
-        24 => "UPDATE_ROWS_V1",
-        25 => "DELETE_ROWS_V1",
-        26 => "INCIDENT",
-        27 => "HEARTBEAT",
-        28 => "IGNORABLE",
-        29 => "ROWS_QUERY",
-        30 => "WRITE_ROWS",
-        31 => "UPDATE_ROWS",
-        32 => "DELETE_ROWS",
-        33 => "GTID",
-        34 => "ANONYMOUS_GTID",
-        35 => "PREVIOUS_GTIDS",
-        36 => "TRANSACTION_CONTEXT",
-        37 => "VIEW_CHANGE",
-        38 => "XA_PREPARE",
-        39 => "PARTIAL_UPDATE_ROWS",
-        40 => "TRANSACTION_PAYLOAD",
-        41 => "HEARTBEAT_V2",
-        42 => "GTID_TAGGED",
-        160 => "ANNOTATE_ROWS",
-        161 => "BINLOG_CHECKPOINT",
-        162 => "MARIADB_GTID",
-        163 => "GTID_LIST",
-        164 => "START_ENCRYPTION",
-        165 => "QUERY_COMPRESSED",
-        166 => "WRITE_ROWS_COMPRESSED_V1",
-        167 => "UPDATE_ROWS_COMPRESSED_V1",
-        168 => "DELETE_ROWS_COMPRESSED_V1",
-        169 => "WRITE_ROWS_COMPRESSED",
-        170 => "UPDATE_ROWS_COMPRESSED",
-        171 => "DELETE_ROWS_COMPRESSED",
-        _ => "unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn processor(flavor: Flavor) -> Processor {
-        let cfg = StreamConfig {
-            servers: vec![ConnOpts::from_url("mysql://u@127.0.0.1:1").unwrap()],
-            server_id: 1,
-            name: Arc::from("t"),
-            report_host: "rowstream".into(),
-            filter: TableFilter::default(),
-            heartbeat: Duration::from_secs(1),
-        };
-        Processor::new(&cfg, flavor, GtidSet::empty(flavor))
+        Processor::new(
+            Arc::from("t"),
+            TableFilter::default(),
+            flavor,
+            GtidSet::empty(flavor),
+        )
     }
 
     /// A wire event: header, body, CRC32 (as the server sends with checksums on).
@@ -1276,16 +743,9 @@ mod tests {
     /// Runs transactions through a processor started at `start` and returns
     /// each one's `sequence`.
     fn sequences(flavor: Flavor, start: &str, gtids: &[&str]) -> Vec<u64> {
-        let cfg = processor(flavor);
         let mut p = Processor::new(
-            &StreamConfig {
-                servers: vec![ConnOpts::from_url("mysql://u@127.0.0.1:1").unwrap()],
-                server_id: 1,
-                name: cfg.name.clone(),
-                report_host: "rowstream".into(),
-                filter: TableFilter::default(),
-                heartbeat: Duration::from_secs(1),
-            },
+            Arc::from("t"),
+            TableFilter::default(),
             flavor,
             GtidSet::parse(flavor, start).unwrap(),
         );
@@ -1298,6 +758,103 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    /// A MariaDB transaction as the server sends it: GTID, BEGIN, TABLE_MAP of
+    /// `db.t (id INT)`, one WRITE_ROWS with `ids`, XID.
+    fn mariadb_transaction(seq: u64, ids: &[i32], pos: &mut u32) -> Vec<Vec<u8>> {
+        let mut gtid = seq.to_le_bytes().to_vec();
+        gtid.extend_from_slice(&0u32.to_le_bytes()); // domain
+        gtid.push(0); // flags: a BEGIN follows
+        let mut begin = vec![0u8; 13]; // thread, exec time, db len 0, error, status len 0
+        begin.push(0); // empty db, NUL
+        begin.extend_from_slice(b"BEGIN");
+        let map =
+            crate::source::binlog::schema::tests::table_map(42, "db", "t", &[(3, &[], "id")], &[]);
+        let mut rows = 42u64.to_le_bytes()[..6].to_vec();
+        rows.extend_from_slice(&1u16.to_le_bytes()); // flags: STMT_END
+        rows.extend_from_slice(&2u16.to_le_bytes()); // no extra data
+        rows.extend_from_slice(&[1, 0xff]); // 1 column, all present
+        for id in ids {
+            rows.push(0); // null bitmap
+            rows.extend_from_slice(&id.to_le_bytes());
+        }
+        let bodies = [
+            (ev_type::MARIADB_GTID, gtid),
+            (ev_type::QUERY, begin),
+            (ev_type::TABLE_MAP, map),
+            (ev_type::WRITE_ROWS, rows),
+            (ev_type::XID, 7u64.to_le_bytes().to_vec()),
+        ];
+        bodies
+            .into_iter()
+            .map(|(ty, body)| {
+                *pos += (HEADER_LEN + body.len() + 4) as u32;
+                wire_event(ty, *pos, 0, &body)
+            })
+            .collect()
+    }
+
+    fn ids(records: &[Record]) -> Vec<Value> {
+        records
+            .iter()
+            .map(|r| match r {
+                Record::Change(c) => c.after.as_ref().unwrap().values[0].clone(),
+                other => panic!("not a change: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_in_records_and_a_batch_out() {
+        let mut p = processor(Flavor::MariaDb);
+        let mut pos = 4;
+        let mut out = Vec::new();
+        for ev in mariadb_transaction(5, &[1, 2], &mut pos) {
+            p.on_wire_event(&ev, &mut out).unwrap();
+        }
+        assert_eq!(ids(&out), [Value::Int(1), Value::Int(2)]);
+        let Record::Change(c) = &out[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (c.op, &*c.source.gtid, c.source.row),
+            (Op::Create, "0-1-5", 1)
+        );
+        assert!(!p.in_transaction());
+        let batch = p.take_batch(out);
+        assert_eq!(batch.commits.len(), 1);
+        assert_eq!((batch.commits[0].end, batch.commits[0].events), (2, 2));
+        assert_eq!(batch.executed.unwrap().to_string(), "0-1-5");
+        // Nothing new: the next batch carries no progress.
+        assert!(!p.has_output(&[]));
+    }
+
+    #[test]
+    fn a_resumed_transaction_skips_rows_already_handed_out() {
+        let mut p = processor(Flavor::MariaDb);
+        let mut pos = 4;
+        let mut out = Vec::new();
+        let first = mariadb_transaction(5, &[1, 2], &mut pos);
+        // The connection drops after the rows event, before the XID.
+        for ev in &first[..4] {
+            p.on_wire_event(ev, &mut out).unwrap();
+        }
+        assert_eq!(
+            ids(&p.take_batch(std::mem::take(&mut out)).records).len(),
+            2
+        );
+        p.prepare_resume();
+        assert_eq!(p.executed().to_string(), "");
+        // The server sends the whole transaction again, now with a third row.
+        let mut pos = 4;
+        for ev in mariadb_transaction(5, &[1, 2, 3], &mut pos) {
+            p.on_wire_event(&ev, &mut out).unwrap();
+        }
+        assert_eq!(ids(&out), [Value::Int(3)]);
+        let batch = p.take_batch(out);
+        assert_eq!(batch.commits[0].events, 3);
+        assert_eq!(batch.executed.unwrap().to_string(), "0-1-5");
     }
 
     #[test]
@@ -1368,7 +925,10 @@ mod tests {
     fn mariadb_compressed_events_are_refused() {
         let mut p = processor(Flavor::MariaDb);
         let err = p
-            .on_wire_event(&wire_event(169, 500, 0, &[0; 16]), &mut Vec::new())
+            .on_wire_event(
+                &wire_event(ev_type::WRITE_ROWS_COMPRESSED, 500, 0, &[0; 16]),
+                &mut Vec::new(),
+            )
             .unwrap_err();
         assert!(
             err.to_string().contains("WRITE_ROWS_COMPRESSED")
@@ -1380,7 +940,7 @@ mod tests {
     #[test]
     fn crc_mismatch_is_fatal() {
         let mut p = processor(Flavor::MySql);
-        let mut e = wire_event(16, 500, 0, &7u64.to_le_bytes());
+        let mut e = wire_event(ev_type::XID, 500, 0, &7u64.to_le_bytes());
         e[HEADER_LEN] ^= 1;
         let err = p.on_wire_event(&e, &mut Vec::new()).unwrap_err();
         assert!(
@@ -1397,7 +957,7 @@ mod tests {
     fn first_rotate_name_has_no_checksum_bytes() {
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(b"mysql-bin.000001");
-        let ev = wire_event(4, 0, LOG_EVENT_ARTIFICIAL_F, &body);
+        let ev = wire_event(ev_type::ROTATE, 0, LOG_EVENT_ARTIFICIAL_F, &body);
 
         let mut esr = mysql_common::binlog::EventStreamReader::new(BinlogVersion::Version4);
         let theirs = esr.read(&ev[..]).unwrap().unwrap();
@@ -1411,46 +971,6 @@ mod tests {
         let mut p = processor(Flavor::MySql);
         p.on_wire_event(&ev, &mut Vec::new()).unwrap();
         assert_eq!(&*p.file, "mysql-bin.000001");
-    }
-
-    #[test]
-    fn first_word_skips_comments() {
-        assert_eq!(first_word("  /* x */ create table t (a int)"), "CREATE");
-        assert_eq!(first_word("-- c\nBEGIN"), "BEGIN");
-        assert_eq!(first_word("insert into t values (1)"), "INSERT");
-    }
-
-    #[test]
-    fn ddl_schema_names() {
-        assert_eq!(
-            ddl_schema("ALTER TABLE b.keep ADD COLUMN x INT").as_deref(),
-            Some("b")
-        );
-        assert_eq!(
-            ddl_schema("create table if not exists `my db`.`t` (a int)").as_deref(),
-            Some("my db")
-        );
-        assert_eq!(ddl_schema("CREATE TABLE t (a int)"), None);
-        assert_eq!(
-            ddl_schema("DROP TABLE IF EXISTS x.t1, x.t2").as_deref(),
-            Some("x")
-        );
-        assert_eq!(
-            ddl_schema("CREATE DATABASE IF NOT EXISTS shop").as_deref(),
-            Some("shop")
-        );
-        assert_eq!(ddl_schema("DROP SCHEMA `a``b`").as_deref(), Some("a`b"));
-        assert_eq!(
-            ddl_schema("CREATE UNIQUE INDEX i ON s.t (a)").as_deref(),
-            Some("s")
-        );
-        assert_eq!(ddl_schema("TRUNCATE TABLE s.t").as_deref(), Some("s"));
-        assert_eq!(ddl_schema("TRUNCATE s.t").as_deref(), Some("s"));
-        assert_eq!(
-            ddl_schema("/* c */ RENAME TABLE a.t TO b.t").as_deref(),
-            Some("a")
-        );
-        assert_eq!(ddl_schema("CREATE USER 'u'@'%'"), None);
     }
 
     #[test]

@@ -23,6 +23,10 @@
 //! adjacent interval; a tsid present in a set has at least one interval; a
 //! tag is 1 to 32 characters of `[a-z_][a-z0-9_]*`. Parsing and `Display` are
 //! inverse: `parse(x.to_string()) == x`.
+//!
+//! This module sits at the top of the crate and imports nothing from it:
+//! the source, the snapshot, the checkpoint, the config and the pipeline all
+//! use GTID sets, so none of them has to depend on another to get them.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,106 @@
+//! MySQL's packed binary numbers shared by row values and binary JSON:
+//! big-endian integers, DECIMAL digit groups, packed TIME.
+//!
+//! Invariants: pure functions of their bytes; a DECIMAL decodes to exact text
+//! (exactly `scale` fractional digits, no leading zeros, no "-0") or None.
+
+use rowstream_api::Time;
+
+/// Big-endian unsigned integer of up to 8 bytes.
+pub fn be(s: &[u8]) -> u64 {
+    s.iter().fold(0u64, |a, &x| a << 8 | x as u64)
+}
+
+/// A packed TIME (as in binary JSON and TIME2's integer part) with `fsp` digits.
+pub fn time_from_packed(packed: i64, fsp: u8) -> Time {
+    let negative = packed < 0;
+    let a = packed.unsigned_abs();
+    let hms = a >> 24;
+    Time {
+        negative,
+        hours: ((hms >> 12) & 1023) as u16,
+        minute: ((hms >> 6) & 63) as u8,
+        second: (hms & 63) as u8,
+        micros: (a & 0xff_ffff) as u32,
+        fsp,
+    }
+}
+
+/// Bytes that hold a group of 0..=9 decimal digits of a packed DECIMAL.
+pub const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+/// Decodes MySQL's binary DECIMAL(precision, scale) into exact text with
+/// exactly `scale` fractional digits, no leading zeros, no "-0".
+/// Returns None when the bytes hold an invalid digit group.
+pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<String> {
+    let intg = precision.checked_sub(scale)? as usize;
+    let scale = scale as usize;
+    let (intg0, intg0x, frac0, frac0x) = (intg / 9, intg % 9, scale / 9, scale % 9);
+    let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
+    if s.len() != size || size == 0 || size > 32 {
+        return None;
+    }
+    let mut buf = [0u8; 32];
+    buf[..size].copy_from_slice(s);
+    let neg = buf[0] & 0x80 == 0;
+    buf[0] ^= 0x80;
+    if neg {
+        for x in &mut buf[..size] {
+            *x ^= 0xff;
+        }
+    }
+    let mut digits = [0u8; 96];
+    let mut nd = 0usize;
+    let mut p = 0usize;
+    let group = |nbytes: usize,
+                 ndig: usize,
+                 p: &mut usize,
+                 digits: &mut [u8; 96],
+                 nd: &mut usize|
+     -> Option<()> {
+        if ndig == 0 {
+            return Some(());
+        }
+        let v = be(&buf[*p..*p + nbytes]);
+        *p += nbytes;
+        if v >= 10u64.pow(ndig as u32) {
+            return None;
+        }
+        let mut v = v;
+        for i in (0..ndig).rev() {
+            digits[*nd + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        *nd += ndig;
+        Some(())
+    };
+    group(DIG2BYTES[intg0x], intg0x, &mut p, &mut digits, &mut nd)?;
+    for _ in 0..intg0 {
+        group(4, 9, &mut p, &mut digits, &mut nd)?;
+    }
+    let int_end = nd;
+    for _ in 0..frac0 {
+        group(4, 9, &mut p, &mut digits, &mut nd)?;
+    }
+    group(DIG2BYTES[frac0x], frac0x, &mut p, &mut digits, &mut nd)?;
+    let int_digits = &digits[..int_end];
+    let first_nz = int_digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(int_end);
+    let is_zero = digits[..nd].iter().all(|&d| d == b'0');
+    let mut out = String::with_capacity(nd + 3);
+    if neg && !is_zero {
+        out.push('-');
+    }
+    if first_nz == int_end {
+        out.push('0');
+    } else {
+        out.push_str(std::str::from_utf8(&int_digits[first_nz..]).ok()?);
+    }
+    if scale > 0 {
+        out.push('.');
+        out.push_str(std::str::from_utf8(&digits[int_end..nd]).ok()?);
+    }
+    Some(out)
+}
