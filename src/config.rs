@@ -283,10 +283,48 @@ pub enum SinkConfig {
     /// `type = "file"`: the file backup (`connectors/file`).
     File(rowstream_file::FileSinkConfig),
     /// `type = "kafka"`: per-table Kafka topics keyed by primary key (`connectors/kafka`).
+    #[cfg(feature = "kafka")]
     Kafka(rowstream_kafka::KafkaSinkConfig),
+    /// `type = "kafka"` in a build without the `kafka` feature: refused by validation.
+    #[cfg(not(feature = "kafka"))]
+    Kafka(NotBuilt),
     /// `type = "elasticsearch"`: one Elasticsearch / OpenSearch index per
     /// table, documents keyed by primary key (`connectors/elasticsearch`).
+    #[cfg(feature = "elasticsearch")]
     Elasticsearch(rowstream_elasticsearch::ElasticsearchSinkConfig),
+    /// `type = "elasticsearch"` in a build without the `elasticsearch` feature.
+    #[cfg(not(feature = "elasticsearch"))]
+    Elasticsearch(NotBuilt),
+}
+
+/// A sink table of a type left out of this build (a cargo feature): any
+/// keys are accepted, [`NotBuilt::validate`] refuses it with how to fix it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotBuilt {
+    /// The sink's name, for the message.
+    #[serde(default)]
+    pub name: String,
+    #[serde(flatten)]
+    _keys: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// Why a [`NotBuilt`] sink is refused (same shape as the sinks' config errors).
+#[derive(Debug)]
+pub struct NotBuiltError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl NotBuilt {
+    /// Always an error: this build cannot run the sink.
+    pub fn validate(&self) -> Result<(), NotBuiltError> {
+        Err(NotBuiltError {
+            key: "type".into(),
+            problem: "this sink type is not built into this rowstream: rebuild with its cargo \
+                      feature (`--features kafka,elasticsearch`, the default) or remove the sink"
+                .into(),
+        })
+    }
 }
 
 impl SinkConfig {
