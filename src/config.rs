@@ -838,6 +838,32 @@ dir = "/var/lib/rowstream/backup"
     }
 
     #[test]
+    fn sink_type_not_built_is_refused_with_the_fix() {
+        let table: toml::Table =
+            toml::from_str("name = \"k\"\nbrokers = \"b:9092\"\n[properties]\nx = \"1\"").unwrap();
+        let nb: NotBuilt = toml::Value::Table(table).try_into().unwrap();
+        assert_eq!(nb.name, "k");
+        let e = nb.validate().unwrap_err();
+        assert_eq!(e.key, "type");
+        assert!(
+            e.problem.contains("not built into this rowstream"),
+            "{}",
+            e.problem
+        );
+        #[cfg(not(feature = "kafka"))]
+        {
+            let text = format!(
+                "{BASE}\n[[sinks]]\ntype = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\n"
+            );
+            let e = parse(&text, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("sinks[1].type") && e.contains("not built"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn base_parses_with_defaults() {
         let c = parse(BASE, &[]).unwrap();
         assert_eq!(c.source.urls(), vec!["mysql://repl:s3cret@127.0.0.1:3306"]);

@@ -73,7 +73,15 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
         })?;
     }
     let builders = plan::build_sinks(&cfg)?;
-    supervise(&mut Live(&cfg), &builders, Checkpointer::new(store), stop).await
+    let backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
+    supervise(
+        &mut Live(&cfg),
+        &builders,
+        Checkpointer::new(store),
+        backoff,
+        stop,
+    )
+    .await
 }
 
 /// Where batches come from: planned against the saved checkpoint, then
@@ -111,10 +119,10 @@ pub(crate) async fn supervise<O: Origin>(
     origin: &mut O,
     builders: &[Box<dyn SinkBuilder>],
     mut checkpoint: Checkpointer,
+    mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
     let meters = Meters::new(builders.iter().map(|b| b.name()));
-    let mut backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
     let mut seq = 0u64;
     loop {
         let Some((committed, plan)) = origin.plan(checkpoint.load()?).await? else {

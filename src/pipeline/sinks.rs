@@ -35,6 +35,8 @@ struct Running {
     tx: mpsc::Sender<(Arc<Batch>, Ack)>,
     /// None once its end was reported.
     done: Option<SinkEnd>,
+    /// How it ended, once reported by [`SinkSet::first_end`].
+    ended: Option<Result<(), SinkError>>,
 }
 
 /// The running sinks, in configuration order.
@@ -95,10 +97,11 @@ impl SinkSet {
                 };
                 if let Poll::Ready(r) = Pin::new(done).poll(cx) {
                     s.done = None;
+                    let r = r.unwrap_or_else(|_| Err(panicked()));
+                    s.ended = Some(r.clone());
                     let error = match r {
-                        Ok(Ok(())) => SinkError::Fatal("stopped unexpectedly".into()),
-                        Ok(Err(e)) => e,
-                        Err(_) => SinkError::Fatal("the sink thread panicked".into()),
+                        Ok(()) => SinkError::Fatal("stopped unexpectedly".into()),
+                        Err(e) => e,
                     };
                     return Poll::Ready(SinkFailure {
                         sink: s.name.clone(),
@@ -116,14 +119,16 @@ impl SinkSet {
     pub async fn close(self, timeout: Duration) -> Ends {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ends = Vec::with_capacity(self.sinks.len());
-        let waiting: Vec<_> = self.sinks.into_iter().map(|s| (s.name, s.done)).collect();
-        for (name, done) in waiting {
+        let waiting: Vec<_> = self
+            .sinks
+            .into_iter()
+            .map(|s| (s.name, s.done, s.ended))
+            .collect();
+        for (name, done, ended) in waiting {
             let end = match done {
-                None => None,
+                None => ended,
                 Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                    Ok(r) => Some(r.unwrap_or_else(|_| {
-                        Err(SinkError::Fatal("the sink thread panicked".into()))
-                    })),
+                    Ok(r) => Some(r.unwrap_or_else(|_| Err(panicked()))),
                     Err(_late) => None,
                 },
             };
@@ -163,7 +168,12 @@ fn spawn(
         name: name.to_string(),
         tx,
         done: Some(done_rx),
+        ended: None,
     })
+}
+
+fn panicked() -> SinkError {
+    SinkError::Fatal("the sink thread panicked".into())
 }
 
 /// Feeds one sink: write each batch; flush once no batch has come for
