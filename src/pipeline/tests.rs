@@ -68,7 +68,7 @@ fn seq_of(s: &str) -> u64 {
 }
 
 /// A pending batch completing transaction `n`, settled by `acks`.
-fn pending(n: u64, acks: Vec<(String, Option<AckReceiver>)>) -> Pending {
+fn pending(n: u64, acks: Receivers) -> Pending {
     Pending {
         executed: Some(set(n)),
         bytes: 1,
@@ -79,8 +79,11 @@ fn pending(n: u64, acks: Vec<(String, Option<AckReceiver>)>) -> Pending {
     }
 }
 
+/// Each sink's receiver of one batch's ack.
+type Receivers = Vec<(String, Option<AckReceiver>)>;
+
 /// Two sinks' acks for one batch.
-fn two_acks() -> ((Ack, Ack), Vec<(String, Option<AckReceiver>)>) {
+fn two_acks() -> ((Ack, Ack), Receivers) {
     let (a, ra) = Ack::new();
     let (b, rb) = Ack::new();
     (
