@@ -41,7 +41,9 @@
 //!
 //! Invariants: unknown keys are errors at every level (top, `[source]`,
 //! `[checkpoint]`, inside each `[[sinks]]` table); a [`Config`] returned by
-//! [`load`] has passed [`Config::validate`]; passwords in source URLs never
+//! [`load`] has passed [`Config::validate`]; a sink type whose cargo feature
+//! (`kafka`, `elasticsearch`) is off in this build parses but fails
+//! validation, naming the fix ([`NotBuilt`]); passwords in source URLs never
 //! appear in `Debug` output nor in the messages of [`ConfigError`].
 
 use std::collections::HashSet;

@@ -124,13 +124,24 @@ pub(crate) async fn supervise<O: Origin>(
 ) -> Result<(), ServiceError> {
     let meters = Meters::new(builders.iter().map(|b| b.name()));
     let mut seq = 0u64;
+    let mut restarting = false;
     loop {
         let Some((committed, plan)) = origin.plan(checkpoint.load()?).await? else {
             return Ok(());
         };
         // Written batches come back here to be freed on this thread.
         let (free_tx, free_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
-        let failure = match SinkSet::start(builders, &committed, free_tx).await {
+        let started = tokio::select! {
+            r = SinkSet::start(builders, &committed, free_tx) => r,
+            // A restart may wait long on a target still away (a first start
+            // keeps its old behaviour: the stop is seen once streaming).
+            _ = stop.wait_for(|s| *s), if restarting => {
+                tracing::info!("stopping while the sinks restart; the checkpoint is written");
+                return Ok(());
+            }
+        };
+        restarting = true;
+        let failure = match started {
             Err(f) => f,
             Ok(sinks) => {
                 let src = origin.open(plan).await?;
