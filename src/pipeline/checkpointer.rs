@@ -17,7 +17,7 @@ use std::time::Duration;
 use rowstream_api::metrics;
 
 use super::acks::Acked;
-use super::ServiceError;
+use super::error::ServiceError;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SnapshotState};
 use crate::source::gtid::GtidSet;
 

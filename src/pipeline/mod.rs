@@ -4,8 +4,9 @@
 //! opening the source), `sinks` (each sink on its own thread; dispatch a
 //! batch to all), `acks` (the ack tracker: batches settled in order),
 //! `checkpointer` (the durable position, debounced writes), `session` (one
-//! run of a source into the sinks), `restart` (what a sink failure leads to)
-//! and `meters`. [`run`] is the loop over them.
+//! run of a source into the sinks), `restart` (what a sink failure leads to),
+//! `meters` and `error`. [`run`] is the loop over them; the pieces import
+//! each other, never this module (no import cycles).
 //!
 //! Invariants:
 //! - every sink gets every batch, in stream order, through a bounded channel;
@@ -22,6 +23,7 @@
 
 mod acks;
 mod checkpointer;
+mod error;
 mod meters;
 mod plan;
 mod restart;
@@ -37,7 +39,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::Config;
-use crate::source::SourceError;
 use acks::SinkFailure;
 use checkpointer::Checkpointer;
 use meters::Meters;
@@ -46,21 +47,8 @@ use restart::{Backoff, RESTART_BASE, RESTART_CAP};
 use session::{End, Shared};
 use sinks::SinkSet;
 
+pub use error::ServiceError;
 pub(crate) use plan::check_server;
-
-/// Why `run` ended unsuccessfully.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// The server is not set up for us; each line says what to fix.
-    #[error("{} check(s) failed:\n  - {}", .0.len(), .0.join("\n  - "))]
-    Checks(Vec<String>),
-    #[error("source: {0}")]
-    Source(#[from] SourceError),
-    #[error("sink {name}: {reason}")]
-    Sink { name: String, reason: String },
-    #[error("checkpoint: {0}")]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
-}
 
 /// Runs the service until `stop` turns true (clean drain, Ok) or an error.
 pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), ServiceError> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use rowstream_api::{Committed, Flavor, SinkBuilder};
 use tokio::sync::{mpsc, watch};
 
-use super::ServiceError;
+use super::error::ServiceError;
 use crate::checkpoint::{self, Checkpoint, SnapshotState};
 use crate::config::{Config, SinkConfig, SnapshotMode};
 use crate::snapshot;

@@ -20,11 +20,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::acks::{AckTracker, Pending, SinkFailure};
 use super::checkpointer::{Checkpointer, CHECKPOINT_EVERY};
+use super::error::ServiceError;
 use super::meters::Meters;
 use super::plan::Opened;
 use super::restart;
 use super::sinks::SinkSet;
-use super::ServiceError;
 use crate::snapshot::signal::Incremental;
 use crate::source::{stream, SourceError};
 
