@@ -12,7 +12,7 @@ use rowstream_api::Record;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::source::binlog::dump::{self, StreamConfig};
-use crate::source::checks::{self, CheckInput};
+use crate::source::checks::CheckInput;
 use crate::source::conn::ConnOpts;
 use crate::source::filter::TableFilter;
 use crate::source::{query, Batch, SourceError, CHANNEL_BATCHES};
@@ -224,7 +224,7 @@ async fn run_checks(
     // Resolving the start may itself need the privileges being checked: run
     // the checks anyway, so a missing grant is reported as such.
     let start = query::resolve_start(&mut conn, flavor, from).await;
-    let failures = checks::run_checks(
+    let failures = crate::pipeline::check_server(
         &mut conn,
         &CheckInput {
             flavor,
@@ -233,8 +233,7 @@ async fn run_checks(
             own_report_host: None,
         },
     )
-    .await
-    .map_err(SourceError::from)?;
+    .await?;
     let start = match start {
         Ok(s) => s,
         Err(e) if failures.is_empty() => return Err(e.into()),

@@ -41,7 +41,9 @@
 //!
 //! Invariants: unknown keys are errors at every level (top, `[source]`,
 //! `[checkpoint]`, inside each `[[sinks]]` table); a [`Config`] returned by
-//! [`load`] has passed [`Config::validate`]; passwords in source URLs never
+//! [`load`] has passed [`Config::validate`]; a sink type whose cargo feature
+//! (`kafka`, `elasticsearch`) is off in this build parses but fails
+//! validation, naming the fix ([`NotBuilt`]); passwords in source URLs never
 //! appear in `Debug` output nor in the messages of [`ConfigError`].
 
 use std::collections::HashSet;
@@ -283,10 +285,48 @@ pub enum SinkConfig {
     /// `type = "file"`: the file backup (`connectors/file`).
     File(rowstream_file::FileSinkConfig),
     /// `type = "kafka"`: per-table Kafka topics keyed by primary key (`connectors/kafka`).
+    #[cfg(feature = "kafka")]
     Kafka(rowstream_kafka::KafkaSinkConfig),
+    /// `type = "kafka"` in a build without the `kafka` feature: refused by validation.
+    #[cfg(not(feature = "kafka"))]
+    Kafka(NotBuilt),
     /// `type = "elasticsearch"`: one Elasticsearch / OpenSearch index per
     /// table, documents keyed by primary key (`connectors/elasticsearch`).
+    #[cfg(feature = "elasticsearch")]
     Elasticsearch(rowstream_elasticsearch::ElasticsearchSinkConfig),
+    /// `type = "elasticsearch"` in a build without the `elasticsearch` feature.
+    #[cfg(not(feature = "elasticsearch"))]
+    Elasticsearch(NotBuilt),
+}
+
+/// A sink table of a type left out of this build (a cargo feature): any
+/// keys are accepted, [`NotBuilt::validate`] refuses it with how to fix it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotBuilt {
+    /// The sink's name, for the message.
+    #[serde(default)]
+    pub name: String,
+    #[serde(flatten)]
+    _keys: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// Why a [`NotBuilt`] sink is refused (same shape as the sinks' config errors).
+#[derive(Debug)]
+pub struct NotBuiltError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl NotBuilt {
+    /// Always an error: this build cannot run the sink.
+    pub fn validate(&self) -> Result<(), NotBuiltError> {
+        Err(NotBuiltError {
+            key: "type".into(),
+            problem: "this sink type is not built into this rowstream: rebuild with its cargo \
+                      feature (`--features kafka,elasticsearch`, the default) or remove the sink"
+                .into(),
+        })
+    }
 }
 
 impl SinkConfig {
@@ -800,6 +840,32 @@ dir = "/var/lib/rowstream/backup"
     }
 
     #[test]
+    fn sink_type_not_built_is_refused_with_the_fix() {
+        let table: toml::Table =
+            toml::from_str("name = \"k\"\nbrokers = \"b:9092\"\n[properties]\nx = \"1\"").unwrap();
+        let nb: NotBuilt = toml::Value::Table(table).try_into().unwrap();
+        assert_eq!(nb.name, "k");
+        let e = nb.validate().unwrap_err();
+        assert_eq!(e.key, "type");
+        assert!(
+            e.problem.contains("not built into this rowstream"),
+            "{}",
+            e.problem
+        );
+        #[cfg(not(feature = "kafka"))]
+        {
+            let text = format!(
+                "{BASE}\n[[sinks]]\ntype = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\n"
+            );
+            let e = parse(&text, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("sinks[1].type") && e.contains("not built"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn base_parses_with_defaults() {
         let c = parse(BASE, &[]).unwrap();
         assert_eq!(c.source.urls(), vec!["mysql://repl:s3cret@127.0.0.1:3306"]);
@@ -885,7 +951,10 @@ dir = "/var/lib/rowstream/backup"
         // A known type with another type's keys names the offending key.
         let text = BASE.replace("type = \"file\"", "type = \"kafka\"");
         let e = parse(&text, &[]).unwrap_err().to_string();
+        #[cfg(feature = "kafka")]
         assert!(e.contains("unknown field `dir`"), "{e}");
+        #[cfg(not(feature = "kafka"))]
+        assert!(e.contains("not built into this rowstream"), "{e}");
         let text = BASE.replace("type = \"file\"\n", "");
         let e = parse(&text, &[]).unwrap_err().to_string();
         assert!(e.contains("type"), "{e}");

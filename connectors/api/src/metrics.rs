@@ -192,6 +192,11 @@ pub static SINK_RECORDS: Family = Family::counter(
     "Records (row changes and DDL statements) a sink has made durable.",
     "sink",
 );
+pub static SINK_RESTARTS: Family = Family::counter(
+    "rowstream_sink_restarts_total",
+    "Times the sinks were restarted from the checkpoint after this sink failed with a transient error.",
+    "sink",
+);
 pub static IN_FLIGHT_BATCHES: Family = Family::gauge(
     "rowstream_in_flight_batches",
     "Batches sent to sinks and not yet acknowledged by all.",
@@ -253,6 +258,7 @@ pub static ALL: &[&Family] = &[
     &CHECKPOINT_AGE_SECONDS,
     &SINK_BATCHES,
     &SINK_RECORDS,
+    &SINK_RESTARTS,
     &IN_FLIGHT_BATCHES,
     &SNAPSHOT_ROWS,
     &SNAPSHOT_ROWS_ESTIMATED,

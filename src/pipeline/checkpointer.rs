@@ -1,0 +1,108 @@
+//! The checkpoint writer: the position every sink has made durable, and
+//! its debounced writes to the checkpoint store.
+//!
+//! Invariants:
+//! - the position only moves on [`Checkpointer::acked`], which the session
+//!   calls with batches the ack tracker settled (acked by every sink, in
+//!   order): the file never covers a batch some sink has not acked;
+//! - the file is written atomically (see `checkpoint.rs`), only when the
+//!   position changed, at most every [`CHECKPOINT_EVERY`] while streaming
+//!   (the session's tick) and once more at the end;
+//! - on a first start (or a fresh snapshot) the start position is written
+//!   before any batch, so a crash before the first periodic write leaves a
+//!   checkpoint the sinks can cut back to.
+
+use std::time::Duration;
+
+use rowstream_api::metrics;
+
+use super::acks::Acked;
+use super::error::ServiceError;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SnapshotState};
+use crate::gtid::GtidSet;
+
+/// At most this often the checkpoint file is rewritten while streaming.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The durable position and what was last written.
+pub(crate) struct Checkpointer {
+    store: CheckpointStore,
+    /// The GTID set complete in batches every sink acked, and the snapshot
+    /// in progress there. None before the first session begins.
+    position: Option<(GtidSet, Option<SnapshotState>)>,
+    /// What the file holds (its GTID set's text): writes that change
+    /// nothing are skipped.
+    written: Option<(String, Option<SnapshotState>)>,
+}
+
+impl Checkpointer {
+    pub fn new(store: CheckpointStore) -> Self {
+        Checkpointer {
+            store,
+            position: None,
+            written: None,
+        }
+    }
+
+    /// The checkpoint on disk.
+    pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        self.store.load()
+    }
+
+    /// A source starts at `start` (with `snapshot` in progress) continuing
+    /// `saved`, the checkpoint on disk (None: first start or fresh snapshot).
+    /// Writes the start position now when nothing on disk describes it.
+    pub fn begin(
+        &mut self,
+        start: GtidSet,
+        snapshot: Option<SnapshotState>,
+        saved: Option<Checkpoint>,
+        server: &str,
+    ) -> Result<(), ServiceError> {
+        self.written = saved.map(|c| (c.gtid_set.to_string(), c.snapshot));
+        self.position = Some((start, snapshot));
+        if self.written.is_none() {
+            self.save(server)?;
+        }
+        Ok(())
+    }
+
+    /// A batch is durable in every sink.
+    pub fn acked(&mut self, a: &mut Acked) {
+        let Some((set, snap)) = self.position.as_mut() else {
+            return;
+        };
+        if let Some(ex) = a.executed.take() {
+            *set = ex;
+        }
+        if let Some(s) = a.snapshot.take() {
+            *snap = (!s.is_complete()).then_some(*s);
+        }
+    }
+
+    /// The GTID set the checkpoint covers (or will once written).
+    pub fn position(&self) -> Option<&GtidSet> {
+        self.position.as_ref().map(|(s, _)| s)
+    }
+
+    /// Writes the position when it differs from what the file holds.
+    pub fn save(&mut self, server: &str) -> Result<(), ServiceError> {
+        let Some((set, snap)) = &self.position else {
+            return Ok(());
+        };
+        let text = set.to_string();
+        if let Some((t, s)) = self.written.as_ref() {
+            if *t == text && s == snap {
+                return Ok(());
+            }
+        }
+        self.store
+            .save(&Checkpoint::new(set.clone(), server).with_snapshot(snap.clone()))?;
+        self.written = Some((text, snap.clone()));
+        metrics::CHECKPOINT_WRITES.with("").inc();
+        metrics::CHECKPOINT_AGE_SECONDS
+            .with("")
+            .set(super::meters::now_secs());
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! The service: source -> fan-out -> sinks; ordered acks -> checkpoint.
+//!
+//! The pieces: `plan` (where to start, snapshot or not, server checks, then
+//! opening the source), `sinks` (each sink on its own thread; dispatch a
+//! batch to all), `acks` (the ack tracker: batches settled in order),
+//! `checkpointer` (the durable position, debounced writes), `session` (one
+//! run of a source into the sinks), `restart` (what a sink failure leads to),
+//! `meters` and `error`. [`run`] is the loop over them; the pieces import
+//! each other, never this module (no import cycles).
+//!
+//! Invariants:
+//! - every sink gets every batch, in stream order, through a bounded channel;
+//!   a slow sink slows the source (backpressure), memory does not grow;
+//! - each sink runs on its own thread, so its I/O never stalls decoding;
+//! - acks are consumed in batch order; the checkpoint advances only to the
+//!   GTID set of transactions complete in batches every sink has acked;
+//! - an ack that fails or is dropped stops the run without advancing the
+//!   checkpoint past what is durable everywhere; a transient failure then
+//!   restarts the sinks and the source from the checkpoint after a backoff,
+//!   a fatal one stops the service;
+//! - the checkpoint is written atomically (see `checkpoint.rs`), at most a few
+//!   times per second and once more at the end.
+
+mod acks;
+mod checkpointer;
+mod error;
+mod meters;
+mod plan;
+mod restart;
+mod session;
+mod sinks;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use rowstream_api::{Batch, SinkBuilder, SinkError};
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::config::Config;
+use acks::SinkFailure;
+use checkpointer::Checkpointer;
+use meters::Meters;
+use plan::CheckpointCommitted;
+use restart::{Backoff, RESTART_BASE, RESTART_CAP};
+use session::{End, Shared};
+use sinks::SinkSet;
+
+pub use error::ServiceError;
+pub(crate) use plan::check_server;
+
+/// Runs the service until `stop` turns true (clean drain, Ok) or an error.
+pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), ServiceError> {
+    let store = CheckpointStore::open(&cfg.checkpoint.dir)?;
+    if let Some(addr) = cfg.metrics.listen {
+        crate::metrics::serve(addr).await.map_err(|e| {
+            ServiceError::Checks(vec![format!(
+                "metrics.listen: cannot listen on {addr}: {e}; pick a free port or remove [metrics]"
+            )])
+        })?;
+    }
+    let builders = plan::build_sinks(&cfg)?;
+    let backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
+    supervise(
+        &mut Live(&cfg),
+        &builders,
+        Checkpointer::new(store),
+        backoff,
+        stop,
+    )
+    .await
+}
+
+/// Where batches come from: planned against the saved checkpoint, then
+/// opened. The live source is the server; tests use fakes.
+pub(crate) trait Origin {
+    type Plan;
+    /// Decides where to start from `saved`; None: nothing to do.
+    async fn plan(
+        &mut self,
+        saved: Option<Checkpoint>,
+    ) -> Result<Option<(CheckpointCommitted, Self::Plan)>, ServiceError>;
+    /// Starts reading as planned.
+    async fn open(&mut self, plan: Self::Plan) -> Result<plan::Opened, ServiceError>;
+}
+
+/// The configured source server.
+struct Live<'a>(&'a Config);
+
+impl Origin for Live<'_> {
+    type Plan = plan::Plan;
+    async fn plan(
+        &mut self,
+        saved: Option<Checkpoint>,
+    ) -> Result<Option<(CheckpointCommitted, plan::Plan)>, ServiceError> {
+        plan::plan(self.0, saved).await
+    }
+    async fn open(&mut self, plan: plan::Plan) -> Result<plan::Opened, ServiceError> {
+        plan::open(self.0, plan).await
+    }
+}
+
+/// Plans, starts the sinks, opens the source and streams; after a transient
+/// sink failure does it all again from the saved checkpoint, after a backoff.
+pub(crate) async fn supervise<O: Origin>(
+    origin: &mut O,
+    builders: &[Box<dyn SinkBuilder>],
+    mut checkpoint: Checkpointer,
+    mut backoff: Backoff,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let meters = Meters::new(builders.iter().map(|b| b.name()));
+    let mut seq = 0u64;
+    let mut restarting = false;
+    loop {
+        let Some((committed, plan)) = origin.plan(checkpoint.load()?).await? else {
+            return Ok(());
+        };
+        // Written batches come back here to be freed on this thread.
+        let (free_tx, free_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
+        let started = tokio::select! {
+            r = SinkSet::start(builders, &committed, free_tx) => r,
+            // A restart may wait long on a target still away (a first start
+            // keeps its old behaviour: the stop is seen once streaming).
+            _ = stop.wait_for(|s| *s), if restarting => {
+                tracing::info!("stopping while the sinks restart; the checkpoint is written");
+                return Ok(());
+            }
+        };
+        restarting = true;
+        let failure = match started {
+            Err(f) => f,
+            Ok(sinks) => {
+                let src = origin.open(plan).await?;
+                let shared = Shared {
+                    checkpoint: &mut checkpoint,
+                    meters: &meters,
+                    seq: &mut seq,
+                    stop: &mut stop,
+                };
+                match session::run(src, sinks, free_rx, shared).await? {
+                    End::Done(r) => return r.map_err(Into::into),
+                    End::Failed {
+                        failure,
+                        progressed,
+                    } => {
+                        if progressed {
+                            backoff.reset();
+                        }
+                        failure
+                    }
+                }
+            }
+        };
+        let SinkFailure {
+            sink,
+            error: SinkError::Transient(_),
+        } = &failure
+        else {
+            return Err(ServiceError::Sink {
+                name: failure.sink,
+                reason: failure.error.to_string(),
+            });
+        };
+        let delay = backoff.next_delay();
+        restart::note_restart(&failure, delay);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => {
+                tracing::info!(sink = %sink, "stopping while the sinks wait for a restart; the checkpoint is written");
+                return Ok(());
+            }
+        }
+    }
+}

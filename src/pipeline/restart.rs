@@ -1,0 +1,88 @@
+//! Acting on sink failures: a transient one restarts the sinks from the
+//! checkpoint after a capped, jittered exponential backoff; a fatal one
+//! stops the service.
+//!
+//! Invariants:
+//! - the delay doubles from [`RESTART_BASE`] up to [`RESTART_CAP`], each
+//!   drawn in [50%, 100%] of its step so many instances do not retry in
+//!   step; it starts over once a restarted run made progress;
+//! - a dropped ack is fatal unless the sink that dropped it ended with a
+//!   transient error (its pending acks are dropped with it then);
+//! - every restart is counted per sink (`rowstream_sink_restarts_total`).
+
+use std::time::Duration;
+
+use rowstream_api::{metrics, SinkError};
+
+use super::acks::SinkFailure;
+use super::sinks::Ends;
+
+/// The first delay before a restart.
+pub(crate) const RESTART_BASE: Duration = Duration::from_millis(500);
+/// The longest delay between two restarts.
+pub(crate) const RESTART_CAP: Duration = Duration::from_secs(30);
+
+/// Capped exponential backoff with jitter.
+// TODO(merge): replace with the sink kit's backoff helper in rowstream_api.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        step.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    /// The last attempt worked: start over from the base delay.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The failure to act on: `first` (the first one observed) typed by how
+/// the failing sink's thread ended (`ends`, from `SinkSet::close`).
+pub(crate) fn classify(first: SinkFailure, ends: &Ends) -> SinkFailure {
+    if matches!(first.error, SinkError::Transient(_)) {
+        return first;
+    }
+    let end = ends
+        .iter()
+        .find(|(name, _)| *name == first.sink)
+        .and_then(|(_, e)| e.as_ref());
+    match end {
+        Some(Err(e @ SinkError::Transient(_))) => SinkFailure {
+            sink: first.sink,
+            error: e.clone(),
+        },
+        _ => first,
+    }
+}
+
+/// Counts and logs a restart of the sinks after `f`; returns nothing, the
+/// caller waits `delay`.
+pub(crate) fn note_restart(f: &SinkFailure, delay: Duration) {
+    metrics::SINK_RESTARTS.with(&f.sink).inc();
+    tracing::warn!(
+        sink = %f.sink,
+        reason = %f.error,
+        delay_ms = delay.as_millis() as u64,
+        "sink failed with a transient error: restarting the sinks from the checkpoint after {delay:?}"
+    );
+}

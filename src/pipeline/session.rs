@@ -1,0 +1,209 @@
+//! One run of an opened source into a started sink set, until the source
+//! ends, a stop is asked (a drain) or a sink fails.
+//!
+//! Invariants:
+//! - batches are read only while the ack tracker has room (backpressure);
+//!   each goes to every sink, then to the tracker, in stream order;
+//! - the checkpoint moves only with batches the tracker settled as acked
+//!   by every sink; after a failure it stays at the last such batch;
+//! - written batches come back through the free channel and are dropped on
+//!   this thread: the reference counts every event of a table shares
+//!   (names, GTID, table metadata) then never bounce between cores;
+//! - whatever the end, the source is stopped, the sinks are closed and the
+//!   checkpoint is written once more before returning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rowstream_api::{Batch, Record, SinkError};
+use tokio::sync::{mpsc, watch};
+
+use super::acks::{AckTracker, Pending, SinkFailure};
+use super::checkpointer::{Checkpointer, CHECKPOINT_EVERY};
+use super::error::ServiceError;
+use super::meters::Meters;
+use super::plan::Opened;
+use super::restart;
+use super::sinks::SinkSet;
+use crate::source::snapshot::signal::Incremental;
+use crate::source::SourceError;
+
+/// How long a failed run waits for the source to stop at a transaction boundary.
+const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed run waits for the sinks to flush and stop.
+const SINK_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a run ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The source ended (a drain after a stop, or initial_only done).
+    Done(Result<(), SourceError>),
+    /// A sink failed; `progressed`: some batch was acked everywhere first.
+    Failed {
+        failure: SinkFailure,
+        progressed: bool,
+    },
+}
+
+/// What a run shares with the runs before and after it.
+pub(crate) struct Shared<'a> {
+    pub checkpoint: &'a mut Checkpointer,
+    pub meters: &'a Meters,
+    /// The last batch number handed out (1-based over the process' life).
+    pub seq: &'a mut u64,
+    pub stop: &'a mut watch::Receiver<bool>,
+}
+
+/// Streams `src` into `sinks` (whose written batches come back on `free`).
+pub(crate) async fn run(
+    mut src: Opened,
+    mut sinks: SinkSet,
+    mut free: mpsc::UnboundedReceiver<Arc<Batch>>,
+    sh: Shared<'_>,
+) -> Result<End, ServiceError> {
+    let server = &src.server;
+    sh.checkpoint.begin(
+        src.start.clone(),
+        src.snapshot.take(),
+        src.saved.take(),
+        &server(),
+    )?;
+    let mut tracker = AckTracker::default();
+    let mut source_result: Option<Result<(), SourceError>> = None;
+    let mut source_closed = false;
+    let mut stopping = false;
+    let mut progressed = false;
+    let mut failure: Option<SinkFailure> = None;
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let m = sh.meters;
+    while !(source_closed && tracker.is_empty()) {
+        tokio::select! {
+            biased;
+            r = tracker.next(), if !tracker.is_empty() => match r {
+                Ok(mut a) => {
+                    progressed = true;
+                    m.acked(a.records, tracker.oldest_ts_ms());
+                    sh.checkpoint.acked(&mut a);
+                }
+                Err(f) => {
+                    failure = Some(f);
+                    break;
+                }
+            },
+            Some(b) = free.recv() => drop(b),
+            f = sinks.first_end() => {
+                failure = Some(f);
+                break;
+            }
+            b = src.rx.recv(), if !source_closed && tracker.has_room() => match b {
+                Some(b) => dispatch(b, &mut src.incremental, &sinks, &mut tracker, m, sh.seq).await,
+                None => source_closed = true,
+            },
+            r = src.source.as_mut(), if source_result.is_none() => {
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "source stopped");
+                }
+                source_result = Some(r);
+            }
+            _ = tick.tick() => {
+                // Keeps the lag growing while a sink stalls.
+                m.lag_from(tracker.oldest_ts_ms());
+                sh.checkpoint.save(&server())?
+            }
+            _ = sh.stop.wait_for(|s| *s), if !stopping => {
+                tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
+                stopping = true;
+                let _ = src.stop.send(true);
+            }
+        }
+    }
+    let _ = src.stop.send(true);
+    drop(tracker);
+    let Some(first) = failure else {
+        if source_result.is_none() {
+            source_result = Some(src.source.as_mut().await);
+        }
+        sinks.close(SINK_STOP_TIMEOUT).await;
+        src.release.await;
+        sh.checkpoint.save(&server())?;
+        if let Some(at) = sh.checkpoint.position() {
+            tracing::info!(gtid_set = %at, "checkpoint written");
+        }
+        return Ok(End::Done(source_result.unwrap_or(Ok(()))));
+    };
+    // A failed sink: stop reading (a source blocked on a full channel
+    // ends once the channel is gone); the checkpoint stays at the last
+    // batch acked by all.
+    drop(src.rx);
+    if source_result.is_none() {
+        let _ = tokio::time::timeout(SOURCE_STOP_TIMEOUT, src.source.as_mut()).await;
+    }
+    drop(src.source);
+    let ends = sinks.close(SINK_STOP_TIMEOUT).await;
+    src.release.await;
+    let failure = restart::classify(first, &ends);
+    let transient = matches!(failure.error, SinkError::Transient(_));
+    // `position` only covers batches every sink acked, so it is safe to
+    // keep even when a sink failed after them.
+    if let Err(e) = sh.checkpoint.save(&server()) {
+        if transient {
+            return Err(e);
+        }
+        tracing::error!(error = %e, "cannot write the checkpoint");
+    }
+    if let Some((name, _)) = ends.iter().find(|(_, e)| e.is_none()) {
+        if transient {
+            return Err(ServiceError::Sink {
+                name: name.clone(),
+                reason: format!(
+                    "did not stop within {SINK_STOP_TIMEOUT:?} after sink {:?} failed ({}); cannot restart it safely",
+                    failure.sink, failure.error
+                ),
+            });
+        }
+    }
+    Ok(End::Failed {
+        failure,
+        progressed,
+    })
+}
+
+/// Hands one source batch to every sink and to the tracker.
+async fn dispatch(
+    mut b: crate::source::Batch,
+    incremental: &mut Option<Incremental>,
+    sinks: &SinkSet,
+    tracker: &mut AckTracker,
+    m: &Meters,
+    seq: &mut u64,
+) {
+    if let Some(inc) = incremental.as_mut() {
+        inc.process(&mut b);
+    }
+    *seq += 1;
+    m.events.add(b.records.len() as u64);
+    m.transactions.add(b.commits.len() as u64);
+    let batch = Arc::new(Batch {
+        seq: *seq,
+        records: b.records,
+        commits: b.commits,
+    });
+    let done = sinks.dispatch(&batch).await;
+    let oldest_ts_ms = batch.records.iter().find_map(|r| match r {
+        Record::Change(ev) => Some(ev.source.ts_ms),
+        _ => None,
+    });
+    if tracker.is_empty() {
+        m.lag_from(Some(oldest_ts_ms));
+    }
+    tracker.push(Pending {
+        executed: b.executed,
+        snapshot: b.snapshot,
+        bytes: b.bytes,
+        records: batch.records.len() as u64,
+        oldest_ts_ms,
+        done,
+    });
+    m.in_flight.set(tracker.len() as f64);
+}
