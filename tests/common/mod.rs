@@ -27,7 +27,7 @@
 //!
 //! Each test binary compiles this module on its own and uses a part of it, hence
 //! `allow(dead_code)`.
-#![allow(dead_code, unused_macros)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 mod cli;
 mod daemons;
@@ -53,7 +53,7 @@ pub use gtid::{gtid_key, gtid_seqs};
 pub use server::{parse_last_resultset, Flavor, TestServer};
 pub use service::{Service, ServiceConfig, Sink};
 pub use tmp::{seed, TmpDir};
-pub use workload::{Tables, Workload};
+pub use workload::{int_or_null, kill_and_freeze, Chaos, Tables, Workload};
 
 
 /// Set (non-empty, not `0`) to make a missing server binary a test failure instead of a skip.

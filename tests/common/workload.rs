@@ -130,3 +130,65 @@ impl Workload {
         }
     }
 }
+
+/// What [`kill_and_freeze`] did.
+#[derive(Debug, Default)]
+pub struct Chaos {
+    /// SIGKILLs of rowstream (each followed by a restart).
+    pub kills: u32,
+    /// Calls of the freeze action.
+    pub freezes: u32,
+    /// Runs that ended by themselves (each restarted, as a supervisor would).
+    pub restarts: u32,
+}
+
+/// Runs `rounds` scripts of 20 workload transactions on `server` (150 ms apart) in a
+/// writer thread; meanwhile, every 200-900 ms, either SIGKILLs and restarts `svc` (with
+/// probability `kill_p`) or calls `freeze` (which makes the sink's target unresponsive
+/// for a while). A run that ended by itself is restarted and counted; the final checks
+/// of the test decide whether that was allowed.
+pub fn kill_and_freeze(
+    svc: &mut super::Service,
+    server: &super::TestServer,
+    w: &mut Workload,
+    rounds: usize,
+    rng: &mut StdRng,
+    kill_p: f64,
+    mut freeze: impl FnMut(&mut StdRng),
+) -> Chaos {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let stop = AtomicBool::new(false);
+    let mut chaos = Chaos::default();
+    std::thread::scope(|sc| {
+        let _guard = super::StopOnDrop(&stop);
+        let writer = sc.spawn(|| {
+            for _ in 0..rounds {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                server.exec(&w.script(20));
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        while !writer.is_finished() {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(200..900)));
+            if let Some(st) = svc.exited() {
+                eprintln!("rowstream exited on its own ({st}); restarting");
+                chaos.restarts += 1;
+                svc.spawn();
+                continue;
+            }
+            if rng.gen_bool(kill_p) {
+                svc.kill9();
+                chaos.kills += 1;
+                svc.spawn();
+            } else {
+                freeze(rng);
+                chaos.freezes += 1;
+            }
+        }
+    });
+    chaos
+}
