@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{consume_topic, consumer};
 use common::{
-    int_or_null, kill_and_freeze, seed, Flavor, Service, ServiceConfig, Sink, Tables,
-    TestKafka, TestServer, Workload,
+    int_or_null, kill_and_freeze, seed, Flavor, Service, ServiceConfig, Sink, Tables, TestKafka,
+    TestServer, Workload,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -43,12 +43,13 @@ const TABLES: Tables = Tables {
     t_update: |rng| format!("v = 'u{}', n = n + 1", rng.gen::<u32>()),
 };
 
-/// `rowstream run` into `kafka` with extra keys in the sink's table and extra lines in
-/// `[sinks.properties]`.
+/// `rowstream run` into `kafka` (two partitions per topic) with extra keys in the sink's
+/// table and extra lines in `[sinks.properties]`.
 fn kafka_service(server: &TestServer, kafka: &TestKafka, keys: &str, props: &str) -> Service {
+    let keys = format!("partitions = 2\n{keys}");
     Service::new(
         server.flavor.name(),
-        ServiceConfig::for_server(server, Sink::kafka(kafka, keys, props)),
+        ServiceConfig::for_server(server, Sink::kafka(kafka, &keys, props)),
     )
 }
 
@@ -209,7 +210,10 @@ fn check_topic(
             (None, _) => {}
             (Some(_), "d") => panic!("deleted key {k} does not end in a tombstone"),
             (Some(v), _) => {
-                let row = cols.iter().map(|c| common::json_text(&v["after"][*c])).collect();
+                let row = cols
+                    .iter()
+                    .map(|c| common::json_text(&v["after"][*c]))
+                    .collect();
                 from_kafka.insert(k.clone(), row);
             }
         }

@@ -143,13 +143,23 @@ impl TestDaemon {
     /// SIGKILLs the daemon (its data stays; [`TestDaemon::restart`] brings it back).
     pub fn kill(&self) {
         let out = self.stop_script(&["--kill"]);
-        assert!(out.success(), "{}: {}", self.kind.stop_script, out.stderr_text());
+        assert!(
+            out.success(),
+            "{}: {}",
+            self.kind.stop_script,
+            out.stderr_text()
+        );
     }
 
     /// Stops the daemon cleanly (SIGTERM; its data stays).
     pub fn stop(&self) {
         let out = self.stop_script(&[]);
-        assert!(out.success(), "{}: {}", self.kind.stop_script, out.stderr_text());
+        assert!(
+            out.success(),
+            "{}: {}",
+            self.kind.stop_script,
+            out.stderr_text()
+        );
     }
 
     /// Starts the daemon again on the same port and data.

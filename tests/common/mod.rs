@@ -45,8 +45,8 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cli::{
-    next_replica_server_id, output_with_timeout, rowstream, tail, tail_command,
-    tail_with_timeout, TimedOutput,
+    next_replica_server_id, output_with_timeout, rowstream, tail, tail_command, tail_with_timeout,
+    TimedOutput,
 };
 pub use daemons::{DaemonKind, TestDaemon, TestKafka, TestSearch, KAFKA, OSMEM};
 pub use gtid::{gtid_key, gtid_seqs};
@@ -54,7 +54,6 @@ pub use server::{parse_last_resultset, Flavor, TestServer};
 pub use service::{Service, ServiceConfig, Sink};
 pub use tmp::{seed, TmpDir};
 pub use workload::{int_or_null, kill_and_freeze, Chaos, Tables, Workload};
-
 
 /// Set (non-empty, not `0`) to make a missing server binary a test failure instead of a skip.
 pub const REQUIRE_SERVERS_ENV: &str = "ROWSTREAM_TEST_REQUIRE_SERVERS";

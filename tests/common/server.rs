@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::cli::{abbreviate, output_with_timeout};
 use super::{
-    dev_script, keep_servers, pick_port, release_port, require_servers, servers_dir, sweep_stale_datadirs,
-    NEXT_SERVER, QUERY_TIMEOUT, REQUIRE_SERVERS_ENV,
+    dev_script, keep_servers, pick_port, release_port, require_servers, servers_dir,
+    sweep_stale_datadirs, NEXT_SERVER, QUERY_TIMEOUT, REQUIRE_SERVERS_ENV,
 };
-
 
 /// Which server implementation a [`TestServer`] runs.
 #[derive(Clone, Copy, Debug, PartialEq)]

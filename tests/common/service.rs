@@ -34,11 +34,11 @@ impl Sink {
         Sink::File(String::new())
     }
 
-    /// `type = "kafka"`, `name = "kafka"`, two partitions, `linger.ms = 2`; `keys`: more
-    /// lines of the sink's table, `properties`: more lines of `[sinks.properties]`.
+    /// `type = "kafka"`, `name = "kafka"`, `linger.ms = 2`; `keys`: more lines of the
+    /// sink's table, `properties`: more lines of `[sinks.properties]`.
     pub fn kafka(kafka: &TestKafka, keys: &str, properties: &str) -> Sink {
         Sink::Other(format!(
-            "type = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\npartitions = 2\n{keys}\n\
+            "type = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\n{keys}\n\
              [sinks.properties]\n\"linger.ms\" = \"2\"\n{properties}\n",
             kafka.bootstrap()
         ))
@@ -342,7 +342,12 @@ impl Service {
     }
 
     /// Polls `done` until it holds; panics when the process exits or `timeout` passes.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&Service) -> bool) {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Service) -> bool,
+    ) {
         let t = Instant::now();
         while !done(self) {
             if let Some(st) = self.exited() {

@@ -57,7 +57,8 @@ fn sweep_dead() {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
+        if pid
+            .is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
         {
             // A tmpfs a killed test mounted there would make the removal fail.
             let _ = std::process::Command::new("umount")
