@@ -46,22 +46,9 @@ fn run_check(url: &str, server_id: Option<u32>, from: &str) -> TimedOutput {
 }
 
 fn run_tail(url: &str, server_id: u32, from: &str, max_events: usize) -> TimedOutput {
-    let mut cmd = common::rowstream();
-    cmd.args([
-        "tail",
-        "--url",
-        url,
-        "--server-id",
-        &server_id.to_string(),
-        "--from",
-        from,
-    ])
-    .args([
-        "--max-events",
-        &max_events.to_string(),
-        "--heartbeat-secs",
-        "1",
-    ]);
+    let mut cmd = common::tail_command(url, server_id, from);
+    cmd.args(["--max-events", &max_events.to_string()])
+        .args(["--heartbeat-secs", "1"]);
     common::output_with_timeout(&mut cmd, None, RUN_TIMEOUT)
 }
 
@@ -153,32 +140,15 @@ fn expect_good(server: &TestServer, url: &str, db: &str, id: u32) {
 /// Starts `rowstream tail` with `server_id` in the background (no --max-events) and waits
 /// until the server lists it as a registered replica.
 fn background_replica(server: &TestServer, server_id: u32) -> Child {
-    let mut child = common::rowstream()
-        .args([
-            "tail",
-            "--url",
-            &server.url(),
-            "--server-id",
-            &server_id.to_string(),
-            "--from",
-            "latest",
-        ])
+    let mut child = common::tail_command(&server.url(), server_id, "latest")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rowstream tail");
-    let list = match server.flavor {
-        Flavor::MySql => "SHOW REPLICAS",
-        Flavor::MariaDb => "SHOW SLAVE HOSTS",
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rows = server.query(list);
-        if rows
-            .iter()
-            .any(|r| r.first().cloned().flatten().as_deref() == Some(&server_id.to_string()))
-        {
+        if server.lists_replica(server_id) {
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -188,7 +158,7 @@ fn background_replica(server: &TestServer, server_id: u32) -> Child {
         }
         assert!(
             Instant::now() < deadline,
-            "rowstream tail --server-id {server_id} never showed in {list}: {rows:?}"
+            "rowstream tail --server-id {server_id} never showed in the server's replica list"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -24,11 +24,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    int_or_null, json_text, kill_and_freeze, seed, Flavor, Service, ServiceConfig, Sink, Tables,
-    TestSearch, TestServer, Workload,
+    int_or_null, json_text, kill_and_freeze, seed, server_with, Flavor, Service, ServiceConfig,
+    Sink, Tables, TestSearch, TestServer, Workload,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::Value;
 
 const SCHEMA: &str = "CREATE DATABASE s; \
@@ -204,13 +203,9 @@ fn server_sequence(server: &TestServer) -> u64 {
 }
 
 fn workload_into_index(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
+    let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = es_service(&server, &search, "bulk_docs = 200");
     let mut w = Workload::new(seed(), TABLES);
     server.exec(&w.script(150));
@@ -276,32 +271,13 @@ flavor_tests!(workload_into_index: mariadb_workload_into_index, mysql_workload_i
 /// runs; afterwards every index equals its table. (osmem-server keeps its data in memory,
 /// so the server itself is frozen rather than restarted.)
 fn kills_lose_nothing(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
+    let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = es_service(&server, &search, "bulk_docs = 50\ntimeout_ms = 1000");
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let mut w = Workload::new(seed, TABLES);
-    svc.spawn();
-    let chaos = kill_and_freeze(&mut svc, &server, &mut w, 40, &mut rng, 0.6, |rng| {
-        search.freeze(true);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1500)));
-        search.freeze(false);
+    let chaos = kill_and_freeze(&mut svc, &server, &search, TABLES, (40, 0.6), |freeze| {
+        freeze()
     });
-    eprintln!(
-        "{}: killed rowstream {}x, froze the server {}x; {} restarts after an exit",
-        flavor.name(),
-        chaos.kills,
-        chaos.freezes,
-        chaos.restarts
-    );
-    svc.wait_caught_up(&server, Duration::from_secs(180));
-    svc.stop(Duration::from_secs(60));
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
     eprintln!("{}: {n_t} + {n_c} documents match", flavor.name());
@@ -326,13 +302,9 @@ fn strict_index(search: &TestSearch) {
 
 #[test]
 fn refused_documents_go_to_the_dead_letter_file() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     strict_index(&search);
     let dead =
         std::env::temp_dir().join(format!("rowstream-es-dead-{}.ndjson", std::process::id()));
@@ -384,13 +356,9 @@ fn refused_documents_go_to_the_dead_letter_file() {
 
 #[test]
 fn on_error_stop_exits_without_advancing_the_checkpoint() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     strict_index(&search);
     let mut svc = es_service(&server, &search, "");
     server.exec("INSERT INTO s.t (id, v) VALUES (1, '11')");

@@ -22,11 +22,10 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{consume_topic, consumer};
 use common::{
-    int_or_null, kill_and_freeze, seed, Flavor, Service, ServiceConfig, Sink, Tables, TestKafka,
-    TestServer, Workload,
+    int_or_null, kill_and_freeze, seed, server_with, Flavor, Service, ServiceConfig, Sink, Tables,
+    TestKafka, TestServer, Workload,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rdkafka::consumer::Consumer;
 use serde_json::Value;
 
@@ -286,13 +285,9 @@ fn check_topic(
 }
 
 fn workload_into_kafka(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
+    let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
         return;
     };
-    let Some(kafka) = TestKafka::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = kafka_service(&server, &kafka, "", "");
     let mut w = Workload::new(seed(), TABLES);
     // Some history before rowstream starts, the rest while it streams.
@@ -348,24 +343,14 @@ flavor_tests!(workload_into_kafka: mariadb_workload_into_kafka, mysql_workload_i
 /// then stops with that fatal error, as it must), once it lost a record silently, and
 /// after SIGKILL it loses acknowledged records. Broker restarts need a real Kafka to test.
 fn kills_lose_nothing(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
+    let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
         return;
     };
-    let Some(kafka) = TestKafka::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = kafka_service(&server, &kafka, "", "");
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let mut w = Workload::new(seed, TABLES);
-    svc.spawn();
     let mut lost_by_broker = false;
-    let chaos = kill_and_freeze(&mut svc, &server, &mut w, 50, &mut rng, 0.5, |rng| {
+    let chaos = kill_and_freeze(&mut svc, &server, &kafka, TABLES, (50, 0.5), |freeze| {
         let before = high_watermarks(&kafka.bootstrap());
-        kafka.freeze(true);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1500)));
-        kafka.freeze(false);
+        freeze();
         let after = high_watermarks(&kafka.bootstrap());
         for (tp, hw) in &before {
             let now = after.get(tp).copied().unwrap_or(0);
@@ -377,15 +362,6 @@ fn kills_lose_nothing(flavor: Flavor) {
             }
         }
     });
-    eprintln!(
-        "{}: killed rowstream {}x, froze the broker {}x; {} restarts after an exit",
-        flavor.name(),
-        chaos.kills,
-        chaos.freezes,
-        chaos.restarts
-    );
-    svc.wait_caught_up(&server, Duration::from_secs(180));
-    svc.stop(Duration::from_secs(60));
     assert!(
         !lost_by_broker,
         "the broker lost acknowledged records (see above): not a rowstream fault"
@@ -423,13 +399,9 @@ flavor_tests!(kills_lose_nothing: mariadb_kills_lose_nothing, mysql_kills_lose_n
 /// not cover the transaction.
 #[test]
 fn record_too_large_is_fatal() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::start) else {
         return;
     };
-    let Some(kafka) = TestKafka::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = kafka_service(&server, &kafka, "", "\"message.max.bytes\" = \"2000\"");
     server.exec("INSERT INTO s.t VALUES (1, 'small', 1)");
     svc.spawn();
@@ -464,13 +436,9 @@ fn record_too_large_is_fatal() {
 /// the change events of that transaction found on the table topics.
 #[test]
 fn transaction_topic() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::start) else {
         return;
     };
-    let Some(kafka) = TestKafka::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = kafka_service(&server, &kafka, "transactions = true", "");
     let mut w = Workload::new(seed(), TABLES);
     server.exec(&w.script(100));
@@ -574,13 +542,9 @@ fn transaction_topic() {
 /// Either way: every key ends with the table's row, in commit order, nothing lost.
 #[test]
 fn broker_restarts_lose_nothing() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::start) else {
         return;
     };
-    let Some(kafka) = TestKafka::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     let mut svc = kafka_service(&server, &kafka, "", "");
     let mut w = Workload::new(seed(), TABLES);
     svc.spawn();

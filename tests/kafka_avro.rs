@@ -25,7 +25,7 @@ use std::time::Duration;
 use apache_avro::types::Value as A;
 use apache_avro::{from_avro_datum, Schema};
 use common::kafka::consume_topic;
-use common::{Flavor, Service, ServiceConfig, Sink, TestKafka, TestServer};
+use common::{server_with, Flavor, Service, ServiceConfig, Sink, TestKafka, TestServer};
 
 const TOPIC: &str = "svc.s.a";
 
@@ -241,14 +241,10 @@ fn text(col: &str, v: &A) -> Option<String> {
 }
 
 fn avro_into_kafka(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
-        return;
-    };
-    let Some(kafka) = TestKafka::start() else {
+    let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
         return;
     };
     let registry = Registry::start();
-    server.exec(SCHEMA);
     let mut svc = avro_service(&server, &kafka, &registry);
     svc.spawn();
     let mut sql = String::new();

@@ -3,6 +3,7 @@
 //! compressed binlog events (refused, never decoded into rows), `--include` filtering of
 //! rows and DDL, and `--from earliest` on a fresh server.
 
+#[macro_use]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -121,15 +122,7 @@ fn big_row(flavor: Flavor) {
     eprintln!("{flavor:?}: 40 MB row streamed in {took:?}");
 }
 
-#[test]
-fn mariadb_20mb_row() {
-    big_row(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_20mb_row() {
-    big_row(Flavor::MySql);
-}
+flavor_tests!(big_row: mariadb_20mb_row, mysql_20mb_row);
 
 // ---------------------------------------------------------------------------------------
 // Server restart mid-stream
@@ -582,15 +575,7 @@ fn include_filter(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_include_filter() {
-    include_filter(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_include_filter() {
-    include_filter(Flavor::MySql);
-}
+flavor_tests!(include_filter: mariadb_include_filter, mysql_include_filter);
 
 /// DDL of an included table written with a qualified name and no default database
 /// (`ALTER TABLE a.keep ...` from a session without `USE`) is the included table's DDL.
@@ -625,15 +610,7 @@ fn include_keeps_qualified_ddl(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_include_keeps_qualified_ddl() {
-    include_keeps_qualified_ddl(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_include_keeps_qualified_ddl() {
-    include_keeps_qualified_ddl(Flavor::MySql);
-}
+flavor_tests!(include_keeps_qualified_ddl: mariadb_include_keeps_qualified_ddl, mysql_include_keeps_qualified_ddl);
 
 // ---------------------------------------------------------------------------------------
 // --from earliest
@@ -672,12 +649,4 @@ fn from_earliest_on_fresh_server(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_from_earliest_on_fresh_server() {
-    from_earliest_on_fresh_server(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_from_earliest_on_fresh_server() {
-    from_earliest_on_fresh_server(Flavor::MySql);
-}
+flavor_tests!(from_earliest_on_fresh_server: mariadb_from_earliest_on_fresh_server, mysql_from_earliest_on_fresh_server);

@@ -258,3 +258,16 @@ impl Deref for TestSearch {
         &self.0
     }
 }
+
+/// A server of `flavor` with `schema` run on it, and a daemon from `start_daemon` (e.g.
+/// [`TestKafka::start`]); None when either is skipped (see their `start`).
+pub fn server_with<D>(
+    flavor: super::Flavor,
+    schema: &str,
+    start_daemon: fn() -> Option<D>,
+) -> Option<(super::TestServer, D)> {
+    let server = super::TestServer::start(flavor, &[])?;
+    let daemon = start_daemon()?;
+    server.exec(schema);
+    Some((server, daemon))
+}

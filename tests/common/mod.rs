@@ -48,7 +48,7 @@ pub use cli::{
     next_replica_server_id, output_with_timeout, rowstream, tail, tail_command, tail_with_timeout,
     TimedOutput,
 };
-pub use daemons::{DaemonKind, TestDaemon, TestKafka, TestSearch, KAFKA, OSMEM};
+pub use daemons::{server_with, DaemonKind, TestDaemon, TestKafka, TestSearch, KAFKA, OSMEM};
 pub use gtid::{gtid_key, gtid_seqs};
 pub use server::{parse_last_resultset, Flavor, TestServer};
 pub use service::{Service, ServiceConfig, Sink};

@@ -199,6 +199,18 @@ impl TestServer {
             .replace(['\n', '\r'], "")
     }
 
+    /// True when `SHOW REPLICAS` (MySQL) / `SHOW SLAVE HOSTS` (MariaDB) lists a replica
+    /// registered with `server_id`.
+    pub fn lists_replica(&self, server_id: u32) -> bool {
+        let sql = match self.flavor {
+            Flavor::MySql => "SHOW REPLICAS",
+            Flavor::MariaDb => "SHOW SLAVE HOSTS",
+        };
+        self.query(sql)
+            .iter()
+            .any(|r| r.first().cloned().flatten() == Some(server_id.to_string()))
+    }
+
     /// The PID of the running server process, if it runs.
     pub fn pid(&self) -> Option<u32> {
         let pid: u32 = std::fs::read_to_string(self.datadir.join("server.pid"))

@@ -136,29 +136,34 @@ impl Workload {
 pub struct Chaos {
     /// SIGKILLs of rowstream (each followed by a restart).
     pub kills: u32,
-    /// Calls of the freeze action.
+    /// Freezes of the daemon.
     pub freezes: u32,
     /// Runs that ended by themselves (each restarted, as a supervisor would).
     pub restarts: u32,
 }
 
-/// Runs `rounds` scripts of 20 workload transactions on `server` (150 ms apart) in a
-/// writer thread; meanwhile, every 200-900 ms, either SIGKILLs and restarts `svc` (with
-/// probability `kill_p`) or calls `freeze` (which makes the sink's target unresponsive
-/// for a while). A run that ended by itself is restarted and counted; the final checks
-/// of the test decide whether that was allowed.
+/// Starts `svc` and runs `rounds` scripts of 20 transactions of a seeded [`Workload`] on
+/// `server` (150 ms apart) in a writer thread; meanwhile, every 200-900 ms, either
+/// SIGKILLs and restarts `svc` (with probability `kill_p`) or freezes `daemon` (SIGSTOP
+/// for 100-1500 ms, then SIGCONT), the freeze being run by `around_freeze` (which may look
+/// at the daemon before and after). A run that ended by itself is restarted and counted;
+/// the test decides whether that was allowed. Returns once the writer is done and the
+/// checkpoint has caught up with the server.
 pub fn kill_and_freeze(
     svc: &mut super::Service,
     server: &super::TestServer,
-    w: &mut Workload,
-    rounds: usize,
-    rng: &mut StdRng,
-    kill_p: f64,
-    mut freeze: impl FnMut(&mut StdRng),
+    daemon: &super::TestDaemon,
+    tables: Tables,
+    (rounds, kill_p): (usize, f64),
+    mut around_freeze: impl FnMut(&dyn Fn()),
 ) -> Chaos {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
+    let seed = super::seed();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut w = Workload::new(seed, tables);
+    svc.spawn();
     let stop = AtomicBool::new(false);
     let mut chaos = Chaos::default();
     std::thread::scope(|sc| {
@@ -185,10 +190,25 @@ pub fn kill_and_freeze(
                 chaos.kills += 1;
                 svc.spawn();
             } else {
-                freeze(rng);
+                let pause = Duration::from_millis(rng.gen_range(100..1500));
+                around_freeze(&|| {
+                    daemon.freeze(true);
+                    std::thread::sleep(pause);
+                    daemon.freeze(false);
+                });
                 chaos.freezes += 1;
             }
         }
     });
+    eprintln!(
+        "{}: killed rowstream {}x, froze the {} {}x; {} restarts after an exit",
+        server.flavor.name(),
+        chaos.kills,
+        daemon.kind.name,
+        chaos.freezes,
+        chaos.restarts
+    );
+    svc.wait_caught_up(server, Duration::from_secs(180));
+    svc.stop(Duration::from_secs(60));
     chaos
 }
