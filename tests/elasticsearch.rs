@@ -24,8 +24,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    int_or_null, json_text, kill_and_freeze, seed, server_with, Flavor, Service, ServiceConfig,
-    Sink, Tables, TestSearch, TestServer, Workload,
+    differing_keys, int_or_null, json_text, key_json, kill_and_freeze, seed, server_with, Flavor,
+    Service, ServiceConfig, Sink, Tables, TestSearch, TestServer, Workload,
 };
 use rand::Rng;
 use serde_json::Value;
@@ -139,11 +139,7 @@ fn check_index(
             .iter()
             .map(|k| {
                 let i = cols.iter().position(|c| c.0 == *k).unwrap();
-                let s = row[i].clone().unwrap();
-                match s.parse::<i64>() {
-                    Ok(n) if *k != "b" => Value::from(n),
-                    _ => Value::from(s),
-                }
+                key_json(k, row[i].clone().unwrap())
             })
             .collect();
         want.insert(Value::Array(id).to_string(), row);
@@ -157,12 +153,7 @@ fn check_index(
             (canon, cols.iter().map(|c| json_text(&src[c.0])).collect())
         })
         .collect();
-    let mut diff = Vec::new();
-    for k in got.keys().chain(want.keys()) {
-        if got.get(k) != want.get(k) && !diff.contains(k) {
-            diff.push(k.clone());
-        }
-    }
+    let diff = differing_keys(&got, &want);
     if !diff.is_empty() {
         let detail: Vec<String> = diff
             .iter()

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{consume_topic, consumer};
 use common::{
-    int_or_null, kill_and_freeze, seed, server_with, Flavor, Service, ServiceConfig, Sink, Tables,
-    TestKafka, TestServer, Workload,
+    differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with, Flavor, Service,
+    ServiceConfig, Sink, Tables, TestKafka, TestServer, Workload,
 };
 use rand::Rng;
 use rdkafka::consumer::Consumer;
@@ -223,12 +223,7 @@ fn check_topic(
         let mut key = serde_json::Map::new();
         for k in key_cols {
             let i = cols.iter().position(|c| c == k).unwrap();
-            let s = row[i].clone().unwrap();
-            let v = match s.parse::<i64>() {
-                Ok(n) if *k != "b" => Value::from(n),
-                _ => Value::from(s),
-            };
-            key.insert(k.to_string(), v);
+            key.insert(k.to_string(), key_json(k, row[i].clone().unwrap()));
         }
         // Keys are compared as parsed objects, not as strings (column order may differ).
         from_db.insert(Value::Object(key).to_string(), row);
@@ -240,12 +235,7 @@ fn check_topic(
             (o.to_string(), v)
         })
         .collect();
-    let mut diff = Vec::new();
-    for k in norm.keys().chain(from_db.keys()) {
-        if norm.get(k) != from_db.get(k) && !diff.contains(k) {
-            diff.push(k.clone());
-        }
-    }
+    let diff = differing_keys(&norm, &from_db);
     if !diff.is_empty() {
         // Show every record of the differing keys.
         let mut detail = String::new();

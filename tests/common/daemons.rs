@@ -12,13 +12,12 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::cli::{output_with_timeout, TimedOutput};
 use super::{
-    dev_script, keep_servers, pick_port, release_port, require_servers, servers_dir,
-    sweep_stale_datadirs, NEXT_SERVER, REQUIRE_SERVERS_ENV,
+    dev_script, fresh_server_dir, keep_servers, release_port, require_servers,
+    start_on_a_free_port, sweep_stale_datadirs, REQUIRE_SERVERS_ENV,
 };
 
 /// One kind of daemon: its scripts in `deploy/dev/` and the files it keeps in its dir.
@@ -89,32 +88,14 @@ impl TestDaemon {
             return None;
         }
         sweep_stale_datadirs();
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
+        Some(start_on_a_free_port(kind.what, |port| {
             let daemon = TestDaemon {
                 kind,
-                port: pick_port(),
-                datadir: servers_dir().join(format!(
-                    "{}-{}-{}",
-                    kind.name,
-                    std::process::id(),
-                    NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
-                )),
+                port,
+                datadir: fresh_server_dir(kind.name),
             };
-            match daemon.start_script() {
-                Ok(()) => return Some(daemon),
-                Err(e) => {
-                    // Drop kills and purges what the failed attempt left behind.
-                    let port_taken = e.contains("in use");
-                    last_err = e;
-                    drop(daemon);
-                    if !port_taken {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("cannot start {} for a test: {last_err}", kind.what);
+            daemon.start_script().map(|()| daemon)
+        }))
     }
 
     fn start_script(&self) -> Result<(), String> {

@@ -53,7 +53,9 @@ pub use gtid::{gtid_key, gtid_seqs};
 pub use server::{parse_last_resultset, Flavor, TestServer};
 pub use service::{Service, ServiceConfig, Sink};
 pub use tmp::{seed, TmpDir};
-pub use workload::{int_or_null, kill_and_freeze, Chaos, Tables, Workload};
+pub use workload::{
+    differing_keys, int_or_null, key_json, kill_and_freeze, Chaos, Tables, Workload,
+};
 
 /// Set (non-empty, not `0`) to make a missing server binary a test failure instead of a skip.
 pub const REQUIRE_SERVERS_ENV: &str = "ROWSTREAM_TEST_REQUIRE_SERVERS";
@@ -123,6 +125,36 @@ fn servers_dir() -> PathBuf {
 fn keep_servers() -> bool {
     std::thread::panicking()
         || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty())
+}
+
+/// A fresh dir for a server or daemon: `target/test-servers/<name>-<pid>-<n>` (the
+/// pid lets [`sweep_stale_datadirs`] find those of dead test processes).
+fn fresh_server_dir(name: &str) -> PathBuf {
+    servers_dir().join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Up to five tries of `start` on a free port; another try only when the port was taken
+/// meanwhile (an error mentioning "in use"). What a failed try returns in `Err` has been
+/// dropped, i.e. killed and purged. Panics with the last error.
+fn start_on_a_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut last_err = String::new();
+    for _attempt in 0..5 {
+        match start(pick_port()) {
+            Ok(t) => return t,
+            Err(e) => {
+                let port_taken = e.contains("in use");
+                last_err = e;
+                if !port_taken {
+                    break;
+                }
+            }
+        }
+    }
+    panic!("cannot start {what}: {last_err}");
 }
 
 /// Gives a port taken by [`pick_port`] back.

@@ -9,13 +9,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::cli::{abbreviate, output_with_timeout};
 use super::{
-    dev_script, keep_servers, pick_port, release_port, require_servers, servers_dir,
-    sweep_stale_datadirs, NEXT_SERVER, QUERY_TIMEOUT, REQUIRE_SERVERS_ENV,
+    dev_script, fresh_server_dir, keep_servers, release_port, require_servers,
+    start_on_a_free_port, sweep_stale_datadirs, QUERY_TIMEOUT, REQUIRE_SERVERS_ENV,
 };
 
 /// Which server implementation a [`TestServer`] runs.
@@ -79,36 +78,17 @@ impl TestServer {
         }
         sweep_stale_datadirs();
         let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
-            let port = pick_port();
-            let datadir = servers_dir().join(format!(
-                "{}-{}-{}",
-                flavor.name(),
-                std::process::id(),
-                NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
-            ));
+        let what = format!("a {} test server", flavor.name());
+        Some(start_on_a_free_port(&what, |port| {
             let server = TestServer {
                 flavor,
                 port,
-                datadir,
+                datadir: fresh_server_dir(flavor.name()),
                 server_id: port as u32,
                 extra_args: extra.clone(),
             };
-            match server.run_start_script() {
-                Ok(()) => return Some(server),
-                Err(e) => {
-                    // Drop kills and purges what the failed attempt left behind.
-                    let port_taken = e.contains("in use");
-                    last_err = e;
-                    drop(server);
-                    if !port_taken {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("cannot start a {} test server: {last_err}", flavor.name());
+            server.run_start_script().map(|()| server)
+        }))
     }
 
     /// `mysql://root:root@127.0.0.1:PORT`

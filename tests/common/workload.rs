@@ -212,3 +212,27 @@ pub fn kill_and_freeze(
     svc.stop(Duration::from_secs(60));
     chaos
 }
+
+/// The JSON value of key column `col` of a row of the workload's tables, from the text the
+/// client printed: a number, except for `s.c.b` (a string that may look like one).
+pub fn key_json(col: &str, text: String) -> serde_json::Value {
+    match text.parse::<i64>() {
+        Ok(n) if col != "b" => serde_json::Value::from(n),
+        _ => serde_json::Value::from(text),
+    }
+}
+
+/// The keys whose values differ between `a` and `b` (or that only one has): those of `a`
+/// first, each once.
+pub fn differing_keys<K: Ord + Clone, V: PartialEq>(
+    a: &std::collections::BTreeMap<K, V>,
+    b: &std::collections::BTreeMap<K, V>,
+) -> Vec<K> {
+    let mut diff = Vec::new();
+    for k in a.keys().chain(b.keys()) {
+        if a.get(k) != b.get(k) && !diff.contains(k) {
+            diff.push(k.clone());
+        }
+    }
+    diff
+}
