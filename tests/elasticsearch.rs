@@ -21,11 +21,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    differing_keys, int_or_null, json_text, key_json, kill_and_freeze, seed, server_with, Flavor,
-    Service, ServiceConfig, Sink, Tables, TestSearch, TestServer, Workload,
+    differing_keys, int_or_null, json_text, key_json, kill_and_freeze, seed, server_with,
+    write_while_streaming, Flavor, Service, ServiceConfig, Sink, Tables, TestSearch, TestServer,
+    Workload,
 };
 use rand::Rng;
 use serde_json::Value;
@@ -199,13 +200,7 @@ fn workload_into_index(flavor: Flavor) {
     };
     let mut svc = es_service(&server, &search, "bulk_docs = 200");
     let mut w = Workload::new(seed(), TABLES);
-    server.exec(&w.script(150));
-    let t = Instant::now();
-    svc.spawn();
-    for _ in 0..3 {
-        server.exec(&w.script(150));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let t = write_while_streaming(&mut svc, &server, &mut w);
     // The last transaction changes one known row: its version names the transaction.
     server.exec("INSERT INTO s.c VALUES (1000, 'last', 0)");
     let caught = svc.wait_caught_up(&server, Duration::from_secs(180));

@@ -18,12 +18,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kafka::{consume_topic, consumer};
 use common::{
-    differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with, Flavor, Service,
-    ServiceConfig, Sink, Tables, TestKafka, TestServer, Workload,
+    differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with,
+    write_while_streaming, Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestServer,
+    Workload,
 };
 use rand::Rng;
 use rdkafka::consumer::Consumer;
@@ -281,13 +282,7 @@ fn workload_into_kafka(flavor: Flavor) {
     let mut svc = kafka_service(&server, &kafka, "", "");
     let mut w = Workload::new(seed(), TABLES);
     // Some history before rowstream starts, the rest while it streams.
-    server.exec(&w.script(150));
-    let t = Instant::now();
-    svc.spawn();
-    for _ in 0..3 {
-        server.exec(&w.script(150));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let t = write_while_streaming(&mut svc, &server, &mut w);
     let caught = svc.wait_caught_up(&server, Duration::from_secs(120));
     eprintln!(
         "{}: 600 transactions streamed, caught up {caught:?} after the last write ({:?} total)",

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::cli::{output_with_timeout, TimedOutput};
 use super::{
-    dev_script, fresh_server_dir, keep_servers, release_port, require_servers,
-    start_on_a_free_port, sweep_stale_datadirs, REQUIRE_SERVERS_ENV,
+    dev_script, drop_flags, fresh_server_dir, release_port, require_servers, start_on_a_free_port,
+    sweep_stale_datadirs, REQUIRE_SERVERS_ENV,
 };
 
 /// One kind of daemon: its scripts in `deploy/dev/` and the files it keeps in its dir.
@@ -168,12 +168,7 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
-        let keep = keep_servers();
-        let flags: &[&str] = if keep {
-            &["--kill"]
-        } else {
-            &["--kill", "--purge"]
-        };
+        let (keep, flags) = drop_flags();
         let out = self.stop_script(flags);
         if !out.success() {
             eprintln!(

@@ -54,7 +54,8 @@ pub use server::{parse_last_resultset, Flavor, TestServer};
 pub use service::{Service, ServiceConfig, Sink};
 pub use tmp::{seed, TmpDir};
 pub use workload::{
-    differing_keys, int_or_null, key_json, kill_and_freeze, Chaos, Tables, Workload,
+    differing_keys, int_or_null, key_json, kill_and_freeze, write_while_streaming, Chaos, Tables,
+    Workload,
 };
 
 /// Set (non-empty, not `0`) to make a missing server binary a test failure instead of a skip.
@@ -120,11 +121,20 @@ fn servers_dir() -> PathBuf {
     repo_root().join("target").join("test-servers")
 }
 
-/// Keep what a server or daemon leaves in its dir: the test is panicking or
-/// `ROWSTREAM_TEST_KEEP_SERVERS` is set.
-fn keep_servers() -> bool {
-    std::thread::panicking()
-        || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty())
+/// How a dropped server or daemon is stopped: whether its dir is kept (the test is
+/// panicking or `ROWSTREAM_TEST_KEEP_SERVERS` is set) and the stop script's flags
+/// (`--kill`, plus `--purge` unless kept).
+fn drop_flags() -> (bool, &'static [&'static str]) {
+    let keep = std::thread::panicking()
+        || std::env::var_os("ROWSTREAM_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty());
+    (
+        keep,
+        if keep {
+            &["--kill"]
+        } else {
+            &["--kill", "--purge"]
+        },
+    )
 }
 
 /// A fresh dir for a server or daemon: `target/test-servers/<name>-<pid>-<n>` (the

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::cli::{abbreviate, output_with_timeout};
 use super::{
-    dev_script, fresh_server_dir, keep_servers, release_port, require_servers,
-    start_on_a_free_port, sweep_stale_datadirs, QUERY_TIMEOUT, REQUIRE_SERVERS_ENV,
+    dev_script, drop_flags, fresh_server_dir, release_port, require_servers, start_on_a_free_port,
+    sweep_stale_datadirs, QUERY_TIMEOUT, REQUIRE_SERVERS_ENV,
 };
 
 /// Which server implementation a [`TestServer`] runs.
@@ -317,12 +317,7 @@ impl Drop for TestServer {
     /// Kills the server and deletes its datadir; when the test is panicking (or
     /// ROWSTREAM_TEST_KEEP_SERVERS is set) the datadir is kept and its path printed.
     fn drop(&mut self) {
-        let keep = keep_servers();
-        let flags: &[&str] = if keep {
-            &["--kill"]
-        } else {
-            &["--kill", "--purge"]
-        };
+        let (keep, flags) = drop_flags();
         if let Err(e) = self.stop_script(flags) {
             eprintln!(
                 "warning: cleaning up {} :{} failed: {e}",

@@ -236,3 +236,21 @@ pub fn differing_keys<K: Ord + Clone, V: PartialEq>(
     }
     diff
 }
+
+/// The usual load of a sink test: 150 transactions of `w` on `server` before `svc`
+/// starts, then three more batches of 150 (200 ms apart) while it streams. Returns when
+/// `svc` was started.
+pub fn write_while_streaming(
+    svc: &mut super::Service,
+    server: &super::TestServer,
+    w: &mut Workload,
+) -> std::time::Instant {
+    server.exec(&w.script(150));
+    let started = std::time::Instant::now();
+    svc.spawn();
+    for _ in 0..3 {
+        server.exec(&w.script(150));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    started
+}
