@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use common::{
     differing_keys, int_or_null, json_text, key_json, kill_and_freeze, seed, server_with,
-    write_while_streaming, Flavor, Service, ServiceConfig, Sink, Tables, TestSearch, TestServer,
+    stream_workload, Flavor, Service, ServiceConfig, Sink, Tables, TestSearch, TestServer,
     Workload,
 };
 use rand::Rng;
@@ -200,16 +200,9 @@ fn workload_into_index(flavor: Flavor) {
     };
     let mut svc = es_service(&server, &search, "bulk_docs = 200");
     let mut w = Workload::new(seed(), TABLES);
-    let t = write_while_streaming(&mut svc, &server, &mut w);
     // The last transaction changes one known row: its version names the transaction.
-    server.exec("INSERT INTO s.c VALUES (1000, 'last', 0)");
-    let caught = svc.wait_caught_up(&server, Duration::from_secs(180));
-    eprintln!(
-        "{}: 600 transactions streamed, caught up {caught:?} after the last write ({:?} total)",
-        flavor.name(),
-        t.elapsed()
-    );
-    svc.stop(Duration::from_secs(60));
+    let last = "INSERT INTO s.c VALUES (1000, 'last', 0)";
+    stream_workload(&mut svc, &server, &mut w, last, Duration::from_secs(180));
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
     eprintln!(

@@ -22,9 +22,8 @@ use std::time::Duration;
 
 use common::kafka::{consume_topic, consumer};
 use common::{
-    differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with,
-    write_while_streaming, Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestServer,
-    Workload,
+    differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with, stream_workload,
+    Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestServer, Workload,
 };
 use rand::Rng;
 use rdkafka::consumer::Consumer;
@@ -282,14 +281,7 @@ fn workload_into_kafka(flavor: Flavor) {
     let mut svc = kafka_service(&server, &kafka, "", "");
     let mut w = Workload::new(seed(), TABLES);
     // Some history before rowstream starts, the rest while it streams.
-    let t = write_while_streaming(&mut svc, &server, &mut w);
-    let caught = svc.wait_caught_up(&server, Duration::from_secs(120));
-    eprintln!(
-        "{}: 600 transactions streamed, caught up {caught:?} after the last write ({:?} total)",
-        flavor.name(),
-        t.elapsed()
-    );
-    svc.stop(Duration::from_secs(60));
+    stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(120));
     let b = kafka.bootstrap();
     let (n_t, tomb_t) = check_topic(
         &server,

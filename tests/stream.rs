@@ -378,12 +378,12 @@ fn mysql_crash_mid_stream() {
 // MariaDB compressed binlog events
 // ---------------------------------------------------------------------------------------
 
+/// MariaDB compresses the binlog events of every statement longer than 10 bytes.
+const COMPRESSED_BINLOG: &[&str] = &["--log-bin-compress=ON", "--log-bin-compress-min-len=10"];
+
 #[test]
 fn mariadb_compressed_events_are_refused_never_decoded() {
-    let Some(s) = TestServer::start(
-        Flavor::MariaDb,
-        &["--log-bin-compress=ON", "--log-bin-compress-min-len=10"],
-    ) else {
+    let Some(s) = TestServer::start(Flavor::MariaDb, COMPRESSED_BINLOG) else {
         return;
     };
     let id = common::next_replica_server_id().to_string();

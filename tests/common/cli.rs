@@ -97,6 +97,19 @@ impl TimedOutput {
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
+    /// `Ok` when it succeeded, else `Err("<what> (<status>): <stderr><stdout>")`.
+    pub fn result(&self, what: &str) -> Result<(), String> {
+        if self.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} ({}): {}{}",
+            self.describe_status(),
+            self.stderr_text(),
+            String::from_utf8_lossy(&self.stdout)
+        ))
+    }
+
     /// "exit status: 1", "signal: 9 (SIGKILL)" or "timed out after 120 s".
     pub fn describe_status(&self) -> String {
         match self.status {

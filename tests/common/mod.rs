@@ -54,7 +54,7 @@ pub use server::{parse_last_resultset, Flavor, TestServer};
 pub use service::{Service, ServiceConfig, Sink};
 pub use tmp::{seed, TmpDir};
 pub use workload::{
-    differing_keys, int_or_null, key_json, kill_and_freeze, write_while_streaming, Chaos, Tables,
+    differing_keys, int_or_null, key_json, kill_and_freeze, stream_workload, Chaos, Tables,
     Workload,
 };
 

@@ -282,34 +282,14 @@ impl TestServer {
             .arg(self.server_id.to_string())
             .arg("--")
             .args(&self.extra_args);
-        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(300));
-        if out.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} {} ({}):\n{}{}",
-                self.flavor.start_script(),
-                self.port,
-                out.describe_status(),
-                out.stderr_text(),
-                String::from_utf8_lossy(&out.stdout)
-            ))
-        }
+        let what = format!("{} {}", self.flavor.start_script(), self.port);
+        output_with_timeout(&mut cmd, None, Duration::from_secs(300)).result(&what)
     }
 
     fn stop_script(&self, flags: &[&str]) -> Result<(), String> {
         let mut cmd = Command::new(dev_script("stop.sh"));
         cmd.args(flags).arg(&self.datadir);
-        let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
-        if out.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "stop.sh ({}): {}",
-                out.describe_status(),
-                out.stderr_text()
-            ))
-        }
+        output_with_timeout(&mut cmd, None, Duration::from_secs(120)).result("stop.sh")
     }
 }
 

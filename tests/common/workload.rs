@@ -238,19 +238,33 @@ pub fn differing_keys<K: Ord + Clone, V: PartialEq>(
 }
 
 /// The usual load of a sink test: 150 transactions of `w` on `server` before `svc`
-/// starts, then three more batches of 150 (200 ms apart) while it streams. Returns when
-/// `svc` was started.
-pub fn write_while_streaming(
+/// starts, then three more batches of 150 (200 ms apart) while it streams, then `last`
+/// (SQL, may be empty); waits up to `timeout` for the checkpoint to catch up, then stops
+/// `svc` (SIGTERM, clean exit).
+pub fn stream_workload(
     svc: &mut super::Service,
     server: &super::TestServer,
     w: &mut Workload,
-) -> std::time::Instant {
+    last: &str,
+    timeout: std::time::Duration,
+) {
+    use std::time::{Duration, Instant};
+
     server.exec(&w.script(150));
-    let started = std::time::Instant::now();
+    let t = Instant::now();
     svc.spawn();
     for _ in 0..3 {
         server.exec(&w.script(150));
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     }
-    started
+    if !last.is_empty() {
+        server.exec(last);
+    }
+    let caught = svc.wait_caught_up(server, timeout);
+    eprintln!(
+        "{}: 600 transactions streamed, caught up {caught:?} after the last write ({:?} total)",
+        server.flavor.name(),
+        t.elapsed()
+    );
+    svc.stop(Duration::from_secs(60));
 }
