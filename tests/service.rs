@@ -603,19 +603,7 @@ fn verify_backup(
                     },
                 )
             };
-            match r["op"].as_str().unwrap() {
-                "c" | "u" | "r" => {
-                    if r["op"] == "u" {
-                        table_state.remove(&img(&r["before"]).0);
-                    }
-                    let (id, row) = img(&r["after"]);
-                    table_state.insert(id, row);
-                }
-                "d" => {
-                    table_state.remove(&img(&r["before"]).0);
-                }
-                o => panic!("unknown op {o}"),
-            }
+            common::apply_change(&mut table_state, r, img);
         }
     }
     if &table_state != final_table {

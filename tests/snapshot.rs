@@ -81,21 +81,7 @@ fn apply(recs: &[Value], table: &str) -> BTreeMap<i64, String> {
                 ),
             )
         };
-        match r["op"].as_str().unwrap() {
-            "r" | "c" => {
-                let (id, v) = row(&r["after"]);
-                out.insert(id, v);
-            }
-            "u" => {
-                out.remove(&row(&r["before"]).0);
-                let (id, v) = row(&r["after"]);
-                out.insert(id, v);
-            }
-            "d" => {
-                out.remove(&row(&r["before"]).0);
-            }
-            op => panic!("op {op}"),
-        }
+        common::apply_change(&mut out, r, row);
     }
     out
 }
@@ -110,6 +96,13 @@ fn source_table(srv: &TestServer) -> BTreeMap<i64, String> {
             )
         })
         .collect()
+}
+
+/// A server of `flavor` whose table `s.t` has `n` rows ([`fill`]).
+fn filled_server(flavor: Flavor, n: u64) -> Option<TestServer> {
+    let srv = TestServer::start(flavor, &[])?;
+    fill(&srv, n);
+    Some(srv)
 }
 
 fn fill(srv: &TestServer, n: u64) {
@@ -264,11 +257,10 @@ fn check_backup(svc: &Service, srv: &TestServer, expect_unique_reads: bool, befo
 }
 
 fn snapshot_under_writes(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else {
+    let n = rows_wanted();
+    let Some(srv) = filled_server(flavor, n) else {
         return;
     };
-    let n = rows_wanted();
-    fill(&srv, n);
     let seed = seed();
     let before_start = srv.gtid_executed();
     let stop = AtomicBool::new(false);
@@ -414,10 +406,9 @@ flavor_tests!(types_match_binlog: types_match_binlog_mariadb, types_match_binlog
 /// `never` streams only; `initial_only` exits 0 after the snapshot and a rerun does nothing.
 #[test]
 fn modes() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some(srv) = filled_server(Flavor::MariaDb, 1000) else {
         return;
     };
-    fill(&srv, 1000);
     let mut never = snapshot_service("never", &srv.repl_url(), "mode = \"never\"");
     never.spawn();
     never.wait_caught_up(&srv, Duration::from_secs(30));
@@ -450,11 +441,10 @@ fn modes() {
 /// asks for s.t; the backup (stream + chunks interleaved at their high watermarks) must
 /// reproduce the table.
 fn on_demand(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else {
+    let n = rows_wanted();
+    let Some(srv) = filled_server(flavor, n) else {
         return;
     };
-    let n = rows_wanted();
-    fill(&srv, n);
     srv.exec(
         "CREATE DATABASE rowstream; CREATE TABLE rowstream.rowstream_signal \
          (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); \
@@ -512,10 +502,9 @@ flavor_tests!(on_demand: on_demand_mariadb, on_demand_mysql);
 /// the backup, as with any snapshot-based recovery).
 #[test]
 fn when_needed_resnapshots_after_purge() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some(srv) = filled_server(Flavor::MariaDb, 5000) else {
         return;
     };
-    fill(&srv, 5000);
     let mut svc = snapshot_service(
         "when-needed",
         &srv.repl_url(),
@@ -562,11 +551,10 @@ fn when_needed_resnapshots_after_purge() {
 /// Without RELOAD (no FLUSH TABLES WITH READ LOCK) the cut is lock-free on MySQL and still
 /// converges under writes; MariaDB needs no lock when its views agree.
 fn without_reload(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else {
+    let n = rows_wanted().min(200_000);
+    let Some(srv) = filled_server(flavor, n) else {
         return;
     };
-    let n = rows_wanted().min(200_000);
-    fill(&srv, n);
     srv.exec(
         "CREATE USER 'norel'@'%' IDENTIFIED BY 'norel'; \
          GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO 'norel'@'%'",

@@ -104,6 +104,27 @@ pub fn json_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Applies one row change event (`op` c, r, u or d) to a model of its table keyed by
+/// primary key: `image` turns a before / after image into (key, row). An update removes
+/// the row under its old key first (key changes move the row).
+pub fn apply_change<R>(
+    table: &mut std::collections::BTreeMap<i64, R>,
+    event: &serde_json::Value,
+    image: impl Fn(&serde_json::Value) -> (i64, R),
+) {
+    match event["op"].as_str().unwrap() {
+        "c" | "r" => {}
+        "u" | "d" => {
+            table.remove(&image(&event["before"]).0);
+        }
+        op => panic!("unknown op {op}: {event}"),
+    }
+    if event["op"] != "d" {
+        let (id, row) = image(&event["after"]);
+        table.insert(id, row);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 
 static NEXT_SERVER: AtomicU32 = AtomicU32::new(0);
