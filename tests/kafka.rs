@@ -274,6 +274,31 @@ fn check_topic(
     (recs.len(), tombstones)
 }
 
+/// [`check_topic`] of both tables of the workload: `[(records, tombstones)]` of
+/// `svc.s.t` and `svc.s.c`.
+fn check_topics(server: &TestServer, bootstrap: &str, replays: bool) -> [(usize, usize); 2] {
+    [
+        check_topic(
+            server,
+            bootstrap,
+            "svc.s.t",
+            "s.t",
+            &["id", "v", "n"],
+            &["id"],
+            replays,
+        ),
+        check_topic(
+            server,
+            bootstrap,
+            "svc.s.c",
+            "s.c",
+            &["a", "b", "x"],
+            &["a", "b"],
+            replays,
+        ),
+    ]
+}
+
 fn workload_into_kafka(flavor: Flavor) {
     let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
         return;
@@ -283,24 +308,7 @@ fn workload_into_kafka(flavor: Flavor) {
     // Some history before rowstream starts, the rest while it streams.
     stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(120));
     let b = kafka.bootstrap();
-    let (n_t, tomb_t) = check_topic(
-        &server,
-        &b,
-        "svc.s.t",
-        "s.t",
-        &["id", "v", "n"],
-        &["id"],
-        false,
-    );
-    let (n_c, tomb_c) = check_topic(
-        &server,
-        &b,
-        "svc.s.c",
-        "s.c",
-        &["a", "b", "x"],
-        &["a", "b"],
-        false,
-    );
+    let [(n_t, tomb_t), (n_c, tomb_c)] = check_topics(&server, &b, false);
     eprintln!(
         "{}: svc.s.t {n_t} records ({tomb_t} tombstones), svc.s.c {n_c} records ({tomb_c} tombstones)",
         flavor.name()
@@ -344,24 +352,7 @@ fn kills_lose_nothing(flavor: Flavor) {
         "the broker lost acknowledged records (see above): not a rowstream fault"
     );
     let b = kafka.bootstrap();
-    let (n_t, _) = check_topic(
-        &server,
-        &b,
-        "svc.s.t",
-        "s.t",
-        &["id", "v", "n"],
-        &["id"],
-        true,
-    );
-    let (n_c, _) = check_topic(
-        &server,
-        &b,
-        "svc.s.c",
-        "s.c",
-        &["a", "b", "x"],
-        &["a", "b"],
-        true,
-    );
+    let [(n_t, _), (n_c, _)] = check_topics(&server, &b, true);
     eprintln!("{}: {n_t} + {n_c} records checked", flavor.name());
     assert_eq!(
         chaos.restarts, 0,
@@ -561,22 +552,5 @@ fn broker_restarts_lose_nothing() {
         );
     }
     let b = kafka.bootstrap();
-    check_topic(
-        &server,
-        &b,
-        "svc.s.t",
-        "s.t",
-        &["id", "v", "n"],
-        &["id"],
-        true,
-    );
-    check_topic(
-        &server,
-        &b,
-        "svc.s.c",
-        "s.c",
-        &["a", "b", "x"],
-        &["a", "b"],
-        true,
-    );
+    check_topics(&server, &b, true);
 }

@@ -180,48 +180,50 @@ impl Drop for TestDaemon {
     }
 }
 
-/// A throwaway Kafka-protocol broker (noida-db).
-pub struct TestKafka(TestDaemon);
+/// A named [`TestDaemon`] of one kind: `start()` and `Deref` to the daemon.
+macro_rules! daemon_type {
+    ($(#[$doc:meta])* $name:ident = $kind:ident) => {
+        $(#[$doc])*
+        pub struct $name(TestDaemon);
+
+        impl $name {
+            #[doc = concat!("[`TestDaemon::start`] of [`", stringify!($kind), "`].")]
+            pub fn start() -> Option<$name> {
+                TestDaemon::start(&$kind).map($name)
+            }
+        }
+
+        impl Deref for $name {
+            type Target = TestDaemon;
+            fn deref(&self) -> &TestDaemon {
+                &self.0
+            }
+        }
+    };
+}
+
+daemon_type!(
+    /// A throwaway Kafka-protocol broker (noida-db).
+    TestKafka = KAFKA
+);
+
+daemon_type!(
+    /// A throwaway server speaking the Elasticsearch / OpenSearch REST API (osmem-server,
+    /// in memory only: freeze it rather than restart it).
+    TestSearch = OSMEM
+);
 
 impl TestKafka {
-    /// [`TestDaemon::start`] of [`KAFKA`].
-    pub fn start() -> Option<TestKafka> {
-        TestDaemon::start(&KAFKA).map(TestKafka)
-    }
-
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }
 
-impl Deref for TestKafka {
-    type Target = TestDaemon;
-    fn deref(&self) -> &TestDaemon {
-        &self.0
-    }
-}
-
-/// A throwaway server speaking the Elasticsearch / OpenSearch REST API (osmem-server, in
-/// memory only: freeze it rather than restart it).
-pub struct TestSearch(TestDaemon);
-
 impl TestSearch {
-    /// [`TestDaemon::start`] of [`OSMEM`].
-    pub fn start() -> Option<TestSearch> {
-        TestDaemon::start(&OSMEM).map(TestSearch)
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Deref for TestSearch {
-    type Target = TestDaemon;
-    fn deref(&self) -> &TestDaemon {
-        &self.0
     }
 }
 
