@@ -202,9 +202,27 @@ fn check_topic(
             last.insert(r.key.clone(), r);
         }
     }
+    check_replay(server, topic, table, cols, key_cols, &recs, &last);
+    if duplicates > 0 {
+        eprintln!("{topic}: {duplicates} replayed records (at-least-once after restarts)");
+    }
+    (recs.len(), tombstones)
+}
+
+/// Replaying `recs` (the newest record of each key is in `last`) gives exactly the rows
+/// of `table`: every live key holds its row, every deleted key ends in a tombstone.
+fn check_replay(
+    server: &TestServer,
+    topic: &str,
+    table: &str,
+    cols: &[&str],
+    key_cols: &[&str],
+    recs: &[Rec],
+    last: &HashMap<String, &Rec>,
+) {
     // Replay = table.
     let mut from_kafka: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
-    for (k, r) in &last {
+    for (k, r) in last {
         match (&r.value, r.op.as_str()) {
             (None, _) => {}
             (Some(_), "d") => panic!("deleted key {k} does not end in a tombstone"),
@@ -245,7 +263,7 @@ fn check_topic(
                 norm.get(k),
                 from_db.get(k)
             ));
-            for r in &recs {
+            for r in recs {
                 let rk: Value = serde_json::from_str(&r.key).unwrap();
                 if rk.to_string() == *k {
                     detail.push_str(&format!(
@@ -268,10 +286,6 @@ fn check_topic(
             from_db.len()
         );
     }
-    if duplicates > 0 {
-        eprintln!("{topic}: {duplicates} replayed records (at-least-once after restarts)");
-    }
-    (recs.len(), tombstones)
 }
 
 /// [`check_topic`] of both tables of the workload: `[(records, tombstones)]` of

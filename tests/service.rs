@@ -457,7 +457,14 @@ fn verify_backup(
     final_table: &BTreeMap<i64, Row>,
 ) -> usize {
     let btxs = read_backup(backup);
+    check_cat_and_segments(backup, &btxs);
+    let keys = check_exactly_once(flavor, &btxs, server_set);
+    check_writer_transactions(flavor, &btxs, &keys, txs, final_table);
+    btxs.len()
+}
 
+/// `backup cat` and the raw segment files agree with what the reader returned.
+fn check_cat_and_segments(backup: &Path, btxs: &[BTx]) {
     // `backup cat` prints exactly the records the reader returns, in the same order.
     let cat = backup_cat(backup);
     let n_records: usize = btxs.iter().map(|t| t.records.len()).sum();
@@ -468,7 +475,7 @@ fn verify_backup(
         cat.len()
     );
     let mut i = 0;
-    for t in &btxs {
+    for t in btxs {
         for r in &t.records {
             let c: Value = serde_json::from_str(&cat[i])
                 .unwrap_or_else(|e| panic!("cat line not JSON ({e}): {}", cat[i]));
@@ -499,7 +506,11 @@ fn verify_backup(
         raw.trailing, 0,
         "bytes after the last END marker of a cleanly stopped backup"
     );
+}
 
+/// Every transaction of `server_set` is in the backup exactly once, in commit order, and
+/// nothing else is; returns the backup's transactions as [`gtid_key`]s.
+fn check_exactly_once(flavor: Flavor, btxs: &[BTx], server_set: &str) -> Vec<(String, u64)> {
     // Exactly once, in commit order, nothing missing.
     let keys: Vec<(String, u64)> = btxs.iter().map(|t| gtid_key(flavor, &t.gtid)).collect();
     let mut seen: HashMap<&(String, u64), usize> = HashMap::new();
@@ -539,6 +550,18 @@ fn verify_backup(
         &extra[..extra.len().min(10)]
     );
 
+    keys
+}
+
+/// The writer's transactions are in the backup in commit order with exactly the row
+/// changes it made, and applying the backup's row events gives `final_table`.
+fn check_writer_transactions(
+    flavor: Flavor,
+    btxs: &[BTx],
+    keys: &[(String, u64)],
+    txs: &[WTx],
+    final_table: &BTreeMap<i64, Row>,
+) {
     // The writer's transactions: same order, same row changes.
     let by_key: HashMap<(String, u64), &WTx> =
         txs.iter().map(|t| (gtid_key(flavor, &t.gtid), t)).collect();
@@ -553,7 +576,7 @@ fn verify_backup(
         assert_eq!(*a, b, "writer transactions out of order in the backup");
     }
     let mut table_state: BTreeMap<i64, Row> = BTreeMap::new();
-    for (t, k) in btxs.iter().zip(&keys) {
+    for (t, k) in btxs.iter().zip(keys) {
         let rows: Vec<&Value> = t
             .records
             .iter()
@@ -625,7 +648,6 @@ fn verify_backup(
             final_table.len()
         );
     }
-    btxs.len()
 }
 
 // ---------------------------------------------------------------------------------------
