@@ -169,6 +169,64 @@ fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// The rows of `events` are exactly those `txns` transactions of [`phase_sql`] committed
+/// after `from`: each once, in commit order, with their values. `err`: rowstream's stderr.
+fn check_committed_rows(flavor: Flavor, from: &str, txns: u64, events: &[Value], err: &str) {
+    let expected: Vec<(String, u64)> = (1..=txns)
+        .flat_map(|txn| (0..ROWS_PER_TXN).map(move |k| (txn, k)))
+        .map(|(txn, k)| (gtid_after(flavor, from, txn), txn * 10 + k))
+        .collect();
+    let rows = rows(events);
+    let got: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["source"]["gtid"].as_str().unwrap().to_string(),
+                r["after"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    if got != expected {
+        let mut seen = std::collections::HashMap::new();
+        for g in &got {
+            *seen.entry(g.1).or_insert(0) += 1;
+        }
+        let dups: Vec<_> = seen
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|e| !seen.contains_key(&e.1))
+            .map(|e| e.1)
+            .collect();
+        let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "rows differ from what was committed: {} rows, expected {}; first difference at index {first_diff:?} \
+             (got {:?}, expected {:?}); duplicated ids {dups:?}; missing ids {missing:?}\n--- stderr ---\n{err}",
+            got.len(),
+            expected.len(),
+            first_diff.map(|i| &got[i]),
+            first_diff.map(|i| &expected[i]),
+        );
+    }
+    for r in &rows {
+        let id = r["after"]["id"].as_u64().unwrap();
+        assert_eq!(r["op"], "c");
+        assert_eq!(r["after"]["txn"].as_u64().unwrap(), id / 10);
+        assert_eq!(r["after"]["k"].as_u64().unwrap(), id % 10);
+        assert_eq!(
+            r["transaction"]["total_order"].as_u64().unwrap(),
+            id % 10 + 1,
+            "{id}"
+        );
+        let pad = r["after"]["pad"].as_str().unwrap();
+        assert_eq!(pad.len() as u64, PAD);
+        assert!(pad.bytes().all(|c| c == b'A' + (id % 26) as u8));
+    }
+}
+
 fn restart_mid_stream(flavor: Flavor, crash: bool) {
     // A clean MariaDB shutdown waits for a dump thread blocked in a network write (our
     // unread pipe) up to net_write_timeout (default 60 s).
@@ -183,24 +241,9 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     let total = txns * ROWS_PER_TXN;
 
     let server_id = common::next_replica_server_id();
-    let mut child = common::rowstream()
-        .args([
-            "tail",
-            "--url",
-            &s.url(),
-            "--server-id",
-            &server_id.to_string(),
-            "--from",
-            &from,
-        ])
-        .args([
-            "--max-events",
-            &total.to_string(),
-            "--heartbeat-secs",
-            "1",
-            "--include",
-            "r.t",
-        ])
+    let mut child = common::tail_command(&s.url(), server_id, &from)
+        .args(["--max-events", &total.to_string()])
+        .args(["--heartbeat-secs", "1", "--include", "r.t"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -274,59 +317,7 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
         "the restart must have cut the stream (no reconnect logged)\n--- stderr ---\n{err}"
     );
 
-    let expected: Vec<(String, u64)> = (1..=txns)
-        .flat_map(|txn| (0..ROWS_PER_TXN).map(move |k| (txn, k)))
-        .map(|(txn, k)| (gtid_after(flavor, &from, txn), txn * 10 + k))
-        .collect();
-    let rows = rows(&events);
-    let got: Vec<(String, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["source"]["gtid"].as_str().unwrap().to_string(),
-                r["after"]["id"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    if got != expected {
-        let mut seen = std::collections::HashMap::new();
-        for g in &got {
-            *seen.entry(g.1).or_insert(0) += 1;
-        }
-        let dups: Vec<_> = seen
-            .iter()
-            .filter(|(_, &n)| n > 1)
-            .map(|(id, _)| *id)
-            .collect();
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|e| !seen.contains_key(&e.1))
-            .map(|e| e.1)
-            .collect();
-        let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
-        panic!(
-            "rows differ from what was committed: {} rows, expected {}; first difference at index {first_diff:?} \
-             (got {:?}, expected {:?}); duplicated ids {dups:?}; missing ids {missing:?}\n--- stderr ---\n{err}",
-            got.len(),
-            expected.len(),
-            first_diff.map(|i| &got[i]),
-            first_diff.map(|i| &expected[i]),
-        );
-    }
-    for r in &rows {
-        let id = r["after"]["id"].as_u64().unwrap();
-        assert_eq!(r["op"], "c");
-        assert_eq!(r["after"]["txn"].as_u64().unwrap(), id / 10);
-        assert_eq!(r["after"]["k"].as_u64().unwrap(), id % 10);
-        assert_eq!(
-            r["transaction"]["total_order"].as_u64().unwrap(),
-            id % 10 + 1,
-            "{id}"
-        );
-        let pad = r["after"]["pad"].as_str().unwrap();
-        assert_eq!(pad.len() as u64, PAD);
-        assert!(pad.bytes().all(|c| c == b'A' + (id % 26) as u8));
-    }
+    check_committed_rows(flavor, &from, txns, &events, &err);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("reconnecting")).collect();
     // Test design check: the connection was cut while phase 1 was still being read.
     let resumed_at: u64 = warnings[0]
