@@ -5,6 +5,18 @@
 //! dirs ([`TmpDir`]), the random seed ([`seed`]), GTID sets as sets ([`gtid_seqs`]) and a
 //! random workload over a keyed and a composite-key table ([`Workload`]).
 //!
+//! A sink test reads like this (see `tests/kafka.rs`):
+//!
+//! ```ignore
+//! let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
+//!     return; // skipped (printed), or a panic under ROWSTREAM_TEST_REQUIRE_SERVERS
+//! };
+//! let cfg = ServiceConfig::for_server(&server, Sink::kafka(&kafka, "", ""));
+//! let mut svc = Service::new("label", cfg);
+//! stream_workload(&mut svc, &server, &mut Workload::new(seed(), TABLES), "", timeout);
+//! // ... compare what the sink holds with `server.query(...)`
+//! ```
+//!
 //! Invariants:
 //! - Servers and daemons are started and stopped only through the scripts in
 //!   `deploy/dev/`, the same code a developer runs by hand. Each owns a fresh dir under
@@ -26,8 +38,8 @@
 //! datadir), `ROWSTREAM_TEST_SEED` (repeat a random run).
 //!
 //! Each test binary compiles this module on its own and uses a part of it, hence
-//! `allow(dead_code)`.
-#![allow(dead_code, unused_imports, unused_macros)]
+//! `allow(dead_code)` (and `unused_imports` on the re-exports, `unused_macros`).
+#![allow(dead_code, unused_macros)]
 
 mod cli;
 mod daemons;
@@ -44,15 +56,22 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[allow(unused_imports)]
 pub use cli::{
     next_replica_server_id, output_with_timeout, rowstream, tail, tail_command, tail_with_timeout,
     TimedOutput,
 };
+#[allow(unused_imports)]
 pub use daemons::{server_with, DaemonKind, TestDaemon, TestKafka, TestSearch, KAFKA, OSMEM};
+#[allow(unused_imports)]
 pub use gtid::{gtid_key, gtid_seqs};
+#[allow(unused_imports)]
 pub use server::{parse_last_resultset, Flavor, TestServer};
+#[allow(unused_imports)]
 pub use service::{Service, ServiceConfig, Sink};
+#[allow(unused_imports)]
 pub use tmp::{seed, TmpDir};
+#[allow(unused_imports)]
 pub use workload::{
     differing_keys, int_or_null, key_json, kill_and_freeze, stream_workload, Chaos, Tables,
     Workload,
