@@ -265,7 +265,7 @@ fn check_replay(
             ));
             for r in recs {
                 let rk: Value = serde_json::from_str(&r.key).unwrap();
-                if rk.to_string() == *k {
+                if rk == serde_json::from_str::<Value>(k).unwrap() {
                     detail.push_str(&format!(
                         "  [{}]@{} gtid {} op {} {}\n",
                         r.partition,
@@ -453,7 +453,9 @@ fn transaction_topic() {
         events.len()
     );
     let markers = consume_all(&b, "svc.transaction");
-    let mut seen: HashMap<String, (Option<(i32, i64)>, Option<(i32, i64, Value)>)> = HashMap::new();
+    // Per transaction: where its BEGIN is (partition, offset) and where its END is, with it.
+    type Markers = (Option<(i32, i64)>, Option<(i32, i64, Value)>);
+    let mut seen: HashMap<String, Markers> = HashMap::new();
     for r in markers {
         let v = r.value.expect("markers have values");
         assert_eq!(
