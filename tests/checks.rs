@@ -8,6 +8,7 @@
 //! Servers are shared between cases where a setting can be changed at runtime
 //! (`SET GLOBAL`, then restored); settings that need a restart get their own server.
 
+#[macro_use]
 mod common;
 
 use std::io::Read;
@@ -352,9 +353,9 @@ fn mariadb_missing_privileges_from_earliest() {
     );
 }
 
-#[test]
-fn mariadb_duplicate_server_id() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+/// A second replica with the server id of a running `rowstream tail` is refused.
+fn duplicate_server_id(flavor: Flavor) {
+    let Some(s) = TestServer::start(flavor, &[]) else {
         return;
     };
     let id = common::next_replica_server_id();
@@ -380,6 +381,8 @@ fn mariadb_duplicate_server_id() {
         &wants,
     );
 }
+
+flavor_tests!(duplicate_server_id: mariadb_duplicate_server_id, mysql_duplicate_server_id);
 
 #[test]
 fn mariadb_purged_start_position() {
@@ -544,35 +547,6 @@ fn mysql_missing_privileges() {
             "granted on the captured tables",
             "not granted to 'nothing'@'%'",
         )],
-    );
-}
-
-#[test]
-fn mysql_duplicate_server_id() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
-        return;
-    };
-    let id = common::next_replica_server_id();
-    let child = background_replica(&s, id);
-    let url = s.url();
-    let actual = format!("{id}, also used by");
-    let wants = [want(
-        "server_id (rowstream)",
-        "unique among the replicas",
-        &actual,
-    )];
-    let out = run_check(&url, Some(id), "latest");
-    let out_tail = run_tail(&url, id, "latest", 1);
-    stop_child(child);
-    assert_refused(
-        "rowstream check with the server id of a running tail",
-        &out,
-        &wants,
-    );
-    assert_refused(
-        "rowstream tail with the server id of a running tail",
-        &out_tail,
-        &wants,
     );
 }
 

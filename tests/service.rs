@@ -36,6 +36,15 @@ const SCHEMA: &str = "CREATE DATABASE s; \
     CREATE TABLE s.t (id BIGINT PRIMARY KEY, d DECIMAL(12,2) NOT NULL, v VARCHAR(200) NOT NULL) \
     DEFAULT CHARSET=utf8mb4";
 
+/// A primary with [`SCHEMA`] and a replica of it (None: skipped).
+fn primary_and_replica(flavor: Flavor) -> Option<(TestServer, TestServer)> {
+    let primary = TestServer::start(flavor, &[])?;
+    primary.exec(SCHEMA);
+    let replica = TestServer::start(flavor, &[]).expect("second server");
+    replica.replicate_from(&primary);
+    Some((primary, replica))
+}
+
 /// A service reading `urls` (first = primary), starting at `start` when there is no
 /// checkpoint, into a file sink at `<tmp>/backup` with `sink_extra` TOML lines.
 fn file_service(label: &str, urls: &[String], start: &str, sink_extra: &str) -> Service {
@@ -802,12 +811,9 @@ flavor_tests!(kill9_loop: kill9_loop_mariadb, kill9_loop_mysql);
 // 2. failover to a promoted replica
 
 fn failover(flavor: Flavor) {
-    let Some(primary) = TestServer::start(flavor, &[]) else {
+    let Some((primary, replica)) = primary_and_replica(flavor) else {
         return;
     };
-    primary.exec(SCHEMA);
-    let replica = TestServer::start(flavor, &[]).expect("second server");
-    replica.replicate_from(&primary);
     let primary_tag = match flavor {
         Flavor::MariaDb => format!("-{}-", primary.server_id),
         Flavor::MySql => primary
@@ -1014,12 +1020,9 @@ flavor_tests!(refused_server: refused_unrelated_server_mariadb, refused_unrelate
 /// was stopped, then it was promoted and took new writes): rowstream must not stream from
 /// it, must say which transactions it lacks, and must not move the checkpoint.
 fn lagging_replica_refused(flavor: Flavor) {
-    let Some(primary) = TestServer::start(flavor, &[]) else {
+    let Some((primary, replica)) = primary_and_replica(flavor) else {
         return;
     };
-    primary.exec(SCHEMA);
-    let replica = TestServer::start(flavor, &[]).expect("second server");
-    replica.replicate_from(&primary);
     let mut svc = file_service(
         &format!("lagging-{}", flavor.name()),
         &[primary.repl_url(), replica.repl_url()],

@@ -344,26 +344,10 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     );
 }
 
-#[test]
-fn mariadb_restart_mid_stream() {
-    restart_mid_stream(Flavor::MariaDb, false);
-}
+flavor_tests!(restart_mid_stream(false): mariadb_restart_mid_stream, mysql_restart_mid_stream);
 
-#[test]
-fn mysql_restart_mid_stream() {
-    restart_mid_stream(Flavor::MySql, false);
-}
-
-/// Same with a crashed server (SIGKILL) instead of a clean stop.
-#[test]
-fn mariadb_crash_mid_stream() {
-    restart_mid_stream(Flavor::MariaDb, true);
-}
-
-#[test]
-fn mysql_crash_mid_stream() {
-    restart_mid_stream(Flavor::MySql, true);
-}
+// Same with a crashed server (SIGKILL) instead of a clean stop.
+flavor_tests!(restart_mid_stream(true): mariadb_crash_mid_stream, mysql_crash_mid_stream);
 
 // ---------------------------------------------------------------------------------------
 // MariaDB compressed binlog events

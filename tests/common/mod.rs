@@ -84,18 +84,19 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default timeout of [`tail`].
 pub const TAIL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One `#[test]` per flavour, each calling `scenario(flavor)`, under the names given:
-/// `flavor_tests!(scenario: name_mariadb, name_mysql);`.
+/// One `#[test]` per flavour, each calling `scenario(flavor, args...)`, under the names
+/// given: `flavor_tests!(scenario: name_mariadb, name_mysql);` or
+/// `flavor_tests!(scenario(arg, ...): name_mariadb, name_mysql);`.
 macro_rules! flavor_tests {
-    ($scenario:ident: $mariadb:ident, $mysql:ident) => {
+    ($scenario:ident $(($($arg:expr),*))?: $mariadb:ident, $mysql:ident) => {
         #[test]
         fn $mariadb() {
-            $scenario(common::Flavor::MariaDb);
+            $scenario(common::Flavor::MariaDb $($(, $arg)*)?);
         }
 
         #[test]
         fn $mysql() {
-            $scenario(common::Flavor::MySql);
+            $scenario(common::Flavor::MySql $($(, $arg)*)?);
         }
     };
 }
