@@ -8,6 +8,7 @@
 //! Servers are shared between cases where a setting can be changed at runtime
 //! (`SET GLOBAL`, then restored); settings that need a restart get their own server.
 
+#[macro_use]
 mod common;
 
 use std::io::Read;
@@ -46,22 +47,9 @@ fn run_check(url: &str, server_id: Option<u32>, from: &str) -> TimedOutput {
 }
 
 fn run_tail(url: &str, server_id: u32, from: &str, max_events: usize) -> TimedOutput {
-    let mut cmd = common::rowstream();
-    cmd.args([
-        "tail",
-        "--url",
-        url,
-        "--server-id",
-        &server_id.to_string(),
-        "--from",
-        from,
-    ])
-    .args([
-        "--max-events",
-        &max_events.to_string(),
-        "--heartbeat-secs",
-        "1",
-    ]);
+    let mut cmd = common::tail_command(url, server_id, from);
+    cmd.args(["--max-events", &max_events.to_string()])
+        .args(["--heartbeat-secs", "1"]);
     common::output_with_timeout(&mut cmd, None, RUN_TIMEOUT)
 }
 
@@ -153,32 +141,15 @@ fn expect_good(server: &TestServer, url: &str, db: &str, id: u32) {
 /// Starts `rowstream tail` with `server_id` in the background (no --max-events) and waits
 /// until the server lists it as a registered replica.
 fn background_replica(server: &TestServer, server_id: u32) -> Child {
-    let mut child = common::rowstream()
-        .args([
-            "tail",
-            "--url",
-            &server.url(),
-            "--server-id",
-            &server_id.to_string(),
-            "--from",
-            "latest",
-        ])
+    let mut child = common::tail_command(&server.url(), server_id, "latest")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rowstream tail");
-    let list = match server.flavor {
-        Flavor::MySql => "SHOW REPLICAS",
-        Flavor::MariaDb => "SHOW SLAVE HOSTS",
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rows = server.query(list);
-        if rows
-            .iter()
-            .any(|r| r.first().cloned().flatten().as_deref() == Some(&server_id.to_string()))
-        {
+        if server.lists_replica(server_id) {
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -188,7 +159,7 @@ fn background_replica(server: &TestServer, server_id: u32) -> Child {
         }
         assert!(
             Instant::now() < deadline,
-            "rowstream tail --server-id {server_id} never showed in {list}: {rows:?}"
+            "rowstream tail --server-id {server_id} never showed in the server's replica list"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -382,9 +353,9 @@ fn mariadb_missing_privileges_from_earliest() {
     );
 }
 
-#[test]
-fn mariadb_duplicate_server_id() {
-    let Some(s) = TestServer::start(Flavor::MariaDb, &[]) else {
+/// A second replica with the server id of a running `rowstream tail` is refused.
+fn duplicate_server_id(flavor: Flavor) {
+    let Some(s) = TestServer::start(flavor, &[]) else {
         return;
     };
     let id = common::next_replica_server_id();
@@ -410,6 +381,8 @@ fn mariadb_duplicate_server_id() {
         &wants,
     );
 }
+
+flavor_tests!(duplicate_server_id: mariadb_duplicate_server_id, mysql_duplicate_server_id);
 
 #[test]
 fn mariadb_purged_start_position() {
@@ -574,35 +547,6 @@ fn mysql_missing_privileges() {
             "granted on the captured tables",
             "not granted to 'nothing'@'%'",
         )],
-    );
-}
-
-#[test]
-fn mysql_duplicate_server_id() {
-    let Some(s) = TestServer::start(Flavor::MySql, &[]) else {
-        return;
-    };
-    let id = common::next_replica_server_id();
-    let child = background_replica(&s, id);
-    let url = s.url();
-    let actual = format!("{id}, also used by");
-    let wants = [want(
-        "server_id (rowstream)",
-        "unique among the replicas",
-        &actual,
-    )];
-    let out = run_check(&url, Some(id), "latest");
-    let out_tail = run_tail(&url, id, "latest", 1);
-    stop_child(child);
-    assert_refused(
-        "rowstream check with the server id of a running tail",
-        &out,
-        &wants,
-    );
-    assert_refused(
-        "rowstream tail with the server id of a running tail",
-        &out_tail,
-        &wants,
     );
 }
 

@@ -4,8 +4,11 @@
 //!
 //! No server needed: these tests only read files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::TmpDir;
 use rowstream::config::{self, ConfigError, SinkConfig};
 
 fn deploy_dir() -> PathBuf {
@@ -22,26 +25,12 @@ fn examples() -> Vec<PathBuf> {
     v
 }
 
-/// A config written to a unique temp file, removed on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(name: &str, text: &str) -> TempConfig {
-        let dir = std::env::temp_dir().join(format!(
-            "rowstream-config-examples-{}-{name}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rowstream.toml");
-        std::fs::write(&path, text).unwrap();
-        TempConfig(path)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-    }
+/// `text` written to `rowstream.toml` in a fresh scratch dir (removed with the dir).
+fn temp_config(name: &str, text: &str) -> (TmpDir, PathBuf) {
+    let dir = TmpDir::new(&format!("config-{name}"));
+    let path = dir.join("rowstream.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
 }
 
 const MINIMAL: &str = r#"
@@ -64,8 +53,8 @@ fn no_env() -> Vec<(String, String)> {
 }
 
 fn load_text(name: &str, text: &str) -> Result<config::Config, ConfigError> {
-    let f = TempConfig::new(name, text);
-    config::load_with_env(&f.0, no_env())
+    let (_dir, path) = temp_config(name, text);
+    config::load_with_env(&path, no_env())
 }
 
 /// The error of loading `text`, which must be a Parse error naming `key`.
@@ -173,7 +162,7 @@ fn missing_required_key_is_an_error() {
 
 #[test]
 fn environment_overrides_source_url_and_sink_dir() {
-    let f = TempConfig::new("env", MINIMAL);
+    let (_dir, path) = temp_config("env", MINIMAL);
     let env = [
         (
             "ROWSTREAM_SOURCE__URL",
@@ -183,7 +172,7 @@ fn environment_overrides_source_url_and_sink_dir() {
         ("ROWSTREAM_LOG", "debug"),
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()));
-    let c = config::load_with_env(&f.0, env).unwrap();
+    let c = config::load_with_env(&path, env).unwrap();
     assert_eq!(
         c.source.urls(),
         vec!["mysql://cdc:other@db9:3307?tls=required"]
@@ -195,7 +184,7 @@ fn environment_overrides_source_url_and_sink_dir() {
     };
     assert_eq!(sink.dir, PathBuf::from("/srv/backup"));
     // The file itself is unchanged.
-    let c = config::load_with_env(&f.0, no_env()).unwrap();
+    let c = config::load_with_env(&path, no_env()).unwrap();
     assert_eq!(c.source.urls(), vec!["mysql://repl:secret@127.0.0.1:3306"]);
 }
 

@@ -16,18 +16,19 @@
 //!
 //! Truth is the source server: its final table contents and GTID set.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{next_replica_server_id, rowstream, Flavor, TestSearch, TestServer};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use common::{
+    differing_keys, int_or_null, json_text, key_json, kill_and_freeze, seed, server_with,
+    stream_workload, Flavor, Service, ServiceConfig, Sink, Tables, TestSearch, TestServer,
+    Workload,
+};
+use rand::Rng;
 use serde_json::Value;
 
 const SCHEMA: &str = "CREATE DATABASE s; \
@@ -45,299 +46,27 @@ const T_COLS: &[(&str, &str)] = &[
 ];
 const C_COLS: &[(&str, &str)] = &[("a", "a"), ("b", "b"), ("x", "x")];
 
-/// A scratch dir under the system temp dir, removed on drop unless panicking.
-struct TmpDir(PathBuf);
+/// The workload's rows of `s.t` in [`SCHEMA`].
+const TABLES: Tables = Tables {
+    t_values: |rng| {
+        let v: u32 = rng.gen();
+        let n = int_or_null(rng);
+        let p = rng.gen_range(-99999..99999);
+        let ms = rng.gen_range(0..86_400_000u64);
+        format!(
+            "'v{v}-\"q\" é', {n}, {p}/100, \
+             TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000')"
+        )
+    },
+    t_update: |rng| format!("v = 'u{}', n = n + 1, p = NULL", rng.gen::<u32>()),
+};
 
-impl TmpDir {
-    fn new(label: &str) -> TmpDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rowstream-es-{}-{}-{label}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// `rowstream run` with an Elasticsearch sink.
-struct Service {
-    tmp: TmpDir,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Service {
-    /// With extra lines in the `[[sinks]]` table.
-    fn new(server: &TestServer, search: &TestSearch, extra: &str) -> Service {
-        let tmp = TmpDir::new(server.flavor.name());
-        let config = tmp.0.join("rowstream.toml");
-        let toml = format!(
-            "[source]\nurl = {:?}\nserver_id = {}\nname = \"svc\"\nstart = \"earliest\"\nheartbeat_secs = 2\n\n\
-             [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"elasticsearch\"\nname = \"es\"\nurls = [{:?}]\n\
-             flush_ms = 50\nretry_max_ms = 1000\n{extra}\n",
-            server.repl_url(),
-            next_replica_server_id(),
-            tmp.0.join("cp").display().to_string(),
-            search.url(),
-        );
-        std::fs::write(&config, toml).unwrap();
-        Service {
-            log: tmp.0.join("rowstream.log"),
-            config,
-            tmp,
-            child: None,
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        self.child = Some(
-            rowstream()
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn rowstream run"),
-        );
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    fn checkpoint_gtid(&self) -> Option<String> {
-        let b = std::fs::read(self.tmp.0.join("cp").join("checkpoint.json")).ok()?;
-        let v: Value = serde_json::from_slice(&b).ok()?;
-        v["gtid_set"].as_str().map(|s| s.replace(['\n', ' '], ""))
-    }
-
-    /// Waits until the checkpoint equals the server's GTID set.
-    fn wait_caught_up(&mut self, server: &TestServer, timeout: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.as_mut().expect("running").try_wait().unwrap() {
-                panic!(
-                    "rowstream exited ({st}) before catching up\n--- log ---\n{}",
-                    self.log_tail()
-                );
-            }
-            let want = server.gtid_executed().replace(' ', "");
-            if self.checkpoint_gtid().as_deref() == Some(want.as_str()) {
-                return t.elapsed();
-            }
-            if t.elapsed() > timeout {
-                panic!(
-                    "rowstream did not catch up in {timeout:?}: server at {want:?}, checkpoint {:?}\n--- log ---\n{}",
-                    self.checkpoint_gtid(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits for rowstream to exit on its own; returns its status and whole log.
-    fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
-        let t = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return (st, std::fs::read_to_string(&self.log).unwrap_or_default());
-            }
-            if t.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rowstream did not exit within {timeout:?}\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn sigterm(&mut self) {
-        let mut child = self.child.take().expect("running");
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let t = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                assert!(
-                    st.success(),
-                    "rowstream exited with {st} after SIGTERM\n--- log ---\n{}",
-                    self.log_tail()
-                );
-                return;
-            }
-            if t.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rowstream did not stop within 60 s of SIGTERM\n--- log ---\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- rowstream log ({}) ---\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-    }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("ROWSTREAM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("seed: {s} (set ROWSTREAM_TEST_SEED={s} to repeat)");
-    s
-}
-
-/// `txs` random transactions (1-4 statements each) as one SQL script. Keeps a model of
-/// the live keys so updates and deletes mostly hit rows, and PK changes move to free keys.
-struct Workload {
-    rng: StdRng,
-    t_ids: Vec<i64>,
-    c_keys: Vec<(i32, String)>,
-    next_id: i64,
-}
-
-impl Workload {
-    fn new(seed: u64) -> Workload {
-        Workload {
-            rng: StdRng::seed_from_u64(seed),
-            t_ids: Vec::new(),
-            c_keys: Vec::new(),
-            next_id: 1,
-        }
-    }
-
-    fn script(&mut self, txs: usize) -> String {
-        let mut sql = String::new();
-        for _ in 0..txs {
-            sql.push_str("BEGIN;\n");
-            for _ in 0..self.rng.gen_range(1..=4) {
-                let stmt = self.statement();
-                sql.push_str(&stmt);
-                sql.push_str(";\n");
-            }
-            sql.push_str("COMMIT;\n");
-        }
-        sql
-    }
-
-    fn statement(&mut self) -> String {
-        let r = self.rng.gen_range(0..100);
-        let pick_t = |w: &mut Workload| w.t_ids[w.rng.gen_range(0..w.t_ids.len())];
-        match r {
-            0..=29 => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.t_ids.push(id);
-                let v: u32 = self.rng.gen();
-                let n = if self.rng.gen_bool(0.2) {
-                    "NULL".to_string()
-                } else {
-                    self.rng.gen_range(-1000..1000).to_string()
-                };
-                let p = self.rng.gen_range(-99999..99999);
-                let ms = self.rng.gen_range(0..86_400_000u64);
-                format!(
-                    "INSERT INTO s.t VALUES ({id}, 'v{v}-\"q\" é', {n}, {p}/100, \
-                     TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000'))"
-                )
-            }
-            30..=49 if !self.t_ids.is_empty() => {
-                let id = pick_t(self);
-                let v: u32 = self.rng.gen();
-                format!("UPDATE s.t SET v = 'u{v}', n = n + 1, p = NULL WHERE id = {id}")
-            }
-            50..=59 if !self.t_ids.is_empty() => {
-                let i = self.rng.gen_range(0..self.t_ids.len());
-                let old = self.t_ids[i];
-                let new = self.next_id;
-                self.next_id += 1;
-                self.t_ids[i] = new;
-                format!("UPDATE s.t SET id = {new} WHERE id = {old}")
-            }
-            60..=69 if !self.t_ids.is_empty() => {
-                let i = self.rng.gen_range(0..self.t_ids.len());
-                let id = self.t_ids.swap_remove(i);
-                format!("DELETE FROM s.t WHERE id = {id}")
-            }
-            70..=79 => {
-                let a = self.rng.gen_range(0..40);
-                let b = format!("k{}", self.rng.gen_range(0..5));
-                if self.c_keys.contains(&(a, b.clone())) {
-                    format!("UPDATE s.c SET x = x + 1 WHERE a = {a} AND b = '{b}'")
-                } else {
-                    self.c_keys.push((a, b.clone()));
-                    format!("INSERT INTO s.c VALUES ({a}, '{b}', 0)")
-                }
-            }
-            80..=89 if !self.c_keys.is_empty() => {
-                let i = self.rng.gen_range(0..self.c_keys.len());
-                let (a, b) = self.c_keys[i].clone();
-                let na = self.rng.gen_range(0..40);
-                if self.c_keys.contains(&(na, b.clone())) {
-                    format!("UPDATE s.c SET x = x + 10 WHERE a = {a} AND b = '{b}'")
-                } else {
-                    self.c_keys[i] = (na, b.clone());
-                    format!("UPDATE s.c SET a = {na} WHERE a = {a} AND b = '{b}'")
-                }
-            }
-            90..=99 if !self.c_keys.is_empty() => {
-                let i = self.rng.gen_range(0..self.c_keys.len());
-                let (a, b) = self.c_keys.swap_remove(i);
-                format!("DELETE FROM s.c WHERE a = {a} AND b = '{b}'")
-            }
-            _ => "DO 0".to_string(),
-        }
-    }
+/// `rowstream run` into `search` with extra lines in the `[[sinks]]` table.
+fn es_service(server: &TestServer, search: &TestSearch, extra: &str) -> Service {
+    Service::new(
+        server.flavor.name(),
+        ServiceConfig::for_server(server, Sink::elasticsearch(search, extra)),
+    )
 }
 
 /// One HTTP call to the search server through curl; returns (status, body as JSON).
@@ -392,15 +121,6 @@ fn documents(search: &TestSearch, index: &str) -> BTreeMap<String, (u64, Value)>
         .collect()
 }
 
-/// JSON value as SQL text (NULL -> None).
-fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
 /// Checks that `index` holds exactly the rows of `table`: same ids (the key columns as a
 /// JSON array in key order), same values, no other document. Returns the document count.
 fn check_index(
@@ -420,11 +140,7 @@ fn check_index(
             .iter()
             .map(|k| {
                 let i = cols.iter().position(|c| c.0 == *k).unwrap();
-                let s = row[i].clone().unwrap();
-                match s.parse::<i64>() {
-                    Ok(n) if *k != "b" => Value::from(n),
-                    _ => Value::from(s),
-                }
+                key_json(k, row[i].clone().unwrap())
             })
             .collect();
         want.insert(Value::Array(id).to_string(), row);
@@ -435,15 +151,10 @@ fn check_index(
             let canon = serde_json::from_str::<Value>(id)
                 .unwrap_or_else(|e| panic!("{index}: _id {id:?} is not a JSON array: {e}"))
                 .to_string();
-            (canon, cols.iter().map(|c| as_text(&src[c.0])).collect())
+            (canon, cols.iter().map(|c| json_text(&src[c.0])).collect())
         })
         .collect();
-    let mut diff = Vec::new();
-    for k in got.keys().chain(want.keys()) {
-        if got.get(k) != want.get(k) && !diff.contains(k) {
-            diff.push(k.clone());
-        }
-    }
+    let diff = differing_keys(&got, &want);
     if !diff.is_empty() {
         let detail: Vec<String> = diff
             .iter()
@@ -484,31 +195,14 @@ fn server_sequence(server: &TestServer) -> u64 {
 }
 
 fn workload_into_index(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
+    let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
-    let mut svc = Service::new(&server, &search, "bulk_docs = 200");
-    let mut w = Workload::new(seed());
-    server.exec(&w.script(150));
-    let t = Instant::now();
-    svc.spawn();
-    for _ in 0..3 {
-        server.exec(&w.script(150));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut svc = es_service(&server, &search, "bulk_docs = 200");
+    let mut w = Workload::new(seed(), TABLES);
     // The last transaction changes one known row: its version names the transaction.
-    server.exec("INSERT INTO s.c VALUES (1000, 'last', 0)");
-    let caught = svc.wait_caught_up(&server, Duration::from_secs(180));
-    eprintln!(
-        "{}: 600 transactions streamed, caught up {caught:?} after the last write ({:?} total)",
-        flavor.name(),
-        t.elapsed()
-    );
-    svc.sigterm();
+    let last = "INSERT INTO s.c VALUES (1000, 'last', 0)";
+    stream_workload(&mut svc, &server, &mut w, last, Duration::from_secs(180));
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
     eprintln!(
@@ -533,10 +227,10 @@ fn workload_into_index(flavor: Flavor) {
     assert_eq!(props["p"]["type"], "keyword", "{mapping}");
 
     // Replay everything from the start with a fresh checkpoint: nothing changes.
-    let mut replay = Service::new(&server, &search, "bulk_docs = 200");
+    let mut replay = es_service(&server, &search, "bulk_docs = 200");
     replay.spawn();
     replay.wait_caught_up(&server, Duration::from_secs(180));
-    replay.sigterm();
+    replay.stop(Duration::from_secs(60));
     let after_t = documents(&search, "s.t");
     let after_c = documents(&search, "s.c");
     assert!(before_t == after_t, "s.t changed by the replay");
@@ -549,93 +243,30 @@ fn workload_into_index(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_workload_into_index() {
-    workload_into_index(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_workload_into_index() {
-    workload_into_index(Flavor::MySql);
-}
+flavor_tests!(workload_into_index: mariadb_workload_into_index, mysql_workload_into_index);
 
 /// Kills rowstream (SIGKILL) and freezes the search server (SIGSTOP for up to 1.5 s,
 /// then SIGCONT: requests time out and are retried) at random moments while the workload
 /// runs; afterwards every index equals its table. (osmem-server keeps its data in memory,
 /// so the server itself is frozen rather than restarted.)
 fn kills_lose_nothing(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
+    let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
-    let mut svc = Service::new(&server, &search, "bulk_docs = 50\ntimeout_ms = 1000");
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let mut w = Workload::new(seed);
-    svc.spawn();
-    let stop = AtomicBool::new(false);
-    let (mut kills, mut freezes, mut restarts) = (0, 0, 0);
-    std::thread::scope(|sc| {
-        let writer = sc.spawn(|| {
-            for _ in 0..40 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                server.exec(&w.script(20));
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        });
-        while !writer.is_finished() {
-            std::thread::sleep(Duration::from_millis(rng.gen_range(200..900)));
-            if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
-                eprintln!("rowstream exited on its own ({st}); restarting");
-                restarts += 1;
-                svc.child = None;
-                svc.spawn();
-                continue;
-            }
-            if rng.gen_bool(0.6) {
-                let mut c = svc.child.take().unwrap();
-                let _ = c.kill();
-                let _ = c.wait();
-                kills += 1;
-                svc.spawn();
-            } else {
-                search.freeze(true);
-                std::thread::sleep(Duration::from_millis(rng.gen_range(100..1500)));
-                search.freeze(false);
-                freezes += 1;
-            }
-        }
-        stop.store(true, Ordering::SeqCst);
+    let mut svc = es_service(&server, &search, "bulk_docs = 50\ntimeout_ms = 1000");
+    let chaos = kill_and_freeze(&mut svc, &server, &search, TABLES, (40, 0.6), |freeze| {
+        freeze()
     });
-    eprintln!(
-        "{}: killed rowstream {kills}x, froze the server {freezes}x; {restarts} restarts after an exit",
-        flavor.name()
-    );
-    svc.wait_caught_up(&server, Duration::from_secs(180));
-    svc.sigterm();
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
     eprintln!("{}: {n_t} + {n_c} documents match", flavor.name());
     assert_eq!(
-        restarts, 0,
+        chaos.restarts, 0,
         "rowstream must ride out an unresponsive server"
     );
 }
 
-#[test]
-fn mariadb_kills_lose_nothing() {
-    kills_lose_nothing(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_kills_lose_nothing() {
-    kills_lose_nothing(Flavor::MySql);
-}
+flavor_tests!(kills_lose_nothing: mariadb_kills_lose_nothing, mysql_kills_lose_nothing);
 
 /// An index whose mapping makes `v` a number: rows with a non-numeric `v` are refused
 /// with a mapping error.
@@ -650,18 +281,14 @@ fn strict_index(search: &TestSearch) {
 
 #[test]
 fn refused_documents_go_to_the_dead_letter_file() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     strict_index(&search);
     let dead =
         std::env::temp_dir().join(format!("rowstream-es-dead-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&dead);
-    let mut svc = Service::new(
+    let mut svc = es_service(
         &server,
         &search,
         &format!(
@@ -675,7 +302,7 @@ fn refused_documents_go_to_the_dead_letter_file() {
     );
     svc.spawn();
     svc.wait_caught_up(&server, Duration::from_secs(60));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(60));
     let lines: Vec<Value> = std::fs::read_to_string(&dead)
         .expect("dead-letter file")
         .lines()
@@ -708,21 +335,18 @@ fn refused_documents_go_to_the_dead_letter_file() {
 
 #[test]
 fn on_error_stop_exits_without_advancing_the_checkpoint() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::start) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
-        return;
-    };
-    server.exec(SCHEMA);
     strict_index(&search);
-    let mut svc = Service::new(&server, &search, "");
+    let mut svc = es_service(&server, &search, "");
     server.exec("INSERT INTO s.t (id, v) VALUES (1, '11')");
     svc.spawn();
     svc.wait_caught_up(&server, Duration::from_secs(60));
     let before = svc.checkpoint_gtid();
     server.exec("INSERT INTO s.t (id, v) VALUES (2, 'not a number')");
-    let (status, log) = svc.wait_exit(Duration::from_secs(60));
+    let status = svc.wait_exit(Duration::from_secs(60));
+    let log = svc.log_text();
     assert!(!status.success(), "exit status {status}\n{log}");
     assert!(
         log.contains("refused document")
@@ -751,9 +375,10 @@ fn table_without_primary_key_is_refused() {
     };
     server.exec("CREATE DATABASE s; CREATE TABLE s.nokey (u VARCHAR(20) NOT NULL, x INT)");
     server.exec("INSERT INTO s.nokey VALUES ('a', 1)");
-    let mut svc = Service::new(&server, &search, "");
+    let mut svc = es_service(&server, &search, "");
     svc.spawn();
-    let (status, log) = svc.wait_exit(Duration::from_secs(60));
+    let status = svc.wait_exit(Duration::from_secs(60));
+    let log = svc.log_text();
     assert!(!status.success(), "exit status {status}\n{log}");
     assert!(
         log.contains("s.nokey has no primary key") && log.contains("key_columns"),
@@ -764,14 +389,14 @@ fn table_without_primary_key_is_refused() {
         .checkpoint_gtid()
         .is_none_or(|g| g != server.gtid_executed()));
     // With key_columns it goes through.
-    let mut svc = Service::new(
+    let mut svc = es_service(
         &server,
         &search,
         "[sinks.key_columns]\n\"s.nokey\" = [\"u\"]",
     );
     svc.spawn();
     svc.wait_caught_up(&server, Duration::from_secs(60));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(60));
     let docs = documents(&search, "s.nokey");
     assert_eq!(docs.keys().collect::<Vec<_>>(), [r#"["a"]"#]);
 }

@@ -676,32 +676,9 @@ fn mysqlbinlog_partial_json(server: &TestServer) -> PartialJsonEvidence {
     }
 }
 
-fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
-    let Some(server) = TestServer::start(flavor, extra_args) else {
-        return;
-    };
-    let partial_json = extra_args.iter().any(|a| a.contains("PARTIAL_JSON"));
-    let cols: Vec<Col> = columns(flavor).into_iter().filter(|c| keep(c)).collect();
-    let has_geometry = cols.iter().any(|c| c.kind == Kind::Geo);
-    let connector = flavor.name();
-
-    let ddl: Vec<String> = cols
-        .iter()
-        .map(|c| {
-            format!(
-                "`{}` {} NULL",
-                c.name,
-                c.ddl.replace(" NULL DEFAULT NULL", "")
-            )
-        })
-        .collect();
-    server.exec(&format!(
-        "{SESSION} CREATE DATABASE {DB}; CREATE TABLE {DB}.{TABLE} (id INT NOT NULL PRIMARY KEY, {}) \
-         DEFAULT CHARSET=utf8mb4",
-        ddl.join(", ")
-    ));
-    let from = server.gtid_executed();
-
+/// Runs the DML of the test on the golden table (steps 1 to 4) and returns the server's
+/// view of the rows after steps 1, 2, 3 and 3b (step 4 deletes everything).
+fn run_steps(server: &TestServer, cols: &[Col]) -> [BTreeMap<i64, Vec<Value>>; 4] {
     // Step 1: rows A (1, 4), B (2), all NULL (3).
     let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
     let a_vals: Vec<&str> = cols.iter().map(|c| c.a.as_str()).collect();
@@ -713,7 +690,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         b = b_vals.join(", "),
         nulls = vec!["NULL"; cols.len()].join(", "),
     ));
-    let s1 = snapshot(&server, &cols);
+    let s1 = snapshot(server, cols);
     assert_eq!(s1.len(), 4, "rows after insert");
     assert!(s1[&3].iter().all(Value::is_null), "row 3 must be all NULL");
     assert_ne!(s1[&1], s1[&2], "A and B rows");
@@ -752,7 +729,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         "{SESSION} BEGIN; UPDATE {DB}.{TABLE} SET {set_1} WHERE id = 1; UPDATE {DB}.{TABLE} SET {set_2} WHERE id = 2; \
          UPDATE {DB}.{TABLE} SET {set_3} WHERE id = 3; UPDATE {DB}.{TABLE} SET {set_4} WHERE id = 4; COMMIT"
     ));
-    let s2 = snapshot(&server, &cols);
+    let s2 = snapshot(server, cols);
     for id in 1..=4 {
         for (i, c) in cols.iter().enumerate() {
             assert_ne!(
@@ -769,7 +746,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         "{SESSION} SET SESSION binlog_row_image = NOBLOB; UPDATE {DB}.{TABLE} SET \
          js = JSON_SET(js, '$.noblob', JSON_OBJECT('k', 'v'), '$.two', 3), `i` = `i` - 1, `dec` = 0.5 WHERE id = 1"
     ));
-    let s3 = snapshot(&server, &cols);
+    let s3 = snapshot(server, cols);
 
     // Step 3b: binlog_row_image=MINIMAL: the before image holds the PK only, the after
     // image the columns the statement set.
@@ -777,12 +754,19 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         "{SESSION} SET SESSION binlog_row_image = MINIMAL; UPDATE {DB}.{TABLE} SET \
          `i` = 7, `tx_u8` = 'minimal ü', `dtm6` = '2000-01-01 00:00:00.000001' WHERE id = 2"
     ));
-    let s4 = snapshot(&server, &cols);
+    let s4 = snapshot(server, cols);
 
     // Step 4: delete everything.
     server.exec(&format!("{SESSION} DELETE FROM {DB}.{TABLE}"));
-    assert!(snapshot(&server, &cols).is_empty());
+    assert!(snapshot(server, cols).is_empty());
 
+    [s1, s2, s3, s4]
+}
+
+/// The row events the steps of [`run_steps`] must produce, in order, with the images
+/// the server's views `s` say they hold.
+fn expectations(s: &[BTreeMap<i64, Vec<Value>>; 4]) -> Vec<Expected<'_>> {
+    let [s1, s2, s3, s4] = s;
     let mut expected: Vec<Expected> = Vec::new();
     for id in 1..=4 {
         expected.push(Expected {
@@ -846,6 +830,131 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         });
     }
 
+    expected
+}
+
+/// The envelope checks of consecutive row events: source fields, a unique (file, pos,
+/// row) per row change, transaction ids and 1-based orders per transaction, timestamps.
+struct EnvelopeCheck {
+    connector: &'static str,
+    server_id: u32,
+    seen_coords: std::collections::HashSet<(Value, Value, Value)>,
+    last_gtid: String,
+    order_in_tx: u64,
+}
+
+impl EnvelopeCheck {
+    fn new(connector: &'static str, server_id: u32) -> EnvelopeCheck {
+        EnvelopeCheck {
+            connector,
+            server_id,
+            seen_coords: std::collections::HashSet::new(),
+            last_gtid: String::new(),
+            order_in_tx: 0,
+        }
+    }
+
+    /// Checks the envelope of `ev`, the next event, against `exp`; pushes what differs.
+    fn check(&mut self, what: &str, ev: &Value, exp: &Expected, errors: &mut Vec<String>) {
+        let connector = self.connector;
+        // Envelope.
+        if ev["op"] != exp.op {
+            errors.push(format!("{what}: op {} (expected {})", ev["op"], exp.op));
+        }
+        let src = &ev["source"];
+        for (k, v) in [
+            ("connector", connector),
+            ("db", DB),
+            ("table", TABLE),
+            ("snapshot", "false"),
+        ] {
+            if src[k] != v {
+                errors.push(format!("{what}: source.{k} = {} (expected {v:?})", src[k]));
+            }
+        }
+        if src["server_id"] != json!(self.server_id) {
+            errors.push(format!(
+                "{what}: source.server_id = {} (expected {})",
+                src["server_id"], self.server_id
+            ));
+        }
+        let gtid = src["gtid"].as_str().unwrap_or("");
+        if gtid.is_empty() {
+            errors.push(format!("{what}: empty source.gtid"));
+        }
+        if ev["transaction"]["id"] != src["gtid"] {
+            errors.push(format!(
+                "{what}: transaction.id {} != source.gtid {}",
+                ev["transaction"]["id"], src["gtid"]
+            ));
+        }
+        if src["file"].as_str().unwrap_or("").is_empty() {
+            errors.push(format!("{what}: empty source.file"));
+        }
+        if !src["pos"].as_u64().is_some_and(|p| p > 0) {
+            errors.push(format!("{what}: source.pos {} (expected > 0)", src["pos"]));
+        }
+        let coords = (src["file"].clone(), src["pos"].clone(), src["row"].clone());
+        if !src["row"].is_u64() || !self.seen_coords.insert(coords.clone()) {
+            errors.push(format!(
+                "{what}: (file, pos, row) {coords:?} missing or not unique"
+            ));
+        }
+        if gtid != self.last_gtid {
+            self.last_gtid = gtid.to_string();
+            self.order_in_tx = 0;
+        }
+        self.order_in_tx += 1;
+        let order_in_tx = self.order_in_tx;
+        // One table only: total order and per-table order coincide.
+        for k in ["total_order", "data_collection_order"] {
+            if ev["transaction"][k] != json!(order_in_tx) {
+                errors.push(format!(
+                    "{what}: transaction.{k} = {} (expected {order_in_tx})",
+                    ev["transaction"][k]
+                ));
+            }
+        }
+        if !ev["ts_ms"].as_u64().is_some_and(|t| t > 0)
+            || !src["ts_ms"].as_u64().is_some_and(|t| t > 0)
+        {
+            errors.push(format!(
+                "{what}: ts_ms {} / source.ts_ms {} must be positive",
+                ev["ts_ms"], src["ts_ms"]
+            ));
+        }
+    }
+}
+
+fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
+    let Some(server) = TestServer::start(flavor, extra_args) else {
+        return;
+    };
+    let partial_json = extra_args.iter().any(|a| a.contains("PARTIAL_JSON"));
+    let cols: Vec<Col> = columns(flavor).into_iter().filter(|c| keep(c)).collect();
+    let has_geometry = cols.iter().any(|c| c.kind == Kind::Geo);
+    let connector = flavor.name();
+
+    let ddl: Vec<String> = cols
+        .iter()
+        .map(|c| {
+            format!(
+                "`{}` {} NULL",
+                c.name,
+                c.ddl.replace(" NULL DEFAULT NULL", "")
+            )
+        })
+        .collect();
+    server.exec(&format!(
+        "{SESSION} CREATE DATABASE {DB}; CREATE TABLE {DB}.{TABLE} (id INT NOT NULL PRIMARY KEY, {}) \
+         DEFAULT CHARSET=utf8mb4",
+        ddl.join(", ")
+    ));
+    let from = server.gtid_executed();
+
+    let snapshots = run_steps(&server, &cols);
+    let expected = expectations(&snapshots);
+
     let lines = common::tail_with_timeout(
         &server.repl_url(),
         &from,
@@ -866,78 +975,11 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
     let mut compared = 0usize;
     let mut full_images = 0usize;
     let mut minimal_cells = 0usize;
-    // (file, pos, row) identifies a row change; orders are 1-based per transaction.
-    let mut seen_coords = std::collections::HashSet::new();
-    let mut last_gtid = String::new();
-    let mut order_in_tx = 0u64;
+    let mut envelope = EnvelopeCheck::new(connector, server.server_id);
     let mut noblob_present = 0usize;
     for (ev, exp) in events.iter().zip(&expected) {
         let what = &exp.label;
-        // Envelope.
-        if ev["op"] != exp.op {
-            errors.push(format!("{what}: op {} (expected {})", ev["op"], exp.op));
-        }
-        let src = &ev["source"];
-        for (k, v) in [
-            ("connector", connector),
-            ("db", DB),
-            ("table", TABLE),
-            ("snapshot", "false"),
-        ] {
-            if src[k] != v {
-                errors.push(format!("{what}: source.{k} = {} (expected {v:?})", src[k]));
-            }
-        }
-        if src["server_id"] != json!(server.server_id) {
-            errors.push(format!(
-                "{what}: source.server_id = {} (expected {})",
-                src["server_id"], server.server_id
-            ));
-        }
-        let gtid = src["gtid"].as_str().unwrap_or("");
-        if gtid.is_empty() {
-            errors.push(format!("{what}: empty source.gtid"));
-        }
-        if ev["transaction"]["id"] != src["gtid"] {
-            errors.push(format!(
-                "{what}: transaction.id {} != source.gtid {}",
-                ev["transaction"]["id"], src["gtid"]
-            ));
-        }
-        if src["file"].as_str().unwrap_or("").is_empty() {
-            errors.push(format!("{what}: empty source.file"));
-        }
-        if !src["pos"].as_u64().is_some_and(|p| p > 0) {
-            errors.push(format!("{what}: source.pos {} (expected > 0)", src["pos"]));
-        }
-        let coords = (src["file"].clone(), src["pos"].clone(), src["row"].clone());
-        if !src["row"].is_u64() || !seen_coords.insert(coords.clone()) {
-            errors.push(format!(
-                "{what}: (file, pos, row) {coords:?} missing or not unique"
-            ));
-        }
-        if gtid != last_gtid {
-            last_gtid = gtid.to_string();
-            order_in_tx = 0;
-        }
-        order_in_tx += 1;
-        // One table only: total order and per-table order coincide.
-        for k in ["total_order", "data_collection_order"] {
-            if ev["transaction"][k] != json!(order_in_tx) {
-                errors.push(format!(
-                    "{what}: transaction.{k} = {} (expected {order_in_tx})",
-                    ev["transaction"][k]
-                ));
-            }
-        }
-        if !ev["ts_ms"].as_u64().is_some_and(|t| t > 0)
-            || !src["ts_ms"].as_u64().is_some_and(|t| t > 0)
-        {
-            errors.push(format!(
-                "{what}: ts_ms {} / source.ts_ms {} must be positive",
-                ev["ts_ms"], src["ts_ms"]
-            ));
-        }
+        envelope.check(what, ev, exp, &mut errors);
         // Images.
         for (side, exp_img) in [("before", exp.before), ("after", exp.after)] {
             let got = &ev[side];

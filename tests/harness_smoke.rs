@@ -3,6 +3,7 @@
 //! on, runs SQL through `query` / `exec` and checks the GTID position moves. No rowstream
 //! calls: when this fails, the harness or the dev servers are broken, not rowstream.
 
+#[macro_use]
 mod common;
 
 use common::{Flavor, TestServer};
@@ -162,15 +163,7 @@ fn smoke(flavor: Flavor) {
     assert!(!datadir.exists(), "drop must purge the datadir");
 }
 
-#[test]
-fn mariadb_server_smoke() {
-    smoke(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_server_smoke() {
-    smoke(Flavor::MySql);
-}
+flavor_tests!(smoke: mariadb_server_smoke, mysql_server_smoke);
 
 #[test]
 fn mysql_server_with_compressed_partial_json_binlog() {
@@ -244,12 +237,4 @@ fn replica_and_promote(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_replica_and_promote() {
-    replica_and_promote(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_replica_and_promote() {
-    replica_and_promote(Flavor::MySql);
-}
+flavor_tests!(replica_and_promote: mariadb_replica_and_promote, mysql_replica_and_promote);

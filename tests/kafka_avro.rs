@@ -13,24 +13,19 @@
 //! decoded records per key gives exactly the source table; the DDL registered a second
 //! value schema (schema evolution) that has the new column.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apache_avro::types::Value as A;
 use apache_avro::{from_avro_datum, Schema};
-use common::{next_replica_server_id, rowstream, Flavor, TestKafka, TestServer};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use common::kafka::consume_topic;
+use common::{server_with, Flavor, Service, ServiceConfig, Sink, TestKafka, TestServer};
 
 const TOPIC: &str = "svc.s.a";
 
@@ -168,132 +163,25 @@ fn serve(c: &mut TcpStream, store: &Store) -> std::io::Result<()> {
     c.flush()
 }
 
-/// `rowstream run` with an Avro Kafka sink; killed on drop.
-struct Service {
-    dir: PathBuf,
-    log: PathBuf,
-    child: Child,
-}
-
-impl Service {
-    fn spawn(server: &TestServer, kafka: &TestKafka, registry: &Registry) -> Service {
-        let dir = std::env::temp_dir().join(format!(
-            "rowstream-kafka-avro-{}-{}",
-            std::process::id(),
-            server.flavor.name()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("rowstream.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[source]\nurl = {:?}\nserver_id = {}\nname = \"svc\"\nstart = \"earliest\"\nheartbeat_secs = 2\n\n\
-                 [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\n\
-                 format = \"avro\"\nschema_registry_url = {:?}\n[sinks.properties]\n\"linger.ms\" = \"2\"\n",
-                server.repl_url(),
-                next_replica_server_id(),
-                dir.join("cp").display().to_string(),
-                kafka.bootstrap(),
-                registry.url(),
-            ),
-        )
-        .unwrap();
-        let log = dir.join("rowstream.log");
-        let child = rowstream()
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn rowstream run");
-        Service { dir, log, child }
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    fn wait_caught_up(&mut self, server: &TestServer, timeout: Duration) {
-        let t = Instant::now();
-        let want = server.gtid_executed().replace(' ', "");
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("rowstream exited ({st})\n--- log ---\n{}", self.log_tail());
-            }
-            let cp = std::fs::read(self.dir.join("cp").join("checkpoint.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["gtid_set"].as_str().map(|s| s.replace(['\n', ' '], "")));
-            if cp.as_deref() == Some(want.as_str()) {
-                return;
-            }
-            assert!(
-                t.elapsed() < timeout,
-                "rowstream did not catch up: server {want:?}, checkpoint {cp:?}\n--- log ---\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- rowstream log ---\n{}", self.log_tail());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+/// `rowstream run` into `kafka` with `format = "avro"` and `registry`.
+fn avro_service(server: &TestServer, kafka: &TestKafka, registry: &Registry) -> Service {
+    let keys = format!(
+        "format = \"avro\"\nschema_registry_url = {:?}",
+        registry.url()
+    );
+    Service::new(
+        &format!("kafka-avro-{}", server.flavor.name()),
+        ServiceConfig::for_server(server, Sink::kafka(kafka, &keys, "")),
+    )
 }
 
 /// Every record of the topic: (key bytes, value bytes or None for a tombstone), in
 /// offset order per partition.
 fn consume(bootstrap: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "rowstream-avro-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
-        .expect("metadata");
-    let mut out = Vec::new();
-    for p in md.topics()[0].partitions().iter().map(|p| p.id()) {
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-            .expect("watermarks");
-        if high == 0 {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).expect("assign");
-        let t = Instant::now();
-        let mut next = 0;
-        while next < high {
-            assert!(t.elapsed() < Duration::from_secs(60), "consume timed out");
-            let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let m = m.expect("consume");
-            next = m.offset() + 1;
-            out.push((
-                m.key().expect("every record has a key").to_vec(),
-                m.payload().map(|b| b.to_vec()),
-            ));
-        }
-    }
-    out
+    consume_topic(bootstrap, TOPIC)
+        .into_iter()
+        .map(|r| (r.key.expect("every record has a key"), r.payload))
+        .collect()
 }
 
 /// Splits the Confluent framing: magic byte 0, 4-byte big-endian schema id, datum.
@@ -353,15 +241,12 @@ fn text(col: &str, v: &A) -> Option<String> {
 }
 
 fn avro_into_kafka(flavor: Flavor) {
-    let Some(server) = TestServer::start(flavor, &[]) else {
-        return;
-    };
-    let Some(kafka) = TestKafka::start() else {
+    let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
         return;
     };
     let registry = Registry::start();
-    server.exec(SCHEMA);
-    let mut svc = Service::spawn(&server, &kafka, &registry);
+    let mut svc = avro_service(&server, &kafka, &registry);
+    svc.spawn();
     let mut sql = String::new();
     let row = |i: i64| {
         format!(
@@ -499,12 +384,4 @@ fn avro_into_kafka(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_avro_records_decode_with_registered_schemas() {
-    avro_into_kafka(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_avro_records_decode_with_registered_schemas() {
-    avro_into_kafka(Flavor::MySql);
-}
+flavor_tests!(avro_into_kafka: mariadb_avro_records_decode_with_registered_schemas, mysql_avro_records_decode_with_registered_schemas);

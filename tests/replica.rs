@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{next_replica_server_id, rowstream, tail, Flavor, TestServer};
+use common::{next_replica_server_id, tail, tail_command, Flavor, TestServer};
 
 /// While `tail` runs, SHOW REPLICAS / SHOW SLAVE HOSTS lists our server id;
 /// after it exits the registration is gone (it ends its dump connection).
@@ -17,29 +17,12 @@ fn registers_as_replica_and_unregisters_on_exit() {
             return;
         };
         let id = next_replica_server_id();
-        let mut child = rowstream()
-            .args([
-                "tail",
-                "--url",
-                &s.repl_url(),
-                "--server-id",
-                &id.to_string(),
-                "--from",
-                "latest",
-            ])
+        let mut child = tail_command(&s.repl_url(), id, "latest")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rowstream");
-        let listed = |s: &TestServer| {
-            let sql = match flavor {
-                Flavor::MySql => "SHOW REPLICAS",
-                Flavor::MariaDb => "SHOW SLAVE HOSTS",
-            };
-            s.query(sql)
-                .iter()
-                .any(|r| r.first().cloned().flatten() == Some(id.to_string()))
-        };
+        let listed = |s: &TestServer| s.lists_replica(id);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !listed(&s) {
             assert!(
@@ -133,17 +116,8 @@ fn half_dead_connection_is_detected() {
         let from = s.gtid_executed();
         s.exec("INSERT INTO d.t VALUES (1)");
         let id = next_replica_server_id();
-        let mut cmd = rowstream();
-        cmd.args([
-            "tail",
-            "--url",
-            &s.repl_url(),
-            "--server-id",
-            &id.to_string(),
-            "--from",
-            &from,
-        ])
-        .args(["--max-events", "2", "--heartbeat-secs", "1"]);
+        let mut cmd = tail_command(&s.repl_url(), id, &from);
+        cmd.args(["--max-events", "2", "--heartbeat-secs", "1"]);
         let child = std::thread::spawn(move || {
             common::output_with_timeout(&mut cmd, None, Duration::from_secs(60))
         });

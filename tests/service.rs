@@ -13,18 +13,18 @@
 //! set, and its final table contents. Applying the backup's row events in order must give
 //! exactly `SELECT * FROM s.t`.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    next_replica_server_id, output_with_timeout, rowstream, Flavor, TestServer, TimedOutput,
+    gtid_key, gtid_seqs, output_with_timeout, rowstream, seed, Flavor, Service, ServiceConfig,
+    Sink, StopOnDrop, TestServer,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,350 +36,21 @@ const SCHEMA: &str = "CREATE DATABASE s; \
     CREATE TABLE s.t (id BIGINT PRIMARY KEY, d DECIMAL(12,2) NOT NULL, v VARCHAR(200) NOT NULL) \
     DEFAULT CHARSET=utf8mb4";
 
-// ---------------------------------------------------------------------------------------
-// Temp dirs, configs, the rowstream process
-
-/// A fresh directory under the system temp dir (`rowstream-service-<pid>-<n>-<label>`),
-/// removed on drop unless the test is panicking. Dirs of dead test processes are removed
-/// by the next one.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(label: &str) -> TmpDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        static SWEEP: std::sync::Once = std::sync::Once::new();
-        SWEEP.call_once(|| {
-            let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
-                return;
-            };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(rest) = name.strip_prefix("rowstream-service-") else {
-                    continue;
-                };
-                let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| {
-                    p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
-                }) {
-                    let _ = std::process::Command::new("umount")
-                        .arg("-l")
-                        .arg(e.path().join("backup"))
-                        .output();
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        });
-        let p = std::env::temp_dir().join(format!(
-            "rowstream-service-{}-{}-{label}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
+/// A primary with [`SCHEMA`] and a replica of it (None: skipped).
+fn primary_and_replica(flavor: Flavor) -> Option<(TestServer, TestServer)> {
+    let primary = TestServer::start(flavor, &[])?;
+    primary.exec(SCHEMA);
+    let replica = TestServer::start(flavor, &[]).expect("second server");
+    replica.replicate_from(&primary);
+    Some((primary, replica))
 }
 
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// One rowstream service instance: its config, checkpoint dir, backup dir, log, process.
-struct Service {
-    tmp: TmpDir,
-    config: PathBuf,
-    backup: PathBuf,
-    cp_dir: PathBuf,
-    log: PathBuf,
-    server_id: u32,
-    start: String,
-    sink_extra: String,
-    child: Option<Child>,
-    runs: u32,
-}
-
-impl Service {
-    /// A config reading `urls` (first = primary), starting at `start` when there is no
-    /// checkpoint, into a file sink at `<tmp>/backup` with `sink_extra` TOML lines.
-    fn new(label: &str, urls: &[String], start: &str, sink_extra: &str) -> Service {
-        let tmp = TmpDir::new(label);
-        let s = Service {
-            config: tmp.0.join("rowstream.toml"),
-            backup: tmp.0.join("backup"),
-            cp_dir: tmp.0.join("cp"),
-            log: tmp.0.join("rowstream.log"),
-            tmp,
-            server_id: next_replica_server_id(),
-            start: start.to_string(),
-            sink_extra: sink_extra.to_string(),
-            child: None,
-            runs: 0,
-        };
-        s.write_config(urls);
-        s
-    }
-
-    fn write_config(&self, urls: &[String]) {
-        let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-        let toml = format!(
-            "[source]\nurls = [{}]\nserver_id = {}\nname = \"svc\"\nstart = {:?}\nheartbeat_secs = 2\n\n\
-             [checkpoint]\ndir = {:?}\n\n[[sinks]]\ntype = \"file\"\nname = \"backup\"\ndir = {:?}\n{}",
-            urls.join(", "),
-            self.server_id,
-            self.start,
-            self.cp_dir.display().to_string(),
-            self.backup.display().to_string(),
-            self.sink_extra
-        );
-        std::fs::write(&self.config, toml).unwrap();
-    }
-
-    fn set_backup(&mut self, dir: PathBuf, urls: &[String]) {
-        self.backup = dir;
-        self.write_config(urls);
-    }
-
-    fn checkpoint_path(&self) -> PathBuf {
-        self.cp_dir.join("checkpoint.json")
-    }
-
-    fn checkpoint_bytes(&self) -> Option<Vec<u8>> {
-        std::fs::read(self.checkpoint_path()).ok()
-    }
-
-    /// The checkpoint's gtid_set (None when there is no checkpoint file).
-    fn checkpoint_gtid(&self) -> Option<String> {
-        let b = self.checkpoint_bytes()?;
-        let v: Value = serde_json::from_slice(&b).unwrap_or_else(|e| {
-            panic!(
-                "checkpoint.json is not JSON ({e}): {}",
-                String::from_utf8_lossy(&b)
-            )
-        });
-        Some(
-            v["gtid_set"]
-                .as_str()
-                .expect("checkpoint gtid_set is a string")
-                .to_string(),
-        )
-    }
-
-    /// Starts `rowstream run` in the background, its stderr appended to the log.
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "rowstream already running");
-        self.runs += 1;
-        let mut log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        use std::io::Write;
-        writeln!(log, "===== run {} =====", self.runs).unwrap();
-        let child = rowstream()
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn rowstream run");
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// SIGKILL. Returns `Some(status)` when it had already exited on its own.
-    fn kill9(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take().expect("running");
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        let _ = child.kill();
-        child.wait().unwrap();
-        None
-    }
-
-    /// SIGTERM and wait up to `timeout`; returns the status and how long it took. Panics
-    /// (after SIGKILL) when it does not exit in time.
-    fn sigterm(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        let mut child = self.child.take().expect("running");
-        let t = Instant::now();
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return (st, t.elapsed());
-            }
-            if t.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rowstream did not exit within {timeout:?} of SIGTERM\n--- log ---\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Runs `rowstream run` to completion (or `timeout`), capturing its output.
-    fn run_once(&self, timeout: Duration) -> TimedOutput {
-        let mut cmd = rowstream();
-        cmd.args(["run", "--config"]).arg(&self.config);
-        output_with_timeout(&mut cmd, None, timeout)
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    /// Waits until the checkpoint covers everything `server` has executed; panics when
-    /// rowstream exits or `timeout` passes first.
-    fn wait_caught_up(&mut self, server: &TestServer, timeout: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.as_mut().expect("running").try_wait().unwrap() {
-                panic!(
-                    "rowstream exited ({st}) before catching up with {}; checkpoint {:?}\n--- log ---\n{}",
-                    server.gtid_executed(),
-                    self.checkpoint_gtid(),
-                    self.log_tail()
-                );
-            }
-            let want = server.gtid_executed();
-            if let Some(cp) = self.checkpoint_gtid() {
-                if gtid_seqs(server.flavor, &cp) == gtid_seqs(server.flavor, &want) {
-                    return t.elapsed();
-                }
-            }
-            if t.elapsed() > timeout {
-                panic!(
-                    "rowstream did not catch up in {timeout:?}: server at {want:?}, checkpoint {:?}\n--- log ---\n{}",
-                    self.checkpoint_gtid(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- rowstream log ({}) ---\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-    }
-}
-
-/// Sets the flag when dropped (also while unwinding), so a scoped writer thread stops.
-struct StopOnDrop<'a>(&'a AtomicBool);
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn require_servers() -> bool {
-    std::env::var(common::REQUIRE_SERVERS_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("ROWSTREAM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("seed: {s} (set ROWSTREAM_TEST_SEED={s} to repeat)");
-    s
-}
-
-// ---------------------------------------------------------------------------------------
-// GTIDs
-
-/// (source, sequence number): MariaDB `d-s-n` -> (d, n) (sequence numbers are per domain);
-/// MySQL `uuid[:tag]:n` -> (uuid[:tag], n).
-fn gtid_key(flavor: Flavor, g: &str) -> (String, u64) {
-    let bad = || format!("bad {} GTID {g:?}", flavor.name());
-    match flavor {
-        Flavor::MariaDb => {
-            let p: Vec<&str> = g.trim().split('-').collect();
-            assert_eq!(p.len(), 3, "{}", bad());
-            (
-                p[0].to_string(),
-                p[2].parse().unwrap_or_else(|_| panic!("{}", bad())),
-            )
-        }
-        Flavor::MySql => {
-            let (src, n) = g
-                .trim()
-                .rsplit_once(':')
-                .unwrap_or_else(|| panic!("{}", bad()));
-            (
-                src.to_lowercase(),
-                n.parse().unwrap_or_else(|_| panic!("{}", bad())),
-            )
-        }
-    }
-}
-
-/// Every transaction in a GTID set, as [`gtid_key`]s. A MariaDB position `d-s-n` stands for
-/// sequence numbers 1..=n of domain d (our servers start empty and have one writer per
-/// domain).
-fn gtid_seqs(flavor: Flavor, set: &str) -> BTreeSet<(String, u64)> {
-    let mut out = BTreeSet::new();
-    for part in set.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match flavor {
-            Flavor::MariaDb => {
-                let (d, n) = gtid_key(flavor, part);
-                for i in 1..=n {
-                    out.insert((d.clone(), i));
-                }
-            }
-            Flavor::MySql => {
-                let mut it = part.split(':');
-                let uuid = it.next().unwrap().to_lowercase();
-                let mut src = uuid.clone();
-                for p in it {
-                    if p.starts_with(|c: char| c.is_ascii_digit()) {
-                        let (lo, hi) = match p.split_once('-') {
-                            Some((a, b)) => (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()),
-                            None => (p.parse().unwrap(), p.parse().unwrap()),
-                        };
-                        for i in lo..=hi {
-                            out.insert((src.clone(), i));
-                        }
-                    } else {
-                        src = format!("{uuid}:{p}");
-                    }
-                }
-            }
-        }
-    }
-    out
+/// A service reading `urls` (first = primary), starting at `start` when there is no
+/// checkpoint, into a file sink at `<tmp>/backup` with `sink_extra` TOML lines.
+fn file_service(label: &str, urls: &[String], start: &str, sink_extra: &str) -> Service {
+    let mut cfg = ServiceConfig::new(urls, Sink::File(sink_extra.to_string()));
+    cfg.start = Some(start.to_string());
+    Service::new(label, cfg)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -795,7 +466,14 @@ fn verify_backup(
     final_table: &BTreeMap<i64, Row>,
 ) -> usize {
     let btxs = read_backup(backup);
+    check_cat_and_segments(backup, &btxs);
+    let keys = check_exactly_once(flavor, &btxs, server_set);
+    check_writer_transactions(flavor, &btxs, &keys, txs, final_table);
+    btxs.len()
+}
 
+/// `backup cat` and the raw segment files agree with what the reader returned.
+fn check_cat_and_segments(backup: &Path, btxs: &[BTx]) {
     // `backup cat` prints exactly the records the reader returns, in the same order.
     let cat = backup_cat(backup);
     let n_records: usize = btxs.iter().map(|t| t.records.len()).sum();
@@ -806,7 +484,7 @@ fn verify_backup(
         cat.len()
     );
     let mut i = 0;
-    for t in &btxs {
+    for t in btxs {
         for r in &t.records {
             let c: Value = serde_json::from_str(&cat[i])
                 .unwrap_or_else(|e| panic!("cat line not JSON ({e}): {}", cat[i]));
@@ -837,7 +515,11 @@ fn verify_backup(
         raw.trailing, 0,
         "bytes after the last END marker of a cleanly stopped backup"
     );
+}
 
+/// Every transaction of `server_set` is in the backup exactly once, in commit order, and
+/// nothing else is; returns the backup's transactions as [`gtid_key`]s.
+fn check_exactly_once(flavor: Flavor, btxs: &[BTx], server_set: &str) -> Vec<(String, u64)> {
     // Exactly once, in commit order, nothing missing.
     let keys: Vec<(String, u64)> = btxs.iter().map(|t| gtid_key(flavor, &t.gtid)).collect();
     let mut seen: HashMap<&(String, u64), usize> = HashMap::new();
@@ -877,6 +559,18 @@ fn verify_backup(
         &extra[..extra.len().min(10)]
     );
 
+    keys
+}
+
+/// The writer's transactions are in the backup in commit order with exactly the row
+/// changes it made, and applying the backup's row events gives `final_table`.
+fn check_writer_transactions(
+    flavor: Flavor,
+    btxs: &[BTx],
+    keys: &[(String, u64)],
+    txs: &[WTx],
+    final_table: &BTreeMap<i64, Row>,
+) {
     // The writer's transactions: same order, same row changes.
     let by_key: HashMap<(String, u64), &WTx> =
         txs.iter().map(|t| (gtid_key(flavor, &t.gtid), t)).collect();
@@ -891,7 +585,7 @@ fn verify_backup(
         assert_eq!(*a, b, "writer transactions out of order in the backup");
     }
     let mut table_state: BTreeMap<i64, Row> = BTreeMap::new();
-    for (t, k) in btxs.iter().zip(&keys) {
+    for (t, k) in btxs.iter().zip(keys) {
         let rows: Vec<&Value> = t
             .records
             .iter()
@@ -941,19 +635,7 @@ fn verify_backup(
                     },
                 )
             };
-            match r["op"].as_str().unwrap() {
-                "c" | "u" | "r" => {
-                    if r["op"] == "u" {
-                        table_state.remove(&img(&r["before"]).0);
-                    }
-                    let (id, row) = img(&r["after"]);
-                    table_state.insert(id, row);
-                }
-                "d" => {
-                    table_state.remove(&img(&r["before"]).0);
-                }
-                o => panic!("unknown op {o}"),
-            }
+            common::apply_change(&mut table_state, r, img);
         }
     }
     if &table_state != final_table {
@@ -975,7 +657,6 @@ fn verify_backup(
             final_table.len()
         );
     }
-    btxs.len()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -990,7 +671,7 @@ fn kill9_loop(flavor: Flavor) {
     let t0 = Instant::now();
     srv.exec(SCHEMA);
     let seed = seed();
-    let mut svc = Service::new(
+    let mut svc = file_service(
         &format!("kill9-{}", flavor.name()),
         &[srv.repl_url()],
         "earliest",
@@ -1054,8 +735,7 @@ fn kill9_loop(flavor: Flavor) {
     let catch_up = loop {
         svc.spawn();
         std::thread::sleep(Duration::from_millis(300));
-        if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
-            svc.child = None;
+        if let Some(st) = svc.exited() {
             early.push(format!("catch-up run exited on its own: {st}"));
             assert!(
                 t.elapsed() < Duration::from_secs(120),
@@ -1125,26 +805,15 @@ fn kill9_loop(flavor: Flavor) {
     );
 }
 
-#[test]
-fn kill9_loop_mariadb() {
-    kill9_loop(Flavor::MariaDb);
-}
-
-#[test]
-fn kill9_loop_mysql() {
-    kill9_loop(Flavor::MySql);
-}
+flavor_tests!(kill9_loop: kill9_loop_mariadb, kill9_loop_mysql);
 
 // ---------------------------------------------------------------------------------------
 // 2. failover to a promoted replica
 
 fn failover(flavor: Flavor) {
-    let Some(primary) = TestServer::start(flavor, &[]) else {
+    let Some((primary, replica)) = primary_and_replica(flavor) else {
         return;
     };
-    primary.exec(SCHEMA);
-    let replica = TestServer::start(flavor, &[]).expect("second server");
-    replica.replicate_from(&primary);
     let primary_tag = match flavor {
         Flavor::MariaDb => format!("-{}-", primary.server_id),
         Flavor::MySql => primary
@@ -1153,7 +822,7 @@ fn failover(flavor: Flavor) {
             .to_lowercase(),
     };
     let seed = seed();
-    let mut svc = Service::new(
+    let mut svc = file_service(
         &format!("failover-{}", flavor.name()),
         &[primary.repl_url(), replica.repl_url()],
         "earliest",
@@ -1257,15 +926,7 @@ fn failover(flavor: Flavor) {
     );
 }
 
-#[test]
-fn failover_mariadb() {
-    failover(Flavor::MariaDb);
-}
-
-#[test]
-fn failover_mysql() {
-    failover(Flavor::MySql);
-}
+flavor_tests!(failover: failover_mariadb, failover_mysql);
 
 // ---------------------------------------------------------------------------------------
 // 3. a server that lacks our transactions is refused
@@ -1295,11 +956,10 @@ fn streamed_once(label: &str, srv: &TestServer, seed: u64, n_tx: usize) -> (Serv
     let txs: Vec<WTx> = (0..n_tx)
         .map(|_| write_tx(srv, &mut w, 20).unwrap_or_else(|(e, _)| panic!("{e}")))
         .collect();
-    let mut svc = Service::new(label, &[srv.repl_url()], "earliest", "");
+    let mut svc = file_service(label, &[srv.repl_url()], "earliest", "");
     svc.spawn();
     svc.wait_caught_up(srv, Duration::from_secs(60));
-    let (st, _) = svc.sigterm(Duration::from_secs(10));
-    assert!(st.success(), "{st}\n{}", svc.log_tail());
+    svc.stop(Duration::from_secs(10));
     (svc, txs)
 }
 
@@ -1307,7 +967,7 @@ fn refused_server(flavor: Flavor) {
     let Some(a) = TestServer::start(flavor, &[]) else {
         return;
     };
-    let (svc, _) = streamed_once(&format!("refused-{}", flavor.name()), &a, seed(), 5);
+    let (mut svc, _) = streamed_once(&format!("refused-{}", flavor.name()), &a, seed(), 5);
     let cp = svc
         .checkpoint_bytes()
         .expect("checkpoint after a clean run");
@@ -1321,7 +981,7 @@ fn refused_server(flavor: Flavor) {
         Flavor::MariaDb => cp_set.clone(),
         Flavor::MySql => gtid_key(flavor, &format!("{}:1", cp_set.split(':').next().unwrap())).0,
     };
-    svc.write_config(&[dead, b.repl_url()]);
+    svc.set_urls(&[dead, b.repl_url()]);
     for (case, setup) in [
         ("an empty server", ""),
         // More transactions than ours: a MariaDB sequence number past the checkpoint.
@@ -1354,27 +1014,16 @@ fn refused_server(flavor: Flavor) {
     }
 }
 
-#[test]
-fn refused_unrelated_server_mariadb() {
-    refused_server(Flavor::MariaDb);
-}
-
-#[test]
-fn refused_unrelated_server_mysql() {
-    refused_server(Flavor::MySql);
-}
+flavor_tests!(refused_server: refused_unrelated_server_mariadb, refused_unrelated_server_mysql);
 
 /// Failover to a replica that lags behind what rowstream already delivered (its receiver
 /// was stopped, then it was promoted and took new writes): rowstream must not stream from
 /// it, must say which transactions it lacks, and must not move the checkpoint.
 fn lagging_replica_refused(flavor: Flavor) {
-    let Some(primary) = TestServer::start(flavor, &[]) else {
+    let Some((primary, replica)) = primary_and_replica(flavor) else {
         return;
     };
-    primary.exec(SCHEMA);
-    let replica = TestServer::start(flavor, &[]).expect("second server");
-    replica.replicate_from(&primary);
-    let mut svc = Service::new(
+    let mut svc = file_service(
         &format!("lagging-{}", flavor.name()),
         &[primary.repl_url(), replica.repl_url()],
         "earliest",
@@ -1408,15 +1057,7 @@ fn lagging_replica_refused(flavor: Flavor) {
         replica.gtid_executed()
     );
     let t = Instant::now();
-    let mut exited = None;
-    while t.elapsed() < Duration::from_secs(15) {
-        if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
-            exited = Some(st);
-            svc.child = None;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let exited = svc.wait_exit_within(Duration::from_secs(15));
     let outcome = match exited {
         Some(st) => format!(
             "exited by itself after {:.1} s: {st}",
@@ -1480,15 +1121,7 @@ fn lagging_replica_refused(flavor: Flavor) {
     );
 }
 
-#[test]
-fn lagging_replica_refused_mariadb() {
-    lagging_replica_refused(Flavor::MariaDb);
-}
-
-#[test]
-fn lagging_replica_refused_mysql() {
-    lagging_replica_refused(Flavor::MySql);
-}
+flavor_tests!(lagging_replica_refused: lagging_replica_refused_mariadb, lagging_replica_refused_mysql);
 
 // ---------------------------------------------------------------------------------------
 // 4. corrupt checkpoint
@@ -1569,11 +1202,11 @@ fn unwritable_backup_dir() {
     srv.exec(SCHEMA);
     srv.exec("INSERT INTO s.t VALUES (1, 1.50, 'a'), (2, -2.25, 'b')");
     // Fresh start: nothing may be checkpointed.
-    let mut svc = Service::new("unwritable", &[srv.repl_url()], "earliest", "");
+    let mut svc = file_service("unwritable", &[srv.repl_url()], "earliest", "");
     let file = svc.tmp.0.join("file.txt");
     std::fs::write(&file, "a regular file").unwrap();
     let bad = file.join("backup");
-    svc.set_backup(bad.clone(), &[srv.repl_url()]);
+    svc.set_backup(bad.clone());
     let out = svc.run_once(Duration::from_secs(30));
     let err = out.stderr_text();
     eprintln!(
@@ -1602,14 +1235,13 @@ fn unwritable_backup_dir() {
 
     // With a checkpoint: it does not advance.
     let good = svc.tmp.0.join("backup");
-    svc.set_backup(good, &[srv.repl_url()]);
+    svc.set_backup(good);
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
-    let (st, _) = svc.sigterm(Duration::from_secs(10));
-    assert!(st.success());
+    svc.stop(Duration::from_secs(10));
     let cp = svc.checkpoint_bytes().unwrap();
     srv.exec("INSERT INTO s.t VALUES (3, 3.00, 'c')");
-    svc.set_backup(bad, &[srv.repl_url()]);
+    svc.set_backup(bad);
     let out = svc.run_once(Duration::from_secs(30));
     assert!(
         out.status.is_some() && !out.success(),
@@ -1646,7 +1278,7 @@ fn full_disk() {
     let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
         return;
     };
-    let mut svc = Service::new("fulldisk", &[srv.repl_url()], "earliest", "");
+    let mut svc = file_service("fulldisk", &[srv.repl_url()], "earliest", "");
     std::fs::create_dir_all(&svc.backup).unwrap();
     let out = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
@@ -1658,7 +1290,7 @@ fn full_disk() {
             "cannot mount a tmpfs (root needed): {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        if require_servers() {
+        if common::require_servers() {
             panic!("{why}");
         }
         eprintln!("SKIP: {why}");
@@ -1708,20 +1340,8 @@ fn full_disk() {
         });
     }
     let t = Instant::now();
-    let st = loop {
-        if let Some(st) = svc.child.as_mut().unwrap().try_wait().unwrap() {
-            break st;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            panic!(
-                "rowstream still running 60 s after the backup filesystem filled up; checkpoint {:?}\n{}",
-                svc.checkpoint_gtid(),
-                svc.log_tail()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    svc.child = None;
+    // Must exit within 60 s of the backup filesystem filling up.
+    let st = svc.wait_exit(Duration::from_secs(60));
     let log = std::fs::read_to_string(&svc.log).unwrap();
     eprintln!(
         "full disk: exit {st} after {:.1} s; checkpoint {:?}; last log line: {}",
@@ -1771,8 +1391,7 @@ fn full_disk() {
     );
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
-    let (st, _) = svc.sigterm(Duration::from_secs(10));
-    assert!(st.success(), "{st}\n{}", svc.log_tail());
+    svc.stop(Duration::from_secs(10));
     let n = verify_backup(
         Flavor::MariaDb,
         &svc.backup,
@@ -1801,7 +1420,7 @@ fn one_gb_transaction() {
         return;
     };
     srv.exec("CREATE DATABASE s; CREATE TABLE s.big (id INT PRIMARY KEY, v VARCHAR(1100) NOT NULL) DEFAULT CHARSET=latin1");
-    let mut svc = Service::new("onegb", &[srv.repl_url()], "earliest", "");
+    let mut svc = file_service("onegb", &[srv.repl_url()], "earliest", "");
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(30));
     let t = Instant::now();
@@ -1918,7 +1537,7 @@ fn metrics_endpoint() {
         .unwrap()
         .port();
     let extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
-    let mut svc = Service::new("metrics", &[srv.repl_url()], "earliest", &extra);
+    let mut svc = file_service("metrics", &[srv.repl_url()], "earliest", &extra);
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     let backup_records = backup_cat(&svc.backup)
@@ -1950,6 +1569,5 @@ fn metrics_endpoint() {
     assert_eq!(m.get("rowstream_lag_seconds"), Some(&0.0), "{m:?}");
     assert!(m["rowstream_checkpoint_writes_total"] >= 1.0, "{m:?}");
     assert!(m["rowstream_source_transactions_total"] >= 20.0, "{m:?}");
-    let (st, _) = svc.sigterm(Duration::from_secs(10));
-    assert!(st.success(), "{st}\n{}", svc.log_tail());
+    svc.stop(Duration::from_secs(10));
 }

@@ -9,16 +9,15 @@
 //! Also: snapshot rows of every column type print exactly like the binlog's rows of the
 //! same values, and the snapshot modes `never` / `initial_only`.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{next_replica_server_id, rowstream, Flavor, TestServer};
+use common::{seed, Flavor, Service, ServiceConfig, Sink, StopOnDrop, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowstream_file::encode::{parse_tx_end, LineKind};
@@ -32,201 +31,15 @@ fn rows_wanted() -> u64 {
         .unwrap_or(1_000_000)
 }
 
-fn seed() -> u64 {
-    let s = std::env::var("ROWSTREAM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("seed: {s} (set ROWSTREAM_TEST_SEED={s} to repeat)");
-    s
-}
-
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(label: &str) -> TmpDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rowstream-snapshot-{}-{}-{label}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// One `rowstream run` service with a file backup.
-struct Service {
-    _tmp: TmpDir,
-    config: PathBuf,
-    backup: PathBuf,
-    cp_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    runs: u32,
-}
-
-impl Service {
-    fn new(label: &str, url: &str, snapshot: &str) -> Service {
-        let tmp = TmpDir::new(label);
-        let s = Service {
-            config: tmp.0.join("rowstream.toml"),
-            backup: tmp.0.join("backup"),
-            cp_dir: tmp.0.join("cp"),
-            log: tmp.0.join("rowstream.log"),
-            _tmp: tmp,
-            child: None,
-            runs: 0,
-        };
-        let toml = format!(
-            "[source]\nurl = {url:?}\nserver_id = {}\nname = \"svc\"\nheartbeat_secs = 2\n\n\
-             [snapshot]\n{snapshot}\n\n[checkpoint]\ndir = {:?}\n\n\
-             [[sinks]]\ntype = \"file\"\nname = \"backup\"\ndir = {:?}\nsegment_max_bytes = 4000000\n",
-            next_replica_server_id(),
-            s.cp_dir.display().to_string(),
-            s.backup.display().to_string(),
-        );
-        std::fs::write(&s.config, toml).unwrap();
-        s
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        self.runs += 1;
-        let mut log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        use std::io::Write;
-        writeln!(log, "===== run {} =====", self.runs).unwrap();
-        self.child = Some(
-            rowstream()
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn rowstream run"),
-        );
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self.child.take().expect("running");
-        let _ = c.kill();
-        c.wait().unwrap();
-    }
-
-    fn sigterm(&mut self) {
-        let mut c = self.child.take().expect("running");
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let t = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                assert!(st.success(), "exit {st}\n{}", self.log_tail());
-                return;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                let _ = c.kill();
-                panic!("no exit after SIGTERM\n{}", self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let s = self.log_text();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    fn checkpoint(&self) -> Option<Value> {
-        let b = std::fs::read(self.cp_dir.join("checkpoint.json")).ok()?;
-        Some(serde_json::from_slice(&b).expect("checkpoint is JSON"))
-    }
-
-    /// True once a checkpoint exists and holds no snapshot in progress.
-    fn snapshot_complete(&self) -> bool {
-        self.checkpoint()
-            .is_some_and(|c| c.get("snapshot").is_none())
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("rowstream exited ({st})\n{}", self.log_tail());
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&Service) -> bool) {
-        let t = Instant::now();
-        while !f(self) {
-            self.assert_running();
-            assert!(
-                t.elapsed() < timeout,
-                "timed out waiting for {what}; checkpoint {:?}\n{}",
-                self.checkpoint(),
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until the checkpoint holds everything the server executed.
-    fn wait_caught_up(&mut self, srv: &TestServer, timeout: Duration) {
-        let want = normalize(&srv.gtid_executed());
-        self.wait_for("catch-up", timeout, |s| {
-            s.checkpoint().is_some_and(|c| {
-                c.get("snapshot").is_none()
-                    && normalize(c["gtid_set"].as_str().unwrap_or("")) == want
-            })
-        });
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- rowstream log ---\n{}", self.log_tail());
-        }
-    }
-}
-
-fn normalize(set: &str) -> String {
-    let mut parts: Vec<String> = set
-        .split(',')
-        .map(|p| p.trim().to_ascii_lowercase())
-        .filter(|p| !p.is_empty())
-        .collect();
-    parts.sort();
-    parts.join(",")
+/// One `rowstream run` service with a file backup and these `[snapshot]` settings.
+fn snapshot_service(label: &str, url: &str, snapshot: &str) -> Service {
+    let mut cfg = ServiceConfig::new(
+        &[url.to_string()],
+        Sink::File("segment_max_bytes = 4000000".into()),
+    )
+    .with_extra(&format!("[snapshot]\n{snapshot}\n"));
+    cfg.start = None;
+    Service::new(label, cfg)
 }
 
 /// The backup's change records in order (only complete transactions / chunks), with the
@@ -268,21 +81,7 @@ fn apply(recs: &[Value], table: &str) -> BTreeMap<i64, String> {
                 ),
             )
         };
-        match r["op"].as_str().unwrap() {
-            "r" | "c" => {
-                let (id, v) = row(&r["after"]);
-                out.insert(id, v);
-            }
-            "u" => {
-                out.remove(&row(&r["before"]).0);
-                let (id, v) = row(&r["after"]);
-                out.insert(id, v);
-            }
-            "d" => {
-                out.remove(&row(&r["before"]).0);
-            }
-            op => panic!("op {op}"),
-        }
+        common::apply_change(&mut out, r, row);
     }
     out
 }
@@ -297,6 +96,13 @@ fn source_table(srv: &TestServer) -> BTreeMap<i64, String> {
             )
         })
         .collect()
+}
+
+/// A server of `flavor` whose table `s.t` has `n` rows ([`fill`]).
+fn filled_server(flavor: Flavor, n: u64) -> Option<TestServer> {
+    let srv = TestServer::start(flavor, &[])?;
+    fill(&srv, n);
+    Some(srv)
 }
 
 fn fill(srv: &TestServer, n: u64) {
@@ -451,11 +257,10 @@ fn check_backup(svc: &Service, srv: &TestServer, expect_unique_reads: bool, befo
 }
 
 fn snapshot_under_writes(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else {
+    let n = rows_wanted();
+    let Some(srv) = filled_server(flavor, n) else {
         return;
     };
-    let n = rows_wanted();
-    fill(&srv, n);
     let seed = seed();
     let before_start = srv.gtid_executed();
     let stop = AtomicBool::new(false);
@@ -464,7 +269,7 @@ fn snapshot_under_writes(flavor: Flavor) {
         let guard = StopOnDrop(&stop);
 
         // 1. Uninterrupted, while the writer runs.
-        let mut a = Service::new(
+        let mut a = snapshot_service(
             &format!("plain-{}", flavor.name()),
             &srv.repl_url(),
             "threads = 2\nchunk_rows = 20000",
@@ -479,7 +284,7 @@ fn snapshot_under_writes(flavor: Flavor) {
         assert!(log.contains("snapshot: consistent cut made"), "{log}");
 
         // 2. SIGKILL at random moments during the snapshot.
-        let mut b = Service::new(
+        let mut b = snapshot_service(
             &format!("kill-{}", flavor.name()),
             &srv.repl_url(),
             "threads = 2\nchunk_rows = 20000",
@@ -524,29 +329,14 @@ fn snapshot_under_writes(flavor: Flavor) {
         eprintln!("writer committed {txs} transactions");
         a.wait_caught_up(&srv, Duration::from_secs(120));
         b.wait_caught_up(&srv, Duration::from_secs(120));
-        a.sigterm();
-        b.sigterm();
+        a.stop(Duration::from_secs(30));
+        b.stop(Duration::from_secs(30));
         check_backup(&a, &srv, true, &before_start);
         check_backup(&b, &srv, false, &before_start);
     });
 }
 
-struct StopOnDrop<'a>(&'a AtomicBool);
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-#[test]
-fn snapshot_under_writes_mariadb() {
-    snapshot_under_writes(Flavor::MariaDb);
-}
-
-#[test]
-fn snapshot_under_writes_mysql() {
-    snapshot_under_writes(Flavor::MySql);
-}
+flavor_tests!(snapshot_under_writes: snapshot_under_writes_mariadb, snapshot_under_writes_mysql);
 
 /// Every column type: the snapshot's `after` of a row equals the binlog's `after` of
 /// the same values (copied into an identical table after the snapshot).
@@ -579,14 +369,14 @@ fn types_match_binlog(flavor: Flavor) {
          'x', '', '1000-01-01', '1000-01-01 00:00:00', '1000-01-01 00:00:00', NULL, NULL, \
          '00:00:00', '-00:00:01.5', '[]', NULL, 5)"
     ));
-    let mut svc = Service::new(&format!("types-{}", flavor.name()), &srv.repl_url(), "");
+    let mut svc = snapshot_service(&format!("types-{}", flavor.name()), &srv.repl_url(), "");
     svc.spawn();
     svc.wait_for("snapshot completion", Duration::from_secs(60), |s| {
         s.snapshot_complete()
     });
     srv.exec("CREATE TABLE s.b LIKE s.a; INSERT INTO s.b SELECT * FROM s.a");
     svc.wait_caught_up(&srv, Duration::from_secs(60));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(30));
     let (recs, _) = read_backup(&svc.backup);
     let by = |table: &str, op: &str| -> BTreeMap<i64, Value> {
         recs.iter()
@@ -611,48 +401,31 @@ fn types_match_binlog(flavor: Flavor) {
     }
 }
 
-#[test]
-fn types_match_binlog_mariadb() {
-    types_match_binlog(Flavor::MariaDb);
-}
-
-#[test]
-fn types_match_binlog_mysql() {
-    types_match_binlog(Flavor::MySql);
-}
+flavor_tests!(types_match_binlog: types_match_binlog_mariadb, types_match_binlog_mysql);
 
 /// `never` streams only; `initial_only` exits 0 after the snapshot and a rerun does nothing.
 #[test]
 fn modes() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some(srv) = filled_server(Flavor::MariaDb, 1000) else {
         return;
     };
-    fill(&srv, 1000);
-    let mut never = Service::new("never", &srv.repl_url(), "mode = \"never\"");
+    let mut never = snapshot_service("never", &srv.repl_url(), "mode = \"never\"");
     never.spawn();
     never.wait_caught_up(&srv, Duration::from_secs(30));
     srv.exec("INSERT INTO s.t VALUES (5000, 1, 'x', 1)");
     never.wait_caught_up(&srv, Duration::from_secs(30));
-    never.sigterm();
+    never.stop(Duration::from_secs(30));
     let (recs, _) = read_backup(&never.backup);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["op"], "c");
 
-    let mut only = Service::new(
+    let mut only = snapshot_service(
         "only",
         &srv.repl_url(),
         "mode = \"initial_only\"\nchunk_rows = 100",
     );
     only.spawn();
-    let t = Instant::now();
-    let st = loop {
-        if let Some(st) = only.child.as_mut().unwrap().try_wait().unwrap() {
-            break st;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "{}", only.log_tail());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    only.child = None;
+    let st = only.wait_exit(Duration::from_secs(30));
     assert!(st.success(), "{st}\n{}", only.log_tail());
     assert!(only.snapshot_complete());
     let (recs, markers) = read_backup(&only.backup);
@@ -660,12 +433,7 @@ fn modes() {
     assert!(recs.iter().all(|r| r["op"] == "r"));
     assert_eq!(markers.len(), 11, "{markers:?}");
     only.spawn();
-    let t = Instant::now();
-    while only.child.as_mut().unwrap().try_wait().unwrap().is_none() {
-        assert!(t.elapsed() < Duration::from_secs(30), "{}", only.log_tail());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    only.child = None;
+    only.wait_exit(Duration::from_secs(30));
     assert_eq!(read_backup(&only.backup).0.len(), 1001);
 }
 
@@ -673,11 +441,10 @@ fn modes() {
 /// asks for s.t; the backup (stream + chunks interleaved at their high watermarks) must
 /// reproduce the table.
 fn on_demand(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else {
+    let n = rows_wanted();
+    let Some(srv) = filled_server(flavor, n) else {
         return;
     };
-    let n = rows_wanted();
-    fill(&srv, n);
     srv.exec(
         "CREATE DATABASE rowstream; CREATE TABLE rowstream.rowstream_signal \
          (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); \
@@ -685,7 +452,7 @@ fn on_demand(flavor: Flavor) {
     );
     let seed = seed();
     let stop = AtomicBool::new(false);
-    let mut svc = Service::new(
+    let mut svc = snapshot_service(
         &format!("ondemand-{}", flavor.name()),
         &srv.repl_url(),
         "mode = \"never\"\nchunk_rows = 20000\nsignal_schema = \"rowstream\"",
@@ -708,7 +475,7 @@ fn on_demand(flavor: Flavor) {
         eprintln!("writer committed {} transactions", w.join().unwrap());
     });
     svc.wait_caught_up(&srv, Duration::from_secs(120));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(30));
     let (recs, _) = read_backup(&svc.backup);
     let reads = recs.iter().filter(|r| r["op"] == "r").count();
     let lasts = recs
@@ -727,15 +494,7 @@ fn on_demand(flavor: Flavor) {
     );
 }
 
-#[test]
-fn on_demand_mariadb() {
-    on_demand(Flavor::MariaDb);
-}
-
-#[test]
-fn on_demand_mysql() {
-    on_demand(Flavor::MySql);
-}
+flavor_tests!(on_demand: on_demand_mariadb, on_demand_mysql);
 
 /// `when_needed`: once the checkpoint's position is purged from the server, a restart takes
 /// a new snapshot instead of refusing to start (`initial` refuses), and the backup converges
@@ -743,18 +502,17 @@ fn on_demand_mysql() {
 /// the backup, as with any snapshot-based recovery).
 #[test]
 fn when_needed_resnapshots_after_purge() {
-    let Some(srv) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let Some(srv) = filled_server(Flavor::MariaDb, 5000) else {
         return;
     };
-    fill(&srv, 5000);
-    let mut svc = Service::new(
+    let mut svc = snapshot_service(
         "when-needed",
         &srv.repl_url(),
         "mode = \"when_needed\"\nchunk_rows = 1000",
     );
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(30));
     srv.exec(
         "UPDATE s.t SET k = k + 100 WHERE id <= 10; INSERT INTO s.t VALUES (9000, 1, 'gap', 2); \
          FLUSH BINARY LOGS",
@@ -778,7 +536,7 @@ fn when_needed_resnapshots_after_purge() {
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     srv.exec("UPDATE s.t SET v = 'after' WHERE id = 3");
     svc.wait_caught_up(&srv, Duration::from_secs(60));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(30));
     let log = svc.log_text();
     assert!(log.contains("taking a new snapshot"), "{log}");
     let (recs, _) = read_backup(&svc.backup);
@@ -793,11 +551,10 @@ fn when_needed_resnapshots_after_purge() {
 /// Without RELOAD (no FLUSH TABLES WITH READ LOCK) the cut is lock-free on MySQL and still
 /// converges under writes; MariaDB needs no lock when its views agree.
 fn without_reload(flavor: Flavor) {
-    let Some(srv) = TestServer::start(flavor, &[]) else {
+    let n = rows_wanted().min(200_000);
+    let Some(srv) = filled_server(flavor, n) else {
         return;
     };
-    let n = rows_wanted().min(200_000);
-    fill(&srv, n);
     srv.exec(
         "CREATE USER 'norel'@'%' IDENTIFIED BY 'norel'; \
          GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO 'norel'@'%'",
@@ -806,7 +563,7 @@ fn without_reload(flavor: Flavor) {
     let before_start = srv.gtid_executed();
     let seed = seed();
     let stop = AtomicBool::new(false);
-    let mut svc = Service::new(
+    let mut svc = snapshot_service(
         &format!("norel-{}", flavor.name()),
         &url,
         "chunk_rows = 5000",
@@ -824,7 +581,7 @@ fn without_reload(flavor: Flavor) {
         w.join().unwrap();
     });
     svc.wait_caught_up(&srv, Duration::from_secs(120));
-    svc.sigterm();
+    svc.stop(Duration::from_secs(30));
     let log = svc.log_text();
     let method = match flavor {
         Flavor::MySql => "method=\"lock-free\"",
@@ -836,12 +593,4 @@ fn without_reload(flavor: Flavor) {
     check_backup(&svc, &srv, false, &before_start);
 }
 
-#[test]
-fn without_reload_mariadb() {
-    without_reload(Flavor::MariaDb);
-}
-
-#[test]
-fn without_reload_mysql() {
-    without_reload(Flavor::MySql);
-}
+flavor_tests!(without_reload: without_reload_mariadb, without_reload_mysql);

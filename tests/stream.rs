@@ -3,6 +3,7 @@
 //! compressed binlog events (refused, never decoded into rows), `--include` filtering of
 //! rows and DDL, and `--from earliest` on a fresh server.
 
+#[macro_use]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -121,15 +122,7 @@ fn big_row(flavor: Flavor) {
     eprintln!("{flavor:?}: 40 MB row streamed in {took:?}");
 }
 
-#[test]
-fn mariadb_20mb_row() {
-    big_row(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_20mb_row() {
-    big_row(Flavor::MySql);
-}
+flavor_tests!(big_row: mariadb_20mb_row, mysql_20mb_row);
 
 // ---------------------------------------------------------------------------------------
 // Server restart mid-stream
@@ -176,6 +169,64 @@ fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// The rows of `events` are exactly those `txns` transactions of [`phase_sql`] committed
+/// after `from`: each once, in commit order, with their values. `err`: rowstream's stderr.
+fn check_committed_rows(flavor: Flavor, from: &str, txns: u64, events: &[Value], err: &str) {
+    let expected: Vec<(String, u64)> = (1..=txns)
+        .flat_map(|txn| (0..ROWS_PER_TXN).map(move |k| (txn, k)))
+        .map(|(txn, k)| (gtid_after(flavor, from, txn), txn * 10 + k))
+        .collect();
+    let rows = rows(events);
+    let got: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["source"]["gtid"].as_str().unwrap().to_string(),
+                r["after"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    if got != expected {
+        let mut seen = std::collections::HashMap::new();
+        for g in &got {
+            *seen.entry(g.1).or_insert(0) += 1;
+        }
+        let dups: Vec<_> = seen
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|e| !seen.contains_key(&e.1))
+            .map(|e| e.1)
+            .collect();
+        let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "rows differ from what was committed: {} rows, expected {}; first difference at index {first_diff:?} \
+             (got {:?}, expected {:?}); duplicated ids {dups:?}; missing ids {missing:?}\n--- stderr ---\n{err}",
+            got.len(),
+            expected.len(),
+            first_diff.map(|i| &got[i]),
+            first_diff.map(|i| &expected[i]),
+        );
+    }
+    for r in &rows {
+        let id = r["after"]["id"].as_u64().unwrap();
+        assert_eq!(r["op"], "c");
+        assert_eq!(r["after"]["txn"].as_u64().unwrap(), id / 10);
+        assert_eq!(r["after"]["k"].as_u64().unwrap(), id % 10);
+        assert_eq!(
+            r["transaction"]["total_order"].as_u64().unwrap(),
+            id % 10 + 1,
+            "{id}"
+        );
+        let pad = r["after"]["pad"].as_str().unwrap();
+        assert_eq!(pad.len() as u64, PAD);
+        assert!(pad.bytes().all(|c| c == b'A' + (id % 26) as u8));
+    }
+}
+
 fn restart_mid_stream(flavor: Flavor, crash: bool) {
     // A clean MariaDB shutdown waits for a dump thread blocked in a network write (our
     // unread pipe) up to net_write_timeout (default 60 s).
@@ -190,24 +241,9 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     let total = txns * ROWS_PER_TXN;
 
     let server_id = common::next_replica_server_id();
-    let mut child = common::rowstream()
-        .args([
-            "tail",
-            "--url",
-            &s.url(),
-            "--server-id",
-            &server_id.to_string(),
-            "--from",
-            &from,
-        ])
-        .args([
-            "--max-events",
-            &total.to_string(),
-            "--heartbeat-secs",
-            "1",
-            "--include",
-            "r.t",
-        ])
+    let mut child = common::tail_command(&s.url(), server_id, &from)
+        .args(["--max-events", &total.to_string()])
+        .args(["--heartbeat-secs", "1", "--include", "r.t"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -281,59 +317,7 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
         "the restart must have cut the stream (no reconnect logged)\n--- stderr ---\n{err}"
     );
 
-    let expected: Vec<(String, u64)> = (1..=txns)
-        .flat_map(|txn| (0..ROWS_PER_TXN).map(move |k| (txn, k)))
-        .map(|(txn, k)| (gtid_after(flavor, &from, txn), txn * 10 + k))
-        .collect();
-    let rows = rows(&events);
-    let got: Vec<(String, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["source"]["gtid"].as_str().unwrap().to_string(),
-                r["after"]["id"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    if got != expected {
-        let mut seen = std::collections::HashMap::new();
-        for g in &got {
-            *seen.entry(g.1).or_insert(0) += 1;
-        }
-        let dups: Vec<_> = seen
-            .iter()
-            .filter(|(_, &n)| n > 1)
-            .map(|(id, _)| *id)
-            .collect();
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|e| !seen.contains_key(&e.1))
-            .map(|e| e.1)
-            .collect();
-        let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
-        panic!(
-            "rows differ from what was committed: {} rows, expected {}; first difference at index {first_diff:?} \
-             (got {:?}, expected {:?}); duplicated ids {dups:?}; missing ids {missing:?}\n--- stderr ---\n{err}",
-            got.len(),
-            expected.len(),
-            first_diff.map(|i| &got[i]),
-            first_diff.map(|i| &expected[i]),
-        );
-    }
-    for r in &rows {
-        let id = r["after"]["id"].as_u64().unwrap();
-        assert_eq!(r["op"], "c");
-        assert_eq!(r["after"]["txn"].as_u64().unwrap(), id / 10);
-        assert_eq!(r["after"]["k"].as_u64().unwrap(), id % 10);
-        assert_eq!(
-            r["transaction"]["total_order"].as_u64().unwrap(),
-            id % 10 + 1,
-            "{id}"
-        );
-        let pad = r["after"]["pad"].as_str().unwrap();
-        assert_eq!(pad.len() as u64, PAD);
-        assert!(pad.bytes().all(|c| c == b'A' + (id % 26) as u8));
-    }
+    check_committed_rows(flavor, &from, txns, &events, &err);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("reconnecting")).collect();
     // Test design check: the connection was cut while phase 1 was still being read.
     let resumed_at: u64 = warnings[0]
@@ -360,37 +344,21 @@ fn restart_mid_stream(flavor: Flavor, crash: bool) {
     );
 }
 
-#[test]
-fn mariadb_restart_mid_stream() {
-    restart_mid_stream(Flavor::MariaDb, false);
-}
+flavor_tests!(restart_mid_stream(false): mariadb_restart_mid_stream, mysql_restart_mid_stream);
 
-#[test]
-fn mysql_restart_mid_stream() {
-    restart_mid_stream(Flavor::MySql, false);
-}
-
-/// Same with a crashed server (SIGKILL) instead of a clean stop.
-#[test]
-fn mariadb_crash_mid_stream() {
-    restart_mid_stream(Flavor::MariaDb, true);
-}
-
-#[test]
-fn mysql_crash_mid_stream() {
-    restart_mid_stream(Flavor::MySql, true);
-}
+// Same with a crashed server (SIGKILL) instead of a clean stop.
+flavor_tests!(restart_mid_stream(true): mariadb_crash_mid_stream, mysql_crash_mid_stream);
 
 // ---------------------------------------------------------------------------------------
 // MariaDB compressed binlog events
 // ---------------------------------------------------------------------------------------
 
+/// MariaDB compresses the binlog events of every statement longer than 10 bytes.
+const COMPRESSED_BINLOG: &[&str] = &["--log-bin-compress=ON", "--log-bin-compress-min-len=10"];
+
 #[test]
 fn mariadb_compressed_events_are_refused_never_decoded() {
-    let Some(s) = TestServer::start(
-        Flavor::MariaDb,
-        &["--log-bin-compress=ON", "--log-bin-compress-min-len=10"],
-    ) else {
+    let Some(s) = TestServer::start(Flavor::MariaDb, COMPRESSED_BINLOG) else {
         return;
     };
     let id = common::next_replica_server_id().to_string();
@@ -582,15 +550,7 @@ fn include_filter(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_include_filter() {
-    include_filter(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_include_filter() {
-    include_filter(Flavor::MySql);
-}
+flavor_tests!(include_filter: mariadb_include_filter, mysql_include_filter);
 
 /// DDL of an included table written with a qualified name and no default database
 /// (`ALTER TABLE a.keep ...` from a session without `USE`) is the included table's DDL.
@@ -625,15 +585,7 @@ fn include_keeps_qualified_ddl(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_include_keeps_qualified_ddl() {
-    include_keeps_qualified_ddl(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_include_keeps_qualified_ddl() {
-    include_keeps_qualified_ddl(Flavor::MySql);
-}
+flavor_tests!(include_keeps_qualified_ddl: mariadb_include_keeps_qualified_ddl, mysql_include_keeps_qualified_ddl);
 
 // ---------------------------------------------------------------------------------------
 // --from earliest
@@ -672,12 +624,4 @@ fn from_earliest_on_fresh_server(flavor: Flavor) {
     );
 }
 
-#[test]
-fn mariadb_from_earliest_on_fresh_server() {
-    from_earliest_on_fresh_server(Flavor::MariaDb);
-}
-
-#[test]
-fn mysql_from_earliest_on_fresh_server() {
-    from_earliest_on_fresh_server(Flavor::MySql);
-}
+flavor_tests!(from_earliest_on_fresh_server: mariadb_from_earliest_on_fresh_server, mysql_from_earliest_on_fresh_server);
