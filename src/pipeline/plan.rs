@@ -23,14 +23,14 @@ use tokio::sync::{mpsc, watch};
 use super::error::ServiceError;
 use crate::checkpoint::{self, Checkpoint, SnapshotState};
 use crate::config::{Config, SinkConfig, SnapshotMode};
-use crate::source::snapshot;
-use crate::source::snapshot::signal::{Incremental, SignalConfig, SIGNAL_TABLE};
-use crate::source::checks::{self, CheckInput};
-use crate::source::conn::ConnOpts;
 use crate::gtid::{Gtid, GtidSet};
 use crate::source::binlog::dump::{self, DumpConn, StreamConfig};
-use crate::source::{query, Batch, CHANNEL_BATCHES};
+use crate::source::checks::{self, CheckInput};
+use crate::source::conn::ConnOpts;
+use crate::source::snapshot;
+use crate::source::snapshot::signal::{Incremental, SignalConfig, SIGNAL_TABLE};
 use crate::source::SourceError;
+use crate::source::{query, Batch, CHANNEL_BATCHES};
 
 /// The checkpoint as sinks see it at start.
 pub(crate) struct CheckpointCommitted {
