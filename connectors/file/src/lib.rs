@@ -15,7 +15,8 @@ pub mod recover;
 pub mod segment;
 pub mod sink;
 
-pub use config::{ConfigError, FileSinkConfig};
+pub use rowstream_api::ConfigError;
+pub use config::{FileSinkConfig};
 pub use encode::{LineKind, TxEnd};
 pub use reader::{cat, BackupReader, Entry};
 pub use recover::{RecoverError, Recovered};

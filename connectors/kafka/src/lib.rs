@@ -15,5 +15,6 @@ pub mod encode;
 pub mod registry;
 pub mod sink;
 
-pub use config::{ConfigError, Format, KafkaSinkConfig};
+pub use rowstream_api::ConfigError;
+pub use config::{Format, KafkaSinkConfig};
 pub use sink::KafkaSink;
