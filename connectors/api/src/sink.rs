@@ -111,6 +111,23 @@ pub enum SinkError {
     Fatal(String),
 }
 
+impl SinkError {
+    /// `Fatal(msg)` when `fatal`, else `Transient(msg)`: for sinks that
+    /// classify a failure before wording it.
+    pub fn new(fatal: bool, msg: impl Into<String>) -> SinkError {
+        if fatal {
+            SinkError::Fatal(msg.into())
+        } else {
+            SinkError::Transient(msg.into())
+        }
+    }
+
+    /// True for [`SinkError::Fatal`].
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SinkError::Fatal(_))
+    }
+}
+
 /// A configured sink that is not running yet. The pipeline keeps it for the
 /// life of the process: it starts the sink once, and again from the
 /// checkpoint after a transient failure, so `start` takes `&self`.

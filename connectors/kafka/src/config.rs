@@ -255,7 +255,10 @@ mod tests {
             (c.partitions, c.replication_factor, c.tombstones),
             (3, 2, false)
         );
-        assert_eq!(c.topic_template().unwrap().render("srv", "shop", "orders"), "cdc.orders");
+        assert_eq!(
+            c.topic_template().unwrap().render("srv", "shop", "orders"),
+            "cdc.orders"
+        );
         let dbg = format!("{c:?}");
         assert!(
             !dbg.contains("hunter2") && dbg.contains("linger.ms"),
@@ -266,7 +269,10 @@ mod tests {
     #[test]
     fn validate_rejects() {
         let ok = KafkaSinkConfig::new("k", "b:1");
-        assert_eq!(ok.topic_template().unwrap().render("srv", "shop", "orders"), "srv.shop.orders");
+        assert_eq!(
+            ok.topic_template().unwrap().render("srv", "shop", "orders"),
+            "srv.shop.orders"
+        );
         let mut c = ok.clone();
         c.name = " ".into();
         assert_eq!(c.validate().unwrap_err().key, "name");

@@ -15,6 +15,6 @@ pub mod encode;
 pub mod registry;
 pub mod sink;
 
-pub use rowstream_api::ConfigError;
 pub use config::{Format, KafkaSinkConfig};
+pub use rowstream_api::ConfigError;
 pub use sink::KafkaSink;
