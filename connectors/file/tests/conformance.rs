@@ -26,5 +26,10 @@ async fn file_sink_conforms() {
     cfg.segment_max_bytes = 1;
     cfg.compress = false;
     let dir = d.path().to_path_buf();
-    check(&cfg, &good_batch, Provoke::Break(Box::new(move || fill_disk(&dir)))).await;
+    check(
+        &cfg,
+        &good_batch,
+        Provoke::Break(Box::new(move || fill_disk(&dir))),
+    )
+    .await;
 }
