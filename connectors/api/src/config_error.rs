@@ -31,6 +31,13 @@ impl ConfigError {
     }
 }
 
+/// A configuration error found when a sink starts is for the operator to fix.
+impl From<ConfigError> for crate::SinkError {
+    fn from(e: ConfigError) -> Self {
+        crate::SinkError::Fatal(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

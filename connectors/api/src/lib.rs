@@ -15,6 +15,9 @@ pub mod table;
 pub mod testing;
 pub mod value;
 
+/// For [`sink_builder!`]'s expansion in sink crates.
+#[doc(hidden)]
+pub use async_trait;
 pub use config_error::ConfigError;
 pub use event::{
     ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,

@@ -140,6 +140,29 @@ pub trait SinkBuilder: Send + Sync {
     async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError>;
 }
 
+/// Implements [`SinkBuilder`] for a sink's config type whose running sink
+/// has `async fn start(&Config, &dyn Committed) -> Result<Sink, SinkError>`
+/// and whose config has a `name` field:
+/// `rowstream_api::sink_builder!(FileSinkConfig => FileSink);`
+#[macro_export]
+macro_rules! sink_builder {
+    ($config:ty => $sink:ty) => {
+        #[$crate::async_trait::async_trait]
+        impl $crate::SinkBuilder for $config {
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            async fn start(
+                &self,
+                committed: &dyn $crate::Committed,
+            ) -> Result<Box<dyn $crate::Sink>, $crate::SinkError> {
+                Ok(Box::new(<$sink>::start(self, committed).await?))
+            }
+        }
+    };
+}
+
 /// A running connector. The pipeline drives it from one task: `write` per
 /// batch in order, `flush` whenever no batch is waiting (and before
 /// shutdown). A sink may buffer in `write` and make many batches durable in

@@ -138,8 +138,7 @@ impl ElasticsearchSink {
             tracing::error!(sink = %cfg.name, fatal = true, "{m}");
             SinkError::Fatal(m)
         };
-        cfg.validate()
-            .map_err(|e| SinkError::Fatal(e.to_string()))?;
+        cfg.validate()?;
         let index = cfg.index_template().map_err(|e| fatal(e.to_string()))?;
         let client = Client::new(cfg).map_err(fatal)?;
         let mut backoff = Backoff::new(FIRST_RETRY, Duration::from_millis(cfg.retry_max_ms));
@@ -535,26 +534,7 @@ impl Sink for ElasticsearchSink {
     }
 }
 
-impl std::fmt::Debug for ElasticsearchSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ElasticsearchSink")
-            .field("cfg", &self.cfg)
-            .field("pending_acks", &self.acks.len())
-            .field("poisoned", &self.poison.get().is_some())
-            .finish()
-    }
-}
-
-#[async_trait::async_trait]
-impl rowstream_api::SinkBuilder for ElasticsearchSinkConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(ElasticsearchSink::start(self, committed).await?))
-    }
-}
+rowstream_api::sink_builder!(ElasticsearchSinkConfig => ElasticsearchSink);
 
 #[cfg(test)]
 mod tests {

@@ -101,8 +101,7 @@ impl FileSink {
         cfg: &FileSinkConfig,
         committed: &dyn Committed,
     ) -> Result<FileSink, SinkError> {
-        cfg.validate()
-            .map_err(|e| SinkError::Fatal(e.to_string()))?;
+        cfg.validate()?;
         let multi = tokio::runtime::Handle::try_current()
             .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
             .unwrap_or(false);
@@ -380,13 +379,4 @@ impl Sink for FileSink {
     }
 }
 
-#[async_trait::async_trait]
-impl rowstream_api::SinkBuilder for FileSinkConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(FileSink::start(self, committed).await?))
-    }
-}
+rowstream_api::sink_builder!(FileSinkConfig => FileSink);

@@ -126,33 +126,6 @@ fn default_true() -> bool {
     true
 }
 
-impl fmt::Debug for KafkaSinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let masked: BTreeMap<&str, &str> = self
-            .properties
-            .keys()
-            .map(|k| {
-                let secret = ["password", "secret", "key", "token", "jaas"]
-                    .iter()
-                    .any(|s| k.contains(s));
-                (k.as_str(), if secret { "***" } else { &self.properties[k] })
-            })
-            .collect();
-        f.debug_struct("KafkaSinkConfig")
-            .field("name", &self.name)
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("format", &self.format)
-            .field("schema_registry_url", &self.schema_registry_url)
-            .field("properties", &masked)
-            .field("partitions", &self.partitions)
-            .field("replication_factor", &self.replication_factor)
-            .field("tombstones", &self.tombstones)
-            .field("transactions", &self.transactions)
-            .finish()
-    }
-}
-
 impl KafkaSinkConfig {
     /// A configuration with every optional field at its default.
     pub fn new(name: impl Into<String>, brokers: impl Into<String>) -> KafkaSinkConfig {
@@ -228,6 +201,33 @@ impl KafkaSinkConfig {
             &self.topic,
             "records are keyed per table and tables must not share a topic",
         )
+    }
+}
+
+impl fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked: BTreeMap<&str, &str> = self
+            .properties
+            .keys()
+            .map(|k| {
+                let secret = ["password", "secret", "key", "token", "jaas"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (k.as_str(), if secret { "***" } else { &self.properties[k] })
+            })
+            .collect();
+        f.debug_struct("KafkaSinkConfig")
+            .field("name", &self.name)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("format", &self.format)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("properties", &masked)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("tombstones", &self.tombstones)
+            .field("transactions", &self.transactions)
+            .finish()
     }
 }
 

@@ -596,8 +596,7 @@ impl KafkaSink {
         cfg: &KafkaSinkConfig,
         _committed: &dyn Committed,
     ) -> Result<KafkaSink, SinkError> {
-        cfg.validate()
-            .map_err(|e| SinkError::Fatal(e.to_string()))?;
+        cfg.validate()?;
         let err = |fatal: bool, msg: String| {
             SinkError::new(fatal, format!("kafka sink {:?}: {msg}", cfg.name))
         };
@@ -717,22 +716,4 @@ impl Sink for KafkaSink {
     }
 }
 
-impl std::fmt::Debug for KafkaSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink")
-            .field("cfg", &self.cfg)
-            .field("poisoned", &self.poison.get().is_some())
-            .finish()
-    }
-}
-
-#[async_trait::async_trait]
-impl rowstream_api::SinkBuilder for KafkaSinkConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(KafkaSink::start(self, committed).await?))
-    }
-}
+rowstream_api::sink_builder!(KafkaSinkConfig => KafkaSink);
