@@ -2,6 +2,7 @@
 //! against the Elasticsearch sink and a throwaway server speaking its API
 //! (`deploy/dev/start-osmem.sh`). The failure is a document the index
 //! refuses for its content (a mapping error) with `on_error = "stop"`.
+//! Also checks that the sink's metric families are registered.
 
 use std::sync::Arc;
 
@@ -34,4 +35,10 @@ async fn elasticsearch_sink_conforms() {
     let client = Client::new(&cfg).unwrap();
     assert!(client.create_index("shop.strict", &mapping).await.unwrap());
     check(&cfg, &good_batch, Provoke::Batch(Box::new(refused))).await;
+    // The sink's own metric families reach the service's exposition.
+    let exposed = rowstream_api::metrics::render();
+    assert!(
+        exposed.contains("rowstream_es_items_indexed_total{sink=\"search\"}"),
+        "{exposed}"
+    );
 }
