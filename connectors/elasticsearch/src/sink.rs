@@ -84,6 +84,9 @@ pub static METRICS: &[&Family] = &[
     &ES_DEAD_LETTERS,
 ];
 
+/// A table as `(db, table)`.
+type DbTable = (Arc<str>, Arc<str>);
+
 /// The running sink, made by [`ElasticsearchSink::start`] (or the config's
 /// `SinkBuilder::start`), driven through [`Sink`].
 pub struct ElasticsearchSink {
@@ -92,9 +95,9 @@ pub struct ElasticsearchSink {
     client: Client,
     /// (db, table) -> index, for tables whose index is known to exist (or
     /// that the sink does not create).
-    indices: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    indices: HashMap<DbTable, Arc<str>>,
     /// (db, table) -> the column list the key was resolved for and the key.
-    keys: HashMap<(Arc<str>, Arc<str>), (Columns, Arc<[usize]>)>,
+    keys: HashMap<DbTable, (Columns, Arc<[usize]>)>,
     bulk: Bulk,
     /// When the first pending action was added.
     oldest: Option<Instant>,

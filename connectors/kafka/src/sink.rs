@@ -151,6 +151,9 @@ pub struct KafkaSink {
     tx_value: Vec<u8>,
 }
 
+/// A table as `(db, table)`.
+type DbTable = (Arc<str>, Arc<str>);
+
 /// A transaction between its BEGIN and END records.
 struct OpenTx {
     id: Arc<str>,
@@ -158,7 +161,7 @@ struct OpenTx {
     source: Arc<str>,
     ts_ms: u64,
     /// Change events per (db, table), in first-seen order.
-    counts: Vec<((Arc<str>, Arc<str>), u64)>,
+    counts: Vec<(DbTable, u64)>,
 }
 
 impl KafkaSink {
@@ -435,7 +438,7 @@ impl KafkaSink {
         gtid: &str,
         deliveries: &mut Vec<DeliveryFuture>,
     ) -> Result<(), SinkError> {
-        if !self.open_tx.as_ref().is_some_and(|t| &*t.id == gtid) {
+        if self.open_tx.as_ref().is_none_or(|t| &*t.id != gtid) {
             return Ok(()); // no change of it was sent (filtered tables, DDL)
         }
         self.send_tx_marker(true, deliveries).await?;
