@@ -1,16 +1,28 @@
-//! The connector contract: change events, typed values and their JSON form.
-//! Sinks depend on this crate only; nothing here knows about MySQL wire formats.
+//! The connector contract: change events, typed values and their JSON form,
+//! the sink traits, and the kit every sink is built from (ordered acks,
+//! poison, backoff, table-name templates, config errors; test helpers and
+//! the conformance test behind the `testing` feature). Sinks depend on this
+//! crate only; nothing here knows about MySQL wire formats.
 
+pub mod config_error;
 pub mod event;
 pub mod json;
+pub mod kit;
 pub mod metrics;
 pub mod sink;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod value;
 
+/// For [`sink_builder!`]'s expansion in sink crates.
+#[doc(hidden)]
+pub use async_trait;
+pub use config_error::ConfigError;
 pub use event::{
     ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
 };
+pub use kit::{AckQueue, Backoff, Poison, TableTemplate};
 pub use sink::{
     Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkBuilder, SinkError,
 };

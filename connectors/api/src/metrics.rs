@@ -1,5 +1,7 @@
-//! Every metric rowstream exports, declared in this one module, and their
-//! Prometheus text exposition.
+//! The metrics registry and its Prometheus text exposition: the service's
+//! own metric families (source, pipeline, snapshot) are declared here; each
+//! sink declares its families next to its code and registers them with
+//! [`register`] when it starts, so adding a sink never edits this module.
 //!
 //! A metric is a [`Family`]: a name, a help line, a kind and at most one
 //! label. Updating a series is a relaxed atomic operation on a handle the
@@ -10,7 +12,9 @@
 //!   counters, base units: seconds, bytes);
 //! - label values are low-cardinality (sink names, table names), never
 //!   per-row or per-transaction values;
-//! - every family is listed in [`ALL`], which is what [`render`] prints.
+//! - [`render`] prints every family of [`ALL`], then every registered one,
+//!   each once (registering twice is harmless), in registration order;
+//! - names are unique across both lists (checked at registration).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -225,29 +229,7 @@ pub static SNAPSHOT_RUNNING: Family = Family::gauge(
     "",
 );
 
-// elasticsearch sink
-pub static ES_ITEMS_INDEXED: Family = Family::counter(
-    "rowstream_es_items_indexed_total",
-    "Bulk actions (index or delete) the cluster applied.",
-    "sink",
-);
-pub static ES_CONFLICTS_NEWER: Family = Family::counter(
-    "rowstream_es_conflicts_newer_total",
-    "Bulk actions answered 409 because the index already holds this or a newer version (replays); counted as success.",
-    "sink",
-);
-pub static ES_BULK_RETRIES: Family = Family::counter(
-    "rowstream_es_bulk_retries_total",
-    "Bulk requests (or their failed items) retried after an unreachable node, 429 or 5xx.",
-    "sink",
-);
-pub static ES_DEAD_LETTERS: Family = Family::counter(
-    "rowstream_es_dead_letters_total",
-    "Documents the cluster refused for their content, written to the dead-letter file.",
-    "sink",
-);
-
-/// Every family, in exposition order.
+/// The service's own families, in exposition order.
 pub static ALL: &[&Family] = &[
     &SOURCE_RECORDS,
     &SOURCE_TRANSACTIONS,
@@ -264,16 +246,39 @@ pub static ALL: &[&Family] = &[
     &SNAPSHOT_ROWS_ESTIMATED,
     &SNAPSHOT_ROWS_PER_SECOND,
     &SNAPSHOT_RUNNING,
-    &ES_ITEMS_INDEXED,
-    &ES_CONFLICTS_NEWER,
-    &ES_BULK_RETRIES,
-    &ES_DEAD_LETTERS,
 ];
+
+/// Families registered by sinks, in registration order.
+static REGISTERED: Mutex<Vec<&'static Family>> = Mutex::new(Vec::new());
+
+/// Adds a sink's families to the exposition. Call it before creating their
+/// series (a sink's `start`); registering the same families again is a no-op.
+///
+/// Panics when a different family already uses one of the names: two
+/// sinks declaring the same metric is a programming error.
+pub fn register(families: &[&'static Family]) {
+    let mut reg = REGISTERED.lock().unwrap_or_else(|p| p.into_inner());
+    for &f in families {
+        if reg.iter().any(|r| std::ptr::eq(*r, f)) {
+            continue;
+        }
+        assert!(
+            ALL.iter().chain(reg.iter()).all(|r| r.name != f.name),
+            "metric {} declared twice",
+            f.name
+        );
+        reg.push(f);
+    }
+}
 
 /// The Prometheus text exposition (format 0.0.4) of every series created so far.
 pub fn render() -> String {
     let mut out = String::new();
     for f in ALL {
+        f.render(&mut out);
+    }
+    let reg = REGISTERED.lock().unwrap_or_else(|p| p.into_inner());
+    for f in reg.iter() {
         f.render(&mut out);
     }
     out
@@ -300,6 +305,20 @@ mod tests {
              rowstream_test_total{sink=\"a\\\"b\"} 4\n\
              # HELP rowstream_test_gauge A test gauge.\n# TYPE rowstream_test_gauge gauge\n\
              rowstream_test_gauge 1.5\n"
+        );
+    }
+
+    #[test]
+    fn registered_families_render_once() {
+        static SINK_C: Family = Family::counter("rowstream_testsink_total", "Sink.", "sink");
+        register(&[&SINK_C]);
+        register(&[&SINK_C]);
+        SINK_C.with("s").inc();
+        let out = render();
+        assert_eq!(
+            out.matches("# TYPE rowstream_testsink_total").count(),
+            1,
+            "{out}"
         );
     }
 

@@ -111,6 +111,23 @@ pub enum SinkError {
     Fatal(String),
 }
 
+impl SinkError {
+    /// `Fatal(msg)` when `fatal`, else `Transient(msg)`: for sinks that
+    /// classify a failure before wording it.
+    pub fn new(fatal: bool, msg: impl Into<String>) -> SinkError {
+        if fatal {
+            SinkError::Fatal(msg.into())
+        } else {
+            SinkError::Transient(msg.into())
+        }
+    }
+
+    /// True for [`SinkError::Fatal`].
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SinkError::Fatal(_))
+    }
+}
+
 /// A configured sink that is not running yet. The pipeline keeps it for the
 /// life of the process: it starts the sink once, and again from the
 /// checkpoint after a transient failure, so `start` takes `&self`.
@@ -121,6 +138,29 @@ pub trait SinkBuilder: Send + Sync {
     /// Prepares the target, drops whatever it holds beyond `committed` and
     /// returns the running sink.
     async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError>;
+}
+
+/// Implements [`SinkBuilder`] for a sink's config type whose running sink
+/// has `async fn start(&Config, &dyn Committed) -> Result<Sink, SinkError>`
+/// and whose config has a `name` field:
+/// `rowstream_api::sink_builder!(FileSinkConfig => FileSink);`
+#[macro_export]
+macro_rules! sink_builder {
+    ($config:ty => $sink:ty) => {
+        #[$crate::async_trait::async_trait]
+        impl $crate::SinkBuilder for $config {
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            async fn start(
+                &self,
+                committed: &dyn $crate::Committed,
+            ) -> Result<Box<dyn $crate::Sink>, $crate::SinkError> {
+                Ok(Box::new(<$sink>::start(self, committed).await?))
+            }
+        }
+    };
 }
 
 /// A running connector. The pipeline drives it from one task: `write` per

@@ -5,8 +5,11 @@
 //! Invariants: every answer is classified once, here: an unreachable node,
 //! a timeout, 429 and 5xx are [`Failure::Transient`] (retry); any other
 //! non-2xx answer to a whole request is [`Failure::Rejected`] with the
-//! status and the cluster's error text. Credentials go to the transport
-//! only and are never formatted into messages.
+//! status and the cluster's error text. Transient failures are retried in
+//! one place, [`until_answered`]: forever, with capped backoff and jitter,
+//! because a cluster that is down is an outage to wait out (the checkpoint
+//! does not advance meanwhile), not a reason to stop. Credentials go to the
+//! transport only and are never formatted into messages.
 
 use std::time::Duration;
 
@@ -16,6 +19,8 @@ use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::transport::{MultiNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{Method, Url};
 use elasticsearch::Elasticsearch;
+use rowstream_api::metrics::Handle;
+use rowstream_api::Backoff;
 use serde::Deserialize;
 
 use crate::config::ElasticsearchSinkConfig;
@@ -196,6 +201,35 @@ impl Client {
                 })
                 .collect(),
         ))
+    }
+}
+
+/// Runs `attempt` until the cluster answers it: a [`Failure::Transient`]
+/// is logged (as `what`), counted in `retries` if given, and retried after
+/// `backoff`; the result or the refusal `(status, reason)` is returned.
+pub async fn until_answered<T, F, Fut>(
+    sink: &str,
+    what: &str,
+    backoff: &mut Backoff,
+    retries: Option<&Handle>,
+    mut attempt: F,
+) -> Result<T, (u16, String)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(Failure::Rejected { status, reason }) => return Err((status, reason)),
+            Err(Failure::Transient(m)) => {
+                tracing::warn!(sink, error = %m, "{what} failed; retrying");
+                if let Some(r) = retries {
+                    r.inc();
+                }
+                backoff.wait().await;
+            }
+        }
     }
 }
 

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use rowstream_api::kit::template::TemplateError;
+use rowstream_api::{ConfigError, TableTemplate};
 use serde::Deserialize;
 
 /// The default index template.
@@ -199,18 +201,6 @@ impl fmt::Debug for ElasticsearchSinkConfig {
     }
 }
 
-/// A configuration value the Elasticsearch sink cannot work with.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("elasticsearch sink {sink:?}: {key}: {problem}")]
-pub struct ConfigError {
-    /// The sink's `name` (may be empty when that is the problem).
-    pub sink: String,
-    /// The offending key.
-    pub key: String,
-    /// What is wrong and what it must be.
-    pub problem: String,
-}
-
 impl ElasticsearchSinkConfig {
     /// A configuration with every optional field at its default.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> ElasticsearchSinkConfig {
@@ -236,13 +226,17 @@ impl ElasticsearchSinkConfig {
         }
     }
 
+    /// The parsed `index` template.
+    pub fn index_template(&self) -> Result<TableTemplate, TemplateError> {
+        TableTemplate::parse(
+            &self.index,
+            "documents are keyed per table and tables must not share an index",
+        )
+    }
+
     /// Checks the values (not the cluster: that happens in `start`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key: &str, problem: String| ConfigError {
-            sink: self.name.clone(),
-            key: key.to_string(),
-            problem,
-        };
+        let err = ConfigError::of("elasticsearch", &self.name);
         if self.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }
@@ -266,30 +260,10 @@ impl ElasticsearchSinkConfig {
                 }
             }
         }
-        let rest = self
-            .index
-            .replace("{name}", "n")
-            .replace("{db}", "d")
-            .replace("{table}", "t");
-        if rest.contains('{') || rest.contains('}') {
-            return Err(err(
-                "index",
-                format!(
-                    "{:?}: only {{name}}, {{db}} and {{table}} may be substituted",
-                    self.index
-                ),
-            ));
-        }
-        if !self.index.contains("{table}") {
-            return Err(err(
-                "index",
-                format!(
-                    "{:?} must contain {{table}}: documents are keyed per table and tables must not share an index",
-                    self.index
-                ),
-            ));
-        }
-        if rest.starts_with(['-', '_', '+']) {
+        let index = self
+            .index_template()
+            .map_err(|e| err("index", e.to_string()))?;
+        if index.prefix().starts_with(['-', '_', '+']) {
             return Err(err(
                 "index",
                 format!("{:?}: index names may not start with -, _ or +", self.index),

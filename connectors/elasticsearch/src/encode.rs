@@ -40,7 +40,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use rowstream_api::json::{write_row, write_str, write_value};
-use rowstream_api::{ChangeEvent, ColumnType, Op, Row, TableMeta};
+use rowstream_api::{ChangeEvent, ColumnType, Op, Row, TableMeta, TableTemplate};
 use serde_json::{json, Map, Value as Json};
 
 use crate::config::DecimalMapping;
@@ -67,11 +67,9 @@ pub fn event_version(ev: &ChangeEvent) -> u64 {
 /// The index of a table: the template with `{name}`, `{db}`, `{table}`
 /// substituted, lowercased, and characters Elasticsearch refuses in index
 /// names replaced by `_`.
-pub fn index_name(template: &str, name: &str, db: &str, table: &str) -> String {
+pub fn index_name(template: &TableTemplate, name: &str, db: &str, table: &str) -> String {
     template
-        .replace("{name}", name)
-        .replace("{db}", db)
-        .replace("{table}", table)
+        .render(name, db, table)
         .chars()
         .map(|c| match c {
             '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':' => '_',
@@ -341,12 +339,13 @@ mod tests {
 
     #[test]
     fn index_names() {
+        let tpl = |t: &str| TableTemplate::parse(t, "").unwrap();
         assert_eq!(
-            index_name("{db}.{table}", "n", "Shop", "Orders"),
+            index_name(&tpl("{db}.{table}"), "n", "Shop", "Orders"),
             "shop.orders"
         );
         assert_eq!(
-            index_name("{name}-{db}.{table}", "Srv", "a b", "t*?"),
+            index_name(&tpl("{name}-{db}.{table}"), "Srv", "a b", "t*?"),
             "srv-a_b.t__"
         );
     }

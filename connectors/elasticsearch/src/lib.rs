@@ -16,5 +16,6 @@ pub mod config;
 pub mod encode;
 pub mod sink;
 
-pub use config::{ConfigError, DecimalMapping, ElasticsearchSinkConfig, OnError};
+pub use config::{DecimalMapping, ElasticsearchSinkConfig, OnError};
+pub use rowstream_api::ConfigError;
 pub use sink::ElasticsearchSink;

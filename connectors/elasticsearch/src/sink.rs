@@ -25,42 +25,79 @@
 //!   the cluster's reason, the batch unacknowledged.
 //!
 //! A whole request refused with 401/403 (credentials) or another 4xx stops
-//! the sink: retrying cannot help, the operator must act.
+//! the sink: retrying cannot help, the operator must act. Every stop is
+//! `SinkError::Fatal`: the transient cases are waited out here (the one
+//! retry loop is `client::until_answered`), never reported.
+//!
+//! Poison: the first failure stops the sink for good: the acks pending at
+//! that moment fail with it, and every later `write`, ack and `flush` fails
+//! with the same error (the pipeline restarts or exits; nothing is acked
+//! past a failure, so the checkpoint stays before it).
 //!
 //! Keys: the table's primary key, or the `key_columns` configured for it;
 //! a table with neither stops the sink when its first change arrives,
 //! naming the table and the option (the sink learns about tables only from
 //! their events).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rowstream_api::metrics::{
-    ES_BULK_RETRIES, ES_CONFLICTS_NEWER, ES_DEAD_LETTERS, ES_ITEMS_INDEXED,
+use rowstream_api::metrics::{self, Family, Handle};
+use rowstream_api::{
+    Ack, AckQueue, Backoff, Batch, ChangeEvent, Columns, Committed, Poison, Record, Sink,
+    SinkError, TableTemplate,
 };
-use rowstream_api::{Ack, Batch, ChangeEvent, Columns, Committed, Record, Sink, SinkError};
 
-use crate::client::{describe_error, Client, Failure};
+use crate::client::{describe_error, until_answered, Client, Failure};
 use crate::config::{ElasticsearchSinkConfig, OnError};
 use crate::encode::{index_body, index_name, Action, Bulk};
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 
-/// The sink. Build with [`ElasticsearchSink::new`], then drive through [`Sink`].
+pub static ES_ITEMS_INDEXED: Family = Family::counter(
+    "rowstream_es_items_indexed_total",
+    "Bulk actions (index or delete) the cluster applied.",
+    "sink",
+);
+pub static ES_CONFLICTS_NEWER: Family = Family::counter(
+    "rowstream_es_conflicts_newer_total",
+    "Bulk actions answered 409 because the index already holds this or a newer version (replays); counted as success.",
+    "sink",
+);
+pub static ES_BULK_RETRIES: Family = Family::counter(
+    "rowstream_es_bulk_retries_total",
+    "Bulk requests (or their failed items) retried after an unreachable node, 429 or 5xx.",
+    "sink",
+);
+pub static ES_DEAD_LETTERS: Family = Family::counter(
+    "rowstream_es_dead_letters_total",
+    "Documents the cluster refused for their content, written to the dead-letter file.",
+    "sink",
+);
+/// This sink's metric families, registered with the service's registry on start.
+pub static METRICS: &[&Family] = &[
+    &ES_ITEMS_INDEXED,
+    &ES_CONFLICTS_NEWER,
+    &ES_BULK_RETRIES,
+    &ES_DEAD_LETTERS,
+];
+
+/// A table as `(db, table)`.
+type DbTable = (Arc<str>, Arc<str>);
+
+/// The running sink, made by [`ElasticsearchSink::start`] (or the config's
+/// `SinkBuilder::start`), driven through [`Sink`].
 pub struct ElasticsearchSink {
     cfg: ElasticsearchSinkConfig,
-    st: Option<Running>,
-}
-
-struct Running {
+    index: TableTemplate,
     client: Client,
     /// (db, table) -> index, for tables whose index is known to exist (or
     /// that the sink does not create).
-    indices: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    indices: HashMap<DbTable, Arc<str>>,
     /// (db, table) -> the column list the key was resolved for and the key.
-    keys: HashMap<(Arc<str>, Arc<str>), (Columns, Arc<[usize]>)>,
+    keys: HashMap<DbTable, (Columns, Arc<[usize]>)>,
     bulk: Bulk,
     /// When the first pending action was added.
     oldest: Option<Instant>,
@@ -68,16 +105,17 @@ struct Running {
     /// reaches the count after its last action.
     added: u64,
     settled: u64,
-    acks: VecDeque<(u64, Ack)>,
+    acks: AckQueue,
+    poison: Poison,
     dead: Option<std::fs::File>,
     metrics: Metrics,
 }
 
 struct Metrics {
-    indexed: rowstream_api::metrics::Handle,
-    conflicts: rowstream_api::metrics::Handle,
-    retries: rowstream_api::metrics::Handle,
-    dead: rowstream_api::metrics::Handle,
+    indexed: Handle,
+    conflicts: Handle,
+    retries: Handle,
+    dead: Handle,
 }
 
 /// How one bulk action ended.
@@ -89,37 +127,96 @@ enum Outcome {
 }
 
 impl ElasticsearchSink {
-    /// Validates the configuration; connects in `start`.
-    pub fn new(cfg: ElasticsearchSinkConfig) -> Result<ElasticsearchSink, crate::ConfigError> {
-        cfg.validate()?;
-        Ok(ElasticsearchSink { cfg, st: None })
-    }
-
-    fn err(&self, fatal: bool, msg: impl std::fmt::Display) -> SinkError {
-        let m = format!("elasticsearch sink {:?}: {msg}", self.cfg.name);
-        tracing::error!(sink = %self.cfg.name, fatal, "{m}");
-        if fatal {
+    /// Validates the configuration, builds the client, waits until the
+    /// cluster answers (retrying with backoff: a cluster that is down is an
+    /// outage, not a configuration error) and opens the dead-letter file.
+    /// Nothing to cut: actions past the checkpoint are replayed with the
+    /// same versions and answer 409.
+    pub async fn start(
+        cfg: &ElasticsearchSinkConfig,
+        _committed: &dyn Committed,
+    ) -> Result<ElasticsearchSink, SinkError> {
+        let fatal = |m: String| {
+            let m = format!("elasticsearch sink {:?}: {m}", cfg.name);
+            tracing::error!(sink = %cfg.name, fatal = true, "{m}");
             SinkError::Fatal(m)
-        } else {
-            SinkError::Transient(m)
-        }
+        };
+        cfg.validate()?;
+        let index = cfg.index_template().map_err(|e| fatal(e.to_string()))?;
+        let client = Client::new(cfg).map_err(fatal)?;
+        let mut backoff = Backoff::new(FIRST_RETRY, Duration::from_millis(cfg.retry_max_ms));
+        let what = format!("GET / on {:?} (cluster not reachable)", cfg.urls);
+        let info = until_answered(&cfg.name, &what, &mut backoff, None, || client.info())
+            .await
+            .map_err(|(status, reason)| {
+                fatal(format!(
+                    "GET / on {:?}: HTTP {status}: {reason}{}",
+                    cfg.urls,
+                    if status == 401 {
+                        ": check the sink's username/password or api_key"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+        let dead = match (&cfg.on_error, &cfg.dead_letter_file) {
+            (OnError::DeadLetter, Some(p)) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| {
+                        fatal(format!(
+                            "cannot open the dead-letter file {}: {e}",
+                            p.display()
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
+        tracing::info!(sink = %cfg.name, urls = ?cfg.urls, cluster = %info, "elasticsearch sink started");
+        metrics::register(METRICS);
+        let name = cfg.name.as_str();
+        Ok(ElasticsearchSink {
+            cfg: cfg.clone(),
+            index,
+            client,
+            indices: HashMap::new(),
+            keys: HashMap::new(),
+            bulk: Bulk::default(),
+            oldest: None,
+            added: 0,
+            settled: 0,
+            acks: AckQueue::new(),
+            poison: Poison::new(),
+            dead,
+            metrics: Metrics {
+                indexed: ES_ITEMS_INDEXED.with(name),
+                conflicts: ES_CONFLICTS_NEWER.with(name),
+                retries: ES_BULK_RETRIES.with(name),
+                dead: ES_DEAD_LETTERS.with(name),
+            },
+        })
     }
 
-    fn backoff(&self, delay: &mut Duration) -> Duration {
-        let wait = delay.mul_f64(rand::random::<f64>() * 0.5 + 0.75);
-        *delay = (*delay * 2).min(Duration::from_millis(self.cfg.retry_max_ms));
-        wait
+    fn fatal(&self, msg: impl std::fmt::Display) -> SinkError {
+        let m = format!("elasticsearch sink {:?}: {msg}", self.cfg.name);
+        tracing::error!(sink = %self.cfg.name, fatal = true, "{m}");
+        SinkError::Fatal(m)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(FIRST_RETRY, Duration::from_millis(self.cfg.retry_max_ms))
     }
 
     /// The index of the event's table, created on first use when configured.
     async fn index_for(&mut self, ev: &ChangeEvent) -> Result<Arc<str>, SinkError> {
-        let st = self.st.as_mut().expect("started");
         let k = (ev.source.db.clone(), ev.source.table.clone());
-        if let Some(i) = st.indices.get(&k) {
+        if let Some(i) = self.indices.get(&k) {
             return Ok(i.clone());
         }
         let index: Arc<str> = index_name(
-            &self.cfg.index,
+            &self.index,
             &ev.source.name,
             &ev.source.db,
             &ev.source.table,
@@ -130,35 +227,22 @@ impl ElasticsearchSink {
                 Some(meta) => index_body(meta, self.cfg.decimal),
                 None => serde_json::json!({}),
             };
-            let client = st.client.clone();
-            let mut delay = FIRST_RETRY;
-            loop {
-                match client.create_index(&index, &body).await {
-                    Ok(created) => {
-                        if created {
-                            tracing::info!(sink = %self.cfg.name, index = %index, table = %format_args!("{}.{}", k.0, k.1), "created index");
-                        }
-                        break;
-                    }
-                    Err(Failure::Transient(m)) => {
-                        tracing::warn!(sink = %self.cfg.name, index = %index, error = %m, "creating the index failed; retrying");
-                        tokio::time::sleep(self.backoff(&mut delay)).await;
-                    }
-                    Err(Failure::Rejected { status, reason }) => {
-                        return Err(self.err(
-                            true,
-                            format_args!(
-                                "cannot create index {index:?} for table {}.{}: HTTP {status}: {reason}; \
-                                 create it yourself (and set create_indices = false) or fix the sink's permissions",
-                                k.0, k.1
-                            ),
-                        ));
-                    }
-                }
+            let what = format!("creating the index {index:?}");
+            let client = &self.client;
+            let created = until_answered(&self.cfg.name, &what, &mut self.backoff(), None, || client.create_index(&index, &body))
+            .await
+            .map_err(|(status, reason)| {
+                self.fatal(format_args!(
+                    "cannot create index {index:?} for table {}.{}: HTTP {status}: {reason}; \
+                     create it yourself (and set create_indices = false) or fix the sink's permissions",
+                    k.0, k.1
+                ))
+            })?;
+            if created {
+                tracing::info!(sink = %self.cfg.name, index = %index, table = %format_args!("{}.{}", k.0, k.1), "created index");
             }
         }
-        let st = self.st.as_mut().expect("started");
-        st.indices.insert(k, index.clone());
+        self.indices.insert(k, index.clone());
         Ok(index)
     }
 
@@ -167,9 +251,8 @@ impl ElasticsearchSink {
         let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) else {
             return Ok(Arc::from(Vec::new()));
         };
-        let st = self.st.as_mut().expect("started");
         let k = (ev.source.db.clone(), ev.source.table.clone());
-        if let Some((cols, key)) = st.keys.get(&k) {
+        if let Some((cols, key)) = self.keys.get(&k) {
             if Arc::ptr_eq(cols, &row.columns) {
                 return Ok(key.clone());
             }
@@ -182,13 +265,10 @@ impl ElasticsearchSink {
                     match row.columns.iter().position(|c| &**c == n.as_str()) {
                         Some(i) => idx.push(i),
                         None => {
-                            return Err(self.err(
-                                true,
-                                format_args!(
-                                    "key_columns.{name:?} names column {n:?}, which table {name} does not have (columns: {})",
-                                    row.columns.join(", ")
-                                ),
-                            ))
+                            return Err(self.fatal(format_args!(
+                                "key_columns.{name:?} names column {n:?}, which table {name} does not have (columns: {})",
+                                row.columns.join(", ")
+                            )))
                         }
                     }
                 }
@@ -196,112 +276,142 @@ impl ElasticsearchSink {
             }
             None if !ev.primary_key.is_empty() => ev.primary_key.clone(),
             None => {
-                return Err(self.err(
-                    true,
-                    format_args!(
-                        "table {name} has no primary key, so its rows have no document id. \
-                         Add a primary key, or name columns that identify a row (a unique key of NOT NULL columns) \
-                         in the sink's key_columns: [sinks.key_columns] \"{name}\" = [\"col\", ...]"
-                    ),
-                ))
+                return Err(self.fatal(format_args!(
+                    "table {name} has no primary key, so its rows have no document id. \
+                     Add a primary key, or name columns that identify a row (a unique key of NOT NULL columns) \
+                     in the sink's key_columns: [sinks.key_columns] \"{name}\" = [\"col\", ...]"
+                )))
             }
         };
-        let st = self.st.as_mut().expect("started");
-        st.keys.insert(k, (row.columns.clone(), key.clone()));
+        self.keys.insert(k, (row.columns.clone(), key.clone()));
         Ok(key)
+    }
+
+    /// Appends the actions of every change of `batch`, sending whenever the
+    /// pending bulk is full.
+    async fn add_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        for rec in &batch.records {
+            let Record::Change(ev) = rec else {
+                continue; // DDL: the mapping of new columns is dynamic.
+            };
+            let index = self.index_for(ev).await?;
+            let key = self.key_for(ev)?;
+            let before = self.bulk.items.len();
+            self.bulk.push_change(ev, &index, &key);
+            self.added += (self.bulk.items.len() - before) as u64;
+            if self.oldest.is_none() && !self.bulk.is_empty() {
+                self.oldest = Some(Instant::now());
+            }
+            if self.full() {
+                self.send().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends the pending actions until every one is settled, then acks the
     /// batches they complete.
     async fn send(&mut self) -> Result<(), SinkError> {
-        let st = self.st.as_mut().expect("started");
-        if st.bulk.is_empty() {
-            return self.ack_settled();
+        if self.bulk.is_empty() {
+            self.acks.settle(self.settled);
+            return Ok(());
         }
-        let client = st.client.clone();
-        let n = st.bulk.items.len();
-        let mut pending: Vec<usize> = (0..n).collect();
-        let mut delay = FIRST_RETRY;
-        let mut refused: Vec<(usize, u16, String)> = Vec::new();
+        let n = self.bulk.items.len();
         let started = Instant::now();
-        loop {
-            let st = self.st.as_ref().expect("started");
-            let body = if pending.len() == n {
-                st.bulk.body.clone()
-            } else {
-                let mut b = Vec::new();
-                for &i in &pending {
-                    let it = &st.bulk.items[i];
-                    b.extend_from_slice(&st.bulk.body[it.start..it.end]);
-                }
-                b
-            };
-            let wait = match client.bulk(body, pending.len()).await {
-                Ok(None) => {
-                    st.metrics.indexed.add(pending.len() as u64);
-                    break;
-                }
-                Ok(Some(results)) => {
-                    let mut again = Vec::new();
-                    let mut last_reason = String::new();
-                    for (&i, r) in pending.iter().zip(&results) {
-                        let action = st.bulk.items[i].action;
-                        match outcome(action, r.status, r.error.as_ref()) {
-                            Outcome::Done => st.metrics.indexed.inc(),
-                            Outcome::Conflict => st.metrics.conflicts.inc(),
-                            Outcome::Retry(m) => {
-                                again.push(i);
-                                last_reason = m;
-                            }
-                            Outcome::Refused(status, reason) => refused.push((i, status, reason)),
-                        }
-                    }
-                    if again.is_empty() {
-                        break;
-                    }
-                    tracing::warn!(sink = %self.cfg.name, items = again.len(), of = pending.len(), reason = %last_reason, "bulk items not applied; retrying them");
-                    pending = again;
-                    true
-                }
-                Err(Failure::Transient(m)) => {
-                    tracing::warn!(sink = %self.cfg.name, error = %m, "bulk request failed; retrying");
-                    true
-                }
-                Err(Failure::Rejected { status, reason }) => {
-                    let hint = match status {
-                        401 => "authentication failed: check the sink's username/password or api_key",
-                        403 => "not authorized: grant the sink's user the index, create_index and write privileges on its indices",
-                        413 => "the request is too large for the cluster: lower the sink's bulk_bytes (or raise http.max_content_length)",
-                        _ => "the cluster refused the bulk request",
-                    };
-                    return Err(self.err(
-                        true,
-                        format_args!("POST /_bulk: HTTP {status}: {reason}: {hint}"),
-                    ));
-                }
-            };
-            if wait {
-                let st = self.st.as_ref().expect("started");
-                st.metrics.retries.inc();
-                tokio::time::sleep(self.backoff(&mut delay)).await;
-            }
-        }
-        tracing::debug!(sink = %self.cfg.name, actions = n, bytes = self.st.as_ref().map_or(0, |s| s.bulk.body.len()),
+        let refused = self.send_until_settled().await?;
+        tracing::debug!(sink = %self.cfg.name, actions = n, bytes = self.bulk.body.len(),
             ms = started.elapsed().as_millis() as u64, "bulk request settled");
         if !refused.is_empty() {
-            refused.sort_by_key(|r| r.0);
             self.refused(&refused)?;
         }
-        let st = self.st.as_mut().expect("started");
-        st.settled += n as u64;
-        st.bulk.clear();
-        st.oldest = None;
-        self.ack_settled()
+        self.settled += n as u64;
+        self.bulk.clear();
+        self.oldest = None;
+        self.acks.settle(self.settled);
+        Ok(())
+    }
+
+    /// Sends the pending bulk, then again only its actions that were not
+    /// applied (429, 5xx), until none is left; returns the actions refused
+    /// for their content, in request order.
+    async fn send_until_settled(&mut self) -> Result<Vec<(usize, u16, String)>, SinkError> {
+        let (bulk, m) = (&self.bulk, &self.metrics);
+        let n = bulk.items.len();
+        // (actions still to send, actions refused for their content); a
+        // lock only because each attempt is a fresh future borrowing it.
+        let state = Mutex::new(((0..n).collect::<Vec<usize>>(), Vec::new()));
+        let client = &self.client;
+        let attempt = || async {
+            let body = {
+                let st = state.lock().unwrap_or_else(|e| e.into_inner());
+                let pending = &st.0;
+                if pending.len() == n {
+                    bulk.body.clone()
+                } else {
+                    let mut b = Vec::new();
+                    for &i in pending {
+                        let it = &bulk.items[i];
+                        b.extend_from_slice(&bulk.body[it.start..it.end]);
+                    }
+                    b
+                }
+            };
+            let sent = state.lock().unwrap_or_else(|e| e.into_inner()).0.len();
+            let results = client.bulk(body, sent).await?;
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            let (pending, refused) = &mut *st;
+            let Some(results) = results else {
+                m.indexed.add(pending.len() as u64);
+                return Ok(());
+            };
+            let mut again = Vec::new();
+            let mut last_reason = String::new();
+            for (&i, r) in pending.iter().zip(&results) {
+                match outcome(bulk.items[i].action, r.status, r.error.as_ref()) {
+                    Outcome::Done => m.indexed.inc(),
+                    Outcome::Conflict => m.conflicts.inc(),
+                    Outcome::Retry(m) => {
+                        again.push(i);
+                        last_reason = m;
+                    }
+                    Outcome::Refused(status, reason) => refused.push((i, status, reason)),
+                }
+            }
+            if again.is_empty() {
+                return Ok(());
+            }
+            let of = std::mem::replace(pending, again).len();
+            Err(Failure::Transient(format!(
+                "{} of {of} bulk items not applied: {last_reason}",
+                pending.len()
+            )))
+        };
+        let mut backoff = self.backoff();
+        let r = until_answered(
+            &self.cfg.name,
+            "bulk request",
+            &mut backoff,
+            Some(&m.retries),
+            attempt,
+        )
+        .await;
+        let mut refused = state.into_inner().unwrap_or_else(|e| e.into_inner()).1;
+        if let Err((status, reason)) = r {
+            let hint = match status {
+                401 => "authentication failed: check the sink's username/password or api_key",
+                403 => "not authorized: grant the sink's user the index, create_index and write privileges on its indices",
+                413 => "the request is too large for the cluster: lower the sink's bulk_bytes (or raise http.max_content_length)",
+                _ => "the cluster refused the bulk request",
+            };
+            return Err(self.fatal(format_args!("POST /_bulk: HTTP {status}: {reason}: {hint}")));
+        }
+        refused.sort_by_key(|r| r.0);
+        Ok(refused)
     }
 
     /// Dead-letters the refused actions (fsync'd) or stops, per `on_error`.
     fn refused(&mut self, refused: &[(usize, u16, String)]) -> Result<(), SinkError> {
-        let st = self.st.as_ref().expect("started");
+        let st = &*self;
         let describe = |i: usize, status: u16, reason: &str| {
             let it = &st.bulk.items[i];
             let action_line = &st.bulk.body[it.start..it.doc];
@@ -333,8 +443,7 @@ impl ElasticsearchSink {
             OnError::Stop => {
                 let (i, status, reason) = &refused[0];
                 let d = describe(*i, *status, reason);
-                Err(self.err(
-                    true,
+                Err(self.fatal(
                     format_args!(
                         "index {} refused document {} (op {}, GTID {}): HTTP {status}: {reason}; {} refused in this request. \
                          Fix the index mapping (or the data), or set on_error = \"dead_letter\" to set such documents aside",
@@ -350,18 +459,17 @@ impl ElasticsearchSink {
                     out.push(b'\n');
                 }
                 let path = self.cfg.dead_letter_file.clone().unwrap_or_default();
-                let st = self.st.as_mut().expect("started");
-                let f = st
+                let f = self
                     .dead
                     .as_mut()
                     .expect("dead-letter file open with on_error = dead_letter");
                 if let Err(e) = f.write_all(&out).and_then(|_| f.sync_data()) {
-                    return Err(self.err(
-                        true,
-                        format_args!("cannot write the dead-letter file {}: {e}", path.display()),
-                    ));
+                    return Err(self.fatal(format_args!(
+                        "cannot write the dead-letter file {}: {e}",
+                        path.display()
+                    )));
                 }
-                st.metrics.dead.add(refused.len() as u64);
+                self.metrics.dead.add(refused.len() as u64);
                 tracing::warn!(sink = %self.cfg.name, documents = refused.len(), file = %path.display(),
                     first_reason = %refused[0].2, "documents refused by the cluster written to the dead-letter file");
                 Ok(())
@@ -369,22 +477,18 @@ impl ElasticsearchSink {
         }
     }
 
-    fn ack_settled(&mut self) -> Result<(), SinkError> {
-        let st = self.st.as_mut().expect("started");
-        while st.acks.front().is_some_and(|(end, _)| *end <= st.settled) {
-            let (_, ack) = st.acks.pop_front().expect("checked");
-            ack.ack();
-        }
-        Ok(())
-    }
-
     fn full(&self) -> bool {
-        let st = self.st.as_ref().expect("started");
-        st.bulk.items.len() >= self.cfg.bulk_docs
-            || st.bulk.body.len() >= self.cfg.bulk_bytes
-            || st
+        self.bulk.items.len() >= self.cfg.bulk_docs
+            || self.bulk.body.len() >= self.cfg.bulk_bytes
+            || self
                 .oldest
                 .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.cfg.flush_ms))
+    }
+
+    /// Stops the sink for good with `why` (see Poison in the module docs);
+    /// returns the first failure.
+    fn stop(&mut self, why: SinkError) -> SinkError {
+        self.poison.fail(why, &mut self.acks)
     }
 }
 
@@ -404,126 +508,36 @@ fn outcome(action: Action, status: u16, error: Option<&serde_json::Value>) -> Ou
     }
 }
 
-impl ElasticsearchSink {
-    /// Builds the client, waits until the cluster answers (retrying with
-    /// backoff: a cluster that is down is an outage, not a configuration
-    /// error) and opens the dead-letter file. Nothing to cut: actions past
-    /// the checkpoint are replayed with the same versions and answer 409.
-    pub async fn open_at(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
-        let client = Client::new(&self.cfg).map_err(|e| self.err(true, e))?;
-        let mut delay = FIRST_RETRY;
-        let info = loop {
-            match client.info().await {
-                Ok(i) => break i,
-                Err(Failure::Rejected { status, reason }) => {
-                    return Err(self.err(
-                        true,
-                        format_args!(
-                            "GET / on {:?}: HTTP {status}: {reason}{}",
-                            self.cfg.urls,
-                            if status == 401 {
-                                ": check the sink's username/password or api_key"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ))
-                }
-                Err(Failure::Transient(m)) => {
-                    tracing::warn!(sink = %self.cfg.name, urls = ?self.cfg.urls, error = %m, "cluster not reachable; retrying");
-                    tokio::time::sleep(self.backoff(&mut delay)).await;
-                }
-            }
-        };
-        let dead = match (&self.cfg.on_error, &self.cfg.dead_letter_file) {
-            (OnError::DeadLetter, Some(p)) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| {
-                        self.err(
-                            true,
-                            format_args!("cannot open the dead-letter file {}: {e}", p.display()),
-                        )
-                    })?,
-            ),
-            _ => None,
-        };
-        tracing::info!(sink = %self.cfg.name, urls = ?self.cfg.urls, cluster = %info, "elasticsearch sink started");
-        let name = self.cfg.name.as_str();
-        self.st = Some(Running {
-            client,
-            indices: HashMap::new(),
-            keys: HashMap::new(),
-            bulk: Bulk::default(),
-            oldest: None,
-            added: 0,
-            settled: 0,
-            acks: VecDeque::new(),
-            dead,
-            metrics: Metrics {
-                indexed: ES_ITEMS_INDEXED.with(name),
-                conflicts: ES_CONFLICTS_NEWER.with(name),
-                retries: ES_BULK_RETRIES.with(name),
-                dead: ES_DEAD_LETTERS.with(name),
-            },
-        });
-        Ok(())
-    }
-}
-
 #[async_trait::async_trait]
 impl Sink for ElasticsearchSink {
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
-        if self.st.is_none() {
-            ack.fail(SinkError::Fatal("elasticsearch sink not started".into()));
-            return Err(self.err(true, "write before start"));
-        }
-        // On an error the ack is dropped unacknowledged (a failure), as are
-        // those of earlier batches still waiting.
-        for rec in &batch.records {
-            let Record::Change(ev) = rec else {
-                continue; // DDL: the mapping of new columns is dynamic.
-            };
-            let index = self.index_for(ev).await?;
-            let key = self.key_for(ev)?;
-            let st = self.st.as_mut().expect("started");
-            let before = st.bulk.items.len();
-            st.bulk.push_change(ev, &index, &key);
-            st.added += (st.bulk.items.len() - before) as u64;
-            if st.oldest.is_none() && !st.bulk.is_empty() {
-                st.oldest = Some(Instant::now());
+        let ack = self.poison.admit(ack)?;
+        let r = match self.add_batch(&batch).await {
+            Ok(()) => {
+                self.acks.push(self.added, ack);
+                if self.full() {
+                    self.send().await
+                } else {
+                    self.acks.settle(self.settled);
+                    Ok(())
+                }
             }
-            if self.full() {
-                self.send().await?;
+            Err(e) => {
+                let first = self.stop(e);
+                ack.fail(first.clone());
+                return Err(first);
             }
-        }
-        let st = self.st.as_mut().expect("started");
-        st.acks.push_back((st.added, ack));
-        if self.full() {
-            self.send().await
-        } else {
-            self.ack_settled()
-        }
+        };
+        r.map_err(|e| self.stop(e))
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
-        if self.st.is_none() {
-            return Ok(());
-        }
-        self.send().await
+        self.poison.check()?;
+        self.send().await.map_err(|e| self.stop(e))
     }
 }
 
-impl std::fmt::Debug for ElasticsearchSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ElasticsearchSink")
-            .field("cfg", &self.cfg)
-            .field("started", &self.st.is_some())
-            .finish()
-    }
-}
+rowstream_api::sink_builder!(ElasticsearchSinkConfig => ElasticsearchSink);
 
 #[cfg(test)]
 mod tests {
@@ -557,19 +571,5 @@ mod tests {
             outcome(Action::Index, 404, None),
             Outcome::Refused(404, _)
         ));
-    }
-}
-
-#[async_trait::async_trait]
-impl rowstream_api::SinkBuilder for ElasticsearchSinkConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
-        let mut sink =
-            ElasticsearchSink::new(self.clone()).map_err(|e| SinkError::Fatal(e.to_string()))?;
-        sink.open_at(committed).await?;
-        Ok(Box::new(sink))
     }
 }

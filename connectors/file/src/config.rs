@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use rowstream_api::ConfigError;
 use serde::Deserialize;
 
 /// Default size at which the open segment is closed: 128 MiB.
@@ -73,18 +74,6 @@ fn default_true() -> bool {
     true
 }
 
-/// A configuration value the file sink cannot work with.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("file sink {sink:?}: {key}: {problem}")]
-pub struct ConfigError {
-    /// The sink's `name` (may be empty when that is the problem).
-    pub sink: String,
-    /// The offending key.
-    pub key: &'static str,
-    /// What is wrong and what it must be.
-    pub problem: String,
-}
-
 impl FileSinkConfig {
     /// A configuration with every optional field at its default.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> FileSinkConfig {
@@ -100,11 +89,7 @@ impl FileSinkConfig {
 
     /// Checks the values (not the file system: that happens in `start`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key, problem: &str| ConfigError {
-            sink: self.name.clone(),
-            key,
-            problem: problem.to_string(),
-        };
+        let err = |key, problem: &str| ConfigError::of("file", &self.name)(key, problem.into());
         if self.name.trim().is_empty() {
             return Err(err("name", "must not be empty"));
         }

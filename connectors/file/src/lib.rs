@@ -15,8 +15,9 @@ pub mod recover;
 pub mod segment;
 pub mod sink;
 
-pub use config::{ConfigError, FileSinkConfig};
+pub use config::FileSinkConfig;
 pub use encode::{LineKind, TxEnd};
 pub use reader::{cat, BackupReader, Entry};
 pub use recover::{RecoverError, Recovered};
+pub use rowstream_api::ConfigError;
 pub use sink::FileSink;

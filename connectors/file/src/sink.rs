@@ -41,10 +41,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rowstream_api::{Ack, Batch, Commit, Committed, Sink, SinkError};
+use rowstream_api::{Ack, AckQueue, Batch, Commit, Committed, Poison, Sink, SinkError};
 use tokio::task::JoinHandle;
 
-use crate::config::{ConfigError, FileSinkConfig};
+use crate::config::FileSinkConfig;
 use crate::encode::{encode_record, encode_tx_end};
 use crate::recover::{recover, Recovered};
 use crate::segment::{lock_dir, segment_name, CompressMsg, Compressor, SegmentWriter};
@@ -53,15 +53,17 @@ use crate::segment::{lock_dir, segment_name, CompressMsg, Compressor, SegmentWri
 /// the next one: the largest group commit, and the bound on buffered data.
 pub const FLUSH_BYTES: usize = 8 << 20;
 
-/// The file backup sink. See the module docs for the contract.
+/// The running file backup sink, made by [`FileSink::start`] (or the
+/// config's `SinkBuilder::start`). See the module docs for the contract.
 #[derive(Debug)]
 pub struct FileSink {
     cfg: FileSinkConfig,
-    st: Option<Running>,
+    st: State,
 }
 
+/// What the sink holds between calls.
 #[derive(Debug)]
-struct Running {
+struct State {
     lock: Arc<File>,
     compressor: Option<Compressor>,
     /// `None` while a job owns it.
@@ -70,7 +72,8 @@ struct Running {
     buf: Vec<u8>,
     /// Offsets in `buf` after which the segment is closed.
     rotations: Vec<usize>,
-    acks: Vec<Ack>,
+    /// Acks of the batches in `buf`.
+    acks: AckQueue,
     spare: Vec<u8>,
     /// Bytes of the open segment, written or buffered since its last rotation point.
     seg_bytes: u64,
@@ -78,7 +81,7 @@ struct Running {
     seg_opened: Instant,
     /// Records encoded since the last transaction end.
     tx_records: u64,
-    failed: Option<String>,
+    poison: Poison,
 }
 
 #[derive(Debug)]
@@ -89,10 +92,28 @@ struct JobDone {
 }
 
 impl FileSink {
-    /// A sink for a validated configuration; touches nothing on disk until `start`.
-    pub fn new(cfg: FileSinkConfig) -> Result<FileSink, ConfigError> {
+    /// Validates the configuration, creates and locks the directory and
+    /// cuts what lies beyond `committed` (see `recover`). Refuses, with an
+    /// error for the operator, an unwritable or locked directory and a
+    /// backup that does not match the checkpoint (including data without
+    /// any checkpoint).
+    pub async fn start(
+        cfg: &FileSinkConfig,
+        committed: &dyn Committed,
+    ) -> Result<FileSink, SinkError> {
         cfg.validate()?;
-        Ok(FileSink { cfg, st: None })
+        let multi = tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(false);
+        let st = if multi {
+            tokio::task::block_in_place(|| open(cfg, committed))?
+        } else {
+            open(cfg, committed)?
+        };
+        Ok(FileSink {
+            cfg: cfg.clone(),
+            st,
+        })
     }
 
     /// The configuration.
@@ -103,105 +124,93 @@ impl FileSink {
     /// Blocks until every closed segment handed to the compressor so far is
     /// compressed (for tests and tools; the service never needs it).
     pub fn wait_compressed(&self) {
-        if let Some(c) = self.st.as_ref().and_then(|s| s.compressor.as_ref()) {
+        if let Some(c) = &self.st.compressor {
             c.wait_idle();
         }
     }
-
-    fn fatal(&self, msg: impl std::fmt::Display) -> SinkError {
-        SinkError::Fatal(format!("file sink {:?}: {msg}", self.cfg.name))
-    }
-
-    fn open(&self, committed: &dyn Committed) -> Result<Running, SinkError> {
-        let dir = &self.cfg.dir;
-        let dir_err = |op: &str, path: &Path, e: io::Error| {
-            self.fatal(format_args!(
-                "backup dir {}: {}: {op} {}: {e}",
-                dir.display(),
-                e.kind(),
-                path.display()
-            ))
-        };
-        fs::create_dir_all(dir).map_err(|e| dir_err("create directory", dir, e))?;
-        let probe = dir.join(".write-probe");
-        File::create(&probe)
-            .and_then(|f| f.sync_all())
-            .and_then(|_| fs::remove_file(&probe))
-            .map_err(|e| dir_err("create file", &probe, e))?;
-        let lock = lock_dir(dir).map_err(|e| self.fatal(e))?;
-        let rec: Recovered = recover(dir, committed, self.cfg.fsync).map_err(|e| self.fatal(e))?;
-        let compressor = if self.cfg.compress {
-            let c = Compressor::spawn(dir.clone(), self.cfg.fsync)
-                .map_err(|e| self.fatal(format_args!("starting the compressor thread: {e}")))?;
-            if let Some(tx) = c.sender() {
-                for &num in &rec.uncompressed_closed {
-                    let _ = tx.send(CompressMsg::Segment(num));
-                }
-            }
-            Some(c)
-        } else {
-            None
-        };
-        let sender = compressor.as_ref().and_then(|c| c.sender());
-        let writer = SegmentWriter::new(
-            dir.clone(),
-            rec.open_num,
-            rec.open_len,
-            self.cfg.fsync,
-            sender,
-        );
-        let seg_opened = if rec.open_len > 0 {
-            let path = dir.join(segment_name(rec.open_num, false));
-            fs::metadata(&path)
-                .and_then(|m| m.created().or_else(|_| m.modified()))
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .and_then(|age| Instant::now().checked_sub(age))
-                .unwrap_or_else(Instant::now)
-        } else {
-            Instant::now()
-        };
-        tracing::info!(
-            sink = %self.cfg.name,
-            dir = %dir.display(),
-            open_segment = rec.open_num,
-            open_bytes = rec.open_len,
-            last_kept = rec.last_kept.as_deref().unwrap_or(""),
-            "file sink started"
-        );
-        Ok(Running {
-            lock: Arc::new(lock),
-            compressor,
-            writer: Some(writer),
-            inflight: None,
-            buf: Vec::with_capacity(FLUSH_BYTES + (1 << 20)),
-            rotations: Vec::new(),
-            acks: Vec::new(),
-            spare: Vec::new(),
-            seg_bytes: rec.open_len,
-            seg_opened,
-            tx_records: 0,
-            failed: None,
-        })
-    }
 }
 
-impl Running {
-    /// The poison, or the compressor's failure (which poisons too).
-    fn check(&mut self) -> Option<String> {
-        if self.failed.is_none() {
-            if let Some(e) = self.compressor.as_ref().and_then(|c| c.error()) {
-                self.failed = Some(e);
+fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkError> {
+    let fatal =
+        |msg: &dyn std::fmt::Display| SinkError::Fatal(format!("file sink {:?}: {msg}", cfg.name));
+    let dir = &cfg.dir;
+    let dir_err = |op: &str, path: &Path, e: io::Error| {
+        fatal(&format_args!(
+            "backup dir {}: {}: {op} {}: {e}",
+            dir.display(),
+            e.kind(),
+            path.display()
+        ))
+    };
+    fs::create_dir_all(dir).map_err(|e| dir_err("create directory", dir, e))?;
+    let probe = dir.join(".write-probe");
+    File::create(&probe)
+        .and_then(|f| f.sync_all())
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|e| dir_err("create file", &probe, e))?;
+    let lock = lock_dir(dir).map_err(|e| fatal(&e))?;
+    let rec: Recovered = recover(dir, committed, cfg.fsync).map_err(|e| fatal(&e))?;
+    let compressor = if cfg.compress {
+        let c = Compressor::spawn(dir.clone(), cfg.fsync)
+            .map_err(|e| fatal(&format_args!("starting the compressor thread: {e}")))?;
+        if let Some(tx) = c.sender() {
+            for &num in &rec.uncompressed_closed {
+                let _ = tx.send(CompressMsg::Segment(num));
             }
         }
-        self.failed.clone()
+        Some(c)
+    } else {
+        None
+    };
+    let sender = compressor.as_ref().and_then(|c| c.sender());
+    let writer = SegmentWriter::new(dir.clone(), rec.open_num, rec.open_len, cfg.fsync, sender);
+    let seg_opened = if rec.open_len > 0 {
+        let path = dir.join(segment_name(rec.open_num, false));
+        fs::metadata(&path)
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .and_then(|age| Instant::now().checked_sub(age))
+            .unwrap_or_else(Instant::now)
+    } else {
+        Instant::now()
+    };
+    tracing::info!(
+        sink = %cfg.name,
+        dir = %dir.display(),
+        open_segment = rec.open_num,
+        open_bytes = rec.open_len,
+        last_kept = rec.last_kept.as_deref().unwrap_or(""),
+        "file sink started"
+    );
+    Ok(State {
+        lock: Arc::new(lock),
+        compressor,
+        writer: Some(writer),
+        inflight: None,
+        buf: Vec::with_capacity(FLUSH_BYTES + (1 << 20)),
+        rotations: Vec::new(),
+        acks: AckQueue::new(),
+        spare: Vec::new(),
+        seg_bytes: rec.open_len,
+        seg_opened,
+        tx_records: 0,
+        poison: Poison::new(),
+    })
+}
+
+impl State {
+    /// The poison, or the compressor's failure (which poisons too).
+    fn check(&mut self) -> Result<(), SinkError> {
+        if let Some(e) = self.compressor.as_ref().and_then(|c| c.error()) {
+            self.poison.set(SinkError::Fatal(e));
+        }
+        self.poison.check()
     }
 
     /// Fails every ack not yet handed to a job.
-    fn fail_buffered(&mut self, why: &str) {
-        for ack in self.acks.drain(..) {
-            ack.fail(SinkError::Fatal(why.to_string()));
-        }
+    fn fail_buffered(&mut self, why: &SinkError) {
+        self.acks.fail_all(why);
         self.buf.clear();
         self.rotations.clear();
     }
@@ -266,9 +275,9 @@ impl Running {
         };
         if let Err(e) = res {
             tracing::error!(sink = %name, error = %e, "file sink failed; nothing more is acknowledged");
-            self.failed = Some(e.clone());
-            self.fail_buffered(&e);
-            return Err(SinkError::Fatal(e));
+            let first = self.poison.set(SinkError::Fatal(e));
+            self.fail_buffered(&first);
+            return Err(first);
         }
         Ok(())
     }
@@ -288,11 +297,10 @@ impl Running {
             let _lock = lock; // the directory stays locked while a job may write
             let result = run_job(&mut writer, &data, &rotations)
                 .map_err(|e| format!("file sink {name:?}: {e}"));
+            let mut acks = acks;
             match &result {
-                Ok(()) => acks.into_iter().for_each(Ack::ack),
-                Err(e) => acks
-                    .into_iter()
-                    .for_each(|a| a.fail(SinkError::Fatal(e.clone()))),
+                Ok(()) => acks.settle_all(),
+                Err(e) => acks.fail_all(&SinkError::Fatal(e.clone())),
             }
             let mut data = data;
             data.clear();
@@ -320,46 +328,20 @@ fn run_job(
     w.sync()
 }
 
-impl FileSink {
-    /// Creates and locks the directory and cuts what lies beyond
-    /// `committed` (see `recover`). Refuses, with an error for the operator,
-    /// an unwritable or locked directory and a backup that does not match
-    /// the checkpoint (including data without any checkpoint).
-    pub async fn open_at(&mut self, committed: &dyn Committed) -> Result<(), SinkError> {
-        if let Some(mut old) = self.st.take() {
-            let _ = old.reap(true, &self.cfg.name).await;
-        }
-        let multi = tokio::runtime::Handle::try_current()
-            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            .unwrap_or(false);
-        let st = if multi {
-            tokio::task::block_in_place(|| self.open(committed))?
-        } else {
-            self.open(committed)?
-        };
-        self.st = Some(st);
-        Ok(())
-    }
-}
-
 #[async_trait::async_trait]
 impl Sink for FileSink {
     /// Encodes the batch; its ack is given by the I/O job that makes it
     /// durable (started now if none is running, else after the running one).
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         let name = self.cfg.name.as_str();
-        let Some(st) = self.st.as_mut() else {
-            let e = format!("file sink {name:?}: write before start");
-            ack.fail(SinkError::Fatal(e.clone()));
-            return Err(SinkError::Fatal(e));
-        };
-        if let Some(e) = st.check() {
-            ack.fail(SinkError::Fatal(e.clone()));
+        let st = &mut self.st;
+        if let Err(e) = st.check() {
+            ack.fail(e.clone());
             st.fail_buffered(&e);
-            return Err(SinkError::Fatal(e));
+            return Err(e);
         }
         st.encode(&batch, &self.cfg);
-        st.acks.push(ack);
+        st.acks.push(0, ack); // settled all at once by the job that writes it
         st.reap(false, name).await?;
         if st.inflight.is_none() {
             // Nothing being written: start now (group commit: whatever
@@ -376,15 +358,11 @@ impl Sink for FileSink {
     /// closes the open segment if it is over age at a transaction boundary.
     async fn flush(&mut self) -> Result<(), SinkError> {
         let name = self.cfg.name.as_str();
-        let Some(st) = self.st.as_mut() else {
-            return Err(SinkError::Fatal(format!(
-                "file sink {name:?}: flush before start"
-            )));
-        };
+        let st = &mut self.st;
         st.reap(true, name).await?;
-        if let Some(e) = st.check() {
+        if let Err(e) = st.check() {
             st.fail_buffered(&e);
-            return Err(SinkError::Fatal(e));
+            return Err(e);
         }
         let aged = st.tx_records == 0
             && st.seg_bytes > 0
@@ -401,15 +379,4 @@ impl Sink for FileSink {
     }
 }
 
-#[async_trait::async_trait]
-impl rowstream_api::SinkBuilder for FileSinkConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
-        let mut sink = FileSink::new(self.clone()).map_err(|e| SinkError::Fatal(e.to_string()))?;
-        sink.open_at(committed).await?;
-        Ok(Box::new(sink))
-    }
-}
+rowstream_api::sink_builder!(FileSinkConfig => FileSink);

@@ -2,7 +2,6 @@
 //! poisoned sink on I/O errors, rotation into .zst, recovery to the
 //! checkpoint in every place a cut can fall, refusals, and `cat`.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::io::Write;
@@ -11,89 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rowstream_api::json::write_record;
-use rowstream_api::{
-    Ack, AckReceiver, Batch, ChangeEvent, Commit, Committed, Flavor, Op, Record, Row, SchemaChange,
-    Sink, SinkError, Snapshot, Source, Transaction, Value,
-};
+use rowstream_api::testing::{batch_of, event, gtid, FakeCommitted};
+use rowstream_api::{Ack, AckReceiver, Batch, Commit, Record, SchemaChange, Sink, SinkError};
 use rowstream_file::segment::{segment_name, segments, Segment};
 use rowstream_file::{cat, BackupReader, FileSink, FileSinkConfig, LineKind};
-
-/// A checkpoint as a set of GTIDs.
-#[derive(Default, Clone)]
-struct Ckpt {
-    set: HashSet<String>,
-    exists: bool,
-    /// Ids recognized though not covered (a snapshot in progress).
-    known: HashSet<String>,
-}
-
-impl Ckpt {
-    fn none() -> Ckpt {
-        Ckpt::default()
-    }
-    fn of<'a>(gtids: impl IntoIterator<Item = &'a str>) -> Ckpt {
-        Ckpt {
-            set: gtids.into_iter().map(String::from).collect(),
-            exists: true,
-            known: HashSet::new(),
-        }
-    }
-}
-
-impl Committed for Ckpt {
-    fn contains(&self, gtid: &str) -> bool {
-        self.set.contains(gtid)
-    }
-    fn is_empty(&self) -> bool {
-        !self.exists
-    }
-    fn recognizes(&self, id: &str) -> bool {
-        self.contains(id) || self.known.contains(id)
-    }
-}
-
-fn gtid(n: u64) -> String {
-    format!("0-1-{n}")
-}
-
-fn event(tx: u64, i: u64) -> Record {
-    let cols: Arc<[Arc<str>]> = vec![Arc::from("id"), Arc::from("name")].into();
-    let g: Arc<str> = gtid(tx).into();
-    Record::Change(ChangeEvent {
-        op: Op::Create,
-        before: None,
-        after: Some(Row {
-            columns: cols,
-            values: vec![
-                Value::Int((tx * 1000 + i) as i64),
-                Value::String(format!("row {tx}/{i} \"é\"")),
-            ],
-        }),
-        ts_ms: 1_700_000_000_000,
-        source: Source {
-            version: "0.1.0",
-            connector: Flavor::MariaDb,
-            name: "test".into(),
-            ts_ms: 1_700_000_000_000,
-            snapshot: Snapshot::False,
-            db: "shop".into(),
-            table: "orders".into(),
-            server_id: 1,
-            gtid: g.clone(),
-            file: "mysql-bin.000001".into(),
-            pos: 4 + tx,
-            row: i as u32,
-            sequence: 0,
-        },
-        transaction: Some(Transaction {
-            id: g,
-            total_order: i + 1,
-            data_collection_order: i + 1,
-        }),
-        primary_key: Arc::from([0usize].as_slice()),
-        table: None,
-    })
-}
 
 fn ddl(tx: u64) -> Record {
     let Record::Change(ev) = event(tx, 0) else {
@@ -113,27 +33,16 @@ fn line(rec: &Record) -> Vec<u8> {
     v
 }
 
-/// Builds batches out of whole transactions `(tx number, records)`.
+/// Builds batches out of whole transactions `(tx number, records)`, with a
+/// DDL record first in every seventh transaction.
 fn batch(seq: u64, txs: &[(u64, u64)]) -> Batch {
-    let mut b = Batch {
-        seq,
-        ..Default::default()
-    };
-    for &(tx, n) in txs {
-        for i in 0..n {
-            b.records.push(if i == 0 && tx % 7 == 3 {
-                ddl(tx)
-            } else {
-                event(tx, i)
-            });
+    batch_of(seq, txs, |tx, i| {
+        if i == 0 && tx % 7 == 3 {
+            ddl(tx)
+        } else {
+            event(tx, i)
         }
-        b.commits.push(Commit {
-            end: b.records.len(),
-            gtid: gtid(tx).into(),
-            events: n,
-        });
-    }
-    b
+    })
 }
 
 /// The records of the given transactions, as `cat` must print them.
@@ -146,10 +55,8 @@ fn cfg(dir: &Path) -> FileSinkConfig {
     FileSinkConfig::new("backup", dir)
 }
 
-async fn started(cfg: FileSinkConfig, ck: &Ckpt) -> FileSink {
-    let mut s = FileSink::new(cfg).unwrap();
-    s.open_at(ck).await.unwrap();
-    s
+async fn started(cfg: FileSinkConfig, ck: &FakeCommitted) -> FileSink {
+    FileSink::start(&cfg, ck).await.unwrap()
 }
 
 async fn write(s: &mut FileSink, b: Batch) -> AckReceiver {
@@ -187,7 +94,7 @@ fn txs(range: std::ops::Range<u64>, n: u64) -> Vec<(u64, u64)> {
 async fn acks_after_data_is_written_and_format() {
     let d = tempfile::tempdir().unwrap();
     let open = d.path().join("000000000001.ndjson");
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     let rx1 = write(&mut s, batch(1, &[(1, 2), (2, 1)])).await;
     // No flush: the I/O job started by `write` acks once the data is in the
     // file (and fsync'd).
@@ -253,7 +160,7 @@ async fn acks_after_data_is_written_and_format() {
 #[tokio::test]
 async fn write_error_fails_acks_and_poisons() {
     let d = tempfile::tempdir().unwrap();
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     // The open segment does not exist yet (created on the first write):
     // make it a full disk.
     std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson")).unwrap();
@@ -280,7 +187,7 @@ async fn write_error_fails_acks_and_poisons() {
 #[tokio::test]
 async fn dropped_sink_acks_written_prefix_and_fails_the_rest() {
     let d = tempfile::tempdir().unwrap();
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     let mut rxs = Vec::new();
     for i in 0..50 {
         rxs.push(write(&mut s, batch(i + 1, &[(i + 1, 50)])).await);
@@ -311,8 +218,10 @@ async fn unwritable_dir_and_lock() {
     let d = tempfile::tempdir().unwrap();
     fs::write(d.path().join("file.txt"), b"x").unwrap();
     let bad = d.path().join("file.txt/sub");
-    let mut s = FileSink::new(cfg(&bad)).unwrap();
-    let SinkError::Fatal(msg) = s.open_at(&Ckpt::none()).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = FileSink::start(&cfg(&bad), &FakeCommitted::none())
+        .await
+        .unwrap_err()
+    else {
         panic!()
     };
     assert!(
@@ -321,9 +230,11 @@ async fn unwritable_dir_and_lock() {
     );
     assert!(msg.contains("not a directory"), "{msg}");
 
-    let _held = started(cfg(d.path()), &Ckpt::none()).await;
-    let mut other = FileSink::new(cfg(d.path())).unwrap();
-    let SinkError::Fatal(msg) = other.open_at(&Ckpt::none()).await.unwrap_err() else {
+    let _held = started(cfg(d.path()), &FakeCommitted::none()).await;
+    let SinkError::Fatal(msg) = FileSink::start(&cfg(d.path()), &FakeCommitted::none())
+        .await
+        .unwrap_err()
+    else {
         panic!()
     };
     assert!(msg.contains("locked by another process"), "{msg}");
@@ -334,7 +245,7 @@ async fn rotation_compression_and_cat_order() {
     let d = tempfile::tempdir().unwrap();
     let mut c = cfg(d.path());
     c.segment_max_bytes = 4000;
-    let mut s = started(c, &Ckpt::none()).await;
+    let mut s = started(c, &FakeCommitted::none()).await;
     let all = txs(1..200, 2);
     let mut rxs = Vec::new();
     for (i, chunk) in all.chunks(7).enumerate() {
@@ -383,7 +294,7 @@ async fn rotation_by_age() {
     let d = tempfile::tempdir().unwrap();
     let mut c = cfg(d.path());
     c.segment_max_age_secs = 1;
-    let mut s = started(c, &Ckpt::none()).await;
+    let mut s = started(c, &FakeCommitted::none()).await;
     write(&mut s, batch(1, &[(1, 2)])).await;
     s.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -411,7 +322,7 @@ async fn rotation_by_age() {
 async fn backup_of(dir: &Path, max_bytes: u64, all: &[(u64, u64)]) {
     let mut c = cfg(dir);
     c.segment_max_bytes = max_bytes;
-    let mut s = started(c, &Ckpt::none()).await;
+    let mut s = started(c, &FakeCommitted::none()).await;
     for (i, chunk) in all.chunks(5).enumerate() {
         write(&mut s, batch(i as u64 + 1, chunk)).await;
     }
@@ -419,16 +330,16 @@ async fn backup_of(dir: &Path, max_bytes: u64, all: &[(u64, u64)]) {
     s.wait_compressed();
 }
 
-fn ck_upto(all: &[(u64, u64)], n: usize) -> Ckpt {
+fn ck_upto(all: &[(u64, u64)], n: usize) -> FakeCommitted {
     let g: Vec<String> = all[..n].iter().map(|t| gtid(t.0)).collect();
-    Ckpt::of(g.iter().map(String::as_str))
+    FakeCommitted::of(g.iter().map(String::as_str))
 }
 
 #[tokio::test]
 async fn recovery_cuts_partial_transaction_and_torn_line() {
     let d = tempfile::tempdir().unwrap();
     let all = txs(1..6, 2);
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     write(&mut s, batch(1, &all)).await;
     // A transaction whose end never came, then a torn line (crash mid-write).
     let mut b = batch(2, &[(6, 3)]);
@@ -621,7 +532,7 @@ async fn closed_uncompressed_segments_are_compressed_on_start() {
     let mut c = cfg(d.path());
     c.compress = false;
     c.segment_max_bytes = 2000;
-    let mut s = started(c, &Ckpt::none()).await;
+    let mut s = started(c, &FakeCommitted::none()).await;
     write(&mut s, batch(1, &all)).await;
     s.flush().await.unwrap();
     drop(s);
@@ -645,16 +556,18 @@ async fn refusals() {
     let d = tempfile::tempdir().unwrap();
     let all = txs(1..5, 1);
     backup_of(d.path(), 1 << 30, &all).await;
-    let mut s = FileSink::new(cfg(d.path())).unwrap();
-    let SinkError::Fatal(msg) = s.open_at(&Ckpt::none()).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = FileSink::start(&cfg(d.path()), &FakeCommitted::none())
+        .await
+        .unwrap_err()
+    else {
         panic!()
     };
     assert!(msg.contains("has data but there is no checkpoint"), "{msg}");
     assert_eq!(cat_lines(d.path()), expected(&all)); // untouched
 
     // A checkpoint that skips a transaction of the backup.
-    let ck = Ckpt::of(["0-1-1", "0-1-3"]);
-    let SinkError::Fatal(msg) = s.open_at(&ck).await.unwrap_err() else {
+    let ck = FakeCommitted::of(["0-1-1", "0-1-3"]);
+    let SinkError::Fatal(msg) = FileSink::start(&cfg(d.path()), &ck).await.unwrap_err() else {
         panic!()
     };
     assert!(msg.contains("does not match this backup"), "{msg}");
@@ -663,8 +576,10 @@ async fn refusals() {
     // A checkpoint covering nothing of a backup with closed segments.
     let d2 = tempfile::tempdir().unwrap();
     backup_of(d2.path(), 500, &all).await;
-    let mut s = FileSink::new(cfg(d2.path())).unwrap();
-    let SinkError::Fatal(msg) = s.open_at(&Ckpt::of(["9-9-9"])).await.unwrap_err() else {
+    let SinkError::Fatal(msg) = FileSink::start(&cfg(d2.path()), &FakeCommitted::of(["9-9-9"]))
+        .await
+        .unwrap_err()
+    else {
         panic!()
     };
     assert!(msg.contains("belongs to another backup"), "{msg}");
@@ -672,8 +587,8 @@ async fn refusals() {
 
     // ... unless the checkpoint recognizes the newest one (chunks of its
     // snapshot in progress, none durable yet): then everything is cut.
-    let mut ck = Ckpt::of([]);
-    ck.known.insert(gtid(4));
+    let ck = FakeCommitted::of([]);
+    ck.recognize([gtid(4).as_str()]);
     let _s = started(cfg(d2.path()), &ck).await;
     assert!(cat_lines(d2.path()).is_empty());
 }
@@ -681,14 +596,14 @@ async fn refusals() {
 #[tokio::test]
 async fn first_start_wipes_only_an_incomplete_first_transaction() {
     let d = tempfile::tempdir().unwrap();
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     let mut b = batch(1, &[(1, 3)]);
     b.commits.clear();
     write(&mut s, b).await;
     s.flush().await.unwrap();
     drop(s);
     // No complete transaction, no checkpoint: a crashed first run; wiped.
-    let mut s = started(cfg(d.path()), &Ckpt::none()).await;
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     assert!(segments(d.path()).unwrap().is_empty());
     write(&mut s, batch(1, &[(1, 3)])).await;
     s.flush().await.unwrap();
@@ -696,6 +611,6 @@ async fn first_start_wipes_only_an_incomplete_first_transaction() {
     drop(s);
     // A checkpoint that covers nothing yet (written at start) and a single
     // open segment: everything is past it and cut.
-    let _s = started(cfg(d.path()), &Ckpt::of([])).await;
+    let _s = started(cfg(d.path()), &FakeCommitted::of([])).await;
     assert!(segments(d.path()).unwrap().is_empty());
 }

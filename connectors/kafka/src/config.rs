@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use rowstream_api::kit::template::TemplateError;
+use rowstream_api::{ConfigError, TableTemplate};
 use serde::Deserialize;
 
 /// The default topic template: Debezium's `<prefix>.<db>.<table>`.
@@ -124,45 +126,6 @@ fn default_true() -> bool {
     true
 }
 
-impl fmt::Debug for KafkaSinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let masked: BTreeMap<&str, &str> = self
-            .properties
-            .keys()
-            .map(|k| {
-                let secret = ["password", "secret", "key", "token", "jaas"]
-                    .iter()
-                    .any(|s| k.contains(s));
-                (k.as_str(), if secret { "***" } else { &self.properties[k] })
-            })
-            .collect();
-        f.debug_struct("KafkaSinkConfig")
-            .field("name", &self.name)
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("format", &self.format)
-            .field("schema_registry_url", &self.schema_registry_url)
-            .field("properties", &masked)
-            .field("partitions", &self.partitions)
-            .field("replication_factor", &self.replication_factor)
-            .field("tombstones", &self.tombstones)
-            .field("transactions", &self.transactions)
-            .finish()
-    }
-}
-
-/// A configuration value the Kafka sink cannot work with.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("kafka sink {sink:?}: {key}: {problem}")]
-pub struct ConfigError {
-    /// The sink's `name` (may be empty when that is the problem).
-    pub sink: String,
-    /// The offending key.
-    pub key: String,
-    /// What is wrong and what it must be.
-    pub problem: String,
-}
-
 impl KafkaSinkConfig {
     /// A configuration with every optional field at its default.
     pub fn new(name: impl Into<String>, brokers: impl Into<String>) -> KafkaSinkConfig {
@@ -182,11 +145,7 @@ impl KafkaSinkConfig {
 
     /// Checks the values (not the brokers: that happens in `start`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key: &str, problem: String| ConfigError {
-            sink: self.name.clone(),
-            key: key.to_string(),
-            problem,
-        };
+        let err = ConfigError::of("kafka", &self.name);
         if self.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }
@@ -196,9 +155,6 @@ impl KafkaSinkConfig {
                 "must not be empty (host:port[,host:port...])".into(),
             ));
         }
-        if self.topic.trim().is_empty() {
-            return Err(err("topic", "must not be empty".into()));
-        }
         if self.transactions && self.format == Format::Avro {
             return Err(err(
                 "transactions",
@@ -206,29 +162,8 @@ impl KafkaSinkConfig {
                     .into(),
             ));
         }
-        let rest = self
-            .topic
-            .replace("{name}", "n")
-            .replace("{db}", "d")
-            .replace("{table}", "t");
-        if rest.contains('{') || rest.contains('}') {
-            return Err(err(
-                "topic",
-                format!(
-                    "{:?}: only {{name}}, {{db}} and {{table}} may be substituted",
-                    self.topic
-                ),
-            ));
-        }
-        if !self.topic.contains("{table}") {
-            return Err(err(
-                "topic",
-                format!(
-                    "{:?} must contain {{table}}: records are keyed per table and tables must not share a topic",
-                    self.topic
-                ),
-            ));
-        }
+        self.topic_template()
+            .map_err(|e| err("topic", e.to_string()))?;
         match (&self.schema_registry_url, self.format) {
             (None, Format::Avro) => {
                 return Err(err(
@@ -260,13 +195,39 @@ impl KafkaSinkConfig {
         Ok(())
     }
 
-    /// The topic of a table: the template with `{name}`, `{db}`, `{table}`
-    /// substituted.
-    pub fn topic_for(&self, name: &str, db: &str, table: &str) -> String {
-        self.topic
-            .replace("{name}", name)
-            .replace("{db}", db)
-            .replace("{table}", table)
+    /// The parsed `topic` template.
+    pub fn topic_template(&self) -> Result<TableTemplate, TemplateError> {
+        TableTemplate::parse(
+            &self.topic,
+            "records are keyed per table and tables must not share a topic",
+        )
+    }
+}
+
+impl fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked: BTreeMap<&str, &str> = self
+            .properties
+            .keys()
+            .map(|k| {
+                let secret = ["password", "secret", "key", "token", "jaas"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (k.as_str(), if secret { "***" } else { &self.properties[k] })
+            })
+            .collect();
+        f.debug_struct("KafkaSinkConfig")
+            .field("name", &self.name)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("format", &self.format)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("properties", &masked)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("tombstones", &self.tombstones)
+            .field("transactions", &self.transactions)
+            .finish()
     }
 }
 
@@ -294,7 +255,10 @@ mod tests {
             (c.partitions, c.replication_factor, c.tombstones),
             (3, 2, false)
         );
-        assert_eq!(c.topic_for("srv", "shop", "orders"), "cdc.orders");
+        assert_eq!(
+            c.topic_template().unwrap().render("srv", "shop", "orders"),
+            "cdc.orders"
+        );
         let dbg = format!("{c:?}");
         assert!(
             !dbg.contains("hunter2") && dbg.contains("linger.ms"),
@@ -305,7 +269,10 @@ mod tests {
     #[test]
     fn validate_rejects() {
         let ok = KafkaSinkConfig::new("k", "b:1");
-        assert_eq!(ok.topic_for("srv", "shop", "orders"), "srv.shop.orders");
+        assert_eq!(
+            ok.topic_template().unwrap().render("srv", "shop", "orders"),
+            "srv.shop.orders"
+        );
         let mut c = ok.clone();
         c.name = " ".into();
         assert_eq!(c.validate().unwrap_err().key, "name");

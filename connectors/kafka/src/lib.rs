@@ -6,14 +6,17 @@
 //! Modules: `config` (the `[[sinks]] type = "kafka"` table), `encode`
 //! (event -> key, value, headers; pure), `avro` (Avro schemas and binary
 //! encoding in the Confluent wire format; pure), `registry` (minimal Schema
-//! Registry client), `sink` (the `Sink`: producer, topic creation, schema
+//! Registry client), `client` (librdkafka configuration, context, produce
+//! and error classification), `sink` (the `Sink`: topic creation, schema
 //! registration, ordered acks).
 
 pub mod avro;
+pub mod client;
 pub mod config;
 pub mod encode;
 pub mod registry;
 pub mod sink;
 
-pub use config::{ConfigError, Format, KafkaSinkConfig};
+pub use config::{Format, KafkaSinkConfig};
+pub use rowstream_api::ConfigError;
 pub use sink::KafkaSink;

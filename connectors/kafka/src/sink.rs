@@ -47,21 +47,19 @@
 //! channel holds at most the pipeline's unacked batches.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rowstream_api::{Ack, Batch, Committed, Record, Sink, SinkError};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{DeliveryFuture, Producer};
+use rowstream_api::{Ack, Batch, Committed, Poison, Record, Sink, SinkError, TableTemplate};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::avro::{self, AvroTable, AvroWriter};
-use crate::config::{ConfigError, Format, KafkaSinkConfig};
+use crate::client::{classify, client_config, produce, KProducer, SinkContext};
+use crate::config::{Format, KafkaSinkConfig};
 use crate::encode::{
     encode_change, encode_change_with, write_tx_key, write_tx_marker, Encoded, TableCounts,
 };
@@ -70,59 +68,6 @@ use crate::registry::Registry;
 /// How long `start` waits for the brokers' metadata, and topic creation for
 /// the brokers' answer.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long `write` sleeps when librdkafka's queue is full.
-const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
-
-/// librdkafka's logs and errors as `tracing` events with the sink's name.
-/// Connection failures are WARN, not ERROR: librdkafka reconnects on its own,
-/// and a broker outage shows as a stalled checkpoint, not as an operator
-/// action; errors that need one end the sink with a `SinkError`.
-#[derive(Clone)]
-pub struct SinkContext {
-    sink: Arc<str>,
-}
-
-impl ClientContext for SinkContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        let sink = &*self.sink;
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
-                tracing::error!(target: "librdkafka", sink, facility = fac, "{msg}")
-            }
-            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", sink, facility = fac, "{msg}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", sink, facility = fac, "{msg}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", sink, facility = fac, "{msg}")
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let sink = &*self.sink;
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::BrokerTransportFailure)
-            | Some(RDKafkaErrorCode::AllBrokersDown)
-            | Some(RDKafkaErrorCode::BrokerNotAvailable)
-            | Some(RDKafkaErrorCode::RequestTimedOut)
-            | Some(RDKafkaErrorCode::OperationTimedOut) => {
-                tracing::warn!(target: "librdkafka", sink, "{error}: {reason}")
-            }
-            _ => tracing::error!(target: "librdkafka", sink, "{error}: {reason}"),
-        }
-    }
-}
-
-type KProducer = FutureProducer<SinkContext>;
-
-/// The Kafka sink. See the module docs for the contract.
-pub struct KafkaSink {
-    cfg: KafkaSinkConfig,
-    st: Option<Running>,
-}
 
 /// What the acker settles: one batch, or a flush marker.
 enum Job {
@@ -133,10 +78,11 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
-/// The first failure: `(fatal, message)`.
-type Poison = Arc<Mutex<Option<(bool, String)>>>;
-
-struct Running {
+/// The running Kafka sink, made by [`KafkaSink::start`] (or the config's
+/// `SinkBuilder::start`). See the module docs for the contract.
+pub struct KafkaSink {
+    cfg: KafkaSinkConfig,
+    topic_template: TableTemplate,
     producer: KProducer,
     admin: AdminClient<SinkContext>,
     /// (db, table) -> topic, for topics known to exist.
@@ -145,7 +91,7 @@ struct Running {
     /// Avro only: the schema ids of each topic's current table version.
     avro: HashMap<Arc<str>, AvroTable>,
     registry: Option<Registry>,
-    acker: Option<mpsc::UnboundedSender<Job>>,
+    acker: mpsc::UnboundedSender<Job>,
     poison: Poison,
     /// `transactions = true`: the transaction topic once created, and the
     /// transaction whose BEGIN was sent and whose END was not yet.
@@ -156,6 +102,9 @@ struct Running {
     tx_value: Vec<u8>,
 }
 
+/// A table as `(db, table)`.
+type DbTable = (Arc<str>, Arc<str>);
+
 /// A transaction between its BEGIN and END records.
 struct OpenTx {
     id: Arc<str>,
@@ -163,54 +112,13 @@ struct OpenTx {
     source: Arc<str>,
     ts_ms: u64,
     /// Change events per (db, table), in first-seen order.
-    counts: Vec<((Arc<str>, Arc<str>), u64)>,
+    counts: Vec<(DbTable, u64)>,
 }
 
 impl KafkaSink {
-    /// A sink for a validated configuration; connects to nothing until `start`.
-    pub fn new(cfg: KafkaSinkConfig) -> Result<KafkaSink, ConfigError> {
-        cfg.validate()?;
-        Ok(KafkaSink { cfg, st: None })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &KafkaSinkConfig {
-        &self.cfg
-    }
-
-    fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("message.timeout.ms", "0")
-            .set("allow.auto.create.topics", "false");
-        for (k, v) in &self.cfg.properties {
-            c.set(k, v);
-        }
-        c.set("bootstrap.servers", &self.cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("client.id", format!("rowstream-{}", self.cfg.name));
-        c
-    }
-
     fn err(&self, fatal: bool, msg: impl std::fmt::Display) -> SinkError {
         let m = format!("kafka sink {:?}: {msg}", self.cfg.name);
-        if fatal {
-            SinkError::Fatal(m)
-        } else {
-            SinkError::Transient(m)
-        }
-    }
-
-    fn poisoned(&self) -> Option<SinkError> {
-        let st = self.st.as_ref()?;
-        let p = st.poison.lock().unwrap_or_else(|e| e.into_inner());
-        p.as_ref().map(|(fatal, m)| {
-            if *fatal {
-                SinkError::Fatal(m.clone())
-            } else {
-                SinkError::Transient(m.clone())
-            }
-        })
+        SinkError::new(fatal, m)
     }
 
     /// The topic of a table, created first if this process has not seen it.
@@ -220,38 +128,36 @@ impl KafkaSink {
         db: &Arc<str>,
         table: &Arc<str>,
     ) -> Result<Arc<str>, SinkError> {
-        let st = self.st.as_mut().expect("started");
-        if let Some(t) = st.topics.get(&(db.clone(), table.clone())) {
+        if let Some(t) = self.topics.get(&(db.clone(), table.clone())) {
             return Ok(t.clone());
         }
-        let topic: Arc<str> = Arc::from(self.cfg.topic_for(name, db, table));
+        let topic: Arc<str> = Arc::from(self.topic_template.render(name, db, table));
         self.create_topic(&topic).await?;
-        let st = self.st.as_mut().expect("started");
-        st.topics.insert((db.clone(), table.clone()), topic.clone());
+        self.topics
+            .insert((db.clone(), table.clone()), topic.clone());
         Ok(topic)
     }
 
     /// The transaction metadata topic `{name}.transaction`, created first.
     async fn tx_topic(&mut self, name: &str) -> Result<Arc<str>, SinkError> {
-        if let Some(t) = &self.st.as_ref().expect("started").tx_topic {
+        if let Some(t) = &self.tx_topic {
             return Ok(t.clone());
         }
         let topic: Arc<str> = Arc::from(format!("{name}.transaction"));
         self.create_topic(&topic).await?;
-        self.st.as_mut().expect("started").tx_topic = Some(topic.clone());
+        self.tx_topic = Some(topic.clone());
         Ok(topic)
     }
 
     /// Creates `topic` through the admin API; an existing topic is fine.
     async fn create_topic(&self, topic: &str) -> Result<(), SinkError> {
-        let st = self.st.as_ref().expect("started");
         let new = NewTopic::new(
             topic,
             self.cfg.partitions,
             TopicReplication::Fixed(self.cfg.replication_factor),
         );
         let opts = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
-        let res = tokio::time::timeout(BROKER_TIMEOUT * 2, st.admin.create_topics([&new], &opts))
+        let res = tokio::time::timeout(BROKER_TIMEOUT * 2, self.admin.create_topics([&new], &opts))
             .await
             .map_err(|_| {
                 SinkError::Transient(format!(
@@ -303,91 +209,36 @@ impl KafkaSink {
         deliveries: &mut Vec<DeliveryFuture>,
     ) -> Result<(), SinkError> {
         let source = self
-            .st
+            .open_tx
             .as_ref()
-            .and_then(|st| st.open_tx.as_ref())
             .expect("a transaction is open")
             .source
             .clone();
         let topic = self.tx_topic(&source).await?;
-        let st = self.st.as_mut().expect("started");
-        let open = st.open_tx.as_ref().expect("a transaction is open");
-        st.tx_key.clear();
-        st.tx_value.clear();
-        write_tx_key(&mut st.tx_key, &open.id);
+        let open = self.open_tx.as_ref().expect("a transaction is open");
+        self.tx_key.clear();
+        self.tx_value.clear();
+        write_tx_key(&mut self.tx_key, &open.id);
         let counts: Option<TableCounts> = end.then(|| {
             open.counts
                 .iter()
                 .map(|((db, t), n)| (format!("{db}.{t}"), *n))
                 .collect()
         });
-        write_tx_marker(&mut st.tx_value, &open.id, open.ts_ms, counts.as_ref());
+        write_tx_marker(&mut self.tx_value, &open.id, open.ts_ms, counts.as_ref());
         let d = produce(
-            &st.producer,
-            &st.poison,
+            &self.producer,
+            &self.poison,
             &self.cfg.name,
             &topic,
-            Some(&st.tx_key),
-            Some(&st.tx_value),
+            Some(&self.tx_key),
+            Some(&self.tx_value),
             &open.id,
             if end { "END" } else { "BEGIN" },
         )
         .await?;
         deliveries.push(d);
         Ok(())
-    }
-}
-
-/// Hands one record to librdkafka, waiting while its queue is full. A
-/// refusal poisons the sink (see the module docs).
-#[allow(clippy::too_many_arguments)]
-async fn produce(
-    producer: &KProducer,
-    poison: &Poison,
-    sink: &str,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    gtid: &str,
-    op: &str,
-) -> Result<DeliveryFuture, SinkError> {
-    loop {
-        let headers = OwnedHeaders::new_with_capacity(2)
-            .insert(Header {
-                key: "gtid",
-                value: Some(gtid.as_bytes()),
-            })
-            .insert(Header {
-                key: "op",
-                value: Some(op.as_bytes()),
-            });
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(k) = key {
-            fr = fr.key(k);
-        }
-        if let Some(v) = value {
-            fr = fr.payload(v);
-        }
-        match producer.send_result(fr) {
-            Ok(d) => return Ok(d),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(QUEUE_FULL_WAIT).await;
-            }
-            Err((e, _)) => {
-                let (fatal, m) = classify(producer, &e);
-                let m = format!("kafka sink {sink:?}: topic {topic:?}: {m}");
-                tracing::error!(sink, fatal, "{m}");
-                let mut p = poison.lock().unwrap_or_else(|e| e.into_inner());
-                if p.is_none() {
-                    *p = Some((fatal, m.clone()));
-                }
-                return Err(if fatal {
-                    SinkError::Fatal(m)
-                } else {
-                    SinkError::Transient(m)
-                });
-            }
-        }
     }
 }
 
@@ -418,31 +269,29 @@ impl KafkaSink {
             let tombstones = self.cfg.tombstones;
             if self.cfg.format == Format::Avro {
                 self.avro_table(&topic, ev).await?;
-                let st = self.st.as_mut().expect("started");
                 let mut w = AvroWriter {
-                    table: &st.avro[&topic],
+                    table: &self.avro[&topic],
                     scratch: Vec::new(),
                 };
-                if let Err(e) = encode_change_with(ev, tombstones, &mut st.enc, &mut w) {
+                if let Err(e) = encode_change_with(ev, tombstones, &mut self.enc, &mut w) {
                     return Err(SinkError::Fatal(format!(
                         "kafka sink {:?}: table {}.{} at {}:{}: Avro encoding: {e}",
                         self.cfg.name, ev.source.db, ev.source.table, ev.source.file, ev.source.pos
                     )));
                 }
             }
-            let st = self.st.as_mut().expect("started");
             if self.cfg.format == Format::Json {
-                encode_change(ev, tombstones, &mut st.enc);
+                encode_change(ev, tombstones, &mut self.enc);
             }
-            for out in &st.enc.records {
+            for out in &self.enc.records {
                 deliveries.push(
                     produce(
-                        &st.producer,
-                        &st.poison,
+                        &self.producer,
+                        &self.poison,
                         &self.cfg.name,
                         &topic,
-                        st.enc.bytes(&out.key),
-                        st.enc.bytes(&out.value),
+                        self.enc.bytes(&out.key),
+                        self.enc.bytes(&out.value),
                         &ev.source.gtid,
                         out.op.as_str(),
                     )
@@ -465,11 +314,10 @@ impl KafkaSink {
         ev: &rowstream_api::ChangeEvent,
         deliveries: &mut Vec<DeliveryFuture>,
     ) -> Result<(), SinkError> {
-        let st = self.st.as_mut().expect("started");
-        if st.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source.gtid) {
+        if self.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source.gtid) {
             // A transaction left open has no END in this stream (stopped
             // mid-transaction and replayed): it gets a fresh BEGIN on replay.
-            st.open_tx = Some(OpenTx {
+            self.open_tx = Some(OpenTx {
                 id: ev.source.gtid.clone(),
                 source: ev.source.name.clone(),
                 ts_ms: ev.source.ts_ms,
@@ -477,8 +325,7 @@ impl KafkaSink {
             });
             self.send_tx_marker(false, deliveries).await?;
         }
-        let st = self.st.as_mut().expect("started");
-        let open = st.open_tx.as_mut().expect("just opened");
+        let open = self.open_tx.as_mut().expect("just opened");
         let s = &ev.source;
         match open
             .counts
@@ -497,12 +344,11 @@ impl KafkaSink {
         gtid: &str,
         deliveries: &mut Vec<DeliveryFuture>,
     ) -> Result<(), SinkError> {
-        let st = self.st.as_ref().expect("started");
-        if !st.open_tx.as_ref().is_some_and(|t| &*t.id == gtid) {
+        if self.open_tx.as_ref().is_none_or(|t| &*t.id != gtid) {
             return Ok(()); // no change of it was sent (filtered tables, DDL)
         }
         self.send_tx_marker(true, deliveries).await?;
-        self.st.as_mut().expect("started").open_tx = None;
+        self.open_tx = None;
         Ok(())
     }
 
@@ -523,8 +369,7 @@ impl KafkaSink {
                 ),
             ));
         };
-        let st = self.st.as_mut().expect("started");
-        if let Some(t) = st.avro.get_mut(topic) {
+        if let Some(t) = self.avro.get_mut(topic) {
             if Arc::ptr_eq(&t.meta, &meta) {
                 return Ok(());
             }
@@ -534,18 +379,14 @@ impl KafkaSink {
             }
         }
         let ns = avro::namespace(&ev.source.name, &ev.source.db, &ev.source.table);
-        let registry = st.registry.clone().expect("avro sink has a registry");
+        let registry = self.registry.clone().expect("avro sink has a registry");
         let reg_err = |e: crate::registry::RegistryError| {
             let m = format!(
                 "kafka sink {:?}: topic {topic:?}: {}",
                 self.cfg.name, e.message
             );
             tracing::error!(sink = %self.cfg.name, fatal = e.fatal, "{m}");
-            if e.fatal {
-                SinkError::Fatal(m)
-            } else {
-                SinkError::Transient(m)
-            }
+            SinkError::new(e.fatal, m)
         };
         let key_id = match avro::key_schema(&meta, &ns) {
             Some(k) => Some(
@@ -564,8 +405,7 @@ impl KafkaSink {
             .await
             .map_err(reg_err)?;
         tracing::info!(sink = %self.cfg.name, topic = %topic, ?key_id, value_id, "registered Avro schemas");
-        let st = self.st.as_mut().expect("started");
-        st.avro.insert(
+        self.avro.insert(
             topic.clone(),
             AvroTable {
                 meta,
@@ -574,55 +414,6 @@ impl KafkaSink {
             },
         );
         Ok(())
-    }
-}
-
-/// Classifies a failed delivery or enqueue: `(fatal, message)`.
-fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
-    if let Some((code, msg)) = producer.client().fatal_error() {
-        return (
-            true,
-            format!("fatal producer error {code:?}: {msg}; the producer cannot continue, check the brokers and the sink's properties"),
-        );
-    }
-    let code = e.rdkafka_error_code();
-    let hint = match code {
-        Some(RDKafkaErrorCode::MessageSizeTooLarge) | Some(RDKafkaErrorCode::InvalidRecord) => Some(
-            "a record is larger than the broker or topic accepts: raise the broker's message.max.bytes \
-             (or the topic's max.message.bytes) and the sink's properties.\"message.max.bytes\"",
-        ),
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
-        | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
-        | Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
-            Some("the producer is not authorized: grant WRITE (and IDEMPOTENT_WRITE) on the topics to the sink's principal")
-        }
-        Some(RDKafkaErrorCode::Authentication) | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
-            Some("authentication with the brokers failed: check the sink's security properties")
-        }
-        Some(RDKafkaErrorCode::UnknownTopic) | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-            Some("the topic does not exist (deleted while rowstream ran?)")
-        }
-        Some(RDKafkaErrorCode::InvalidConfig) | Some(RDKafkaErrorCode::UnsupportedForMessageFormat) => {
-            Some("the brokers refuse the producer's settings")
-        }
-        Some(RDKafkaErrorCode::Fatal) => Some("fatal idempotent producer error"),
-        _ => None,
-    };
-    match hint {
-        Some(h) => (true, format!("delivery failed: {e}: {h}")),
-        None => (
-            false,
-            format!("delivery failed: {e}; the batch was not acknowledged and will be replayed from the checkpoint"),
-        ),
-    }
-}
-
-/// The error a poisoned sink reports, typed by the first failure's class.
-fn poisoned_error(fatal: bool, msg: &str) -> SinkError {
-    if fatal {
-        SinkError::Fatal(msg.to_string())
-    } else {
-        SinkError::Transient(msg.to_string())
     }
 }
 
@@ -639,11 +430,7 @@ async fn acker(
                 let _ = done.send(());
             }
             Job::Batch { deliveries, ack } => {
-                let mut failure = poison
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .map(|(fatal, m)| poisoned_error(*fatal, m));
+                let mut failure = poison.get();
                 for r in join_all(deliveries).await {
                     if failure.is_some() {
                         continue;
@@ -657,11 +444,7 @@ async fn acker(
                     };
                     let msg = format!("kafka sink {name:?}: {}", err.1);
                     tracing::error!(sink = %name, fatal = err.0, "{msg}");
-                    let mut p = poison.lock().unwrap_or_else(|e| e.into_inner());
-                    if p.is_none() {
-                        *p = Some((err.0, msg.clone()));
-                    }
-                    failure = Some(poisoned_error(err.0, &msg));
+                    failure = Some(poison.set(SinkError::new(err.0, msg)));
                 }
                 match failure {
                     None => ack.ack(),
@@ -673,20 +456,30 @@ async fn acker(
 }
 
 impl KafkaSink {
-    /// Creates the producer and admin client and checks that the brokers
-    /// answer. Kafka keeps nothing to cut: records past the checkpoint are
-    /// replayed with the same keys.
-    pub async fn open_at(&mut self, _committed: &dyn Committed) -> Result<(), SinkError> {
-        let cc = self.client_config();
+    /// Validates the configuration, creates the producer, the admin client
+    /// and the acker task, and checks that the brokers answer (unreachable
+    /// brokers are `Transient`: the pipeline retries the start). Kafka keeps
+    /// nothing to cut: records past the checkpoint are replayed with the
+    /// same keys.
+    pub async fn start(
+        cfg: &KafkaSinkConfig,
+        _committed: &dyn Committed,
+    ) -> Result<KafkaSink, SinkError> {
+        cfg.validate()?;
+        let err = |fatal: bool, msg: String| {
+            SinkError::new(fatal, format!("kafka sink {:?}: {msg}", cfg.name))
+        };
+        let topic_template = cfg.topic_template().map_err(|e| err(true, e.to_string()))?;
+        let cc = client_config(cfg);
         let ctx = SinkContext {
-            sink: Arc::from(self.cfg.name.as_str()),
+            sink: Arc::from(cfg.name.as_str()),
         };
         let producer: KProducer = cc
             .create_with_context(ctx.clone())
-            .map_err(|e| self.err(true, format_args!("creating the producer: {e}")))?;
+            .map_err(|e| err(true, format!("creating the producer: {e}")))?;
         let admin: AdminClient<SinkContext> = cc
             .create_with_context(ctx)
-            .map_err(|e| self.err(true, format_args!("creating the admin client: {e}")))?;
+            .map_err(|e| err(true, format!("creating the admin client: {e}")))?;
         let p = producer.clone();
         let md = tokio::task::spawn_blocking(move || {
             p.client()
@@ -694,112 +487,86 @@ impl KafkaSink {
                 .map(|m| m.brokers().len())
         })
         .await
-        .map_err(|e| self.err(false, e))?;
+        .map_err(|e| err(false, e.to_string()))?;
         let brokers = md.map_err(|e| {
-            self.err(
+            err(
                 false,
-                format_args!(
+                format!(
                     "cannot reach the brokers {:?} within {}s: {e}",
-                    self.cfg.brokers,
+                    cfg.brokers,
                     BROKER_TIMEOUT.as_secs()
                 ),
             )
         })?;
-        tracing::info!(sink = %self.cfg.name, brokers = %self.cfg.brokers, cluster_brokers = brokers, "kafka sink started");
-        self.st = Some(Running {
+        let registry = match (&cfg.schema_registry_url, cfg.format) {
+            (Some(u), Format::Avro) => Some(Registry::parse(u).map_err(|e| err(true, e))?),
+            _ => None,
+        };
+        tracing::info!(sink = %cfg.name, brokers = %cfg.brokers, cluster_brokers = brokers, "kafka sink started");
+        let poison = Poison::new();
+        let (acker_tx, acker_rx) = mpsc::unbounded_channel();
+        tokio::spawn(acker(
+            producer.clone(),
+            cfg.name.clone(),
+            poison.clone(),
+            acker_rx,
+        ));
+        Ok(KafkaSink {
+            cfg: cfg.clone(),
+            topic_template,
             producer,
             admin,
             topics: HashMap::new(),
             enc: Encoded::default(),
             avro: HashMap::new(),
-            registry: match (&self.cfg.schema_registry_url, self.cfg.format) {
-                (Some(u), Format::Avro) => Some(Registry::parse(u).map_err(|e| self.err(true, e))?),
-                _ => None,
-            },
-            acker: None,
-            poison: Arc::new(Mutex::new(None)),
+            registry,
+            acker: acker_tx,
+            poison,
             tx_topic: None,
             open_tx: None,
             tx_key: Vec::new(),
             tx_value: Vec::new(),
-        });
-        Ok(())
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaSinkConfig {
+        &self.cfg
+    }
+
+    /// Stops the sink for good with `why` (if first); returns the first failure.
+    fn stop(&self, why: SinkError) -> SinkError {
+        self.poison.set(why)
     }
 }
 
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
-        if self.st.is_none() {
-            ack.fail(SinkError::Fatal("kafka sink not started".into()));
-            return Err(self.err(true, "write before start"));
-        }
-        if let Some(e) = self.poisoned() {
-            ack.fail(e.clone());
-            return Err(e);
-        }
+        let ack = self.poison.admit(ack)?;
         let mut deliveries = Vec::with_capacity(batch.records.len());
         if let Err(e) = self.produce_batch(&batch, &mut deliveries).await {
-            ack.fail(e.clone());
-            return Err(e);
+            let first = self.stop(e);
+            ack.fail(first.clone());
+            return Err(first);
         }
-        let st = self.st.as_mut().expect("started");
-        let tx = st.acker.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(acker(
-                st.producer.clone(),
-                self.cfg.name.clone(),
-                st.poison.clone(),
-                rx,
-            ));
-            tx
-        });
-        if let Err(mpsc::error::SendError(job)) = tx.send(Job::Batch { deliveries, ack }) {
+        if let Err(mpsc::error::SendError(job)) = self.acker.send(Job::Batch { deliveries, ack }) {
+            let first = self.stop(self.err(false, "the acker task stopped"));
             if let Job::Batch { ack, .. } = job {
-                ack.fail(SinkError::Transient(
-                    "the kafka sink's acker stopped".into(),
-                ));
+                ack.fail(first.clone());
             }
-            return Err(self.err(false, "the acker task stopped"));
+            return Err(first);
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
-        let Some(st) = self.st.as_mut() else {
-            return Ok(());
-        };
-        if let Some(tx) = &st.acker {
-            let (done_tx, done_rx) = oneshot::channel();
-            if tx.send(Job::Flush(done_tx)).is_err() || done_rx.await.is_err() {
-                return Err(self.err(false, "the acker task stopped"));
-            }
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.acker.send(Job::Flush(done_tx)).is_err() || done_rx.await.is_err() {
+            return Err(self.stop(self.err(false, "the acker task stopped")));
         }
-        match self.poisoned() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.poison.check()
     }
 }
 
-impl std::fmt::Debug for KafkaSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink")
-            .field("cfg", &self.cfg)
-            .field("started", &self.st.is_some())
-            .finish()
-    }
-}
-
-#[async_trait::async_trait]
-impl rowstream_api::SinkBuilder for KafkaSinkConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self, committed: &dyn Committed) -> Result<Box<dyn Sink>, SinkError> {
-        let mut sink = KafkaSink::new(self.clone()).map_err(|e| SinkError::Fatal(e.to_string()))?;
-        sink.open_at(committed).await?;
-        Ok(Box::new(sink))
-    }
-}
+rowstream_api::sink_builder!(KafkaSinkConfig => KafkaSink);

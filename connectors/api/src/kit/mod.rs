@@ -1,0 +1,22 @@
+//! The sink kit: the machinery every sink needs and none should rewrite.
+//!
+//! - [`AckQueue`]: acks waiting for their batch to become durable, settled
+//!   in batch order up to a position, or failed all at once;
+//! - [`Poison`]: "the first failure stops this sink": once set, every later
+//!   write and ack fails with that same error;
+//! - [`Backoff`]: capped exponential backoff with jitter, for retries and
+//!   reconnects;
+//! - [`TableTemplate`]: `{name}`, `{db}`, `{table}` templates (topics,
+//!   indices): parse, validate, render;
+//! - [`ConfigError`](crate::ConfigError) lives beside it in `config_error`.
+//!
+//! Nothing here does I/O or knows a target; each piece is unit-tested here
+//! once, so a sink's own tests cover only what is specific to it.
+
+pub mod acks;
+pub mod backoff;
+pub mod template;
+
+pub use acks::{AckQueue, Poison};
+pub use backoff::Backoff;
+pub use template::TableTemplate;
