@@ -137,7 +137,9 @@ def file_uses(code):
         for p in expand_use(m.group(2)):
             found.append((line, p, bool(m.group(1)), m.start()))
     body = re.sub(r"^\s*(pub(?:\([^)]*\))?\s+)?use\s+[^;]+;", lambda m: re.sub(r"[^\n]", " ", m.group(0)), code, flags=re.M)
-    for m in re.finditer(r"(?<![\w:])((?:\w+::)+\w+)", body):
+    # `$crate::` paths live in macro_rules bodies: they are resolved where the
+    # macro expands (another crate), so they are no dependency of this module.
+    for m in re.finditer(r"(?<![\w:$])((?:\w+::)+\w+)", body):
         found.append((code.count("\n", 0, m.start()) + 1, m.group(1), False, m.start()))
     return found
 

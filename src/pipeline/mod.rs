@@ -43,7 +43,8 @@ use acks::SinkFailure;
 use checkpointer::Checkpointer;
 use meters::Meters;
 use plan::CheckpointCommitted;
-use restart::{Backoff, RESTART_BASE, RESTART_CAP};
+use restart::{RESTART_BASE, RESTART_CAP};
+use rowstream_api::Backoff;
 use session::{End, Shared};
 use sinks::SinkSet;
 
@@ -163,7 +164,7 @@ pub(crate) async fn supervise<O: Origin>(
                 reason: failure.error.to_string(),
             });
         };
-        let delay = backoff.next_delay();
+        let delay = backoff.next_wait();
         restart::note_restart(&failure, delay);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

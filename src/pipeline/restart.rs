@@ -3,9 +3,9 @@
 //! stops the service.
 //!
 //! Invariants:
-//! - the delay doubles from [`RESTART_BASE`] up to [`RESTART_CAP`], each
-//!   drawn in [50%, 100%] of its step so many instances do not retry in
-//!   step; it starts over once a restarted run made progress;
+//! - the delay doubles from [`RESTART_BASE`] up to [`RESTART_CAP`], jittered
+//!   by the kit's [`rowstream_api::Backoff`] so many instances do not retry
+//!   in step; it starts over once a restarted run made progress;
 //! - a dropped ack is fatal unless the sink that dropped it ended with a
 //!   transient error (its pending acks are dropped with it then);
 //! - every restart is counted per sink (`rowstream_sink_restarts_total`).
@@ -21,40 +21,6 @@ use super::sinks::Ends;
 pub(crate) const RESTART_BASE: Duration = Duration::from_millis(500);
 /// The longest delay between two restarts.
 pub(crate) const RESTART_CAP: Duration = Duration::from_secs(30);
-
-/// Capped exponential backoff with jitter.
-// TODO(merge): replace with the sink kit's backoff helper in rowstream_api.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let step = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        step.mul_f64(0.5 + rand::random::<f64>() * 0.5)
-    }
-
-    /// The last attempt worked: start over from the base delay.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
 
 /// The failure to act on: `first` (the first one observed) typed by how
 /// the failing sink's thread ended (`ends`, from `SinkSet::close`).

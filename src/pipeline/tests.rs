@@ -19,11 +19,11 @@ use tokio::sync::{mpsc, watch};
 use super::acks::{all_acked, AckTracker, Pending, SinkFailure, MAX_PENDING};
 use super::checkpointer::Checkpointer;
 use super::plan::{CheckpointCommitted, Opened};
-use super::restart::Backoff;
 use super::sinks::SinkSet;
 use super::{supervise, Origin, ServiceError};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::gtid::GtidSet;
+use rowstream_api::Backoff;
 
 // ---- helpers ---------------------------------------------------------------
 
@@ -615,15 +615,4 @@ fn dropped_ack_of_a_transiently_failed_sink_is_transient() {
     let ends = vec![("k".to_string(), Some(Err(SinkError::Fatal("no".into()))))];
     assert_eq!(super::restart::classify(dropped.clone(), &ends), dropped);
     assert_eq!(super::restart::classify(dropped.clone(), &vec![]), dropped);
-}
-
-#[test]
-fn backoff_is_capped_and_jittered() {
-    let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-    let d: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
-    assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
-    assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800));
-    assert!(d.iter().all(|x| *x <= Duration::from_secs(1)));
-    b.reset();
-    assert!(b.next_delay() <= Duration::from_millis(100));
 }

@@ -52,8 +52,7 @@ impl Op {
     }
 }
 
-/// Column names of one table version, shared by every row of that table.
-pub type Columns = Arc<[Arc<str>]>;
+pub use crate::table::Columns;
 
 /// One row image: values in column order, names shared with the table schema.
 #[derive(Debug, Clone, PartialEq)]

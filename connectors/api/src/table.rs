@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use crate::event::Columns;
+/// Column names of one table version, shared by every row of that table.
+pub type Columns = Arc<[Arc<str>]>;
 
 /// The SQL type of a column, reduced to what an encoder needs to choose a
 /// schema type. Which [`crate::Value`] variant each produces:

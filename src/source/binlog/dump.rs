@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rowstream_api::metrics;
-use rowstream_api::{Flavor, Record};
+use rowstream_api::{Backoff, Flavor, Record};
 use tokio::sync::{mpsc, watch};
 
 use super::machine::Processor;
@@ -82,7 +82,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut proc = Processor::new(cfg.name.clone(), cfg.filter.clone(), flavor, start);
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut current = 0usize;
     let mut refusals: Vec<String> = Vec::new();
     loop {
@@ -97,7 +97,7 @@ pub async fn run(
         };
         metrics::SOURCE_RECONNECTS.with("").inc();
         if proc.events_seen() > before + 1 {
-            delay = Duration::from_millis(100);
+            backoff.reset();
             refusals.clear();
         }
         match e {
@@ -121,12 +121,11 @@ pub async fn run(
         if cfg.servers.len() > 1 {
             current = (current + 1) % cfg.servers.len();
         }
-        let wait = delay.mul_f64(rand::random::<f64>() * 0.5 + 0.75);
+        let wait = backoff.next_wait();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
