@@ -45,6 +45,19 @@ reap_leftover_servers() {
   done
 }
 
+# Code checks first (cheap, and a red one names the problem at once): clippy at
+# the workspace's lint level ([workspace.lints], clippy.toml: no warning, no
+# function over 150 lines), the build without the optional sinks, and no import
+# cycles between modules. Skipped when the caller selects tests (arguments given).
+if [[ ${#CARGO_ARGS[@]} -eq 0 && ${#BIN_ARGS[@]} -eq 0 ]]; then
+  echo "+ cargo clippy --workspace --all-targets -- -D warnings" >&2
+  cargo clippy --workspace --all-targets -- -D warnings
+  echo "+ cargo check --no-default-features (no Kafka, no Elasticsearch)" >&2
+  cargo check --quiet --no-default-features
+  echo "+ deploy/dev/import-cycles.py" >&2
+  python3 deploy/dev/import-cycles.py
+fi
+
 rc=0
 "${CARGO_TEST[@]}" "${CARGO_ARGS[@]}" -- "${TEST_THREADS[@]}" "${BIN_ARGS[@]}" || rc=$?
 reap_leftover_servers

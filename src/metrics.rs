@@ -1,5 +1,6 @@
 //! Serves `GET /metrics` (Prometheus text format) on `[metrics] listen`.
-//! The metric names themselves are declared in `rowstream_api::metrics`.
+//! The service's metric names are declared in `rowstream_api::metrics`; each
+//! sink declares its own and registers them there when it starts.
 //!
 //! Deliberately tiny: one request per connection, any path answers with the
 //! metrics, reads are bounded (8 KiB, 5 s) so a stuck scraper cannot pin a

@@ -156,6 +156,8 @@ fn json_b(base: &str) -> String {
     )
 }
 
+// The per-type column table: one entry per SQL type under test.
+#[allow(clippy::too_many_lines)]
 fn columns(flavor: Flavor) -> Vec<Col> {
     use Kind::*;
     let mysql = flavor == Flavor::MySql;
@@ -534,6 +536,9 @@ struct Expected<'a> {
 }
 
 /// Compares one decoded image with the server's view; returns the number of cells compared.
+// Each call site names the image's own column rules inline; a struct for them
+// would only move the same eight names one level down.
+#[allow(clippy::too_many_arguments)]
 fn compare_image(
     what: &str,
     got: &Value,
@@ -891,7 +896,7 @@ impl EnvelopeCheck {
         if src["file"].as_str().unwrap_or("").is_empty() {
             errors.push(format!("{what}: empty source.file"));
         }
-        if !src["pos"].as_u64().is_some_and(|p| p > 0) {
+        if src["pos"].as_u64().is_none_or(|p| p == 0) {
             errors.push(format!("{what}: source.pos {} (expected > 0)", src["pos"]));
         }
         let coords = (src["file"].clone(), src["pos"].clone(), src["row"].clone());
@@ -915,8 +920,8 @@ impl EnvelopeCheck {
                 ));
             }
         }
-        if !ev["ts_ms"].as_u64().is_some_and(|t| t > 0)
-            || !src["ts_ms"].as_u64().is_some_and(|t| t > 0)
+        if ev["ts_ms"].as_u64().is_none_or(|t| t == 0)
+            || src["ts_ms"].as_u64().is_none_or(|t| t == 0)
         {
             errors.push(format!(
                 "{what}: ts_ms {} / source.ts_ms {} must be positive",
@@ -931,7 +936,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
         return;
     };
     let partial_json = extra_args.iter().any(|a| a.contains("PARTIAL_JSON"));
-    let cols: Vec<Col> = columns(flavor).into_iter().filter(|c| keep(c)).collect();
+    let cols: Vec<Col> = columns(flavor).into_iter().filter(keep).collect();
     let has_geometry = cols.iter().any(|c| c.kind == Kind::Geo);
     let connector = flavor.name();
 
@@ -1043,7 +1048,7 @@ fn golden(flavor: Flavor, extra_args: &[&str], keep: fn(&Col) -> bool) {
     );
     let non_blob = cols.iter().filter(|c| !c.blob).count() + 1;
     assert!(
-        noblob_present >= 2 * non_blob + 1,
+        noblob_present > 2 * non_blob,
         "NOBLOB images hold {noblob_present} cells, expected at least {}",
         2 * non_blob + 1
     );

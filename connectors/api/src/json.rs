@@ -977,7 +977,7 @@ mod tests {
     }
 
     fn sample_event() -> ChangeEvent {
-        let columns: crate::event::Columns = vec![
+        let columns: Columns = vec![
             Arc::from("id"),
             Arc::from("name"),
             Arc::from("price"),
