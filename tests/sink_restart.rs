@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::kafka::consume_topic;
-use common::{Flavor, Service, ServiceConfig, Sink, TestKafka, TestServer};
+use common::{server_with, Flavor, Service, ServiceConfig, Sink, TestKafka, TestServer};
 use serde_json::Value;
 
 /// What the Kafka producer waits for a delivery before failing it.
@@ -56,15 +56,11 @@ fn ids_in_topic(bootstrap: &str, topic: &str) -> BTreeSet<u64> {
 
 #[test]
 fn kafka_broker_away_longer_than_delivery_timeout() {
-    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+    let schema =
+        "CREATE DATABASE s; CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL)";
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, schema, TestKafka::start) else {
         return;
     };
-    let Some(kafka) = TestKafka::start() else {
-        return;
-    };
-    server.exec(
-        "CREATE DATABASE s; CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL)",
-    );
     let sink = Sink::kafka(
         &kafka,
         "partitions = 2",

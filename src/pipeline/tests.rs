@@ -7,7 +7,6 @@
 //! The invariant every test checks: the checkpoint never covers a batch
 //! some sink has not acked.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,29 +25,6 @@ use crate::gtid::GtidSet;
 use rowstream_api::Backoff;
 
 // ---- helpers ---------------------------------------------------------------
-
-/// A scratch checkpoint directory, removed on drop.
-struct TmpDir(std::path::PathBuf);
-
-impl TmpDir {
-    fn new() -> TmpDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rowstream-pipeline-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// MariaDB transactions `0-1-1 ..= 0-1-n`.
 fn set(n: u64) -> GtidSet {
@@ -92,8 +68,8 @@ fn two_acks() -> ((Ack, Ack), Receivers) {
 }
 
 /// A checkpoint writer on a fresh directory, begun at `0-1-0`.
-fn checkpointer(dir: &TmpDir) -> Checkpointer {
-    let mut c = Checkpointer::new(CheckpointStore::open(&dir.0).unwrap());
+fn checkpointer(dir: &tempfile::TempDir) -> Checkpointer {
+    let mut c = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
     c.begin(set(0), None, None, "test:1").unwrap();
     c
 }
@@ -121,7 +97,7 @@ async fn settle(t: &mut AckTracker, c: &mut Checkpointer) -> Result<(), SinkFail
 
 #[tokio::test]
 async fn out_of_order_completion_across_sinks() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let mut c = checkpointer(&dir);
     let mut t = AckTracker::default();
     let mut held = Vec::new();
@@ -151,7 +127,7 @@ async fn out_of_order_completion_across_sinks() {
 
 #[tokio::test]
 async fn dropped_ack_stops_the_checkpoint() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let mut c = checkpointer(&dir);
     let mut t = AckTracker::default();
     let (a1, r1) = two_acks();
@@ -175,7 +151,7 @@ async fn dropped_ack_stops_the_checkpoint() {
 
 #[tokio::test]
 async fn failed_ack_and_gone_sink_are_failures() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let mut c = checkpointer(&dir);
     let mut t = AckTracker::default();
     let (a1, r1) = two_acks();
@@ -355,7 +331,7 @@ fn committed(n: u64) -> CheckpointCommitted {
 
 #[tokio::test]
 async fn slow_and_fast_sinks_settle_in_order() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let mut c = checkpointer(&dir);
     let (fast, ft) = fake("fast", Mode::Ack);
     let (slow, st) = fake("slow", Mode::Slow(15));
@@ -514,7 +490,7 @@ fn quick_backoff() -> Backoff {
 
 #[tokio::test]
 async fn target_goes_away_and_comes_back() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let (flaky, ft) = fake("flaky-restart-test", Mode::Ack);
     let (steady, stt) = fake("steady", Mode::GroupCommit);
     ft.lock().unwrap().down_after = 7;
@@ -523,11 +499,11 @@ async fn target_goes_away_and_comes_back() {
         opened_from: Vec::new(),
     };
     let (_stop_tx, stop) = watch::channel(false);
-    let store = Checkpointer::new(CheckpointStore::open(&dir.0).unwrap());
+    let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
     supervise(&mut origin, &[flaky, steady], store, quick_backoff(), stop)
         .await
         .unwrap();
-    let cp = CheckpointStore::open(&dir.0)
+    let cp = CheckpointStore::open(dir.path())
         .unwrap()
         .load()
         .unwrap()
@@ -553,20 +529,20 @@ async fn target_goes_away_and_comes_back() {
 
 #[tokio::test]
 async fn fatal_sink_error_stops_the_service() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let (bad, bt) = fake("bad", Mode::Fatal);
     let mut origin = FakeOrigin {
         last: 5,
         opened_from: Vec::new(),
     };
     let (_stop_tx, stop) = watch::channel(false);
-    let store = Checkpointer::new(CheckpointStore::open(&dir.0).unwrap());
+    let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
     let e = supervise(&mut origin, &[bad], store, quick_backoff(), stop)
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "sink bad: disk full");
     assert_eq!(bt.lock().unwrap().starts, 1, "a fatal error is not retried");
-    let cp = CheckpointStore::open(&dir.0)
+    let cp = CheckpointStore::open(dir.path())
         .unwrap()
         .load()
         .unwrap()
@@ -576,7 +552,7 @@ async fn fatal_sink_error_stops_the_service() {
 
 #[tokio::test]
 async fn stop_while_waiting_for_a_restart_is_clean() {
-    let dir = TmpDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let (flaky, ft) = fake("flaky-stop-test", Mode::Ack);
     {
         let mut t = ft.lock().unwrap();
@@ -588,7 +564,7 @@ async fn stop_while_waiting_for_a_restart_is_clean() {
         opened_from: Vec::new(),
     };
     let (stop_tx, stop) = watch::channel(false);
-    let store = Checkpointer::new(CheckpointStore::open(&dir.0).unwrap());
+    let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
     let stopper = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = stop_tx.send(true);
