@@ -641,8 +641,14 @@ fn backup_cat(dir: &Path) -> Vec<Value> {
 
 /// The backup holds, for each table, exactly one snapshot CREATE TABLE record equal to
 /// the server's `SHOW CREATE TABLE`, before the table's first row, and each database's
-/// `SHOW CREATE DATABASE` exactly once, before its first table's CREATE TABLE.
-fn check_schema_records(recs: &[Value], srv: &TestServer, tables: &[(String, String)]) {
+/// `SHOW CREATE DATABASE` exactly once, before its first table's CREATE TABLE (no
+/// CREATE DATABASE at all unless `with_dbs`: on-demand snapshots).
+fn check_schema_records(
+    recs: &[Value],
+    srv: &TestServer,
+    tables: &[(String, String)],
+    with_dbs: bool,
+) {
     let is_ddl = |r: &Value| r.get("ddl").is_some() && r["source"]["snapshot"] == "true";
     let mut dbs: Vec<&str> = tables.iter().map(|(d, _)| d.as_str()).collect();
     dbs.dedup();
@@ -657,6 +663,10 @@ fn check_schema_records(recs: &[Value], srv: &TestServer, tables: &[(String, Str
                     && recs[i]["source"]["table"] == ""
             })
             .collect();
+        if !with_dbs {
+            assert!(at.is_empty(), "CREATE DATABASE records of {db}: {at:?}");
+            continue;
+        }
         assert_eq!(at.len(), 1, "CREATE DATABASE records of {db}: {at:?}");
         assert_eq!(recs[at[0]]["ddl"], want.as_str(), "CREATE DATABASE {db}");
         let first_table = recs
@@ -703,7 +713,7 @@ fn schema_records(flavor: Flavor) {
     let st = svc.wait_exit(Duration::from_secs(60));
     assert!(st.success(), "{st}\n{}", svc.log_tail());
     let recs = backup_cat(&svc.backup);
-    check_schema_records(&recs, &srv, &tables);
+    check_schema_records(&recs, &srv, &tables, true);
     // The rows are all there and the very last one is marked, the empty table's schema
     // records notwithstanding.
     let reads = recs.iter().filter(|r| r["op"] == "r").count();
@@ -767,7 +777,38 @@ fn schema_records_killed(flavor: Flavor) {
     svc.wait_caught_up(&srv, Duration::from_secs(120));
     svc.stop(Duration::from_secs(30));
     let recs = backup_cat(&svc.backup);
-    check_schema_records(&recs, &srv, &tables);
+    check_schema_records(&recs, &srv, &tables, true);
 }
 
 flavor_tests!(schema_records_killed: schema_records_killed_mariadb, schema_records_killed_mysql);
+
+/// An on-demand snapshot puts the table's CREATE TABLE before its first row, once.
+#[test]
+fn on_demand_schema() {
+    let Some(srv) = filled_server(Flavor::MariaDb, 1000) else {
+        return;
+    };
+    srv.exec(
+        "CREATE DATABASE rowstream; CREATE TABLE rowstream.rowstream_signal \
+         (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); \
+         GRANT INSERT ON rowstream.* TO 'repl'@'%'",
+    );
+    let mut svc = snapshot_service(
+        "ondemand-schema",
+        &srv.repl_url(),
+        "mode = \"never\"\nchunk_rows = 300\nsignal_schema = \"rowstream\"",
+    );
+    svc.spawn();
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    srv.exec(
+        "INSERT INTO rowstream.rowstream_signal VALUES ('req-1', 'execute-snapshot', '{\"tables\": [\"s.t\"]}')",
+    );
+    svc.wait_for("the on-demand snapshot", Duration::from_secs(120), |s| {
+        s.log_text().contains("on-demand snapshot: table read")
+    });
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    svc.stop(Duration::from_secs(30));
+    let recs = backup_cat(&svc.backup);
+    check_schema_records(&recs, &srv, &[("s".into(), "t".into())], false);
+    assert_eq!(recs.iter().filter(|r| r["op"] == "r").count(), 1000);
+}
