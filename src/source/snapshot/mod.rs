@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
-use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, Snapshot, Source};
+use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{chunk_marker, SnapshotState, TableProgress};
@@ -413,8 +413,9 @@ async fn read_chunk(
     // A table's first chunk is the one that starts at its beginning (one
     // chunk only for a table without a primary key).
     if c.lo.is_none() {
-        buf = schema::table_records(conn, t, ctx, first_of_db).await?;
-        buf.reserve(PIECE_RECORDS);
+        for st in schema::table_statements(conn, t, first_of_db).await? {
+            buf.push(schema_record(ctx, &t.db, &st));
+        }
     }
     let ddl = buf.len();
     let (sql, params) = chunk::chunk_query(t, c);
@@ -509,6 +510,30 @@ pub(crate) fn read_event(
         primary_key: t.primary_key.clone(),
         table: Some(t.meta.clone()),
     }
+}
+
+/// A schema record of the snapshot (its fields: see `schema`).
+pub(crate) fn schema_record(ctx: &EventCtx, db: &Arc<str>, st: &schema::Statement) -> Record {
+    Record::SchemaChange(SchemaChange {
+        source: Source {
+            version: VERSION,
+            connector: ctx.flavor,
+            name: ctx.name.clone(),
+            ts_ms: ctx.ts_ms,
+            snapshot: Snapshot::True,
+            db: db.clone(),
+            table: Arc::from(st.table.as_str()),
+            server_id: ctx.server_id,
+            gtid: ctx.empty.clone(),
+            sequence: ctx.sequence,
+            file: ctx.empty.clone(),
+            pos: 0,
+            row: 0,
+        },
+        ts_ms: now_ms(),
+        database: db.clone(),
+        ddl: st.ddl.clone(),
+    })
 }
 
 /// Hands pieces to the pipeline in chunk order, ending each chunk with its

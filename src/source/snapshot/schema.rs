@@ -1,7 +1,8 @@
-//! Schema records of a snapshot: each database's `SHOW CREATE DATABASE` and
-//! each table's `SHOW CREATE TABLE`, as `Record::SchemaChange`s placed before
-//! the table's rows, so every sink (and the file backup, which restore reads
-//! into an empty server) gets the definitions the rows belong to.
+//! Schema statements of a snapshot: each database's `SHOW CREATE DATABASE`
+//! and each table's `SHOW CREATE TABLE`, which become `Record::SchemaChange`s
+//! (`super::schema_record`) placed before the table's rows, so every sink
+//! (and the file backup, which restore reads into an empty server) gets the
+//! definitions the rows belong to.
 //!
 //! Invariants:
 //! - the statements are read on the worker connection that reads the
@@ -19,24 +20,25 @@
 //!   and `source.table` = the table for a CREATE TABLE ("" for CREATE
 //!   DATABASE, as for binlog DDL).
 
-use std::sync::Arc;
-
 use mysql_async::prelude::Queryable;
-use rowstream_api::{Record, SchemaChange, Snapshot, Source};
 
 use super::rows::{quote_ident, SnapTable};
-use super::{now_ms, EventCtx};
-use crate::source::{SourceError, VERSION};
+use crate::source::SourceError;
 
-/// The schema records that open table `t`'s first chunk: its database's
-/// CREATE DATABASE when `with_db`, then its CREATE TABLE. `conn` is the
+/// A statement to emit: the table it defines ("" for a database) and its text.
+pub(crate) struct Statement {
+    pub(crate) table: String,
+    pub(crate) ddl: String,
+}
+
+/// The statements that open table `t`'s first chunk: its database's CREATE
+/// DATABASE when `with_db`, then its CREATE TABLE. `conn` is the
 /// connection (and transaction) that reads the chunk's rows next.
-pub(crate) async fn table_records(
+pub(crate) async fn table_statements(
     conn: &mut mysql_async::Conn,
     t: &SnapTable,
-    ctx: &EventCtx,
     with_db: bool,
-) -> Result<Vec<Record>, SourceError> {
+) -> Result<Vec<Statement>, SourceError> {
     // Opening the table takes its metadata lock for the rest of the
     // transaction; SHOW CREATE alone may not keep it.
     conn.query_drop(format!("SELECT 1 FROM {} LIMIT 0", t.sql_name()))
@@ -44,10 +46,16 @@ pub(crate) async fn table_records(
     let mut out = Vec::with_capacity(2);
     if with_db {
         let ddl = show_create(conn, "DATABASE", &quote_ident(&t.db), &t.label()).await?;
-        out.push(record(ctx, &t.db, "", ddl));
+        out.push(Statement {
+            table: String::new(),
+            ddl,
+        });
     }
     let ddl = show_create(conn, "TABLE", &t.sql_name(), &t.label()).await?;
-    out.push(record(ctx, &t.db, &t.table, ddl));
+    out.push(Statement {
+        table: t.table.to_string(),
+        ddl,
+    });
     Ok(out)
 }
 
@@ -70,29 +78,5 @@ async fn show_create(
         SourceError::Fatal(format!(
             "snapshot: SHOW CREATE {kind} of {label} is not UTF-8"
         ))
-    })
-}
-
-/// One schema record of the snapshot (fields: see the module docs).
-pub(crate) fn record(ctx: &EventCtx, db: &Arc<str>, table: &str, ddl: String) -> Record {
-    Record::SchemaChange(SchemaChange {
-        source: Source {
-            version: VERSION,
-            connector: ctx.flavor,
-            name: ctx.name.clone(),
-            ts_ms: ctx.ts_ms,
-            snapshot: Snapshot::True,
-            db: db.clone(),
-            table: Arc::from(table),
-            server_id: ctx.server_id,
-            gtid: ctx.empty.clone(),
-            sequence: ctx.sequence,
-            file: ctx.empty.clone(),
-            pos: 0,
-            row: 0,
-        },
-        ts_ms: now_ms(),
-        database: db.clone(),
-        ddl,
     })
 }

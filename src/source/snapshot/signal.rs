@@ -317,9 +317,10 @@ async fn window(
             sequence: 0, // set to the high watermark's when emitted (`process`)
         };
         let schema = match after {
-            None => schema::table_records(&mut conn, &t, &ctx, false)
+            None => schema::table_statements(&mut conn, &t, false)
                 .await?
-                .pop(),
+                .first()
+                .map(|st| super::schema_record(&ctx, &t.db, st)),
             Some(_) => None,
         };
         let c = chunk::Chunk {
