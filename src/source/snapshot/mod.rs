@@ -25,8 +25,8 @@
 //!   nothing is lost, the rows of an interrupted chunk may be read twice;
 //! - memory is bounded whatever the table size: one piece being built per
 //!   worker, `WORKER_QUEUE` pieces queued per worker, the merger holds back
-//!   only record-less batches (to mark the last event), then the pipeline's
-//!   own bounds;
+//!   only row-less batches (to mark the last event; an empty table's holds
+//!   just its schema records), then the pipeline's own bounds;
 //! - a table's first chunk opens with its schema records (`schema`): the
 //!   database's CREATE DATABASE before the database's first table, the
 //!   table's CREATE TABLE, read in the chunk's view; durable with the chunk;
