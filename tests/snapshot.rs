@@ -594,3 +594,221 @@ fn without_reload(flavor: Flavor) {
 }
 
 flavor_tests!(without_reload: without_reload_mariadb, without_reload_mysql);
+
+/// Tables across two databases for the schema-record tests: `s.t` (`n` rows, [`fill`]),
+/// `s.e` (empty), `s.nopk` (no primary key), and `s2.u` (a copy of `s.t`, in a latin1
+/// database); returns their (db, table) names in snapshot order.
+fn schema_server(flavor: Flavor, n: u64) -> Option<(TestServer, Vec<(String, String)>)> {
+    let srv = filled_server(flavor, n)?;
+    srv.exec(
+        "CREATE TABLE s.e (id INT PRIMARY KEY, note TEXT COMMENT 'empty') ENGINE=InnoDB; \
+         CREATE TABLE s.nopk (a INT, b VARCHAR(10) DEFAULT 'x'); \
+         INSERT INTO s.nopk VALUES (1, 'a'), (2, NULL), (3, 'c'); \
+         CREATE DATABASE s2 DEFAULT CHARACTER SET latin1; \
+         CREATE TABLE s2.u (id BIGINT PRIMARY KEY, k INT NOT NULL, v VARCHAR(100), \
+         KEY kk (k)) DEFAULT CHARSET=utf8mb4; \
+         INSERT INTO s2.u SELECT id, k, v FROM s.t",
+    );
+    let names = [("s", "e"), ("s", "nopk"), ("s", "t"), ("s2", "u")];
+    Some((
+        srv,
+        names
+            .iter()
+            .map(|(d, t)| (d.to_string(), t.to_string()))
+            .collect(),
+    ))
+}
+
+/// `rowstream backup cat DIR`, parsed.
+fn backup_cat(dir: &Path) -> Vec<Value> {
+    let out = common::rowstream()
+        .args(["backup", "cat"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backup cat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The backup holds, for each table, exactly one snapshot CREATE TABLE record equal to
+/// the server's `SHOW CREATE TABLE`, before the table's first row, and each database's
+/// `SHOW CREATE DATABASE` exactly once, before its first table's CREATE TABLE (no
+/// CREATE DATABASE at all unless `with_dbs`: on-demand snapshots).
+fn check_schema_records(
+    recs: &[Value],
+    srv: &TestServer,
+    tables: &[(String, String)],
+    with_dbs: bool,
+) {
+    let is_ddl = |r: &Value| r.get("ddl").is_some() && r["source"]["snapshot"] == "true";
+    let mut dbs: Vec<&str> = tables.iter().map(|(d, _)| d.as_str()).collect();
+    dbs.dedup();
+    for db in dbs {
+        let want = srv.query(&format!("SHOW CREATE DATABASE `{db}`"))[0][1]
+            .clone()
+            .unwrap();
+        let at: Vec<usize> = (0..recs.len())
+            .filter(|&i| {
+                is_ddl(&recs[i])
+                    && recs[i]["databaseName"] == db
+                    && recs[i]["source"]["table"] == ""
+            })
+            .collect();
+        if !with_dbs {
+            assert!(at.is_empty(), "CREATE DATABASE records of {db}: {at:?}");
+            continue;
+        }
+        assert_eq!(at.len(), 1, "CREATE DATABASE records of {db}: {at:?}");
+        assert_eq!(recs[at[0]]["ddl"], want.as_str(), "CREATE DATABASE {db}");
+        let first_table = recs
+            .iter()
+            .position(|r| is_ddl(r) && r["databaseName"] == db && r["source"]["table"] != "")
+            .expect("a CREATE TABLE");
+        assert!(at[0] < first_table, "CREATE DATABASE {db} after its tables");
+    }
+    for (db, t) in tables {
+        let want = srv.query(&format!("SHOW CREATE TABLE `{db}`.`{t}`"))[0][1]
+            .clone()
+            .unwrap();
+        let of_table =
+            |r: &Value| r["source"]["db"] == db.as_str() && r["source"]["table"] == t.as_str();
+        let at: Vec<usize> = (0..recs.len())
+            .filter(|&i| is_ddl(&recs[i]) && of_table(&recs[i]))
+            .collect();
+        assert_eq!(at.len(), 1, "CREATE TABLE records of {db}.{t}: {at:?}");
+        assert_eq!(recs[at[0]]["ddl"], want.as_str(), "CREATE TABLE {db}.{t}");
+        assert_eq!(recs[at[0]]["databaseName"], db.as_str());
+        if let Some(first_row) = recs
+            .iter()
+            .position(|r| r.get("op").is_some() && of_table(r))
+        {
+            assert!(
+                at[0] < first_row,
+                "CREATE TABLE {db}.{t} after its first row"
+            );
+        }
+    }
+}
+
+/// An initial snapshot puts each table's schema into the backup before its rows, once.
+fn schema_records(flavor: Flavor) {
+    let Some((srv, tables)) = schema_server(flavor, 1000) else {
+        return;
+    };
+    let mut svc = snapshot_service(
+        &format!("schema-{}", flavor.name()),
+        &srv.repl_url(),
+        "mode = \"initial_only\"\nthreads = 2\nchunk_rows = 100",
+    );
+    svc.spawn();
+    let st = svc.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "{st}\n{}", svc.log_tail());
+    let recs = backup_cat(&svc.backup);
+    check_schema_records(&recs, &srv, &tables, true);
+    // The rows are all there and the very last one is marked, the empty table's schema
+    // records notwithstanding.
+    let reads = recs.iter().filter(|r| r["op"] == "r").count();
+    assert_eq!(reads, 1000 + 3 + 1000);
+    let lasts: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["source"]["snapshot"] == "last")
+        .collect();
+    assert_eq!(lasts.len(), 1, "{lasts:?}");
+    assert_eq!(lasts[0]["op"], "r");
+}
+
+flavor_tests!(schema_records: schema_records_mariadb, schema_records_mysql);
+
+/// SIGKILLed at random moments during the snapshot and resumed: each schema record is
+/// still in the backup exactly once, before its table's rows.
+fn schema_records_killed(flavor: Flavor) {
+    let n = rows_wanted().min(200_000);
+    let Some((srv, tables)) = schema_server(flavor, n) else {
+        return;
+    };
+    let mut svc = snapshot_service(
+        &format!("schema-kill-{}", flavor.name()),
+        &srv.repl_url(),
+        &format!("threads = 2\nchunk_rows = {}", (n / 40).max(10)),
+    );
+    let mut rng = StdRng::seed_from_u64(seed() ^ 0x5c4e);
+    let mut kills = 0;
+    let mut resumed_progress = 0u64;
+    loop {
+        svc.spawn();
+        let wait = Duration::from_millis(rng.gen_range(100..1000));
+        let t = Instant::now();
+        while t.elapsed() < wait && !svc.snapshot_complete() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if svc.snapshot_complete() || kills >= 10 {
+            break;
+        }
+        svc.kill9();
+        kills += 1;
+        if let Some(cp) = svc.checkpoint() {
+            resumed_progress =
+                resumed_progress.max(cp["snapshot"]["chunks_done"].as_u64().unwrap_or(0));
+        }
+    }
+    eprintln!(
+        "{kills} kills during the snapshot; most chunks durable at a kill: {resumed_progress}"
+    );
+    svc.wait_for("snapshot completion", Duration::from_secs(600), |s| {
+        s.snapshot_complete()
+    });
+    if kills > 0 && resumed_progress > 0 {
+        assert!(
+            svc.log_text()
+                .contains("resuming after the last durable chunk"),
+            "{}",
+            svc.log_tail()
+        );
+    }
+    svc.wait_caught_up(&srv, Duration::from_secs(120));
+    svc.stop(Duration::from_secs(30));
+    let recs = backup_cat(&svc.backup);
+    check_schema_records(&recs, &srv, &tables, true);
+}
+
+flavor_tests!(schema_records_killed: schema_records_killed_mariadb, schema_records_killed_mysql);
+
+/// An on-demand snapshot puts the table's CREATE TABLE before its first row, once.
+#[test]
+fn on_demand_schema() {
+    let Some(srv) = filled_server(Flavor::MariaDb, 1000) else {
+        return;
+    };
+    srv.exec(
+        "CREATE DATABASE rowstream; CREATE TABLE rowstream.rowstream_signal \
+         (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); \
+         GRANT INSERT ON rowstream.* TO 'repl'@'%'",
+    );
+    let mut svc = snapshot_service(
+        "ondemand-schema",
+        &srv.repl_url(),
+        "mode = \"never\"\nchunk_rows = 300\nsignal_schema = \"rowstream\"",
+    );
+    svc.spawn();
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    srv.exec(
+        "INSERT INTO rowstream.rowstream_signal VALUES ('req-1', 'execute-snapshot', '{\"tables\": [\"s.t\"]}')",
+    );
+    svc.wait_for("the on-demand snapshot", Duration::from_secs(120), |s| {
+        s.log_text().contains("on-demand snapshot: table read")
+    });
+    svc.wait_caught_up(&srv, Duration::from_secs(60));
+    svc.stop(Duration::from_secs(30));
+    let recs = backup_cat(&svc.backup);
+    check_schema_records(&recs, &srv, &[("s".into(), "t".into())], false);
+    assert_eq!(recs.iter().filter(|r| r["op"] == "r").count(), 1000);
+}

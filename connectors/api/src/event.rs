@@ -152,10 +152,13 @@ pub struct ChangeEvent {
     pub table: Option<Arc<TableMeta>>,
 }
 
-/// A DDL statement seen in the binlog, emitted as its own record.
+/// A DDL statement seen in the binlog, emitted as its own record; also a
+/// snapshot's `SHOW CREATE DATABASE` / `SHOW CREATE TABLE` before the rows
+/// (then `source.snapshot` is "true", as on the snapshot's rows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaChange {
-    /// Source position of the statement; `table` is empty, `row` is 0.
+    /// Source position of the statement; `row` is 0; `table` is empty,
+    /// except the table's name on a snapshot's CREATE TABLE.
     pub source: Source,
     /// Processing time, milliseconds since the epoch.
     pub ts_ms: u64,

@@ -25,8 +25,11 @@
 //!   nothing is lost, the rows of an interrupted chunk may be read twice;
 //! - memory is bounded whatever the table size: one piece being built per
 //!   worker, `WORKER_QUEUE` pieces queued per worker, the merger holds back
-//!   only record-less batches (to mark the last event), then the pipeline's
-//!   own bounds;
+//!   only row-less batches (to mark the last event; an empty table's holds
+//!   just its schema records), then the pipeline's own bounds;
+//! - a table's first chunk opens with its schema records (`schema`): the
+//!   database's CREATE DATABASE before the database's first table, the
+//!   table's CREATE TABLE, read in the chunk's view; durable with the chunk;
 //! - snapshot events have `source.snapshot` = "true" ("last" on the very
 //!   last one), `source.gtid` = "" (like Debezium, a snapshot read belongs
 //!   to no transaction), `source.file` = "", `pos` = 0, `source.ts_ms` = the
@@ -36,13 +39,14 @@ pub mod chunk;
 pub mod cut;
 mod progress;
 pub mod rows;
+mod schema;
 pub mod signal;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
-use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, Snapshot, Source};
+use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{chunk_marker, SnapshotState, TableProgress};
@@ -299,10 +303,13 @@ pub(crate) struct EventCtx {
     pub(crate) sequence: u64,
 }
 
-/// A worker's output: up to `PIECE_RECORDS` rows, and the chunk's end.
+/// A worker's output: up to `PIECE_RECORDS` rows (after the table's
+/// schema records in its first chunk's first piece), and the chunk's end.
 struct Piece {
     table: usize,
     records: Vec<Record>,
+    /// How many of `records` are schema records (they come first).
+    ddl: usize,
     end: Option<ChunkEnd>,
 }
 
@@ -311,6 +318,8 @@ struct ChunkEnd {
     table: usize,
     hi: Option<Key>,
     rows: u64,
+    /// Schema records of the chunk.
+    ddl: u64,
 }
 
 /// Deals chunks round-robin: chunk `n` to worker `(n - first) % workers`.
@@ -374,7 +383,10 @@ async fn work(
     out: mpsc::Sender<Result<Piece, SourceError>>,
 ) {
     while let Some(c) = chunks.recv().await {
-        match read_chunk(&mut conn, &tables[c.table], &ctx, &c, &out).await {
+        // Tables are listed grouped by database (and resumes keep the order).
+        let first_of_db = c.table == 0 || tables[c.table - 1].db != tables[c.table].db;
+        let t = &tables[c.table];
+        match read_chunk(&mut conn, t, first_of_db, &ctx, &c, &out).await {
             Ok(true) => {}
             Ok(false) => return, // the merger stopped
             Err(e) => {
@@ -388,16 +400,27 @@ async fn work(
 }
 
 /// Streams one chunk into `out`; false when the merger is gone.
+/// `first_of_db`: the chunk's table is its database's first.
 async fn read_chunk(
     conn: &mut mysql_async::Conn,
     t: &SnapTable,
+    first_of_db: bool,
     ctx: &EventCtx,
     c: &Chunk,
     out: &mpsc::Sender<Result<Piece, SourceError>>,
 ) -> Result<bool, SourceError> {
+    let mut buf = Vec::with_capacity(PIECE_RECORDS);
+    // A table's first chunk is the one that starts at its beginning (one
+    // chunk only for a table without a primary key).
+    if c.lo.is_none() {
+        for st in schema::table_statements(conn, t, first_of_db).await? {
+            buf.push(schema_record(ctx, &t.db, &st));
+        }
+    }
+    let ddl = buf.len();
     let (sql, params) = chunk::chunk_query(t, c);
     let mut res = conn.exec_iter(sql, params).await?;
-    let mut buf = Vec::with_capacity(PIECE_RECORDS);
+    let mut piece_ddl = ddl;
     let mut rows = 0u64;
     // Processing time per piece, not per row: the clock is not free.
     let mut now = now_ms();
@@ -411,6 +434,7 @@ async fn read_chunk(
             let piece = Piece {
                 table: c.table,
                 records,
+                ddl: std::mem::take(&mut piece_ddl),
                 end: None,
             };
             if out.send(Ok(piece)).await.is_err() {
@@ -424,11 +448,13 @@ async fn read_chunk(
         table: c.table,
         hi: c.hi.clone(),
         rows,
+        ddl: ddl as u64,
     };
     Ok(out
         .send(Ok(Piece {
             table: c.table,
             records: buf,
+            ddl: piece_ddl,
             end: Some(end),
         }))
         .await
@@ -486,6 +512,30 @@ pub(crate) fn read_event(
     }
 }
 
+/// A schema record of the snapshot (its fields: see `schema`).
+pub(crate) fn schema_record(ctx: &EventCtx, db: &Arc<str>, st: &schema::Statement) -> Record {
+    Record::SchemaChange(SchemaChange {
+        source: Source {
+            version: VERSION,
+            connector: ctx.flavor,
+            name: ctx.name.clone(),
+            ts_ms: ctx.ts_ms,
+            snapshot: Snapshot::True,
+            db: db.clone(),
+            table: Arc::from(st.table.as_str()),
+            server_id: ctx.server_id,
+            gtid: ctx.empty.clone(),
+            sequence: ctx.sequence,
+            file: ctx.empty.clone(),
+            pos: 0,
+            row: 0,
+        },
+        ts_ms: now_ms(),
+        database: db.clone(),
+        ddl: st.ddl.clone(),
+    })
+}
+
 /// Hands pieces to the pipeline in chunk order, ending each chunk with its
 /// marker and progress.
 async fn merge(
@@ -529,8 +579,9 @@ async fn merge(
             Some(Ok(p)) => p,
         };
         let ti = piece.table;
-        chunk_rows += piece.records.len() as u64;
-        prog.rows(ti, piece.records.len() as u64);
+        let piece_rows = (piece.records.len() - piece.ddl) as u64;
+        chunk_rows += piece_rows;
+        prog.rows(ti, piece_rows);
         let mut commits = Vec::new();
         let mut snap = None;
         if let Some(end) = piece.end {
@@ -544,7 +595,7 @@ async fn merge(
             commits.push(Commit {
                 end: piece.records.len(),
                 gtid: Arc::from(chunk_marker(state.id, n)),
-                events: end.rows,
+                events: end.rows + end.ddl,
             });
             state.chunks_done = n;
             let tp = &mut state.tables[end.table];
@@ -561,7 +612,9 @@ async fn merge(
             n += 1;
             chunk_rows = 0;
         }
-        let has_records = !piece.records.is_empty();
+        // Schema records alone (an empty table) are held like an empty
+        // piece: the last row event must still be found to be marked.
+        let has_records = piece.records.len() > piece.ddl;
         if has_records && send_held(&mut held).await.is_err() {
             return Ok(Outcome::Stopped);
         }
@@ -582,7 +635,7 @@ async fn merge(
             state.chunks_done
         )));
     }
-    // The last batch with records is the first held one.
+    // The last batch with rows is the first held one.
     if let Some(b) = held.first_mut() {
         if let Some(Record::Change(ev)) = b.records.last_mut() {
             ev.source.snapshot = Snapshot::Last;

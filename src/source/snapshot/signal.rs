@@ -21,6 +21,13 @@
 //! change in the window is at least as new as the row the SELECT saw, and
 //! every later change follows the emitted row.
 //!
+//! A table's first chunk is preceded by its CREATE TABLE (a snapshot
+//! schema record, see `schema`), emitted with the chunk. The SELECT, the
+//! SHOW CREATE TABLE and the high watermark run in one transaction that
+//! has opened the table first: its metadata lock keeps DDL on the table
+//! out of the window, so the definition matches the rows and no DDL of the
+//! table lies between it and the high watermark in the stream.
+//!
 //! Memory: one chunk (at most `chunk_rows` rows) and the keys changed in
 //! one window. The chunk rows travel inside the high watermark's
 //! transaction, so they are durable and checkpointed with it (exactly once
@@ -38,7 +45,7 @@ use tokio::sync::oneshot;
 
 use super::chunk::{self, Key};
 use super::rows::{self, SnapTable};
-use super::{cut, now_ms, EventCtx};
+use super::{cut, now_ms, schema, EventCtx};
 use crate::source::conn::ConnOpts;
 use crate::source::{Batch, SourceError};
 
@@ -58,6 +65,8 @@ pub struct SignalConfig {
 
 struct ChunkRead {
     table: Arc<SnapTable>,
+    /// The table's CREATE TABLE, with its first chunk.
+    schema: Option<Record>,
     rows: Vec<ChangeEvent>,
     last_key: Option<Key>,
 }
@@ -114,14 +123,16 @@ impl Incremental {
                     let mut inserted = self.on_signal(ty.as_deref(), data.as_deref());
                     // Emitted in the high watermark's transaction: newer than
                     // every change before it, older than every change after.
-                    for e in &mut inserted {
-                        e.source.sequence = sequence;
+                    for r in &mut inserted {
+                        match r {
+                            Record::Change(e) => e.source.sequence = sequence,
+                            Record::SchemaChange(sc) => sc.source.sequence = sequence,
+                        }
                     }
                     if !inserted.is_empty() {
                         let n = inserted.len();
                         let at = i + 1;
-                        b.records
-                            .splice(at..at, inserted.into_iter().map(Record::Change));
+                        b.records.splice(at..at, inserted);
                         for c in b.commits.iter_mut() {
                             if c.end >= at {
                                 c.end += n;
@@ -141,8 +152,8 @@ impl Incremental {
         }
     }
 
-    /// One signal row; returns the rows to insert after it.
-    fn on_signal(&mut self, ty: Option<&str>, data: Option<&str>) -> Vec<ChangeEvent> {
+    /// One signal row; returns the records to insert after it.
+    fn on_signal(&mut self, ty: Option<&str>, data: Option<&str>) -> Vec<Record> {
         match ty {
             Some("execute-snapshot") => {
                 let tables = parse_request(data.unwrap_or(""));
@@ -222,7 +233,10 @@ impl Incremental {
                         }
                     }
                 }
-                out
+                read.schema
+                    .into_iter()
+                    .chain(out.into_iter().map(Record::Change))
+                    .collect()
             }
             _ => Vec::new(),
         }
@@ -292,6 +306,23 @@ async fn window(
         }
         conn.exec_drop(&insert, (format!("{id}-open"), "snapshot-window-open", &id))
             .await?;
+        // Ended after the high watermark (see the module docs).
+        conn.query_drop("START TRANSACTION").await?;
+        let ctx = EventCtx {
+            name: cfg.name.clone(),
+            flavor: cfg.flavor,
+            server_id: 0,
+            ts_ms: now_ms(),
+            empty: Arc::from(""),
+            sequence: 0, // set to the high watermark's when emitted (`process`)
+        };
+        let schema = match after {
+            None => schema::table_statements(&mut conn, &t, false)
+                .await?
+                .first()
+                .map(|st| super::schema_record(&ctx, &t.db, st)),
+            Some(_) => None,
+        };
         let c = chunk::Chunk {
             n: 0,
             table: 0,
@@ -301,14 +332,6 @@ async fn window(
         let (mut sql, params) = chunk::chunk_query(&t, &c);
         sql.push_str(&format!(" LIMIT {}", cfg.chunk_rows));
         let result: Vec<mysql_async::Row> = conn.exec(sql, params).await?;
-        let ctx = EventCtx {
-            name: cfg.name.clone(),
-            flavor: cfg.flavor,
-            server_id: 0,
-            ts_ms: now_ms(),
-            empty: Arc::from(""),
-            sequence: 0, // set to the high watermark's when emitted (`process`)
-        };
         let mut out = Vec::with_capacity(result.len());
         let now = now_ms();
         for (i, r) in result.into_iter().enumerate() {
@@ -321,6 +344,7 @@ async fn window(
         });
         Ok(ChunkRead {
             table: t,
+            schema,
             rows: out,
             last_key,
         })
@@ -334,6 +358,8 @@ async fn window(
         (format!("{id}-close"), "snapshot-window-close", &id),
     )
     .await?;
+    // A no-op when the read failed before its transaction began.
+    conn.query_drop("COMMIT").await?;
     conn.disconnect().await.ok();
     if failed {
         return Err(SourceError::Fatal("chunk read failed".into()));
