@@ -237,6 +237,12 @@ struct CatTx {
 /// transactions before it were written). Old backups without checksums are
 /// written with a warning (logged).
 pub fn cat(dir: &Path, out: &mut impl Write) -> io::Result<u64> {
+    cat_bounded(dir, out, CAT_BUFFER)
+}
+
+/// [`cat`] holding at most `buffer` bytes of a transaction (tests use a
+/// small one to exercise the second pass).
+pub fn cat_bounded(dir: &Path, out: &mut impl Write, buffer: usize) -> io::Result<u64> {
     let mut rd = BackupReader::open(dir)?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut line = Vec::with_capacity(4096);
@@ -251,7 +257,7 @@ pub fn cat(dir: &Path, out: &mut impl Write) -> io::Result<u64> {
             tx.records += 1;
             if !tx.spilled {
                 tx.held.extend_from_slice(&line);
-                if tx.held.len() > CAT_BUFFER {
+                if tx.held.len() > buffer {
                     tx.spilled = true;
                     tx.held = Vec::new();
                 }
@@ -298,7 +304,7 @@ pub fn cat(dir: &Path, out: &mut impl Write) -> io::Result<u64> {
             n += tx.records;
             let held = std::mem::take(&mut tx.held);
             tx = CatTx::default();
-            if held.capacity() <= CAT_BUFFER {
+            if held.capacity() <= buffer.max(1 << 16) {
                 tx.held = held;
                 tx.held.clear();
             }
