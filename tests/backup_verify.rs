@@ -128,6 +128,15 @@ fn flips_and_gap(flavor: Flavor) {
             lines.len() <= want.len() && lines[..] == want[..lines.len()],
             "flip at {at} of {name} (seed {seed}): cat printed a damaged line"
         );
+        if text.contains("checksum mismatch") {
+            // The marker is intact, so cat reaches the damage and refuses.
+            let err = c.stderr_text();
+            assert!(!c.success(), "flip at {at} of {name}: cat exited 0");
+            assert!(
+                err.contains("checksum mismatch") || err.contains("not a backup record"),
+                "{err}"
+            );
+        }
         std::fs::write(&path, &orig).unwrap();
     }
 
