@@ -27,7 +27,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::encode::{classify, marker_crc, parse_tx_end, LineKind, TxCrc};
-use crate::segment::{open_segment, segments, Segment};
+use crate::segment::{open_listed, segments, Segment};
 
 /// One line of the backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,20 +91,7 @@ impl BackupReader {
             return Ok(false);
         };
         // The writer may have compressed it since we listed.
-        let (seg, rd) = match open_segment(&self.dir, seg) {
-            Ok(rd) => (seg, rd),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !seg.compressed => {
-                let z = Segment {
-                    num: seg.num,
-                    compressed: true,
-                };
-                (
-                    z,
-                    open_segment(&self.dir, z).map_err(|e| ctx(&self.dir, z, e))?,
-                )
-            }
-            Err(e) => return Err(ctx(&self.dir, seg, e)),
-        };
+        let (seg, rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
         let rd: Box<dyn Read + Send> = if !seg.compressed && Some(seg.num) == self.newest {
             let limit =
                 complete_prefix(&seg.path(&self.dir)).map_err(|e| ctx(&self.dir, seg, e))?;
@@ -321,17 +308,7 @@ pub fn cat_bounded(dir: &Path, out: &mut impl Write, buffer: usize) -> io::Resul
 /// `start`. The segment may have been compressed since the first pass.
 fn reprint(dir: &Path, start: Position, records: u64, out: &mut impl Write) -> io::Result<()> {
     let seg = start.segment;
-    let rd = match open_segment(dir, seg) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !seg.compressed => open_segment(
-            dir,
-            Segment {
-                compressed: true,
-                ..seg
-            },
-        ),
-        r => r,
-    }
-    .map_err(|e| ctx(dir, seg, e))?;
+    let (_, rd) = open_listed(dir, seg).map_err(|e| ctx(dir, seg, e))?;
     let mut rd = BufReader::with_capacity(1 << 16, rd);
     io::copy(&mut (&mut rd).take(start.offset), &mut io::sink())?;
     let mut line = Vec::with_capacity(4096);

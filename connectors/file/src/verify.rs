@@ -26,7 +26,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use crate::encode::{classify, marker_crc, parse_tx_end, LineKind, TxCrc};
-use crate::segment::{open_segment, segment_name, segments, Segment};
+use crate::segment::{open_listed, segment_name, segments, Segment};
 
 /// One problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,8 +280,11 @@ impl Walk {
         self.line = 0;
         self.reset_tx();
         self.sum.segments += 1;
-        let rd = match open_segment(dir, seg) {
-            Ok(rd) => rd,
+        let rd = match open_listed(dir, seg) {
+            Ok((seg, rd)) => {
+                self.seg = segment_name(seg.num, seg.compressed);
+                rd
+            }
             Err(e) => return self.problem(0, None, format!("cannot open: {e}"), out),
         };
         let mut rd = BufReader::with_capacity(1 << 16, rd);
@@ -337,15 +340,7 @@ pub fn verify(dir: &Path, out: &mut dyn FnMut(&Problem)) -> io::Result<Summary> 
             w.problem(0, None, what, out);
         }
         expect = seg.num + 1;
-        let s = match open_segment(dir, seg) {
-            // Compressed since listed (a live backup).
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !seg.compressed => Segment {
-                compressed: true,
-                ..seg
-            },
-            _ => seg,
-        };
-        w.segment(dir, s, out);
+        w.segment(dir, seg, out);
     }
     Ok(w.sum)
 }
