@@ -9,11 +9,22 @@
 //! - a transaction-end marker after the last record of every transaction
 //!   (Debezium's transaction-metadata style, wrapped in a top-level
 //!   `transaction` key and without `op`):
-//!   `{"transaction":{"status":"END","id":"<gtid>","event_count":N}}`
+//!   `{"transaction":{"status":"END","id":"<gtid>","event_count":N,"crc32c":"1a2b3c4d"}}`
+//!
+//! The marker's `crc32c` (CRC32C, Castagnoli, crate `crc32c`, hardware
+//! accelerated) is the checksum of the transaction's bytes as written: every
+//! line of the transaction before its marker (`\n` included), then the
+//! marker's own bytes up to and excluding `,"crc32c":` (so a flipped bit in
+//! the GTID or the count is caught too). Writers compute it incrementally as
+//! they encode ([`TxCrc`]); a transaction is never held whole. Markers
+//! written before checksums existed have no `crc32c` (`TxEnd::crc32c` is
+//! `None`): readers accept them and warn that the backup has no checksums.
 //!
 //! Invariants kept: every encoded line is valid JSON followed by exactly one
 //! `\n`; the marker's layout is fixed (keys in this order, no spaces), so
-//! [`classify`] needs only the first bytes of a line.
+//! [`classify`] needs only the first bytes of a line; a marker with a key
+//! it does not know is malformed (a flipped byte in `crc32c`'s name must not
+//! turn a checksummed marker into an old one).
 
 use rowstream_api::json::{write_record, write_str};
 use rowstream_api::Record;
@@ -42,13 +53,47 @@ pub fn encode_record(out: &mut Vec<u8>, rec: &Record) {
     out.push(b'\n');
 }
 
-/// Appends one transaction-end marker line (with `\n`).
-pub fn encode_tx_end(out: &mut Vec<u8>, gtid: &str, event_count: u64) {
+const CRC_KEY: &[u8] = b",\"crc32c\":\"";
+
+/// The running checksum of one transaction's bytes (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxCrc(pub u32);
+
+impl TxCrc {
+    /// Adds bytes as written (a whole line with its `\n`, or a part of one).
+    #[inline]
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0 = crc32c::crc32c_append(self.0, bytes);
+    }
+}
+
+/// Appends one transaction-end marker line (with `\n`), completing `crc`
+/// (the checksum of the transaction's lines so far) with the marker's own
+/// covered bytes.
+pub fn encode_tx_end(out: &mut Vec<u8>, gtid: &str, event_count: u64, mut crc: TxCrc) {
+    let start = out.len();
     out.extend_from_slice(TX_END_PREFIX);
     write_str(out, gtid);
     out.extend_from_slice(b",\"event_count\":");
     out.extend_from_slice(event_count.to_string().as_bytes());
-    out.extend_from_slice(b"}}\n");
+    crc.update(&out[start..]);
+    out.extend_from_slice(CRC_KEY);
+    out.extend_from_slice(format!("{:08x}", crc.0).as_bytes());
+    out.extend_from_slice(b"\"}}\n");
+}
+
+/// The checksum a marker line claims against the one its bytes give:
+/// `crc` (the transaction's lines) completed with the marker's covered
+/// prefix. `None` when the marker carries no checksum (an old backup).
+pub fn marker_crc(line: &[u8], mut crc: TxCrc) -> Option<(u32, u32)> {
+    let at = line.windows(CRC_KEY.len()).rposition(|w| w == CRC_KEY)?;
+    crc.update(&line[..at]);
+    let hex = line.get(at + CRC_KEY.len()..at + CRC_KEY.len() + 8)?;
+    let claimed = std::str::from_utf8(hex)
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
+    // An unreadable claim never matches.
+    Some((claimed.unwrap_or(!crc.0), crc.0))
 }
 
 /// The kind of a line (with or without its `\n`), from its first bytes only;
@@ -73,6 +118,8 @@ pub struct TxEnd {
     pub id: String,
     /// How many record lines of the transaction precede the marker.
     pub event_count: u64,
+    /// The checksum (see the module docs); `None` in old backups.
+    pub crc32c: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -81,10 +128,13 @@ struct MarkerLine {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MarkerBody {
     status: String,
     id: String,
     event_count: u64,
+    #[serde(default)]
+    crc32c: Option<String>,
 }
 
 /// Parses a marker line (with or without its `\n`). `None` unless it is a
@@ -98,9 +148,15 @@ pub fn parse_tx_end(line: &[u8]) -> Option<TxEnd> {
     if m.transaction.status != "END" {
         return None;
     }
+    let crc32c = match m.transaction.crc32c {
+        None => None,
+        Some(h) if h.len() == 8 => Some(u32::from_str_radix(&h, 16).ok()?),
+        Some(_) => return None,
+    };
     Some(TxEnd {
         id: m.transaction.id,
         event_count: m.transaction.event_count,
+        crc32c,
     })
 }
 
@@ -111,11 +167,23 @@ mod tests {
     #[test]
     fn marker_round_trip() {
         let mut out = Vec::new();
-        encode_tx_end(&mut out, "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23", 7);
-        assert_eq!(
-            out,
-            b"{\"transaction\":{\"status\":\"END\",\"id\":\"3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23\",\"event_count\":7}}\n"
+        let mut crc = TxCrc::default();
+        crc.update(b"{\"before\":null}\n");
+        encode_tx_end(
+            &mut out,
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23",
+            7,
+            crc,
         );
+        let covered = b"{\"transaction\":{\"status\":\"END\",\"id\":\"3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23\",\"event_count\":7";
+        let mut want = crc;
+        want.update(covered);
+        let mut expect = covered.to_vec();
+        expect.extend_from_slice(format!(",\"crc32c\":\"{:08x}\"}}}}\n", want.0).as_bytes());
+        assert_eq!(out, expect);
+        assert_eq!(marker_crc(&out, crc), Some((want.0, want.0)));
+        let (claimed, got) = marker_crc(&out, TxCrc::default()).unwrap();
+        assert_ne!(claimed, got);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v.get("op").is_none());
         assert_eq!(classify(&out), Some(LineKind::TxEnd));
@@ -123,9 +191,18 @@ mod tests {
             parse_tx_end(&out),
             Some(TxEnd {
                 id: "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23".into(),
-                event_count: 7
+                event_count: 7,
+                crc32c: Some(want.0),
             })
         );
+        // Old markers carry no checksum; unknown keys are malformed.
+        let old = b"{\"transaction\":{\"status\":\"END\",\"id\":\"a:1\",\"event_count\":0}}\n";
+        assert_eq!(parse_tx_end(old).unwrap().crc32c, None);
+        assert_eq!(marker_crc(old, crc), None);
+        let renamed = String::from_utf8(out.clone())
+            .unwrap()
+            .replace("crc32c", "crc32d");
+        assert_eq!(parse_tx_end(renamed.as_bytes()), None);
         // A torn marker is not a transaction end.
         assert_eq!(parse_tx_end(&out[..out.len() - 3]), None);
         assert_eq!(classify(b"{\"before\":null"), Some(LineKind::Change));

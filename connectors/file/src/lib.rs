@@ -6,7 +6,7 @@
 //! Modules: `config` (the `[[sinks]] type = "file"` table), `encode` (the
 //! line format), `segment` (files, lock, writer, compressor), `recover`
 //! (cutting back to the checkpoint), `sink` (the `Sink`), `reader` (reading
-//! a backup back).
+//! a backup back), `verify` (`rowstream backup verify`).
 
 pub mod config;
 pub mod encode;
@@ -14,10 +14,12 @@ pub mod reader;
 pub mod recover;
 pub mod segment;
 pub mod sink;
+pub mod verify;
 
 pub use config::FileSinkConfig;
-pub use encode::{LineKind, TxEnd};
+pub use encode::{LineKind, TxCrc, TxEnd};
 pub use reader::{cat, BackupReader, Entry};
 pub use recover::{RecoverError, Recovered};
 pub use rowstream_api::ConfigError;
 pub use sink::FileSink;
+pub use verify::{verify, Problem, Summary};

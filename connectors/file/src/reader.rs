@@ -1,6 +1,13 @@
 //! Reading a backup: every line in write order across compressed and open
 //! segments (`BackupReader`), and `backup cat` (`cat`).
 //!
+//! `cat` prints a transaction only after its checksum (see `encode`) is
+//! verified: transactions up to [`CAT_BUFFER`] bytes are held until their
+//! marker; a bigger one is checksummed in a first pass and printed in a
+//! second pass re-read from where it starts (decompressing its segment
+//! again when compressed), so memory stays bounded. A transaction whose
+//! checksum fails is not printed: `cat` stops with an error naming it.
+//!
 //! Invariants kept:
 //! - Streams: memory is one line plus read buffers and zstd's window, never
 //!   a segment or a transaction.
@@ -19,8 +26,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::encode::{classify, parse_tx_end, LineKind};
-use crate::segment::{open_segment, segments, Segment};
+use crate::encode::{classify, marker_crc, parse_tx_end, LineKind, TxCrc};
+use crate::segment::{open_listed, segments, Segment};
 
 /// One line of the backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +46,19 @@ pub struct BackupReader {
     rest: VecDeque<Segment>,
     newest: Option<u64>,
     cur: Option<(u64, Box<dyn BufRead + Send>)>,
+    /// The segment being read, as opened.
+    cur_seg: Option<Segment>,
+    /// Bytes of the current segment consumed so far.
+    pos: u64,
     line_no: u64,
+}
+
+/// Where a line starts: segment (as opened), byte offset, 0-based line number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub segment: Segment,
+    pub offset: u64,
+    pub line_no: u64,
 }
 
 impl BackupReader {
@@ -61,6 +80,8 @@ impl BackupReader {
             newest: rest.back().map(|s| s.num),
             rest,
             cur: None,
+            cur_seg: None,
+            pos: 0,
             line_no: 0,
         })
     }
@@ -70,20 +91,7 @@ impl BackupReader {
             return Ok(false);
         };
         // The writer may have compressed it since we listed.
-        let (seg, rd) = match open_segment(&self.dir, seg) {
-            Ok(rd) => (seg, rd),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !seg.compressed => {
-                let z = Segment {
-                    num: seg.num,
-                    compressed: true,
-                };
-                (
-                    z,
-                    open_segment(&self.dir, z).map_err(|e| ctx(&self.dir, z, e))?,
-                )
-            }
-            Err(e) => return Err(ctx(&self.dir, seg, e)),
-        };
+        let (seg, rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
         let rd: Box<dyn Read + Send> = if !seg.compressed && Some(seg.num) == self.newest {
             let limit =
                 complete_prefix(&seg.path(&self.dir)).map_err(|e| ctx(&self.dir, seg, e))?;
@@ -92,8 +100,19 @@ impl BackupReader {
             rd
         };
         self.cur = Some((seg.num, Box::new(BufReader::with_capacity(1 << 16, rd))));
+        self.cur_seg = Some(seg);
+        self.pos = 0;
         self.line_no = 0;
         Ok(true)
+    }
+
+    /// Where the line last read starts (`None` before the first).
+    pub fn position_of_last(&self, last_len: usize) -> Option<Position> {
+        Some(Position {
+            segment: self.cur_seg?,
+            offset: self.pos - last_len as u64,
+            line_no: self.line_no - 1,
+        })
     }
 
     /// Reads the next line into `buf` (cleared first, no trailing `\n`) and
@@ -111,10 +130,12 @@ impl BackupReader {
             let (num, rd) = self.cur.as_mut().expect("opened above");
             let num = *num;
             buf.clear();
-            if rd.read_until(b'\n', buf)? == 0 {
+            let n = rd.read_until(b'\n', buf)?;
+            if n == 0 {
                 self.cur = None;
                 continue;
             }
+            self.pos += n as u64;
             self.line_no += 1;
             let bad = |what: &str| {
                 io::Error::new(
@@ -181,26 +202,128 @@ fn complete_prefix(path: &Path) -> io::Result<u64> {
     }
 }
 
+/// Transactions up to this size are held by `cat` until their checksum is
+/// verified; bigger ones are read twice.
+pub const CAT_BUFFER: usize = 16 << 20;
+
+/// The transaction `cat` is reading.
+#[derive(Default)]
+struct CatTx {
+    crc: TxCrc,
+    records: u64,
+    start: Option<Position>,
+    held: Vec<u8>,
+    spilled: bool,
+}
+
 /// `rowstream backup cat DIR`: writes every row change event and schema
 /// change of the backup in `dir` to `out`, one JSON object per line, in
 /// write (commit) order, without the transaction-end markers. Returns the
-/// number of lines written. Streams in bounded memory.
+/// number of lines written. Streams in bounded memory. A transaction whose
+/// checksum fails is not written: an `InvalidData` error names it (the
+/// transactions before it were written). Old backups without checksums are
+/// written with a warning (logged).
 pub fn cat(dir: &Path, out: &mut impl Write) -> io::Result<u64> {
+    cat_bounded(dir, out, CAT_BUFFER)
+}
+
+/// [`cat`] holding at most `buffer` bytes of a transaction (tests use a
+/// small one to exercise the second pass).
+pub fn cat_bounded(dir: &Path, out: &mut impl Write, buffer: usize) -> io::Result<u64> {
     let mut rd = BackupReader::open(dir)?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut line = Vec::with_capacity(4096);
-    let mut n = 0;
+    let (mut n, mut checksummed, mut warned) = (0, false, false);
+    let mut tx = CatTx::default();
     while let Some(kind) = rd.read_line(&mut line)? {
-        if kind == LineKind::TxEnd {
-            continue;
-        }
         line.push(b'\n');
-        out.write_all(&line)?;
-        n += 1;
+        let at = rd.position_of_last(line.len()).expect("a line was read");
+        if kind != LineKind::TxEnd {
+            tx.start.get_or_insert(at);
+            tx.crc.update(&line);
+            tx.records += 1;
+            if !tx.spilled {
+                tx.held.extend_from_slice(&line);
+                if tx.held.len() > buffer {
+                    tx.spilled = true;
+                    tx.held = Vec::new();
+                }
+            }
+        } else {
+            let bad = |what: String| {
+                let id = parse_tx_end(&line).map_or_else(|| "?".to_string(), |m| m.id);
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "segment {} line {}: transaction {id}: {what}; it is not printed",
+                        at.segment.num,
+                        at.line_no + 1
+                    ),
+                )
+            };
+            if parse_tx_end(&line).is_none() {
+                return Err(bad("malformed transaction-end marker".into()));
+            }
+            match marker_crc(&line, tx.crc) {
+                None if checksummed => return Err(bad("marker without checksum".into())),
+                None if !warned => {
+                    tracing::warn!(dir = %dir.display(), "this backup has no checksums (written before they existed): transactions cannot be verified");
+                    warned = true;
+                }
+                None => {}
+                Some((claimed, got)) if claimed != got => {
+                    return Err(bad(format!(
+                        "checksum mismatch (marker {claimed:08x}, lines {got:08x})"
+                    )))
+                }
+                Some(_) => checksummed = true,
+            }
+            if tx.spilled {
+                reprint(
+                    dir,
+                    tx.start.expect("spilled has lines"),
+                    tx.records,
+                    &mut out,
+                )?;
+            } else {
+                out.write_all(&tx.held)?;
+            }
+            n += tx.records;
+            let held = std::mem::take(&mut tx.held);
+            tx = CatTx::default();
+            if held.capacity() <= buffer.max(1 << 16) {
+                tx.held = held;
+                tx.held.clear();
+            }
+        }
         if line.capacity() > 1 << 24 {
             line = Vec::with_capacity(4096);
         }
     }
     out.flush()?;
     Ok(n)
+}
+
+/// The second pass over a big transaction: writes its `records` lines from
+/// `start`. The segment may have been compressed since the first pass.
+fn reprint(dir: &Path, start: Position, records: u64, out: &mut impl Write) -> io::Result<()> {
+    let seg = start.segment;
+    let (_, rd) = open_listed(dir, seg).map_err(|e| ctx(dir, seg, e))?;
+    let mut rd = BufReader::with_capacity(1 << 16, rd);
+    io::copy(&mut (&mut rd).take(start.offset), &mut io::sink())?;
+    let mut line = Vec::with_capacity(4096);
+    for _ in 0..records {
+        line.clear();
+        if rd.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("segment {}: shorter on the second read", seg.num),
+            ));
+        }
+        out.write_all(&line)?;
+        if line.capacity() > 1 << 24 {
+            line = Vec::with_capacity(4096);
+        }
+    }
+    Ok(())
 }

@@ -500,6 +500,23 @@ pub fn open_segment(dir: &Path, seg: Segment) -> io::Result<Box<dyn Read + Send>
     }
 }
 
+/// Opens segment `seg` as listed, or, when its `.ndjson` is gone, its
+/// `.zst`: a live writer may have compressed it since the listing. Returns
+/// the form opened.
+pub fn open_listed(dir: &Path, seg: Segment) -> io::Result<(Segment, Box<dyn Read + Send>)> {
+    match open_segment(dir, seg) {
+        Ok(rd) => Ok((seg, rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !seg.compressed => {
+            let z = Segment {
+                compressed: true,
+                ..seg
+            };
+            Ok((z, open_segment(dir, z)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

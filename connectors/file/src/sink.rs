@@ -3,7 +3,9 @@
 //!
 //! Data path (group commit): `write` encodes a batch into an in-memory
 //! buffer (records as `rowstream_api::json::write_record` encodes them, plus
-//! a transaction-end marker after each transaction, see `encode`) and keeps
+//! a transaction-end marker carrying the transaction's CRC32C after each
+//! transaction, see `encode`; the checksum is updated line by line as it is
+//! encoded, so a transaction spanning batches is never held) and keeps
 //! its ack. The buffer, its rotation points and its acks become one I/O job
 //! on tokio's blocking pool: append, rotate where planned, fsync, then ack
 //! every batch of the job from that thread (or fail them all). At most one
@@ -45,7 +47,7 @@ use rowstream_api::{Ack, AckQueue, Batch, Commit, Committed, Poison, Sink, SinkE
 use tokio::task::JoinHandle;
 
 use crate::config::FileSinkConfig;
-use crate::encode::{encode_record, encode_tx_end};
+use crate::encode::{encode_record, encode_tx_end, TxCrc};
 use crate::recover::{recover, Recovered};
 use crate::segment::{lock_dir, segment_name, CompressMsg, Compressor, SegmentWriter};
 
@@ -81,6 +83,8 @@ struct State {
     seg_opened: Instant,
     /// Records encoded since the last transaction end.
     tx_records: u64,
+    /// Checksum of the bytes encoded since the last transaction end.
+    tx_crc: TxCrc,
     poison: Poison,
 }
 
@@ -195,6 +199,7 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
         seg_bytes: rec.open_len,
         seg_opened,
         tx_records: 0,
+        tx_crc: TxCrc::default(),
         poison: Poison::new(),
     })
 }
@@ -226,6 +231,8 @@ impl State {
             }
             let before = self.buf.len();
             encode_record(&mut self.buf, rec);
+            // Checksummed while the line is hot in cache: no second pass.
+            self.tx_crc.update(&self.buf[before..]);
             self.seg_bytes += (self.buf.len() - before) as u64;
             self.tx_records += 1;
         }
@@ -242,9 +249,10 @@ impl State {
             self.seg_opened = Instant::now();
         }
         let before = self.buf.len();
-        encode_tx_end(&mut self.buf, &c.gtid, self.tx_records);
+        encode_tx_end(&mut self.buf, &c.gtid, self.tx_records, self.tx_crc);
         self.seg_bytes += (self.buf.len() - before) as u64;
         self.tx_records = 0;
+        self.tx_crc = TxCrc::default();
         if self.seg_bytes >= cfg.segment_max_bytes
             || self.seg_opened.elapsed() >= Duration::from_secs(cfg.segment_max_age_secs)
         {
