@@ -9,7 +9,7 @@
 #      backup under target/demo/backup (checkpoint in target/demo/checkpoint), and every
 #      few seconds prints the backup's newest change events (`rowstream backup cat`),
 #      for DEMO_SECONDS (default 20) or until Ctrl-C; then SIGTERM (clean drain), and
-#      shows the checkpoint. `rowstream tail` is the same stream straight to stdout.
+#      shows the checkpoint and runs `rowstream backup verify` on the backup. `rowstream tail` is the same stream straight to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/dev/lib.sh
@@ -101,4 +101,6 @@ echo
 echo "== stopped cleanly (SIGTERM). Checkpoint ($DIR/checkpoint/checkpoint.json):"
 cat "$DIR/checkpoint/checkpoint.json"; echo
 echo "== backup files:"; ls -l "$DIR/backup"
+echo; echo "== rowstream backup verify $DIR/backup   (every transaction's CRC32C, order, gaps)"
+"$BIN" backup verify "$DIR/backup"
 echo "Run it again and it resumes from the checkpoint; 'rowstream backup cat $DIR/backup' prints everything."
