@@ -61,19 +61,26 @@ pub struct Position {
     pub line_no: u64,
 }
 
+/// `Err(NotFound)` naming `dir` unless it is a directory: the one message
+/// every reader of a backup gives for a wrong path.
+pub(crate) fn require_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "backup dir {} does not exist or is not a directory",
+            dir.display()
+        ),
+    ))
+}
+
 impl BackupReader {
     /// Lists the segments of `dir` (they are opened one at a time as reading
     /// proceeds).
     pub fn open(dir: &Path) -> io::Result<BackupReader> {
-        if !dir.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "backup dir {} does not exist or is not a directory",
-                    dir.display()
-                ),
-            ));
-        }
+        require_dir(dir)?;
         let rest: VecDeque<Segment> = segments(dir)?.into();
         Ok(BackupReader {
             dir: dir.to_path_buf(),

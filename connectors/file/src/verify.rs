@@ -322,15 +322,7 @@ impl Walk {
 /// Verifies the backup in `dir`, calling `out` for every problem as it is
 /// found. `Err` only when the directory cannot be listed.
 pub fn verify(dir: &Path, out: &mut dyn FnMut(&Problem)) -> io::Result<Summary> {
-    if !dir.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "backup dir {} does not exist or is not a directory",
-                dir.display()
-            ),
-        ));
-    }
+    crate::reader::require_dir(dir)?;
     let mut w = Walk::default();
     let mut expect = 1;
     for seg in segments(dir)? {

@@ -491,45 +491,37 @@ pub(crate) fn read_event(
             values,
         }),
         ts_ms: now,
-        source: Source {
-            version: VERSION,
-            connector: ctx.flavor,
-            name: ctx.name.clone(),
-            ts_ms: ctx.ts_ms,
-            snapshot: Snapshot::True,
-            db: t.db.clone(),
-            table: t.table.clone(),
-            server_id: ctx.server_id,
-            gtid: ctx.empty.clone(),
-            sequence: ctx.sequence,
-            file: ctx.empty.clone(),
-            pos: 0,
-            row,
-        },
+        source: snapshot_source(ctx, &t.db, t.table.clone(), row),
         transaction: None,
         primary_key: t.primary_key.clone(),
         table: Some(t.meta.clone()),
     }
 }
 
+/// The source block of a snapshot record: the cut's time and sequence, no
+/// binlog position (see the module docs).
+fn snapshot_source(ctx: &EventCtx, db: &Arc<str>, table: Arc<str>, row: u32) -> Source {
+    Source {
+        version: VERSION,
+        connector: ctx.flavor,
+        name: ctx.name.clone(),
+        ts_ms: ctx.ts_ms,
+        snapshot: Snapshot::True,
+        db: db.clone(),
+        table,
+        server_id: ctx.server_id,
+        gtid: ctx.empty.clone(),
+        sequence: ctx.sequence,
+        file: ctx.empty.clone(),
+        pos: 0,
+        row,
+    }
+}
+
 /// A schema record of the snapshot (its fields: see `schema`).
 pub(crate) fn schema_record(ctx: &EventCtx, db: &Arc<str>, st: &schema::Statement) -> Record {
     Record::SchemaChange(SchemaChange {
-        source: Source {
-            version: VERSION,
-            connector: ctx.flavor,
-            name: ctx.name.clone(),
-            ts_ms: ctx.ts_ms,
-            snapshot: Snapshot::True,
-            db: db.clone(),
-            table: Arc::from(st.table.as_str()),
-            server_id: ctx.server_id,
-            gtid: ctx.empty.clone(),
-            sequence: ctx.sequence,
-            file: ctx.empty.clone(),
-            pos: 0,
-            row: 0,
-        },
+        source: snapshot_source(ctx, db, Arc::from(st.table.as_str()), 0),
         ts_ms: now_ms(),
         database: db.clone(),
         ddl: st.ddl.clone(),
