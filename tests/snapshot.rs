@@ -31,6 +31,51 @@ fn rows_wanted() -> u64 {
         .unwrap_or(1_000_000)
 }
 
+/// Starts `svc` and SIGKILLs it after a random wait in `wait_ms` (seeded), again and
+/// again, until the snapshot completes or `max_kills` kills; then lets it finish. When
+/// a kill found chunks durable, the log must show the resume after them.
+fn kill_during_snapshot(
+    svc: &mut Service,
+    seed: u64,
+    wait_ms: std::ops::Range<u64>,
+    max_kills: u32,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut resumed_progress = 0u64;
+    loop {
+        svc.spawn();
+        let wait = Duration::from_millis(rng.gen_range(wait_ms.clone()));
+        let t = Instant::now();
+        while t.elapsed() < wait && !svc.snapshot_complete() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if svc.snapshot_complete() || kills >= max_kills {
+            break;
+        }
+        svc.kill9();
+        kills += 1;
+        if let Some(cp) = svc.checkpoint() {
+            resumed_progress =
+                resumed_progress.max(cp["snapshot"]["chunks_done"].as_u64().unwrap_or(0));
+        }
+    }
+    eprintln!(
+        "{kills} kills during the snapshot; most chunks durable at a kill: {resumed_progress}"
+    );
+    svc.wait_for("snapshot completion", Duration::from_secs(600), |s| {
+        s.snapshot_complete()
+    });
+    if kills > 0 && resumed_progress > 0 {
+        assert!(
+            svc.log_text()
+                .contains("resuming after the last durable chunk"),
+            "{}",
+            svc.log_tail()
+        );
+    }
+}
+
 /// One `rowstream run` service with a file backup and these `[snapshot]` settings.
 fn snapshot_service(label: &str, url: &str, snapshot: &str) -> Service {
     let mut cfg = ServiceConfig::new(
@@ -289,40 +334,7 @@ fn snapshot_under_writes(flavor: Flavor) {
             &srv.repl_url(),
             "threads = 2\nchunk_rows = 20000",
         );
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        let mut kills = 0;
-        let mut resumed_progress = 0u64;
-        loop {
-            b.spawn();
-            let wait = Duration::from_millis(rng.gen_range(200..1500));
-            let t = Instant::now();
-            while t.elapsed() < wait && !b.snapshot_complete() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if b.snapshot_complete() || kills >= 12 {
-                break;
-            }
-            b.kill9();
-            kills += 1;
-            if let Some(cp) = b.checkpoint() {
-                resumed_progress =
-                    resumed_progress.max(cp["snapshot"]["chunks_done"].as_u64().unwrap_or(0));
-            }
-        }
-        eprintln!(
-            "{kills} kills during the snapshot; most chunks durable at a kill: {resumed_progress}"
-        );
-        b.wait_for("snapshot completion", Duration::from_secs(600), |s| {
-            s.snapshot_complete()
-        });
-        if kills > 0 && resumed_progress > 0 {
-            assert!(
-                b.log_text()
-                    .contains("resuming after the last durable chunk"),
-                "{}",
-                b.log_tail()
-            );
-        }
+        kill_during_snapshot(&mut b, seed ^ 0x5eed, 200..1500, 12);
 
         drop(guard);
         let txs = w.join().unwrap();
@@ -740,40 +752,7 @@ fn schema_records_killed(flavor: Flavor) {
         &srv.repl_url(),
         &format!("threads = 2\nchunk_rows = {}", (n / 40).max(10)),
     );
-    let mut rng = StdRng::seed_from_u64(seed() ^ 0x5c4e);
-    let mut kills = 0;
-    let mut resumed_progress = 0u64;
-    loop {
-        svc.spawn();
-        let wait = Duration::from_millis(rng.gen_range(100..1000));
-        let t = Instant::now();
-        while t.elapsed() < wait && !svc.snapshot_complete() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if svc.snapshot_complete() || kills >= 10 {
-            break;
-        }
-        svc.kill9();
-        kills += 1;
-        if let Some(cp) = svc.checkpoint() {
-            resumed_progress =
-                resumed_progress.max(cp["snapshot"]["chunks_done"].as_u64().unwrap_or(0));
-        }
-    }
-    eprintln!(
-        "{kills} kills during the snapshot; most chunks durable at a kill: {resumed_progress}"
-    );
-    svc.wait_for("snapshot completion", Duration::from_secs(600), |s| {
-        s.snapshot_complete()
-    });
-    if kills > 0 && resumed_progress > 0 {
-        assert!(
-            svc.log_text()
-                .contains("resuming after the last durable chunk"),
-            "{}",
-            svc.log_tail()
-        );
-    }
+    kill_during_snapshot(&mut svc, seed() ^ 0x5c4e, 100..1000, 10);
     svc.wait_caught_up(&srv, Duration::from_secs(120));
     svc.stop(Duration::from_secs(30));
     let recs = backup_cat(&svc.backup);
