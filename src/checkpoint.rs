@@ -38,6 +38,7 @@ use rowstream_api::Flavor;
 use serde::{Deserialize, Serialize};
 
 use crate::gtid::GtidSet;
+pub use rowstream_api::sink::{chunk_marker, parse_marker};
 
 /// The checkpoint format version this build writes (it also reads version 1).
 pub const CHECKPOINT_VERSION: u32 = 2;
@@ -149,18 +150,6 @@ impl SnapshotState {
             _ => true,
         }
     }
-}
-
-/// The transaction id a sink records for snapshot chunk `n` of snapshot `id`.
-pub fn chunk_marker(id: u64, n: u64) -> String {
-    format!("snapshot:{id}:{n}")
-}
-
-/// `(id, n)` of a chunk marker; None for anything else (a GTID).
-pub fn parse_marker(s: &str) -> Option<(u64, u64)> {
-    let rest = s.strip_prefix("snapshot:")?;
-    let (id, n) = rest.split_once(':')?;
-    Some((id.parse().ok()?, n.parse().ok()?))
 }
 
 impl Checkpoint {

@@ -5,7 +5,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
-pub mod gtid;
+pub use rowstream_api::gtid;
 pub mod metrics;
 pub mod pipeline;
 pub mod source;

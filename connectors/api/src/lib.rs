@@ -6,6 +6,7 @@
 
 pub mod config_error;
 pub mod event;
+pub mod gtid;
 pub mod json;
 pub mod kit;
 pub mod metrics;

@@ -26,6 +26,19 @@ pub struct Commit {
     pub events: u64,
 }
 
+/// The transaction id (`Commit::gtid`) of snapshot chunk `n` of snapshot
+/// `id`: snapshot chunks are committed like transactions under this name.
+pub fn chunk_marker(id: u64, n: u64) -> String {
+    format!("snapshot:{id}:{n}")
+}
+
+/// `(id, n)` of a chunk marker; None for anything else (a GTID).
+pub fn parse_marker(s: &str) -> Option<(u64, u64)> {
+    let rest = s.strip_prefix("snapshot:")?;
+    let (id, n) = rest.split_once(':')?;
+    Some((id.parse().ok()?, n.parse().ok()?))
+}
+
 /// Records in stream (commit) order with the transaction boundaries inside them.
 /// A transaction may span batches; records after the last commit belong to a
 /// transaction that continues in the next batch.

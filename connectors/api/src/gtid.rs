@@ -24,14 +24,14 @@
 //! tag is 1 to 32 characters of `[a-z_][a-z0-9_]*`. Parsing and `Display` are
 //! inverse: `parse(x.to_string()) == x`.
 //!
-//! This module sits at the top of the crate and imports nothing from it:
-//! the source, the snapshot, the checkpoint, the config and the pipeline all
-//! use GTID sets, so none of them has to depend on another to get them.
+//! This module sits at the bottom of the api crate and imports only `Flavor`:
+//! the source, the snapshot, the checkpoint, the config, the pipeline and
+//! the apply sink all use GTID sets, and none depends on another for them.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rowstream_api::Flavor;
+use crate::event::Flavor;
 
 /// Largest MySQL transaction number (`GNO_END - 1` in the server: 2^63 - 2).
 pub const MAX_GNO: u64 = i64::MAX as u64 - 1;
