@@ -19,7 +19,7 @@ use crate::gtid::GtidSet;
 pub mod binlog;
 pub mod checks;
 pub mod conn;
-pub mod filter;
+pub use rowstream_api::kit::filter;
 pub mod query;
 pub mod snapshot;
 

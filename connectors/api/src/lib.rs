@@ -23,7 +23,7 @@ pub use config_error::ConfigError;
 pub use event::{
     ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
 };
-pub use kit::{AckQueue, Backoff, Poison, TableTemplate};
+pub use kit::{AckQueue, Backoff, Poison, TableFilter, TableTemplate};
 pub use sink::{
     Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkBuilder, SinkError,
 };

@@ -8,6 +8,7 @@
 //!   reconnects;
 //! - [`TableTemplate`]: `{name}`, `{db}`, `{table}` templates (topics,
 //!   indices): parse, validate, render;
+//! - [`TableFilter`]: `db.table` include/exclude globs (source and apply sink);
 //! - [`ConfigError`](crate::ConfigError) lives beside it in `config_error`.
 //!
 //! Nothing here does I/O or knows a target; each piece is unit-tested here
@@ -15,8 +16,10 @@
 
 pub mod acks;
 pub mod backoff;
+pub mod filter;
 pub mod template;
 
 pub use acks::{AckQueue, Poison};
 pub use backoff::Backoff;
+pub use filter::TableFilter;
 pub use template::TableTemplate;

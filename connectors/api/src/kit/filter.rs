@@ -1,4 +1,5 @@
-//! Which tables are streamed: `db.table` globs to include and exclude.
+//! Which tables a source streams or a sink applies: `db.table` globs to
+//! include and exclude (shared by the source and the apply sink).
 //!
 //! With no include pattern every non-system schema is included. Excludes
 //! win over includes. Matching is case-sensitive, like table names on Linux.
