@@ -10,6 +10,7 @@ pub mod gtid;
 pub mod json;
 pub mod kit;
 pub mod metrics;
+pub mod parse;
 pub mod sink;
 pub mod table;
 #[cfg(feature = "testing")]
