@@ -285,8 +285,8 @@ fn read_timestamp(s: &str, fsp: u8) -> Option<Value> {
     } else {
         let days = days_from_civil(
             i64::from(dt.date.year),
-            u32::from(dt.date.month),
-            u32::from(dt.date.day),
+            i64::from(dt.date.month),
+            i64::from(dt.date.day),
         );
         days * 86_400 + i64::from(dt.hour) * 3600 + i64::from(dt.minute) * 60 + i64::from(dt.second)
     };
@@ -297,14 +297,14 @@ fn read_timestamp(s: &str, fsp: u8) -> Option<Value> {
     })
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of
-/// `json::civil_from_days`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant; the
+/// inverse of `json::civil_from_days`).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Value as SqlValue;
+use rowstream_api::parse::days_from_civil;
 use rowstream_api::{ColumnType, Columns, Date, DateTime, TableMeta, Time, Value};
 
 use crate::source::SourceError;
@@ -426,17 +427,6 @@ pub fn convert(conv: Conv, v: SqlValue) -> Result<Value, String> {
 
 fn utf8(b: Vec<u8>) -> Result<String, String> {
     String::from_utf8(b).map_err(|e| format!("text is not UTF-8: {e}"))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
