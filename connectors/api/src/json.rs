@@ -545,7 +545,7 @@ fn write_datetime(out: &mut Vec<u8>, dt: &DateTime) {
 /// Converts days since 1970-01-01 to a proleptic Gregorian (year, month,
 /// day). Howard Hinnant's `civil_from_days`; exact for any `i64` day count
 /// whose year fits in `i64` (rowstream needs 1970..=2106).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // [0, 146096]

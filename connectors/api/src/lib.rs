@@ -11,6 +11,7 @@ pub mod json;
 pub mod kit;
 pub mod metrics;
 pub mod parse;
+pub mod rfc3339;
 pub mod sink;
 pub mod table;
 #[cfg(feature = "testing")]

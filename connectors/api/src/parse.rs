@@ -22,7 +22,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value as Json};
 
 use crate::event::{
-    ChangeEvent, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
+    ChangeEvent, Flavor, Op, Row, SchemaChange, Snapshot, Source, Transaction,
 };
 use crate::table::{ColumnType, TableMeta};
 use crate::value::{Date, DateTime, Time, Value};
@@ -330,6 +330,7 @@ fn read_time(s: &str, fsp: u8) -> Option<Time> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Record;
     use crate::json::{write_record, write_value};
 
     fn round_trip(v: Value, ty: ColumnType) {

@@ -51,6 +51,11 @@ pub struct BackupReader {
     /// Bytes of the current segment consumed so far.
     pos: u64,
     line_no: u64,
+    /// Segments listed at open, and finished since, for [`Self::done_fraction`].
+    listed: usize,
+    finished: usize,
+    /// Uncompressed length of the current segment when known (open segment).
+    cur_len: Option<u64>,
 }
 
 /// Where a line starts: segment (as opened), byte offset, 0-based line number.
@@ -90,7 +95,30 @@ impl BackupReader {
             cur_seg: None,
             pos: 0,
             line_no: 0,
-        })
+            listed: 0,
+            finished: 0,
+            cur_len: None,
+        }
+        .counted())
+    }
+
+    fn counted(mut self) -> BackupReader {
+        self.listed = self.rest.len();
+        self
+    }
+
+    /// How much of the backup has been read, 0.0 to 1.0, by segments (and
+    /// by bytes inside an uncompressed one): for progress bars and ETAs.
+    pub fn done_fraction(&self) -> f64 {
+        if self.listed == 0 {
+            return 1.0;
+        }
+        let inside = match (self.cur.is_some(), self.cur_len) {
+            (true, Some(len)) if len > 0 => self.pos as f64 / len as f64,
+            (true, _) => 0.5,
+            (false, _) => 0.0,
+        };
+        ((self.finished as f64 + inside) / self.listed as f64).min(1.0)
     }
 
     fn open_next(&mut self) -> io::Result<bool> {
@@ -99,11 +127,16 @@ impl BackupReader {
         };
         // The writer may have compressed it since we listed.
         let (seg, rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
+        self.cur_len = None;
         let rd: Box<dyn Read + Send> = if !seg.compressed && Some(seg.num) == self.newest {
             let limit =
                 complete_prefix(&seg.path(&self.dir)).map_err(|e| ctx(&self.dir, seg, e))?;
+            self.cur_len = Some(limit);
             Box::new(rd.take(limit))
         } else {
+            if !seg.compressed {
+                self.cur_len = std::fs::metadata(seg.path(&self.dir)).ok().map(|m| m.len());
+            }
             rd
         };
         self.cur = Some((seg.num, Box::new(BufReader::with_capacity(1 << 16, rd))));
@@ -140,6 +173,7 @@ impl BackupReader {
             let n = rd.read_until(b'\n', buf)?;
             if n == 0 {
                 self.cur = None;
+                self.finished += 1;
                 continue;
             }
             self.pos += n as u64;
