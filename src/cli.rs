@@ -1,6 +1,7 @@
 //! The command line: `run` is the service, `check` validates a server (or a
 //! config and its servers), `tail` prints change events as NDJSON, `backup
-//! cat` prints a file backup, `backup verify` checks one. Exit codes: 0 ok,
+//! cat` prints a file backup, `backup verify` checks one, `restore` replays
+//! one into a server. Exit codes: 0 ok,
 //! 1 runtime error (or, for `backup verify`, problems found), 2 failed
 //! checks, bad configuration or usage.
 
@@ -41,6 +42,8 @@ pub enum Command {
     /// Work with a file backup.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Replay a file backup into a MySQL/MariaDB server up to a point in time.
+    Restore(crate::restore::RestoreArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -165,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Backup(BackupCmd::Verify { dir }) => backup_verify(&dir),
+        Command::Restore(a) => crate::restore::run(&a).await,
     }
 }
 

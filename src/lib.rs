@@ -8,4 +8,5 @@ pub mod config;
 pub use rowstream_api::gtid;
 pub mod metrics;
 pub mod pipeline;
+pub mod restore;
 pub mod source;
