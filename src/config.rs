@@ -297,6 +297,9 @@ pub enum SinkConfig {
     /// `type = "elasticsearch"` in a build without the `elasticsearch` feature.
     #[cfg(not(feature = "elasticsearch"))]
     Elasticsearch(NotBuilt),
+    /// `type = "mysql"`: applies every change to a MySQL or MariaDB server,
+    /// in parallel and exactly once (`connectors/mysql`).
+    Mysql(rowstream_mysql::MysqlSinkConfig),
 }
 
 /// A sink table of a type left out of this build (a cargo feature): any
@@ -336,6 +339,7 @@ impl SinkConfig {
             SinkConfig::File(c) => &c.name,
             SinkConfig::Kafka(c) => &c.name,
             SinkConfig::Elasticsearch(c) => &c.name,
+            SinkConfig::Mysql(c) => &c.name,
         }
     }
 
@@ -345,6 +349,7 @@ impl SinkConfig {
             SinkConfig::File(_) => "file",
             SinkConfig::Kafka(_) => "kafka",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
+            SinkConfig::Mysql(_) => "mysql",
         }
     }
 
@@ -355,6 +360,7 @@ impl SinkConfig {
             SinkConfig::File(c) => c.validate().map_err(|e| (e.key.to_string(), e.problem)),
             SinkConfig::Kafka(c) => c.validate().map_err(|e| (e.key, e.problem)),
             SinkConfig::Elasticsearch(c) => c.validate().map_err(|e| (e.key, e.problem)),
+            SinkConfig::Mysql(c) => c.validate().map_err(|e| (e.key.to_string(), e.problem)),
         }
     }
 }

@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use rowstream_api::parse::Line;
-use rowstream_api::{Ack, AckReceiver, Batch, Commit, Committed, Record, Sink, SinkBuilder, TableFilter};
+use rowstream_api::{
+    Ack, AckReceiver, Batch, Commit, Committed, Record, Sink, SinkBuilder, TableFilter,
+};
 
 use progress::Progress;
 use replay::{Replay, Step, StopAt, Stopped};
@@ -43,7 +45,8 @@ pub const IN_FLIGHT: usize = 8;
 
 /// `rowstream restore` arguments.
 #[derive(clap::Args, Debug)]
-#[command(long_about = "Replay a file backup into a MySQL or MariaDB server, up to a point in time.
+#[command(
+    long_about = "Replay a file backup into a MySQL or MariaDB server, up to a point in time.
 
 The backup's transactions are applied in commit order on --threads
 connections (transactions that touch different rows run in parallel; commits
@@ -70,13 +73,18 @@ schema (CREATE, ALTER, DROP, INSERT, UPDATE, DELETE, SELECT).
 
 Exit status: 0 the target holds the backup's state at the chosen point;
 1 an error (the message says what and where; nothing after the last
-committed transaction is applied); 2 usage error.")]
+committed transaction is applied); 2 usage error."
+)]
 pub struct RestoreArgs {
     /// The file sink's directory.
     #[arg(long)]
     pub backup: PathBuf,
     /// Target server: mysql://user:password@host:port[?tls=...]
-    #[arg(long, env = "ROWSTREAM_TARGET_URL", required_unless_present = "dry_run")]
+    #[arg(
+        long,
+        env = "ROWSTREAM_TARGET_URL",
+        required_unless_present = "dry_run"
+    )]
     pub url: Option<String>,
     /// Stop after this transaction (GTID in the source's notation).
     #[arg(long, group = "point")]
@@ -112,9 +120,11 @@ impl RestoreArgs {
         Ok(match (&self.until, &self.before, &self.until_time) {
             (Some(g), _, _) => StopAt::Until(g.trim().to_string()),
             (_, Some(g), _) => StopAt::Before(g.trim().to_string()),
-            (_, _, Some(t)) => StopAt::Time(rowstream_api::rfc3339::parse_ms(t).with_context(
-                || format!("--until-time {t:?} is not an RFC 3339 time like 2026-12-03T10:42:00Z"),
-            )?),
+            (_, _, Some(t)) => {
+                StopAt::Time(rowstream_api::rfc3339::parse_ms(t).with_context(|| {
+                    format!("--until-time {t:?} is not an RFC 3339 time like 2026-12-03T10:42:00Z")
+                })?)
+            }
             _ => StopAt::End,
         })
     }
@@ -264,7 +274,8 @@ impl Feeder {
         let ids = batch.commits.iter().map(|c| c.gtid.clone()).collect();
         let (ack, rx) = Ack::new();
         self.sink.write(Arc::new(batch), ack).await?;
-        self.acks.push_back((rx, std::mem::take(&mut self.rows), ids));
+        self.acks
+            .push_back((rx, std::mem::take(&mut self.rows), ids));
         while self.acks.len() > IN_FLIGHT {
             self.settle_one(p).await?;
         }
@@ -302,7 +313,10 @@ impl Feeder {
     fn cut_open_transaction(&mut self) {
         let end = self.batch.commits.last().map_or(0, |c| c.end);
         let cut = self.batch.records.split_off(end);
-        self.rows -= cut.iter().filter(|r| matches!(r, Record::Change(_))).count() as u64;
+        self.rows -= cut
+            .iter()
+            .filter(|r| matches!(r, Record::Change(_)))
+            .count() as u64;
     }
 }
 

@@ -180,8 +180,7 @@ impl Replay {
         self.tx.held.push(rec);
         if self.tx.bytes > HOLD_BYTES {
             self.tx.streaming = true;
-            self.out
-                .extend(self.tx.held.drain(..).map(Step::Record));
+            self.out.extend(self.tx.held.drain(..).map(Step::Record));
         }
         Ok(())
     }
@@ -232,7 +231,11 @@ impl Replay {
     }
 
     /// `Some` when transaction `id` must not be applied.
-    fn stops_before(&self, id: &str, first: Option<(u64, rowstream_api::Flavor)>) -> Option<Stopped> {
+    fn stops_before(
+        &self,
+        id: &str,
+        first: Option<(u64, rowstream_api::Flavor)>,
+    ) -> Option<Stopped> {
         let next = || id.to_string();
         match &self.stop {
             StopAt::End => None,

@@ -27,7 +27,13 @@ impl Target {
         let opts = ConnOpts::from_url(url)?;
         let conn = mysql_async::Conn::new(opts.mysql_async_opts())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to the target {opts}: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to the target {}:{}: {e}",
+                    opts.host,
+                    opts.port
+                )
+            })?;
         Ok(Target {
             conn,
             tables: HashMap::new(),
@@ -41,7 +47,11 @@ impl Target {
 
     /// `db.table` on the target. Its absence is an error that says what
     /// kind of backup needs what kind of target.
-    pub async fn table(&mut self, db: &Arc<str>, table: &Arc<str>) -> anyhow::Result<Arc<TableMeta>> {
+    pub async fn table(
+        &mut self,
+        db: &Arc<str>,
+        table: &Arc<str>,
+    ) -> anyhow::Result<Arc<TableMeta>> {
         if let Some(t) = self.tables.get(&(db.clone(), table.clone())) {
             return Ok(t.clone());
         }

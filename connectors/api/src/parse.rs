@@ -21,9 +21,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::{Map, Value as Json};
 
-use crate::event::{
-    ChangeEvent, Flavor, Op, Row, SchemaChange, Snapshot, Source, Transaction,
-};
+use crate::event::{ChangeEvent, Flavor, Op, Row, SchemaChange, Snapshot, Source, Transaction};
 use crate::table::{ColumnType, TableMeta};
 use crate::value::{Date, DateTime, Time, Value};
 

@@ -64,8 +64,8 @@ pub fn parse_ms(s: &str) -> Option<u64> {
         return None;
     }
     let days = days_from_civil(digits(y, 4)?, month, day);
-    let secs = days * 86_400 + digits(h, 2)? * 3600 + digits(mi, 2)? * 60 + digits(se, 2)?
-        - offset_secs;
+    let secs =
+        days * 86_400 + digits(h, 2)? * 3600 + digits(mi, 2)? * 60 + digits(se, 2)? - offset_secs;
     u64::try_from(secs * 1000 + millis).ok()
 }
 
@@ -85,7 +85,10 @@ mod tests {
             assert_eq!(parse_ms(&format_ms(t)), Some(t), "{}", format_ms(t));
         }
         assert_eq!(format_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(parse_ms("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000));
+        assert_eq!(
+            parse_ms("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000)
+        );
         assert_eq!(parse_ms("2023-11-14 22:13:20.5Z"), Some(1_700_000_000_500));
         assert_eq!(parse_ms("2023-11-14T22:13:20"), None);
         assert_eq!(parse_ms("2023-13-14T22:13:20Z"), None);
