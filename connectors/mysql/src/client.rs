@@ -24,7 +24,7 @@ pub const SESSION: &[&str] = &[
     "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
     "SET SESSION time_zone = '+00:00'",
     "SET SESSION foreign_key_checks = 0",
-    "SET SESSION transaction_isolation = 'READ-COMMITTED'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 ];
 
 /// Which server the target is.
