@@ -162,10 +162,14 @@ pub async fn run(a: &RestoreArgs) -> anyhow::Result<i32> {
 fn report(a: &RestoreArgs, stop: &StopAt, stopped: &Stopped, p: &Progress) -> i32 {
     let verb = if a.dry_run { "would apply" } else { "applied" };
     let totals = format!(
-        "{verb} {} transactions ({} row changes, {} schema changes); last: {}",
+        "{verb} {} transactions ({} row changes, {} schema changes){}; last: {}",
         p.transactions,
         p.rows,
         p.ddl,
+        match p.already {
+            0 => String::new(),
+            n => format!(", {n} more were on the target already"),
+        },
         p.last.as_deref().unwrap_or("none")
     );
     match (stopped, stop) {
@@ -204,6 +208,7 @@ fn dry_run(filter: &TableFilter, replay: &mut Replay, p: &mut Progress) -> anyho
                 }
             }
             Step::Record(Line::SchemaChange(_)) => p.pending_ddl += 1,
+            Step::Begin { .. } => {}
             Step::Commit { id, .. } => {
                 p.committed(id);
                 p.tick(replay.done_fraction());
@@ -223,6 +228,43 @@ impl Committed for NoCheckpoint {
     }
     fn is_empty(&self) -> bool {
         true
+    }
+}
+
+/// What the target held when this restore started (its progress table):
+/// held transactions it covers are not fed again. The sink skips covered
+/// transactions too, but only once it sees their id, which for a snapshot
+/// chunk is at its end: its schema records would run again.
+struct Held {
+    gtids: Option<rowstream_api::gtid::GtidSet>,
+    snapshot_id: u64,
+    chunks_done: u64,
+}
+
+impl Held {
+    async fn read(cfg: &rowstream_mysql::MysqlSinkConfig) -> anyhow::Result<Held> {
+        let p = rowstream_mysql::applied(cfg).await?;
+        let gtids = [rowstream_api::Flavor::MySql, rowstream_api::Flavor::MariaDb]
+            .into_iter()
+            .find_map(|f| rowstream_api::gtid::GtidSet::parse(f, &p.gtid_set).ok())
+            .filter(|s| !s.is_empty());
+        if !p.gtid_set.is_empty() || p.chunks_done > 0 {
+            tracing::info!(gtid_set = %p.gtid_set, snapshot_chunks = p.chunks_done, "restore: the target already holds these; continuing after them");
+        }
+        Ok(Held {
+            gtids,
+            snapshot_id: p.snapshot_id,
+            chunks_done: p.chunks_done,
+        })
+    }
+
+    fn covers(&self, id: &str) -> bool {
+        if let Some((sid, n)) = rowstream_api::sink::parse_marker(id) {
+            return sid == self.snapshot_id && n <= self.chunks_done;
+        }
+        self.gtids.as_ref().is_some_and(|set| {
+            rowstream_api::gtid::Gtid::parse(set.flavor(), id).is_ok_and(|g| set.contains(&g))
+        })
     }
 }
 
@@ -342,7 +384,9 @@ async fn apply(
 ) -> anyhow::Result<Stopped> {
     let cfg = sink_config(a, url)?;
     let mut target = Target::connect(url).await?;
+    let held = Held::read(&cfg).await?;
     let sink = cfg.start(&NoCheckpoint).await?;
+    let mut skipping = false;
     let mut f = Feeder {
         sink,
         batch: Batch {
@@ -354,7 +398,26 @@ async fn apply(
     };
     let mut ddl_unsettled = false;
     loop {
-        match replay.next_step()? {
+        let step = match replay.next_step() {
+            Ok(s) => s,
+            Err(e) => {
+                // What was verified before the bad transaction still goes in.
+                f.cut_open_transaction();
+                f.settle(p).await?;
+                f.sink.flush().await?;
+                anyhow::bail!(
+                    "{e}\nthe target holds every transaction before it (last: {})",
+                    p.last.as_deref().unwrap_or("none")
+                );
+            }
+        };
+        match step {
+            Step::Begin { id } => skipping = held.covers(&id),
+            Step::Record(_) if skipping => {}
+            Step::Commit { id, .. } if skipping => {
+                skipping = false;
+                p.skipped(id);
+            }
             Step::Record(Line::Change(c)) => {
                 if !filter.matches(&c.source.db, &c.source.table) {
                     continue;

@@ -18,6 +18,8 @@ pub struct Progress {
     pub transactions: u64,
     pub rows: u64,
     pub ddl: u64,
+    /// Transactions the target held already (not applied again).
+    pub already: u64,
     /// The last transaction counted.
     pub last: Option<String>,
     /// Dry run: counted at the next commit.
@@ -55,6 +57,12 @@ impl Progress {
         self.transactions += 1;
         self.rows += std::mem::take(&mut self.pending_rows);
         self.ddl += std::mem::take(&mut self.pending_ddl);
+        self.last = Some(id);
+    }
+
+    /// A transaction the target already had (a rerun).
+    pub fn skipped(&mut self, id: String) {
+        self.already += 1;
         self.last = Some(id);
     }
 

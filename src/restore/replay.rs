@@ -1,7 +1,8 @@
 //! Walking a backup for `restore`: every transaction in commit order, its
 //! checksum verified, cut at the point the user chose.
 //!
-//! A transaction up to [`HOLD_BYTES`] is held (parsed) until its marker and
+//! A transaction up to [`HOLD_BYTES`] ([`HOLD_SNAPSHOT_BYTES`] for a
+//! snapshot chunk, whose id is needed to skip it on a rerun) is held (parsed) until its marker and
 //! handed out only once its checksum and the stop rules passed, so a
 //! corrupt or excluded small transaction is never applied at all, and DDL
 //! (never transactional on the target) is applied only when verified. A
@@ -30,6 +31,8 @@ use rowstream_file::{BackupReader, LineKind, TxCrc};
 
 /// Transactions up to this many bytes of lines are held until verified.
 pub const HOLD_BYTES: usize = 8 << 20;
+/// The same for snapshot chunks (10,000 rows by default: a few MB).
+pub const HOLD_SNAPSHOT_BYTES: usize = 64 << 20;
 
 /// Where the restore stops.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +65,9 @@ pub enum Stopped {
 /// One step of the walk.
 #[derive(Debug)]
 pub enum Step {
+    /// A held (verified) transaction starts; its records follow. Streamed
+    /// transactions have no `Begin` (their id is known only at the end).
+    Begin { id: String },
     /// A record of the current transaction.
     Record(Line),
     /// The current transaction is complete, verified and inside the stop
@@ -82,6 +88,8 @@ struct Tx {
     streaming: bool,
     /// Source commit time and connector flavour, from the first record.
     first: Option<(u64, rowstream_api::Flavor)>,
+    /// The first record is a snapshot read or a snapshot's schema record.
+    snapshot: bool,
 }
 
 /// The backup walk (see the module docs).
@@ -165,6 +173,7 @@ impl Replay {
                 Line::SchemaChange(s) => &s.source,
             };
             self.tx.first = Some((src.ts_ms, src.connector));
+            self.tx.snapshot = src.snapshot != rowstream_api::Snapshot::False;
         }
         if self.tx.streaming {
             if kind == LineKind::SchemaChange {
@@ -178,7 +187,12 @@ impl Replay {
             return Ok(());
         }
         self.tx.held.push(rec);
-        if self.tx.bytes > HOLD_BYTES {
+        let hold = if self.tx.snapshot {
+            HOLD_SNAPSHOT_BYTES
+        } else {
+            HOLD_BYTES
+        };
+        if self.tx.bytes > hold {
             self.tx.streaming = true;
             self.out.extend(self.tx.held.drain(..).map(Step::Record));
         }
@@ -217,6 +231,9 @@ impl Replay {
         if let Some(stopped) = self.stops_before(&id, tx.first) {
             self.out.push_back(Step::Stop(stopped));
             return Ok(());
+        }
+        if !tx.streaming {
+            self.out.push_back(Step::Begin { id: id.clone() });
         }
         self.out.extend(tx.held.into_iter().map(Step::Record));
         let reached = matches!(&self.stop, StopAt::Until(g) if *g == id);
