@@ -338,6 +338,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
         name: Arc::from(a.name.as_str()),
         report_host: "rowstream".into(),
         filter,
+        origins: Default::default(),
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
     };
     let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);

@@ -258,6 +258,35 @@ pub struct SourceConfig {
     /// that sees nothing for three periods counts the connection as dead.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// Leave out transactions that a rowstream `mysql` sink applied to this
+    /// server (two-way sync: A -> B and B -> A without loops). Off by
+    /// default, so a chain A -> rowstream -> B -> rowstream -> Kafka
+    /// captures everything.
+    #[serde(default)]
+    pub skip_rowstream_applied: bool,
+    /// The `progress_schema` of the mysql sinks writing into this server
+    /// (default "rowstream"), for `skip_rowstream_applied`.
+    #[serde(default = "default_progress_schema")]
+    pub rowstream_progress_schema: String,
+    /// Leave out transactions that originated on these server ids.
+    #[serde(default)]
+    pub exclude_server_ids: Vec<u32>,
+}
+
+fn default_progress_schema() -> String {
+    "rowstream".to_string()
+}
+
+impl SourceConfig {
+    /// The origin rules of this source (`source::origin`).
+    pub fn origins(&self) -> crate::source::origin::OriginFilter {
+        crate::source::origin::OriginFilter {
+            exclude_server_ids: self.exclude_server_ids.clone(),
+            skip_applied_schema: self
+                .skip_rowstream_applied
+                .then(|| self.rowstream_progress_schema.clone()),
+        }
+    }
 }
 
 fn default_start() -> String {

@@ -298,6 +298,7 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         name: Arc::from(cfg.source.name.as_str()),
         report_host: plan.report_host,
         filter,
+        origins: cfg.source.origins(),
         heartbeat: Duration::from_secs(cfg.source.heartbeat_secs.max(1)),
     });
     let flavor = plan.flavor;

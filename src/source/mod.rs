@@ -20,6 +20,7 @@ pub mod binlog;
 pub mod checks;
 pub mod conn;
 pub use rowstream_api::kit::filter;
+pub mod origin;
 pub mod query;
 pub mod snapshot;
 

@@ -26,6 +26,12 @@ pub struct Commit {
     pub events: u64,
 }
 
+/// The comment an apply sink puts before every DDL statement it runs on a
+/// target, so a source reading that target can recognize the statement as
+/// applied by rowstream (`[source] skip_rowstream_applied`) and not send it
+/// back: servers log DDL text as received, comments included.
+pub const APPLIED_DDL_MARK: &str = "/* rowstream applied */ ";
+
 /// The transaction id (`Commit::gtid`) of snapshot chunk `n` of snapshot
 /// `id`: snapshot chunks are committed like transactions under this name.
 pub fn chunk_marker(id: u64, n: u64) -> String {

@@ -25,6 +25,7 @@ use crate::gtid::GtidSet;
 use crate::source::checks;
 use crate::source::conn::{server_error, ConnOpts, PacketConn};
 use crate::source::filter::TableFilter;
+use crate::source::origin::OriginFilter;
 use crate::source::query::query_conn;
 use crate::source::{Batch, SourceError};
 
@@ -54,6 +55,8 @@ pub struct StreamConfig {
     /// Host name we register with (shown by SHOW REPLICAS / SHOW SLAVE HOSTS).
     pub report_host: String,
     pub filter: TableFilter,
+    /// Transactions left out by origin (two-way sync).
+    pub origins: OriginFilter,
     /// Heartbeat period asked from the server; reads time out after 3 periods.
     pub heartbeat: Duration,
 }
@@ -81,7 +84,8 @@ pub async fn run(
     dump_conn: &DumpConn,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let mut proc = Processor::new(cfg.name.clone(), cfg.filter.clone(), flavor, start);
+    let mut proc = Processor::new(cfg.name.clone(), cfg.filter.clone(), flavor, start)
+        .with_origins(cfg.origins.clone());
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut current = 0usize;
     let mut refusals: Vec<String> = Vec::new();

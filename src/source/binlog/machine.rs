@@ -36,6 +36,7 @@ use super::event::{
 use super::schema::TableSchema;
 use crate::gtid::{Gtid, GtidSet};
 use crate::source::filter::TableFilter;
+use crate::source::origin::OriginFilter;
 use crate::source::{Batch, SourceError, VERSION};
 
 /// The transaction being read.
@@ -53,6 +54,10 @@ struct Tx {
     /// `Source::sequence` of the transaction: the sequence of `executed`
     /// with this transaction added.
     sequence: u64,
+    /// Left out by the origin rules: nothing of it is handed out.
+    dropped: bool,
+    /// Table maps seen so far (the first one tells a rowstream-applied transaction).
+    maps: u32,
 }
 
 /// Decodes raw events into records; holds all per-stream state.
@@ -60,6 +65,7 @@ pub struct Processor {
     flavor: Flavor,
     name: Arc<str>,
     filter: TableFilter,
+    origins: OriginFilter,
     executed: GtidSet,
     /// `executed.sequence()`, kept up to date per commit (see
     /// `Source::sequence`). It depends only on `executed`, so a resume after a
@@ -98,6 +104,7 @@ impl Processor {
             flavor,
             name,
             filter,
+            origins: OriginFilter::default(),
             sequence: start.sequence(),
             executed: start,
             committed: false,
@@ -117,6 +124,12 @@ impl Processor {
             rows_at: u64::MAX,
             rows_done: 0,
         }
+    }
+
+    /// Leaves out transactions by origin (see `source::origin`).
+    pub fn with_origins(mut self, origins: OriginFilter) -> Processor {
+        self.origins = origins;
+        self
     }
 
     /// True when a batch must be handed out: records, boundaries or progress.
@@ -248,7 +261,7 @@ impl Processor {
                     0 => ts * 1000,
                     us => us / 1000,
                 };
-                self.begin_tx(text, ts_ms)?;
+                self.begin_tx(text, ts_ms, origin_server)?;
             }
             // The server is not in GTID mode; we cannot resume reliably.
             ev_type::ANONYMOUS_GTID => {
@@ -265,7 +278,7 @@ impl Processor {
                 }
                 let seq = u64::from_le_bytes(body[0..8].try_into().unwrap());
                 let domain = u32::from_le_bytes(body[8..12].try_into().unwrap());
-                self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000)?;
+                self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000, origin_server)?;
             }
             // BEGIN/COMMIT/DDL.
             ev_type::QUERY => self.on_query(body, ts, origin_server, out)?,
@@ -330,7 +343,7 @@ impl Processor {
         Ok(())
     }
 
-    fn begin_tx(&mut self, gtid: String, ts_ms: u64) -> Result<(), SourceError> {
+    fn begin_tx(&mut self, gtid: String, ts_ms: u64, origin: u32) -> Result<(), SourceError> {
         let parsed = Gtid::parse(self.flavor, &gtid)
             .map_err(|e| SourceError::Fatal(format!("GTID `{gtid}`: {e}")))?;
         let sequence = self.executed.sequence_with(self.sequence, &parsed);
@@ -348,6 +361,8 @@ impl Processor {
             skip,
             in_begin: false,
             sequence,
+            dropped: self.origins.drops_server(origin),
+            maps: 0,
         });
         Ok(())
     }
@@ -431,7 +446,8 @@ impl Processor {
         self.tables.clear();
         // `ALTER TABLE b.t` run from `USE a` concerns schema b.
         let db = ddl_schema(&sql).unwrap_or(db);
-        if self.filter.matches_db(&db) {
+        let dropped = self.tx.as_ref().is_some_and(|t| t.dropped) || self.origins.drops_ddl(&sql);
+        if self.filter.matches_db(&db) && !dropped {
             let gtid = self
                 .tx
                 .as_ref()
@@ -484,6 +500,12 @@ impl Processor {
         let t = rest.get(2 + db_len..).ok_or_else(bad)?;
         let t_len = *t.first().ok_or_else(bad)? as usize;
         let table = t.get(1..1 + t_len).ok_or_else(bad)?;
+        if let Some(tx) = self.tx.as_mut() {
+            if tx.maps == 0 && self.origins.drops_first_table(db, table) {
+                tx.dropped = true;
+            }
+            tx.maps += 1;
+        }
         let included = self.filter.matches(
             &String::from_utf8_lossy(db),
             &String::from_utf8_lossy(table),
@@ -527,6 +549,9 @@ impl Processor {
                 self.file
             )));
         };
+        if tx.dropped {
+            return Ok(());
+        }
         let op = match h.kind {
             decode::RowsKind::Write => Op::Create,
             decode::RowsKind::Update | decode::RowsKind::PartialUpdate => Op::Update,
@@ -752,7 +777,7 @@ mod tests {
         gtids
             .iter()
             .map(|g| {
-                p.begin_tx(g.to_string(), 0).unwrap();
+                p.begin_tx(g.to_string(), 0, 1).unwrap();
                 let s = p.tx.as_ref().unwrap().sequence;
                 p.commit(0).unwrap();
                 s
@@ -892,11 +917,11 @@ mod tests {
     #[test]
     fn sequence_survives_a_reconnect() {
         let mut p = processor(Flavor::MariaDb);
-        p.begin_tx("0-1-1".into(), 0).unwrap();
+        p.begin_tx("0-1-1".into(), 0, 1).unwrap();
         p.commit(0).unwrap();
-        p.begin_tx("0-1-2".into(), 0).unwrap();
+        p.begin_tx("0-1-2".into(), 0, 1).unwrap();
         p.prepare_resume(); // connection lost inside the second transaction
-        p.begin_tx("0-1-2".into(), 0).unwrap();
+        p.begin_tx("0-1-2".into(), 0, 1).unwrap();
         assert_eq!(p.tx.as_ref().unwrap().sequence, 2);
         p.commit(0).unwrap();
         assert_eq!(p.sequence, p.executed.sequence());
