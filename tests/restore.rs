@@ -173,6 +173,11 @@ fn point_in_time(flavor: Flavor) {
         &before_delete,
         "--before the mass DELETE",
     );
+    check(
+        &["--until-time", &time],
+        &points[2].tables,
+        &format!("--until-time {time}"),
+    );
     check(&[], &end.tables, "the whole backup");
     check(
         &["--until", &end.gtid, "--threads", "1"],
