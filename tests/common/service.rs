@@ -66,6 +66,8 @@ pub struct ServiceConfig {
     pub sink: Sink,
     /// TOML after the sink: more tables such as `[snapshot]` or `[metrics]`.
     pub extra: String,
+    /// More lines of the `[source]` table.
+    pub source_extra: String,
     /// `RUST_LOG` of the process (`None`: inherited).
     pub rust_log: Option<String>,
 }
@@ -78,6 +80,7 @@ impl ServiceConfig {
             start: Some("earliest".into()),
             sink,
             extra: String::new(),
+            source_extra: String::new(),
             rust_log: None,
         }
     }
@@ -150,6 +153,8 @@ impl Service {
         if let Some(start) = &c.start {
             toml.push_str(&format!("start = {start:?}\n"));
         }
+        toml.push_str(&c.source_extra);
+        toml.push('\n');
         toml.push_str(&format!(
             "\n[checkpoint]\ndir = {:?}\n\n[[sinks]]\n",
             self.cp_dir.display().to_string()

@@ -1,0 +1,236 @@
+//! The `mysql` sink under `rowstream run` against real servers, both
+//! flavours:
+//! - a copy follows its source through a snapshot and a write load while
+//!   rowstream is SIGKILLed 20 times and the target server restarted once:
+//!   the copy equals the source, the conflict log is empty;
+//! - two servers synced both ways by two rowstream instances
+//!   (`skip_rowstream_applied`): non-overlapping writes converge with every
+//!   transaction applied exactly once on the other side (no loop), and the
+//!   seed's 520 product (one side subtracts 50, the other adds 20% at the
+//!   same moment) gives one logged conflict on each side with the before
+//!   images.
+//! Skipped without server binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+
+#[macro_use]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{
+    gtid_seqs, int_or_null, seed, Flavor, Service, ServiceConfig, Sink, Tables, TestServer,
+    Workload,
+};
+use rand::Rng;
+
+const SCHEMA: &str = "CREATE DATABASE s; \
+    CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL, n INT NULL, \
+      p DECIMAL(9,2) NULL, at DATETIME(3) NULL) DEFAULT CHARSET=utf8mb4; \
+    CREATE TABLE s.c (a INT NOT NULL, b VARCHAR(10) NOT NULL, x INT NOT NULL, PRIMARY KEY (b, a)) DEFAULT CHARSET=utf8mb4";
+
+const TABLES: Tables = Tables {
+    t_values: |rng| {
+        let v: u32 = rng.gen();
+        let n = int_or_null(rng);
+        let p = rng.gen_range(-99999..99999);
+        let ms = rng.gen_range(0..86_400_000u64);
+        format!(
+            "'v{v}-\"q\" é', {n}, {p}/100, \
+             TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000')"
+        )
+    },
+    t_update: |rng| format!("v = 'u{}', n = n + 1, p = NULL", rng.gen::<u32>()),
+};
+
+type Rows = Vec<Vec<Option<String>>>;
+
+fn tables(srv: &TestServer) -> Vec<Rows> {
+    [
+        "SELECT * FROM s.t ORDER BY id",
+        "SELECT * FROM s.c ORDER BY b, a",
+    ]
+    .iter()
+    .map(|q| srv.query(q))
+    .collect()
+}
+
+/// `[[sinks]] type = "mysql"` into `target`, conflicts logged to `log`.
+fn mysql_sink(target: &TestServer, log: &Path, extra: &str) -> Sink {
+    Sink::Other(format!(
+        "type = \"mysql\"\nname = \"copy\"\nurl = {:?}\nthreads = 4\nconflict_log = {:?}\n{extra}\n",
+        target.url(),
+        log.display().to_string()
+    ))
+}
+
+/// Waits until `f` holds (panics with `what` after `timeout`).
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn conflicts(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn follows_through_kills(flavor: Flavor) {
+    let Some(src) = TestServer::start(flavor, &[]) else {
+        return;
+    };
+    let target = TestServer::start(flavor, &[]).expect("a target server");
+    src.exec(SCHEMA);
+    let mut w = Workload::new(seed(), TABLES);
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed());
+    src.exec(&w.script(300));
+    let log_dir = common::TmpDir::new("mysql-sink-conflicts");
+    let log = log_dir.join("conflicts.jsonl");
+    let mut cfg = ServiceConfig::for_server(&src, mysql_sink(&target, &log, ""));
+    cfg.start = None;
+    let mut svc = Service::new(&format!("mysql-sink-{}", flavor.name()), cfg);
+    svc.spawn();
+    for kill in 0..20 {
+        src.exec(&w.script(40));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+        svc.kill9();
+        if kill == 10 {
+            target.restart();
+        }
+        svc.spawn();
+    }
+    src.exec(&w.script(40));
+    svc.wait_caught_up(&src, Duration::from_secs(180));
+    assert_eq!(tables(&target), tables(&src), "{}", svc.log_tail());
+    svc.stop(Duration::from_secs(10));
+    assert_eq!(conflicts(&log), Vec::<serde_json::Value>::new());
+    eprintln!(
+        "{}: the copy equals the source after 20 kills and a target restart",
+        flavor.name()
+    );
+}
+
+flavor_tests!(follows_through_kills: follows_through_kills_mariadb, follows_through_kills_mysql);
+
+/// How many transactions `srv` has executed.
+fn tx_count(srv: &TestServer) -> usize {
+    gtid_seqs(srv.flavor, &srv.gtid_executed()).len()
+}
+
+/// The seed's two-way example: A -> B and B -> A.
+fn both_ways(flavor: Flavor) {
+    // Distinct MariaDB GTID domains: each server numbers its own writes.
+    let Some(a) = TestServer::start(flavor, &domain(flavor, 1)) else {
+        return;
+    };
+    let b = TestServer::start(flavor, &domain(flavor, 2)).expect("server B");
+    let ddl = "SET sql_log_bin = 0; CREATE DATABASE shop; \
+               CREATE TABLE shop.products (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, price DECIMAL(10,2) NOT NULL)";
+    a.exec(ddl);
+    b.exec(ddl);
+    let dir = common::TmpDir::new("both-ways");
+    let (log_ab, log_ba) = (dir.join("ab.jsonl"), dir.join("ba.jsonl"));
+    let service = |from: &TestServer, to: &TestServer, log: &Path, label: &str| {
+        let mut cfg = ServiceConfig::for_server(from, mysql_sink(to, log, ""));
+        cfg.start = Some("latest".into());
+        cfg.source_extra = "skip_rowstream_applied = true\n".into();
+        cfg.extra = "[snapshot]\nmode = \"never\"\n".into();
+        let mut s = Service::new(&format!("{label}-{}", flavor.name()), cfg);
+        s.spawn();
+        s
+    };
+    let mut ab = service(&a, &b, &log_ab, "a-to-b");
+    let mut ba = service(&b, &a, &log_ba, "b-to-a");
+    let (own_a, own_b) = (tx_count(&a), tx_count(&b));
+    // Non-overlapping writes on both sides at once.
+    for i in 0..50 {
+        a.exec(&format!(
+            "INSERT INTO shop.products VALUES ({i}, 'a{i}', {i}.50)"
+        ));
+        b.exec(&format!(
+            "INSERT INTO shop.products VALUES ({}, 'b{i}', {i}.25)",
+            1000 + i
+        ));
+        if i % 5 == 4 {
+            a.exec(&format!(
+                "UPDATE shop.products SET price = price + 1 WHERE id = {}",
+                i - 2
+            ));
+            b.exec(&format!(
+                "UPDATE shop.products SET price = price + 1 WHERE id = {}",
+                1000 + i - 2
+            ));
+        }
+    }
+    a.exec("INSERT INTO shop.products VALUES (7777, 'product', 520)");
+    let q = "SELECT * FROM shop.products ORDER BY id";
+    wait_until("both servers to converge", Duration::from_secs(60), || {
+        a.query(q) == b.query(q)
+    });
+    // Each side's writes were applied exactly once on the other, then nothing more.
+    let (wrote_a, wrote_b) = (tx_count(&a) - own_a, tx_count(&b) - own_b);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        tx_count(&a) - own_a,
+        wrote_a,
+        "A kept receiving transactions: a loop"
+    );
+    assert_eq!(
+        tx_count(&b) - own_b,
+        wrote_b,
+        "B kept receiving transactions: a loop"
+    );
+    assert_eq!(
+        wrote_a, wrote_b,
+        "each side holds its own writes and the other's, once"
+    );
+    assert_eq!(
+        a.query("SELECT COUNT(*) FROM shop.products")[0][0].as_deref(),
+        Some("101")
+    );
+
+    // The product that costs 520: sales subtracts 50 on A, management adds 20% on B,
+    // while neither sync runs.
+    ab.stop(Duration::from_secs(10));
+    ba.stop(Duration::from_secs(10));
+    a.exec("UPDATE shop.products SET price = price - 50 WHERE id = 7777");
+    b.exec("UPDATE shop.products SET price = price * 1.2 WHERE id = 7777");
+    ab.spawn();
+    ba.spawn();
+    wait_until(
+        "a conflict logged on each side",
+        Duration::from_secs(60),
+        || !conflicts(&log_ab).is_empty() && !conflicts(&log_ba).is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (c_ab, c_ba) = (conflicts(&log_ab), conflicts(&log_ba));
+    assert_eq!((c_ab.len(), c_ba.len()), (1, 1), "{c_ab:?} {c_ba:?}");
+    // A -> B: A's update expected 520 on B and found 624.
+    assert_eq!(c_ab[0]["expected"]["price"], "520.00", "{}", c_ab[0]);
+    assert_eq!(c_ab[0]["found"]["price"], "624.00", "{}", c_ab[0]);
+    assert_eq!(c_ba[0]["expected"]["price"], "520.00", "{}", c_ba[0]);
+    assert_eq!(c_ba[0]["found"]["price"], "470.00", "{}", c_ba[0]);
+    eprintln!(
+        "{}: conflicts logged: {} / {}",
+        flavor.name(),
+        c_ab[0],
+        c_ba[0]
+    );
+    ab.stop(Duration::from_secs(10));
+    ba.stop(Duration::from_secs(10));
+}
+
+fn domain(flavor: Flavor, d: u32) -> Vec<&'static str> {
+    match (flavor, d) {
+        (Flavor::MariaDb, 1) => vec!["--gtid-domain-id=1"],
+        (Flavor::MariaDb, _) => vec!["--gtid-domain-id=2"],
+        (Flavor::MySql, _) => vec![],
+    }
+}
+
+flavor_tests!(both_ways: both_ways_mariadb, both_ways_mysql);
