@@ -144,6 +144,18 @@ fn record_tx_id(r: &Record) -> Arc<str> {
     }
 }
 
+/// The single-row INSERT of `row` (an image of `ev`).
+fn insert_one_sql(
+    table: &str,
+    ev: &ChangeEvent,
+    row: &rowstream_api::Row,
+    upsert: Upsert,
+) -> String {
+    let types = ev.table.as_ref().map(|t| t.types.as_slice());
+    let ph = encode::set_placeholders(types, row.columns.len(), std::iter::once(row));
+    encode::insert_sql(table, &row.columns, &ph, 1, upsert)
+}
+
 impl MysqlSink {
     /// Validates the config, connects, creates the progress table if
     /// missing and reads what the target holds. `committed` is not needed:
@@ -515,7 +527,10 @@ impl MysqlSink {
         let Some(cols) = first.after.as_ref().map(|a| a.columns.clone()) else {
             return Ok(());
         };
-        let sql = encode::insert_sql(&buf.table, &cols, buf.events.len(), upsert);
+        let types = first.table.as_ref().map(|t| t.types.as_slice());
+        let rows = buf.events.iter().filter_map(|e| e.after.as_ref());
+        let ph = encode::set_placeholders(types, cols.len(), rows);
+        let sql = encode::insert_sql(&buf.table, &cols, &ph, buf.events.len(), upsert);
         let params: Vec<_> = buf
             .events
             .iter()
@@ -543,7 +558,7 @@ impl MysqlSink {
         let Some(after) = &ev.after else {
             return Ok(());
         };
-        let sql = encode::insert_sql(table, &after.columns, 1, Upsert::No);
+        let sql = insert_one_sql(table, ev, after, Upsert::No);
         let params: Vec<_> = after.values.iter().map(encode::param).collect();
         match self.conn.exec_drop(sql, params).await {
             Ok(()) => Ok(()),
@@ -638,7 +653,7 @@ impl MysqlSink {
                 .map_err(|e| self.table_err(table, e))?;
         }
         if let (Some(after), true) = (&ev.after, ev.op != Op::Delete) {
-            let sql = encode::insert_sql(table, &after.columns, 1, self.upsert());
+            let sql = insert_one_sql(table, ev, after, self.upsert());
             let params: Vec<_> = after.values.iter().map(encode::param).collect();
             self.conn
                 .exec_drop(sql, params)
