@@ -146,6 +146,7 @@ fn col(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> Value {
     Value::DateTime(DateTime {
         date: Date {
@@ -168,290 +169,48 @@ fn point(x: f64, y: f64) -> Vec<u8> {
     w
 }
 
+const BLOB_SHA256: &str = "40aff2e9d2d8922e47afd4648e6967497158785fbd1da870e7110266bf944880";
+const C3_SHA256: &str = "ae3f4619b0413d70d3004b9131c3752153074e45725be13b9a148978895e359e";
+
+/// One line per column: kept unformatted so the table stays readable.
+#[rustfmt::skip]
 fn type_columns(flavor: Flavor) -> Vec<Col> {
     let int = |bits, unsigned| ColumnType::Int { bits, unsigned };
     let date = |year, month, day| Value::Date(Date { year, month, day });
+    let time = |negative, hours, minute, second, micros| Value::Time(Time { negative, hours, minute, second, micros, fsp: 2 });
+    let labels = |l: &[&str]| -> Arc<[Arc<str>]> { l.iter().map(|s| Arc::from(*s)).collect() };
+    let ts = |secs, micros| Value::Timestamp { secs, micros, fsp: 6 };
+    let (blob, blob_sha, c3_sha) = ((0..=255).collect(), BLOB_SHA256, C3_SHA256);
     let mut cols = vec![
-        col(
-            "u64",
-            "BIGINT UNSIGNED",
-            int(64, true),
-            Value::UInt(u64::MAX),
-            Value::UInt(0),
-            "u64",
-            "18446744073709551615",
-            "0",
-        ),
-        col(
-            "i64",
-            "BIGINT",
-            int(64, false),
-            Value::Int(i64::MIN),
-            Value::Int(i64::MAX),
-            "i64",
-            "-9223372036854775808",
-            "9223372036854775807",
-        ),
-        col(
-            "i8",
-            "TINYINT",
-            int(8, false),
-            Value::Int(-128),
-            Value::Int(0),
-            "i8",
-            "-128",
-            "0",
-        ),
-        col(
-            "f",
-            "FLOAT",
-            ColumnType::Float,
-            Value::Float(1.1),
-            Value::Float(-3.4e38),
-            "f",
-            "1.1",
-            "-3.4e38",
-        ),
-        col(
-            "d",
-            "DOUBLE",
-            ColumnType::Double,
-            Value::Double(0.1),
-            Value::Double(-1e308),
-            "d",
-            "0.1",
-            "-1e308",
-        ),
-        col(
-            "dec",
-            "DECIMAL(30,4)",
-            ColumnType::Decimal {
-                precision: 30,
-                scale: 4,
-            },
-            Value::Decimal("-12345678901234567890123456.1234".into()),
-            Value::Decimal("0.0001".into()),
-            "`dec`",
-            "-12345678901234567890123456.1234",
-            "0.0001",
-        ),
-        col(
-            "s",
-            "VARCHAR(50) CHARACTER SET utf8mb4",
-            ColumnType::String,
-            Value::String("héllo 😀 'q' \\".into()),
-            Value::String(String::new()),
-            "s",
-            "héllo 😀 'q' \\",
-            "",
-        ),
-        col(
-            "l1",
-            "VARCHAR(20) CHARACTER SET latin1",
-            ColumnType::String,
-            Value::String("café ÿ".into()),
-            Value::Null,
-            "CONCAT(l1, ' ', HEX(l1))",
-            "café ÿ 636166E920FF",
-            "NULL",
-        ),
-        col(
-            "vb",
-            "VARBINARY(10)",
-            ColumnType::Bytes,
-            Value::Bytes(vec![0, 255, 128, 39, 92]),
-            Value::Bytes(vec![]),
-            "HEX(vb)",
-            "00FF80275C",
-            "",
-        ),
-        col(
-            "bl",
-            "BLOB",
-            ColumnType::Bytes,
-            Value::Bytes((0..=255).collect()),
-            Value::Bytes(vec![0xc3]),
-            "SHA2(bl, 256)",
-            "40aff2e9d2d8922e47afd4648e6967497158785fbd1da870e7110266bf944880",
-            "ae3f4619b0413d70d3004b9131c3752153074e45725be13b9a148978895e359e",
-        ),
-        col(
-            "dz",
-            "DATE",
-            ColumnType::Date,
-            date(0, 0, 0),
-            date(2024, 0, 0),
-            "dz",
-            "0000-00-00",
-            "2024-00-00",
-        ),
-        col(
-            "dtm",
-            "DATETIME(3)",
-            ColumnType::DateTime { fsp: 3 },
-            dt(2024, 2, 29, 23, 5, 1, 120_000, 3),
-            dt(0, 0, 0, 0, 0, 0, 0, 3),
-            "dtm",
-            "2024-02-29 23:05:01.120",
-            "0000-00-00 00:00:00.000",
-        ),
-        col(
-            "ts",
-            "TIMESTAMP(6) NULL",
-            ColumnType::Timestamp { fsp: 6 },
-            Value::Timestamp {
-                secs: 1_700_000_000,
-                micros: 5,
-                fsp: 6,
-            },
-            Value::Timestamp {
-                secs: 0,
-                micros: 0,
-                fsp: 6,
-            },
-            "ts",
-            "2023-11-14 22:13:20.000005",
-            "0000-00-00 00:00:00.000000",
-        ),
-        col(
-            "tm",
-            "TIME(2)",
-            ColumnType::Time { fsp: 2 },
-            Value::Time(Time {
-                negative: true,
-                hours: 838,
-                minute: 59,
-                second: 59,
-                micros: 0,
-                fsp: 2,
-            }),
-            Value::Time(Time {
-                negative: true,
-                hours: 0,
-                minute: 0,
-                second: 1,
-                micros: 500_000,
-                fsp: 2,
-            }),
-            "tm",
-            "-838:59:59.00",
-            "-00:00:01.50",
-        ),
-        col(
-            "b1",
-            "BIT(1)",
-            ColumnType::Bool,
-            Value::Bool(true),
-            Value::Bool(false),
-            "b1+0",
-            "1",
-            "0",
-        ),
-        col(
-            "b9",
-            "BIT(9)",
-            ColumnType::Bit { bits: 9 },
-            Value::UInt(511),
-            Value::UInt(256),
-            "b9+0",
-            "511",
-            "256",
-        ),
-        col(
-            "e",
-            "ENUM('a','b c')",
-            ColumnType::Enum {
-                labels: vec![Arc::from("a"), Arc::from("b c")].into(),
-            },
-            Value::String("b c".into()),
-            Value::String("a".into()),
-            "e",
-            "b c",
-            "a",
-        ),
-        col(
-            "st",
-            "SET('x','y','z')",
-            ColumnType::Set {
-                labels: vec![Arc::from("x"), Arc::from("y"), Arc::from("z")].into(),
-            },
-            Value::String("x,z".into()),
-            Value::String(String::new()),
-            "st",
-            "x,z",
-            "",
-        ),
-        col(
-            "y",
-            "YEAR",
-            ColumnType::Year,
-            Value::Int(2155),
-            Value::Int(0),
-            "y",
-            "2155",
-            "0000",
-        ),
-        col(
-            "g",
-            "GEOMETRY",
-            ColumnType::Geometry,
-            Value::Geometry {
-                srid: 0,
-                wkb: point(1.0, 2.5),
-            },
-            Value::Geometry {
-                srid: 0,
-                wkb: point(-1.0, 0.0),
-            },
-            "ST_AsText(g)",
-            "POINT(1 2.5)",
-            "POINT(-1 0)",
-        ),
-        col(
-            "n",
-            "VARCHAR(5) NULL",
-            ColumnType::String,
-            Value::Null,
-            Value::String(String::new()),
-            "COALESCE(n, 'NULL')",
-            "NULL",
-            "",
-        ),
+        col("u64", "BIGINT UNSIGNED", int(64, true), Value::UInt(u64::MAX), Value::UInt(0), "u64", "18446744073709551615", "0"),
+        col("i64", "BIGINT", int(64, false), Value::Int(i64::MIN), Value::Int(i64::MAX), "i64", "-9223372036854775808", "9223372036854775807"),
+        col("i8", "TINYINT", int(8, false), Value::Int(-128), Value::Int(0), "i8", "-128", "0"),
+        col("f", "FLOAT", ColumnType::Float, Value::Float(1.1), Value::Float(-3.4e38), "f", "1.1", "-3.4e38"),
+        col("d", "DOUBLE", ColumnType::Double, Value::Double(0.1), Value::Double(-1e308), "d", "0.1", "-1e308"),
+        col("dec", "DECIMAL(30,4)", ColumnType::Decimal { precision: 30, scale: 4 }, Value::Decimal("-12345678901234567890123456.1234".into()), Value::Decimal("0.0001".into()), "`dec`", "-12345678901234567890123456.1234", "0.0001"),
+        col("s", "VARCHAR(50) CHARACTER SET utf8mb4", ColumnType::String, Value::String("héllo 😀 'q' \\".into()), Value::String(String::new()), "s", "héllo 😀 'q' \\", ""),
+        col("l1", "VARCHAR(20) CHARACTER SET latin1", ColumnType::String, Value::String("café ÿ".into()), Value::Null, "CONCAT(l1, ' ', HEX(l1))", "café ÿ 636166E920FF", "NULL"),
+        col("vb", "VARBINARY(10)", ColumnType::Bytes, Value::Bytes(vec![0, 255, 128, 39, 92]), Value::Bytes(vec![]), "HEX(vb)", "00FF80275C", ""),
+        col("bl", "BLOB", ColumnType::Bytes, Value::Bytes(blob), Value::Bytes(vec![0xc3]), "SHA2(bl, 256)", blob_sha, c3_sha),
+        col("dz", "DATE", ColumnType::Date, date(0, 0, 0), date(2024, 0, 0), "dz", "0000-00-00", "2024-00-00"),
+        col("dtm", "DATETIME(3)", ColumnType::DateTime { fsp: 3 }, dt(2024, 2, 29, 23, 5, 1, 120_000, 3), dt(0, 0, 0, 0, 0, 0, 0, 3), "dtm", "2024-02-29 23:05:01.120", "0000-00-00 00:00:00.000"),
+        col("ts", "TIMESTAMP(6) NULL", ColumnType::Timestamp { fsp: 6 }, ts(1_700_000_000, 5), ts(0, 0), "ts", "2023-11-14 22:13:20.000005", "0000-00-00 00:00:00.000000"),
+        col("tm", "TIME(2)", ColumnType::Time { fsp: 2 }, time(true, 838, 59, 59, 0), time(true, 0, 0, 1, 500_000), "tm", "-838:59:59.00", "-00:00:01.50"),
+        col("b1", "BIT(1)", ColumnType::Bool, Value::Bool(true), Value::Bool(false), "b1+0", "1", "0"),
+        col("b9", "BIT(9)", ColumnType::Bit { bits: 9 }, Value::UInt(511), Value::UInt(256), "b9+0", "511", "256"),
+        col("e", "ENUM('a','b c')", ColumnType::Enum { labels: labels(&["a", "b c"]) }, Value::String("b c".into()), Value::String("a".into()), "e", "b c", "a"),
+        col("st", "SET('x','y','z')", ColumnType::Set { labels: labels(&["x", "y", "z"]) }, Value::String("x,z".into()), Value::String(String::new()), "st", "x,z", ""),
+        col("y", "YEAR", ColumnType::Year, Value::Int(2155), Value::Int(0), "y", "2155", "0000"),
+        col("g", "GEOMETRY", ColumnType::Geometry, Value::Geometry { srid: 0, wkb: point(1.0, 2.5) }, Value::Geometry { srid: 0, wkb: point(-1.0, 0.0) }, "ST_AsText(g)", "POINT(1 2.5)", "POINT(-1 0)"),
+        col("n", "VARCHAR(5) NULL", ColumnType::String, Value::Null, Value::String(String::new()), "COALESCE(n, 'NULL')", "NULL", ""),
     ];
     match flavor {
         Flavor::MySql => {
-            cols.push(col(
-                "j",
-                "JSON",
-                ColumnType::Json,
-                Value::Json(serde_json::json!({"a": [1, 2.5, "x"], "b": null})),
-                Value::Json(serde_json::json!("s")),
-                "j",
-                "{\"a\": [1, 2.5, \"x\"], \"b\": null}",
-                "\"s\"",
-            ));
-            cols.push(col(
-                "v",
-                "VECTOR(2)",
-                ColumnType::Vector,
-                Value::Vector(vec![1.0, -2.5]),
-                Value::Vector(vec![0.0, 3.0]),
-                "VECTOR_TO_STRING(v)",
-                "[1.00000e+00,-2.50000e+00]",
-                "[0.00000e+00,3.00000e+00]",
-            ));
+            cols.push(col("j", "JSON", ColumnType::Json, Value::Json(serde_json::json!({"a": [1, 2.5, "x"], "b": null})), Value::Json(serde_json::json!("s")), "j", "{\"a\": [1, 2.5, \"x\"], \"b\": null}", "\"s\""));
+            cols.push(col("v", "VECTOR(2)", ColumnType::Vector, Value::Vector(vec![1.0, -2.5]), Value::Vector(vec![0.0, 3.0]), "VECTOR_TO_STRING(v)", "[1.00000e+00,-2.50000e+00]", "[0.00000e+00,3.00000e+00]"));
         }
         Flavor::MariaDb => {
-            cols.push(col(
-                "j",
-                "JSON",
-                ColumnType::Json,
-                Value::String("{\"a\": [1, 2.5]}".into()),
-                Value::String("\"s\"".into()),
-                "j",
-                "{\"a\": [1, 2.5]}",
-                "\"s\"",
-            ));
+            cols.push(col("j", "JSON", ColumnType::Json, Value::String("{\"a\": [1, 2.5]}".into()), Value::String("\"s\"".into()), "j", "{\"a\": [1, 2.5]}", "\"s\""));
         }
     }
     cols
