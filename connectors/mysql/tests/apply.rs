@@ -367,3 +367,302 @@ async fn types_round_trip_mariadb() {
 async fn types_round_trip_mysql() {
     types_round_trip(Flavor::MySql).await;
 }
+
+// ---------------------------------------------------------------------------
+// Row addressing, exactly once, conflicts, long transactions
+
+const KV: &str = "CREATE DATABASE t;\nCREATE TABLE t.kv (id INT PRIMARY KEY, v VARCHAR(20));\nCREATE TABLE t.nopk (a INT, b VARCHAR(20))";
+
+fn kv(id: i64, v: &str) -> Row {
+    row(&["id", "v"], vec![Value::Int(id), Value::String(v.into())])
+}
+
+fn nopk(a: i64, b: &str) -> Row {
+    row(&["a", "b"], vec![Value::Int(a), Value::String(b.into())])
+}
+
+fn ins(tx: u64, i: u64, r: Row) -> Record {
+    ev(Op::Create, "kv", tx, i, None, Some(r), &[0], None)
+}
+
+fn upd(tx: u64, i: u64, b: Row, a: Row) -> Record {
+    ev(Op::Update, "kv", tx, i, Some(b), Some(a), &[0], None)
+}
+
+fn del(tx: u64, i: u64, b: Row) -> Record {
+    ev(Op::Delete, "kv", tx, i, Some(b), None, &[0], None)
+}
+
+async fn table(t: &Target, sql: &str) -> Vec<String> {
+    t.rows(sql).await.into_iter().map(|r| r.join("|")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_delete_with_and_without_primary_key() {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        let Some(t) = Target::start(flavor) else {
+            continue;
+        };
+        t.exec(KV).await;
+        let np = |op, i, b, a| ev(op, "nopk", 1, i, b, a, &[], None);
+        let b1 = batch(
+            1,
+            vec![(
+                1,
+                vec![
+                    ins(1, 0, kv(1, "a")),
+                    ins(1, 1, kv(2, "b")),
+                    ins(1, 2, kv(3, "c")),
+                    np(Op::Create, 3, None, Some(nopk(1, "x"))),
+                    np(Op::Create, 4, None, Some(nopk(1, "x"))),
+                    np(Op::Create, 5, None, Some(nopk(2, "y"))),
+                ],
+            )],
+            vec![],
+        );
+        let np = |op, i, b, a| ev(op, "nopk", 2, i, b, a, &[], None);
+        let b2 = batch(
+            2,
+            vec![(
+                2,
+                vec![
+                    upd(2, 0, kv(1, "a"), kv(1, "A")),
+                    upd(2, 1, kv(2, "b"), kv(20, "b")),
+                    del(2, 2, kv(3, "c")),
+                    np(Op::Update, 3, Some(nopk(1, "x")), Some(nopk(1, "z"))),
+                    np(Op::Delete, 4, Some(nopk(2, "y")), None),
+                ],
+            )],
+            vec![],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        apply(&cfg(&t, &dir, OnConflict::Stop), vec![b1, b2])
+            .await
+            .expect("applied");
+        assert_eq!(
+            table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+            ["1|A", "20|b"]
+        );
+        assert_eq!(
+            table(&t, "SELECT * FROM t.nopk ORDER BY a, b").await,
+            ["1|x", "1|z"]
+        );
+        assert!(conflicts(&dir).is_empty());
+    }
+}
+
+/// Transaction `k` of the exactly-once workload: inserts row k, changes
+/// row k-1 (a replay of it would be a conflict), deletes row k-5.
+fn workload_tx(k: u64) -> Vec<Record> {
+    let k_ = k as i64;
+    let mut r = vec![ins(k, 0, kv(k_, &format!("v{k}")))];
+    if k > 1 {
+        r.push(upd(
+            k,
+            1,
+            kv(k_ - 1, &format!("v{}", k - 1)),
+            kv(k_ - 1, &format!("w{}", k - 1)),
+        ));
+    }
+    if k > 5 {
+        r.push(del(k, 2, kv(k_ - 5, &format!("w{}", k - 5))));
+    }
+    r
+}
+
+/// 30 transactions in 12 batches; transaction 13 starts alone in batch 5
+/// and ends in batch 6.
+fn workload() -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut k = 1;
+    for seq in 1..=12 {
+        let mut txs = Vec::new();
+        let mut open = Vec::new();
+        if seq == 6 {
+            // The rest of transaction 13, whose first record came in batch 5.
+            let rest = workload_tx(13).split_off(1);
+            let mut b = batch(seq, vec![], rest);
+            b.commits.push(Commit {
+                end: b.records.len(),
+                gtid: gtid(13).into(),
+                events: 3,
+            });
+            k = 14;
+            let more = batch(
+                seq,
+                vec![(k, workload_tx(k)), (k + 1, workload_tx(k + 1))],
+                vec![],
+            );
+            let base = b.records.len();
+            b.records.extend(more.records);
+            b.commits.extend(more.commits.into_iter().map(|c| Commit {
+                end: c.end + base,
+                ..c
+            }));
+            out.push(b);
+            k += 2;
+            continue;
+        }
+        while txs.len() < 3 && k <= 30 && seq != 5 {
+            txs.push((k, workload_tx(k)));
+            k += 1;
+        }
+        if seq == 5 {
+            open = workload_tx(13)[..1].to_vec();
+        }
+        out.push(batch(seq, txs, open));
+    }
+    assert_eq!(k, 31);
+    out
+}
+
+fn workload_result() -> Vec<String> {
+    (26..=30)
+        .map(|k| {
+            if k < 30 {
+                format!("{k}|w{k}")
+            } else {
+                format!("{k}|v{k}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_a_dropped_sink() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(KV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(&t, &dir, OnConflict::Stop);
+    // First run: stops after batch 5 (transaction 13 open in the target).
+    let mut s = start(&c).await;
+    write_all(&mut s, workload().into_iter().take(5).collect())
+        .await
+        .unwrap();
+    drop(s);
+    let p = rowstream_mysql::applied(&c).await.unwrap();
+    assert_eq!(p.gtid_set, "0-1-12");
+    // Second run from an empty checkpoint: the progress table skips 1..=12.
+    apply(&c, workload())
+        .await
+        .expect("replay without conflicts");
+    assert_eq!(
+        table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+        workload_result()
+    );
+    assert!(conflicts(&dir).is_empty());
+    let p = rowstream_mysql::applied(&c).await.unwrap();
+    assert_eq!(p.gtid_set, "0-1-30");
+    // A third run applies nothing.
+    apply(&c, workload()).await.expect("all skipped");
+    assert_eq!(
+        table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+        workload_result()
+    );
+    assert_eq!(rowstream_mysql::applied(&c).await.unwrap(), p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_stop_log_skip() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(KV).await;
+    let events = |tx| {
+        vec![
+            upd(tx, 0, kv(1, "x"), kv(1, "y")), // target has 1|a
+            del(tx, 1, kv(2, "b")),             // target has no 2
+            ins(tx, 2, kv(3, "q")),             // target has 3|c
+            ins(tx, 3, kv(4, "d")),             // the same row: a replay, no conflict
+        ]
+    };
+    let reset = "DELETE FROM t.kv;\nINSERT INTO t.kv VALUES (1, 'a'), (3, 'c'), (4, 'd')";
+    for (mode, want) in [
+        (OnConflict::Stop, vec!["1|a", "3|c", "4|d"]),
+        (OnConflict::Log, vec!["1|y", "3|q", "4|d"]),
+        (OnConflict::Skip, vec!["1|a", "3|c", "4|d"]),
+    ] {
+        t.exec(reset).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(&t, &dir, mode);
+        c.name = mode.as_str().into();
+        let r = apply(&c, vec![batch(1, vec![(7, events(7))], vec![])]).await;
+        assert_eq!(
+            table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+            want,
+            "{mode:?}"
+        );
+        let lines = conflicts(&dir);
+        if mode == OnConflict::Stop {
+            let e = r.unwrap_err();
+            assert!(e.is_fatal());
+            let msg = e.to_string();
+            for part in ["`t`.`kv`", "0-1-7", "\"x\"", "\"a\""] {
+                assert!(msg.contains(part), "{part} in {msg}");
+            }
+            assert!(lines.is_empty());
+            continue;
+        }
+        r.unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let applied = mode == OnConflict::Log;
+        assert_eq!(lines[0]["table"], "`t`.`kv`");
+        assert_eq!(lines[0]["key"], serde_json::json!({"id": 1}));
+        assert_eq!(lines[0]["gtid"], "0-1-7");
+        assert_eq!(lines[0]["op"], "u");
+        assert_eq!(lines[0]["expected"], serde_json::json!({"id": 1, "v": "x"}));
+        assert_eq!(lines[0]["found"], serde_json::json!({"id": "1", "v": "a"}));
+        assert_eq!(lines[0]["applied"], applied);
+        assert_eq!(lines[1]["op"], "d");
+        assert_eq!(lines[1]["found"], serde_json::Value::Null);
+        assert_eq!(lines[2]["op"], "c");
+        assert_eq!(lines[2]["found"], serde_json::json!({"id": "3", "v": "c"}));
+        let m = rowstream_api::metrics::render();
+        let want = format!(
+            "rowstream_mysql_conflicts_total{{sink=\"{}\"}} 3",
+            mode.as_str()
+        );
+        assert!(m.contains(&want), "{want} in {m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_spanning_50_batches() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(KV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(&cfg(&t, &dir, OnConflict::Stop)).await;
+    for seq in 1..=50u64 {
+        let recs: Vec<Record> = (0..100)
+            .map(|i| {
+                let id = (seq * 100 + i) as i64;
+                ins(1, seq * 100 + i, kv(id, "x"))
+            })
+            .collect();
+        let mut b = batch(seq, vec![], recs);
+        if seq == 50 {
+            b.commits.push(Commit {
+                end: b.records.len(),
+                gtid: gtid(1).into(),
+                events: 5000,
+            });
+        }
+        let (ack, rx) = Ack::new();
+        s.write(Arc::new(b), ack).await.unwrap();
+        // Acked while the transaction is still open (the pipeline's
+        // in-flight bound would otherwise deadlock on it) ...
+        assert_eq!(rx.await.unwrap(), Ok(()), "batch {seq}");
+        if seq == 25 {
+            // ... and nothing is visible before its commit.
+            assert_eq!(table(&t, "SELECT COUNT(*) FROM t.kv").await, ["0"]);
+        }
+    }
+    assert_eq!(
+        table(&t, "SELECT COUNT(*), COUNT(DISTINCT id) FROM t.kv").await,
+        ["5000|5000"]
+    );
+}
