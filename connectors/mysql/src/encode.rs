@@ -370,6 +370,42 @@ pub fn select_exact_sql(table: &str, row: &Row, types: Option<&[ColumnType]>) ->
     (sql, params)
 }
 
+/// The WRITESET keys of one row image: for each key (a list of column
+/// names: the primary key and every unique key) whose columns the image
+/// has, a hash of the table, the key's position and the values. Two
+/// transactions whose key sets are disjoint touch different rows.
+pub fn row_keys(table: &str, row: &Row, keys: &[Vec<Arc<str>>], out: &mut Vec<u64>) {
+    use std::hash::{Hash, Hasher};
+    for (k, cols) in keys.iter().enumerate() {
+        let idx: Option<Vec<usize>> = cols
+            .iter()
+            .map(|c| row.columns.iter().position(|rc| rc == c))
+            .collect();
+        let Some(idx) = idx else { continue };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        table.hash(&mut h);
+        k.hash(&mut h);
+        let mut buf = Vec::new();
+        for i in idx {
+            buf.clear();
+            if let Some(v) = row.values.get(i) {
+                rowstream_api::json::write_value(&mut buf, v);
+            }
+            buf.hash(&mut h);
+        }
+        out.push(h.finish());
+    }
+}
+
+/// The key of a whole table (tables without any key: every change of it
+/// conflicts with every other).
+pub fn table_key(table: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (table, "whole table").hash(&mut h);
+    h.finish()
+}
+
 /// A row image as a JSON object, in the envelope's value encoding.
 pub fn row_json(row: Option<&Row>) -> serde_json::Value {
     let Some(row) = row else {
@@ -516,6 +552,28 @@ mod tests {
             param(&Value::Vector(vec![1.0])),
             P::Bytes(1f32.to_le_bytes().to_vec())
         );
+    }
+
+    #[test]
+    fn writeset_keys() {
+        let keys = vec![vec![Arc::from("id")], vec![Arc::from("a"), Arc::from("b")]];
+        let r = |id, a| {
+            row(
+                &["id", "a", "b"],
+                vec![Value::Int(id), Value::Int(a), Value::Null],
+            )
+        };
+        let mut k1 = Vec::new();
+        row_keys("t", &r(1, 5), &keys, &mut k1);
+        assert_eq!(k1.len(), 2);
+        let mut k2 = Vec::new();
+        row_keys("t", &r(2, 5), &keys, &mut k2);
+        assert_ne!(k1[0], k2[0], "other primary key");
+        assert_eq!(k1[1], k2[1], "same unique key");
+        let mut k3 = Vec::new();
+        row_keys("u", &r(1, 5), &keys, &mut k3);
+        assert!(k3.iter().all(|k| !k1.contains(k)), "other table");
+        assert_ne!(table_key("t"), table_key("u"));
     }
 
     #[test]
