@@ -530,12 +530,19 @@ fn workload_result() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_a_dropped_sink() {
+    for threads in [1, 4] {
+        exactly_once(threads).await;
+    }
+}
+
+async fn exactly_once(threads: usize) {
     let Some(t) = Target::start(Flavor::MariaDb) else {
         return;
     };
     t.exec(KV).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = cfg(&t, &dir, OnConflict::Stop);
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = threads;
     // First run: stops after batch 5 (transaction 13 open in the target).
     let mut s = start(&c).await;
     write_all(&mut s, workload().into_iter().take(5).collect())
@@ -664,5 +671,117 @@ async fn transaction_spanning_50_batches() {
     assert_eq!(
         table(&t, "SELECT COUNT(*), COUNT(DISTINCT id) FROM t.kv").await,
         ["5000|5000"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Parallel
+
+/// A random workload on 30 keys of `t.kv` (inserts, updates, key moves,
+/// deletes) and on `t.nopk`, with before images that follow the history:
+/// `n` transactions of 1-4 changes, 10 transactions per batch.
+fn random_workload(n: u64, seed: u64) -> Vec<Batch> {
+    let mut state = seed;
+    let mut rnd = move |m: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    let mut model: std::collections::BTreeMap<i64, String> = Default::default();
+    let mut nopk_rows = 0i64;
+    let mut batches = Vec::new();
+    let mut txs = Vec::new();
+    for tx in 1..=n {
+        let mut recs = Vec::new();
+        for i in 0..=rnd(4) {
+            let id = rnd(30) as i64;
+            let v = format!("v{tx}.{i}");
+            let rec = match model.get(&id).cloned() {
+                None => {
+                    model.insert(id, v.clone());
+                    ins(tx, i, kv(id, &v))
+                }
+                Some(old) => match rnd(4) {
+                    0 => {
+                        model.remove(&id);
+                        del(tx, i, kv(id, &old))
+                    }
+                    1 if !model.contains_key(&(id + 100)) => {
+                        model.remove(&id);
+                        model.insert(id + 100, old.clone());
+                        upd(tx, i, kv(id, &old), kv(id + 100, &old))
+                    }
+                    2 => {
+                        nopk_rows += 1;
+                        ev(
+                            Op::Create,
+                            "nopk",
+                            tx,
+                            i,
+                            None,
+                            Some(nopk(nopk_rows, &v)),
+                            &[],
+                            None,
+                        )
+                    }
+                    _ => {
+                        model.insert(id, v.clone());
+                        upd(tx, i, kv(id, &old), kv(id, &v))
+                    }
+                },
+            };
+            recs.push(rec);
+        }
+        txs.push((tx, recs));
+        if txs.len() == 10 || tx == n {
+            batches.push(batch(
+                batches.len() as u64 + 1,
+                std::mem::take(&mut txs),
+                vec![],
+            ));
+        }
+    }
+    batches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_equals_serial() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    let mut ddl = String::new();
+    for db in ["serial", "par"] {
+        ddl += &format!("CREATE DATABASE {db};\nCREATE TABLE {db}.kv (id INT PRIMARY KEY, v VARCHAR(20), UNIQUE KEY (v));\nCREATE TABLE {db}.nopk (a INT, b VARCHAR(20));\n");
+    }
+    t.exec(&ddl).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (db, threads) in [("serial", 1), ("par", 4)] {
+        let mut c = cfg(&t, &dir, OnConflict::Stop);
+        c.name = db.into();
+        c.threads = threads;
+        c.rename = [("t".to_string(), db.to_string())].into();
+        apply(&c, random_workload(400, 7)).await.expect(db);
+    }
+    for table in ["kv ORDER BY id", "nopk ORDER BY a"] {
+        let s = t.rows(&format!("SELECT * FROM serial.{table}")).await;
+        let p = t.rows(&format!("SELECT * FROM par.{table}")).await;
+        assert!(!s.is_empty());
+        assert_eq!(s, p, "{table}");
+    }
+    assert!(conflicts(&dir).is_empty());
+    let workers = t
+        .rows("SELECT COUNT(*) FROM rowstream.progress WHERE name = 'par' AND seq > 0")
+        .await;
+    assert!(workers[0][0].parse::<u32>().unwrap() >= 2, "{workers:?}");
+    let p = rowstream_mysql::applied(&cfg(&t, &dir, OnConflict::Stop))
+        .await
+        .unwrap();
+    assert_eq!(p.gtid_set, "", "another sink name");
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.name = "par".into();
+    assert_eq!(
+        rowstream_mysql::applied(&c).await.unwrap().gtid_set,
+        "0-1-400"
     );
 }
