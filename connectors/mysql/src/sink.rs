@@ -237,8 +237,15 @@ impl MysqlSink {
             self.main.flush_inserts().await?;
         }
         if self.unwritten && self.tx.is_none() {
-            self.drain().await?;
-            self.commit_progress_only().await?;
+            match &mut self.pool {
+                // Keyless: runs beside anything, commits in its turn.
+                Some(pool) => {
+                    let p = self.progress.clone();
+                    pool.submit(batch.clone(), 0..0, p, HashSet::new()).await?;
+                    self.unwritten = false;
+                }
+                None => self.commit_progress_only().await?,
+            }
         }
         Ok(())
     }
@@ -372,6 +379,8 @@ impl MysqlSink {
                         p.gtid_set = s.to_string();
                     }
                 }
+                // Snapshot rows carry no GTID: the chunk marker comes with the commit.
+                Err(_) if id.is_empty() => {}
                 Err(e) => {
                     warn!(sink = %self.cfg.name, id, "not a GTID, progress keeps its set: {e}")
                 }

@@ -785,3 +785,176 @@ async fn parallel_equals_serial() {
         "0-1-400"
     );
 }
+
+// ---------------------------------------------------------------------------
+// DDL, filters
+
+fn ddl(tx: u64, db: &str, table: &str, text: &str) -> Record {
+    let Record::Change(e) = ins(tx, 0, kv(0, "")) else {
+        unreachable!()
+    };
+    let mut source = e.source;
+    source.db = db.into();
+    source.table = table.into();
+    Record::SchemaChange(rowstream_api::SchemaChange {
+        source,
+        ts_ms: 0,
+        database: db.into(),
+        ddl: text.into(),
+    })
+}
+
+/// A batch with one transaction named `id` (a chunk marker or a GTID).
+fn named(seq: u64, id: &str, recs: Vec<Record>) -> Batch {
+    let mut b = batch(seq, vec![], recs);
+    b.commits.push(Commit {
+        end: b.records.len(),
+        gtid: id.into(),
+        events: b.records.len() as u64,
+    });
+    b
+}
+
+fn snap(i: u64, r: Row) -> Record {
+    ev(Op::Read, "kv", 0, i, None, Some(r), &[0], None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_schema_ddl_and_replayed_ddl() {
+    for threads in [1, 4] {
+        let Some(t) = Target::start(Flavor::MariaDb) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(&t, &dir, OnConflict::Stop);
+        c.threads = threads;
+        let chunk1 = named(
+            1,
+            "snapshot:9:1",
+            vec![
+                ddl(0, "t", "", "CREATE DATABASE `t`"),
+                ddl(
+                    0,
+                    "t",
+                    "kv",
+                    "CREATE TABLE `kv` (`id` int PRIMARY KEY, `v` varchar(20))",
+                ),
+                snap(0, kv(1, "a")),
+                snap(1, kv(2, "b")),
+            ],
+        );
+        let chunk2 = named(2, "snapshot:9:2", vec![snap(2, kv(3, "c"))]);
+        let alter = named(
+            3,
+            &gtid(2),
+            vec![ddl(2, "t", "", "ALTER TABLE kv ADD COLUMN z INT")],
+        );
+        let wide = |id, z| {
+            row(
+                &["id", "v", "z"],
+                vec![Value::Int(id), Value::String("w".into()), Value::Int(z)],
+            )
+        };
+        let tx3 = batch(
+            4,
+            vec![(
+                3,
+                vec![ins(3, 0, wide(4, 1)), upd(3, 1, wide(4, 1), wide(4, 2))],
+            )],
+            vec![],
+        );
+        let mut s = start(&c).await;
+        write_all(&mut s, vec![chunk1]).await.unwrap();
+        drop(s);
+        // Chunk 1 again (skipped: chunks_done = 1), then chunk 2.
+        let chunk1 = named(1, "snapshot:9:1", vec![snap(0, kv(1, "changed"))]);
+        apply(&c, vec![chunk1, chunk2]).await.unwrap();
+        let p = rowstream_mysql::applied(&c).await.unwrap();
+        assert_eq!((p.snapshot_id, p.chunks_done), (9, 2));
+        // The ALTER ran but rowstream died before its progress commit: the
+        // replay right after the recorded point fails as "duplicate column",
+        // which counts as applied.
+        t.exec("ALTER TABLE t.kv ADD COLUMN z INT").await;
+        apply(&c, vec![alter, tx3])
+            .await
+            .expect("replayed DDL counts as applied");
+        assert_eq!(
+            table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+            ["1|a|NULL", "2|b|NULL", "3|c|NULL", "4|w|2"]
+        );
+        assert_eq!(
+            rowstream_mysql::applied(&c).await.unwrap().gtid_set,
+            "0-1-3"
+        );
+        // Not right after the recorded point: a failing DDL stops the sink.
+        let tx4 = batch(5, vec![(4, vec![ins(4, 0, wide(5, 1))])], vec![]);
+        let bad = named(
+            6,
+            &gtid(5),
+            vec![ddl(5, "t", "", "ALTER TABLE kv ADD COLUMN z INT")],
+        );
+        let e = apply(&c, vec![tx4, bad]).await.unwrap_err();
+        assert!(
+            e.is_fatal() && e.to_string().contains("ALTER TABLE kv"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_exclude_and_rename() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec("CREATE DATABASE copy;\nCREATE TABLE copy.kv (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.include = vec!["t.k*".into()];
+    c.exclude = vec!["t.kx".into()];
+    c.rename = [("t".to_string(), "copy".to_string())].into();
+    let other = |tx, table: &str| {
+        ev(
+            Op::Create,
+            table,
+            tx,
+            1,
+            None,
+            Some(kv(tx as i64, "x")),
+            &[0],
+            None,
+        )
+    };
+    let b = batch(
+        1,
+        vec![
+            (
+                1,
+                vec![ins(1, 0, kv(1, "a")), other(1, "nopk"), other(1, "kx")],
+            ),
+            (2, vec![other(2, "kx")]), // filtered out: still advances the progress
+        ],
+        vec![],
+    );
+    apply(&c, vec![b]).await.unwrap();
+    assert_eq!(table(&t, "SELECT * FROM copy.kv").await, ["1|a"]);
+    assert_eq!(
+        rowstream_mysql::applied(&c).await.unwrap().gtid_set,
+        "0-1-2"
+    );
+    // A table the target lacks: fatal, saying what to do.
+    c.include.clear();
+    let e = apply(
+        &c,
+        vec![batch(2, vec![(3, vec![other(3, "nopk")])], vec![])],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.is_fatal());
+    assert!(
+        e.to_string().contains(
+            "`copy`.`nopk` does not exist on the target: the backup/stream has no CREATE for it"
+        ),
+        "{e}"
+    );
+}
