@@ -8,6 +8,8 @@
 //! (sink name, worker), created before any transaction uses it, so every
 //! applied transaction's first statement is an UPDATE of an existing row.
 
+use std::sync::Arc;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use rowstream_api::SinkError;
@@ -178,6 +180,33 @@ pub fn progress_params(
         cfg.name.as_str().into(),
         worker.into(),
     ]
+}
+
+/// The unique keys (PRIMARY first) of target table `db.table`, as lists of
+/// column names in key order; empty when the table has none.
+pub async fn unique_keys(
+    conn: &mut Conn,
+    sink: &str,
+    db: &str,
+    table: &str,
+) -> Result<Vec<Vec<Arc<str>>>, SinkError> {
+    let rows: Vec<(String, String)> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0
+             ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
+            (db, table),
+        )
+        .await
+        .map_err(|e| classify(sink, "read the target's unique keys", e))?;
+    let mut out: Vec<(String, Vec<Arc<str>>)> = Vec::new();
+    for (index, column) in rows {
+        match out.last_mut() {
+            Some((i, cols)) if *i == index => cols.push(column.into()),
+            _ => out.push((index, vec![column.into()])),
+        }
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Server error code of `e`, if it is one.

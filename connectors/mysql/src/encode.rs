@@ -156,6 +156,36 @@ pub fn cmp_placeholder(ty: Option<&ColumnType>, v: &Value) -> String {
     }
 }
 
+/// The placeholder that writes a value into a column of type `ty`: MySQL
+/// refuses a character string for VECTOR, so its bytes go as BINARY.
+pub fn set_placeholder(ty: Option<&ColumnType>, v: &Value) -> &'static str {
+    match (ty, v) {
+        (Some(ColumnType::Vector), _) | (None, Value::Vector(_)) => "CAST(? AS BINARY)",
+        _ => "?",
+    }
+}
+
+/// The [`set_placeholder`] of each column of rows `rows` (all of one
+/// shape): from the column type when known, else from the first non-NULL
+/// value of the column.
+pub fn set_placeholders<'a>(
+    types: Option<&[ColumnType]>,
+    ncols: usize,
+    rows: impl Iterator<Item = &'a Row> + Clone,
+) -> Vec<&'static str> {
+    (0..ncols)
+        .map(|i| {
+            let ty = types.and_then(|t| t.get(i));
+            let sample = rows
+                .clone()
+                .filter_map(|r| r.values.get(i))
+                .find(|v| **v != Value::Null)
+                .unwrap_or(&Value::Null);
+            set_placeholder(ty, sample)
+        })
+        .collect()
+}
+
 /// Whether a column takes part in before-image comparisons: VECTOR values
 /// cannot be compared by the server.
 pub fn comparable(v: &Value) -> bool {
@@ -173,8 +203,15 @@ pub enum Upsert {
     Values,
 }
 
-/// `INSERT INTO t (cols) VALUES (?,..),(?,..)` for `rows` rows.
-pub fn insert_sql(table: &str, cols: &[Arc<str>], rows: usize, upsert: Upsert) -> String {
+/// `INSERT INTO t (cols) VALUES (?,..),(?,..)` for `rows` rows, with the
+/// column placeholders `ph` (see [`set_placeholders`]).
+pub fn insert_sql(
+    table: &str,
+    cols: &[Arc<str>],
+    ph: &[&str],
+    rows: usize,
+    upsert: Upsert,
+) -> String {
     let mut sql = format!("INSERT INTO {table} (");
     for (i, c) in cols.iter().enumerate() {
         if i > 0 {
@@ -183,7 +220,7 @@ pub fn insert_sql(table: &str, cols: &[Arc<str>], rows: usize, upsert: Upsert) -
         sql.push_str(&ident(c));
     }
     sql.push_str(") VALUES ");
-    let one = format!("({})", vec!["?"; cols.len()].join(","));
+    let one = format!("({})", ph.join(","));
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
@@ -265,7 +302,8 @@ pub fn update_sql(
         if i > 0 {
             sql.push_str(", ");
         }
-        let _ = write!(sql, "{} = ?", ident(c));
+        let ty = types.and_then(|t| t.get(i));
+        let _ = write!(sql, "{} = {}", ident(c), set_placeholder(ty, v));
         params.push(param(v));
     }
     sql.push_str(&where_clause(
@@ -330,6 +368,42 @@ pub fn select_exact_sql(table: &str, row: &Row, types: Option<&[ColumnType]>) ->
         where_clause(row, &all_columns(row), types, &mut params)
     );
     (sql, params)
+}
+
+/// The WRITESET keys of one row image: for each key (a list of column
+/// names: the primary key and every unique key) whose columns the image
+/// has, a hash of the table, the key's position and the values. Two
+/// transactions whose key sets are disjoint touch different rows.
+pub fn row_keys(table: &str, row: &Row, keys: &[Vec<Arc<str>>], out: &mut Vec<u64>) {
+    use std::hash::{Hash, Hasher};
+    for (k, cols) in keys.iter().enumerate() {
+        let idx: Option<Vec<usize>> = cols
+            .iter()
+            .map(|c| row.columns.iter().position(|rc| rc == c))
+            .collect();
+        let Some(idx) = idx else { continue };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        table.hash(&mut h);
+        k.hash(&mut h);
+        let mut buf = Vec::new();
+        for i in idx {
+            buf.clear();
+            if let Some(v) = row.values.get(i) {
+                rowstream_api::json::write_value(&mut buf, v);
+            }
+            buf.hash(&mut h);
+        }
+        out.push(h.finish());
+    }
+}
+
+/// The key of a whole table (tables without any key: every change of it
+/// conflicts with every other).
+pub fn table_key(table: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (table, "whole table").hash(&mut h);
+    h.finish()
 }
 
 /// A row image as a JSON object, in the envelope's value encoding.
@@ -481,17 +555,39 @@ mod tests {
     }
 
     #[test]
+    fn writeset_keys() {
+        let keys = vec![vec![Arc::from("id")], vec![Arc::from("a"), Arc::from("b")]];
+        let r = |id, a| {
+            row(
+                &["id", "a", "b"],
+                vec![Value::Int(id), Value::Int(a), Value::Null],
+            )
+        };
+        let mut k1 = Vec::new();
+        row_keys("t", &r(1, 5), &keys, &mut k1);
+        assert_eq!(k1.len(), 2);
+        let mut k2 = Vec::new();
+        row_keys("t", &r(2, 5), &keys, &mut k2);
+        assert_ne!(k1[0], k2[0], "other primary key");
+        assert_eq!(k1[1], k2[1], "same unique key");
+        let mut k3 = Vec::new();
+        row_keys("u", &r(1, 5), &keys, &mut k3);
+        assert!(k3.iter().all(|k| !k1.contains(k)), "other table");
+        assert_ne!(table_key("t"), table_key("u"));
+    }
+
+    #[test]
     fn statements() {
         let cols: Vec<Arc<str>> = vec!["id".into(), "n`x".into()];
         assert_eq!(
-            insert_sql("`d`.`t`", &cols, 2, Upsert::No),
+            insert_sql("`d`.`t`", &cols, &["?", "?"], 2, Upsert::No),
             "INSERT INTO `d`.`t` (`id`, `n``x`) VALUES (?,?),(?,?)"
         );
         assert_eq!(
-            insert_sql("`d`.`t`", &cols, 1, Upsert::Values),
+            insert_sql("`d`.`t`", &cols, &["?", "?"], 1, Upsert::Values),
             "INSERT INTO `d`.`t` (`id`, `n``x`) VALUES (?,?) ON DUPLICATE KEY UPDATE `id` = VALUES(`id`), `n``x` = VALUES(`n``x`)"
         );
-        assert!(insert_sql("t", &cols, 1, Upsert::Alias)
+        assert!(insert_sql("t", &cols, &["?", "CAST(? AS BINARY)"], 1, Upsert::Alias)
             .ends_with("AS `rowstream_new` ON DUPLICATE KEY UPDATE `id` = `rowstream_new`.`id`, `n``x` = `rowstream_new`.`n``x`"));
         let b = row(
             &["id", "j"],

@@ -9,9 +9,11 @@
 //! (connection, session, progress table, error classes), `sink` (the
 //! engine: transactions, multi-row inserts, conflicts, ordered acks).
 
+pub mod apply;
 pub mod client;
 pub mod config;
 pub mod encode;
+pub mod pool;
 pub mod sink;
 
 pub use client::Progress;

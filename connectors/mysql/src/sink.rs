@@ -1,6 +1,6 @@
-//! The running MySQL / MariaDB apply sink: applies each transaction of the
-//! stream as one target transaction whose first statement records the
-//! sink's progress, so the target knows exactly what it holds.
+//! The running MySQL / MariaDB apply sink: the scheduler. Each transaction
+//! of the stream becomes one target transaction whose first statement
+//! records the sink's progress, so the target knows exactly what it holds.
 //!
 //! Invariants kept:
 //! - exactly once: a transaction's rows and the progress row that names it
@@ -10,34 +10,38 @@
 //!   snapshot) are acked without being applied again;
 //! - the progress UPDATE is the first statement of every applied
 //!   transaction (loop prevention on the source side looks for it there);
-//! - commits happen in stream order, one transaction at a time on one
-//!   connection (this version applies serially whatever `threads` says);
+//! - commits happen in stream order: with `threads = 1` one transaction at
+//!   a time on one connection; with more, complete transactions go to the
+//!   `pool` (WRITESET, ordered commits), and a transaction that spans
+//!   batches or holds DDL is a barrier: the pool drains, then it runs alone
+//!   on the main connection (worker 0);
 //! - a batch is acked once every transaction committing in it is committed
 //!   and the records of a transaction still open are written into the open
 //!   target transaction (which rolls back if rowstream dies): a transaction
 //!   of any size streams through, batch by batch, in bounded memory;
 //! - the first failure poisons the sink (`Poison`): the failing and every
-//!   later ack, write and flush fail with it; the open target transaction
-//!   is abandoned (the server rolls it back when the connection closes).
+//!   pending and later ack, write and flush fail with it; open target
+//!   transactions are abandoned (the server rolls them back when the
+//!   connections close).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
 use rowstream_api::gtid::{Gtid, GtidSet};
 use rowstream_api::metrics::{self, Family, Handle};
 use rowstream_api::sink::parse_marker;
 use rowstream_api::{
-    Ack, Batch, ChangeEvent, Commit, Committed, Flavor, Op, Poison, Record, SchemaChange, Sink,
-    SinkError,
+    Ack, AckQueue, Batch, Commit, Committed, Flavor, Poison, Record, SchemaChange, Sink, SinkError,
 };
 use tracing::{info, warn};
 
-use crate::client::{self, classify, server_code, Progress, Server};
-use crate::config::{MysqlSinkConfig, OnConflict};
-use crate::encode::{self, Filter, Upsert};
+use crate::apply::{Applier, ConflictLog};
+use crate::client::{self, classify, server_code, Progress};
+use crate::config::MysqlSinkConfig;
+use crate::encode::{self, Filter};
+use crate::pool::Pool;
 
 pub static MYSQL_CONFLICTS: Family = Family::counter(
     "rowstream_mysql_conflicts_total",
@@ -46,7 +50,7 @@ pub static MYSQL_CONFLICTS: Family = Family::counter(
 );
 pub static MYSQL_TRANSACTIONS: Family = Family::counter(
     "rowstream_mysql_transactions_total",
-    "Transactions committed on the target (progress-only commits included).",
+    "Transactions committed on the target by the main connection (barriers, DDL, progress-only commits; threads = 1: all).",
     "sink",
 );
 /// This sink's metric families, registered with the service's registry on start.
@@ -57,7 +61,8 @@ pub static METRICS: &[&Family] = &[&MYSQL_CONFLICTS, &MYSQL_TRANSACTIONS];
 /// column / key exists, unknown table or key to drop, database to drop.
 const DDL_ALREADY_APPLIED: &[u16] = &[1007, 1008, 1050, 1051, 1060, 1061, 1068, 1091, 1826];
 
-/// The transaction being applied (it may span batches).
+/// The transaction being applied on the main connection (it may span
+/// batches).
 #[derive(Debug)]
 struct OpenTx {
     /// Its id as known at its start (the commit's GTID when the commit is in
@@ -65,30 +70,23 @@ struct OpenTx {
     id: Arc<str>,
     /// Already applied before this start: acked without applying.
     skip: bool,
-    /// The target transaction is open and its first statement wrote `written`.
+    /// The target transaction is open and its first statement wrote this.
     began: Option<Progress>,
     /// A DDL of it ran (autocommitted); its progress needs its own commit.
     ddl_ran: bool,
 }
 
-/// Consecutive inserts into one table, sent as one multi-row statement.
-#[derive(Debug, Default)]
-struct InsertBuf {
-    table: String,
-    upsert: Option<Upsert>,
-    events: Vec<ChangeEvent>,
-    bytes: usize,
-}
-
 /// The running sink, made by [`MysqlSink::start`].
 pub struct MysqlSink {
-    cfg: MysqlSinkConfig,
-    conn: Conn,
-    server: Server,
-    filter: Filter,
+    cfg: Arc<MysqlSinkConfig>,
+    /// Worker 0: transactions when `threads = 1`, barriers, key lookups.
+    main: Applier,
+    /// Workers 1..=threads when `threads > 1`.
+    pool: Option<Pool>,
     poison: Poison,
-    /// What the target holds (committed), or will once the pending progress
-    /// is written.
+    /// Acks by pool order (0 without a pool: acked as written).
+    acks: AckQueue,
+    /// What the target holds once everything dispatched has committed.
     progress: Progress,
     /// `progress.gtid_set` parsed; None while empty (flavour unknown).
     applied: Option<GtidSet>,
@@ -99,9 +97,9 @@ pub struct MysqlSink {
     /// exists" here is the replay of one that ran before a crash.
     fresh: bool,
     tx: Option<OpenTx>,
-    buf: InsertBuf,
-    conflict_log: Option<File>,
-    conflicts: Handle,
+    /// Unique keys (PRIMARY first) per target table, for WRITESET keys;
+    /// cleared after every DDL.
+    unique_keys: HashMap<String, Arc<Vec<Vec<Arc<str>>>>>,
     commits: Handle,
 }
 
@@ -144,11 +142,17 @@ fn record_tx_id(r: &Record) -> Arc<str> {
     }
 }
 
+/// Session setting of pool workers: a lock wait inside a hidden overlap
+/// (a key the WRITESET does not know) ends well before the default 50 s;
+/// the job is then run again alone.
+const WORKER_LOCK_WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 10";
+
 impl MysqlSink {
-    /// Validates the config, connects, creates the progress table if
-    /// missing and reads what the target holds. `committed` is not needed:
-    /// the target's progress table is the truth (it may be ahead of the
-    /// service's checkpoint; the replay is skipped).
+    /// Validates the config, connects (`threads + 1` connections when
+    /// `threads > 1`), creates the progress table if missing and reads what
+    /// the target holds. `committed` is not needed: the target's progress
+    /// table is the truth (it may be ahead of the service's checkpoint; the
+    /// replay is skipped).
     pub async fn start(
         cfg: &MysqlSinkConfig,
         _committed: &dyn Committed,
@@ -156,7 +160,7 @@ impl MysqlSink {
         cfg.validate()?;
         metrics::register(METRICS);
         let (mut conn, server) = client::connect(cfg).await?;
-        client::ensure_progress(&mut conn, cfg, cfg.threads).await?;
+        client::ensure_progress(&mut conn, cfg, cfg.threads + 1).await?;
         let progress = client::read_progress(&mut conn, cfg).await?;
         let applied = parse_set(&progress.gtid_set).map_err(|e| {
             SinkError::Fatal(format!(
@@ -168,41 +172,178 @@ impl MysqlSink {
         info!(sink = %cfg.name, seq = progress.seq, gtid_set = %progress.gtid_set,
               snapshot = progress.snapshot_id, chunks = progress.chunks_done,
               "mysql sink: continuing after what the target holds");
+        let shared = Arc::new(cfg.clone());
+        let filter = Arc::new(Filter {
+            include: cfg.include.clone(),
+            exclude: cfg.exclude.clone(),
+            rename: cfg.rename.clone(),
+        });
+        let log: ConflictLog = Arc::new(Mutex::new(None));
+        let conflicts = MYSQL_CONFLICTS.with(&cfg.name);
+        let applier = |conn, worker| {
+            let (c, f, l, h) = (
+                shared.clone(),
+                filter.clone(),
+                log.clone(),
+                conflicts.clone(),
+            );
+            Applier::new(conn, server, c, f, worker, l, h)
+        };
+        let pool = if cfg.threads > 1 {
+            let mut appliers = Vec::new();
+            for w in 1..=cfg.threads {
+                let (mut c, _) = client::connect(cfg).await?;
+                c.query_drop(WORKER_LOCK_WAIT)
+                    .await
+                    .map_err(|e| classify(&cfg.name, "connect", e))?;
+                appliers.push(applier(c, w as u64));
+            }
+            Some(Pool::new(appliers))
+        } else {
+            None
+        };
         Ok(MysqlSink {
-            filter: Filter {
-                include: cfg.include.clone(),
-                exclude: cfg.exclude.clone(),
-                rename: cfg.rename.clone(),
-            },
-            conflicts: MYSQL_CONFLICTS.with(&cfg.name),
-            commits: MYSQL_TRANSACTIONS.with(&cfg.name),
-            cfg: cfg.clone(),
-            conn,
-            server,
+            main: applier(conn, 0),
+            pool,
+            cfg: shared,
             poison: Poison::new(),
+            acks: AckQueue::new(),
             progress,
             applied,
             unwritten: false,
             fresh: true,
             tx: None,
-            buf: InsertBuf::default(),
-            conflict_log: None,
+            unique_keys: HashMap::new(),
+            commits: MYSQL_TRANSACTIONS.with(&cfg.name),
         })
     }
 
-    fn fail(&self, what: &str, e: mysql_async::Error) -> SinkError {
-        classify(&self.cfg.name, what, e)
+    async fn apply_batch(&mut self, batch: &Arc<Batch>) -> Result<(), SinkError> {
+        let mut start = 0;
+        for c in &batch.commits {
+            let recs = &batch.records[start..c.end];
+            let ddl = recs.iter().any(|r| matches!(r, Record::SchemaChange(_)));
+            if self.pool.is_some() && self.tx.is_none() && !ddl {
+                self.dispatch(batch, start..c.end, c).await?;
+            } else {
+                self.drain().await?;
+                self.apply_records(recs, Some(c)).await?;
+            }
+            start = c.end;
+        }
+        if start < batch.records.len() {
+            self.drain().await?;
+            self.apply_records(&batch.records[start..], None).await?;
+            self.main.flush_inserts().await?;
+        }
+        if self.unwritten && self.tx.is_none() {
+            match &mut self.pool {
+                // Keyless: runs beside anything, commits in its turn.
+                Some(pool) => {
+                    let p = self.progress.clone();
+                    pool.submit(batch.clone(), 0..0, p, HashSet::new()).await?;
+                    self.unwritten = false;
+                }
+                None => self.commit_progress_only().await?,
+            }
+        }
+        Ok(())
     }
 
-    /// Fails a statement on `table`, naming it; a missing table is fatal
-    /// with what to do.
-    fn table_err(&self, table: &str, e: mysql_async::Error) -> SinkError {
-        match server_code(&e) {
-            Some(1146 | 1049) => SinkError::Fatal(format!(
-                "mysql sink {:?}: table {table} does not exist on the target: the backup/stream has no CREATE for it: restore a copy that has it first, or start from a snapshot",
-                self.cfg.name
-            )),
-            _ => self.fail(&format!("apply to {table}"), e),
+    /// Waits until the pool committed everything dispatched.
+    async fn drain(&mut self) -> Result<(), SinkError> {
+        match &mut self.pool {
+            Some(p) => p.drain().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a complete transaction to the pool (or skips it: applied
+    /// before, or every table filtered out).
+    async fn dispatch(
+        &mut self,
+        batch: &Arc<Batch>,
+        range: Range<usize>,
+        c: &Commit,
+    ) -> Result<(), SinkError> {
+        if self.is_applied(&c.gtid) {
+            return Ok(());
+        }
+        let recs = &batch.records[range.clone()];
+        let any = recs
+            .iter()
+            .any(|r| matches!(r, Record::Change(ev) if self.main.target(ev).is_some()));
+        let (p, set) = self.progress_after(&c.gtid);
+        self.progress = p.clone();
+        self.applied = set;
+        self.fresh = false;
+        if !any {
+            self.unwritten = true;
+            return Ok(());
+        }
+        // This job's progress covers the filtered-out ones before it.
+        self.unwritten = false;
+        let keys = self.keys(recs).await?;
+        let pool = self.pool.as_mut().expect("dispatch runs with a pool");
+        pool.submit(batch.clone(), range, p, keys).await
+    }
+
+    /// The WRITESET of a transaction: primary and unique key values of
+    /// every before and after image (the target's unique keys, plus the
+    /// source's primary key); one key for a whole table without any.
+    async fn keys(&mut self, recs: &[Record]) -> Result<HashSet<u64>, SinkError> {
+        let mut out = Vec::new();
+        for r in recs {
+            let Record::Change(ev) = r else { continue };
+            let Some(table) = self.main.target(ev) else {
+                continue;
+            };
+            let uks = match self.unique_keys.get(&table) {
+                Some(k) => k.clone(),
+                None => {
+                    let db = self.main.filter.target_db(&ev.source.db).to_string();
+                    let k = client::unique_keys(
+                        &mut self.main.conn,
+                        &self.cfg.name,
+                        &db,
+                        &ev.source.table,
+                    )
+                    .await?;
+                    let k = Arc::new(k);
+                    self.unique_keys.insert(table.clone(), k.clone());
+                    k
+                }
+            };
+            let mut keys: Vec<Vec<Arc<str>>> = uks.to_vec();
+            if let Some(img) = ev.after.as_ref().or(ev.before.as_ref()) {
+                let pk: Vec<Arc<str>> = ev
+                    .primary_key
+                    .iter()
+                    .filter_map(|&i| img.columns.get(i).cloned())
+                    .collect();
+                if !pk.is_empty() && !keys.contains(&pk) {
+                    keys.push(pk);
+                }
+            }
+            if keys.is_empty() {
+                out.push(encode::table_key(&table));
+                continue;
+            }
+            for img in [&ev.before, &ev.after].into_iter().flatten() {
+                encode::row_keys(&table, img, &keys, &mut out);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Pool order of the last dispatched and of the last committed job.
+    fn positions(&mut self) -> Result<(u64, u64), SinkError> {
+        match &mut self.pool {
+            Some(p) => {
+                p.reap()?;
+                Ok((p.dispatched(), p.committed()))
+            }
+            None => Ok((0, 0)),
         }
     }
 
@@ -238,21 +379,14 @@ impl MysqlSink {
                         p.gtid_set = s.to_string();
                     }
                 }
+                // Snapshot rows carry no GTID: the chunk marker comes with the commit.
+                Err(_) if id.is_empty() => {}
                 Err(e) => {
                     warn!(sink = %self.cfg.name, id, "not a GTID, progress keeps its set: {e}")
                 }
             }
         }
         (p, set)
-    }
-
-    async fn write_progress(&mut self, p: &Progress) -> Result<(), SinkError> {
-        let params = client::progress_params(&self.cfg, p, 0);
-        let sql = client::progress_update(&self.cfg);
-        self.conn
-            .exec_drop(sql, params)
-            .await
-            .map_err(|e| classify(&self.cfg.name, "write the progress table", e))
     }
 
     /// Starts the target transaction of the open transaction (if not yet):
@@ -263,30 +397,9 @@ impl MysqlSink {
             return Ok(());
         }
         let (p, _) = self.progress_after(&tx.id.clone());
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| self.fail("start a transaction", e))?;
-        self.write_progress(&p).await?;
+        self.main.begin(&p).await?;
         if let Some(tx) = &mut self.tx {
             tx.began = Some(p);
-        }
-        Ok(())
-    }
-
-    async fn apply_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let mut start = 0;
-        for c in &batch.commits {
-            self.apply_records(&batch.records[start..c.end], Some(c))
-                .await?;
-            start = c.end;
-        }
-        if start < batch.records.len() {
-            self.apply_records(&batch.records[start..], None).await?;
-            self.flush_inserts().await?;
-        }
-        if self.unwritten && self.tx.is_none() {
-            self.commit_progress_only().await?;
         }
         Ok(())
     }
@@ -312,7 +425,12 @@ impl MysqlSink {
         if !self.tx.as_ref().is_some_and(|t| t.skip) {
             for r in records {
                 match r {
-                    Record::Change(ev) => self.apply_change(ev).await?,
+                    Record::Change(ev) => {
+                        if self.main.target(ev).is_some() {
+                            self.begin().await?;
+                            self.main.apply_change(ev).await?;
+                        }
+                    }
                     Record::SchemaChange(sc) => self.apply_ddl(sc).await?,
                 }
             }
@@ -326,7 +444,7 @@ impl MysqlSink {
     /// Ends the open transaction `c` names: writes the final progress (if
     /// the id known at the start was not the commit's) and commits.
     async fn commit(&mut self, c: &Commit) -> Result<(), SinkError> {
-        self.flush_inserts().await?;
+        self.main.flush_inserts().await?;
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };
@@ -336,12 +454,9 @@ impl MysqlSink {
         let (p, set) = self.progress_after(&c.gtid);
         if let Some(written) = &tx.began {
             if *written != p {
-                self.write_progress(&p).await?;
+                self.main.write_progress(&p).await?;
             }
-            self.conn
-                .query_drop("COMMIT")
-                .await
-                .map_err(|e| self.fail("commit", e))?;
+            self.main.query("commit", "COMMIT").await?;
             self.commits.inc();
         } else if tx.ddl_ran {
             self.progress_commit(&p).await?;
@@ -355,15 +470,8 @@ impl MysqlSink {
     }
 
     async fn progress_commit(&mut self, p: &Progress) -> Result<(), SinkError> {
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| self.fail("start a transaction", e))?;
-        self.write_progress(p).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| self.fail("commit", e))?;
+        self.main.begin(p).await?;
+        self.main.query("commit", "COMMIT").await?;
         self.commits.inc();
         Ok(())
     }
@@ -384,34 +492,32 @@ impl MysqlSink {
     async fn apply_ddl(&mut self, sc: &SchemaChange) -> Result<(), SinkError> {
         let db = &*sc.database;
         let allowed = if sc.source.table.is_empty() {
-            db.is_empty() || self.filter.allows_db(db)
+            db.is_empty() || self.main.filter.allows_db(db)
         } else {
-            self.filter.allows(&sc.source.db, &sc.source.table)
+            self.main.filter.allows(&sc.source.db, &sc.source.table)
         };
         if !allowed {
             return Ok(());
         }
-        self.flush_inserts().await?;
+        self.main.flush_inserts().await?;
         if let Some(tx) = &mut self.tx {
             if tx.began.take().is_some() {
                 let p = self.progress.clone();
-                self.write_progress(&p).await?;
-                self.conn
-                    .query_drop("COMMIT")
-                    .await
-                    .map_err(|e| classify(&self.cfg.name, "commit", e))?;
+                self.main.write_progress(&p).await?;
+                self.main.query("commit", "COMMIT").await?;
             }
         }
         if !db.is_empty() {
-            let use_db = format!("USE {}", encode::ident(self.filter.target_db(db)));
-            if let Err(e) = self.conn.query_drop(use_db).await {
+            let use_db = format!("USE {}", encode::ident(self.main.filter.target_db(db)));
+            if let Err(e) = self.main.conn.query_drop(use_db).await {
                 // A CREATE DATABASE runs without its database existing yet.
                 if server_code(&e) != Some(1049) {
-                    return Err(self.fail("USE the DDL's database", e));
+                    return Err(classify(&self.cfg.name, "USE the DDL's database", e));
                 }
             }
         }
-        match self.conn.query_drop(sc.ddl.as_str()).await {
+        self.unique_keys.clear();
+        match self.main.conn.query_drop(sc.ddl.as_str()).await {
             Ok(()) => {}
             Err(e)
                 if self.fresh
@@ -432,267 +538,36 @@ impl MysqlSink {
         }
         Ok(())
     }
-
-    /// The target table of an event, or None when filtered out.
-    fn target(&self, ev: &ChangeEvent) -> Option<String> {
-        let (db, table) = (&*ev.source.db, &*ev.source.table);
-        self.filter
-            .allows(db, table)
-            .then(|| encode::qualified(self.filter.target_db(db), table))
-    }
-
-    fn upsert(&self) -> Upsert {
-        match self.server {
-            Server::MySql => Upsert::Alias,
-            Server::MariaDb => Upsert::Values,
-        }
-    }
-
-    async fn apply_change(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let Some(table) = self.target(ev) else {
-            return Ok(());
-        };
-        self.begin().await?;
-        match ev.op {
-            Op::Create | Op::Read => {
-                let upsert = if ev.op == Op::Read {
-                    self.upsert()
-                } else {
-                    Upsert::No
-                };
-                self.buffer_insert(table, upsert, ev).await
-            }
-            Op::Update | Op::Delete => {
-                self.flush_inserts().await?;
-                self.update_or_delete(&table, ev).await
-            }
-        }
-    }
-
-    async fn buffer_insert(
-        &mut self,
-        table: String,
-        upsert: Upsert,
-        ev: &ChangeEvent,
-    ) -> Result<(), SinkError> {
-        let Some(after) = &ev.after else {
-            return Ok(());
-        };
-        let same_shape = self.buf.table == table
-            && self.buf.upsert == Some(upsert)
-            && self
-                .buf
-                .events
-                .first()
-                .and_then(|e| e.after.as_ref())
-                .is_some_and(|a| a.columns == after.columns);
-        let cols = after.columns.len().max(1);
-        if !same_shape
-            || self.buf.events.len() >= encode::MAX_ROWS.min(encode::MAX_PARAMS / cols)
-            || self.buf.bytes >= encode::MAX_BYTES
-        {
-            self.flush_inserts().await?;
-        }
-        let bytes: usize = after
-            .values
-            .iter()
-            .map(|v| encode::param_len(&encode::param(v)))
-            .sum();
-        self.buf.table = table;
-        self.buf.upsert = Some(upsert);
-        self.buf.bytes += bytes;
-        self.buf.events.push(ev.clone());
-        Ok(())
-    }
-
-    /// Sends the buffered inserts as one statement; a duplicate key sends
-    /// them one by one to find which rows conflict.
-    async fn flush_inserts(&mut self) -> Result<(), SinkError> {
-        let buf = std::mem::take(&mut self.buf);
-        let (Some(upsert), Some(first)) = (buf.upsert, buf.events.first()) else {
-            return Ok(());
-        };
-        let Some(cols) = first.after.as_ref().map(|a| a.columns.clone()) else {
-            return Ok(());
-        };
-        let sql = encode::insert_sql(&buf.table, &cols, buf.events.len(), upsert);
-        let params: Vec<_> = buf
-            .events
-            .iter()
-            .flat_map(|e| {
-                e.after
-                    .iter()
-                    .flat_map(|a| a.values.iter().map(encode::param))
-            })
-            .collect();
-        match self.conn.exec_drop(sql, params).await {
-            Ok(()) => Ok(()),
-            Err(e) if server_code(&e) == Some(1062) && upsert == Upsert::No => {
-                for ev in &buf.events {
-                    self.insert_one(&buf.table, ev).await?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(self.table_err(&buf.table, e)),
-        }
-    }
-
-    /// One insert; a duplicate key is a replay when the same row is there,
-    /// else a conflict.
-    async fn insert_one(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let Some(after) = &ev.after else {
-            return Ok(());
-        };
-        let sql = encode::insert_sql(table, &after.columns, 1, Upsert::No);
-        let params: Vec<_> = after.values.iter().map(encode::param).collect();
-        match self.conn.exec_drop(sql, params).await {
-            Ok(()) => Ok(()),
-            Err(e) if server_code(&e) == Some(1062) => {
-                let types = ev.table.as_ref().map(|t| t.types.as_slice());
-                let (sql, params) = encode::select_exact_sql(table, after, types);
-                let same: Option<u8> = self
-                    .conn
-                    .exec_first(sql, params)
-                    .await
-                    .map_err(|e| self.table_err(table, e))?;
-                if same.is_some() {
-                    return Ok(());
-                }
-                self.conflict(table, ev, after).await
-            }
-            Err(e) => Err(self.table_err(table, e)),
-        }
-    }
-
-    async fn update_or_delete(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let Some(before) = &ev.before else {
-            return Ok(());
-        };
-        let types = ev.table.as_ref().map(|t| t.types.as_slice());
-        let has_pk = !ev.primary_key.is_empty();
-        let (sql, params) = match (&ev.op, &ev.after) {
-            (Op::Update, Some(after)) => encode::update_sql(table, before, after, types, has_pk),
-            _ => encode::delete_sql(table, before, types, has_pk),
-        };
-        self.conn
-            .exec_drop(sql, params)
-            .await
-            .map_err(|e| self.table_err(table, e))?;
-        if self.conn.affected_rows() == 0 {
-            self.conflict(table, ev, before).await?;
-        }
-        Ok(())
-    }
-
-    /// A change whose expected row (`expected`: the before image, or the
-    /// after image of an insert) is not in the target.
-    async fn conflict(
-        &mut self,
-        table: &str,
-        ev: &ChangeEvent,
-        expected: &rowstream_api::Row,
-    ) -> Result<(), SinkError> {
-        let pk = &ev.primary_key;
-        let found = if pk.is_empty() {
-            None
-        } else {
-            let (sql, params) = encode::select_by_key_sql(table, expected, pk);
-            self.conn
-                .exec_first::<mysql_async::Row, _, _>(sql, params)
-                .await
-                .map_err(|e| self.table_err(table, e))?
-        };
-        let line = serde_json::json!({
-            "table": table,
-            "key": encode::key_json(expected, pk),
-            "gtid": &*ev.source.gtid,
-            "op": ev.op.as_str(),
-            "expected": encode::row_json(Some(expected)),
-            "found": encode::found_json(found),
-            "applied": self.cfg.on_conflict == OnConflict::Log,
-        });
-        if self.cfg.on_conflict == OnConflict::Stop {
-            return Err(SinkError::Fatal(format!(
-                "mysql sink {:?}: conflict in {table}: key {}, GTID {}, op {}: expected {}, found {} (on_conflict = \"stop\"; fix the target row or use on_conflict = \"log\")",
-                self.cfg.name, line["key"], ev.source.gtid, ev.op.as_str(), line["expected"], line["found"]
-            )));
-        }
-        if self.cfg.on_conflict == OnConflict::Log {
-            self.apply_after_image(table, ev).await?;
-        }
-        self.log_conflict(&line)?;
-        self.conflicts.inc();
-        Ok(())
-    }
-
-    /// Makes the target row the event's after image whatever it held:
-    /// delete by the before key (update moving the key, or delete), upsert
-    /// the after image.
-    async fn apply_after_image(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let pk = &ev.primary_key;
-        if let (Some(before), false) = (&ev.before, pk.is_empty()) {
-            let (sql, params) = encode::delete_by_key_sql(table, before, pk);
-            self.conn
-                .exec_drop(sql, params)
-                .await
-                .map_err(|e| self.table_err(table, e))?;
-        }
-        if let (Some(after), true) = (&ev.after, ev.op != Op::Delete) {
-            let sql = encode::insert_sql(table, &after.columns, 1, self.upsert());
-            let params: Vec<_> = after.values.iter().map(encode::param).collect();
-            self.conn
-                .exec_drop(sql, params)
-                .await
-                .map_err(|e| self.table_err(table, e))?;
-        }
-        Ok(())
-    }
-
-    /// Appends one line to the conflict log and fsyncs it (before the ack).
-    fn log_conflict(&mut self, line: &serde_json::Value) -> Result<(), SinkError> {
-        let path = self.cfg.conflict_log_path();
-        let io = |e: std::io::Error| {
-            SinkError::Fatal(format!(
-                "mysql sink {:?}: conflict log {}: {e}",
-                self.cfg.name,
-                path.display()
-            ))
-        };
-        if self.conflict_log.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io)?;
-            self.conflict_log = Some(f);
-        }
-        let f = self.conflict_log.as_mut().expect("opened above");
-        let mut text = line.to_string();
-        text.push('\n');
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_data().map_err(io)
-    }
 }
 
 #[async_trait::async_trait]
 impl Sink for MysqlSink {
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         let ack = self.poison.admit(ack)?;
-        match self.apply_batch(&batch).await {
-            Ok(()) => {
-                ack.ack();
+        let r = match self.apply_batch(&batch).await {
+            Ok(()) => self.positions(),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok((end, durable)) => {
+                self.acks.push(end, ack);
+                self.acks.settle(durable);
                 Ok(())
             }
             Err(e) => {
-                let first = self.poison.set(e);
-                ack.fail(first.clone());
-                Err(first)
+                self.acks.push(u64::MAX, ack);
+                Err(self.poison.fail(e, &mut self.acks))
             }
         }
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
-        self.poison.check()
+        self.poison.check()?;
+        if let Err(e) = self.drain().await {
+            return Err(self.poison.fail(e, &mut self.acks));
+        }
+        self.acks.settle_all();
+        Ok(())
     }
 }
 

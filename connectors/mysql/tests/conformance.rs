@@ -14,6 +14,15 @@ use rowstream_mysql::MysqlSinkConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_mariadb() {
+    conformance(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_mariadb_parallel() {
+    conformance(4).await;
+}
+
+async fn conformance(threads: usize) {
     let Some(t) = Target::start(Flavor::MariaDb) else {
         return;
     };
@@ -21,7 +30,7 @@ async fn conformance_mariadb() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = MysqlSinkConfig::new("conf", &t.url);
-    cfg.threads = 1;
+    cfg.threads = threads;
     cfg.conflict_log = Some(dir.path().join("conflicts.jsonl"));
     let refused = |n: u64| {
         batch_of(n, &[(n, 2)], |tx, i| {

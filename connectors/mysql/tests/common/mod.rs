@@ -131,11 +131,21 @@ impl Target {
         let _ = c.disconnect().await;
     }
 
-    /// Every row of `sql` as the server prints it (text protocol; NULL = "NULL").
+    /// Every row of the last statement of `sql` (statements separated by
+    /// `;` and a newline) as the server prints it (text protocol; NULL =
+    /// "NULL"), in a session with `time_zone = '+00:00'`.
     pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         let mut c = self.conn().await;
-        let rows: Vec<mysql_async::Row> =
-            c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.query_drop("SET time_zone = '+00:00'").await.unwrap();
+        let mut stmts: Vec<&str> = sql.split(";\n").collect();
+        let last = stmts.pop().unwrap();
+        for s in stmts {
+            c.query_drop(s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        let rows: Vec<mysql_async::Row> = c
+            .query(last)
+            .await
+            .unwrap_or_else(|e| panic!("{last}: {e}"));
         let _ = c.disconnect().await;
         rows.into_iter()
             .map(|r| {

@@ -1,0 +1,390 @@
+//! Applying row changes on one target connection: the statements of one
+//! transaction (multi-row inserts, upserts, updates and deletes that match
+//! the full before image) and the conflicts they reveal. The scheduler
+//! (`sink`) decides which transaction runs where and when it commits.
+//!
+//! Invariants kept: buffered inserts are sent before any other statement
+//! of the connection and before its commit ([`Applier::flush_inserts`]),
+//! so statements run in record order; a conflict is logged (fsync'd)
+//! before the statement after it runs, and with `stop` nothing of the
+//! transaction commits.
+
+use std::cell::Cell;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use rowstream_api::metrics::Handle;
+use rowstream_api::{ChangeEvent, Op, SinkError};
+
+use crate::client::{self, classify, server_code, Progress, Server};
+use crate::config::{MysqlSinkConfig, OnConflict};
+use crate::encode::{self, Filter, Upsert};
+
+/// Consecutive inserts into one table, sent as one multi-row statement.
+#[derive(Debug, Default)]
+struct InsertBuf {
+    table: String,
+    upsert: Option<Upsert>,
+    events: Vec<ChangeEvent>,
+    bytes: usize,
+}
+
+/// The conflict log, shared by the connections of one sink.
+pub type ConflictLog = Arc<Mutex<Option<File>>>;
+
+/// One target connection applying changes.
+pub struct Applier {
+    pub conn: Conn,
+    pub server: Server,
+    pub cfg: Arc<MysqlSinkConfig>,
+    pub filter: Arc<Filter>,
+    /// This connection's row in the progress table.
+    pub worker: u64,
+    buf: InsertBuf,
+    conflict_log: ConflictLog,
+    conflicts: Handle,
+    /// The last failure was 1205 / 1213.
+    lock_failure: Cell<bool>,
+}
+
+/// The single-row INSERT of `row` (an image of `ev`).
+fn insert_one_sql(
+    table: &str,
+    ev: &ChangeEvent,
+    row: &rowstream_api::Row,
+    upsert: Upsert,
+) -> String {
+    let types = ev.table.as_ref().map(|t| t.types.as_slice());
+    let ph = encode::set_placeholders(types, row.columns.len(), std::iter::once(row));
+    encode::insert_sql(table, &row.columns, &ph, 1, upsert)
+}
+
+impl Applier {
+    /// An applier on a connected `conn`.
+    pub fn new(
+        conn: Conn,
+        server: Server,
+        cfg: Arc<MysqlSinkConfig>,
+        filter: Arc<Filter>,
+        worker: u64,
+        conflict_log: ConflictLog,
+        conflicts: Handle,
+    ) -> Applier {
+        Applier {
+            conn,
+            server,
+            cfg,
+            filter,
+            worker,
+            buf: InsertBuf::default(),
+            conflict_log,
+            conflicts,
+            lock_failure: Cell::new(false),
+        }
+    }
+
+    /// Runs a statement without parameters.
+    pub async fn query(&mut self, what: &str, sql: &str) -> Result<(), SinkError> {
+        match self.conn.query_drop(sql).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(what, e)),
+        }
+    }
+
+    /// START TRANSACTION, then the progress UPDATE as its first statement.
+    pub async fn begin(&mut self, p: &Progress) -> Result<(), SinkError> {
+        self.query("start a transaction", "START TRANSACTION")
+            .await?;
+        self.write_progress(p).await
+    }
+
+    pub async fn apply_change(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
+        let Some(table) = self.target(ev) else {
+            return Ok(());
+        };
+        match ev.op {
+            Op::Create | Op::Read => {
+                let upsert = if ev.op == Op::Read {
+                    self.upsert()
+                } else {
+                    Upsert::No
+                };
+                self.buffer_insert(table, upsert, ev).await
+            }
+            Op::Update | Op::Delete => {
+                self.flush_inserts().await?;
+                self.update_or_delete(&table, ev).await
+            }
+        }
+    }
+
+    fn fail(&self, what: &str, e: mysql_async::Error) -> SinkError {
+        self.note(&e);
+        classify(&self.cfg.name, what, e)
+    }
+
+    fn note(&self, e: &mysql_async::Error) {
+        if matches!(server_code(e), Some(1205 | 1213)) {
+            self.lock_failure.set(true);
+        }
+    }
+
+    /// True (once) when the last failure was a deadlock or a lock wait
+    /// timeout: the transaction can be rolled back and run again.
+    pub fn take_lock_failure(&self) -> bool {
+        self.lock_failure.replace(false)
+    }
+
+    /// Drops buffered inserts (after a rollback).
+    pub fn discard(&mut self) {
+        self.buf = InsertBuf::default();
+    }
+
+    /// Fails a statement on `table`, naming it; a missing table is fatal
+    /// with what to do.
+    fn table_err(&self, table: &str, e: mysql_async::Error) -> SinkError {
+        self.note(&e);
+        match server_code(&e) {
+            Some(1146 | 1049) => SinkError::Fatal(format!(
+                "mysql sink {:?}: table {table} does not exist on the target: the backup/stream has no CREATE for it: restore a copy that has it first, or start from a snapshot",
+                self.cfg.name
+            )),
+            _ => self.fail(&format!("apply to {table}"), e),
+        }
+    }
+
+    pub async fn write_progress(&mut self, p: &Progress) -> Result<(), SinkError> {
+        let params = client::progress_params(&self.cfg, p, self.worker);
+        let sql = client::progress_update(&self.cfg);
+        self.conn
+            .exec_drop(sql, params)
+            .await
+            .map_err(|e| self.fail("write the progress table", e))
+    }
+
+    /// The target table of an event, or None when filtered out.
+    pub fn target(&self, ev: &ChangeEvent) -> Option<String> {
+        let (db, table) = (&*ev.source.db, &*ev.source.table);
+        self.filter
+            .allows(db, table)
+            .then(|| encode::qualified(self.filter.target_db(db), table))
+    }
+
+    pub fn upsert(&self) -> Upsert {
+        match self.server {
+            Server::MySql => Upsert::Alias,
+            Server::MariaDb => Upsert::Values,
+        }
+    }
+
+    async fn buffer_insert(
+        &mut self,
+        table: String,
+        upsert: Upsert,
+        ev: &ChangeEvent,
+    ) -> Result<(), SinkError> {
+        let Some(after) = &ev.after else {
+            return Ok(());
+        };
+        let same_shape = self.buf.table == table
+            && self.buf.upsert == Some(upsert)
+            && self
+                .buf
+                .events
+                .first()
+                .and_then(|e| e.after.as_ref())
+                .is_some_and(|a| a.columns == after.columns);
+        let cols = after.columns.len().max(1);
+        if !same_shape
+            || self.buf.events.len() >= encode::MAX_ROWS.min(encode::MAX_PARAMS / cols)
+            || self.buf.bytes >= encode::MAX_BYTES
+        {
+            self.flush_inserts().await?;
+        }
+        let bytes: usize = after
+            .values
+            .iter()
+            .map(|v| encode::param_len(&encode::param(v)))
+            .sum();
+        self.buf.table = table;
+        self.buf.upsert = Some(upsert);
+        self.buf.bytes += bytes;
+        self.buf.events.push(ev.clone());
+        Ok(())
+    }
+
+    /// Sends the buffered inserts as one statement; a duplicate key sends
+    /// them one by one to find which rows conflict.
+    pub async fn flush_inserts(&mut self) -> Result<(), SinkError> {
+        let buf = std::mem::take(&mut self.buf);
+        let (Some(upsert), Some(first)) = (buf.upsert, buf.events.first()) else {
+            return Ok(());
+        };
+        let Some(cols) = first.after.as_ref().map(|a| a.columns.clone()) else {
+            return Ok(());
+        };
+        let types = first.table.as_ref().map(|t| t.types.as_slice());
+        let rows = buf.events.iter().filter_map(|e| e.after.as_ref());
+        let ph = encode::set_placeholders(types, cols.len(), rows);
+        let sql = encode::insert_sql(&buf.table, &cols, &ph, buf.events.len(), upsert);
+        let params: Vec<_> = buf
+            .events
+            .iter()
+            .flat_map(|e| {
+                e.after
+                    .iter()
+                    .flat_map(|a| a.values.iter().map(encode::param))
+            })
+            .collect();
+        match self.conn.exec_drop(sql, params).await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(1062) && upsert == Upsert::No => {
+                for ev in &buf.events {
+                    self.insert_one(&buf.table, ev).await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.table_err(&buf.table, e)),
+        }
+    }
+
+    /// One insert; a duplicate key is a replay when the same row is there,
+    /// else a conflict.
+    async fn insert_one(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
+        let Some(after) = &ev.after else {
+            return Ok(());
+        };
+        let sql = insert_one_sql(table, ev, after, Upsert::No);
+        let params: Vec<_> = after.values.iter().map(encode::param).collect();
+        match self.conn.exec_drop(sql, params).await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(1062) => {
+                let types = ev.table.as_ref().map(|t| t.types.as_slice());
+                let (sql, params) = encode::select_exact_sql(table, after, types);
+                let same: Option<u8> = self
+                    .conn
+                    .exec_first(sql, params)
+                    .await
+                    .map_err(|e| self.table_err(table, e))?;
+                if same.is_some() {
+                    return Ok(());
+                }
+                self.conflict(table, ev, after).await
+            }
+            Err(e) => Err(self.table_err(table, e)),
+        }
+    }
+
+    async fn update_or_delete(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
+        let Some(before) = &ev.before else {
+            return Ok(());
+        };
+        let types = ev.table.as_ref().map(|t| t.types.as_slice());
+        let has_pk = !ev.primary_key.is_empty();
+        let (sql, params) = match (&ev.op, &ev.after) {
+            (Op::Update, Some(after)) => encode::update_sql(table, before, after, types, has_pk),
+            _ => encode::delete_sql(table, before, types, has_pk),
+        };
+        self.conn
+            .exec_drop(sql, params)
+            .await
+            .map_err(|e| self.table_err(table, e))?;
+        if self.conn.affected_rows() == 0 {
+            self.conflict(table, ev, before).await?;
+        }
+        Ok(())
+    }
+
+    /// A change whose expected row (`expected`: the before image, or the
+    /// after image of an insert) is not in the target.
+    async fn conflict(
+        &mut self,
+        table: &str,
+        ev: &ChangeEvent,
+        expected: &rowstream_api::Row,
+    ) -> Result<(), SinkError> {
+        let pk = &ev.primary_key;
+        let found = if pk.is_empty() {
+            None
+        } else {
+            let (sql, params) = encode::select_by_key_sql(table, expected, pk);
+            self.conn
+                .exec_first::<mysql_async::Row, _, _>(sql, params)
+                .await
+                .map_err(|e| self.table_err(table, e))?
+        };
+        let line = serde_json::json!({
+            "table": table,
+            "key": encode::key_json(expected, pk),
+            "gtid": &*ev.source.gtid,
+            "op": ev.op.as_str(),
+            "expected": encode::row_json(Some(expected)),
+            "found": encode::found_json(found),
+            "applied": self.cfg.on_conflict == OnConflict::Log,
+        });
+        if self.cfg.on_conflict == OnConflict::Stop {
+            return Err(SinkError::Fatal(format!(
+                "mysql sink {:?}: conflict in {table}: key {}, GTID {}, op {}: expected {}, found {} (on_conflict = \"stop\"; fix the target row or use on_conflict = \"log\")",
+                self.cfg.name, line["key"], ev.source.gtid, ev.op.as_str(), line["expected"], line["found"]
+            )));
+        }
+        if self.cfg.on_conflict == OnConflict::Log {
+            self.apply_after_image(table, ev).await?;
+        }
+        self.log_conflict(&line)?;
+        self.conflicts.inc();
+        Ok(())
+    }
+
+    /// Makes the target row the event's after image whatever it held:
+    /// delete by the before key (update moving the key, or delete), upsert
+    /// the after image.
+    async fn apply_after_image(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
+        let pk = &ev.primary_key;
+        if let (Some(before), false) = (&ev.before, pk.is_empty()) {
+            let (sql, params) = encode::delete_by_key_sql(table, before, pk);
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .map_err(|e| self.table_err(table, e))?;
+        }
+        if let (Some(after), true) = (&ev.after, ev.op != Op::Delete) {
+            let sql = insert_one_sql(table, ev, after, self.upsert());
+            let params: Vec<_> = after.values.iter().map(encode::param).collect();
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .map_err(|e| self.table_err(table, e))?;
+        }
+        Ok(())
+    }
+
+    /// Appends one line to the conflict log and fsyncs it (before the ack).
+    fn log_conflict(&mut self, line: &serde_json::Value) -> Result<(), SinkError> {
+        let path = self.cfg.conflict_log_path();
+        let io = |e: std::io::Error| {
+            SinkError::Fatal(format!(
+                "mysql sink {:?}: conflict log {}: {e}",
+                self.cfg.name,
+                path.display()
+            ))
+        };
+        let mut log = self.conflict_log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?;
+            *log = Some(f);
+        }
+        let f = log.as_mut().expect("opened above");
+        let mut text = line.to_string();
+        text.push('\n');
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_data().map_err(io)
+    }
+}
