@@ -8,6 +8,7 @@
 //! (sink name, worker), created before any transaction uses it, so every
 //! applied transaction's first statement is an UPDATE of an existing row.
 
+use rowstream_api::sink::APPLIED_DDL_MARK;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
@@ -94,13 +95,13 @@ pub async fn ensure_progress(
     let t = progress_table(cfg);
     let fail = |e| classify(&cfg.name, "create the progress table", e);
     conn.query_drop(format!(
-        "CREATE DATABASE IF NOT EXISTS {}",
+        "{APPLIED_DDL_MARK}CREATE DATABASE IF NOT EXISTS {}",
         ident(&cfg.progress_schema)
     ))
     .await
     .map_err(fail)?;
     conn.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {t} (
+        "{APPLIED_DDL_MARK}CREATE TABLE IF NOT EXISTS {t} (
            name VARCHAR(255) NOT NULL,
            worker INT NOT NULL,
            seq BIGINT UNSIGNED NOT NULL,

@@ -517,7 +517,9 @@ impl MysqlSink {
             }
         }
         self.unique_keys.clear();
-        match self.main.conn.query_drop(sc.ddl.as_str()).await {
+        // Marked so a source reading this target can leave it out (two-way sync).
+        let ddl = format!("{}{}", rowstream_api::sink::APPLIED_DDL_MARK, sc.ddl);
+        match self.main.conn.query_drop(ddl).await {
             Ok(()) => {}
             Err(e)
                 if self.fresh
