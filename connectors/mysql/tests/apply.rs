@@ -958,3 +958,36 @@ async fn include_exclude_and_rename() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_killed_is_transient_then_resumes() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(KV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = 4;
+    let mut s = start(&c).await;
+    let mut all = workload();
+    let rest = all.split_off(7);
+    write_all(&mut s, all).await.unwrap();
+    t.kill();
+    let e = write_all(&mut s, rest).await.unwrap_err();
+    assert!(!e.is_fatal(), "a lost target is transient: {e}");
+    drop(s);
+    assert!(!MysqlSink::start(&c, &FakeCommitted::none())
+        .await
+        .err()
+        .unwrap()
+        .is_fatal());
+    t.restart();
+    apply(&c, workload())
+        .await
+        .expect("resumes after the restart");
+    assert_eq!(
+        table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+        workload_result()
+    );
+    assert!(conflicts(&dir).is_empty());
+}
