@@ -991,3 +991,54 @@ async fn target_killed_is_transient_then_resumes() {
     );
     assert!(conflicts(&dir).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_job_lets_later_ones_roll_back_and_wait() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(&format!("{KV};\nINSERT INTO t.kv VALUES (1, 'a')"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = 4;
+    let mut s = start(&c).await;
+    // Another client holds row 1: transaction 1 waits for the lock while 2
+    // and 3 (other keys) finish first, wait for their turn, roll back after
+    // TURN_WAIT and commit once 1 did.
+    let mut holder = t.conn().await;
+    use mysql_async::prelude::Queryable;
+    holder.query_drop("START TRANSACTION").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM t.kv WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let b = batch(
+        1,
+        vec![
+            (1, vec![upd(1, 0, kv(1, "a"), kv(1, "b"))]),
+            (2, vec![ins(2, 0, kv(2, "x"))]),
+            (3, vec![ins(3, 0, kv(3, "y"))]),
+        ],
+        vec![],
+    );
+    let (ack, rx) = Ack::new();
+    s.write(Arc::new(b), ack).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        table(&t, "SELECT COUNT(*) FROM t.kv").await,
+        ["1"],
+        "nothing commits before 1"
+    );
+    holder.query_drop("COMMIT").await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(rx.await.unwrap(), Ok(()));
+    assert_eq!(
+        table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+        ["1|b", "2|x", "3|y"]
+    );
+    assert_eq!(
+        rowstream_mysql::applied(&c).await.unwrap().gtid_set,
+        "0-1-3"
+    );
+}
