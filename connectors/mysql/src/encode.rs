@@ -342,21 +342,17 @@ pub fn delete_sql(
 
 /// `DELETE FROM t WHERE pk matches` (the row under a key, whatever it holds).
 pub fn delete_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
-    let mut params = Vec::with_capacity(pk.len());
-    let sql = format!(
-        "DELETE FROM {table}{}",
-        where_clause(row, pk, None, &mut params)
-    );
-    (sql, params)
+    keyed(&format!("DELETE FROM {table}"), "", row, pk)
 }
 
 /// `SELECT * FROM t WHERE pk matches LIMIT 1`: the target's row under a key.
 pub fn select_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
+    keyed(&format!("SELECT * FROM {table}"), " LIMIT 1", row, pk)
+}
+
+fn keyed(head: &str, tail: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(pk.len());
-    let sql = format!(
-        "SELECT * FROM {table}{} LIMIT 1",
-        where_clause(row, pk, None, &mut params)
-    );
+    let sql = format!("{head}{}{tail}", where_clause(row, pk, None, &mut params));
     (sql, params)
 }
 

@@ -260,78 +260,27 @@ async fn types_round_trip(flavor: Flavor) {
     // then updated to the second values and back: the updates find the row
     // by its full before image, so every type's comparison is exercised
     // (on_conflict = stop fails the test on any mismatch).
+    let c = |tx, i, b: Option<(i64, bool)>, a: Option<(i64, bool)>| {
+        let op = match (b, a) {
+            (None, _) if tx == 2 => Op::Read,
+            (None, _) => Op::Create,
+            _ => Op::Update,
+        };
+        let (b, a) = (b.map(|(i, s)| image(i, s)), a.map(|(i, s)| image(i, s)));
+        ev(op, "types", tx, i, b, a, &[0], m.clone())
+    };
     let b = batch(
         1,
         vec![
-            (
-                1,
-                vec![ev(
-                    Op::Create,
-                    "types",
-                    1,
-                    0,
-                    None,
-                    Some(image(1, false)),
-                    &[0],
-                    m.clone(),
-                )],
-            ),
-            (
-                2,
-                vec![ev(
-                    Op::Read,
-                    "types",
-                    2,
-                    0,
-                    None,
-                    Some(image(2, true)),
-                    &[0],
-                    m.clone(),
-                )],
-            ),
+            (1, vec![c(1, 0, None, Some((1, false)))]),
+            (2, vec![c(2, 0, None, Some((2, true)))]),
             (
                 3,
                 vec![
-                    ev(
-                        Op::Create,
-                        "types",
-                        3,
-                        0,
-                        None,
-                        Some(image(3, false)),
-                        &[0],
-                        m.clone(),
-                    ),
-                    ev(
-                        Op::Update,
-                        "types",
-                        3,
-                        1,
-                        Some(image(3, false)),
-                        Some(image(3, true)),
-                        &[0],
-                        m.clone(),
-                    ),
-                    ev(
-                        Op::Update,
-                        "types",
-                        3,
-                        2,
-                        Some(image(3, true)),
-                        Some(image(4, false)),
-                        &[0],
-                        m.clone(),
-                    ),
-                    ev(
-                        Op::Update,
-                        "types",
-                        3,
-                        3,
-                        Some(image(4, false)),
-                        Some(image(4, true)),
-                        &[0],
-                        m.clone(),
-                    ),
+                    c(3, 0, None, Some((3, false))),
+                    c(3, 1, Some((3, false)), Some((3, true))),
+                    c(3, 2, Some((3, true)), Some((4, false))),
+                    c(3, 3, Some((4, false)), Some((4, true))),
                 ],
             ),
         ],
