@@ -306,15 +306,7 @@ pub fn update_sql(
         let _ = write!(sql, "{} = {}", ident(c), set_placeholder(ty, v));
         params.push(param(v));
     }
-    sql.push_str(&where_clause(
-        before,
-        &all_columns(before),
-        types,
-        &mut params,
-    ));
-    if !has_pk {
-        sql.push_str(" LIMIT 1");
-    }
+    match_before(&mut sql, before, types, has_pk, &mut params);
     (sql, params)
 }
 
@@ -328,16 +320,23 @@ pub fn delete_sql(
 ) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(before.values.len());
     let mut sql = format!("DELETE FROM {table}");
-    sql.push_str(&where_clause(
-        before,
-        &all_columns(before),
-        types,
-        &mut params,
-    ));
+    match_before(&mut sql, before, types, has_pk, &mut params);
+    (sql, params)
+}
+
+/// Appends the WHERE clause matching every column of `before` (`LIMIT 1`
+/// without primary key: one of identical rows).
+fn match_before(
+    sql: &mut String,
+    before: &Row,
+    types: Option<&[ColumnType]>,
+    has_pk: bool,
+    params: &mut Vec<P>,
+) {
+    sql.push_str(&where_clause(before, &all_columns(before), types, params));
     if !has_pk {
         sql.push_str(" LIMIT 1");
     }
-    (sql, params)
 }
 
 /// `DELETE FROM t WHERE pk matches` (the row under a key, whatever it holds).
