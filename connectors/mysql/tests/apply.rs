@@ -500,7 +500,16 @@ async fn exactly_once(threads: usize) {
     drop(s);
     let p = rowstream_mysql::applied(&c).await.unwrap();
     assert_eq!(p.gtid_set, "0-1-12");
-    // Second run from an empty checkpoint: the progress table skips 1..=12.
+    // Second run: dropped with batches written but not flushed (with a pool,
+    // jobs in flight): whatever committed is recorded, the rest rolls back.
+    let mut s = start(&c).await;
+    for b in workload().into_iter().take(9) {
+        let (ack, _rx) = Ack::new();
+        s.write(Arc::new(b), ack).await.unwrap();
+    }
+    drop(s);
+    // Third run from an empty checkpoint: the progress table skips what
+    // the target holds.
     apply(&c, workload())
         .await
         .expect("replay without conflicts");
@@ -511,7 +520,7 @@ async fn exactly_once(threads: usize) {
     assert!(conflicts(&dir).is_empty());
     let p = rowstream_mysql::applied(&c).await.unwrap();
     assert_eq!(p.gtid_set, "0-1-30");
-    // A third run applies nothing.
+    // A fourth run applies nothing.
     apply(&c, workload()).await.expect("all skipped");
     assert_eq!(
         table(&t, "SELECT * FROM t.kv ORDER BY id").await,
@@ -852,6 +861,12 @@ async fn snapshot_schema_ddl_and_replayed_ddl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn include_exclude_and_rename() {
+    for threads in [1, 4] {
+        filters(threads).await;
+    }
+}
+
+async fn filters(threads: usize) {
     let Some(t) = Target::start(Flavor::MariaDb) else {
         return;
     };
@@ -859,6 +874,7 @@ async fn include_exclude_and_rename() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = threads;
     c.include = vec!["t.k*".into()];
     c.exclude = vec!["t.kx".into()];
     c.rename = [("t".to_string(), "copy".to_string())].into();
@@ -990,4 +1006,48 @@ async fn blocked_job_lets_later_ones_roll_back_and_wait() {
         rowstream_mysql::applied(&c).await.unwrap().gtid_set,
         "0-1-3"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_exactly_once_across_random_drops() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    let mut ddl = String::new();
+    for db in ["serial", "par"] {
+        ddl += &format!("CREATE DATABASE {db};\nCREATE TABLE {db}.kv (id INT PRIMARY KEY, v VARCHAR(20), UNIQUE KEY (v));\nCREATE TABLE {db}.nopk (a INT, b VARCHAR(20));\n");
+    }
+    t.exec(&ddl).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |db: &str, threads| {
+        let mut c = cfg(&t, &dir, OnConflict::Stop);
+        c.name = db.into();
+        c.threads = threads;
+        c.rename = [("t".to_string(), db.to_string())].into();
+        c
+    };
+    let (serial, par) = (sink("serial", 1), sink("par", 4));
+    apply(&serial, random_workload(300, 11)).await.unwrap();
+    // Ten runs, each from an empty checkpoint, dropped after a number of
+    // batches without a flush; then one to the end.
+    for (i, n) in [3usize, 1, 7, 12, 2, 20, 15, 25, 9, 29]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = start(&par).await;
+        for b in random_workload(300, 11).into_iter().take(n) {
+            let (ack, _rx) = Ack::new();
+            s.write(Arc::new(b), ack)
+                .await
+                .unwrap_or_else(|e| panic!("run {i}: {e}"));
+        }
+        drop(s);
+    }
+    apply(&par, random_workload(300, 11)).await.unwrap();
+    for table in ["kv ORDER BY id", "nopk ORDER BY a"] {
+        let s = t.rows(&format!("SELECT * FROM serial.{table}")).await;
+        let p = t.rows(&format!("SELECT * FROM par.{table}")).await;
+        assert_eq!(s, p, "{table}");
+    }
+    assert!(conflicts(&dir).is_empty());
 }
