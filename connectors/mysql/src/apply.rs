@@ -21,7 +21,7 @@ use rowstream_api::{ChangeEvent, Op, SinkError};
 
 use crate::client::{self, classify, server_code, Progress, Server};
 use crate::config::{MysqlSinkConfig, OnConflict};
-use crate::encode::{self, Filter, Upsert};
+use crate::encode::{self, Compare, Filter, Upsert};
 
 /// Consecutive inserts into one table, sent as one multi-row statement.
 #[derive(Debug, Default)]
@@ -165,6 +165,14 @@ impl Applier {
             .map_err(|e| self.fail("write the progress table", e))
     }
 
+    /// How `ev`'s images compare with the target's rows.
+    fn compare<'a>(&self, ev: &'a ChangeEvent) -> Compare<'a> {
+        Compare {
+            types: ev.table.as_ref().map(|t| t.types.as_slice()),
+            json: self.server == Server::MySql,
+        }
+    }
+
     /// The target table of an event, or None when filtered out.
     pub fn target(&self, ev: &ChangeEvent) -> Option<String> {
         let (db, table) = (&*ev.source.db, &*ev.source.table);
@@ -204,11 +212,7 @@ impl Applier {
         {
             self.flush_inserts().await?;
         }
-        let bytes: usize = after
-            .values
-            .iter()
-            .map(|v| encode::param_len(&encode::param(v)))
-            .sum();
+        let bytes: usize = after.values.iter().map(encode::value_len).sum();
         self.buf.table = table;
         self.buf.upsert = Some(upsert);
         self.buf.bytes += bytes;
@@ -262,8 +266,7 @@ impl Applier {
         match self.conn.exec_drop(sql, params).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(1062) => {
-                let types = ev.table.as_ref().map(|t| t.types.as_slice());
-                let (sql, params) = encode::select_exact_sql(table, after, types);
+                let (sql, params) = encode::select_exact_sql(table, after, self.compare(ev));
                 let same: Option<u8> = self
                     .conn
                     .exec_first(sql, params)
@@ -282,11 +285,12 @@ impl Applier {
         let Some(before) = &ev.before else {
             return Ok(());
         };
-        let types = ev.table.as_ref().map(|t| t.types.as_slice());
         let has_pk = !ev.primary_key.is_empty();
         let (sql, params) = match (&ev.op, &ev.after) {
-            (Op::Update, Some(after)) => encode::update_sql(table, before, after, types, has_pk),
-            _ => encode::delete_sql(table, before, types, has_pk),
+            (Op::Update, Some(after)) => {
+                encode::update_sql(table, before, after, self.compare(ev), has_pk)
+            }
+            _ => encode::delete_sql(table, before, self.compare(ev), has_pk),
         };
         self.conn
             .exec_drop(sql, params)

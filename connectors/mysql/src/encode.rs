@@ -133,22 +133,37 @@ fn temporal_text(v: &Value) -> String {
     s.replacen('T', " ", 1)
 }
 
-/// Approximate size of a parameter on the wire, to bound statements.
-pub fn param_len(v: &P) -> usize {
-    match v {
-        P::Bytes(b) => b.len() + 9,
-        _ => 9,
+/// Approximate size of a value's parameter on the wire, to bound
+/// statements (without building the parameter).
+pub fn value_len(v: &Value) -> usize {
+    9 + match v {
+        Value::Decimal(s) | Value::String(s) => s.len(),
+        Value::Bytes(b) | Value::Geometry { wkb: b, .. } => b.len() + 4,
+        Value::Vector(x) => x.len() * 4,
+        // Rare in bulk; an estimate without serializing.
+        Value::Json(_) => 256,
+        _ => 20,
     }
+}
+
+/// How a row image is compared with the target's row.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Compare<'a> {
+    /// Column types of the image, when known.
+    pub types: Option<&'a [ColumnType]>,
+    /// JSON values compare as JSON (MySQL); else as text (MariaDB, whose
+    /// JSON columns are text).
+    pub json: bool,
 }
 
 /// The placeholder that compares a column of type `ty` with a parameter
 /// exactly: MySQL JSON needs `CAST(? AS JSON)` (a string compares as a
 /// string), DECIMAL `CAST(? AS DECIMAL(p,s))` (text vs DECIMAL would
 /// compare as doubles).
-pub fn cmp_placeholder(ty: Option<&ColumnType>, v: &Value) -> String {
+pub fn cmp_placeholder(ty: Option<&ColumnType>, v: &Value, json: bool) -> String {
     match (ty, v) {
         (_, Value::Null) => "?".into(),
-        (_, Value::Json(_)) => "CAST(? AS JSON)".into(),
+        (_, Value::Json(_)) if json => "CAST(? AS JSON)".into(),
         (Some(ColumnType::Decimal { precision, scale }), _) => {
             format!("CAST(? AS DECIMAL({},{}))", (*precision).max(1), scale)
         }
@@ -253,12 +268,7 @@ fn push_assignments(sql: &mut String, cols: &[Arc<str>], value: impl Fn(&str) ->
 
 /// A `WHERE` clause matching `row` on the columns `which` (indices), with
 /// its parameters appended to `params`.
-pub fn where_clause(
-    row: &Row,
-    which: &[usize],
-    types: Option<&[ColumnType]>,
-    params: &mut Vec<P>,
-) -> String {
+pub fn where_clause(row: &Row, which: &[usize], cmp: Compare, params: &mut Vec<P>) -> String {
     let mut sql = String::from(" WHERE ");
     let mut first = true;
     for &i in which {
@@ -272,8 +282,8 @@ pub fn where_clause(
             sql.push_str(" AND ");
         }
         first = false;
-        let ty = types.and_then(|t| t.get(i));
-        let _ = write!(sql, "{} <=> {}", ident(c), cmp_placeholder(ty, v));
+        let ty = cmp.types.and_then(|t| t.get(i));
+        let _ = write!(sql, "{} <=> {}", ident(c), cmp_placeholder(ty, v, cmp.json));
         params.push(param(v));
     }
     if first {
@@ -293,7 +303,7 @@ pub fn update_sql(
     table: &str,
     before: &Row,
     after: &Row,
-    types: Option<&[ColumnType]>,
+    cmp: Compare,
     has_pk: bool,
 ) -> (String, Vec<P>) {
     let mut sql = format!("UPDATE {table} SET ");
@@ -302,38 +312,27 @@ pub fn update_sql(
         if i > 0 {
             sql.push_str(", ");
         }
-        let ty = types.and_then(|t| t.get(i));
+        let ty = cmp.types.and_then(|t| t.get(i));
         let _ = write!(sql, "{} = {}", ident(c), set_placeholder(ty, v));
         params.push(param(v));
     }
-    match_before(&mut sql, before, types, has_pk, &mut params);
+    match_before(&mut sql, before, cmp, has_pk, &mut params);
     (sql, params)
 }
 
 /// `DELETE FROM t WHERE every before column matches` (`LIMIT 1` without
 /// primary key).
-pub fn delete_sql(
-    table: &str,
-    before: &Row,
-    types: Option<&[ColumnType]>,
-    has_pk: bool,
-) -> (String, Vec<P>) {
+pub fn delete_sql(table: &str, before: &Row, cmp: Compare, has_pk: bool) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(before.values.len());
     let mut sql = format!("DELETE FROM {table}");
-    match_before(&mut sql, before, types, has_pk, &mut params);
+    match_before(&mut sql, before, cmp, has_pk, &mut params);
     (sql, params)
 }
 
 /// Appends the WHERE clause matching every column of `before` (`LIMIT 1`
 /// without primary key: one of identical rows).
-fn match_before(
-    sql: &mut String,
-    before: &Row,
-    types: Option<&[ColumnType]>,
-    has_pk: bool,
-    params: &mut Vec<P>,
-) {
-    sql.push_str(&where_clause(before, &all_columns(before), types, params));
+fn match_before(sql: &mut String, before: &Row, cmp: Compare, has_pk: bool, params: &mut Vec<P>) {
+    sql.push_str(&where_clause(before, &all_columns(before), cmp, params));
     if !has_pk {
         sql.push_str(" LIMIT 1");
     }
@@ -351,16 +350,19 @@ pub fn select_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P
 
 fn keyed(head: &str, tail: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(pk.len());
-    let sql = format!("{head}{}{tail}", where_clause(row, pk, None, &mut params));
+    let sql = format!(
+        "{head}{}{tail}",
+        where_clause(row, pk, Compare::default(), &mut params)
+    );
     (sql, params)
 }
 
 /// `SELECT 1 FROM t WHERE every column matches LIMIT 1`: is this exact row there.
-pub fn select_exact_sql(table: &str, row: &Row, types: Option<&[ColumnType]>) -> (String, Vec<P>) {
+pub fn select_exact_sql(table: &str, row: &Row, cmp: Compare) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(row.values.len());
     let sql = format!(
         "SELECT 1 FROM {table}{} LIMIT 1",
-        where_clause(row, &all_columns(row), types, &mut params)
+        where_clause(row, &all_columns(row), cmp, &mut params)
     );
     (sql, params)
 }
@@ -589,13 +591,20 @@ mod tests {
             vec![Value::Int(1), Value::Json(serde_json::json!({"a":1}))],
         );
         let a = row(&["id", "j"], vec![Value::Int(2), Value::Null]);
-        let (sql, p) = update_sql("t", &b, &a, None, false);
+        let mysql = Compare {
+            types: None,
+            json: true,
+        };
+        let (sql, p) = update_sql("t", &b, &a, mysql, false);
         assert_eq!(
             sql,
             "UPDATE t SET `id` = ?, `j` = ? WHERE `id` <=> ? AND `j` <=> CAST(? AS JSON) LIMIT 1"
         );
         assert_eq!(p.len(), 4);
-        let (sql, _) = delete_sql("t", &b, None, true);
+        let (sql, _) = delete_sql("t", &b, mysql, true);
+        assert!(delete_sql("t", &b, Compare::default(), true)
+            .0
+            .ends_with("`j` <=> ?"));
         assert_eq!(
             sql,
             "DELETE FROM t WHERE `id` <=> ? AND `j` <=> CAST(? AS JSON)"
