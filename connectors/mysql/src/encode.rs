@@ -403,6 +403,45 @@ pub fn table_key(table: &str) -> u64 {
     h.finish()
 }
 
+/// `UPDATE t JOIN b ON every column <=> JOIN a ON key = SET every column =
+/// a's`: applies the after images in temporary table `a` to the target rows
+/// that equal the before images in `b` (both made `LIKE t`).
+pub fn bulk_update_sql(
+    table: &str,
+    tb: &str,
+    ta: &str,
+    cols: &[Arc<str>],
+    pk: &[Arc<str>],
+) -> String {
+    let mut sql = format!("UPDATE {table} AS t JOIN {tb} AS b ON ");
+    push_joined(&mut sql, cols, " AND ", |c| format!("t.{c} <=> b.{c}"));
+    let _ = write!(sql, " JOIN {ta} AS a ON ");
+    push_joined(&mut sql, pk, " AND ", |c| format!("a.{c} = b.{c}"));
+    sql.push_str(" SET ");
+    push_joined(&mut sql, cols, ", ", |c| format!("t.{c} = a.{c}"));
+    sql
+}
+
+/// `DELETE t FROM t JOIN b ON every column <=>`: deletes the target rows
+/// that equal the before images in temporary table `b`.
+/// (The target is named in full: MariaDB does not resolve an alias there.)
+pub fn bulk_delete_sql(table: &str, tb: &str, cols: &[Arc<str>]) -> String {
+    let mut sql = format!("DELETE {table} FROM {table} JOIN {tb} AS b ON ");
+    push_joined(&mut sql, cols, " AND ", |c| {
+        format!("{table}.{c} <=> b.{c}")
+    });
+    sql
+}
+
+fn push_joined(sql: &mut String, cols: &[Arc<str>], sep: &str, f: impl Fn(&str) -> String) {
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(sep);
+        }
+        sql.push_str(&f(&ident(c)));
+    }
+}
+
 /// A row image as a JSON object, in the envelope's value encoding.
 pub fn row_json(row: Option<&Row>) -> serde_json::Value {
     let Some(row) = row else {
@@ -548,6 +587,19 @@ mod tests {
         assert_eq!(
             param(&Value::Vector(vec![1.0])),
             P::Bytes(1f32.to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn bulk_statements() {
+        let cols: Vec<Arc<str>> = vec!["id".into(), "v".into()];
+        assert_eq!(
+            bulk_update_sql("T", "B", "A", &cols, &cols[..1]),
+            "UPDATE T AS t JOIN B AS b ON t.`id` <=> b.`id` AND t.`v` <=> b.`v` JOIN A AS a ON a.`id` = b.`id` SET t.`id` = a.`id`, t.`v` = a.`v`"
+        );
+        assert_eq!(
+            bulk_delete_sql("T", "B", &cols),
+            "DELETE T FROM T JOIN B AS b ON T.`id` <=> b.`id` AND T.`v` <=> b.`v`"
         );
     }
 

@@ -283,12 +283,27 @@ async fn types_round_trip(flavor: Flavor) {
                     c(3, 3, Some((4, false)), Some((4, true))),
                 ],
             ),
+            // Two updates keeping their keys: the bulk path, whose joined
+            // comparison must match every type exactly (no fallback).
+            (
+                4,
+                vec![
+                    c(4, 0, Some((1, false)), Some((1, true))),
+                    c(4, 1, Some((2, true)), Some((2, false))),
+                ],
+            ),
         ],
         vec![],
     );
-    apply(&cfg(&t, &dir, OnConflict::Stop), vec![b])
-        .await
-        .expect("applied");
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.name = format!("types-{flavor:?}");
+    apply(&c, vec![b]).await.expect("applied");
+    let m = rowstream_api::metrics::render();
+    let fallbacks = format!(
+        "rowstream_mysql_bulk_fallbacks_total{{sink=\"{}\"}} 0",
+        c.name
+    );
+    assert!(m.contains(&fallbacks), "{fallbacks} in {m}");
     let sel: Vec<&str> = cols.iter().map(|c| c.select).collect();
     let got = t
         .rows(&format!(
@@ -297,7 +312,7 @@ async fn types_round_trip(flavor: Flavor) {
         ))
         .await;
     assert_eq!(got.len(), 3, "{got:?}");
-    for (r, (id, second)) in got.iter().zip([(1, false), (2, true), (4, true)]) {
+    for (r, (id, second)) in got.iter().zip([(1, true), (2, false), (4, true)]) {
         assert_eq!(r[0], id.to_string());
         for (c, v) in cols.iter().zip(&r[1..]) {
             let want = if second { c.expect2 } else { c.expect };
@@ -1050,4 +1065,73 @@ async fn parallel_exactly_once_across_random_drops() {
         assert_eq!(s, p, "{table}");
     }
     assert!(conflicts(&dir).is_empty());
+}
+
+async fn status(t: &Target, var: &str) -> u64 {
+    let r = t.rows(&format!("SHOW GLOBAL STATUS LIKE '{var}'")).await;
+    r[0][1].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_updates_and_deletes() {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        let Some(t) = Target::start(flavor) else {
+            continue;
+        };
+        t.exec(KV).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(&t, &dir, OnConflict::Log);
+        c.name = format!("bulk-{flavor:?}");
+        let n = 2500i64;
+        let v = |p: &str, i: i64| format!("{p}{i}");
+        let inserts = (0..n)
+            .map(|i| ins(1, i as u64, kv(i, &v("a", i))))
+            .collect();
+        let updates = (0..n)
+            .map(|i| upd(2, i as u64, kv(i, &v("a", i)), kv(i, &v("b", i))))
+            .collect();
+        let updates2 = (0..n)
+            .map(|i| upd(3, i as u64, kv(i, &v("b", i)), kv(i, &v("c", i))))
+            .collect();
+        let deletes = (0..n - 3)
+            .map(|i| del(4, i as u64, kv(i, &v("c", i))))
+            .collect();
+        let (u0, d0) = (
+            status(&t, "Com_update_multi").await,
+            status(&t, "Com_delete_multi").await,
+        );
+        apply(&c, vec![batch(1, vec![(1, inserts), (2, updates)], vec![])])
+            .await
+            .unwrap();
+        // Someone changed row 1500 on the target: its chunk falls back to
+        // row by row and logs the conflict; the other chunks stay bulk.
+        t.exec("UPDATE t.kv SET v = 'x' WHERE id = 1500").await;
+        apply(
+            &c,
+            vec![batch(2, vec![(3, updates2), (4, deletes)], vec![])],
+        )
+        .await
+        .unwrap();
+        let rows = table(&t, "SELECT * FROM t.kv ORDER BY id").await;
+        assert_eq!(
+            rows,
+            ["2497|c2497", "2498|c2498", "2499|c2499"],
+            "{flavor:?}"
+        );
+        let lines = conflicts(&dir);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["found"]["v"], "x");
+        assert!(
+            status(&t, "Com_update_multi").await - u0 >= 6,
+            "{flavor:?}: bulk updates"
+        );
+        let d1 = status(&t, "Com_delete_multi").await;
+        assert!(d1 - d0 >= 3, "{flavor:?}: bulk deletes");
+        let m = rowstream_api::metrics::render();
+        let want = format!(
+            "rowstream_mysql_bulk_fallbacks_total{{sink=\"{}\"}} 1",
+            c.name
+        );
+        assert!(m.contains(&want), "{want} in {m}");
+    }
 }
