@@ -10,18 +10,20 @@
 //! transaction commits.
 
 use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use rowstream_api::metrics::Handle;
-use rowstream_api::{ChangeEvent, Op, SinkError};
+use rowstream_api::{ChangeEvent, Op, Row, SinkError, Value};
 
 use crate::client::{self, classify, server_code, Progress, Server};
 use crate::config::{MysqlSinkConfig, OnConflict};
-use crate::encode::{self, Filter, Upsert};
+use crate::encode::{self, Compare, Filter, Upsert};
 
 /// Consecutive inserts into one table, sent as one multi-row statement.
 #[derive(Debug, Default)]
@@ -32,8 +34,35 @@ struct InsertBuf {
     bytes: usize,
 }
 
+/// Consecutive updates that keep their primary key, or deletes, of one
+/// table with a primary key: applied in bulk (see [`Applier::flush_bulk`]).
+#[derive(Debug, Default)]
+struct BulkBuf {
+    /// Target database and table.
+    db: String,
+    name: String,
+    op: Option<Op>,
+    events: Vec<ChangeEvent>,
+    /// Primary key values held (a key twice would make the join ambiguous).
+    keys: HashSet<Vec<u8>>,
+    bytes: usize,
+}
+
 /// The conflict log, shared by the connections of one sink.
 pub type ConflictLog = Arc<Mutex<Option<File>>>;
+
+/// What the connections of one sink share.
+#[derive(Clone)]
+pub struct Shared {
+    pub cfg: Arc<MysqlSinkConfig>,
+    pub filter: Arc<Filter>,
+    pub conflict_log: ConflictLog,
+    pub conflicts: Handle,
+    pub bulk_fallbacks: Handle,
+    /// Bumped after every DDL: temporary tables made `LIKE` a table before
+    /// it are dropped and made again.
+    pub schema_epoch: Arc<AtomicU64>,
+}
 
 /// One target connection applying changes.
 pub struct Applier {
@@ -43,45 +72,38 @@ pub struct Applier {
     pub filter: Arc<Filter>,
     /// This connection's row in the progress table.
     pub worker: u64,
+    shared: Shared,
     buf: InsertBuf,
-    conflict_log: ConflictLog,
-    conflicts: Handle,
+    bulk: BulkBuf,
+    /// Temporary tables (before, after images) per target table, made at
+    /// `temps_epoch`; None when the user may not create them (no bulk).
+    temps: Option<HashMap<String, (String, String)>>,
+    temps_epoch: u64,
     /// The last failure was 1205 / 1213.
     lock_failure: Cell<bool>,
 }
 
 /// The single-row INSERT of `row` (an image of `ev`).
-fn insert_one_sql(
-    table: &str,
-    ev: &ChangeEvent,
-    row: &rowstream_api::Row,
-    upsert: Upsert,
-) -> String {
+fn insert_one_sql(table: &str, ev: &ChangeEvent, row: &Row, upsert: Upsert) -> String {
     let types = ev.table.as_ref().map(|t| t.types.as_slice());
     let ph = encode::set_placeholders(types, row.columns.len(), std::iter::once(row));
     encode::insert_sql(table, &row.columns, &ph, 1, upsert)
 }
 
 impl Applier {
-    /// An applier on a connected `conn`.
-    pub fn new(
-        conn: Conn,
-        server: Server,
-        cfg: Arc<MysqlSinkConfig>,
-        filter: Arc<Filter>,
-        worker: u64,
-        conflict_log: ConflictLog,
-        conflicts: Handle,
-    ) -> Applier {
+    /// An applier on a connected `conn`, writing progress row `worker`.
+    pub fn new(conn: Conn, server: Server, worker: u64, shared: Shared) -> Applier {
         Applier {
             conn,
             server,
-            cfg,
-            filter,
+            cfg: shared.cfg.clone(),
+            filter: shared.filter.clone(),
             worker,
+            temps_epoch: shared.schema_epoch.load(Ordering::Relaxed),
+            shared,
             buf: InsertBuf::default(),
-            conflict_log,
-            conflicts,
+            bulk: BulkBuf::default(),
+            temps: Some(HashMap::new()),
             lock_failure: Cell::new(false),
         }
     }
@@ -112,11 +134,17 @@ impl Applier {
                 } else {
                     Upsert::No
                 };
+                self.flush_bulk().await?;
                 self.buffer_insert(table, upsert, ev).await
             }
             Op::Update | Op::Delete => {
-                self.flush_inserts().await?;
-                self.update_or_delete(&table, ev).await
+                self.flush_insert_buf().await?;
+                if bulk_eligible(ev) && self.temps.is_some() {
+                    self.buffer_bulk(table, ev).await
+                } else {
+                    self.flush_bulk().await?;
+                    self.update_or_delete(&table, ev).await
+                }
             }
         }
     }
@@ -138,9 +166,10 @@ impl Applier {
         self.lock_failure.replace(false)
     }
 
-    /// Drops buffered inserts (after a rollback).
+    /// Drops buffered changes (after a rollback).
     pub fn discard(&mut self) {
         self.buf = InsertBuf::default();
+        self.bulk = BulkBuf::default();
     }
 
     /// Fails a statement on `table`, naming it; a missing table is fatal
@@ -163,6 +192,14 @@ impl Applier {
             .exec_drop(sql, params)
             .await
             .map_err(|e| self.fail("write the progress table", e))
+    }
+
+    /// How `ev`'s images compare with the target's rows.
+    fn compare<'a>(&self, ev: &'a ChangeEvent) -> Compare<'a> {
+        Compare {
+            types: ev.table.as_ref().map(|t| t.types.as_slice()),
+            json: self.server == Server::MySql,
+        }
     }
 
     /// The target table of an event, or None when filtered out.
@@ -202,13 +239,9 @@ impl Applier {
             || self.buf.events.len() >= encode::MAX_ROWS.min(encode::MAX_PARAMS / cols)
             || self.buf.bytes >= encode::MAX_BYTES
         {
-            self.flush_inserts().await?;
+            self.flush_insert_buf().await?;
         }
-        let bytes: usize = after
-            .values
-            .iter()
-            .map(|v| encode::param_len(&encode::param(v)))
-            .sum();
+        let bytes: usize = after.values.iter().map(encode::value_len).sum();
         self.buf.table = table;
         self.buf.upsert = Some(upsert);
         self.buf.bytes += bytes;
@@ -216,9 +249,16 @@ impl Applier {
         Ok(())
     }
 
+    /// Sends everything buffered (before any other statement and before
+    /// the commit).
+    pub async fn flush_inserts(&mut self) -> Result<(), SinkError> {
+        self.flush_insert_buf().await?;
+        self.flush_bulk().await
+    }
+
     /// Sends the buffered inserts as one statement; a duplicate key sends
     /// them one by one to find which rows conflict.
-    pub async fn flush_inserts(&mut self) -> Result<(), SinkError> {
+    async fn flush_insert_buf(&mut self) -> Result<(), SinkError> {
         let buf = std::mem::take(&mut self.buf);
         let (Some(upsert), Some(first)) = (buf.upsert, buf.events.first()) else {
             return Ok(());
@@ -262,8 +302,7 @@ impl Applier {
         match self.conn.exec_drop(sql, params).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(1062) => {
-                let types = ev.table.as_ref().map(|t| t.types.as_slice());
-                let (sql, params) = encode::select_exact_sql(table, after, types);
+                let (sql, params) = encode::select_exact_sql(table, after, self.compare(ev));
                 let same: Option<u8> = self
                     .conn
                     .exec_first(sql, params)
@@ -282,11 +321,12 @@ impl Applier {
         let Some(before) = &ev.before else {
             return Ok(());
         };
-        let types = ev.table.as_ref().map(|t| t.types.as_slice());
         let has_pk = !ev.primary_key.is_empty();
         let (sql, params) = match (&ev.op, &ev.after) {
-            (Op::Update, Some(after)) => encode::update_sql(table, before, after, types, has_pk),
-            _ => encode::delete_sql(table, before, types, has_pk),
+            (Op::Update, Some(after)) => {
+                encode::update_sql(table, before, after, self.compare(ev), has_pk)
+            }
+            _ => encode::delete_sql(table, before, self.compare(ev), has_pk),
         };
         self.conn
             .exec_drop(sql, params)
@@ -304,7 +344,7 @@ impl Applier {
         &mut self,
         table: &str,
         ev: &ChangeEvent,
-        expected: &rowstream_api::Row,
+        expected: &Row,
     ) -> Result<(), SinkError> {
         let pk = &ev.primary_key;
         let found = if pk.is_empty() {
@@ -335,7 +375,7 @@ impl Applier {
             self.apply_after_image(table, ev).await?;
         }
         self.log_conflict(&line)?;
-        self.conflicts.inc();
+        self.shared.conflicts.inc();
         Ok(())
     }
 
@@ -372,7 +412,11 @@ impl Applier {
                 path.display()
             ))
         };
-        let mut log = self.conflict_log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self
+            .shared
+            .conflict_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if log.is_none() {
             let f = OpenOptions::new()
                 .create(true)
@@ -386,5 +430,225 @@ impl Applier {
         text.push('\n');
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_data().map_err(io)
+    }
+}
+
+/// Whether a change can go through the bulk path: an update that keeps its
+/// primary key, or a delete, on a table with a primary key, without VECTOR
+/// values (the server cannot compare them).
+fn bulk_eligible(ev: &ChangeEvent) -> bool {
+    let Some(before) = &ev.before else {
+        return false;
+    };
+    let vector = |r: &Row| r.values.iter().any(|v| matches!(v, Value::Vector(_)));
+    if ev.primary_key.is_empty() || vector(before) {
+        return false;
+    }
+    match (ev.op, &ev.after) {
+        (Op::Delete, _) => true,
+        (Op::Update, Some(after)) => {
+            after.columns == before.columns
+                && !vector(after)
+                && ev
+                    .primary_key
+                    .iter()
+                    .all(|&i| before.values.get(i) == after.values.get(i))
+        }
+        _ => false,
+    }
+}
+
+/// The primary key values of `row`, as comparable bytes.
+fn key_bytes(row: &Row, pk: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &i in pk {
+        if let Some(v) = row.values.get(i) {
+            rowstream_api::json::write_value(&mut out, v);
+        }
+        out.push(0);
+    }
+    out
+}
+
+/// The bulk path: consecutive updates (key unchanged) or deletes of one
+/// table go, 1000 at a time, into temporary tables made `LIKE` the target
+/// table (not binlogged in ROW format), then one joined UPDATE / DELETE
+/// matches every before image against the target (same column types on
+/// both sides: exact comparisons). When it matched every row, done; else
+/// (a conflict, or any error but a lock failure) it is rolled back to a
+/// savepoint and the rows run one by one, which finds and handles the
+/// conflicts exactly as without the bulk path.
+impl Applier {
+    async fn buffer_bulk(&mut self, table: String, ev: &ChangeEvent) -> Result<(), SinkError> {
+        let Some(before) = &ev.before else {
+            return Ok(());
+        };
+        let key = key_bytes(before, &ev.primary_key);
+        let same = self.bulk.op == Some(ev.op)
+            && self.bulk.events.first().is_some_and(|f| {
+                self.target(f).as_deref() == Some(&*table)
+                    && f.before
+                        .as_ref()
+                        .is_some_and(|b| b.columns == before.columns)
+            })
+            && !self.bulk.keys.contains(&key);
+        let cols = before.columns.len().max(1);
+        if !same
+            || self.bulk.events.len() >= encode::MAX_ROWS.min(encode::MAX_PARAMS / cols)
+            || self.bulk.bytes >= encode::MAX_BYTES
+        {
+            self.flush_bulk().await?;
+        }
+        let images = [Some(before), ev.after.as_ref()];
+        let bytes: usize = images
+            .iter()
+            .flatten()
+            .flat_map(|r| r.values.iter().map(encode::value_len))
+            .sum();
+        self.bulk.db = self.filter.target_db(&ev.source.db).to_string();
+        self.bulk.name = ev.source.table.to_string();
+        self.bulk.op = Some(ev.op);
+        self.bulk.keys.insert(key);
+        self.bulk.bytes += bytes;
+        self.bulk.events.push(ev.clone());
+        Ok(())
+    }
+
+    /// Applies the buffered updates or deletes (see the impl docs).
+    async fn flush_bulk(&mut self) -> Result<(), SinkError> {
+        let buf = std::mem::take(&mut self.bulk);
+        let table = encode::qualified(&buf.db, &buf.name);
+        if buf.events.len() > 1 {
+            if let Some((tb, ta)) = self.temp_tables(&buf.db, &buf.name).await? {
+                self.query("set a savepoint", "SAVEPOINT rowstream_bulk")
+                    .await?;
+                match self.bulk_apply(&buf, &table, &tb, &ta).await {
+                    Ok(n) if n == buf.events.len() as u64 => {
+                        return self
+                            .query("release a savepoint", "RELEASE SAVEPOINT rowstream_bulk")
+                            .await;
+                    }
+                    Err(e) if self.lock_failure.get() => return Err(e),
+                    _ => {}
+                }
+                self.query(
+                    "roll back to a savepoint",
+                    "ROLLBACK TO SAVEPOINT rowstream_bulk",
+                )
+                .await?;
+                self.shared.bulk_fallbacks.inc();
+            }
+        }
+        for ev in &buf.events {
+            self.update_or_delete(&table, ev).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads the images into the temporary tables and runs the joined
+    /// statement; the number of target rows it matched.
+    async fn bulk_apply(
+        &mut self,
+        buf: &BulkBuf,
+        table: &str,
+        tb: &str,
+        ta: &str,
+    ) -> Result<u64, SinkError> {
+        let first = &buf.events[0];
+        let Some(cols) = first.before.as_ref().map(|b| b.columns.clone()) else {
+            return Ok(0);
+        };
+        let types = first.table.as_ref().map(|t| t.types.as_slice());
+        let update = buf.op == Some(Op::Update);
+        for (tmp, after) in [(tb, false), (ta, true)] {
+            if after && !update {
+                continue;
+            }
+            let rows = buf.events.iter().filter_map(|e| {
+                if after {
+                    e.after.as_ref()
+                } else {
+                    e.before.as_ref()
+                }
+            });
+            let ph = encode::set_placeholders(types, cols.len(), rows.clone());
+            let sql = encode::insert_sql(tmp, &cols, &ph, buf.events.len(), Upsert::No);
+            let params: Vec<_> = rows
+                .flat_map(|r| r.values.iter().map(encode::param))
+                .collect();
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .map_err(|e| self.table_err(tmp, e))?;
+        }
+        let pk: Vec<Arc<str>> = first.primary_key.iter().map(|&i| cols[i].clone()).collect();
+        let sql = if update {
+            encode::bulk_update_sql(table, tb, ta, &cols, &pk)
+        } else {
+            encode::bulk_delete_sql(table, tb, &cols)
+        };
+        self.query_on(table, &sql).await?;
+        let matched = self.conn.affected_rows();
+        self.query_on(tb, &format!("DELETE FROM {tb}")).await?;
+        if update {
+            self.query_on(ta, &format!("DELETE FROM {ta}")).await?;
+        }
+        Ok(matched)
+    }
+
+    async fn query_on(&mut self, table: &str, sql: &str) -> Result<(), SinkError> {
+        match self.conn.query_drop(sql).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.table_err(table, e)),
+        }
+    }
+
+    /// The temporary tables for `db.name`, made on first use (and again
+    /// after a DDL); None when they cannot be made (the bulk path is then
+    /// off for this connection).
+    async fn temp_tables(
+        &mut self,
+        db: &str,
+        name: &str,
+    ) -> Result<Option<(String, String)>, SinkError> {
+        let epoch = self.shared.schema_epoch.load(Ordering::Relaxed);
+        if epoch != self.temps_epoch {
+            let old: Vec<_> = self.temps.iter_mut().flat_map(|t| t.drain()).collect();
+            for (_, (b, a)) in old {
+                self.query(
+                    "drop a temporary table",
+                    &format!("DROP TEMPORARY TABLE IF EXISTS {b}, {a}"),
+                )
+                .await?;
+            }
+            self.temps_epoch = epoch;
+        }
+        let table = encode::qualified(db, name);
+        let Some(temps) = &self.temps else {
+            return Ok(None);
+        };
+        if let Some(t) = temps.get(&table) {
+            return Ok(Some(t.clone()));
+        }
+        let n = temps.len();
+        let tb = encode::qualified(db, &format!("rowstream_tmp_{}_{n}_b", self.worker));
+        let ta = encode::qualified(db, &format!("rowstream_tmp_{}_{n}_a", self.worker));
+        for t in [&tb, &ta] {
+            let sql = format!("CREATE TEMPORARY TABLE {t} LIKE {table}");
+            if let Err(e) = self.conn.query_drop(sql).await {
+                if self.lock_failure.get() || matches!(server_code(&e), Some(1146 | 1049)) {
+                    return Err(self.table_err(&table, e));
+                }
+                tracing::warn!(sink = %self.cfg.name, %table,
+                    "cannot create temporary tables, updates and deletes go row by row: {e}");
+                self.temps = None;
+                return Ok(None);
+            }
+        }
+        let pair = (tb, ta);
+        if let Some(t) = &mut self.temps {
+            t.insert(table, pair.clone());
+        }
+        Ok(Some(pair))
     }
 }

@@ -72,8 +72,10 @@ pub struct MysqlSinkConfig {
     /// `mysql://user:password@host:port` of the target (mysql_async URL
     /// parameters allowed, e.g. `?require_ssl=true`). Required. Secret.
     pub url: String,
-    /// Connections applying in parallel. Default 4. (This version applies
-    /// on one connection whatever the value: see the crate docs.)
+    /// Connections applying transactions in parallel (WRITESET: those whose
+    /// primary / unique key values do not overlap), 1 to 64; commits stay in
+    /// source order. 1 applies serially. Default 4 (plus one connection for
+    /// DDL and transactions that span batches).
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// `"stop"`, `"log"` (default) or `"skip"`: see [`OnConflict`].

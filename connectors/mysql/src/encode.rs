@@ -133,22 +133,37 @@ fn temporal_text(v: &Value) -> String {
     s.replacen('T', " ", 1)
 }
 
-/// Approximate size of a parameter on the wire, to bound statements.
-pub fn param_len(v: &P) -> usize {
-    match v {
-        P::Bytes(b) => b.len() + 9,
-        _ => 9,
+/// Approximate size of a value's parameter on the wire, to bound
+/// statements (without building the parameter).
+pub fn value_len(v: &Value) -> usize {
+    9 + match v {
+        Value::Decimal(s) | Value::String(s) => s.len(),
+        Value::Bytes(b) | Value::Geometry { wkb: b, .. } => b.len() + 4,
+        Value::Vector(x) => x.len() * 4,
+        // Rare in bulk; an estimate without serializing.
+        Value::Json(_) => 256,
+        _ => 20,
     }
+}
+
+/// How a row image is compared with the target's row.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Compare<'a> {
+    /// Column types of the image, when known.
+    pub types: Option<&'a [ColumnType]>,
+    /// JSON values compare as JSON (MySQL); else as text (MariaDB, whose
+    /// JSON columns are text).
+    pub json: bool,
 }
 
 /// The placeholder that compares a column of type `ty` with a parameter
 /// exactly: MySQL JSON needs `CAST(? AS JSON)` (a string compares as a
 /// string), DECIMAL `CAST(? AS DECIMAL(p,s))` (text vs DECIMAL would
 /// compare as doubles).
-pub fn cmp_placeholder(ty: Option<&ColumnType>, v: &Value) -> String {
+pub fn cmp_placeholder(ty: Option<&ColumnType>, v: &Value, json: bool) -> String {
     match (ty, v) {
         (_, Value::Null) => "?".into(),
-        (_, Value::Json(_)) => "CAST(? AS JSON)".into(),
+        (_, Value::Json(_)) if json => "CAST(? AS JSON)".into(),
         (Some(ColumnType::Decimal { precision, scale }), _) => {
             format!("CAST(? AS DECIMAL({},{}))", (*precision).max(1), scale)
         }
@@ -253,12 +268,7 @@ fn push_assignments(sql: &mut String, cols: &[Arc<str>], value: impl Fn(&str) ->
 
 /// A `WHERE` clause matching `row` on the columns `which` (indices), with
 /// its parameters appended to `params`.
-pub fn where_clause(
-    row: &Row,
-    which: &[usize],
-    types: Option<&[ColumnType]>,
-    params: &mut Vec<P>,
-) -> String {
+pub fn where_clause(row: &Row, which: &[usize], cmp: Compare, params: &mut Vec<P>) -> String {
     let mut sql = String::from(" WHERE ");
     let mut first = true;
     for &i in which {
@@ -272,8 +282,8 @@ pub fn where_clause(
             sql.push_str(" AND ");
         }
         first = false;
-        let ty = types.and_then(|t| t.get(i));
-        let _ = write!(sql, "{} <=> {}", ident(c), cmp_placeholder(ty, v));
+        let ty = cmp.types.and_then(|t| t.get(i));
+        let _ = write!(sql, "{} <=> {}", ident(c), cmp_placeholder(ty, v, cmp.json));
         params.push(param(v));
     }
     if first {
@@ -293,7 +303,7 @@ pub fn update_sql(
     table: &str,
     before: &Row,
     after: &Row,
-    types: Option<&[ColumnType]>,
+    cmp: Compare,
     has_pk: bool,
 ) -> (String, Vec<P>) {
     let mut sql = format!("UPDATE {table} SET ");
@@ -302,70 +312,57 @@ pub fn update_sql(
         if i > 0 {
             sql.push_str(", ");
         }
-        let ty = types.and_then(|t| t.get(i));
+        let ty = cmp.types.and_then(|t| t.get(i));
         let _ = write!(sql, "{} = {}", ident(c), set_placeholder(ty, v));
         params.push(param(v));
     }
-    sql.push_str(&where_clause(
-        before,
-        &all_columns(before),
-        types,
-        &mut params,
-    ));
-    if !has_pk {
-        sql.push_str(" LIMIT 1");
-    }
+    match_before(&mut sql, before, cmp, has_pk, &mut params);
     (sql, params)
 }
 
 /// `DELETE FROM t WHERE every before column matches` (`LIMIT 1` without
 /// primary key).
-pub fn delete_sql(
-    table: &str,
-    before: &Row,
-    types: Option<&[ColumnType]>,
-    has_pk: bool,
-) -> (String, Vec<P>) {
+pub fn delete_sql(table: &str, before: &Row, cmp: Compare, has_pk: bool) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(before.values.len());
     let mut sql = format!("DELETE FROM {table}");
-    sql.push_str(&where_clause(
-        before,
-        &all_columns(before),
-        types,
-        &mut params,
-    ));
+    match_before(&mut sql, before, cmp, has_pk, &mut params);
+    (sql, params)
+}
+
+/// Appends the WHERE clause matching every column of `before` (`LIMIT 1`
+/// without primary key: one of identical rows).
+fn match_before(sql: &mut String, before: &Row, cmp: Compare, has_pk: bool, params: &mut Vec<P>) {
+    sql.push_str(&where_clause(before, &all_columns(before), cmp, params));
     if !has_pk {
         sql.push_str(" LIMIT 1");
     }
-    (sql, params)
 }
 
 /// `DELETE FROM t WHERE pk matches` (the row under a key, whatever it holds).
 pub fn delete_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
-    let mut params = Vec::with_capacity(pk.len());
-    let sql = format!(
-        "DELETE FROM {table}{}",
-        where_clause(row, pk, None, &mut params)
-    );
-    (sql, params)
+    keyed(&format!("DELETE FROM {table}"), "", row, pk)
 }
 
 /// `SELECT * FROM t WHERE pk matches LIMIT 1`: the target's row under a key.
 pub fn select_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
+    keyed(&format!("SELECT * FROM {table}"), " LIMIT 1", row, pk)
+}
+
+fn keyed(head: &str, tail: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(pk.len());
     let sql = format!(
-        "SELECT * FROM {table}{} LIMIT 1",
-        where_clause(row, pk, None, &mut params)
+        "{head}{}{tail}",
+        where_clause(row, pk, Compare::default(), &mut params)
     );
     (sql, params)
 }
 
 /// `SELECT 1 FROM t WHERE every column matches LIMIT 1`: is this exact row there.
-pub fn select_exact_sql(table: &str, row: &Row, types: Option<&[ColumnType]>) -> (String, Vec<P>) {
+pub fn select_exact_sql(table: &str, row: &Row, cmp: Compare) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(row.values.len());
     let sql = format!(
         "SELECT 1 FROM {table}{} LIMIT 1",
-        where_clause(row, &all_columns(row), types, &mut params)
+        where_clause(row, &all_columns(row), cmp, &mut params)
     );
     (sql, params)
 }
@@ -404,6 +401,45 @@ pub fn table_key(table: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (table, "whole table").hash(&mut h);
     h.finish()
+}
+
+/// `UPDATE t JOIN b ON every column <=> JOIN a ON key = SET every column =
+/// a's`: applies the after images in temporary table `a` to the target rows
+/// that equal the before images in `b` (both made `LIKE t`).
+pub fn bulk_update_sql(
+    table: &str,
+    tb: &str,
+    ta: &str,
+    cols: &[Arc<str>],
+    pk: &[Arc<str>],
+) -> String {
+    let mut sql = format!("UPDATE {table} AS t JOIN {tb} AS b ON ");
+    push_joined(&mut sql, cols, " AND ", |c| format!("t.{c} <=> b.{c}"));
+    let _ = write!(sql, " JOIN {ta} AS a ON ");
+    push_joined(&mut sql, pk, " AND ", |c| format!("a.{c} = b.{c}"));
+    sql.push_str(" SET ");
+    push_joined(&mut sql, cols, ", ", |c| format!("t.{c} = a.{c}"));
+    sql
+}
+
+/// `DELETE t FROM t JOIN b ON every column <=>`: deletes the target rows
+/// that equal the before images in temporary table `b`.
+/// (The target is named in full: MariaDB does not resolve an alias there.)
+pub fn bulk_delete_sql(table: &str, tb: &str, cols: &[Arc<str>]) -> String {
+    let mut sql = format!("DELETE {table} FROM {table} JOIN {tb} AS b ON ");
+    push_joined(&mut sql, cols, " AND ", |c| {
+        format!("{table}.{c} <=> b.{c}")
+    });
+    sql
+}
+
+fn push_joined(sql: &mut String, cols: &[Arc<str>], sep: &str, f: impl Fn(&str) -> String) {
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(sep);
+        }
+        sql.push_str(&f(&ident(c)));
+    }
 }
 
 /// A row image as a JSON object, in the envelope's value encoding.
@@ -555,6 +591,19 @@ mod tests {
     }
 
     #[test]
+    fn bulk_statements() {
+        let cols: Vec<Arc<str>> = vec!["id".into(), "v".into()];
+        assert_eq!(
+            bulk_update_sql("T", "B", "A", &cols, &cols[..1]),
+            "UPDATE T AS t JOIN B AS b ON t.`id` <=> b.`id` AND t.`v` <=> b.`v` JOIN A AS a ON a.`id` = b.`id` SET t.`id` = a.`id`, t.`v` = a.`v`"
+        );
+        assert_eq!(
+            bulk_delete_sql("T", "B", &cols),
+            "DELETE T FROM T JOIN B AS b ON T.`id` <=> b.`id` AND T.`v` <=> b.`v`"
+        );
+    }
+
+    #[test]
     fn writeset_keys() {
         let keys = vec![vec![Arc::from("id")], vec![Arc::from("a"), Arc::from("b")]];
         let r = |id, a| {
@@ -594,13 +643,20 @@ mod tests {
             vec![Value::Int(1), Value::Json(serde_json::json!({"a":1}))],
         );
         let a = row(&["id", "j"], vec![Value::Int(2), Value::Null]);
-        let (sql, p) = update_sql("t", &b, &a, None, false);
+        let mysql = Compare {
+            types: None,
+            json: true,
+        };
+        let (sql, p) = update_sql("t", &b, &a, mysql, false);
         assert_eq!(
             sql,
             "UPDATE t SET `id` = ?, `j` = ? WHERE `id` <=> ? AND `j` <=> CAST(? AS JSON) LIMIT 1"
         );
         assert_eq!(p.len(), 4);
-        let (sql, _) = delete_sql("t", &b, None, true);
+        let (sql, _) = delete_sql("t", &b, mysql, true);
+        assert!(delete_sql("t", &b, Compare::default(), true)
+            .0
+            .ends_with("`j` <=> ?"));
         assert_eq!(
             sql,
             "DELETE FROM t WHERE `id` <=> ? AND `j` <=> CAST(? AS JSON)"

@@ -5,9 +5,26 @@
 //! Used live (`[[sinks]] type = "mysql"`) and by `rowstream restore`.
 //!
 //! Modules: `config` (the `[[sinks]] type = "mysql"` table), `encode`
-//! (events -> SQL and parameters, filters, conflict lines; pure), `client`
-//! (connection, session, progress table, error classes), `sink` (the
-//! engine: transactions, multi-row inserts, conflicts, ordered acks).
+//! (events -> SQL and parameters, filters, WRITESET keys, conflict lines;
+//! pure), `client` (connection, session, progress table, error classes),
+//! `apply` (one connection's statements and conflicts), `pool` (parallel
+//! workers with ordered commits), `sink` (the scheduler: transactions,
+//! barriers, progress, ordered acks).
+//!
+//! Behaviour worth knowing (see each module for its invariants):
+//! - the target user needs SELECT, INSERT, UPDATE, DELETE on the applied
+//!   tables, CREATE, ALTER, DROP, INDEX for the DDL it applies, and CREATE,
+//!   SELECT, INSERT, UPDATE on the progress schema (created if missing);
+//! - a table without primary key matches rows by the whole before image
+//!   (`LIMIT 1`), like MySQL's own replica; VECTOR columns take no part in
+//!   before-image comparisons (the server cannot compare them);
+//! - DDL is not transactional: it runs alone, then its progress commits on
+//!   its own; after a crash between the two, the replayed DDL failing as
+//!   "already exists / duplicate / unknown to drop" right after the
+//!   recorded progress counts as applied. The rename map applies to the
+//!   DDL's default database (`USE`), not to names written inside it;
+//! - `threads > 1` opens `threads + 1` connections (worker 0 runs barriers:
+//!   transactions spanning batches and DDL).
 
 pub mod apply;
 pub mod client;

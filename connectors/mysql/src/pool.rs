@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rowstream_api::{Batch, Record, SinkError};
+use rowstream_api::{Backoff, Batch, Record, SinkError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -213,21 +213,27 @@ async fn wait_turn(rx: &mut watch::Receiver<u64>, order: u64, limit: Option<Dura
 async fn run(ap: &mut Applier, job: &Job, turn: &watch::Sender<u64>) -> Result<(), SinkError> {
     let mut rx = turn.subscribe();
     let mut alone = false;
+    // Lock failures of a job already running alone: another client holds
+    // the rows; retry with capped backoff.
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         if alone && !wait_turn(&mut rx, job.order, None).await {
             return Err(SinkError::Transient("mysql sink: stopped".into()));
         }
-        match attempt(ap, job, &mut rx, alone).await {
+        let pause = match attempt(ap, job, &mut rx, alone).await {
             Ok(true) => {
                 turn.send_modify(|c| *c = (*c).max(job.order));
                 return Ok(());
             }
-            Ok(false) => {}
-            Err(_) if ap.take_lock_failure() => {}
+            Ok(false) => false,
+            Err(_) if ap.take_lock_failure() => alone,
             Err(e) => return Err(e),
-        }
+        };
         ap.discard();
         ap.query("roll back", "ROLLBACK").await?;
+        if pause {
+            backoff.wait().await;
+        }
         alone = true;
     }
 }

@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mysql_async::prelude::Queryable;
@@ -37,7 +38,7 @@ use rowstream_api::{
 };
 use tracing::{info, warn};
 
-use crate::apply::{Applier, ConflictLog};
+use crate::apply::{Applier, Shared};
 use crate::client::{self, classify, server_code, Progress};
 use crate::config::MysqlSinkConfig;
 use crate::encode::{self, Filter};
@@ -53,8 +54,13 @@ pub static MYSQL_TRANSACTIONS: Family = Family::counter(
     "Transactions committed on the target by the main connection (barriers, DDL, progress-only commits; threads = 1: all).",
     "sink",
 );
+pub static MYSQL_BULK_FALLBACKS: Family = Family::counter(
+    "rowstream_mysql_bulk_fallbacks_total",
+    "Bulk updates / deletes that did not match every row (a conflict, or an error) and were applied row by row instead.",
+    "sink",
+);
 /// This sink's metric families, registered with the service's registry on start.
-pub static METRICS: &[&Family] = &[&MYSQL_CONFLICTS, &MYSQL_TRANSACTIONS];
+pub static METRICS: &[&Family] = &[&MYSQL_CONFLICTS, &MYSQL_TRANSACTIONS, &MYSQL_BULK_FALLBACKS];
 
 /// Errors of DDL that already took effect (DDL is not transactional: a crash
 /// between the DDL and its progress commit replays it): database / table /
@@ -100,6 +106,8 @@ pub struct MysqlSink {
     /// Unique keys (PRIMARY first) per target table, for WRITESET keys;
     /// cleared after every DDL.
     unique_keys: HashMap<String, Arc<Vec<Vec<Arc<str>>>>>,
+    /// Bumped after every DDL (the appliers' temporary tables follow it).
+    schema_epoch: Arc<AtomicU64>,
     commits: Handle,
 }
 
@@ -178,17 +186,16 @@ impl MysqlSink {
             exclude: cfg.exclude.clone(),
             rename: cfg.rename.clone(),
         });
-        let log: ConflictLog = Arc::new(Mutex::new(None));
-        let conflicts = MYSQL_CONFLICTS.with(&cfg.name);
-        let applier = |conn, worker| {
-            let (c, f, l, h) = (
-                shared.clone(),
-                filter.clone(),
-                log.clone(),
-                conflicts.clone(),
-            );
-            Applier::new(conn, server, c, f, worker, l, h)
+        let epoch = Arc::new(AtomicU64::new(0));
+        let common = Shared {
+            cfg: shared.clone(),
+            filter,
+            conflict_log: Arc::new(Mutex::new(None)),
+            conflicts: MYSQL_CONFLICTS.with(&cfg.name),
+            bulk_fallbacks: MYSQL_BULK_FALLBACKS.with(&cfg.name),
+            schema_epoch: epoch.clone(),
         };
+        let applier = |conn, worker| Applier::new(conn, server, worker, common.clone());
         let pool = if cfg.threads > 1 {
             let mut appliers = Vec::new();
             for w in 1..=cfg.threads {
@@ -214,6 +221,7 @@ impl MysqlSink {
             fresh: true,
             tx: None,
             unique_keys: HashMap::new(),
+            schema_epoch: epoch,
             commits: MYSQL_TRANSACTIONS.with(&cfg.name),
         })
     }
@@ -517,6 +525,7 @@ impl MysqlSink {
             }
         }
         self.unique_keys.clear();
+        self.schema_epoch.fetch_add(1, Ordering::Relaxed);
         // Marked so a source reading this target can leave it out (two-way sync).
         let ddl = format!("{}{}", rowstream_api::sink::APPLIED_DDL_MARK, sc.ddl);
         match self.main.conn.query_drop(ddl).await {

@@ -260,86 +260,50 @@ async fn types_round_trip(flavor: Flavor) {
     // then updated to the second values and back: the updates find the row
     // by its full before image, so every type's comparison is exercised
     // (on_conflict = stop fails the test on any mismatch).
+    let c = |tx, i, b: Option<(i64, bool)>, a: Option<(i64, bool)>| {
+        let op = match (b, a) {
+            (None, _) if tx == 2 => Op::Read,
+            (None, _) => Op::Create,
+            _ => Op::Update,
+        };
+        let (b, a) = (b.map(|(i, s)| image(i, s)), a.map(|(i, s)| image(i, s)));
+        ev(op, "types", tx, i, b, a, &[0], m.clone())
+    };
     let b = batch(
         1,
         vec![
-            (
-                1,
-                vec![ev(
-                    Op::Create,
-                    "types",
-                    1,
-                    0,
-                    None,
-                    Some(image(1, false)),
-                    &[0],
-                    m.clone(),
-                )],
-            ),
-            (
-                2,
-                vec![ev(
-                    Op::Read,
-                    "types",
-                    2,
-                    0,
-                    None,
-                    Some(image(2, true)),
-                    &[0],
-                    m.clone(),
-                )],
-            ),
+            (1, vec![c(1, 0, None, Some((1, false)))]),
+            (2, vec![c(2, 0, None, Some((2, true)))]),
             (
                 3,
                 vec![
-                    ev(
-                        Op::Create,
-                        "types",
-                        3,
-                        0,
-                        None,
-                        Some(image(3, false)),
-                        &[0],
-                        m.clone(),
-                    ),
-                    ev(
-                        Op::Update,
-                        "types",
-                        3,
-                        1,
-                        Some(image(3, false)),
-                        Some(image(3, true)),
-                        &[0],
-                        m.clone(),
-                    ),
-                    ev(
-                        Op::Update,
-                        "types",
-                        3,
-                        2,
-                        Some(image(3, true)),
-                        Some(image(4, false)),
-                        &[0],
-                        m.clone(),
-                    ),
-                    ev(
-                        Op::Update,
-                        "types",
-                        3,
-                        3,
-                        Some(image(4, false)),
-                        Some(image(4, true)),
-                        &[0],
-                        m.clone(),
-                    ),
+                    c(3, 0, None, Some((3, false))),
+                    c(3, 1, Some((3, false)), Some((3, true))),
+                    c(3, 2, Some((3, true)), Some((4, false))),
+                    c(3, 3, Some((4, false)), Some((4, true))),
+                ],
+            ),
+            // Two updates keeping their keys: the bulk path, whose joined
+            // comparison must match every type exactly (no fallback).
+            (
+                4,
+                vec![
+                    c(4, 0, Some((1, false)), Some((1, true))),
+                    c(4, 1, Some((2, true)), Some((2, false))),
                 ],
             ),
         ],
         vec![],
     );
-    apply(&cfg(&t, &dir, OnConflict::Stop), vec![b])
-        .await
-        .expect("applied");
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.name = format!("types-{flavor:?}");
+    apply(&c, vec![b]).await.expect("applied");
+    let m = rowstream_api::metrics::render();
+    let fallbacks = format!(
+        "rowstream_mysql_bulk_fallbacks_total{{sink=\"{}\"}} 0",
+        c.name
+    );
+    assert!(m.contains(&fallbacks), "{fallbacks} in {m}");
     let sel: Vec<&str> = cols.iter().map(|c| c.select).collect();
     let got = t
         .rows(&format!(
@@ -348,7 +312,7 @@ async fn types_round_trip(flavor: Flavor) {
         ))
         .await;
     assert_eq!(got.len(), 3, "{got:?}");
-    for (r, (id, second)) in got.iter().zip([(1, false), (2, true), (4, true)]) {
+    for (r, (id, second)) in got.iter().zip([(1, true), (2, false), (4, true)]) {
         assert_eq!(r[0], id.to_string());
         for (c, v) in cols.iter().zip(&r[1..]) {
             let want = if second { c.expect2 } else { c.expect };
@@ -551,7 +515,16 @@ async fn exactly_once(threads: usize) {
     drop(s);
     let p = rowstream_mysql::applied(&c).await.unwrap();
     assert_eq!(p.gtid_set, "0-1-12");
-    // Second run from an empty checkpoint: the progress table skips 1..=12.
+    // Second run: dropped with batches written but not flushed (with a pool,
+    // jobs in flight): whatever committed is recorded, the rest rolls back.
+    let mut s = start(&c).await;
+    for b in workload().into_iter().take(9) {
+        let (ack, _rx) = Ack::new();
+        s.write(Arc::new(b), ack).await.unwrap();
+    }
+    drop(s);
+    // Third run from an empty checkpoint: the progress table skips what
+    // the target holds.
     apply(&c, workload())
         .await
         .expect("replay without conflicts");
@@ -562,7 +535,7 @@ async fn exactly_once(threads: usize) {
     assert!(conflicts(&dir).is_empty());
     let p = rowstream_mysql::applied(&c).await.unwrap();
     assert_eq!(p.gtid_set, "0-1-30");
-    // A third run applies nothing.
+    // A fourth run applies nothing.
     apply(&c, workload()).await.expect("all skipped");
     assert_eq!(
         table(&t, "SELECT * FROM t.kv ORDER BY id").await,
@@ -903,6 +876,12 @@ async fn snapshot_schema_ddl_and_replayed_ddl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn include_exclude_and_rename() {
+    for threads in [1, 4] {
+        filters(threads).await;
+    }
+}
+
+async fn filters(threads: usize) {
     let Some(t) = Target::start(Flavor::MariaDb) else {
         return;
     };
@@ -910,6 +889,7 @@ async fn include_exclude_and_rename() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = threads;
     c.include = vec!["t.k*".into()];
     c.exclude = vec!["t.kx".into()];
     c.rename = [("t".to_string(), "copy".to_string())].into();
@@ -957,4 +937,201 @@ async fn include_exclude_and_rename() {
         ),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_killed_is_transient_then_resumes() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(KV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = 4;
+    let mut s = start(&c).await;
+    let mut all = workload();
+    let rest = all.split_off(7);
+    write_all(&mut s, all).await.unwrap();
+    t.kill();
+    let e = write_all(&mut s, rest).await.unwrap_err();
+    assert!(!e.is_fatal(), "a lost target is transient: {e}");
+    drop(s);
+    assert!(!MysqlSink::start(&c, &FakeCommitted::none())
+        .await
+        .err()
+        .unwrap()
+        .is_fatal());
+    t.restart();
+    apply(&c, workload())
+        .await
+        .expect("resumes after the restart");
+    assert_eq!(
+        table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+        workload_result()
+    );
+    assert!(conflicts(&dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_job_lets_later_ones_roll_back_and_wait() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    t.exec(&format!("{KV};\nINSERT INTO t.kv VALUES (1, 'a')"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = 4;
+    let mut s = start(&c).await;
+    // Another client holds row 1: transaction 1 waits for the lock while 2
+    // and 3 (other keys) finish first, wait for their turn, roll back after
+    // TURN_WAIT and commit once 1 did.
+    let mut holder = t.conn().await;
+    use mysql_async::prelude::Queryable;
+    holder.query_drop("START TRANSACTION").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM t.kv WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let b = batch(
+        1,
+        vec![
+            (1, vec![upd(1, 0, kv(1, "a"), kv(1, "b"))]),
+            (2, vec![ins(2, 0, kv(2, "x"))]),
+            (3, vec![ins(3, 0, kv(3, "y"))]),
+        ],
+        vec![],
+    );
+    let (ack, rx) = Ack::new();
+    s.write(Arc::new(b), ack).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        table(&t, "SELECT COUNT(*) FROM t.kv").await,
+        ["1"],
+        "nothing commits before 1"
+    );
+    holder.query_drop("COMMIT").await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(rx.await.unwrap(), Ok(()));
+    assert_eq!(
+        table(&t, "SELECT * FROM t.kv ORDER BY id").await,
+        ["1|b", "2|x", "3|y"]
+    );
+    assert_eq!(
+        rowstream_mysql::applied(&c).await.unwrap().gtid_set,
+        "0-1-3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_exactly_once_across_random_drops() {
+    let Some(t) = Target::start(Flavor::MariaDb) else {
+        return;
+    };
+    let mut ddl = String::new();
+    for db in ["serial", "par"] {
+        ddl += &format!("CREATE DATABASE {db};\nCREATE TABLE {db}.kv (id INT PRIMARY KEY, v VARCHAR(20), UNIQUE KEY (v));\nCREATE TABLE {db}.nopk (a INT, b VARCHAR(20));\n");
+    }
+    t.exec(&ddl).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |db: &str, threads| {
+        let mut c = cfg(&t, &dir, OnConflict::Stop);
+        c.name = db.into();
+        c.threads = threads;
+        c.rename = [("t".to_string(), db.to_string())].into();
+        c
+    };
+    let (serial, par) = (sink("serial", 1), sink("par", 4));
+    apply(&serial, random_workload(300, 11)).await.unwrap();
+    // Ten runs, each from an empty checkpoint, dropped after a number of
+    // batches without a flush; then one to the end.
+    for (i, n) in [3usize, 1, 7, 12, 2, 20, 15, 25, 9, 29]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = start(&par).await;
+        for b in random_workload(300, 11).into_iter().take(n) {
+            let (ack, _rx) = Ack::new();
+            s.write(Arc::new(b), ack)
+                .await
+                .unwrap_or_else(|e| panic!("run {i}: {e}"));
+        }
+        drop(s);
+    }
+    apply(&par, random_workload(300, 11)).await.unwrap();
+    for table in ["kv ORDER BY id", "nopk ORDER BY a"] {
+        let s = t.rows(&format!("SELECT * FROM serial.{table}")).await;
+        let p = t.rows(&format!("SELECT * FROM par.{table}")).await;
+        assert_eq!(s, p, "{table}");
+    }
+    assert!(conflicts(&dir).is_empty());
+}
+
+async fn status(t: &Target, var: &str) -> u64 {
+    let r = t.rows(&format!("SHOW GLOBAL STATUS LIKE '{var}'")).await;
+    r[0][1].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_updates_and_deletes() {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        let Some(t) = Target::start(flavor) else {
+            continue;
+        };
+        t.exec(KV).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(&t, &dir, OnConflict::Log);
+        c.name = format!("bulk-{flavor:?}");
+        let n = 2500i64;
+        let v = |p: &str, i: i64| format!("{p}{i}");
+        let inserts = (0..n)
+            .map(|i| ins(1, i as u64, kv(i, &v("a", i))))
+            .collect();
+        let updates = (0..n)
+            .map(|i| upd(2, i as u64, kv(i, &v("a", i)), kv(i, &v("b", i))))
+            .collect();
+        let updates2 = (0..n)
+            .map(|i| upd(3, i as u64, kv(i, &v("b", i)), kv(i, &v("c", i))))
+            .collect();
+        let deletes = (0..n - 3)
+            .map(|i| del(4, i as u64, kv(i, &v("c", i))))
+            .collect();
+        let (u0, d0) = (
+            status(&t, "Com_update_multi").await,
+            status(&t, "Com_delete_multi").await,
+        );
+        apply(&c, vec![batch(1, vec![(1, inserts), (2, updates)], vec![])])
+            .await
+            .unwrap();
+        // Someone changed row 1500 on the target: its chunk falls back to
+        // row by row and logs the conflict; the other chunks stay bulk.
+        t.exec("UPDATE t.kv SET v = 'x' WHERE id = 1500").await;
+        apply(
+            &c,
+            vec![batch(2, vec![(3, updates2), (4, deletes)], vec![])],
+        )
+        .await
+        .unwrap();
+        let rows = table(&t, "SELECT * FROM t.kv ORDER BY id").await;
+        assert_eq!(
+            rows,
+            ["2497|c2497", "2498|c2498", "2499|c2499"],
+            "{flavor:?}"
+        );
+        let lines = conflicts(&dir);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["found"]["v"], "x");
+        assert!(
+            status(&t, "Com_update_multi").await - u0 >= 6,
+            "{flavor:?}: bulk updates"
+        );
+        let d1 = status(&t, "Com_delete_multi").await;
+        assert!(d1 - d0 >= 3, "{flavor:?}: bulk deletes");
+        let m = rowstream_api::metrics::render();
+        let want = format!(
+            "rowstream_mysql_bulk_fallbacks_total{{sink=\"{}\"}} 1",
+            c.name
+        );
+        assert!(m.contains(&want), "{want} in {m}");
+    }
 }

@@ -107,6 +107,24 @@ impl Target {
         panic!("cannot start the {flavor:?} test server: {last}");
     }
 
+    /// Starts the killed server again on its port with its data.
+    pub fn restart(&self) {
+        let script = dev(match self.flavor {
+            Flavor::MariaDb => "start-mariadb.sh",
+            Flavor::MySql => "start-mysql.sh",
+        });
+        let out = Command::new(&script)
+            .arg(self.port.to_string())
+            .arg(&self.datadir)
+            .output()
+            .expect("run the start script");
+        assert!(
+            out.status.success(),
+            "restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Kills the server (SIGKILL), keeping its data.
     pub fn kill(&self) {
         let _ = Command::new(dev("stop.sh"))
