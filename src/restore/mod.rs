@@ -344,6 +344,7 @@ impl Feeder {
     /// Sends what is pending and waits until the target has all of it.
     async fn settle(&mut self, p: &mut Progress) -> anyhow::Result<()> {
         self.send(p).await?;
+        self.sink.flush().await?;
         while !self.acks.is_empty() {
             self.settle_one(p).await?;
         }
