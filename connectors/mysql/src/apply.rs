@@ -140,7 +140,7 @@ impl Applier {
             Op::Update | Op::Delete => {
                 self.flush_insert_buf().await?;
                 if bulk_eligible(ev) && self.temps.is_some() {
-                    self.buffer_bulk(table, ev).await
+                    self.buffer_bulk(ev).await
                 } else {
                     self.flush_bulk().await?;
                     self.update_or_delete(&table, ev).await
@@ -479,17 +479,19 @@ fn key_bytes(row: &Row, pk: &[usize]) -> Vec<u8> {
 /// savepoint and the rows run one by one, which finds and handles the
 /// conflicts exactly as without the bulk path.
 impl Applier {
-    async fn buffer_bulk(&mut self, table: String, ev: &ChangeEvent) -> Result<(), SinkError> {
+    async fn buffer_bulk(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
         let Some(before) = &ev.before else {
             return Ok(());
         };
         let key = key_bytes(before, &ev.primary_key);
+        let db = self.filter.target_db(&ev.source.db);
         let same = self.bulk.op == Some(ev.op)
+            && self.bulk.db == db
+            && self.bulk.name == *ev.source.table
             && self.bulk.events.first().is_some_and(|f| {
-                self.target(f).as_deref() == Some(&*table)
-                    && f.before
-                        .as_ref()
-                        .is_some_and(|b| b.columns == before.columns)
+                f.before
+                    .as_ref()
+                    .is_some_and(|b| b.columns == before.columns)
             })
             && !self.bulk.keys.contains(&key);
         let cols = before.columns.len().max(1);
