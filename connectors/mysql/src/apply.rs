@@ -302,13 +302,7 @@ impl Applier {
         match self.conn.exec_drop(sql, params).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(1062) => {
-                let (sql, params) = encode::select_exact_sql(table, after, self.compare(ev));
-                let same: Option<u8> = self
-                    .conn
-                    .exec_first(sql, params)
-                    .await
-                    .map_err(|e| self.table_err(table, e))?;
-                if same.is_some() {
+                if self.exists(table, ev, after).await? {
                     return Ok(());
                 }
                 self.conflict(table, ev, after).await
@@ -333,9 +327,32 @@ impl Applier {
             .await
             .map_err(|e| self.table_err(table, e))?;
         if self.conn.affected_rows() == 0 {
+            if let (Op::Update, Some(after)) = (ev.op, &ev.after) {
+                // The row already is the after image: a change that arrives
+                // twice (a snapshot row read after it), not a conflict.
+                if self.exists(table, ev, after).await? {
+                    return Ok(());
+                }
+            }
             self.conflict(table, ev, before).await?;
         }
         Ok(())
+    }
+
+    /// Whether the target holds a row equal to `row` in every column.
+    async fn exists(
+        &mut self,
+        table: &str,
+        ev: &ChangeEvent,
+        row: &Row,
+    ) -> Result<bool, SinkError> {
+        let (sql, params) = encode::select_exact_sql(table, row, self.compare(ev));
+        let found: Option<u8> = self
+            .conn
+            .exec_first(sql, params)
+            .await
+            .map_err(|e| self.table_err(table, e))?;
+        Ok(found.is_some())
     }
 
     /// A change whose expected row (`expected`: the before image, or the

@@ -552,17 +552,18 @@ async fn conflicts_stop_log_skip() {
     t.exec(KV).await;
     let events = |tx| {
         vec![
-            upd(tx, 0, kv(1, "x"), kv(1, "y")), // target has 1|a
-            del(tx, 1, kv(2, "b")),             // target has no 2
-            ins(tx, 2, kv(3, "q")),             // target has 3|c
-            ins(tx, 3, kv(4, "d")),             // the same row: a replay, no conflict
+            upd(tx, 0, kv(1, "x"), kv(1, "y")),   // target has 1|a
+            del(tx, 1, kv(2, "b")),               // target has no 2
+            ins(tx, 2, kv(3, "q")),               // target has 3|c
+            ins(tx, 3, kv(4, "d")),               // the same row: a replay, no conflict
+            upd(tx, 4, kv(5, "old"), kv(5, "e")), // already the after image: a replay
         ]
     };
-    let reset = "DELETE FROM t.kv;\nINSERT INTO t.kv VALUES (1, 'a'), (3, 'c'), (4, 'd')";
+    let reset = "DELETE FROM t.kv;\nINSERT INTO t.kv VALUES (1, 'a'), (3, 'c'), (4, 'd'), (5, 'e')";
     for (mode, want) in [
-        (OnConflict::Stop, vec!["1|a", "3|c", "4|d"]),
-        (OnConflict::Log, vec!["1|y", "3|q", "4|d"]),
-        (OnConflict::Skip, vec!["1|a", "3|c", "4|d"]),
+        (OnConflict::Stop, vec!["1|a", "3|c", "4|d", "5|e"]),
+        (OnConflict::Log, vec!["1|y", "3|q", "4|d", "5|e"]),
+        (OnConflict::Skip, vec!["1|a", "3|c", "4|d", "5|e"]),
     ] {
         t.exec(reset).await;
         let dir = tempfile::tempdir().unwrap();
