@@ -158,12 +158,13 @@ const WORKER_LOCK_WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 10";
 impl MysqlSink {
     /// Validates the config, connects (`threads + 1` connections when
     /// `threads > 1`), creates the progress table if missing and reads what
-    /// the target holds. `committed` is not needed: the target's progress
-    /// table is the truth (it may be ahead of the service's checkpoint; the
-    /// replay is skipped).
+    /// the target holds. The target's progress table is the truth (it may be
+    /// ahead of the service's checkpoint `committed`: the replay is
+    /// skipped); `committed` only serves a warning when the target holds
+    /// nothing yet.
     pub async fn start(
         cfg: &MysqlSinkConfig,
-        _committed: &dyn Committed,
+        committed: &dyn Committed,
     ) -> Result<MysqlSink, SinkError> {
         cfg.validate()?;
         metrics::register(METRICS);
@@ -177,6 +178,11 @@ impl MysqlSink {
                 client::progress_table(cfg)
             ))
         })?;
+        if progress.seq == 0 && !committed.is_empty() {
+            warn!(sink = %cfg.name,
+                  "the target holds no progress for this sink but the service has a checkpoint: \
+                   the target only gets changes after that checkpoint (seed it from a snapshot or a restore first)");
+        }
         info!(sink = %cfg.name, seq = progress.seq, gtid_set = %progress.gtid_set,
               snapshot = progress.snapshot_id, chunks = progress.chunks_done,
               "mysql sink: continuing after what the target holds");
