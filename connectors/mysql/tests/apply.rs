@@ -494,13 +494,17 @@ fn workload_result() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_a_dropped_sink() {
-    for threads in [1, 4] {
-        exactly_once(threads).await;
+    for (flavor, threads) in [
+        (Flavor::MariaDb, 1),
+        (Flavor::MariaDb, 4),
+        (Flavor::MySql, 4),
+    ] {
+        exactly_once(flavor, threads).await;
     }
 }
 
-async fn exactly_once(threads: usize) {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+async fn exactly_once(flavor: Flavor, threads: usize) {
+    let Some(t) = Target::start(flavor) else {
         return;
     };
     t.exec(KV).await;
@@ -546,7 +550,13 @@ async fn exactly_once(threads: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_stop_log_skip() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        conflicts_on(flavor).await;
+    }
+}
+
+async fn conflicts_on(flavor: Flavor) {
+    let Some(t) = Target::start(flavor) else {
         return;
     };
     t.exec(KV).await;
@@ -568,7 +578,7 @@ async fn conflicts_stop_log_skip() {
         t.exec(reset).await;
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(&t, &dir, mode);
-        c.name = mode.as_str().into();
+        c.name = format!("{}-{flavor:?}", mode.as_str());
         let r = apply(&c, vec![batch(1, vec![(7, events(7))], vec![])]).await;
         assert_eq!(
             table(&t, "SELECT * FROM t.kv ORDER BY id").await,
@@ -601,10 +611,7 @@ async fn conflicts_stop_log_skip() {
         assert_eq!(lines[2]["op"], "c");
         assert_eq!(lines[2]["found"], serde_json::json!({"id": "3", "v": "c"}));
         let m = rowstream_api::metrics::render();
-        let want = format!(
-            "rowstream_mysql_conflicts_total{{sink=\"{}\"}} 3",
-            mode.as_str()
-        );
+        let want = format!("rowstream_mysql_conflicts_total{{sink=\"{}\"}} 3", c.name);
         assert!(m.contains(&want), "{want} in {m}");
     }
 }
@@ -721,7 +728,13 @@ fn random_workload(n: u64, seed: u64) -> Vec<Batch> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_equals_serial() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        parallel_equals_serial_on(flavor).await;
+    }
+}
+
+async fn parallel_equals_serial_on(flavor: Flavor) {
+    let Some(t) = Target::start(flavor) else {
         return;
     };
     let mut ddl = String::new();
