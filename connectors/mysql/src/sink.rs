@@ -28,13 +28,15 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rowstream_api::gtid::{Gtid, GtidSet};
 use rowstream_api::metrics::{self, Family, Handle};
 use rowstream_api::sink::parse_marker;
 use rowstream_api::{
-    Ack, AckQueue, Batch, Commit, Committed, Flavor, Poison, Record, SchemaChange, Sink, SinkError,
+    Ack, AckQueue, Backoff, Batch, Commit, Committed, Flavor, Poison, Record, SchemaChange, Sink,
+    SinkError,
 };
 use tracing::{info, warn};
 
@@ -150,6 +152,9 @@ fn record_tx_id(r: &Record) -> Arc<str> {
     }
 }
 
+/// Reruns of a transaction after lock failures on the main connection.
+const LOCK_RETRIES: u32 = 10;
+
 /// Session setting of pool workers: a lock wait inside a hidden overlap
 /// (a key the WRITESET does not know) ends well before the default 50 s;
 /// the job is then run again alone.
@@ -241,7 +246,7 @@ impl MysqlSink {
                 self.dispatch(batch, start..c.end, c).await?;
             } else {
                 self.drain().await?;
-                self.apply_records(recs, Some(c)).await?;
+                self.apply_serial(recs, c).await?;
             }
             start = c.end;
         }
@@ -262,6 +267,33 @@ impl MysqlSink {
             }
         }
         Ok(())
+    }
+
+    /// Applies the end of a transaction on the main connection. One that
+    /// started in this batch and hit a deadlock or lock wait timeout (before
+    /// any DDL of it ran) is rolled back and run again, up to
+    /// `LOCK_RETRIES` times with backoff.
+    async fn apply_serial(&mut self, recs: &[Record], c: &Commit) -> Result<(), SinkError> {
+        let whole = self.tx.is_none();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut attempt = 0;
+        loop {
+            let err = match self.apply_records(recs, Some(c)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let lock = self.main.take_lock_failure();
+            let ddl_ran = self.tx.as_ref().is_some_and(|t| t.ddl_ran);
+            attempt += 1;
+            if !(lock && whole && !ddl_ran && attempt <= LOCK_RETRIES) {
+                return Err(err);
+            }
+            warn!(sink = %self.cfg.name, gtid = %c.gtid, attempt, "rolled back, running it again: {err}");
+            self.main.discard();
+            self.main.query("roll back", "ROLLBACK").await?;
+            self.tx = None;
+            backoff.wait().await;
+        }
     }
 
     /// Waits until the pool committed everything dispatched.

@@ -1149,3 +1149,63 @@ async fn bulk_updates_and_deletes() {
         assert!(m.contains(&want), "{want} in {m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlock_victim_runs_again() {
+    use mysql_async::prelude::Queryable;
+    for threads in [1, 4] {
+        let Some(t) = Target::start(Flavor::MariaDb) else {
+            return;
+        };
+        t.exec(&format!(
+            "{KV};\nINSERT INTO t.kv SELECT seq, CONCAT('v', seq) FROM t.seq_1_to_100"
+        ))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(&t, &dir, OnConflict::Stop);
+        c.threads = threads;
+        let mut s = start(&c).await;
+        // Another client changes 500 rows elsewhere (heavier than the sink's
+        // transaction, so InnoDB picks the sink's as the deadlock victim)
+        // and locks row 50.
+        let mut other = t.conn().await;
+        other.query_drop("START TRANSACTION").await.unwrap();
+        other
+            .query_drop("INSERT INTO t.nopk SELECT seq, 'x' FROM t.seq_1_to_500")
+            .await
+            .unwrap();
+        other
+            .query_drop("SELECT * FROM t.kv WHERE id = 50 FOR UPDATE")
+            .await
+            .unwrap();
+        let b = batch(
+            1,
+            vec![(
+                1,
+                vec![
+                    upd(1, 0, kv(1, "v1"), kv(1, "w1")),
+                    upd(1, 1, kv(50, "v50"), kv(50, "w50")), // waits for the other client
+                ],
+            )],
+            vec![],
+        );
+        let task = tokio::spawn(async move {
+            let r = write_all(&mut s, vec![b]).await;
+            (s, r)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Row 1 is the sink's: a deadlock, the sink's transaction rolls back.
+        other
+            .query_drop("SELECT * FROM t.kv WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        other.query_drop("COMMIT").await.unwrap();
+        let (_s, r) = task.await.unwrap();
+        r.unwrap_or_else(|e| panic!("threads {threads}: {e}"));
+        assert_eq!(
+            table(&t, "SELECT * FROM t.kv WHERE v LIKE 'w%' ORDER BY id").await,
+            ["1|w1", "50|w50"],
+            "threads {threads}"
+        );
+    }
+}
