@@ -3,11 +3,14 @@
 //! the full before image) and the conflicts they reveal. The scheduler
 //! (`sink`) decides which transaction runs where and when it commits.
 //!
-//! Invariants kept: buffered inserts are sent before any other statement
-//! of the connection and before its commit ([`Applier::flush_inserts`]),
-//! so statements run in record order; a conflict is logged (fsync'd)
-//! before the statement after it runs, and with `stop` nothing of the
-//! transaction commits.
+//! Invariants kept: at most one buffer (inserts, or bulk updates / deletes)
+//! holds changes, and it is sent before any other kind of statement of the
+//! connection and before its commit ([`Applier::flush_inserts`]), so the
+//! changes of a row apply in record order (a buffer never holds one key
+//! twice where order would matter); a conflict is logged (fsync'd) before
+//! the statement after it runs, and with `stop` nothing of the transaction
+//! commits; the bulk path only ever commits what row-by-row application
+//! would (it matches every row or is rolled back to its savepoint).
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};

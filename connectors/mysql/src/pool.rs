@@ -30,6 +30,10 @@ use crate::client::Progress;
 /// Longest a finished job waits for its commit turn before it rolls back.
 pub const TURN_WAIT: Duration = Duration::from_secs(2);
 
+/// Lock failures (deadlock victim, lock wait timeout) a job survives; the
+/// next one fails the sink (transient: it restarts from the checkpoint).
+pub const LOCK_RETRIES: u32 = 10;
+
 /// One complete transaction for a worker.
 #[derive(Debug)]
 pub struct Job {
@@ -216,6 +220,7 @@ async fn run(ap: &mut Applier, job: &Job, turn: &watch::Sender<u64>) -> Result<(
     // Lock failures of a job already running alone: another client holds
     // the rows; retry with capped backoff.
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut lock_failures = 0;
     loop {
         if alone && !wait_turn(&mut rx, job.order, None).await {
             return Err(SinkError::Transient("mysql sink: stopped".into()));
@@ -226,7 +231,13 @@ async fn run(ap: &mut Applier, job: &Job, turn: &watch::Sender<u64>) -> Result<(
                 return Ok(());
             }
             Ok(false) => false,
-            Err(_) if ap.take_lock_failure() => alone,
+            Err(e) if ap.take_lock_failure() => {
+                lock_failures += 1;
+                if lock_failures > LOCK_RETRIES {
+                    return Err(e);
+                }
+                alone
+            }
             Err(e) => return Err(e),
         };
         ap.discard();

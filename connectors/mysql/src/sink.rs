@@ -44,7 +44,7 @@ use crate::apply::{Applier, Shared};
 use crate::client::{self, classify, server_code, Progress};
 use crate::config::MysqlSinkConfig;
 use crate::encode::{self, Filter};
-use crate::pool::Pool;
+use crate::pool::{Pool, LOCK_RETRIES};
 
 pub static MYSQL_CONFLICTS: Family = Family::counter(
     "rowstream_mysql_conflicts_total",
@@ -151,9 +151,6 @@ fn record_tx_id(r: &Record) -> Arc<str> {
         Record::SchemaChange(sc) => sc.source.gtid.clone(),
     }
 }
-
-/// Reruns of a transaction after lock failures on the main connection.
-const LOCK_RETRIES: u32 = 10;
 
 /// Session setting of pool workers: a lock wait inside a hidden overlap
 /// (a key the WRITESET does not know) ends well before the default 50 s;
