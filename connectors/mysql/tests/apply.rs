@@ -74,6 +74,21 @@ fn cfg(t: &Target, dir: &tempfile::TempDir, on_conflict: OnConflict) -> MysqlSin
     c
 }
 
+/// A fresh target of `flavor` prepared with `sql`, a directory for the
+/// conflict log and a `stop` sink config with `threads` (None: SKIP).
+async fn fixture(
+    flavor: Flavor,
+    sql: &str,
+    threads: usize,
+) -> Option<(Target, tempfile::TempDir, MysqlSinkConfig)> {
+    let t = Target::start(flavor)?;
+    t.exec(sql).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = threads;
+    Some((t, dir, c))
+}
+
 async fn start(cfg: &MysqlSinkConfig) -> MysqlSink {
     MysqlSink::start(cfg, &FakeCommitted::none())
         .await
@@ -504,13 +519,9 @@ async fn exactly_once_across_a_dropped_sink() {
 }
 
 async fn exactly_once(flavor: Flavor, threads: usize) {
-    let Some(t) = Target::start(flavor) else {
+    let Some((t, dir, c)) = fixture(flavor, KV, threads).await else {
         return;
     };
-    t.exec(KV).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = threads;
     // First run: stops after batch 5 (transaction 13 open in the target).
     let mut s = start(&c).await;
     write_all(&mut s, workload().into_iter().take(5).collect())
@@ -896,14 +907,15 @@ async fn include_exclude_and_rename() {
 }
 
 async fn filters(threads: usize) {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    let Some((t, _dir, mut c)) = fixture(
+        Flavor::MariaDb,
+        "CREATE DATABASE copy;\nCREATE TABLE copy.kv (id INT PRIMARY KEY, v VARCHAR(20))",
+        threads,
+    )
+    .await
+    else {
         return;
     };
-    t.exec("CREATE DATABASE copy;\nCREATE TABLE copy.kv (id INT PRIMARY KEY, v VARCHAR(20))")
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = threads;
     c.include = vec!["t.k*".into()];
     c.exclude = vec!["t.kx".into()];
     c.rename = [("t".to_string(), "copy".to_string())].into();
@@ -955,13 +967,9 @@ async fn filters(threads: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_killed_is_transient_then_resumes() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    let Some((t, dir, c)) = fixture(Flavor::MariaDb, KV, 4).await else {
         return;
     };
-    t.exec(KV).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = 4;
     let mut s = start(&c).await;
     let mut all = workload();
     let rest = all.split_off(7);
@@ -988,14 +996,15 @@ async fn target_killed_is_transient_then_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_job_lets_later_ones_roll_back_and_wait() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    let Some((t, _dir, c)) = fixture(
+        Flavor::MariaDb,
+        &format!("{KV};\nINSERT INTO t.kv VALUES (1, 'a')"),
+        4,
+    )
+    .await
+    else {
         return;
     };
-    t.exec(&format!("{KV};\nINSERT INTO t.kv VALUES (1, 'a')"))
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = 4;
     let mut s = start(&c).await;
     // Another client holds row 1: transaction 1 waits for the lock while 2
     // and 3 (other keys) finish first, wait for their turn, roll back after
@@ -1154,16 +1163,15 @@ async fn bulk_updates_and_deletes() {
 async fn deadlock_victim_runs_again() {
     use mysql_async::prelude::Queryable;
     for threads in [1, 4] {
-        let Some(t) = Target::start(Flavor::MariaDb) else {
+        let Some((t, _dir, c)) = fixture(
+            Flavor::MariaDb,
+            &format!("{KV};\nINSERT INTO t.kv SELECT seq, CONCAT('v', seq) FROM t.seq_1_to_100"),
+            threads,
+        )
+        .await
+        else {
             return;
         };
-        t.exec(&format!(
-            "{KV};\nINSERT INTO t.kv SELECT seq, CONCAT('v', seq) FROM t.seq_1_to_100"
-        ))
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(&t, &dir, OnConflict::Stop);
-        c.threads = threads;
         let mut s = start(&c).await;
         // Another client changes 500 rows elsewhere (heavier than the sink's
         // transaction, so InnoDB picks the sink's as the deadlock victim)
