@@ -62,6 +62,7 @@ pub struct Pool {
     next_order: u64,
     /// Highest order committed (every lower one committed before it).
     committed: u64,
+    turn: Arc<watch::Sender<u64>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -91,8 +92,14 @@ impl Pool {
             inflight: Vec::new(),
             next_order: 1,
             committed: 0,
+            turn,
             tasks,
         }
+    }
+
+    /// The order up to which jobs committed, as it changes.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.turn.subscribe()
     }
 
     /// Order of the last job dispatched (0: none yet).
@@ -100,9 +107,10 @@ impl Pool {
         self.next_order - 1
     }
 
-    /// Order up to which every job committed.
+    /// Order up to which every job committed (the workers' own counter may
+    /// be ahead of the reports received).
     pub fn committed(&self) -> u64 {
-        self.committed
+        self.committed.max(*self.turn.borrow())
     }
 
     fn record(&mut self, d: Done) -> Result<(), SinkError> {

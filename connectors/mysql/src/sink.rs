@@ -92,8 +92,10 @@ pub struct MysqlSink {
     /// Workers 1..=threads when `threads > 1`.
     pool: Option<Pool>,
     poison: Poison,
-    /// Acks by pool order (0 without a pool: acked as written).
-    acks: AckQueue,
+    /// Acks by pool order (0 without a pool: acked as written); shared
+    /// with the acker task, which settles them as the pool commits.
+    acks: Arc<Mutex<AckQueue>>,
+    acker: Option<tokio::task::JoinHandle<()>>,
     /// What the target holds once everything dispatched has committed.
     progress: Progress,
     /// `progress.gtid_set` parsed; None while empty (flavour unknown).
@@ -217,12 +219,17 @@ impl MysqlSink {
         } else {
             None
         };
+        let acks = Arc::new(Mutex::new(AckQueue::new()));
+        let acker = pool
+            .as_ref()
+            .map(|p| tokio::spawn(acker(p.commits(), acks.clone())));
         Ok(MysqlSink {
             main: applier(conn, 0),
             pool,
             cfg: shared,
             poison: Poison::new(),
-            acks: AckQueue::new(),
+            acks,
+            acker,
             progress,
             applied,
             unwritten: false,
@@ -592,26 +599,48 @@ impl Sink for MysqlSink {
             Ok(()) => self.positions(),
             Err(e) => Err(e),
         };
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
         match r {
             Ok((end, durable)) => {
-                self.acks.push(end, ack);
-                self.acks.settle(durable);
+                acks.push(end, ack);
+                acks.settle(durable);
                 Ok(())
             }
             Err(e) => {
-                self.acks.push(u64::MAX, ack);
-                Err(self.poison.fail(e, &mut self.acks))
+                acks.push(u64::MAX, ack);
+                Err(self.poison.fail(e, &mut acks))
             }
         }
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
         self.poison.check()?;
-        if let Err(e) = self.drain().await {
-            return Err(self.poison.fail(e, &mut self.acks));
+        let drained = self.drain().await;
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        match drained {
+            Ok(()) => {
+                acks.settle_all();
+                Ok(())
+            }
+            Err(e) => Err(self.poison.fail(e, &mut acks)),
         }
-        self.acks.settle_all();
-        Ok(())
+    }
+}
+
+impl Drop for MysqlSink {
+    fn drop(&mut self) {
+        // Its acks then drop with the queue: unacked batches fail.
+        if let Some(a) = &self.acker {
+            a.abort();
+        }
+    }
+}
+
+/// Acks batches as the pool commits their transactions, between writes.
+async fn acker(mut commits: tokio::sync::watch::Receiver<u64>, acks: Arc<Mutex<AckQueue>>) {
+    while commits.changed().await.is_ok() {
+        let c = *commits.borrow_and_update();
+        acks.lock().unwrap_or_else(|e| e.into_inner()).settle(c);
     }
 }
 
