@@ -1217,3 +1217,31 @@ async fn deadlock_victim_runs_again() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_gtids_and_snapshot_markers_in_progress() {
+    const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let Some((t, _dir, c)) = fixture(Flavor::MariaDb, KV, 2).await else {
+        return;
+    };
+    let named_tx = |seq, id: String, recs| named(seq, &id, recs);
+    let batches = || {
+        vec![
+            named_tx(1, "snapshot:4:1".into(), vec![snap(0, kv(1, "a"))]),
+            named_tx(2, format!("{UUID}:1"), vec![ins(1, 0, kv(2, "b"))]),
+            named_tx(
+                3,
+                format!("{UUID}:2"),
+                vec![upd(2, 0, kv(2, "b"), kv(2, "c"))],
+            ),
+            named_tx(4, format!("{UUID}:3"), vec![del(3, 0, kv(1, "a"))]),
+        ]
+    };
+    apply(&c, batches()).await.unwrap();
+    let p = rowstream_mysql::applied(&c).await.unwrap();
+    assert_eq!(p.gtid_set, format!("{UUID}:1-3"));
+    assert_eq!((p.snapshot_id, p.chunks_done), (4, 1));
+    // Everything again: all skipped (a replay would conflict and stop).
+    apply(&c, batches()).await.expect("skipped");
+    assert_eq!(table(&t, "SELECT * FROM t.kv").await, ["2|c"]);
+}
