@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use rowstream_api::metrics::Handle;
-use rowstream_api::{ChangeEvent, Op, Row, SinkError, Value};
+use rowstream_api::{ChangeEvent, ColumnType, Op, Row, SinkError, Value};
 
 use crate::client::{self, classify, server_code, Progress, Server};
 use crate::config::{MysqlSinkConfig, OnConflict};
@@ -454,21 +454,18 @@ impl Applier {
 }
 
 /// Whether a change can go through the bulk path: an update that keeps its
-/// primary key, or a delete, on a table with a primary key, without VECTOR
-/// values (the server cannot compare them).
+/// primary key, or a delete, on a table with a primary key.
 fn bulk_eligible(ev: &ChangeEvent) -> bool {
     let Some(before) = &ev.before else {
         return false;
     };
-    let vector = |r: &Row| r.values.iter().any(|v| matches!(v, Value::Vector(_)));
-    if ev.primary_key.is_empty() || vector(before) {
+    if ev.primary_key.is_empty() {
         return false;
     }
     match (ev.op, &ev.after) {
         (Op::Delete, _) => true,
         (Op::Update, Some(after)) => {
             after.columns == before.columns
-                && !vector(after)
                 && ev
                     .primary_key
                     .iter()
@@ -604,10 +601,24 @@ impl Applier {
                 .map_err(|e| self.table_err(tmp, e))?;
         }
         let pk: Vec<Arc<str>> = first.primary_key.iter().map(|&i| cols[i].clone()).collect();
+        // VECTOR columns cannot be compared (a VECTOR value the type does not
+        // announce makes the join fail: row by row then).
+        let vector = |i: usize| {
+            matches!(types.and_then(|t| t.get(i)), Some(ColumnType::Vector))
+                || buf.events.iter().any(|e| {
+                    e.before
+                        .as_ref()
+                        .is_some_and(|b| matches!(b.values.get(i), Some(Value::Vector(_))))
+                })
+        };
+        let compared: Vec<Arc<str>> = (0..cols.len())
+            .filter(|&i| !vector(i))
+            .map(|i| cols[i].clone())
+            .collect();
         let sql = if update {
-            encode::bulk_update_sql(table, tb, ta, &cols, &pk)
+            encode::bulk_update_sql(table, (tb, ta), &cols, &compared, &pk)
         } else {
-            encode::bulk_delete_sql(table, tb, &cols)
+            encode::bulk_delete_sql(table, tb, &compared)
         };
         self.query_on(table, &sql).await?;
         let matched = self.conn.affected_rows();

@@ -312,7 +312,13 @@ async fn types_round_trip(flavor: Flavor) {
     );
     let mut c = cfg(&t, &dir, OnConflict::Stop);
     c.name = format!("types-{flavor:?}");
+    let u0 = status(&t, "Com_update_multi").await;
     apply(&c, vec![b]).await.expect("applied");
+    assert_eq!(
+        status(&t, "Com_update_multi").await - u0,
+        1,
+        "the bulk path ran"
+    );
     let m = rowstream_api::metrics::render();
     let fallbacks = format!(
         "rowstream_mysql_bulk_fallbacks_total{{sink=\"{}\"}} 0",
