@@ -635,12 +635,16 @@ async fn conflicts_on(flavor: Flavor) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_spanning_50_batches() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    for threads in [1, 4] {
+        spanning(threads).await;
+    }
+}
+
+async fn spanning(threads: usize) {
+    let Some((t, _dir, c)) = fixture(Flavor::MariaDb, KV, threads).await else {
         return;
     };
-    t.exec(KV).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = start(&cfg(&t, &dir, OnConflict::Stop)).await;
+    let mut s = start(&c).await;
     for seq in 1..=50u64 {
         let recs: Vec<Record> = (0..100)
             .map(|i| {
