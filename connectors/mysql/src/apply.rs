@@ -3,11 +3,14 @@
 //! the full before image) and the conflicts they reveal. The scheduler
 //! (`sink`) decides which transaction runs where and when it commits.
 //!
-//! Invariants kept: buffered inserts are sent before any other statement
-//! of the connection and before its commit ([`Applier::flush_inserts`]),
-//! so statements run in record order; a conflict is logged (fsync'd)
-//! before the statement after it runs, and with `stop` nothing of the
-//! transaction commits.
+//! Invariants kept: at most one buffer (inserts, or bulk updates / deletes)
+//! holds changes, and it is sent before any other kind of statement of the
+//! connection and before its commit ([`Applier::flush_inserts`]), so the
+//! changes of a row apply in record order (a buffer never holds one key
+//! twice where order would matter); a conflict is logged (fsync'd) before
+//! the statement after it runs, and with `stop` nothing of the transaction
+//! commits; the bulk path only ever commits what row-by-row application
+//! would (it matches every row or is rolled back to its savepoint).
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use rowstream_api::metrics::Handle;
-use rowstream_api::{ChangeEvent, Op, Row, SinkError, Value};
+use rowstream_api::{ChangeEvent, ColumnType, Op, Row, SinkError, Value};
 
 use crate::client::{self, classify, server_code, Progress, Server};
 use crate::config::{MysqlSinkConfig, OnConflict};
@@ -140,7 +143,7 @@ impl Applier {
             Op::Update | Op::Delete => {
                 self.flush_insert_buf().await?;
                 if bulk_eligible(ev) && self.temps.is_some() {
-                    self.buffer_bulk(table, ev).await
+                    self.buffer_bulk(ev).await
                 } else {
                     self.flush_bulk().await?;
                     self.update_or_delete(&table, ev).await
@@ -302,13 +305,7 @@ impl Applier {
         match self.conn.exec_drop(sql, params).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(1062) => {
-                let (sql, params) = encode::select_exact_sql(table, after, self.compare(ev));
-                let same: Option<u8> = self
-                    .conn
-                    .exec_first(sql, params)
-                    .await
-                    .map_err(|e| self.table_err(table, e))?;
-                if same.is_some() {
+                if self.exists(table, ev, after).await? {
                     return Ok(());
                 }
                 self.conflict(table, ev, after).await
@@ -333,9 +330,32 @@ impl Applier {
             .await
             .map_err(|e| self.table_err(table, e))?;
         if self.conn.affected_rows() == 0 {
+            if let (Op::Update, Some(after)) = (ev.op, &ev.after) {
+                // The row already is the after image: a change that arrives
+                // twice (a snapshot row read after it), not a conflict.
+                if self.exists(table, ev, after).await? {
+                    return Ok(());
+                }
+            }
             self.conflict(table, ev, before).await?;
         }
         Ok(())
+    }
+
+    /// Whether the target holds a row equal to `row` in every column.
+    async fn exists(
+        &mut self,
+        table: &str,
+        ev: &ChangeEvent,
+        row: &Row,
+    ) -> Result<bool, SinkError> {
+        let (sql, params) = encode::select_exact_sql(table, row, self.compare(ev));
+        let found: Option<u8> = self
+            .conn
+            .exec_first(sql, params)
+            .await
+            .map_err(|e| self.table_err(table, e))?;
+        Ok(found.is_some())
     }
 
     /// A change whose expected row (`expected`: the before image, or the
@@ -434,21 +454,18 @@ impl Applier {
 }
 
 /// Whether a change can go through the bulk path: an update that keeps its
-/// primary key, or a delete, on a table with a primary key, without VECTOR
-/// values (the server cannot compare them).
+/// primary key, or a delete, on a table with a primary key.
 fn bulk_eligible(ev: &ChangeEvent) -> bool {
     let Some(before) = &ev.before else {
         return false;
     };
-    let vector = |r: &Row| r.values.iter().any(|v| matches!(v, Value::Vector(_)));
-    if ev.primary_key.is_empty() || vector(before) {
+    if ev.primary_key.is_empty() {
         return false;
     }
     match (ev.op, &ev.after) {
         (Op::Delete, _) => true,
         (Op::Update, Some(after)) => {
             after.columns == before.columns
-                && !vector(after)
                 && ev
                     .primary_key
                     .iter()
@@ -479,17 +496,19 @@ fn key_bytes(row: &Row, pk: &[usize]) -> Vec<u8> {
 /// savepoint and the rows run one by one, which finds and handles the
 /// conflicts exactly as without the bulk path.
 impl Applier {
-    async fn buffer_bulk(&mut self, table: String, ev: &ChangeEvent) -> Result<(), SinkError> {
+    async fn buffer_bulk(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
         let Some(before) = &ev.before else {
             return Ok(());
         };
         let key = key_bytes(before, &ev.primary_key);
+        let db = self.filter.target_db(&ev.source.db);
         let same = self.bulk.op == Some(ev.op)
+            && self.bulk.db == db
+            && self.bulk.name == *ev.source.table
             && self.bulk.events.first().is_some_and(|f| {
-                self.target(f).as_deref() == Some(&*table)
-                    && f.before
-                        .as_ref()
-                        .is_some_and(|b| b.columns == before.columns)
+                f.before
+                    .as_ref()
+                    .is_some_and(|b| b.columns == before.columns)
             })
             && !self.bulk.keys.contains(&key);
         let cols = before.columns.len().max(1);
@@ -582,10 +601,24 @@ impl Applier {
                 .map_err(|e| self.table_err(tmp, e))?;
         }
         let pk: Vec<Arc<str>> = first.primary_key.iter().map(|&i| cols[i].clone()).collect();
+        // VECTOR columns cannot be compared (a VECTOR value the type does not
+        // announce makes the join fail: row by row then).
+        let vector = |i: usize| {
+            matches!(types.and_then(|t| t.get(i)), Some(ColumnType::Vector))
+                || buf.events.iter().any(|e| {
+                    e.before
+                        .as_ref()
+                        .is_some_and(|b| matches!(b.values.get(i), Some(Value::Vector(_))))
+                })
+        };
+        let compared: Vec<Arc<str>> = (0..cols.len())
+            .filter(|&i| !vector(i))
+            .map(|i| cols[i].clone())
+            .collect();
         let sql = if update {
-            encode::bulk_update_sql(table, tb, ta, &cols, &pk)
+            encode::bulk_update_sql(table, (tb, ta), &cols, &compared, &pk)
         } else {
-            encode::bulk_delete_sql(table, tb, &cols)
+            encode::bulk_delete_sql(table, tb, &compared)
         };
         self.query_on(table, &sql).await?;
         let matched = self.conn.affected_rows();

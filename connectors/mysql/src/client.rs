@@ -224,7 +224,7 @@ pub fn server_code(e: &mysql_async::Error) -> Option<u16> {
 fn transient_code(code: u16) -> bool {
     matches!(
         code,
-        1205 | 1213 | 1053 | 1077 | 1078 | 1079 | 1152 | 1153 | 1158
+        1205 | 1213 | 1053 | 1077 | 1078 | 1079 | 1152 | 1158
             ..=1161 | 1317 | 1927 | 3169 | 1040 | 1203 | 1226 | 2006 | 2013
     )
 }
@@ -246,6 +246,7 @@ pub fn classify(sink: &str, what: &str, e: mysql_async::Error) -> SinkError {
                     ": grant the sink's user the privileges in the README (SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX on the applied databases and the progress schema)"
                 }
                 1290 | 1792 => ": the target is read-only (read_only / super_read_only): make it writable for this user",
+                1153 => ": a row is larger than the target's max_allowed_packet: raise it on the target",
                 _ => ": the target refuses this change; fix the target (or the table's definition) and restart",
             };
             SinkError::Fatal(format!(

@@ -406,15 +406,16 @@ pub fn table_key(table: &str) -> u64 {
 /// `UPDATE t JOIN b ON every column <=> JOIN a ON key = SET every column =
 /// a's`: applies the after images in temporary table `a` to the target rows
 /// that equal the before images in `b` (both made `LIKE t`).
+/// `compared` lists the columns of `cols` the join compares (not VECTOR).
 pub fn bulk_update_sql(
     table: &str,
-    tb: &str,
-    ta: &str,
+    (tb, ta): (&str, &str),
     cols: &[Arc<str>],
+    compared: &[Arc<str>],
     pk: &[Arc<str>],
 ) -> String {
     let mut sql = format!("UPDATE {table} AS t JOIN {tb} AS b ON ");
-    push_joined(&mut sql, cols, " AND ", |c| format!("t.{c} <=> b.{c}"));
+    push_joined(&mut sql, compared, " AND ", |c| format!("t.{c} <=> b.{c}"));
     let _ = write!(sql, " JOIN {ta} AS a ON ");
     push_joined(&mut sql, pk, " AND ", |c| format!("a.{c} = b.{c}"));
     sql.push_str(" SET ");
@@ -425,9 +426,9 @@ pub fn bulk_update_sql(
 /// `DELETE t FROM t JOIN b ON every column <=>`: deletes the target rows
 /// that equal the before images in temporary table `b`.
 /// (The target is named in full: MariaDB does not resolve an alias there.)
-pub fn bulk_delete_sql(table: &str, tb: &str, cols: &[Arc<str>]) -> String {
+pub fn bulk_delete_sql(table: &str, tb: &str, compared: &[Arc<str>]) -> String {
     let mut sql = format!("DELETE {table} FROM {table} JOIN {tb} AS b ON ");
-    push_joined(&mut sql, cols, " AND ", |c| {
+    push_joined(&mut sql, compared, " AND ", |c| {
         format!("{table}.{c} <=> b.{c}")
     });
     sql
@@ -594,7 +595,7 @@ mod tests {
     fn bulk_statements() {
         let cols: Vec<Arc<str>> = vec!["id".into(), "v".into()];
         assert_eq!(
-            bulk_update_sql("T", "B", "A", &cols, &cols[..1]),
+            bulk_update_sql("T", ("B", "A"), &cols, &cols, &cols[..1]),
             "UPDATE T AS t JOIN B AS b ON t.`id` <=> b.`id` AND t.`v` <=> b.`v` JOIN A AS a ON a.`id` = b.`id` SET t.`id` = a.`id`, t.`v` = a.`v`"
         );
         assert_eq!(

@@ -12,9 +12,16 @@
 //! barriers, progress, ordered acks).
 //!
 //! Behaviour worth knowing (see each module for its invariants):
-//! - the target user needs SELECT, INSERT, UPDATE, DELETE on the applied
-//!   tables, CREATE, ALTER, DROP, INDEX for the DDL it applies, and CREATE,
-//!   SELECT, INSERT, UPDATE on the progress schema (created if missing);
+//! - the target user needs SELECT, INSERT, UPDATE, DELETE and CREATE
+//!   TEMPORARY TABLES on the applied databases, CREATE, ALTER, DROP, INDEX
+//!   for the DDL it applies, and CREATE, SELECT, INSERT, UPDATE on the
+//!   progress schema (created if missing); without CREATE TEMPORARY TABLES
+//!   updates and deletes go row by row;
+//! - runs of updates that keep their key, and of deletes, go 1000 rows per
+//!   statement through temporary tables (`apply`, bulk path); a run with a
+//!   conflict rolls back to a savepoint and goes row by row;
+//! - an update whose after image already is the target's row, and an insert
+//!   that finds the identical row, are replays, not conflicts;
 //! - a table without primary key matches rows by the whole before image
 //!   (`LIMIT 1`), like MySQL's own replica; VECTOR columns take no part in
 //!   before-image comparisons (the server cannot compare them);

@@ -30,6 +30,10 @@ use crate::client::Progress;
 /// Longest a finished job waits for its commit turn before it rolls back.
 pub const TURN_WAIT: Duration = Duration::from_secs(2);
 
+/// Lock failures (deadlock victim, lock wait timeout) a job survives; the
+/// next one fails the sink (transient: it restarts from the checkpoint).
+pub const LOCK_RETRIES: u32 = 10;
+
 /// One complete transaction for a worker.
 #[derive(Debug)]
 pub struct Job {
@@ -58,6 +62,7 @@ pub struct Pool {
     next_order: u64,
     /// Highest order committed (every lower one committed before it).
     committed: u64,
+    turn: Arc<watch::Sender<u64>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -87,8 +92,14 @@ impl Pool {
             inflight: Vec::new(),
             next_order: 1,
             committed: 0,
+            turn,
             tasks,
         }
+    }
+
+    /// The order up to which jobs committed, as it changes.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.turn.subscribe()
     }
 
     /// Order of the last job dispatched (0: none yet).
@@ -96,9 +107,10 @@ impl Pool {
         self.next_order - 1
     }
 
-    /// Order up to which every job committed.
+    /// Order up to which every job committed (the workers' own counter may
+    /// be ahead of the reports received).
     pub fn committed(&self) -> u64 {
-        self.committed
+        self.committed.max(*self.turn.borrow())
     }
 
     fn record(&mut self, d: Done) -> Result<(), SinkError> {
@@ -216,6 +228,7 @@ async fn run(ap: &mut Applier, job: &Job, turn: &watch::Sender<u64>) -> Result<(
     // Lock failures of a job already running alone: another client holds
     // the rows; retry with capped backoff.
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut lock_failures = 0;
     loop {
         if alone && !wait_turn(&mut rx, job.order, None).await {
             return Err(SinkError::Transient("mysql sink: stopped".into()));
@@ -226,7 +239,13 @@ async fn run(ap: &mut Applier, job: &Job, turn: &watch::Sender<u64>) -> Result<(
                 return Ok(());
             }
             Ok(false) => false,
-            Err(_) if ap.take_lock_failure() => alone,
+            Err(e) if ap.take_lock_failure() => {
+                lock_failures += 1;
+                if lock_failures > LOCK_RETRIES {
+                    return Err(e);
+                }
+                alone
+            }
             Err(e) => return Err(e),
         };
         ap.discard();

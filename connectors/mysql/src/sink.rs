@@ -28,13 +28,15 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rowstream_api::gtid::{Gtid, GtidSet};
 use rowstream_api::metrics::{self, Family, Handle};
 use rowstream_api::sink::parse_marker;
 use rowstream_api::{
-    Ack, AckQueue, Batch, Commit, Committed, Flavor, Poison, Record, SchemaChange, Sink, SinkError,
+    Ack, AckQueue, Backoff, Batch, Commit, Committed, Flavor, Poison, Record, SchemaChange, Sink,
+    SinkError,
 };
 use tracing::{info, warn};
 
@@ -42,7 +44,7 @@ use crate::apply::{Applier, Shared};
 use crate::client::{self, classify, server_code, Progress};
 use crate::config::MysqlSinkConfig;
 use crate::encode::{self, Filter};
-use crate::pool::Pool;
+use crate::pool::{Pool, LOCK_RETRIES};
 
 pub static MYSQL_CONFLICTS: Family = Family::counter(
     "rowstream_mysql_conflicts_total",
@@ -90,8 +92,10 @@ pub struct MysqlSink {
     /// Workers 1..=threads when `threads > 1`.
     pool: Option<Pool>,
     poison: Poison,
-    /// Acks by pool order (0 without a pool: acked as written).
-    acks: AckQueue,
+    /// Acks by pool order (0 without a pool: acked as written); shared
+    /// with the acker task, which settles them as the pool commits.
+    acks: Arc<Mutex<AckQueue>>,
+    acker: Option<tokio::task::JoinHandle<()>>,
     /// What the target holds once everything dispatched has committed.
     progress: Progress,
     /// `progress.gtid_set` parsed; None while empty (flavour unknown).
@@ -158,12 +162,13 @@ const WORKER_LOCK_WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 10";
 impl MysqlSink {
     /// Validates the config, connects (`threads + 1` connections when
     /// `threads > 1`), creates the progress table if missing and reads what
-    /// the target holds. `committed` is not needed: the target's progress
-    /// table is the truth (it may be ahead of the service's checkpoint; the
-    /// replay is skipped).
+    /// the target holds. The target's progress table is the truth (it may be
+    /// ahead of the service's checkpoint `committed`: the replay is
+    /// skipped); `committed` only serves a warning when the target holds
+    /// nothing yet.
     pub async fn start(
         cfg: &MysqlSinkConfig,
-        _committed: &dyn Committed,
+        committed: &dyn Committed,
     ) -> Result<MysqlSink, SinkError> {
         cfg.validate()?;
         metrics::register(METRICS);
@@ -177,6 +182,11 @@ impl MysqlSink {
                 client::progress_table(cfg)
             ))
         })?;
+        if progress.seq == 0 && !committed.is_empty() {
+            warn!(sink = %cfg.name,
+                  "the target holds no progress for this sink but the service has a checkpoint: \
+                   the target only gets changes after that checkpoint (seed it from a snapshot or a restore first)");
+        }
         info!(sink = %cfg.name, seq = progress.seq, gtid_set = %progress.gtid_set,
               snapshot = progress.snapshot_id, chunks = progress.chunks_done,
               "mysql sink: continuing after what the target holds");
@@ -209,12 +219,17 @@ impl MysqlSink {
         } else {
             None
         };
+        let acks = Arc::new(Mutex::new(AckQueue::new()));
+        let acker = pool
+            .as_ref()
+            .map(|p| tokio::spawn(acker(p.commits(), acks.clone())));
         Ok(MysqlSink {
             main: applier(conn, 0),
             pool,
             cfg: shared,
             poison: Poison::new(),
-            acks: AckQueue::new(),
+            acks,
+            acker,
             progress,
             applied,
             unwritten: false,
@@ -235,7 +250,7 @@ impl MysqlSink {
                 self.dispatch(batch, start..c.end, c).await?;
             } else {
                 self.drain().await?;
-                self.apply_records(recs, Some(c)).await?;
+                self.apply_serial(recs, c).await?;
             }
             start = c.end;
         }
@@ -256,6 +271,33 @@ impl MysqlSink {
             }
         }
         Ok(())
+    }
+
+    /// Applies the end of a transaction on the main connection. One that
+    /// started in this batch and hit a deadlock or lock wait timeout (before
+    /// any DDL of it ran) is rolled back and run again, up to
+    /// `LOCK_RETRIES` times with backoff.
+    async fn apply_serial(&mut self, recs: &[Record], c: &Commit) -> Result<(), SinkError> {
+        let whole = self.tx.is_none();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut attempt = 0;
+        loop {
+            let err = match self.apply_records(recs, Some(c)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let lock = self.main.take_lock_failure();
+            let ddl_ran = self.tx.as_ref().is_some_and(|t| t.ddl_ran);
+            attempt += 1;
+            if !(lock && whole && !ddl_ran && attempt <= LOCK_RETRIES) {
+                return Err(err);
+            }
+            warn!(sink = %self.cfg.name, gtid = %c.gtid, attempt, "rolled back, running it again: {err}");
+            self.main.discard();
+            self.main.query("roll back", "ROLLBACK").await?;
+            self.tx = None;
+            backoff.wait().await;
+        }
     }
 
     /// Waits until the pool committed everything dispatched.
@@ -559,26 +601,48 @@ impl Sink for MysqlSink {
             Ok(()) => self.positions(),
             Err(e) => Err(e),
         };
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
         match r {
             Ok((end, durable)) => {
-                self.acks.push(end, ack);
-                self.acks.settle(durable);
+                acks.push(end, ack);
+                acks.settle(durable);
                 Ok(())
             }
             Err(e) => {
-                self.acks.push(u64::MAX, ack);
-                Err(self.poison.fail(e, &mut self.acks))
+                acks.push(u64::MAX, ack);
+                Err(self.poison.fail(e, &mut acks))
             }
         }
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
         self.poison.check()?;
-        if let Err(e) = self.drain().await {
-            return Err(self.poison.fail(e, &mut self.acks));
+        let drained = self.drain().await;
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        match drained {
+            Ok(()) => {
+                acks.settle_all();
+                Ok(())
+            }
+            Err(e) => Err(self.poison.fail(e, &mut acks)),
         }
-        self.acks.settle_all();
-        Ok(())
+    }
+}
+
+impl Drop for MysqlSink {
+    fn drop(&mut self) {
+        // Its acks then drop with the queue: unacked batches fail.
+        if let Some(a) = &self.acker {
+            a.abort();
+        }
+    }
+}
+
+/// Acks batches as the pool commits their transactions, between writes.
+async fn acker(mut commits: tokio::sync::watch::Receiver<u64>, acks: Arc<Mutex<AckQueue>>) {
+    while commits.changed().await.is_ok() {
+        let c = *commits.borrow_and_update();
+        acks.lock().unwrap_or_else(|e| e.into_inner()).settle(c);
     }
 }
 

@@ -74,6 +74,21 @@ fn cfg(t: &Target, dir: &tempfile::TempDir, on_conflict: OnConflict) -> MysqlSin
     c
 }
 
+/// A fresh target of `flavor` prepared with `sql`, a directory for the
+/// conflict log and a `stop` sink config with `threads` (None: SKIP).
+async fn fixture(
+    flavor: Flavor,
+    sql: &str,
+    threads: usize,
+) -> Option<(Target, tempfile::TempDir, MysqlSinkConfig)> {
+    let t = Target::start(flavor)?;
+    t.exec(sql).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&t, &dir, OnConflict::Stop);
+    c.threads = threads;
+    Some((t, dir, c))
+}
+
 async fn start(cfg: &MysqlSinkConfig) -> MysqlSink {
     MysqlSink::start(cfg, &FakeCommitted::none())
         .await
@@ -297,7 +312,13 @@ async fn types_round_trip(flavor: Flavor) {
     );
     let mut c = cfg(&t, &dir, OnConflict::Stop);
     c.name = format!("types-{flavor:?}");
+    let u0 = status(&t, "Com_update_multi").await;
     apply(&c, vec![b]).await.expect("applied");
+    assert_eq!(
+        status(&t, "Com_update_multi").await - u0,
+        1,
+        "the bulk path ran"
+    );
     let m = rowstream_api::metrics::render();
     let fallbacks = format!(
         "rowstream_mysql_bulk_fallbacks_total{{sink=\"{}\"}} 0",
@@ -494,19 +515,19 @@ fn workload_result() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_a_dropped_sink() {
-    for threads in [1, 4] {
-        exactly_once(threads).await;
+    for (flavor, threads) in [
+        (Flavor::MariaDb, 1),
+        (Flavor::MariaDb, 4),
+        (Flavor::MySql, 4),
+    ] {
+        exactly_once(flavor, threads).await;
     }
 }
 
-async fn exactly_once(threads: usize) {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+async fn exactly_once(flavor: Flavor, threads: usize) {
+    let Some((t, dir, c)) = fixture(flavor, KV, threads).await else {
         return;
     };
-    t.exec(KV).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = threads;
     // First run: stops after batch 5 (transaction 13 open in the target).
     let mut s = start(&c).await;
     write_all(&mut s, workload().into_iter().take(5).collect())
@@ -546,28 +567,35 @@ async fn exactly_once(threads: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_stop_log_skip() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        conflicts_on(flavor).await;
+    }
+}
+
+async fn conflicts_on(flavor: Flavor) {
+    let Some(t) = Target::start(flavor) else {
         return;
     };
     t.exec(KV).await;
     let events = |tx| {
         vec![
-            upd(tx, 0, kv(1, "x"), kv(1, "y")), // target has 1|a
-            del(tx, 1, kv(2, "b")),             // target has no 2
-            ins(tx, 2, kv(3, "q")),             // target has 3|c
-            ins(tx, 3, kv(4, "d")),             // the same row: a replay, no conflict
+            upd(tx, 0, kv(1, "x"), kv(1, "y")),   // target has 1|a
+            del(tx, 1, kv(2, "b")),               // target has no 2
+            ins(tx, 2, kv(3, "q")),               // target has 3|c
+            ins(tx, 3, kv(4, "d")),               // the same row: a replay, no conflict
+            upd(tx, 4, kv(5, "old"), kv(5, "e")), // already the after image: a replay
         ]
     };
-    let reset = "DELETE FROM t.kv;\nINSERT INTO t.kv VALUES (1, 'a'), (3, 'c'), (4, 'd')";
+    let reset = "DELETE FROM t.kv;\nINSERT INTO t.kv VALUES (1, 'a'), (3, 'c'), (4, 'd'), (5, 'e')";
     for (mode, want) in [
-        (OnConflict::Stop, vec!["1|a", "3|c", "4|d"]),
-        (OnConflict::Log, vec!["1|y", "3|q", "4|d"]),
-        (OnConflict::Skip, vec!["1|a", "3|c", "4|d"]),
+        (OnConflict::Stop, vec!["1|a", "3|c", "4|d", "5|e"]),
+        (OnConflict::Log, vec!["1|y", "3|q", "4|d", "5|e"]),
+        (OnConflict::Skip, vec!["1|a", "3|c", "4|d", "5|e"]),
     ] {
         t.exec(reset).await;
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(&t, &dir, mode);
-        c.name = mode.as_str().into();
+        c.name = format!("{}-{flavor:?}", mode.as_str());
         let r = apply(&c, vec![batch(1, vec![(7, events(7))], vec![])]).await;
         assert_eq!(
             table(&t, "SELECT * FROM t.kv ORDER BY id").await,
@@ -600,22 +628,23 @@ async fn conflicts_stop_log_skip() {
         assert_eq!(lines[2]["op"], "c");
         assert_eq!(lines[2]["found"], serde_json::json!({"id": "3", "v": "c"}));
         let m = rowstream_api::metrics::render();
-        let want = format!(
-            "rowstream_mysql_conflicts_total{{sink=\"{}\"}} 3",
-            mode.as_str()
-        );
+        let want = format!("rowstream_mysql_conflicts_total{{sink=\"{}\"}} 3", c.name);
         assert!(m.contains(&want), "{want} in {m}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_spanning_50_batches() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    for threads in [1, 4] {
+        spanning(threads).await;
+    }
+}
+
+async fn spanning(threads: usize) {
+    let Some((t, _dir, c)) = fixture(Flavor::MariaDb, KV, threads).await else {
         return;
     };
-    t.exec(KV).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = start(&cfg(&t, &dir, OnConflict::Stop)).await;
+    let mut s = start(&c).await;
     for seq in 1..=50u64 {
         let recs: Vec<Record> = (0..100)
             .map(|i| {
@@ -720,7 +749,13 @@ fn random_workload(n: u64, seed: u64) -> Vec<Batch> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_equals_serial() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    for flavor in [Flavor::MariaDb, Flavor::MySql] {
+        parallel_equals_serial_on(flavor).await;
+    }
+}
+
+async fn parallel_equals_serial_on(flavor: Flavor) {
+    let Some(t) = Target::start(flavor) else {
         return;
     };
     let mut ddl = String::new();
@@ -882,14 +917,15 @@ async fn include_exclude_and_rename() {
 }
 
 async fn filters(threads: usize) {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    let Some((t, _dir, mut c)) = fixture(
+        Flavor::MariaDb,
+        "CREATE DATABASE copy;\nCREATE TABLE copy.kv (id INT PRIMARY KEY, v VARCHAR(20))",
+        threads,
+    )
+    .await
+    else {
         return;
     };
-    t.exec("CREATE DATABASE copy;\nCREATE TABLE copy.kv (id INT PRIMARY KEY, v VARCHAR(20))")
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = threads;
     c.include = vec!["t.k*".into()];
     c.exclude = vec!["t.kx".into()];
     c.rename = [("t".to_string(), "copy".to_string())].into();
@@ -941,13 +977,9 @@ async fn filters(threads: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_killed_is_transient_then_resumes() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    let Some((t, dir, c)) = fixture(Flavor::MariaDb, KV, 4).await else {
         return;
     };
-    t.exec(KV).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = 4;
     let mut s = start(&c).await;
     let mut all = workload();
     let rest = all.split_off(7);
@@ -974,14 +1006,15 @@ async fn target_killed_is_transient_then_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_job_lets_later_ones_roll_back_and_wait() {
-    let Some(t) = Target::start(Flavor::MariaDb) else {
+    let Some((t, _dir, c)) = fixture(
+        Flavor::MariaDb,
+        &format!("{KV};\nINSERT INTO t.kv VALUES (1, 'a')"),
+        4,
+    )
+    .await
+    else {
         return;
     };
-    t.exec(&format!("{KV};\nINSERT INTO t.kv VALUES (1, 'a')"))
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(&t, &dir, OnConflict::Stop);
-    c.threads = 4;
     let mut s = start(&c).await;
     // Another client holds row 1: transaction 1 waits for the lock while 2
     // and 3 (other keys) finish first, wait for their turn, roll back after
@@ -1134,4 +1167,91 @@ async fn bulk_updates_and_deletes() {
         );
         assert!(m.contains(&want), "{want} in {m}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlock_victim_runs_again() {
+    use mysql_async::prelude::Queryable;
+    for threads in [1, 4] {
+        let Some((t, _dir, c)) = fixture(
+            Flavor::MariaDb,
+            &format!("{KV};\nINSERT INTO t.kv SELECT seq, CONCAT('v', seq) FROM t.seq_1_to_100"),
+            threads,
+        )
+        .await
+        else {
+            return;
+        };
+        let mut s = start(&c).await;
+        // Another client changes 500 rows elsewhere (heavier than the sink's
+        // transaction, so InnoDB picks the sink's as the deadlock victim)
+        // and locks row 50.
+        let mut other = t.conn().await;
+        other.query_drop("START TRANSACTION").await.unwrap();
+        other
+            .query_drop("INSERT INTO t.nopk SELECT seq, 'x' FROM t.seq_1_to_500")
+            .await
+            .unwrap();
+        other
+            .query_drop("SELECT * FROM t.kv WHERE id = 50 FOR UPDATE")
+            .await
+            .unwrap();
+        let b = batch(
+            1,
+            vec![(
+                1,
+                vec![
+                    upd(1, 0, kv(1, "v1"), kv(1, "w1")),
+                    upd(1, 1, kv(50, "v50"), kv(50, "w50")), // waits for the other client
+                ],
+            )],
+            vec![],
+        );
+        let task = tokio::spawn(async move {
+            let r = write_all(&mut s, vec![b]).await;
+            (s, r)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Row 1 is the sink's: a deadlock, the sink's transaction rolls back.
+        other
+            .query_drop("SELECT * FROM t.kv WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        other.query_drop("COMMIT").await.unwrap();
+        let (_s, r) = task.await.unwrap();
+        r.unwrap_or_else(|e| panic!("threads {threads}: {e}"));
+        assert_eq!(
+            table(&t, "SELECT * FROM t.kv WHERE v LIKE 'w%' ORDER BY id").await,
+            ["1|w1", "50|w50"],
+            "threads {threads}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_gtids_and_snapshot_markers_in_progress() {
+    const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let Some((t, _dir, c)) = fixture(Flavor::MariaDb, KV, 2).await else {
+        return;
+    };
+    let named_tx = |seq, id: String, recs| named(seq, &id, recs);
+    let batches = || {
+        vec![
+            named_tx(1, "snapshot:4:1".into(), vec![snap(0, kv(1, "a"))]),
+            named_tx(2, format!("{UUID}:1"), vec![ins(1, 0, kv(2, "b"))]),
+            named_tx(
+                3,
+                format!("{UUID}:2"),
+                vec![upd(2, 0, kv(2, "b"), kv(2, "c"))],
+            ),
+            named_tx(4, format!("{UUID}:3"), vec![del(3, 0, kv(1, "a"))]),
+        ]
+    };
+    apply(&c, batches()).await.unwrap();
+    let p = rowstream_mysql::applied(&c).await.unwrap();
+    assert_eq!(p.gtid_set, format!("{UUID}:1-3"));
+    assert_eq!((p.snapshot_id, p.chunks_done), (4, 1));
+    // Everything again: all skipped (a replay would conflict and stop).
+    apply(&c, batches()).await.expect("skipped");
+    assert_eq!(table(&t, "SELECT * FROM t.kv").await, ["2|c"]);
 }
