@@ -80,14 +80,13 @@ TOML
   printf 'END=%s\nCHECKSUM=%s\n' "$END" "$CHECKSUM" >"$DIR/backup.env"
 fi
 source "$DIR/backup.env"
-BINLOGS=$(ls "$SRC_DATADIR"/mysql-bin.[0-9]*)
+BINLOGS=$(ls "$SRC_DATADIR"/mysql-bin.[0-9]* | tr "\n" " ")
 EXPECTED=$((NTX*ROWS*2))
 
 fresh_target() {
   deploy/dev/stop.sh --purge "$DIR/target" >/dev/null 2>&1 || true
-  eval "$(deploy/dev/start-mariadb.sh "$TPORT" "$DIR/target" -- --max-allowed-packet=256M \
-    --slave-parallel-threads=4 --slave-parallel-mode=optimistic)"
-  TARGET_PID=$PID
+  TARGET_PID=$(deploy/dev/start-mariadb.sh "$TPORT" "$DIR/target" -- --max-allowed-packet=256M \
+    --slave-parallel-threads=4 --slave-parallel-mode=optimistic | sed -n 's/^PID=//p')
 }
 cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 check_target() {

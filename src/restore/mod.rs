@@ -17,8 +17,9 @@
 //!   kill continues where the last one stopped.
 //! - Exit 0 only when every transaction up to the chosen point is
 //!   committed on the target.
-//! - Memory is bounded: at most [`IN_FLIGHT`] batches of [`BATCH_RECORDS`]
-//!   records and one held transaction (`replay::HOLD_BYTES`).
+//! - Memory is bounded: at most [`IN_FLIGHT`] batches of at most
+//!   [`MAX_BATCH_RECORDS`] records and one held transaction
+//!   (`replay::HOLD_BYTES`).
 
 mod progress;
 pub mod replay;
@@ -38,10 +39,14 @@ use progress::Progress;
 use replay::{Replay, Step, StopAt, Stopped};
 use target::Target;
 
-/// Records per batch handed to the apply sink.
+/// A batch is handed to the apply sink at the first commit after this many
+/// records (whole transactions in a batch can be applied in parallel; one
+/// that spans batches runs alone)...
 pub const BATCH_RECORDS: usize = 1024;
+/// ...or, inside a big transaction, at this many.
+pub const MAX_BATCH_RECORDS: usize = 16 * 1024;
 /// Batches handed to the sink and not yet acknowledged.
-pub const IN_FLIGHT: usize = 8;
+pub const IN_FLIGHT: usize = 4;
 
 /// `rowstream restore` arguments.
 #[derive(clap::Args, Debug)]
@@ -283,7 +288,7 @@ impl Feeder {
             self.rows += 1;
         }
         self.batch.records.push(rec);
-        if self.batch.records.len() >= BATCH_RECORDS {
+        if self.batch.records.len() >= MAX_BATCH_RECORDS {
             self.send(p).await?;
         }
         Ok(())
@@ -295,7 +300,7 @@ impl Feeder {
             gtid: Arc::from(id),
             events,
         });
-        if self.batch.commits.len() >= BATCH_RECORDS {
+        if self.batch.records.len() >= BATCH_RECORDS || self.batch.commits.len() >= BATCH_RECORDS {
             self.send(p).await?;
         }
         Ok(())
