@@ -277,15 +277,17 @@ impl Held {
 struct Feeder {
     sink: Box<dyn Sink>,
     batch: Batch,
-    /// Rows and transactions in `batch` (for progress once acked).
+    /// Rows of the transactions committed in `batch` (progress once acked).
     rows: u64,
+    /// Rows of the open transaction, counted at its commit.
+    tx_rows: u64,
     acks: VecDeque<(AckReceiver, u64, Vec<Arc<str>>)>,
 }
 
 impl Feeder {
     async fn push(&mut self, rec: Record, p: &mut Progress) -> anyhow::Result<()> {
         if matches!(rec, Record::Change(_)) {
-            self.rows += 1;
+            self.tx_rows += 1;
         }
         self.batch.records.push(rec);
         if self.batch.records.len() >= MAX_BATCH_RECORDS {
@@ -295,6 +297,7 @@ impl Feeder {
     }
 
     async fn commit(&mut self, id: String, events: u64, p: &mut Progress) -> anyhow::Result<()> {
+        self.rows += std::mem::take(&mut self.tx_rows);
         self.batch.commits.push(Commit {
             end: self.batch.records.len(),
             gtid: Arc::from(id),
@@ -360,11 +363,8 @@ impl Feeder {
     /// transaction the walk decided not to apply.
     fn cut_open_transaction(&mut self) {
         let end = self.batch.commits.last().map_or(0, |c| c.end);
-        let cut = self.batch.records.split_off(end);
-        self.rows -= cut
-            .iter()
-            .filter(|r| matches!(r, Record::Change(_)))
-            .count() as u64;
+        self.batch.records.truncate(end);
+        self.tx_rows = 0;
     }
 }
 
@@ -400,6 +400,7 @@ async fn apply(
             ..Batch::default()
         },
         rows: 0,
+        tx_rows: 0,
         acks: VecDeque::new(),
     };
     let mut ddl_unsettled = false;
