@@ -138,3 +138,13 @@ wait_ready() {
     sleep 0.05
   done
 }
+
+# owner_watchdog PID: when ROWSTREAM_OWNER_PID is set, a background watchdog SIGKILLs PID
+# once that owner process is gone. A test binary shares one JVM server between its tests
+# and has no hook that runs at its exit, so the server must not outlive it.
+owner_watchdog() {
+  [[ -n ${ROWSTREAM_OWNER_PID:-} ]] || return 0
+  nohup bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+                 kill -0 "$2" 2>/dev/null && kill -KILL "$2"' watchdog "$ROWSTREAM_OWNER_PID" "$1" \
+    >/dev/null 2>&1 </dev/null &
+}
