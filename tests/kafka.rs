@@ -620,8 +620,7 @@ fn cluster_leader_kill_loses_nothing() {
             let before = high_watermarks(&b, "");
             cluster.kill_node(leader as u16);
             eprintln!("round {round}: SIGKILLed node {leader}, the leader of svc.s.t/0");
-            std::thread::sleep(Duration::from_secs(3));
-            let after = high_watermarks(&b, "");
+            let after = watermarks_of(&b, &before);
             for (tp, hw) in &before {
                 let now = after.get(tp).copied().unwrap_or(0);
                 assert!(
@@ -637,6 +636,22 @@ fn cluster_leader_kill_loses_nothing() {
     svc.wait_caught_up(&server, Duration::from_secs(120));
     svc.stop(Duration::from_secs(60));
     check_topics(&server, &b, "", true);
+}
+
+/// High watermarks of the partitions of `before` once all of them answer again (a new
+/// leader elected), or whatever answered after 60 s.
+fn watermarks_of(
+    bootstrap: &str,
+    before: &BTreeMap<(String, i32), i64>,
+) -> BTreeMap<(String, i32), i64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = high_watermarks(bootstrap, "");
+        if before.keys().all(|tp| now.contains_key(tp)) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The node id of the leader of `topic`/`partition`.
