@@ -25,8 +25,8 @@ use std::time::Duration;
 use common::kafka::{consume_topic, consumer};
 use common::{
     differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with, stream_workload,
-    Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestKafkaCluster, TestServer,
-    Workload,
+    Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestKafkaCluster, TestKafkaSasl,
+    TestServer, Workload,
 };
 use rand::Rng;
 use rdkafka::consumer::Consumer;
@@ -667,4 +667,55 @@ fn partition_leader(bootstrap: &str, topic: &str, partition: i32) -> i32 {
         .unwrap_or_else(|| panic!("{topic} has no partition {partition}"));
     assert!(p.leader() > 0, "{topic}/{partition} has no leader");
     p.leader()
+}
+
+/// A Kafka sink through the broker's SASL_SSL listener with `mechanism` and `password`,
+/// as a librdkafka user writes it in `properties`.
+fn sasl_ssl_sink(kafka: &TestKafkaSasl, mechanism: &str, password: &str) -> Sink {
+    Sink::Other(format!(
+        "type = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\npartitions = 2\n\
+         [sinks.properties]\n\"linger.ms\" = \"2\"\n\"security.protocol\" = \"SASL_SSL\"\n\
+         \"sasl.mechanism\" = {mechanism:?}\n\"sasl.username\" = {:?}\n\
+         \"sasl.password\" = {password:?}\n\"ssl.ca.location\" = {:?}\n",
+        kafka.secure_bootstrap(),
+        TestKafkaSasl::USER,
+        kafka.ca_file().display().to_string(),
+    ))
+}
+
+/// TLS (a CA made with openssl, the broker's certificate verified for 127.0.0.1) and SASL:
+/// rowstream streams the workload through SCRAM-SHA-512, then a little more through
+/// SCRAM-SHA-256 and PLAIN, and every topic equals its table; with a wrong password it
+/// stops (no endless retry) with a message naming the settings to fix.
+#[test]
+fn sasl_ssl_streams_and_wrong_credentials_stop() {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafkaSasl::start) else {
+        return;
+    };
+    let cfg =
+        |mech: &str, pw: &str| ServiceConfig::for_server(&server, sasl_ssl_sink(&kafka, mech, pw));
+    let mut svc = Service::new("mariadb", cfg("SCRAM-SHA-512", TestKafkaSasl::PASSWORD));
+    let mut w = Workload::new(seed(), TABLES);
+    stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(120));
+    for mech in ["SCRAM-SHA-256", "PLAIN"] {
+        server.exec(&w.script(20));
+        let mut svc = Service::new("mariadb", cfg(mech, TestKafkaSasl::PASSWORD));
+        svc.spawn();
+        svc.wait_caught_up(&server, Duration::from_secs(60));
+        svc.stop(Duration::from_secs(60));
+    }
+    check_topics(&server, &kafka.bootstrap(), "", true);
+
+    let mut svc = Service::new("mariadb", cfg("SCRAM-SHA-512", "not-the-password"));
+    svc.spawn();
+    let status = svc.wait_exit(Duration::from_secs(90));
+    let log = svc.log_text();
+    assert!(!status.success(), "exit status {status}\n{log}");
+    let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
+    eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
+    assert!(
+        fatal.is_some_and(|l| l.contains("sasl.password") && l.contains("sasl.username")),
+        "the error names the settings:\n{}",
+        svc.log_tail()
+    );
 }

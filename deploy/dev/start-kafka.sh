@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# start-kafka.sh [--nodes N] PORT DATADIR
+# start-kafka.sh [--nodes N] [--sasl-ssl] PORT DATADIR
 # start-kafka.sh --fetch      (only download Apache Kafka into the cache)
 #
 # Starts a private, throwaway Apache Kafka 4.4.0 broker in KRaft mode (one JVM that is
@@ -9,6 +9,12 @@
 # own, so `stop-kafka.sh --kill DATADIR/node-2` kills one node and `start-kafka.sh
 # PORT DATADIR/node-2` brings it back), with replication factor N and
 # min.insync.replicas=2 for every topic.
+#
+# --sasl-ssl (one node only) adds a SASL_SSL listener on PORT+1 (TLS with a certificate for
+# 127.0.0.1 signed by a CA made here with openssl, DATADIR/tls/ca.pem; SASL mechanisms
+# SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN, one user `rowstream` / `rowstream-secret`)
+# beside the PLAINTEXT one on PORT; the info then also has SECURE_BOOTSTRAP, CA_FILE,
+# SASL_USER and SASL_PASSWORD.
 #
 # Kafka is fetched once with `mvn dependency:copy-dependencies` on deploy/dev/maven/
 # kafka.pom.xml into $ROWSTREAM_CACHE/kafka-4.4.0/lib (see fetch_kafka). A DATADIR that
@@ -24,10 +30,17 @@
 # Stop it with stop-kafka.sh DATADIR. Env: JAVA (java: 17 or newer), KAFKA_HEAP (384m).
 source "$(dirname "$0")/lib.sh"
 
-NODES=1
-if [[ ${1:-} == --nodes ]]; then NODES=${2:-}; shift 2; fi
-[[ $# -eq 2 || ${1:-} == --fetch ]] || die "usage: $0 [--nodes N] PORT DATADIR | $0 --fetch"
+NODES=1 SASL_SSL=''
+while [[ ${1:-} == --nodes || ${1:-} == --sasl-ssl ]]; do
+  case $1 in
+    --nodes) NODES=${2:-}; shift 2 ;;
+    --sasl-ssl) SASL_SSL=1; shift ;;
+  esac
+done
+[[ $# -eq 2 || ${1:-} == --fetch ]] || die "usage: $0 [--nodes N] [--sasl-ssl] PORT DATADIR | $0 --fetch"
 [[ $NODES =~ ^[1-9]$ ]] || die "--nodes must be 1..9: $NODES"
+[[ -z $SASL_SSL || $NODES == 1 ]] || die "--sasl-ssl is for one node only"
+SASL_USER=rowstream SASL_PASSWORD=rowstream-secret
 PORT=${1:-}; DATADIR=${2:-}
 PY=${PYTHON:-python3}
 JAVA=${JAVA:-java}
@@ -95,20 +108,50 @@ java_cmd() {
     "-Dlog4j2.configurationFile=$KAFKA_LIB/log4j2.xml" -cp "$KAFKA_LIB/*")
 }
 
+# make_certs DIR: DIR/tls/ca.pem (a CA) and DIR/tls/server.pem (key + certificate for
+# 127.0.0.1 and localhost signed by it, a PEM key store as Kafka reads it).
+make_certs() {
+  local t=$1/tls
+  mkdir -p "$t"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=rowstream-test-ca \
+      -keyout "$t/ca.key" -out "$t/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$t/server.key" -out "$t/server.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/san.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 7 -extfile "$t/san.ext" -out "$t/server.crt"
+  } >>"$1/broker.log" 2>&1 || die "openssl failed making the test certificates (see $1/broker.log)"
+  cat "$t/server.key" "$t/server.crt" "$t/ca.pem" >"$t/server.pem"
+}
+
+# sasl_ssl_config DIR: the SASL_SSL listener's settings (see --sasl-ssl).
+sasl_ssl_config() {
+  cat <<CONF
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+ssl.keystore.type=PEM
+ssl.keystore.location=$1/tls/server.pem
+ssl.client.auth=none
+CONF
+}
+
 # write_config DIR NODE_ID PORT VOTERS NODES CONTROLLER_PORT: the server.properties of one node.
 write_config() {
-  local d=$1 id=$2 port=$3 voters=$4 n=$5 cport=$6 isr=1
+  local d=$1 id=$2 port=$3 voters=$4 n=$5 cport=$6 isr=1 extra='' extra_map=''
   (( n > 1 )) && isr=2
+  if [[ -n $SASL_SSL ]]; then extra=",SASL_SSL://127.0.0.1:$((port + 1))"; extra_map=,SASL_SSL:SASL_SSL; fi
   cat >"$d/server.properties" <<EOF
 # Written by deploy/dev/start-kafka.sh: a throwaway test broker, loopback only.
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport$extra
+advertised.listeners=PLAINTEXT://127.0.0.1:$port$extra
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$extra_map
 log.dirs=$d/data
 num.partitions=1
 default.replication.factor=$n
@@ -132,12 +175,19 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 log.cleaner.enable=false
 EOF
+  if [[ -n $SASL_SSL ]]; then make_certs "$d"; sasl_ssl_config "$d" >>"$d/server.properties"; fi
 }
 
-# format_node DIR CLUSTER_ID: the KRaft storage format, once per data dir.
+# format_node DIR CLUSTER_ID: the KRaft storage format, once per data dir (with the SCRAM
+# credentials of the SASL user under --sasl-ssl).
 format_node() {
-  local JAVA_CMD; java_cmd
-  "${JAVA_CMD[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$2" \
+  local JAVA_CMD scram=() m; java_cmd
+  if [[ -n $SASL_SSL ]]; then
+    for m in SCRAM-SHA-256 SCRAM-SHA-512; do
+      scram+=(--add-scram "$m=[name=$SASL_USER,password=$SASL_PASSWORD]")
+    done
+  fi
+  "${JAVA_CMD[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$2" "${scram[@]}" \
     -c "$1/server.properties" >>"$1/broker.log" 2>&1 || { tail -20 "$1/broker.log" >&2; die "kafka storage format failed in $1"; }
 }
 
@@ -194,6 +244,12 @@ info() {
             "PID=${pids%% *}" "PIDS=$pids" "LOG=${NODE_DIRS[0]}/broker.log"; do
     printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
+  if grep -q '^listeners=.*SASL_SSL://' "${NODE_DIRS[0]}/server.properties"; then
+    for kv in "SECURE_BOOTSTRAP=127.0.0.1:$((PORT + 1))" "CA_FILE=${NODE_DIRS[0]}/tls/ca.pem" \
+              "SASL_USER=$SASL_USER" "SASL_PASSWORD=$SASL_PASSWORD"; do
+      printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
+    done
+  fi
 }
 
 if [[ $PORT == --fetch ]]; then fetch_kafka; echo "KAFKA_LIB=$KAFKA_LIB"; exit 0; fi
@@ -208,6 +264,7 @@ fetch_kafka
 T0=$(now)
 [[ -f ${NODE_DIRS[0]}/server.properties ]] || {
   for ((i = 0; i < NODES; i++)); do check_port $((PORT + i)); done
+  [[ -z $SASL_SSL ]] || check_port $((PORT + 1))
   configure "${NODE_DIRS[@]}"
 }
 DEADLINE=$(( $(date +%s) + ${START_TIMEOUT:-60} ))

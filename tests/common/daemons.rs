@@ -68,6 +68,19 @@ pub const KAFKA3: DaemonKind = DaemonKind {
     log_file: "node-1/broker.log",
 };
 
+/// Apache Kafka 4.4, one KRaft broker with a SASL_SSL listener on PORT+1 beside the
+/// PLAINTEXT one (`start-kafka.sh --sasl-ssl`): TLS with a CA made by the script with
+/// openssl (`tls/ca.pem` in the data dir), SCRAM-SHA-256/512 and PLAIN for one user.
+pub const KAFKA_SASL: DaemonKind = DaemonKind {
+    name: "kafkasasl",
+    what: "the Apache Kafka broker with a SASL_SSL listener",
+    start_script: "start-kafka.sh",
+    start_args: &["--sasl-ssl"],
+    stop_script: "stop-kafka.sh",
+    pid_file: "broker.pid",
+    log_file: "broker.log",
+};
+
 /// OpenSearch 2.19, one node (`deploy/dev/start-opensearch.sh`).
 pub const OPENSEARCH: DaemonKind = DaemonKind {
     name: "opensearch",
@@ -92,7 +105,7 @@ pub const OSMEM: DaemonKind = DaemonKind {
 
 /// Every daemon kind, for the sweep of data dirs left by dead test processes (`kafka3`
 /// before `kafka`: the sweep takes the first kind whose name prefixes the dir's).
-pub(super) const KINDS: [&DaemonKind; 4] = [&KAFKA3, &KAFKA, &OPENSEARCH, &OSMEM];
+pub(super) const KINDS: [&DaemonKind; 5] = [&KAFKA3, &KAFKA_SASL, &KAFKA, &OPENSEARCH, &OSMEM];
 
 /// A private throwaway daemon on `127.0.0.1:port`, its files under
 /// `target/test-servers/<name>-<pid>-<n>`. Killed and purged on drop.
@@ -315,6 +328,11 @@ daemon_type!(
 );
 
 daemon_type!(
+    /// An Apache Kafka broker with a SASL_SSL listener (see [`KAFKA_SASL`]).
+    TestKafkaSasl = KAFKA_SASL
+);
+
+daemon_type!(
     /// An OpenSearch node (its data survives a SIGKILL and restart).
     TestSearch = OPENSEARCH
 );
@@ -333,6 +351,27 @@ impl TestKafka {
     /// The sink's `topic` template for this handle (Debezium's default behind the prefix).
     pub fn topic_template(&self) -> String {
         format!("topic = \"{}{{name}}.{{db}}.{{table}}\"", self.prefix)
+    }
+}
+
+impl TestKafkaSasl {
+    /// The SASL user and its password (SCRAM credentials and PLAIN).
+    pub const USER: &'static str = "rowstream";
+    pub const PASSWORD: &'static str = "rowstream-secret";
+
+    /// The PLAINTEXT listener, for the test's own consumers.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The SASL_SSL listener.
+    pub fn secure_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port + 1)
+    }
+
+    /// The CA certificate that signed the broker's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.datadir.join("tls/ca.pem")
     }
 }
 

@@ -63,8 +63,8 @@ pub use cli::{
 };
 #[allow(unused_imports)]
 pub use daemons::{
-    server_with, DaemonKind, TestDaemon, TestKafka, TestKafkaCluster, TestSearch, KAFKA, KAFKA3,
-    OPENSEARCH, OSMEM,
+    server_with, DaemonKind, TestDaemon, TestKafka, TestKafkaCluster, TestKafkaSasl, TestSearch,
+    KAFKA, KAFKA3, KAFKA_SASL, OPENSEARCH, OSMEM,
 };
 #[allow(unused_imports)]
 pub use gtid::{gtid_key, gtid_seqs};
