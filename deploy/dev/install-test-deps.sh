@@ -6,7 +6,9 @@
 #   2. Oracle MySQL 9.7 from Debian sid, extracted into $ROWSTREAM_MYSQL_ROOT
 #      (default ${ROWSTREAM_CACHE:-$HOME/.cache/rowstream}/mysql-sid/root) by setup-mysql.sh.
 #   3. A JDK (17 or newer) and Maven, from Debian (openjdk-17-jdk-headless, maven) when
-#      javac or mvn is missing.
+#      javac or mvn is missing; openssl (the SASL_SSL test broker's certificates) and
+#      libssl-dev + pkg-config (librdkafka is built with OpenSSL: the `ssl` feature of
+#      rdkafka in Cargo.toml) when missing.
 #   4. Apache Kafka 4.4.0 (Maven Central, mvn dependency:copy-dependencies) into
 #      $ROWSTREAM_CACHE/kafka-4.4.0 by start-kafka.sh --fetch.
 #   5. OpenSearch 2.19.6 (Maven Central) into $ROWSTREAM_CACHE/opensearch-2.19.6 by
@@ -48,6 +50,10 @@ done
 
 if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
   apt_install jdk openjdk-17-jdk-headless maven
+fi
+if ! command -v openssl >/dev/null || ! command -v pkg-config >/dev/null \
+   || ! pkg-config --exists openssl 2>/dev/null; then
+  apt_install ssl openssl libssl-dev pkg-config
 fi
 "$DEV_SCRIPTS/start-kafka.sh" --fetch >/dev/null
 "$DEV_SCRIPTS/start-opensearch.sh" --fetch >/dev/null
