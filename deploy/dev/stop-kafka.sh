@@ -19,28 +19,6 @@ while [[ ${1:-} == --* ]]; do
 done
 [[ $# -ge 1 ]] || die "usage: $0 [--kill] [--purge] DATADIR..."
 
-# stop_one DIR: stops the broker of one node dir (a DATADIR without node-* dirs).
-stop_one() {
-  local D=$1 PID='' p cmd t
-  if [[ -f $D/broker.pid ]]; then
-    p=$(cat "$D/broker.pid")
-    cmd=" $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true) "
-    if pid_alive "$p" && [[ $cmd == *" $D/server.properties "* ]]; then PID=$p; fi
-  fi
-  if [[ -n $PID ]]; then
-    t=$(now)
-    if [[ -n $KILL ]]; then kill -KILL "$PID" 2>/dev/null || true; else kill -TERM "$PID" 2>/dev/null || true; fi
-    if ! wait_pid_gone "$PID" "${STOP_TIMEOUT:-30}"; then
-      log "$D: pid $PID did not stop in time, SIGKILL"; kill -KILL "$PID" 2>/dev/null || true
-      wait_pid_gone "$PID" 10 || { log "$D: pid $PID still alive"; return 1; }
-    fi
-    log "$D: stopped kafka broker pid $PID ($([[ -n $KILL ]] && echo SIGKILL || echo clean)) in $(elapsed "$t")s"
-  elif [[ -f $D/broker.pid ]]; then
-    log "$D: not running"
-  fi
-  rm -f "$D/broker.pid"
-}
-
 rc=0
 for D in "$@"; do
   [[ -d $D ]] || { log "$D: no such dir (nothing to stop)"; continue; }
@@ -49,7 +27,9 @@ for D in "$@"; do
   [[ -d ${NODE_DIRS[0]} ]] || NODE_DIRS=("$D")
   # A cluster's nodes are signalled together so a clean stop does not wait on lost quorum.
   JOBS=()
-  for N in "${NODE_DIRS[@]}"; do stop_one "$N" & JOBS+=($!); done
+  for N in "${NODE_DIRS[@]}"; do
+    stop_recorded "$N" broker.pid " $N/server.properties " "kafka broker" "$KILL" & JOBS+=($!)
+  done
   for J in "${JOBS[@]}"; do wait "$J" || rc=1; done
   if [[ -n $PURGE ]]; then rm -rf --one-file-system "$D"; log "$D: purged"; fi
 done

@@ -23,24 +23,7 @@ rc=0
 for D in "$@"; do
   [[ -d $D ]] || { log "$D: no such dir (nothing to stop)"; continue; }
   D=$(readlink -f "$D")
-  PID=''
-  if [[ -f $D/opensearch.pid ]]; then
-    p=$(cat "$D/opensearch.pid")
-    cmd=" $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true) "
-    if pid_alive "$p" && [[ $cmd == *" path.home=$D "* ]]; then PID=$p; fi
-  fi
-  if [[ -n $PID ]]; then
-    t=$(now)
-    if [[ -n $KILL ]]; then kill -KILL "$PID" 2>/dev/null || true; else kill -TERM "$PID" 2>/dev/null || true; fi
-    if ! wait_pid_gone "$PID" "${STOP_TIMEOUT:-30}"; then
-      log "$D: pid $PID did not stop in time, SIGKILL"; kill -KILL "$PID" 2>/dev/null || true
-      wait_pid_gone "$PID" 10 || { log "$D: pid $PID still alive"; rc=1; }
-    fi
-    log "$D: stopped opensearch node pid $PID ($([[ -n $KILL ]] && echo SIGKILL || echo clean)) in $(elapsed "$t")s"
-  elif [[ -f $D/opensearch.pid ]]; then
-    log "$D: not running"
-  fi
-  rm -f "$D/opensearch.pid"
+  stop_recorded "$D" opensearch.pid " path.home=$D " "opensearch node" "$KILL" || rc=1
   if [[ -n $PURGE ]]; then rm -rf --one-file-system "$D"; log "$D: purged"; fi
 done
 exit $rc
