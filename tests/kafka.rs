@@ -669,53 +669,71 @@ fn partition_leader(bootstrap: &str, topic: &str, partition: i32) -> i32 {
     p.leader()
 }
 
-/// A Kafka sink through the broker's SASL_SSL listener with `mechanism` and `password`,
-/// as a librdkafka user writes it in `properties`.
-fn sasl_ssl_sink(kafka: &TestKafkaSasl, mechanism: &str, password: &str) -> Sink {
+/// A Kafka sink through the broker's SASL_SSL listener with `mechanism`, `password` and
+/// `ca_file` as the trusted CAs, as a librdkafka user writes it in `properties`.
+fn sasl_ssl_sink(kafka: &TestKafkaSasl, mechanism: &str, password: &str, ca_file: &str) -> Sink {
     Sink::Other(format!(
         "type = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\npartitions = 2\n\
          [sinks.properties]\n\"linger.ms\" = \"2\"\n\"security.protocol\" = \"SASL_SSL\"\n\
          \"sasl.mechanism\" = {mechanism:?}\n\"sasl.username\" = {:?}\n\
-         \"sasl.password\" = {password:?}\n\"ssl.ca.location\" = {:?}\n",
+         \"sasl.password\" = {password:?}\n\"ssl.ca.location\" = {ca_file:?}\n",
         kafka.secure_bootstrap(),
         TestKafkaSasl::USER,
-        kafka.ca_file().display().to_string(),
     ))
 }
 
 /// TLS (a CA made with openssl, the broker's certificate verified for 127.0.0.1) and SASL:
 /// rowstream streams the workload through SCRAM-SHA-512, then a little more through
-/// SCRAM-SHA-256 and PLAIN, and every topic equals its table; with a wrong password it
-/// stops (no endless retry) with a message naming the settings to fix.
+/// SCRAM-SHA-256 and PLAIN, and every topic equals its table; with a wrong password, or
+/// CAs that did not sign the broker's certificate, it stops (no endless retry) with a
+/// message naming the settings to fix.
 #[test]
 fn sasl_ssl_streams_and_wrong_credentials_stop() {
     let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafkaSasl::start) else {
         return;
     };
-    let cfg =
-        |mech: &str, pw: &str| ServiceConfig::for_server(&server, sasl_ssl_sink(&kafka, mech, pw));
-    let mut svc = Service::new("mariadb", cfg("SCRAM-SHA-512", TestKafkaSasl::PASSWORD));
+    let ca = kafka.ca_file().display().to_string();
+    let cfg = |mech: &str, pw: &str, ca: &str| {
+        ServiceConfig::for_server(&server, sasl_ssl_sink(&kafka, mech, pw, ca))
+    };
+    let mut svc = Service::new(
+        "mariadb",
+        cfg("SCRAM-SHA-512", TestKafkaSasl::PASSWORD, &ca),
+    );
     let mut w = Workload::new(seed(), TABLES);
     stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(120));
     for mech in ["SCRAM-SHA-256", "PLAIN"] {
         server.exec(&w.script(20));
-        let mut svc = Service::new("mariadb", cfg(mech, TestKafkaSasl::PASSWORD));
+        let mut svc = Service::new("mariadb", cfg(mech, TestKafkaSasl::PASSWORD, &ca));
         svc.spawn();
         svc.wait_caught_up(&server, Duration::from_secs(60));
         svc.stop(Duration::from_secs(60));
     }
     check_topics(&server, &kafka.bootstrap(), "", true);
 
-    let mut svc = Service::new("mariadb", cfg("SCRAM-SHA-512", "not-the-password"));
-    svc.spawn();
-    let status = svc.wait_exit(Duration::from_secs(90));
-    let log = svc.log_text();
-    assert!(!status.success(), "exit status {status}\n{log}");
-    let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
-    eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
-    assert!(
-        fatal.is_some_and(|l| l.contains("sasl.password") && l.contains("sasl.username")),
-        "the error names the settings:\n{}",
-        svc.log_tail()
-    );
+    // Debian's public CAs: none of them signed the test CA's certificate.
+    let public_cas = "/etc/ssl/certs/ca-certificates.crt";
+    for (cfg, settings) in [
+        (
+            cfg("SCRAM-SHA-512", "not-the-password", &ca),
+            ["sasl.password", "sasl.username"],
+        ),
+        (
+            cfg("SCRAM-SHA-512", TestKafkaSasl::PASSWORD, public_cas),
+            ["ssl.ca.location", "security.protocol"],
+        ),
+    ] {
+        let mut svc = Service::new("mariadb", cfg);
+        svc.spawn();
+        let status = svc.wait_exit(Duration::from_secs(90));
+        let log = svc.log_text();
+        assert!(!status.success(), "exit status {status}\n{log}");
+        let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
+        eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
+        assert!(
+            fatal.is_some_and(|l| settings.iter().all(|s| l.contains(s))),
+            "the error names {settings:?}:\n{}",
+            svc.log_tail()
+        );
+    }
 }

@@ -355,8 +355,9 @@ impl TestKafka {
 }
 
 impl TestKafkaSasl {
-    /// The SASL user and its password (SCRAM credentials and PLAIN).
+    /// The SASL user (SCRAM credentials and PLAIN).
     pub const USER: &'static str = "rowstream";
+    /// The SASL user's password.
     pub const PASSWORD: &'static str = "rowstream-secret";
 
     /// The PLAINTEXT listener, for the test's own consumers.

@@ -47,6 +47,8 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
+    /// The context of sink `sink`'s clients (one per client kind; clones
+    /// share the recorded failure).
     pub fn new(sink: &str) -> SinkContext {
         SinkContext {
             sink: Arc::from(sink),
