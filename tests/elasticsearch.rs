@@ -1,6 +1,7 @@
 //! `rowstream run` with an Elasticsearch sink, against a real source server and a real
-//! server speaking the Elasticsearch / OpenSearch REST API (osmem-server, started by
-//! `deploy/dev/start-osmem.sh`).
+//! OpenSearch 2.19 node (`deploy/dev/start-opensearch.sh`): the test binary's shared node
+//! (indices prefixed per test) for ordinary tests, a node of its own for the test that
+//! kills it.
 //!
 //! A random insert / update / delete workload (primary-key changes included, on a table
 //! with a single-column key and one with a composite key) runs while rowstream streams
@@ -9,7 +10,8 @@
 //! field values, nothing more. Then:
 //! - replaying the whole binlog from the start (fresh checkpoint, `start = "earliest"`)
 //!   leaves every document and its `_version` unchanged (external versions: 409s);
-//! - killing rowstream (SIGKILL) and freezing the server at random moments loses nothing;
+//! - killing rowstream (SIGKILL) and freezing or SIGKILLing the node at random moments
+//!   loses nothing;
 //! - a document the index refuses goes to the dead-letter file (`on_error =
 //!   "dead_letter"`) or stops the service without advancing the checkpoint (`"stop"`);
 //! - a table without a primary key stops the service with a message naming it.
@@ -61,11 +63,13 @@ const TABLES: Tables = Tables {
     t_update: |rng| format!("v = 'u{}', n = n + 1, p = NULL", rng.gen::<u32>()),
 };
 
-/// `rowstream run` into `search` with extra lines in the `[[sinks]]` table.
+/// `rowstream run` into `search` (indices behind the handle's prefix) with extra lines
+/// in the `[[sinks]]` table.
 fn es_service(server: &TestServer, search: &TestSearch, extra: &str) -> Service {
+    let extra = format!("{}\n{extra}", search.index_template());
     Service::new(
         server.flavor.name(),
-        ServiceConfig::for_server(server, Sink::elasticsearch(search, extra)),
+        ServiceConfig::for_server(server, Sink::elasticsearch(search, &extra)),
     )
 }
 
@@ -96,8 +100,9 @@ fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     )
 }
 
-/// Every document of `index`: id -> (`_version`, `_source`).
+/// Every document of `index` (behind the handle's prefix): id -> (`_version`, `_source`).
 fn documents(search: &TestSearch, index: &str) -> BTreeMap<String, (u64, Value)> {
+    let index = search.index(index);
     let (st, _) = http("POST", &format!("{}/{index}/_refresh", search.url()), None);
     assert_eq!(st, 200, "refresh {index}");
     let (st, v) = http(
@@ -195,7 +200,7 @@ fn server_sequence(server: &TestServer) -> u64 {
 }
 
 fn workload_into_index(flavor: Flavor) {
-    let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::start) else {
+    let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::shared) else {
         return;
     };
     let mut svc = es_service(&server, &search, "bulk_docs = 200");
@@ -219,8 +224,9 @@ fn workload_into_index(flavor: Flavor) {
         (server_sequence(&server), 1),
         "the last transaction's version is (server sequence << 24 | order 1)"
     );
-    let mapping = http("GET", &format!("{}/s.t/_mapping", search.url()), None).1;
-    let props = &mapping["s.t"]["mappings"]["properties"];
+    let index = search.index("s.t");
+    let mapping = http("GET", &format!("{}/{index}/_mapping", search.url()), None).1;
+    let props = &mapping[&index]["mappings"]["properties"];
     assert_eq!(props["id"]["type"], "long", "{mapping}");
     assert_eq!(props["v"]["type"], "text", "{mapping}");
     assert_eq!(props["at"]["type"], "date", "{mapping}");
@@ -245,24 +251,35 @@ fn workload_into_index(flavor: Flavor) {
 
 flavor_tests!(workload_into_index: mariadb_workload_into_index, mysql_workload_into_index);
 
-/// Kills rowstream (SIGKILL) and freezes the search server (SIGSTOP for up to 1.5 s,
-/// then SIGCONT: requests time out and are retried) at random moments while the workload
-/// runs; afterwards every index equals its table. (osmem-server keeps its data in memory,
-/// so the server itself is frozen rather than restarted.)
+/// Kills rowstream (SIGKILL) and, at other random moments, the search node: frozen
+/// (SIGSTOP for up to 1.5 s, then SIGCONT: requests time out and are retried), or every
+/// other time (the first) SIGKILLed and started again on its data, while the workload runs;
+/// afterwards every index equals its table.
 fn kills_lose_nothing(flavor: Flavor) {
     let Some((server, search)) = server_with(flavor, SCHEMA, TestSearch::start) else {
         return;
     };
     let mut svc = es_service(&server, &search, "bulk_docs = 50\ntimeout_ms = 1000");
+    let mut round = 0u32;
     let chaos = kill_and_freeze(&mut svc, &server, &search, TABLES, (40, 0.6), |freeze| {
-        freeze()
+        round += 1;
+        if round % 2 == 1 {
+            search.kill();
+            search.restart();
+        } else {
+            freeze();
+        }
     });
     let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
     let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
-    eprintln!("{}: {n_t} + {n_c} documents match", flavor.name());
+    eprintln!(
+        "{}: {n_t} + {n_c} documents match after {} node SIGKILLs",
+        flavor.name(),
+        round.div_ceil(2)
+    );
     assert_eq!(
         chaos.restarts, 0,
-        "rowstream must ride out an unresponsive server"
+        "rowstream must ride out an unresponsive or restarted server"
     );
 }
 
@@ -273,7 +290,7 @@ flavor_tests!(kills_lose_nothing: mariadb_kills_lose_nothing, mysql_kills_lose_n
 fn strict_index(search: &TestSearch) {
     let (st, v) = http(
         "PUT",
-        &format!("{}/s.t", search.url()),
+        &format!("{}/{}", search.url(), search.index("s.t")),
         Some(r#"{"mappings":{"properties":{"v":{"type":"long"}}}}"#),
     );
     assert_eq!(st, 200, "create s.t: {v}");
@@ -281,7 +298,7 @@ fn strict_index(search: &TestSearch) {
 
 #[test]
 fn refused_documents_go_to_the_dead_letter_file() {
-    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::start) else {
+    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::shared) else {
         return;
     };
     strict_index(&search);
@@ -312,7 +329,7 @@ fn refused_documents_go_to_the_dead_letter_file() {
     let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["[2]", "[4]"], "{lines:?}");
     for l in &lines {
-        assert_eq!(l["index"], "s.t");
+        assert_eq!(l["index"], search.index("s.t").as_str());
         assert_eq!(l["op"], "c");
         assert_eq!(l["status"], 400);
         assert!(
@@ -335,7 +352,7 @@ fn refused_documents_go_to_the_dead_letter_file() {
 
 #[test]
 fn on_error_stop_exits_without_advancing_the_checkpoint() {
-    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::start) else {
+    let Some((server, search)) = server_with(Flavor::MariaDb, SCHEMA, TestSearch::shared) else {
         return;
     };
     strict_index(&search);
@@ -370,7 +387,7 @@ fn table_without_primary_key_is_refused() {
     let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
         return;
     };
-    let Some(search) = TestSearch::start() else {
+    let Some(search) = TestSearch::shared() else {
         return;
     };
     server.exec("CREATE DATABASE s; CREATE TABLE s.nokey (u VARCHAR(20) NOT NULL, x INT)");

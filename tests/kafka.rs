@@ -1,5 +1,7 @@
-//! `rowstream run` with a Kafka sink, against a real source server and a real
-//! Kafka-protocol broker (noida-db, started by `deploy/dev/start-kafka.sh`).
+//! `rowstream run` with a Kafka sink, against a real source server and a real Apache
+//! Kafka 4.4 broker (KRaft, started by `deploy/dev/start-kafka.sh`): the test binary's
+//! shared broker (topics prefixed per test) for ordinary tests, a broker of its own for a
+//! test that kills or restarts it, and a three-node cluster for the leader-kill test.
 //!
 //! A random insert / update / delete workload (primary-key changes included, on a table
 //! with a single-column key and one with a composite key) runs while rowstream streams
@@ -23,7 +25,8 @@ use std::time::Duration;
 use common::kafka::{consume_topic, consumer};
 use common::{
     differing_keys, int_or_null, key_json, kill_and_freeze, seed, server_with, stream_workload,
-    Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestServer, Workload,
+    Flavor, Service, ServiceConfig, Sink, Tables, TestKafka, TestKafkaCluster, TestKafkaSasl,
+    TestServer, Workload,
 };
 use rand::Rng;
 use rdkafka::consumer::Consumer;
@@ -42,10 +45,10 @@ const TABLES: Tables = Tables {
     t_update: |rng| format!("v = 'u{}', n = n + 1", rng.gen::<u32>()),
 };
 
-/// `rowstream run` into `kafka` (two partitions per topic) with extra keys in the sink's
-/// table and extra lines in `[sinks.properties]`.
+/// `rowstream run` into `kafka` (two partitions per topic, topics behind the handle's
+/// prefix) with extra keys in the sink's table and extra lines in `[sinks.properties]`.
 fn kafka_service(server: &TestServer, kafka: &TestKafka, keys: &str, props: &str) -> Service {
-    let keys = format!("partitions = 2\n{keys}");
+    let keys = format!("partitions = 2\n{}\n{keys}", kafka.topic_template());
     Service::new(
         server.flavor.name(),
         ServiceConfig::for_server(server, Sink::kafka(kafka, &keys, props)),
@@ -70,11 +73,12 @@ struct Rec {
     op: String,
 }
 
-/// High watermark of every partition of the test topics that exist.
-fn high_watermarks(bootstrap: &str) -> BTreeMap<(String, i32), i64> {
+/// High watermark of every partition of the test topics (behind `prefix`) that exist.
+fn high_watermarks(bootstrap: &str, prefix: &str) -> BTreeMap<(String, i32), i64> {
     let consumer = consumer(bootstrap, "rowstream-test-watermarks");
     let mut out = BTreeMap::new();
-    for topic in ["svc.s.t", "svc.s.c"] {
+    for topic in [format!("{prefix}svc.s.t"), format!("{prefix}svc.s.c")] {
+        let topic = topic.as_str();
         let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
             continue;
         };
@@ -289,13 +293,18 @@ fn check_replay(
 }
 
 /// [`check_topic`] of both tables of the workload: `[(records, tombstones)]` of
-/// `svc.s.t` and `svc.s.c`.
-fn check_topics(server: &TestServer, bootstrap: &str, replays: bool) -> [(usize, usize); 2] {
+/// `svc.s.t` and `svc.s.c` (behind `prefix`).
+fn check_topics(
+    server: &TestServer,
+    bootstrap: &str,
+    prefix: &str,
+    replays: bool,
+) -> [(usize, usize); 2] {
     [
         check_topic(
             server,
             bootstrap,
-            "svc.s.t",
+            &format!("{prefix}svc.s.t"),
             "s.t",
             &["id", "v", "n"],
             &["id"],
@@ -304,7 +313,7 @@ fn check_topics(server: &TestServer, bootstrap: &str, replays: bool) -> [(usize,
         check_topic(
             server,
             bootstrap,
-            "svc.s.c",
+            &format!("{prefix}svc.s.c"),
             "s.c",
             &["a", "b", "x"],
             &["a", "b"],
@@ -314,7 +323,7 @@ fn check_topics(server: &TestServer, bootstrap: &str, replays: bool) -> [(usize,
 }
 
 fn workload_into_kafka(flavor: Flavor) {
-    let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
+    let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::shared) else {
         return;
     };
     let mut svc = kafka_service(&server, &kafka, "", "");
@@ -322,7 +331,7 @@ fn workload_into_kafka(flavor: Flavor) {
     // Some history before rowstream starts, the rest while it streams.
     stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(120));
     let b = kafka.bootstrap();
-    let [(n_t, tomb_t), (n_c, tomb_c)] = check_topics(&server, &b, false);
+    let [(n_t, tomb_t), (n_c, tomb_c)] = check_topics(&server, &b, kafka.prefix(), false);
     eprintln!(
         "{}: svc.s.t {n_t} records ({tomb_t} tombstones), svc.s.c {n_c} records ({tomb_c} tombstones)",
         flavor.name()
@@ -332,30 +341,35 @@ fn workload_into_kafka(flavor: Flavor) {
 
 flavor_tests!(workload_into_kafka: mariadb_workload_into_kafka, mysql_workload_into_kafka);
 
-/// Kills rowstream (SIGKILL) and freezes the broker (SIGSTOP for up to 1.5 s, then SIGCONT)
-/// at random moments while the workload runs; afterwards nothing is lost or reordered per
-/// key (replayed duplicates are allowed: delivery is at-least-once across a crash).
-///
-/// The broker is frozen, not restarted: noida-db does not keep the idempotent producer's
-/// sequence state across a restart (even a clean SIGTERM stop). After a restart it rejects
-/// the producer's retried in-flight batch with OUT_OF_ORDER_SEQUENCE_NUMBER (rowstream
-/// then stops with that fatal error, as it must), once it lost a record silently, and
-/// after SIGKILL it loses acknowledged records. Broker restarts need a real Kafka to test.
+/// Kills rowstream (SIGKILL) and, at other random moments, the broker: it is frozen
+/// (SIGSTOP for up to 1.5 s, then SIGCONT), or every other time (the first) SIGKILLed
+/// and started again on its data, while the workload runs. Afterwards nothing is lost or reordered per key
+/// (replayed duplicates are allowed: delivery is at-least-once across a crash), no high
+/// watermark went back (acks=all: what the broker acknowledged survives its SIGKILL), and
+/// rowstream never had to exit: it rides out broker crashes.
 fn kills_lose_nothing(flavor: Flavor) {
     let Some((server, kafka)) = server_with(flavor, SCHEMA, TestKafka::start) else {
         return;
     };
     let mut svc = kafka_service(&server, &kafka, "", "");
     let mut lost_by_broker = false;
+    let mut round = 0u32;
     let chaos = kill_and_freeze(&mut svc, &server, &kafka, TABLES, (50, 0.5), |freeze| {
-        let before = high_watermarks(&kafka.bootstrap());
-        freeze();
-        let after = high_watermarks(&kafka.bootstrap());
+        let before = high_watermarks(&kafka.bootstrap(), "");
+        round += 1;
+        if round % 2 == 1 {
+            kafka.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            kafka.restart();
+        } else {
+            freeze();
+        }
+        let after = high_watermarks(&kafka.bootstrap(), "");
         for (tp, hw) in &before {
             let now = after.get(tp).copied().unwrap_or(0);
             if now < *hw {
                 eprintln!(
-                    "BROKER LOST DATA: {tp:?} high watermark {hw} before the stop, {now} after the restart"
+                    "BROKER LOST DATA: {tp:?} high watermark {hw} before, {now} after (round {round})"
                 );
                 lost_by_broker = true;
             }
@@ -363,10 +377,11 @@ fn kills_lose_nothing(flavor: Flavor) {
     });
     assert!(
         !lost_by_broker,
-        "the broker lost acknowledged records (see above): not a rowstream fault"
+        "the broker lost acknowledged records (see above)"
     );
+    eprintln!("{}: {} broker SIGKILLs", flavor.name(), round.div_ceil(2));
     let b = kafka.bootstrap();
-    let [(n_t, _), (n_c, _)] = check_topics(&server, &b, true);
+    let [(n_t, _), (n_c, _)] = check_topics(&server, &b, "", true);
     eprintln!("{}: {n_t} + {n_c} records checked", flavor.name());
     assert_eq!(
         chaos.restarts, 0,
@@ -381,7 +396,7 @@ flavor_tests!(kills_lose_nothing: mariadb_kills_lose_nothing, mysql_kills_lose_n
 /// not cover the transaction.
 #[test]
 fn record_too_large_is_fatal() {
-    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::start) else {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::shared) else {
         return;
     };
     let mut svc = kafka_service(&server, &kafka, "", "\"message.max.bytes\" = \"2000\"");
@@ -418,7 +433,7 @@ fn record_too_large_is_fatal() {
 /// the change events of that transaction found on the table topics.
 #[test]
 fn transaction_topic() {
-    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::start) else {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::shared) else {
         return;
     };
     let mut svc = kafka_service(&server, &kafka, "transactions = true", "");
@@ -433,7 +448,7 @@ fn transaction_topic() {
     // is one event sent as delete + create; tombstones have no value).
     let mut events: BTreeMap<String, BTreeMap<String, HashSet<u64>>> = BTreeMap::new();
     for (topic, table) in [("svc.s.t", "s.t"), ("svc.s.c", "s.c")] {
-        for r in consume_all(&b, topic) {
+        for r in consume_all(&b, &kafka.topic(topic)) {
             let Some(v) = &r.value else { continue };
             assert_eq!(v["transaction"]["id"].as_str(), Some(r.gtid.as_str()));
             let order = v["transaction"]["total_order"]
@@ -518,12 +533,11 @@ fn transaction_topic() {
     }
 }
 
-/// The broker stopped (SIGTERM) and started again, three times, while rowstream streams. noida-db
-/// forgets the idempotent producer's sequence state across a restart, which librdkafka
-/// treats as fatal: rowstream then exits non-zero without advancing the checkpoint, and a
-/// supervisor (systemd `Restart=on-failure`, here the test) restarts it, which replays
-/// from the checkpoint. Against a real Kafka, which keeps that state, it just resumes.
-/// Either way: every key ends with the table's row, in commit order, nothing lost.
+/// The broker stopped cleanly (SIGTERM) and started again, three times, while rowstream
+/// streams, with rows written while it is down. Kafka keeps the idempotent producer's
+/// state across a restart, so rowstream just resumes (an exit would be restarted here,
+/// as systemd's `Restart=on-failure` would, and replay from the checkpoint, but none is
+/// expected). Every key ends with the table's row, in commit order, nothing lost.
 #[test]
 fn broker_restarts_lose_nothing() {
     let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafka::start) else {
@@ -536,17 +550,18 @@ fn broker_restarts_lose_nothing() {
     for round in 0..3 {
         server.exec(&w.script(60));
         std::thread::sleep(Duration::from_millis(300));
-        let before = high_watermarks(&kafka.bootstrap());
-        // Not SIGKILL: noida-db then loses records it had acknowledged (high watermarks
-        // go back; seen here), which no producer can make up for.
+        let before = high_watermarks(&kafka.bootstrap(), "");
         kafka.stop();
         server.exec(&w.script(60)); // written while the broker is down
         std::thread::sleep(Duration::from_millis(1500));
         kafka.restart();
-        let after = high_watermarks(&kafka.bootstrap());
+        let after = high_watermarks(&kafka.bootstrap(), "");
         for (tp, hw) in &before {
             let now = after.get(tp).copied().unwrap_or(0);
-            assert!(now >= *hw, "round {round}: the broker lost acknowledged data across its restart (not a rowstream fault): {tp:?} {hw} -> {now}");
+            assert!(
+                now >= *hw,
+                "round {round}: the broker lost acknowledged data across its restart: {tp:?} {hw} -> {now}"
+            );
         }
         server.exec(&w.script(60));
         std::thread::sleep(Duration::from_millis(1500));
@@ -558,15 +573,167 @@ fn broker_restarts_lose_nothing() {
     }
     svc.wait_caught_up(&server, Duration::from_secs(180));
     svc.stop(Duration::from_secs(60));
-    let log = std::fs::read_to_string(&svc.log).unwrap_or_default();
-    eprintln!("rowstream exits after broker restarts: {exits:?}");
-    if !exits.is_empty() {
+    assert!(
+        exits.is_empty(),
+        "rowstream exited after clean broker restarts: {exits:?}\n{}",
+        svc.log_tail()
+    );
+    let b = kafka.bootstrap();
+    check_topics(&server, &b, "", true);
+}
+
+/// A three-node cluster (replication factor 3, `min.insync.replicas=2`): the leader of
+/// a partition SIGKILLed mid-stream, twice (another node each time, the killed one
+/// started again in between), loses nothing: every acknowledged record (acks=all) was on
+/// two nodes, a follower takes over, and every key ends with the table's row in order.
+#[test]
+fn cluster_leader_kill_loses_nothing() {
+    let Some((server, cluster)) = server_with(Flavor::MariaDb, SCHEMA, TestKafkaCluster::start)
+    else {
+        return;
+    };
+    let b = cluster.bootstrap();
+    let sink = Sink::Other(format!(
+        "type = \"kafka\"\nname = \"kafka\"\nbrokers = {b:?}\npartitions = 2\n\
+         replication_factor = 3\n[sinks.properties]\n\"linger.ms\" = \"2\"\n"
+    ));
+    let mut svc = Service::new(
+        server.flavor.name(),
+        ServiceConfig::for_server(&server, sink),
+    );
+    let mut w = Workload::new(seed(), TABLES);
+    svc.spawn();
+    server.exec(&w.script(60));
+    svc.wait_caught_up(&server, Duration::from_secs(120));
+    for round in 0..2 {
+        let leader = partition_leader(&b, "svc.s.t", 0);
+        let writer_done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                for _ in 0..6 {
+                    server.exec(&w.script(20));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                writer_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(250));
+            let before = high_watermarks(&b, "");
+            cluster.kill_node(leader as u16);
+            eprintln!("round {round}: SIGKILLed node {leader}, the leader of svc.s.t/0");
+            let after = watermarks_of(&b, &before);
+            for (tp, hw) in &before {
+                let now = after.get(tp).copied().unwrap_or(0);
+                assert!(
+                    now >= *hw,
+                    "round {round}: {tp:?} high watermark {hw} -> {now}"
+                );
+            }
+        });
+        assert!(writer_done.into_inner());
+        svc.wait_caught_up(&server, Duration::from_secs(120));
+        cluster.restart_node(leader as u16);
+    }
+    svc.wait_caught_up(&server, Duration::from_secs(120));
+    svc.stop(Duration::from_secs(60));
+    check_topics(&server, &b, "", true);
+}
+
+/// High watermarks of the partitions of `before` once all of them answer again (a new
+/// leader elected), or whatever answered after 60 s.
+fn watermarks_of(
+    bootstrap: &str,
+    before: &BTreeMap<(String, i32), i64>,
+) -> BTreeMap<(String, i32), i64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = high_watermarks(bootstrap, "");
+        if before.keys().all(|tp| now.contains_key(tp)) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The node id of the leader of `topic`/`partition`.
+fn partition_leader(bootstrap: &str, topic: &str, partition: i32) -> i32 {
+    let c = consumer(bootstrap, "rowstream-test-leader");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let p = md.topics()[0]
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .unwrap_or_else(|| panic!("{topic} has no partition {partition}"));
+    assert!(p.leader() > 0, "{topic}/{partition} has no leader");
+    p.leader()
+}
+
+/// A Kafka sink through the broker's SASL_SSL listener with `mechanism`, `password` and
+/// `ca_file` as the trusted CAs, as a librdkafka user writes it in `properties`.
+fn sasl_ssl_sink(kafka: &TestKafkaSasl, mechanism: &str, password: &str, ca_file: &str) -> Sink {
+    Sink::Other(format!(
+        "type = \"kafka\"\nname = \"kafka\"\nbrokers = {:?}\npartitions = 2\n\
+         [sinks.properties]\n\"linger.ms\" = \"2\"\n\"security.protocol\" = \"SASL_SSL\"\n\
+         \"sasl.mechanism\" = {mechanism:?}\n\"sasl.username\" = {:?}\n\
+         \"sasl.password\" = {password:?}\n\"ssl.ca.location\" = {ca_file:?}\n",
+        kafka.secure_bootstrap(),
+        TestKafkaSasl::USER,
+    ))
+}
+
+/// TLS (a CA made with openssl, the broker's certificate verified for 127.0.0.1) and SASL:
+/// rowstream streams the workload through SCRAM-SHA-512, then a little more through
+/// SCRAM-SHA-256 and PLAIN, and every topic equals its table; with a wrong password, or
+/// CAs that did not sign the broker's certificate, it stops (no endless retry) with a
+/// message naming the settings to fix.
+#[test]
+fn sasl_ssl_streams_and_wrong_credentials_stop() {
+    let Some((server, kafka)) = server_with(Flavor::MariaDb, SCHEMA, TestKafkaSasl::start) else {
+        return;
+    };
+    let ca = kafka.ca_file().display().to_string();
+    let cfg = |mech: &str, pw: &str, ca: &str| {
+        ServiceConfig::for_server(&server, sasl_ssl_sink(&kafka, mech, pw, ca))
+    };
+    let mut svc = Service::new(
+        "mariadb",
+        cfg("SCRAM-SHA-512", TestKafkaSasl::PASSWORD, &ca),
+    );
+    let mut w = Workload::new(seed(), TABLES);
+    stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(120));
+    for mech in ["SCRAM-SHA-256", "PLAIN"] {
+        server.exec(&w.script(20));
+        let mut svc = Service::new("mariadb", cfg(mech, TestKafkaSasl::PASSWORD, &ca));
+        svc.spawn();
+        svc.wait_caught_up(&server, Duration::from_secs(60));
+        svc.stop(Duration::from_secs(60));
+    }
+    check_topics(&server, &kafka.bootstrap(), "", true);
+
+    // Debian's public CAs: none of them signed the test CA's certificate.
+    let public_cas = "/etc/ssl/certs/ca-certificates.crt";
+    for (cfg, settings) in [
+        (
+            cfg("SCRAM-SHA-512", "not-the-password", &ca),
+            ["sasl.password", "sasl.username"],
+        ),
+        (
+            cfg("SCRAM-SHA-512", TestKafkaSasl::PASSWORD, public_cas),
+            ["ssl.ca.location", "security.protocol"],
+        ),
+    ] {
+        let mut svc = Service::new("mariadb", cfg);
+        svc.spawn();
+        let status = svc.wait_exit(Duration::from_secs(90));
+        let log = svc.log_text();
+        assert!(!status.success(), "exit status {status}\n{log}");
+        let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
+        eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
         assert!(
-            log.contains("kafka sink \"kafka\""),
-            "an exit names the sink and the reason\n{}",
+            fatal.is_some_and(|l| settings.iter().all(|s| l.contains(s))),
+            "the error names {settings:?}:\n{}",
             svc.log_tail()
         );
     }
-    let b = kafka.bootstrap();
-    check_topics(&server, &b, true);
 }

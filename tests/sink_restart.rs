@@ -1,8 +1,8 @@
 //! A sink whose target goes away and comes back is restarted from the
 //! checkpoint instead of stopping the service.
 //!
-//! `rowstream run` streams a MariaDB server into a Kafka-protocol broker
-//! (noida-db) whose producer gives up on a delivery after a short
+//! `rowstream run` streams a MariaDB server into an Apache Kafka broker of the
+//! test's own (it is stopped) whose producer gives up on a delivery after a short
 //! `message.timeout.ms`. The broker is stopped while rows are written, for
 //! longer than that timeout: the Kafka sink reports a transient failure, the
 //! pipeline restarts it (with backoff, while the broker is still down), and

@@ -138,3 +138,35 @@ wait_ready() {
     sleep 0.05
   done
 }
+
+# owner_watchdog PID: when ROWSTREAM_OWNER_PID is set, a background watchdog SIGKILLs PID
+# once that owner process is gone. A test binary shares one JVM server between its tests
+# and has no hook that runs at its exit, so the server must not outlive it.
+owner_watchdog() {
+  [[ -n ${ROWSTREAM_OWNER_PID:-} ]] || return 0
+  nohup bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+                 kill -0 "$2" 2>/dev/null && kill -KILL "$2"' watchdog "$ROWSTREAM_OWNER_PID" "$1" \
+    >/dev/null 2>&1 </dev/null &
+}
+
+# stop_recorded DIR PIDFILE MARK WHAT KILL: stops the process whose pid DIR/PIDFILE records,
+# only while its command line still contains MARK (a recycled pid is left alone): SIGTERM
+# and up to STOP_TIMEOUT (30 s) before SIGKILL, or SIGKILL at once when KILL is non-empty.
+# Removes the pid file. Returns 1 when the process would not die.
+stop_recorded() {
+  local d=$1 pidfile=$1/$2 mark=$3 what=$4 kill=$5 p cmd t
+  [[ -f $pidfile ]] || return 0
+  p=$(cat "$pidfile")
+  cmd=" $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true) "
+  if ! pid_alive "$p" || [[ $cmd != *"$mark"* ]]; then
+    log "$d: not running"; rm -f "$pidfile"; return 0
+  fi
+  t=$(now)
+  if [[ -n $kill ]]; then kill -KILL "$p" 2>/dev/null || true; else kill -TERM "$p" 2>/dev/null || true; fi
+  if ! wait_pid_gone "$p" "${STOP_TIMEOUT:-30}"; then
+    log "$d: pid $p did not stop in time, SIGKILL"; kill -KILL "$p" 2>/dev/null || true
+    wait_pid_gone "$p" 10 || { log "$d: pid $p still alive"; return 1; }
+  fi
+  log "$d: stopped $what pid $p ($([[ -n $kill ]] && echo SIGKILL || echo clean)) in $(elapsed "$t")s"
+  rm -f "$pidfile"
+}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # stop-kafka.sh [--kill] [--purge] DATADIR [DATADIR...]
-# Stops brokers started by start-kafka.sh.
+# Stops brokers started by start-kafka.sh (a cluster's DATADIR: each of its node-* dirs).
 #   default  SIGTERM, wait up to STOP_TIMEOUT (30 s), then SIGKILL.
 #   --kill   SIGKILL right away (crash simulation); waits until gone.
 #   --purge  delete DATADIR afterwards (implies --kill).
 # Only signals the PID recorded in DATADIR, and only while that process still is the
-# broker of DATADIR (its command line names DATADIR). Idempotent.
+# broker of DATADIR (its command line names DATADIR/server.properties). Idempotent.
 source "$(dirname "$0")/lib.sh"
 
 PURGE='' KILL=''
@@ -23,24 +23,14 @@ rc=0
 for D in "$@"; do
   [[ -d $D ]] || { log "$D: no such dir (nothing to stop)"; continue; }
   D=$(readlink -f "$D")
-  PID=''
-  if [[ -f $D/broker.pid ]]; then
-    p=$(cat "$D/broker.pid")
-    cmd=" $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true) "
-    if pid_alive "$p" && [[ $cmd == *" --data-dir $D/data "* ]]; then PID=$p; fi
-  fi
-  if [[ -n $PID ]]; then
-    t=$(now)
-    if [[ -n $KILL ]]; then kill -KILL "$PID" 2>/dev/null || true; else kill -TERM "$PID" 2>/dev/null || true; fi
-    if ! wait_pid_gone "$PID" "${STOP_TIMEOUT:-30}"; then
-      log "$D: pid $PID did not stop in time, SIGKILL"; kill -KILL "$PID" 2>/dev/null || true
-      wait_pid_gone "$PID" 10 || { log "$D: pid $PID still alive"; rc=1; }
-    fi
-    log "$D: stopped kafka broker pid $PID ($([[ -n $KILL ]] && echo SIGKILL || echo clean)) in $(elapsed "$t")s"
-  elif [[ -f $D/broker.pid ]]; then
-    log "$D: not running"
-  fi
-  rm -f "$D/broker.pid"
+  NODE_DIRS=("$D"/node-*)
+  [[ -d ${NODE_DIRS[0]} ]] || NODE_DIRS=("$D")
+  # A cluster's nodes are signalled together so a clean stop does not wait on lost quorum.
+  JOBS=()
+  for N in "${NODE_DIRS[@]}"; do
+    stop_recorded "$N" broker.pid " $N/server.properties " "kafka broker" "$KILL" & JOBS+=($!)
+  done
+  for J in "${JOBS[@]}"; do wait "$J" || rc=1; done
   if [[ -n $PURGE ]]; then rm -rf --one-file-system "$D"; log "$D: purged"; fi
 done
 exit $rc

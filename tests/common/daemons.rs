@@ -1,17 +1,26 @@
 //! External daemons a sink test writes into, each run through its `deploy/dev` scripts:
 //! one generic [`TestDaemon`] (start script, stop script, data dir, pid file, log, drop)
-//! and thin wrappers for a Kafka-protocol broker ([`TestKafka`], noida-db) and an
-//! Elasticsearch / OpenSearch REST server ([`TestSearch`], osmem-server).
+//! and wrappers for Apache Kafka ([`TestKafka`]: one broker, or a three-node cluster) and
+//! OpenSearch ([`TestSearch`]), both real JVM servers fetched from Maven Central.
+//!
+//! A JVM server takes seconds and hundreds of MB to start, so ordinary tests share one per
+//! test binary (`TestKafka::shared`, `TestSearch::shared`) and keep apart by names: each
+//! handle has its own prefix for the topics / indices it writes (`topic`, `index`). Tests
+//! that kill, freeze or restart the server start their own (`start`).
 //!
 //! Invariants: the same skip / fail rule as [`super::TestServer`] (a daemon that cannot
 //! be obtained is a printed `SKIP`, or a panic under `ROWSTREAM_TEST_REQUIRE_SERVERS`; one
 //! that is there but does not start is always a panic); dropping a daemon kills it and
-//! purges its data dir (kept, with a message, when the test panics); data dirs are named
+//! purges its data dir (kept, with a message, when the test panics); a shared daemon lives
+//! in a static, never dropped: the start scripts' watchdog (`ROWSTREAM_OWNER_PID`, this
+//! process) kills it when the test process exits, however it exits; data dirs are named
 //! `<name>-<pid>-<n>` so the next test process purges those of a dead one.
 
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::cli::{output_with_timeout, TimedOutput};
@@ -26,22 +35,61 @@ pub struct DaemonKind {
     pub name: &'static str,
     /// What it is, for the skip / failure messages.
     pub what: &'static str,
-    /// `start-*.sh PORT DIR` (and `--fetch` to download the binary).
+    /// `start-*.sh [ARGS] PORT DIR` (and `--fetch` to download the binary).
     pub start_script: &'static str,
+    /// The ARGS before PORT (e.g. `--nodes 3`).
+    pub start_args: &'static [&'static str],
     /// `stop-*.sh [--kill] [--purge] DIR...`
     pub stop_script: &'static str,
     pub pid_file: &'static str,
     pub log_file: &'static str,
 }
 
-/// noida-db, a Kafka-protocol broker (`deploy/dev/start-kafka.sh`).
+/// Apache Kafka 4.4, one KRaft broker (`deploy/dev/start-kafka.sh`).
 pub const KAFKA: DaemonKind = DaemonKind {
     name: "kafka",
-    what: "the noida-db Kafka broker",
+    what: "the Apache Kafka broker",
     start_script: "start-kafka.sh",
+    start_args: &[],
     stop_script: "stop-kafka.sh",
     pid_file: "broker.pid",
     log_file: "broker.log",
+};
+
+/// Apache Kafka 4.4, three KRaft nodes on PORT..PORT+2 in `node-1`..`node-3` of the data
+/// dir (replication factor 3, `min.insync.replicas=2`).
+pub const KAFKA3: DaemonKind = DaemonKind {
+    name: "kafka3",
+    what: "the three-node Apache Kafka cluster",
+    start_script: "start-kafka.sh",
+    start_args: &["--nodes", "3"],
+    stop_script: "stop-kafka.sh",
+    pid_file: "node-1/broker.pid",
+    log_file: "node-1/broker.log",
+};
+
+/// Apache Kafka 4.4, one KRaft broker with a SASL_SSL listener on PORT+1 beside the
+/// PLAINTEXT one (`start-kafka.sh --sasl-ssl`): TLS with a CA made by the script with
+/// openssl (`tls/ca.pem` in the data dir), SCRAM-SHA-256/512 and PLAIN for one user.
+pub const KAFKA_SASL: DaemonKind = DaemonKind {
+    name: "kafkasasl",
+    what: "the Apache Kafka broker with a SASL_SSL listener",
+    start_script: "start-kafka.sh",
+    start_args: &["--sasl-ssl"],
+    stop_script: "stop-kafka.sh",
+    pid_file: "broker.pid",
+    log_file: "broker.log",
+};
+
+/// OpenSearch 2.19, one node (`deploy/dev/start-opensearch.sh`).
+pub const OPENSEARCH: DaemonKind = DaemonKind {
+    name: "opensearch",
+    what: "the OpenSearch node",
+    start_script: "start-opensearch.sh",
+    start_args: &[],
+    stop_script: "stop-opensearch.sh",
+    pid_file: "opensearch.pid",
+    log_file: "opensearch.log",
 };
 
 /// osmem-server, an in-memory Elasticsearch / OpenSearch REST API (`start-osmem.sh`).
@@ -49,13 +97,15 @@ pub const OSMEM: DaemonKind = DaemonKind {
     name: "osmem",
     what: "osmem-server",
     start_script: "start-osmem.sh",
+    start_args: &[],
     stop_script: "stop-osmem.sh",
     pid_file: "osmem.pid",
     log_file: "osmem.log",
 };
 
-/// Every daemon kind, for the sweep of data dirs left by dead test processes.
-pub(super) const KINDS: [&DaemonKind; 2] = [&KAFKA, &OSMEM];
+/// Every daemon kind, for the sweep of data dirs left by dead test processes (`kafka3`
+/// before `kafka`: the sweep takes the first kind whose name prefixes the dir's).
+pub(super) const KINDS: [&DaemonKind; 5] = [&KAFKA3, &KAFKA_SASL, &KAFKA, &OPENSEARCH, &OSMEM];
 
 /// A private throwaway daemon on `127.0.0.1:port`, its files under
 /// `target/test-servers/<name>-<pid>-<n>`. Killed and purged on drop.
@@ -100,9 +150,21 @@ impl TestDaemon {
 
     fn start_script(&self) -> Result<(), String> {
         let mut cmd = Command::new(dev_script(self.kind.start_script));
-        cmd.arg(self.port.to_string()).arg(&self.datadir);
+        cmd.args(self.kind.start_args)
+            .arg(self.port.to_string())
+            .arg(&self.datadir)
+            .env("ROWSTREAM_OWNER_PID", std::process::id().to_string());
         let what = format!("{} {}", self.kind.start_script, self.port);
-        output_with_timeout(&mut cmd, None, Duration::from_secs(120)).result(&what)
+        output_with_timeout(&mut cmd, None, Duration::from_secs(180)).result(&what)
+    }
+
+    /// The pid in the daemon's pid file (node 1's for a cluster).
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.datadir.join(self.kind.pid_file))
+            .unwrap_or_else(|e| panic!("{}: {e}", self.kind.pid_file))
+            .trim()
+            .parse()
+            .expect("pid")
     }
 
     fn stop_script(&self, flags: &[&str]) -> TimedOutput {
@@ -141,11 +203,7 @@ impl TestDaemon {
     /// Freezes (`true`: SIGSTOP) or thaws (`false`: SIGCONT) the daemon process: an
     /// unresponsive server that keeps its (possibly in-memory) data.
     pub fn freeze(&self, frozen: bool) {
-        let pid: i32 = std::fs::read_to_string(self.datadir.join(self.kind.pid_file))
-            .unwrap_or_else(|e| panic!("{}: {e}", self.kind.pid_file))
-            .trim()
-            .parse()
-            .expect("pid");
+        let pid = self.pid();
         let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
         assert_eq!(
             unsafe { libc::kill(pid, sig) },
@@ -180,37 +238,103 @@ impl Drop for TestDaemon {
     }
 }
 
-/// A named [`TestDaemon`] of one kind: `start()` and `Deref` to the daemon.
+/// A daemon of its own (killed on drop) or the test binary's shared one.
+enum Handle {
+    Own(TestDaemon),
+    Shared(&'static TestDaemon),
+}
+
+/// Names of the shared daemons' per-handle prefixes: `t<n>-`.
+static NEXT_PREFIX: AtomicU32 = AtomicU32::new(0);
+
+impl Handle {
+    /// The shared daemon of `kind` in `cell`, started on first use; None (skip) when it
+    /// cannot be obtained (see [`TestDaemon::start`]), asked again by the next test.
+    fn shared(
+        cell: &'static OnceLock<TestDaemon>,
+        kind: &'static DaemonKind,
+    ) -> Option<(Handle, String)> {
+        let daemon = match cell.get() {
+            Some(d) => d,
+            None => {
+                let d = TestDaemon::start(kind)?;
+                // A concurrent first use may have won: its daemon is kept, ours dropped.
+                let _ = cell.set(d);
+                cell.get().expect("set above")
+            }
+        };
+        let n = NEXT_PREFIX.fetch_add(1, Ordering::Relaxed);
+        Some((Handle::Shared(daemon), format!("t{n}-")))
+    }
+}
+
+impl Deref for Handle {
+    type Target = TestDaemon;
+    fn deref(&self) -> &TestDaemon {
+        match self {
+            Handle::Own(d) => d,
+            Handle::Shared(d) => d,
+        }
+    }
+}
+
+/// A named handle on a daemon of one kind: `start()` (its own), `shared()` (the test
+/// binary's, with a name prefix of its own), `Deref` to the daemon.
 macro_rules! daemon_type {
     ($(#[$doc:meta])* $name:ident = $kind:ident) => {
         $(#[$doc])*
-        pub struct $name(TestDaemon);
+        pub struct $name {
+            daemon: Handle,
+            prefix: String,
+        }
 
         impl $name {
-            #[doc = concat!("[`TestDaemon::start`] of [`", stringify!($kind), "`].")]
+            #[doc = concat!("[`TestDaemon::start`] of [`", stringify!($kind), "`]: a daemon of this test's own, which it may kill, freeze or restart; no name prefix.")]
             pub fn start() -> Option<$name> {
-                TestDaemon::start(&$kind).map($name)
+                TestDaemon::start(&$kind).map(|d| $name { daemon: Handle::Own(d), prefix: String::new() })
+            }
+
+            /// The test binary's shared daemon of this kind, started on first use and
+            /// killed when the process exits; never stop, kill or freeze it. Names this
+            /// test writes must carry [`Self::prefix`].
+            pub fn shared() -> Option<$name> {
+                static SHARED: OnceLock<TestDaemon> = OnceLock::new();
+                Handle::shared(&SHARED, &$kind).map(|(daemon, prefix)| $name { daemon, prefix })
+            }
+
+            /// This handle's name prefix (`t<n>-` on a shared daemon, empty on its own).
+            pub fn prefix(&self) -> &str {
+                &self.prefix
             }
         }
 
         impl Deref for $name {
             type Target = TestDaemon;
             fn deref(&self) -> &TestDaemon {
-                &self.0
+                &self.daemon
             }
         }
     };
 }
 
 daemon_type!(
-    /// A throwaway Kafka-protocol broker (noida-db).
+    /// An Apache Kafka broker.
     TestKafka = KAFKA
 );
 
 daemon_type!(
-    /// A throwaway server speaking the Elasticsearch / OpenSearch REST API (osmem-server,
-    /// in memory only: freeze it rather than restart it).
-    TestSearch = OSMEM
+    /// A three-node Apache Kafka cluster (node `i` on `port + i - 1`).
+    TestKafkaCluster = KAFKA3
+);
+
+daemon_type!(
+    /// An Apache Kafka broker with a SASL_SSL listener (see [`KAFKA_SASL`]).
+    TestKafkaSasl = KAFKA_SASL
+);
+
+daemon_type!(
+    /// An OpenSearch node (its data survives a SIGKILL and restart).
+    TestSearch = OPENSEARCH
 );
 
 impl TestKafka {
@@ -218,12 +342,89 @@ impl TestKafka {
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// The topic `name` of this handle: [`Self::prefix`] + `name`.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The sink's `topic` template for this handle (Debezium's default behind the prefix).
+    pub fn topic_template(&self) -> String {
+        format!("topic = \"{}{{name}}.{{db}}.{{table}}\"", self.prefix)
+    }
+}
+
+impl TestKafkaSasl {
+    /// The SASL user (SCRAM credentials and PLAIN).
+    pub const USER: &'static str = "rowstream";
+    /// The SASL user's password.
+    pub const PASSWORD: &'static str = "rowstream-secret";
+
+    /// The PLAINTEXT listener, for the test's own consumers.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The SASL_SSL listener.
+    pub fn secure_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port + 1)
+    }
+
+    /// The CA certificate that signed the broker's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.datadir.join("tls/ca.pem")
+    }
+}
+
+impl TestKafkaCluster {
+    /// Every node's `127.0.0.1:PORT`, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        (0..3)
+            .map(|i| format!("127.0.0.1:{}", self.port + i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The data dir of node `id` (1..=3), for `stop-kafka.sh` / `start-kafka.sh` of it.
+    pub fn node_dir(&self, id: u16) -> PathBuf {
+        self.datadir.join(format!("node-{id}"))
+    }
+
+    /// SIGKILLs node `id` (1..=3); its data stays.
+    pub fn kill_node(&self, id: u16) {
+        let mut cmd = Command::new(dev_script("stop-kafka.sh"));
+        cmd.arg("--kill").arg(self.node_dir(id));
+        output_with_timeout(&mut cmd, None, Duration::from_secs(60))
+            .result("stop-kafka.sh --kill")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts node `id` (1..=3) again on its port and data.
+    pub fn restart_node(&self, id: u16) {
+        let mut cmd = Command::new(dev_script("start-kafka.sh"));
+        cmd.arg((self.port + id - 1).to_string())
+            .arg(self.node_dir(id))
+            .env("ROWSTREAM_OWNER_PID", std::process::id().to_string());
+        output_with_timeout(&mut cmd, None, Duration::from_secs(180))
+            .result("start-kafka.sh (one node)")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 impl TestSearch {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The index `name` of this handle: [`Self::prefix`] + `name`.
+    pub fn index(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The sink's `index` template for this handle (the default behind the prefix).
+    pub fn index_template(&self) -> String {
+        format!("index = \"{}{{db}}.{{table}}\"", self.prefix)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The integration-test harness every test file shares (`mod common;`): throwaway
-//! servers ([`TestServer`]), external daemons a sink writes into ([`TestKafka`],
+//! servers ([`TestServer`]), external daemons a sink writes into ([`TestKafka`] (Apache Kafka),
 //! [`TestSearch`], both a [`TestDaemon`]), the `rowstream` binary ([`rowstream`],
 //! [`tail`], [`output_with_timeout`]), `rowstream run` as a service ([`Service`]), scratch
 //! dirs ([`TmpDir`]), the random seed ([`seed`]), GTID sets as sets ([`gtid_seqs`]) and a
@@ -62,7 +62,10 @@ pub use cli::{
     TimedOutput,
 };
 #[allow(unused_imports)]
-pub use daemons::{server_with, DaemonKind, TestDaemon, TestKafka, TestSearch, KAFKA, OSMEM};
+pub use daemons::{
+    server_with, DaemonKind, TestDaemon, TestKafka, TestKafkaCluster, TestKafkaSasl, TestSearch,
+    KAFKA, KAFKA3, KAFKA_SASL, OPENSEARCH, OSMEM,
+};
 #[allow(unused_imports)]
 pub use gtid::{gtid_key, gtid_seqs};
 #[allow(unused_imports)]

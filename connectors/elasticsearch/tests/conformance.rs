@@ -1,6 +1,6 @@
 //! The sink kit's conformance test (`rowstream_api::testing::conformance`)
-//! against the Elasticsearch sink and a throwaway server speaking its API
-//! (`deploy/dev/start-osmem.sh`). The failure is a document the index
+//! against the Elasticsearch sink and a throwaway OpenSearch 2.19 node
+//! (`deploy/dev/start-opensearch.sh`). The failure is a document the index
 //! refuses for its content (a mapping error) with `on_error = "stop"`.
 //! Also checks that the sink's metric families are registered.
 
@@ -27,7 +27,7 @@ fn refused(n: u64) -> rowstream_api::Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticsearch_sink_conforms() {
-    let Some(server) = TestDaemon::start("osmem") else {
+    let Some(server) = TestDaemon::start("opensearch") else {
         return;
     };
     let cfg = ElasticsearchSinkConfig::new("search", format!("http://{}", server.addr()));

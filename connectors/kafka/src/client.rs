@@ -1,8 +1,16 @@
 //! The librdkafka side of the Kafka sink: the client configuration (the
 //! user's properties under the settings the guarantees depend on), the
-//! client context that turns librdkafka's logs into `tracing` events, the
-//! one call that hands a record to the producer, and the classification of
-//! producer errors.
+//! client context that turns librdkafka's logs into `tracing` events and
+//! remembers authentication / TLS failures, the first contact with the
+//! brokers, the one call that hands a record to the producer, and the
+//! classification of producer errors.
+//!
+//! Security is librdkafka's own, configured through `properties` as its
+//! users expect (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+//! `sasl.password`, `ssl.ca.location`...). librdkafka retries a refused
+//! login forever and only reports it to the error callback, so the context
+//! keeps the first such report and [`reach_brokers`] turns it into a fatal
+//! error naming the settings to fix, instead of a broker that seems down.
 //!
 //! Invariants kept: `enable.idempotence = true` and `acks = all` are always
 //! set last, so no property overrides them; every failed enqueue or delivery
@@ -10,8 +18,8 @@
 //! records too large, fatal idempotent-producer errors) are fatal, the rest
 //! (timeouts, brokers down) transient.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -33,6 +41,35 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 pub struct SinkContext {
     /// The sink's name, in every event.
     pub sink: Arc<str>,
+    /// The first authentication or TLS failure librdkafka reported: what to
+    /// tell the operator (see [`reach_brokers`]).
+    security_failure: Arc<OnceLock<String>>,
+}
+
+impl SinkContext {
+    /// The context of sink `sink`'s clients (one per client kind; clones
+    /// share the recorded failure).
+    pub fn new(sink: &str) -> SinkContext {
+        SinkContext {
+            sink: Arc::from(sink),
+            security_failure: Arc::default(),
+        }
+    }
+
+    /// Records a failure that only the operator can fix, with the settings
+    /// that decide it, once.
+    fn security_failed(&self, code: RDKafkaErrorCode, reason: &str) {
+        let settings = if code == RDKafkaErrorCode::SSL {
+            "check the sink's \"ssl.ca.location\" property (the CA file that signed the \
+             brokers' certificates) and \"security.protocol\""
+        } else {
+            "check the sink's \"sasl.username\", \"sasl.password\" and \"sasl.mechanism\" \
+             properties"
+        };
+        let _ = self.security_failure.set(format!(
+            "the brokers refused the connection ({reason}): {settings}"
+        ));
+    }
 }
 
 impl ClientContext for SinkContext {
@@ -57,6 +94,14 @@ impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let sink = &*self.sink;
         match error.rdkafka_error_code() {
+            Some(
+                code @ (RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL),
+            ) => {
+                self.security_failed(code, reason);
+                tracing::error!(target: "librdkafka", sink, "{error}: {reason}")
+            }
             Some(RDKafkaErrorCode::BrokerTransportFailure)
             | Some(RDKafkaErrorCode::AllBrokersDown)
             | Some(RDKafkaErrorCode::BrokerNotAvailable)
@@ -86,6 +131,33 @@ pub fn client_config(cfg: &KafkaSinkConfig) -> ClientConfig {
         .set("acks", "all")
         .set("client.id", format!("rowstream-{}", cfg.name));
     c
+}
+
+/// Waits up to `timeout` for the brokers' metadata; returns how many
+/// brokers the cluster has. Errors: `(true, why)` once librdkafka reported
+/// an authentication or TLS failure (the operator must fix a setting),
+/// `(false, why)` when the brokers did not answer in time.
+/// `ctx` is the producer's context (its failures are the producer's).
+pub fn reach_brokers(
+    producer: &KProducer,
+    ctx: &SinkContext,
+    timeout: Duration,
+) -> Result<usize, (bool, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let step = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let res = producer.client().fetch_metadata(None, step);
+        if let Some(why) = ctx.security_failure.get() {
+            return Err((true, why.clone()));
+        }
+        match res {
+            Ok(md) => return Ok(md.brokers().len()),
+            Err(e) if Instant::now() >= deadline => return Err((false, e.to_string())),
+            Err(_) => {}
+        }
+    }
 }
 
 /// Hands one record to librdkafka, waiting while its queue is full. A

@@ -60,7 +60,17 @@ pub enum Format {
 /// [sinks.properties]              # optional, passed to librdkafka
 /// "compression.type" = "zstd"
 /// "linger.ms" = "5"
+/// # TLS + SASL as librdkafka users write it (PLAIN, SCRAM-SHA-256/512):
+/// # "security.protocol" = "SASL_SSL"
+/// # "sasl.mechanism" = "SCRAM-SHA-512"
+/// # "sasl.username" = "rowstream"
+/// # "sasl.password" = "..."
+/// # "ssl.ca.location" = "/etc/rowstream/kafka-ca.pem"
 /// ```
+///
+/// Refused credentials or an untrusted broker certificate at start are
+/// fatal, naming the properties to fix (librdkafka alone would retry them
+/// forever).
 #[derive(Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {

@@ -53,12 +53,12 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{DeliveryFuture, Producer};
+use rdkafka::producer::DeliveryFuture;
 use rowstream_api::{Ack, Batch, Committed, Poison, Record, Sink, SinkError, TableTemplate};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::avro::{self, AvroTable, AvroWriter};
-use crate::client::{classify, client_config, produce, KProducer, SinkContext};
+use crate::client::{classify, client_config, produce, reach_brokers, KProducer, SinkContext};
 use crate::config::{Format, KafkaSinkConfig};
 use crate::encode::{
     encode_change, encode_change_with, write_tx_key, write_tx_marker, Encoded, TableCounts,
@@ -471,32 +471,30 @@ impl KafkaSink {
         };
         let topic_template = cfg.topic_template().map_err(|e| err(true, e.to_string()))?;
         let cc = client_config(cfg);
-        let ctx = SinkContext {
-            sink: Arc::from(cfg.name.as_str()),
-        };
+        let ctx = SinkContext::new(&cfg.name);
         let producer: KProducer = cc
             .create_with_context(ctx.clone())
             .map_err(|e| err(true, format!("creating the producer: {e}")))?;
         let admin: AdminClient<SinkContext> = cc
-            .create_with_context(ctx)
+            .create_with_context(ctx.clone())
             .map_err(|e| err(true, format!("creating the admin client: {e}")))?;
         let p = producer.clone();
-        let md = tokio::task::spawn_blocking(move || {
-            p.client()
-                .fetch_metadata(None, BROKER_TIMEOUT)
-                .map(|m| m.brokers().len())
-        })
-        .await
-        .map_err(|e| err(false, e.to_string()))?;
-        let brokers = md.map_err(|e| {
-            err(
-                false,
-                format!(
-                    "cannot reach the brokers {:?} within {}s: {e}",
-                    cfg.brokers,
-                    BROKER_TIMEOUT.as_secs()
-                ),
-            )
+        let reached = tokio::task::spawn_blocking(move || reach_brokers(&p, &ctx, BROKER_TIMEOUT))
+            .await
+            .map_err(|e| err(false, e.to_string()))?;
+        let brokers = reached.map_err(|(fatal, why)| {
+            if fatal {
+                err(true, why)
+            } else {
+                err(
+                    false,
+                    format!(
+                        "cannot reach the brokers {:?} within {}s: {why}",
+                        cfg.brokers,
+                        BROKER_TIMEOUT.as_secs()
+                    ),
+                )
+            }
         })?;
         let registry = match (&cfg.schema_registry_url, cfg.format) {
             (Some(u), Format::Avro) => Some(Registry::parse(u).map_err(|e| err(true, e))?),

@@ -1,5 +1,6 @@
 //! The sink kit's conformance test (`rowstream_api::testing::conformance`)
-//! against the Kafka sink and a throwaway broker (`deploy/dev/start-kafka.sh`).
+//! against the Kafka sink and a throwaway Apache Kafka 4.4 broker
+//! (`deploy/dev/start-kafka.sh`).
 //! The failure is a record larger than `message.max.bytes`, which the
 //! producer refuses: an operator-must-act (fatal) error.
 

@@ -8,7 +8,9 @@
 //! `SKIP: <reason>` and returns `None`, or panics when
 //! `ROWSTREAM_TEST_REQUIRE_SERVERS` is set; a server that exists but does
 //! not start is always a panic. Dropping the daemon kills it and deletes
-//! its datadir (kept when the test panics).
+//! its datadir (kept when the test panics); the start scripts' watchdog
+//! (`ROWSTREAM_OWNER_PID`, this process) kills it when the test process
+//! exits without dropping it (a static, a panic that aborts).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,7 +21,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A running test server on `127.0.0.1:port`.
 #[derive(Debug)]
 pub struct TestDaemon {
-    /// `kafka`, `osmem`...: the scripts are `start-<kind>.sh`, `stop-<kind>.sh`.
+    /// `kafka`, `opensearch`, `osmem`...: the scripts are `start-<kind>.sh`, `stop-<kind>.sh`.
     kind: &'static str,
     pub port: u16,
     pub datadir: PathBuf,
@@ -80,7 +82,11 @@ impl TestDaemon {
                     NEXT.fetch_add(1, Ordering::Relaxed)
                 )),
             };
-            match run(Command::new(&start).arg(port.to_string()).arg(&d.datadir)) {
+            let mut cmd = Command::new(&start);
+            cmd.arg(port.to_string())
+                .arg(&d.datadir)
+                .env("ROWSTREAM_OWNER_PID", std::process::id().to_string());
+            match run(&mut cmd) {
                 Ok(()) => return Some(d),
                 Err(e) if e.contains("in use") => last = e,
                 Err(e) => panic!("cannot start the {kind} test server: {e}"),
