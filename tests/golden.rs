@@ -1197,7 +1197,7 @@ fn short_text(v: &Option<String>) -> String {
         None => "NULL".into(),
         Some(s) if s.len() > 80 => format!(
             "{:?}... ({} bytes)",
-            &s[..s.floor_char_boundary(80)],
+            s.chars().take(80).collect::<String>(),
             s.len()
         ),
         Some(s) => format!("{s:?}"),

@@ -9,6 +9,7 @@
 //!   seed's 520 product (one side subtracts 50, the other adds 20% at the
 //!   same moment) gives one logged conflict on each side with the before
 //!   images.
+//!
 //! Skipped without server binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
 
 #[macro_use]

@@ -63,6 +63,8 @@ pub enum Stopped {
 }
 
 /// One step of the walk.
+// Nearly every step is a `Record`: boxing it would add an allocation per row.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// A held (verified) transaction starts; its records follow. Streamed

@@ -343,7 +343,7 @@ mod tests {
         );
     }
 
-    fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> DateTime {
+    fn dt((y, mo, d): (u16, u8, u8), (h, mi, s): (u8, u8, u8), micros: u32, fsp: u8) -> DateTime {
         DateTime {
             date: Date {
                 year: y,
@@ -404,7 +404,7 @@ mod tests {
             let micros =
                 [0, 100_000, 120_000, 123_000, 123_400, 123_450, 123_456][usize::from(fsp)];
             round_trip(
-                Value::DateTime(dt(9999, 12, 31, 23, 59, 59, micros, fsp)),
+                Value::DateTime(dt((9999, 12, 31), (23, 59, 59), micros, fsp)),
                 ColumnType::DateTime { fsp },
             );
             round_trip(
@@ -434,7 +434,7 @@ mod tests {
             round_trip(Value::Time(t), ColumnType::Time { fsp });
         }
         round_trip(
-            Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 0)),
+            Value::DateTime(dt((0, 0, 0), (0, 0, 0), 0, 0)),
             ColumnType::DateTime { fsp: 0 },
         );
         round_trip(
