@@ -99,10 +99,14 @@ impl fmt::Display for Summary {
             self.segments, self.transactions, self.rows, self.schema_changes
         )?;
         writeln!(f, "covered: {}", self.covered_set())?;
-        let ts = |t: Option<u64>| t.map_or("-".to_string(), |t| t.to_string());
+        let ts = |t: Option<u64>| {
+            t.map_or("-".to_string(), |t| {
+                format!("{} ({t})", rowstream_api::rfc3339::format_ms(t))
+            })
+        };
         writeln!(
             f,
-            "first commit ts_ms: {}, last commit ts_ms: {}",
+            "first commit: {}, last commit: {}",
             ts(self.first_ts_ms),
             ts(self.last_ts_ms)
         )?;

@@ -494,6 +494,18 @@ impl MysqlSink {
     /// Ends the open transaction `c` names: writes the final progress (if
     /// the id known at the start was not the commit's) and commits.
     async fn commit(&mut self, c: &Commit) -> Result<(), SinkError> {
+        if self.tx.as_ref().is_some_and(|t| !t.skip) && self.is_applied(&c.gtid) {
+            // A transaction that spans batches is known by its commit only
+            // (a snapshot chunk's rows carry no id): the target had it
+            // already (a replay after a restart), so what this replay
+            // wrote is undone rather than committed over newer rows.
+            let tx = self.tx.take().expect("checked above");
+            self.main.discard();
+            if tx.began.is_some() {
+                self.main.query("roll back a replayed transaction", "ROLLBACK").await?;
+            }
+            return Ok(());
+        }
         self.main.flush_inserts().await?;
         let Some(tx) = self.tx.take() else {
             return Ok(());
