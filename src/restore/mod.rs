@@ -36,7 +36,7 @@ use rowstream_api::{
 };
 
 use progress::Progress;
-use replay::{Replay, Step, StopAt, Stopped};
+use replay::{Replay, Step, StopAt, Stopped, Walk};
 use target::Target;
 
 /// A batch is handed to the apply sink at the first commit after this many
@@ -151,12 +151,13 @@ pub async fn run(a: &RestoreArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let mut replay = Replay::open(&a.backup, stop.clone())
+    let replay = Replay::open(&a.backup, stop.clone())
         .with_context(|| format!("cannot read the backup {}", a.backup.display()))?;
+    let mut replay = Walk::spawn(replay)?;
     let mut progress = Progress::new(a.dry_run);
     let outcome = match &a.url {
         Some(url) if !a.dry_run => apply(a, url, &filter, &mut replay, &mut progress).await,
-        _ => dry_run(&filter, &mut replay, &mut progress),
+        _ => dry_run(&filter, &mut replay, &mut progress).await,
     };
     progress.finish();
     let stopped = outcome?;
@@ -204,9 +205,13 @@ fn report(a: &RestoreArgs, stop: &StopAt, stopped: &Stopped, p: &Progress) -> i3
 }
 
 /// A check of the backup that applies nothing.
-fn dry_run(filter: &TableFilter, replay: &mut Replay, p: &mut Progress) -> anyhow::Result<Stopped> {
+async fn dry_run(
+    filter: &TableFilter,
+    replay: &mut Walk,
+    p: &mut Progress,
+) -> anyhow::Result<Stopped> {
     loop {
-        match replay.next_step()? {
+        match replay.next_step().await? {
             Step::Record(Line::Change(c)) => {
                 if filter.matches(&c.source.db, &c.source.table) {
                     p.pending_rows += 1;
@@ -385,7 +390,7 @@ async fn apply(
     a: &RestoreArgs,
     url: &str,
     filter: &TableFilter,
-    replay: &mut Replay,
+    replay: &mut Walk,
     p: &mut Progress,
 ) -> anyhow::Result<Stopped> {
     let cfg = sink_config(a, url)?;
@@ -405,7 +410,7 @@ async fn apply(
     };
     let mut ddl_unsettled = false;
     loop {
-        let step = match replay.next_step() {
+        let step = match replay.next_step().await {
             Ok(s) => s,
             Err(e) => {
                 // What was verified before the bad transaction still goes in.

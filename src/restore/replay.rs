@@ -92,6 +92,8 @@ struct Tx {
     first: Option<(u64, rowstream_api::Flavor)>,
     /// The first record is a snapshot read or a snapshot's schema record.
     snapshot: bool,
+    /// `source.gtid` of the first record (binlog transactions; not chunks).
+    gtid: Option<String>,
 }
 
 /// The backup walk (see the module docs).
@@ -176,6 +178,7 @@ impl Replay {
             };
             self.tx.first = Some((src.ts_ms, src.connector));
             self.tx.snapshot = src.snapshot != rowstream_api::Snapshot::False;
+            self.tx.gtid = (!src.gtid.is_empty()).then(|| src.gtid.to_string());
         }
         if self.tx.streaming {
             if kind == LineKind::SchemaChange {
@@ -195,6 +198,19 @@ impl Replay {
             HOLD_BYTES
         };
         if self.tx.bytes > hold {
+            // A binlog transaction names itself on every record: the stop
+            // point is decided before streaming any of it (a snapshot chunk
+            // is known only by its marker).
+            let early = self
+                .tx
+                .gtid
+                .as_deref()
+                .and_then(|g| self.stops_before(g, self.tx.first));
+            if let Some(stopped) = early {
+                self.tx = Tx::default();
+                self.out.push_back(Step::Stop(stopped));
+                return Ok(());
+            }
             self.tx.streaming = true;
             self.out.extend(self.tx.held.drain(..).map(Step::Record));
         }
@@ -280,5 +296,64 @@ fn passed(flavor: rowstream_api::Flavor, target: &str, id: &str) -> bool {
             x.domain_id == t.domain_id && x.seq_no > t.seq_no
         }
         _ => false,
+    }
+}
+
+/// Steps sent at once from the walking thread.
+const STEPS_PER_SEND: usize = 256;
+
+/// The walk on its own thread, so reading, checking and parsing the backup
+/// overlap the target's work; steps arrive in order, a bounded number at a
+/// time (at most 8 sends of [`STEPS_PER_SEND`] ahead).
+pub struct Walk {
+    rx: tokio::sync::mpsc::Receiver<(Vec<io::Result<Step>>, f64)>,
+    buf: VecDeque<io::Result<Step>>,
+    fraction: f64,
+}
+
+impl Walk {
+    /// Starts walking `replay` on a new thread.
+    pub fn spawn(mut replay: Replay) -> io::Result<Walk> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        std::thread::Builder::new()
+            .name("restore-walk".into())
+            .spawn(move || loop {
+                let mut steps = Vec::with_capacity(STEPS_PER_SEND);
+                let mut end = false;
+                while steps.len() < STEPS_PER_SEND && !end {
+                    let s = replay.next_step();
+                    end = matches!(s, Err(_) | Ok(Step::Stop(_)));
+                    steps.push(s);
+                }
+                if tx.blocking_send((steps, replay.done_fraction())).is_err() || end {
+                    return;
+                }
+            })?;
+        Ok(Walk {
+            rx,
+            buf: VecDeque::new(),
+            fraction: 0.0,
+        })
+    }
+
+    /// The next step (see [`Replay::next_step`]).
+    pub async fn next_step(&mut self) -> io::Result<Step> {
+        loop {
+            if let Some(s) = self.buf.pop_front() {
+                return s;
+            }
+            match self.rx.recv().await {
+                Some((steps, fraction)) => {
+                    self.buf.extend(steps);
+                    self.fraction = fraction;
+                }
+                None => return Err(io::Error::other("the backup reader thread stopped")),
+            }
+        }
+    }
+
+    /// How much of the backup has been read, 0.0 to 1.0.
+    pub fn done_fraction(&self) -> f64 {
+        self.fraction
     }
 }

@@ -622,9 +622,16 @@ impl Applier {
         };
         self.query_on(table, &sql).await?;
         let matched = self.conn.affected_rows();
-        self.query_on(tb, &format!("DELETE FROM {tb}")).await?;
-        if update {
-            self.query_on(ta, &format!("DELETE FROM {ta}")).await?;
+        // Emptied by a new table, not DELETE: inside one big transaction
+        // deleted rows stay in the temporary table until it commits, and
+        // every later chunk would scan them (quadratic: a 1,000,000-row
+        // UPDATE took 10x longer). Neither statement commits.
+        for t in if update { vec![tb, ta] } else { vec![tb] } {
+            self.query_on(
+                t,
+                &format!("DROP TEMPORARY TABLE {t}; CREATE TEMPORARY TABLE {t} LIKE {table}"),
+            )
+            .await?;
         }
         Ok(matched)
     }

@@ -414,9 +414,14 @@ pub fn bulk_update_sql(
     compared: &[Arc<str>],
     pk: &[Arc<str>],
 ) -> String {
-    let mut sql = format!("UPDATE {table} AS t JOIN {tb} AS b ON ");
+    // The before images drive the join and reach the target by primary key
+    // (eq_ref): with the target first, the optimizer may scan it whole for
+    // every chunk (quadratic on a big table).
+    let mut sql = format!("UPDATE {tb} AS b STRAIGHT_JOIN {table} AS t ON ");
+    push_joined(&mut sql, pk, " AND ", |c| format!("t.{c} = b.{c}"));
+    sql.push_str(" AND ");
     push_joined(&mut sql, compared, " AND ", |c| format!("t.{c} <=> b.{c}"));
-    let _ = write!(sql, " JOIN {ta} AS a ON ");
+    let _ = write!(sql, " STRAIGHT_JOIN {ta} AS a ON ");
     push_joined(&mut sql, pk, " AND ", |c| format!("a.{c} = b.{c}"));
     sql.push_str(" SET ");
     push_joined(&mut sql, cols, ", ", |c| format!("t.{c} = a.{c}"));
@@ -596,7 +601,7 @@ mod tests {
         let cols: Vec<Arc<str>> = vec!["id".into(), "v".into()];
         assert_eq!(
             bulk_update_sql("T", ("B", "A"), &cols, &cols, &cols[..1]),
-            "UPDATE T AS t JOIN B AS b ON t.`id` <=> b.`id` AND t.`v` <=> b.`v` JOIN A AS a ON a.`id` = b.`id` SET t.`id` = a.`id`, t.`v` = a.`v`"
+            "UPDATE B AS b STRAIGHT_JOIN T AS t ON t.`id` = b.`id` AND t.`id` <=> b.`id` AND t.`v` <=> b.`v` STRAIGHT_JOIN A AS a ON a.`id` = b.`id` SET t.`id` = a.`id`, t.`v` = a.`v`"
         );
         assert_eq!(
             bulk_delete_sql("T", "B", &cols),

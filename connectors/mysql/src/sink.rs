@@ -502,7 +502,9 @@ impl MysqlSink {
             let tx = self.tx.take().expect("checked above");
             self.main.discard();
             if tx.began.is_some() {
-                self.main.query("roll back a replayed transaction", "ROLLBACK").await?;
+                self.main
+                    .query("roll back a replayed transaction", "ROLLBACK")
+                    .await?;
             }
             return Ok(());
         }
