@@ -187,9 +187,13 @@ impl MysqlSink {
                   "the target holds no progress for this sink but the service has a checkpoint: \
                    the target only gets changes after that checkpoint (seed it from a snapshot or a restore first)");
         }
-        info!(sink = %cfg.name, seq = progress.seq, gtid_set = %progress.gtid_set,
-              snapshot = progress.snapshot_id, chunks = progress.chunks_done,
-              "mysql sink: continuing after what the target holds");
+        if progress.seq == 0 {
+            info!(sink = %cfg.name, "mysql sink: the target holds nothing of this sink yet");
+        } else {
+            info!(sink = %cfg.name, seq = progress.seq, gtid_set = %progress.gtid_set,
+                  snapshot = progress.snapshot_id, chunks = progress.chunks_done,
+                  "mysql sink: continuing after what the target holds");
+        }
         let shared = Arc::new(cfg.clone());
         let filter = Arc::new(Filter {
             include: cfg.include.clone(),
