@@ -109,6 +109,13 @@ fn flips_and_gap(flavor: Flavor) {
         let at = rng.gen_range(0..orig.len());
         let mut bad = orig.clone();
         bad[at] ^= 1 << rng.gen_range(0..8);
+        // A flip zstd decodes to the same bytes (a padding bit, a larger
+        // window size) damages nothing: verify rightly passes it.
+        if seg.compressed
+            && zstd::decode_all(&bad[..]).is_ok_and(|d| d == zstd::decode_all(&orig[..]).unwrap())
+        {
+            continue;
+        }
         std::fs::write(&path, &bad).unwrap();
         let v = backup_cmd("verify", dir);
         let text = String::from_utf8_lossy(&v.stdout).to_string();
