@@ -19,29 +19,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    gtid_seqs, int_or_null, seed, Flavor, Service, ServiceConfig, Sink, Tables, TestServer,
-    Workload,
+    gtid_seqs, seed, Flavor, Service, ServiceConfig, Sink, TestServer, Workload, MIXED,
+    MIXED_SCHEMA,
 };
 use rand::Rng;
-
-const SCHEMA: &str = "CREATE DATABASE s; \
-    CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL, n INT NULL, \
-      p DECIMAL(9,2) NULL, at DATETIME(3) NULL) DEFAULT CHARSET=utf8mb4; \
-    CREATE TABLE s.c (a INT NOT NULL, b VARCHAR(10) NOT NULL, x INT NOT NULL, PRIMARY KEY (b, a)) DEFAULT CHARSET=utf8mb4";
-
-const TABLES: Tables = Tables {
-    t_values: |rng| {
-        let v: u32 = rng.gen();
-        let n = int_or_null(rng);
-        let p = rng.gen_range(-99999..99999);
-        let ms = rng.gen_range(0..86_400_000u64);
-        format!(
-            "'v{v}-\"q\" é', {n}, {p}/100, \
-             TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000')"
-        )
-    },
-    t_update: |rng| format!("v = 'u{}', n = n + 1, p = NULL", rng.gen::<u32>()),
-};
 
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -86,8 +67,8 @@ fn follows_through_kills(flavor: Flavor) {
         return;
     };
     let target = TestServer::start(flavor, &[]).expect("a target server");
-    src.exec(SCHEMA);
-    let mut w = Workload::new(seed(), TABLES);
+    src.exec(MIXED_SCHEMA);
+    let mut w = Workload::new(seed(), MIXED);
     let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed());
     src.exec(&w.script(300));
     let log_dir = common::TmpDir::new("mysql-sink-conflicts");

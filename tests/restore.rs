@@ -13,30 +13,15 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    int_or_null, output_with_timeout, rowstream, seed, Flavor, Service, ServiceConfig, Sink,
-    Tables, TestServer, TimedOutput, Workload,
+    output_with_timeout, rowstream, seed, Flavor, Service, ServiceConfig, Sink, TestServer,
+    TimedOutput, Workload, MIXED, MIXED_SCHEMA,
 };
 use rand::Rng;
 
-const SCHEMA: &str = "CREATE DATABASE s; \
-    CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL, n INT NULL, \
-      p DECIMAL(9,2) NULL, at DATETIME(3) NULL) DEFAULT CHARSET=utf8mb4; \
-    CREATE TABLE s.c (a INT NOT NULL, b VARCHAR(10) NOT NULL, x INT NOT NULL, PRIMARY KEY (b, a)) DEFAULT CHARSET=utf8mb4; \
-    CREATE TABLE s.nokey (u VARCHAR(20) NOT NULL, x INT) DEFAULT CHARSET=latin1";
-
-const TABLES: Tables = Tables {
-    t_values: |rng| {
-        let v: u32 = rng.gen();
-        let n = int_or_null(rng);
-        let p = rng.gen_range(-99999..99999);
-        let ms = rng.gen_range(0..86_400_000u64);
-        format!(
-            "'v{v}-\"q\" é', {n}, {p}/100, \
-             TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000')"
-        )
-    },
-    t_update: |rng| format!("v = 'u{}', n = n + 1, p = NULL", rng.gen::<u32>()),
-};
+/// The shared `s.t`/`s.c` plus a latin1 table without a primary key.
+fn schema() -> String {
+    format!("{MIXED_SCHEMA}; CREATE TABLE s.nokey (u VARCHAR(20) NOT NULL, x INT) DEFAULT CHARSET=latin1")
+}
 
 /// Every table of `s` as text rows in a fixed order.
 fn tables(srv: &TestServer) -> Vec<Vec<Vec<Option<String>>>> {
@@ -93,8 +78,8 @@ fn point_in_time(flavor: Flavor) {
     let Some(src) = TestServer::start(flavor, &[]) else {
         return;
     };
-    src.exec(SCHEMA);
-    let mut w = Workload::new(seed(), TABLES);
+    src.exec(&schema());
+    let mut w = Workload::new(seed(), MIXED);
     let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed());
     src.exec(&w.script(40));
     src.exec("INSERT INTO s.nokey VALUES ('k1', 1), ('k1', 1), ('k2', NULL)");
@@ -195,8 +180,8 @@ fn killed_and_rerun(flavor: Flavor) {
     let Some(src) = TestServer::start(flavor, &[]) else {
         return;
     };
-    src.exec(SCHEMA);
-    let mut w = Workload::new(seed(), TABLES);
+    src.exec(&schema());
+    let mut w = Workload::new(seed(), MIXED);
     let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed());
     src.exec(&w.script(200));
     let mut cfg = ServiceConfig::new(&[src.repl_url()], Sink::File(String::new()));
@@ -248,7 +233,7 @@ fn dry_run_and_corruption() {
     let Some(src) = TestServer::start(Flavor::MariaDb, &[]) else {
         return;
     };
-    src.exec(SCHEMA);
+    src.exec(&schema());
     src.exec("INSERT INTO s.nokey (u, x) VALUES ('a', 1)");
     let mut cfg = ServiceConfig::new(&[src.repl_url()], Sink::File(String::new()));
     cfg.start = None;

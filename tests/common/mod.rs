@@ -77,7 +77,7 @@ pub use tmp::{seed, TmpDir};
 #[allow(unused_imports)]
 pub use workload::{
     differing_keys, int_or_null, key_json, kill_and_freeze, stream_workload, Chaos, Tables,
-    Workload,
+    Workload, MIXED, MIXED_SCHEMA,
 };
 
 /// Set (non-empty, not `0`) to make a missing server binary a test failure instead of a skip.

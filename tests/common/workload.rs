@@ -268,3 +268,25 @@ pub fn stream_workload(
     );
     svc.stop(Duration::from_secs(60));
 }
+
+/// `s.t` (single-column key, a string with quotes and non-ASCII, a nullable
+/// INT, a DECIMAL, a DATETIME(3)) and `s.c` (composite key) for [`MIXED`].
+pub const MIXED_SCHEMA: &str = "CREATE DATABASE s; \
+    CREATE TABLE s.t (id BIGINT PRIMARY KEY, v VARCHAR(100) NOT NULL, n INT NULL, \
+      p DECIMAL(9,2) NULL, at DATETIME(3) NULL) DEFAULT CHARSET=utf8mb4; \
+    CREATE TABLE s.c (a INT NOT NULL, b VARCHAR(10) NOT NULL, x INT NOT NULL, PRIMARY KEY (b, a)) DEFAULT CHARSET=utf8mb4";
+
+/// The rows of `s.t` in [`MIXED_SCHEMA`].
+pub const MIXED: Tables = Tables {
+    t_values: |rng| {
+        let v: u32 = rng.gen();
+        let n = int_or_null(rng);
+        let p = rng.gen_range(-99999..99999);
+        let ms = rng.gen_range(0..86_400_000u64);
+        format!(
+            "'v{v}-\"q\" é', {n}, {p}/100, \
+             TIMESTAMPADD(MICROSECOND, {ms}000, '2024-02-29 00:00:00.000')"
+        )
+    },
+    t_update: |rng| format!("v = 'u{}', n = n + 1, p = NULL", rng.gen::<u32>()),
+};
