@@ -134,6 +134,17 @@ pub struct TailArgs {
     /// Heartbeat period asked from the server, seconds; reads time out after three.
     #[arg(long, default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// A column never printed (db.table.column glob, repeatable), as
+    /// `[source] columns_exclude`.
+    #[arg(long, value_name = "DB.TABLE.COLUMN")]
+    pub exclude_column: Vec<String>,
+    /// A column printed masked: `db.table.column=sha256` (salted hash, needs
+    /// --mask-salt) or `=redact` (repeatable), as `[source] columns_mask`.
+    #[arg(long, value_name = "DB.TABLE.COLUMN=sha256|redact")]
+    pub mask_column: Vec<String>,
+    /// The salt of sha256 masks (or set ROWSTREAM_MASK_SALT).
+    #[arg(long, env = "ROWSTREAM_MASK_SALT", hide_env_values = true)]
+    pub mask_salt: Option<String>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -326,7 +337,19 @@ async fn check(a: &CheckArgs) -> anyhow::Result<i32> {
 
 async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let opts = ConnOpts::from_url(&a.check.url)?;
-    let filter = TableFilter::new(&a.include, &a.exclude).map_err(SourceError::Config)?;
+    let mut masks = std::collections::BTreeMap::new();
+    for m in &a.mask_column {
+        let (col, how) = m.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--mask-column {m}: write db.table.column=sha256 or =redact")
+        })?;
+        masks.insert(col.to_string(), how.to_string());
+    }
+    let columns =
+        rowstream_api::kit::ColumnRules::new(&a.exclude_column, &masks, a.mask_salt.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let filter = TableFilter::new(&a.include, &a.exclude)
+        .map_err(SourceError::Config)?
+        .with_columns(columns);
     let server_id = server_id(&a.check);
     let (code, ok) = run_checks(&opts, server_id, &a.check.from).await?;
     let Some((flavor, start)) = ok else {

@@ -271,6 +271,17 @@ pub struct SourceConfig {
     /// Leave out transactions that originated on these server ids.
     #[serde(default)]
     pub exclude_server_ids: Vec<u32>,
+    /// Columns no sink ever sees (`db.table.column` globs; Debezium's
+    /// `column.exclude.list`). A primary key column cannot be excluded.
+    #[serde(default)]
+    pub columns_exclude: Vec<String>,
+    /// Columns whose values are replaced: `"db.table.column" = "sha256"`
+    /// (salted hash, `mask_salt`) or `"redact"` (a fixed string).
+    #[serde(default)]
+    pub columns_mask: std::collections::BTreeMap<String, String>,
+    /// The secret salt of `sha256` masks.
+    #[serde(default)]
+    pub mask_salt: Option<String>,
 }
 
 fn default_progress_schema() -> String {
@@ -411,7 +422,12 @@ impl SourceConfig {
 
     /// The include/exclude table filter.
     pub fn filter(&self) -> Result<TableFilter, String> {
-        TableFilter::new(&self.include, &self.exclude)
+        let columns = rowstream_api::kit::ColumnRules::new(
+            &self.columns_exclude,
+            &self.columns_mask,
+            self.mask_salt.as_deref(),
+        )?;
+        Ok(TableFilter::new(&self.include, &self.exclude)?.with_columns(columns))
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
@@ -476,7 +492,11 @@ impl SourceConfig {
             }
         }
         if let Err(e) = self.filter() {
-            let key = if self.include.iter().any(|p| !p.contains('.')) {
+            let key = if self.columns_exclude.iter().any(|p| e.contains(p.as_str())) {
+                "source.columns_exclude"
+            } else if e.contains("column") || e.contains("mask") {
+                "source.columns_mask"
+            } else if self.include.iter().any(|p| !p.contains('.')) {
                 "source.include"
             } else {
                 "source.exclude"

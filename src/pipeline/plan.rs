@@ -371,5 +371,6 @@ fn incremental(cfg: &Config, stream_cfg: &StreamConfig, flavor: Flavor) -> Optio
         name: stream_cfg.name.clone(),
         schema: schema.clone(),
         chunk_rows: cfg.snapshot.chunk_rows,
+        columns: stream_cfg.filter.columns().clone(),
     }))
 }

@@ -600,7 +600,7 @@ impl Processor {
                 columns: after_cols.clone(),
                 values: std::mem::replace(&mut self.after, Vec::with_capacity(width)),
             });
-            out.push(Record::Change(ChangeEvent {
+            let mut ev = ChangeEvent {
                 op,
                 before,
                 after,
@@ -627,7 +627,12 @@ impl Processor {
                 }),
                 primary_key: schema.primary_key.clone(),
                 table: Some(schema.meta.clone()),
-            }));
+            };
+            self.filter
+                .columns()
+                .apply(&mut ev)
+                .map_err(SourceError::Fatal)?;
+            out.push(Record::Change(ev));
         }
         self.rows_done = row;
         Ok(())

@@ -182,6 +182,7 @@ async fn run(
         ts_ms: now_ms(),
         empty: Arc::from(""),
         sequence: cut_sequence,
+        columns: p.filter.columns().clone(),
     };
     let n_workers = workers.len();
     let mut chunk_txs = Vec::with_capacity(n_workers);
@@ -301,6 +302,8 @@ pub(crate) struct EventCtx {
     /// a row read at the cut sorts before every change streamed after it
     /// (Elasticsearch external versions).
     pub(crate) sequence: u64,
+    /// Column exclusion and masking, applied to every row read.
+    pub(crate) columns: rowstream_api::kit::ColumnRules,
 }
 
 /// A worker's output: up to `PIECE_RECORDS` rows (after the table's
@@ -426,7 +429,9 @@ async fn read_chunk(
     let mut now = now_ms();
     while let Some(row) = res.next().await? {
         let values = convert_row(t, row)?;
-        buf.push(Record::Change(read_event(t, ctx, values, rows as u32, now)));
+        let mut ev = read_event(t, ctx, values, rows as u32, now);
+        ctx.columns.apply(&mut ev).map_err(SourceError::Fatal)?;
+        buf.push(Record::Change(ev));
         rows += 1;
         if buf.len() >= PIECE_RECORDS {
             let records = std::mem::replace(&mut buf, Vec::with_capacity(PIECE_RECORDS));

@@ -61,6 +61,8 @@ pub struct SignalConfig {
     /// The schema holding `rowstream_signal`.
     pub schema: String,
     pub chunk_rows: u64,
+    /// The source's column exclusion and masking.
+    pub columns: rowstream_api::kit::ColumnRules,
 }
 
 struct ChunkRead {
@@ -315,6 +317,7 @@ async fn window(
             ts_ms: now_ms(),
             empty: Arc::from(""),
             sequence: 0, // set to the high watermark's when emitted (`process`)
+            columns: cfg.columns.clone(),
         };
         let schema = match after {
             None => schema::table_statements(&mut conn, &t, false)
@@ -342,6 +345,10 @@ async fn window(
             let v = &e.after.as_ref().expect("after").values;
             t.primary_key.iter().map(|&k| to_sql(&v[k])).collect()
         });
+        // After the resume key is taken: it needs the clear key values.
+        for e in &mut out {
+            ctx.columns.apply(e).map_err(SourceError::Fatal)?;
+        }
         Ok(ChunkRead {
             table: t,
             schema,

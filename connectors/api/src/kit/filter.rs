@@ -7,11 +7,13 @@
 /// Schemas that hold server internals and are never streamed by default.
 const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "sys", "information_schema", "performance_schema"];
 
-/// A compiled include/exclude filter.
+/// A compiled include/exclude filter, with the source's column rules (which
+/// travel with it to every place that makes events).
 #[derive(Debug, Clone, Default)]
 pub struct TableFilter {
     include: Vec<String>,
     exclude: Vec<String>,
+    columns: super::ColumnRules,
 }
 
 impl TableFilter {
@@ -28,7 +30,19 @@ impl TableFilter {
         Ok(TableFilter {
             include: include.to_vec(),
             exclude: exclude.to_vec(),
+            columns: super::ColumnRules::default(),
         })
+    }
+
+    /// The same filter with column exclusion and masking rules.
+    pub fn with_columns(mut self, columns: super::ColumnRules) -> TableFilter {
+        self.columns = columns;
+        self
+    }
+
+    /// The column rules every event of the source passes through.
+    pub fn columns(&self) -> &super::ColumnRules {
+        &self.columns
     }
 
     /// True when rows of `db.table` must be streamed.

@@ -9,6 +9,7 @@
 //! - [`TableTemplate`]: `{name}`, `{db}`, `{table}` templates (topics,
 //!   indices): parse, validate, render;
 //! - [`TableFilter`]: `db.table` include/exclude globs (source and apply sink);
+//! - [`ColumnRules`]: column exclusion and masking, applied by the source;
 //! - [`ConfigError`](crate::ConfigError) lives beside it in `config_error`.
 //!
 //! Nothing here does I/O or knows a target; each piece is unit-tested here
@@ -17,9 +18,11 @@
 pub mod acks;
 pub mod backoff;
 pub mod filter;
+pub mod mask;
 pub mod template;
 
 pub use acks::{AckQueue, Poison};
 pub use backoff::Backoff;
 pub use filter::TableFilter;
+pub use mask::ColumnRules;
 pub use template::TableTemplate;
