@@ -67,8 +67,11 @@ struct Inner {
     rules: Vec<Rule>,
     salt: String,
     /// Policy per table version, by the address of its `TableMeta`.
-    cache: Mutex<HashMap<usize, (Arc<TableMeta>, Option<Arc<Policy>>)>>,
+    cache: Mutex<HashMap<usize, Cached>>,
 }
+
+/// A table version (kept alive so its address is not reused) and its policy.
+type Cached = (Arc<TableMeta>, Option<Arc<Policy>>);
 
 /// What happens to the columns of one table version.
 #[derive(Debug)]
