@@ -334,13 +334,11 @@ impl HttpSinkConfig {
             return Err(err("name", "must not be empty".into()));
         }
         let url = UrlTemplate::parse(&self.url).map_err(|e| err("url", e))?;
-        if url.needs_module() {
-            if self.mapping.values().all(|m| m.module.is_none()) {
-                return Err(err(
-                    "url",
-                    "uses {module} but no [sinks.mapping.\"db.table\"] sets a module".into(),
-                ));
-            }
+        if url.needs_module() && self.mapping.values().all(|m| m.module.is_none()) {
+            return Err(err(
+                "url",
+                "uses {module} but no [sinks.mapping.\"db.table\"] sets a module".into(),
+            ));
         }
         if !matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
             return Err(err(
