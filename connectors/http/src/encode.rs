@@ -155,6 +155,26 @@ pub fn record_id(ev: &ChangeEvent) -> String {
     }
 }
 
+/// With `format = "rows"`, an update that changes the primary key is sent
+/// as two records: this delete of the old key (id `{id}:old`, subject to
+/// `on_delete`), then the new row. A row cannot say which key it replaces,
+/// and a receiver upserting by key would otherwise keep the old row.
+pub fn old_key_delete(ev: &ChangeEvent) -> Option<ChangeEvent> {
+    if ev.op != Op::Update || ev.primary_key.is_empty() {
+        return None;
+    }
+    let (before, after) = (ev.before.as_ref()?, ev.after.as_ref()?);
+    let moved = ev
+        .primary_key
+        .iter()
+        .any(|&i| before.values.get(i) != after.values.get(i));
+    moved.then(|| ChangeEvent {
+        op: Op::Delete,
+        after: None,
+        ..ev.clone()
+    })
+}
+
 /// How records are written (the config's shaping keys).
 #[derive(Debug, Clone, Copy)]
 pub struct Shape<'a> {
@@ -405,6 +425,29 @@ mod tests {
             serde_json::json!({"data":[{"a":1},{"a":2}],"duplicate_check_fields":["Email"]})
         );
         assert_eq!(body(b"", None, &Default::default()), b"[]");
+    }
+
+    #[test]
+    fn key_changes_delete_the_old_key_first() {
+        let mut ev = change(Op::Update);
+        ev.before = ev.after.clone();
+        assert!(old_key_delete(&ev).is_none(), "same key");
+        ev.after.as_mut().unwrap().values[0] = rowstream_api::Value::Int(99);
+        let del = old_key_delete(&ev).unwrap();
+        assert_eq!(del.op, Op::Delete);
+        let mut out = Vec::new();
+        assert!(write_record(
+            &mut out,
+            shape(Format::Rows),
+            &del,
+            "g:1:old",
+            None
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": 3006, "_op": "d", "_id": "g:1:old"})
+        );
     }
 
     #[test]

@@ -36,8 +36,10 @@ use rowstream_api::{
 use tokio::task::JoinSet;
 
 use crate::client::{Answer, Client, Request};
-use crate::config::{HttpSinkConfig, OnError};
-use crate::encode::{body, idempotency_key, record_id, write_record, Shape, UrlTemplate};
+use crate::config::{Format, HttpSinkConfig, OnError};
+use crate::encode::{
+    body, idempotency_key, old_key_delete, record_id, write_record, Shape, UrlTemplate,
+};
 
 pub static HTTP_REQUESTS: Family = Family::counter(
     "rowstream_http_requests_total",
@@ -224,7 +226,6 @@ impl HttpSink {
             id_field: &cfg.id_field,
             op_field: &cfg.op_field,
         };
-        let (max_records, max_bytes) = (cfg.batch_records, cfg.batch_bytes);
         for rec in &batch.records {
             let Record::Change(ev) = rec else {
                 continue; // schema changes are not sent
@@ -232,26 +233,47 @@ impl HttpSink {
             let index = self.added;
             self.added += 1;
             let id = record_id(ev);
-            let mapping = cfg.mapping_for(&ev.source.db, &ev.source.table);
-            let q = self.queue_for(ev)?;
-            let p = &mut q.pending;
-            let mark = p.records.len();
-            if !p.ids.is_empty() {
-                p.records.push(b',');
+            let old = (cfg.format == Format::Rows)
+                .then(|| old_key_delete(ev))
+                .flatten();
+            if let Some(del) = &old {
+                self.add_record(shape, del, format!("{id}:old"), index)
+                    .await?;
             }
-            if !write_record(&mut p.records, shape, ev, &id, mapping) {
-                p.records.truncate(mark);
-                continue;
-            }
-            if p.ids.is_empty() {
-                p.first = index;
-                p.since = Some(Instant::now());
-            }
-            p.ids.push(id);
-            if p.ids.len() >= max_records || p.records.len() >= max_bytes {
-                let k = (ev.source.db.clone(), ev.source.table.clone());
-                self.send_table(&k).await?;
-            }
+            self.add_record(shape, ev, id, index).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends one record (change number `index`) to its table's pending
+    /// request; sends the request once full.
+    async fn add_record(
+        &mut self,
+        shape: Shape<'_>,
+        ev: &ChangeEvent,
+        id: String,
+        index: u64,
+    ) -> Result<(), SinkError> {
+        let cfg = self.cfg.clone();
+        let mapping = cfg.mapping_for(&ev.source.db, &ev.source.table);
+        let q = self.queue_for(ev)?;
+        let p = &mut q.pending;
+        let mark = p.records.len();
+        if !p.ids.is_empty() {
+            p.records.push(b',');
+        }
+        if !write_record(&mut p.records, shape, ev, &id, mapping) {
+            p.records.truncate(mark);
+            return Ok(());
+        }
+        if p.ids.is_empty() {
+            p.first = index;
+            p.since = Some(Instant::now());
+        }
+        p.ids.push(id);
+        if p.ids.len() >= cfg.batch_records || p.records.len() >= cfg.batch_bytes {
+            let k = (ev.source.db.clone(), ev.source.table.clone());
+            self.send_table(&k).await?;
         }
         Ok(())
     }
