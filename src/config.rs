@@ -331,7 +331,7 @@ pub enum SinkConfig {
     Mysql(rowstream_mysql::MysqlSinkConfig),
     /// `type = "http"`: JSON requests per table to a webhook or CRM
     /// (`connectors/http`).
-    Http(rowstream_http::HttpSinkConfig),
+    Http(Box<rowstream_http::HttpSinkConfig>),
 }
 
 /// A sink table of a type left out of this build (a cargo feature): any

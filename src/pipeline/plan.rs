@@ -96,7 +96,7 @@ fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkBuilder>, ServiceError> {
         }
         SinkConfig::Http(c) => {
             c.validate().map_err(|e| bad(&e))?;
-            Box::new(c.clone())
+            Box::new(c.as_ref().clone())
         }
         #[cfg(feature = "kafka")]
         SinkConfig::Kafka(c) => {

@@ -1,6 +1,6 @@
 //! Configuration of the HTTP sink: one `[[sinks]]` table with
 //! `type = "http"` (the service strips `type` and deserializes the rest
-//! into [`HttpSinkConfig`]).
+//! into [`HttpSinkConfig`]), and its parsed `url` template ([`UrlTemplate`]).
 //!
 //! Invariants kept: unknown keys are an error (`deny_unknown_fields`, also
 //! in the nested `oauth` and `mapping` tables); every field but `name` and
@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rowstream_api::ConfigError;
 use serde::Deserialize;
-
-use crate::encode::UrlTemplate;
 
 /// The body shape.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -464,6 +463,94 @@ impl HttpSinkConfig {
     }
 }
 
+/// One piece of a URL template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Name,
+    Db,
+    Table,
+    Module,
+}
+
+/// A parsed `url`: `{name}`, `{db}`, `{table}` and `{module}` substituted
+/// per table (percent-encoded, so a table name cannot change the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate {
+    pieces: Vec<Piece>,
+}
+
+impl UrlTemplate {
+    /// Parses and checks `url` (an http(s) URL without credentials once
+    /// the placeholders are filled); the error is the problem's wording.
+    pub fn parse(url: &str) -> Result<UrlTemplate, String> {
+        let mut pieces = Vec::new();
+        let mut rest = url;
+        while !rest.is_empty() {
+            let found = [
+                ("{name}", Piece::Name),
+                ("{db}", Piece::Db),
+                ("{table}", Piece::Table),
+                ("{module}", Piece::Module),
+            ]
+            .into_iter()
+            .find(|(p, _)| rest.starts_with(p));
+            if let Some((p, piece)) = found {
+                pieces.push(piece);
+                rest = &rest[p.len()..];
+            } else if rest.starts_with(['{', '}']) {
+                return Err(format!(
+                    "{url:?}: only {{name}}, {{db}}, {{table}} and {{module}} may be substituted"
+                ));
+            } else {
+                let len = rest.find(['{', '}']).unwrap_or(rest.len());
+                pieces.push(Piece::Text(rest[..len].to_string()));
+                rest = &rest[len..];
+            }
+        }
+        let t = UrlTemplate { pieces };
+        match url::Url::parse(&t.render("n", "d", "t", Some("m"))) {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(
+                "must not carry credentials (URLs are logged): use username/password or bearer_token"
+                    .into(),
+            ),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(t),
+            _ => Err(format!("{url:?} is not an http:// or https:// URL")),
+        }
+    }
+
+    /// True when the template uses `{module}`.
+    pub fn needs_module(&self) -> bool {
+        self.pieces.contains(&Piece::Module)
+    }
+
+    /// The URL of one table (`module` only matters with `{module}`).
+    pub fn render(&self, name: &str, db: &str, table: &str, module: Option<&str>) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Name => out.push_str(&percent_encode(name)),
+                Piece::Db => out.push_str(&percent_encode(db)),
+                Piece::Table => out.push_str(&percent_encode(table)),
+                Piece::Module => out.push_str(&percent_encode(module.unwrap_or(""))),
+            }
+        }
+        out
+    }
+}
+
+/// What `{placeholders}` escape: all but RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +582,20 @@ mod tests {
             r#"{"name":"h","url":"http://a","nope":1}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn url_templates() {
+        let t = UrlTemplate::parse("https://crm/v8/{module}/upsert?t={db}.{table}").unwrap();
+        assert!(t.needs_module());
+        assert_eq!(
+            t.render("n", "sh op", "c/x", Some("Leads")),
+            "https://crm/v8/Leads/upsert?t=sh%20op.c%2Fx"
+        );
+        assert!(UrlTemplate::parse("http://h/{x}").is_err());
+        assert!(UrlTemplate::parse("http://u:p@h/").is_err());
+        assert!(UrlTemplate::parse("h/{table}").is_err());
+        assert!(!UrlTemplate::parse("http://h/hook").unwrap().needs_module());
     }
 
     #[test]

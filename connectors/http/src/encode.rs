@@ -1,4 +1,4 @@
-//! Events -> request pieces, all pure: the URL template, record ids, the
+//! Events -> request pieces, all pure: record ids, the
 //! JSON of one record (envelope or mapped row), the body around records,
 //! the `Idempotency-Key`, the Standard Webhooks signature and `Retry-After`.
 //!
@@ -22,96 +22,6 @@ use rowstream_api::{ChangeEvent, Op, Row, Snapshot};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Format, OnDelete, TableMapping};
-
-/// One piece of a URL template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Name,
-    Db,
-    Table,
-    Module,
-}
-
-/// A parsed `url`: `{name}`, `{db}`, `{table}` and `{module}` substituted
-/// per table (percent-encoded, so a table name cannot change the path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlTemplate {
-    pieces: Vec<Piece>,
-}
-
-impl UrlTemplate {
-    /// Parses and checks `url` (an http(s) URL without credentials once
-    /// the placeholders are filled); the error is the problem's wording.
-    pub fn parse(url: &str) -> Result<UrlTemplate, String> {
-        let mut pieces = Vec::new();
-        let mut rest = url;
-        while !rest.is_empty() {
-            let found = [
-                ("{name}", Piece::Name),
-                ("{db}", Piece::Db),
-                ("{table}", Piece::Table),
-                ("{module}", Piece::Module),
-            ]
-            .into_iter()
-            .find(|(p, _)| rest.starts_with(p));
-            if let Some((p, piece)) = found {
-                pieces.push(piece);
-                rest = &rest[p.len()..];
-            } else if rest.starts_with(['{', '}']) {
-                return Err(format!(
-                    "{url:?}: only {{name}}, {{db}}, {{table}} and {{module}} may be substituted"
-                ));
-            } else {
-                let len = rest.find(['{', '}']).unwrap_or(rest.len());
-                pieces.push(Piece::Text(rest[..len].to_string()));
-                rest = &rest[len..];
-            }
-        }
-        let t = UrlTemplate { pieces };
-        match url::Url::parse(&t.render("n", "d", "t", Some("m"))) {
-            Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(
-                "must not carry credentials (URLs are logged): use username/password or bearer_token"
-                    .into(),
-            ),
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(t),
-            _ => Err(format!("{url:?} is not an http:// or https:// URL")),
-        }
-    }
-
-    /// True when the template uses `{module}`.
-    pub fn needs_module(&self) -> bool {
-        self.pieces.contains(&Piece::Module)
-    }
-
-    /// The URL of one table (`module` only matters with `{module}`).
-    pub fn render(&self, name: &str, db: &str, table: &str, module: Option<&str>) -> String {
-        let enc = |s: &str| -> String { percent_encode(s) };
-        let mut out = String::new();
-        for p in &self.pieces {
-            match p {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Name => out.push_str(&enc(name)),
-                Piece::Db => out.push_str(&enc(db)),
-                Piece::Table => out.push_str(&enc(table)),
-                Piece::Module => out.push_str(&enc(module.unwrap_or(""))),
-            }
-        }
-        out
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// The key columns' values of a row image as a JSON array (every column
 /// when the table has no primary key).
@@ -341,20 +251,6 @@ mod tests {
             id_field: "_id",
             op_field: "_op",
         }
-    }
-
-    #[test]
-    fn url_templates() {
-        let t = UrlTemplate::parse("https://crm/v8/{module}/upsert?t={db}.{table}").unwrap();
-        assert!(t.needs_module());
-        assert_eq!(
-            t.render("n", "sh op", "c/x", Some("Leads")),
-            "https://crm/v8/Leads/upsert?t=sh%20op.c%2Fx"
-        );
-        assert!(UrlTemplate::parse("http://h/{x}").is_err());
-        assert!(UrlTemplate::parse("http://u:p@h/").is_err());
-        assert!(UrlTemplate::parse("h/{table}").is_err());
-        assert!(!UrlTemplate::parse("http://h/hook").unwrap().needs_module());
     }
 
     fn change(op: Op) -> ChangeEvent {

@@ -36,10 +36,8 @@ use rowstream_api::{
 use tokio::task::JoinSet;
 
 use crate::client::{Answer, Client, Request};
-use crate::config::{Format, HttpSinkConfig, OnError};
-use crate::encode::{
-    body, idempotency_key, old_key_delete, record_id, write_record, Shape, UrlTemplate,
-};
+use crate::config::{Format, HttpSinkConfig, OnError, UrlTemplate};
+use crate::encode::{body, idempotency_key, old_key_delete, record_id, write_record, Shape};
 
 pub static HTTP_REQUESTS: Family = Family::counter(
     "rowstream_http_requests_total",
