@@ -236,7 +236,7 @@ fn decide(st: &Mutex<State>, path: &str, headers: &HashMap<String, String>, body
     // kind, then faults come at random.
     st.data += 1;
     let p = st.rules.fault_p;
-    let scripted = (st.data % 3 == 0 && st.data <= 12).then_some(st.data / 3 - 1);
+    let scripted = (st.data % 3 == 0 && st.data <= 12).then(|| st.data / 3 - 1);
     if p > 0.0 && (scripted.is_some() || st.rng.gen_bool(p)) {
         let kind = match scripted {
             Some(k) => k,
