@@ -682,6 +682,8 @@ fn stops_on_refusal(flavor: Flavor) {
         "{}",
         svc.log_tail()
     );
+    let line = log.lines().rfind(|l| l.contains("HTTP 400")).unwrap();
+    eprintln!("{}: {line}", flavor.name());
     assert!(svc
         .checkpoint_gtid()
         .is_none_or(|g| g.is_empty() || g != src.gtid_executed()));
