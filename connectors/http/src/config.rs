@@ -207,12 +207,13 @@ pub struct HttpSinkConfig {
     /// errors), in milliseconds; retries go on forever. Default 30000.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
-    /// Requests per second at most (retries and token requests included).
-    /// Default unlimited.
+    /// Requests per second at most, retries included (OAuth token requests
+    /// go to another server and are not counted). Default unlimited.
     #[serde(default)]
     pub rate_per_second: Option<f64>,
     /// Requests per UTC day at most; when spent the sink waits for
-    /// midnight UTC (it never fails for it). Default unlimited.
+    /// midnight UTC (it never fails for it). Counted in memory: a restart
+    /// of rowstream starts the day's count again. Default unlimited.
     #[serde(default)]
     pub daily_budget: Option<u64>,
     /// `"stop"` (default) or `"dead_letter"` (requires `dead_letter`).
