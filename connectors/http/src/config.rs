@@ -599,6 +599,51 @@ mod tests {
         assert!(!UrlTemplate::parse("http://h/hook").unwrap().needs_module());
     }
 
+    /// The example in the README's "Sending changes over HTTP" section.
+    const README_EXAMPLE: &str = r#"
+[[sinks]]
+name = "crm"
+url = "https://www.zohoapis.eu/crm/v8/{module}/upsert"
+format = "rows"
+wrap = "data"
+extra = { duplicate_check_fields = ["Email"] }
+batch_records = 100
+rate_per_second = 5
+daily_budget = 20000
+on_error = "dead_letter"
+dead_letter = "/var/lib/rowstream/crm-dead.jsonl"
+[sinks.oauth]
+token_url = "https://accounts.zoho.eu/oauth/v2/token"
+client_id = "1000.XXXX"
+client_secret = "..."
+refresh_token = "1000.yyyy"
+[sinks.mapping."shop.customers"]
+module = "Leads"
+fields = { email = "Email", name = "Last_Name" }
+static = { Lead_Source = "shop" }
+on_delete = "skip"
+"#;
+
+    #[test]
+    fn readme_example_parses_from_toml() {
+        #[derive(Deserialize)]
+        struct File {
+            sinks: Vec<HttpSinkConfig>,
+        }
+        let f: File = toml::from_str(README_EXAMPLE).unwrap();
+        let c = &f.sinks[0];
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        assert_eq!(
+            c.extra["duplicate_check_fields"],
+            serde_json::json!(["Email"])
+        );
+        assert_eq!(
+            c.mapping_for("shop", "customers").unwrap().statics["Lead_Source"],
+            "shop"
+        );
+        assert_eq!(c.oauth.as_ref().unwrap().refresh_margin_ms, 60_000);
+    }
+
     #[test]
     fn validate_rejects() {
         let ok = HttpSinkConfig::new("h", "http://a/x");
