@@ -324,6 +324,19 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_reads_are_named_by_key() {
+        let mut ev = change(Op::Read);
+        ev.transaction = None;
+        ev.source.snapshot = Snapshot::True;
+        assert_eq!(record_id(&ev), "snapshot:shop.orders:[3006]");
+        ev.primary_key = std::sync::Arc::from(Vec::new());
+        assert_eq!(
+            record_id(&ev),
+            r#"snapshot:shop.orders:[3006,"row 3/6 \"é\""]"#
+        );
+    }
+
+    #[test]
     fn key_changes_delete_the_old_key_first() {
         let mut ev = change(Op::Update);
         ev.before = ev.after.clone();
