@@ -199,7 +199,7 @@ impl HttpSink {
             if self.url.needs_module() && module.is_none() {
                 return Err(self.fatal(format_args!(
                     "url {:?} uses {{module}} but table {}.{} has no module: add [sinks.mapping.\"{}.{}\"] module = \"...\" \
-                     (or leave the table out of [source] tables)",
+                     (or leave the table out with [source] exclude)",
                     self.cfg.url, k.0, k.1, k.0, k.1
                 )));
             }
