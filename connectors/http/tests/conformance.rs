@@ -4,55 +4,14 @@
 //! "stop"`; two tables in flight at once (`concurrency = 2`). Also checks
 //! that the sink's metric families are registered.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod scripted;
+
 use std::sync::Arc;
 
 use rowstream_api::testing::conformance::{check, good_batch, Provoke};
 use rowstream_api::testing::{batch_of, change};
 use rowstream_api::{Record, Row, Value};
 use rowstream_http::HttpSinkConfig;
-
-/// Serves one keep-alive connection: 400 for paths under `/shop/strict`.
-fn serve(conn: TcpStream) {
-    let mut w = conn.try_clone().unwrap();
-    let mut r = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut len = 0;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end().to_ascii_lowercase();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body).unwrap();
-        let (status, text) = if path.starts_with("/shop/strict") {
-            (400, "{\"error\":\"strict refuses everything\"}")
-        } else {
-            (200, "{}")
-        };
-        let resp = format!(
-            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        if w.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
 
 /// Transaction `n`: one insert into `shop.strict`.
 fn refused(n: u64) -> rowstream_api::Batch {
@@ -67,13 +26,15 @@ fn refused(n: u64) -> rowstream_api::Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_sink_conforms() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(c));
-        }
-    });
+    let port = scripted::server(Box::new(|path, _| match path.starts_with("/shop/strict") {
+        true => (
+            400,
+            None,
+            "{\"error\":\"strict refuses everything\"}".into(),
+        ),
+        false => (200, None, "{}".into()),
+    }))
+    .port;
     let mut cfg = HttpSinkConfig::new("hook", format!("http://127.0.0.1:{port}/{{db}}/{{table}}"));
     cfg.batch_records = 2;
     cfg.concurrency = 2;
