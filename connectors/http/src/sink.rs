@@ -36,7 +36,7 @@ use rowstream_api::{
 use tokio::task::JoinSet;
 
 use crate::client::{Answer, Client, Request};
-use crate::config::{Format, HttpSinkConfig, OnError, UrlTemplate};
+use crate::config::{Format, HttpSinkConfig, OnError, TableMapping, UrlTemplate};
 use crate::encode::{body, idempotency_key, old_key_delete, record_id, write_record, Shape};
 
 pub static HTTP_REQUESTS: Family = Family::counter(
@@ -89,6 +89,8 @@ struct Pending {
 
 struct TableQueue {
     url: String,
+    /// The table's `mapping`, looked up once.
+    mapping: Option<TableMapping>,
     source: Arc<str>,
     pending: Pending,
     /// Global index of the first record of the request in flight.
@@ -192,10 +194,8 @@ impl HttpSink {
     fn queue_for(&mut self, ev: &ChangeEvent) -> Result<&mut TableQueue, SinkError> {
         let k = (ev.source.db.clone(), ev.source.table.clone());
         if !self.tables.contains_key(&k) {
-            let module = self
-                .cfg
-                .mapping_for(&k.0, &k.1)
-                .and_then(|m| m.module.as_deref());
+            let mapping = self.cfg.mapping_for(&k.0, &k.1).cloned();
+            let module = mapping.as_ref().and_then(|m| m.module.as_deref());
             if self.url.needs_module() && module.is_none() {
                 return Err(self.fatal(format_args!(
                     "url {:?} uses {{module}} but table {}.{} has no module: add [sinks.mapping.\"{}.{}\"] module = \"...\" \
@@ -206,6 +206,7 @@ impl HttpSink {
             let url = self.url.render(&ev.source.name, &k.0, &k.1, module);
             let q = TableQueue {
                 url,
+                mapping,
                 source: ev.source.name.clone(),
                 pending: Pending::default(),
                 in_flight: None,
@@ -252,15 +253,17 @@ impl HttpSink {
         id: String,
         index: u64,
     ) -> Result<(), SinkError> {
-        let cfg = self.cfg.clone();
-        let mapping = cfg.mapping_for(&ev.source.db, &ev.source.table);
-        let q = self.queue_for(ev)?;
-        let p = &mut q.pending;
+        let (max_records, max_bytes) = (self.cfg.batch_records, self.cfg.batch_bytes);
+        let TableQueue {
+            pending: p,
+            mapping,
+            ..
+        } = self.queue_for(ev)?;
         let mark = p.records.len();
         if !p.ids.is_empty() {
             p.records.push(b',');
         }
-        if !write_record(&mut p.records, shape, ev, &id, mapping) {
+        if !write_record(&mut p.records, shape, ev, &id, mapping.as_ref()) {
             p.records.truncate(mark);
             return Ok(());
         }
@@ -269,7 +272,7 @@ impl HttpSink {
             p.since = Some(Instant::now());
         }
         p.ids.push(id);
-        if p.ids.len() >= cfg.batch_records || p.records.len() >= cfg.batch_bytes {
+        if p.ids.len() >= max_records || p.records.len() >= max_bytes {
             let k = (ev.source.db.clone(), ev.source.table.clone());
             self.send_table(&k).await?;
         }
