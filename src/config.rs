@@ -340,6 +340,9 @@ pub enum SinkConfig {
     /// `type = "mysql"`: applies every change to a MySQL or MariaDB server,
     /// in parallel and exactly once (`connectors/mysql`).
     Mysql(rowstream_mysql::MysqlSinkConfig),
+    /// `type = "http"`: JSON requests per table to a webhook or CRM
+    /// (`connectors/http`).
+    Http(Box<rowstream_http::HttpSinkConfig>),
 }
 
 /// A sink table of a type left out of this build (a cargo feature): any
@@ -380,6 +383,7 @@ impl SinkConfig {
             SinkConfig::Kafka(c) => &c.name,
             SinkConfig::Elasticsearch(c) => &c.name,
             SinkConfig::Mysql(c) => &c.name,
+            SinkConfig::Http(c) => &c.name,
         }
     }
 
@@ -390,6 +394,7 @@ impl SinkConfig {
             SinkConfig::Kafka(_) => "kafka",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
             SinkConfig::Mysql(_) => "mysql",
+            SinkConfig::Http(_) => "http",
         }
     }
 
@@ -401,6 +406,7 @@ impl SinkConfig {
             SinkConfig::Kafka(c) => c.validate().map_err(|e| (e.key, e.problem)),
             SinkConfig::Elasticsearch(c) => c.validate().map_err(|e| (e.key, e.problem)),
             SinkConfig::Mysql(c) => c.validate().map_err(|e| (e.key.to_string(), e.problem)),
+            SinkConfig::Http(c) => c.validate().map_err(|e| (e.key, e.problem)),
         }
     }
 }

@@ -94,6 +94,10 @@ fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkBuilder>, ServiceError> {
             c.validate().map_err(|e| bad(&e))?;
             Box::new(c.clone())
         }
+        SinkConfig::Http(c) => {
+            c.validate().map_err(|e| bad(&e))?;
+            Box::new(c.as_ref().clone())
+        }
         #[cfg(feature = "kafka")]
         SinkConfig::Kafka(c) => {
             c.validate().map_err(|e| bad(&e))?;
