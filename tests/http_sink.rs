@@ -332,9 +332,15 @@ fn check_rate(seen: &[Seen], rate: usize) {
 /// Requests with the same first and last record carry the same key, and
 /// every record id always comes with the same content (`ts_ms`, the
 /// processing time, aside).
-fn check_duplicates(seen: &[Seen]) -> usize {
+/// Checks that requests with the same first and last record carry the same
+/// key and a record delivered twice has the same content; returns the
+/// duplicate deliveries and the requests that carried an already delivered
+/// record under another key than its first delivery (regrouped).
+fn check_duplicates(seen: &[Seen]) -> (usize, usize) {
     let mut keys: HashMap<(String, String), String> = HashMap::new();
     let mut content: HashMap<String, Value> = HashMap::new();
+    let mut first_key: HashMap<String, String> = HashMap::new();
+    let mut regrouped = std::collections::HashSet::new();
     let mut dups = 0;
     for s in seen
         .iter()
@@ -349,7 +355,14 @@ fn check_duplicates(seen: &[Seen]) -> usize {
             key, &s.headers["idempotency-key"],
             "requests {ends:?} with different keys"
         );
+        let key = &s.headers["idempotency-key"];
         for mut r in recs {
+            let k = first_key
+                .entry(record_id(&r))
+                .or_insert_with(|| key.clone());
+            if k != key {
+                regrouped.insert(key.clone());
+            }
             r.as_object_mut().unwrap().remove("ts_ms");
             match content.get(&record_id(&r)) {
                 Some(first) => {
@@ -367,7 +380,7 @@ fn check_duplicates(seen: &[Seen]) -> usize {
             }
         }
     }
-    dups
+    (dups, regrouped.len())
 }
 
 fn dead_letters(path: &Path) -> Vec<Value> {
@@ -460,9 +473,10 @@ fn through_kills(flavor: Flavor) {
     let sink = Sink::Other(format!(
         "type = \"http\"\nname = \"hook\"\nurl = {:?}\nsecret = {SECRET:?}\nbatch_records = 20\nlinger_ms = 20\n\
          timeout_ms = 1000\nretry_max_ms = 400\nrate_per_second = {rate}\nconcurrency = 2\n\
-         on_error = \"dead_letter\"\ndead_letter = {:?}\n",
+         on_error = \"dead_letter\"\ndead_letter = {:?}\nrequest_log = {:?}\n",
         rx.url("/in/{db}/{table}"),
-        dead.display().to_string()
+        dead.display().to_string(),
+        dir.join("requests.log").display().to_string()
     ));
     let mut svc = Service::new(
         &format!("http-kills-{}", flavor.name()),
@@ -487,7 +501,16 @@ fn through_kills(flavor: Flavor) {
     let seen = rx.seen();
     check_signatures(&seen);
     check_rate(&seen, rate);
-    let dups = check_duplicates(&seen);
+    let (dups, regrouped) = check_duplicates(&seen);
+    // The request log regroups a replay as before. Only a replay whose
+    // checkpoint fell inside an earlier request (rare: it needs a batch
+    // boundary inside a settled request, see connectors/http journal) may
+    // send that request's tail under a new key. Without the log, 10
+    // restarts regrouped 3 requests.
+    assert!(
+        regrouped <= 1,
+        "{regrouped} requests re-sent records under a new idempotency key after 10 restarts"
+    );
     let faults = seen
         .iter()
         .filter(|s| s.status != 200 && s.status != 400)
@@ -518,7 +541,7 @@ fn through_kills(flavor: Flavor) {
         recs.extend(d["records"].as_array().unwrap().iter().cloned());
     }
     eprintln!(
-        "{}: {} requests, {faults} faults, {refused} refused (400), {} dead letters, {dups} duplicate deliveries",
+        "{}: {} requests, {faults} faults, {refused} refused (400), {} dead letters, {dups} duplicate deliveries, {regrouped} regrouped",
         flavor.name(),
         seen.len(),
         dl.len()

@@ -222,6 +222,12 @@ pub struct HttpSinkConfig {
     /// File the refused requests are appended to, one JSON line each.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
+    /// Where the first and last record id of every request are noted, so
+    /// that a replay after a crash groups the same records into the same
+    /// requests with the same `Idempotency-Key` (see `journal`). Default
+    /// `<name>-requests.log` in the working directory.
+    #[serde(default)]
+    pub request_log: Option<PathBuf>,
     /// Signs every request the Standard Webhooks way (`webhook-id`,
     /// `webhook-timestamp`, `webhook-signature`). A `whsec_` prefixed
     /// secret is base64-decoded after the prefix; any other is used as is.
@@ -289,6 +295,7 @@ impl fmt::Debug for HttpSinkConfig {
             .field("daily_budget", &self.daily_budget)
             .field("on_error", &self.on_error)
             .field("dead_letter", &self.dead_letter)
+            .field("request_log", &self.request_log)
             .field("secret", &mask(&self.secret))
             .finish()
     }
@@ -323,8 +330,16 @@ impl HttpSinkConfig {
             daily_budget: None,
             on_error: OnError::Stop,
             dead_letter: None,
+            request_log: None,
             secret: None,
         }
+    }
+
+    /// The request log path (the configured one or the default).
+    pub fn request_log_path(&self) -> PathBuf {
+        self.request_log
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}-requests.log", self.name)))
     }
 
     /// Checks the values (not the receiver: that is met on the first request).

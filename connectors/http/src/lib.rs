@@ -7,12 +7,14 @@
 //!
 //! Modules: `config` (the `[[sinks]] type = "http"` table), `encode`
 //! (records, bodies, ids, keys, signatures; pure), `client` (reqwest,
-//! authentication, budget, the retry loop), `sink` (the `Sink`: per-table
-//! requests, order, ordered acks, dead letters).
+//! authentication, budget, the retry loop), `journal` (request boundaries
+//! remembered across restarts, so replays carry the same keys), `sink` (the
+//! `Sink`: per-table requests, order, ordered acks, dead letters).
 
 pub mod client;
 pub mod config;
 pub mod encode;
+pub mod journal;
 pub mod sink;
 
 pub use config::{Format, HttpSinkConfig, OAuthConfig, OnDelete, OnError, TableMapping};

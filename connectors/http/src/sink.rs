@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use crate::client::{Answer, Client, Request};
 use crate::config::{Format, HttpSinkConfig, OnError, TableMapping, UrlTemplate};
 use crate::encode::{body, idempotency_key, old_key_delete, record_id, write_record, Shape};
+use crate::journal::Journal;
 
 pub static HTTP_REQUESTS: Family = Family::counter(
     "rowstream_http_requests_total",
@@ -85,6 +86,9 @@ struct Pending {
     /// Global index of the first record.
     first: u64,
     since: Option<Instant>,
+    /// The last record id of the earlier run's request that began with
+    /// this one's first record: the request ends there, not by linger.
+    until: Option<String>,
 }
 
 struct TableQueue {
@@ -119,6 +123,7 @@ pub struct HttpSink {
     acks: AckQueue,
     poison: Poison,
     dead: Option<std::fs::File>,
+    journal: Option<Journal>,
     metrics: Metrics,
 }
 
@@ -161,6 +166,13 @@ impl HttpSink {
             ),
             _ => None,
         };
+        let log = cfg.request_log_path();
+        let journal = Journal::open(&log).map_err(|e| {
+            fatal(format!(
+                "cannot open the request log {} (request_log): {e}",
+                log.display()
+            ))
+        })?;
         metrics::register(METRICS);
         if let Some(b) = cfg.daily_budget {
             HTTP_BUDGET_LEFT.with(name).set(b as f64);
@@ -176,6 +188,7 @@ impl HttpSink {
             acks: AckQueue::new(),
             poison: Poison::new(),
             dead,
+            journal: Some(journal),
             metrics: Metrics {
                 requests: HTTP_REQUESTS.with(name),
                 records: HTTP_RECORDS.with(name),
@@ -254,6 +267,9 @@ impl HttpSink {
         index: u64,
     ) -> Result<(), SinkError> {
         let (max_records, max_bytes) = (self.cfg.batch_records, self.cfg.batch_bytes);
+        let (until, ended) = self.journal.as_ref().map_or((None, false), |j| {
+            (j.earlier_end(&id).map(str::to_string), j.ended_at(&id))
+        });
         let TableQueue {
             pending: p,
             mapping,
@@ -270,9 +286,11 @@ impl HttpSink {
         if p.ids.is_empty() {
             p.first = index;
             p.since = Some(Instant::now());
+            p.until = until;
         }
+        let ends = ended || p.until.as_deref() == Some(id.as_str());
         p.ids.push(id);
-        if p.ids.len() >= max_records || p.records.len() >= max_bytes {
+        if ends || p.ids.len() >= max_records || p.records.len() >= max_bytes {
             let k = (ev.source.db.clone(), ev.source.table.clone());
             self.send_table(&k).await?;
         }
@@ -297,7 +315,14 @@ impl HttpSink {
         }
         let p = std::mem::take(&mut q.pending);
         q.in_flight = Some(p.first);
-        let key = idempotency_key(&q.source, &p.ids[0], p.ids.last().expect("not empty"));
+        let (first, last) = (&p.ids[0], p.ids.last().expect("not empty"));
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.note(first, last) {
+                tracing::warn!(sink = %self.cfg.name, "cannot write the request log, replays after a crash may carry new idempotency keys: {e}");
+                self.journal = None;
+            }
+        }
+        let key = idempotency_key(&q.source, first, last);
         let req = Request {
             url: q.url.clone(),
             body: body(&p.records, self.cfg.wrap.as_deref(), &self.cfg.extra),
@@ -325,6 +350,8 @@ impl HttpSink {
             .tables
             .iter()
             .filter(|(_, q)| q.in_flight.is_none() && !q.pending.ids.is_empty())
+            // A replayed request waits for its earlier end (or a flush).
+            .filter(|(_, q)| all || q.pending.until.is_none())
             .filter_map(|(k, q)| {
                 let since = q.pending.since?;
                 (all || since.elapsed() >= linger).then(|| (since, k.clone()))

@@ -37,6 +37,8 @@ async fn http_sink_conforms() {
     .port;
     let mut cfg = HttpSinkConfig::new("hook", format!("http://127.0.0.1:{port}/{{db}}/{{table}}"));
     cfg.batch_records = 2;
+    let dir = tempfile::tempdir().unwrap();
+    cfg.request_log = Some(dir.path().join("requests.log"));
     cfg.concurrency = 2;
     check(&cfg, &good_batch, Provoke::Batch(Box::new(refused))).await;
     let exposed = rowstream_api::metrics::render();
