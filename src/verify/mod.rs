@@ -125,6 +125,7 @@ struct TableReport {
     target_rows: u64,
     chunks: u64,
     differing: u64,
+    rechecked: u64,
     shown: Vec<Diff>,
     errors: u64,
 }
@@ -320,6 +321,7 @@ async fn compare_all(a: &VerifyArgs) -> Result<i32, SourceError> {
                 rep.source_rows += c.source_rows;
                 rep.target_rows += c.target_rows;
                 rep.differing += c.diffs.len() as u64;
+                rep.rechecked += u64::from(c.rechecked);
                 prog.chunk(c.source_rows, c.diffs.len() as u64);
                 if let Some(f) = fix.as_mut() {
                     write_fix(f, &tables[d.table], &c.diffs)?;
@@ -432,11 +434,12 @@ fn report(
         };
         let _ = writeln!(
             out,
-            "table {}: {} rows on the source, {} on the target, {} chunks, {} differing rows: {state}",
+            "table {}: {} rows on the source, {} on the target, {} chunks ({} rechecked), {} differing rows: {state}",
             t.label(),
             r.source_rows,
             r.target_rows,
             r.chunks,
+            r.rechecked,
             r.differing
         );
         differing += r.differing;
