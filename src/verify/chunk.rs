@@ -5,9 +5,9 @@
 //!
 //! Invariants:
 //! - The per-row hash is deterministic for the same stored row on both
-//!   sides of the same flavour: every column goes in as a binary string
+//!   sides of the same flavour: text columns go in as their bytes
 //!   (`CAST(.. AS BINARY)`, so no collation or charset conversion takes
-//!   part), NULLs are told apart from empty strings by an `ISNULL` marker
+//!   part; other types are turned into text by `CONCAT_WS`), NULLs are told apart from empty strings by an `ISNULL` marker
 //!   per column, and the length of every variable-length value is hashed
 //!   too (so `'a#','b'` and `'a','#b'` differ). Sessions run with
 //!   `time_zone = '+00:00'`, so TIMESTAMPs hash the same whatever the
@@ -63,7 +63,14 @@ impl VTable {
                 marks.push(format!("LENGTH({c})"));
             }
         }
-        let mut parts: Vec<String> = (0..canon.len()).map(binary).collect();
+        // Text goes in as its bytes; other types are converted to text by
+        // CONCAT_WS itself, and one binary argument makes the result binary.
+        let mut parts: Vec<String> = (0..canon.len())
+            .map(|i| match def.conv[i] {
+                Conv::String | Conv::Json => binary(i),
+                _ => canon[i].clone(),
+            })
+            .collect();
         parts.push(format!("CONCAT_WS(',',{})", marks.join(",")));
         let hash = format!("CRC32(CONCAT_WS('#',{}))", parts.join(","));
         VTable {

@@ -101,7 +101,8 @@ pub struct VerifyArgs {
     /// The mysql sink's progress schema on the target.
     #[arg(long, default_value = "rowstream")]
     pub progress_schema: String,
-    /// Seconds to wait for the copy to apply a source position.
+    /// Seconds to wait for the copy to apply a source position; 0: do not
+    /// wait (an idle copy, or one that does not record the source's GTIDs).
     #[arg(long, default_value_t = 60)]
     pub lag_timeout: u64,
 }
