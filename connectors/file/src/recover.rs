@@ -25,6 +25,10 @@
 //!    `N.ndjson.tmp`, fsync, rename to `N.ndjson`, fsync dir, remove the
 //!    `.zst`, fsync dir. The cut segment becomes the open segment.
 //!
+//! Segment start and end lines (see `encode`) are not transactions: a
+//! start line goes with its segment, an end line with the transaction it
+//! follows.
+//!
 //! Refusals (nothing is changed, the operator decides):
 //! - no checkpoint at all but the directory holds at least one complete
 //!   transaction (a first start must not wipe a backup);
@@ -42,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use rowstream_api::Committed;
 
-use crate::encode::{classify, parse_tx_end, LineKind};
+use crate::encode::{classify, parse_segment_line, parse_tx_end, LineKind, SegmentLine};
 use crate::segment::{
     list_files, open_segment, segment_name, segments, sync_dir, Ctx, FileKind, IoError, Segment,
 };
@@ -114,7 +118,19 @@ fn scan(
         if n == 0 {
             break;
         }
+        let before = s.len;
         s.len += n as u64;
+        // A segment's end line right after its last kept transaction stays
+        // with it (a closed segment cut there stays closed).
+        if s.covered_txs > 0
+            && s.prefix_end == before
+            && s.first_uncovered.is_none()
+            && line.last() == Some(&b'\n')
+            && matches!(parse_segment_line(&line), Some(SegmentLine::End { .. }))
+        {
+            s.prefix_end = s.len;
+            continue;
+        }
         if line.last() != Some(&b'\n') || classify(&line) != Some(LineKind::TxEnd) {
             if line.capacity() > 1 << 24 {
                 line = Vec::with_capacity(4096);
