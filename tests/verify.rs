@@ -6,6 +6,10 @@
 //!   are reported as exactly those three keys (exit 1), and applying the
 //!   `--fix-sql` script makes the next run clean (exit 0).
 //!
+//! - `verify --config --sink` against an OpenSearch index kept by the
+//!   elasticsearch sink: clean while writes continue, and a document
+//!   deleted behind rowstream's back is reported as exactly that key.
+//!
 //! Besides the workload's `s.t` / `s.c`, `s.ty` holds the awkward types
 //! (JSON, FLOAT, binary, TIME, TIMESTAMP, DATE, BIT) and `s.np` has no
 //! primary key (one chunk, every column sorted).
@@ -21,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    output_with_timeout, rowstream, seed, Flavor, Service, ServiceConfig, Sink, TestServer,
-    TimedOutput, Workload, MIXED, MIXED_SCHEMA,
+    output_with_timeout, rowstream, seed, server_with, Flavor, Service, ServiceConfig, Sink,
+    TestSearch, TestServer, TimedOutput, Workload, MIXED, MIXED_SCHEMA,
 };
 
 const EXTRA_SCHEMA: &str = "CREATE TABLE s.ty (id INT PRIMARY KEY, j JSON NULL, f FLOAT NULL, \
@@ -151,3 +155,87 @@ fn apply(target: &TestServer, fix: &Path) {
 }
 
 flavor_tests!(live_copy: live_copy_mariadb, live_copy_mysql);
+
+fn verify_sink(svc: &Service) -> TimedOutput {
+    let out = output_with_timeout(
+        rowstream()
+            .args([
+                "verify",
+                "--config",
+                svc.config.to_str().unwrap(),
+                "--sink",
+                "es",
+            ])
+            .args(["--include", "s.*", "--lag-timeout", "60"]),
+        None,
+        Duration::from_secs(120),
+    );
+    eprintln!(
+        "verify --sink ({}): {}{}",
+        out.describe_status(),
+        String::from_utf8_lossy(&out.stdout),
+        out.stderr_text()
+    );
+    out
+}
+
+fn search_copy(flavor: Flavor) {
+    let Some((src, search)) = server_with(flavor, MIXED_SCHEMA, TestSearch::shared) else {
+        return;
+    };
+    let sink = Sink::elasticsearch(&search, &search.index_template());
+    let mut svc = Service::new(
+        &format!("verify-es-{}", flavor.name()),
+        ServiceConfig::for_server(&src, sink),
+    );
+    let mut w = Workload::new(seed(), MIXED);
+    src.exec(&w.script(200));
+    svc.spawn();
+    svc.wait_caught_up(&src, Duration::from_secs(120));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let _guard = common::StopOnDrop(&stop);
+        let writer = sc.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                src.exec(&w.script(10));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for run in 0..2 {
+            let out = verify_sink(&svc);
+            assert_eq!(out.status.and_then(|s| s.code()), Some(0), "run {run}");
+            assert_eq!(reported(&out), BTreeSet::new(), "run {run}");
+        }
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+    });
+    svc.wait_caught_up(&src, Duration::from_secs(120));
+    let id = src.query("SELECT id FROM s.t ORDER BY id LIMIT 1")[0][0]
+        .clone()
+        .unwrap();
+    let index = search.index("s.t");
+    let curl = |method: &str, path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "30", "-X", method])
+            .arg(format!("{}/{index}/{path}", search.url()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = curl("DELETE", &format!("_doc/%5B{id}%5D"));
+    assert!(text.contains("\"deleted\""), "{text}");
+    curl("POST", "_refresh");
+    let out = verify_sink(&svc);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1));
+    let want: BTreeSet<_> = [(
+        "s.t".to_string(),
+        "missing".to_string(),
+        format!("key={{\"id\":{id}}}"),
+    )]
+    .into_iter()
+    .collect();
+    assert_eq!(reported(&out), want);
+    svc.stop(Duration::from_secs(10));
+}
+
+flavor_tests!(search_copy: search_copy_mariadb, search_copy_mysql);

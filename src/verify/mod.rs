@@ -6,7 +6,9 @@
 //! (`chunk`); `--threads` workers, each with one connection to each side,
 //! compare a chunk's server-computed checksums and, when they differ, its
 //! rows (`compare`, which also holds the live-lag recheck); a collector
-//! counts, reports per table and writes `--fix-sql` (`fix`).
+//! counts, reports per table and writes `--fix-sql` (`fix`). With
+//! `--config FILE --sink NAME`, an Elasticsearch / OpenSearch sink's
+//! indices are compared instead (`search`).
 //!
 //! Invariants:
 //! - Read-only on both servers: the only statements sent are SELECTs,
@@ -23,6 +25,8 @@ mod chunk;
 mod compare;
 mod fix;
 mod progress;
+#[cfg(feature = "elasticsearch")]
+mod search;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -69,16 +73,33 @@ it) or extra (only the target has it); one line per table; a summary.
 Tables without a primary key are one chunk, compared by sorting every
 column on both servers (a server-side sort of the whole table).
 
+With --config FILE --sink NAME (an elasticsearch sink of that rowstream
+config), each captured table is compared with its index instead: the row
+encoded as the sink encodes it against the document with its _id, the index
+held in memory (at most --max-docs documents per index); differences are
+rechecked once the service's checkpoint covers the source's position.
+
 Exit status: 0 equal, 1 something differs, 2 an error (usage, connection, a
 copy that did not catch up within --lag-timeout)."
 )]
 pub struct VerifyArgs {
-    /// Source URL: mysql://user:password@host:port[?tls=...]
-    #[arg(long, env = "ROWSTREAM_SOURCE_URL")]
-    pub source: String,
+    /// Source URL: mysql://user:password@host:port[?tls=...] (with --config:
+    /// default the config's first source server).
+    #[arg(long, env = "ROWSTREAM_SOURCE_URL", required_unless_present = "config")]
+    pub source: Option<String>,
     /// Target (copy) URL, same form.
-    #[arg(long)]
-    pub target: String,
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub target: Option<String>,
+    /// Compare an Elasticsearch / OpenSearch sink of this rowstream config
+    /// (with --sink) instead of a MySQL/MariaDB target.
+    #[arg(long, requires = "sink")]
+    pub config: Option<PathBuf>,
+    /// The elasticsearch sink's name in --config.
+    #[arg(long, requires = "config")]
+    pub sink: Option<String>,
+    /// With --sink: the most documents of one index held in memory.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub max_docs: usize,
     /// Only tables matching db.table globs (repeatable); default: all non-system schemas.
     #[arg(long)]
     pub include: Vec<String>,
@@ -264,7 +285,11 @@ async fn work(
 
 /// `rowstream verify`: returns the exit code.
 pub async fn run(a: &VerifyArgs) -> anyhow::Result<i32> {
-    match compare_all(a).await {
+    let r = match (&a.config, &a.sink) {
+        (Some(config), Some(sink)) => search_sink(a, config, sink).await,
+        _ => compare_all(a).await,
+    };
+    match r {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("rowstream: verify: {e}");
@@ -273,9 +298,30 @@ pub async fn run(a: &VerifyArgs) -> anyhow::Result<i32> {
     }
 }
 
+#[cfg(feature = "elasticsearch")]
+async fn search_sink(
+    a: &VerifyArgs,
+    config: &std::path::Path,
+    sink: &str,
+) -> Result<i32, SourceError> {
+    search::run(a, config, sink).await
+}
+
+#[cfg(not(feature = "elasticsearch"))]
+async fn search_sink(_: &VerifyArgs, _: &std::path::Path, _: &str) -> Result<i32, SourceError> {
+    Err(SourceError::Config(
+        "this rowstream is built without the elasticsearch feature".into(),
+    ))
+}
+
 async fn compare_all(a: &VerifyArgs) -> Result<i32, SourceError> {
-    let src_opts = ConnOpts::from_url(&a.source)?;
-    let tgt_opts = ConnOpts::from_url(&a.target)?;
+    let url = |u: &Option<String>, what: &str| {
+        u.as_deref()
+            .ok_or_else(|| SourceError::Config(format!("--{what} is required")))
+            .and_then(ConnOpts::from_url)
+    };
+    let src_opts = url(&a.source, "source")?;
+    let tgt_opts = url(&a.target, "target")?;
     let (mut src, flavor) = connect(&src_opts).await?;
     let (mut tgt, _) = connect(&tgt_opts).await?;
     let catchup = catchup(&mut tgt, a).await?;

@@ -804,7 +804,8 @@ async fn a_closed_segment_cut_at_a_transaction_boundary_is_found() {
     fs::write(&path, lines.join("\n") + "\n").unwrap();
     let p = problems(d.path());
     assert!(
-        p.iter().any(|l| l.contains("closed segment has no end line")),
+        p.iter()
+            .any(|l| l.contains("closed segment has no end line")),
         "{p:?}"
     );
     assert!(p.iter().any(|l| l.contains("does not join")), "{p:?}");
