@@ -291,8 +291,8 @@ async fn wait_for(
 /// since it started (its snapshot's cut is not in it), in source order:
 /// on MySQL the copy is caught up when, for every server UUID of `g`, its
 /// last applied transaction is at or past `g`'s last (a UUID it never
-/// applied anything of is history from before it started); MariaDB's sets
-/// are per-domain positions already.
+/// applied anything of is history from before it started); on MariaDB
+/// likewise per domain.
 fn caught_up(g: &GtidSet, applied: &GtidSet, catchup: &Catchup) -> bool {
     match (catchup, g, applied) {
         (Catchup::Progress { .. }, GtidSet::MySql(g), GtidSet::MySql(a)) => {
@@ -304,6 +304,10 @@ fn caught_up(g: &GtidSet, applied: &GtidSet, catchup: &Catchup) -> bool {
                 last(iv) <= last(have)
             })
         }
+        (Catchup::Progress { .. }, GtidSet::MariaDb(g), GtidSet::MariaDb(a)) => g.iter().all(|x| {
+            a.get(x.domain_id)
+                .is_none_or(|have| x.seq_no <= have.seq_no)
+        }),
         _ => g.is_subset(applied),
     }
 }
