@@ -30,6 +30,17 @@ use crate::source::query::server_executed;
 use crate::source::snapshot::rows::quote_ident;
 use crate::source::SourceError;
 
+/// Differing rows printed per table (the fix script holds all).
+pub const SHOWN: usize = 1000;
+
+/// Connects and sets the session the checksums rely on.
+pub async fn connect(opts: &crate::source::conn::ConnOpts) -> Result<(Conn, Flavor), SourceError> {
+    let (mut conn, flavor) = crate::source::query::query_conn(opts).await?;
+    conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'")
+        .await?;
+    Ok((conn, flavor))
+}
+
 /// Checksum rounds before a chunk is compared row by row.
 pub const CHUNK_ROUNDS: usize = 3;
 /// Row-by-row rounds; a row is reported when it differs in all of them.

@@ -39,16 +39,13 @@ use rowstream_api::{Flavor, TableFilter};
 use tokio::sync::{mpsc, Mutex};
 
 use chunk::{next_chunk, Range, VTable};
-use compare::{Catchup, ChunkResult, Diff, Sides};
+pub use compare::SHOWN;
+use compare::{connect, Catchup, ChunkResult, Diff, Sides};
 use progress::Progress;
 
 use crate::source::conn::ConnOpts;
-use crate::source::query::query_conn;
 use crate::source::snapshot::rows::{list_tables, load_table};
 use crate::source::SourceError;
-
-/// Differing rows printed per table (the fix script holds all).
-pub const SHOWN: usize = 1000;
 
 /// `rowstream verify` arguments.
 #[derive(clap::Args, Debug)]
@@ -150,14 +147,6 @@ struct TableReport {
     rechecked: u64,
     shown: Vec<Diff>,
     errors: u64,
-}
-
-/// Connects and sets the session the checksums rely on.
-async fn connect(opts: &ConnOpts) -> Result<(Conn, Flavor), SourceError> {
-    let (mut conn, flavor) = query_conn(opts).await?;
-    conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'")
-        .await?;
-    Ok((conn, flavor))
 }
 
 /// How to tell what the target has applied (see [`VerifyArgs::name`]).
@@ -304,7 +293,14 @@ async fn search_sink(
     config: &std::path::Path,
     sink: &str,
 ) -> Result<i32, SourceError> {
-    search::run(a, config, sink).await
+    let opts = search::Options {
+        source: a.source.as_deref(),
+        include: &a.include,
+        exclude: &a.exclude,
+        lag_timeout: Duration::from_secs(a.lag_timeout),
+        max_docs: a.max_docs,
+    };
+    search::run(&opts, config, sink).await
 }
 
 #[cfg(not(feature = "elasticsearch"))]

@@ -28,14 +28,25 @@ use rowstream_elasticsearch::encode::{index_name, write_id};
 use rowstream_elasticsearch::read::{get_doc, scroll_all};
 use serde_json::Value as Json;
 
-use super::compare::ROW_ROUNDS;
-use super::VerifyArgs;
+use super::compare::{connect, ROW_ROUNDS, SHOWN};
 use crate::config::SinkConfig;
 use crate::gtid::GtidSet;
 use crate::source::conn::ConnOpts;
 use crate::source::query::server_executed;
 use crate::source::snapshot::rows::{convert, list_tables, load_table, quote_ident, SnapTable};
 use crate::source::SourceError;
+
+/// What this mode takes from the command line.
+pub struct Options<'a> {
+    /// The source URL; default the config's first source server.
+    pub source: Option<&'a str>,
+    pub include: &'a [String],
+    pub exclude: &'a [String],
+    /// 0: do not wait for the checkpoint.
+    pub lag_timeout: Duration,
+    /// The most documents of one index held in memory.
+    pub max_docs: usize,
+}
 
 /// A document that differs: its id, the source's document and the index's.
 #[derive(Debug, Clone)]
@@ -264,7 +275,7 @@ fn line(t: &SnapTable, d: &Doc) -> String {
 }
 
 /// `rowstream verify --config FILE --sink NAME`: returns the exit code.
-pub async fn run(a: &VerifyArgs, config: &Path, sink: &str) -> Result<i32, SourceError> {
+pub async fn run(a: &Options<'_>, config: &Path, sink: &str) -> Result<i32, SourceError> {
     let cfg = crate::config::load(config).map_err(|e| SourceError::Config(e.to_string()))?;
     let es = cfg
         .sinks
@@ -279,7 +290,7 @@ pub async fn run(a: &VerifyArgs, config: &Path, sink: &str) -> Result<i32, Sourc
                 config.display()
             ))
         })?;
-    let opts = match &a.source {
+    let opts = match a.source {
         Some(u) => ConnOpts::from_url(u)?,
         None => cfg
             .source
@@ -288,18 +299,18 @@ pub async fn run(a: &VerifyArgs, config: &Path, sink: &str) -> Result<i32, Sourc
             .next()
             .ok_or_else(|| SourceError::Config("the config names no source server".into()))?,
     };
-    let (mut src, flavor) = super::connect(&opts).await?;
+    let (mut src, flavor) = connect(&opts).await?;
     let client = Client::new(&es).map_err(SourceError::Config)?;
     let template = es
         .index_template()
         .map_err(|e| SourceError::Config(e.to_string()))?;
     let captured = cfg.source.filter().map_err(SourceError::Config)?;
-    let chosen = TableFilter::new(&a.include, &a.exclude).map_err(SourceError::Config)?;
+    let chosen = TableFilter::new(a.include, a.exclude).map_err(SourceError::Config)?;
     let ctx = Ctx {
         client: &client,
         flavor,
         checkpoint: cfg.checkpoint.dir.join("checkpoint.json"),
-        lag_timeout: Duration::from_secs(a.lag_timeout),
+        lag_timeout: a.lag_timeout,
         max_docs: a.max_docs,
     };
     let (mut differing, mut tables, mut errors) = (0u64, 0u64, 0u64);
@@ -319,7 +330,7 @@ pub async fn run(a: &VerifyArgs, config: &Path, sink: &str) -> Result<i32, Sourc
         let index = index_name(&template, &cfg.source.name, &db, &table);
         match ctx.table(&mut src, &t, &index).await {
             Ok((rows, docs, diffs)) => {
-                for d in diffs.iter().take(super::SHOWN) {
+                for d in diffs.iter().take(SHOWN) {
                     println!("{}", line(&t, d));
                 }
                 differing += diffs.len() as u64;
