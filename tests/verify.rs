@@ -3,8 +3,10 @@
 //! - while a writer keeps changing the source, five runs in a row report
 //!   nothing (the live recheck absorbs the copy's lag);
 //! - one row changed, one deleted and one inserted directly on the target
-//!   are reported as exactly those three keys (exit 1), and applying the
-//!   `--fix-sql` script makes the next run clean (exit 0).
+//!   are reported as exactly those three keys (exit 1), as are one of two
+//!   equal rows deleted and one row inserted in the table without a primary
+//!   key, and applying the `--fix-sql` script makes the next run clean
+//!   (exit 0).
 //!
 //! - `verify --config --sink` against an OpenSearch index kept by the
 //!   elasticsearch sink: clean while writes continue, and a document
@@ -121,7 +123,8 @@ fn live_copy(flavor: Flavor) {
     target.exec(&format!(
         "UPDATE s.t SET v = 'changed behind rowstream' WHERE id = {a}; \
          DELETE FROM s.t WHERE id = {b}; \
-         INSERT INTO s.t VALUES (99999999, 'only on the target', NULL, 1.25, NULL)"
+         INSERT INTO s.t VALUES (99999999, 'only on the target', NULL, 1.25, NULL); \
+         DELETE FROM s.np WHERE a = 1 LIMIT 1; INSERT INTO s.np VALUES (3, 'c')"
     ));
     let fix = dir.join("fix.sql");
     let out = verify(&src, &target, &["--fix-sql", fix.to_str().unwrap()]);
@@ -139,6 +142,19 @@ fn live_copy(flavor: Flavor) {
             format!("key={{\"id\":{id}}}"),
         )
     })
+    // Without a primary key a row is its own key: one of two equal rows is missing.
+    .chain([
+        (
+            "s.np".into(),
+            "missing".into(),
+            "key={\"a\":1,\"b\":\"a\"}".into(),
+        ),
+        (
+            "s.np".into(),
+            "extra".into(),
+            "key={\"a\":3,\"b\":\"c\"}".into(),
+        ),
+    ])
     .collect();
     assert_eq!(reported(&out), want);
     apply(&target, &fix);
