@@ -4,7 +4,9 @@
 # idle MariaDB servers on this machine, then compared, in the same run and
 # alternating:
 #   - rowstream-verify: `rowstream verify --threads $THREADS --chunk-rows $CHUNK`
-#     (server-side chunk checksums; must exit 0);
+#     (idle servers: the whole-table CHECKSUM TABLE agrees; must exit 0);
+#   - rowstream-chunks: the same with `--table-checksum never` (server-side
+#     per-chunk checksums, the path of a live or differing copy);
 #   - naive: `SELECT * FROM bench.t ORDER BY id` on both servers streamed
 #     (mariadb --quick) into one client that compares them (`cmp`), the way
 #     a script compares two tables today.
@@ -63,6 +65,9 @@ run() {
     rowstream-verify)
       /usr/bin/time -f '%U %S %M' -o "$out.time" "$BIN" verify "${URLS[@]}" --include 'bench.*' \
         --threads "$THREADS" --chunk-rows "$CHUNK" >"$out.log" 2>&1 || rc=$? ;;
+    rowstream-chunks)
+      /usr/bin/time -f '%U %S %M' -o "$out.time" "$BIN" verify "${URLS[@]}" --include 'bench.*' \
+        --threads "$THREADS" --chunk-rows "$CHUNK" --table-checksum never >"$out.log" 2>&1 || rc=$? ;;
     naive)
       /usr/bin/time -f '%U %S %M' -o "$out.time" bash -c \
         "cmp <(mariadb --no-defaults -h127.0.0.1 -P$PORT -uroot -proot --quick -N -e 'SELECT * FROM bench.t ORDER BY id') \
@@ -75,7 +80,7 @@ run() {
   echo "$t1 $t0 $u $s $m" | awk '{printf "%.2f %.2f %d\n", $1-$2, $3+$4, $5/1024}' >"$out"
 }
 
-ORDER=(rowstream-verify naive)
+ORDER=(rowstream-verify rowstream-chunks naive)
 for ((r=1; r<=RUNS; r++)); do
   for name in "${ORDER[@]}"; do
     run "$name" "$DIR/$name.$r"

@@ -7,8 +7,9 @@
 //! - The per-row hash is deterministic for the same stored row on both
 //!   sides of the same flavour: text columns go in as their bytes
 //!   (`CAST(.. AS BINARY)`, so no collation or charset conversion takes
-//!   part; other types are turned into text by `CONCAT_WS`), NULLs are told apart from empty strings by an `ISNULL` marker
-//!   per column, and the length of every variable-length value is hashed
+//!   part; other types are turned into text by `CONCAT_WS`), NULLs are
+//!   told apart from empty strings by an `ISNULL` marker per nullable
+//!   column, and the length of every variable-length value is hashed
 //!   too (so `'a#','b'` and `'a','#b'` differ). Sessions run with
 //!   `time_zone = '+00:00'`, so TIMESTAMPs hash the same whatever the
 //!   servers' zones. MySQL JSON is hashed as its normalised text.
@@ -57,7 +58,13 @@ impl VTable {
             def.primary_key.to_vec()
         };
         let sort = sort_cols.iter().map(|&i| binary(i)).collect();
-        let mut marks: Vec<String> = canon.iter().map(|c| format!("ISNULL({c})")).collect();
+        // NULL markers only where NULL can be (each costs per row).
+        let mut marks: Vec<String> = canon
+            .iter()
+            .zip(&def.meta.nullable)
+            .filter(|(_, &null)| null)
+            .map(|(c, _)| format!("ISNULL({c})"))
+            .collect();
         for (i, c) in canon.iter().enumerate() {
             if variable_length(def.conv[i]) {
                 marks.push(format!("LENGTH({c})"));
@@ -71,7 +78,9 @@ impl VTable {
                 _ => canon[i].clone(),
             })
             .collect();
-        parts.push(format!("CONCAT_WS(',',{})", marks.join(",")));
+        if !marks.is_empty() {
+            parts.push(format!("CONCAT_WS(',',{})", marks.join(",")));
+        }
         let hash = format!("CRC32(CONCAT_WS('#',{}))", parts.join(","));
         VTable {
             def,

@@ -41,6 +41,25 @@ pub async fn connect(opts: &crate::source::conn::ConnOpts) -> Result<(Conn, Flav
     Ok((conn, flavor))
 }
 
+/// Whether `CHECKSUM TABLE .. EXTENDED` gives the same value on both
+/// sides (computed at once on both). The server's own whole-table checksum
+/// reads stored values without turning them into text, several times
+/// faster than the per-row hash; equal values mean equal tables (bar a
+/// CRC collision), but a difference says nothing about where (or even
+/// whether: column types or row formats that differ change it too).
+pub async fn same_table_checksum(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    t: &VTable,
+) -> Result<bool, SourceError> {
+    let sql = format!("CHECKSUM TABLE {} EXTENDED", t.def.sql_name());
+    let (a, b) = tokio::join!(
+        src.query_first::<(String, Option<u64>), _>(sql.as_str()),
+        tgt.query_first::<(String, Option<u64>), _>(sql.as_str())
+    );
+    Ok(matches!((a?, b?), (Some((_, Some(x))), Some((_, Some(y)))) if x == y))
+}
+
 /// Checksum rounds before a chunk is compared row by row.
 pub const CHUNK_ROUNDS: usize = 3;
 /// Row-by-row rounds; a row is reported when it differs in all of them.
@@ -57,7 +76,7 @@ pub enum Catchup {
 }
 
 impl Catchup {
-    async fn applied(&self, conn: &mut Conn, flavor: Flavor) -> Result<GtidSet, SourceError> {
+    pub async fn applied(&self, conn: &mut Conn, flavor: Flavor) -> Result<GtidSet, SourceError> {
         match self {
             Catchup::Progress { schema, name } => {
                 let s: Option<String> = conn
@@ -107,21 +126,33 @@ pub struct ChunkResult {
 
 type SortKey = Vec<Option<Vec<u8>>>;
 
+/// Opens a consistent snapshot on the source and returns the executed set
+/// it holds no more than.
+async fn snapshot(src: &mut Conn, flavor: Flavor) -> Result<GtidSet, SourceError> {
+    src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await?;
+    server_executed(src, flavor).await
+}
+
+async fn end_snapshot(src: &mut Conn) -> Result<(), SourceError> {
+    src.query_drop("COMMIT").await?;
+    Ok(())
+}
+
+/// A chunk's checksum on the source in a snapshot, with its position.
+async fn source_sum(
+    src: &mut Conn,
+    flavor: Flavor,
+    t: &VTable,
+    r: &Range,
+) -> Result<(GtidSet, Sum), SourceError> {
+    let g = snapshot(src, flavor).await?;
+    let s = sum(src, t, r).await;
+    end_snapshot(src).await?;
+    Ok((g, s?))
+}
+
 impl Sides {
-    /// Opens a consistent snapshot on the source and returns the executed
-    /// set it holds no more than.
-    async fn snapshot(&mut self) -> Result<GtidSet, SourceError> {
-        self.src
-            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await?;
-        server_executed(&mut self.src, self.flavor).await
-    }
-
-    async fn end_snapshot(&mut self) -> Result<(), SourceError> {
-        self.src.query_drop("COMMIT").await?;
-        Ok(())
-    }
-
     /// Compares one chunk: checksums, then rows if needed.
     pub async fn chunk(&mut self, t: &VTable, r: &Range) -> Result<ChunkResult, SourceError> {
         let mut last = (
@@ -132,11 +163,15 @@ impl Sides {
             None,
         );
         for round in 0..CHUNK_ROUNDS {
-            let g = self.snapshot().await?;
-            let s = sum(&mut self.src, t, r).await;
-            self.end_snapshot().await?;
-            let s = s?;
-            if round > 0 {
+            let (s, d) = if round == 0 {
+                // Both servers at once: no order is needed before a difference.
+                let (a, b) = tokio::join!(
+                    source_sum(&mut self.src, self.flavor, t, r),
+                    sum(&mut self.tgt, t, r)
+                );
+                (a?.1, b?)
+            } else {
+                let (g, s) = source_sum(&mut self.src, self.flavor, t, r).await?;
                 wait_for(
                     &mut self.tgt,
                     &self.catchup,
@@ -145,8 +180,8 @@ impl Sides {
                     &g,
                 )
                 .await?;
-            }
-            let d = sum(&mut self.tgt, t, r).await?;
+                (s, sum(&mut self.tgt, t, r).await?)
+            };
             if s == d {
                 return Ok(ChunkResult {
                     source_rows: s.rows,
@@ -171,9 +206,9 @@ impl Sides {
     async fn rows(&mut self, t: &VTable, r: &Range) -> Result<Vec<Diff>, SourceError> {
         let mut kept: Option<BTreeMap<SortKey, Diff>> = None;
         for _ in 0..ROW_ROUNDS {
-            let g = self.snapshot().await?;
+            let g = snapshot(&mut self.src, self.flavor).await?;
             let found = self.merge(t, r, &g).await;
-            self.end_snapshot().await?;
+            end_snapshot(&mut self.src).await?;
             let found = found?;
             kept = Some(match kept {
                 None => found,
@@ -304,7 +339,7 @@ async fn wait_for(
 /// last applied transaction is at or past `g`'s last (a UUID it never
 /// applied anything of is history from before it started); on MariaDB
 /// likewise per domain.
-fn caught_up(g: &GtidSet, applied: &GtidSet, catchup: &Catchup) -> bool {
+pub fn caught_up(g: &GtidSet, applied: &GtidSet, catchup: &Catchup) -> bool {
     match (catchup, g, applied) {
         (Catchup::Progress { .. }, GtidSet::MySql(g), GtidSet::MySql(a)) => {
             g.iter().all(|(tsid, iv)| {

@@ -2,7 +2,10 @@
 //! a restored server, a native replica) equal to its source, while both
 //! are live?
 //!
-//! A planner walks each source table's primary key into chunks
+//! A table whose whole-table `CHECKSUM TABLE` agrees on both sides is
+//! done (tried when the copy has caught up at the start, see
+//! [`TableChecksum`]). For the others, a planner walks each source
+//! table's primary key into chunks
 //! (`chunk`); `--threads` workers, each with one connection to each side,
 //! compare a chunk's server-computed checksums and, when they differ, its
 //! rows (`compare`, which also holds the live-lag recheck); a collector
@@ -52,7 +55,10 @@ use crate::source::SourceError;
 #[command(
     long_about = "Compare the tables of a source with a MySQL/MariaDB copy, while both are live.
 
-Each source table is cut into primary-key chunks of --chunk-rows rows; for
+First, when the copy has applied the source's position at the start (an
+idle or caught-up copy; --table-checksum), each table's CHECKSUM TABLE is
+compared on both sides: equal means the table is equal. Otherwise each
+source table is cut into primary-key chunks of --chunk-rows rows; for
 every chunk both servers compute the row count and a checksum (the sum of a
 CRC32 of every column of every row); chunks that differ are compared row by
 row. A chunk that differs only because the copy has not yet applied the
@@ -119,10 +125,23 @@ pub struct VerifyArgs {
     /// The mysql sink's progress schema on the target.
     #[arg(long, default_value = "rowstream")]
     pub progress_schema: String,
+    /// Compare each table's whole-table `CHECKSUM TABLE` first and skip its
+    /// chunks when equal: `auto` when the copy has applied the source's
+    /// position at the start (an idle or caught-up copy), `always`, `never`.
+    #[arg(long, value_enum, default_value_t = TableChecksum::Auto)]
+    pub table_checksum: TableChecksum,
     /// Seconds to wait for the copy to apply a source position; 0: do not
     /// wait (an idle copy, or one that does not record the source's GTIDs).
     #[arg(long, default_value_t = 60)]
     pub lag_timeout: u64,
+}
+
+/// When to try the whole-table checksum first (see [`VerifyArgs::table_checksum`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableChecksum {
+    Auto,
+    Always,
+    Never,
 }
 
 /// One chunk to compare.
@@ -147,6 +166,8 @@ struct TableReport {
     rechecked: u64,
     shown: Vec<Diff>,
     errors: u64,
+    /// Found equal by the whole-table checksum (no chunks compared).
+    whole: bool,
 }
 
 /// How to tell what the target has applied (see [`VerifyArgs::name`]).
@@ -321,8 +342,17 @@ async fn compare_all(a: &VerifyArgs) -> Result<i32, SourceError> {
     let (mut src, flavor) = connect(&src_opts).await?;
     let (mut tgt, _) = connect(&tgt_opts).await?;
     let catchup = catchup(&mut tgt, a).await?;
-    let (tables, problems) = tables(&mut src, &mut tgt, flavor, a).await?;
+    let (all, problems) = tables(&mut src, &mut tgt, flavor, a).await?;
+    let equal = whole_tables(&mut src, &mut tgt, flavor, &catchup, &all, a).await?;
     tgt.disconnect().await.ok();
+    let (mut tables, mut whole) = (Vec::new(), Vec::new());
+    for (t, eq) in all.into_iter().zip(equal) {
+        if eq {
+            whole.push(t);
+        } else {
+            tables.push(t);
+        }
+    }
     let tables = Arc::new(tables);
     let threads = a.threads.max(1);
     let (job_tx, job_rx) = mpsc::channel::<Job>(threads * 2);
@@ -388,7 +418,41 @@ async fn compare_all(a: &VerifyArgs) -> Result<i32, SourceError> {
         f.flush()
             .map_err(|e| SourceError::Fatal(format!("--fix-sql: {e}")))?;
     }
-    Ok(report(&tables, &reports, &problems, &errors))
+    let mut listed: Vec<&VTable> = tables.iter().collect();
+    for t in &whole {
+        reports.push(TableReport {
+            whole: true,
+            ..TableReport::default()
+        });
+        listed.push(t);
+    }
+    Ok(report(&listed, &reports, &problems, &errors))
+}
+
+/// Per table, whether the whole-table checksums agree (so its chunks need
+/// no comparing); all `false` when not tried (see [`TableChecksum`]).
+async fn whole_tables(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    flavor: Flavor,
+    catchup: &Catchup,
+    tables: &[VTable],
+    a: &VerifyArgs,
+) -> Result<Vec<bool>, SourceError> {
+    let tried = match a.table_checksum {
+        TableChecksum::Never => false,
+        TableChecksum::Always => true,
+        TableChecksum::Auto => {
+            let g = crate::source::query::server_executed(src, flavor).await?;
+            let applied = catchup.applied(tgt, flavor).await?;
+            compare::caught_up(&g, &applied, catchup)
+        }
+    };
+    let mut out = Vec::with_capacity(tables.len());
+    for t in tables {
+        out.push(tried && compare::same_table_checksum(src, tgt, t).await?);
+    }
+    Ok(out)
 }
 
 fn write_fix(f: &mut impl std::io::Write, t: &VTable, diffs: &[Diff]) -> Result<(), SourceError> {
@@ -447,7 +511,7 @@ fn diff_line(t: &VTable, d: &Diff) -> String {
 
 /// Prints the report on stdout; returns the exit code.
 fn report(
-    tables: &[VTable],
+    tables: &[&VTable],
     reports: &[TableReport],
     problems: &[String],
     errors: &[String],
@@ -467,6 +531,14 @@ fn report(
                 t.label(),
                 r.differing - r.shown.len() as u64
             );
+        }
+        if r.whole {
+            let _ = writeln!(
+                out,
+                "table {}: whole-table checksum equal on both sides (rows not counted): ok",
+                t.label()
+            );
+            continue;
         }
         let state = if r.errors > 0 {
             "NOT COMPARED (errors)"
