@@ -77,6 +77,24 @@ fn reported(out: &TimedOutput) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// Runs `f` while a writer thread runs 10 transactions of `w` on `src`
+/// every 50 ms; stops the writer afterwards (also when `f` panics).
+fn while_writing(src: &TestServer, w: &mut Workload, f: impl FnOnce()) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let _guard = common::StopOnDrop(&stop);
+        let writer = sc.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                src.exec(&w.script(10));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        f();
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+    });
+}
+
 fn live_copy(flavor: Flavor) {
     let Some(src) = TestServer::start(flavor, &[]) else {
         return;
@@ -99,15 +117,7 @@ fn live_copy(flavor: Flavor) {
     svc.spawn();
     svc.wait_caught_up(&src, Duration::from_secs(120));
 
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|sc| {
-        let _guard = common::StopOnDrop(&stop);
-        let writer = sc.spawn(|| {
-            while !stop.load(Ordering::SeqCst) {
-                src.exec(&w.script(10));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
+    while_writing(&src, &mut w, || {
         for run in 0..5 {
             // Odd runs skip the whole-table checksum (always chunks).
             let extra: &[&str] = if run % 2 == 1 {
@@ -119,8 +129,6 @@ fn live_copy(flavor: Flavor) {
             assert_eq!(out.status.and_then(|s| s.code()), Some(0), "run {run}");
             assert_eq!(reported(&out), BTreeSet::new(), "run {run}");
         }
-        stop.store(true, Ordering::SeqCst);
-        writer.join().unwrap();
     });
     svc.wait_caught_up(&src, Duration::from_secs(120));
 
@@ -214,22 +222,12 @@ fn search_copy(flavor: Flavor) {
     src.exec(&w.script(200));
     svc.spawn();
     svc.wait_caught_up(&src, Duration::from_secs(120));
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|sc| {
-        let _guard = common::StopOnDrop(&stop);
-        let writer = sc.spawn(|| {
-            while !stop.load(Ordering::SeqCst) {
-                src.exec(&w.script(10));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
+    while_writing(&src, &mut w, || {
         for run in 0..2 {
             let out = verify_sink(&svc);
             assert_eq!(out.status.and_then(|s| s.code()), Some(0), "run {run}");
             assert_eq!(reported(&out), BTreeSet::new(), "run {run}");
         }
-        stop.store(true, Ordering::SeqCst);
-        writer.join().unwrap();
     });
     svc.wait_caught_up(&src, Duration::from_secs(120));
     let id = src.query("SELECT id FROM s.t ORDER BY id LIMIT 1")[0][0]
