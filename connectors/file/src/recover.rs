@@ -27,7 +27,9 @@
 //!
 //! Segment start and end lines (see `encode`) are not transactions: a
 //! start line goes with its segment, an end line with the transaction it
-//! follows.
+//! follows; a kept prefix that ends with its end line is a closed segment,
+//! so the next number becomes the open segment (never append after an end
+//! line).
 //!
 //! Refusals (nothing is changed, the operator decides):
 //! - no checkpoint at all but the directory holds at least one complete
@@ -99,6 +101,8 @@ struct Scan {
     last_covered: Option<String>,
     first_uncovered: Option<String>,
     last_marker: Option<String>,
+    /// The kept prefix ends with the segment's end line: a closed segment.
+    closed: bool,
 }
 
 fn scan(
@@ -129,6 +133,7 @@ fn scan(
             && matches!(parse_segment_line(&line), Some(SegmentLine::End { .. }))
         {
             s.prefix_end = s.len;
+            s.closed = true;
             continue;
         }
         if line.last() != Some(&b'\n') || classify(&line) != Some(LineKind::TxEnd) {
@@ -271,8 +276,13 @@ pub fn recover(
                         f.sync_all().ctx("fsync", &path)?;
                     }
                 }
-                out.open_num = seg.num;
-                out.open_len = s.prefix_end;
+                if s.closed {
+                    // Closed (not compressed yet): the next segment is the open one.
+                    out.open_num = seg.num + 1;
+                } else {
+                    out.open_num = seg.num;
+                    out.open_len = s.prefix_end;
+                }
             } else if s.prefix_end < s.len {
                 rewrite_prefix(dir, seg, s.prefix_end, fsync)?;
                 out.open_num = seg.num;
@@ -284,6 +294,9 @@ pub fn recover(
                 if !older.compressed {
                     out.uncompressed_closed.push(older.num);
                 }
+            }
+            if !seg.compressed && s.closed {
+                out.uncompressed_closed.push(seg.num);
             }
         }
     }

@@ -234,9 +234,10 @@ fn resume_positions(dir: &Path, open_num: u64, open_len: u64) -> io::Result<(Pos
     } else {
         return Ok((Positions::new(), 0));
     };
+    // Uncompressed first: `open_listed` falls back to the compressed form.
     let seg = Segment {
         num,
-        compressed: !open,
+        compressed: false,
     };
     let rd = match open_listed(dir, seg) {
         Ok((_, rd)) => rd,

@@ -810,3 +810,30 @@ async fn a_closed_segment_cut_at_a_transaction_boundary_is_found() {
     );
     assert!(p.iter().any(|l| l.contains("does not join")), "{p:?}");
 }
+
+#[tokio::test]
+async fn uncompressed_closed_segments_stay_closed_across_restarts() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..20, 2);
+    let mut c = cfg(d.path());
+    // One transaction per segment: every restart finds the newest one closed.
+    c.segment_max_bytes = 1;
+    c.compress = false;
+    for (n, range) in [(0, 0..10), (10, 10..19)] {
+        let ck = if n == 0 {
+            FakeCommitted::none()
+        } else {
+            ck_upto(&all, n)
+        };
+        let mut s = started(c.clone(), &ck).await;
+        for (i, chunk) in all[range].chunks(5).enumerate() {
+            write(&mut s, batch(n as u64 + i as u64 + 1, chunk)).await;
+        }
+        s.flush().await.unwrap();
+    }
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+    assert_eq!(
+        markers(d.path()),
+        all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
+    );
+}
