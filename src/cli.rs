@@ -1,7 +1,7 @@
 //! The command line: `run` is the service, `check` validates a server (or a
 //! config and its servers), `tail` prints change events as NDJSON, `backup
 //! cat` prints a file backup, `backup verify` checks one, `restore` replays
-//! one into a server. Exit codes: 0 ok,
+//! one into a server, `verify` compares a source with a copy. Exit codes: 0 ok,
 //! 1 runtime error (or, for `backup verify`, problems found), 2 failed
 //! checks, bad configuration or usage.
 
@@ -44,6 +44,8 @@ pub enum Command {
     Backup(BackupCmd),
     /// Replay a file backup into a MySQL/MariaDB server up to a point in time.
     Restore(crate::restore::RestoreArgs),
+    /// Compare a source's tables with a MySQL/MariaDB copy, live (exit 1 when they differ).
+    Verify(crate::verify::VerifyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -180,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Backup(BackupCmd::Verify { dir }) => backup_verify(&dir),
         Command::Restore(a) => crate::restore::run(&a).await,
+        Command::Verify(a) => crate::verify::run(&a).await,
     }
 }
 

@@ -3,7 +3,7 @@
 //! one byte flipped anywhere (100 tries over open and zstd-compressed
 //! segments) makes `verify` exit non-zero naming a segment (and transaction
 //! when known) and `cat` never print a damaged line; a deleted middle
-//! segment is reported as a gap. Skipped without server binaries unless
+//! segment is reported as a gap naming the transactions it held. Skipped without server binaries unless
 //! `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
 
 #[macro_use]
@@ -152,6 +152,11 @@ fn flips_and_gap(flavor: Flavor) {
     let text = String::from_utf8_lossy(&v.stdout).to_string();
     assert_eq!(v.status.and_then(|s| s.code()), Some(1), "{text}");
     assert!(text.contains("gap: segments 2..2 are missing"), "{text}");
+    // The next segment's start line names what the missing one held.
+    assert!(
+        text.contains("does not join the previous segment's end: transactions "),
+        "{text}"
+    );
 
     let usage = backup_cmd("verify", &dir.join("nope"));
     assert_eq!(usage.status.and_then(|s| s.code()), Some(2));

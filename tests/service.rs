@@ -416,6 +416,8 @@ fn raw_segments(dir: &Path) -> Raw {
                     }
                 }
                 Some(_) => raw.records += 1,
+                // Segment start / end lines belong to the segment, not to a transaction.
+                None if rowstream_file::encode::is_segment_line(line) => end_of_last_marker = pos,
                 None => {}
             }
         }

@@ -96,7 +96,7 @@ impl Client {
     }
 
     /// Sends one request; returns the status and body of a 2xx answer.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -259,6 +259,6 @@ pub fn describe_error(e: &serde_json::Value) -> Option<String> {
     Some(s)
 }
 
-fn encode_path(index: &str) -> String {
+pub(crate) fn encode_path(index: &str) -> String {
     url::form_urlencoded::byte_serialize(index.as_bytes()).collect()
 }

@@ -9,11 +9,13 @@
 //! Modules: `config` (the `[[sinks]] type = "elasticsearch"` table),
 //! `encode` (events -> bulk actions, ids, versions, mappings; pure),
 //! `client` (the HTTP client and the answers' classification), `sink` (the
-//! `Sink`: bulk batching, retries, dead letters, ordered acks).
+//! `Sink`: bulk batching, retries, dead letters, ordered acks), `read`
+//! (reading an index back for `rowstream verify`; not used by the sink).
 
 pub mod client;
 pub mod config;
 pub mod encode;
+pub mod read;
 pub mod sink;
 
 pub use config::{DecimalMapping, ElasticsearchSinkConfig, OnError};

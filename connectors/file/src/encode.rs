@@ -20,6 +20,18 @@
 //! written before checksums existed have no `crc32c` (`TxEnd::crc32c` is
 //! `None`): readers accept them and warn that the backup has no checksums.
 //!
+//! Besides these, each segment written since segment bounds exist opens
+//! with a start line and, once closed, ends with an end line (after its
+//! last marker), holding per server (MySQL `uuid[:tag]`, MariaDB domain,
+//! `snapshot:<id>`) the sequence number of the last transaction the backup
+//! holds before the segment (start) and at its end (end), and the end line
+//! the segment's number of transactions:
+//! `{"segment":{"start":{"<server>":n,...}}}`,
+//! `{"segment":{"end":{"<server>":n,...},"transactions":N}}`.
+//! They are not records: readers skip them ([`is_segment_line`]);
+//! `backup verify` checks that consecutive segments join and names what a
+//! missing segment held.
+//!
 //! Invariants kept: every encoded line is valid JSON followed by exactly one
 //! `\n`; the marker's layout is fixed (keys in this order, no spaces), so
 //! [`classify`] needs only the first bytes of a line; a marker with a key
@@ -45,6 +57,97 @@ const CHANGE_PREFIX: &[u8] = b"{\"before\":";
 const SCHEMA_PREFIX: &[u8] = b"{\"source\":";
 /// Every marker line starts with exactly these bytes.
 pub const TX_END_PREFIX: &[u8] = b"{\"transaction\":{\"status\":\"END\",\"id\":";
+
+/// Every segment start / end line starts with exactly these bytes.
+pub const SEGMENT_PREFIX: &[u8] = b"{\"segment\":{";
+
+/// Per server key, the sequence number of the last transaction (see the
+/// module docs).
+pub type Positions = std::collections::BTreeMap<String, u64>;
+
+/// Whether a line is a segment start or end line (not a record).
+#[inline]
+pub fn is_segment_line(line: &[u8]) -> bool {
+    line.starts_with(SEGMENT_PREFIX)
+}
+
+/// The server key and sequence number of a GTID or chunk marker: MySQL
+/// `uuid[:tag]:n`, MariaDB `domain-server-n`, `snapshot:<id>:<n>`.
+pub fn id_key(id: &str) -> Option<(String, u64)> {
+    if let Some((k, n)) = id.rsplit_once(':') {
+        return Some((k.to_string(), n.parse().ok()?));
+    }
+    let mut parts = id.split('-');
+    let (d, _s, n) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((d.to_string(), n.parse().ok()?))
+}
+
+/// Records transaction `id` in `pos` (a later sequence number replaces an
+/// earlier one).
+pub fn advance(pos: &mut Positions, id: &str) {
+    if let Some((k, n)) = id_key(id) {
+        let e = pos.entry(k).or_insert(0);
+        *e = (*e).max(n);
+    }
+}
+
+/// Appends a segment start line.
+pub fn encode_segment_start(out: &mut Vec<u8>, start: &Positions) {
+    let v = serde_json::json!({ "segment": { "start": start } });
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// Appends a segment end line.
+pub fn encode_segment_end(out: &mut Vec<u8>, end: &Positions, transactions: u64) {
+    let v = serde_json::json!({ "segment": { "end": end, "transactions": transactions } });
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// A parsed segment start or end line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentLine {
+    Start(Positions),
+    End { end: Positions, transactions: u64 },
+}
+
+#[derive(Deserialize)]
+struct SegmentWrap {
+    segment: SegmentBody,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentBody {
+    #[serde(default)]
+    start: Option<Positions>,
+    #[serde(default)]
+    end: Option<Positions>,
+    #[serde(default)]
+    transactions: Option<u64>,
+}
+
+/// Parses a segment line; `None` when it is not a well-formed one.
+pub fn parse_segment_line(line: &[u8]) -> Option<SegmentLine> {
+    if !is_segment_line(line) {
+        return None;
+    }
+    let w: SegmentWrap = serde_json::from_slice(line).ok()?;
+    match w.segment {
+        SegmentBody {
+            start: Some(s),
+            end: None,
+            transactions: None,
+        } => Some(SegmentLine::Start(s)),
+        SegmentBody {
+            start: None,
+            end: Some(end),
+            transactions: Some(transactions),
+        } => Some(SegmentLine::End { end, transactions }),
+        _ => None,
+    }
+}
 
 /// Appends one record line: the record's JSON and `\n`.
 #[inline]
@@ -208,5 +311,39 @@ mod tests {
         assert_eq!(classify(b"{\"before\":null"), Some(LineKind::Change));
         assert_eq!(classify(b"{\"source\":{"), Some(LineKind::SchemaChange));
         assert_eq!(classify(b"\0\0\0"), None);
+    }
+
+    #[test]
+    fn segment_lines_round_trip() {
+        let mut pos = Positions::new();
+        advance(&mut pos, "3e11:tag:23");
+        advance(&mut pos, "0-1-42");
+        advance(&mut pos, "0-2-41");
+        advance(&mut pos, "snapshot:7:3");
+        let mut out = Vec::new();
+        encode_segment_start(&mut out, &pos);
+        assert!(is_segment_line(&out));
+        assert_eq!(classify(&out), None);
+        assert_eq!(
+            parse_segment_line(&out),
+            Some(SegmentLine::Start(pos.clone()))
+        );
+        out.clear();
+        encode_segment_end(&mut out, &pos, 5);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "{\"segment\":{\"end\":{\"0\":42,\"3e11:tag\":23,\"snapshot:7\":3},\"transactions\":5}}\n"
+        );
+        assert_eq!(
+            parse_segment_line(&out),
+            Some(SegmentLine::End {
+                end: pos,
+                transactions: 5
+            })
+        );
+        assert_eq!(
+            parse_segment_line(b"{\"segment\":{\"start\":{},\"x\":1}}"),
+            None
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! checksum fails is not printed: `cat` stops with an error naming it.
 //!
 //! Invariants kept:
+//! - Only records and markers are returned: segment start / end lines
+//!   (see `encode`) are skipped.
 //! - Streams: memory is one line plus read buffers and zstd's window, never
 //!   a segment or a transaction.
 //! - Only complete transactions are returned: the newest segment, when it is
@@ -26,7 +28,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::encode::{classify, marker_crc, parse_tx_end, LineKind, TxCrc};
+use crate::encode::{classify, is_segment_line, marker_crc, parse_tx_end, LineKind, TxCrc};
 use crate::segment::{open_listed, segments, Segment};
 
 /// One line of the backup.
@@ -186,6 +188,10 @@ impl BackupReader {
             };
             if buf.pop() != Some(b'\n') {
                 return Err(bad("truncated line (no newline)"));
+            }
+            // Segment start / end lines are bookkeeping, not records.
+            if is_segment_line(buf) {
+                continue;
             }
             let Some(kind) = classify(buf) else {
                 return Err(bad("not a backup record"));

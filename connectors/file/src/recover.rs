@@ -25,6 +25,12 @@
 //!    `N.ndjson.tmp`, fsync, rename to `N.ndjson`, fsync dir, remove the
 //!    `.zst`, fsync dir. The cut segment becomes the open segment.
 //!
+//! Segment start and end lines (see `encode`) are not transactions: a
+//! start line goes with its segment, an end line with the transaction it
+//! follows; a kept prefix that ends with its end line is a closed segment,
+//! so the next number becomes the open segment (never append after an end
+//! line).
+//!
 //! Refusals (nothing is changed, the operator decides):
 //! - no checkpoint at all but the directory holds at least one complete
 //!   transaction (a first start must not wipe a backup);
@@ -42,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use rowstream_api::Committed;
 
-use crate::encode::{classify, parse_tx_end, LineKind};
+use crate::encode::{classify, parse_segment_line, parse_tx_end, LineKind, SegmentLine};
 use crate::segment::{
     list_files, open_segment, segment_name, segments, sync_dir, Ctx, FileKind, IoError, Segment,
 };
@@ -95,6 +101,8 @@ struct Scan {
     last_covered: Option<String>,
     first_uncovered: Option<String>,
     last_marker: Option<String>,
+    /// The kept prefix ends with the segment's end line: a closed segment.
+    closed: bool,
 }
 
 fn scan(
@@ -114,7 +122,20 @@ fn scan(
         if n == 0 {
             break;
         }
+        let before = s.len;
         s.len += n as u64;
+        // A segment's end line right after its last kept transaction stays
+        // with it (a closed segment cut there stays closed).
+        if s.covered_txs > 0
+            && s.prefix_end == before
+            && s.first_uncovered.is_none()
+            && line.last() == Some(&b'\n')
+            && matches!(parse_segment_line(&line), Some(SegmentLine::End { .. }))
+        {
+            s.prefix_end = s.len;
+            s.closed = true;
+            continue;
+        }
         if line.last() != Some(&b'\n') || classify(&line) != Some(LineKind::TxEnd) {
             if line.capacity() > 1 << 24 {
                 line = Vec::with_capacity(4096);
@@ -255,8 +276,13 @@ pub fn recover(
                         f.sync_all().ctx("fsync", &path)?;
                     }
                 }
-                out.open_num = seg.num;
-                out.open_len = s.prefix_end;
+                if s.closed {
+                    // Closed (not compressed yet): the next segment is the open one.
+                    out.open_num = seg.num + 1;
+                } else {
+                    out.open_num = seg.num;
+                    out.open_len = s.prefix_end;
+                }
             } else if s.prefix_end < s.len {
                 rewrite_prefix(dir, seg, s.prefix_end, fsync)?;
                 out.open_num = seg.num;
@@ -268,6 +294,9 @@ pub fn recover(
                 if !older.compressed {
                     out.uncompressed_closed.push(older.num);
                 }
+            }
+            if !seg.compressed && s.closed {
+                out.uncompressed_closed.push(seg.num);
             }
         }
     }

@@ -24,6 +24,10 @@
 //!   and every later ack fail, and every call returns `SinkError::Fatal` with
 //!   the path and OS error. Nothing is acked after a failed write, so a
 //!   partial write can only be followed by a restart, whose recovery cuts it.
+//! - Every segment begins with a start line and every closed one ends with
+//!   an end line (see `encode`): the positions of everything before it and
+//!   at its end. `start` rebuilds those positions from the open segment (or
+//!   the last closed one), so they continue across restarts.
 //! - Segments rotate only right after a transaction-end marker, when the
 //!   open segment has reached `segment_max_bytes` or `segment_max_age_secs`
 //!   (the age is also checked on an idle `flush` at a transaction boundary).
@@ -47,9 +51,14 @@ use rowstream_api::{Ack, AckQueue, Batch, Commit, Committed, Poison, Sink, SinkE
 use tokio::task::JoinHandle;
 
 use crate::config::FileSinkConfig;
-use crate::encode::{encode_record, encode_tx_end, TxCrc};
+use crate::encode::{
+    advance, encode_record, encode_segment_end, encode_segment_start, encode_tx_end,
+    parse_segment_line, parse_tx_end, Positions, SegmentLine, TxCrc,
+};
 use crate::recover::{recover, Recovered};
-use crate::segment::{lock_dir, segment_name, CompressMsg, Compressor, SegmentWriter};
+use crate::segment::{
+    lock_dir, open_listed, segment_name, CompressMsg, Compressor, Segment, SegmentWriter,
+};
 
 /// Buffered bytes at which `write` waits for the running I/O job and starts
 /// the next one: the largest group commit, and the bound on buffered data.
@@ -85,6 +94,10 @@ struct State {
     tx_records: u64,
     /// Checksum of the bytes encoded since the last transaction end.
     tx_crc: TxCrc,
+    /// Per server, the last transaction encoded (see `encode`).
+    pos: Positions,
+    /// Transactions in the open segment.
+    seg_txs: u64,
     poison: Poison,
 }
 
@@ -179,6 +192,8 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
     } else {
         Instant::now()
     };
+    let (pos, seg_txs) = resume_positions(dir, rec.open_num, rec.open_len)
+        .map_err(|e| fatal(&format_args!("reading segment positions: {e}")))?;
     tracing::info!(
         sink = %cfg.name,
         dir = %dir.display(),
@@ -200,8 +215,61 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
         seg_opened,
         tx_records: 0,
         tx_crc: TxCrc::default(),
+        pos,
+        seg_txs,
         poison: Poison::new(),
     })
+}
+
+/// The positions after the open segment's contents and its transaction
+/// count: read from the open segment when it has data (its start line, then
+/// its markers), else from the last closed segment (its end line, or, in a
+/// backup older than segment lines, its markers). Recovery has already cut
+/// the open segment to whole transactions.
+fn resume_positions(dir: &Path, open_num: u64, open_len: u64) -> io::Result<(Positions, u64)> {
+    let (num, open) = if open_len > 0 {
+        (open_num, true)
+    } else if open_num > 1 {
+        (open_num - 1, false)
+    } else {
+        return Ok((Positions::new(), 0));
+    };
+    // Uncompressed first: `open_listed` falls back to the compressed form.
+    let seg = Segment {
+        num,
+        compressed: false,
+    };
+    let rd = match open_listed(dir, seg) {
+        Ok((_, rd)) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Positions::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut rd = io::BufReader::with_capacity(
+        1 << 16,
+        io::Read::take(rd, if open { open_len } else { u64::MAX }),
+    );
+    let (mut pos, mut txs) = (Positions::new(), 0);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        if io::BufRead::read_until(&mut rd, b'\n', &mut line)? == 0 {
+            break;
+        }
+        match parse_segment_line(&line) {
+            Some(SegmentLine::Start(p)) => pos = p,
+            Some(SegmentLine::End { end, .. }) => return Ok((end, 0)),
+            None => {
+                if let Some(m) = parse_tx_end(&line) {
+                    advance(&mut pos, &m.id);
+                    txs += 1;
+                }
+            }
+        }
+        if line.capacity() > 1 << 24 {
+            line = Vec::with_capacity(4096);
+        }
+    }
+    Ok((pos, if open { txs } else { 0 }))
 }
 
 impl State {
@@ -226,9 +294,7 @@ impl State {
             while let Some(c) = commits.next_if(|c| c.end <= i) {
                 self.end_tx(c, cfg);
             }
-            if self.seg_bytes == 0 {
-                self.seg_opened = Instant::now();
-            }
+            self.begin_segment();
             let before = self.buf.len();
             encode_record(&mut self.buf, rec);
             // Checksummed while the line is hot in cache: no second pass.
@@ -245,20 +311,38 @@ impl State {
         if c.events != self.tx_records {
             tracing::debug!(gtid = %c.gtid, commit_events = c.events, written = self.tx_records, "transaction size differs from the records received");
         }
-        if self.seg_bytes == 0 {
-            self.seg_opened = Instant::now();
-        }
+        self.begin_segment();
         let before = self.buf.len();
         encode_tx_end(&mut self.buf, &c.gtid, self.tx_records, self.tx_crc);
         self.seg_bytes += (self.buf.len() - before) as u64;
         self.tx_records = 0;
         self.tx_crc = TxCrc::default();
+        advance(&mut self.pos, &c.gtid);
+        self.seg_txs += 1;
         if self.seg_bytes >= cfg.segment_max_bytes
             || self.seg_opened.elapsed() >= Duration::from_secs(cfg.segment_max_age_secs)
         {
-            self.rotations.push(self.buf.len());
-            self.seg_bytes = 0;
+            self.end_segment();
         }
+    }
+
+    /// Before the first byte of a segment: its start line.
+    fn begin_segment(&mut self) {
+        if self.seg_bytes == 0 {
+            self.seg_opened = Instant::now();
+            let before = self.buf.len();
+            encode_segment_start(&mut self.buf, &self.pos);
+            self.seg_bytes += (self.buf.len() - before) as u64;
+            self.seg_txs = 0;
+        }
+    }
+
+    /// At a transaction boundary: the end line, and the segment closes there.
+    fn end_segment(&mut self) {
+        encode_segment_end(&mut self.buf, &self.pos, self.seg_txs);
+        self.rotations.push(self.buf.len());
+        self.seg_bytes = 0;
+        self.seg_txs = 0;
     }
 
     /// Collects the running job: always when `wait`, else only if it is done.
@@ -376,8 +460,7 @@ impl Sink for FileSink {
             && st.seg_bytes > 0
             && st.seg_opened.elapsed() >= Duration::from_secs(self.cfg.segment_max_age_secs);
         if aged {
-            st.rotations.push(st.buf.len());
-            st.seg_bytes = 0;
+            st.end_segment();
         }
         if !st.buf.is_empty() || !st.rotations.is_empty() || !st.acks.is_empty() {
             st.launch(name);

@@ -8,7 +8,13 @@
 //! segment is a gap); that the GTIDs of each server (MySQL UUID[:tag],
 //! MariaDB domain) are increasing, so no transaction is there twice or out
 //! of commit order; that the snapshot chunk markers of each snapshot
-//! (`snapshot:<id>:<n>`) follow one another with none missing or repeated.
+//! (`snapshot:<id>:<n>`) follow one another with none missing or repeated;
+//! and, for segments written with start / end lines (see `encode`), that
+//! each segment's start joins the previous one's end (a deleted segment is
+//! named by the transactions it held), that its end line agrees with its
+//! start and the transactions in it (count and last per server), and that
+//! every closed segment has its end line (a closed segment cut at a
+//! transaction boundary loses it).
 //!
 //! Invariants kept:
 //! - Streams: memory is one line, read buffers, zstd's window and a few
@@ -25,7 +31,10 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
-use crate::encode::{classify, marker_crc, parse_tx_end, LineKind, TxCrc};
+use crate::encode::{
+    advance, classify, id_key, is_segment_line, marker_crc, parse_segment_line, parse_tx_end,
+    LineKind, Positions, SegmentLine, TxCrc,
+};
 use crate::segment::{open_listed, segment_name, segments, Segment};
 
 /// One problem: where it is and what is wrong.
@@ -125,17 +134,6 @@ impl fmt::Display for Summary {
     }
 }
 
-/// The server key and sequence number of a GTID or chunk marker: MySQL
-/// `uuid[:tag]:n`, MariaDB `domain-server-n`, `snapshot:<id>:<n>`.
-fn id_key(id: &str) -> Option<(String, u64)> {
-    if let Some((k, n)) = id.rsplit_once(':') {
-        return Some((k.to_string(), n.parse().ok()?));
-    }
-    let mut parts = id.split('-');
-    let (d, _s, n) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((d.to_string(), n.parse().ok()?))
-}
-
 /// `source.ts_ms` of a record line, found without parsing the whole line.
 fn source_ts_ms(line: &[u8]) -> Option<u64> {
     const SRC: &[u8] = b"\"source\":{";
@@ -156,6 +154,38 @@ struct Walk {
     tx_crc: TxCrc,
     tx_records: u64,
     tx_lines: u64,
+    /// This segment's start line, and its start advanced by its markers.
+    seg_start: Option<Positions>,
+    seen: Positions,
+    seg_txs: u64,
+    /// This segment's end line.
+    seg_end: Option<(Positions, u64)>,
+    /// The previous segment's end line (`None`: it had none, or no previous,
+    /// or it could not be read to its end).
+    prev_end: Option<Positions>,
+    /// `prev_end`, taken when this segment began: what its start must join.
+    join: Option<Positions>,
+}
+
+/// `key:a-b` for every server whose position moved from `from` to `to`
+/// (what lies between), `key:a..b repeated` where it went back.
+fn between(from: &Positions, to: &Positions) -> (Vec<String>, Vec<String>) {
+    let (mut missing, mut back) = (Vec::new(), Vec::new());
+    for (k, &b) in to {
+        let a = from.get(k).copied().unwrap_or(0);
+        match b.cmp(&a) {
+            std::cmp::Ordering::Greater if b == a + 1 => missing.push(format!("{k}:{b}")),
+            std::cmp::Ordering::Greater => missing.push(format!("{k}:{}-{b}", a + 1)),
+            std::cmp::Ordering::Less => back.push(format!("{k}:{b} after {k}:{a}")),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    for (k, &a) in from {
+        if !to.contains_key(k) {
+            back.push(format!("{k} (was at {a}) no longer listed"));
+        }
+    }
+    (missing, back)
 }
 
 impl Walk {
@@ -181,8 +211,96 @@ impl Walk {
         self.tx_lines = 0;
     }
 
+    /// A segment start or end line.
+    fn segment_line(&mut self, raw: &[u8], out: &mut dyn FnMut(&Problem)) {
+        let line = self.line;
+        match parse_segment_line(raw) {
+            Some(SegmentLine::Start(s)) if line == 1 => {
+                if let Some(prev) = self.join.take() {
+                    let (missing, back) = between(&prev, &s);
+                    if !missing.is_empty() {
+                        let what = format!(
+                            "does not join the previous segment's end: transactions {} are missing (those not filtered out)",
+                            missing.join(",")
+                        );
+                        self.problem(line, None, what, out);
+                    }
+                    if !back.is_empty() {
+                        let what = format!(
+                            "starts before the previous segment's end ({}): transactions repeated",
+                            back.join(", ")
+                        );
+                        self.problem(line, None, what, out);
+                    }
+                }
+                self.seen = s.clone();
+                self.seg_start = Some(s);
+            }
+            Some(SegmentLine::End { end, transactions }) if self.tx_lines == 0 => {
+                self.seg_end = Some((end, transactions));
+            }
+            Some(_) => self.problem(line, None, "segment line out of place".into(), out),
+            None => self.problem(line, None, "malformed segment line".into(), out),
+        }
+    }
+
+    /// After a segment's last line: its end line against what it held.
+    fn segment_done(&mut self, last: bool, out: &mut dyn FnMut(&Problem)) {
+        let line = self.line;
+        match self.seg_end.take() {
+            Some((end, n)) => {
+                if n != self.seg_txs {
+                    let what = format!(
+                        "end line counts {n} transactions, the segment holds {}",
+                        self.seg_txs
+                    );
+                    self.problem(line, None, what, out);
+                }
+                if self.seg_start.is_some() && end != self.seen {
+                    let (missing, back) = between(&self.seen, &end);
+                    let what = format!(
+                        "end line does not match the segment's transactions: missing {}{}",
+                        if missing.is_empty() {
+                            "-".into()
+                        } else {
+                            missing.join(",")
+                        },
+                        if back.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", back.join(", "))
+                        }
+                    );
+                    self.problem(line, None, what, out);
+                }
+                self.prev_end = Some(end);
+            }
+            None => {
+                if self.seg_start.is_some() && !last {
+                    let what =
+                        "closed segment has no end line: transactions at its end may be missing"
+                            .into();
+                    self.problem(line, None, what, out);
+                }
+                // What it does hold: the next start names what is missing.
+                self.prev_end = self.seg_start.is_some().then(|| self.seen.clone());
+            }
+        }
+    }
+
     /// One complete line (with its `\n`).
     fn line(&mut self, raw: &[u8], out: &mut dyn FnMut(&Problem)) {
+        if is_segment_line(raw) {
+            return self.segment_line(raw, out);
+        }
+        if self.seg_end.is_some() {
+            self.problem(
+                self.line,
+                None,
+                "line after the segment's end line".into(),
+                out,
+            );
+        }
         match classify(raw) {
             Some(LineKind::TxEnd) => self.marker(raw, out),
             kind => {
@@ -215,6 +333,8 @@ impl Walk {
         };
         let g = Some(m.id.as_str());
         self.sum.transactions += 1;
+        advance(&mut self.seen, &m.id);
+        self.seg_txs += 1;
         match marker_crc(raw, self.tx_crc) {
             None if self.checksummed => self.problem(
                 line,
@@ -279,10 +399,15 @@ impl Walk {
     }
 
     /// Reads one segment; stops at the first read error (zstd checksum).
-    fn segment(&mut self, dir: &Path, seg: Segment, out: &mut dyn FnMut(&Problem)) {
+    fn segment(&mut self, dir: &Path, seg: Segment, last: bool, out: &mut dyn FnMut(&Problem)) {
         self.seg = segment_name(seg.num, seg.compressed);
         self.line = 0;
         self.reset_tx();
+        self.seg_start = None;
+        self.join = self.prev_end.take();
+        self.seen = Positions::new();
+        self.seg_txs = 0;
+        self.seg_end = None;
         self.sum.segments += 1;
         let rd = match open_listed(dir, seg) {
             Ok((seg, rd)) => {
@@ -320,6 +445,7 @@ impl Walk {
             );
             self.problem(self.line, None, what, out);
         }
+        self.segment_done(last, out);
     }
 }
 
@@ -329,14 +455,16 @@ pub fn verify(dir: &Path, out: &mut dyn FnMut(&Problem)) -> io::Result<Summary> 
     crate::reader::require_dir(dir)?;
     let mut w = Walk::default();
     let mut expect = 1;
-    for seg in segments(dir)? {
+    let all = segments(dir)?;
+    let n = all.len();
+    for (i, seg) in all.into_iter().enumerate() {
         if seg.num != expect {
             w.seg = segment_name(seg.num, seg.compressed);
             let what = format!("gap: segments {expect}..{} are missing", seg.num - 1);
             w.problem(0, None, what, out);
         }
         expect = seg.num + 1;
-        w.segment(dir, seg, out);
+        w.segment(dir, seg, i + 1 == n, out);
     }
     Ok(w.sum)
 }

@@ -101,7 +101,8 @@ async fn acks_after_data_is_written_and_format() {
     // No flush: the I/O job started by `write` acks once the data is in the
     // file (and fsync'd).
     assert_eq!(rx1.await, Ok(Ok(())));
-    let mut want1 = Vec::new();
+    // Every segment opens with its start line (nothing before it here).
+    let mut want1 = b"{\"segment\":{\"start\":{}}}\n".to_vec();
     for l in expected(&[(1, 2)]) {
         want1.extend(l);
         want1.push(b'\n');
@@ -128,8 +129,8 @@ async fn acks_after_data_is_written_and_format() {
 
     let raw = fs::read(d.path().join("000000000001.ndjson")).unwrap();
     // Each marker carries the CRC32C of its transaction's lines (the third
-    // transaction spans two batches).
-    let mut want = Vec::new();
+    // transaction spans two batches), after the segment's start line.
+    let mut want = b"{\"segment\":{\"start\":{}}}\n".to_vec();
     let mut crc = TxCrc::default();
     for (rec, m) in [
         (event(1, 0), None),
@@ -727,5 +728,112 @@ async fn verify_reports_a_gap_and_reads_old_backups() {
             .iter()
             .any(|p| p.contains("gap: segments 2..2 are missing")),
         "{problems:?}"
+    );
+}
+
+/// `backup verify`'s problems, as text.
+fn problems(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    verify(dir, &mut |p| out.push(p.to_string())).unwrap();
+    out
+}
+
+/// The first and last sequence number of the transactions in segment `num`.
+fn seqs_of(dir: &Path, num: u64) -> (u64, u64) {
+    let ids: Vec<u64> = BackupReader::open(dir)
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.segment == num && e.kind == LineKind::TxEnd)
+        .map(|e| {
+            let id = rowstream_file::encode::parse_tx_end(&e.line).unwrap().id;
+            id.rsplit('-').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    (ids[0], *ids.last().unwrap())
+}
+
+#[tokio::test]
+async fn segments_join_across_restarts_and_a_missing_one_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..80, 2);
+    backup_of(d.path(), 2000, &all[..40]).await;
+    // A restart continues the positions (in the open segment or a new one).
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    let mut s = started(c, &ck_upto(&all, 40)).await;
+    for (i, chunk) in all[40..].chunks(5).enumerate() {
+        write(&mut s, batch(100 + i as u64, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    s.wait_compressed();
+    drop(s);
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+    let segs = segments(d.path()).unwrap();
+    assert!(segs.len() >= 4, "{segs:?}");
+    let (a, b) = seqs_of(d.path(), 2);
+    fs::remove_file(segs[1].path(d.path())).unwrap();
+    let p = problems(d.path());
+    assert!(p.iter().any(|l| l.contains("gap: segments 2..2")), "{p:?}");
+    let named = format!("transactions 0:{a}-{b} are missing");
+    assert!(p.iter().any(|l| l.contains(&named)), "{named}: {p:?}");
+}
+
+#[tokio::test]
+async fn a_closed_segment_cut_at_a_transaction_boundary_is_found() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    c.compress = false;
+    let mut s = started(c, &FakeCommitted::none()).await;
+    for (i, chunk) in txs(1..30, 2).chunks(5).enumerate() {
+        write(&mut s, batch(i as u64 + 1, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    drop(s);
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+    // Segment 1 loses its last transaction and its end line.
+    let path = d.path().join(segment_name(1, false));
+    let raw = fs::read(&path).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop(); // the end line
+    lines.pop(); // the last marker
+    while !lines.last().unwrap().starts_with("{\"transaction\"") {
+        lines.pop();
+    }
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let p = problems(d.path());
+    assert!(
+        p.iter()
+            .any(|l| l.contains("closed segment has no end line")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|l| l.contains("does not join")), "{p:?}");
+}
+
+#[tokio::test]
+async fn uncompressed_closed_segments_stay_closed_across_restarts() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..20, 2);
+    let mut c = cfg(d.path());
+    // One transaction per segment: every restart finds the newest one closed.
+    c.segment_max_bytes = 1;
+    c.compress = false;
+    for (n, range) in [(0, 0..10), (10, 10..19)] {
+        let ck = if n == 0 {
+            FakeCommitted::none()
+        } else {
+            ck_upto(&all, n)
+        };
+        let mut s = started(c.clone(), &ck).await;
+        for (i, chunk) in all[range].chunks(5).enumerate() {
+            write(&mut s, batch(n as u64 + i as u64 + 1, chunk)).await;
+        }
+        s.flush().await.unwrap();
+    }
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+    assert_eq!(
+        markers(d.path()),
+        all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
     );
 }

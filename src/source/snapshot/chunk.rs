@@ -110,7 +110,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// `last_op` ">", `(k1,..,kn) > (v1,..,vn)` is
 /// `(k1 > ?) OR (k1 = ? AND k2 > ?) OR ...`; with "<" and "<=" it is
 /// `(k1,..,kn) <= (v1,..,vn)`. Pushes the parameters in placeholder order.
-fn key_cmp(
+pub fn key_cmp(
     cols: &[String],
     k: &[SqlValue],
     op: &str,
