@@ -340,6 +340,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
         filter,
         origins: Default::default(),
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
+        semi_sync: None,
     };
     let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let (done_tx, done_rx) = oneshot::channel();

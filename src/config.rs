@@ -271,6 +271,13 @@ pub struct SourceConfig {
     /// Leave out transactions that originated on these server ids.
     #[serde(default)]
     pub exclude_server_ids: Vec<u32>,
+    /// Act as a semi-sync replica: acknowledge each transaction to the
+    /// server once it is durable in every sink and in the checkpoint, so a
+    /// commit that returned on the source is in every sink (zero loss).
+    /// Needs semi-sync on the server (MySQL: plugin `rpl_semi_sync_source`;
+    /// MariaDB: `rpl_semi_sync_master_enabled`). Default false.
+    #[serde(default)]
+    pub semi_sync: bool,
 }
 
 fn default_progress_schema() -> String {
@@ -508,6 +515,7 @@ impl fmt::Debug for SourceConfig {
             .field("include", &self.include)
             .field("exclude", &self.exclude)
             .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("semi_sync", &self.semi_sync)
             .finish()
     }
 }

@@ -10,7 +10,11 @@
 //!   this thread: the reference counts every event of a table shares
 //!   (names, GTID, table metadata) then never bounce between cores;
 //! - whatever the end, the source is stopped, the sinks are closed and the
-//!   checkpoint is written once more before returning.
+//!   checkpoint is written once more before returning;
+//! - semi-sync: an ACK is released only after a checkpoint write covering
+//!   its transaction; when acked batches cover a request, the checkpoint is
+//!   written as soon as every batch already settled is consumed (one fsync
+//!   for the group), not at the next tick.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use super::meters::Meters;
 use super::plan::Opened;
 use super::restart;
 use super::sinks::SinkSet;
+use crate::source::binlog::semisync::AckPath;
 use crate::source::snapshot::signal::Incremental;
 use crate::source::SourceError;
 
@@ -68,6 +73,8 @@ pub(crate) async fn run(
         src.saved.take(),
         &server(),
     )?;
+    let acks = src.acks.clone();
+    let mut ack_due = false;
     let mut tracker = AckTracker::default();
     let mut source_result: Option<Result<(), SourceError>> = None;
     let mut source_closed = false;
@@ -85,12 +92,19 @@ pub(crate) async fn run(
                     progressed = true;
                     m.acked(a.records, tracker.oldest_ts_ms());
                     sh.checkpoint.acked(&mut a);
+                    ack_due |= acks_due(acks.as_deref(), sh.checkpoint);
                 }
                 Err(f) => {
                     failure = Some(f);
                     break;
                 }
             },
+            // After every settled batch was consumed (biased): one write for the group.
+            _ = std::future::ready(()), if ack_due => {
+                ack_due = false;
+                sh.checkpoint.save(&server())?;
+                release_acks(acks.as_deref(), sh.checkpoint);
+            }
             Some(b) = free.recv() => drop(b),
             f = sinks.first_end() => {
                 failure = Some(f);
@@ -109,7 +123,8 @@ pub(crate) async fn run(
             _ = tick.tick() => {
                 // Keeps the lag growing while a sink stalls.
                 m.lag_from(tracker.oldest_ts_ms());
-                sh.checkpoint.save(&server())?
+                sh.checkpoint.save(&server())?;
+                release_acks(acks.as_deref(), sh.checkpoint);
             }
             _ = sh.stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
@@ -127,6 +142,7 @@ pub(crate) async fn run(
         sinks.close(SINK_STOP_TIMEOUT).await;
         src.release.await;
         sh.checkpoint.save(&server())?;
+        release_acks(acks.as_deref(), sh.checkpoint);
         if let Some(at) = sh.checkpoint.position() {
             tracing::info!(gtid_set = %at, "checkpoint written");
         }
@@ -167,6 +183,19 @@ pub(crate) async fn run(
         failure,
         progressed,
     })
+}
+
+/// True when the position (durable in every sink) covers a semi-sync request.
+fn acks_due(acks: Option<&AckPath>, cp: &Checkpointer) -> bool {
+    let Some(a) = acks else { return false };
+    cp.position_sequence().is_some_and(|seq| a.due(seq))
+}
+
+/// Releases the semi-sync requests the checkpoint on disk covers.
+fn release_acks(acks: Option<&AckPath>, cp: &Checkpointer) {
+    if let (Some(a), Some(seq)) = (acks, cp.durable_sequence()) {
+        a.release(seq);
+    }
 }
 
 /// Hands one source batch to every sink and to the tracker.

@@ -480,6 +480,7 @@ impl Origin for FakeOrigin {
             saved,
             server: Box::new(|| "fake:1".to_string()),
             release: Box::pin(async {}),
+            acks: None,
         })
     }
 }

@@ -400,6 +400,27 @@ impl PacketConn {
         self.write_packet(&p).await
     }
 
+    /// Splits off the write side for semi-sync ACKs: the returned
+    /// connection keeps reading packets, the writer sends whole packets
+    /// (sequence id 0, each its own command as the server expects) without
+    /// ever waiting for a read. Call it between exchanges (nothing buffered).
+    pub fn split_acks(self) -> Result<(PacketConn, AckWriter), SourceError> {
+        if !self.io.buffer().is_empty() {
+            return Err(SourceError::Fatal(
+                "internal: connection split with unread data".into(),
+            ));
+        }
+        let (r, w) = tokio::io::split(self.io.into_inner());
+        let conn = PacketConn {
+            io: BufReader::with_capacity(256 * 1024, Box::new(ReadOnly(r)) as Box<dyn Io>),
+            seq: self.seq,
+            read_timeout: self.read_timeout,
+            server_version: self.server_version,
+            connection_id: self.connection_id,
+        };
+        Ok((conn, AckWriter(w)))
+    }
+
     /// Bytes already received and not yet consumed: 0 means the next read waits on the network.
     pub fn buffered(&self) -> usize {
         self.io.buffer().len()
@@ -417,6 +438,59 @@ impl PacketConn {
                 "`{sql}` returned rows; expected OK"
             ))),
         }
+    }
+}
+
+/// The write half of a split dump connection (see [`PacketConn::split_acks`]).
+pub struct AckWriter(tokio::io::WriteHalf<Box<dyn Io>>);
+
+impl AckWriter {
+    /// Writes `payload` as one packet with sequence id 0 (it must fit one frame).
+    pub async fn write(&mut self, payload: &[u8]) -> Result<(), SourceError> {
+        debug_assert!(payload.len() < MAX_PAYLOAD);
+        let l = (payload.len() as u32).to_le_bytes();
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        out.extend_from_slice(&[l[0], l[1], l[2], 0]);
+        out.extend_from_slice(payload);
+        self.0.write_all(&out).await.map_err(io_err)?;
+        self.0.flush().await.map_err(io_err)
+    }
+}
+
+/// The read half of a split connection; writes go through [`AckWriter`].
+struct ReadOnly(tokio::io::ReadHalf<Box<dyn Io>>);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::other(
+            "the dump connection writes only through its AckWriter",
+        )))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
