@@ -157,6 +157,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct PacketConn {
     io: BufReader<Box<dyn Io>>,
     seq: u8,
+    /// Accept any sequence id at a packet's first chunk: after a semi-sync
+    /// ACK the server numbers its packets from the ACK's sequence on.
+    loose_seq: bool,
     read_timeout: Duration,
     /// Server version string from the handshake ("9.7.4", "10.11.6-MariaDB-0+deb12u1-log").
     pub server_version: String,
@@ -176,6 +179,7 @@ impl PacketConn {
         let mut conn = PacketConn {
             io: BufReader::with_capacity(256 * 1024, Box::new(tcp) as Box<dyn Io>),
             seq: 0,
+            loose_seq: false,
             read_timeout: opts.read_timeout,
             server_version: String::new(),
             connection_id: 0,
@@ -345,10 +349,15 @@ impl PacketConn {
     }
 
     async fn read_packet_inner(&mut self, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        let mut first = true;
         loop {
             let mut hdr = [0u8; 4];
             self.io.read_exact(&mut hdr).await.map_err(io_err)?;
             let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
+            if first && self.loose_seq {
+                self.seq = hdr[3];
+            }
+            first = false;
             if hdr[3] != self.seq {
                 return Err(SourceError::Transient(format!(
                     "packet out of order: got seq {}, expected {}",
@@ -414,6 +423,7 @@ impl PacketConn {
         let conn = PacketConn {
             io: BufReader::with_capacity(256 * 1024, Box::new(ReadOnly(r)) as Box<dyn Io>),
             seq: self.seq,
+            loose_seq: true,
             read_timeout: self.read_timeout,
             server_version: self.server_version,
             connection_id: self.connection_id,
