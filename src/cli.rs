@@ -260,6 +260,9 @@ async fn check_config(path: &std::path::Path, server_id: Option<u32>) -> anyhow:
                 opts.host,
                 opts.port
             );
+            if cfg.source.semi_sync {
+                crate::status::print_semi_sync_check(&opts, flavor).await?;
+            }
         }
         code = code.max(c);
     }

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod restore;
 pub mod source;
+pub mod status;
