@@ -5,9 +5,14 @@
 //! the service, not to the sink kit), with [`Histogram`], a fixed-bucket
 //! histogram rendered after the registry's families.
 //!
-//! Deliberately tiny: one request per connection, any path answers with the
-//! metrics, reads are bounded (8 KiB, 5 s) so a stuck scraper cannot pin a
-//! task. A failure to bind is a configuration error reported at start.
+//! `GET /health` answers 200 or 503 with a small JSON and `GET /status` the
+//! JSON `rowstream status` shows, both from the [`Probe`] the pipeline
+//! installs (without one: 503 "starting").
+//!
+//! Deliberately tiny: one request per connection, any other path answers
+//! with the metrics, reads are bounded (8 KiB, 5 s) so a stuck scraper
+//! cannot pin a task. A failure to bind is a configuration error reported
+//! at start.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -46,9 +51,14 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
                         break;
                     }
                 }
-                let body = render();
+                let (code, ctype, body) = respond(&buf[..n]);
+                let reason = if code == 200 {
+                    "OK"
+                } else {
+                    "Service Unavailable"
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = sock.write_all(head.as_bytes()).await;
@@ -58,6 +68,48 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
         }
     });
     Ok(bound)
+}
+
+/// What the pipeline shows through the endpoint (see `pipeline::lag`).
+pub trait Probe: Send + Sync {
+    /// Updates gauges computed at scrape time.
+    fn before_scrape(&self);
+    /// Healthy or not, and the `/health` body.
+    fn health(&self) -> (bool, serde_json::Value);
+    /// The `/status` body.
+    fn status(&self) -> serde_json::Value;
+}
+
+static PROBE: Mutex<Option<std::sync::Arc<dyn Probe>>> = Mutex::new(None);
+
+/// Installs the probe the endpoint reads (the last one wins).
+pub fn install(probe: std::sync::Arc<dyn Probe>) {
+    *PROBE.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);
+}
+
+fn probe() -> Option<std::sync::Arc<dyn Probe>> {
+    PROBE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// (status code, content type, body) for a request head.
+fn respond(req: &[u8]) -> (u16, &'static str, String) {
+    let line = req.split(|b| *b == b'\r').next().unwrap_or_default();
+    let path = line.split(|b| *b == b' ').nth(1).unwrap_or_default();
+    const JSON: &str = "application/json";
+    match (path, probe()) {
+        (b"/health", Some(p)) => {
+            let (ok, body) = p.health();
+            (if ok { 200 } else { 503 }, JSON, body.to_string() + "\n")
+        }
+        (b"/status", Some(p)) => (200, JSON, p.status().to_string() + "\n"),
+        (b"/health" | b"/status", None) => (503, JSON, "{\"status\":\"starting\"}\n".into()),
+        (_, p) => {
+            if let Some(p) = p {
+                p.before_scrape();
+            }
+            (200, "text/plain; version=0.0.4", render())
+        }
+    }
 }
 
 /// Semi-sync ACK packets sent to the source.
@@ -85,10 +137,24 @@ pub fn register() {
     rowstream_api::metrics::register(&[&SEMISYNC_ACKS, &SEMISYNC_ASKED]);
 }
 
+/// Histograms declared elsewhere (the pipeline's), rendered after ours.
+static HISTOGRAMS: Mutex<Vec<&'static Histogram>> = Mutex::new(Vec::new());
+
+/// Adds a histogram to the exposition (registering twice is harmless).
+pub fn register_histogram(h: &'static Histogram) {
+    let mut all = HISTOGRAMS.lock().unwrap_or_else(|p| p.into_inner());
+    if !all.iter().any(|x| std::ptr::eq(*x, h)) {
+        all.push(h);
+    }
+}
+
 /// The registry's exposition followed by this module's histograms.
 pub fn render() -> String {
     let mut out = rowstream_api::metrics::render();
     SEMISYNC_ACK_LATENCY.render(&mut out);
+    for h in HISTOGRAMS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        h.render(&mut out);
+    }
     out
 }
 

@@ -15,9 +15,12 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use rowstream_api::{AckReceiver, SinkError};
 
+use super::lag::LagBoard;
 use crate::checkpoint::SnapshotState;
 use crate::gtid::GtidSet;
 
@@ -109,28 +112,64 @@ impl AckTracker {
     }
 }
 
+/// Who hears of each sink's ack of one batch: the lag board, with the
+/// batch's number and the newest heartbeat it holds.
+pub(crate) struct AckNote {
+    pub board: Arc<LagBoard>,
+    pub seq: u64,
+    pub heartbeat: Option<u64>,
+}
+
 /// The acks of one batch, one per sink in sink order (None: the batch could
-/// not be handed to that sink), as one future.
-pub(crate) fn all_acked(acks: Vec<(String, Option<AckReceiver>)>) -> AckFuture {
-    Box::pin(async move {
-        for (sink, rx) in acks {
-            let fail = |error| SinkFailure {
-                sink: sink.clone(),
-                error,
-            };
-            let Some(rx) = rx else {
-                return Err(fail(SinkError::Fatal("the sink is gone".into())));
-            };
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(why)) => return Err(fail(why)),
-                Err(_) => {
-                    return Err(fail(SinkError::Fatal(
-                        "batch dropped without acknowledgement".into(),
-                    )))
-                }
+/// not be handed to that sink), as one future. The sinks' acks are awaited
+/// together, so `note` hears each one when it comes (a stuck sink does not
+/// hide the others' progress); the first failure ends the wait.
+pub(crate) fn all_acked(acks: Vec<(String, Option<AckReceiver>)>, note: AckNote) -> AckFuture {
+    let mut waiting: Vec<(usize, String, AckReceiver)> = Vec::with_capacity(acks.len());
+    let mut gone = None;
+    for (i, (sink, rx)) in acks.into_iter().enumerate() {
+        match rx {
+            Some(rx) => waiting.push((i, sink, rx)),
+            None => {
+                gone.get_or_insert(sink);
             }
         }
-        Ok(())
+    }
+    Box::pin(async move {
+        if let Some(sink) = gone {
+            return Err(SinkFailure {
+                sink,
+                error: SinkError::Fatal("the sink is gone".into()),
+            });
+        }
+        std::future::poll_fn(|cx| {
+            let mut k = 0;
+            while k < waiting.len() {
+                let (i, sink, rx) = &mut waiting[k];
+                let Poll::Ready(r) = Pin::new(rx).poll(cx) else {
+                    k += 1;
+                    continue;
+                };
+                let error = match r {
+                    Ok(Ok(())) => {
+                        note.board.sink_acked(*i, note.seq, note.heartbeat);
+                        waiting.swap_remove(k);
+                        continue;
+                    }
+                    Ok(Err(why)) => why,
+                    Err(_) => SinkError::Fatal("batch dropped without acknowledgement".into()),
+                };
+                return Poll::Ready(Err(SinkFailure {
+                    sink: sink.clone(),
+                    error,
+                }));
+            }
+            if waiting.is_empty() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     })
 }

@@ -22,9 +22,10 @@ use std::time::Duration;
 use rowstream_api::{Batch, Record, SinkError};
 use tokio::sync::{mpsc, watch};
 
-use super::acks::{AckTracker, Pending, SinkFailure};
+use super::acks::{AckNote, AckTracker, Pending, SinkFailure};
 use super::checkpointer::{Checkpointer, CHECKPOINT_EVERY};
 use super::error::ServiceError;
+use super::heartbeat::Observe;
 use super::meters::Meters;
 use super::plan::Opened;
 use super::restart;
@@ -57,6 +58,7 @@ pub(crate) struct Shared<'a> {
     /// The last batch number handed out (1-based over the process' life).
     pub seq: &'a mut u64,
     pub stop: &'a mut watch::Receiver<bool>,
+    pub observe: &'a Observe,
 }
 
 /// Streams `src` into `sinks` (whose written batches come back on `free`).
@@ -111,7 +113,7 @@ pub(crate) async fn run(
                 break;
             }
             b = src.rx.recv(), if !source_closed && tracker.has_room() => match b {
-                Some(b) => dispatch(b, &mut src.incremental, &sinks, &mut tracker, m, sh.seq).await,
+                Some(b) => dispatch(b, &mut src.incremental, &sinks, &mut tracker, m, sh.seq, sh.observe).await,
                 None => source_closed = true,
             },
             r = src.source.as_mut(), if source_result.is_none() => {
@@ -125,6 +127,10 @@ pub(crate) async fn run(
                 m.lag_from(tracker.oldest_ts_ms());
                 sh.checkpoint.save(&server())?;
                 release_acks(acks.as_deref(), sh.checkpoint);
+                sh.observe.board.tick();
+                if let Some(p) = sh.checkpoint.position() {
+                    sh.observe.board.checkpointed(p.to_string());
+                }
             }
             _ = sh.stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
@@ -206,11 +212,20 @@ async fn dispatch(
     tracker: &mut AckTracker,
     m: &Meters,
     seq: &mut u64,
+    observe: &Observe,
 ) {
     if let Some(inc) = incremental.as_mut() {
         inc.process(&mut b);
     }
+    // Heartbeat rows: noted for the lag, taken out before any sink encodes them.
+    let heartbeat = observe
+        .heartbeat
+        .as_ref()
+        .and_then(|h| h.scan(&mut b.records, &mut b.commits));
     *seq += 1;
+    observe
+        .board
+        .dispatched(*seq, b.executed.as_ref().map(|e| e.to_string()));
     m.events.add(b.records.len() as u64);
     m.transactions.add(b.commits.len() as u64);
     let batch = Arc::new(Batch {
@@ -218,7 +233,12 @@ async fn dispatch(
         records: b.records,
         commits: b.commits,
     });
-    let done = sinks.dispatch(&batch).await;
+    let note = AckNote {
+        board: observe.board.clone(),
+        seq: *seq,
+        heartbeat,
+    };
+    let done = sinks.dispatch(&batch, note).await;
     let oldest_ts_ms = batch.records.iter().find_map(|r| match r {
         Record::Change(ev) => Some(ev.source.ts_ms),
         _ => None,
