@@ -57,6 +57,8 @@ pub(crate) struct Pending {
     /// Snapshot progress once this batch is durable (chunk completed in it).
     pub snapshot: Option<Box<SnapshotState>>,
     pub done: AckFuture,
+    /// `done`'s outcome once it resolved (it is never polled again).
+    pub settled: Option<Result<(), SinkFailure>>,
 }
 
 /// A batch every sink acked (its ack future spent).
@@ -99,9 +101,25 @@ impl AckTracker {
     }
 
     /// Waits for the oldest batch to settle. Must not be called while empty.
+    /// Every batch in flight is polled, not just the oldest, so each sink's
+    /// ack is noted (per-sink lag) when it comes, not when it reaches the front.
     pub async fn next(&mut self) -> Result<Acked, SinkFailure> {
-        let front = self.queue.front_mut().expect("next() on an empty tracker");
-        front.done.as_mut().await?;
+        assert!(!self.queue.is_empty(), "next() on an empty tracker");
+        let queue = &mut self.queue;
+        std::future::poll_fn(|cx| {
+            for p in queue.iter_mut().filter(|p| p.settled.is_none()) {
+                if let Poll::Ready(r) = p.done.as_mut().poll(cx) {
+                    p.settled = Some(r);
+                }
+            }
+            match queue.front().and_then(|p| p.settled.as_ref()) {
+                Some(_) => Poll::Ready(()),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+        let settled = self.queue.front_mut().and_then(|p| p.settled.clone());
+        settled.expect("front settled")?;
         let p = self.queue.pop_front().expect("front exists");
         self.bytes -= p.bytes;
         Ok(Acked {

@@ -65,6 +65,7 @@ pub(crate) struct LagBoard {
     health: HealthConfig,
     heartbeat: bool,
     first_seq: u64,
+    started: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -84,6 +85,7 @@ impl LagBoard {
             health,
             heartbeat,
             first_seq,
+            started: Instant::now(),
             inner: Mutex::new(inner),
         }
     }
@@ -178,8 +180,9 @@ impl LagBoard {
             .map(|(_, at)| now.duration_since(*at));
         let lag = match (pending, s.last_lag) {
             (Some(p), Some(l)) => p.max(l),
-            (Some(p), None) => p,
-            (None, l) => l.unwrap_or_default(),
+            // Nothing durable yet: behind by at least our whole life.
+            (_, None) => now.duration_since(self.started),
+            (None, Some(l)) => l,
         };
         Some(lag.as_secs_f64())
     }
@@ -274,6 +277,9 @@ mod tests {
 
     #[test]
     fn a_stuck_sink_lags_with_the_clock_the_other_does_not() {
+        let fresh = LagBoard::new(vec!["a".into()], HealthConfig::default(), true);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(fresh.sink_lag(&fresh.lock(), 0, Instant::now()).unwrap() >= 0.02);
         let b = LagBoard::new(
             vec!["a".into(), "b".into()],
             HealthConfig {

@@ -253,6 +253,7 @@ async fn dispatch(
         records: batch.records.len() as u64,
         oldest_ts_ms,
         done,
+        settled: None,
     });
     m.in_flight.set(tracker.len() as f64);
 }

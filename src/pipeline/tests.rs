@@ -63,6 +63,7 @@ fn pending(n: u64, acks: Receivers) -> Pending {
         oldest_ts_ms: None,
         snapshot: None,
         done: all_acked(acks, note()),
+        settled: None,
     }
 }
 
@@ -362,6 +363,7 @@ async fn slow_and_fast_sinks_settle_in_order() {
             oldest_ts_ms: None,
             snapshot: None,
             done,
+            settled: None,
         });
         // Whatever is settled now is acked by all three.
         settle(&mut t, &mut c).await.unwrap();
