@@ -44,6 +44,8 @@ pub enum Command {
     Backup(BackupCmd),
     /// Replay a file backup into a MySQL/MariaDB server up to a point in time.
     Restore(crate::restore::RestoreArgs),
+    /// One screen for an operator: source position, checkpoint, lag per sink, semi-sync.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -169,6 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Backup(BackupCmd::Verify { dir }) => backup_verify(&dir),
         Command::Restore(a) => crate::restore::run(&a).await,
+        Command::Status(a) => crate::status::run(&a).await,
     }
 }
 

@@ -140,7 +140,28 @@ fn frozen_sink_lags_and_recovers() {
         !text.contains("\"table\":\"heartbeat\""),
         "heartbeat rows in the backup"
     );
+    // `rowstream status`: from the endpoint while running, from checkpoint and server after.
+    let live = status_json(&svc);
+    assert_eq!(live["service"]["running"], true, "{live}");
+    assert_eq!(live["sinks"].as_array().map(Vec::len), Some(2), "{live}");
     svc.stop(Duration::from_secs(30));
+    let down = status_json(&svc);
+    assert_eq!(down["service"]["running"], false, "{down}");
+    assert_eq!(down["transactions_behind"], 0, "{down}");
+    assert!(down["checkpoint"]["gtid_set"].is_string(), "{down}");
+    let mut cmd = rowstream();
+    cmd.args(["status", "--config"]).arg(&svc.config);
+    let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+    assert!(out.success(), "{}", out.stderr_text());
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn status_json(svc: &Service) -> Value {
+    let mut cmd = rowstream();
+    cmd.args(["status", "--json", "--config"]).arg(&svc.config);
+    let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+    assert!(out.success(), "status: {}", out.stderr_text());
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
 
 fn get_or(port: u16, path: &str) -> u16 {
