@@ -35,10 +35,11 @@ pub(crate) struct HeartbeatRows {
 }
 
 /// What the pipeline observes besides acks: the lag board, the heartbeat rows.
-#[derive(Clone)]
 pub(crate) struct Observe {
     pub board: Arc<LagBoard>,
     pub heartbeat: Option<HeartbeatRows>,
+    /// The open transaction's rows between batches (reset per session).
+    pub carry: std::sync::Mutex<Carry>,
 }
 
 impl Observe {
@@ -48,6 +49,7 @@ impl Observe {
         Observe {
             board: Arc::new(LagBoard::new(names, Default::default(), false)),
             heartbeat: None,
+            carry: Default::default(),
         }
     }
 }
@@ -63,17 +65,21 @@ impl HeartbeatRows {
     }
 
     /// The newest heartbeat sequence among `records`; removes the heartbeat
-    /// rows (fixing `commits`) unless `deliver`.
-    pub fn scan(&self, records: &mut Vec<Record>, commits: &mut Vec<Commit>) -> Option<u64> {
+    /// rows (fixing `commits`) unless `deliver`. `carry` holds the rows of
+    /// the transaction still open at the end of the previous batch (a
+    /// transaction's rows and its commit may come in different batches).
+    pub fn scan(
+        &self,
+        records: &mut Vec<Record>,
+        commits: &mut Vec<Commit>,
+        carry: &mut Carry,
+    ) -> Option<u64> {
         let is_hb = |r: &Record| match r {
             Record::Change(ev) => {
                 &*ev.source.table == self.table.as_str() && &*ev.source.db == self.db.as_str()
             }
             _ => false,
         };
-        if !records.iter().any(is_hb) {
-            return None;
-        }
         let mut newest = None;
         for r in records.iter().filter(|r| is_hb(r)) {
             if let Record::Change(ev) = r {
@@ -82,6 +88,19 @@ impl HeartbeatRows {
         }
         if self.deliver {
             return newest;
+        }
+        if newest.is_none() && carry.hb == 0 {
+            // Nothing to take out; only track the open transaction's rows.
+            let last = commits.last().map_or(0, |c| c.end.min(records.len()));
+            if commits.is_empty() {
+                carry.rows += records.len() as u64;
+            } else {
+                *carry = Carry {
+                    rows: (records.len() - last) as u64,
+                    hb: 0,
+                };
+            }
+            return None;
         }
         // removed_before[i]: heartbeat rows among records[..i].
         let mut removed_before = Vec::with_capacity(records.len() + 1);
@@ -94,16 +113,28 @@ impl HeartbeatRows {
         let mut start = 0;
         commits.retain_mut(|c| {
             let end = c.end.min(records.len());
-            let removed_here = removed_before[end] - removed_before[start.min(end)];
-            let rows_here = end - start.min(end);
+            let rows = carry.rows + (end - start.min(end)) as u64;
+            let hb = carry.hb + (removed_before[end] - removed_before[start.min(end)]) as u64;
+            *carry = Carry::default();
             start = end;
             c.end = end - removed_before[end];
-            // A transaction of heartbeat rows only (all of it in this batch).
-            !(rows_here > 0 && removed_here == rows_here && c.events == rows_here as u64)
+            // A transaction of heartbeat rows only: nothing of it reaches the sinks.
+            !(hb > 0 && hb == rows && c.events == rows)
         });
+        let tail = records.len() - start.min(records.len());
+        carry.rows += tail as u64;
+        carry.hb +=
+            (removed_before[records.len()] - removed_before[start.min(records.len())]) as u64;
         records.retain(|r| !is_hb(r));
         newest
     }
+}
+
+/// The rows of the transaction open at the end of the last batch scanned.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Carry {
+    rows: u64,
+    hb: u64,
 }
 
 /// The `seq` column of a heartbeat row image.
@@ -265,7 +296,8 @@ mod tests {
             ev("rowstream", "heartbeat", 9),
         ];
         let mut commits = vec![commit(2, 2), commit(3, 1), commit(4, 1), commit(5, 1)];
-        assert_eq!(rows.scan(&mut records, &mut commits), Some(9));
+        let mut carry = Carry::default();
+        assert_eq!(rows.scan(&mut records, &mut commits, &mut carry), Some(9));
         assert_eq!(records.len(), 3);
         let ends: Vec<(usize, u64)> = commits.iter().map(|c| (c.end, c.events)).collect();
         assert_eq!(ends, vec![(2, 2), (3, 1)]);
@@ -276,9 +308,36 @@ mod tests {
         };
         let mut records = vec![ev("rowstream", "heartbeat", 3)];
         let mut commits = vec![commit(1, 1)];
-        assert_eq!(deliver.scan(&mut records, &mut commits), Some(3));
+        assert_eq!(
+            deliver.scan(&mut records, &mut commits, &mut carry),
+            Some(3)
+        );
         assert_eq!((records.len(), commits.len()), (1, 1));
         let mut none = vec![ev("s", "t", 0)];
-        assert_eq!(rows.scan(&mut none, &mut commits), None);
+        assert_eq!(rows.scan(&mut none, &mut commits, &mut carry), None);
+
+        // A heartbeat row in one batch, its commit in the next.
+        let mut carry = Carry::default();
+        let mut records = vec![ev("s", "t", 0), ev("rowstream", "heartbeat", 11)];
+        let mut commits = vec![commit(1, 1)];
+        assert_eq!(rows.scan(&mut records, &mut commits, &mut carry), Some(11));
+        assert_eq!((records.len(), commits.len()), (1, 1));
+        let mut records = vec![ev("s", "t", 0)];
+        let mut commits = vec![commit(0, 1), commit(1, 1)];
+        assert_eq!(rows.scan(&mut records, &mut commits, &mut carry), None);
+        let ends: Vec<(usize, u64)> = commits.iter().map(|c| (c.end, c.events)).collect();
+        assert_eq!(
+            ends,
+            vec![(1, 1)],
+            "the heartbeat's commit is gone, the user one kept"
+        );
+        // A user row split the same way keeps its commit.
+        let mut records = vec![ev("s", "t", 0)];
+        let mut commits = vec![];
+        assert_eq!(rows.scan(&mut records, &mut commits, &mut carry), None);
+        let mut records = vec![];
+        let mut commits = vec![commit(0, 1)];
+        rows.scan(&mut records, &mut commits, &mut carry);
+        assert_eq!(commits.len(), 1);
     }
 }

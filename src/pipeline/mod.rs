@@ -100,6 +100,7 @@ fn observe(
             Observe {
                 board,
                 heartbeat: None,
+                carry: Default::default(),
             },
             None,
         ));
@@ -128,6 +129,7 @@ fn observe(
         Observe {
             board,
             heartbeat: rows,
+            carry: Default::default(),
         },
         Some(AbortOnDrop(task)),
     ))

@@ -77,6 +77,7 @@ pub(crate) async fn run(
     )?;
     let acks = src.acks.clone();
     let mut ack_due = false;
+    *sh.observe.carry.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
     let mut tracker = AckTracker::default();
     let mut source_result: Option<Result<(), SourceError>> = None;
     let mut source_closed = false;
@@ -218,10 +219,10 @@ async fn dispatch(
         inc.process(&mut b);
     }
     // Heartbeat rows: noted for the lag, taken out before any sink encodes them.
-    let heartbeat = observe
-        .heartbeat
-        .as_ref()
-        .and_then(|h| h.scan(&mut b.records, &mut b.commits));
+    let heartbeat = observe.heartbeat.as_ref().and_then(|h| {
+        let mut carry = observe.carry.lock().unwrap_or_else(|p| p.into_inner());
+        h.scan(&mut b.records, &mut b.commits, &mut carry)
+    });
     *seq += 1;
     observe
         .board
