@@ -162,14 +162,48 @@ fn check_zero_loss(svc: &Service, flavor: Flavor, returned: &BTreeSet<i64>, cont
     );
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The metrics text of the running service.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 fn zero_loss(flavor: Flavor) {
     let Some(server) = TestServer::start(flavor, &semi_sync_args(flavor)) else {
         return;
     };
     let server = Arc::new(server);
-    let mut cfg = ServiceConfig::for_server(&server, Sink::file());
+    let metrics_port = free_port();
+    let mut cfg = ServiceConfig::for_server(&server, Sink::file()).with_extra(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+    ));
     cfg.source_extra = "semi_sync = true\n".into();
     let mut svc = Service::new(&format!("semisync-{}", flavor.name()), cfg);
+    // `check` reports the server's semi-sync state and the fallback.
+    let mut cmd = rowstream();
+    cmd.args(["check", "--config"]).arg(&svc.config);
+    let out = output_with_timeout(&mut cmd, None, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("ok: semi-sync enabled") && text.contains("AFTER_SYNC"),
+        "{text}{}",
+        out.stderr_text()
+    );
+    assert!(text.contains("falls back to asynchronous"), "{text}");
     svc.spawn();
     // The schema is the first thing rowstream acknowledges.
     let t = Instant::now();
@@ -180,6 +214,20 @@ fn zero_loss(flavor: Flavor) {
         t.elapsed()
     );
     assert_eq!(status(&server, &var(flavor, "status")), "ON");
+    let t = Instant::now();
+    let mut m = scrape(metrics_port);
+    while !m.contains("rowstream_semisync_acks_total ")
+        || m.contains("rowstream_semisync_acks_total 0\n")
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "no ACK counted: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+        m = scrape(metrics_port);
+    }
+    assert!(m.contains("rowstream_semisync_requested 1\n"), "{m}");
+    assert!(
+        m.contains("rowstream_semisync_ack_latency_seconds_count "),
+        "{m}"
+    );
 
     let mut rng = StdRng::seed_from_u64(seed());
     let next = Arc::new(AtomicI64::new(1));
