@@ -25,6 +25,8 @@ use crate::config::HealthConfig;
 
 /// Entries kept per queue.
 const MAX_TRACKED: usize = 100_000;
+/// How often the position read is refreshed for `/status`.
+const READ_EVERY: Duration = Duration::from_millis(200);
 
 /// How long a heartbeat took from issue to durable in a sink, per sink.
 pub(crate) static COMMIT_TO_DURABLE: crate::metrics::Histogram = crate::metrics::Histogram::new(
@@ -57,6 +59,7 @@ struct Inner {
     source_down_since: Option<Instant>,
     checkpoint: Option<String>,
     read: Option<String>,
+    read_at: Option<Instant>,
 }
 
 /// The shared per-sink state.
@@ -108,8 +111,16 @@ impl LagBoard {
         g.issued.push_back((seq, Instant::now()));
     }
 
-    /// Batch `seq` went to every sink; `read` is the GTID set reached, if it moved.
-    pub fn dispatched(&self, seq: u64, read: Option<String>) {
+    /// A new run of the sinks begins: batches of the last one will never be acked.
+    pub fn session_started(&self) {
+        for s in self.lock().sinks.iter_mut() {
+            s.unacked.clear();
+        }
+    }
+
+    /// Batch `seq` went to every sink; `read` gives the GTID set reached, if
+    /// it moved (called at most every [`READ_EVERY`]: formatting a set costs).
+    pub fn dispatched(&self, seq: u64, read: impl FnOnce() -> Option<String>) {
         let now = Instant::now();
         let mut g = self.lock();
         for s in g.sinks.iter_mut() {
@@ -118,8 +129,13 @@ impl LagBoard {
             }
             s.unacked.push_back((seq, now));
         }
-        if read.is_some() {
-            g.read = read;
+        if g.read_at
+            .is_none_or(|t| now.duration_since(t) >= READ_EVERY)
+        {
+            if let Some(r) = read() {
+                g.read = Some(r);
+                g.read_at = Some(now);
+            }
         }
     }
 
@@ -290,7 +306,7 @@ mod tests {
         );
         let hb = b.heartbeat_seq(1);
         b.issued(hb);
-        b.dispatched(1, None);
+        b.dispatched(1, || None);
         b.sink_acked(1, 1, Some(hb));
         std::thread::sleep(Duration::from_millis(80));
         let g = b.lock();
@@ -305,7 +321,7 @@ mod tests {
         assert!(!ok, "the last lag was over the bound: {body}");
         let hb2 = b.heartbeat_seq(2);
         b.issued(hb2);
-        b.dispatched(2, None);
+        b.dispatched(2, || None);
         b.sink_acked(0, 2, Some(hb2));
         b.sink_acked(1, 2, Some(hb2));
         let (ok, body) = b.health();

@@ -78,6 +78,7 @@ pub(crate) async fn run(
     let acks = src.acks.clone();
     let mut ack_due = false;
     *sh.observe.carry.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    sh.observe.board.session_started();
     let mut tracker = AckTracker::default();
     let mut source_result: Option<Result<(), SourceError>> = None;
     let mut source_closed = false;
@@ -226,7 +227,7 @@ async fn dispatch(
     *seq += 1;
     observe
         .board
-        .dispatched(*seq, b.executed.as_ref().map(|e| e.to_string()));
+        .dispatched(*seq, || b.executed.as_ref().map(|e| e.to_string()));
     m.events.add(b.records.len() as u64);
     m.transactions.add(b.commits.len() as u64);
     let batch = Arc::new(Batch {
