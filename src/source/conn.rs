@@ -718,6 +718,55 @@ mod tests {
         assert_eq!(ConnOpts::from_url("mysql://a@h").unwrap().port, 3306);
     }
 
+    /// A split dump connection: the first chunk of a packet may carry any
+    /// sequence id (the server renumbers after a semi-sync ACK), the chunks of
+    /// a packet over 16 MB still follow each other, the ACK goes out as one
+    /// packet with sequence id 0, and the reassembled event keeps its
+    /// semi-sync header at the front only.
+    #[tokio::test]
+    async fn split_connection_reads_renumbered_and_large_packets() {
+        let (ours, mut server) = tokio::io::duplex(1 << 20);
+        let conn = PacketConn {
+            io: BufReader::new(Box::new(ours) as Box<dyn Io>),
+            seq: 3,
+            loose_seq: false,
+            read_timeout: Duration::from_secs(5),
+            server_version: String::new(),
+            connection_id: 1,
+        };
+        let (mut conn, mut acks) = conn.split_acks().unwrap();
+        let big = MAX_PAYLOAD + 10;
+        let mut payload = vec![0x00, 0xEF, 0x01];
+        payload.resize(big, 7);
+        let writer = tokio::spawn(async move {
+            let mut wire = vec![0xFF, 0xFF, 0xFF, 1];
+            wire.extend_from_slice(&payload[..MAX_PAYLOAD]);
+            wire.extend_from_slice(&[10, 0, 0, 2]);
+            wire.extend_from_slice(&payload[MAX_PAYLOAD..]);
+            // The next packet restarts at 1.
+            wire.extend_from_slice(&[2, 0, 0, 1, 0x00, 0xAA]);
+            server.write_all(&wire).await.unwrap();
+            let mut ack = [0u8; 4 + 9 + 3];
+            server.read_exact(&mut ack).await.unwrap();
+            ack
+        });
+        let mut buf = Vec::new();
+        conn.read_packet(&mut buf).await.unwrap();
+        assert_eq!(buf.len(), big);
+        // The header once, at the front (0xEF, flag 1); the rest is the event.
+        assert_eq!(&buf[..3], &[0x00, 0xEF, 0x01]);
+        assert!(buf[3..].iter().all(|b| *b == 7));
+        conn.read_packet(&mut buf).await.unwrap();
+        assert_eq!(buf, [0x00, 0xAA]);
+        let mut ack_packet = vec![0xEF, 4, 0, 0, 0, 0, 0, 0, 0];
+        ack_packet.extend_from_slice(b"b.1");
+        acks.write(&ack_packet).await.unwrap();
+        let ack = writer.await.unwrap();
+        assert_eq!(&ack[..4], &[12, 0, 0, 0]);
+        assert_eq!(ack[4], 0xEF);
+        assert_eq!(&ack[13..], b"b.1");
+    }
+
     #[test]
     fn lenenc() {
         let mut v = Vec::new();
