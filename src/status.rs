@@ -90,10 +90,16 @@ async fn gather(cfg: &crate::config::Config) -> Value {
                 s
             })
             .collect(),
-        None => names
-            .iter()
-            .map(|n| json!({"name": n, "transactions_behind": behind, "lag_seconds": null}))
-            .collect(),
+        // Down: nothing newer than the checkpoint is durable anywhere, so
+        // with transactions behind every sink is at least its age behind.
+        None => {
+            let age = checkpoint_age_secs(checkpoint.as_ref().ok().and_then(|c| c.as_ref()));
+            let secs = behind.map(|b| if b == 0 { Some(0.0) } else { age });
+            names
+                .iter()
+                .map(|n| json!({"name": n, "transactions_behind": behind, "seconds_behind_at_least": secs.flatten()}))
+                .collect()
+        }
     };
     json!({
         "service": {
@@ -115,6 +121,16 @@ async fn gather(cfg: &crate::config::Config) -> Value {
         "sinks": sinks,
         "semi_sync_acks": live.as_ref().map(|l| l["semi_sync"].clone()),
     })
+}
+
+/// Seconds since the checkpoint was written (None: unknown).
+fn checkpoint_age_secs(c: Option<&crate::checkpoint::Checkpoint>) -> Option<f64> {
+    let written = rowstream_api::rfc3339::parse_ms(&c?.updated_at)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    Some(now.saturating_sub(written) as f64 / 1000.0)
 }
 
 /// What the first source server says (or why it could not be asked).
@@ -231,14 +247,25 @@ fn render(r: &Value) -> String {
         s(&r["transactions_behind"])
     );
     for k in r["sinks"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "sink {:<10} lag {}s, last ack {}s ago, {} batch(es) unacked",
-            s(&k["name"]),
-            s(&k["lag_seconds"]),
-            s(&k["last_ack_age_seconds"]),
-            s(&k["unacked_batches"])
-        );
+        if svc["running"] == true {
+            let _ = writeln!(
+                out,
+                "sink {:<10} lag {}s, last ack {}s ago, {} batch(es) unacked, {} transaction(s) behind",
+                s(&k["name"]),
+                s(&k["lag_seconds"]),
+                s(&k["last_ack_age_seconds"]),
+                s(&k["unacked_batches"]),
+                s(&k["transactions_behind"])
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "sink {:<10} {} transaction(s) behind, at least {}s (from the checkpoint)",
+                s(&k["name"]),
+                s(&k["transactions_behind"]),
+                s(&k["seconds_behind_at_least"])
+            );
+        }
     }
     match &src["semi_sync"] {
         Value::Null => {}
