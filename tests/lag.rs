@@ -5,7 +5,8 @@
 //! (within the sink queue's few batches: past them backpressure stops both): the frozen sink's
 //! `rowstream_sink_lag_seconds` grows with the clock, the file sink's stays under a
 //! second, `/health` turns 503 past `[health] max_sink_stall_ms`, and everything
-//! recovers after SIGCONT. With no writes on captured tables the checkpoint still
+//! recovers after SIGCONT; a source away past `max_source_down_ms` turns it 503 too.
+//! With no writes on captured tables the checkpoint still
 //! advances with the heartbeats, and the heartbeat rows are not in the backup.
 
 #[macro_use]
@@ -76,7 +77,7 @@ fn frozen_sink_lags_and_recovers() {
          flush_ms = 50\nretry_max_ms = 1000\ntimeout_ms = 120000\n\n\
          [metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
          [heartbeat]\ninterval_ms = 1000\nurl = {:?}\n\n\
-         [health]\nmax_sink_stall_ms = 2500\n",
+         [health]\nmax_sink_stall_ms = 2500\nmax_source_down_ms = 1500\n",
         search.port,
         server.url()
     ));
@@ -140,6 +141,23 @@ fn frozen_sink_lags_and_recovers() {
         !text.contains("\"table\":\"heartbeat\""),
         "heartbeat rows in the backup"
     );
+    // The source away longer than max_source_down_ms: 503 naming it; back: 200.
+    server.kill();
+    wait(
+        "/health 503 for the source",
+        Duration::from_secs(30),
+        || {
+            let (code, body) = get(port, "/health");
+            code == 503 && body.contains("source disconnected")
+        },
+    );
+    server.restart();
+    wait(
+        "/health 200 after the source returned",
+        Duration::from_secs(60),
+        || get_or(port, "/health") == 200,
+    );
+
     // `rowstream status`: from the endpoint while running, from checkpoint and server after.
     let live = status_json(&svc);
     assert_eq!(live["service"]["running"], true, "{live}");
