@@ -969,6 +969,36 @@ dir = "/var/lib/rowstream/backup"
         parse_with_env(text, Path::new("test.toml"), env(pairs))
     }
 
+    #[test]
+    fn semi_sync_heartbeat_and_health() {
+        let c = parse(BASE, &[]).unwrap();
+        assert!(!c.source.semi_sync && c.heartbeat.is_none());
+        assert_eq!(c.health.max_sink_stall_ms, 60_000);
+        let text = BASE.replace("name = \"prod\"", "name = \"prod\"\nsemi_sync = true")
+            + "[heartbeat]\n[health]\nmax_source_down_ms = 5000\n";
+        let c = parse(&text, &[]).unwrap();
+        assert!(c.source.semi_sync);
+        let hb = c.heartbeat.unwrap();
+        assert_eq!(
+            (hb.interval_ms, hb.db_table()),
+            (1000, Some(("rowstream", "heartbeat")))
+        );
+        assert!(!hb.deliver && hb.url.is_none());
+        assert_eq!(c.health.max_source_down_ms, 5000);
+        for (bad, what) in [
+            ("table = \"nodot\"", "db.table"),
+            ("table = \"a.b`c\"", "letters"),
+            ("interval_ms = 1", "at least 10"),
+        ] {
+            match parse(&format!("{BASE}[heartbeat]\n{bad}\n"), &[]) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.contains(what), "{message}")
+                }
+                other => panic!("{bad}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
     fn file_sink(c: &Config, i: usize) -> &rowstream_file::FileSinkConfig {
         #[allow(unreachable_patterns)]
         match &c.sinks[i] {
