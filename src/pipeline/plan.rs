@@ -303,7 +303,7 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         filter,
         origins: cfg.source.origins(),
         heartbeat: Duration::from_secs(cfg.source.heartbeat_secs.max(1)),
-        semi_sync: cfg.source.semi_sync.then(Default::default),
+        semi_sync: cfg.source.semi_sync.then(AckPath::shared),
     });
     let flavor = plan.flavor;
     let (src_tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);

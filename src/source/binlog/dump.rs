@@ -101,10 +101,7 @@ pub async fn run(
         let before = proc.events_seen();
         let server = &cfg.servers[current];
         if let Some(path) = cfg.semi_sync.as_ref() {
-            if dump_conn.server.load(Ordering::Relaxed) != current {
-                // Positions of another server mean nothing here.
-                path.forget();
-            }
+            path.on_server(&format!("{}:{}", server.host, server.port));
         }
         dump_conn.server.store(current, Ordering::Relaxed);
         let r = session(cfg, server, &mut proc, &tx, dump_conn, &mut stop).await;

@@ -74,6 +74,8 @@ struct Request {
 pub struct AckPath {
     pending: Mutex<VecDeque<Request>>,
     tx: watch::Sender<Option<AckPoint>>,
+    /// `host:port` the requests came from.
+    server: Mutex<String>,
 }
 
 impl std::fmt::Debug for AckPath {
@@ -88,11 +90,21 @@ impl Default for AckPath {
         AckPath {
             pending: Mutex::new(VecDeque::new()),
             tx: watch::channel(None).0,
+            server: Mutex::new(String::new()),
         }
     }
 }
 
 impl AckPath {
+    /// The process' one path: it outlives a run of the source, so the requests
+    /// read before a sink restart are still answered once the restarted run has
+    /// made their transactions durable (the server may not ask again for events
+    /// it already sent).
+    pub fn shared() -> Arc<AckPath> {
+        static SHARED: std::sync::OnceLock<Arc<AckPath>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Default::default).clone()
+    }
+
     /// The server asked for an ACK of `point`, for the transaction that
     /// makes the stream's sequence `seq`.
     pub fn request(&self, seq: u64, point: AckPoint) {
@@ -133,8 +145,18 @@ impl AckPath {
         n
     }
 
-    /// Requests from a dump connection that ended cannot be answered there;
-    /// the server asks again for what it still waits on.
+    /// A dump session starts on `server` (`host:port`): positions of
+    /// another server mean nothing there, so a change of server forgets them.
+    pub fn on_server(&self, server: &str) {
+        let mut s = self.server.lock().expect("ack path lock");
+        if *s != server {
+            *s = server.to_string();
+            drop(s);
+            self.forget();
+        }
+    }
+
+    /// Drops every request and the last released position.
     pub fn forget(&self) {
         self.pending.lock().expect("ack path lock").clear();
         self.tx.send_replace(None);
