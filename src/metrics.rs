@@ -132,29 +132,30 @@ pub static SEMISYNC_ACK_LATENCY: Histogram = Histogram::new(
     "",
 );
 
+/// How long a heartbeat took from issue to durable in a sink, per sink.
+pub static COMMIT_TO_DURABLE: Histogram = Histogram::new(
+    "rowstream_sink_commit_to_durable_seconds",
+    "From issuing a heartbeat write on the source to the change being durable in the sink (rowstream's clock).",
+    "sink",
+);
+
+/// Seconds since the oldest heartbeat not yet durable in the sink (computed at scrape time).
+pub static SINK_LAG: Family = Family::gauge(
+    "rowstream_sink_lag_seconds",
+    "Heartbeat lag of the sink: age of the oldest heartbeat not yet durable there, on rowstream's clock.",
+    "sink",
+);
+
 /// Registers this module's counter and gauge families with the sink kit's registry.
 pub fn register() {
-    rowstream_api::metrics::register(&[&SEMISYNC_ACKS, &SEMISYNC_ASKED]);
-}
-
-/// Histograms declared elsewhere (the pipeline's), rendered after ours.
-static HISTOGRAMS: Mutex<Vec<&'static Histogram>> = Mutex::new(Vec::new());
-
-/// Adds a histogram to the exposition (registering twice is harmless).
-pub fn register_histogram(h: &'static Histogram) {
-    let mut all = HISTOGRAMS.lock().unwrap_or_else(|p| p.into_inner());
-    if !all.iter().any(|x| std::ptr::eq(*x, h)) {
-        all.push(h);
-    }
+    rowstream_api::metrics::register(&[&SEMISYNC_ACKS, &SEMISYNC_ASKED, &SINK_LAG]);
 }
 
 /// The registry's exposition followed by this module's histograms.
 pub fn render() -> String {
     let mut out = rowstream_api::metrics::render();
     SEMISYNC_ACK_LATENCY.render(&mut out);
-    for h in HISTOGRAMS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        h.render(&mut out);
-    }
+    COMMIT_TO_DURABLE.render(&mut out);
     out
 }
 

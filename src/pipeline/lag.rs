@@ -22,25 +22,12 @@ use rowstream_api::metrics;
 use serde_json::{json, Value};
 
 use crate::config::HealthConfig;
+use crate::metrics::{COMMIT_TO_DURABLE, SINK_LAG};
 
 /// Entries kept per queue.
 const MAX_TRACKED: usize = 100_000;
 /// How often the position read is refreshed for `/status`.
 const READ_EVERY: Duration = Duration::from_millis(200);
-
-/// How long a heartbeat took from issue to durable in a sink, per sink.
-pub(crate) static COMMIT_TO_DURABLE: crate::metrics::Histogram = crate::metrics::Histogram::new(
-    "rowstream_sink_commit_to_durable_seconds",
-    "From issuing a heartbeat write on the source to the change being durable in the sink (rowstream's clock).",
-    "sink",
-);
-
-/// Seconds since the oldest heartbeat not yet durable in the sink (computed at scrape time).
-pub(crate) static SINK_LAG: metrics::Family = metrics::Family::gauge(
-    "rowstream_sink_lag_seconds",
-    "Heartbeat lag of the sink: age of the oldest heartbeat not yet durable there, on rowstream's clock.",
-    "sink",
-);
 
 #[derive(Default)]
 struct SinkState {

@@ -93,8 +93,7 @@ fn observe(
         cfg.heartbeat.is_some(),
     ));
     crate::metrics::install(board.clone());
-    crate::metrics::register_histogram(&lag::COMMIT_TO_DURABLE);
-    rowstream_api::metrics::register(&[&lag::SINK_LAG]);
+    crate::metrics::register();
     let Some(hb) = cfg.heartbeat.clone() else {
         return Ok((
             Observe {
