@@ -249,15 +249,7 @@ impl CheckpointStore {
     /// exist (a first start: the caller begins at `source.start`). Anything
     /// else that is not a valid version-1 checkpoint is an error, never `None`.
     pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let path = self.path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path, e)),
-        };
-        parse(&bytes)
-            .map(Some)
-            .map_err(|reason| CheckpointError::Corrupt { path, reason })
+        read_unlocked(&self.dir)
     }
 
     /// Writes `cp` atomically: `checkpoint.json.tmp`, fsync, rename over
@@ -350,6 +342,22 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
 fn rfc3339_utc(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     rowstream_api::rfc3339::format_ms(secs * 1000)
+}
+
+/// Reads `<dir>/checkpoint.json` without taking the store's lock (for
+/// `rowstream status` while the service runs: a rename makes every write
+/// atomic, so a reader sees the old or the new file). Same results as
+/// [`CheckpointStore::load`].
+pub fn read_unlocked(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", &path, e)),
+    };
+    parse(&bytes)
+        .map(Some)
+        .map_err(|reason| CheckpointError::Corrupt { path, reason })
 }
 
 #[cfg(test)]

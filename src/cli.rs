@@ -46,6 +46,8 @@ pub enum Command {
     Restore(crate::restore::RestoreArgs),
     /// Compare a source's tables with a MySQL/MariaDB copy, live (exit 1 when they differ).
     Verify(crate::verify::VerifyArgs),
+    /// One screen for an operator: source position, checkpoint, lag per sink, semi-sync.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -183,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Backup(BackupCmd::Verify { dir }) => backup_verify(&dir),
         Command::Restore(a) => crate::restore::run(&a).await,
         Command::Verify(a) => crate::verify::run(&a).await,
+        Command::Status(a) => crate::status::run(&a).await,
     }
 }
 
@@ -274,6 +277,9 @@ async fn check_config(path: &std::path::Path, server_id: Option<u32>) -> anyhow:
                 opts.host,
                 opts.port
             );
+            if cfg.source.semi_sync {
+                crate::status::print_semi_sync_check(&opts, flavor).await?;
+            }
         }
         code = code.max(c);
     }
@@ -366,6 +372,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
         filter,
         origins: Default::default(),
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
+        semi_sync: None,
     };
     let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let (done_tx, done_rx) = oneshot::channel();

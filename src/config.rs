@@ -128,6 +128,98 @@ pub struct Config {
     /// Reading the rows that already exist (`[snapshot]`); optional.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    /// `[heartbeat]`: per-sink lag measured with a heartbeat row; off unless present.
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// `[health]`: when `GET /health` answers 503.
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `[heartbeat]`: rowstream upserts its own row in a table on the source
+/// every interval and measures, per sink, how long until that change is
+/// durable there (on rowstream's own clock).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Milliseconds between heartbeat writes (default 1000, at least 10).
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub interval_ms: u64,
+    /// `db.table` of the heartbeat table (default "rowstream.heartbeat");
+    /// created when missing (needs CREATE on the schema), and it must be
+    /// captured (`source.include` / `exclude`).
+    #[serde(default = "default_heartbeat_table")]
+    pub table: String,
+    /// Also write heartbeat rows to the sinks (default false: they pass
+    /// through the pipeline and advance the checkpoint, sinks skip them).
+    #[serde(default)]
+    pub deliver: bool,
+    /// Account that writes the heartbeat (needs INSERT, UPDATE on the table);
+    /// default: the source URL (the replication account rarely may write).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    1000
+}
+
+fn default_heartbeat_table() -> String {
+    "rowstream.heartbeat".to_string()
+}
+
+impl HeartbeatConfig {
+    /// The table as (db, table).
+    pub fn db_table(&self) -> Option<(&str, &str)> {
+        let (d, t) = self.table.split_once('.')?;
+        (!d.is_empty() && !t.is_empty() && !t.contains('.')).then_some((d, t))
+    }
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.interval_ms < 10 {
+            return Err(invalid("heartbeat.interval_ms", "must be at least 10"));
+        }
+        if self.db_table().is_none() {
+            return Err(invalid("heartbeat.table", "must be `db.table`"));
+        }
+        let ok = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        let (d, t) = self.db_table().expect("checked");
+        if !ok(d) || !ok(t) {
+            return Err(invalid(
+                "heartbeat.table",
+                "letters, digits, `_` and `$` only",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[health]`: the bounds past which `GET /health` answers 503.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// A sink with a batch (or heartbeat) unacked for longer is unhealthy (default 60000).
+    #[serde(default = "default_stall_ms")]
+    pub max_sink_stall_ms: u64,
+    /// The source disconnected for longer is unhealthy (default 60000).
+    #[serde(default = "default_stall_ms")]
+    pub max_source_down_ms: u64,
+}
+
+fn default_stall_ms() -> u64 {
+    60_000
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_sink_stall_ms: default_stall_ms(),
+            max_source_down_ms: default_stall_ms(),
+        }
+    }
 }
 
 /// `[metrics]`: where `GET /metrics` is served in the Prometheus text format.
@@ -282,6 +374,13 @@ pub struct SourceConfig {
     /// The secret salt of `sha256` masks.
     #[serde(default)]
     pub mask_salt: Option<String>,
+    /// Act as a semi-sync replica: acknowledge each transaction to the
+    /// server once it is durable in every sink and in the checkpoint, so a
+    /// commit that returned on the source is in every sink (zero loss).
+    /// Needs semi-sync on the server (MySQL: plugin `rpl_semi_sync_source`;
+    /// MariaDB: `rpl_semi_sync_master_enabled`). Default false.
+    #[serde(default)]
+    pub semi_sync: bool,
 }
 
 fn default_progress_schema() -> String {
@@ -534,6 +633,7 @@ impl fmt::Debug for SourceConfig {
             .field("include", &self.include)
             .field("exclude", &self.exclude)
             .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("semi_sync", &self.semi_sync)
             .finish()
     }
 }
@@ -547,6 +647,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.source.validate()?;
         self.snapshot.validate()?;
+        if let Some(h) = &self.heartbeat {
+            h.validate()?;
+        }
         if self.checkpoint.dir.as_os_str().is_empty() {
             return Err(invalid("checkpoint.dir", "must not be empty"));
         }
@@ -890,6 +993,36 @@ dir = "/var/lib/rowstream/backup"
 
     fn parse(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         parse_with_env(text, Path::new("test.toml"), env(pairs))
+    }
+
+    #[test]
+    fn semi_sync_heartbeat_and_health() {
+        let c = parse(BASE, &[]).unwrap();
+        assert!(!c.source.semi_sync && c.heartbeat.is_none());
+        assert_eq!(c.health.max_sink_stall_ms, 60_000);
+        let text = BASE.replace("name = \"prod\"", "name = \"prod\"\nsemi_sync = true")
+            + "[heartbeat]\n[health]\nmax_source_down_ms = 5000\n";
+        let c = parse(&text, &[]).unwrap();
+        assert!(c.source.semi_sync);
+        let hb = c.heartbeat.unwrap();
+        assert_eq!(
+            (hb.interval_ms, hb.db_table()),
+            (1000, Some(("rowstream", "heartbeat")))
+        );
+        assert!(!hb.deliver && hb.url.is_none());
+        assert_eq!(c.health.max_source_down_ms, 5000);
+        for (bad, what) in [
+            ("table = \"nodot\"", "db.table"),
+            ("table = \"a.b`c\"", "letters"),
+            ("interval_ms = 1", "at least 10"),
+        ] {
+            match parse(&format!("{BASE}[heartbeat]\n{bad}\n"), &[]) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.contains(what), "{message}")
+                }
+                other => panic!("{bad}: expected Invalid, got {other:?}"),
+            }
+        }
     }
 
     fn file_sink(c: &Config, i: usize) -> &rowstream_file::FileSinkConfig {

@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod restore;
 pub mod source;
 pub mod verify;
+pub mod status;

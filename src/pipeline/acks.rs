@@ -15,9 +15,12 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use rowstream_api::{AckReceiver, SinkError};
 
+use super::lag::LagBoard;
 use crate::checkpoint::SnapshotState;
 use crate::gtid::GtidSet;
 
@@ -54,6 +57,8 @@ pub(crate) struct Pending {
     /// Snapshot progress once this batch is durable (chunk completed in it).
     pub snapshot: Option<Box<SnapshotState>>,
     pub done: AckFuture,
+    /// `done`'s outcome once it resolved (it is never polled again).
+    pub settled: Option<Result<(), SinkFailure>>,
 }
 
 /// A batch every sink acked (its ack future spent).
@@ -96,9 +101,25 @@ impl AckTracker {
     }
 
     /// Waits for the oldest batch to settle. Must not be called while empty.
+    /// Every batch in flight is polled, not just the oldest, so each sink's
+    /// ack is noted (per-sink lag) when it comes, not when it reaches the front.
     pub async fn next(&mut self) -> Result<Acked, SinkFailure> {
-        let front = self.queue.front_mut().expect("next() on an empty tracker");
-        front.done.as_mut().await?;
+        assert!(!self.queue.is_empty(), "next() on an empty tracker");
+        let queue = &mut self.queue;
+        std::future::poll_fn(|cx| {
+            for p in queue.iter_mut().filter(|p| p.settled.is_none()) {
+                if let Poll::Ready(r) = p.done.as_mut().poll(cx) {
+                    p.settled = Some(r);
+                }
+            }
+            match queue.front().and_then(|p| p.settled.as_ref()) {
+                Some(_) => Poll::Ready(()),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+        let settled = self.queue.front_mut().and_then(|p| p.settled.clone());
+        settled.expect("front settled")?;
         let p = self.queue.pop_front().expect("front exists");
         self.bytes -= p.bytes;
         Ok(Acked {
@@ -109,28 +130,64 @@ impl AckTracker {
     }
 }
 
+/// Who hears of each sink's ack of one batch: the lag board, with the
+/// batch's number and the newest heartbeat it holds.
+pub(crate) struct AckNote {
+    pub board: Arc<LagBoard>,
+    pub seq: u64,
+    pub heartbeat: Option<u64>,
+}
+
 /// The acks of one batch, one per sink in sink order (None: the batch could
-/// not be handed to that sink), as one future.
-pub(crate) fn all_acked(acks: Vec<(String, Option<AckReceiver>)>) -> AckFuture {
-    Box::pin(async move {
-        for (sink, rx) in acks {
-            let fail = |error| SinkFailure {
-                sink: sink.clone(),
-                error,
-            };
-            let Some(rx) = rx else {
-                return Err(fail(SinkError::Fatal("the sink is gone".into())));
-            };
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(why)) => return Err(fail(why)),
-                Err(_) => {
-                    return Err(fail(SinkError::Fatal(
-                        "batch dropped without acknowledgement".into(),
-                    )))
-                }
+/// not be handed to that sink), as one future. The sinks' acks are awaited
+/// together, so `note` hears each one when it comes (a stuck sink does not
+/// hide the others' progress); the first failure ends the wait.
+pub(crate) fn all_acked(acks: Vec<(String, Option<AckReceiver>)>, note: AckNote) -> AckFuture {
+    let mut waiting: Vec<(usize, String, AckReceiver)> = Vec::with_capacity(acks.len());
+    let mut gone = None;
+    for (i, (sink, rx)) in acks.into_iter().enumerate() {
+        match rx {
+            Some(rx) => waiting.push((i, sink, rx)),
+            None => {
+                gone.get_or_insert(sink);
             }
         }
-        Ok(())
+    }
+    Box::pin(async move {
+        if let Some(sink) = gone {
+            return Err(SinkFailure {
+                sink,
+                error: SinkError::Fatal("the sink is gone".into()),
+            });
+        }
+        std::future::poll_fn(|cx| {
+            let mut k = 0;
+            while k < waiting.len() {
+                let (i, sink, rx) = &mut waiting[k];
+                let Poll::Ready(r) = Pin::new(rx).poll(cx) else {
+                    k += 1;
+                    continue;
+                };
+                let error = match r {
+                    Ok(Ok(())) => {
+                        note.board.sink_acked(*i, note.seq, note.heartbeat);
+                        waiting.swap_remove(k);
+                        continue;
+                    }
+                    Ok(Err(why)) => why,
+                    Err(_) => SinkError::Fatal("batch dropped without acknowledgement".into()),
+                };
+                return Poll::Ready(Err(SinkFailure {
+                    sink: sink.clone(),
+                    error,
+                }));
+            }
+            if waiting.is_empty() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     })
 }

@@ -10,7 +10,9 @@
 //!   (the session's tick) and once more at the end;
 //! - on a first start (or a fresh snapshot) the start position is written
 //!   before any batch, so a crash before the first periodic write leaves a
-//!   checkpoint the sinks can cut back to.
+//!   checkpoint the sinks can cut back to;
+//! - [`Checkpointer::durable_sequence`] only reports what a completed write
+//!   (or the file found at start) covers: semi-sync ACKs are released by it.
 
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub(crate) struct Checkpointer {
     /// What the file holds (its GTID set's text): writes that change
     /// nothing are skipped.
     written: Option<(String, Option<SnapshotState>)>,
+    /// `GtidSet::sequence` of the set on disk.
+    written_seq: Option<u64>,
 }
 
 impl Checkpointer {
@@ -41,6 +45,7 @@ impl Checkpointer {
             store,
             position: None,
             written: None,
+            written_seq: None,
         }
     }
 
@@ -59,6 +64,7 @@ impl Checkpointer {
         saved: Option<Checkpoint>,
         server: &str,
     ) -> Result<(), ServiceError> {
+        self.written_seq = saved.as_ref().map(|c| c.gtid_set.sequence());
         self.written = saved.map(|c| (c.gtid_set.to_string(), c.snapshot));
         self.position = Some((start, snapshot));
         if self.written.is_none() {
@@ -85,6 +91,16 @@ impl Checkpointer {
         self.position.as_ref().map(|(s, _)| s)
     }
 
+    /// `GtidSet::sequence` of the position (durable in every sink, maybe not yet on disk).
+    pub fn position_sequence(&self) -> Option<u64> {
+        self.position().map(|s| s.sequence())
+    }
+
+    /// `GtidSet::sequence` of the checkpoint on disk.
+    pub fn durable_sequence(&self) -> Option<u64> {
+        self.written_seq
+    }
+
     /// Writes the position when it differs from what the file holds.
     pub fn save(&mut self, server: &str) -> Result<(), ServiceError> {
         let Some((set, snap)) = &self.position else {
@@ -99,6 +115,7 @@ impl Checkpointer {
         self.store
             .save(&Checkpoint::new(set.clone(), server).with_snapshot(snap.clone()))?;
         self.written = Some((text, snap.clone()));
+        self.written_seq = Some(set.sequence());
         metrics::CHECKPOINT_WRITES.with("").inc();
         metrics::CHECKPOINT_AGE_SECONDS
             .with("")

@@ -5,7 +5,8 @@
 //! batch to all), `acks` (the ack tracker: batches settled in order),
 //! `checkpointer` (the durable position, debounced writes), `session` (one
 //! run of a source into the sinks), `restart` (what a sink failure leads to),
-//! `meters` and `error`. [`run`] is the loop over them; the pieces import
+//! `heartbeat` (the heartbeat writer and its rows), `lag` (per-sink lag and
+//! health, read by the metrics endpoint), `meters` and `error`. [`run`] is the loop over them; the pieces import
 //! each other, never this module (no import cycles).
 //!
 //! Invariants:
@@ -24,6 +25,8 @@
 mod acks;
 mod checkpointer;
 mod error;
+mod heartbeat;
+mod lag;
 mod meters;
 mod plan;
 mod restart;
@@ -41,6 +44,8 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::Config;
 use acks::SinkFailure;
 use checkpointer::Checkpointer;
+use heartbeat::Observe;
+use lag::LagBoard;
 use meters::Meters;
 use plan::CheckpointCommitted;
 use restart::{RESTART_BASE, RESTART_CAP};
@@ -63,14 +68,79 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     }
     let builders = plan::build_sinks(&cfg)?;
     let backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
+    let (observe, _heartbeat) = observe(&cfg, &builders)?;
     supervise(
         &mut Live(&cfg),
         &builders,
         Checkpointer::new(store),
         backoff,
         stop,
+        observe,
     )
     .await
+}
+
+/// The lag board (installed as the metrics endpoint's probe) and, with
+/// `[heartbeat]`, the heartbeat writer (stops when the handle is dropped).
+fn observe(
+    cfg: &Config,
+    builders: &[Box<dyn SinkBuilder>],
+) -> Result<(Observe, Option<AbortOnDrop>), ServiceError> {
+    let names = builders.iter().map(|b| b.name().to_string()).collect();
+    let board = Arc::new(LagBoard::new(
+        names,
+        cfg.health.clone(),
+        cfg.heartbeat.is_some(),
+    ));
+    crate::metrics::install(board.clone());
+    crate::metrics::register();
+    let Some(hb) = cfg.heartbeat.clone() else {
+        return Ok((
+            Observe {
+                board,
+                heartbeat: None,
+                carry: Default::default(),
+            },
+            None,
+        ));
+    };
+    let opts = match &hb.url {
+        Some(u) => crate::source::conn::ConnOpts::from_url(u)?,
+        None => cfg.source.conn_opts()?.remove(0),
+    };
+    let rows = heartbeat::HeartbeatRows::new(&hb);
+    let filter = cfg
+        .source
+        .filter()
+        .map_err(crate::source::SourceError::Config)?;
+    if let Some(r) = &rows {
+        if !filter.matches(&r.db, &r.table) {
+            tracing::warn!(table = %hb.table, "heartbeat.table is not captured (source.include / exclude): sink lag cannot be measured");
+        }
+    }
+    let task = tokio::spawn(heartbeat::write_loop(
+        hb,
+        opts,
+        cfg.source.name.clone(),
+        board.clone(),
+    ));
+    Ok((
+        Observe {
+            board,
+            heartbeat: rows,
+            carry: Default::default(),
+        },
+        Some(AbortOnDrop(task)),
+    ))
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Where batches come from: planned against the saved checkpoint, then
@@ -110,6 +180,7 @@ pub(crate) async fn supervise<O: Origin>(
     mut checkpoint: Checkpointer,
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
+    observe: Observe,
 ) -> Result<(), ServiceError> {
     let meters = Meters::new(builders.iter().map(|b| b.name()));
     let mut seq = 0u64;
@@ -139,6 +210,7 @@ pub(crate) async fn supervise<O: Origin>(
                     meters: &meters,
                     seq: &mut seq,
                     stop: &mut stop,
+                    observe: &observe,
                 };
                 match session::run(src, sinks, free_rx, shared).await? {
                     End::Done(r) => return r.map_err(Into::into),

@@ -25,6 +25,7 @@ use crate::checkpoint::{self, Checkpoint, SnapshotState};
 use crate::config::{Config, SinkConfig, SnapshotMode};
 use crate::gtid::{Gtid, GtidSet};
 use crate::source::binlog::dump::{self, DumpConn, StreamConfig};
+use crate::source::binlog::semisync::AckPath;
 use crate::source::checks::{self, CheckInput};
 use crate::source::conn::ConnOpts;
 use crate::source::snapshot;
@@ -291,6 +292,8 @@ pub(crate) struct Opened {
     pub server: Box<dyn Fn() -> String>,
     /// Ends the dump connection on its server (call once the source is stopped).
     pub release: Pin<Box<dyn Future<Output = ()>>>,
+    /// Semi-sync ACK requests, released as the checkpoint covers them.
+    pub acks: Option<Arc<AckPath>>,
 }
 
 /// Starts reading as `plan` says.
@@ -304,6 +307,7 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         filter,
         origins: cfg.source.origins(),
         heartbeat: Duration::from_secs(cfg.source.heartbeat_secs.max(1)),
+        semi_sync: cfg.source.semi_sync.then(AckPath::shared),
     });
     let flavor = plan.flavor;
     let (src_tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
@@ -355,6 +359,7 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         source: Box::pin(source),
         stop,
         incremental: incremental(cfg, &stream_cfg, flavor),
+        acks: stream_cfg.semi_sync.clone(),
         start,
         snapshot: latest_snap,
         saved: plan.saved,

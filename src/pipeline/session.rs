@@ -10,7 +10,11 @@
 //!   this thread: the reference counts every event of a table shares
 //!   (names, GTID, table metadata) then never bounce between cores;
 //! - whatever the end, the source is stopped, the sinks are closed and the
-//!   checkpoint is written once more before returning.
+//!   checkpoint is written once more before returning;
+//! - semi-sync: an ACK is released only after a checkpoint write covering
+//!   its transaction; when acked batches cover a request, the checkpoint is
+//!   written as soon as every batch already settled is consumed (one fsync
+//!   for the group), not at the next tick.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +22,15 @@ use std::time::Duration;
 use rowstream_api::{Batch, Record, SinkError};
 use tokio::sync::{mpsc, watch};
 
-use super::acks::{AckTracker, Pending, SinkFailure};
+use super::acks::{AckNote, AckTracker, Pending, SinkFailure};
 use super::checkpointer::{Checkpointer, CHECKPOINT_EVERY};
 use super::error::ServiceError;
+use super::heartbeat::Observe;
 use super::meters::Meters;
 use super::plan::Opened;
 use super::restart;
 use super::sinks::SinkSet;
+use crate::source::binlog::semisync::AckPath;
 use crate::source::snapshot::signal::Incremental;
 use crate::source::SourceError;
 
@@ -52,6 +58,7 @@ pub(crate) struct Shared<'a> {
     /// The last batch number handed out (1-based over the process' life).
     pub seq: &'a mut u64,
     pub stop: &'a mut watch::Receiver<bool>,
+    pub observe: &'a Observe,
 }
 
 /// Streams `src` into `sinks` (whose written batches come back on `free`).
@@ -68,6 +75,10 @@ pub(crate) async fn run(
         src.saved.take(),
         &server(),
     )?;
+    let acks = src.acks.clone();
+    let mut ack_due = false;
+    *sh.observe.carry.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    sh.observe.board.session_started();
     let mut tracker = AckTracker::default();
     let mut source_result: Option<Result<(), SourceError>> = None;
     let mut source_closed = false;
@@ -85,19 +96,26 @@ pub(crate) async fn run(
                     progressed = true;
                     m.acked(a.records, tracker.oldest_ts_ms());
                     sh.checkpoint.acked(&mut a);
+                    ack_due |= acks_due(acks.as_deref(), sh.checkpoint);
                 }
                 Err(f) => {
                     failure = Some(f);
                     break;
                 }
             },
+            // After every settled batch was consumed (biased): one write for the group.
+            _ = std::future::ready(()), if ack_due => {
+                ack_due = false;
+                sh.checkpoint.save(&server())?;
+                release_acks(acks.as_deref(), sh.checkpoint);
+            }
             Some(b) = free.recv() => drop(b),
             f = sinks.first_end() => {
                 failure = Some(f);
                 break;
             }
             b = src.rx.recv(), if !source_closed && tracker.has_room() => match b {
-                Some(b) => dispatch(b, &mut src.incremental, &sinks, &mut tracker, m, sh.seq).await,
+                Some(b) => dispatch(b, &mut src.incremental, &sinks, &mut tracker, m, sh.seq, sh.observe).await,
                 None => source_closed = true,
             },
             r = src.source.as_mut(), if source_result.is_none() => {
@@ -109,7 +127,12 @@ pub(crate) async fn run(
             _ = tick.tick() => {
                 // Keeps the lag growing while a sink stalls.
                 m.lag_from(tracker.oldest_ts_ms());
-                sh.checkpoint.save(&server())?
+                sh.checkpoint.save(&server())?;
+                release_acks(acks.as_deref(), sh.checkpoint);
+                sh.observe.board.tick();
+                if let Some(p) = sh.checkpoint.position() {
+                    sh.observe.board.checkpointed(p.to_string());
+                }
             }
             _ = sh.stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
@@ -127,6 +150,7 @@ pub(crate) async fn run(
         sinks.close(SINK_STOP_TIMEOUT).await;
         src.release.await;
         sh.checkpoint.save(&server())?;
+        release_acks(acks.as_deref(), sh.checkpoint);
         if let Some(at) = sh.checkpoint.position() {
             tracing::info!(gtid_set = %at, "checkpoint written");
         }
@@ -169,6 +193,19 @@ pub(crate) async fn run(
     })
 }
 
+/// True when the position (durable in every sink) covers a semi-sync request.
+fn acks_due(acks: Option<&AckPath>, cp: &Checkpointer) -> bool {
+    let Some(a) = acks else { return false };
+    cp.position_sequence().is_some_and(|seq| a.due(seq))
+}
+
+/// Releases the semi-sync requests the checkpoint on disk covers.
+fn release_acks(acks: Option<&AckPath>, cp: &Checkpointer) {
+    if let (Some(a), Some(seq)) = (acks, cp.durable_sequence()) {
+        a.release(seq);
+    }
+}
+
 /// Hands one source batch to every sink and to the tracker.
 async fn dispatch(
     mut b: crate::source::Batch,
@@ -177,11 +214,20 @@ async fn dispatch(
     tracker: &mut AckTracker,
     m: &Meters,
     seq: &mut u64,
+    observe: &Observe,
 ) {
     if let Some(inc) = incremental.as_mut() {
         inc.process(&mut b);
     }
+    // Heartbeat rows: noted for the lag, taken out before any sink encodes them.
+    let heartbeat = observe.heartbeat.as_ref().and_then(|h| {
+        let mut carry = observe.carry.lock().unwrap_or_else(|p| p.into_inner());
+        h.scan(&mut b.records, &mut b.commits, &mut carry)
+    });
     *seq += 1;
+    observe
+        .board
+        .dispatched(*seq, || b.executed.as_ref().map(|e| e.to_string()));
     m.events.add(b.records.len() as u64);
     m.transactions.add(b.commits.len() as u64);
     let batch = Arc::new(Batch {
@@ -189,7 +235,12 @@ async fn dispatch(
         records: b.records,
         commits: b.commits,
     });
-    let done = sinks.dispatch(&batch).await;
+    let note = AckNote {
+        board: observe.board.clone(),
+        seq: *seq,
+        heartbeat,
+    };
+    let done = sinks.dispatch(&batch, note).await;
     let oldest_ts_ms = batch.records.iter().find_map(|r| match r {
         Record::Change(ev) => Some(ev.source.ts_ms),
         _ => None,
@@ -204,6 +255,7 @@ async fn dispatch(
         records: batch.records.len() as u64,
         oldest_ts_ms,
         done,
+        settled: None,
     });
     m.in_flight.set(tracker.len() as f64);
 }

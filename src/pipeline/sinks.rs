@@ -21,7 +21,7 @@ use std::time::Duration;
 use rowstream_api::{Ack, Batch, Committed, Sink, SinkBuilder, SinkError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::acks::{all_acked, AckFuture, SinkFailure};
+use super::acks::{all_acked, AckFuture, AckNote, SinkFailure};
 
 /// Batches queued per sink.
 const SINK_QUEUE: usize = 4;
@@ -77,14 +77,14 @@ impl SinkSet {
     }
 
     /// Hands `batch` to every sink; the future resolves once all acked it.
-    pub async fn dispatch(&self, batch: &Arc<Batch>) -> AckFuture {
+    pub async fn dispatch(&self, batch: &Arc<Batch>, note: AckNote) -> AckFuture {
         let mut acks = Vec::with_capacity(self.sinks.len());
         for s in &self.sinks {
             let (ack, rx) = Ack::new();
             let rx = s.tx.send((batch.clone(), ack)).await.ok().map(|()| rx);
             acks.push((s.name.clone(), rx));
         }
-        all_acked(acks)
+        all_acked(acks, note)
     }
 
     /// Resolves when the first sink thread ends (which, while streaming, is

@@ -20,6 +20,18 @@ use super::checkpointer::Checkpointer;
 use super::plan::{CheckpointCommitted, Opened};
 use super::sinks::SinkSet;
 use super::{supervise, Origin, ServiceError};
+
+fn note() -> super::acks::AckNote {
+    super::acks::AckNote {
+        board: observe(4).board,
+        seq: 0,
+        heartbeat: None,
+    }
+}
+
+fn observe(n: usize) -> super::heartbeat::Observe {
+    super::heartbeat::Observe::none((0..n).map(|i| format!("s{i}")).collect())
+}
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::gtid::GtidSet;
 use rowstream_api::Backoff;
@@ -50,7 +62,8 @@ fn pending(n: u64, acks: Receivers) -> Pending {
         records: 1,
         oldest_ts_ms: None,
         snapshot: None,
-        done: all_acked(acks),
+        done: all_acked(acks, note()),
+        settled: None,
     }
 }
 
@@ -342,7 +355,7 @@ async fn slow_and_fast_sinks_settle_in_order() {
         .unwrap();
     let mut t = AckTracker::default();
     for n in 1..=8 {
-        let done = sinks.dispatch(&batch(n)).await;
+        let done = sinks.dispatch(&batch(n), note()).await;
         t.push(Pending {
             executed: Some(set(n)),
             bytes: 1,
@@ -350,6 +363,7 @@ async fn slow_and_fast_sinks_settle_in_order() {
             oldest_ts_ms: None,
             snapshot: None,
             done,
+            settled: None,
         });
         // Whatever is settled now is acked by all three.
         settle(&mut t, &mut c).await.unwrap();
@@ -396,7 +410,7 @@ async fn shutdown_drains_group_commit() {
     // Flushed only when idle: hold it busy by closing right after dispatch.
     let mut dones = Vec::new();
     for n in 1..=3 {
-        dones.push(sinks.dispatch(&batch(n)).await);
+        dones.push(sinks.dispatch(&batch(n), note()).await);
     }
     assert!(
         tokio::time::timeout(Duration::from_millis(20), sinks.first_end())
@@ -420,7 +434,7 @@ async fn failing_sink_ends_and_fails_its_ack() {
     let mut sinks = SinkSet::start(&[ok, bad], &committed(0), free_tx)
         .await
         .unwrap();
-    let done = sinks.dispatch(&batch(1)).await;
+    let done = sinks.dispatch(&batch(1), note()).await;
     let f = done.await.unwrap_err();
     assert_eq!(f.sink, "bad");
     assert_eq!(f.error, SinkError::Fatal("disk full".into()));
@@ -480,6 +494,7 @@ impl Origin for FakeOrigin {
             saved,
             server: Box::new(|| "fake:1".to_string()),
             release: Box::pin(async {}),
+            acks: None,
         })
     }
 }
@@ -500,9 +515,16 @@ async fn target_goes_away_and_comes_back() {
     };
     let (_stop_tx, stop) = watch::channel(false);
     let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    supervise(&mut origin, &[flaky, steady], store, quick_backoff(), stop)
-        .await
-        .unwrap();
+    supervise(
+        &mut origin,
+        &[flaky, steady],
+        store,
+        quick_backoff(),
+        stop,
+        observe(2),
+    )
+    .await
+    .unwrap();
     let cp = CheckpointStore::open(dir.path())
         .unwrap()
         .load()
@@ -537,9 +559,16 @@ async fn fatal_sink_error_stops_the_service() {
     };
     let (_stop_tx, stop) = watch::channel(false);
     let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    let e = supervise(&mut origin, &[bad], store, quick_backoff(), stop)
-        .await
-        .unwrap_err();
+    let e = supervise(
+        &mut origin,
+        &[bad],
+        store,
+        quick_backoff(),
+        stop,
+        observe(1),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.to_string(), "sink bad: disk full");
     assert_eq!(bt.lock().unwrap().starts, 1, "a fatal error is not retried");
     let cp = CheckpointStore::open(dir.path())
@@ -571,7 +600,14 @@ async fn stop_while_waiting_for_a_restart_is_clean() {
     };
     let sinks = [flaky];
     let (r, ()) = tokio::join!(
-        supervise(&mut origin, &sinks, store, quick_backoff(), stop),
+        supervise(
+            &mut origin,
+            &sinks,
+            store,
+            quick_backoff(),
+            stop,
+            observe(sinks.len())
+        ),
         stopper
     );
     r.unwrap();

@@ -157,6 +157,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct PacketConn {
     io: BufReader<Box<dyn Io>>,
     seq: u8,
+    /// Accept any sequence id at a packet's first chunk: after a semi-sync
+    /// ACK the server numbers its packets from the ACK's sequence on.
+    loose_seq: bool,
     read_timeout: Duration,
     /// Server version string from the handshake ("9.7.4", "10.11.6-MariaDB-0+deb12u1-log").
     pub server_version: String,
@@ -176,6 +179,7 @@ impl PacketConn {
         let mut conn = PacketConn {
             io: BufReader::with_capacity(256 * 1024, Box::new(tcp) as Box<dyn Io>),
             seq: 0,
+            loose_seq: false,
             read_timeout: opts.read_timeout,
             server_version: String::new(),
             connection_id: 0,
@@ -345,10 +349,15 @@ impl PacketConn {
     }
 
     async fn read_packet_inner(&mut self, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        let mut first = true;
         loop {
             let mut hdr = [0u8; 4];
             self.io.read_exact(&mut hdr).await.map_err(io_err)?;
             let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
+            if first && self.loose_seq {
+                self.seq = hdr[3];
+            }
+            first = false;
             if hdr[3] != self.seq {
                 return Err(SourceError::Transient(format!(
                     "packet out of order: got seq {}, expected {}",
@@ -400,6 +409,28 @@ impl PacketConn {
         self.write_packet(&p).await
     }
 
+    /// Splits off the write side for semi-sync ACKs: the returned
+    /// connection keeps reading packets, the writer sends whole packets
+    /// (sequence id 0, each its own command as the server expects) without
+    /// ever waiting for a read. Call it between exchanges (nothing buffered).
+    pub fn split_acks(self) -> Result<(PacketConn, AckWriter), SourceError> {
+        if !self.io.buffer().is_empty() {
+            return Err(SourceError::Fatal(
+                "internal: connection split with unread data".into(),
+            ));
+        }
+        let (r, w) = tokio::io::split(self.io.into_inner());
+        let conn = PacketConn {
+            io: BufReader::with_capacity(256 * 1024, Box::new(ReadOnly(r)) as Box<dyn Io>),
+            seq: self.seq,
+            loose_seq: true,
+            read_timeout: self.read_timeout,
+            server_version: self.server_version,
+            connection_id: self.connection_id,
+        };
+        Ok((conn, AckWriter(w)))
+    }
+
     /// Bytes already received and not yet consumed: 0 means the next read waits on the network.
     pub fn buffered(&self) -> usize {
         self.io.buffer().len()
@@ -417,6 +448,59 @@ impl PacketConn {
                 "`{sql}` returned rows; expected OK"
             ))),
         }
+    }
+}
+
+/// The write half of a split dump connection (see [`PacketConn::split_acks`]).
+pub struct AckWriter(tokio::io::WriteHalf<Box<dyn Io>>);
+
+impl AckWriter {
+    /// Writes `payload` as one packet with sequence id 0 (it must fit one frame).
+    pub async fn write(&mut self, payload: &[u8]) -> Result<(), SourceError> {
+        debug_assert!(payload.len() < MAX_PAYLOAD);
+        let l = (payload.len() as u32).to_le_bytes();
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        out.extend_from_slice(&[l[0], l[1], l[2], 0]);
+        out.extend_from_slice(payload);
+        self.0.write_all(&out).await.map_err(io_err)?;
+        self.0.flush().await.map_err(io_err)
+    }
+}
+
+/// The read half of a split connection; writes go through [`AckWriter`].
+struct ReadOnly(tokio::io::ReadHalf<Box<dyn Io>>);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::other(
+            "the dump connection writes only through its AckWriter",
+        )))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -632,6 +716,55 @@ mod tests {
         assert!(ConnOpts::from_url("postgres://a@b").is_err());
         assert!(ConnOpts::from_url("mysql://a@b?bogus=1").is_err());
         assert_eq!(ConnOpts::from_url("mysql://a@h").unwrap().port, 3306);
+    }
+
+    /// A split dump connection: the first chunk of a packet may carry any
+    /// sequence id (the server renumbers after a semi-sync ACK), the chunks of
+    /// a packet over 16 MB still follow each other, the ACK goes out as one
+    /// packet with sequence id 0, and the reassembled event keeps its
+    /// semi-sync header at the front only.
+    #[tokio::test]
+    async fn split_connection_reads_renumbered_and_large_packets() {
+        let (ours, mut server) = tokio::io::duplex(1 << 20);
+        let conn = PacketConn {
+            io: BufReader::new(Box::new(ours) as Box<dyn Io>),
+            seq: 3,
+            loose_seq: false,
+            read_timeout: Duration::from_secs(5),
+            server_version: String::new(),
+            connection_id: 1,
+        };
+        let (mut conn, mut acks) = conn.split_acks().unwrap();
+        let big = MAX_PAYLOAD + 10;
+        let mut payload = vec![0x00, 0xEF, 0x01];
+        payload.resize(big, 7);
+        let writer = tokio::spawn(async move {
+            let mut wire = vec![0xFF, 0xFF, 0xFF, 1];
+            wire.extend_from_slice(&payload[..MAX_PAYLOAD]);
+            wire.extend_from_slice(&[10, 0, 0, 2]);
+            wire.extend_from_slice(&payload[MAX_PAYLOAD..]);
+            // The next packet restarts at 1.
+            wire.extend_from_slice(&[2, 0, 0, 1, 0x00, 0xAA]);
+            server.write_all(&wire).await.unwrap();
+            let mut ack = [0u8; 4 + 9 + 3];
+            server.read_exact(&mut ack).await.unwrap();
+            ack
+        });
+        let mut buf = Vec::new();
+        conn.read_packet(&mut buf).await.unwrap();
+        assert_eq!(buf.len(), big);
+        // The header once, at the front (0xEF, flag 1); the rest is the event.
+        assert_eq!(&buf[..3], &[0x00, 0xEF, 0x01]);
+        assert!(buf[3..].iter().all(|b| *b == 7));
+        conn.read_packet(&mut buf).await.unwrap();
+        assert_eq!(buf, [0x00, 0xAA]);
+        let mut ack_packet = vec![0xEF, 4, 0, 0, 0, 0, 0, 0, 0];
+        ack_packet.extend_from_slice(b"b.1");
+        acks.write(&ack_packet).await.unwrap();
+        let ack = writer.await.unwrap();
+        assert_eq!(&ack[..4], &[12, 0, 0, 0]);
+        assert_eq!(ack[4], 0xEF);
+        assert_eq!(&ack[13..], b"b.1");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The sources of change records: the binlog replica (`binlog`) and the
 //! initial / on-demand snapshot (`snapshot`), with what both share: the
 //! connection (`conn`), server checks (`checks`), server queries (`query`),
-//! the table filter (`filter`), and here the source contract: the error
+//! the table filter (`filter`), the server's semi-sync state
+//! (`semisync_state`), and here the source contract: the error
 //! type and the `Batch` both hand to the pipeline.
 //!
 //! Errors are split in two: `Transient` ones (network, server restart,
@@ -22,6 +23,7 @@ pub mod conn;
 pub use rowstream_api::kit::filter;
 pub mod origin;
 pub mod query;
+pub mod semisync_state;
 pub mod snapshot;
 
 /// The rowstream version stamped into `source.version`.

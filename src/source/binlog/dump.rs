@@ -9,7 +9,11 @@
 //!   transaction (the state machine skips rows it already handed out);
 //! - a batch is bounded in records and binlog bytes, and at most
 //!   `CHANNEL_BATCHES` wait for the consumer;
-//! - a stop ends the stream at a transaction boundary (or after `STOP_GRACE`).
+//! - a stop ends the stream at a transaction boundary (or after `STOP_GRACE`);
+//! - with semi-sync, the header of every event is checked and stripped
+//!   before decoding, requests for an ACK are recorded in the `AckPath`
+//!   (never answered here) and a writer task sends the released ACKs on the
+//!   connection's write half, so reading never waits on an ACK.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use rowstream_api::{Backoff, Flavor, Record};
 use tokio::sync::{mpsc, watch};
 
 use super::machine::Processor;
+use super::semisync::{self, AckPath, AckPoint};
 use crate::gtid::GtidSet;
 use crate::source::checks;
 use crate::source::conn::{server_error, ConnOpts, PacketConn};
@@ -59,6 +64,9 @@ pub struct StreamConfig {
     pub origins: OriginFilter,
     /// Heartbeat period asked from the server; reads time out after 3 periods.
     pub heartbeat: Duration,
+    /// `[source] semi_sync`: declare ourselves a semi-sync replica and
+    /// record the server's ACK requests here.
+    pub semi_sync: Option<Arc<AckPath>>,
 }
 
 /// Streams from `start` into `tx` until the consumer goes away or `stop`
@@ -92,6 +100,9 @@ pub async fn run(
     loop {
         let before = proc.events_seen();
         let server = &cfg.servers[current];
+        if let Some(path) = cfg.semi_sync.as_ref() {
+            path.on_server(&format!("{}:{}", server.host, server.port));
+        }
         dump_conn.server.store(current, Ordering::Relaxed);
         let r = session(cfg, server, &mut proc, &tx, dump_conn, &mut stop).await;
         metrics::SOURCE_CONNECTED.with("").set(0.0);
@@ -222,6 +233,11 @@ async fn session(
         conn.query_drop("SET @slave_gtid_ignore_duplicates = 0")
             .await?;
     }
+    if cfg.semi_sync.is_some() {
+        // MySQL 8.4+ checks the first name, MariaDB (and older MySQL) the second.
+        conn.query_drop("SET @rpl_semi_sync_replica = 1, @rpl_semi_sync_slave = 1")
+            .await?;
+    }
     register_replica(&mut conn, cfg.server_id, &cfg.report_host).await?;
     match flavor {
         Flavor::MariaDb => {
@@ -245,6 +261,19 @@ async fn session(
     }
     tracing::info!(server = ?server, flavor = flavor.as_str(), from = %proc.executed(), "binlog dump started");
     metrics::SOURCE_CONNECTED.with("").set(1.0);
+    let (mut conn, _writer) = match cfg.semi_sync.as_ref() {
+        Some(path) => {
+            let (c, w) = conn.split_acks()?;
+            (
+                c,
+                Some(AbortOnDrop(tokio::spawn(path.clone().write_loop(w)))),
+            )
+        }
+        None => (conn, None),
+    };
+    // Decided on the first event (the artificial ROTATE, timestamp 0):
+    // the server adds the semi-sync header only when its side is active.
+    let mut semi: Option<bool> = None;
 
     let mut pkt = Vec::with_capacity(64 * 1024);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
@@ -283,8 +312,16 @@ async fn session(
                 )))
             }
         }
-        if let Err(e) = proc.on_wire_event(&pkt[1..], &mut batch) {
+        let (ask, ev) = match semi_event(&pkt[1..], &mut semi, cfg.semi_sync.is_some()) {
+            Ok(x) => x,
+            Err(e) => break Err(e),
+        };
+        let seq_before = proc.sequence();
+        if let Err(e) = proc.on_wire_event(ev, &mut batch) {
             break Err(e);
+        }
+        if let Some(path) = cfg.semi_sync.as_ref() {
+            note_request(path, proc, ask, seq_before, ev);
         }
         // Hand out when full, or when no more data is waiting (keeps `tail` live).
         let full = batch.len() >= BATCH_RECORDS || proc.batch_bytes() >= BATCH_BYTES;
@@ -299,6 +336,63 @@ async fn session(
         return Ok(());
     }
     result
+}
+
+/// Aborts a spawned task when dropped (the ACK writer lives as long as its session).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Splits an event payload into (ACK wanted, event), checking the semi-sync
+/// header when `semi` says the server sends it (decided on the first event).
+fn semi_event<'a>(
+    payload: &'a [u8],
+    semi: &mut Option<bool>,
+    wanted: bool,
+) -> Result<(bool, &'a [u8]), SourceError> {
+    let on = *semi.get_or_insert_with(|| {
+        let on = wanted && payload.first() == Some(&semisync::MAGIC);
+        if wanted && !on {
+            tracing::warn!("source.semi_sync: the server does not run semi-sync for us (plugin not loaded or rpl_semi_sync_source_enabled / rpl_semi_sync_master_enabled off): streaming asynchronously");
+        }
+        on
+    });
+    if !on {
+        return Ok((false, payload));
+    }
+    semisync::strip_header(payload).ok_or_else(|| {
+        SourceError::Fatal(format!(
+            "semi-sync event without its header (first byte {:?})",
+            payload.first()
+        ))
+    })
+}
+
+/// After an event: records an ACK request and whether the server asks.
+fn note_request(path: &AckPath, proc: &Processor, ask: bool, seq_before: u64, ev: &[u8]) {
+    let committed = proc.sequence() != seq_before;
+    if committed || ask {
+        crate::metrics::SEMISYNC_ASKED
+            .with("")
+            .set(if ask { 1.0 } else { 0.0 });
+    }
+    if !ask || ev.len() < 17 {
+        return;
+    }
+    let pos = u32::from_le_bytes(ev[13..17].try_into().expect("4 bytes")) as u64;
+    // Asked inside a transaction (not at its end): cover that transaction too.
+    let seq = proc.sequence() + u64::from(proc.in_transaction());
+    path.request(
+        seq,
+        AckPoint {
+            file: proc.file().clone(),
+            pos,
+        },
+    );
 }
 
 async fn send(

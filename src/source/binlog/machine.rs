@@ -154,6 +154,17 @@ impl Processor {
         self.flavor
     }
 
+    /// `executed().sequence()`, kept per commit (semi-sync requests are
+    /// matched to the checkpoint by it).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The binlog file being read (from the last ROTATE).
+    pub fn file(&self) -> &Arc<str> {
+        &self.file
+    }
+
     /// Transactions complete so far: where a resume starts.
     pub fn executed(&self) -> &GtidSet {
         &self.executed

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Commit-to-durable latency in the file backup under a steady load: a private MariaDB,
+# `rowstream run` into the file backup (fsync on, group commit), and a paced writer of
+# single-row commits at each RATE in RATES (default 1000 and 5000 transactions/s) for
+# SECS seconds (default 20). Latency is what `[heartbeat]` measures on rowstream's own
+# clock: from issuing a heartbeat upsert on the source (every 10 ms, its own connection)
+# to that change being fsync'd in the backup (the histogram
+# rowstream_sink_commit_to_durable_seconds{sink="backup"}, the difference between two
+# scrapes around the load). Percentiles are read from the histogram's buckets
+# (1, 2, 5, 10, 20, 50, 100 ms ...), so "p99 <= 20 ms" means the 99th percentile lies in
+# the bucket ending at 20 ms. Also prints the rate the writer achieved.
+# Usage: benches/latency.sh                  (release build; needs deploy/dev/install-test-deps.sh)
+#        RATES="1000 5000 10000" SECS=30 benches/latency.sh
+#        PROFILE=debug RATES=200 SECS=3 benches/latency.sh   (a quick check that it works)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-3411}
+MPORT=${MPORT:-$((PORT+1))}
+RATES=${RATES:-1000 5000}
+SECS=${SECS:-20}
+DIR=${BENCH_DIR:-target/bench-latency}
+PROFILE=${PROFILE:-release}
+if [[ $PROFILE == release ]]; then cargo build --release --quiet; else cargo build --quiet; fi
+BIN=target/$PROFILE/rowstream
+
+cleanup() {
+  [[ -n ${RS_PID:-} ]] && kill "$RS_PID" 2>/dev/null || true
+  deploy/dev/stop.sh "$DIR/primary" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$DIR"; mkdir -p "$DIR/rs"
+deploy/dev/start-mariadb.sh "$PORT" "$DIR/primary" >/dev/null
+P=(mariadb --defaults-file="$DIR/primary/client.cnf" -N -B)
+"${P[@]}" <<'SQL'
+CREATE DATABASE bench;
+CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL, pad VARCHAR(100) NOT NULL);
+DELIMITER //
+CREATE PROCEDURE bench.paced(rate INT, secs INT)
+BEGIN
+  DECLARE t0 DECIMAL(20,6) DEFAULT UNIX_TIMESTAMP(SYSDATE(6));
+  DECLARE i BIGINT DEFAULT 0;
+  DECLARE ahead DECIMAL(20,6);
+  WHILE i < rate * secs DO
+    INSERT INTO bench.t (v, pad) VALUES (i, REPEAT('x', 80));
+    SET i = i + 1;
+    SET ahead = t0 + i / rate - UNIX_TIMESTAMP(SYSDATE(6));
+    IF ahead > 0.001 THEN
+      DO SLEEP(ahead);
+    END IF;
+  END WHILE;
+END//
+DELIMITER ;
+SQL
+
+cat >"$DIR/rs/rowstream.toml" <<TOML
+[source]
+url = "mysql://repl:repl@127.0.0.1:$PORT"
+server_id = 9311
+name = "bench"
+[checkpoint]
+dir = "$DIR/rs/checkpoint"
+[[sinks]]
+type = "file"
+name = "backup"
+dir = "$DIR/rs/backup"
+[metrics]
+listen = "127.0.0.1:$MPORT"
+[heartbeat]
+interval_ms = 10
+url = "mysql://root:root@127.0.0.1:$PORT"
+TOML
+"$BIN" run --config "$DIR/rs/rowstream.toml" 2>"$DIR/rs/err.log" &
+RS_PID=$!
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -q 'commit_to_durable_seconds_count{sink="backup"}' && break
+  sleep 0.1
+done
+
+# The backup sink's histogram buckets: "le count" lines, cumulative.
+buckets() {
+  curl -sf "http://127.0.0.1:$MPORT/metrics" \
+    | sed -n 's/^rowstream_sink_commit_to_durable_seconds_bucket{sink="backup",le="\([^"]*\)"} \(.*\)$/\1 \2/p'
+}
+
+printf '%-8s %10s %8s %10s %10s\n' rate achieved samples p50_ms p99_ms
+for rate in $RATES; do
+  before=$(buckets)
+  t0=$(date +%s.%N)
+  "${P[@]}" -e "CALL bench.paced($rate, $SECS)"
+  t1=$(date +%s.%N)
+  after=$(buckets)
+  achieved=$(awk -v n=$((rate * SECS)) -v t0="$t0" -v t1="$t1" 'BEGIN {printf "%.0f", n/(t1-t0)}')
+  paste <(echo "$before") <(echo "$after") | awk -v rate="$rate" -v ach="$achieved" '
+    { le[NR]=$1; c[NR]=$4-$2 }
+    END {
+      n=c[NR]
+      for (i=1; i<=NR; i++) {
+        if (p50=="" && c[i] >= 0.50*n) p50=le[i]
+        if (p99=="" && c[i] >= 0.99*n) p99=le[i]
+      }
+      printf "%-8s %10s %8d %10s %10s\n", rate, ach, n,
+        (p50=="+Inf" ? "+Inf" : "<=" p50*1000), (p99=="+Inf" ? "+Inf" : "<=" p99*1000)
+    }'
+  kill -0 "$RS_PID" || { cat "$DIR/rs/err.log" >&2; exit 1; }
+done
+kill -TERM "$RS_PID"; wait "$RS_PID" || true; RS_PID=
