@@ -89,6 +89,11 @@ pub trait RecordWriter {
     fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String>;
     /// Appends the value (envelope) of `ev` to `out`.
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String>;
+    /// Whether a delete without a key (no primary key) still gets a
+    /// tombstone (Debezium sends one, with a null key).
+    fn keyless_tombstones(&self) -> bool {
+        false
+    }
 }
 
 /// The JSON key object and envelope.
@@ -159,7 +164,7 @@ fn push<W: RecordWriter>(
         value: Some(vstart..enc.buf.len()),
         op: ev.op,
     });
-    if ev.op == Op::Delete && tombstones && key.is_some() {
+    if ev.op == Op::Delete && tombstones && (key.is_some() || w.keyless_tombstones()) {
         enc.records.push(Out {
             key,
             value: None,

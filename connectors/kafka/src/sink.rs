@@ -15,8 +15,9 @@
 //! each batch once every record of it is delivered: acks flow while batches
 //! keep coming, without waiting for `flush`. `flush` waits until the acker
 //! has settled everything written so far. Schema-change (DDL) records are
-//! not sent to Kafka (the envelope of each change carries its own values;
-//! a schema-change topic is future work).
+//! sent only with `format = "debezium"`, to the topic `{name}` as
+//! Debezium's schema-change records (the other formats' envelopes carry
+//! their own values; a schema-change topic for them is future work).
 //!
 //! With `transactions = true`, the records of each transaction are framed by
 //! a BEGIN record (before its first change) and an END record (after its
@@ -60,6 +61,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::avro::{self, AvroTable, AvroWriter};
 use crate::client::{classify, client_config, produce, reach_brokers, KProducer, SinkContext};
 use crate::config::{Format, KafkaSinkConfig};
+use crate::debezium;
 use crate::encode::{
     encode_change, encode_change_with, write_tx_key, write_tx_marker, Encoded, TableCounts,
 };
@@ -243,6 +245,38 @@ impl KafkaSink {
 }
 
 impl KafkaSink {
+    /// `format = "debezium"`: a DDL statement as Debezium's schema-change
+    /// record on the topic `{name}`, key `{"databaseName":..}`.
+    async fn send_schema_change(
+        &mut self,
+        sc: &rowstream_api::SchemaChange,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<(), SinkError> {
+        let name = sc.source.name.clone();
+        if !self.topics.contains_key(&(name.clone(), Arc::from(""))) {
+            self.create_topic(&name).await?;
+            self.topics
+                .insert((name.clone(), Arc::from("")), name.clone());
+        }
+        self.tx_key.clear();
+        self.tx_value.clear();
+        debezium::write_schema_change_key(&mut self.tx_key, sc);
+        debezium::write_schema_change(&mut self.tx_value, sc);
+        let d = produce(
+            &self.producer,
+            &self.poison,
+            &self.cfg.name,
+            &name,
+            Some(&self.tx_key),
+            Some(&self.tx_value),
+            &sc.source.gtid,
+            "ddl",
+        )
+        .await?;
+        deliveries.push(d);
+        Ok(())
+    }
+
     /// Hands every record of `batch` (and, with `transactions`, the BEGIN
     /// and END records around each transaction) to librdkafka.
     async fn produce_batch(
@@ -257,8 +291,13 @@ impl KafkaSink {
                     self.end_tx(&c.gtid, deliveries).await?;
                 }
             }
-            let Record::Change(ev) = rec else {
-                continue; // DDL: not sent (see the module docs).
+            let ev = match rec {
+                Record::Change(ev) => ev,
+                Record::SchemaChange(sc) if self.cfg.format == Format::Debezium => {
+                    self.send_schema_change(sc, deliveries).await?;
+                    continue;
+                }
+                Record::SchemaChange(_) => continue, // see the module docs
             };
             let topic = self
                 .topic(&ev.source.name, &ev.source.db, &ev.source.table)
@@ -282,6 +321,9 @@ impl KafkaSink {
             }
             if self.cfg.format == Format::Json {
                 encode_change(ev, tombstones, &mut self.enc);
+            }
+            if self.cfg.format == Format::Debezium {
+                debezium::encode_change(ev, tombstones, &mut self.enc);
             }
             for out in &self.enc.records {
                 deliveries.push(
