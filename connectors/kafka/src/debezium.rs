@@ -180,7 +180,11 @@ pub fn write_schema_change_key(out: &mut Vec<u8>, sc: &SchemaChange) {
 /// schemaName (null), ddl, tableChanges (empty, see the module docs).
 pub fn write_schema_change(out: &mut Vec<u8>, sc: &SchemaChange) {
     out.extend_from_slice(b"{\"source\":");
-    write_source(out, &sc.source, Some(&sc.source.table));
+    let table = match &*sc.source.table {
+        "" => ddl_table(&sc.ddl),
+        t => Some(t),
+    };
+    write_source(out, &sc.source, table);
     out.extend_from_slice(b",\"ts_ms\":");
     out.extend_from_slice(itoa::Buffer::new().format(sc.ts_ms).as_bytes());
     out.extend_from_slice(b",\"databaseName\":");
@@ -188,6 +192,46 @@ pub fn write_schema_change(out: &mut Vec<u8>, sc: &SchemaChange) {
     out.extend_from_slice(b",\"schemaName\":null,\"ddl\":");
     write_str(out, &sc.ddl);
     out.extend_from_slice(b",\"tableChanges\":[]}");
+}
+
+/// The table a DDL statement changes, as Debezium names it in
+/// `source.table`: for CREATE / ALTER / DROP / TRUNCATE TABLE the table
+/// (without its database), else None. A light look at the first words,
+/// not a parser: enough for the statements that name one table.
+pub fn ddl_table(ddl: &str) -> Option<&str> {
+    let mut words = ddl.split_whitespace().peekable();
+    let skip = |words: &mut std::iter::Peekable<std::str::SplitWhitespace<'_>>, w: &[&str]| {
+        while words
+            .peek()
+            .is_some_and(|x| w.iter().any(|k| x.eq_ignore_ascii_case(k)))
+        {
+            words.next();
+        }
+    };
+    let first = words.next()?;
+    let verb = ["create", "alter", "drop", "truncate"]
+        .into_iter()
+        .find(|v| first.eq_ignore_ascii_case(v))?;
+    skip(&mut words, &["temporary", "online", "ignore"]);
+    match words.next() {
+        Some(w) if w.eq_ignore_ascii_case("table") => {}
+        Some(w) if verb == "truncate" => return Some(table_name(w)),
+        _ => return None,
+    }
+    skip(&mut words, &["if", "not", "exists"]);
+    words.next().map(table_name)
+}
+
+/// `db.t`, `` `db`.`t` ``, `t(` or `t,` -> `t`.
+fn table_name(w: &str) -> &str {
+    let w = w.split(['(', ',', ';']).next().unwrap_or(w);
+    w.rsplit("`.`")
+        .next()
+        .unwrap_or(w)
+        .rsplit('.')
+        .next()
+        .unwrap_or(w)
+        .trim_matches('`')
 }
 
 /// The topic of a table's change records: `{name}.{db}.{table}`.
@@ -786,7 +830,22 @@ mod tests {
         let val = &line["value"];
         assert_eq!(val["ddl"], "ALTER TABLE t ADD COLUMN x INT");
         assert_eq!(val["databaseName"], "shop");
-        assert!(val["schemaName"].is_null() && val["source"]["table"].is_null());
+        assert!(val["schemaName"].is_null());
+        assert_eq!(val["source"]["table"], "t");
+        for (ddl, table) in [
+            ("CREATE TABLE t (id INT)", Some("t")),
+            (
+                "create temporary table if not exists `d`.`t_x`(id int)",
+                Some("t_x"),
+            ),
+            ("ALTER ONLINE TABLE d.t ADD c INT", Some("t")),
+            ("DROP TABLE IF EXISTS `t`, u", Some("t")),
+            ("TRUNCATE d.t", Some("t")),
+            ("CREATE DATABASE d", None),
+            ("CREATE INDEX i ON t (c)", None),
+        ] {
+            assert_eq!(ddl_table(ddl), table, "{ddl}");
+        }
         assert_eq!(val["tableChanges"], serde_json::json!([]));
     }
 }
