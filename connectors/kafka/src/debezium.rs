@@ -18,7 +18,10 @@
 //! DOUBLE printed like Java's `Float.toString` / `Double.toString`; JSON as
 //! a compact string (MySQL's key order); geometries as `{"wkb","srid"}`
 //! (srid null when 0); VECTOR as an array of floats; zero or partial dates
-//! as null.
+//! and the zero TIMESTAMP as null; YEAR 0000 as 1900 (Debezium's binlog
+//! client reads it so); JSON doubles that Java would print with an
+//! exponent as their exact decimal expansion (the formatter's
+//! `BigDecimal.toPlainString`).
 //!
 //! Strings are escaped like Jackson (`\"`, `\\`, `\b \t \n \f \r`, other
 //! control characters `\u00XX` in upper case; nothing else).
@@ -349,6 +352,8 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value, ty: Option<&ColumnType>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        // YEAR 0000: the binlog client Debezium uses reads 0 as 1900.
+        Value::Int(0) if ty == Some(&ColumnType::Year) => write_int(out, 1900),
         Value::Int(i) => write_int(out, *i),
         Value::UInt(u) => match ty {
             Some(ColumnType::Bit { bits }) => {
@@ -374,6 +379,10 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value, ty: Option<&ColumnType>) {
             Some(us) => write_int(out, us),
             None => out.extend_from_slice(b"null"),
         },
+        // The zero timestamp is null (Debezium cannot convert it).
+        Value::Timestamp {
+            secs: 0, micros: 0, ..
+        } => out.extend_from_slice(b"null"),
         Value::Timestamp { secs, micros, fsp } => write_timestamp(out, *secs, *micros, *fsp),
         Value::Time(t) => {
             let us = ((i64::from(t.hours) * 60 + i64::from(t.minute)) * 60 + i64::from(t.second))
@@ -546,6 +555,64 @@ pub fn decimal_bytes(s: &str) -> Vec<u8> {
     out
 }
 
+/// The exact decimal value of a finite double, without exponent and
+/// without trailing fraction zeros (`1e-7` ->
+/// `0.000000099999999999999995474811182588625868561393872369080781936645507812500`
+/// minus its trailing zeros; `1e23` -> `99999999999999991611392`).
+pub fn exact_decimal(x: f64) -> String {
+    let bits = x.to_bits();
+    let neg = bits >> 63 == 1;
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1 << 52) - 1);
+    let (mut m, mut e) = if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1 << 52), exp - 1075)
+    };
+    if m == 0 {
+        return "0".into();
+    }
+    while m % 2 == 0 {
+        m /= 2;
+        e += 1;
+    }
+    // Little-endian base-1e9 limbs of m * 2^e (e >= 0) or m * 5^-e (e < 0).
+    let mut limbs: Vec<u64> = vec![m % 1_000_000_000, m / 1_000_000_000];
+    let mul = |limbs: &mut Vec<u64>, k: u64| {
+        let mut carry = 0;
+        for l in limbs.iter_mut() {
+            let v = *l * k + carry;
+            *l = v % 1_000_000_000;
+            carry = v / 1_000_000_000;
+        }
+        while carry > 0 {
+            limbs.push(carry % 1_000_000_000);
+            carry /= 1_000_000_000;
+        }
+    };
+    for _ in 0..e.unsigned_abs() {
+        mul(&mut limbs, if e > 0 { 2 } else { 5 });
+    }
+    while limbs.len() > 1 && limbs.last() == Some(&0) {
+        limbs.pop();
+    }
+    let mut digits = limbs.last().map(u64::to_string).unwrap_or_default();
+    for l in limbs.iter().rev().skip(1) {
+        digits.push_str(&format!("{l:09}"));
+    }
+    let sign = if neg { "-" } else { "" };
+    if e >= 0 {
+        return format!("{sign}{digits}");
+    }
+    // m * 5^k / 10^k: the point goes k digits from the right.
+    let k = e.unsigned_abs() as usize;
+    if digits.len() <= k {
+        digits = format!("{}{digits}", "0".repeat(k - digits.len() + 1));
+    }
+    let (int, frac) = digits.split_at(digits.len() - k);
+    format!("{sign}{int}.{frac}")
+}
+
 /// A MySQL JSON value as mysql-binlog-connector's formatter prints it:
 /// compact, object keys in MySQL's storage order (shorter first, then
 /// bytewise), numbers as Java prints them.
@@ -557,7 +624,16 @@ fn write_mysql_json(out: &mut Vec<u8>, v: &serde_json::Value) {
         J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => write_int(out, i),
             (_, Some(u), _) => out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
-            (_, _, Some(f)) => out.extend_from_slice(java_float(f, &format!("{f:e}")).as_bytes()),
+            (_, _, Some(f)) => {
+                let java = java_float(f, &format!("{f:e}"));
+                if java.contains('E') {
+                    // The formatter avoids exponents: Java's exact
+                    // `new BigDecimal(double).toPlainString()`.
+                    out.extend_from_slice(exact_decimal(f).as_bytes());
+                } else {
+                    out.extend_from_slice(java.as_bytes());
+                }
+            }
             _ => out.extend_from_slice(n.to_string().as_bytes()),
         },
         J::String(s) => escape_str(out, s, false),
@@ -622,6 +698,8 @@ mod tests {
         assert_eq!(v(&Value::Null, None), "null");
         assert_eq!(v(&Value::Bool(true), Some(&ColumnType::Bool)), "true");
         assert_eq!(v(&Value::Int(-128), None), "-128");
+        assert_eq!(v(&Value::Int(0), Some(&ColumnType::Year)), "1900");
+        assert_eq!(v(&Value::Int(0), None), "0");
         let bigu = ColumnType::Int {
             bits: 64,
             unsigned: true,
@@ -680,7 +758,8 @@ mod tests {
                 Some(&ColumnType::Timestamp { fsp }),
             )
         };
-        assert_eq!(ts(0, 0, 0), "\"1970-01-01T00:00:00Z\"");
+        assert_eq!(ts(0, 0, 0), "null");
+        assert_eq!(ts(0, 1, 6), "\"1970-01-01T00:00:00.000001Z\"");
         assert_eq!(ts(2147483647, 0, 0), "\"2038-01-19T03:14:07Z\"");
         assert_eq!(ts(1, 120_000, 3), "\"1970-01-01T00:00:01.120Z\"");
         assert_eq!(ts(1, 0, 6), "\"1970-01-01T00:00:01.000000Z\"");
@@ -712,11 +791,20 @@ mod tests {
             v(&Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef]), None),
             "\"3q2+7w==\""
         );
-        let j = serde_json::json!({"k": [true, null, -1, 1.5, "s"], "ab": {"zz": 1, "b": 2}, "c": 1e-7});
+        let j =
+            serde_json::json!({"k": [true, null, -1, 1.5, "s"], "ab": {"zz": 1, "b": 2}, "c": 0.5});
         assert_eq!(
             v(&Value::Json(j), Some(&ColumnType::Json)),
-            r#""{\"c\":1.0E-7,\"k\":[true,null,-1,1.5,\"s\"],\"ab\":{\"b\":2,\"zz\":1}}""#
+            r#""{\"c\":0.5,\"k\":[true,null,-1,1.5,\"s\"],\"ab\":{\"b\":2,\"zz\":1}}""#
         );
+        assert_eq!(
+            exact_decimal(1e-7),
+            "0.0000000999999999999999954748111825886258685613938723690807819366455078125"
+        );
+        assert_eq!(exact_decimal(1e23), "99999999999999991611392");
+        assert_eq!(exact_decimal(-1.5e7), "-15000000");
+        assert_eq!(exact_decimal(0.5), "0.5");
+        assert_eq!(exact_decimal(5e-324).len(), 2 + 1074);
         assert_eq!(
             v(
                 &Value::Geometry {
