@@ -10,7 +10,11 @@
 //! the README lists on purpose (`source.version`, `source.thread`, a
 //! schema change's `tableChanges`, the `x`/`y` of POINT columns).
 //!
-//! One JVM for the test binary (one test). Debezium's snapshot records
+//! The same records then go through the Kafka sink (`format = "debezium"`)
+//! into a real Apache Kafka broker; every topic must hold Debezium's records
+//! in order (the schema-change topic included).
+//!
+//! One Debezium JVM for the test binary (one test). Debezium's snapshot records
 //! (`source.snapshot` not "false": the schema-only snapshot at its start)
 //! are left out: rowstream tails from a GTID set instead of snapshotting.
 //! Needs java 17+ and mvn (Debezium is fetched from Maven Central once, into
@@ -19,14 +23,17 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::kafka::consume_topic;
 use common::{
-    next_replica_server_id, output_with_timeout, require_servers, tail_command, Flavor, TestServer,
+    next_replica_server_id, output_with_timeout, require_servers, tail_command, Flavor, Service,
+    ServiceConfig, Sink, TestKafka, TestServer,
 };
 use serde_json::Value;
 
@@ -140,100 +147,101 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn debezium_and_rowstream_write_the_same_records() {
-    let Some(server) = TestServer::start(Flavor::MySql, &[]) else {
-        return;
-    };
-    if fetch_debezium().is_none() {
-        return;
-    }
-    // Debezium 3.6 fails on a server whose gtid_executed is empty (an NPE
-    // in the binlog client), so the server gets one transaction first.
-    server.exec("CREATE DATABASE warmup; DROP DATABASE warmup");
-    let from = server.gtid_executed();
+/// Debezium's runner on `server`, streaming (its `{"ready":true}` seen).
+struct Debezium {
+    child: std::process::Child,
+    rx: mpsc::Receiver<(String, Value)>,
+    reader: std::thread::JoinHandle<()>,
+}
 
-    let started = Instant::now();
-    let mut child = Command::new(run_sh())
-        .args([
-            "127.0.0.1",
-            &server.port.to_string(),
-            "root",
-            "root",
-            "dbz",
-            PREFIX,
-        ])
-        .args(["100000", "600"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run deploy/dev/debezium/run.sh");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel::<(String, Value)>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("Debezium runner printed non-JSON ({e}): {line}"));
-            if tx.send((line, v)).is_err() {
+impl Debezium {
+    fn start(server: &TestServer) -> Debezium {
+        let started = Instant::now();
+        let mut child = Command::new(run_sh())
+            .args(["127.0.0.1", &server.port.to_string(), "root", "root"])
+            .args(["dbz", PREFIX, "100000", "600"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run deploy/dev/debezium/run.sh");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel::<(String, Value)>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("Debezium runner printed non-JSON ({e}): {line}"));
+                if tx.send((line, v)).is_err() {
+                    break;
+                }
+            }
+        });
+        let dbz = Debezium { child, rx, reader };
+        // Snapshot records may come first.
+        loop {
+            let (_, rec) = dbz.next("ready line", Duration::from_secs(300));
+            if rec == serde_json::json!({"ready": true}) {
                 break;
             }
+            assert!(is_snapshot(&rec), "a record before ready: {rec}");
         }
-    });
-    let wait = |what: &str, until: Duration| -> (String, Value) {
-        rx.recv_timeout(until)
-            .unwrap_or_else(|_| panic!("Debezium: no {what} within {}s", until.as_secs()))
-    };
-    // Snapshot records may come first.
-    loop {
-        let (_, rec) = wait("ready line", Duration::from_secs(300));
-        if rec == serde_json::json!({"ready": true}) {
-            break;
-        }
-        assert!(is_snapshot(&rec), "a record before ready: {rec}");
+        eprintln!(
+            "Debezium streaming after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        dbz
     }
-    eprintln!(
-        "Debezium streaming after {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
 
-    server.exec(WORKLOAD);
-    let mut cmd = tail_command(&server.repl_url(), next_replica_server_id(), &from);
+    fn next(&self, what: &str, until: Duration) -> (String, Value) {
+        self.rx
+            .recv_timeout(until)
+            .unwrap_or_else(|_| panic!("Debezium: no {what} within {}s", until.as_secs()))
+    }
+
+    /// The next `n` streamed records (raw line, parsed); then checks that
+    /// no more come and stops the JVM.
+    fn records(mut self, n: usize) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let (line, rec) = self.next("record", Duration::from_secs(120));
+            if !is_snapshot(&rec) {
+                out.push((line, rec));
+            }
+        }
+        // Anything more within a moment is a record rowstream did not write.
+        if let Ok((extra, _)) = self.rx.recv_timeout(Duration::from_secs(2)) {
+            panic!("Debezium wrote more records than rowstream, next: {extra}");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drop(self.rx);
+        let _ = self.reader.join();
+        out
+    }
+}
+
+/// `rowstream tail --format debezium` from `from`: the raw lines.
+fn tail_debezium(server: &TestServer, from: &str) -> Vec<String> {
+    let mut cmd = tail_command(&server.repl_url(), next_replica_server_id(), from);
     cmd.args(["--max-events", &CHANGES.to_string()])
         .args(["--name", PREFIX, "--format", "debezium"]);
     let out = output_with_timeout(&mut cmd, None, Duration::from_secs(120));
     assert!(out.success(), "rowstream tail: {}", out.stderr_text());
-    let our_lines: Vec<String> = String::from_utf8(out.stdout)
+    String::from_utf8(out.stdout)
         .expect("UTF-8")
         .lines()
         .map(str::to_string)
-        .collect();
-    let ours: Vec<Value> = our_lines
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("rowstream prints JSON"))
-        .collect();
-    // 6 DDL, 15 changes (the key change is a delete and a create), 4
-    // tombstones (one keyless: Debezium sends those too).
-    assert_eq!(ours.len(), 6 + 16 + 4, "rowstream records: {ours:?}");
-    let (mut theirs, mut their_lines) = (Vec::new(), Vec::new());
-    while theirs.len() < ours.len() {
-        let (line, rec) = wait("record", Duration::from_secs(120));
-        if !is_snapshot(&rec) {
-            theirs.push(rec);
-            their_lines.push(line);
-        }
-    }
-    // Anything more within a moment is a record rowstream did not write.
-    if let Ok((extra, _)) = rx.recv_timeout(Duration::from_secs(2)) {
-        panic!("Debezium wrote more records than rowstream, next: {extra}");
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(rx);
-    let _ = reader.join();
+        .collect()
+}
 
+/// Debezium's and rowstream's lines agree: equal values field by field (a
+/// readable failure), then equal bytes (field order, number and string
+/// formatting, escapes), after the removals of the module docs.
+fn assert_same(what: &str, theirs: &[String], ours: &[String]) {
+    assert_eq!(theirs.len(), ours.len(), "{what}: record counts");
     let mut errors = Vec::new();
-    for (i, (d, r)) in theirs.into_iter().zip(ours).enumerate() {
-        let (d, r) = (normalize(d), normalize(r));
+    for (i, (d, r)) in theirs.iter().zip(ours).enumerate() {
+        let parse = |l: &str| normalize(serde_json::from_str(l).expect("a JSON line"));
+        let (d, r) = (parse(d), parse(r));
         if d != r {
             let mut fields = Vec::new();
             diff("", &d, &r, &mut fields);
@@ -247,13 +255,90 @@ fn debezium_and_rowstream_write_the_same_records() {
     }
     assert!(
         errors.is_empty(),
-        "{} records differ:\n{}",
+        "{what}: {} records differ:\n{}",
         errors.len(),
         errors.join("\n")
     );
-    // Equal values; now equal bytes too (field order, number and string
-    // formatting, escapes).
-    for (d, r) in their_lines.iter().zip(&our_lines) {
-        assert_eq!(canonical(d), canonical(r), "bytes differ:\n{d}\n{r}");
+    for (d, r) in theirs.iter().zip(ours) {
+        assert_eq!(
+            canonical(d),
+            canonical(r),
+            "{what}: bytes differ:\n{d}\n{r}"
+        );
     }
+}
+
+/// The Kafka sink with `format = "debezium"` writes, topic by topic, the
+/// records Debezium wrote (`theirs`, renamed to the service's source name
+/// "svc"), against a real Apache Kafka broker.
+fn kafka_sink_writes_the_same(server: &TestServer, from: &str, theirs: &[String]) {
+    let Some(kafka) = TestKafka::start() else {
+        return;
+    };
+    let mut cfg =
+        ServiceConfig::for_server(server, Sink::kafka(&kafka, "format = \"debezium\"", ""));
+    cfg.start = Some(from.to_string());
+    let mut svc = Service::new("debezium-kafka", cfg);
+    svc.spawn();
+    svc.wait_caught_up(server, Duration::from_secs(180));
+    svc.stop(Duration::from_secs(30));
+
+    let rename = |l: &str| {
+        l.replace("{\"topic\":\"srv", "{\"topic\":\"svc")
+            .replace("\"name\":\"srv\"", "\"name\":\"svc\"")
+    };
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in theirs.iter().map(|l| rename(l)) {
+        let v: Value = serde_json::from_str(&line).expect("JSON");
+        let topic = v["topic"].as_str().expect("a topic").to_string();
+        want.entry(topic).or_default().push(line);
+    }
+    for (topic, lines) in &want {
+        let got: Vec<String> = consume_topic(&kafka.bootstrap(), topic)
+            .into_iter()
+            .map(|r| {
+                let text = |b: &Option<Vec<u8>>| {
+                    b.as_deref().map_or("null".into(), |b| {
+                        String::from_utf8(b.to_vec()).expect("UTF-8")
+                    })
+                };
+                format!(
+                    "{{\"topic\":\"{topic}\",\"key\":{},\"value\":{}}}",
+                    text(&r.key),
+                    text(&r.payload)
+                )
+            })
+            .collect();
+        assert_same(&format!("Kafka topic {topic}"), lines, &got);
+        eprintln!("Kafka topic {topic}: {} records, as Debezium's", got.len());
+    }
+}
+
+#[test]
+fn debezium_and_rowstream_write_the_same_records() {
+    let Some(server) = TestServer::start(Flavor::MySql, &[]) else {
+        return;
+    };
+    if fetch_debezium().is_none() {
+        return;
+    }
+    // Debezium 3.6 fails on a server whose gtid_executed is empty (an NPE
+    // in the binlog client), so the server gets one transaction first.
+    server.exec("CREATE DATABASE warmup; DROP DATABASE warmup");
+    let from = server.gtid_executed();
+    let dbz = Debezium::start(&server);
+    server.exec(WORKLOAD);
+
+    let ours = tail_debezium(&server, &from);
+    // 6 DDL, 15 changes (the key change is a delete and a create), 4
+    // tombstones (one keyless: Debezium sends those too).
+    assert_eq!(ours.len(), 6 + 16 + 4, "rowstream records: {ours:?}");
+    let theirs: Vec<String> = dbz
+        .records(ours.len())
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_same("rowstream tail --format debezium", &theirs, &ours);
+
+    kafka_sink_writes_the_same(&server, &from, &theirs);
 }
