@@ -283,6 +283,16 @@ mod tests {
     }
 
     #[test]
+    fn debezium_format() {
+        let c: KafkaSinkConfig = serde_json::from_str(
+            r#"{"name":"k","brokers":"b:1","format":"debezium","transactions":true}"#,
+        )
+        .unwrap();
+        assert_eq!(c.format, Format::Debezium);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn validate_rejects() {
         let ok = KafkaSinkConfig::new("k", "b:1");
         assert_eq!(
