@@ -5,7 +5,9 @@
 //! `time.precision.mode=adaptive_time_microseconds`,
 //! `binary.handling.mode=bytes`, `bigint.unsigned.handling.mode=long`,
 //! `include.schema.changes=true`, `include.query=false`,
-//! `tombstones.on.delete=true`, `provide.transaction.metadata=false`.
+//! `tombstones.on.delete=true`, `provide.transaction.metadata=false` (the
+//! sink's `transactions = true` is Debezium's `true`: the envelope's
+//! `transaction` block is filled).
 //!
 //! Column values (see [`write_value`]): DECIMAL as base64 of the unscaled
 //! value's minimal big-endian two's complement bytes; DATE as days since the
@@ -42,14 +44,19 @@ use rowstream_api::{
 use crate::encode::{encode_change_with, Encoded, RecordWriter};
 
 /// Writes keys and envelopes in Debezium's shape for [`encode_change_with`].
-pub struct DebeziumWriter;
+pub struct DebeziumWriter {
+    /// Fill the envelope's `transaction` block (Debezium's
+    /// `provide.transaction.metadata=true`, the sink's `transactions`);
+    /// else it is null.
+    pub transactions: bool,
+}
 
 impl RecordWriter for DebeziumWriter {
     fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
         Ok(write_key(out, &ev.primary_key, row, ev.table.as_deref()))
     }
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String> {
-        write_envelope(out, ev);
+        write_envelope(out, ev, self.transactions);
         Ok(())
     }
     fn keyless_tombstones(&self) -> bool {
@@ -60,10 +67,10 @@ impl RecordWriter for DebeziumWriter {
 /// Encodes one change event into `enc` (cleared first) in Debezium's shape:
 /// the change record, and after a delete a tombstone when `tombstones`; an
 /// update of the primary key is a delete (+ tombstone) and a create, as
-/// Debezium does.
-pub fn encode_change(ev: &ChangeEvent, tombstones: bool, enc: &mut Encoded) {
+/// Debezium does. `transactions`: see [`DebeziumWriter::transactions`].
+pub fn encode_change(ev: &ChangeEvent, tombstones: bool, transactions: bool, enc: &mut Encoded) {
     // DebeziumWriter never fails.
-    let _ = encode_change_with(ev, tombstones, enc, &mut DebeziumWriter);
+    let _ = encode_change_with(ev, tombstones, enc, &mut DebeziumWriter { transactions });
 }
 
 /// The key object `{"col":value,...}` of `row`'s primary key columns; false
@@ -104,8 +111,8 @@ fn write_row(out: &mut Vec<u8>, row: Option<&Row>, meta: Option<&TableMeta>) {
 }
 
 /// The change envelope: before, after, source, transaction, op, ts_ms,
-/// ts_us, ts_ns.
-pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent) {
+/// ts_us, ts_ns; `transaction` is null unless `transactions`.
+pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, transactions: bool) {
     let meta = ev.table.as_deref();
     out.extend_from_slice(b"{\"before\":");
     write_row(out, ev.before.as_ref(), meta);
@@ -113,7 +120,21 @@ pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent) {
     write_row(out, ev.after.as_ref(), meta);
     out.extend_from_slice(b",\"source\":");
     write_source(out, &ev.source, Some(&ev.source.table));
-    out.extend_from_slice(b",\"transaction\":null,\"op\":\"");
+    out.extend_from_slice(b",\"transaction\":");
+    match ev.transaction.as_ref().filter(|_| transactions) {
+        Some(t) => {
+            let mut b = itoa::Buffer::new();
+            out.extend_from_slice(b"{\"id\":");
+            write_str(out, &t.id);
+            out.extend_from_slice(b",\"total_order\":");
+            out.extend_from_slice(b.format(t.total_order).as_bytes());
+            out.extend_from_slice(b",\"data_collection_order\":");
+            out.extend_from_slice(b.format(t.data_collection_order).as_bytes());
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"op\":\"");
     out.extend_from_slice(ev.op.as_str().as_bytes());
     out.push(b'"');
     write_ts(out, ev.ts_ms);
@@ -258,7 +279,7 @@ pub fn write_lines(out: &mut Vec<u8>, rec: &Record, enc: &mut Encoded) {
     };
     match rec {
         Record::Change(ev) => {
-            encode_change(ev, true, enc);
+            encode_change(ev, true, false, enc);
             let topic = table_topic(&ev.source);
             for r in &enc.records {
                 line(out, &topic, enc.bytes(&r.key), enc.bytes(&r.value));
@@ -881,6 +902,7 @@ mod tests {
             primary_key: Arc::from(vec![0usize]),
             table: Some(Arc::new(meta)),
         };
+        let ev_copy = ev.clone();
         let mut out = Vec::new();
         write_lines(&mut out, &Record::Change(ev), &mut Encoded::default());
         let text = String::from_utf8(out).unwrap();
@@ -897,6 +919,21 @@ mod tests {
         assert_eq!(
             lines[1],
             r#"{"topic":"srv.shop.t","key":{"id":1},"value":null}"#
+        );
+        // With transaction metadata, the block Debezium writes.
+        let mut ev = ev_copy;
+        ev.transaction = Some(rowstream_api::Transaction {
+            id: "g:1".into(),
+            total_order: 2,
+            data_collection_order: 1,
+        });
+        let mut enc = Encoded::default();
+        encode_change(&ev, false, true, &mut enc);
+        let v: serde_json::Value =
+            serde_json::from_slice(enc.bytes(&enc.records[0].value).unwrap()).unwrap();
+        assert_eq!(
+            v["transaction"],
+            serde_json::json!({"id":"g:1","total_order":2,"data_collection_order":1})
         );
     }
 

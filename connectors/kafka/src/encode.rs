@@ -11,7 +11,8 @@
 //!   key sees the old key disappear;
 //! - after every delete (also the one of a key change), when tombstones are
 //!   enabled and the record has a key, a tombstone: same key, null value, so
-//!   log compaction can forget the key.
+//!   log compaction can forget the key (the Debezium format sends one with a
+//!   null key too, as Debezium does: `RecordWriter::keyless_tombstones`).
 //!
 //! Every record carries the headers `gtid` (the transaction's GTID) and `op`
 //! (the envelope's op letter; "d" for tombstones). Invariant: the records of

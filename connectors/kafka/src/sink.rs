@@ -323,7 +323,7 @@ impl KafkaSink {
                 encode_change(ev, tombstones, &mut self.enc);
             }
             if self.cfg.format == Format::Debezium {
-                debezium::encode_change(ev, tombstones, &mut self.enc);
+                debezium::encode_change(ev, tombstones, self.cfg.transactions, &mut self.enc);
             }
             for out in &self.enc.records {
                 deliveries.push(
