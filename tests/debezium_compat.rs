@@ -38,8 +38,9 @@ use common::{
 use serde_json::Value;
 
 const WORKLOAD: &str = include_str!("debezium/workload.sql");
-/// Row change events of WORKLOAD (t: 7, t2: 4, t3: 2, t4: 2).
-const CHANGES: usize = 15;
+/// Row change events of WORKLOAD (t: 8, t2: 5, t3: 3, t4: 3; the last
+/// transaction touches four tables and changes a primary key).
+const CHANGES: usize = 19;
 const PREFIX: &str = "srv";
 
 fn run_sh() -> std::path::PathBuf {
@@ -123,6 +124,24 @@ fn canonical(line: &str) -> String {
     s
 }
 
+/// A record of the transaction topic `{prefix}.transaction`.
+fn is_tx(rec: &Value) -> bool {
+    rec["topic"]
+        .as_str()
+        .is_some_and(|t| t.ends_with(".transaction"))
+}
+
+/// `"transaction":{..}` -> `"transaction":null`: `tail` has no transaction
+/// metadata (the Kafka sink's `transactions = true` has).
+fn without_tx_block(line: &str) -> String {
+    let mut s = line.to_string();
+    if let Some(at) = s.find("\"transaction\":{").map(|i| i + 14) {
+        let end = at + s[at..].find('}').expect("a block ends") + 1;
+        s.replace_range(at..end, "null");
+    }
+    s
+}
+
 fn is_snapshot(rec: &Value) -> bool {
     let snap = &rec["value"]["source"]["snapshot"];
     !snap.is_null() && snap != "false"
@@ -151,7 +170,18 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 struct Debezium {
     child: std::process::Child,
     rx: mpsc::Receiver<(String, Value)>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Debezium {
+    /// Stops the JVM (also when the test panics) and its reader.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
 }
 
 impl Debezium {
@@ -160,6 +190,7 @@ impl Debezium {
         let mut child = Command::new(run_sh())
             .args(["127.0.0.1", &server.port.to_string(), "root", "root"])
             .args(["dbz", PREFIX, "100000", "600"])
+            .arg("provide.transaction.metadata=true")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -175,7 +206,11 @@ impl Debezium {
                 }
             }
         });
-        let dbz = Debezium { child, rx, reader };
+        let dbz = Debezium {
+            child,
+            rx,
+            reader: Some(reader),
+        };
         // Snapshot records may come first.
         loop {
             let (_, rec) = dbz.next("ready line", Duration::from_secs(300));
@@ -197,24 +232,28 @@ impl Debezium {
             .unwrap_or_else(|_| panic!("Debezium: no {what} within {}s", until.as_secs()))
     }
 
-    /// The next `n` streamed records (raw line, parsed); then checks that
-    /// no more come and stops the JVM.
-    fn records(mut self, n: usize) -> Vec<(String, Value)> {
+    /// The streamed records (raw lines) until `n` change and schema-change
+    /// records came, with the transaction records among and after them;
+    /// then checks that no more come (and dropping stops the JVM).
+    fn records(self, n: usize) -> Vec<String> {
         let mut out = Vec::new();
-        while out.len() < n {
+        let mut changes = 0;
+        while changes < n {
             let (line, rec) = self.next("record", Duration::from_secs(120));
             if !is_snapshot(&rec) {
-                out.push((line, rec));
+                changes += usize::from(!is_tx(&rec));
+                out.push(line);
             }
         }
-        // Anything more within a moment is a record rowstream did not write.
-        if let Ok((extra, _)) = self.rx.recv_timeout(Duration::from_secs(2)) {
-            panic!("Debezium wrote more records than rowstream, next: {extra}");
+        // The last END, then nothing: anything else is a record rowstream
+        // did not write.
+        while let Ok((line, rec)) = self.rx.recv_timeout(Duration::from_secs(3)) {
+            assert!(
+                is_tx(&rec),
+                "Debezium wrote more records than rowstream: {line}"
+            );
+            out.push(line);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        drop(self.rx);
-        let _ = self.reader.join();
         out
     }
 }
@@ -268,15 +307,17 @@ fn assert_same(what: &str, theirs: &[String], ours: &[String]) {
     }
 }
 
-/// The Kafka sink with `format = "debezium"` writes, topic by topic, the
-/// records Debezium wrote (`theirs`, renamed to the service's source name
-/// "svc"), against a real Apache Kafka broker.
+/// The Kafka sink with `format = "debezium"` and `transactions = true`
+/// writes, topic by topic, the records Debezium wrote with
+/// `provide.transaction.metadata=true` (`theirs`, renamed to the service's
+/// source name "svc"; the transaction topic included), against a real
+/// Apache Kafka broker.
 fn kafka_sink_writes_the_same(server: &TestServer, from: &str, theirs: &[String]) {
     let Some(kafka) = TestKafka::start() else {
         return;
     };
-    let mut cfg =
-        ServiceConfig::for_server(server, Sink::kafka(&kafka, "format = \"debezium\"", ""));
+    let keys = "format = \"debezium\"\ntransactions = true";
+    let mut cfg = ServiceConfig::for_server(server, Sink::kafka(&kafka, keys, ""));
     cfg.start = Some(from.to_string());
     let mut svc = Service::new("debezium-kafka", cfg);
     svc.spawn();
@@ -330,15 +371,16 @@ fn debezium_and_rowstream_write_the_same_records() {
     server.exec(WORKLOAD);
 
     let ours = tail_debezium(&server, &from);
-    // 6 DDL, 15 changes (the key change is a delete and a create), 4
+    // 6 DDL, 19 changes (each key change is a delete and a create), 5
     // tombstones (one keyless: Debezium sends those too).
-    assert_eq!(ours.len(), 6 + 16 + 4, "rowstream records: {ours:?}");
-    let theirs: Vec<String> = dbz
-        .records(ours.len())
-        .into_iter()
-        .map(|(l, _)| l)
+    assert_eq!(ours.len(), 6 + 21 + 5, "rowstream records: {ours:?}");
+    let theirs = dbz.records(ours.len());
+    let without_tx: Vec<String> = theirs
+        .iter()
+        .filter(|l| !is_tx(&serde_json::from_str(l).expect("JSON")))
+        .map(|l| without_tx_block(l))
         .collect();
-    assert_same("rowstream tail --format debezium", &theirs, &ours);
+    assert_same("rowstream tail --format debezium", &without_tx, &ours);
 
     kafka_sink_writes_the_same(&server, &from, &theirs);
 }

@@ -50,3 +50,9 @@ INSERT INTO t4 VALUES (1, '0000-00-00', '0000-00-00 00:00:00', '2024-05-17 13:45
   's0,s63', '{"dbl": 1e-7, "big": 1e300, "neg": -9223372036854775808, "u": 18446744073709551615, "x": 0.5, "s": "😀\\n\\u0001"}',
   REPEAT('ü😀', 2000), 'é€', '0000', -0.99999);
 INSERT INTO t4 (id, dt, dtm0) VALUES (2, '2024-02-00', '2024-00-00 00:00:00');
+BEGIN;
+INSERT INTO t2 VALUES (7, 'm', 1);
+INSERT INTO t3 VALUES (7, 'm');
+UPDATE t SET id = 21, ti = 2 WHERE id = 20;
+INSERT INTO t4 (id) VALUES (7);
+COMMIT;

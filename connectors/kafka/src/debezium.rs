@@ -7,7 +7,8 @@
 //! `include.schema.changes=true`, `include.query=false`,
 //! `tombstones.on.delete=true`, `provide.transaction.metadata=false` (the
 //! sink's `transactions = true` is Debezium's `true`: the envelope's
-//! `transaction` block is filled).
+//! `transaction` block is filled, numbered as Debezium numbers events: a
+//! primary-key change counts as its delete and its create).
 //!
 //! Column values (see [`write_value`]): DECIMAL as base64 of the unscaled
 //! value's minimal big-endian two's complement bytes; DATE as days since the
@@ -45,10 +46,12 @@ use crate::encode::{encode_change_with, Encoded, RecordWriter};
 
 /// Writes keys and envelopes in Debezium's shape for [`encode_change_with`].
 pub struct DebeziumWriter {
-    /// Fill the envelope's `transaction` block (Debezium's
-    /// `provide.transaction.metadata=true`, the sink's `transactions`);
-    /// else it is null.
-    pub transactions: bool,
+    /// With transaction metadata (Debezium's
+    /// `provide.transaction.metadata=true`, the sink's `transactions`): the
+    /// `(total_order, data_collection_order)` of the next record; each
+    /// record written takes the next numbers (a primary-key change is two
+    /// events, as in Debezium). None: the `transaction` block is null.
+    pub order: Option<(u64, u64)>,
 }
 
 impl RecordWriter for DebeziumWriter {
@@ -56,7 +59,11 @@ impl RecordWriter for DebeziumWriter {
         Ok(write_key(out, &ev.primary_key, row, ev.table.as_deref()))
     }
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String> {
-        write_envelope(out, ev, self.transactions);
+        write_envelope(out, ev, self.order);
+        if let Some((t, d)) = &mut self.order {
+            *t += 1;
+            *d += 1;
+        }
         Ok(())
     }
     fn keyless_tombstones(&self) -> bool {
@@ -67,10 +74,15 @@ impl RecordWriter for DebeziumWriter {
 /// Encodes one change event into `enc` (cleared first) in Debezium's shape:
 /// the change record, and after a delete a tombstone when `tombstones`; an
 /// update of the primary key is a delete (+ tombstone) and a create, as
-/// Debezium does. `transactions`: see [`DebeziumWriter::transactions`].
-pub fn encode_change(ev: &ChangeEvent, tombstones: bool, transactions: bool, enc: &mut Encoded) {
+/// Debezium does. `order`: see [`DebeziumWriter::order`].
+pub fn encode_change(
+    ev: &ChangeEvent,
+    tombstones: bool,
+    order: Option<(u64, u64)>,
+    enc: &mut Encoded,
+) {
     // DebeziumWriter never fails.
-    let _ = encode_change_with(ev, tombstones, enc, &mut DebeziumWriter { transactions });
+    let _ = encode_change_with(ev, tombstones, enc, &mut DebeziumWriter { order });
 }
 
 /// The key object `{"col":value,...}` of `row`'s primary key columns; false
@@ -111,8 +123,9 @@ fn write_row(out: &mut Vec<u8>, row: Option<&Row>, meta: Option<&TableMeta>) {
 }
 
 /// The change envelope: before, after, source, transaction, op, ts_ms,
-/// ts_us, ts_ns; `transaction` is null unless `transactions`.
-pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, transactions: bool) {
+/// ts_us, ts_ns; `transaction` (the GTID and `order`) is null without
+/// `order`.
+pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, order: Option<(u64, u64)>) {
     let meta = ev.table.as_deref();
     out.extend_from_slice(b"{\"before\":");
     write_row(out, ev.before.as_ref(), meta);
@@ -121,15 +134,15 @@ pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, transactions: bool) {
     out.extend_from_slice(b",\"source\":");
     write_source(out, &ev.source, Some(&ev.source.table));
     out.extend_from_slice(b",\"transaction\":");
-    match ev.transaction.as_ref().filter(|_| transactions) {
-        Some(t) => {
+    match order {
+        Some((total, table)) => {
             let mut b = itoa::Buffer::new();
             out.extend_from_slice(b"{\"id\":");
-            write_str(out, &t.id);
+            write_str(out, &ev.source.gtid);
             out.extend_from_slice(b",\"total_order\":");
-            out.extend_from_slice(b.format(t.total_order).as_bytes());
+            out.extend_from_slice(b.format(total).as_bytes());
             out.extend_from_slice(b",\"data_collection_order\":");
-            out.extend_from_slice(b.format(t.data_collection_order).as_bytes());
+            out.extend_from_slice(b.format(table).as_bytes());
             out.push(b'}');
         }
         None => out.extend_from_slice(b"null"),
@@ -279,7 +292,7 @@ pub fn write_lines(out: &mut Vec<u8>, rec: &Record, enc: &mut Encoded) {
     };
     match rec {
         Record::Change(ev) => {
-            encode_change(ev, true, false, enc);
+            encode_change(ev, true, None, enc);
             let topic = table_topic(&ev.source);
             for r in &enc.records {
                 line(out, &topic, enc.bytes(&r.key), enc.bytes(&r.value));
@@ -922,13 +935,9 @@ mod tests {
         );
         // With transaction metadata, the block Debezium writes.
         let mut ev = ev_copy;
-        ev.transaction = Some(rowstream_api::Transaction {
-            id: "g:1".into(),
-            total_order: 2,
-            data_collection_order: 1,
-        });
+        ev.source.gtid = "g:1".into();
         let mut enc = Encoded::default();
-        encode_change(&ev, false, true, &mut enc);
+        encode_change(&ev, false, Some((2, 1)), &mut enc);
         let v: serde_json::Value =
             serde_json::from_slice(enc.bytes(&enc.records[0].value).unwrap()).unwrap();
         assert_eq!(

@@ -63,7 +63,8 @@ use crate::client::{classify, client_config, produce, reach_brokers, KProducer, 
 use crate::config::{Format, KafkaSinkConfig};
 use crate::debezium;
 use crate::encode::{
-    encode_change, encode_change_with, write_tx_key, write_tx_marker, Encoded, TableCounts,
+    encode_change, encode_change_with, key_changed, write_tx_key, write_tx_marker, Encoded,
+    TableCounts,
 };
 use crate::registry::Registry;
 
@@ -302,9 +303,11 @@ impl KafkaSink {
             let topic = self
                 .topic(&ev.source.name, &ev.source.db, &ev.source.table)
                 .await?;
-            if self.cfg.transactions {
-                self.count_in_tx(ev, deliveries).await?;
-            }
+            let order = if self.cfg.transactions {
+                Some(self.count_in_tx(ev, deliveries).await?)
+            } else {
+                None
+            };
             let tombstones = self.cfg.tombstones;
             if self.cfg.format == Format::Avro {
                 self.avro_table(&topic, ev).await?;
@@ -323,7 +326,7 @@ impl KafkaSink {
                 encode_change(ev, tombstones, &mut self.enc);
             }
             if self.cfg.format == Format::Debezium {
-                debezium::encode_change(ev, tombstones, self.cfg.transactions, &mut self.enc);
+                debezium::encode_change(ev, tombstones, order, &mut self.enc);
             }
             for out in &self.enc.records {
                 deliveries.push(
@@ -350,12 +353,16 @@ impl KafkaSink {
     }
 
     /// Counts `ev` in its transaction, sending the BEGIN record first when
-    /// it is the transaction's first change.
+    /// it is the transaction's first change. Returns the event's
+    /// `(total_order, data_collection_order)` in the transaction as counted
+    /// here: with `format = "debezium"` a primary-key change counts as two
+    /// events (its delete and its create, numbered from these), as in
+    /// Debezium.
     async fn count_in_tx(
         &mut self,
         ev: &rowstream_api::ChangeEvent,
         deliveries: &mut Vec<DeliveryFuture>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(u64, u64), SinkError> {
         if self.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source.gtid) {
             // A transaction left open has no END in this stream (stopped
             // mid-transaction and replayed): it gets a fresh BEGIN on replay.
@@ -367,17 +374,29 @@ impl KafkaSink {
             });
             self.send_tx_marker(false, deliveries).await?;
         }
+        let n = if self.cfg.format == Format::Debezium && key_changed(ev) {
+            2
+        } else {
+            1
+        };
         let open = self.open_tx.as_mut().expect("just opened");
         let s = &ev.source;
-        match open
+        let table = match open
             .counts
             .iter_mut()
             .find(|((db, t), _)| *db == s.db && *t == s.table)
         {
-            Some((_, c)) => *c += 1,
-            None => open.counts.push(((s.db.clone(), s.table.clone()), 1)),
-        }
-        Ok(())
+            Some((_, c)) => {
+                *c += n;
+                *c
+            }
+            None => {
+                open.counts.push(((s.db.clone(), s.table.clone()), n));
+                n
+            }
+        };
+        let total: u64 = open.counts.iter().map(|(_, c)| c).sum();
+        Ok((total - n + 1, table - n + 1))
     }
 
     /// The transaction `gtid` committed: its END record, if it had changes.

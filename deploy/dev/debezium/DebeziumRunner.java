@@ -8,7 +8,8 @@
 // Once the binlog reader is connected it prints {"ready":true} (so a caller knows changes
 // it makes from then on are captured); it stops after MAX_RECORDS records or TIMEOUT_SECS.
 //
-// Usage: java -cp 'classes:lib/*' DebeziumRunner HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS
+// Usage: java -cp 'classes:lib/*' DebeziumRunner HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...]
+// (each KEY=VALUE sets or overrides a connector property, e.g. provide.transaction.metadata=true)
 // (deploy/dev/debezium/run.sh fetches the jars, compiles this file and runs it.)
 import io.debezium.embedded.Connect;
 import io.debezium.engine.DebeziumEngine;
@@ -33,8 +34,8 @@ import org.apache.kafka.connect.source.SourceRecord;
 
 public final class DebeziumRunner {
     public static void main(String[] args) throws Exception {
-        if (args.length != 8) {
-            System.err.println("usage: DebeziumRunner HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS");
+        if (args.length < 8) {
+            System.err.println("usage: DebeziumRunner HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...]");
             System.exit(2);
         }
         final String prefix = args[5];
@@ -58,6 +59,10 @@ public final class DebeziumRunner {
         p.setProperty("snapshot.locking.mode", "none");
         p.setProperty("driver.allowPublicKeyRetrieval", "true");
         // Everything else at Debezium's defaults: that is what rowstream's mode claims.
+        for (int i = 8; i < args.length; i++) {
+            int eq = args[i].indexOf('=');
+            p.setProperty(args[i].substring(0, eq), args[i].substring(eq + 1));
+        }
 
         JsonConverter keys = new JsonConverter();
         keys.configure(Map.of("schemas.enable", "false"), true);
@@ -132,6 +137,18 @@ public final class DebeziumRunner {
             System.err.println("timed out after " + timeout + "s with " + count.get() + " of " + max + " records");
             exit[0] = 3;
         }
+        // Closing may block on a connector that failed; never outlive the timeout by much.
+        Thread halt = new Thread(() -> {
+            try {
+                Thread.sleep(15_000);
+            }
+            catch (InterruptedException e) {
+                return;
+            }
+            Runtime.getRuntime().halt(exit[0] == 0 ? 4 : exit[0]);
+        });
+        halt.setDaemon(true);
+        halt.start();
         try {
             engine.close();
         }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# run.sh HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS
+# run.sh HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...]
 # run.sh --fetch      (only download Debezium and compile the runner)
 #
 # Runs Debezium 3.6.1.Final's MySQL connector (embedded engine) against a server and prints
-# its records as JSON lines (see DebeziumRunner.java). Debezium is fetched once with
+# its records as JSON lines (see DebeziumRunner.java); KEY=VALUE arguments set connector
+# properties. Debezium is fetched once with
 # `mvn dependency:copy-dependencies` on pom.xml into $ROWSTREAM_CACHE/debezium-3.6.1/lib; the
 # runner is compiled with javac into $ROWSTREAM_CACHE/debezium-3.6.1/classes-<sha of the
 # source>, so an edit recompiles it. Used by tests/debezium_compat.rs.
@@ -41,7 +42,7 @@ fetch() {
 
 fetch
 [[ ${1:-} == --fetch ]] && exit 0
-[[ $# -eq 8 ]] || die "usage: $0 HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS | $0 --fetch"
+[[ $# -ge 8 ]] || die "usage: $0 HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...] | $0 --fetch"
 exec "$JAVA" -Xmx"${DEBEZIUM_HEAP:-256m}" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
   -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -Dorg.slf4j.simpleLogger.logFile=System.err \
   -cp "$CLASSES:$LIB/*" DebeziumRunner "$@"
