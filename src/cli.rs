@@ -373,6 +373,9 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let (done_tx, done_rx) = oneshot::channel();
     let max = a.max_events;
     let debezium = a.format == "debezium";
+    if debezium && !cfg!(feature = "kafka") {
+        anyhow::bail!("--format debezium needs rowstream built with the kafka feature");
+    }
     // Encoding runs on its own thread so decoding and encoding use both cores.
     let (free_tx, mut free_rx) = mpsc::channel::<Batch>(2);
     tokio::spawn(async move { while free_rx.recv().await.is_some() {} });

@@ -38,6 +38,8 @@ public final class DebeziumRunner {
             System.err.println("usage: DebeziumRunner HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...]");
             System.exit(2);
         }
+        // The binlog client logs every connection step through java.util.logging.
+        java.util.logging.Logger.getLogger("").setLevel(java.util.logging.Level.WARNING);
         final String prefix = args[5];
         final int max = Integer.parseInt(args[6]);
         final long timeout = Long.parseLong(args[7]);
