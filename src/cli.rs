@@ -149,6 +149,11 @@ pub struct TailArgs {
     /// The salt of sha256 masks (or set ROWSTREAM_MASK_SALT).
     #[arg(long, env = "ROWSTREAM_MASK_SALT", hide_env_values = true)]
     pub mask_salt: Option<String>,
+    /// Output: `json` (rowstream's envelope, one line per event) or
+    /// `debezium` (one `{"topic","key","value"}` line per Kafka record
+    /// Debezium's MySQL connector would write; needs the kafka feature).
+    #[arg(long, default_value = "json", value_parser = ["json", "debezium"])]
+    pub format: String,
 }
 
 /// Runs the command; returns the process exit code.
@@ -377,13 +382,17 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let (done_tx, done_rx) = oneshot::channel();
     let max = a.max_events;
+    let debezium = a.format == "debezium";
+    if debezium && !cfg!(feature = "kafka") {
+        anyhow::bail!("--format debezium needs rowstream built with the kafka feature");
+    }
     // Encoding runs on its own thread so decoding and encoding use both cores.
     let (free_tx, mut free_rx) = mpsc::channel::<Batch>(2);
     tokio::spawn(async move { while free_rx.recv().await.is_some() {} });
     let writer = std::thread::Builder::new()
         .name("ndjson".into())
         .spawn(move || {
-            let r = write_ndjson(rx, free_tx, max);
+            let r = write_ndjson(rx, free_tx, max, debezium);
             let _ = done_tx.send(());
             r
         })?;
@@ -417,6 +426,7 @@ fn write_ndjson(
     mut rx: mpsc::Receiver<Batch>,
     done: mpsc::Sender<Batch>,
     max: Option<u64>,
+    debezium: bool,
 ) -> std::io::Result<u64> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -424,8 +434,7 @@ fn write_ndjson(
     let mut n = 0u64;
     'outer: while let Some(batch) = rx.blocking_recv() {
         for r in &batch.records {
-            rowstream_api::json::write_record(&mut buf, r);
-            buf.push(b'\n');
+            write_line(&mut buf, r, debezium);
             if matches!(r, Record::Change(_)) {
                 n += 1;
                 if max.is_some_and(|m| n >= m) {
@@ -445,4 +454,18 @@ fn write_ndjson(
     out.write_all(&buf)?;
     out.flush()?;
     Ok(n)
+}
+
+/// One record of `tail` output: rowstream's envelope, or Debezium's records.
+fn write_line(buf: &mut Vec<u8>, r: &Record, debezium: bool) {
+    #[cfg(feature = "kafka")]
+    if debezium {
+        let mut enc = rowstream_kafka::encode::Encoded::default();
+        rowstream_kafka::debezium::write_lines(buf, r, &mut enc);
+        return;
+    }
+    #[cfg(not(feature = "kafka"))]
+    let _ = debezium;
+    rowstream_api::json::write_record(buf, r);
+    buf.push(b'\n');
 }

@@ -41,6 +41,11 @@ pub enum Format {
     /// columns (see `crate::avro`), registered in the Schema Registry at
     /// `schema_registry_url`; records in the Confluent wire format.
     Avro,
+    /// Debezium's MySQL connector with `JsonConverter` and
+    /// `schemas.enable=false` under its default settings (see
+    /// `crate::debezium`): keys, values and tombstones as Debezium writes
+    /// them, and DDL on the schema-change topic `{name}`.
+    Debezium,
 }
 
 /// `[[sinks]] type = "kafka"`: every row change as a Kafka record, one topic
@@ -87,7 +92,8 @@ pub struct KafkaSinkConfig {
     /// never relies on broker auto-creation).
     #[serde(default = "default_topic")]
     pub topic: String,
-    /// `"json"` (default) or `"avro"` (requires `schema_registry_url`).
+    /// `"json"` (default), `"avro"` (requires `schema_registry_url`) or
+    /// `"debezium"` (Debezium-compatible records, DDL on the `{name}` topic).
     #[serde(default)]
     pub format: Format,
     /// Schema Registry base URL for `format = "avro"`, `http://host:port`
@@ -274,6 +280,16 @@ mod tests {
             !dbg.contains("hunter2") && dbg.contains("linger.ms"),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn debezium_format() {
+        let c: KafkaSinkConfig = serde_json::from_str(
+            r#"{"name":"k","brokers":"b:1","format":"debezium","transactions":true}"#,
+        )
+        .unwrap();
+        assert_eq!(c.format, Format::Debezium);
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   key sees the old key disappear;
 //! - after every delete (also the one of a key change), when tombstones are
 //!   enabled and the record has a key, a tombstone: same key, null value, so
-//!   log compaction can forget the key.
+//!   log compaction can forget the key (the Debezium format sends one with a
+//!   null key too, as Debezium does: `RecordWriter::keyless_tombstones`).
 //!
 //! Every record carries the headers `gtid` (the transaction's GTID) and `op`
 //! (the envelope's op letter; "d" for tombstones). Invariant: the records of
@@ -89,6 +90,11 @@ pub trait RecordWriter {
     fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String>;
     /// Appends the value (envelope) of `ev` to `out`.
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String>;
+    /// Whether a delete without a key (no primary key) still gets a
+    /// tombstone (Debezium sends one, with a null key).
+    fn keyless_tombstones(&self) -> bool {
+        false
+    }
 }
 
 /// The JSON key object and envelope.
@@ -159,7 +165,7 @@ fn push<W: RecordWriter>(
         value: Some(vstart..enc.buf.len()),
         op: ev.op,
     });
-    if ev.op == Op::Delete && tombstones && key.is_some() {
+    if ev.op == Op::Delete && tombstones && (key.is_some() || w.keyless_tombstones()) {
         enc.records.push(Out {
             key,
             value: None,
@@ -181,10 +187,11 @@ pub fn write_tx_key(out: &mut Vec<u8>, id: &str) {
     out.push(b'}');
 }
 
-/// The value of a transaction metadata record, Debezium's shape:
-/// `{"status":"BEGIN","id":..,"ts_ms":..,"event_count":null,"data_collections":null}`
+/// The value of a transaction metadata record, Debezium's shape and field
+/// order: `{"status":"BEGIN","id":..,"event_count":null,"data_collections":null,"ts_ms":..}`
 /// or, with `counts`, `"status":"END"` with the number of change events and
-/// `[{"data_collection":"db.table","event_count":n},...]`.
+/// `[{"data_collection":"db.table","event_count":n},...]` in the order
+/// Debezium's `HashMap` of them iterates (see [`java_hash_map_order`]).
 pub fn write_tx_marker(out: &mut Vec<u8>, id: &str, ts_ms: u64, counts: Option<&TableCounts>) {
     out.extend_from_slice(if counts.is_some() {
         b"{\"status\":\"END\",\"id\":".as_slice()
@@ -192,28 +199,51 @@ pub fn write_tx_marker(out: &mut Vec<u8>, id: &str, ts_ms: u64, counts: Option<&
         b"{\"status\":\"BEGIN\",\"id\":".as_slice()
     });
     write_str(out, id);
-    out.extend_from_slice(b",\"ts_ms\":");
-    out.extend_from_slice(itoa::Buffer::new().format(ts_ms).as_bytes());
     match counts {
-        None => out.extend_from_slice(b",\"event_count\":null,\"data_collections\":null}"),
+        None => out.extend_from_slice(b",\"event_count\":null,\"data_collections\":null"),
         Some(c) => {
             let total: u64 = c.iter().map(|(_, n)| n).sum();
             out.extend_from_slice(b",\"event_count\":");
             out.extend_from_slice(itoa::Buffer::new().format(total).as_bytes());
             out.extend_from_slice(b",\"data_collections\":[");
-            for (i, (table, n)) in c.iter().enumerate() {
+            let names: Vec<&str> = c.iter().map(|(t, _)| t.as_str()).collect();
+            for (i, k) in java_hash_map_order(&names).into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 out.extend_from_slice(b"{\"data_collection\":");
-                write_str(out, table);
+                write_str(out, &c[k].0);
                 out.extend_from_slice(b",\"event_count\":");
-                out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(c[k].1).as_bytes());
                 out.push(b'}');
             }
-            out.extend_from_slice(b"]}");
+            out.push(b']');
         }
     }
+    out.extend_from_slice(b",\"ts_ms\":");
+    out.extend_from_slice(itoa::Buffer::new().format(ts_ms).as_bytes());
+    out.push(b'}');
+}
+
+/// The order in which a Java `HashMap<String, _>` filled with `keys` (in
+/// this order, distinct) iterates them, as indices into `keys`: by bucket
+/// (`String.hashCode` spread as `h ^ (h >>> 16)`, masked by the table size:
+/// 16, doubled while more than 3/4 full), insertion order within a bucket
+/// (resizing keeps it). Exact while no bucket holds 8 keys (a tree bin).
+pub fn java_hash_map_order(keys: &[&str]) -> Vec<usize> {
+    let mut size = 16usize;
+    while keys.len() * 4 > size * 3 {
+        size *= 2;
+    }
+    let bucket = |k: &str| {
+        let h = k
+            .encode_utf16()
+            .fold(0u32, |h, u| h.wrapping_mul(31).wrapping_add(u32::from(u)));
+        ((h ^ (h >> 16)) as usize) & (size - 1)
+    };
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| bucket(keys[i]));
+    order
 }
 
 #[cfg(test)]
@@ -379,6 +409,20 @@ mod tests {
             v,
             serde_json::json!({"status":"END","id":"0-1-7","ts_ms":5,"event_count":4,
                 "data_collections":[{"data_collection":"s.t","event_count":3},{"data_collection":"s.\"c","event_count":1}]})
+        );
+        // Debezium's field order, and its HashMap's order of the tables.
+        out.clear();
+        let counts = vec![("dbz.t2".to_string(), 2), ("dbz.t3".to_string(), 1)];
+        write_tx_marker(&mut out, "g:23", 7, Some(&counts));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"status":"END","id":"g:23","event_count":3,"data_collections":[{"data_collection":"dbz.t3","event_count":1},{"data_collection":"dbz.t2","event_count":2}],"ts_ms":7}"#
+        );
+        out.clear();
+        write_tx_marker(&mut out, "g:23", 7, None);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"status":"BEGIN","id":"g:23","event_count":null,"data_collections":null,"ts_ms":7}"#
         );
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Modules: `config` (the `[[sinks]] type = "kafka"` table), `encode`
 //! (event -> key, value, headers; pure), `avro` (Avro schemas and binary
-//! encoding in the Confluent wire format; pure), `registry` (minimal Schema
+//! encoding in the Confluent wire format; pure), `debezium` (keys, values
+//! and topics exactly as Debezium's MySQL connector writes them; pure), `registry` (minimal Schema
 //! Registry client), `client` (librdkafka configuration, context, produce
 //! and error classification), `sink` (the `Sink`: topic creation, schema
 //! registration, ordered acks).
@@ -13,6 +14,7 @@
 pub mod avro;
 pub mod client;
 pub mod config;
+pub mod debezium;
 pub mod encode;
 pub mod registry;
 pub mod sink;

@@ -15,8 +15,9 @@
 //! each batch once every record of it is delivered: acks flow while batches
 //! keep coming, without waiting for `flush`. `flush` waits until the acker
 //! has settled everything written so far. Schema-change (DDL) records are
-//! not sent to Kafka (the envelope of each change carries its own values;
-//! a schema-change topic is future work).
+//! sent only with `format = "debezium"`, to the topic `{name}` as
+//! Debezium's schema-change records (the other formats' envelopes carry
+//! their own values; a schema-change topic for them is future work).
 //!
 //! With `transactions = true`, the records of each transaction are framed by
 //! a BEGIN record (before its first change) and an END record (after its
@@ -60,8 +61,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::avro::{self, AvroTable, AvroWriter};
 use crate::client::{classify, client_config, produce, reach_brokers, KProducer, SinkContext};
 use crate::config::{Format, KafkaSinkConfig};
+use crate::debezium;
 use crate::encode::{
-    encode_change, encode_change_with, write_tx_key, write_tx_marker, Encoded, TableCounts,
+    encode_change, encode_change_with, key_changed, write_tx_key, write_tx_marker, Encoded,
+    TableCounts,
 };
 use crate::registry::Registry;
 
@@ -243,6 +246,38 @@ impl KafkaSink {
 }
 
 impl KafkaSink {
+    /// `format = "debezium"`: a DDL statement as Debezium's schema-change
+    /// record on the topic `{name}`, key `{"databaseName":..}`.
+    async fn send_schema_change(
+        &mut self,
+        sc: &rowstream_api::SchemaChange,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<(), SinkError> {
+        let name = sc.source.name.clone();
+        if !self.topics.contains_key(&(name.clone(), Arc::from(""))) {
+            self.create_topic(&name).await?;
+            self.topics
+                .insert((name.clone(), Arc::from("")), name.clone());
+        }
+        self.tx_key.clear();
+        self.tx_value.clear();
+        debezium::write_schema_change_key(&mut self.tx_key, sc);
+        debezium::write_schema_change(&mut self.tx_value, sc);
+        let d = produce(
+            &self.producer,
+            &self.poison,
+            &self.cfg.name,
+            &name,
+            Some(&self.tx_key),
+            Some(&self.tx_value),
+            &sc.source.gtid,
+            "ddl",
+        )
+        .await?;
+        deliveries.push(d);
+        Ok(())
+    }
+
     /// Hands every record of `batch` (and, with `transactions`, the BEGIN
     /// and END records around each transaction) to librdkafka.
     async fn produce_batch(
@@ -257,15 +292,22 @@ impl KafkaSink {
                     self.end_tx(&c.gtid, deliveries).await?;
                 }
             }
-            let Record::Change(ev) = rec else {
-                continue; // DDL: not sent (see the module docs).
+            let ev = match rec {
+                Record::Change(ev) => ev,
+                Record::SchemaChange(sc) if self.cfg.format == Format::Debezium => {
+                    self.send_schema_change(sc, deliveries).await?;
+                    continue;
+                }
+                Record::SchemaChange(_) => continue, // see the module docs
             };
             let topic = self
                 .topic(&ev.source.name, &ev.source.db, &ev.source.table)
                 .await?;
-            if self.cfg.transactions {
-                self.count_in_tx(ev, deliveries).await?;
-            }
+            let order = if self.cfg.transactions {
+                Some(self.count_in_tx(ev, deliveries).await?)
+            } else {
+                None
+            };
             let tombstones = self.cfg.tombstones;
             if self.cfg.format == Format::Avro {
                 self.avro_table(&topic, ev).await?;
@@ -282,6 +324,9 @@ impl KafkaSink {
             }
             if self.cfg.format == Format::Json {
                 encode_change(ev, tombstones, &mut self.enc);
+            }
+            if self.cfg.format == Format::Debezium {
+                debezium::encode_change(ev, tombstones, order, &mut self.enc);
             }
             for out in &self.enc.records {
                 deliveries.push(
@@ -308,12 +353,16 @@ impl KafkaSink {
     }
 
     /// Counts `ev` in its transaction, sending the BEGIN record first when
-    /// it is the transaction's first change.
+    /// it is the transaction's first change. Returns the event's
+    /// `(total_order, data_collection_order)` in the transaction as counted
+    /// here: with `format = "debezium"` a primary-key change counts as two
+    /// events (its delete and its create, numbered from these), as in
+    /// Debezium.
     async fn count_in_tx(
         &mut self,
         ev: &rowstream_api::ChangeEvent,
         deliveries: &mut Vec<DeliveryFuture>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(u64, u64), SinkError> {
         if self.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source.gtid) {
             // A transaction left open has no END in this stream (stopped
             // mid-transaction and replayed): it gets a fresh BEGIN on replay.
@@ -325,17 +374,29 @@ impl KafkaSink {
             });
             self.send_tx_marker(false, deliveries).await?;
         }
+        let n = if self.cfg.format == Format::Debezium && key_changed(ev) {
+            2
+        } else {
+            1
+        };
         let open = self.open_tx.as_mut().expect("just opened");
         let s = &ev.source;
-        match open
+        let table = match open
             .counts
             .iter_mut()
             .find(|((db, t), _)| *db == s.db && *t == s.table)
         {
-            Some((_, c)) => *c += 1,
-            None => open.counts.push(((s.db.clone(), s.table.clone()), 1)),
-        }
-        Ok(())
+            Some((_, c)) => {
+                *c += n;
+                *c
+            }
+            None => {
+                open.counts.push(((s.db.clone(), s.table.clone()), n));
+                n
+            }
+        };
+        let total: u64 = open.counts.iter().map(|(_, c)| c).sum();
+        Ok((total - n + 1, table - n + 1))
     }
 
     /// The transaction `gtid` committed: its END record, if it had changes.
