@@ -10,5 +10,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod restore;
 pub mod source;
-pub mod verify;
 pub mod status;
+pub mod verify;
