@@ -4,6 +4,8 @@
 //! With no include pattern every non-system schema is included. Excludes
 //! win over includes. Matching is case-sensitive, like table names on Linux.
 
+use super::glob::glob;
+
 /// Schemas that hold server internals and are never streamed by default.
 const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "sys", "information_schema", "performance_schema"];
 
@@ -71,16 +73,6 @@ impl TableFilter {
                 db.as_bytes(),
             )
         })
-    }
-}
-
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-        _ => false,
     }
 }
 

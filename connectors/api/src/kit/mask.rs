@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use super::glob::glob;
 use crate::event::{ChangeEvent, Columns, Row};
 use crate::table::{ColumnType, TableMeta};
 use crate::value::Value;
@@ -167,16 +168,6 @@ fn split(p: &str) -> Result<[String; 3], String> {
         _ => Err(format!(
             "column pattern `{p}` must look like db.table.column (wildcards * and ? allowed)"
         )),
-    }
-}
-
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-        _ => false,
     }
 }
 

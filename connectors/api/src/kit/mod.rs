@@ -18,6 +18,7 @@
 pub mod acks;
 pub mod backoff;
 pub mod filter;
+pub mod glob;
 pub mod mask;
 pub mod template;
 
