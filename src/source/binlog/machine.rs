@@ -231,8 +231,9 @@ impl Processor {
                 if body.len() < 2 + 50 + 4 + 1 {
                     return Err(SourceError::Fatal("truncated FORMAT_DESCRIPTION event".into()));
                 }
-                // The body carries the checksum algorithm byte and (already stripped) CRC.
-                let lens = &body[57..body.len().saturating_sub(1)];
+                // The body carries the checksum algorithm byte and (already stripped) CRC;
+                // a body of exactly 57 bytes has no lengths at all.
+                let lens = &body[57..body.len().max(58) - 1];
                 self.post_header = lens.to_vec();
                 if flags & LOG_EVENT_ARTIFICIAL_F == 0 || log_pos != 0 {
                     // A real FDE at a binlog start: table ids start over.
