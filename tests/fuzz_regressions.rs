@@ -55,3 +55,20 @@ fn format_description_of_57_bytes() {
     input.extend(event(15, &[0; 57]));
     fuzzing::binlog_events(&input);
 }
+
+/// machine.rs: mysql_common's TRANSACTION_PAYLOAD parser panics on an unknown
+/// header field longer than the event (`ParseBuf::skip`) and on an unknown
+/// compression type (`unwrap`); the header is now walked with checked reads
+/// first (found by fuzzing binlog_events).
+#[test]
+fn transaction_payload_header_overrun() {
+    for body in [
+        &[7u8, 200, 1, 2, 3][..],
+        &[7, 0xfc, 0xff][..],
+        &[1, 1, 4, 2, 1, 7, 0, 1, 2, 3, 4][..],
+    ] {
+        let mut input = vec![0];
+        input.extend(event(40, body));
+        fuzzing::binlog_events(&input);
+    }
+}

@@ -646,6 +646,8 @@ impl Processor {
         out: &mut Vec<Record>,
     ) -> Result<(), SourceError> {
         let fde = self.fde.clone();
+        check_payload_header(body)
+            .map_err(|e| SourceError::Fatal(format!("bad TRANSACTION_PAYLOAD event: {e}")))?;
         let tpe: TransactionPayloadEvent<'_> = ParseBuf(body)
             .parse(BinlogCtx::new(size, &fde, ev_type::TRANSACTION_PAYLOAD))
             .map_err(|e| SourceError::Fatal(format!("bad TRANSACTION_PAYLOAD event: {e}")))?;
@@ -740,6 +742,37 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Walks the header fields of a TRANSACTION_PAYLOAD body as mysql_common's
+/// parser does, with checked reads: that parser panics on an unknown field
+/// longer than the body and on an unknown compression type (found by
+/// fuzzing), so such a header is refused here first.
+fn check_payload_header(body: &[u8]) -> Result<(), String> {
+    let mut b = ParseBuf(body);
+    let mut lenenc = |b: &mut ParseBuf<'_>| {
+        b.checked_eat_lenenc_int()
+            .ok_or_else(|| "truncated header".to_string())
+    };
+    while !b.is_empty() {
+        match lenenc(&mut b)? {
+            0 => return Ok(()),
+            field @ 1..=3 => {
+                lenenc(&mut b)?;
+                let v = lenenc(&mut b)?;
+                if field == 2 && v != 0 && v != 255 {
+                    return Err(format!("unknown compression type {v}"));
+                }
+            }
+            field => {
+                let len = lenenc(&mut b)?;
+                if !usize::try_from(len).is_ok_and(|n| b.checked_skip(n)) {
+                    return Err(format!("field {field} of {len} bytes overruns the event"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
