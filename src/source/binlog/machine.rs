@@ -750,7 +750,7 @@ fn now_ms() -> u64 {
 /// fuzzing), so such a header is refused here first.
 fn check_payload_header(body: &[u8]) -> Result<(), String> {
     let mut b = ParseBuf(body);
-    let mut lenenc = |b: &mut ParseBuf<'_>| {
+    let lenenc = |b: &mut ParseBuf<'_>| {
         b.checked_eat_lenenc_int()
             .ok_or_else(|| "truncated header".to_string())
     };
