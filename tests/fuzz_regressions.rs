@@ -72,3 +72,21 @@ fn transaction_payload_header_overrun() {
         fuzzing::binlog_events(&input);
     }
 }
+
+/// machine.rs: an event inside a TRANSACTION_PAYLOAD claiming 1 GB made the
+/// decoder allocate it before reading; the buffer now grows with the bytes
+/// actually decompressed (found by fuzzing binlog_events: a 6 KB input
+/// allocated 1.1 GB).
+#[test]
+fn transaction_payload_inner_size_bounded() {
+    let mut inner = vec![0u8; 19];
+    inner[4] = 2; // QUERY
+    inner[9..13].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    inner.extend_from_slice(b"short");
+    // Header: payload size, compression NONE (255), end mark; then the payload.
+    let mut body = vec![1, 1, inner.len() as u8, 2, 1, 0xfc, 255, 0, 0];
+    body.extend_from_slice(&inner);
+    let mut input = vec![0];
+    input.extend(event(40, &body));
+    fuzzing::binlog_events(&input);
+}

@@ -675,8 +675,16 @@ impl Processor {
                 }
                 buf.clear();
                 buf.extend_from_slice(&hdr);
-                buf.resize(len, 0);
-                if read_full(&mut reader, &mut buf[HEADER_LEN..])? != len - HEADER_LEN {
+                // Grows with the bytes actually there, so a bogus size cannot
+                // allocate gigabytes up front (found by fuzzing).
+                let want = (len - HEADER_LEN) as u64;
+                let got = Read::by_ref(&mut reader)
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| {
+                        SourceError::Fatal(format!("TRANSACTION_PAYLOAD decompression failed: {e}"))
+                    })?;
+                if got as u64 != want {
                     return Err(SourceError::Fatal(
                         "TRANSACTION_PAYLOAD ends inside an event".into(),
                     ));
