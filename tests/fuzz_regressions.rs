@@ -57,8 +57,8 @@ fn format_description_of_57_bytes() {
 }
 
 /// machine.rs: mysql_common's TRANSACTION_PAYLOAD parser panics on an unknown
-/// header field longer than the event (`ParseBuf::skip`) and on an unknown
-/// compression type (`unwrap`); the header is now walked with checked reads
+/// header field longer than the event (`ParseBuf::skip`), on a field type
+/// above 255 and on an unknown compression type (`unwrap`); the header is now walked with checked reads
 /// first (found by fuzzing binlog_events).
 #[test]
 fn transaction_payload_header_overrun() {
@@ -66,6 +66,7 @@ fn transaction_payload_header_overrun() {
         &[7u8, 200, 1, 2, 3][..],
         &[7, 0xfc, 0xff][..],
         &[1, 1, 4, 2, 1, 7, 0, 1, 2, 3, 4][..],
+        &[0xfc, 0x00, 0x01, 0, 0][..],
     ] {
         let mut input = vec![0];
         input.extend(event(40, body));

@@ -754,8 +754,8 @@ fn now_ms() -> u64 {
 
 /// Walks the header fields of a TRANSACTION_PAYLOAD body as mysql_common's
 /// parser does, with checked reads: that parser panics on an unknown field
-/// longer than the body and on an unknown compression type (found by
-/// fuzzing), so such a header is refused here first.
+/// longer than the body, on a field type above 255 and on an unknown
+/// compression type (found by fuzzing), so such a header is refused here.
 fn check_payload_header(body: &[u8]) -> Result<(), String> {
     let mut b = ParseBuf(body);
     let lenenc = |b: &mut ParseBuf<'_>| {
@@ -772,6 +772,8 @@ fn check_payload_header(body: &[u8]) -> Result<(), String> {
                     return Err(format!("unknown compression type {v}"));
                 }
             }
+            // mysql_common unwraps the field type into a u8.
+            field if field > 255 => return Err(format!("unknown field type {field}")),
             field => {
                 let len = lenenc(&mut b)?;
                 if !usize::try_from(len).is_ok_and(|n| b.checked_skip(n)) {
