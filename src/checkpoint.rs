@@ -296,7 +296,7 @@ fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> Checkpoint
 }
 
 /// Parses the bytes of a checkpoint file; the error says what is wrong with it.
-fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("the file is empty".into());
     }

@@ -5,6 +5,8 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub use rowstream_api::gtid;
 pub mod metrics;
 pub mod pipeline;

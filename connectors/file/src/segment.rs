@@ -25,6 +25,11 @@
 //! - Data handed to [`SegmentWriter`] is durable once `sync` or `rotate`
 //!   returned Ok (with fsync on); a new segment file's directory entry is
 //!   fsync'd when the file is created.
+//! - The open segment is only ever appended to by its writer: before each
+//!   append and each sync the writer checks the file still has the length
+//!   it wrote, so a segment truncated (or appended to) behind its back
+//!   stops the sink before anything more is acknowledged, instead of
+//!   appending after a hole in the stream.
 //!
 //! Everything here is blocking std I/O; the sink calls it from
 //! `tokio::task::spawn_blocking` or from its own thread.
@@ -286,6 +291,7 @@ impl SegmentWriter {
             }
             self.file = Some(file);
         }
+        self.check_len()?;
         let file = self.file.as_mut().expect("opened above");
         let path = &self.dir;
         file.write_all(data).map_err(|source| IoError {
@@ -299,10 +305,34 @@ impl SegmentWriter {
 
     /// Makes everything appended durable (a no-op with fsync off).
     pub fn sync(&mut self) -> Result<(), IoError> {
+        self.check_len()?;
         if let (Some(file), true) = (&self.file, self.fsync) {
             file.sync_data().ctx("fsync", &self.path())?;
         }
         Ok(())
+    }
+
+    /// Fails when the open segment's length is not what this writer made
+    /// it: someone else truncated or wrote to it, and what the sink acked
+    /// may be gone. One fstat; nothing to check before the file is opened.
+    fn check_len(&self) -> Result<(), IoError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let found = file.metadata().ctx("stat", &self.path())?.len();
+        if found == self.len {
+            return Ok(());
+        }
+        Err(IoError {
+            op: "check",
+            path: self.path(),
+            source: io::Error::other(format!(
+                "the segment holds {found} bytes but rowstream wrote {}: it was truncated or \
+                 written to behind rowstream's back; acknowledged transactions may be lost \
+                 (check the backup with `rowstream backup verify`)",
+                self.len
+            )),
+        })
     }
 
     /// Closes the open segment (durable first) and starts the next one; the

@@ -348,6 +348,7 @@ impl<'a> RowsDecoder<'a> {
         if self.pos >= self.rows.len() {
             return Ok(false);
         }
+        let start = self.pos;
         match self.kind {
             RowsKind::Write => self.image(false, after, None)?,
             RowsKind::Delete => self.image(true, before, None)?,
@@ -360,6 +361,11 @@ impl<'a> RowsDecoder<'a> {
                 self.shared_image()?;
                 self.image(false, after, Some(before))?;
             }
+        }
+        // A row of no bytes (no column present) would repeat forever; a
+        // server never writes one (found by fuzzing: unbounded memory).
+        if self.pos == start {
+            return Err(self.malformed("a row of zero bytes"));
         }
         Ok(true)
     }

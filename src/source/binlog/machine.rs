@@ -242,8 +242,9 @@ impl Processor {
                 if body.len() < 2 + 50 + 4 + 1 {
                     return Err(SourceError::Fatal("truncated FORMAT_DESCRIPTION event".into()));
                 }
-                // The body carries the checksum algorithm byte and (already stripped) CRC.
-                let lens = &body[57..body.len().saturating_sub(1)];
+                // The body carries the checksum algorithm byte and (already stripped) CRC;
+                // a body of exactly 57 bytes has no lengths at all.
+                let lens = &body[57..body.len().max(58) - 1];
                 self.post_header = lens.to_vec();
                 if flags & LOG_EVENT_ARTIFICIAL_F == 0 || log_pos != 0 {
                     // A real FDE at a binlog start: table ids start over.
@@ -656,6 +657,8 @@ impl Processor {
         out: &mut Vec<Record>,
     ) -> Result<(), SourceError> {
         let fde = self.fde.clone();
+        check_payload_header(body)
+            .map_err(|e| SourceError::Fatal(format!("bad TRANSACTION_PAYLOAD event: {e}")))?;
         let tpe: TransactionPayloadEvent<'_> = ParseBuf(body)
             .parse(BinlogCtx::new(size, &fde, ev_type::TRANSACTION_PAYLOAD))
             .map_err(|e| SourceError::Fatal(format!("bad TRANSACTION_PAYLOAD event: {e}")))?;
@@ -683,8 +686,16 @@ impl Processor {
                 }
                 buf.clear();
                 buf.extend_from_slice(&hdr);
-                buf.resize(len, 0);
-                if read_full(&mut reader, &mut buf[HEADER_LEN..])? != len - HEADER_LEN {
+                // Grows with the bytes actually there, so a bogus size cannot
+                // allocate gigabytes up front (found by fuzzing).
+                let want = (len - HEADER_LEN) as u64;
+                let got = Read::by_ref(&mut reader)
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| {
+                        SourceError::Fatal(format!("TRANSACTION_PAYLOAD decompression failed: {e}"))
+                    })?;
+                if got as u64 != want {
                     return Err(SourceError::Fatal(
                         "TRANSACTION_PAYLOAD ends inside an event".into(),
                     ));
@@ -750,6 +761,39 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Walks the header fields of a TRANSACTION_PAYLOAD body as mysql_common's
+/// parser does, with checked reads: that parser panics on an unknown field
+/// longer than the body, on a field type above 255 and on an unknown
+/// compression type (found by fuzzing), so such a header is refused here.
+fn check_payload_header(body: &[u8]) -> Result<(), String> {
+    let mut b = ParseBuf(body);
+    let lenenc = |b: &mut ParseBuf<'_>| {
+        b.checked_eat_lenenc_int()
+            .ok_or_else(|| "truncated header".to_string())
+    };
+    while !b.is_empty() {
+        match lenenc(&mut b)? {
+            0 => return Ok(()),
+            field @ 1..=3 => {
+                lenenc(&mut b)?;
+                let v = lenenc(&mut b)?;
+                if field == 2 && v != 0 && v != 255 {
+                    return Err(format!("unknown compression type {v}"));
+                }
+            }
+            // mysql_common unwraps the field type into a u8.
+            field if field > 255 => return Err(format!("unknown field type {field}")),
+            field => {
+                let len = lenenc(&mut b)?;
+                if !usize::try_from(len).is_ok_and(|n| b.checked_skip(n)) {
+                    return Err(format!("field {field} of {len} bytes overruns the event"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
