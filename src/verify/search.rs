@@ -11,7 +11,9 @@
 //! are read again, then, once the service's checkpoint covers `G` (so the
 //! sink has acknowledged everything up to it), the documents are fetched
 //! again by id (a realtime get); a document is reported only when it
-//! differs in every round ([`super::compare::ROW_ROUNDS`]).
+//! differs in [`super::compare::ROW_ROUNDS`] rounds in which its row did
+//! not change on the source meanwhile (a hot row gets up to `MAX_ROUNDS`:
+//! the index may already hold a change made after `G`).
 //!
 //! Invariants: read-only on the source and the cluster; memory is one
 //! index (bounded by `--max-docs`) plus the differing documents.
@@ -29,6 +31,9 @@ use rowstream_elasticsearch::read::{get_doc, scroll_all};
 use serde_json::Value as Json;
 
 use super::compare::{connect, ROW_ROUNDS, SHOWN};
+
+/// Most recheck rounds for rows that keep changing on the source.
+const MAX_ROUNDS: usize = 20;
 use crate::config::SinkConfig;
 use crate::gtid::GtidSet;
 use crate::source::conn::ConnOpts;
@@ -203,23 +208,33 @@ impl Ctx<'_> {
             source: None,
             target: Some(d),
         }));
-        for _ in 0..ROW_ROUNDS {
-            if diffs.is_empty() {
-                break;
+        // A row written again during a round proves nothing either way: it
+        // gets more rounds (up to MAX_ROUNDS), so a hot row under a live
+        // writer is not reported, while a difference that stays put is.
+        let mut rounds = 0;
+        let mut stable = 0;
+        while !diffs.is_empty() && stable < ROW_ROUNDS && rounds < MAX_ROUNDS {
+            let (still, moving) = self.recheck(src, t, index, diffs).await?;
+            diffs = still;
+            rounds += 1;
+            if moving {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            } else {
+                stable += 1;
             }
-            diffs = self.recheck(src, t, index, diffs).await?;
         }
         Ok((n, indexed, diffs))
     }
 
-    /// One recheck round over `diffs`: those that still differ.
+    /// One recheck round over `diffs`: those that still differ, and
+    /// whether one of their rows changed on the source during the round.
     async fn recheck(
         &self,
         src: &mut Conn,
         t: &SnapTable,
         index: &str,
         diffs: Vec<Doc>,
-    ) -> Result<Vec<Doc>, String> {
+    ) -> Result<(Vec<Doc>, bool), String> {
         let e = |e: mysql_async::Error| e.to_string();
         src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
@@ -233,12 +248,15 @@ impl Ctx<'_> {
         let g = g.map_err(|e| e.to_string())?;
         self.wait_for(&g).await?;
         let mut out = Vec::new();
+        let mut moving = false;
         for (d, s) in diffs.into_iter().zip(fresh) {
             let source = s?;
             let target = get_doc(self.client, index, &d.id)
                 .await
                 .map_err(|e| format!("index {index}: {e}"))?;
             if source != target {
+                // The document may already hold a change made after `g`.
+                moving |= source_doc(src, t, &d.id).await? != source;
                 out.push(Doc {
                     id: d.id,
                     source,
@@ -246,7 +264,7 @@ impl Ctx<'_> {
                 });
             }
         }
-        Ok(out)
+        Ok((out, moving))
     }
 }
 
