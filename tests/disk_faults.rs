@@ -287,10 +287,15 @@ fn fsync_fails(label: &str, sink_extra: &str, names: &str) {
         return;
     };
     let trigger = svc.tmp.join("fsync-fails");
-    // Inherited by every child from now on; the shim only acts in `rowstream`
-    // processes and only while the trigger file exists.
-    std::env::set_var("LD_PRELOAD", &shim);
-    std::env::set_var("ROWSTREAM_TEST_FSYNC_TRIGGER", &trigger);
+    // Only this service's process gets the shim (the other tests of this
+    // binary run alongside); it acts only while the trigger file exists.
+    svc.cfg.env = vec![
+        ("LD_PRELOAD".into(), shim.display().to_string()),
+        (
+            "ROWSTREAM_TEST_FSYNC_TRIGGER".into(),
+            trigger.display().to_string(),
+        ),
+    ];
     svc.spawn();
     svc.wait_caught_up(&srv, CATCH_UP);
     let before = svc.checkpoint_gtid().expect("a checkpoint");

@@ -70,6 +70,9 @@ pub struct ServiceConfig {
     pub source_extra: String,
     /// `RUST_LOG` of the process (`None`: inherited).
     pub rust_log: Option<String>,
+    /// More environment variables of the process only (never set them on
+    /// the test process: tests of one binary run in parallel).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServiceConfig {
@@ -82,6 +85,7 @@ impl ServiceConfig {
             extra: String::new(),
             source_extra: String::new(),
             rust_log: None,
+            env: Vec::new(),
         }
     }
 
@@ -234,6 +238,7 @@ impl Service {
         if let Some(level) = &self.cfg.rust_log {
             cmd.env("RUST_LOG", level);
         }
+        cmd.envs(self.cfg.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
