@@ -13,6 +13,11 @@
 //! does not move until the snapshot is complete. Version 1 files (no
 //! `snapshot`) are still read; every save writes version 2.
 //!
+//! An optional `on_demand` object holds the durable progress of an
+//! on-demand (signal table) snapshot ([`OnDemandState`]); `gtid_set` moves
+//! as usual then. Files without it (older rowstreams) load as "no
+//! on-demand snapshot in progress".
+//!
 //! Invariants:
 //! * **One writer.** [`CheckpointStore::open`] takes an exclusive `flock` on
 //!   `<dir>/lock` and holds it for the life of the store, so two rowstream
@@ -100,6 +105,9 @@ pub struct Checkpoint {
     pub updated_at: String,
     /// A snapshot in progress: what of it every sink has made durable.
     pub snapshot: Option<SnapshotState>,
+    /// An on-demand snapshot in progress: what of it every sink has made
+    /// durable together with the transactions of `gtid_set`.
+    pub on_demand: Option<OnDemandState>,
 }
 
 /// Progress of a snapshot, as durable in every sink.
@@ -135,6 +143,41 @@ pub struct TableProgress {
     pub rows: u64,
 }
 
+/// Progress of an on-demand snapshot (signal table, DBLog watermarks), as
+/// durable in every sink: it is checkpointed only with the high watermark
+/// transaction that carries the chunk it counts (see `snapshot::signal`).
+///
+/// Tables are read one after the other in `tables` order, each in
+/// primary-key order, so progress is a prefix as in [`SnapshotState`]:
+/// the first table not `done` is read up to its `after` key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemandState {
+    /// The `id` of the signal row that started it (later requests that
+    /// arrive while it runs append their tables).
+    pub signal: String,
+    /// The tables asked for, in order; complete ones stay (for the counts)
+    /// until the whole snapshot is complete.
+    pub tables: Vec<TableProgress>,
+    /// Rows the chunk SELECTs returned in durable windows (`rows` of the
+    /// tables counts those emitted: a row changed inside its window is not).
+    pub read: u64,
+    /// How many times a restart resumed this snapshot from the checkpoint.
+    pub resumes: u64,
+}
+
+impl OnDemandState {
+    /// True when every table is done: the checkpoint no longer needs it.
+    pub fn is_complete(&self) -> bool {
+        self.tables.iter().all(|t| t.done)
+    }
+
+    /// Rows emitted so far, all tables.
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
 impl SnapshotState {
     /// True when every table is done: the checkpoint no longer needs it.
     pub fn is_complete(&self) -> bool {
@@ -160,7 +203,14 @@ impl Checkpoint {
             server: server.into(),
             updated_at: rfc3339_utc(SystemTime::now()),
             snapshot: None,
+            on_demand: None,
         }
+    }
+
+    /// The same with an on-demand snapshot in progress (`None`: none).
+    pub fn with_on_demand(mut self, on_demand: Option<OnDemandState>) -> Self {
+        self.on_demand = on_demand;
+        self
     }
 
     /// The same with a snapshot in progress (`None`: no snapshot).
@@ -186,6 +236,8 @@ struct CheckpointFile {
     updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshot: Option<SnapshotState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_demand: Option<OnDemandState>,
 }
 
 /// The checkpoint directory, locked for this process while the value lives.
@@ -264,6 +316,7 @@ impl CheckpointStore {
             server: cp.server.clone(),
             updated_at: cp.updated_at.clone(),
             snapshot: cp.snapshot.clone(),
+            on_demand: cp.on_demand.clone(),
         };
         let mut json = serde_json::to_vec(&file).expect("a checkpoint always serializes");
         json.push(b'\n');
@@ -316,7 +369,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     }
     let file: CheckpointFile = serde_json::from_value(value)
         .map_err(|e| format!("not a version {version} checkpoint ({e})"))?;
-    if version == 1 && file.snapshot.is_some() {
+    if version == 1 && (file.snapshot.is_some() || file.on_demand.is_some()) {
         return Err("a version 1 checkpoint cannot hold a snapshot".into());
     }
     let flavor = match file.flavor.as_str() {
@@ -335,6 +388,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
         server: file.server,
         updated_at: file.updated_at,
         snapshot: file.snapshot,
+        on_demand: file.on_demand,
     })
 }
 

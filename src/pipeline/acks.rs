@@ -21,7 +21,7 @@ use std::task::Poll;
 use rowstream_api::{AckReceiver, SinkError};
 
 use super::lag::LagBoard;
-use crate::checkpoint::SnapshotState;
+use crate::checkpoint::{OnDemandState, SnapshotState};
 use crate::gtid::GtidSet;
 
 /// Batches dispatched to the sinks and not yet acked by all of them. Sinks
@@ -56,6 +56,9 @@ pub(crate) struct Pending {
     pub oldest_ts_ms: Option<u64>,
     /// Snapshot progress once this batch is durable (chunk completed in it).
     pub snapshot: Option<Box<SnapshotState>>,
+    /// On-demand snapshot progress once this batch is durable (it changed
+    /// in a transaction that completed in the batch).
+    pub on_demand: Option<Box<OnDemandState>>,
     pub done: AckFuture,
     /// `done`'s outcome once it resolved (it is never polled again).
     pub settled: Option<Result<(), SinkFailure>>,
@@ -66,6 +69,7 @@ pub(crate) struct Acked {
     pub executed: Option<GtidSet>,
     pub records: u64,
     pub snapshot: Option<Box<SnapshotState>>,
+    pub on_demand: Option<Box<OnDemandState>>,
 }
 
 /// The batches in flight, oldest first.
@@ -126,6 +130,7 @@ impl AckTracker {
             executed: p.executed,
             records: p.records,
             snapshot: p.snapshot,
+            on_demand: p.on_demand,
         })
     }
 }

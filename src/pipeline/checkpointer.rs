@@ -20,7 +20,9 @@ use rowstream_api::metrics;
 
 use super::acks::Acked;
 use super::error::ServiceError;
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SnapshotState};
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, CheckpointStore, OnDemandState, SnapshotState,
+};
 use crate::gtid::GtidSet;
 
 /// At most this often the checkpoint file is rewritten while streaming.
@@ -31,13 +33,17 @@ pub(crate) struct Checkpointer {
     store: CheckpointStore,
     /// The GTID set complete in batches every sink acked, and the snapshot
     /// in progress there. None before the first session begins.
-    position: Option<(GtidSet, Option<SnapshotState>)>,
+    position: Option<Position>,
     /// What the file holds (its GTID set's text): writes that change
     /// nothing are skipped.
-    written: Option<(String, Option<SnapshotState>)>,
+    written: Option<(String, Option<SnapshotState>, Option<OnDemandState>)>,
     /// `GtidSet::sequence` of the set on disk.
     written_seq: Option<u64>,
 }
+
+/// The GTID set, the (initial) snapshot in progress there, and the
+/// on-demand snapshot in progress there.
+type Position = (GtidSet, Option<SnapshotState>, Option<OnDemandState>);
 
 impl Checkpointer {
     pub fn new(store: CheckpointStore) -> Self {
@@ -54,19 +60,21 @@ impl Checkpointer {
         self.store.load()
     }
 
-    /// A source starts at `start` (with `snapshot` in progress) continuing
-    /// `saved`, the checkpoint on disk (None: first start or fresh snapshot).
-    /// Writes the start position now when nothing on disk describes it.
+    /// A source starts at `start` (with `snapshot` and `on_demand` in
+    /// progress) continuing `saved`, the checkpoint on disk (None: first
+    /// start or fresh snapshot). Writes the start position now when nothing
+    /// on disk describes it.
     pub fn begin(
         &mut self,
         start: GtidSet,
         snapshot: Option<SnapshotState>,
+        on_demand: Option<OnDemandState>,
         saved: Option<Checkpoint>,
         server: &str,
     ) -> Result<(), ServiceError> {
         self.written_seq = saved.as_ref().map(|c| c.gtid_set.sequence());
-        self.written = saved.map(|c| (c.gtid_set.to_string(), c.snapshot));
-        self.position = Some((start, snapshot));
+        self.written = saved.map(|c| (c.gtid_set.to_string(), c.snapshot, c.on_demand));
+        self.position = Some((start, snapshot, on_demand));
         if self.written.is_none() {
             self.save(server)?;
         }
@@ -75,7 +83,7 @@ impl Checkpointer {
 
     /// A batch is durable in every sink.
     pub fn acked(&mut self, a: &mut Acked) {
-        let Some((set, snap)) = self.position.as_mut() else {
+        let Some((set, snap, on_demand)) = self.position.as_mut() else {
             return;
         };
         if let Some(ex) = a.executed.take() {
@@ -84,11 +92,14 @@ impl Checkpointer {
         if let Some(s) = a.snapshot.take() {
             *snap = (!s.is_complete()).then_some(*s);
         }
+        if let Some(s) = a.on_demand.take() {
+            *on_demand = (!s.is_complete()).then_some(*s);
+        }
     }
 
     /// The GTID set the checkpoint covers (or will once written).
     pub fn position(&self) -> Option<&GtidSet> {
-        self.position.as_ref().map(|(s, _)| s)
+        self.position.as_ref().map(|(s, _, _)| s)
     }
 
     /// `GtidSet::sequence` of the position (durable in every sink, maybe not yet on disk).
@@ -103,18 +114,21 @@ impl Checkpointer {
 
     /// Writes the position when it differs from what the file holds.
     pub fn save(&mut self, server: &str) -> Result<(), ServiceError> {
-        let Some((set, snap)) = &self.position else {
+        let Some((set, snap, on_demand)) = &self.position else {
             return Ok(());
         };
         let text = set.to_string();
-        if let Some((t, s)) = self.written.as_ref() {
-            if *t == text && s == snap {
+        if let Some((t, s, o)) = self.written.as_ref() {
+            if *t == text && s == snap && o == on_demand {
                 return Ok(());
             }
         }
-        self.store
-            .save(&Checkpoint::new(set.clone(), server).with_snapshot(snap.clone()))?;
-        self.written = Some((text, snap.clone()));
+        self.store.save(
+            &Checkpoint::new(set.clone(), server)
+                .with_snapshot(snap.clone())
+                .with_on_demand(on_demand.clone()),
+        )?;
+        self.written = Some((text, snap.clone(), on_demand.clone()));
         self.written_seq = Some(set.sequence());
         metrics::CHECKPOINT_WRITES.with("").inc();
         metrics::CHECKPOINT_AGE_SECONDS

@@ -21,7 +21,7 @@ use rowstream_api::{Committed, Flavor, SinkBuilder};
 use tokio::sync::{mpsc, watch};
 
 use super::error::ServiceError;
-use crate::checkpoint::{self, Checkpoint, SnapshotState};
+use crate::checkpoint::{self, Checkpoint, OnDemandState, SnapshotState};
 use crate::config::{Config, SinkConfig, SnapshotMode};
 use crate::gtid::{Gtid, GtidSet};
 use crate::source::binlog::dump::{self, DumpConn, StreamConfig};
@@ -286,6 +286,8 @@ pub(crate) struct Opened {
     pub start: GtidSet,
     /// The snapshot in progress at `start`.
     pub snapshot: Option<SnapshotState>,
+    /// The on-demand snapshot in progress at `start` (resumed by `incremental`).
+    pub on_demand: Option<OnDemandState>,
     /// The checkpoint on disk this run continues (None: write one first).
     pub saved: Option<Checkpoint>,
     /// The `server` field of the checkpoint: the server streamed from now.
@@ -347,6 +349,11 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
             dump::run(&stream_cfg, start, flavor, src_tx, &dump_conn, stop_rx).await
         }
     };
+    // The checkpoint's on-demand snapshot resumes; it is dropped (next
+    // checkpoint) when on-demand snapshots are no longer configured.
+    let on_demand = plan.saved.as_ref().and_then(|c| c.on_demand.clone());
+    let incremental = incremental(cfg, &stream_cfg, flavor, on_demand.clone())?;
+    let on_demand = on_demand.filter(|_| incremental.is_some());
     let server = {
         let (stream_cfg, dump_conn) = (stream_cfg.clone(), dump_conn.clone());
         move || {
@@ -358,7 +365,8 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         rx,
         source: Box::pin(source),
         stop,
-        incremental: incremental(cfg, &stream_cfg, flavor),
+        incremental,
+        on_demand,
         acks: stream_cfg.semi_sync.clone(),
         start,
         snapshot: latest_snap,
@@ -368,18 +376,30 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
     })
 }
 
-/// The on-demand snapshot hook, when `snapshot.signal_schema` is set.
-fn incremental(cfg: &Config, stream_cfg: &StreamConfig, flavor: Flavor) -> Option<Incremental> {
-    let schema = cfg.snapshot.signal_schema.as_ref()?;
+/// The on-demand snapshot hook, when `snapshot.signal_schema` is set,
+/// resuming `saved` (the checkpoint's on-demand snapshot).
+fn incremental(
+    cfg: &Config,
+    stream_cfg: &StreamConfig,
+    flavor: Flavor,
+    saved: Option<OnDemandState>,
+) -> Result<Option<Incremental>, SourceError> {
+    let Some(schema) = cfg.snapshot.signal_schema.as_ref() else {
+        if let Some(s) = saved.filter(|s| !s.is_complete()) {
+            tracing::warn!(signal = %s.signal, "the checkpoint holds an on-demand snapshot in progress but snapshot.signal_schema is not set: it is abandoned");
+        }
+        return Ok(None);
+    };
     if !stream_cfg.filter.matches(schema, SIGNAL_TABLE) {
         tracing::warn!(schema = %schema, "snapshot.signal_schema: {schema}.{SIGNAL_TABLE} is not captured (source.include / exclude); on-demand snapshots will not see signals");
     }
-    Some(Incremental::new(SignalConfig {
+    let signal = SignalConfig {
         opts: stream_cfg.servers[0].clone(),
         flavor,
         name: stream_cfg.name.clone(),
         schema: schema.clone(),
         chunk_rows: cfg.snapshot.chunk_rows,
         columns: stream_cfg.filter.columns().clone(),
-    }))
+    };
+    Incremental::new(signal, saved).map(Some)
 }

@@ -72,6 +72,7 @@ pub(crate) async fn run(
     sh.checkpoint.begin(
         src.start.clone(),
         src.snapshot.take(),
+        src.on_demand.take(),
         src.saved.take(),
         &server(),
     )?;
@@ -216,9 +217,11 @@ async fn dispatch(
     seq: &mut u64,
     observe: &Observe,
 ) {
-    if let Some(inc) = incremental.as_mut() {
-        inc.process(&mut b);
-    }
+    // On-demand snapshot progress, durable with this batch's last commit.
+    let on_demand = incremental
+        .as_mut()
+        .and_then(|inc| inc.process(&mut b))
+        .map(Box::new);
     // Heartbeat rows: noted for the lag, taken out before any sink encodes them.
     let heartbeat = observe.heartbeat.as_ref().and_then(|h| {
         let mut carry = observe.carry.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,6 +254,7 @@ async fn dispatch(
     tracker.push(Pending {
         executed: b.executed,
         snapshot: b.snapshot,
+        on_demand,
         bytes: b.bytes,
         records: batch.records.len() as u64,
         oldest_ts_ms,

@@ -62,6 +62,7 @@ fn pending(n: u64, acks: Receivers) -> Pending {
         records: 1,
         oldest_ts_ms: None,
         snapshot: None,
+        on_demand: None,
         done: all_acked(acks, note()),
         settled: None,
     }
@@ -83,7 +84,7 @@ fn two_acks() -> ((Ack, Ack), Receivers) {
 /// A checkpoint writer on a fresh directory, begun at `0-1-0`.
 fn checkpointer(dir: &tempfile::TempDir) -> Checkpointer {
     let mut c = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    c.begin(set(0), None, None, "test:1").unwrap();
+    c.begin(set(0), None, None, None, "test:1").unwrap();
     c
 }
 
@@ -362,6 +363,7 @@ async fn slow_and_fast_sinks_settle_in_order() {
             records: 0,
             oldest_ts_ms: None,
             snapshot: None,
+            on_demand: None,
             done,
             settled: None,
         });
@@ -489,6 +491,7 @@ impl Origin for FakeOrigin {
             source: Box::pin(source),
             stop,
             incremental: None,
+            on_demand: None,
             start: set(from),
             snapshot: None,
             saved,

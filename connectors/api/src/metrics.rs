@@ -228,6 +228,11 @@ pub static SNAPSHOT_RUNNING: Family = Family::gauge(
     "1 while a snapshot is being read, else 0.",
     "",
 );
+pub static SNAPSHOT_RESUMES: Family = Family::gauge(
+    "rowstream_snapshot_resumes",
+    "Times the snapshot being read was resumed from the checkpoint after a restart (on-demand snapshots count them; 0 otherwise).",
+    "",
+);
 
 /// The service's own families, in exposition order.
 pub static ALL: &[&Family] = &[
@@ -246,6 +251,7 @@ pub static ALL: &[&Family] = &[
     &SNAPSHOT_ROWS_ESTIMATED,
     &SNAPSHOT_ROWS_PER_SECOND,
     &SNAPSHOT_RUNNING,
+    &SNAPSHOT_RESUMES,
 ];
 
 /// Families registered by sinks, in registration order.

@@ -1,7 +1,11 @@
 //! Snapshot progress for people and for Prometheus: rows done, rows/s and
 //! ETA per table, as a one-line progress bar redrawn on stderr when stderr
 //! is a terminal, else as an INFO log line every `LOG_EVERY`; the same
-//! numbers as the `rowstream_snapshot_*` metrics.
+//! numbers as the `rowstream_snapshot_*` metrics. Both kinds of snapshot
+//! use it: the initial one knows its tables up front ([`Progress::new`]),
+//! an on-demand one adds each table when its first chunk is read
+//! ([`Progress::on_demand`], [`Progress::add_table`]) and says how many
+//! times it was resumed after a restart.
 //!
 //! Rows counted here are rows handed to the pipeline (not yet durable in
 //! the sinks); the total is the server's estimate
@@ -12,7 +16,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use rowstream_api::metrics::{
-    Handle, SNAPSHOT_ROWS, SNAPSHOT_ROWS_ESTIMATED, SNAPSHOT_ROWS_PER_SECOND, SNAPSHOT_RUNNING,
+    Handle, SNAPSHOT_RESUMES, SNAPSHOT_ROWS, SNAPSHOT_ROWS_ESTIMATED, SNAPSHOT_ROWS_PER_SECOND,
+    SNAPSHOT_RUNNING,
 };
 
 use super::rows::SnapTable;
@@ -39,8 +44,13 @@ struct TableStat {
     handle: Handle,
 }
 
-/// Progress of the running snapshot (owned by the merger).
+/// Progress of the running snapshot (owned by the merger, or by the
+/// on-demand snapshot's state machine).
 pub struct Progress {
+    /// "initial" or "on_demand" (the log lines' `kind`).
+    kind: &'static str,
+    /// Restarts this snapshot was resumed after, when counted (on-demand).
+    resumes: u64,
     tables: Vec<TableStat>,
     current: usize,
     tty: bool,
@@ -54,21 +64,30 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(tables: &[SnapTable], state: &SnapshotState) -> Progress {
+        let mut p = Progress::empty("initial", 0);
+        for (t, tp) in tables.iter().zip(&state.tables) {
+            let i = p.add_table(t, tp.rows);
+            p.tables[i].done = tp.done;
+        }
+        p.current = 0;
+        p
+    }
+
+    /// An on-demand snapshot's, resumed `resumes` times; tables are added
+    /// as they are reached.
+    pub fn on_demand(resumes: u64) -> Progress {
+        Progress::empty("on_demand", resumes)
+    }
+
+    fn empty(kind: &'static str, resumes: u64) -> Progress {
         SNAPSHOT_RUNNING.with("").set(1.0);
+        SNAPSHOT_RESUMES.with("").set(resumes as f64);
         let tty = std::io::stderr().is_terminal();
         let now = Instant::now();
         Progress {
-            tables: tables
-                .iter()
-                .zip(&state.tables)
-                .map(|(t, p)| TableStat {
-                    label: t.label(),
-                    estimated: t.estimated_rows,
-                    rows: p.rows,
-                    done: p.done,
-                    handle: SNAPSHOT_ROWS.with(&t.label()),
-                })
-                .collect(),
+            kind,
+            resumes,
+            tables: Vec::new(),
             current: 0,
             tty,
             started: now,
@@ -78,6 +97,26 @@ impl Progress {
             rate: 0.0,
             every: if tty { DRAW_EVERY } else { LOG_EVERY },
         }
+    }
+
+    /// Adds table `t` (`rows` of it already durable, from before a
+    /// restart), registers its metrics; returns its index.
+    pub fn add_table(&mut self, t: &SnapTable, rows: u64) -> usize {
+        register(t);
+        self.tables.push(TableStat {
+            label: t.label(),
+            estimated: t.estimated_rows,
+            rows,
+            done: false,
+            handle: SNAPSHOT_ROWS.with(&t.label()),
+        });
+        self.current = self.tables.len() - 1;
+        self.current
+    }
+
+    /// The index of the table rows were last counted for (or last added).
+    pub fn current(&self) -> usize {
+        self.current
     }
 
     /// `n` more rows of table `i` handed to the pipeline.
@@ -93,7 +132,7 @@ impl Progress {
         self.tables[i].done = true;
         if !self.tty {
             let t = &self.tables[i];
-            tracing::info!(table = %t.label, rows = t.rows, "snapshot: table read");
+            tracing::info!(kind = self.kind, table = %t.label, rows = t.rows, "snapshot: table read");
         }
     }
 
@@ -114,7 +153,9 @@ impl Progress {
         self.last_at = now;
         self.last_rows = self.total_rows;
         SNAPSHOT_ROWS_PER_SECOND.with("").set(self.rate);
-        let t = &self.tables[self.current];
+        let Some(t) = self.tables.get(self.current) else {
+            return;
+        };
         let left_here = t.estimated.saturating_sub(t.rows);
         let left_all: u64 = self
             .tables
@@ -140,7 +181,8 @@ impl Progress {
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
-                "\r\x1b[2Ksnapshot {} [{}{}] {:>3.0}% {}/~{} rows, {:.0} rows/s, ETA {} (all tables {}, {}/{} done)",
+                "\r\x1b[2K{} snapshot {} [{}{}] {:>3.0}% {}/~{} rows, {:.0} rows/s, ETA {} (all tables {}, {}/{} done{})",
+                self.kind,
                 t.label,
                 "#".repeat(filled),
                 ".".repeat(20 - filled.min(20)),
@@ -151,11 +193,17 @@ impl Progress {
                 eta(left_here),
                 eta(left_all),
                 tables_done,
-                self.tables.len()
+                self.tables.len(),
+                if self.resumes > 0 {
+                    format!(", resumed {}x", self.resumes)
+                } else {
+                    String::new()
+                }
             );
             let _ = err.flush();
         } else {
             tracing::info!(
+                kind = self.kind,
                 table = %t.label,
                 rows = t.rows,
                 estimated_rows = t.estimated,
@@ -164,6 +212,7 @@ impl Progress {
                 eta_all = %eta(left_all),
                 tables_done,
                 tables = self.tables.len(),
+                resumes = self.resumes,
                 "snapshot progress"
             );
         }
@@ -177,7 +226,9 @@ impl Progress {
         }
         let secs = self.started.elapsed().as_secs_f64();
         tracing::info!(
+            kind = self.kind,
             complete,
+            resumes = self.resumes,
             rows = self.total_rows,
             secs = format!("{secs:.1}"),
             rows_per_sec = (self.total_rows as f64 / secs.max(1e-3)) as u64,

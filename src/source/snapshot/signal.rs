@@ -36,7 +36,7 @@
 //! again); one whose request lies after the checkpoint is replayed and
 //! runs again. Watermark rows of an abandoned window are ignored.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
@@ -44,8 +44,10 @@ use rowstream_api::{ChangeEvent, Flavor, Op, Record, Snapshot, Value};
 use tokio::sync::oneshot;
 
 use super::chunk::{self, Key};
+use super::progress::Progress;
 use super::rows::{self, SnapTable};
 use super::{cut, now_ms, schema, EventCtx};
+use crate::checkpoint::{OnDemandState, TableProgress};
 use crate::source::conn::ConnOpts;
 use crate::source::{Batch, SourceError};
 
@@ -84,45 +86,105 @@ struct Window {
     read: oneshot::Receiver<Result<ChunkRead, SourceError>>,
 }
 
-/// The table being read on demand: db, table, its definition once loaded,
-/// and the last key read.
-type Reading = (String, String, Option<Arc<SnapTable>>, Option<Key>);
-
 /// The on-demand snapshot state machine, fed with every stream batch.
 pub struct Incremental {
     cfg: SignalConfig,
-    queue: VecDeque<(String, String)>,
-    /// The table being read: its definition once loaded, and its last key.
-    table: Option<Reading>,
+    /// The snapshot as far as the stream has got (ahead of what is durable
+    /// until the batches that carry it are acked); kept once complete until
+    /// a new request replaces it.
+    state: Option<OnDemandState>,
+    /// The current table's definition, once its first chunk was read.
+    meta: Option<Arc<SnapTable>>,
+    /// The current table's last key read (None: read from its start).
+    after: Option<Key>,
     window: Option<Window>,
     seq: u64,
+    /// `state` changed in a transaction whose commit the stream has not
+    /// reached yet: it goes to the batch holding that commit.
+    unsettled: bool,
+    /// Progress line and metrics while a snapshot runs.
+    progress: Option<Progress>,
 }
 
 impl Incremental {
-    pub fn new(cfg: SignalConfig) -> Incremental {
-        Incremental {
+    /// The hook; `saved` is the checkpoint's on-demand snapshot, resumed
+    /// after its last durable chunk (a new window is started now).
+    pub fn new(
+        cfg: SignalConfig,
+        saved: Option<OnDemandState>,
+    ) -> Result<Incremental, SourceError> {
+        let mut inc = Incremental {
             cfg,
-            queue: VecDeque::new(),
-            table: None,
+            state: None,
+            meta: None,
+            after: None,
             window: None,
             seq: 0,
+            unsettled: false,
+            progress: None,
+        };
+        let Some(mut state) = saved.filter(|s| !s.is_complete()) else {
+            return Ok(inc);
+        };
+        let i = current(&state).unwrap_or(0);
+        let tp = &state.tables[i];
+        if let Some(j) = &tp.after {
+            inc.after = Some(chunk::key_from_json(j).ok_or_else(|| {
+                SourceError::Fatal(format!(
+                    "checkpoint: the on-demand snapshot's key of {}.{} is not readable: {j}",
+                    tp.db, tp.table
+                ))
+            })?);
         }
+        state.resumes += 1;
+        tracing::info!(
+            signal = %state.signal,
+            table = %format!("{}.{}", tp.db, tp.table),
+            after = ?tp.after,
+            rows = state.rows(),
+            read = state.read,
+            resumes = state.resumes,
+            "on-demand snapshot: resuming after the last durable chunk"
+        );
+        inc.progress = Some(Progress::on_demand(state.resumes));
+        inc.state = Some(state);
+        // The new resume count is checkpointed with the next transaction.
+        inc.unsettled = true;
+        inc.read_chunk();
+        Ok(inc)
     }
 
     /// Looks at a stream batch: signals start snapshots, watermarks close
     /// windows (the chunk's rows are inserted into the batch there).
-    pub fn process(&mut self, b: &mut Batch) {
+    /// Returns the progress to checkpoint with the batch: the state as of
+    /// the batch's last commit, when it changed since the last one returned
+    /// (so it becomes durable exactly with the transaction that carries it).
+    pub fn process(&mut self, b: &mut Batch) -> Option<OnDemandState> {
+        let mut durable = None;
+        let mut ci = 0;
         let mut i = 0;
-        while i < b.records.len() {
+        loop {
+            // Commits at or before record i close transactions that carry
+            // every state change so far.
+            while b.commits.get(ci).is_some_and(|c| c.end <= i) {
+                if std::mem::take(&mut self.unsettled) {
+                    durable = self.state.clone();
+                }
+                ci += 1;
+            }
+            if i >= b.records.len() {
+                break;
+            }
             let Record::Change(ev) = &b.records[i] else {
                 i += 1;
                 continue;
             };
             if *ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
                 if ev.op == Op::Create {
-                    let (ty, data) = (col(ev, "type"), col(ev, "data"));
+                    let (id, ty, data) = (col(ev, "id"), col(ev, "type"), col(ev, "data"));
                     let sequence = ev.source.sequence;
-                    let mut inserted = self.on_signal(ty.as_deref(), data.as_deref());
+                    let mut inserted =
+                        self.on_signal(id.as_deref(), ty.as_deref(), data.as_deref());
                     // Emitted in the high watermark's transaction: newer than
                     // every change before it, older than every change after.
                     for r in &mut inserted {
@@ -152,21 +214,14 @@ impl Incremental {
             }
             i += 1;
         }
+        durable
     }
 
     /// One signal row; returns the records to insert after it.
-    fn on_signal(&mut self, ty: Option<&str>, data: Option<&str>) -> Vec<Record> {
+    fn on_signal(&mut self, id: Option<&str>, ty: Option<&str>, data: Option<&str>) -> Vec<Record> {
         match ty {
             Some("execute-snapshot") => {
-                let tables = parse_request(data.unwrap_or(""));
-                if tables.is_empty() {
-                    tracing::warn!(data = ?data, "signal execute-snapshot without tables (data = '{{\"tables\": [\"db.table\"]}}')");
-                }
-                tracing::info!(tables = ?tables, "on-demand snapshot requested");
-                self.queue.extend(tables);
-                if self.table.is_none() {
-                    self.next_table();
-                }
+                self.on_request(id.unwrap_or(""), data);
                 Vec::new()
             }
             Some("snapshot-window-open") => {
@@ -182,80 +237,170 @@ impl Incremental {
                     .window
                     .as_ref()
                     .is_some_and(|w| data == Some(w.id.as_str()));
-                if !ours {
-                    return Vec::new();
-                }
-                let mut w = self.window.take().expect("checked");
-                let changed = std::mem::take(&mut w.changed);
-                // The chunk was handed over before the high watermark was written.
-                let read = match w.read.try_recv() {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => {
-                        tracing::error!(table = %format!("{}.{}", w.db, w.table), error = %e, "on-demand snapshot failed; table abandoned");
-                        self.table = None;
-                        self.next_table();
-                        return Vec::new();
-                    }
-                    Err(_) => {
-                        tracing::error!("on-demand snapshot: chunk missing at its high watermark; table abandoned");
-                        self.table = None;
-                        self.next_table();
-                        return Vec::new();
-                    }
-                };
-                let full = read.rows.len() as u64 >= self.cfg.chunk_rows;
-                let mut out: Vec<ChangeEvent> = read
-                    .rows
-                    .into_iter()
-                    .filter(|r| {
-                        let vals = &r.after.as_ref().expect("reads have after").values;
-                        !changed.contains(&key_text(vals, &r.primary_key))
-                    })
-                    .collect();
-                tracing::debug!(
-                    emitted = out.len(),
-                    changed_in_window = changed.len(),
-                    "on-demand snapshot chunk"
-                );
-                if let Some(t) = self.table.as_mut() {
-                    t.2 = Some(read.table.clone());
-                    if read.last_key.is_some() {
-                        t.3 = read.last_key;
+                match self.window.take() {
+                    Some(w) if ours => self.on_close(w),
+                    other => {
+                        self.window = other;
+                        Vec::new()
                     }
                 }
-                if full {
-                    self.read_chunk();
-                } else {
-                    tracing::info!(table = %read.table.label(), "on-demand snapshot: table read");
-                    self.table = None;
-                    self.next_table();
-                    if self.table.is_none() {
-                        if let Some(last) = out.last_mut() {
-                            last.source.snapshot = Snapshot::Last;
-                        }
-                    }
-                }
-                read.schema
-                    .into_iter()
-                    .chain(out.into_iter().map(Record::Change))
-                    .collect()
             }
             _ => Vec::new(),
         }
     }
 
-    fn next_table(&mut self) {
-        if let Some((db, t)) = self.queue.pop_front() {
-            self.table = Some((db, t, None, None));
-            self.read_chunk();
+    /// An `execute-snapshot` request: starts a snapshot, or appends its
+    /// tables to the one running.
+    fn on_request(&mut self, id: &str, data: Option<&str>) {
+        let tables = parse_request(data.unwrap_or(""));
+        if tables.is_empty() {
+            tracing::warn!(data = ?data, "signal execute-snapshot without tables (data = '{{\"tables\": [\"db.table\"]}}')");
+            return;
+        }
+        tracing::info!(signal = %id, tables = ?tables, "on-demand snapshot requested");
+        let new = tables.into_iter().map(|(db, table)| TableProgress {
+            db,
+            table,
+            done: false,
+            after: None,
+            rows: 0,
+        });
+        self.unsettled = true;
+        match self.state.as_mut().filter(|s| !s.is_complete()) {
+            Some(s) => s.tables.extend(new),
+            None => {
+                self.state = Some(OnDemandState {
+                    signal: id.to_string(),
+                    tables: new.collect(),
+                    read: 0,
+                    resumes: 0,
+                });
+                self.progress = Some(Progress::on_demand(0));
+                self.meta = None;
+                self.after = None;
+                self.read_chunk();
+            }
         }
     }
 
-    /// Starts the low watermark / SELECT / high watermark of the next chunk.
+    /// Our window's high watermark: the chunk's rows not changed inside the
+    /// window, and the next window (or the next table, or the end).
+    fn on_close(&mut self, mut w: Window) -> Vec<Record> {
+        let changed = std::mem::take(&mut w.changed);
+        let Some(state) = self.state.as_mut() else {
+            return Vec::new();
+        };
+        let Some(ti) = current(state) else {
+            return Vec::new();
+        };
+        self.unsettled = true;
+        // The chunk was handed over before the high watermark was written.
+        let read = match w.read.try_recv() {
+            Ok(Ok(r)) => r,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the chunk was missing at its high watermark".into(),
+                };
+                tracing::error!(table = %format!("{}.{}", w.db, w.table), error = %why, "on-demand snapshot failed; table abandoned (signal it again)");
+                state.tables[ti].done = true;
+                self.next_table();
+                return Vec::new();
+            }
+        };
+        let selected = read.rows.len() as u64;
+        let full = selected >= self.cfg.chunk_rows;
+        let mut out: Vec<ChangeEvent> = read
+            .rows
+            .into_iter()
+            .filter(|r| {
+                r.after
+                    .as_ref()
+                    .is_some_and(|a| !changed.contains(&key_text(&a.values, &r.primary_key)))
+            })
+            .collect();
+        tracing::debug!(
+            emitted = out.len(),
+            changed_in_window = changed.len(),
+            "on-demand snapshot chunk"
+        );
+        state.read += selected;
+        let tp = &mut state.tables[ti];
+        let rows_before = tp.rows;
+        tp.rows += out.len() as u64;
+        if let Some(k) = &read.last_key {
+            tp.after = Some(chunk::key_to_json(k));
+        }
+        if self.meta.is_none() {
+            let p = self.progress.get_or_insert_with(|| Progress::on_demand(0));
+            p.add_table(&read.table, rows_before);
+        }
+        if let Some(p) = self.progress.as_mut() {
+            p.rows(p.current(), out.len() as u64);
+        }
+        self.meta = Some(read.table.clone());
+        if read.last_key.is_some() {
+            self.after = read.last_key;
+        }
+        if full {
+            if let Some(p) = self.progress.as_mut() {
+                p.tick();
+            }
+            self.read_chunk();
+        } else {
+            tracing::info!(table = %read.table.label(), rows = tp.rows, "on-demand snapshot: table read");
+            tp.done = true;
+            tp.after = None;
+            if let Some(p) = self.progress.as_mut() {
+                p.table_done(p.current());
+            }
+            if !self.next_table() {
+                if let Some(last) = out.last_mut() {
+                    last.source.snapshot = Snapshot::Last;
+                }
+            }
+        }
+        read.schema
+            .into_iter()
+            .chain(out.into_iter().map(Record::Change))
+            .collect()
+    }
+
+    /// Starts the next table not done; false when the snapshot is complete.
+    fn next_table(&mut self) -> bool {
+        self.meta = None;
+        self.after = None;
+        if self.state.as_ref().and_then(current).is_some() {
+            self.read_chunk();
+            return true;
+        }
+        if let Some(s) = &self.state {
+            tracing::info!(
+                signal = %s.signal,
+                tables = s.tables.len(),
+                rows = s.rows(),
+                read = s.read,
+                resumes = s.resumes,
+                "on-demand snapshot complete"
+            );
+        }
+        if let Some(mut p) = self.progress.take() {
+            p.finish(true);
+        }
+        false
+    }
+
+    /// Starts the low watermark / SELECT / high watermark of the next chunk
+    /// of the current table.
     fn read_chunk(&mut self) {
-        let Some((db, table, meta, after)) = self.table.clone() else {
+        let Some((db, table)) = self
+            .state
+            .as_ref()
+            .and_then(|s| current(s).map(|i| (s.tables[i].db.clone(), s.tables[i].table.clone())))
+        else {
             return;
         };
+        let (meta, after) = (self.meta.clone(), self.after.clone());
         self.seq += 1;
         let id = format!("rowstream-{}-{}", now_ms(), self.seq);
         let (tx, rx) = oneshot::channel();
@@ -275,6 +420,12 @@ impl Incremental {
         });
     }
 }
+
+/// The index of the first table not done (the one being read).
+fn current(s: &OnDemandState) -> Option<usize> {
+    s.tables.iter().position(|t| !t.done)
+}
+
 
 /// Low watermark, chunk, high watermark (the chunk is handed to the stream
 /// side before the high watermark exists, so it is there when the stream
