@@ -609,6 +609,60 @@ mod tests {
     }
 
     #[test]
+    fn on_demand_round_trips_and_old_files_load() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        // A version 2 file written before on-demand progress existed.
+        std::fs::write(
+            store.path(),
+            format!(r#"{{"version":2,"flavor":"mysql","gtid_set":"{MYSQL_SET}","server":"a:1","updated_at":"x"}}"#),
+        )
+        .unwrap();
+        assert_eq!(store.load().unwrap().unwrap().on_demand, None);
+
+        let od = OnDemandState {
+            signal: "req-1".into(),
+            tables: vec![
+                TableProgress {
+                    db: "s".into(),
+                    table: "a".into(),
+                    done: true,
+                    after: None,
+                    rows: 3,
+                },
+                TableProgress {
+                    db: "s".into(),
+                    table: "b".into(),
+                    done: false,
+                    after: Some(serde_json::json!([{"i": 40}])),
+                    rows: 38,
+                },
+            ],
+            read: 44,
+            resumes: 2,
+        };
+        assert!(!od.is_complete());
+        assert_eq!(od.rows(), 41);
+        let cp = mysql_cp().with_on_demand(Some(od.clone()));
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(json["on_demand"]["signal"], "req-1");
+        assert_eq!(json["on_demand"]["tables"][1]["after"][0]["i"], 40);
+        // Unknown fields inside it are refused like anywhere else in the file.
+        let mut bad = json.clone();
+        bad["on_demand"]["extra"] = 1.into();
+        std::fs::write(store.path(), bad.to_string()).unwrap();
+        assert!(matches!(store.load(), Err(CheckpointError::Corrupt { .. })));
+        // Not in a version 1 file.
+        let mut v1 = json;
+        v1["version"] = 1.into();
+        std::fs::write(store.path(), v1.to_string()).unwrap();
+        assert!(matches!(store.load(), Err(CheckpointError::Corrupt { .. })));
+    }
+
+    #[test]
     fn leftover_tmp_does_not_matter() {
         let t = TempDir::new();
         let store = CheckpointStore::open(&t.0).unwrap();

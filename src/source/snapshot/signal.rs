@@ -31,10 +31,23 @@
 //! Memory: one chunk (at most `chunk_rows` rows) and the keys changed in
 //! one window. The chunk rows travel inside the high watermark's
 //! transaction, so they are durable and checkpointed with it (exactly once
-//! in the file backup). Not resumable: a restart abandons an on-demand
-//! snapshot whose request is already covered by the checkpoint (signal it
-//! again); one whose request lies after the checkpoint is replayed and
-//! runs again. Watermark rows of an abandoned window are ignored.
+//! in the file backup).
+//!
+//! Resumable: the progress ([`OnDemandState`]: the signal, the tables with
+//! the current one's last emitted key and rows, rows read, resumes) goes
+//! into the checkpoint's `on_demand`. Invariant: a state change (a request,
+//! a chunk emitted, a table done) is handed to the pipeline with the batch
+//! that holds the commit of the transaction it happened in (`process`
+//! returns it; a transaction continued in a later batch carries it there),
+//! so the pipeline checkpoints it exactly when that transaction (the high
+//! watermark's, with the chunk rows) is durable in every sink: the
+//! checkpoint never claims rows the sinks lack, and never leaves out rows
+//! it covers. After a restart [`Incremental::new`] continues after the
+//! durable key with a new window (new id, new watermarks): rows already
+//! durable are not read again; the chunk in flight at the crash is, and
+//! its watermark rows, replayed from the binlog, match no window and are
+//! ignored (as those of any abandoned window). A request whose signal row
+//! lies after the checkpoint is replayed and starts the snapshot anew.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -140,7 +153,7 @@ impl Incremental {
         tracing::info!(
             signal = %state.signal,
             table = %format!("{}.{}", tp.db, tp.table),
-            after = ?tp.after,
+            after = %tp.after.as_ref().map(|j| j.to_string()).unwrap_or_default(),
             rows = state.rows(),
             read = state.read,
             resumes = state.resumes,
@@ -425,7 +438,6 @@ impl Incremental {
 fn current(s: &OnDemandState) -> Option<usize> {
     s.tables.iter().position(|t| !t.done)
 }
-
 
 /// Low watermark, chunk, high watermark (the chunk is handed to the stream
 /// side before the high watermark exists, so it is there when the stream
