@@ -434,6 +434,16 @@ impl Incremental {
     }
 }
 
+impl Drop for Incremental {
+    /// A session that ends mid-snapshot (stop, restart): the progress line
+    /// and `rowstream_snapshot_running` say so; the checkpoint resumes it.
+    fn drop(&mut self) {
+        if let Some(mut p) = self.progress.take() {
+            p.finish(false);
+        }
+    }
+}
+
 /// The index of the first table not done (the one being read).
 fn current(s: &OnDemandState) -> Option<usize> {
     s.tables.iter().position(|t| !t.done)
@@ -647,6 +657,163 @@ mod tests {
             vec![("s".into(), "t".into())]
         );
         assert!(parse_request("x").is_empty());
+    }
+
+    fn cfg() -> SignalConfig {
+        SignalConfig {
+            // Nothing listens there: the windows' tasks fail, the stream side
+            // is what is tested.
+            opts: ConnOpts::from_url("mysql://u:p@127.0.0.1:1").unwrap(),
+            flavor: Flavor::MariaDb,
+            name: Arc::from("test"),
+            schema: "ops".into(),
+            chunk_rows: 10,
+            columns: Default::default(),
+        }
+    }
+
+    /// An insert into `db.table` of `(name, text)` columns, the first the key.
+    fn insert(db: &str, table: &str, cols: &[(&str, &str)]) -> Record {
+        let text = Arc::<str>::from("");
+        Record::Change(ChangeEvent {
+            op: Op::Create,
+            before: None,
+            after: Some(rowstream_api::Row {
+                columns: cols.iter().map(|(c, _)| Arc::from(*c)).collect(),
+                values: cols
+                    .iter()
+                    .map(|(_, v)| Value::String(v.to_string()))
+                    .collect(),
+            }),
+            ts_ms: 0,
+            source: rowstream_api::Source {
+                version: "0",
+                connector: Flavor::MariaDb,
+                name: text.clone(),
+                ts_ms: 0,
+                snapshot: Snapshot::False,
+                db: Arc::from(db),
+                table: Arc::from(table),
+                server_id: 1,
+                gtid: text.clone(),
+                file: text,
+                pos: 0,
+                row: 0,
+                sequence: 0,
+            },
+            transaction: None,
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
+        })
+    }
+
+    fn signal_row(id: &str, ty: &str, data: &str) -> Record {
+        insert(
+            "ops",
+            SIGNAL_TABLE,
+            &[("id", id), ("type", ty), ("data", data)],
+        )
+    }
+
+    fn other_row() -> Record {
+        insert("s", "x", &[("id", "1")])
+    }
+
+    fn commit(end: usize) -> rowstream_api::Commit {
+        rowstream_api::Commit {
+            end,
+            gtid: Arc::from("0-1-1"),
+            events: 1,
+        }
+    }
+
+    fn batch(records: Vec<Record>, commits: Vec<rowstream_api::Commit>) -> Batch {
+        Batch {
+            records,
+            commits,
+            executed: None,
+            bytes: 0,
+            snapshot: None,
+        }
+    }
+
+    /// The progress goes out with the batch holding the commit of the
+    /// transaction it changed in, never before.
+    #[tokio::test]
+    async fn progress_travels_with_the_commit() {
+        let req = r#"{"tables": ["s.t", "s.u"]}"#;
+        let mut inc = Incremental::new(cfg(), None).unwrap();
+        // Committed in the same batch.
+        let mut b = batch(
+            vec![signal_row("r1", "execute-snapshot", req)],
+            vec![commit(1)],
+        );
+        let st = inc.process(&mut b).expect("state with the commit");
+        assert_eq!(st.signal, "r1");
+        assert_eq!(st.tables.len(), 2);
+        assert!(!st.is_complete());
+        // Nothing changed since: nothing to checkpoint.
+        let mut b = batch(vec![other_row()], vec![commit(1)]);
+        assert!(inc.process(&mut b).is_none());
+        // A second request whose transaction commits in the next batch (at 0).
+        let mut b = batch(
+            vec![signal_row(
+                "r2",
+                "execute-snapshot",
+                r#"{"tables": ["s.v"]}"#,
+            )],
+            vec![],
+        );
+        assert!(inc.process(&mut b).is_none());
+        let mut b = batch(vec![], vec![commit(0)]);
+        let st = inc.process(&mut b).expect("state at the later commit");
+        assert_eq!(st.signal, "r1", "a request while one runs appends");
+        assert_eq!(st.tables.len(), 3);
+        // A change after the batch's last commit waits for its own commit.
+        let mut b = batch(
+            vec![
+                other_row(),
+                signal_row("r3", "execute-snapshot", r#"{"tables": ["s.w"]}"#),
+            ],
+            vec![commit(1)],
+        );
+        assert!(inc.process(&mut b).is_none());
+        let mut b = batch(vec![other_row()], vec![commit(1)]);
+        assert_eq!(inc.process(&mut b).expect("carried").tables.len(), 4);
+    }
+
+    /// A checkpointed snapshot resumes after its key with the count bumped
+    /// (checkpointed with the next commit); a bad key is a clear error.
+    #[tokio::test]
+    async fn resumes_from_the_checkpoint() {
+        let tp = |table: &str, done: bool, after: Option<serde_json::Value>| TableProgress {
+            db: "s".into(),
+            table: table.into(),
+            done,
+            after,
+            rows: if done { 5 } else { 20 },
+        };
+        let saved = OnDemandState {
+            signal: "r1".into(),
+            tables: vec![
+                tp("a", true, None),
+                tp("b", false, Some(serde_json::json!([{"i": 20}]))),
+            ],
+            read: 25,
+            resumes: 1,
+        };
+        let mut inc = Incremental::new(cfg(), Some(saved.clone())).unwrap();
+        assert!(inc.window.is_some(), "a new window is started");
+        assert!(inc.after.is_some());
+        let mut b = batch(vec![], vec![commit(0)]);
+        let st = inc.process(&mut b).unwrap();
+        assert_eq!(st.resumes, 2);
+        assert_eq!(st.tables, saved.tables);
+
+        let mut bad = saved;
+        bad.tables[1].after = Some(serde_json::json!("x"));
+        let e = Incremental::new(cfg(), Some(bad)).err().unwrap();
+        assert!(e.to_string().contains("not readable"), "{e}");
     }
 
     #[test]
