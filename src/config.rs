@@ -267,7 +267,8 @@ pub struct SnapshotConfig {
     /// KEY, type VARCHAR(32) NOT NULL, data TEXT`) for on-demand snapshots
     /// while streaming; unset (default): no on-demand snapshots. The table
     /// must be captured (not excluded) and the rowstream user needs INSERT
-    /// on it (watermark rows).
+    /// on it (watermark rows). A snapshot in progress is kept in the
+    /// checkpoint and resumed after a restart.
     #[serde(default)]
     pub signal_schema: Option<String>,
 }

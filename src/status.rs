@@ -69,7 +69,14 @@ async fn gather(cfg: &crate::config::Config) -> Value {
     let (cp_json, cp_set) = match &checkpoint {
         Ok(Some(c)) => (
             json!({"gtid_set": c.gtid_set.to_string(), "updated_at": c.updated_at,
-                   "server": c.server, "snapshot_in_progress": c.snapshot.is_some()}),
+            "server": c.server, "snapshot_in_progress": c.snapshot.is_some(),
+            "on_demand": c.on_demand.as_ref().map(|o| json!({
+                "signal": o.signal,
+                "tables": o.tables.len(),
+                "tables_done": o.tables.iter().filter(|t| t.done).count(),
+                "rows": o.rows(),
+                "resumes": o.resumes,
+            }))}),
             Some(c.gtid_set.clone()),
         ),
         Ok(None) => (json!(null), None),
@@ -241,6 +248,18 @@ fn render(r: &Value) -> String {
         s(&cp["gtid_set"]),
         s(&cp["updated_at"])
     );
+    let od = &cp["on_demand"];
+    if !od.is_null() {
+        let _ = writeln!(
+            out,
+            "  on-demand snapshot {}: {}/{} table(s) done, {} row(s) durable, resumed {} time(s)",
+            s(&od["signal"]),
+            s(&od["tables_done"]),
+            s(&od["tables"]),
+            s(&od["rows"]),
+            s(&od["resumes"])
+        );
+    }
     let _ = writeln!(
         out,
         "behind      {} transaction(s)",
