@@ -7,7 +7,8 @@
 //! the snapshot (it must resume from its last durable chunk, not start over).
 //!
 //! Also: snapshot rows of every column type print exactly like the binlog's rows of the
-//! same values, and the snapshot modes `never` / `initial_only`.
+//! same values, the snapshot modes `never` / `initial_only`, and on-demand snapshots
+//! (signal table), also with SIGKILLs during them (resumed, no key read twice).
 
 #[macro_use]
 mod common;
