@@ -102,7 +102,7 @@ async fn acks_after_data_is_written_and_format() {
     // file (and fsync'd).
     assert_eq!(rx1.await, Ok(Ok(())));
     // Every segment opens with its start line (nothing before it here).
-    let mut want1 = b"{\"segment\":{\"start\":{}}}\n".to_vec();
+    let mut want1 = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
     for l in expected(&[(1, 2)]) {
         want1.extend(l);
         want1.push(b'\n');
@@ -122,6 +122,7 @@ async fn acks_after_data_is_written_and_format() {
             gtid: gtid(3).into(),
             events: 3,
         }],
+        executed: None,
     };
     let mut rx3 = write(&mut s, b).await;
     s.flush().await.unwrap();
@@ -130,7 +131,7 @@ async fn acks_after_data_is_written_and_format() {
     let raw = fs::read(d.path().join("000000000001.ndjson")).unwrap();
     // Each marker carries the CRC32C of its transaction's lines (the third
     // transaction spans two batches), after the segment's start line.
-    let mut want = b"{\"segment\":{\"start\":{}}}\n".to_vec();
+    let mut want = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
     let mut crc = TxCrc::default();
     for (rec, m) in [
         (event(1, 0), None),
@@ -145,7 +146,7 @@ async fn acks_after_data_is_written_and_format() {
         crc.update(&l);
         want.extend(l);
         if let Some((id, n)) = m {
-            encode_tx_end(&mut want, id, n, crc);
+            encode_tx_end(&mut want, id, n, &[], crc);
             crc = TxCrc::default();
         }
     }
