@@ -209,7 +209,14 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
     };
     let (found, seg_txs) = resume_coverage(dir, rec.open_num, rec.open_len)
         .map_err(|e| fatal(&format_args!("reading segment coverage: {e}")))?;
-    let (covered, pending) = check_coverage(dir, found, committed).map_err(|e| fatal(&e))?;
+    // A new segment with no coverage before it (a fresh backup, or one
+    // written before coverage existed) starts with the checkpoint's set in
+    // its start line instead of a skipped line: no segment end to join.
+    let fresh = found.is_none() && rec.open_len == 0;
+    let (covered, mut pending) = check_coverage(dir, found, committed).map_err(|e| fatal(&e))?;
+    if fresh {
+        pending = Default::default();
+    }
     tracing::info!(
         sink = %cfg.name,
         dir = %dir.display(),
@@ -417,9 +424,6 @@ impl State {
             return;
         }
         self.begin_segment();
-        if self.pending.is_empty() {
-            return; // the start line just written holds it
-        }
         let before = self.buf.len();
         encode_skipped(&mut self.buf, &self.pending);
         self.seg_bytes += (self.buf.len() - before) as u64;
@@ -460,16 +464,20 @@ impl State {
         }
     }
 
-    /// Before the first byte of a segment: its start line (which holds
-    /// whatever was pending).
+    /// Before the first byte of a segment: its start line. It holds what
+    /// the previous segment's end line holds: pending transactions get
+    /// their skipped line in this segment, so that segments join exactly.
     fn begin_segment(&mut self) {
         if self.seg_bytes == 0 {
             self.seg_opened = Instant::now();
             let before = self.buf.len();
-            encode_segment_start(&mut self.buf, &self.covered);
+            if self.pending.is_empty() {
+                encode_segment_start(&mut self.buf, &self.covered);
+            } else {
+                encode_segment_start(&mut self.buf, &self.covered.minus(&self.pending));
+            }
             self.seg_bytes += (self.buf.len() - before) as u64;
             self.seg_txs = 0;
-            self.pending = Coverage::default();
         }
     }
 
