@@ -24,6 +24,10 @@ use std::fmt;
 use rowstream_api::gtid::GtidSet;
 use serde::{Deserialize, Serialize};
 
+/// Per server key, the sequence number of the last transaction (the
+/// segment lines of backups written before coverage existed).
+pub type Positions = BTreeMap<String, u64>;
+
 /// Per key, closed intervals of sequence numbers (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -173,7 +177,7 @@ impl Coverage {
     }
 
     /// Per key, the highest number covered.
-    pub fn positions(&self) -> crate::encode::Positions {
+    pub fn positions(&self) -> Positions {
         self.0
             .iter()
             .filter_map(|(k, iv)| Some((k.clone(), iv.last()?.1)))

@@ -61,7 +61,7 @@ use rowstream_api::json::{write_record, write_str};
 use rowstream_api::Record;
 use serde::Deserialize;
 
-pub use crate::coverage::Coverage;
+pub use crate::coverage::{Coverage, Positions};
 
 /// What a backup line holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +82,6 @@ pub const TX_END_PREFIX: &[u8] = b"{\"transaction\":{\"status\":\"END\",\"id\":"
 /// Every segment start / end line starts with exactly these bytes.
 pub const SEGMENT_PREFIX: &[u8] = b"{\"segment\":{";
 
-/// Per server key, the sequence number of the last transaction (see the
-/// module docs).
-pub type Positions = std::collections::BTreeMap<String, u64>;
 
 /// Whether a line is a segment start or end line (not a record).
 #[inline]
