@@ -324,19 +324,6 @@ impl Walk {
             None if self.seg_end.is_none() => self.cov.take(),
             None => None,
         };
-        if self.cov.is_some() && self.seg_end.is_some() {
-            // Checked by coverage above; the positions say the same.
-            let (_, n) = self.seg_end.take().expect("checked");
-            if n != self.seg_txs {
-                let what = format!(
-                    "end line counts {n} transactions, the segment holds {}",
-                    self.seg_txs
-                );
-                self.problem(line, None, what, out);
-            }
-            self.prev_end = None;
-            return;
-        }
         match self.seg_end.take() {
             Some((end, n)) => {
                 if n != self.seg_txs {
