@@ -70,6 +70,18 @@ impl Coverage {
         c
     }
 
+    /// The same set with the invariants restored (sorted, merged, no empty
+    /// keys): for sets read from a file, which may be damaged.
+    pub fn normalized(self) -> Coverage {
+        let mut c = Coverage::default();
+        for (k, iv) in &self.0 {
+            for &(a, b) in iv {
+                c.insert(k, a, b);
+            }
+        }
+        c
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -256,6 +268,8 @@ mod tests {
         c.insert("0", 12, 12);
         c.insert("0", 7, 13);
         assert_eq!(c.0["0"], vec![(1, 5), (7, 13)]);
+        let messy = Coverage([("0".to_string(), vec![(9, 9), (1, 3), (2, 5), (7, 0)])].into());
+        assert_eq!(messy.normalized().to_string(), "0:1-5:9");
         let mut d = Coverage::default();
         d.insert("0", 2, 8);
         assert_eq!(c.minus(&d).to_string(), "0:1:9-13");

@@ -175,7 +175,11 @@ pub fn parse_segment_line(line: &[u8]) -> Option<SegmentLine> {
         return None;
     }
     let w: SegmentWrap = serde_json::from_slice(line).ok()?;
-    let b = w.segment;
+    let mut b = w.segment;
+    // A damaged file must not break the sets' invariants.
+    b.start_covered = b.start_covered.map(Coverage::normalized);
+    b.end_covered = b.end_covered.map(Coverage::normalized);
+    b.skipped = b.skipped.map(Coverage::normalized);
     let given = [
         b.start.is_some(),
         b.end.is_some(),
