@@ -256,7 +256,10 @@ fn filtered_coverage(flavor: Flavor) {
         Flavor::MySql => rowstream_api::Flavor::MySql,
     };
     let want = Coverage::of_set(&GtidSet::parse(api_flavor, &executed).unwrap());
-    assert!(text.contains(&format!("covered: {want}\n")), "{text}\nserver: {executed}");
+    assert!(
+        text.contains(&format!("covered: {want}\n")),
+        "{text}\nserver: {executed}"
+    );
     let markers = text
         .split("transactions: ")
         .nth(1)
@@ -264,7 +267,10 @@ fn filtered_coverage(flavor: Flavor) {
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap();
     let total: u64 = want.0.values().flatten().map(|&(a, b)| b - a + 1).sum();
-    assert!(markers + 100 <= total, "{markers} markers of {total} transactions");
+    assert!(
+        markers + 100 <= total,
+        "{markers} markers of {total} transactions"
+    );
 
     // A hole: the lines of the third transaction of segment 2 removed.
     let segs = segments(dir).unwrap();
@@ -278,7 +284,13 @@ fn filtered_coverage(flavor: Flavor) {
         .filter(|l| l.starts_with("{\"transaction\":"))
         .nth(2)
         .unwrap();
-    let id = marker.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap();
+    let id = marker
+        .split("\"id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     let needle = format!("\"{id}\"");
     let kept: String = body
         .split_inclusive('\n')

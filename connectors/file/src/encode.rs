@@ -79,11 +79,10 @@ const SCHEMA_PREFIX: &[u8] = b"{\"source\":";
 /// Every marker line starts with exactly these bytes.
 pub const TX_END_PREFIX: &[u8] = b"{\"transaction\":{\"status\":\"END\",\"id\":";
 
-/// Every segment start / end line starts with exactly these bytes.
+/// Every segment line starts with exactly these bytes.
 pub const SEGMENT_PREFIX: &[u8] = b"{\"segment\":{";
 
-
-/// Whether a line is a segment start or end line (not a record).
+/// Whether a line is a segment line (start, end or skipped; not a record).
 #[inline]
 pub fn is_segment_line(line: &[u8]) -> bool {
     line.starts_with(SEGMENT_PREFIX)
@@ -118,7 +117,8 @@ pub fn encode_segment_start(out: &mut Vec<u8>, covered: &Coverage) {
 
 /// Appends a segment end line: what the backup covers up to here.
 pub fn encode_segment_end(out: &mut Vec<u8>, covered: &Coverage, transactions: u64) {
-    let v = serde_json::json!({ "segment": { "end_covered": covered, "transactions": transactions } });
+    let v =
+        serde_json::json!({ "segment": { "end_covered": covered, "transactions": transactions } });
     out.extend_from_slice(v.to_string().as_bytes());
     out.push(b'\n');
 }

@@ -445,7 +445,13 @@ impl State {
             _ => Vec::new(),
         };
         let before = self.buf.len();
-        encode_tx_end(&mut self.buf, &c.gtid, self.tx_records, &skipped, self.tx_crc);
+        encode_tx_end(
+            &mut self.buf,
+            &c.gtid,
+            self.tx_records,
+            &skipped,
+            self.tx_crc,
+        );
         self.seg_bytes += (self.buf.len() - before) as u64;
         self.tx_records = 0;
         self.tx_crc = TxCrc::default();

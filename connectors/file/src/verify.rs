@@ -315,7 +315,8 @@ impl Walk {
                 self.problem(line, None, what, out);
             }
             if !extra.is_empty() {
-                let what = format!("the segment holds transactions {extra} its end line does not count");
+                let what =
+                    format!("the segment holds transactions {extra} its end line does not count");
                 self.problem(line, None, what, out);
             }
         }
@@ -421,7 +422,13 @@ impl Walk {
 
     /// A marker's transaction (and its `skipped`) into the recomputed set;
     /// a number that skips ahead of its key's covered ones is a gap.
-    fn cover(&mut self, id: &str, skipped: &[(u64, u64)], line: u64, out: &mut dyn FnMut(&Problem)) {
+    fn cover(
+        &mut self,
+        id: &str,
+        skipped: &[(u64, u64)],
+        line: u64,
+        out: &mut dyn FnMut(&Problem),
+    ) {
         let Some((k, n)) = split_id(id) else { return };
         self.sum.coverage.add(k, n);
         for &(a, b) in skipped {

@@ -912,9 +912,18 @@ async fn filtered_transactions_are_covered_and_holes_found() {
         })
         .collect();
     assert!(raw.contains("\"skipped\":[[9,9]]"), "{raw}");
-    assert!(raw.contains("{\"segment\":{\"skipped\":{\"0\":[[5,6]]}}}"), "{raw}");
-    assert!(raw.contains("{\"segment\":{\"skipped\":{\"0\":[[12,14]]}}}"), "{raw}");
-    assert!(raw.contains("{\"segment\":{\"start_covered\":{\"0\":[[1,2]]}}}"), "{raw}");
+    assert!(
+        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[5,6]]}}}"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[12,14]]}}}"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("{\"segment\":{\"start_covered\":{\"0\":[[1,2]]}}}"),
+        "{raw}"
+    );
     assert_eq!(cat_lines(d.path()).len(), 15);
     // A restart from the checkpoint the backup covers continues.
     let s = started(c.clone(), &SetCommitted(mariadb_set(21))).await;
@@ -943,7 +952,9 @@ async fn filtered_transactions_are_covered_and_holes_found() {
     fs::write(&plain, &kept).unwrap();
     let (problems, _) = verify_text(d.path());
     assert!(
-        problems.iter().any(|p| p.contains("0:16") && p.contains("missing")),
+        problems
+            .iter()
+            .any(|p| p.contains("0:16") && p.contains("missing")),
         "{problems:?}"
     );
     fs::remove_file(&plain).unwrap();
