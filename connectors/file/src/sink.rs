@@ -329,7 +329,7 @@ fn check_coverage(
                 if !missing.is_empty() {
                     return Err(format!(
                         "the checkpoint covers source transactions that backup dir {} does not hold: {missing} \
-                         (the backup covers {}). Part of the backup was lost behind rowstream's back \
+                         (server:numbers, MariaDB servers by domain; the backup covers {}). Part of the backup was lost behind rowstream's back \
                          (a segment truncated, edited or removed); resuming would leave a hole. \
                          To fix: put the missing data back (restore the segment from a copy) and restart; \
                          or, to accept the loss, move the backup directory aside (it stays readable; \

@@ -1014,6 +1014,8 @@ async fn old_backup_is_continued_with_coverage() {
     let (problems, summary) = verify_text(d.path());
     assert!(problems.is_empty(), "{problems:?}\n{summary}");
     assert!(summary.contains("covered: 0:1-6\n"), "{summary}");
+    // `cat` reads across the transition: records only, no segment lines.
+    assert_eq!(cat_lines(d.path()).len(), 4);
     // Covered: a restart from 6 continues; one from 7 (lost) refuses.
     drop(started(c.clone(), &SetCommitted(mariadb_set(6))).await);
     let e = FileSink::start(&c, &SetCommitted(mariadb_set(7)))
