@@ -89,6 +89,11 @@ every transaction's CRC32C and event count, that every line is a backup
 record, that no segment ends inside a transaction, that segment numbers have
 no gap (a deleted segment), that each server's GTIDs increase (no transaction
 twice or out of commit order) and that snapshot chunks follow one another.
+Coverage: the source transactions each segment covers (those that wrote no
+lines, e.g. only excluded tables, included) are recomputed from its start
+line, markers and skipped lines; a transaction nothing accounts for is named
+at the line where the numbers jump, and the set must equal the segment's end
+line and the next segment's start line.
 
 Prints one line per problem (segment file, line, transaction, what is wrong)
 on stdout, then a summary: segments, transactions, rows, the GTIDs covered,

@@ -366,13 +366,11 @@ fn segment_truncated_while_running() {
     );
 }
 
-/// Known gap (ignored until fixed): after a truncation, a restart cuts the backup at its
-/// last covered marker and resumes from the checkpoint, so the transactions the
-/// checkpoint covers that the truncation removed are silently missing (seen: backup
-/// 1-3 then 8-12, checkpoint 7, and `backup verify` says OK). Recovery would need the
-/// checkpoint's set (or its last transaction) to refuse, which `Committed` cannot give.
+/// After a truncation, a restart must not resume past the hole: the backup records the
+/// source transactions it covers (filtered ones included), so the file sink sees that
+/// the checkpoint covers transactions the backup lost and refuses to start, naming them
+/// (before: backup 1-3 then 8-12, checkpoint 7, and `backup verify` said OK).
 #[test]
-#[ignore = "known gap: a restart after a truncation resumes past the hole"]
 fn segment_truncated_restart_refuses() {
     let Some((srv, mut svc)) = started("seg-trunc-restart") else {
         return;
@@ -383,6 +381,7 @@ fn segment_truncated_restart_refuses() {
     f.set_len(len / 2).unwrap();
     insert(&srv, 100, 5);
     assert_fails_naming(&mut svc, "behind rowstream's back", "truncated segment");
+    let before = svc.checkpoint_gtid().expect("a checkpoint");
     svc.spawn();
     if svc.wait_exit_within(Duration::from_secs(20)).is_none() {
         svc.stop(Duration::from_secs(10));
@@ -392,4 +391,14 @@ fn segment_truncated_restart_refuses() {
             srv.gtid_executed()
         );
     }
+    let log = svc.log_text();
+    assert!(
+        log.contains("the checkpoint covers source transactions that backup dir"),
+        "{log}"
+    );
+    assert!(log.contains("restore the segment from a copy"), "{log}");
+    let refusal = log.lines().find(|l| l.contains("checkpoint covers source"));
+    eprintln!("restart refused: {}", refusal.unwrap_or_default());
+    // Nothing was cut or acknowledged past the hole.
+    assert_eq!(svc.checkpoint_gtid().as_deref(), Some(&*before));
 }

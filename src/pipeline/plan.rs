@@ -67,6 +67,9 @@ impl Committed for CheckpointCommitted {
     fn is_empty(&self) -> bool {
         self.set.is_none()
     }
+    fn executed(&self) -> Option<&GtidSet> {
+        self.set.as_ref()
+    }
     fn recognizes(&self, id: &str) -> bool {
         match (checkpoint::parse_marker(id), &self.snapshot) {
             (Some((snap, _)), Some(s)) if snap == s.id => true,

@@ -237,6 +237,8 @@ async fn dispatch(
         seq: *seq,
         records: b.records,
         commits: b.commits,
+        // One set per batch (not per transaction), for the file backup's coverage.
+        executed: b.executed.clone(),
     });
     let note = AckNote {
         board: observe.board.clone(),

@@ -330,6 +330,7 @@ fn batch(seq: u64) -> Arc<Batch> {
             gtid: format!("0-1-{seq}").into(),
             events: 0,
         }],
+        executed: None,
     })
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::event::Record;
+use crate::gtid::GtidSet;
 
 /// A transaction that ends inside a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +56,14 @@ pub struct Batch {
     pub records: Vec<Record>,
     /// Transactions completed in this batch, in order.
     pub commits: Vec<Commit>,
+    /// The source's executed set at the end of this batch (every
+    /// transaction the stream has completed, from before the stream
+    /// started on), when a transaction completed in it; `None` otherwise
+    /// (and for snapshot batches). Transactions in it that no commit of
+    /// this or an earlier batch names reached no sink as records (every
+    /// change filtered out, empty, heartbeat-only): a sink that accounts
+    /// for the source's history (the file backup) records them from this.
+    pub executed: Option<GtidSet>,
 }
 
 /// What the service has durably delivered to every sink: the checkpoint.
@@ -69,6 +78,12 @@ pub trait Committed: Send + Sync {
     /// newest transaction has such an id belongs to this checkpoint.
     fn recognizes(&self, id: &str) -> bool {
         self.contains(id)
+    }
+    /// The checkpoint's GTID set, when the implementation has one: a sink
+    /// that records what it covers (the file backup) refuses to start when
+    /// this set holds transactions it does not.
+    fn executed(&self) -> Option<&GtidSet> {
+        None
     }
 }
 

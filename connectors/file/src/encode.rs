@@ -20,17 +20,36 @@
 //! written before checksums existed have no `crc32c` (`TxEnd::crc32c` is
 //! `None`): readers accept them and warn that the backup has no checksums.
 //!
-//! Besides these, each segment written since segment bounds exist opens
-//! with a start line and, once closed, ends with an end line (after its
-//! last marker), holding per server (MySQL `uuid[:tag]`, MariaDB domain,
-//! `snapshot:<id>`) the sequence number of the last transaction the backup
-//! holds before the segment (start) and at its end (end), and the end line
-//! the segment's number of transactions:
-//! `{"segment":{"start":{"<server>":n,...}}}`,
-//! `{"segment":{"end":{"<server>":n,...},"transactions":N}}`.
-//! They are not records: readers skip them ([`is_segment_line`]);
-//! `backup verify` checks that consecutive segments join and names what a
-//! missing segment held.
+//! A marker may carry `"skipped":[[a,b],...]` between `event_count` and
+//! `crc32c` (so the checksum covers it): transactions of the marker's own
+//! server key (MySQL `uuid[:tag]`, MariaDB domain) with those sequence
+//! numbers completed on the source just before this one and wrote no lines
+//! (every change filtered out, empty, heartbeat-only). It is written only
+//! when the marker's number does not follow the key's last covered one,
+//! so it costs nothing in the common case.
+//!
+//! Besides these, each segment opens with a start line and, once closed,
+//! ends with an end line (after its last marker). Both hold the set of
+//! source transactions the backup covers at that point ([`Coverage`]: per
+//! server key the covered sequence numbers, filtered-out transactions and
+//! the history before the backup began included), the end line also the
+//! segment's number of transactions:
+//! `{"segment":{"start_covered":{"<key>":[[1,41]],...}}}`,
+//! `{"segment":{"end_covered":{"<key>":[[1,57]],...},"transactions":N}}`.
+//! A third segment line, `{"segment":{"skipped":{"<key>":[[a,b]],...}}}`,
+//! records transactions that wrote no lines and that no later marker of the
+//! same batch accounts for (other keys', or those after the batch's last
+//! written transaction); it sits between transactions, never inside one.
+//! So a segment's start set, plus its markers (with their `skipped`), plus
+//! its skipped lines, equals its end set, which equals the next segment's
+//! start set: `backup verify` checks both and names what is missing.
+//!
+//! Backups written before coverage existed have start / end lines with
+//! per-key last sequence numbers instead (`{"segment":{"start":{"<key>":n}}}`,
+//! `{"segment":{"end":{...},"transactions":N}}`) or none at all; they are
+//! still read ([`SegmentLine`]'s `covered` is `None`) and checked by those
+//! positions only.
+//! Segment lines are not records: readers skip them ([`is_segment_line`]).
 //!
 //! Invariants kept: every encoded line is valid JSON followed by exactly one
 //! `\n`; the marker's layout is fixed (keys in this order, no spaces), so
@@ -41,6 +60,8 @@
 use rowstream_api::json::{write_record, write_str};
 use rowstream_api::Record;
 use serde::Deserialize;
+
+pub use crate::coverage::{Coverage, Positions};
 
 /// What a backup line holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +79,10 @@ const SCHEMA_PREFIX: &[u8] = b"{\"source\":";
 /// Every marker line starts with exactly these bytes.
 pub const TX_END_PREFIX: &[u8] = b"{\"transaction\":{\"status\":\"END\",\"id\":";
 
-/// Every segment start / end line starts with exactly these bytes.
+/// Every segment line starts with exactly these bytes.
 pub const SEGMENT_PREFIX: &[u8] = b"{\"segment\":{";
 
-/// Per server key, the sequence number of the last transaction (see the
-/// module docs).
-pub type Positions = std::collections::BTreeMap<String, u64>;
-
-/// Whether a line is a segment start or end line (not a record).
+/// Whether a line is a segment line (start, end or skipped; not a record).
 #[inline]
 pub fn is_segment_line(line: &[u8]) -> bool {
     line.starts_with(SEGMENT_PREFIX)
@@ -91,25 +108,43 @@ pub fn advance(pos: &mut Positions, id: &str) {
     }
 }
 
-/// Appends a segment start line.
-pub fn encode_segment_start(out: &mut Vec<u8>, start: &Positions) {
-    let v = serde_json::json!({ "segment": { "start": start } });
+/// Appends a segment start line: what the backup covers before it.
+pub fn encode_segment_start(out: &mut Vec<u8>, covered: &Coverage) {
+    let v = serde_json::json!({ "segment": { "start_covered": covered } });
     out.extend_from_slice(v.to_string().as_bytes());
     out.push(b'\n');
 }
 
-/// Appends a segment end line.
-pub fn encode_segment_end(out: &mut Vec<u8>, end: &Positions, transactions: u64) {
-    let v = serde_json::json!({ "segment": { "end": end, "transactions": transactions } });
+/// Appends a segment end line: what the backup covers up to here.
+pub fn encode_segment_end(out: &mut Vec<u8>, covered: &Coverage, transactions: u64) {
+    let v =
+        serde_json::json!({ "segment": { "end_covered": covered, "transactions": transactions } });
     out.extend_from_slice(v.to_string().as_bytes());
     out.push(b'\n');
 }
 
-/// A parsed segment start or end line.
+/// Appends a skipped line: transactions without lines (see the module docs).
+pub fn encode_skipped(out: &mut Vec<u8>, skipped: &Coverage) {
+    let v = serde_json::json!({ "segment": { "skipped": skipped } });
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// A parsed segment line. `pos` is per key the last sequence number
+/// (derived from `covered` in current backups); `covered` is `None` in
+/// backups written before coverage existed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentLine {
-    Start(Positions),
-    End { end: Positions, transactions: u64 },
+    Start {
+        pos: Positions,
+        covered: Option<Coverage>,
+    },
+    End {
+        end: Positions,
+        covered: Option<Coverage>,
+        transactions: u64,
+    },
+    Skipped(Coverage),
 }
 
 #[derive(Deserialize)]
@@ -125,6 +160,12 @@ struct SegmentBody {
     #[serde(default)]
     end: Option<Positions>,
     #[serde(default)]
+    start_covered: Option<Coverage>,
+    #[serde(default)]
+    end_covered: Option<Coverage>,
+    #[serde(default)]
+    skipped: Option<Coverage>,
+    #[serde(default)]
     transactions: Option<u64>,
 }
 
@@ -134,19 +175,47 @@ pub fn parse_segment_line(line: &[u8]) -> Option<SegmentLine> {
         return None;
     }
     let w: SegmentWrap = serde_json::from_slice(line).ok()?;
-    match w.segment {
-        SegmentBody {
-            start: Some(s),
-            end: None,
-            transactions: None,
-        } => Some(SegmentLine::Start(s)),
-        SegmentBody {
-            start: None,
-            end: Some(end),
-            transactions: Some(transactions),
-        } => Some(SegmentLine::End { end, transactions }),
-        _ => None,
+    let mut b = w.segment;
+    // A damaged file must not break the sets' invariants.
+    b.start_covered = b.start_covered.map(Coverage::normalized);
+    b.end_covered = b.end_covered.map(Coverage::normalized);
+    b.skipped = b.skipped.map(Coverage::normalized);
+    let given = [
+        b.start.is_some(),
+        b.end.is_some(),
+        b.start_covered.is_some(),
+        b.end_covered.is_some(),
+        b.skipped.is_some(),
+    ];
+    if given.iter().filter(|&&g| g).count() != 1 {
+        return None;
     }
+    let ends = b.end.is_some() || b.end_covered.is_some();
+    if ends != b.transactions.is_some() {
+        return None;
+    }
+    Some(if let Some(pos) = b.start {
+        SegmentLine::Start { pos, covered: None }
+    } else if let Some(c) = b.start_covered {
+        SegmentLine::Start {
+            pos: c.positions(),
+            covered: Some(c),
+        }
+    } else if let Some(end) = b.end {
+        SegmentLine::End {
+            end,
+            covered: None,
+            transactions: b.transactions?,
+        }
+    } else if let Some(c) = b.end_covered {
+        SegmentLine::End {
+            end: c.positions(),
+            covered: Some(c),
+            transactions: b.transactions?,
+        }
+    } else {
+        SegmentLine::Skipped(b.skipped?)
+    })
 }
 
 /// Appends one record line: the record's JSON and `\n`.
@@ -172,13 +241,30 @@ impl TxCrc {
 
 /// Appends one transaction-end marker line (with `\n`), completing `crc`
 /// (the checksum of the transaction's lines so far) with the marker's own
-/// covered bytes.
-pub fn encode_tx_end(out: &mut Vec<u8>, gtid: &str, event_count: u64, mut crc: TxCrc) {
+/// covered bytes. `skipped`: the intervals of the marker's key that wrote
+/// no lines just before it (usually none).
+pub fn encode_tx_end(
+    out: &mut Vec<u8>,
+    gtid: &str,
+    event_count: u64,
+    skipped: &[(u64, u64)],
+    mut crc: TxCrc,
+) {
     let start = out.len();
     out.extend_from_slice(TX_END_PREFIX);
     write_str(out, gtid);
     out.extend_from_slice(b",\"event_count\":");
     out.extend_from_slice(event_count.to_string().as_bytes());
+    if !skipped.is_empty() {
+        out.extend_from_slice(b",\"skipped\":[");
+        for (i, &(a, b)) in skipped.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(format!("[{a},{b}]").as_bytes());
+        }
+        out.push(b']');
+    }
     crc.update(&out[start..]);
     out.extend_from_slice(CRC_KEY);
     out.extend_from_slice(format!("{:08x}", crc.0).as_bytes());
@@ -223,6 +309,8 @@ pub struct TxEnd {
     pub event_count: u64,
     /// The checksum (see the module docs); `None` in old backups.
     pub crc32c: Option<u32>,
+    /// Transactions of the same key without lines just before this one.
+    pub skipped: Vec<(u64, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +324,8 @@ struct MarkerBody {
     status: String,
     id: String,
     event_count: u64,
+    #[serde(default)]
+    skipped: Vec<(u64, u64)>,
     #[serde(default)]
     crc32c: Option<String>,
 }
@@ -260,6 +350,7 @@ pub fn parse_tx_end(line: &[u8]) -> Option<TxEnd> {
         id: m.transaction.id,
         event_count: m.transaction.event_count,
         crc32c,
+        skipped: m.transaction.skipped,
     })
 }
 
@@ -276,6 +367,7 @@ mod tests {
             &mut out,
             "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23",
             7,
+            &[],
             crc,
         );
         let covered = b"{\"transaction\":{\"status\":\"END\",\"id\":\"3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23\",\"event_count\":7";
@@ -296,6 +388,7 @@ mod tests {
                 id: "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:23".into(),
                 event_count: 7,
                 crc32c: Some(want.0),
+                skipped: vec![],
             })
         );
         // Old markers carry no checksum; unknown keys are malformed.
@@ -314,35 +407,77 @@ mod tests {
     }
 
     #[test]
-    fn segment_lines_round_trip() {
-        let mut pos = Positions::new();
-        advance(&mut pos, "3e11:tag:23");
-        advance(&mut pos, "0-1-42");
-        advance(&mut pos, "0-2-41");
-        advance(&mut pos, "snapshot:7:3");
+    fn marker_with_skipped() {
         let mut out = Vec::new();
-        encode_segment_start(&mut out, &pos);
+        encode_tx_end(&mut out, "0-1-9", 2, &[(5, 6), (8, 8)], TxCrc::default());
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("{\"transaction\":{\"status\":\"END\",\"id\":\"0-1-9\",\"event_count\":2,\"skipped\":[[5,6],[8,8]],\"crc32c\":"),
+            "{text}"
+        );
+        let m = parse_tx_end(&out).unwrap();
+        assert_eq!(m.skipped, vec![(5, 6), (8, 8)]);
+        let (claimed, got) = marker_crc(&out, TxCrc::default()).unwrap();
+        assert_eq!(claimed, got);
+    }
+
+    #[test]
+    fn segment_lines_round_trip() {
+        let mut cov = Coverage::default();
+        cov.insert("3e11:tag", 1, 23);
+        cov.insert("0", 1, 42);
+        cov.insert("snapshot:7", 1, 3);
+        let pos = cov.positions();
+        let mut out = Vec::new();
+        encode_segment_start(&mut out, &cov);
         assert!(is_segment_line(&out));
         assert_eq!(classify(&out), None);
         assert_eq!(
             parse_segment_line(&out),
-            Some(SegmentLine::Start(pos.clone()))
+            Some(SegmentLine::Start {
+                pos: pos.clone(),
+                covered: Some(cov.clone())
+            })
         );
         out.clear();
-        encode_segment_end(&mut out, &pos, 5);
+        encode_segment_end(&mut out, &cov, 5);
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
-            "{\"segment\":{\"end\":{\"0\":42,\"3e11:tag\":23,\"snapshot:7\":3},\"transactions\":5}}\n"
+            "{\"segment\":{\"end_covered\":{\"0\":[[1,42]],\"3e11:tag\":[[1,23]],\"snapshot:7\":[[1,3]]},\"transactions\":5}}\n"
         );
         assert_eq!(
             parse_segment_line(&out),
             Some(SegmentLine::End {
-                end: pos,
+                end: pos.clone(),
+                covered: Some(cov.clone()),
+                transactions: 5
+            })
+        );
+        out.clear();
+        encode_skipped(&mut out, &cov);
+        assert_eq!(parse_segment_line(&out), Some(SegmentLine::Skipped(cov)));
+        // Lines of backups written before coverage existed.
+        assert_eq!(
+            parse_segment_line(b"{\"segment\":{\"start\":{\"0\":42}}}"),
+            Some(SegmentLine::Start {
+                pos: [("0".to_string(), 42)].into(),
+                covered: None
+            })
+        );
+        assert_eq!(
+            parse_segment_line(b"{\"segment\":{\"end\":{\"0\":42},\"transactions\":5}}"),
+            Some(SegmentLine::End {
+                end: [("0".to_string(), 42)].into(),
+                covered: None,
                 transactions: 5
             })
         );
         assert_eq!(
             parse_segment_line(b"{\"segment\":{\"start\":{},\"x\":1}}"),
+            None
+        );
+        assert_eq!(
+            parse_segment_line(b"{\"segment\":{\"start_covered\":{},\"transactions\":1}}"),
             None
         );
     }

@@ -4,11 +4,13 @@
 //! cut on start, then replayed). Also the reader behind `rowstream backup cat`.
 //!
 //! Modules: `config` (the `[[sinks]] type = "file"` table), `encode` (the
-//! line format), `segment` (files, lock, writer, compressor), `recover`
+//! line format), `coverage` (the set of source transactions a backup
+//! accounts for), `segment` (files, lock, writer, compressor), `recover`
 //! (cutting back to the checkpoint), `sink` (the `Sink`), `reader` (reading
 //! a backup back), `verify` (`rowstream backup verify`).
 
 pub mod config;
+pub mod coverage;
 pub mod encode;
 pub mod reader;
 pub mod recover;

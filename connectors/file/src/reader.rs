@@ -9,8 +9,8 @@
 //! checksum fails is not printed: `cat` stops with an error naming it.
 //!
 //! Invariants kept:
-//! - Only records and markers are returned: segment start / end lines
-//!   (see `encode`) are skipped.
+//! - Only records and markers are returned: segment lines (start, end and
+//!   skipped lines, see `encode`) are skipped.
 //! - Streams: memory is one line plus read buffers and zstd's window, never
 //!   a segment or a transaction.
 //! - Only complete transactions are returned: the newest segment, when it is

@@ -27,7 +27,11 @@
 //!
 //! Segment start and end lines (see `encode`) are not transactions: a
 //! start line goes with its segment, an end line with the transaction it
-//! follows; a kept prefix that ends with its end line is a closed segment,
+//! follows. A skipped line (transactions without lines) counts like a
+//! covered transaction when the checkpoint's set (`Committed::executed`)
+//! holds all of it, else like an uncovered one: it was written in the I/O
+//! job of the one batch whose set it comes from, so the checkpoint covers
+//! it whole or not at all; a kept prefix that ends with its end line is a closed segment,
 //! so the next number becomes the open segment (never append after an end
 //! line).
 //!
@@ -48,6 +52,7 @@ use std::path::{Path, PathBuf};
 
 use rowstream_api::Committed;
 
+use crate::coverage::Coverage;
 use crate::encode::{classify, parse_segment_line, parse_tx_end, LineKind, SegmentLine};
 use crate::segment::{
     list_files, open_segment, segment_name, segments, sync_dir, Ctx, FileKind, IoError, Segment,
@@ -109,6 +114,7 @@ fn scan(
     dir: &Path,
     seg: Segment,
     committed: &dyn Committed,
+    cp: Option<&Coverage>,
     stop_at_first_marker: bool,
 ) -> Result<Scan, RecoverError> {
     let path = seg.path(dir);
@@ -135,6 +141,18 @@ fn scan(
             s.prefix_end = s.len;
             s.closed = true;
             continue;
+        }
+        if line.last() == Some(&b'\n') {
+            if let Some(SegmentLine::Skipped(sk)) = parse_segment_line(&line) {
+                let covered = cp.is_some_and(|cp| sk.minus(cp).is_empty());
+                if covered && s.first_uncovered.is_none() {
+                    s.prefix_end = s.len;
+                    s.covered_txs += 1;
+                } else if !covered && s.first_uncovered.is_none() {
+                    s.first_uncovered = Some(format!("(skipped {sk})"));
+                }
+                continue;
+            }
         }
         if line.last() != Some(&b'\n') || classify(&line) != Some(LineKind::TxEnd) {
             if line.capacity() > 1 << 24 {
@@ -195,11 +213,13 @@ pub fn recover(
         sync_dir(dir)?;
     }
     let segs = segments(dir).ctx("list", dir)?;
+    let cp = committed.executed().map(Coverage::of_set);
+    let cp = cp.as_ref();
 
     // 2. Plan.
     if committed.is_empty() {
         for &seg in segs.iter().rev() {
-            if seg.compressed || scan(dir, seg, committed, true)?.last_marker.is_some() {
+            if seg.compressed || scan(dir, seg, committed, cp, true)?.last_marker.is_some() {
                 return Err(RecoverError::NoCheckpoint {
                     dir: dir.to_path_buf(),
                 });
@@ -213,7 +233,7 @@ pub fn recover(
         if committed.is_empty() {
             break;
         }
-        let s = scan(dir, seg, committed, false)?;
+        let s = scan(dir, seg, committed, cp, false)?;
         if newest_marker.is_none() {
             newest_marker = s.last_marker.clone();
         }

@@ -25,9 +25,21 @@
 //!   the path and OS error. Nothing is acked after a failed write, so a
 //!   partial write can only be followed by a restart, whose recovery cuts it.
 //! - Every segment begins with a start line and every closed one ends with
-//!   an end line (see `encode`): the positions of everything before it and
-//!   at its end. `start` rebuilds those positions from the open segment (or
-//!   the last closed one), so they continue across restarts.
+//!   an end line (see `encode`): the set of source transactions the backup
+//!   covers before it and at its end ([`Coverage`]). Transactions that wrote
+//!   no lines are found per batch from `Batch::executed`: those of a
+//!   marker's own key just before it go on the marker (`skipped`, only
+//!   when its number does not follow the key's last one: no work in the
+//!   common case), the rest in one skipped line after the batch's last
+//!   transaction. Both are written in the batch's own I/O job, so they are
+//!   durable before the batch is acked and the checkpoint can cover them.
+//! - `start` rebuilds the covered set from the open segment (or the last
+//!   closed one), so it continues across restarts, and refuses to start
+//!   when the checkpoint covers source transactions the backup does not
+//!   (it lost data behind rowstream's back: resuming would leave a hole).
+//!   A backup that has not recorded its place in the source's history yet
+//!   (empty, snapshot chunks only, or written before coverage existed)
+//!   takes the checkpoint's set as covered instead.
 //! - Segments rotate only right after a transaction-end marker, when the
 //!   open segment has reached `segment_max_bytes` or `segment_max_age_secs`
 //!   (the age is also checked on an idle `flush` at a transaction boundary).
@@ -51,9 +63,10 @@ use rowstream_api::{Ack, AckQueue, Batch, Commit, Committed, Poison, Sink, SinkE
 use tokio::task::JoinHandle;
 
 use crate::config::FileSinkConfig;
+use crate::coverage::{split_id, Coverage};
 use crate::encode::{
-    advance, encode_record, encode_segment_end, encode_segment_start, encode_tx_end,
-    parse_segment_line, parse_tx_end, Positions, SegmentLine, TxCrc,
+    encode_record, encode_segment_end, encode_segment_start, encode_skipped, encode_tx_end,
+    parse_segment_line, parse_tx_end, SegmentLine, TxCrc,
 };
 use crate::recover::{recover, Recovered};
 use crate::segment::{
@@ -94,8 +107,10 @@ struct State {
     tx_records: u64,
     /// Checksum of the bytes encoded since the last transaction end.
     tx_crc: TxCrc,
-    /// Per server, the last transaction encoded (see `encode`).
-    pos: Positions,
+    /// The source transactions the backup covers up to what was encoded.
+    covered: Coverage,
+    /// Covered without lines, not written yet (see [`State::flush_pending`]).
+    pending: Coverage,
     /// Transactions in the open segment.
     seg_txs: u64,
     poison: Poison,
@@ -192,8 +207,16 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
     } else {
         Instant::now()
     };
-    let (pos, seg_txs) = resume_positions(dir, rec.open_num, rec.open_len)
-        .map_err(|e| fatal(&format_args!("reading segment positions: {e}")))?;
+    let (found, seg_txs) = resume_coverage(dir, rec.open_num, rec.open_len)
+        .map_err(|e| fatal(&format_args!("reading segment coverage: {e}")))?;
+    // A new segment with no coverage before it (a fresh backup, or one
+    // written before coverage existed) starts with the checkpoint's set in
+    // its start line instead of a skipped line: no segment end to join.
+    let fresh = found.is_none() && rec.open_len == 0;
+    let (covered, mut pending) = check_coverage(dir, found, committed).map_err(|e| fatal(&e))?;
+    if fresh {
+        pending = Default::default();
+    }
     tracing::info!(
         sink = %cfg.name,
         dir = %dir.display(),
@@ -215,24 +238,30 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
         seg_opened,
         tx_records: 0,
         tx_crc: TxCrc::default(),
-        pos,
+        covered,
+        pending,
         seg_txs,
         poison: Poison::new(),
     })
 }
 
-/// The positions after the open segment's contents and its transaction
-/// count: read from the open segment when it has data (its start line, then
-/// its markers), else from the last closed segment (its end line, or, in a
-/// backup older than segment lines, its markers). Recovery has already cut
-/// the open segment to whole transactions.
-fn resume_positions(dir: &Path, open_num: u64, open_len: u64) -> io::Result<(Positions, u64)> {
+/// The covered set after the open segment's contents and its transaction
+/// count: read from the open segment when it has data (its start line, its
+/// markers and skipped lines), else from the last closed segment (its end
+/// line, or its start line and markers). `None` when the segment has no
+/// coverage (written before coverage existed) or there is none. Recovery
+/// has already cut the open segment to whole transactions.
+fn resume_coverage(
+    dir: &Path,
+    open_num: u64,
+    open_len: u64,
+) -> io::Result<(Option<Coverage>, u64)> {
     let (num, open) = if open_len > 0 {
         (open_num, true)
     } else if open_num > 1 {
         (open_num - 1, false)
     } else {
-        return Ok((Positions::new(), 0));
+        return Ok((None, 0));
     };
     // Uncompressed first: `open_listed` falls back to the compressed form.
     let seg = Segment {
@@ -241,14 +270,14 @@ fn resume_positions(dir: &Path, open_num: u64, open_len: u64) -> io::Result<(Pos
     };
     let rd = match open_listed(dir, seg) {
         Ok((_, rd)) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Positions::new(), 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, 0)),
         Err(e) => return Err(e),
     };
     let mut rd = io::BufReader::with_capacity(
         1 << 16,
         io::Read::take(rd, if open { open_len } else { u64::MAX }),
     );
-    let (mut pos, mut txs) = (Positions::new(), 0);
+    let (mut cov, mut txs): (Option<Coverage>, u64) = (None, 0);
     let mut line = Vec::with_capacity(4096);
     loop {
         line.clear();
@@ -256,12 +285,22 @@ fn resume_positions(dir: &Path, open_num: u64, open_len: u64) -> io::Result<(Pos
             break;
         }
         match parse_segment_line(&line) {
-            Some(SegmentLine::Start(p)) => pos = p,
-            Some(SegmentLine::End { end, .. }) => return Ok((end, 0)),
+            Some(SegmentLine::Start { covered, .. }) => cov = covered,
+            Some(SegmentLine::End { covered, .. }) => return Ok((covered, 0)),
+            Some(SegmentLine::Skipped(s)) => {
+                if let Some(c) = cov.as_mut() {
+                    c.union_with(&s);
+                }
+            }
             None => {
                 if let Some(m) = parse_tx_end(&line) {
-                    advance(&mut pos, &m.id);
                     txs += 1;
+                    if let (Some(c), Some((k, n))) = (cov.as_mut(), split_id(&m.id)) {
+                        for &(a, b) in &m.skipped {
+                            c.insert(k, a, b);
+                        }
+                        c.add(k, n);
+                    }
                 }
             }
         }
@@ -269,7 +308,50 @@ fn resume_positions(dir: &Path, open_num: u64, open_len: u64) -> io::Result<(Pos
             line = Vec::with_capacity(4096);
         }
     }
-    Ok((pos, if open { txs } else { 0 }))
+    Ok((cov, if open { txs } else { 0 }))
+}
+
+/// The covered set to continue from, and what of it still needs a skipped
+/// line. Refuses (the message is for the operator) when the backup has
+/// recorded its place in the source's history and the checkpoint covers
+/// source transactions it does not hold: the checkpoint only advances over
+/// what every sink made durable, so they were lost behind rowstream's back.
+fn check_coverage(
+    dir: &Path,
+    found: Option<Coverage>,
+    committed: &dyn Committed,
+) -> Result<(Coverage, Coverage), String> {
+    let cp = committed.executed().map(Coverage::of_set);
+    match found {
+        Some(c) if c.anchored() => {
+            if let Some(cp) = cp {
+                let missing = cp.minus(&c);
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "the checkpoint covers source transactions that backup dir {} does not hold: {missing} \
+                         (server:numbers, MariaDB servers by domain; the backup covers {}). Part of the backup was lost behind rowstream's back \
+                         (a segment truncated, edited or removed); resuming would leave a hole. \
+                         To fix: put the missing data back (restore the segment from a copy) and restart; \
+                         or, to accept the loss, move the backup directory aside (it stays readable; \
+                         `rowstream backup verify` shows the hole) and restart: a new backup begins at the \
+                         checkpoint (remove the checkpoint too to begin it with a fresh snapshot)",
+                        dir.display(),
+                        c.source_only(),
+                    ));
+                }
+            }
+            Ok((c, Coverage::default()))
+        }
+        found => {
+            if found.is_none() && crate::segment::segments(dir).is_ok_and(|s| !s.is_empty()) {
+                tracing::warn!(dir = %dir.display(), "this backup was written before segments recorded the transactions they cover: its start is not checked against the checkpoint");
+            }
+            let mut c = found.unwrap_or_default();
+            let pending = cp.map(|cp| cp.minus(&c)).unwrap_or_default();
+            c.union_with(&pending);
+            Ok((c, pending))
+        }
+    }
 }
 
 impl State {
@@ -289,10 +371,21 @@ impl State {
     }
 
     fn encode(&mut self, batch: &Batch, cfg: &FileSinkConfig) {
+        self.flush_pending();
+        // Once per batch: the source's executed set at its end.
+        let exec = batch.executed.as_ref().map(Coverage::of_set);
+        // Transactions without lines that no marker accounts for are
+        // recorded after the batch's last transaction, between transactions.
+        let split = batch.commits.last().map_or(0, |c| c.end);
+        let mut recorded = exec.is_none();
         let mut commits = batch.commits.iter().peekable();
         for (i, rec) in batch.records.iter().enumerate() {
             while let Some(c) = commits.next_if(|c| c.end <= i) {
-                self.end_tx(c, cfg);
+                self.end_tx(c, exec.as_ref(), cfg);
+            }
+            if !recorded && i >= split {
+                recorded = true;
+                self.record_skipped(exec.as_ref());
             }
             self.begin_segment();
             let before = self.buf.len();
@@ -303,22 +396,73 @@ impl State {
             self.tx_records += 1;
         }
         for c in commits {
-            self.end_tx(c, cfg);
+            self.end_tx(c, exec.as_ref(), cfg);
+        }
+        if !recorded {
+            self.record_skipped(exec.as_ref());
         }
     }
 
-    fn end_tx(&mut self, c: &Commit, cfg: &FileSinkConfig) {
+    /// Records what the source completed (`exec`) that the backup does not
+    /// cover yet: transactions without lines.
+    fn record_skipped(&mut self, exec: Option<&Coverage>) {
+        let Some(exec) = exec else { return };
+        let rest = exec.minus(&self.covered);
+        if rest.is_empty() {
+            return;
+        }
+        self.covered.union_with(&rest);
+        self.pending.union_with(&rest);
+        self.flush_pending();
+    }
+
+    /// Writes the pending skipped line, unless inside a transaction (then
+    /// after its marker; the binlog completes no transaction while another
+    /// is open, so this only waits for a snapshot chunk's or a restart's).
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() || self.tx_records > 0 {
+            return;
+        }
+        self.begin_segment();
+        let before = self.buf.len();
+        encode_skipped(&mut self.buf, &self.pending);
+        self.seg_bytes += (self.buf.len() - before) as u64;
+        self.pending = Coverage::default();
+    }
+
+    fn end_tx(&mut self, c: &Commit, exec: Option<&Coverage>, cfg: &FileSinkConfig) {
         if c.events != self.tx_records {
             tracing::debug!(gtid = %c.gtid, commit_events = c.events, written = self.tx_records, "transaction size differs from the records received");
         }
         self.begin_segment();
+        let id = split_id(&c.gtid);
+        // Same-key transactions without lines just before this one: only
+        // when the number does not follow the key's last (rare).
+        let skipped = match (id, exec) {
+            (Some((k, n)), Some(exec)) if n > self.covered.last(k).saturating_add(1) => {
+                exec.within(k, self.covered.last(k) + 1, n - 1)
+            }
+            _ => Vec::new(),
+        };
         let before = self.buf.len();
-        encode_tx_end(&mut self.buf, &c.gtid, self.tx_records, self.tx_crc);
+        encode_tx_end(
+            &mut self.buf,
+            &c.gtid,
+            self.tx_records,
+            &skipped,
+            self.tx_crc,
+        );
         self.seg_bytes += (self.buf.len() - before) as u64;
         self.tx_records = 0;
         self.tx_crc = TxCrc::default();
-        advance(&mut self.pos, &c.gtid);
+        if let Some((k, n)) = id {
+            for &(a, b) in &skipped {
+                self.covered.insert(k, a, b);
+            }
+            self.covered.add(k, n);
+        }
         self.seg_txs += 1;
+        self.flush_pending();
         if self.seg_bytes >= cfg.segment_max_bytes
             || self.seg_opened.elapsed() >= Duration::from_secs(cfg.segment_max_age_secs)
         {
@@ -326,12 +470,18 @@ impl State {
         }
     }
 
-    /// Before the first byte of a segment: its start line.
+    /// Before the first byte of a segment: its start line. It holds what
+    /// the previous segment's end line holds: pending transactions get
+    /// their skipped line in this segment, so that segments join exactly.
     fn begin_segment(&mut self) {
         if self.seg_bytes == 0 {
             self.seg_opened = Instant::now();
             let before = self.buf.len();
-            encode_segment_start(&mut self.buf, &self.pos);
+            if self.pending.is_empty() {
+                encode_segment_start(&mut self.buf, &self.covered);
+            } else {
+                encode_segment_start(&mut self.buf, &self.covered.minus(&self.pending));
+            }
             self.seg_bytes += (self.buf.len() - before) as u64;
             self.seg_txs = 0;
         }
@@ -339,7 +489,7 @@ impl State {
 
     /// At a transaction boundary: the end line, and the segment closes there.
     fn end_segment(&mut self) {
-        encode_segment_end(&mut self.buf, &self.pos, self.seg_txs);
+        encode_segment_end(&mut self.buf, &self.covered, self.seg_txs);
         self.rotations.push(self.buf.len());
         self.seg_bytes = 0;
         self.seg_txs = 0;

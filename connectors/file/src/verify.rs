@@ -16,6 +16,16 @@
 //! every closed segment has its end line (a closed segment cut at a
 //! transaction boundary loses it).
 //!
+//! Coverage (segments whose start line holds the covered set, see
+//! `encode`): the set is recomputed line by line from the start set, each
+//! marker (its transaction and its `skipped`) and each skipped line. A
+//! marker whose number skips ahead of its key's covered numbers names the
+//! missing transactions at its line (lines deleted or lost); at the end line
+//! the recomputed set must equal the end set, and the next segment's start
+//! set must equal this end set (or, for the open segment, what it holds),
+//! each difference named. Segments of older backups are checked by their
+//! per-server positions as before.
+//!
 //! Invariants kept:
 //! - Streams: memory is one line, read buffers, zstd's window and a few
 //!   intervals per server, never a segment or a transaction.
@@ -31,6 +41,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
+use crate::coverage::{split_id, Coverage};
 use crate::encode::{
     advance, classify, id_key, is_segment_line, marker_crc, parse_segment_line, parse_tx_end,
     LineKind, Positions, SegmentLine, TxCrc,
@@ -76,14 +87,27 @@ pub struct Summary {
     /// Per server (MySQL UUID[:tag], MariaDB domain), the sequence number
     /// intervals of the transactions seen; snapshot chunks under `snapshot:<id>`.
     pub covered: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Everything the backup covers (segments with coverage): transactions
+    /// with lines, those without, and the history before it began.
+    pub coverage: Coverage,
     /// `source.ts_ms` of the first and last record.
     pub first_ts_ms: Option<u64>,
     pub last_ts_ms: Option<u64>,
 }
 
 impl Summary {
-    /// The transactions seen, as `key:a-b:c-d,...` (MariaDB keys are domains).
+    /// The transactions covered (or, for backups without coverage, seen),
+    /// as `key:a-b:c-d,...` (MariaDB keys are domains).
     pub fn covered_set(&self) -> String {
+        if !self.coverage.is_empty() {
+            let mut all = self.coverage.clone();
+            for (k, iv) in &self.covered {
+                for &(a, b) in iv {
+                    all.insert(k, a, b);
+                }
+            }
+            return all.to_string();
+        }
         let mut out = Vec::new();
         for (k, iv) in &self.covered {
             let mut s = k.clone();
@@ -158,13 +182,21 @@ struct Walk {
     seg_start: Option<Positions>,
     seen: Positions,
     seg_txs: u64,
-    /// This segment's end line.
+    /// This segment's end line (and its covered set).
     seg_end: Option<(Positions, u64)>,
+    seg_end_cov: Option<Coverage>,
     /// The previous segment's end line (`None`: it had none, or no previous,
     /// or it could not be read to its end).
     prev_end: Option<Positions>,
     /// `prev_end`, taken when this segment began: what its start must join.
     join: Option<Positions>,
+    /// Coverage recomputed through this segment (`None`: its start line has
+    /// none, an older backup).
+    cov: Option<Coverage>,
+    /// The previous segment's end set (or what it held, when it had no end
+    /// line), and that taken when this segment began.
+    prev_cov: Option<Coverage>,
+    join_cov: Option<Coverage>,
 }
 
 /// `key:a-b` for every server whose position moved from `from` to `to`
@@ -215,10 +247,22 @@ impl Walk {
     fn segment_line(&mut self, raw: &[u8], out: &mut dyn FnMut(&Problem)) {
         let line = self.line;
         match parse_segment_line(raw) {
-            Some(SegmentLine::Start(s)) if line == 1 => {
+            Some(SegmentLine::Start { pos: s, covered }) if line == 1 => {
+                let join_cov = self.join_cov.take();
+                if let (Some(prev), Some(c)) = (&join_cov, &covered) {
+                    self.join_covered(prev, c, out);
+                    self.join = None;
+                }
+                if let Some(c) = &covered {
+                    self.sum.coverage.union_with(c);
+                }
+                self.cov = covered;
                 if let Some(prev) = self.join.take() {
                     let (missing, back) = between(&prev, &s);
-                    if !missing.is_empty() {
+                    // From an older segment (positions of transactions with
+                    // lines only) to one with coverage (filtered ones and
+                    // history included): only going back is a problem.
+                    if !missing.is_empty() && self.cov.is_none() {
                         let what = format!(
                             "does not join the previous segment's end: transactions {} are missing (those not filtered out)",
                             missing.join(",")
@@ -236,8 +280,19 @@ impl Walk {
                 self.seen = s.clone();
                 self.seg_start = Some(s);
             }
-            Some(SegmentLine::End { end, transactions }) if self.tx_lines == 0 => {
+            Some(SegmentLine::End {
+                end,
+                covered,
+                transactions,
+            }) if self.tx_lines == 0 => {
                 self.seg_end = Some((end, transactions));
+                self.seg_end_cov = covered;
+            }
+            Some(SegmentLine::Skipped(sk)) if self.tx_lines == 0 && self.seg_end.is_none() => {
+                if let Some(c) = self.cov.as_mut() {
+                    c.union_with(&sk);
+                }
+                self.sum.coverage.union_with(&sk);
             }
             Some(_) => self.problem(line, None, "segment line out of place".into(), out),
             None => self.problem(line, None, "malformed segment line".into(), out),
@@ -247,6 +302,29 @@ impl Walk {
     /// After a segment's last line: its end line against what it held.
     fn segment_done(&mut self, last: bool, out: &mut dyn FnMut(&Problem)) {
         let line = self.line;
+        let end_cov = self.seg_end_cov.take();
+        // An older segment the current sink closed: its end set includes
+        // filtered transactions and history its markers do not show.
+        let end_had_cov = end_cov.is_some();
+        if let (Some(cov), Some(end)) = (&self.cov, &end_cov) {
+            let (missing, extra) = (end.minus(cov), cov.minus(end));
+            if !missing.is_empty() {
+                let what = format!(
+                    "end line counts transactions {missing} as covered, but no line of the segment holds them: missing"
+                );
+                self.problem(line, None, what, out);
+            }
+            if !extra.is_empty() {
+                let what =
+                    format!("the segment holds transactions {extra} its end line does not count");
+                self.problem(line, None, what, out);
+            }
+        }
+        self.prev_cov = match end_cov {
+            Some(c) => Some(c),
+            None if self.seg_end.is_none() => self.cov.take(),
+            None => None,
+        };
         match self.seg_end.take() {
             Some((end, n)) => {
                 if n != self.seg_txs {
@@ -256,7 +334,7 @@ impl Walk {
                     );
                     self.problem(line, None, what, out);
                 }
-                if self.seg_start.is_some() && end != self.seen {
+                if self.seg_start.is_some() && !end_had_cov && end != self.seen {
                     let (missing, back) = between(&self.seen, &end);
                     let what = format!(
                         "end line does not match the segment's transactions: missing {}{}",
@@ -324,6 +402,64 @@ impl Walk {
         }
     }
 
+    /// A segment start set against the previous segment's end set.
+    fn join_covered(&mut self, prev: &Coverage, start: &Coverage, out: &mut dyn FnMut(&Problem)) {
+        let missing = start.minus(prev);
+        if !missing.is_empty() {
+            let what = format!(
+                "does not join the previous segment's end: transactions {missing} are missing (covered by this start line, held by no earlier segment)"
+            );
+            self.problem(self.line, None, what, out);
+        }
+        let back = prev.minus(start);
+        if !back.is_empty() {
+            let what = format!(
+                "starts without transactions {back} that the previous segment's end covers"
+            );
+            self.problem(self.line, None, what, out);
+        }
+    }
+
+    /// A marker's transaction (and its `skipped`) into the recomputed set;
+    /// a number that skips ahead of its key's covered ones is a gap.
+    fn cover(
+        &mut self,
+        id: &str,
+        skipped: &[(u64, u64)],
+        line: u64,
+        out: &mut dyn FnMut(&Problem),
+    ) {
+        let Some((k, n)) = split_id(id) else { return };
+        self.sum.coverage.add(k, n);
+        for &(a, b) in skipped {
+            self.sum.coverage.insert(k, a, b);
+        }
+        let Some(cov) = self.cov.as_mut() else { return };
+        let prev = cov.last(k);
+        let mut missing = Coverage::default();
+        if n > prev.saturating_add(1) {
+            // Rare: only when the number skips ahead. What `skipped` does not
+            // explain is missing; counted once (not again at the end line).
+            missing.insert(k, prev + 1, n - 1);
+            let mut explained = Coverage::default();
+            for &(a, b) in skipped {
+                explained.insert(k, a, b);
+            }
+            missing = missing.minus(&explained);
+            cov.insert(k, prev + 1, n - 1);
+        }
+        for &(a, b) in skipped {
+            cov.insert(k, a, b);
+        }
+        cov.add(k, n);
+        if !missing.is_empty() {
+            let what = format!(
+                "transactions {missing} are missing before this one: the backup holds neither their lines nor a record that they wrote none (deleted or lost)"
+            );
+            self.problem(line, Some(id), what, out);
+        }
+    }
+
     fn marker(&mut self, raw: &[u8], out: &mut dyn FnMut(&Problem)) {
         let line = self.line;
         let Some(m) = parse_tx_end(raw) else {
@@ -333,6 +469,7 @@ impl Walk {
         };
         let g = Some(m.id.as_str());
         self.sum.transactions += 1;
+        self.cover(&m.id, &m.skipped, line, out);
         advance(&mut self.seen, &m.id);
         self.seg_txs += 1;
         match marker_crc(raw, self.tx_crc) {
@@ -405,6 +542,9 @@ impl Walk {
         self.reset_tx();
         self.seg_start = None;
         self.join = self.prev_end.take();
+        self.join_cov = self.prev_cov.take();
+        self.cov = None;
+        self.seg_end_cov = None;
         self.seen = Positions::new();
         self.seg_txs = 0;
         self.seg_end = None;

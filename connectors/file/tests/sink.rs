@@ -57,7 +57,7 @@ fn cfg(dir: &Path) -> FileSinkConfig {
     FileSinkConfig::new("backup", dir)
 }
 
-async fn started(cfg: FileSinkConfig, ck: &FakeCommitted) -> FileSink {
+async fn started(cfg: FileSinkConfig, ck: &dyn rowstream_api::Committed) -> FileSink {
     FileSink::start(&cfg, ck).await.unwrap()
 }
 
@@ -102,7 +102,7 @@ async fn acks_after_data_is_written_and_format() {
     // file (and fsync'd).
     assert_eq!(rx1.await, Ok(Ok(())));
     // Every segment opens with its start line (nothing before it here).
-    let mut want1 = b"{\"segment\":{\"start\":{}}}\n".to_vec();
+    let mut want1 = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
     for l in expected(&[(1, 2)]) {
         want1.extend(l);
         want1.push(b'\n');
@@ -122,6 +122,7 @@ async fn acks_after_data_is_written_and_format() {
             gtid: gtid(3).into(),
             events: 3,
         }],
+        executed: None,
     };
     let mut rx3 = write(&mut s, b).await;
     s.flush().await.unwrap();
@@ -130,7 +131,7 @@ async fn acks_after_data_is_written_and_format() {
     let raw = fs::read(d.path().join("000000000001.ndjson")).unwrap();
     // Each marker carries the CRC32C of its transaction's lines (the third
     // transaction spans two batches), after the segment's start line.
-    let mut want = b"{\"segment\":{\"start\":{}}}\n".to_vec();
+    let mut want = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
     let mut crc = TxCrc::default();
     for (rec, m) in [
         (event(1, 0), None),
@@ -145,7 +146,7 @@ async fn acks_after_data_is_written_and_format() {
         crc.update(&l);
         want.extend(l);
         if let Some((id, n)) = m {
-            encode_tx_end(&mut want, id, n, crc);
+            encode_tx_end(&mut want, id, n, &[], crc);
             crc = TxCrc::default();
         }
     }
@@ -836,4 +837,189 @@ async fn uncompressed_closed_segments_stay_closed_across_restarts() {
         markers(d.path()),
         all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
     );
+}
+
+/// A checkpoint as a MariaDB GTID position (what `Committed::executed` gives).
+struct SetCommitted(rowstream_api::gtid::GtidSet);
+
+impl rowstream_api::Committed for SetCommitted {
+    fn contains(&self, id: &str) -> bool {
+        rowstream_api::gtid::Gtid::parse(rowstream_api::Flavor::MariaDb, id)
+            .is_ok_and(|g| self.0.contains(&g))
+    }
+    fn is_empty(&self) -> bool {
+        false
+    }
+    fn executed(&self) -> Option<&rowstream_api::gtid::GtidSet> {
+        Some(&self.0)
+    }
+}
+
+fn mariadb_set(seq: u64) -> rowstream_api::gtid::GtidSet {
+    rowstream_api::gtid::GtidSet::parse(rowstream_api::Flavor::MariaDb, &format!("0-1-{seq}"))
+        .unwrap()
+}
+
+/// Written transactions `txs` and the source's executed set up to `upto`:
+/// the numbers in between and after are transactions without lines.
+fn filtered(seq: u64, txs: &[(u64, u64)], upto: u64) -> Batch {
+    let mut b = batch(seq, txs);
+    b.executed = Some(mariadb_set(upto));
+    b
+}
+
+fn verify_text(dir: &Path) -> (Vec<String>, String) {
+    let mut problems = Vec::new();
+    let sum = verify(dir, &mut |p| problems.push(p.to_string())).unwrap();
+    (problems, sum.to_string())
+}
+
+/// Transactions that wrote no lines (all changes filtered out) are covered:
+/// by a marker's `skipped`, a skipped line, segment start / end sets; the
+/// backup verifies clean and covers the source's whole history. Removing a
+/// transaction's lines is then named as a gap; a restart whose checkpoint
+/// covers what the backup lost refuses to start, naming the GTIDs.
+#[tokio::test]
+async fn filtered_transactions_are_covered_and_holes_found() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 600;
+    let ck = SetCommitted(mariadb_set(2));
+    let mut s = started(c.clone(), &ck).await;
+    // History 1-2 is the checkpoint's (before the backup); 5-6, 9, 12-14
+    // and 20-21 write no lines.
+    write(&mut s, filtered(1, &[(3, 1), (4, 2)], 6)).await;
+    write(&mut s, filtered(2, &[(7, 1), (8, 1), (10, 1), (11, 2)], 14)).await;
+    write(&mut s, filtered(3, &[], 14)).await;
+    write(&mut s, filtered(4, &[(15, 1), (16, 3), (17, 1)], 17)).await;
+    write(&mut s, filtered(5, &[(18, 1), (19, 1)], 21)).await;
+    s.flush().await.unwrap();
+    drop(s);
+    let (problems, summary) = verify_text(d.path());
+    assert!(problems.is_empty(), "{problems:?}\n{summary}");
+    assert!(summary.contains("covered: 0:1-21\n"), "{summary}");
+    let segs = segments(d.path()).unwrap();
+    assert!(segs.len() >= 2, "{segs:?}");
+    let raw: String = segs
+        .iter()
+        .map(|&seg| {
+            let mut t = String::new();
+            rowstream_file::segment::open_segment(d.path(), seg)
+                .unwrap()
+                .read_to_string(&mut t)
+                .unwrap();
+            t
+        })
+        .collect();
+    assert!(raw.contains("\"skipped\":[[9,9]]"), "{raw}");
+    assert!(
+        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[5,6]]}}}"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[12,14]]}}}"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("{\"segment\":{\"start_covered\":{\"0\":[[1,2]]}}}"),
+        "{raw}"
+    );
+    assert_eq!(cat_lines(d.path()).len(), 15);
+    // A restart from the checkpoint the backup covers continues.
+    let s = started(c.clone(), &SetCommitted(mariadb_set(21))).await;
+    drop(s);
+
+    // A hole: transaction 16's lines removed from its (closed) segment.
+    let read = |seg: Segment| {
+        let mut t = String::new();
+        rowstream_file::segment::open_segment(d.path(), seg)
+            .unwrap()
+            .read_to_string(&mut t)
+            .unwrap();
+        t
+    };
+    let seg = *segs
+        .iter()
+        .find(|&&seg| read(seg).contains("\"id\":\"0-1-16\""))
+        .unwrap();
+    let orig = fs::read(seg.path(d.path())).unwrap();
+    let kept: String = read(seg)
+        .split_inclusive('\n')
+        .filter(|l| !l.contains("\"0-1-16\""))
+        .collect();
+    fs::remove_file(seg.path(d.path())).unwrap();
+    let plain = d.path().join(segment_name(seg.num, false));
+    fs::write(&plain, &kept).unwrap();
+    let (problems, _) = verify_text(d.path());
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("0:16") && p.contains("missing")),
+        "{problems:?}"
+    );
+    fs::remove_file(&plain).unwrap();
+    fs::write(seg.path(d.path()), &orig).unwrap();
+    assert!(verify_text(d.path()).0.is_empty());
+    // Truncated behind rowstream's back: the checkpoint (21) covers more
+    // than the backup holds (up to 17 once the torn rest is cut).
+    let last = *segments(d.path()).unwrap().last().unwrap();
+    assert!(!last.compressed);
+    let path = last.path(d.path());
+    let text = fs::read_to_string(&path).unwrap();
+    let at = text.find("\"0-1-19\"").unwrap();
+    fs::write(&path, &text[..at]).unwrap();
+    let e = FileSink::start(&c, &SetCommitted(mariadb_set(21)))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(e.is_fatal(), "{msg}");
+    assert!(msg.contains("does not hold: 0:19-21"), "{msg}");
+    assert!(msg.contains("restore the segment from a copy"), "{msg}");
+}
+
+/// A backup written before coverage existed (segment lines with positions)
+/// is continued: the sink takes the checkpoint's set as its start, the
+/// segments it adds record coverage, and `verify` is clean across the
+/// transition; a restart then checks the checkpoint against it.
+#[tokio::test]
+async fn old_backup_is_continued_with_coverage() {
+    let d = tempfile::tempdir().unwrap();
+    let tx = |n: u64| {
+        let mut out = Vec::new();
+        let mut crc = TxCrc::default();
+        let mut l = line(&event(n, 0));
+        l.push(b'\n');
+        crc.update(&l);
+        out.extend(l);
+        encode_tx_end(&mut out, &gtid(n), 1, &[], crc);
+        out
+    };
+    let mut seg1 = b"{\"segment\":{\"start\":{}}}\n".to_vec();
+    seg1.extend(tx(1));
+    seg1.extend(b"{\"segment\":{\"end\":{\"0\":1},\"transactions\":1}}\n");
+    fs::write(d.path().join(segment_name(1, false)), seg1).unwrap();
+    let mut seg2 = b"{\"segment\":{\"start\":{\"0\":1}}}\n".to_vec();
+    seg2.extend(tx(2));
+    fs::write(d.path().join(segment_name(2, false)), seg2).unwrap();
+    assert!(verify_text(d.path()).0.is_empty());
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 1;
+    c.compress = false;
+    // Transaction 3 wrote no lines before the upgrade.
+    let mut s = started(c.clone(), &SetCommitted(mariadb_set(3))).await;
+    write(&mut s, filtered(1, &[(4, 1)], 5)).await;
+    write(&mut s, filtered(2, &[(6, 1)], 6)).await;
+    s.flush().await.unwrap();
+    drop(s);
+    let (problems, summary) = verify_text(d.path());
+    assert!(problems.is_empty(), "{problems:?}\n{summary}");
+    assert!(summary.contains("covered: 0:1-6\n"), "{summary}");
+    // `cat` reads across the transition: records only, no segment lines.
+    assert_eq!(cat_lines(d.path()).len(), 4);
+    // Covered: a restart from 6 continues; one from 7 (lost) refuses.
+    drop(started(c.clone(), &SetCommitted(mariadb_set(6))).await);
+    let e = FileSink::start(&c, &SetCommitted(mariadb_set(7)))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not hold: 0:7"), "{e}");
 }
