@@ -643,3 +643,54 @@ fn curl(method: &str, url: &str) -> Value {
 fn search_sink_faults() {
     search_sink_under_faults(sink_faults());
 }
+
+/// A target that stops answering without closing (a black hole, as behind a dead NAT
+/// entry): the MySQL client has no timeout of its own, so rowstream waits, but it must say
+/// so in its log while it lasts (`[health] max_sink_stall_ms`, 3 s here) and ride through
+/// once it ends. Before the warning existed, 25 s of black hole logged nothing.
+#[test]
+fn mysql_sink_black_hole() {
+    let Some(target) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    let proxy = FaultProxy::start(target.port);
+    let sink = Sink::Other(format!(
+        "type = \"mysql\"\nname = \"copy\"\nurl = \"mysql://root:root@{}\"\nthreads = 4\n",
+        proxy.addr()
+    ));
+    let Some((server, mut svc)) = sink_service("net-mysql-hole", sink) else {
+        return;
+    };
+    svc.cfg.extra = "[health]\nmax_sink_stall_ms = 3000\n".into();
+    svc.write_config();
+    svc.spawn();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let _guard = common::StopOnDrop(&stop);
+        let writer = sc.spawn(|| write_until(&server, seed(), &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        let before = svc.log_text().len();
+        proxy.stall(true);
+        std::thread::sleep(Duration::from_secs(12));
+        let during = svc.log_text()[before..].to_string();
+        proxy.stall(false);
+        stop.store(true, Ordering::SeqCst);
+        writer.join().expect("writer");
+        let warnings = during
+            .lines()
+            .filter(|l| l.contains("sink copy has not acknowledged a batch"))
+            .count();
+        assert!(
+            warnings >= 2,
+            "{warnings} warnings in 12 s of black hole (one per 3 s expected):\n{during}"
+        );
+    });
+    svc.wait_caught_up(&server, CATCH_UP);
+    svc.stop(Duration::from_secs(60));
+    assert!(
+        log_count(&svc, "sink copy acknowledges again") >= 1,
+        "no recovery logged:\n{}",
+        svc.log_tail()
+    );
+    assert_table(&table(&target), &table(&server), "the MySQL target");
+}

@@ -68,7 +68,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     }
     let builders = plan::build_sinks(&cfg)?;
     let backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
-    let (observe, _heartbeat) = observe(&cfg, &builders)?;
+    let (observe, _tasks) = observe(&cfg, &builders)?;
     supervise(
         &mut Live(&cfg),
         &builders,
@@ -80,12 +80,13 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     .await
 }
 
-/// The lag board (installed as the metrics endpoint's probe) and, with
-/// `[heartbeat]`, the heartbeat writer (stops when the handle is dropped).
+/// The lag board (installed as the metrics endpoint's probe), the task that
+/// logs stalled sinks and, with `[heartbeat]`, the heartbeat writer (the
+/// tasks stop when their handles are dropped).
 fn observe(
     cfg: &Config,
     builders: &[Box<dyn SinkBuilder>],
-) -> Result<(Observe, Option<AbortOnDrop>), ServiceError> {
+) -> Result<(Observe, Vec<AbortOnDrop>), ServiceError> {
     let names = builders.iter().map(|b| b.name().to_string()).collect();
     let board = Arc::new(LagBoard::new(
         names,
@@ -94,6 +95,7 @@ fn observe(
     ));
     crate::metrics::install(board.clone());
     crate::metrics::register();
+    let mut tasks = vec![AbortOnDrop(tokio::spawn(lag::watch_stalls(board.clone())))];
     let Some(hb) = cfg.heartbeat.clone() else {
         return Ok((
             Observe {
@@ -101,7 +103,7 @@ fn observe(
                 heartbeat: None,
                 carry: Default::default(),
             },
-            None,
+            tasks,
         ));
     };
     let opts = match &hb.url {
@@ -130,7 +132,10 @@ fn observe(
             heartbeat: rows,
             carry: Default::default(),
         },
-        Some(AbortOnDrop(task)),
+        {
+            tasks.push(AbortOnDrop(task));
+            tasks
+        },
     ))
 }
 
