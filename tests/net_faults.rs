@@ -647,7 +647,8 @@ fn search_sink_faults() {
 /// A target that stops answering without closing (a black hole, as behind a dead NAT
 /// entry): the MySQL client has no timeout of its own, so rowstream waits, but it must say
 /// so in its log while it lasts (`[health] max_sink_stall_ms`, 3 s here) and ride through
-/// once it ends. Before the warning existed, 25 s of black hole logged nothing.
+/// once it ends; a start against a black hole times out its connect and retries. Before
+/// the warning and the connect timeout, both hung with no log line.
 #[test]
 fn mysql_sink_black_hole() {
     let Some(target) = TestServer::start(Flavor::MariaDb, &[]) else {
@@ -686,11 +687,22 @@ fn mysql_sink_black_hole() {
         );
     });
     svc.wait_caught_up(&server, CATCH_UP);
-    svc.stop(Duration::from_secs(60));
     assert!(
         log_count(&svc, "sink copy acknowledges again") >= 1,
         "no recovery logged:\n{}",
         svc.log_tail()
     );
+    // A restart while the target is a black hole: the connect gives up (30 s), says so
+    // and is retried; once the target answers the copy catches up.
+    svc.kill9();
+    proxy.stall(true);
+    server.exec("INSERT INTO s.t VALUES (-1, 'during the black hole', 0)");
+    svc.spawn();
+    wait_until("the connect timeout in the log", Duration::from_secs(60), || {
+        svc.log_text().contains("no answer within 30s")
+    });
+    proxy.stall(false);
+    svc.wait_caught_up(&server, CATCH_UP);
+    svc.stop(Duration::from_secs(60));
     assert_table(&table(&target), &table(&server), "the MySQL target");
 }
