@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    gtid_key, gtid_seqs, seed, Flavor, FaultProxy, Service, ServiceConfig, Sink, TestDaemon,
+    gtid_key, gtid_seqs, seed, FaultProxy, Flavor, Service, ServiceConfig, Sink, TestDaemon,
     TestServer, OSMEM,
 };
 use rand::rngs::StdRng;
@@ -50,6 +50,8 @@ const CATCH_UP: Duration = Duration::from_secs(180);
 
 /// `s.t` as the tests compare it: id -> (v, n).
 type Table = BTreeMap<i64, (String, i64)>;
+/// A transaction as a [`gtid_key`].
+type TxKey = (String, u64);
 
 fn fault_count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -92,7 +94,9 @@ fn write_until(server: &TestServer, seed: u64, stop: &AtomicBool) -> usize {
                     }
                     5..=7 if !ids.is_empty() => {
                         let id = ids[rng.gen_range(0..ids.len())];
-                        sql.push_str(&format!("UPDATE s.t SET v = '{v}', n = n + 1 WHERE id = {id};"));
+                        sql.push_str(&format!(
+                            "UPDATE s.t SET v = '{v}', n = n + 1 WHERE id = {id};"
+                        ));
                     }
                     8..=9 if !ids.is_empty() => {
                         let id = ids.swap_remove(rng.gen_range(0..ids.len()));
@@ -221,11 +225,17 @@ fn faults_under_writes(
         let writer = sc.spawn(|| write_until(server, seed, &stop));
         for i in 0..n {
             std::thread::sleep(Duration::from_millis(rng.gen_range(200..1200)));
-            let f = KINDS.get(i).copied().unwrap_or_else(|| KINDS[rng.gen_range(0..KINDS.len())]);
+            let f = KINDS
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| KINDS[rng.gen_range(0..KINDS.len())]);
             inject(proxy, f, stall, &mut rng);
             *faults.entry(f).or_default() += 1;
             if let Some(st) = svc.exited() {
-                panic!("rowstream exited ({st}) after a {f:?}\n--- log ---\n{}", svc.log_tail());
+                panic!(
+                    "rowstream exited ({st}) after a {f:?}\n--- log ---\n{}",
+                    svc.log_tail()
+                );
             }
             check(svc);
         }
@@ -246,7 +256,11 @@ fn faults_under_writes(
 /// No panic in the log; returns how many lines contain `needle`.
 fn log_count(svc: &Service, needle: &str) -> usize {
     let log = svc.log_text();
-    assert!(!log.contains("panicked"), "rowstream panicked:\n{}", svc.log_tail());
+    assert!(
+        !log.contains("panicked"),
+        "rowstream panicked:\n{}",
+        svc.log_tail()
+    );
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
@@ -296,11 +310,18 @@ fn assert_checkpoint_durable(svc: &Service, flavor: Flavor) {
 /// changes fold to the table. Returns the number of transactions.
 fn assert_backup_exact(server: &TestServer, backup: &Path) -> usize {
     let txs = read_backup(backup);
-    let keys: Vec<_> = txs.iter().map(|(id, _)| gtid_key(server.flavor, id)).collect();
+    let keys: Vec<_> = txs
+        .iter()
+        .map(|(id, _)| gtid_key(server.flavor, id))
+        .collect();
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (i, (src, n)) in keys.iter().enumerate() {
         if let Some(&p) = last.get(src.as_str()) {
-            assert!(*n > p, "transaction #{i} {} after sequence {p}: twice or out of order", txs[i].0);
+            assert!(
+                *n > p,
+                "transaction #{i} {} after sequence {p}: twice or out of order",
+                txs[i].0
+            );
         }
         last.insert(src, *n);
     }
@@ -417,7 +438,10 @@ fn sink_service(label: &str, sink: Sink) -> Option<(TestServer, Service)> {
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            t.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -528,7 +552,8 @@ fn serve(conn: TcpStream, acked: &Mutex<BTreeMap<String, Value>>) {
                 a.insert(id, rec);
             }
         }
-        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
+        let ok =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
         if w.write_all(ok).is_err() {
             return;
         }
@@ -555,7 +580,7 @@ fn http_sink_under_faults(n: usize) {
     };
     let flavor = server.flavor;
     // After each fault: what the checkpoint covered, then what the receiver had.
-    let mut seen: Vec<(BTreeSet<(String, u64)>, BTreeSet<String>)> = Vec::new();
+    let mut seen: Vec<(BTreeSet<TxKey>, BTreeSet<String>)> = Vec::new();
     let run = faults_under_writes(&mut svc, &server, &proxy, (n, SINK_STALL), |s| {
         if let Some(cp) = s.checkpoint_gtid() {
             seen.push((gtid_seqs(flavor, &cp), rx.ids()));
@@ -565,7 +590,10 @@ fn http_sink_under_faults(n: usize) {
     // The checkpoint never covered a transaction before all its records were answered.
     let mut by_tx: BTreeMap<(String, u64), Vec<&String>> = BTreeMap::new();
     for id in all.keys() {
-        by_tx.entry(gtid_key(flavor, split_id(id).0)).or_default().push(id);
+        by_tx
+            .entry(gtid_key(flavor, split_id(id).0))
+            .or_default()
+            .push(id);
     }
     for (i, (cp, had)) in seen.iter().enumerate() {
         for (tx, ids) in &by_tx {
@@ -577,7 +605,7 @@ fn http_sink_under_faults(n: usize) {
         }
     }
     let mut folded = Table::new();
-    let mut ordered: Vec<(((String, u64), u64), &Value)> = all
+    let mut ordered: Vec<((TxKey, u64), &Value)> = all
         .iter()
         .map(|(id, r)| {
             let (g, k) = split_id(id);
@@ -588,7 +616,11 @@ fn http_sink_under_faults(n: usize) {
     for (_, r) in ordered {
         common::apply_change(&mut folded, r, image);
     }
-    assert_table(&folded, &table(&server), "the records the receiver acknowledged");
+    assert_table(
+        &folded,
+        &table(&server),
+        "the records the receiver acknowledged",
+    );
     let retries = log_count(&svc, "retry");
     report("http sink", &run, &proxy, retries);
 }
@@ -698,9 +730,11 @@ fn mysql_sink_black_hole() {
     proxy.stall(true);
     server.exec("INSERT INTO s.t VALUES (-1, 'during the black hole', 0)");
     svc.spawn();
-    wait_until("the connect timeout in the log", Duration::from_secs(60), || {
-        svc.log_text().contains("no answer within 30s")
-    });
+    wait_until(
+        "the connect timeout in the log",
+        Duration::from_secs(60),
+        || svc.log_text().contains("no answer within 30s"),
+    );
     proxy.stall(false);
     svc.wait_caught_up(&server, CATCH_UP);
     svc.stop(Duration::from_secs(60));

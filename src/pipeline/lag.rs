@@ -46,6 +46,8 @@ struct Inner {
     issued: VecDeque<(u64, Instant)>,
     sinks: Vec<SinkState>,
     source_down_since: Option<Instant>,
+    /// When the last "source disconnected" warning was logged.
+    source_warned: Option<Instant>,
     checkpoint: Option<String>,
     read: Option<String>,
     read_at: Option<Instant>,
@@ -173,9 +175,27 @@ impl LagBoard {
         }
     }
 
-    /// Logs the sinks that stall (see [`Self::warn_stalled`]).
+    /// Logs the sinks that stall (see [`Self::warn_stalled`]) and a source
+    /// disconnected for longer than `[health] max_source_down_ms` (every such
+    /// period while it lasts: a reconnect that hangs is never silent).
     pub fn watch_stalls(&self) {
-        self.warn_stalled(&mut self.lock(), Instant::now());
+        self.tick();
+        let now = Instant::now();
+        let mut g = self.lock();
+        self.warn_stalled(&mut g, now);
+        let bound = Duration::from_millis(self.health.max_source_down_ms);
+        let down = g.source_down_since.map(|t| now.duration_since(t));
+        match (down.filter(|d| *d > bound), g.source_warned) {
+            (Some(d), w) if w.is_none_or(|w| now.duration_since(w) >= bound) => {
+                tracing::warn!(
+                    "the source has not been connected for {:.0}s; still trying",
+                    d.as_secs_f64()
+                );
+                g.source_warned = Some(now);
+            }
+            (None, Some(_)) => g.source_warned = None,
+            _ => {}
+        }
     }
 
     /// A sink whose oldest unacked batch is older than `[health]

@@ -96,7 +96,9 @@ impl FaultProxy {
     /// Starts forwarding new connections on a fresh loopback port to `127.0.0.1:upstream`.
     pub fn start(upstream: u16) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let port = listener.local_addr().expect("proxy address").port();
         let shared = Arc::new(Shared::default());
         shared.cut_budget.store(-1, Ordering::SeqCst);
