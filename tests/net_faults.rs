@@ -15,9 +15,9 @@
 //!
 //! Fault counts: `ROWSTREAM_NET_FAULTS_SOURCE` (default 12) and `ROWSTREAM_NET_FAULTS_SINK`
 //! (default 5); the `soak_*` tests (ignored) use 200 and 50 unless those are set.
-//! Kafka is not covered: its clients connect to the address the broker advertises, so a
-//! proxy in front of it needs a broker that advertises the proxy's port (a start-kafka.sh
-//! option that does not exist yet).
+//! Kafka clients connect to the address the broker advertises, not the one they were
+//! given, so the Kafka test restarts its broker with one more listener, advertised as the
+//! proxy's port.
 
 #[macro_use]
 mod common;
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     gtid_key, gtid_seqs, seed, FaultProxy, Flavor, Service, ServiceConfig, Sink, TestDaemon,
-    TestServer, OSMEM,
+    TestKafka, TestServer, OSMEM,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -420,6 +420,7 @@ mod soak {
         mysql_sink_under_faults(n);
         http_sink_under_faults(n);
         search_sink_under_faults(n);
+        kafka_sink_under_faults(n);
     }
 }
 
@@ -739,4 +740,61 @@ fn mysql_sink_black_hole() {
     svc.wait_caught_up(&server, CATCH_UP);
     svc.stop(Duration::from_secs(60));
     assert_table(&table(&target), &table(&server), "the MySQL target");
+}
+
+/// Restarts `kafka` (its own broker) with one more listener on `port`, advertised as
+/// `127.0.0.1:advertised`.
+fn add_proxied_listener(kafka: &TestKafka, port: u16, advertised: u16) {
+    let path = kafka.datadir.join("server.properties");
+    let props = std::fs::read_to_string(&path).expect("server.properties");
+    let props: String = props
+        .lines()
+        .map(|l| {
+            if l.starts_with("listeners=") {
+                format!("{l},PROXIED://127.0.0.1:{port}\n")
+            } else if l.starts_with("advertised.listeners=") {
+                format!("{l},PROXIED://127.0.0.1:{advertised}\n")
+            } else if l.starts_with("listener.security.protocol.map=") {
+                format!("{l},PROXIED:PLAINTEXT\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    kafka.stop();
+    std::fs::write(&path, props).expect("write server.properties");
+    kafka.restart();
+}
+
+/// The Kafka sink producing through the proxy (bootstrap and every broker connection).
+fn kafka_sink_under_faults(n: usize) {
+    let Some(kafka) = TestKafka::start() else {
+        return;
+    };
+    let listener = common::pick_port();
+    let proxy = FaultProxy::start(listener);
+    add_proxied_listener(&kafka, listener, proxy.port);
+    let sink = Sink::Other(format!(
+        "type = \"kafka\"\nname = \"kafka\"\nbrokers = \"{}\"\n\
+         [sinks.properties]\n\"linger.ms\" = \"2\"\n",
+        proxy.addr()
+    ));
+    let Some((server, mut svc)) = sink_service("net-kafka-sink", sink) else {
+        return;
+    };
+    let run = faults_under_writes(&mut svc, &server, &proxy, (n, SINK_STALL), |_| {});
+    let mut folded = Table::new();
+    for r in common::kafka::consume_topic(&kafka.bootstrap(), "svc.s.t") {
+        let Some(b) = r.payload else { continue }; // a tombstone follows a delete
+        let v: Value = serde_json::from_slice(&b).expect("value is JSON");
+        common::apply_change(&mut folded, &v, image);
+    }
+    assert_table(&folded, &table(&server), "the topic folded by key");
+    let retries = log_count(&svc, "restarting the sinks");
+    report("kafka sink", &run, &proxy, retries);
+}
+
+#[test]
+fn kafka_sink_faults() {
+    kafka_sink_under_faults(sink_faults());
 }
