@@ -798,3 +798,29 @@ fn kafka_sink_under_faults(n: usize) {
 fn kafka_sink_faults() {
     kafka_sink_under_faults(sink_faults());
 }
+
+/// A source that closes every connection while rowstream starts (a cut during the
+/// start's checks, as the soak met): rowstream waits it out, says so, and streams once
+/// the source answers. It used to exit with "source: connection: ... connection closed".
+#[test]
+fn source_unreachable_at_start() {
+    let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
+        return;
+    };
+    server.exec(SCHEMA);
+    let proxy = FaultProxy::start(server.port);
+    let mut cfg = ServiceConfig::for_server(&server, Sink::file());
+    cfg.urls = vec![format!("mysql://repl:repl@{}", proxy.addr())];
+    let mut svc = Service::new("net-source-start", cfg);
+    proxy.refuse_for(Duration::from_secs(4));
+    svc.spawn();
+    wait_until("the retry in the log", Duration::from_secs(30), || {
+        svc.log_text()
+            .contains("source unreachable while starting the stream")
+    });
+    server.exec("INSERT INTO s.t VALUES (1, 'after the refusals', 0)");
+    svc.wait_caught_up(&server, CATCH_UP);
+    svc.stop(Duration::from_secs(60));
+    assert_backup_exact(&server, &svc.backup);
+    eprintln!("proxy {:?}", proxy.counts());
+}

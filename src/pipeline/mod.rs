@@ -177,8 +177,12 @@ impl Origin for Live<'_> {
     }
 }
 
+/// How long the sinks may take to close before the source is tried again.
+const SOURCE_RETRY_CLOSE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Plans, starts the sinks, opens the source and streams; after a transient
-/// sink failure does it all again from the saved checkpoint, after a backoff.
+/// sink failure, or a transient source error while planning or opening,
+/// does it all again from the saved checkpoint, after a backoff.
 pub(crate) async fn supervise<O: Origin>(
     origin: &mut O,
     builders: &[Box<dyn SinkBuilder>],
@@ -191,7 +195,16 @@ pub(crate) async fn supervise<O: Origin>(
     let mut seq = 0u64;
     let mut restarting = false;
     loop {
-        let Some((committed, plan)) = origin.plan(checkpoint.load()?).await? else {
+        let planned = match origin.plan(checkpoint.load()?).await {
+            Err(ServiceError::Source(e)) if e.is_transient() => {
+                match restart::wait_for_source(&e, backoff.next_wait(), &mut stop).await {
+                    true => continue,
+                    false => return Ok(()),
+                }
+            }
+            r => r?,
+        };
+        let Some((committed, plan)) = planned else {
             return Ok(());
         };
         // Written batches come back here to be freed on this thread.
@@ -209,7 +222,16 @@ pub(crate) async fn supervise<O: Origin>(
         let failure = match started {
             Err(f) => f,
             Ok(sinks) => {
-                let src = origin.open(plan).await?;
+                let src = match origin.open(plan).await {
+                    Err(ServiceError::Source(e)) if e.is_transient() => {
+                        sinks.close(SOURCE_RETRY_CLOSE).await;
+                        match restart::wait_for_source(&e, backoff.next_wait(), &mut stop).await {
+                            true => continue,
+                            false => return Ok(()),
+                        }
+                    }
+                    r => r?,
+                };
                 let shared = Shared {
                     checkpoint: &mut checkpoint,
                     meters: &meters,
