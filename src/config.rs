@@ -201,10 +201,12 @@ impl HeartbeatConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// A sink with a batch (or heartbeat) unacked for longer is unhealthy (default 60000).
+    /// A sink with a batch (or heartbeat) unacked for longer is unhealthy and
+    /// named in a warning, again every such period (default 60000).
     #[serde(default = "default_stall_ms")]
     pub max_sink_stall_ms: u64,
-    /// The source disconnected for longer is unhealthy (default 60000).
+    /// The source disconnected for longer is unhealthy and logged, again every
+    /// such period (default 60000).
     #[serde(default = "default_stall_ms")]
     pub max_source_down_ms: u64,
 }

@@ -37,6 +37,8 @@ struct SinkState {
     /// Newest heartbeat durable in the sink.
     durable_hb: u64,
     last_lag: Option<Duration>,
+    /// When the last "has not acknowledged" warning was logged (None: not stalled).
+    warned: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -44,6 +46,8 @@ struct Inner {
     issued: VecDeque<(u64, Instant)>,
     sinks: Vec<SinkState>,
     source_down_since: Option<Instant>,
+    /// When the last "source disconnected" warning was logged.
+    source_warned: Option<Instant>,
     checkpoint: Option<String>,
     read: Option<String>,
     read_at: Option<Instant>,
@@ -171,6 +175,58 @@ impl LagBoard {
         }
     }
 
+    /// Logs the sinks that stall (see [`Self::warn_stalled`]) and a source
+    /// disconnected for longer than `[health] max_source_down_ms` (every such
+    /// period while it lasts: a reconnect that hangs is never silent).
+    pub fn watch_stalls(&self) {
+        self.tick();
+        let now = Instant::now();
+        let mut g = self.lock();
+        self.warn_stalled(&mut g, now);
+        let bound = Duration::from_millis(self.health.max_source_down_ms);
+        let down = g.source_down_since.map(|t| now.duration_since(t));
+        match (down.filter(|d| *d > bound), g.source_warned) {
+            (Some(d), w) if w.is_none_or(|w| now.duration_since(w) >= bound) => {
+                tracing::warn!(
+                    "the source has not been connected for {:.0}s; still trying",
+                    d.as_secs_f64()
+                );
+                g.source_warned = Some(now);
+            }
+            (None, Some(_)) => g.source_warned = None,
+            _ => {}
+        }
+    }
+
+    /// A sink whose oldest unacked batch is older than `[health]
+    /// max_sink_stall_ms` is named in a warning, again every such period
+    /// while it lasts, and once when it acknowledges again: a sink blocked
+    /// on a server that stopped answering (a black-holed connection has no
+    /// timeout of its own in some clients) is never a silent hang.
+    fn warn_stalled(&self, g: &mut Inner, now: Instant) {
+        let bound = Duration::from_millis(self.health.max_sink_stall_ms);
+        for (name, s) in self.names.iter().zip(g.sinks.iter_mut()) {
+            let stall = s.unacked.front().map(|(_, t)| now.duration_since(*t));
+            match (stall.filter(|d| *d > bound), s.warned) {
+                (Some(d), w) if w.is_none_or(|w| now.duration_since(w) >= bound) => {
+                    tracing::warn!(
+                        sink = %name,
+                        unacked_batches = s.unacked.len(),
+                        "sink {name} has not acknowledged a batch for {:.0}s \
+                         (its server may be unreachable or not answering); still waiting",
+                        d.as_secs_f64()
+                    );
+                    s.warned = Some(now);
+                }
+                (None, Some(_)) => {
+                    tracing::info!(sink = %name, "sink {name} acknowledges again");
+                    s.warned = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn sink_lag(&self, g: &Inner, i: usize, now: Instant) -> Option<f64> {
         if !self.heartbeat {
             return None;
@@ -274,6 +330,17 @@ impl crate::metrics::Probe for LagBoard {
     }
 }
 
+/// Calls [`LagBoard::watch_stalls`] every second, for ever (abort the task to
+/// stop). A task of its own: the session's loop may itself be blocked on the
+/// stalled sink (backpressure), so its tick cannot be the one to notice.
+pub(crate) async fn watch_stalls(board: std::sync::Arc<LagBoard>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        board.watch_stalls();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +383,31 @@ mod tests {
         // A row from an earlier process never matches.
         b.sink_acked(0, 2, Some(5));
         assert!(b.health().0);
+    }
+
+    #[test]
+    fn a_stalled_sink_is_warned_about_until_it_acks() {
+        let health = HealthConfig {
+            max_sink_stall_ms: 50,
+            max_source_down_ms: 1_000_000,
+        };
+        let b = LagBoard::new(vec!["a".into(), "b".into()], health, false);
+        b.dispatched(1, || None);
+        b.sink_acked(1, 1, None);
+        b.watch_stalls();
+        assert!(b.lock().sinks.iter().all(|s| s.warned.is_none()));
+        std::thread::sleep(Duration::from_millis(80));
+        b.watch_stalls();
+        let warned = b.lock().sinks[0].warned;
+        assert!(warned.is_some() && b.lock().sinks[1].warned.is_none());
+        // Not again within the period, again after it.
+        b.watch_stalls();
+        assert_eq!(b.lock().sinks[0].warned, warned);
+        std::thread::sleep(Duration::from_millis(60));
+        b.watch_stalls();
+        assert!(b.lock().sinks[0].warned > warned);
+        b.sink_acked(0, 1, None);
+        b.watch_stalls();
+        assert!(b.lock().sinks[0].warned.is_none());
     }
 }

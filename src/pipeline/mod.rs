@@ -68,7 +68,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     }
     let builders = plan::build_sinks(&cfg)?;
     let backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
-    let (observe, _heartbeat) = observe(&cfg, &builders)?;
+    let (observe, _tasks) = observe(&cfg, &builders)?;
     supervise(
         &mut Live(&cfg),
         &builders,
@@ -80,12 +80,13 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     .await
 }
 
-/// The lag board (installed as the metrics endpoint's probe) and, with
-/// `[heartbeat]`, the heartbeat writer (stops when the handle is dropped).
+/// The lag board (installed as the metrics endpoint's probe), the task that
+/// logs stalled sinks and, with `[heartbeat]`, the heartbeat writer (the
+/// tasks stop when their handles are dropped).
 fn observe(
     cfg: &Config,
     builders: &[Box<dyn SinkBuilder>],
-) -> Result<(Observe, Option<AbortOnDrop>), ServiceError> {
+) -> Result<(Observe, Vec<AbortOnDrop>), ServiceError> {
     let names = builders.iter().map(|b| b.name().to_string()).collect();
     let board = Arc::new(LagBoard::new(
         names,
@@ -94,6 +95,7 @@ fn observe(
     ));
     crate::metrics::install(board.clone());
     crate::metrics::register();
+    let mut tasks = vec![AbortOnDrop(tokio::spawn(lag::watch_stalls(board.clone())))];
     let Some(hb) = cfg.heartbeat.clone() else {
         return Ok((
             Observe {
@@ -101,7 +103,7 @@ fn observe(
                 heartbeat: None,
                 carry: Default::default(),
             },
-            None,
+            tasks,
         ));
     };
     let opts = match &hb.url {
@@ -130,7 +132,10 @@ fn observe(
             heartbeat: rows,
             carry: Default::default(),
         },
-        Some(AbortOnDrop(task)),
+        {
+            tasks.push(AbortOnDrop(task));
+            tasks
+        },
     ))
 }
 
@@ -172,8 +177,12 @@ impl Origin for Live<'_> {
     }
 }
 
+/// How long the sinks may take to close before the source is tried again.
+const SOURCE_RETRY_CLOSE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Plans, starts the sinks, opens the source and streams; after a transient
-/// sink failure does it all again from the saved checkpoint, after a backoff.
+/// sink failure, or a transient source error while planning or opening,
+/// does it all again from the saved checkpoint, after a backoff.
 pub(crate) async fn supervise<O: Origin>(
     origin: &mut O,
     builders: &[Box<dyn SinkBuilder>],
@@ -186,7 +195,16 @@ pub(crate) async fn supervise<O: Origin>(
     let mut seq = 0u64;
     let mut restarting = false;
     loop {
-        let Some((committed, plan)) = origin.plan(checkpoint.load()?).await? else {
+        let planned = match origin.plan(checkpoint.load()?).await {
+            Err(ServiceError::Source(e)) if e.is_transient() => {
+                match restart::wait_for_source(&e, backoff.next_wait(), &mut stop).await {
+                    true => continue,
+                    false => return Ok(()),
+                }
+            }
+            r => r?,
+        };
+        let Some((committed, plan)) = planned else {
             return Ok(());
         };
         // Written batches come back here to be freed on this thread.
@@ -204,7 +222,16 @@ pub(crate) async fn supervise<O: Origin>(
         let failure = match started {
             Err(f) => f,
             Ok(sinks) => {
-                let src = origin.open(plan).await?;
+                let src = match origin.open(plan).await {
+                    Err(ServiceError::Source(e)) if e.is_transient() => {
+                        sinks.close(SOURCE_RETRY_CLOSE).await;
+                        match restart::wait_for_source(&e, backoff.next_wait(), &mut stop).await {
+                            true => continue,
+                            false => return Ok(()),
+                        }
+                    }
+                    r => r?,
+                };
                 let shared = Shared {
                     checkpoint: &mut checkpoint,
                     meters: &meters,

@@ -1,6 +1,8 @@
 //! Acting on sink failures: a transient one restarts the sinks from the
 //! checkpoint after a capped, jittered exponential backoff; a fatal one
-//! stops the service.
+//! stops the service. A transient source error while planning or opening
+//! the source (a connection cut during the start or a restart) is waited
+//! out the same way, never an exit.
 //!
 //! Invariants:
 //! - the delay doubles from [`RESTART_BASE`] up to [`RESTART_CAP`], jittered
@@ -13,9 +15,11 @@
 use std::time::Duration;
 
 use rowstream_api::{metrics, SinkError};
+use tokio::sync::watch;
 
 use super::acks::SinkFailure;
 use super::sinks::Ends;
+use crate::source::SourceError;
 
 /// The first delay before a restart.
 pub(crate) const RESTART_BASE: Duration = Duration::from_millis(500);
@@ -51,4 +55,25 @@ pub(crate) fn note_restart(f: &SinkFailure, delay: Duration) {
         delay_ms = delay.as_millis() as u64,
         "sink failed with a transient error: restarting the sinks from the checkpoint after {delay:?}"
     );
+}
+
+/// Logs a transient source error met while (re)starting and waits `delay`
+/// before the next try; false when `stop` turned true first.
+pub(crate) async fn wait_for_source(
+    e: &SourceError,
+    delay: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tracing::warn!(
+        error = %e,
+        delay_ms = delay.as_millis() as u64,
+        "source unreachable while starting the stream: trying again after {delay:?}"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.wait_for(|s| *s) => {
+            tracing::info!("stopping while waiting for the source; the checkpoint is unchanged");
+            false
+        }
+    }
 }

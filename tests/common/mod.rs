@@ -2,7 +2,8 @@
 //! servers ([`TestServer`]), external daemons a sink writes into ([`TestKafka`] (Apache Kafka),
 //! [`TestSearch`], both a [`TestDaemon`]), the `rowstream` binary ([`rowstream`],
 //! [`tail`], [`output_with_timeout`]), `rowstream run` as a service ([`Service`]), scratch
-//! dirs ([`TmpDir`]), the random seed ([`seed`]), GTID sets as sets ([`gtid_seqs`]) and a
+//! dirs ([`TmpDir`]), a TCP proxy that breaks connections on command ([`FaultProxy`]), the
+//! random seed ([`seed`]), GTID sets as sets ([`gtid_seqs`]) and a
 //! random workload over a keyed and a composite-key table ([`Workload`]).
 //!
 //! A sink test reads like this (see `tests/kafka.rs`):
@@ -45,6 +46,7 @@ mod cli;
 mod daemons;
 mod gtid;
 pub mod kafka;
+mod proxy;
 mod server;
 mod service;
 mod tmp;
@@ -68,6 +70,8 @@ pub use daemons::{
 };
 #[allow(unused_imports)]
 pub use gtid::{gtid_key, gtid_seqs};
+#[allow(unused_imports)]
+pub use proxy::{FaultProxy, ProxyCounts};
 #[allow(unused_imports)]
 pub use server::{parse_last_resultset, Flavor, TestServer};
 #[allow(unused_imports)]

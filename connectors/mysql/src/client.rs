@@ -52,8 +52,27 @@ pub struct Progress {
     pub chunks_done: u64,
 }
 
+/// How long a connect (TCP, handshake, the first query) may take: the
+/// client has no timeout of its own, and a target that accepts but never
+/// answers (a black-holed connection) would otherwise hang the sink's start
+/// with no log line. Past it the start fails as transient and is retried.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Connects to the target of `cfg` with the session settings.
 pub async fn connect(cfg: &MysqlSinkConfig) -> Result<(Conn, Server), SinkError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_now(cfg))
+        .await
+        .unwrap_or_else(|_| {
+            Err(SinkError::Transient(format!(
+                "mysql sink {:?}: connect to {}: no answer within {}s (retrying)",
+                cfg.name,
+                mask_url(&cfg.url),
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+async fn connect_now(cfg: &MysqlSinkConfig) -> Result<(Conn, Server), SinkError> {
     let opts = Opts::from_url(&cfg.url).map_err(|e| {
         SinkError::Fatal(format!(
             "mysql sink {:?}: url {}: {e}",
