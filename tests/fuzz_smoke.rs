@@ -163,7 +163,10 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             }
         }
     }
-    assert!(!out.is_empty(), "{target}: no seeds in fuzz/corpus/{target}");
+    assert!(
+        !out.is_empty(),
+        "{target}: no seeds in fuzz/corpus/{target}"
+    );
     out
 }
 
@@ -262,7 +265,10 @@ fn fuzz_smoke_every_target() {
             started_ms.store(u64::MAX, Ordering::Relaxed);
             if outcome.is_err() {
                 let path = save(target, "crash", &input);
-                panic!("{target} panicked (seed {seed}); input saved as {}", path.display());
+                panic!(
+                    "{target} panicked (seed {seed}); input saved as {}",
+                    path.display()
+                );
             }
             let largest = LARGEST.load(Ordering::Relaxed);
             if largest > ALLOC_LIMIT {
@@ -276,7 +282,10 @@ fn fuzz_smoke_every_target() {
             }
             execs += 1;
         }
-        eprintln!("fuzz smoke: {target}: {execs} executions, {} seeds", pool.len());
+        eprintln!(
+            "fuzz smoke: {target}: {execs} executions, {} seeds",
+            pool.len()
+        );
         assert!(execs > 0, "{target}: no input ran");
     }
 }
