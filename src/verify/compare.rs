@@ -127,11 +127,18 @@ pub struct ChunkResult {
 type SortKey = Vec<Option<Vec<u8>>>;
 
 /// Opens a consistent snapshot on the source and returns the executed set
-/// it holds no more than.
+/// it holds no more than: on MariaDB exactly the snapshot's position (the
+/// server reports it, as for the initial snapshot's cut), so a copy is never
+/// waited for past what the chunk saw; MySQL reports no such position, so
+/// the set read just after opening is an upper bound (a copy that went
+/// further may differ once and is rechecked).
 async fn snapshot(src: &mut Conn, flavor: Flavor) -> Result<GtidSet, SourceError> {
     src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await?;
-    server_executed(src, flavor).await
+    match flavor {
+        Flavor::MariaDb => crate::source::snapshot::cut::mariadb_snapshot_gtid(src).await,
+        Flavor::MySql => server_executed(src, flavor).await,
+    }
 }
 
 async fn end_snapshot(src: &mut Conn) -> Result<(), SourceError> {

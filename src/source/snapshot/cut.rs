@@ -74,7 +74,7 @@ async fn begin(c: &mut mysql_async::Conn) -> Result<(), SourceError> {
 /// The exact position of this session's consistent snapshot: MariaDB 10.11
 /// reports its binlog file and offset (`Binlog_snapshot_file/position`),
 /// which `BINLOG_GTID_POS` turns into the GTID position.
-async fn mariadb_snapshot_gtid(c: &mut mysql_async::Conn) -> Result<GtidSet, SourceError> {
+pub(crate) async fn mariadb_snapshot_gtid(c: &mut mysql_async::Conn) -> Result<GtidSet, SourceError> {
     let rows: Vec<(String, String)> = c.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
     let get = |name: &str| {
         rows.iter()
@@ -87,11 +87,13 @@ async fn mariadb_snapshot_gtid(c: &mut mysql_async::Conn) -> Result<GtidSet, Sou
             "snapshot: the server reports no Binlog_snapshot_file/position (is log_bin on?)".into(),
         ));
     };
+    let offset: u64 = pos.parse().map_err(|_| {
+        SourceError::Fatal(format!(
+            "snapshot: the server reports Binlog_snapshot_position `{pos}`, not a number"
+        ))
+    })?;
     let gtid: Option<Option<String>> = c
-        .exec_first(
-            "SELECT BINLOG_GTID_POS(?, ?)",
-            (&file, pos.parse::<u64>().unwrap_or(0)),
-        )
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, offset))
         .await?;
     let Some(s) = gtid.flatten() else {
         return Err(SourceError::Fatal(format!(
