@@ -328,8 +328,8 @@ pub fn cat_bounded(dir: &Path, out: &mut impl Write, buffer: usize) -> io::Resul
                 Some(_) => checksummed = true,
             }
             if tx.spilled {
+                // A transaction spills only after lines, which set `start`.
                 #[allow(clippy::expect_used)]
-                // a transaction spills only after lines, which set `start`
                 reprint(
                     dir,
                     tx.start.expect("spilled has lines"),
