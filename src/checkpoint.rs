@@ -318,6 +318,7 @@ impl CheckpointStore {
             snapshot: cp.snapshot.clone(),
             on_demand: cp.on_demand.clone(),
         };
+        #[allow(clippy::expect_used)] // our own struct of strings and numbers: cannot fail
         let mut json = serde_json::to_vec(&file).expect("a checkpoint always serializes");
         json.push(b'\n');
 

@@ -179,14 +179,13 @@ impl HeartbeatConfig {
         if self.interval_ms < 10 {
             return Err(invalid("heartbeat.interval_ms", "must be at least 10"));
         }
-        if self.db_table().is_none() {
+        let Some((d, t)) = self.db_table() else {
             return Err(invalid("heartbeat.table", "must be `db.table`"));
-        }
+        };
         let ok = |s: &str| {
             s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
         };
-        let (d, t) = self.db_table().expect("checked");
         if !ok(d) || !ok(t) {
             return Err(invalid(
                 "heartbeat.table",
@@ -862,7 +861,9 @@ fn container_for(next: &Seg) -> toml::Value {
 }
 
 fn set_path(node: &mut toml::Value, segs: &[Seg], raw: &str) -> Result<(), String> {
-    let (first, rest) = segs.split_first().expect("non-empty path");
+    let Some((first, rest)) = segs.split_first() else {
+        return Err("empty key path".into());
+    };
     let slot: &mut toml::Value = match (node, first) {
         (toml::Value::Table(t), Seg::Key(k)) => {
             if rest.is_empty() {
@@ -949,12 +950,13 @@ pub fn redact_secrets(text: &str) -> String {
             })
             .unwrap_or(tail.len());
         let authority = &tail[..end];
-        match authority.rfind('@') {
+        // The `@` ending the user info, and the `:` before the password in it.
+        let userinfo = authority
+            .rfind('@')
+            .and_then(|at| Some((at, authority[..at].find(':')?)));
+        match userinfo {
             // `user:password@` in prose (our own error messages) is no secret.
-            Some(at)
-                if authority[..at].contains(':') && !authority[..at].ends_with(":password") =>
-            {
-                let colon = authority[..at].find(':').unwrap();
+            Some((at, colon)) if !authority[..at].ends_with(":password") => {
                 out.push_str(&authority[..=colon]);
                 out.push_str("***");
                 out.push_str(&authority[at..]);

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 #[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // fuzz harness: a panic is the finding
 pub mod fuzzing;
 pub use rowstream_api::gtid;
 pub mod metrics;

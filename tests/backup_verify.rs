@@ -9,6 +9,7 @@
 //! set and verifies clean; one transaction's lines removed from a segment
 //! are named as missing (segment, line, GTID). Skipped without server
 //! binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -7,6 +7,7 @@
 //!
 //! Servers are shared between cases where a setting can be changed at runtime
 //! (`SET GLOBAL`, then restored); settings that need a restart get their own server.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

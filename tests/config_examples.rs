@@ -3,6 +3,7 @@
 //! (naming the key), missing required keys; environment overrides apply.
 //!
 //! No server needed: these tests only read files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -20,6 +20,7 @@
 //! Needs java 17+ and mvn (Debezium is fetched from Maven Central once, into
 //! `~/.cache/rowstream/debezium-3.6.1`); without them the test is skipped,
 //! or fails under `ROWSTREAM_TEST_REQUIRE_SERVERS`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -12,6 +12,7 @@
 //! root ignores file modes) or, without root, `chmod 0555`. The fsync shim fails calls
 //! only in a process named `rowstream` and only while its trigger file exists, so the
 //! test's own tools and servers are never affected.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

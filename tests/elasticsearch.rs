@@ -17,6 +17,7 @@
 //! - a table without a primary key stops the service with a message naming it.
 //!
 //! Truth is the source server: its final table contents and GTID set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -3,6 +3,7 @@
 //! goes through the same entry points (`rowstream::fuzzing`) the fuzzers
 //! call, in a plain `cargo test` (no nightly, no sanitizer). Each fixed bug
 //! has its own test naming the fix.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 

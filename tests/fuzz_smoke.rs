@@ -12,6 +12,7 @@
 //! fails the run, and the input is saved under
 //! `target/tmp/fuzz-smoke/` with the printed seed (`ROWSTREAM_FUZZ_SEED`
 //! repeats a run). Not coverage-guided: it finds shallow bugs only.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};

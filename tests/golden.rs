@@ -26,6 +26,7 @@
 //! `golden_mysql_compressed_partial_json_diffs` (without geometry, so `mysqlbinlog -v`
 //! prints whole rows and the test proves the JSON column was logged as a diff), and
 //! `compare_image_reports_mismatches` (the comparator, no server).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! of each flavour through deploy/dev, checks the server configuration rowstream relies
 //! on, runs SQL through `query` / `exec` and checks the GTID position moves. No rowstream
 //! calls: when this fails, the harness or the dev servers are broken, not rowstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

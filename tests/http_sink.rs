@@ -18,6 +18,7 @@
 //!   the URL, the status and the answer; the checkpoint stays before it.
 //!
 //! Skipped without server binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

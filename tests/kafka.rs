@@ -15,6 +15,7 @@
 //! - every record has the `gtid` and `op` headers, matching the envelope.
 //!
 //! Truth is the server: its final table contents and GTID set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -12,6 +12,7 @@
 //! id from the registry and the datum decoded with the `apache-avro` crate. Replaying the
 //! decoded records per key gives exactly the source table; the DDL registered a second
 //! value schema (schema evolution) that has the new column.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -8,6 +8,7 @@
 //! recovers after SIGCONT; a source away past `max_source_down_ms` turns it 503 too.
 //! With no writes on captured tables the checkpoint still
 //! advances with the heartbeats, and the heartbeat rows are not in the backup.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

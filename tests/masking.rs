@@ -5,6 +5,7 @@
 //! SHA-256 of the value's JSON text) or redacted; no byte of a clear value
 //! is in any backup file. Skipped without server binaries unless
 //! `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

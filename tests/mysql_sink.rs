@@ -11,6 +11,7 @@
 //!   images.
 //!
 //! Skipped without server binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -18,6 +18,7 @@
 //! Kafka clients connect to the address the broker advertises, not the one they were
 //! given, so the Kafka test restarts its broker with one more listener, advertised as the
 //! proxy's port.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

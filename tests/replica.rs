@@ -1,5 +1,6 @@
 //! rowstream as a replica: the server lists it while it streams, and MySQL
 //! tagged GTIDs are reported in the server's notation and resumed from.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

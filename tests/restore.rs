@@ -6,6 +6,7 @@
 //! recorded during the workload; `--before` the mass DELETE gets the deleted
 //! rows back; a restore killed with SIGKILL and rerun ends equal too.
 //! Skipped without server binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -8,6 +8,7 @@
 //! covered by `checkpoint.json`, before anything restarts. Fallback: while rowstream is
 //! stopped a commit waits for the timeout, later ones go through asynchronously; when
 //! rowstream returns the server is semi-sync again and its commits are acknowledged.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

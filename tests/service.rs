@@ -12,6 +12,7 @@
 //! Truth is the server: the GTIDs a writer got back from its own commits, the server's GTID
 //! set, and its final table contents. Applying the backup's row events in order must give
 //! exactly `SELECT * FROM s.t`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -9,6 +9,7 @@
 //! once the broker is back the stream resumes from the checkpoint. Checked:
 //! the service never exits, logs the restarts, catches up, stops cleanly on
 //! SIGTERM, and the topic holds every row of the table (replays allowed).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -9,6 +9,7 @@
 //! Also: snapshot rows of every column type print exactly like the binlog's rows of the
 //! same values, the snapshot modes `never` / `initial_only`, and on-demand snapshots
 //! (signal table), also with SIGKILLs during them (resumed, no key read twice).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

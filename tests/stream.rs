@@ -2,6 +2,7 @@
 //! server restart in the middle of the stream (every row exactly once, in order), MariaDB
 //! compressed binlog events (refused, never decoded into rows), `--include` filtering of
 //! rows and DDL, and `--from earliest` on a fresh server.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

@@ -17,6 +17,7 @@
 //! primary key (one chunk, every column sorted).
 //!
 //! Skipped without server binaries unless `ROWSTREAM_TEST_REQUIRE_SERVERS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
 mod common;

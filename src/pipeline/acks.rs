@@ -107,6 +107,8 @@ impl AckTracker {
     /// Waits for the oldest batch to settle. Must not be called while empty.
     /// Every batch in flight is polled, not just the oldest, so each sink's
     /// ack is noted (per-sink lag) when it comes, not when it reaches the front.
+    // The wait below returns only once the front batch exists and is settled.
+    #[allow(clippy::expect_used)]
     pub async fn next(&mut self) -> Result<Acked, SinkFailure> {
         assert!(!self.queue.is_empty(), "next() on an empty tracker");
         let queue = &mut self.queue;

@@ -155,7 +155,11 @@ pub(crate) async fn write_loop(
     name: String,
     board: Arc<LagBoard>,
 ) {
-    let (db, table) = cfg.db_table().expect("validated");
+    // Config validation refuses anything else; should it not, no heartbeat beats the panic.
+    let Some((db, table)) = cfg.db_table() else {
+        tracing::error!(table = %cfg.table, "heartbeat: table is not `db.table`; no heartbeats");
+        return;
+    };
     let (db, table) = (db.to_string(), table.to_string());
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,7 +183,7 @@ pub(crate) async fn write_loop(
         n += 1;
         let seq = board.heartbeat_seq(n);
         board.issued(seq);
-        let c = conn.as_mut().expect("connected");
+        let Some(c) = conn.as_mut() else { continue };
         let sql = format!(
             "INSERT INTO `{db}`.`{table}` (name, seq, ts) VALUES (?, ?, NOW(6)) \
              ON DUPLICATE KEY UPDATE seq = ?, ts = NOW(6)"

@@ -233,7 +233,8 @@ async fn connect_first(
             }
         }
     }
-    Err(last_err.expect("at least one server").into())
+    let err = last_err.unwrap_or_else(|| SourceError::Config("no source server given".into()));
+    Err(err.into())
 }
 
 /// What to snapshot: continue the checkpoint's snapshot; or a new one on a

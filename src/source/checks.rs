@@ -641,20 +641,22 @@ async fn list_replicas(
     conn: &mut mysql_async::Conn,
     flavor: Flavor,
 ) -> Result<Result<Vec<RegisteredReplica>, mysql_async::ServerError>, mysql_async::Error> {
+    // The statements tried in turn; a server error from the last one is the answer.
     let stmts: &[&str] = match flavor {
         // SHOW REPLICAS exists since 8.0.22; older servers say syntax error.
         Flavor::MySql => &["SHOW REPLICAS", "SHOW SLAVE HOSTS"],
         Flavor::MariaDb => &["SHOW SLAVE HOSTS"],
     };
-    let mut last = None;
-    for stmt in stmts {
+    for (i, stmt) in stmts.iter().enumerate() {
         match conn.query::<mysql_async::Row, _>(*stmt).await {
             Ok(rows) => return Ok(Ok(rows.iter().filter_map(replica_from_row).collect())),
-            Err(mysql_async::Error::Server(e)) => last = Some(e),
+            Err(mysql_async::Error::Server(e)) if i + 1 == stmts.len() => return Ok(Err(e)),
+            Err(mysql_async::Error::Server(_)) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(Err(last.expect("at least one statement")))
+    // Not reached: `stmts` is never empty and its last statement returned above.
+    Ok(Ok(Vec::new()))
 }
 
 fn replica_from_row(row: &mysql_async::Row) -> Option<RegisteredReplica> {

@@ -596,15 +596,22 @@ impl Handshake {
         let server_version = String::from_utf8_lossy(&p[i..end]).into_owned();
         i = end + 1;
         let get = |from: usize, n: usize| p.get(from..from + n).ok_or_else(bad);
-        let connection_id = u32::from_le_bytes(get(i, 4)?.try_into().unwrap());
+        let u16_at = |from: usize| match p.get(from..from + 2) {
+            Some(&[a, b]) => Ok(u16::from_le_bytes([a, b])),
+            _ => Err(bad()),
+        };
+        let connection_id = match get(i, 4)? {
+            &[a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+            _ => return Err(bad()),
+        };
         i += 4;
         let mut nonce = get(i, 8)?.to_vec();
         i += 9; // 8 bytes + filler
-        let cap_lo = u16::from_le_bytes(get(i, 2)?.try_into().unwrap()) as u32;
+        let cap_lo = u32::from(u16_at(i)?);
         i += 2 + 1 + 2; // charset, status
-        let cap_hi = u16::from_le_bytes(get(i, 2)?.try_into().unwrap()) as u32;
+        let cap_hi = u32::from(u16_at(i)?);
         i += 2;
-        let auth_len = *get(i, 1)?.first().unwrap() as usize;
+        let auth_len = *p.get(i).ok_or_else(bad)? as usize;
         i += 1 + 10;
         let capabilities = cap_lo | (cap_hi << 16);
         if capabilities & CLIENT_SECURE_CONNECTION != 0 {

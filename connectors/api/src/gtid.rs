@@ -638,7 +638,7 @@ impl MySqlGtidSet {
         };
         let mut set = MySqlGtidSet::new();
         for _ in 0..n_sids {
-            let uuid = Uuid(r.take(16)?.try_into().expect("16 bytes"));
+            let uuid = Uuid(r.array()?);
             let tag = if tagged {
                 let len = r.varlen()?;
                 if len > MAX_TAG_LEN as u64 {
@@ -717,9 +717,14 @@ impl<'a> Reader<'a> {
     }
 
     fn u64(&mut self) -> Result<u64, GtidError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// The next `N` bytes as an array (`take` checked the length).
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], GtidError> {
+        let s = self.take(N)?;
+        s.try_into()
+            .map_err(|_| GtidError::Encoding(format!("expected {N} bytes, got {}", s.len())))
     }
 
     fn varlen(&mut self) -> Result<u64, GtidError> {

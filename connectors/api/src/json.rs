@@ -144,9 +144,10 @@ impl KeyCache {
             bytes.push(b':');
             ends.push(bytes.len());
         }
+        let i = self.tables.len();
         self.tables
             .push((columns.clone(), EncodedKeys { bytes, ends }));
-        &self.tables.last().expect("just pushed").1
+        &self.tables[i].1
     }
 }
 
@@ -394,6 +395,9 @@ fn escape_byte(out: &mut Vec<u8>, bytes: &[u8], start: usize, j: usize) -> usize
 
 /// Appends `bytes` as a JSON string of standard, padded base64, encoding in
 /// place inside `out` (no temporary buffer).
+// Cannot fail: bytes held in memory have a base64 length (4/3 of theirs) that
+// fits in usize, and the buffer is sized by `encoded_len`.
+#[allow(clippy::expect_used)]
 fn write_base64_str(out: &mut Vec<u8>, bytes: &[u8]) {
     let n = base64::encoded_len(bytes.len(), true).expect("base64 length overflows usize");
     out.push(b'"');

@@ -15,6 +15,7 @@ pub mod rfc3339;
 pub mod sink;
 pub mod table;
 #[cfg(feature = "testing")]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 pub mod testing;
 pub mod value;
 

@@ -17,6 +17,7 @@
 //! `docs=N seconds=S docs_per_s=R` on stdout.
 //!
 //! Build: `cargo build --release --example plain_bulk -p rowstream-elasticsearch`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::io::BufRead;
 use std::time::Instant;

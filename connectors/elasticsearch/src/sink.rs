@@ -454,15 +454,18 @@ impl ElasticsearchSink {
             OnError::DeadLetter => {
                 let mut out = Vec::new();
                 for (i, status, reason) in refused {
-                    serde_json::to_writer(&mut out, &describe(*i, *status, reason))
-                        .expect("JSON to memory");
+                    // A Value prints as compact JSON (what to_writer wrote), infallibly.
+                    out.extend_from_slice(describe(*i, *status, reason).to_string().as_bytes());
                     out.push(b'\n');
                 }
                 let path = self.cfg.dead_letter_file.clone().unwrap_or_default();
-                let f = self
-                    .dead
-                    .as_mut()
-                    .expect("dead-letter file open with on_error = dead_letter");
+                let Some(f) = self.dead.as_mut() else {
+                    // Opened at start whenever on_error = dead_letter.
+                    return Err(self.fatal(format_args!(
+                        "the dead-letter file {} is not open",
+                        path.display()
+                    )));
+                };
                 if let Err(e) = f.write_all(&out).and_then(|_| f.sync_data()) {
                     return Err(self.fatal(format_args!(
                         "cannot write the dead-letter file {}: {e}",

@@ -169,6 +169,7 @@ impl BackupReader {
             if self.cur.is_none() && !self.open_next()? {
                 return Ok(None);
             }
+            #[allow(clippy::expect_used)] // open_next returned true: it set `cur`
             let (num, rd) = self.cur.as_mut().expect("opened above");
             let num = *num;
             buf.clear();
@@ -284,6 +285,7 @@ pub fn cat_bounded(dir: &Path, out: &mut impl Write, buffer: usize) -> io::Resul
     let mut tx = CatTx::default();
     while let Some(kind) = rd.read_line(&mut line)? {
         line.push(b'\n');
+        #[allow(clippy::expect_used)] // read_line just returned that line
         let at = rd.position_of_last(line.len()).expect("a line was read");
         if kind != LineKind::TxEnd {
             tx.start.get_or_insert(at);
@@ -326,6 +328,8 @@ pub fn cat_bounded(dir: &Path, out: &mut impl Write, buffer: usize) -> io::Resul
                 Some(_) => checksummed = true,
             }
             if tx.spilled {
+                // A transaction spills only after lines, which set `start`.
+                #[allow(clippy::expect_used)]
                 reprint(
                     dir,
                     tx.start.expect("spilled has lines"),

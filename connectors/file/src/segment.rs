@@ -292,6 +292,7 @@ impl SegmentWriter {
             self.file = Some(file);
         }
         self.check_len()?;
+        #[allow(clippy::expect_used)] // set just above when it was None
         let file = self.file.as_mut().expect("opened above");
         let path = &self.dir;
         file.write_all(data).map_err(|source| IoError {

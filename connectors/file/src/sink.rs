@@ -497,13 +497,9 @@ impl State {
 
     /// Collects the running job: always when `wait`, else only if it is done.
     async fn reap(&mut self, wait: bool, name: &str) -> Result<(), SinkError> {
-        let Some(h) = self.inflight.as_ref() else {
+        let Some(h) = self.inflight.take_if(|h| wait || h.is_finished()) else {
             return Ok(());
         };
-        if !wait && !h.is_finished() {
-            return Ok(());
-        }
-        let h = self.inflight.take().expect("checked above");
         let res = match h.await {
             Ok(done) => {
                 self.writer = Some(done.writer);
@@ -528,6 +524,7 @@ impl State {
     /// The previous job must have been reaped.
     fn launch(&mut self, name: &str) {
         debug_assert!(self.inflight.is_none());
+        #[allow(clippy::expect_used)] // no job runs (asserted above), so the writer is home
         let mut writer = self.writer.take().expect("no job running");
         let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
         self.buf.clear();

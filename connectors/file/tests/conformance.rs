@@ -2,6 +2,7 @@
 //! against the file backup sink on a temporary directory. The failure is a
 //! full disk: every segment the sink may open next is a symlink to
 //! `/dev/full`, and segments rotate after every transaction.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! The file sink end to end on temporary directories: acks after flush,
 //! poisoned sink on I/O errors, rotation into .zst, recovery to the
 //! checkpoint in every place a cut can fall, refusals, and `cat`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::fs;
 use std::io::Read;

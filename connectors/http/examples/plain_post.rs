@@ -10,6 +10,7 @@
 //! ```
 //!
 //! Build: `cargo build --release --example plain_post -p rowstream-http`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@
 //! Prints `requests=N bytes=B` on stdout when it gets SIGTERM or SIGINT
 //! (after flushing SAVE_FILE). Build:
 //! `cargo build --release --example receiver -p rowstream-http`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -226,7 +226,9 @@ impl HttpSink {
             };
             self.tables.insert(k.clone(), q);
         }
-        Ok(self.tables.get_mut(&k).expect("inserted above"))
+        #[allow(clippy::expect_used)] // present, or inserted just above
+        let q = self.tables.get_mut(&k).expect("inserted above");
+        Ok(q)
     }
 
     /// Encodes every change of `batch` into its table's pending request,
@@ -309,13 +311,16 @@ impl HttpSink {
 
     /// Starts the request of table `k`'s pending records (if any).
     fn spawn(&mut self, k: &DbTable) {
+        #[allow(clippy::expect_used)] // `k` names a table queue_for created
         let q = self.tables.get_mut(k).expect("known table");
         if q.pending.ids.is_empty() {
             return;
         }
         let p = std::mem::take(&mut q.pending);
         q.in_flight = Some(p.first);
-        let (first, last) = (&p.ids[0], p.ids.last().expect("not empty"));
+        let (Some(first), Some(last)) = (p.ids.first(), p.ids.last()) else {
+            return; // checked non-empty above
+        };
         if let Some(j) = &mut self.journal {
             if let Err(e) = j.note(first, last) {
                 tracing::warn!(sink = %self.cfg.name, "cannot write the request log, replays after a crash may carry new idempotency keys: {e}");
@@ -402,6 +407,7 @@ impl HttpSink {
 
     /// Dead-letters a refused request (fsync'd) or stops, per `on_error`.
     fn refused(&mut self, sent: &Sent, status: u16, answer: &str) -> Result<(), SinkError> {
+        #[allow(clippy::expect_used)] // a request is sent only with records in it
         let (first, last) = (&sent.ids[0], sent.ids.last().expect("not empty"));
         if self.cfg.on_error == OnError::Stop {
             return Err(self.fatal(format_args!(
@@ -428,13 +434,17 @@ impl HttpSink {
             "record_ids": sent.ids,
             "records": records,
         });
-        let mut out = serde_json::to_vec(&line).expect("JSON to memory");
+        // A Value prints as compact JSON (what to_vec wrote), infallibly.
+        let mut out = line.to_string().into_bytes();
         out.push(b'\n');
         let path = self.cfg.dead_letter.clone().unwrap_or_default();
-        let f = self
-            .dead
-            .as_mut()
-            .expect("dead-letter file open with on_error = dead_letter");
+        let Some(f) = self.dead.as_mut() else {
+            // Opened at start whenever on_error = dead_letter.
+            return Err(self.fatal(format_args!(
+                "the dead-letter file {} is not open",
+                path.display()
+            )));
+        };
         if let Err(e) = f.write_all(&out).and_then(|_| f.sync_data()) {
             return Err(self.fatal(format_args!(
                 "cannot write the dead-letter file {}: {e}",

@@ -2,6 +2,7 @@
 //! `Retry-After` is waited out, a 400 is refused with the answer, OAuth
 //! refreshes once on a 401 and a second 401 is fatal, and the request rate
 //! holds.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod scripted;
 

@@ -23,6 +23,7 @@
 //! 0.2.3 fails in librdkafka with "Bad message format".)
 //!
 //! Build: `cargo build --release --example plain_producer -p rowstream-kafka`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::{Duration, Instant};
 

@@ -206,6 +206,8 @@ impl KafkaSink {
 
     /// Sends the BEGIN (`end = false`) or END record of the open transaction
     /// to the transaction topic.
+    // Called only while a transaction is open (begin and end of one).
+    #[allow(clippy::expect_used)]
     async fn send_tx_marker(
         &mut self,
         end: bool,
@@ -379,6 +381,7 @@ impl KafkaSink {
         } else {
             1
         };
+        #[allow(clippy::expect_used)] // set just above when it was None
         let open = self.open_tx.as_mut().expect("just opened");
         let s = &ev.source;
         let table = match open
@@ -440,6 +443,7 @@ impl KafkaSink {
             }
         }
         let ns = avro::namespace(&ev.source.name, &ev.source.db, &ev.source.table);
+        #[allow(clippy::expect_used)] // the avro format is built with its registry
         let registry = self.registry.clone().expect("avro sink has a registry");
         let reg_err = |e: crate::registry::RegistryError| {
             let m = format!(

@@ -445,6 +445,7 @@ impl Applier {
                 .map_err(io)?;
             *log = Some(f);
         }
+        #[allow(clippy::expect_used)] // set just above when it was None
         let f = log.as_mut().expect("opened above");
         let mut text = line.to_string();
         text.push('\n');

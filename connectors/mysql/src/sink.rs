@@ -338,6 +338,7 @@ impl MysqlSink {
         // This job's progress covers the filtered-out ones before it.
         self.unwritten = false;
         let keys = self.keys(recs).await?;
+        #[allow(clippy::expect_used)] // the pool is built before the first dispatch
         let pool = self.pool.as_mut().expect("dispatch runs with a pool");
         pool.submit(batch.clone(), range, p, keys).await
     }
@@ -503,6 +504,7 @@ impl MysqlSink {
             // (a snapshot chunk's rows carry no id): the target had it
             // already (a replay after a restart), so what this replay
             // wrote is undone rather than committed over newer rows.
+            #[allow(clippy::expect_used)] // checked Some in the condition above
             let tx = self.tx.take().expect("checked above");
             self.main.discard();
             if tx.began.is_some() {

@@ -3,6 +3,7 @@
 //! and without primary key, exactly once across a dropped sink, conflicts
 //! under stop / log / skip, a transaction spanning 50 batches, and the
 //! same result with 4 threads as with 1.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The sink contract (`rowstream_api::testing::conformance`) checked against
 //! a real MariaDB target. The failure provoked is a batch the target
 //! refuses: rows for a table it does not have (fatal, named in the error).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod common;
 

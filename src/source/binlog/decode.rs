@@ -160,9 +160,9 @@ pub fn parse_rows_header(
     let short = || mal(ctx, "truncated");
     let mut p = 0usize;
     let table_id = if post_header_len == 6 {
-        let s = body.get(0..4).ok_or_else(short)?;
+        let s = body.first_chunk().ok_or_else(short)?;
         p = 4;
-        u32::from_le_bytes(s.try_into().unwrap()) as u64
+        u64::from(u32::from_le_bytes(*s))
     } else {
         let s = body.get(0..6).ok_or_else(short)?;
         p += 6;
@@ -170,11 +170,14 @@ pub fn parse_rows_header(
         b[..6].copy_from_slice(s);
         u64::from_le_bytes(b)
     };
-    let flags = u16::from_le_bytes(body.get(p..p + 2).ok_or_else(short)?.try_into().unwrap());
+    let u16_at = |p: usize| match body.get(p..p + 2) {
+        Some(&[a, b]) => Ok(u16::from_le_bytes([a, b])),
+        _ => Err(short()),
+    };
+    let flags = u16_at(p)?;
     p += 2;
     if v2 {
-        let extra =
-            u16::from_le_bytes(body.get(p..p + 2).ok_or_else(short)?.try_into().unwrap()) as usize;
+        let extra = u16_at(p)? as usize;
         if extra < 2 {
             return Err(mal(ctx, format!("extra data length {extra}")));
         }
@@ -421,12 +424,12 @@ impl<'a> RowsDecoder<'a> {
                 continue;
             }
             let col = &self.schema.columns[ci];
-            let partial = base.is_some()
-                && col
-                    .json_ordinal
-                    .is_some_and(|o| self.partial_bits.get(o as usize).copied().unwrap_or(false));
-            let r = if partial {
-                self.partial_json(col, ci, rows, &mut pos, base.unwrap())
+            let partial = base.filter(|_| {
+                col.json_ordinal
+                    .is_some_and(|o| self.partial_bits.get(o as usize).copied().unwrap_or(false))
+            });
+            let r = if let Some(base) = partial {
+                self.partial_json(col, ci, rows, &mut pos, base)
             } else {
                 decode_cell(col, rows, &mut pos)
             };
@@ -504,7 +507,8 @@ fn take<'b>(b: &'b [u8], pos: &mut usize, n: usize) -> Result<&'b [u8], CellErr>
 
 #[inline(always)]
 fn take_arr<const N: usize>(b: &[u8], pos: &mut usize) -> Result<[u8; N], CellErr> {
-    Ok(take(b, pos, N)?.try_into().unwrap())
+    // `take` returned exactly N bytes, so the conversion cannot fail.
+    take(b, pos, N)?.try_into().map_err(|_| CellErr::Truncated)
 }
 
 #[inline(always)]
@@ -773,16 +777,16 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
         Decode::Geometry { pack } => {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
-            match s.len() {
-                0 => Value::Geometry {
+            match s.split_first_chunk() {
+                Some((srid, wkb)) => Value::Geometry {
+                    srid: u32::from_le_bytes(*srid),
+                    wkb: wkb.to_vec(),
+                },
+                None if s.is_empty() => Value::Geometry {
                     srid: 0,
                     wkb: Vec::new(),
                 },
-                1..=3 => return Err(CellErr::Bad(format!("GEOMETRY value of {} bytes", s.len()))),
-                _ => Value::Geometry {
-                    srid: u32::from_le_bytes(s[..4].try_into().unwrap()),
-                    wkb: s[4..].to_vec(),
-                },
+                None => return Err(CellErr::Bad(format!("GEOMETRY value of {} bytes", s.len()))),
             }
         }
         Decode::Vector { pack } => {
@@ -793,7 +797,7 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             }
             Value::Vector(
                 s.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             )
         }

@@ -383,7 +383,7 @@ fn note_request(path: &AckPath, proc: &Processor, ask: bool, seq_before: u64, ev
     if !ask || ev.len() < 17 {
         return;
     }
-    let pos = u32::from_le_bytes(ev[13..17].try_into().expect("4 bytes")) as u64;
+    let pos = u64::from(super::event::le_u32(ev, 13));
     // Asked inside a transaction (not at its end): cover that transaction too.
     let seq = proc.sequence() + u64::from(proc.in_transaction());
     path.request(

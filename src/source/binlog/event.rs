@@ -15,6 +15,19 @@ pub const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 /// Header flag (low byte): the binlog was open when the event was written.
 pub const LOG_EVENT_BINLOG_IN_USE_F: u8 = 0x01;
 
+/// The little-endian u32 at `b[at..at + 4]`. Callers check the length first
+/// (like slicing, an index past the end panics; it is never reached).
+#[inline(always)]
+pub fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The little-endian u64 at `b[at..at + 8]`; the length is checked as for [`le_u32`].
+#[inline(always)]
+pub fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from(le_u32(b, at)) | u64::from(le_u32(b, at + 4)) << 32
+}
+
 pub const START_EVENT_V3: u8 = 1;
 pub const QUERY: u8 = 2;
 pub const STOP: u8 = 3;

@@ -97,12 +97,7 @@ fn opaque_to_json(ty: ColumnType, d: &[u8]) -> Result<serde_json::Value, String>
         | ColumnType::MYSQL_TYPE_DATETIME
         | ColumnType::MYSQL_TYPE_TIMESTAMP
         | ColumnType::MYSQL_TYPE_TIME => {
-            let packed = i64::from_le_bytes(
-                d.get(..8)
-                    .ok_or("truncated JSON temporal")?
-                    .try_into()
-                    .unwrap(),
-            );
+            let packed = i64::from_le_bytes(*d.first_chunk().ok_or("truncated JSON temporal")?);
             let mut s = String::with_capacity(26);
             if ty == ColumnType::MYSQL_TYPE_TIME {
                 let t = time_from_packed(packed, 6);

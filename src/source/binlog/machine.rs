@@ -30,8 +30,8 @@ use rowstream_api::{
 use super::ddl::{ddl_schema, first_word};
 use super::decode::{self, RowsDecoder};
 use super::event::{
-    self as ev_type, event_name, HEADER_LEN, LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
-    LOG_EVENT_IGNORABLE_F,
+    self as ev_type, event_name, le_u32, le_u64, HEADER_LEN, LOG_EVENT_ARTIFICIAL_F,
+    LOG_EVENT_BINLOG_IN_USE_F, LOG_EVENT_IGNORABLE_F,
 };
 use super::schema::TableSchema;
 use crate::gtid::{Gtid, GtidSet};
@@ -205,7 +205,7 @@ impl Processor {
                 ev.len()
             )));
         }
-        let size = u32::from_le_bytes(ev[9..13].try_into().unwrap()) as usize;
+        let size = le_u32(ev, 9) as usize;
         if size != ev.len() {
             return Err(SourceError::Fatal(format!(
                 "binlog event size {size} does not match the {} bytes received",
@@ -213,16 +213,16 @@ impl Processor {
             )));
         }
         let (data, crc) = ev.split_at(ev.len() - 4);
-        let want = u32::from_le_bytes(crc.try_into().unwrap());
+        let want = le_u32(crc, 0);
         if crc32fast::hash(data) != want && !fde_checksum_matches(data, want) {
             return Err(SourceError::Fatal(format!(
                 "CRC32 mismatch in a {} event at {}:{}: the binlog or the network corrupted it",
                 event_name(data[4]),
                 self.file,
-                u32::from_le_bytes(data[13..17].try_into().unwrap())
+                le_u32(data, 13)
             )));
         }
-        let log_pos = u32::from_le_bytes(data[13..17].try_into().unwrap()) as u64;
+        let log_pos = u64::from(le_u32(data, 13));
         self.event_start = log_pos.saturating_sub(size as u64);
         self.on_event(data, out)
     }
@@ -231,9 +231,9 @@ impl Processor {
     fn on_event(&mut self, ev: &[u8], out: &mut Vec<Record>) -> Result<(), SourceError> {
         let ty = ev[4];
         let flags = u16::from_le_bytes([ev[17], ev[18]]);
-        let log_pos = u32::from_le_bytes(ev[13..17].try_into().unwrap()) as u64;
-        let ts = u32::from_le_bytes(ev[0..4].try_into().unwrap()) as u64;
-        let origin_server = u32::from_le_bytes(ev[5..9].try_into().unwrap());
+        let log_pos = u64::from(le_u32(ev, 13));
+        let ts = u64::from(le_u32(ev, 0));
+        let origin_server = le_u32(ev, 5);
         let body = &ev[HEADER_LEN..];
         let at = |this: &Self| format!("{}:{}", this.file, this.event_start);
         match ty {
@@ -288,8 +288,8 @@ impl Processor {
                 if body.len() < 13 {
                     return Err(SourceError::Fatal("truncated MariaDB GTID event".into()));
                 }
-                let seq = u64::from_le_bytes(body[0..8].try_into().unwrap());
-                let domain = u32::from_le_bytes(body[8..12].try_into().unwrap());
+                let seq = le_u64(body, 0);
+                let domain = le_u32(body, 8);
                 self.begin_tx(format!("{domain}-{origin_server}-{seq}"), ts * 1000, origin_server)?;
             }
             // BEGIN/COMMIT/DDL.
@@ -410,8 +410,10 @@ impl Processor {
         let bad = || SourceError::Fatal("truncated QUERY event".into());
         let post = self.post_header.get(1).copied().unwrap_or(13) as usize;
         let db_len = *body.get(8).ok_or_else(bad)? as usize;
-        let status_len =
-            u16::from_le_bytes(body.get(11..13).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let Some(&[s0, s1]) = body.get(11..13) else {
+            return Err(bad());
+        };
+        let status_len = u16::from_le_bytes([s0, s1]) as usize;
         let db_start = post + status_len;
         let db = body.get(db_start..db_start + db_len).ok_or_else(bad)?;
         let query = body.get(db_start + db_len + 1..).ok_or_else(bad)?;
@@ -678,7 +680,7 @@ impl Processor {
                     }
                     _ => {}
                 }
-                let len = u32::from_le_bytes(hdr[9..13].try_into().unwrap()) as usize;
+                let len = le_u32(&hdr, 9) as usize;
                 if len < HEADER_LEN {
                     return Err(SourceError::Fatal(
                         "TRANSACTION_PAYLOAD holds an event with a bad size".into(),

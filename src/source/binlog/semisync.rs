@@ -20,12 +20,18 @@
 //!   dropped, which is harmless since a later ACK covers it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
 use crate::source::conn::AckWriter;
+
+/// Locks one of the ACK path's mutexes.
+#[allow(clippy::expect_used)] // poisoned only if a holder panicked, which is already fatal
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("ack path lock")
+}
 
 /// First byte of the semi-sync header and of an ACK packet.
 pub const MAGIC: u8 = 0xEF;
@@ -108,7 +114,7 @@ impl AckPath {
     /// The server asked for an ACK of `point`, for the transaction that
     /// makes the stream's sequence `seq`.
     pub fn request(&self, seq: u64, point: AckPoint) {
-        let mut q = self.pending.lock().expect("ack path lock");
+        let mut q = lock(&self.pending);
         if q.len() >= MAX_PENDING {
             q.pop_front();
         }
@@ -121,7 +127,7 @@ impl AckPath {
 
     /// True when a request is covered by `seq` (a checkpoint write would release it).
     pub fn due(&self, seq: u64) -> bool {
-        let q = self.pending.lock().expect("ack path lock");
+        let q = lock(&self.pending);
         q.front().is_some_and(|r| r.seq <= seq)
     }
 
@@ -131,9 +137,9 @@ impl AckPath {
         let mut newest = None;
         let mut n = 0;
         {
-            let mut q = self.pending.lock().expect("ack path lock");
+            let mut q = lock(&self.pending);
             while q.front().is_some_and(|r| r.seq <= seq) {
-                let r = q.pop_front().expect("front exists");
+                let Some(r) = q.pop_front() else { break };
                 crate::metrics::SEMISYNC_ACK_LATENCY.observe(r.received.elapsed());
                 newest = Some(r.point);
                 n += 1;
@@ -148,7 +154,7 @@ impl AckPath {
     /// A dump session starts on `server` (`host:port`): positions of
     /// another server mean nothing there, so a change of server forgets them.
     pub fn on_server(&self, server: &str) {
-        let mut s = self.server.lock().expect("ack path lock");
+        let mut s = lock(&self.server);
         if *s != server {
             *s = server.to_string();
             drop(s);
@@ -158,7 +164,7 @@ impl AckPath {
 
     /// Drops every request and the last released position.
     pub fn forget(&self) {
-        self.pending.lock().expect("ack path lock").clear();
+        lock(&self.pending).clear();
         self.tx.send_replace(None);
     }
 

@@ -159,12 +159,8 @@ impl TableMap {
         };
         let mut c = Cur::new(body);
         let table_id = if post_header_len == 6 {
-            u32::from_le_bytes(
-                c.take(4)
-                    .ok_or_else(|| mal("truncated table id"))?
-                    .try_into()
-                    .unwrap(),
-            ) as u64
+            let s = c.take(4).ok_or_else(|| mal("truncated table id"))?;
+            u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         } else {
             let s = c.take(6).ok_or_else(|| mal("truncated table id"))?;
             let mut b = [0u8; 8];

@@ -123,8 +123,8 @@ pub fn decode_text(s: &[u8], cs: Charset) -> Result<String, TextError> {
 }
 
 fn unsafe_ascii(s: &[u8]) -> String {
-    // ASCII is valid UTF-8.
-    String::from_utf8(s.to_vec()).expect("ascii")
+    // Callers checked `s.is_ascii()`, and ASCII is valid UTF-8: nothing is replaced.
+    String::from_utf8_lossy(s).into_owned()
 }
 
 /// cp1252 0x80..=0x9F; undefined bytes map to the C1 control of the same value (as MySQL's latin1).

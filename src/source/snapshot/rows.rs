@@ -400,16 +400,16 @@ pub fn convert(conv: Conv, v: SqlValue) -> Result<Value, String> {
         (Conv::Json, S::Bytes(b)) => {
             Value::Json(serde_json::from_slice(&b).map_err(|e| format!("JSON value: {e}"))?)
         }
-        (Conv::Geometry, S::Bytes(b)) => match b.len() {
-            0 => Value::Geometry {
+        (Conv::Geometry, S::Bytes(b)) => match b.split_first_chunk() {
+            Some((srid, wkb)) => Value::Geometry {
+                srid: u32::from_le_bytes(*srid),
+                wkb: wkb.to_vec(),
+            },
+            None if b.is_empty() => Value::Geometry {
                 srid: 0,
                 wkb: Vec::new(),
             },
-            1..=3 => return Err(format!("GEOMETRY value of {} bytes", b.len())),
-            _ => Value::Geometry {
-                srid: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
-                wkb: b[4..].to_vec(),
-            },
+            None => return Err(format!("GEOMETRY value of {} bytes", b.len())),
         },
         (Conv::Vector, S::Bytes(b)) => {
             if b.len() % 4 != 0 {
@@ -417,7 +417,7 @@ pub fn convert(conv: Conv, v: SqlValue) -> Result<Value, String> {
             }
             Value::Vector(
                 b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             )
         }

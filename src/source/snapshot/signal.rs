@@ -514,6 +514,7 @@ async fn window(
             let values = super::convert_row(&t, r)?;
             out.push(super::read_event(&t, &ctx, values, i as u32, now));
         }
+        #[allow(clippy::expect_used)] // read_event always builds an after image
         let last_key = out.last().map(|e| {
             let v = &e.after.as_ref().expect("after").values;
             t.primary_key.iter().map(|&k| to_sql(&v[k])).collect()

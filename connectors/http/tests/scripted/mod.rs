@@ -2,6 +2,7 @@
 //! per connection, keep-alive, every request's path recorded, answers
 //! chosen by the test's script from the path and how many requests that
 //! path had before. Each test binary uses a part of it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
