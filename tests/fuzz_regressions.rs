@@ -32,6 +32,7 @@ fn seed_corpora() {
     corpus("backup_segment", fuzzing::backup_segment);
     corpus("checkpoint", fuzzing::checkpoint);
     corpus("config", fuzzing::config);
+    corpus("packets", fuzzing::packets);
 }
 
 /// A wire event (header, body, CRC32 rewritten by the harness) of type `ty`.

@@ -219,6 +219,7 @@ const TARGETS: &[Target] = &[
     ("backup_segment", fuzzing::backup_segment),
     ("checkpoint", fuzzing::checkpoint),
     ("config", fuzzing::config),
+    ("packets", fuzzing::packets),
 ];
 
 #[test]

@@ -150,6 +150,9 @@ impl ConnOpts {
     }
 }
 
+/// The most a packet read allocates ahead of the bytes received.
+const READ_STEP: usize = 1 << 20;
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -168,6 +171,22 @@ pub struct PacketConn {
 }
 
 impl PacketConn {
+    /// A connection over `io` past the handshake, as the dump reads it: for
+    /// the packet layer's fuzz target (`crate::fuzzing::packets`).
+    pub(crate) fn over(
+        io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        loose_seq: bool,
+    ) -> PacketConn {
+        PacketConn {
+            io: BufReader::new(Box::new(io) as Box<dyn Io>),
+            seq: 0,
+            loose_seq,
+            read_timeout: Duration::from_secs(5),
+            server_version: String::new(),
+            connection_id: 0,
+        }
+    }
+
     /// Connects, optionally upgrades to TLS, and authenticates.
     pub async fn connect(opts: &ConnOpts) -> Result<PacketConn, SourceError> {
         let addr = format!("{}:{}", opts.host, opts.port);
@@ -365,12 +384,20 @@ impl PacketConn {
                 )));
             }
             self.seq = self.seq.wrapping_add(1);
-            let start = buf.len();
-            buf.resize(start + len, 0);
-            self.io
-                .read_exact(&mut buf[start..])
-                .await
-                .map_err(io_err)?;
+            // The buffer grows with the bytes that arrive, not by the length
+            // the header claims: a cut or hostile stream costs at most one
+            // step beyond what it sent.
+            let mut left = len;
+            while left > 0 {
+                let step = left.min(READ_STEP);
+                let start = buf.len();
+                buf.resize(start + step, 0);
+                self.io
+                    .read_exact(&mut buf[start..])
+                    .await
+                    .map_err(io_err)?;
+                left -= step;
+            }
             if len < MAX_PAYLOAD {
                 return Ok(());
             }
@@ -571,6 +598,11 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     }
 }
 
+/// Parses a server greeting, for the packet layer's fuzz target.
+pub(crate) fn parse_greeting(p: &[u8]) -> Result<(), SourceError> {
+    Handshake::parse(p).map(|_| ())
+}
+
 struct Handshake {
     server_version: String,
     connection_id: u32,
@@ -616,7 +648,8 @@ impl Handshake {
         let capabilities = cap_lo | (cap_hi << 16);
         if capabilities & CLIENT_SECURE_CONNECTION != 0 {
             let n = auth_len.saturating_sub(8).max(13);
-            let part = get(i, n.min(p.len() - i))?;
+            // saturating: `i` may already be past the end of a short greeting.
+            let part = get(i, n.min(p.len().saturating_sub(i)))?;
             let part = part.strip_suffix(&[0]).unwrap_or(part);
             nonce.extend_from_slice(part);
             i += n;

@@ -349,7 +349,7 @@ impl Drop for AbortOnDrop {
 
 /// Splits an event payload into (ACK wanted, event), checking the semi-sync
 /// header when `semi` says the server sends it (decided on the first event).
-fn semi_event<'a>(
+pub(crate) fn semi_event<'a>(
     payload: &'a [u8],
     semi: &mut Option<bool>,
     wanted: bool,
