@@ -74,7 +74,9 @@ async fn begin(c: &mut mysql_async::Conn) -> Result<(), SourceError> {
 /// The exact position of this session's consistent snapshot: MariaDB 10.11
 /// reports its binlog file and offset (`Binlog_snapshot_file/position`),
 /// which `BINLOG_GTID_POS` turns into the GTID position.
-pub(crate) async fn mariadb_snapshot_gtid(c: &mut mysql_async::Conn) -> Result<GtidSet, SourceError> {
+pub(crate) async fn mariadb_snapshot_gtid(
+    c: &mut mysql_async::Conn,
+) -> Result<GtidSet, SourceError> {
     let rows: Vec<(String, String)> = c.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
     let get = |name: &str| {
         rows.iter()
