@@ -278,11 +278,18 @@ pub fn marker_crc(line: &[u8], mut crc: TxCrc) -> Option<(u32, u32)> {
     let at = line.windows(CRC_KEY.len()).rposition(|w| w == CRC_KEY)?;
     crc.update(&line[..at]);
     let hex = line.get(at + CRC_KEY.len()..at + CRC_KEY.len() + 8)?;
-    let claimed = std::str::from_utf8(hex)
-        .ok()
-        .and_then(|h| u32::from_str_radix(h, 16).ok());
     // An unreadable claim never matches.
-    Some((claimed.unwrap_or(!crc.0), crc.0))
+    Some((crc_hex(hex).unwrap_or(!crc.0), crc.0))
+}
+
+/// A checksum as written: exactly 8 lowercase hex digits. Anything else
+/// (uppercase included) is damage: a flipped bit that only changes a
+/// digit's case must not read as the same checksum.
+fn crc_hex(h: &[u8]) -> Option<u32> {
+    if h.len() != 8 || !h.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
 }
 
 /// The kind of a line (with or without its `\n`), from its first bytes only;
@@ -343,8 +350,7 @@ pub fn parse_tx_end(line: &[u8]) -> Option<TxEnd> {
     }
     let crc32c = match m.transaction.crc32c {
         None => None,
-        Some(h) if h.len() == 8 => Some(u32::from_str_radix(&h, 16).ok()?),
-        Some(_) => return None,
+        Some(h) => Some(crc_hex(h.as_bytes())?),
     };
     Some(TxEnd {
         id: m.transaction.id,
@@ -379,6 +385,19 @@ mod tests {
         assert_eq!(marker_crc(&out, crc), Some((want.0, want.0)));
         let (claimed, got) = marker_crc(&out, TxCrc::default()).unwrap();
         assert_ne!(claimed, got);
+        // A flip that only changes a hex digit's case is damage too.
+        let mut upper = out.clone();
+        let at = upper.len() - 4 - 8;
+        let digit = upper[at..at + 8]
+            .iter()
+            .position(|b| b.is_ascii_lowercase())
+            .map_or(at, |i| at + i);
+        upper[digit] = upper[digit].to_ascii_uppercase();
+        if upper != out {
+            let (claimed, got) = marker_crc(&upper, crc).unwrap();
+            assert_ne!(claimed, got, "{}", String::from_utf8_lossy(&upper));
+            assert_eq!(parse_tx_end(&upper).and_then(|e| e.crc32c), None);
+        }
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v.get("op").is_none());
         assert_eq!(classify(&out), Some(LineKind::TxEnd));
