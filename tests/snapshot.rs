@@ -451,28 +451,40 @@ fn modes() {
     assert_eq!(read_backup(&only.backup).0.len(), 1001);
 }
 
-/// On-demand snapshot while streaming: mode "never", a writer running, then a signal row
-/// asks for s.t; the backup (stream + chunks interleaved at their high watermarks) must
-/// reproduce the table.
-fn on_demand(flavor: Flavor) {
-    let n = rows_wanted();
-    let Some(srv) = filled_server(flavor, n) else {
-        return;
-    };
+/// A server with `n` rows in s.t and the signal table, and rowstream streaming it
+/// (no initial snapshot, on-demand chunks of `chunk_rows`), caught up.
+fn signal_service(
+    flavor: Flavor,
+    n: u64,
+    label: &str,
+    chunk_rows: u64,
+) -> Option<(TestServer, Service)> {
+    let srv = filled_server(flavor, n)?;
     srv.exec(
         "CREATE DATABASE rowstream; CREATE TABLE rowstream.rowstream_signal \
          (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); \
          GRANT INSERT ON rowstream.* TO 'repl'@'%'",
     );
-    let seed = seed();
-    let stop = AtomicBool::new(false);
     let mut svc = snapshot_service(
-        &format!("ondemand-{}", flavor.name()),
+        &format!("{label}-{}", flavor.name()),
         &srv.repl_url(),
-        "mode = \"never\"\nchunk_rows = 20000\nsignal_schema = \"rowstream\"",
+        &format!("mode = \"never\"\nchunk_rows = {chunk_rows}\nsignal_schema = \"rowstream\""),
     );
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
+    Some((srv, svc))
+}
+
+/// On-demand snapshot while streaming: mode "never", a writer running, then a signal row
+/// asks for s.t; the backup (stream + chunks interleaved at their high watermarks) must
+/// reproduce the table.
+fn on_demand(flavor: Flavor) {
+    let n = rows_wanted();
+    let Some((srv, mut svc)) = signal_service(flavor, n, "ondemand", 20000) else {
+        return;
+    };
+    let seed = seed();
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let w = s.spawn(|| writer(&srv, n, seed, &stop));
         let guard = StopOnDrop(&stop);
@@ -520,23 +532,11 @@ flavor_tests!(on_demand: on_demand_mariadb, on_demand_mysql);
 /// (a snapshot started over would read every key before the kill again): the rows read
 /// are the table's, not the table's plus what was read before each kill.
 fn on_demand_killed(flavor: Flavor, n: u64, kills: u32, chunk_rows: u64) {
-    let Some(srv) = filled_server(flavor, n) else {
+    let Some((srv, mut svc)) = signal_service(flavor, n, "ondemand-kill", chunk_rows) else {
         return;
     };
-    srv.exec(
-        "CREATE DATABASE rowstream; CREATE TABLE rowstream.rowstream_signal \
-         (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); \
-         GRANT INSERT ON rowstream.* TO 'repl'@'%'",
-    );
     let seed = seed();
     let stop = AtomicBool::new(false);
-    let mut svc = snapshot_service(
-        &format!("ondemand-kill-{}", flavor.name()),
-        &srv.repl_url(),
-        &format!("mode = \"never\"\nchunk_rows = {chunk_rows}\nsignal_schema = \"rowstream\""),
-    );
-    svc.spawn();
-    svc.wait_caught_up(&srv, Duration::from_secs(60));
     // Rows of s.t the checkpoint says are durable (None: no on-demand snapshot in it).
     let durable = |s: &Service| {
         s.checkpoint()
