@@ -13,6 +13,13 @@
 //! does not move until the snapshot is complete. Version 1 files (no
 //! `snapshot`) are still read; every save writes version 2.
 //!
+//! An optional `overlap` GTID set (same notation as `gtid_set`) names the
+//! newest transactions a snapshot's read views may have held, when that is
+//! more than `gtid_set` (a lock-free cut, a snapshot resumed after a
+//! crash): the stream marks the changes of those transactions as
+//! `overlap` (apply sinks make their after images hold). It stays until
+//! `gtid_set` contains it. Files without it load as "no overlap".
+//!
 //! An optional `on_demand` object holds the durable progress of an
 //! on-demand (signal table) snapshot ([`OnDemandState`]); `gtid_set` moves
 //! as usual then. Files without it (older rowstreams) load as "no
@@ -108,6 +115,9 @@ pub struct Checkpoint {
     /// An on-demand snapshot in progress: what of it every sink has made
     /// durable together with the transactions of `gtid_set`.
     pub on_demand: Option<OnDemandState>,
+    /// A set containing every read view of the snapshot, when it may hold
+    /// transactions after `gtid_set` (see the module docs).
+    pub overlap: Option<GtidSet>,
 }
 
 /// Progress of a snapshot, as durable in every sink.
@@ -204,7 +214,15 @@ impl Checkpoint {
             updated_at: rfc3339_utc(SystemTime::now()),
             snapshot: None,
             on_demand: None,
+            overlap: None,
         }
+    }
+
+    /// The same with a snapshot's views set (`None`, or one `gtid_set`
+    /// already contains: no overlap).
+    pub fn with_overlap(mut self, overlap: Option<GtidSet>) -> Self {
+        self.overlap = overlap.filter(|o| !o.is_subset(&self.gtid_set));
+        self
     }
 
     /// The same with an on-demand snapshot in progress (`None`: none).
@@ -238,6 +256,8 @@ struct CheckpointFile {
     snapshot: Option<SnapshotState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     on_demand: Option<OnDemandState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    overlap: Option<String>,
 }
 
 /// The checkpoint directory, locked for this process while the value lives.
@@ -317,6 +337,7 @@ impl CheckpointStore {
             updated_at: cp.updated_at.clone(),
             snapshot: cp.snapshot.clone(),
             on_demand: cp.on_demand.clone(),
+            overlap: cp.overlap.as_ref().map(|o| o.to_string()),
         };
         #[allow(clippy::expect_used)] // our own struct of strings and numbers: cannot fail
         let mut json = serde_json::to_vec(&file).expect("a checkpoint always serializes");
@@ -370,7 +391,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     }
     let file: CheckpointFile = serde_json::from_value(value)
         .map_err(|e| format!("not a version {version} checkpoint ({e})"))?;
-    if version == 1 && (file.snapshot.is_some() || file.on_demand.is_some()) {
+    if version == 1
+        && (file.snapshot.is_some() || file.on_demand.is_some() || file.overlap.is_some())
+    {
         return Err("a version 1 checkpoint cannot hold a snapshot".into());
     }
     let flavor = match file.flavor.as_str() {
@@ -384,12 +407,18 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     };
     let gtid_set = GtidSet::parse(flavor, &file.gtid_set)
         .map_err(|e| format!("bad gtid_set for flavor {}: {e}", file.flavor))?;
+    let overlap = file
+        .overlap
+        .map(|o| GtidSet::parse(flavor, &o))
+        .transpose()
+        .map_err(|e| format!("bad overlap for flavor {}: {e}", file.flavor))?;
     Ok(Checkpoint {
         gtid_set,
         server: file.server,
         updated_at: file.updated_at,
         snapshot: file.snapshot,
         on_demand: file.on_demand,
+        overlap,
     })
 }
 
@@ -607,6 +636,27 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(store.load(), Err(CheckpointError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn overlap_round_trips_and_is_dropped_once_contained() {
+        let t = TempDir::new();
+        let store = CheckpointStore::open(&t.0).unwrap();
+        let g = |s: &str| GtidSet::parse(Flavor::MariaDb, s).unwrap();
+        let cp = Checkpoint::new(g("0-1-10"), "a:1").with_overlap(Some(g("0-1-14")));
+        assert_eq!(cp.overlap, Some(g("0-1-14")));
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(json["overlap"], "0-1-14");
+        let mut bad = json;
+        bad["overlap"] = "0-x".into();
+        std::fs::write(store.path(), bad.to_string()).unwrap();
+        assert!(matches!(store.load(), Err(CheckpointError::Corrupt { .. })));
+        // Contained in gtid_set: nothing to mark, not written.
+        let past = Checkpoint::new(g("0-1-14"), "a:1").with_overlap(Some(g("0-1-12")));
+        assert_eq!(past.overlap, None);
     }
 
     #[test]

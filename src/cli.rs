@@ -404,7 +404,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<i32> {
     let dump_conn = dump::DumpConn::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let result = tokio::select! {
-        r = dump::run(&cfg, start, flavor, tx, &dump_conn, stop_rx) => r,
+        r = dump::run(&cfg, start.into(), flavor, tx, &dump_conn, stop_rx) => r,
         _ = done_rx => Ok(()),
         _ = tokio::signal::ctrl_c() => { let _ = stop_tx.send(true); Ok(()) }
     };

@@ -1,9 +1,10 @@
 //! The `mysql` sink under `rowstream run` against real servers, both
 //! flavours:
 //! - a copy follows its source through a snapshot and a write load while
-//!   rowstream is SIGKILLed 20 times and the target server restarted once:
-//!   the copy equals the source, the conflict log is empty (kills during
-//!   the initial snapshot: a known gap, ignored tests);
+//!   rowstream is SIGKILLed 20 times (the first ones during the initial
+//!   snapshot, which resumes in views newer than its cut, so the stream
+//!   replays changes the target already holds) and the target server
+//!   restarted once: the copy equals the source, the conflict log is empty;
 //! - two servers synced both ways by two rowstream instances
 //!   (`skip_rowstream_applied`): non-overlapping writes converge with every
 //!   transaction applied exactly once on the other side (no loop), and the
@@ -64,9 +65,11 @@ fn conflicts(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `rows` rows before rowstream starts; with `wait_snapshot` the kills start once
-/// the initial snapshot is complete (see the ignored tests below for why).
-fn follows_through_kills(flavor: Flavor, rows: usize, wait_snapshot: bool) {
+/// `rows` rows before rowstream starts, read in chunks of 500: the first
+/// kill lands once a chunk is durable and before the last one, so the
+/// snapshot resumes in new views and the stream replays changes the target
+/// already holds (marked `overlap`).
+fn follows_through_kills(flavor: Flavor, rows: usize) {
     let Some(src) = TestServer::start(flavor, &[]) else {
         return;
     };
@@ -77,16 +80,30 @@ fn follows_through_kills(flavor: Flavor, rows: usize, wait_snapshot: bool) {
     src.exec(&w.script(rows));
     let log_dir = common::TmpDir::new("mysql-sink-conflicts");
     let log = log_dir.join("conflicts.jsonl");
-    let mut cfg = ServiceConfig::for_server(&src, mysql_sink(&target, &log, ""));
+    let mut cfg = ServiceConfig::for_server(&src, mysql_sink(&target, &log, ""))
+        .with_extra("[snapshot]\nchunk_rows = 500\n");
     cfg.start = None;
     let mut svc = Service::new(&format!("mysql-sink-{}", flavor.name()), cfg);
     svc.spawn();
-    if wait_snapshot {
-        svc.wait_caught_up(&src, Duration::from_secs(120));
+    src.exec(&w.script(40));
+    let t = Instant::now();
+    let chunk_durable = |svc: &Service| {
+        svc.checkpoint()
+            .is_some_and(|c| c.get("snapshot").is_none_or(|s| s["chunks_done"] != 0))
+    };
+    while !chunk_durable(&svc) {
+        assert!(t.elapsed() < Duration::from_secs(120), "no snapshot chunk became durable");
+        std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(
+        !svc.snapshot_complete(),
+        "the snapshot completed before the first kill: raise the row count"
+    );
     for kill in 0..20 {
-        src.exec(&w.script(40));
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+        if kill > 0 {
+            src.exec(&w.script(40));
+            std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+        }
         svc.kill9();
         if kill == 10 {
             target.restart();
@@ -98,32 +115,19 @@ fn follows_through_kills(flavor: Flavor, rows: usize, wait_snapshot: bool) {
     assert_eq!(tables(&target), tables(&src), "{}", svc.log_tail());
     svc.stop(Duration::from_secs(10));
     assert_eq!(conflicts(&log), Vec::<serde_json::Value>::new());
+    let resumes = svc
+        .log_text()
+        .matches("snapshot: resuming after the last durable chunk")
+        .count();
+    assert!(resumes >= 1, "the snapshot never resumed: {}", svc.log_tail());
     eprintln!(
-        "{}: the copy equals the source after 20 kills and a target restart",
+        "{}: the copy equals the source after 20 kills ({resumes} during the snapshot) and a target restart",
         flavor.name()
     );
 }
 
-flavor_tests!(follows_through_kills(300, true): follows_through_kills_mariadb, follows_through_kills_mysql);
+flavor_tests!(follows_through_kills(6000): follows_through_kills_mariadb, follows_through_kills_mysql);
 
-/// Known gap: a kill during the initial snapshot. The resumed snapshot reads
-/// the remaining chunks in new views (newer than the cut), then the stream
-/// replays from the cut, so the target already holds rows the replayed
-/// changes expect to create or to find in their before image; the sink
-/// stops on the conflict (seen: `Duplicate entry '6124' for key 'PRIMARY'`,
-/// already on main at 8719c5f). The fix: record where the resumed views were
-/// opened and apply the replayed changes up to there idempotently.
-#[test]
-#[ignore = "known gap: a mysql sink fed by a resumed initial snapshot stops on replayed changes"]
-fn follows_kills_during_snapshot_mariadb() {
-    follows_through_kills(Flavor::MariaDb, 6000, false);
-}
-
-#[test]
-#[ignore = "known gap: a mysql sink fed by a resumed initial snapshot stops on replayed changes"]
-fn follows_kills_during_snapshot_mysql() {
-    follows_through_kills(Flavor::MySql, 6000, false);
-}
 
 /// How many transactions `srv` has executed.
 fn tx_count(srv: &TestServer) -> usize {

@@ -34,16 +34,42 @@ pub(crate) struct Checkpointer {
     /// The GTID set complete in batches every sink acked, and the snapshot
     /// in progress there. None before the first session begins.
     position: Option<Position>,
-    /// What the file holds (its GTID set's text): writes that change
-    /// nothing are skipped.
-    written: Option<(String, Option<SnapshotState>, Option<OnDemandState>)>,
+    /// What the file holds: writes that change nothing are skipped.
+    written: Option<Position>,
     /// `GtidSet::sequence` of the set on disk.
     written_seq: Option<u64>,
 }
 
-/// The GTID set, the (initial) snapshot in progress there, and the
-/// on-demand snapshot in progress there.
-type Position = (GtidSet, Option<SnapshotState>, Option<OnDemandState>);
+/// What a checkpoint says, but where it was read from and when.
+#[derive(Clone, PartialEq)]
+struct Position {
+    set: GtidSet,
+    /// The (initial) snapshot in progress at `set`.
+    snapshot: Option<SnapshotState>,
+    /// The on-demand snapshot in progress at `set`.
+    on_demand: Option<OnDemandState>,
+    /// A snapshot's views beyond `set` (see `Checkpoint::overlap`); None
+    /// once `set` contains them.
+    overlap: Option<GtidSet>,
+}
+
+impl Position {
+    fn of(cp: Checkpoint) -> Position {
+        Position {
+            set: cp.gtid_set,
+            snapshot: cp.snapshot,
+            on_demand: cp.on_demand,
+            overlap: cp.overlap,
+        }
+    }
+
+    fn checkpoint(&self, server: &str) -> Checkpoint {
+        Checkpoint::new(self.set.clone(), server)
+            .with_snapshot(self.snapshot.clone())
+            .with_on_demand(self.on_demand.clone())
+            .with_overlap(self.overlap.clone())
+    }
+}
 
 impl Checkpointer {
     pub fn new(store: CheckpointStore) -> Self {
@@ -61,20 +87,18 @@ impl Checkpointer {
     }
 
     /// A source starts at `start` (with `snapshot` and `on_demand` in
-    /// progress) continuing `saved`, the checkpoint on disk (None: first
-    /// start or fresh snapshot). Writes the start position now when nothing
-    /// on disk describes it.
+    /// progress, and a snapshot's views `overlap`) continuing `saved`, the
+    /// checkpoint on disk (None: first start or fresh snapshot). Writes the
+    /// start position now when nothing on disk describes it.
     pub fn begin(
         &mut self,
-        start: GtidSet,
-        snapshot: Option<SnapshotState>,
-        on_demand: Option<OnDemandState>,
+        start: Checkpoint,
         saved: Option<Checkpoint>,
         server: &str,
     ) -> Result<(), ServiceError> {
         self.written_seq = saved.as_ref().map(|c| c.gtid_set.sequence());
-        self.written = saved.map(|c| (c.gtid_set.to_string(), c.snapshot, c.on_demand));
-        self.position = Some((start, snapshot, on_demand));
+        self.written = saved.map(Position::of);
+        self.position = Some(Position::of(start));
         if self.written.is_none() {
             self.save(server)?;
         }
@@ -83,23 +107,26 @@ impl Checkpointer {
 
     /// A batch is durable in every sink.
     pub fn acked(&mut self, a: &mut Acked) {
-        let Some((set, snap, on_demand)) = self.position.as_mut() else {
+        let Some(p) = self.position.as_mut() else {
             return;
         };
         if let Some(ex) = a.executed.take() {
-            *set = ex;
+            p.set = ex;
+            if p.overlap.as_ref().is_some_and(|o| o.is_subset(&p.set)) {
+                p.overlap = None;
+            }
         }
         if let Some(s) = a.snapshot.take() {
-            *snap = (!s.is_complete()).then_some(*s);
+            p.snapshot = (!s.is_complete()).then_some(*s);
         }
         if let Some(s) = a.on_demand.take() {
-            *on_demand = (!s.is_complete()).then_some(*s);
+            p.on_demand = (!s.is_complete()).then_some(*s);
         }
     }
 
     /// The GTID set the checkpoint covers (or will once written).
     pub fn position(&self) -> Option<&GtidSet> {
-        self.position.as_ref().map(|(s, _, _)| s)
+        self.position.as_ref().map(|p| &p.set)
     }
 
     /// `GtidSet::sequence` of the position (durable in every sink, maybe not yet on disk).
@@ -114,22 +141,15 @@ impl Checkpointer {
 
     /// Writes the position when it differs from what the file holds.
     pub fn save(&mut self, server: &str) -> Result<(), ServiceError> {
-        let Some((set, snap, on_demand)) = &self.position else {
+        let Some(p) = &self.position else {
             return Ok(());
         };
-        let text = set.to_string();
-        if let Some((t, s, o)) = self.written.as_ref() {
-            if *t == text && s == snap && o == on_demand {
-                return Ok(());
-            }
+        if self.written.as_ref() == Some(p) {
+            return Ok(());
         }
-        self.store.save(
-            &Checkpoint::new(set.clone(), server)
-                .with_snapshot(snap.clone())
-                .with_on_demand(on_demand.clone()),
-        )?;
-        self.written = Some((text, snap.clone(), on_demand.clone()));
-        self.written_seq = Some(set.sequence());
+        self.store.save(&p.checkpoint(server))?;
+        self.written = Some(p.clone());
+        self.written_seq = Some(p.set.sequence());
         metrics::CHECKPOINT_WRITES.with("").inc();
         metrics::CHECKPOINT_AGE_SECONDS
             .with("")

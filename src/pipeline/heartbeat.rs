@@ -273,6 +273,7 @@ mod tests {
             transaction: None,
             primary_key: Arc::from(Vec::new()),
             table: None,
+            overlap: false,
         })
     }
 

@@ -290,6 +290,9 @@ pub(crate) struct Opened {
     pub start: GtidSet,
     /// The snapshot in progress at `start`.
     pub snapshot: Option<SnapshotState>,
+    /// A set containing the snapshot's views, when they may hold
+    /// transactions after `start` (see `Checkpoint::overlap`).
+    pub overlap: Option<GtidSet>,
     /// The on-demand snapshot in progress at `start` (resumed by `incremental`).
     pub on_demand: Option<OnDemandState>,
     /// The checkpoint on disk this run continues (None: write one first).
@@ -320,8 +323,11 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
     let dump_conn = Arc::new(DumpConn::default());
     let (stop, stop_rx) = watch::channel(false);
 
-    // The snapshot (if any) fills the channel first; the stream follows from its cut.
+    // The snapshot (if any) fills the channel first; the stream follows from
+    // its cut, marking what the snapshot's views (these and earlier runs')
+    // may already hold.
     let (mut start, mut latest_snap, mut snap_done) = (plan.start, None, None);
+    let mut overlap = plan.saved.as_ref().and_then(|c| c.overlap.clone());
     if let Some(s) = plan.snapshot {
         let params = snapshot::Params {
             opts: stream_cfg.servers[0].clone(),
@@ -333,12 +339,16 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         };
         let running = snapshot::start(params, s, src_tx.clone(), stop_rx.clone()).await?;
         start = running.cut;
+        let views = overlap.get_or_insert_with(|| running.views.clone());
+        views.union_with(&running.views);
         latest_snap = Some(running.state);
         snap_done = Some(running.done);
     }
     let only_snapshot = cfg.snapshot.mode == SnapshotMode::InitialOnly;
+    let overlap = overlap.filter(|o| !o.is_subset(&start));
     let source = {
         let (stream_cfg, dump_conn, start) = (stream_cfg.clone(), dump_conn.clone(), start.clone());
+        let overlap = overlap.clone();
         async move {
             if let Some(done) = snap_done {
                 let outcome = done.await.unwrap_or_else(|_| {
@@ -350,6 +360,10 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
                     return Ok(());
                 }
             }
+            let start = dump::Start {
+                executed: start,
+                overlap,
+            };
             dump::run(&stream_cfg, start, flavor, src_tx, &dump_conn, stop_rx).await
         }
     };
@@ -373,6 +387,7 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         on_demand,
         acks: stream_cfg.semi_sync.clone(),
         start,
+        overlap,
         snapshot: latest_snap,
         saved: plan.saved,
         server: Box::new(server),

@@ -30,6 +30,7 @@ use super::meters::Meters;
 use super::plan::Opened;
 use super::restart;
 use super::sinks::SinkSet;
+use crate::checkpoint::Checkpoint;
 use crate::source::binlog::semisync::AckPath;
 use crate::source::snapshot::signal::Incremental;
 use crate::source::SourceError;
@@ -69,13 +70,11 @@ pub(crate) async fn run(
     sh: Shared<'_>,
 ) -> Result<End, ServiceError> {
     let server = &src.server;
-    sh.checkpoint.begin(
-        src.start.clone(),
-        src.snapshot.take(),
-        src.on_demand.take(),
-        src.saved.take(),
-        &server(),
-    )?;
+    let start = Checkpoint::new(src.start.clone(), server())
+        .with_snapshot(src.snapshot.take())
+        .with_on_demand(src.on_demand.take())
+        .with_overlap(src.overlap.clone());
+    sh.checkpoint.begin(start, src.saved.take(), &server())?;
     let acks = src.acks.clone();
     let mut ack_due = false;
     *sh.observe.carry.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();

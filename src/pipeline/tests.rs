@@ -84,7 +84,8 @@ fn two_acks() -> ((Ack, Ack), Receivers) {
 /// A checkpoint writer on a fresh directory, begun at `0-1-0`.
 fn checkpointer(dir: &tempfile::TempDir) -> Checkpointer {
     let mut c = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    c.begin(set(0), None, None, None, "test:1").unwrap();
+    c.begin(Checkpoint::new(set(0), "test:1"), None, "test:1")
+        .unwrap();
     c
 }
 

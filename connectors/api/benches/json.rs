@@ -103,6 +103,7 @@ fn event() -> ChangeEvent {
         }),
         primary_key: Arc::from([0usize].as_slice()),
         table: None,
+        overlap: false,
     }
 }
 

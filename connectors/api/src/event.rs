@@ -150,6 +150,15 @@ pub struct ChangeEvent {
     /// no type information (tests, tools); the Avro encoding requires it.
     /// Not part of the JSON envelope.
     pub table: Option<Arc<TableMeta>>,
+    /// A streamed change that rows a snapshot delivered earlier may already
+    /// contain: the snapshot read (some of) its tables in views newer than
+    /// the cut the stream starts from (a lock-free cut, or a snapshot
+    /// resumed after a crash), and this change's transaction is in one of
+    /// those views. Its before image may not match what a sink built from
+    /// the snapshot, so apply sinks make its after image hold (upsert,
+    /// delete by key) instead of checking the before image. The JSON
+    /// envelope carries it as a trailing `"overlap":true`, only when set.
+    pub overlap: bool,
 }
 
 /// A DDL statement seen in the binlog, emitted as its own record; also a

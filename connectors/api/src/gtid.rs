@@ -968,6 +968,24 @@ impl GtidSet {
             _ => false,
         }
     }
+
+    /// The smallest set containing both: MySQL, every transaction of
+    /// either; MariaDB, per domain the later position (a position contains
+    /// everything before it in its domain). Unchanged when the flavours
+    /// differ.
+    pub fn union_with(&mut self, other: &GtidSet) {
+        match (self, other) {
+            (GtidSet::MySql(a), GtidSet::MySql(b)) => a.union_with(b),
+            (GtidSet::MariaDb(a), GtidSet::MariaDb(b)) => {
+                for g in b.iter() {
+                    if !a.contains(g) {
+                        a.add(g);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl fmt::Display for GtidSet {
@@ -1469,5 +1487,20 @@ mod tests {
         assert!(p.is_subset(&GtidSet::parse(Flavor::MariaDb, "0-1-3").unwrap()));
         assert!(!GtidSet::empty(Flavor::MariaDb).is_subset(&GtidSet::empty(Flavor::MySql)));
         assert!(GtidSet::empty(Flavor::MariaDb).is_empty());
+    }
+
+    #[test]
+    fn union_both_flavours() {
+        let my = |t: &str| GtidSet::parse(Flavor::MySql, t).unwrap();
+        let mut a = my(&format!("{U1}:1-3"));
+        a.union_with(&my(&format!("{U1}:5-7")));
+        assert_eq!(a.to_string(), format!("{U1}:1-3:5-7"));
+        let md = |t: &str| GtidSet::parse(Flavor::MariaDb, t).unwrap();
+        let mut b = md("0-1-10,1-1-4");
+        b.union_with(&md("0-2-8,1-2-9,2-1-1"));
+        assert_eq!(b.to_string(), "0-1-10,1-2-9,2-1-1");
+        let before = b.clone();
+        b.union_with(&a);
+        assert_eq!(b, before, "flavours differ: unchanged");
     }
 }

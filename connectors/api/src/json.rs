@@ -38,7 +38,9 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
 ///
 /// `{"before":{..}|null,"after":{..}|null,"op":"c","ts_ms":N,"source":{..},"transaction":{..}|null}`
 ///
-/// Keys always appear, in this order; a missing image or transaction is `null`.
+/// Keys always appear, in this order; a missing image or transaction is
+/// `null`. A change a snapshot may already hold ends with `,"overlap":true`
+/// (see [`ChangeEvent::overlap`]); no other change has the key.
 pub fn write_change_event(out: &mut Vec<u8>, ev: &ChangeEvent) {
     out.reserve(256);
     out.extend_from_slice(b"{\"before\":");
@@ -55,6 +57,9 @@ pub fn write_change_event(out: &mut Vec<u8>, ev: &ChangeEvent) {
     match &ev.transaction {
         Some(tx) => write_transaction(out, tx),
         None => out.extend_from_slice(b"null"),
+    }
+    if ev.overlap {
+        out.extend_from_slice(b",\"overlap\":true");
     }
     out.push(b'}');
 }
@@ -1017,6 +1022,7 @@ mod tests {
             }),
             primary_key: Arc::from([0usize].as_slice()),
             table: None,
+            overlap: false,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct ChangeLine {
     pub ts_ms: u64,
     pub source: Source,
     pub transaction: Option<Transaction>,
+    /// `"overlap":true` (see [`ChangeEvent::overlap`]).
+    pub overlap: bool,
 }
 
 /// One record line of a backup, read back.
@@ -81,7 +83,13 @@ pub fn read_line(line: &[u8]) -> Result<Line, String> {
         }),
         Some(_) => return Err("transaction is not an object".into()),
     };
+    let overlap = match o.get("overlap") {
+        None => false,
+        Some(Json::Bool(b)) => *b,
+        Some(_) => return Err("overlap is not a boolean".into()),
+    };
     Ok(Line::Change(ChangeLine {
+        overlap,
         op,
         before: image(o.remove("before"))?,
         after: image(o.remove("after"))?,
@@ -145,6 +153,7 @@ impl ChangeLine {
             transaction: self.transaction,
             primary_key: table.primary_key.clone(),
             table: Some(table.clone()),
+            overlap: self.overlap,
         })
     }
 }
@@ -543,6 +552,7 @@ mod tests {
             }),
             primary_key: table.primary_key.clone(),
             table: Some(table.clone()),
+            overlap: false,
         };
         ev.before = Some(Row {
             columns: table.columns.clone(),
@@ -561,6 +571,22 @@ mod tests {
         back.source.version = ev.source.version;
         back.source.sequence = ev.source.sequence;
         assert_eq!(back, ev);
+        assert!(!out.windows(9).any(|w| w == b"\"overlap\""));
+        // The overlap mark: written only when set, read back.
+        let marked = ChangeEvent {
+            overlap: true,
+            ..ev.clone()
+        };
+        out.clear();
+        write_record(&mut out, &Record::Change(marked.clone()));
+        assert!(out.ends_with(b",\"overlap\":true}"));
+        let Line::Change(c) = read_line(&out).unwrap() else {
+            panic!()
+        };
+        let mut back = c.into_event(&table).unwrap();
+        back.source.version = ev.source.version;
+        back.source.sequence = ev.source.sequence;
+        assert_eq!(back, marked);
         let sc = SchemaChange {
             source: ev.source.clone(),
             ts_ms: 5,

@@ -316,6 +316,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
         }),
         primary_key: Arc::from([0usize].as_slice()),
         table: None,
+        overlap: false,
     }
 }
 
@@ -514,6 +515,7 @@ fn readme_example_is_encoder_output() {
         }),
         primary_key: Arc::from([0usize].as_slice()),
         table: None,
+        overlap: false,
     };
     let mut out = Vec::new();
     write_change_event(&mut out, &ev);

@@ -319,6 +319,7 @@ mod tests {
             }),
             primary_key: Arc::from(vec![1usize, 0]),
             table: None,
+            overlap: false,
         }
     }
 

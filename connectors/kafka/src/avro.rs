@@ -666,6 +666,7 @@ mod tests {
             }),
             primary_key: m.primary_key.clone(),
             table: None,
+            overlap: false,
         }
     }
 

@@ -914,6 +914,7 @@ mod tests {
             transaction: None,
             primary_key: Arc::from(vec![0usize]),
             table: Some(Arc::new(meta)),
+            overlap: false,
         };
         let ev_copy = ev.clone();
         let mut out = Vec::new();

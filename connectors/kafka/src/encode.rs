@@ -289,6 +289,7 @@ mod tests {
             }),
             primary_key: Arc::from(pk),
             table: None,
+            overlap: false,
         }
     }
 

@@ -10,7 +10,9 @@
 //! twice where order would matter); a conflict is logged (fsync'd) before
 //! the statement after it runs, and with `stop` nothing of the transaction
 //! commits; the bulk path only ever commits what row-by-row application
-//! would (it matches every row or is rolled back to its savepoint).
+//! would (it matches every row or is rolled back to its savepoint); a
+//! change marked `overlap` (a snapshot may already hold it) is made to hold
+//! by key, never checked, so replaying it over a newer row cannot fail.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -130,9 +132,18 @@ impl Applier {
         let Some(table) = self.target(ev) else {
             return Ok(());
         };
+        // A change a snapshot may already hold (its before image may be
+        // older than the row): make its after image hold, as a snapshot
+        // row does. Without a primary key there is no key to do that by:
+        // such a change is applied (and checked) as any other.
+        let overlap = ev.overlap && !ev.primary_key.is_empty();
+        if overlap && matches!(ev.op, Op::Update | Op::Delete) {
+            self.flush_inserts().await?;
+            return self.apply_after_image(&table, ev).await;
+        }
         match ev.op {
             Op::Create | Op::Read => {
-                let upsert = if ev.op == Op::Read {
+                let upsert = if ev.op == Op::Read || overlap {
                     self.upsert()
                 } else {
                     Upsert::No

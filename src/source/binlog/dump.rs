@@ -69,6 +69,24 @@ pub struct StreamConfig {
     pub semi_sync: Option<Arc<AckPath>>,
 }
 
+/// Where a stream starts.
+pub struct Start {
+    /// Transactions already delivered: the stream begins after them.
+    pub executed: GtidSet,
+    /// Transactions a snapshot's views may already hold (see
+    /// `Checkpoint::overlap`): their changes go out marked `overlap`.
+    pub overlap: Option<GtidSet>,
+}
+
+impl From<GtidSet> for Start {
+    fn from(executed: GtidSet) -> Start {
+        Start {
+            executed,
+            overlap: None,
+        }
+    }
+}
+
 /// Streams from `start` into `tx` until the consumer goes away or `stop`
 /// turns true (Ok), or a fatal error.
 ///
@@ -86,14 +104,15 @@ pub struct StreamConfig {
 /// stream can end it on the server (`DumpConn::release`).
 pub async fn run(
     cfg: &StreamConfig,
-    start: GtidSet,
+    start: Start,
     flavor: Flavor,
     tx: mpsc::Sender<Batch>,
     dump_conn: &DumpConn,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let mut proc = Processor::new(cfg.name.clone(), cfg.filter.clone(), flavor, start)
-        .with_origins(cfg.origins.clone());
+    let mut proc = Processor::new(cfg.name.clone(), cfg.filter.clone(), flavor, start.executed)
+        .with_origins(cfg.origins.clone())
+        .with_overlap(start.overlap);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut current = 0usize;
     let mut refusals: Vec<String> = Vec::new();

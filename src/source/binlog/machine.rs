@@ -58,6 +58,8 @@ struct Tx {
     dropped: bool,
     /// Table maps seen so far (the first one tells a rowstream-applied transaction).
     maps: u32,
+    /// In the snapshot's views (`Processor::overlap`): its changes are marked.
+    overlap: bool,
 }
 
 /// Decodes raw events into records; holds all per-stream state.
@@ -67,6 +69,9 @@ pub struct Processor {
     filter: TableFilter,
     origins: OriginFilter,
     executed: GtidSet,
+    /// Transactions a snapshot's views may already hold; None once passed
+    /// (or when there was no such snapshot).
+    overlap: Option<GtidSet>,
     /// `executed.sequence()`, kept up to date per commit (see
     /// `Source::sequence`). It depends only on `executed`, so a resume after a
     /// reconnect numbers the next transactions exactly as before.
@@ -107,6 +112,7 @@ impl Processor {
             origins: OriginFilter::default(),
             sequence: start.sequence(),
             executed: start,
+            overlap: None,
             committed: false,
             fde: FormatDescriptionEvent::new(BinlogVersion::Version4),
             post_header: Vec::new(),
@@ -124,6 +130,13 @@ impl Processor {
             rows_at: u64::MAX,
             rows_done: 0,
         }
+    }
+
+    /// Marks the changes of transactions in `overlap` (see
+    /// `ChangeEvent::overlap`).
+    pub fn with_overlap(mut self, overlap: Option<GtidSet>) -> Processor {
+        self.overlap = overlap;
+        self
     }
 
     /// Leaves out transactions by origin (see `source::origin`).
@@ -364,6 +377,14 @@ impl Processor {
             Some((g, n)) if g == gtid => n,
             _ => 0,
         };
+        if self
+            .overlap
+            .as_ref()
+            .is_some_and(|o| o.is_subset(&self.executed))
+        {
+            self.overlap = None;
+        }
+        let overlap = self.overlap.as_ref().is_some_and(|o| o.contains(&parsed));
         self.tx = Some(Tx {
             gtid,
             parsed,
@@ -375,6 +396,7 @@ impl Processor {
             sequence,
             dropped: self.origins.drops_server(origin),
             maps: 0,
+            overlap,
         });
         Ok(())
     }
@@ -641,6 +663,7 @@ impl Processor {
                 }),
                 primary_key: schema.primary_key.clone(),
                 table: Some(schema.meta.clone()),
+                overlap: tx.overlap,
             };
             self.filter
                 .columns()

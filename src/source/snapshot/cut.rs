@@ -1,14 +1,20 @@
 //! The consistent cut: one read view per worker and the GTID set `G` the
-//! stream starts from after the snapshot.
+//! stream starts from after the snapshot, and `H`, a set that contains
+//! every view.
 //!
 //! Invariant (what makes snapshot + stream converge): every worker's view
 //! contains every transaction of `G`. Then a row not changed after `G` has
 //! the same state in every view, and a row changed after `G` ends with its
 //! last streamed change, because all snapshot events reach the sinks before
 //! the stream events after `G`. When every view is exactly `G` (the locked
-//! cut, or MariaDB's matching snapshot positions) no row is delivered
-//! twice; otherwise rows changed between `G` and a view are delivered as a
-//! snapshot read and again as the change events (harmless: latest wins).
+//! cut, or MariaDB's matching snapshot positions) `H = G` and no row is
+//! delivered twice; otherwise rows changed between `G` and a view are
+//! delivered as a snapshot read and again as the change events. Latest
+//! wins for sinks that keep the last image; for sinks that check before
+//! images (the apply sink) the stream marks the changes of `H` after `G`
+//! (`ChangeEvent::overlap`), so `H` must contain every view: exact on
+//! MariaDB (each view's reported position), on MySQL `gtid_executed` read
+//! after the views are open.
 //!
 //! Methods, in order of preference:
 //! - MariaDB: open the views without a lock; each reports its exact binlog
@@ -42,6 +48,8 @@ const MARIADB_ATTEMPTS: usize = 3;
 /// Worker connections in open consistent-snapshot transactions, and `G`.
 pub struct Cut {
     pub gtid: GtidSet,
+    /// `H`: contains every view (equal to `gtid` when the views are exact).
+    pub views: GtidSet,
     pub workers: Vec<mysql_async::Conn>,
     /// How the cut was made, for the log: "mariadb-snapshot-gtid",
     /// "global-read-lock", "lock-free".
@@ -108,18 +116,36 @@ pub(crate) async fn mariadb_snapshot_gtid(
 
 /// Opens `threads` views without a lock and no particular position: for a
 /// snapshot resumed after a crash (any view now contains the original cut,
-/// which the server still holds: checked before).
+/// which the server still holds: checked before). Also returns a set that
+/// contains every view (`H`).
 pub async fn open_views(
     opts: &ConnOpts,
+    flavor: Flavor,
     threads: usize,
-) -> Result<Vec<mysql_async::Conn>, SourceError> {
+) -> Result<(Vec<mysql_async::Conn>, GtidSet), SourceError> {
     let mut out = Vec::with_capacity(threads);
+    let mut views = GtidSet::empty(flavor);
     for _ in 0..threads {
         let mut c = session(opts).await?;
         begin(&mut c).await?;
+        if flavor == Flavor::MariaDb {
+            views.union_with(&mariadb_snapshot_gtid(&mut c).await?);
+        }
         out.push(c);
     }
-    Ok(out)
+    if flavor == Flavor::MySql {
+        views = executed_now(opts, flavor).await?;
+    }
+    Ok((out, views))
+}
+
+/// The server's executed set, read on a connection of its own: read after
+/// views are open, it contains them.
+async fn executed_now(opts: &ConnOpts, flavor: Flavor) -> Result<GtidSet, SourceError> {
+    let mut q = session(opts).await?;
+    let g = query::server_executed(&mut q, flavor).await?;
+    q.disconnect().await.ok();
+    Ok(g)
 }
 
 /// Makes the cut (see the module docs for the method per flavour).
@@ -136,8 +162,10 @@ pub async fn cut(opts: &ConnOpts, flavor: Flavor, threads: usize) -> Result<Cut,
                 positions.push(mariadb_snapshot_gtid(w).await?);
             }
             if positions.windows(2).all(|p| p[0] == p[1]) {
+                let gtid = positions.swap_remove(0);
                 return Ok(Cut {
-                    gtid: positions.swap_remove(0),
+                    views: gtid.clone(),
+                    gtid,
                     workers,
                     method: "mariadb-snapshot-gtid",
                     lock_ms: None,
@@ -150,21 +178,20 @@ pub async fn cut(opts: &ConnOpts, flavor: Flavor, threads: usize) -> Result<Cut,
     }
     match locked_cut(opts, flavor, &mut workers).await? {
         Some((gtid, lock_ms)) => Ok(Cut {
+            views: gtid.clone(),
             gtid,
             workers,
             method: "global-read-lock",
             lock_ms: Some(lock_ms),
         }),
         None => {
-            let gtid = match flavor {
+            let (gtid, views) = match flavor {
                 Flavor::MySql => {
-                    let mut q = session(opts).await?;
-                    let g = query::server_executed(&mut q, flavor).await?;
-                    q.disconnect().await.ok();
+                    let g = executed_now(opts, flavor).await?;
                     for w in workers.iter_mut() {
                         begin(w).await?;
                     }
-                    g
+                    (g, executed_now(opts, flavor).await?)
                 }
                 Flavor::MariaDb => {
                     let mut positions = Vec::with_capacity(threads);
@@ -172,11 +199,16 @@ pub async fn cut(opts: &ConnOpts, flavor: Flavor, threads: usize) -> Result<Cut,
                         begin(w).await?;
                         positions.push(mariadb_snapshot_gtid(w).await?);
                     }
-                    smallest(positions)?
+                    let mut views = GtidSet::empty(flavor);
+                    for p in &positions {
+                        views.union_with(p);
+                    }
+                    (smallest(positions)?, views)
                 }
             };
             Ok(Cut {
                 gtid,
+                views,
                 workers,
                 method: "lock-free",
                 lock_ms: None,

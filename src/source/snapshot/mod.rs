@@ -23,6 +23,9 @@
 //!   acked it. A resumed snapshot re-plans from the last durable chunk's
 //!   key with new views (each contains `G`, which the checkpoint keeps):
 //!   nothing is lost, the rows of an interrupted chunk may be read twice;
+//!   the new views may be newer than `G`, so `Running::views` reports a
+//!   set `H` containing them and the checkpoint keeps it (`overlap`) until
+//!   the stream has passed it;
 //! - memory is bounded whatever the table size: one piece being built per
 //!   worker, `WORKER_QUEUE` pieces queued per worker, the merger holds back
 //!   only row-less batches (to mark the last event; an empty table's holds
@@ -99,6 +102,9 @@ pub enum Outcome {
 pub struct Running {
     /// `G`: where the stream starts once the snapshot is complete.
     pub cut: GtidSet,
+    /// `H`: contains every view this run reads in (see `cut`); the stream
+    /// marks its transactions after `G` as `overlap`.
+    pub views: GtidSet,
     /// The snapshot's progress before its first batch.
     pub state: SnapshotState,
     /// Resolves when the last batch has been handed to the pipeline.
@@ -139,7 +145,7 @@ pub async fn start(
             let _ = done_tx.send(r);
         })
         .map_err(|e| SourceError::Fatal(format!("cannot start the snapshot thread: {e}")))?;
-    let (cut, state) = match ready_rx.await {
+    let (cut, views, state) = match ready_rx.await {
         Ok(r) => r?,
         Err(_) => match done_rx.await {
             Ok(Err(e)) => return Err(e),
@@ -148,12 +154,13 @@ pub async fn start(
     };
     Ok(Running {
         cut,
+        views,
         state,
         done: done_rx,
     })
 }
 
-type Ready = oneshot::Sender<Result<(GtidSet, SnapshotState), SourceError>>;
+type Ready = oneshot::Sender<Result<(GtidSet, GtidSet, SnapshotState), SourceError>>;
 
 async fn run(
     p: Params,
@@ -163,7 +170,7 @@ async fn run(
     ready: Ready,
 ) -> Result<Outcome, SourceError> {
     let prepared = prepare(&p, start).await;
-    let (tables, workers, cut, state, server_id) = match prepared {
+    let (tables, workers, (cut, views), state, server_id) = match prepared {
         Ok(x) => x,
         Err(e) => {
             let _ = ready.send(Err(SourceError::Fatal(e.to_string())));
@@ -171,7 +178,7 @@ async fn run(
         }
     };
     let cut_sequence = cut.sequence();
-    if ready.send(Ok((cut, state.clone()))).is_err() {
+    if ready.send(Ok((cut, views, state.clone()))).is_err() {
         return Ok(Outcome::Stopped);
     }
     let tables = Arc::new(tables);
@@ -217,7 +224,7 @@ async fn run(
 type Prepared = (
     Vec<SnapTable>,
     Vec<mysql_async::Conn>,
-    GtidSet,
+    (GtidSet, GtidSet),
     SnapshotState,
     u32,
 );
@@ -257,6 +264,7 @@ async fn prepare(p: &Params, start: Start) -> Result<Prepared, SourceError> {
                 method = c.method,
                 lock_ms = ?c.lock_ms,
                 gtid_set = %c.gtid,
+                views = %c.views,
                 tables = tables.len(),
                 threads = p.threads,
                 "snapshot: consistent cut made"
@@ -275,16 +283,17 @@ async fn prepare(p: &Params, start: Start) -> Result<Prepared, SourceError> {
                     })
                     .collect(),
             };
-            Ok((tables, c.workers, c.gtid, state, server_id))
+            Ok((tables, c.workers, (c.gtid, c.views), state, server_id))
         }
         Some((state, cut)) => {
-            let workers = cut::open_views(&p.opts, p.threads).await?;
+            let (workers, views) = cut::open_views(&p.opts, p.flavor, p.threads).await?;
             tracing::info!(
                 gtid_set = %cut,
+                views = %views,
                 chunks_done = state.chunks_done,
                 "snapshot: resuming after the last durable chunk"
             );
-            Ok((tables, workers, cut, state, server_id))
+            Ok((tables, workers, (cut, views), state, server_id))
         }
     }
 }
@@ -500,6 +509,7 @@ pub(crate) fn read_event(
         transaction: None,
         primary_key: t.primary_key.clone(),
         table: Some(t.meta.clone()),
+        overlap: false,
     }
 }
 

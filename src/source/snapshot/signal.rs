@@ -705,6 +705,7 @@ mod tests {
             transaction: None,
             primary_key: Arc::from([0usize].as_slice()),
             table: None,
+            overlap: false,
         })
     }
 

@@ -344,6 +344,7 @@ mod tests {
             transaction: None,
             primary_key: m.primary_key.clone(),
             table: Some(m.clone()),
+            overlap: false,
         }
     }
 

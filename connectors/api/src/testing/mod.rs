@@ -65,6 +65,7 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
         }),
         primary_key: Arc::from([0usize].as_slice()),
         table: None,
+        overlap: false,
     }
 }
 
