@@ -4,7 +4,10 @@
 //!   rowstream is SIGKILLed 20 times (the first ones during the initial
 //!   snapshot, which resumes in views newer than its cut, so the stream
 //!   replays changes the target already holds) and the target server
-//!   restarted once: the copy equals the source, the conflict log is empty;
+//!   restarted once: the copy equals the source, the conflict log is empty,
+//!   and a file backup written by the same runs restores (`rowstream
+//!   restore`, which applies the same marks) into a third server equal to
+//!   the source;
 //! - two servers synced both ways by two rowstream instances
 //!   (`skip_rowstream_applied`): non-overlapping writes converge with every
 //!   transaction applied exactly once on the other side (no loop), and the
@@ -65,10 +68,12 @@ fn conflicts(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `rows` rows before rowstream starts, read in chunks of 500: the first
-/// kill lands once a chunk is durable and before the last one, so the
-/// snapshot resumes in new views and the stream replays changes the target
-/// already holds (marked `overlap`).
+/// `rows` workload statements before rowstream starts, and 40,000 rows
+/// with negative ids that the snapshot reads first (so it lasts long
+/// enough): the first kill lands once a chunk is durable and before the
+/// last one, so the snapshot resumes in new views, which hold changes the
+/// workload made meanwhile, and the stream replays those changes (marked
+/// `overlap`) onto rows the target already holds.
 fn follows_through_kills(flavor: Flavor, rows: usize) {
     let Some(src) = TestServer::start(flavor, &[]) else {
         return;
@@ -78,12 +83,24 @@ fn follows_through_kills(flavor: Flavor, rows: usize) {
     let mut w = Workload::new(seed(), MIXED);
     let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed());
     src.exec(&w.script(rows));
+    let digits = "(SELECT 0 i UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    src.exec(&format!(
+        "INSERT INTO s.t (id, v, n) SELECT -1 - (a.i * 10000 + b.i * 1000 + c.i * 100 + d.i * 10 + e.i), \
+         'bulk', a.i FROM (SELECT 0 i UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) a, \
+         {digits} b, {digits} c, {digits} d, {digits} e"
+    ));
     let log_dir = common::TmpDir::new("mysql-sink-conflicts");
     let log = log_dir.join("conflicts.jsonl");
-    let mut cfg = ServiceConfig::for_server(&src, mysql_sink(&target, &log, ""))
-        .with_extra("[snapshot]\nchunk_rows = 500\n");
+    let mut cfg = ServiceConfig::for_server(&src, mysql_sink(&target, &log, ""));
     cfg.start = None;
     let mut svc = Service::new(&format!("mysql-sink-{}", flavor.name()), cfg);
+    svc.cfg.extra = format!(
+        "[[sinks]]\ntype = \"file\"\nname = \"backup\"\ndir = {:?}\n\n[snapshot]\nchunk_rows = 1000\n",
+        svc.backup.display().to_string()
+    );
+    svc.write_config();
     svc.spawn();
     src.exec(&w.script(40));
     let t = Instant::now();
@@ -92,7 +109,10 @@ fn follows_through_kills(flavor: Flavor, rows: usize) {
             .is_some_and(|c| c.get("snapshot").is_none_or(|s| s["chunks_done"] != 0))
     };
     while !chunk_durable(&svc) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no snapshot chunk became durable");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no snapshot chunk became durable"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(
@@ -119,15 +139,29 @@ fn follows_through_kills(flavor: Flavor, rows: usize) {
         .log_text()
         .matches("snapshot: resuming after the last durable chunk")
         .count();
-    assert!(resumes >= 1, "the snapshot never resumed: {}", svc.log_tail());
+    assert!(
+        resumes >= 1,
+        "the snapshot never resumed: {}",
+        svc.log_tail()
+    );
+    let restored = TestServer::start(flavor, &[]).expect("a restore target");
+    let out = common::output_with_timeout(
+        common::rowstream()
+            .args(["restore", "--backup"])
+            .arg(&svc.backup)
+            .args(["--url", &restored.url()]),
+        None,
+        Duration::from_secs(300),
+    );
+    out.result("restore").unwrap();
+    assert_eq!(tables(&restored), tables(&src), "restored from the backup");
     eprintln!(
-        "{}: the copy equals the source after 20 kills ({resumes} during the snapshot) and a target restart",
+        "{}: the copy and the restored backup equal the source after 20 kills ({resumes} during the snapshot) and a target restart",
         flavor.name()
     );
 }
 
 flavor_tests!(follows_through_kills(6000): follows_through_kills_mariadb, follows_through_kills_mysql);
-
 
 /// How many transactions `srv` has executed.
 fn tx_count(srv: &TestServer) -> usize {

@@ -496,6 +496,7 @@ impl Origin for FakeOrigin {
             on_demand: None,
             start: set(from),
             snapshot: None,
+            overlap: None,
             saved,
             server: Box::new(|| "fake:1".to_string()),
             release: Box::pin(async {}),

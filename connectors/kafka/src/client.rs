@@ -12,11 +12,21 @@
 //! keeps the first such report and [`reach_brokers`] turns it into a fatal
 //! error naming the settings to fix, instead of a broker that seems down.
 //!
-//! Invariants kept: `enable.idempotence = true` and `acks = all` are always
-//! set last, so no property overrides them; every failed enqueue or delivery
-//! is classified here, once: errors an operator must fix (authorization,
-//! records too large, fatal idempotent-producer errors) are fatal, the rest
-//! (timeouts, brokers down) transient.
+//! Invariants kept: `enable.idempotence = true`, `enable.gapless.guarantee =
+//! true` and `acks = all` are always set last, so no property overrides
+//! them; every failed enqueue or delivery is classified here, once: errors
+//! an operator must fix (authorization, records too large, fatal
+//! idempotent-producer errors) are fatal, the rest (timeouts, brokers down)
+//! transient.
+//!
+//! Why gapless: without it, when one batch of a partition fails with a
+//! permanent error the idempotent producer bumps its epoch and goes on with
+//! the later batches, so a record of transaction 6 can be written while
+//! transaction 5's is not; the replay from the checkpoint then appends 5
+//! after 6 and a consumer sees a key go back in time (seen in the
+//! broker-kill test). With it, such a failure stops the producer with
+//! `_GAPLESS_GUARANTEE` before anything later is written; that stop is
+//! transient: the sink restarts with a new producer and replays in order.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -128,6 +138,7 @@ pub fn client_config(cfg: &KafkaSinkConfig) -> ClientConfig {
     }
     c.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("client.id", format!("rowstream-{}", cfg.name));
     c
@@ -208,6 +219,12 @@ pub async fn produce(
 /// Classifies a failed delivery or enqueue: `(fatal, message)`.
 pub fn classify(producer: &KProducer, e: &KafkaError) -> (bool, String) {
     if let Some((code, msg)) = producer.client().fatal_error() {
+        if code == RDKafkaErrorCode::GaplessGuarantee {
+            return (
+                false,
+                format!("a delivery failed and the producer stopped before writing anything after it ({msg}); the sink restarts and replays from the checkpoint, in order"),
+            );
+        }
         return (
             true,
             format!("fatal producer error {code:?}: {msg}; the producer cannot continue, check the brokers and the sink's properties"),

@@ -24,6 +24,7 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
     "metadata.broker.list",
     "enable.idempotence",
+    "enable.gapless.guarantee",
     "acks",
     "request.required.acks",
     "transactional.id",

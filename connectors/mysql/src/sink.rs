@@ -33,7 +33,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use rowstream_api::gtid::{Gtid, GtidSet};
 use rowstream_api::metrics::{self, Family, Handle};
-use rowstream_api::sink::parse_marker;
+use rowstream_api::sink::{chunk_marker, parse_marker};
 use rowstream_api::{
     Ack, AckQueue, Backoff, Batch, Commit, Committed, Flavor, Poison, Record, SchemaChange, Sink,
     SinkError,
@@ -159,6 +159,32 @@ fn record_tx_id(r: &Record) -> Arc<str> {
 /// the job is then run again alone.
 const WORKER_LOCK_WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 10";
 
+/// How many chunks of snapshot `id` the sink may skip when they arrive
+/// again: those the target holds (`done`) that the checkpoint covers too.
+/// Chunks past the checkpoint are read again by a resumed snapshot with new
+/// views and a new plan from the last durable chunk's key, so chunk `n` of
+/// the new plan may end before or after the chunk `n` the target holds;
+/// skipping by number would lose the rows between the two ends. Applying
+/// them again is safe: snapshot rows are upserts. Without a checkpoint that
+/// knows the snapshot (restore, another snapshot, a finished one) the
+/// target's count stands.
+fn chunks_held(id: u64, done: u64, committed: &dyn Committed) -> u64 {
+    if done == 0 || !committed.recognizes(&chunk_marker(id, done)) {
+        return done;
+    }
+    // The checkpoint covers a prefix of the chunks: the largest n covered.
+    let (mut lo, mut hi) = (0, done);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if committed.contains(&chunk_marker(id, mid)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
 impl MysqlSink {
     /// Validates the config, connects (`threads + 1` connections when
     /// `threads > 1`), creates the progress table if missing and reads what
@@ -174,7 +200,13 @@ impl MysqlSink {
         metrics::register(METRICS);
         let (mut conn, server) = client::connect(cfg).await?;
         client::ensure_progress(&mut conn, cfg, cfg.threads + 1).await?;
-        let progress = client::read_progress(&mut conn, cfg).await?;
+        let mut progress = client::read_progress(&mut conn, cfg).await?;
+        let held = chunks_held(progress.snapshot_id, progress.chunks_done, committed);
+        if held < progress.chunks_done {
+            info!(sink = %cfg.name, snapshot = progress.snapshot_id, target = progress.chunks_done,
+                  checkpoint = held, "mysql sink: snapshot chunks past the checkpoint are read again (maybe with other key ranges) and applied again");
+            progress.chunks_done = held;
+        }
         let applied = parse_set(&progress.gtid_set).map_err(|e| {
             SinkError::Fatal(format!(
                 "mysql sink {:?}: the progress table {} holds an unreadable GTID set: {e}",
@@ -667,3 +699,56 @@ async fn acker(mut commits: tokio::sync::watch::Receiver<u64>, acks: Arc<Mutex<A
 }
 
 rowstream_api::sink_builder!(MysqlSinkConfig => MysqlSink);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint in the middle of snapshot 7: chunks up to `done` durable.
+    struct Mid {
+        done: u64,
+    }
+
+    impl Committed for Mid {
+        fn contains(&self, id: &str) -> bool {
+            parse_marker(id).is_some_and(|(s, n)| s == 7 && n <= self.done)
+        }
+        fn is_empty(&self) -> bool {
+            false
+        }
+        fn recognizes(&self, id: &str) -> bool {
+            parse_marker(id).is_some_and(|(s, _)| s == 7)
+        }
+    }
+
+    /// Knows no snapshot (restore's view, or another snapshot's checkpoint).
+    struct Nothing;
+
+    impl Committed for Nothing {
+        fn contains(&self, _: &str) -> bool {
+            false
+        }
+        fn is_empty(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn chunks_past_the_checkpoint_are_applied_again() {
+        assert_eq!(chunks_held(7, 45, &Mid { done: 24 }), 24);
+        assert_eq!(chunks_held(7, 45, &Mid { done: 0 }), 0);
+        assert_eq!(chunks_held(7, 10, &Mid { done: 24 }), 10);
+        assert_eq!(chunks_held(7, 1, &Mid { done: 1 }), 1);
+        assert_eq!(
+            chunks_held(8, 45, &Mid { done: 24 }),
+            45,
+            "another snapshot"
+        );
+        assert_eq!(
+            chunks_held(7, 45, &Nothing),
+            45,
+            "no checkpoint: the target's count"
+        );
+        assert_eq!(chunks_held(7, 0, &Mid { done: 24 }), 0);
+    }
+}

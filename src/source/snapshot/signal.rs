@@ -9,7 +9,8 @@
 //! in primary-key order) on a separate connection:
 //!
 //! 1. insert a low watermark row (`snapshot-window-open`, data = window id);
-//! 2. `SELECT` the chunk (`pk > last key ORDER BY pk LIMIT chunk_rows`);
+//! 2. `SELECT` the chunk (`pk > last key ORDER BY pk LIMIT chunk_rows + 1`;
+//!    the extra row, not emitted, tells whether the table goes on);
 //! 3. insert a high watermark row (`snapshot-window-close`).
 //!
 //! In the stream, between the two watermarks, every change of the chunk's
@@ -86,6 +87,10 @@ struct ChunkRead {
     schema: Option<Record>,
     rows: Vec<ChangeEvent>,
     last_key: Option<Key>,
+    /// The table has rows after this chunk (one more was selected than
+    /// the chunk holds): the chunk that ends a table is never empty unless
+    /// the table is, so the snapshot's last event can be marked "last".
+    more: bool,
 }
 
 /// The window of the chunk being read.
@@ -322,7 +327,7 @@ impl Incremental {
             }
         };
         let selected = read.rows.len() as u64;
-        let full = selected >= self.cfg.chunk_rows;
+        let full = read.more;
         let mut out: Vec<ChangeEvent> = read
             .rows
             .into_iter()
@@ -506,8 +511,10 @@ async fn window(
             hi: None,
         };
         let (mut sql, params) = chunk::chunk_query(&t, &c);
-        sql.push_str(&format!(" LIMIT {}", cfg.chunk_rows));
-        let result: Vec<mysql_async::Row> = conn.exec(sql, params).await?;
+        sql.push_str(&format!(" LIMIT {}", cfg.chunk_rows.saturating_add(1)));
+        let mut result: Vec<mysql_async::Row> = conn.exec(sql, params).await?;
+        let more = result.len() as u64 > cfg.chunk_rows;
+        result.truncate(cfg.chunk_rows as usize);
         let mut out = Vec::with_capacity(result.len());
         let now = now_ms();
         for (i, r) in result.into_iter().enumerate() {
@@ -528,6 +535,7 @@ async fn window(
             schema,
             rows: out,
             last_key,
+            more,
         })
     }
     .await;
