@@ -329,8 +329,13 @@ async fn wait_for(
         }
         if t.elapsed() >= timeout {
             return Err(SourceError::Fatal(format!(
-                "the target did not catch up with the source's {g} within {timeout:?} (it has {applied}); \
-                 is the copy running? (--lag-timeout, --name, --progress-schema)"
+                "the target did not catch up with the source's {g} within {timeout:?} (it has {}); \
+                 is the copy running? (--lag-timeout, --name, --progress-schema)",
+                if applied.is_empty() {
+                    "applied nothing of the stream since its snapshot yet".to_string()
+                } else {
+                    applied.to_string()
+                }
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -345,8 +350,15 @@ async fn wait_for(
 /// on MySQL the copy is caught up when, for every server UUID of `g`, its
 /// last applied transaction is at or past `g`'s last (a UUID it never
 /// applied anything of is history from before it started); on MariaDB
-/// likewise per domain.
+/// likewise per domain. A sink that has applied nothing of the stream yet
+/// (right after its snapshot) is not caught up with anything: its empty set
+/// cannot tell the history before its snapshot from the transactions it
+/// has still to apply (seen: a verify started just as writes resumed
+/// reported the first transactions after the snapshot as differences).
 pub fn caught_up(g: &GtidSet, applied: &GtidSet, catchup: &Catchup) -> bool {
+    if matches!(catchup, Catchup::Progress { .. }) && applied.is_empty() && !g.is_empty() {
+        return false;
+    }
     match (catchup, g, applied) {
         (Catchup::Progress { .. }, GtidSet::MySql(g), GtidSet::MySql(a)) => {
             g.iter().all(|(tsid, iv)| {
@@ -403,6 +415,8 @@ mod tests {
             &sink
         ));
         assert!(!caught_up(&set(&format!("{u}:1-1816")), &applied, &sink));
+        // Nothing of the stream applied yet: not caught up with anything.
+        assert!(!caught_up(&set(&format!("{u}:1-335")), &set(""), &sink));
         // A native replica holds the whole history.
         assert!(!caught_up(
             &set(&format!("{u}:1-335")),

@@ -42,6 +42,9 @@ use crate::source::SourceError;
 
 /// How long the cut waits for the global read lock before going lock-free.
 const LOCK_WAIT_SECS: u32 = 10;
+/// How long a commit may take from the engine commit to its GTID in
+/// `gtid_executed` (MySQL), with a wide margin; paid once per cut or resume.
+const GTID_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 /// Lock-free attempts on MariaDB before taking the lock.
 const MARIADB_ATTEMPTS: usize = 3;
 
@@ -140,8 +143,11 @@ pub async fn open_views(
 }
 
 /// The server's executed set, read on a connection of its own: read after
-/// views are open, it contains them.
+/// views are open, it contains them (MySQL adds a GTID to `gtid_executed`
+/// just after the engine commit that a view may already see: the read
+/// waits [`GTID_SETTLE`] for such commits to finish).
 async fn executed_now(opts: &ConnOpts, flavor: Flavor) -> Result<GtidSet, SourceError> {
+    tokio::time::sleep(GTID_SETTLE).await;
     let mut q = session(opts).await?;
     let g = query::server_executed(&mut q, flavor).await?;
     q.disconnect().await.ok();
