@@ -339,8 +339,10 @@ pub(crate) async fn open(cfg: &Config, plan: Plan) -> Result<Opened, ServiceErro
         };
         let running = snapshot::start(params, s, src_tx.clone(), stop_rx.clone()).await?;
         start = running.cut;
-        let views = overlap.get_or_insert_with(|| running.views.clone());
-        views.union_with(&running.views);
+        match overlap.as_mut() {
+            Some(o) => o.union_with(&running.views),
+            None => overlap = Some(running.views),
+        }
         latest_snap = Some(running.state);
         snap_done = Some(running.done);
     }

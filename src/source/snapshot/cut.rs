@@ -137,17 +137,21 @@ pub async fn open_views(
         out.push(c);
     }
     if flavor == Flavor::MySql {
-        views = executed_now(opts, flavor).await?;
+        views = views_bound(opts, flavor).await?;
     }
     Ok((out, views))
 }
 
-/// The server's executed set, read on a connection of its own: read after
-/// views are open, it contains them (MySQL adds a GTID to `gtid_executed`
-/// just after the engine commit that a view may already see: the read
-/// waits [`GTID_SETTLE`] for such commits to finish).
-async fn executed_now(opts: &ConnOpts, flavor: Flavor) -> Result<GtidSet, SourceError> {
+/// A set containing every view opened before the call: MySQL adds a GTID
+/// to `gtid_executed` just after the engine commit that a view may already
+/// see, so the read waits [`GTID_SETTLE`] for such commits to finish.
+async fn views_bound(opts: &ConnOpts, flavor: Flavor) -> Result<GtidSet, SourceError> {
     tokio::time::sleep(GTID_SETTLE).await;
+    executed_now(opts, flavor).await
+}
+
+/// The server's executed set, read on a connection of its own.
+async fn executed_now(opts: &ConnOpts, flavor: Flavor) -> Result<GtidSet, SourceError> {
     let mut q = session(opts).await?;
     let g = query::server_executed(&mut q, flavor).await?;
     q.disconnect().await.ok();
@@ -197,7 +201,7 @@ pub async fn cut(opts: &ConnOpts, flavor: Flavor, threads: usize) -> Result<Cut,
                     for w in workers.iter_mut() {
                         begin(w).await?;
                     }
-                    (g, executed_now(opts, flavor).await?)
+                    (g, views_bound(opts, flavor).await?)
                 }
                 Flavor::MariaDb => {
                     let mut positions = Vec::with_capacity(threads);
