@@ -12,6 +12,8 @@
 # deploy/dev/fuzz-corpus.sh, read only here); what the fuzzer finds goes to
 # fuzz/work/TARGET (not committed; `rm -rf fuzz/work` to start over). Prints executions
 # and corpus size per target. Scratch files of backup_segment go to $TMPDIR (default /dev/shm).
+# FUZZ_RUNS=N also ends a target after N executions (whichever comes first, as the
+# campaign's bar "10,000,000 executions or 30 minutes" wants).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SECS=${1:-60}; shift || true
@@ -26,7 +28,7 @@ FAILED=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
   LOG=$(mktemp)
-  cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time="$SECS" -jobs=1 -workers=1 \
+  cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time="$SECS" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -jobs=1 -workers=1 \
     -max_len=65536 -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=256 -print_final_stats=1 \
     >"$LOG" 2>&1
   rc=$?
