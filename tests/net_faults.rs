@@ -14,7 +14,8 @@
 //! every fault for the file backup and the HTTP receiver).
 //!
 //! Fault counts: `ROWSTREAM_NET_FAULTS_SOURCE` (default 12) and `ROWSTREAM_NET_FAULTS_SINK`
-//! (default 5); the `soak_*` tests (ignored) use 200 and 50 unless those are set.
+//! (default 5); the `soak_*` tests (ignored) use 200 and 50 unless those are set, the
+//! sink soaks once with each flavour as the source (the default sink tests read MariaDB).
 //! Kafka clients connect to the address the broker advertises, not the one they were
 //! given, so the Kafka test restarts its broker with one more listener, advertised as the
 //! proxy's port.
@@ -414,23 +415,33 @@ mod soak {
         source_soak(Flavor::MySql);
     }
 
+    fn sinks_soak(source: Flavor) {
+        let n = fault_count("ROWSTREAM_NET_FAULTS_SINK", 50);
+        mysql_sink_under_faults(source, n);
+        http_sink_under_faults(source, n);
+        search_sink_under_faults(source, n);
+        kafka_sink_under_faults(source, n);
+    }
+
     #[test]
     #[ignore = "soak: 50 faults per sink (minutes); ROWSTREAM_NET_FAULTS_SINK overrides"]
-    fn soak_sinks() {
-        let n = fault_count("ROWSTREAM_NET_FAULTS_SINK", 50);
-        mysql_sink_under_faults(n);
-        http_sink_under_faults(n);
-        search_sink_under_faults(n);
-        kafka_sink_under_faults(n);
+    fn soak_sinks_mariadb() {
+        sinks_soak(Flavor::MariaDb);
+    }
+
+    #[test]
+    #[ignore = "soak: 50 faults per sink (minutes); ROWSTREAM_NET_FAULTS_SINK overrides"]
+    fn soak_sinks_mysql() {
+        sinks_soak(Flavor::MySql);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Between rowstream and a sink's server (the source is read directly)
 
-/// A MariaDB source with [`SCHEMA`], and the service `label` reading it into `sink`.
-fn sink_service(label: &str, sink: Sink) -> Option<(TestServer, Service)> {
-    let server = TestServer::start(Flavor::MariaDb, &[])?;
+/// A `source` server with [`SCHEMA`], and the service `label` reading it into `sink`.
+fn sink_service(source: Flavor, label: &str, sink: Sink) -> Option<(TestServer, Service)> {
+    let server = TestServer::start(source, &[])?;
     server.exec(SCHEMA);
     let svc = Service::new(label, ServiceConfig::for_server(&server, sink));
     Some((server, svc))
@@ -461,8 +472,8 @@ fn report(what: &str, run: &Run, proxy: &FaultProxy, warnings: usize) {
 }
 
 /// The MySQL apply sink writing into a target behind the proxy.
-fn mysql_sink_under_faults(n: usize) {
-    let target = TestServer::start(Flavor::MariaDb, &[]);
+fn mysql_sink_under_faults(source: Flavor, n: usize) {
+    let target = TestServer::start(source, &[]);
     let Some(target) = target else { return };
     let proxy = FaultProxy::start(target.port);
     let dir = common::TmpDir::new("net-mysql-conflicts");
@@ -472,7 +483,7 @@ fn mysql_sink_under_faults(n: usize) {
         proxy.addr(),
         dir.join("conflicts.jsonl").display().to_string()
     ));
-    let Some((server, mut svc)) = sink_service("net-mysql-sink", sink) else {
+    let Some((server, mut svc)) = sink_service(source, "net-mysql-sink", sink) else {
         return;
     };
     // After each fault: the checkpoint (read first) covers only what the target's progress
@@ -508,7 +519,7 @@ fn mysql_sink_under_faults(n: usize) {
 
 #[test]
 fn mysql_sink_faults() {
-    mysql_sink_under_faults(sink_faults());
+    mysql_sink_under_faults(Flavor::MariaDb, sink_faults());
 }
 
 /// An HTTP receiver that answers every well-formed request 200 and keeps the record ids
@@ -592,7 +603,7 @@ fn split_id(id: &str) -> (&str, u64) {
 }
 
 /// The HTTP sink posting to a receiver behind the proxy.
-fn http_sink_under_faults(n: usize) {
+fn http_sink_under_faults(source: Flavor, n: usize) {
     let rx = Receiver::start();
     let proxy = FaultProxy::start(rx.port);
     let sink = Sink::Other(format!(
@@ -600,7 +611,7 @@ fn http_sink_under_faults(n: usize) {
          linger_ms = 20\ntimeout_ms = 1000\nretry_max_ms = 400\nconcurrency = 2\n",
         proxy.addr()
     ));
-    let Some((server, mut svc)) = sink_service("net-http-sink", sink) else {
+    let Some((server, mut svc)) = sink_service(source, "net-http-sink", sink) else {
         return;
     };
     let flavor = server.flavor;
@@ -652,11 +663,11 @@ fn http_sink_under_faults(n: usize) {
 
 #[test]
 fn http_sink_faults() {
-    http_sink_under_faults(sink_faults());
+    http_sink_under_faults(Flavor::MariaDb, sink_faults());
 }
 
 /// The Elasticsearch sink writing into osmem-server behind the proxy.
-fn search_sink_under_faults(n: usize) {
+fn search_sink_under_faults(source: Flavor, n: usize) {
     let Some(search) = TestDaemon::start(&OSMEM) else {
         return;
     };
@@ -666,7 +677,7 @@ fn search_sink_under_faults(n: usize) {
          retry_max_ms = 1000\ntimeout_ms = 1000\nindex = \"{{db}}.{{table}}\"\n",
         proxy.addr()
     ));
-    let Some((server, mut svc)) = sink_service("net-es-sink", sink) else {
+    let Some((server, mut svc)) = sink_service(source, "net-es-sink", sink) else {
         return;
     };
     let run = faults_under_writes(&mut svc, &server, &proxy, (n, SINK_STALL), |_| {});
@@ -698,7 +709,7 @@ fn curl(method: &str, url: &str) -> Value {
 
 #[test]
 fn search_sink_faults() {
-    search_sink_under_faults(sink_faults());
+    search_sink_under_faults(Flavor::MariaDb, sink_faults());
 }
 
 /// A target that stops answering without closing (a black hole, as behind a dead NAT
@@ -716,7 +727,7 @@ fn mysql_sink_black_hole() {
         "type = \"mysql\"\nname = \"copy\"\nurl = \"mysql://root:root@{}\"\nthreads = 4\n",
         proxy.addr()
     ));
-    let Some((server, mut svc)) = sink_service("net-mysql-hole", sink) else {
+    let Some((server, mut svc)) = sink_service(Flavor::MariaDb, "net-mysql-hole", sink) else {
         return;
     };
     svc.cfg.extra = "[health]\nmax_sink_stall_ms = 3000\n".into();
@@ -791,7 +802,7 @@ fn add_proxied_listener(kafka: &TestKafka, port: u16, advertised: u16) {
 }
 
 /// The Kafka sink producing through the proxy (bootstrap and every broker connection).
-fn kafka_sink_under_faults(n: usize) {
+fn kafka_sink_under_faults(source: Flavor, n: usize) {
     let Some(kafka) = TestKafka::start() else {
         return;
     };
@@ -803,7 +814,7 @@ fn kafka_sink_under_faults(n: usize) {
          [sinks.properties]\n\"linger.ms\" = \"2\"\n",
         proxy.addr()
     ));
-    let Some((server, mut svc)) = sink_service("net-kafka-sink", sink) else {
+    let Some((server, mut svc)) = sink_service(source, "net-kafka-sink", sink) else {
         return;
     };
     let run = faults_under_writes(&mut svc, &server, &proxy, (n, SINK_STALL), |_| {});
@@ -820,7 +831,7 @@ fn kafka_sink_under_faults(n: usize) {
 
 #[test]
 fn kafka_sink_faults() {
-    kafka_sink_under_faults(sink_faults());
+    kafka_sink_under_faults(Flavor::MariaDb, sink_faults());
 }
 
 /// A source that closes every connection while rowstream starts (a cut during the
