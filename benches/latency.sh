@@ -8,10 +8,15 @@
 # rowstream_sink_commit_to_durable_seconds{sink="backup"}, the difference between two
 # scrapes around the load). Percentiles are read from the histogram's buckets
 # (1, 2, 5, 10, 20, 50, 100 ms ...), so "p99 <= 20 ms" means the 99th percentile lies in
-# the bucket ending at 20 ms. Also prints the rate the writer achieved.
+# the bucket ending at 20 ms. Also prints the rate the writer achieved, and the two
+# parts measured on the same heartbeats: `src` = the heartbeat upsert's round trip on
+# the source (rowstream_heartbeat_write_seconds: the source's commit under the load) and
+# `sink` = from handing the batch to the sinks to the backup's ack (write + fsync,
+# rowstream_sink_dispatch_to_durable_seconds); the rest is reading, decoding, queueing.
 # Usage: benches/latency.sh                  (release build; needs deploy/dev/install-test-deps.sh)
 #        RATES="1000 5000 10000" SECS=30 benches/latency.sh
 #        PROFILE=debug RATES=200 SECS=3 benches/latency.sh   (a quick check that it works)
+#        BIN=/path/to/rowstream benches/latency.sh          (another build, e.g. for an A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-3411}
@@ -20,8 +25,10 @@ RATES=${RATES:-1000 5000}
 SECS=${SECS:-20}
 DIR=${BENCH_DIR:-target/bench-latency}
 PROFILE=${PROFILE:-release}
-if [[ $PROFILE == release ]]; then cargo build --release --quiet; else cargo build --quiet; fi
-BIN=target/$PROFILE/rowstream
+if [[ -z ${BIN:-} ]]; then
+  if [[ $PROFILE == release ]]; then cargo build --release --quiet; else cargo build --quiet; fi
+  BIN=target/$PROFILE/rowstream
+fi
 
 cleanup() {
   [[ -n ${RS_PID:-} ]] && kill "$RS_PID" 2>/dev/null || true
@@ -77,13 +84,29 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# The backup sink's histogram buckets: "le count" lines, cumulative.
+# Every histogram's bucket lines, "name{labels,le="X"} count" -> "name le count".
 buckets() {
-  curl -sf "http://127.0.0.1:$MPORT/metrics" \
-    | sed -n 's/^rowstream_sink_commit_to_durable_seconds_bucket{sink="backup",le="\([^"]*\)"} \(.*\)$/\1 \2/p'
+  curl -sf "http://127.0.0.1:$MPORT/metrics" | sed -n \
+    -e 's/^rowstream_\(sink_commit_to_durable\|sink_dispatch_to_durable\)_seconds_bucket{sink="backup",le="\([^"]*\)"} \(.*\)$/\1 \2 \3/p' \
+    -e 's/^rowstream_\(heartbeat_write\)_seconds_bucket{le="\([^"]*\)"} \(.*\)$/\1 \2 \3/p'
 }
 
-printf '%-8s %10s %8s %10s %10s\n' rate achieved samples p50_ms p99_ms
+# p50 and p99 (bucket bounds, ms) of histogram $1 between two bucket dumps.
+pct() {
+  paste <(grep "^$1 " <<<"$2") <(grep "^$1 " <<<"$3") | awk '
+    { le[NR]=$2; c[NR]=$6-$3 }
+    END {
+      n=c[NR]
+      for (i=1; i<=NR; i++) {
+        if (p50=="" && c[i] >= 0.50*n) p50=le[i]
+        if (p99=="" && c[i] >= 0.99*n) p99=le[i]
+      }
+      printf "%s %s %d", (p50=="+Inf" ? "+Inf" : "<=" p50*1000), (p99=="+Inf" ? "+Inf" : "<=" p99*1000), n
+    }'
+}
+
+printf '%-6s %9s %8s %10s %10s %10s %10s %10s %10s\n' rate achieved samples \
+  p50_ms p99_ms src_p50 src_p99 sink_p50 sink_p99
 for rate in $RATES; do
   before=$(buckets)
   t0=$(date +%s.%N)
@@ -91,17 +114,11 @@ for rate in $RATES; do
   t1=$(date +%s.%N)
   after=$(buckets)
   achieved=$(awk -v n=$((rate * SECS)) -v t0="$t0" -v t1="$t1" 'BEGIN {printf "%.0f", n/(t1-t0)}')
-  paste <(echo "$before") <(echo "$after") | awk -v rate="$rate" -v ach="$achieved" '
-    { le[NR]=$1; c[NR]=$4-$2 }
-    END {
-      n=c[NR]
-      for (i=1; i<=NR; i++) {
-        if (p50=="" && c[i] >= 0.50*n) p50=le[i]
-        if (p99=="" && c[i] >= 0.99*n) p99=le[i]
-      }
-      printf "%-8s %10s %8d %10s %10s\n", rate, ach, n,
-        (p50=="+Inf" ? "+Inf" : "<=" p50*1000), (p99=="+Inf" ? "+Inf" : "<=" p99*1000)
-    }'
+  read -r p50 p99 n < <(pct sink_commit_to_durable "$before" "$after")
+  read -r s50 s99 _ < <(pct heartbeat_write "$before" "$after")
+  read -r k50 k99 _ < <(pct sink_dispatch_to_durable "$before" "$after")
+  printf '%-6s %9s %8s %10s %10s %10s %10s %10s %10s\n' "$rate" "$achieved" "$n" \
+    "$p50" "$p99" "$s50" "$s99" "$k50" "$k99"
   kill -0 "$RS_PID" || { cat "$DIR/rs/err.log" >&2; exit 1; }
 done
 kill -TERM "$RS_PID"; wait "$RS_PID" || true; RS_PID=

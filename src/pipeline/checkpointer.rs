@@ -12,11 +12,20 @@
 //!   before any batch, so a crash before the first periodic write leaves a
 //!   checkpoint the sinks can cut back to;
 //! - [`Checkpointer::durable_sequence`] only reports what a completed write
-//!   (or the file found at start) covers: semi-sync ACKs are released by it.
+//!   (or the file found at start) covers: semi-sync ACKs are released by it;
+//! - while streaming, writes run on the blocking pool
+//!   ([`Checkpointer::start_save`], completed by [`Checkpointer::write_done`]),
+//!   at most one at a time and in order, so the session keeps handing batches
+//!   to the sinks during the two fsyncs of a write (on a loaded disk they took
+//!   milliseconds, and every batch waiting behind them added that to its
+//!   commit-to-durable latency); [`Checkpointer::save`] is the blocking form
+//!   for a start and an end, when no write runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rowstream_api::metrics;
+use tokio::task::JoinHandle;
 
 use super::acks::Acked;
 use super::error::ServiceError;
@@ -30,7 +39,7 @@ pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// The durable position and what was last written.
 pub(crate) struct Checkpointer {
-    store: CheckpointStore,
+    store: Arc<CheckpointStore>,
     /// The GTID set complete in batches every sink acked, and the snapshot
     /// in progress there. None before the first session begins.
     position: Option<Position>,
@@ -38,6 +47,8 @@ pub(crate) struct Checkpointer {
     written: Option<Position>,
     /// `GtidSet::sequence` of the set on disk.
     written_seq: Option<u64>,
+    /// The write running on the blocking pool, and what it writes.
+    writing: Option<(Position, JoinHandle<Result<(), CheckpointError>>)>,
 }
 
 /// What a checkpoint says, but where it was read from and when.
@@ -74,10 +85,11 @@ impl Position {
 impl Checkpointer {
     pub fn new(store: CheckpointStore) -> Self {
         Checkpointer {
-            store,
+            store: Arc::new(store),
             position: None,
             written: None,
             written_seq: None,
+            writing: None,
         }
     }
 
@@ -139,21 +151,90 @@ impl Checkpointer {
         self.written_seq
     }
 
-    /// Writes the position when it differs from what the file holds.
+    /// The position when it differs from what the file holds (or is being written with).
+    fn unwritten(&self) -> Option<&Position> {
+        let p = self.position.as_ref()?;
+        let newest = self.writing.as_ref().map(|(w, _)| w).or(self.written.as_ref());
+        (newest != Some(p)).then_some(p)
+    }
+
+    /// Writes the position now, on this thread, when it differs from what
+    /// the file holds. Only when no write runs (a start, or after
+    /// [`Checkpointer::finish`]).
     pub fn save(&mut self, server: &str) -> Result<(), ServiceError> {
-        let Some(p) = &self.position else {
+        debug_assert!(self.writing.is_none(), "a checkpoint write still runs");
+        let Some(p) = self.unwritten().cloned() else {
             return Ok(());
         };
-        if self.written.as_ref() == Some(p) {
-            return Ok(());
-        }
         self.store.save(&p.checkpoint(server))?;
-        self.written = Some(p.clone());
+        self.mark_written(p);
+        Ok(())
+    }
+
+    /// Starts writing the position on the blocking pool when it differs
+    /// from what the file holds and no write runs (a newer position waits
+    /// for the next call after [`Checkpointer::write_done`]).
+    pub fn start_save(&mut self, server: &str) {
+        if self.writing.is_some() {
+            return;
+        }
+        let Some(p) = self.unwritten().cloned() else {
+            return;
+        };
+        let (store, cp) = (self.store.clone(), p.checkpoint(server));
+        let h = tokio::task::spawn_blocking(move || store.save(&cp));
+        self.writing = Some((p, h));
+    }
+
+    /// True while a write started by [`Checkpointer::start_save`] runs.
+    pub fn is_writing(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// Completes the running write: the file then covers what it wrote.
+    /// Pending for ever when none runs; cancel-safe (a `select!` may drop it).
+    pub async fn write_done(&mut self) -> Result<(), ServiceError> {
+        let Some((_, h)) = self.writing.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = h.await;
+        let Some((p, _)) = self.writing.take() else {
+            return Ok(());
+        };
+        match r {
+            Ok(Ok(())) => {
+                self.mark_written(p);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(CheckpointError::Io {
+                what: "write (the writer task failed)",
+                path: self.store.path(),
+                source: std::io::Error::other(e.to_string()),
+            }
+            .into()),
+        }
+    }
+
+    /// Waits for a running write, then writes what is left: the end of a session.
+    pub async fn finish(&mut self, server: &str) -> Result<(), ServiceError> {
+        if self.is_writing() {
+            self.write_done().await?;
+        }
+        self.save(server)
+    }
+
+    fn mark_written(&mut self, p: Position) {
         self.written_seq = Some(p.set.sequence());
+        self.written = Some(p);
         metrics::CHECKPOINT_WRITES.with("").inc();
         metrics::CHECKPOINT_AGE_SECONDS
             .with("")
             .set(super::meters::now_secs());
-        Ok(())
+    }
+
+    /// The GTID set the file on disk covers.
+    pub fn written(&self) -> Option<&GtidSet> {
+        self.written.as_ref().map(|p| &p.set)
     }
 }

@@ -188,8 +188,12 @@ pub(crate) async fn write_loop(
             "INSERT INTO `{db}`.`{table}` (name, seq, ts) VALUES (?, ?, NOW(6)) \
              ON DUPLICATE KEY UPDATE seq = ?, ts = NOW(6)"
         );
+        let t = std::time::Instant::now();
         match c.exec_drop(sql, (name.as_str(), seq, seq)).await {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                crate::metrics::HEARTBEAT_WRITE.observe(t.elapsed());
+                failing = false;
+            }
             Err(e) => {
                 if !failing {
                     tracing::warn!(error = %e, table = %cfg.table, "heartbeat write failed{}", grant_hint(&e, &db, &table));

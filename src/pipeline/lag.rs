@@ -22,7 +22,7 @@ use rowstream_api::metrics;
 use serde_json::{json, Value};
 
 use crate::config::HealthConfig;
-use crate::metrics::{COMMIT_TO_DURABLE, SINK_LAG};
+use crate::metrics::{COMMIT_TO_DURABLE, DISPATCH_TO_DURABLE, SINK_LAG};
 
 /// Entries kept per queue.
 const MAX_TRACKED: usize = 100_000;
@@ -138,8 +138,9 @@ impl LagBoard {
         let Some(s) = sinks.get_mut(i) else {
             return;
         };
+        let mut dispatched = None;
         while s.unacked.front().is_some_and(|(b, _)| *b <= seq) {
-            s.unacked.pop_front();
+            dispatched = s.unacked.pop_front().filter(|(b, _)| *b == seq);
         }
         s.last_ack = Some(now);
         let Some(hb) = hb.filter(|h| *h > s.durable_hb && *h >= self.first_seq) else {
@@ -150,6 +151,9 @@ impl LagBoard {
             let d = now.duration_since(*at);
             s.last_lag = Some(d);
             COMMIT_TO_DURABLE.observe_with(&self.names[i], d);
+            if let Some((_, at)) = dispatched {
+                DISPATCH_TO_DURABLE.observe_with(&self.names[i], now.duration_since(at));
+            }
         }
         let min = sinks.iter().map(|s| s.durable_hb).min().unwrap_or(0);
         while issued.front().is_some_and(|(q, _)| *q <= min) {

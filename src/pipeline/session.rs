@@ -12,9 +12,12 @@
 //! - whatever the end, the source is stopped, the sinks are closed and the
 //!   checkpoint is written once more before returning;
 //! - semi-sync: an ACK is released only after a checkpoint write covering
-//!   its transaction; when acked batches cover a request, the checkpoint is
-//!   written as soon as every batch already settled is consumed (one fsync
-//!   for the group), not at the next tick.
+//!   its transaction completed; when acked batches cover a request, the
+//!   checkpoint is written as soon as every batch already settled is
+//!   consumed and no write runs (one write for the group), not at the next
+//!   tick;
+//! - checkpoint writes run beside the loop (one at a time), never inside it:
+//!   batches keep flowing to the sinks during their fsyncs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,11 +106,21 @@ pub(crate) async fn run(
                     break;
                 }
             },
-            // After every settled batch was consumed (biased): one write for the group.
-            _ = std::future::ready(()), if ack_due => {
-                ack_due = false;
-                sh.checkpoint.save(&server())?;
+            // A checkpoint write finished: release what it covers, and write
+            // again at once when ACK requests wait beyond it.
+            r = sh.checkpoint.write_done(), if sh.checkpoint.is_writing() => {
+                r?;
                 release_acks(acks.as_deref(), sh.checkpoint);
+                ack_due |= acks_due(acks.as_deref(), sh.checkpoint);
+                if let Some(w) = sh.checkpoint.written() {
+                    sh.observe.board.checkpointed(w.to_string());
+                }
+            }
+            // After every settled batch was consumed (biased): one write for
+            // the group (a running write is completed first, then this again).
+            _ = std::future::ready(()), if ack_due && !sh.checkpoint.is_writing() => {
+                ack_due = false;
+                sh.checkpoint.start_save(&server());
             }
             Some(b) = free.recv() => drop(b),
             f = sinks.first_end() => {
@@ -127,12 +140,8 @@ pub(crate) async fn run(
             _ = tick.tick() => {
                 // Keeps the lag growing while a sink stalls.
                 m.lag_from(tracker.oldest_ts_ms());
-                sh.checkpoint.save(&server())?;
-                release_acks(acks.as_deref(), sh.checkpoint);
+                sh.checkpoint.start_save(&server());
                 sh.observe.board.tick();
-                if let Some(p) = sh.checkpoint.position() {
-                    sh.observe.board.checkpointed(p.to_string());
-                }
             }
             _ = sh.stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
@@ -149,7 +158,7 @@ pub(crate) async fn run(
         }
         sinks.close(SINK_STOP_TIMEOUT).await;
         src.release.await;
-        sh.checkpoint.save(&server())?;
+        sh.checkpoint.finish(&server()).await?;
         release_acks(acks.as_deref(), sh.checkpoint);
         if let Some(at) = sh.checkpoint.position() {
             tracing::info!(gtid_set = %at, "checkpoint written");
@@ -170,7 +179,7 @@ pub(crate) async fn run(
     let transient = matches!(failure.error, SinkError::Transient(_));
     // `position` only covers batches every sink acked, so it is safe to
     // keep even when a sink failed after them.
-    if let Err(e) = sh.checkpoint.save(&server()) {
+    if let Err(e) = sh.checkpoint.finish(&server()).await {
         if transient {
             return Err(e);
         }

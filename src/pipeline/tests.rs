@@ -140,6 +140,41 @@ async fn out_of_order_completion_across_sinks() {
     assert!(t.is_empty());
 }
 
+/// A write beside the loop: the file (and the sequence semi-sync releases
+/// by) moves only once it completed; one write runs at a time and a newer
+/// position waits for the next start.
+#[tokio::test]
+async fn checkpoint_write_beside_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = checkpointer(&dir);
+    let mut t = AckTracker::default();
+    for n in 1..=2 {
+        let (acks, rx) = two_acks();
+        t.push(pending(n, rx));
+        acks.0.ack();
+        acks.1.ack();
+        c.acked(&mut t.next().await.unwrap());
+        if n == 1 {
+            c.start_save("test:1");
+            assert!(c.is_writing());
+            assert_eq!(c.durable_sequence(), Some(set(0).sequence()), "not before it completed");
+        } else {
+            c.start_save("test:1"); // batch 1's write still runs: nothing starts
+        }
+    }
+    c.write_done().await.unwrap();
+    assert!(!c.is_writing());
+    assert_eq!(on_disk(&c), 1);
+    assert_eq!(c.durable_sequence(), Some(set(1).sequence()));
+    c.start_save("test:1");
+    c.write_done().await.unwrap();
+    assert_eq!(on_disk(&c), 2);
+    c.start_save("test:1");
+    assert!(!c.is_writing(), "nothing new to write");
+    c.finish("test:1").await.unwrap();
+    assert_eq!(on_disk(&c), 2);
+}
+
 #[tokio::test]
 async fn dropped_ack_stops_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
