@@ -188,6 +188,11 @@ fn both_ways(flavor: Flavor) {
         cfg.extra = "[snapshot]\nmode = \"never\"\n".into();
         let mut s = Service::new(&format!("{label}-{}", flavor.name()), cfg);
         s.spawn();
+        // "latest" is read when it starts: writes before that would never be
+        // streamed (a loaded machine once made this test time out converging).
+        s.wait_for("its start position", Duration::from_secs(60), |s| {
+            s.checkpoint().is_some()
+        });
         s
     };
     let mut ab = service(&a, &b, &log_ab, "a-to-b");
