@@ -2,7 +2,9 @@
 # fuzz.sh [SECONDS] [TARGET...]
 #
 # Runs every fuzz target of fuzz/ (or the TARGETs given) for SECONDS each (default 60),
-# one after the other, one job each (-jobs=1 -workers=1: the test machines are shared).
+# one after the other, in one process each (no -jobs: the test machines are shared, and a
+# job's log would be fuzz/fuzz-0.log, shared by two campaigns run side by side: the
+# counts printed were then one campaign's for both).
 # Installs cargo-fuzz (`cargo install cargo-fuzz`, into ~/.cargo/bin) when missing and
 # builds with the nightly toolchain (`cargo +nightly fuzz`, AddressSanitizer). A crash,
 # a timeout (-timeout, 10 s for one input), RSS over -rss_limit_mb or one allocation over
@@ -28,7 +30,7 @@ FAILED=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
   LOG=$(mktemp)
-  cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time="$SECS" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -jobs=1 -workers=1 \
+  cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time="$SECS" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} \
     -max_len=65536 -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=256 -print_final_stats=1 \
     >"$LOG" 2>&1
   rc=$?

@@ -112,9 +112,6 @@ pub(crate) async fn run(
                 r?;
                 release_acks(acks.as_deref(), sh.checkpoint);
                 ack_due |= acks_due(acks.as_deref(), sh.checkpoint);
-                if let Some(w) = sh.checkpoint.written() {
-                    sh.observe.board.checkpointed(w.to_string());
-                }
             }
             // After every settled batch was consumed (biased): one write for
             // the group (a running write is completed first, then this again).
@@ -142,6 +139,9 @@ pub(crate) async fn run(
                 m.lag_from(tracker.oldest_ts_ms());
                 sh.checkpoint.start_save(&server());
                 sh.observe.board.tick();
+                if let Some(w) = sh.checkpoint.written() {
+                    sh.observe.board.checkpointed(w.to_string());
+                }
             }
             _ = sh.stop.wait_for(|s| *s), if !stopping => {
                 tracing::info!("stopping: finishing the current transaction, flushing sinks, writing the checkpoint");
