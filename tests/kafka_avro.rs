@@ -14,7 +14,18 @@
 //! decoded records per key gives exactly the source table; the DDL registered a second
 //! value schema (schema evolution) that has the new column. Wrong registry credentials
 //! and an untrusted registry certificate stop rowstream with a message naming the
-//! settings.
+//! settings. Confluent's own Java `KafkaAvroDeserializer` (`deploy/dev/confluent/run.sh`)
+//! reads a topic of many column types and its values equal the table.
+//!
+//! Why not Apicurio Registry (tried, `io.apicurio:apicurio-registry-app` 3.3.3): Maven
+//! Central has it only as a plain library jar (no `-runner` jar, no `quarkus-app`
+//! layout). Its dependencies do not resolve from Central alone: its parent pom adds the
+//! Eclipse repository (repo.eclipse.org), unreachable here, and with every repository
+//! mirrored to Central the resolution stops at `io.quarkus:quarkus-smallrye-health`
+//! 3.33.3.1, whose parent pom is not on Central (404). Even with a classpath, a Quarkus
+//! application does not start from its plain jar: Quarkus generates the bootstrap at build
+//! time (the quarkus-maven-plugin `build` goal), and the runnable distributions are the
+//! container image and the release zip, not on Maven Central.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 #[macro_use]
@@ -29,9 +40,7 @@ use std::time::Duration;
 use apache_avro::types::Value as A;
 use apache_avro::{from_avro_datum, Schema};
 use common::kafka::consume_topic;
-use common::{
-    server_with, Flavor, Service, ServiceConfig, Sink, TestCerts, TestKafka, TestServer,
-};
+use common::{server_with, Flavor, Service, ServiceConfig, Sink, TestCerts, TestKafka, TestServer};
 
 const TOPIC: &str = "svc.s.a";
 
@@ -77,8 +86,10 @@ impl Registry {
         let st = store.clone();
         let tls = certs.as_ref().map(TestCerts::rustls_server);
         let auth = auth.map(|(u, p)| {
-            let token =
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{u}:{p}"));
+            let token = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{u}:{p}"),
+            );
             format!("Basic {token}")
         });
         std::thread::spawn(move || {
@@ -100,7 +111,11 @@ impl Registry {
     }
 
     fn url(&self) -> String {
-        let scheme = if self.certs.is_some() { "https" } else { "http" };
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -495,7 +510,14 @@ fn avro_registry_wrong_credentials_or_untrusted_ca_stop() {
     }
     untrusted.write_config();
     for (mut svc, settings) in [
-        (wrong, &["schema_registry_username", "schema_registry_password", "HTTP 401"][..]),
+        (
+            wrong,
+            &[
+                "schema_registry_username",
+                "schema_registry_password",
+                "HTTP 401",
+            ][..],
+        ),
         (untrusted, &["schema_registry_ca_file", "certificate"][..]),
     ] {
         svc.spawn();
@@ -539,9 +561,7 @@ fn json_as_text(col: &str, v: &serde_json::Value) -> Option<String> {
         J::Null => return None,
         J::String(s) if col == "j" => serde_json::from_str::<J>(s).unwrap().to_string(),
         // rowstream's temporal strings: ISO 8601 with `T`, TIMESTAMP in UTC with `Z`.
-        J::String(s) if col == "ts" || col == "dt" => {
-            s.trim_end_matches('Z').replace('T', " ")
-        }
+        J::String(s) if col == "ts" || col == "dt" => s.trim_end_matches('Z').replace('T', " "),
         J::String(s) => s.clone(),
         J::Number(n) if col == "f" => n.as_f64().unwrap().to_string(),
         J::Number(n) => n.to_string(),
@@ -556,8 +576,7 @@ fn json_as_text(col: &str, v: &serde_json::Value) -> Option<String> {
 /// times, NULLs, strings with quotes and non-ASCII, bytes, doubles, enums, JSON).
 #[test]
 fn confluent_java_deserializer_reads_our_avro() {
-    let Some((server, kafka)) = server_with(Flavor::MySql, TYPES_SCHEMA, TestKafka::shared)
-    else {
+    let Some((server, kafka)) = server_with(Flavor::MySql, TYPES_SCHEMA, TestKafka::shared) else {
         return;
     };
     let fetch = std::process::Command::new(confluent_reader())
@@ -628,7 +647,9 @@ fn confluent_java_deserializer_reads_our_avro() {
 
     let mut latest: BTreeMap<i64, Option<BTreeMap<String, Option<String>>>> = BTreeMap::new();
     for l in &lines {
-        let id = l["key"]["id"].as_i64().unwrap_or_else(|| panic!("key: {l}"));
+        let id = l["key"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("key: {l}"));
         let v = &l["value"];
         if v.is_null() {
             latest.insert(id, None);
@@ -674,7 +695,11 @@ fn confluent_java_deserializer_reads_our_avro() {
         .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
         .collect();
     for (id, w) in &want {
-        assert_eq!(live.get(id), Some(w), "row {id} as Confluent's deserializer read it");
+        assert_eq!(
+            live.get(id),
+            Some(w),
+            "row {id} as Confluent's deserializer read it"
+        );
     }
     assert_eq!(
         live.keys().collect::<Vec<_>>(),
@@ -687,4 +712,3 @@ fn confluent_java_deserializer_reads_our_avro() {
         want.len()
     );
 }
-

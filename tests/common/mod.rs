@@ -68,7 +68,7 @@ pub use cli::{
 #[allow(unused_imports)]
 pub use daemons::{
     server_with, DaemonKind, TestDaemon, TestKafka, TestKafkaCluster, TestKafkaSasl, TestSearch,
-    KAFKA, KAFKA3, KAFKA_SASL, OPENSEARCH, OSMEM,
+    KAFKA, KAFKA3, KAFKA_SASL, OPENSEARCH, OPENSEARCH_SECURE, OSMEM,
 };
 #[allow(unused_imports)]
 pub use gtid::{gtid_key, gtid_seqs};

@@ -19,38 +19,39 @@ pub struct TestCerts {
 }
 
 impl TestCerts {
-    /// Makes a CA and a server certificate (CN `cn`) with openssl.
+    /// Makes a CA and a server certificate (CN `cn`, no spaces) with openssl.
     pub fn make(cn: &str) -> TestCerts {
         let dir = TmpDir::new("certs");
-        let run = |args: &[&str]| {
+        // Each command is one line of words (no argument has a space).
+        let run = |cmd: &str| {
+            let args: Vec<&str> = cmd.split_whitespace().collect();
             let out = Command::new("openssl")
-                .args(args)
+                .args(&args)
                 .current_dir(&dir.0)
                 .output()
                 .expect("run openssl (is it installed?)");
             assert!(
                 out.status.success(),
-                "openssl {args:?}: {}",
+                "openssl {cmd}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        run(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-subj",
-            "/CN=rowstream-test-ca", "-keyout", "ca.key", "-out", "ca.pem",
-        ]);
-        run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={cn}"), "-keyout",
-            "server.key", "-out", "server.csr",
-        ]);
+        run(
+            "req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=rowstream-test-ca \
+             -keyout ca.key -out ca.pem",
+        );
+        run(&format!(
+            "req -newkey rsa:2048 -nodes -subj /CN={cn} -keyout server.key -out server.csr"
+        ));
         std::fs::write(
             dir.join("san.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         )
         .unwrap();
-        run(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "7", "-extfile", "san.ext", "-out", "server.crt",
-        ]);
+        run(
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 \
+             -extfile san.ext -out server.crt",
+        );
         TestCerts { dir }
     }
 
@@ -71,9 +72,10 @@ impl TestCerts {
 
     /// A rustls server configuration presenting the server certificate (ring provider).
     pub fn rustls_server(&self) -> Arc<rustls::ServerConfig> {
-        let certs: Vec<_> = rustls_pemfile::certs(&mut &std::fs::read(self.cert_file()).unwrap()[..])
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let certs: Vec<_> =
+            rustls_pemfile::certs(&mut &std::fs::read(self.cert_file()).unwrap()[..])
+                .collect::<Result<_, _>>()
+                .unwrap();
         let key = rustls_pemfile::private_key(&mut &std::fs::read(self.key_file()).unwrap()[..])
             .unwrap()
             .expect("a private key in server.key");
