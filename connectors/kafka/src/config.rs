@@ -244,7 +244,8 @@ impl KafkaSinkConfig {
         let https = self
             .schema_registry_url
             .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
+            .and_then(|u| url::Url::parse(u).ok())
+            .is_some_and(|u| u.scheme() == "https");
         if self.schema_registry_ca_file.is_some() && !https {
             return Err(err(
                 "schema_registry_ca_file",
@@ -390,7 +391,7 @@ mod tests {
         assert!(c.validate().is_ok());
         c.schema_registry_ca_file = Some("/etc/ca.pem".into());
         assert_eq!(c.validate().unwrap_err().key, "schema_registry_ca_file");
-        c.schema_registry_url = Some("https://reg:8081".into());
+        c.schema_registry_url = Some("HTTPS://reg:8081".into());
         assert!(c.validate().is_ok());
         c.schema_registry_username = Some("key".into());
         assert_eq!(c.validate().unwrap_err().key, "schema_registry_password");
