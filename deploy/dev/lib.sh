@@ -170,3 +170,19 @@ stop_recorded() {
   log "$d: stopped $what pid $p ($([[ -n $kill ]] && echo SIGKILL || echo clean)) in $(elapsed "$t")s"
   rm -f "$pidfile"
 }
+
+# make_test_certs DIR LOG: a throwaway CA (DIR/ca.pem, DIR/ca.key) and a server key and
+# certificate it signed for 127.0.0.1 and localhost (DIR/server.key, DIR/server.crt),
+# valid 7 days, made with openssl; its output goes to LOG. For the test servers' TLS.
+make_test_certs() {
+  local t=$1
+  mkdir -p "$t"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=rowstream-test-ca \
+      -keyout "$t/ca.key" -out "$t/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$t/server.key" -out "$t/server.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/san.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 7 -extfile "$t/san.ext" -out "$t/server.crt"
+  } >>"$2" 2>&1 || die "openssl failed making the test certificates (see $2)"
+}

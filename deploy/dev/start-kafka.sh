@@ -112,15 +112,7 @@ java_cmd() {
 # 127.0.0.1 and localhost signed by it, a PEM key store as Kafka reads it).
 make_certs() {
   local t=$1/tls
-  mkdir -p "$t"
-  {
-    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=rowstream-test-ca \
-      -keyout "$t/ca.key" -out "$t/ca.pem"
-    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$t/server.key" -out "$t/server.csr"
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/san.ext"
-    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
-      -days 7 -extfile "$t/san.ext" -out "$t/server.crt"
-  } >>"$1/broker.log" 2>&1 || die "openssl failed making the test certificates (see $1/broker.log)"
+  make_test_certs "$t" "$1/broker.log"
   cat "$t/server.key" "$t/server.crt" "$t/ca.pem" >"$t/server.pem"
 }
 

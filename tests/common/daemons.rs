@@ -92,6 +92,19 @@ pub const OPENSEARCH: DaemonKind = DaemonKind {
     log_file: "opensearch.log",
 };
 
+/// OpenSearch 2.19, one node with HTTPS and basic authentication on its HTTP port
+/// (`start-opensearch.sh --secure`: a CA made by the script with openssl, `tls/ca.pem` in
+/// the data dir; user `rowstream` / `rowstream-secret`).
+pub const OPENSEARCH_SECURE: DaemonKind = DaemonKind {
+    name: "securesearch",
+    what: "the OpenSearch node with TLS and basic auth",
+    start_script: "start-opensearch.sh",
+    start_args: &["--secure"],
+    stop_script: "stop-opensearch.sh",
+    pid_file: "opensearch.pid",
+    log_file: "opensearch.log",
+};
+
 /// osmem-server, an in-memory Elasticsearch / OpenSearch REST API (`start-osmem.sh`).
 pub const OSMEM: DaemonKind = DaemonKind {
     name: "osmem",
@@ -105,7 +118,14 @@ pub const OSMEM: DaemonKind = DaemonKind {
 
 /// Every daemon kind, for the sweep of data dirs left by dead test processes (`kafka3`
 /// before `kafka`: the sweep takes the first kind whose name prefixes the dir's).
-pub(super) const KINDS: [&DaemonKind; 5] = [&KAFKA3, &KAFKA_SASL, &KAFKA, &OPENSEARCH, &OSMEM];
+pub(super) const KINDS: [&DaemonKind; 6] = [
+    &KAFKA3,
+    &KAFKA_SASL,
+    &KAFKA,
+    &OPENSEARCH_SECURE,
+    &OPENSEARCH,
+    &OSMEM,
+];
 
 /// A private throwaway daemon on `127.0.0.1:port`, its files under
 /// `target/test-servers/<name>-<pid>-<n>`. Killed and purged on drop.
@@ -412,9 +432,46 @@ impl TestKafkaCluster {
 }
 
 impl TestSearch {
-    /// `http://127.0.0.1:PORT`.
+    /// The basic-auth user of a node from [`TestSearch::start_secure`].
+    pub const USER: &'static str = "rowstream";
+    /// Its password.
+    pub const PASSWORD: &'static str = "rowstream-secret";
+
+    /// A node of this test's own with HTTPS and basic auth ([`OPENSEARCH_SECURE`]).
+    pub fn start_secure() -> Option<TestSearch> {
+        TestDaemon::start(&OPENSEARCH_SECURE).map(|d| TestSearch {
+            daemon: Handle::Own(d),
+            prefix: String::new(),
+        })
+    }
+
+    /// True for a node from [`TestSearch::start_secure`].
+    pub fn secure(&self) -> bool {
+        std::ptr::eq(self.kind, &OPENSEARCH_SECURE)
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` when [`Self::secure`]).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.secure() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate that signed a secure node's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.datadir.join("tls/ca.pem")
+    }
+
+    /// The curl arguments that reach this node (CA and credentials when secure).
+    pub fn curl_args(&self) -> Vec<String> {
+        if !self.secure() {
+            return Vec::new();
+        }
+        vec![
+            "--cacert".into(),
+            self.ca_file().display().to_string(),
+            "-u".into(),
+            format!("{}:{}", Self::USER, Self::PASSWORD),
+        ]
     }
 
     /// The index `name` of this handle: [`Self::prefix`] + `name`.

@@ -2,8 +2,9 @@
 //! servers ([`TestServer`]), external daemons a sink writes into ([`TestKafka`] (Apache Kafka),
 //! [`TestSearch`], both a [`TestDaemon`]), the `rowstream` binary ([`rowstream`],
 //! [`tail`], [`output_with_timeout`]), `rowstream run` as a service ([`Service`]), scratch
-//! dirs ([`TmpDir`]), a TCP proxy that breaks connections on command ([`FaultProxy`]), the
-//! random seed ([`seed`]), GTID sets as sets ([`gtid_seqs`]) and a
+//! dirs ([`TmpDir`]), openssl-made test certificates ([`TestCerts`]), a TCP proxy that
+//! breaks connections on command ([`FaultProxy`]), the random seed ([`seed`]), GTID sets
+//! as sets ([`gtid_seqs`]) and a
 //! random workload over a keyed and a composite-key table ([`Workload`]).
 //!
 //! A sink test reads like this (see `tests/kafka.rs`):
@@ -49,6 +50,7 @@ pub mod kafka;
 mod proxy;
 mod server;
 mod service;
+mod tls;
 mod tmp;
 mod workload;
 
@@ -66,7 +68,7 @@ pub use cli::{
 #[allow(unused_imports)]
 pub use daemons::{
     server_with, DaemonKind, TestDaemon, TestKafka, TestKafkaCluster, TestKafkaSasl, TestSearch,
-    KAFKA, KAFKA3, KAFKA_SASL, OPENSEARCH, OSMEM,
+    KAFKA, KAFKA3, KAFKA_SASL, OPENSEARCH, OPENSEARCH_SECURE, OSMEM,
 };
 #[allow(unused_imports)]
 pub use gtid::{gtid_key, gtid_seqs};
@@ -76,6 +78,8 @@ pub use proxy::{FaultProxy, ProxyCounts};
 pub use server::{parse_last_resultset, Flavor, TestServer};
 #[allow(unused_imports)]
 pub use service::{Service, ServiceConfig, Sink};
+#[allow(unused_imports)]
+pub use tls::TestCerts;
 #[allow(unused_imports)]
 pub use tmp::{seed, TmpDir};
 #[allow(unused_imports)]

@@ -6,10 +6,12 @@
 //! field but `name` and `brokers` has a documented default;
 //! [`KafkaSinkConfig::validate`] rejects values the sink cannot work with,
 //! naming the sink and the key. `properties` may hold secrets (SASL
-//! passwords): the `Debug` output masks their values.
+//! passwords) and `schema_registry_password` is one: the `Debug` output
+//! masks them.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use rowstream_api::kit::template::TemplateError;
 use rowstream_api::{ConfigError, TableTemplate};
@@ -63,6 +65,11 @@ pub enum Format {
 /// replication_factor = 1          # optional, for topics rowstream creates
 /// tombstones = true               # optional
 /// transactions = false            # optional: the {name}.transaction topic
+/// # format = "avro" with a registry over HTTPS and basic auth (Confluent Cloud):
+/// # schema_registry_url = "https://psrc-xxxxx.europe-west3.gcp.confluent.cloud"
+/// # schema_registry_username = "<API key>"
+/// # schema_registry_password = "<API secret>"
+/// # schema_registry_ca_file = "/etc/rowstream/registry-ca.pem"   # private CA only
 /// [sinks.properties]              # optional, passed to librdkafka
 /// "compression.type" = "zstd"
 /// "linger.ms" = "5"
@@ -97,11 +104,27 @@ pub struct KafkaSinkConfig {
     /// `"debezium"` (Debezium-compatible records, DDL on the `{name}` topic).
     #[serde(default)]
     pub format: Format,
-    /// Schema Registry base URL for `format = "avro"`, `http://host:port`
-    /// (plain HTTP only). Subjects follow the TopicNameStrategy:
-    /// `<topic>-key` and `<topic>-value`.
+    /// Schema Registry base URL for `format = "avro"`:
+    /// `http(s)://host[:port][/path]`, without credentials (use
+    /// `schema_registry_username` / `schema_registry_password`). Subjects
+    /// follow the TopicNameStrategy: `<topic>-key` and `<topic>-value`.
     #[serde(default)]
     pub schema_registry_url: Option<String>,
+    /// Basic authentication user of the registry (Confluent Cloud: the
+    /// Schema Registry API key); requires `schema_registry_password`.
+    /// Confluent clients' `basic.auth.user.info = "user:password"` is these
+    /// two keys. Default none.
+    #[serde(default)]
+    pub schema_registry_username: Option<String>,
+    /// Basic authentication password of the registry (Confluent Cloud: the
+    /// API secret). Secret: never logged. Default none.
+    #[serde(default)]
+    pub schema_registry_password: Option<String>,
+    /// PEM file with the CA certificate(s) that signed the registry's
+    /// certificate, added to the built-in web roots; only with an
+    /// `https://` `schema_registry_url`. Default: the web roots alone.
+    #[serde(default)]
+    pub schema_registry_ca_file: Option<PathBuf>,
     /// librdkafka configuration properties (security, compression, linger,
     /// batch sizes...), passed through as given. The ones in
     /// [`RESERVED_PROPERTIES`] are refused. The sink's defaults, which these
@@ -152,6 +175,9 @@ impl KafkaSinkConfig {
             topic: default_topic(),
             format: Format::Json,
             schema_registry_url: None,
+            schema_registry_username: None,
+            schema_registry_password: None,
+            schema_registry_ca_file: None,
             properties: BTreeMap::new(),
             partitions: 1,
             replication_factor: 1,
@@ -189,11 +215,48 @@ impl KafkaSinkConfig {
                 ))
             }
             (Some(u), _) => {
-                if let Err(e) = crate::registry::Registry::parse(u) {
+                if let Err(e) = crate::registry::check_url(u) {
                     return Err(err("schema_registry_url", e));
                 }
             }
             _ => {}
+        }
+        if self.schema_registry_username.is_some() != self.schema_registry_password.is_some() {
+            return Err(err(
+                if self.schema_registry_username.is_some() {
+                    "schema_registry_password"
+                } else {
+                    "schema_registry_username"
+                },
+                "schema_registry_username and schema_registry_password go together".into(),
+            ));
+        }
+        if self
+            .schema_registry_username
+            .as_deref()
+            .is_some_and(|u| u.is_empty() || u.contains(':'))
+        {
+            return Err(err(
+                "schema_registry_username",
+                "must be non-empty and without ':' (basic authentication)".into(),
+            ));
+        }
+        let https = self
+            .schema_registry_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .is_some_and(|u| u.scheme() == "https");
+        if self.schema_registry_ca_file.is_some() && !https {
+            return Err(err(
+                "schema_registry_ca_file",
+                "is only used with an https:// schema_registry_url".into(),
+            ));
+        }
+        if self.schema_registry_url.is_none() && self.schema_registry_username.is_some() {
+            return Err(err(
+                "schema_registry_username",
+                "is only used with schema_registry_url".into(),
+            ));
         }
         for k in self.properties.keys() {
             if RESERVED_PROPERTIES.contains(&k.as_str()) {
@@ -239,6 +302,12 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("topic", &self.topic)
             .field("format", &self.format)
             .field("schema_registry_url", &self.schema_registry_url)
+            .field("schema_registry_username", &self.schema_registry_username)
+            .field(
+                "schema_registry_password",
+                &self.schema_registry_password.as_ref().map(|_| "***"),
+            )
+            .field("schema_registry_ca_file", &self.schema_registry_ca_file)
             .field("properties", &masked)
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
@@ -314,10 +383,27 @@ mod tests {
         let mut c = ok.clone();
         c.format = Format::Avro;
         assert_eq!(c.validate().unwrap_err().key, "schema_registry_url");
-        c.schema_registry_url = Some("https://reg:8081".into());
+        c.schema_registry_url = Some("reg:8081".into());
+        assert_eq!(c.validate().unwrap_err().key, "schema_registry_url");
+        c.schema_registry_url = Some("https://u:p@reg:8081".into());
         assert_eq!(c.validate().unwrap_err().key, "schema_registry_url");
         c.schema_registry_url = Some("http://reg:8081".into());
         assert!(c.validate().is_ok());
+        c.schema_registry_ca_file = Some("/etc/ca.pem".into());
+        assert_eq!(c.validate().unwrap_err().key, "schema_registry_ca_file");
+        c.schema_registry_url = Some("HTTPS://reg:8081".into());
+        assert!(c.validate().is_ok());
+        c.schema_registry_username = Some("key".into());
+        assert_eq!(c.validate().unwrap_err().key, "schema_registry_password");
+        c.schema_registry_password = Some("hunter2".into());
+        assert!(c.validate().is_ok());
+        c.schema_registry_username = None;
+        assert_eq!(c.validate().unwrap_err().key, "schema_registry_username");
+        c.schema_registry_username = Some("a:b".into());
+        assert_eq!(c.validate().unwrap_err().key, "schema_registry_username");
+        c.schema_registry_username = Some("key".into());
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && dbg.contains("key"), "{dbg}");
         let mut c = ok.clone();
         c.properties.insert("acks".into(), "1".into());
         let e = c.validate().unwrap_err();

@@ -2,79 +2,181 @@
 //! subject (`POST /subjects/{subject}/versions` with
 //! `{"schema": "<schema JSON as a string>"}`, answer `{"id": N}`).
 //!
-//! Plain `http://` only (HTTP/1.1 over a TCP connection per request,
-//! `Connection: close`, fixed-length or chunked answers); put a TLS
-//! terminating proxy in front of a registry that requires https. The
-//! registry returns the existing id when the same schema is registered
-//! again, so re-registering after a restart is harmless.
+//! Transport: one `reqwest` client (rustls) per sink, `http://` or
+//! `https://`, optional basic authentication
+//! (`schema_registry_username` / `schema_registry_password`, as Confluent
+//! Cloud wants) and an optional PEM CA file added to the built-in web roots
+//! (`schema_registry_ca_file`, for a private CA). The registry returns the
+//! existing id when the same schema is registered again, so re-registering
+//! after a restart is harmless.
+//!
+//! Invariants kept:
+//! - every failure is classified here, once: refused credentials (401,
+//!   403), an untrusted or mismatched certificate, and a refused schema
+//!   (other 4xx but 408 and 429) are fatal and name the setting to fix;
+//!   5xx, 408, 429, timeouts and connection errors are transient (the
+//!   pipeline restarts the sink with backoff);
+//! - the password only ever goes into the `Authorization` header (marked
+//!   sensitive), never into a message; URLs carrying credentials are refused
+//!   by the config's validation, so the URL in messages is safe to log.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 
+use crate::config::KafkaSinkConfig;
+
+/// Longest wait for one registration (connection, TLS and answer).
 const TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONTENT: &str = "application/vnd.schemaregistry.v1+json";
 
-/// Where the registry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A configured registry client.
+#[derive(Debug, Clone)]
 pub struct Registry {
-    /// `host:port`.
-    pub authority: String,
-    /// Path prefix without the trailing `/` (usually empty).
-    pub base: String,
+    http: reqwest::Client,
+    /// The base URL without the trailing `/` (no credentials in it).
+    base: String,
+    /// `schema_registry_username` and the sensitive `Authorization` value.
+    auth: Option<HeaderValue>,
 }
 
-/// A failed registration: `fatal` when the registry refused the schema
-/// (incompatible, invalid), not when it could not be reached or failed.
+/// A failed registration: `fatal` when retrying cannot help (refused
+/// credentials, untrusted certificate, refused schema), not when the
+/// registry could not be reached or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryError {
     pub fatal: bool,
     pub message: String,
 }
 
-impl Registry {
-    /// Parses `http://host[:port][/path]` (port 80 by default).
-    pub fn parse(url: &str) -> Result<Registry, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
-        let (auth, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if auth.is_empty() || auth.contains('@') {
-            return Err(format!("{url:?}: expected http://host[:port][/path]"));
+/// Checks a `schema_registry_url`: `http(s)://host[:port][/path]`, without
+/// credentials (they would be logged with the URL).
+pub fn check_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(
+            "must not carry credentials (URLs are logged): use schema_registry_username and schema_registry_password".into(),
+        ),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if u.query().is_some() || u.fragment().is_some() {
+                Err(format!("{url:?}: expected http(s)://host[:port][/path], without query or fragment"))
+            } else {
+                Ok(())
+            }
         }
-        let authority = if auth.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
-            auth.to_string()
-        } else {
-            format!("{auth}:80")
+        _ => Err(format!("{url:?}: expected http(s)://host[:port][/path]")),
+    }
+}
+
+impl Registry {
+    /// The client of `cfg`'s registry (`schema_registry_url` must be set and
+    /// valid); fails, naming the key, on an unreadable or malformed CA file.
+    pub fn new(cfg: &KafkaSinkConfig) -> Result<Registry, String> {
+        let url = cfg
+            .schema_registry_url
+            .as_deref()
+            .ok_or_else(|| "schema_registry_url: is required with format = \"avro\"".to_string())?;
+        check_url(url).map_err(|e| format!("schema_registry_url: {e}"))?;
+        let mut b = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy();
+        if let Some(path) = &cfg.schema_registry_ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!(
+                    "schema_registry_ca_file: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!(
+                    "schema_registry_ca_file: {}: not PEM certificates: {e}",
+                    path.display()
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "schema_registry_ca_file: {}: holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| format!("schema registry HTTP client: {e}"))?;
+        let auth = match (&cfg.schema_registry_username, &cfg.schema_registry_password) {
+            (Some(u), Some(p)) => {
+                let token = base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("{u}:{p}"),
+                );
+                let mut v = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
+                    "schema_registry_username: not valid in an HTTP header".to_string()
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            _ => None,
         };
         Ok(Registry {
-            authority,
-            base: path.trim_end_matches('/').to_string(),
+            http,
+            base: url.trim_end_matches('/').to_string(),
+            auth,
         })
     }
 
     /// Registers `schema` (the schema's JSON text) under `subject`; returns its id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let body = serde_json::json!({ "schema": schema }).to_string();
-        let path = format!("{}/subjects/{}/versions", self.base, subject);
-        let (status, answer) = tokio::time::timeout(TIMEOUT, self.post(&path, &body))
-            .await
-            .map_err(|_| RegistryError {
-                fatal: false,
+        let url = format!("{}/subjects/{}/versions", self.base, subject);
+        let mut req = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, CONTENT)
+            .header(ACCEPT, format!("{CONTENT}, application/json"))
+            .body(body);
+        if let Some(a) = &self.auth {
+            req = req.header(reqwest::header::AUTHORIZATION, a.clone());
+        }
+        let transport = |e: reqwest::Error| {
+            let cert = is_certificate_error(&e);
+            RegistryError {
+                fatal: cert,
+                message: if cert {
+                    format!(
+                        "schema registry {}: TLS: the registry's certificate is not trusted \
+                         (set schema_registry_ca_file to the PEM of the CA that signed it): {}",
+                        self.base,
+                        describe(&e)
+                    )
+                } else {
+                    format!("schema registry {}: {}", self.base, describe(&e))
+                },
+            }
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(transport)?;
+        let text: String = text.chars().take(2048).collect();
+        if status == 401 || status == 403 {
+            return Err(RegistryError {
+                fatal: true,
                 message: format!(
-                    "schema registry {}: no answer in {}s",
-                    self.authority,
-                    TIMEOUT.as_secs()
+                    "schema registry {}: registering subject {subject:?}: HTTP {status}: {}: \
+                     check schema_registry_username and schema_registry_password (and the \
+                     user's permission to register schemas): {text}",
+                    self.base,
+                    if status == 401 {
+                        "authentication failed"
+                    } else {
+                        "not allowed"
+                    }
                 ),
-            })?
-            .map_err(|e| RegistryError {
-                fatal: false,
-                message: format!("schema registry {}: {e}", self.authority),
-            })?;
-        let text = String::from_utf8_lossy(&answer);
+            });
+        }
         if status != 200 {
             return Err(RegistryError {
                 // 4xx: the registry refuses this schema (409 incompatible,
@@ -82,80 +184,55 @@ impl Registry {
                 fatal: (400..500).contains(&status) && status != 408 && status != 429,
                 message: format!(
                     "schema registry {}: registering subject {subject:?}: HTTP {status}: {text}",
-                    self.authority
+                    self.base
                 ),
             });
         }
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| RegistryError {
             fatal: false,
-            message: format!(
-                "schema registry {}: bad answer {text:?}: {e}",
-                self.authority
-            ),
+            message: format!("schema registry {}: bad answer {text:?}: {e}", self.base),
         })?;
         v["id"]
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| RegistryError {
                 fatal: false,
-                message: format!("schema registry {}: no id in {text:?}", self.authority),
+                message: format!("schema registry {}: no id in {text:?}", self.base),
             })
-    }
-
-    async fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut s = TcpStream::connect(&self.authority).await?;
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
-             Accept: application/vnd.schemaregistry.v1+json, application/json\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            self.authority,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).await?;
-        parse_response(&resp)
-            .ok_or_else(|| std::io::Error::other("malformed HTTP response".to_string()))
     }
 }
 
-/// Status and body of an HTTP/1.1 response (Content-Length, chunked or
-/// until close).
-pub fn parse_response(resp: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let end = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&resp[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let mut chunked = false;
-    let mut length = None;
-    for l in lines {
-        let (k, v) = l.split_once(':')?;
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        } else if k == "content-length" {
-            length = v.parse::<usize>().ok();
-        }
+/// True when the TLS handshake failed on the registry's certificate
+/// (untrusted, expired, wrong name) or the registry refused ours: a
+/// configuration problem, not an outage. Matched on rustls' messages: the
+/// connector boxes its errors (`Box<dyn Error>`), so the rustls error cannot
+/// be downcast from reqwest's source chain.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let text = describe(e);
+    [
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "received fatal alert: UnknownCA",
+        "received fatal alert: BadCertificate",
+        "received fatal alert: CertificateUnknown",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
+/// A transport error with its causes (reqwest's `Display` hides them).
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        format!("no answer in {}s: {e}", TIMEOUT.as_secs())
+    } else {
+        e.to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
     }
-    let mut body = &resp[end + 4..];
-    if chunked {
-        let mut out = Vec::new();
-        loop {
-            let nl = body.windows(2).position(|w| w == b"\r\n")?;
-            let size = std::str::from_utf8(&body[..nl]).ok()?;
-            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-            body = &body[nl + 2..];
-            if size == 0 {
-                return Some((status, out));
-            }
-            out.extend_from_slice(body.get(..size)?);
-            body = body.get(size + 2..)?;
-        }
-    }
-    if let Some(n) = length {
-        body = body.get(..n)?;
-    }
-    Some((status, body.to_vec()))
+    s
 }
 
 #[cfg(test)]
@@ -163,21 +240,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_responses() {
-        let r = Registry::parse("http://reg:8081/").unwrap();
-        assert_eq!((r.authority.as_str(), r.base.as_str()), ("reg:8081", ""));
-        let r = Registry::parse("http://reg/sr").unwrap();
-        assert_eq!((r.authority.as_str(), r.base.as_str()), ("reg:80", "/sr"));
-        assert!(Registry::parse("https://reg:8081").is_err());
-        assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{\"id\":7}"),
-            Some((200, b"{\"id\":7}".to_vec()))
+    fn urls() {
+        assert!(check_url("http://reg:8081/").is_ok());
+        assert!(check_url("https://psrc-abc.eu-central-1.aws.confluent.cloud").is_ok());
+        assert!(check_url("http://reg/sr").is_ok());
+        assert!(check_url("reg:8081").is_err());
+        assert!(check_url("ftp://reg").is_err());
+        assert!(check_url("http://reg:8081/?x=1").is_err());
+        let e = check_url("https://key:secret@reg").unwrap_err();
+        assert!(
+            e.contains("schema_registry_username") && !e.contains("secret@"),
+            "{e}"
         );
-        assert_eq!(
-            parse_response(
-                b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-            ),
-            Some((409, b"abcde".to_vec()))
-        );
+    }
+
+    #[test]
+    fn client_from_config() {
+        let mut c = KafkaSinkConfig::new("k", "b:1");
+        c.schema_registry_url = Some("https://reg:8081/sr/".into());
+        c.schema_registry_username = Some("u".into());
+        c.schema_registry_password = Some("hunter2".into());
+        let r = Registry::new(&c).unwrap();
+        assert_eq!(r.base, "https://reg:8081/sr");
+        assert!(!format!("{r:?}").contains("hunter2"));
+        c.schema_registry_ca_file = Some("/nonexistent/ca.pem".into());
+        let e = Registry::new(&c).unwrap_err();
+        assert!(e.starts_with("schema_registry_ca_file: cannot read"), "{e}");
     }
 }

@@ -6,7 +6,8 @@
 //! changed its columns) registers the key and value schemas of its topic
 //! in the Schema Registry before its records are encoded (see `avro`); a
 //! registry that cannot be reached is a transient error, a refused schema
-//! (incompatible evolution) a fatal one.
+//! (incompatible evolution), refused credentials or an untrusted
+//! certificate a fatal one (see `registry`).
 //!
 //! Data path: `write` encodes each change event (see `encode`) and hands its
 //! records to librdkafka (`send_result`, which copies the bytes, so one
@@ -562,7 +563,7 @@ impl KafkaSink {
             }
         })?;
         let registry = match (&cfg.schema_registry_url, cfg.format) {
-            (Some(u), Format::Avro) => Some(Registry::parse(u).map_err(|e| err(true, e))?),
+            (Some(_), Format::Avro) => Some(Registry::new(cfg).map_err(|e| err(true, e))?),
             _ => None,
         };
         tracing::info!(sink = %cfg.name, brokers = %cfg.brokers, cluster_brokers = brokers, "kafka sink started");
