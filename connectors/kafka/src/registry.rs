@@ -30,6 +30,8 @@ use crate::config::KafkaSinkConfig;
 const TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONTENT: &str = "application/vnd.schemaregistry.v1+json";
+/// The most of an answer read (memory stays bounded whatever the registry sends).
+const MAX_ANSWER: usize = 64 << 10;
 
 /// A configured registry client.
 #[derive(Debug, Clone)]
@@ -157,10 +159,17 @@ impl Registry {
                 },
             }
         };
-        let resp = req.send().await.map_err(transport)?;
+        let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(transport)?;
-        let text: String = text.chars().take(2048).collect();
+        // An answer is `{"id":N}` or a short error: read at most MAX_ANSWER of it.
+        let mut body = Vec::new();
+        while let Some(c) = resp.chunk().await.map_err(transport)? {
+            body.extend_from_slice(&c[..c.len().min(MAX_ANSWER - body.len())]);
+            if body.len() == MAX_ANSWER {
+                break;
+            }
+        }
+        let text: String = String::from_utf8_lossy(&body).chars().take(2048).collect();
         if status == 401 || status == 403 {
             return Err(RegistryError {
                 fatal: true,
