@@ -154,7 +154,11 @@ impl Checkpointer {
     /// The position when it differs from what the file holds (or is being written with).
     fn unwritten(&self) -> Option<&Position> {
         let p = self.position.as_ref()?;
-        let newest = self.writing.as_ref().map(|(w, _)| w).or(self.written.as_ref());
+        let newest = self
+            .writing
+            .as_ref()
+            .map(|(w, _)| w)
+            .or(self.written.as_ref());
         (newest != Some(p)).then_some(p)
     }
 

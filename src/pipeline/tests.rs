@@ -157,7 +157,11 @@ async fn checkpoint_write_beside_the_loop() {
         if n == 1 {
             c.start_save("test:1");
             assert!(c.is_writing());
-            assert_eq!(c.durable_sequence(), Some(set(0).sequence()), "not before it completed");
+            assert_eq!(
+                c.durable_sequence(),
+                Some(set(0).sequence()),
+                "not before it completed"
+            );
         } else {
             c.start_save("test:1"); // batch 1's write still runs: nothing starts
         }

@@ -215,7 +215,7 @@ impl KafkaSinkConfig {
                 ))
             }
             (Some(u), _) => {
-                if let Err(e) = crate::registry::check_url(u) {
+                if let Err(e) = check_registry_url(u) {
                     return Err(err("schema_registry_url", e));
                 }
             }
@@ -314,6 +314,24 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("tombstones", &self.tombstones)
             .field("transactions", &self.transactions)
             .finish()
+    }
+}
+
+/// Checks a `schema_registry_url`: `http(s)://host[:port][/path]`, without
+/// credentials (they would be logged with the URL).
+pub fn check_registry_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(
+            "must not carry credentials (URLs are logged): use schema_registry_username and schema_registry_password".into(),
+        ),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if u.query().is_some() || u.fragment().is_some() {
+                Err(format!("{url:?}: expected http(s)://host[:port][/path], without query or fragment"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(format!("{url:?}: expected http(s)://host[:port][/path]")),
     }
 }
 

@@ -52,24 +52,6 @@ pub struct RegistryError {
     pub message: String,
 }
 
-/// Checks a `schema_registry_url`: `http(s)://host[:port][/path]`, without
-/// credentials (they would be logged with the URL).
-pub fn check_url(url: &str) -> Result<(), String> {
-    match url::Url::parse(url) {
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(
-            "must not carry credentials (URLs are logged): use schema_registry_username and schema_registry_password".into(),
-        ),
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            if u.query().is_some() || u.fragment().is_some() {
-                Err(format!("{url:?}: expected http(s)://host[:port][/path], without query or fragment"))
-            } else {
-                Ok(())
-            }
-        }
-        _ => Err(format!("{url:?}: expected http(s)://host[:port][/path]")),
-    }
-}
-
 impl Registry {
     /// The client of `cfg`'s registry (`schema_registry_url` must be set and
     /// valid); fails, naming the key, on an unreadable or malformed CA file.
@@ -78,7 +60,7 @@ impl Registry {
             .schema_registry_url
             .as_deref()
             .ok_or_else(|| "schema_registry_url: is required with format = \"avro\"".to_string())?;
-        check_url(url).map_err(|e| format!("schema_registry_url: {e}"))?;
+        crate::config::check_registry_url(url).map_err(|e| format!("schema_registry_url: {e}"))?;
         let mut b = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -250,13 +232,16 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert!(check_url("http://reg:8081/").is_ok());
-        assert!(check_url("https://psrc-abc.eu-central-1.aws.confluent.cloud").is_ok());
-        assert!(check_url("http://reg/sr").is_ok());
-        assert!(check_url("reg:8081").is_err());
-        assert!(check_url("ftp://reg").is_err());
-        assert!(check_url("http://reg:8081/?x=1").is_err());
-        let e = check_url("https://key:secret@reg").unwrap_err();
+        assert!(crate::config::check_registry_url("http://reg:8081/").is_ok());
+        assert!(crate::config::check_registry_url(
+            "https://psrc-abc.eu-central-1.aws.confluent.cloud"
+        )
+        .is_ok());
+        assert!(crate::config::check_registry_url("http://reg/sr").is_ok());
+        assert!(crate::config::check_registry_url("reg:8081").is_err());
+        assert!(crate::config::check_registry_url("ftp://reg").is_err());
+        assert!(crate::config::check_registry_url("http://reg:8081/?x=1").is_err());
+        let e = crate::config::check_registry_url("https://key:secret@reg").unwrap_err();
         assert!(
             e.contains("schema_registry_username") && !e.contains("secret@"),
             "{e}"
