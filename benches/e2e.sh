@@ -26,9 +26,12 @@
 #        BASE_BIN=/path/to/old/rowstream benches/e2e.sh
 #                                 (A/B: adds base-tail and base-run, the same
 #                                 readers with another build, in the same run)
+#        BIN=target/release/rowstream benches/e2e.sh  (this binary, no cargo build)
+# Shared with benches/peers.sh: benches/lib.sh (workload, run_service, the table).
 # Runs alternate: run 1 of every reader, then run 2 of every reader, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 PORT=${PORT:-3391}
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-target/bench-e2e}
@@ -41,8 +44,7 @@ KAFKA_PROPS=${KAFKA_PROPS:-}
 XPROPS=()
 for kv in $KAFKA_PROPS; do XPROPS+=(-X "$kv"); done
 mkdir -p "$DIR"
-cargo build --release --quiet
-BIN=target/release/rowstream
+if [[ -z ${BIN:-} ]]; then cargo build --release --quiet; BIN=target/release/rowstream; fi
 PLAIN=target/release/examples/plain_producer
 if [[ $KAFKA == 1 ]]; then
   cargo build --release --quiet --example plain_producer -p rowstream-kafka
@@ -53,59 +55,22 @@ eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; [[ $KAFKA != 1 ]] || deploy/dev/stop-kafka.sh --purge "$DIR/kafka" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 
-if [[ ! -f $DIR/range.env ]]; then
-  "${SQLC[@]}" -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.t;
-  CREATE TABLE bench.t (id BIGINT NOT NULL PRIMARY KEY, a INT NOT NULL, b VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL,
-    c DECIMAL(12,2) NOT NULL, d DATETIME(6) NOT NULL, e DOUBLE NOT NULL, f TEXT CHARACTER SET utf8mb4 NULL,
-    g TINYINT UNSIGNED NOT NULL) ENGINE=InnoDB; FLUSH BINARY LOGS;"
-  read -r FILE _ <<<"$("${SQLC[@]}" -N -e 'SHOW MASTER STATUS')"
-  GTID_START=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
-  {
-    echo "USE bench;"
-    for ((t=1; t<=NTX; t++)); do
-      echo "INSERT INTO bench.t SELECT ($t-1)*$ROWS+seq, CAST(seq AS SIGNED)*7-3500, CONCAT('name-',seq,'-',$t), seq*1.25, TIMESTAMP'2024-01-01 00:00:00.123456' + INTERVAL seq SECOND, seq/3.0, IF(seq%10=0, NULL, REPEAT('x', seq%50)), seq%256 FROM seq_1_to_$ROWS;"
-    done
-    echo "UPDATE bench.t SET a=a+1, b=CONCAT(b,'-u'), e=e*2;"
-  } | "${SQLC[@]}"
-  read -r FILE2 END <<<"$("${SQLC[@]}" -N -e 'SHOW MASTER STATUS')"
-  [[ $FILE == "$FILE2" ]] || { echo "binlog rotated during generation" >&2; exit 1; }
-  printf 'FILE=%s\nEND=%s\nGTID_START=%s\nEXPECTED=%s\n' "$FILE" "$END" "$GTID_START" "$((NTX*ROWS*2))" >"$DIR/range.env"
-fi
+bench_generate "$DIR/range.env" mariadb "$NTX" "$ROWS" "${SQLC[@]}"
 source "$DIR/range.env"
 GTID_END=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
 
 # rowstream run: a fresh backup and checkpoint per run; timed until the checkpoint holds GTID_END.
-# run_service TIMEFILE [file|kafka] [BINARY]
-run_service() {
-  local d=$DIR/service sink bin=${3:-$BIN}
+# service TIMEFILE [file|kafka] [BINARY]
+service() {
+  local d=$DIR/service sink
   rm -rf "$d"; mkdir -p "$d"
   if [[ ${2:-file} == kafka ]]; then
     sink=$(printf '[[sinks]]\ntype = "kafka"\nname = "kafka"\nbrokers = "127.0.0.1:%s"\nformat = "json"\n[sinks.properties]\n' "$KAFKA_PORT")
     for kv in $KAFKA_PROPS; do sink+=$(printf '\n"%s" = "%s"' "${kv%%=*}" "${kv#*=}"); done
   else
-    sink=$(printf '[[sinks]]\ntype = "file"\nname = "backup"\ndir = "%s"' "$d/backup")
+    sink=$(file_sink_toml "$d")
   fi
-  cat >"$d/rowstream.toml" <<TOML
-[source]
-url = "mysql://repl:repl@127.0.0.1:$PORT"
-server_id = 9102
-name = "bench"
-start = "$GTID_START"
-[checkpoint]
-dir = "$d/checkpoint"
-$sink
-TOML
-  local t0 pid
-  t0=$(date +%s.%N)
-  /usr/bin/time -v -o "$1" "$bin" run --config "$d/rowstream.toml" 2>"$d/err.log" &
-  pid=$!
-  until grep -q "\"gtid_set\":\"$GTID_END\"" "$d/checkpoint/checkpoint.json" 2>/dev/null; do
-    kill -0 $pid 2>/dev/null || { cat "$d/err.log" >&2; return 1; }
-    sleep 0.02
-  done
-  echo "$(date +%s.%N) $t0" | awk '{printf "%.2f", $1-$2}' >"$1.catchup"
-  pkill -TERM -P $pid   # rowstream itself, not /usr/bin/time: a clean drain
-  wait $pid
+  run_service "$1" "$d" "mysql://repl:repl@127.0.0.1:$PORT" "$GTID_START" "$GTID_END" "${3:-$BIN}" "$sink"
 }
 
 declare -A CMD=(
@@ -150,27 +115,18 @@ run_producer() {
     "$records" "$key_bytes" "$value_bytes" "$gtid_header_bytes" "${XPROPS[@]}" >"$DIR/rdkafka-producer.$1.out" || return 1
   echo "  plain producer: $(cat "$DIR/rdkafka-producer.$1.out") (key $key_bytes B, value $value_bytes B, gtid header $gtid_header_bytes B)" >&2
 }
-to_secs() { awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else if (NF==2) print $1*60+$2; else print $1 }'; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : >"$DIR/runs.tsv"
-row() {  # row READER RUN: one line of runs.tsv from READER.RUN.time
-  local r=$1 i=$2 wall rss cpu
-  if [[ -f $DIR/$r.$i.time.catchup ]]; then wall=$(cat "$DIR/$r.$i.time.catchup")
-  else wall=$(grep 'Elapsed (wall clock)' "$DIR/$r.$i.time" | awk '{print $NF}' | to_secs); fi
-  rss=$(grep 'Maximum resident set size' "$DIR/$r.$i.time" | awk '{print $NF}')
-  cpu=$(awk '/User time|System time/ {s+=$NF} END {print s}' "$DIR/$r.$i.time")
-  printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$i" "$wall" "$rss" "$cpu" | tee -a "$DIR/runs.tsv"
-}
+row() { bench_row "$DIR/runs.tsv" "$DIR" "$@"; }
 rm -f "$DIR"/*.time "$DIR"/*.time.catchup "$DIR/kafka-sizes.env"
 for i in $(seq 1 "$RUNS"); do
   for r in "${ORDER[@]}"; do
     [[ $r != rdkafka-producer ]] || continue   # runs right after rowstream-kafka
     if [[ $r == rowstream-run || $r == base-run ]]; then
       bin=$BIN; [[ $r == rowstream-run ]] || bin=$BASE_BIN
-      run_service "$DIR/$r.$i.time" file "$bin" || exit 1
+      service "$DIR/$r.$i.time" file "$bin" || exit 1
     elif [[ $r == rowstream-kafka ]]; then
       fresh_broker
-      run_service "$DIR/$r.$i.time" kafka || exit 1
+      service "$DIR/$r.$i.time" kafka || exit 1
       row "$r" "$i"
       run_producer "$i" || exit 1
       row rdkafka-producer "$i"
@@ -187,13 +143,7 @@ for i in $(seq 1 "$RUNS"); do
   done
 done
 echo
-printf '| reader | median wall s | row changes/s | median peak RSS MiB | median CPU s |\n|---|---:|---:|---:|---:|\n' | tee "$DIR/summary.md"
-for r in "${ORDER[@]}"; do
-  w=$(awk -v r="$r" -F'\t' '$1==r {print $3}' "$DIR/runs.tsv" | median)
-  m=$(awk -v r="$r" -F'\t' '$1==r {print $4}' "$DIR/runs.tsv" | median)
-  c=$(awk -v r="$r" -F'\t' '$1==r {print $5}' "$DIR/runs.tsv" | median)
-  awk -v r="$r" -v w="$w" -v m="$m" -v c="$c" -v n="$EXPECTED" 'BEGIN { printf "| %s | %.2f | %.0f | %.1f | %.2f |\n", r, w, n/w, m/1024, c }' | tee -a "$DIR/summary.md"
-done
+bench_table "$DIR/runs.tsv" "$EXPECTED" "$DIR/summary.md" "${ORDER[@]}"
 if [[ " ${ORDER[*]} " == *" rowstream-kafka "* ]]; then
   # Per run (same broker, back to back), then the median of the per-run ratios.
   awk -F'\t' -v n="$EXPECTED" '$1=="rowstream-kafka" {k[$2]=$3} $1=="rdkafka-producer" {p[$2]=$3}
@@ -201,13 +151,4 @@ if [[ " ${ORDER[*]} " == *" rowstream-kafka "* ]]; then
           asort(r); if (m) printf "rowstream-kafka / rdkafka-producer: median ratio %.1f%% (target >= 80%%)\n", 100*r[int((m+1)/2)] }' \
     "$DIR/runs.tsv" | tee -a "$DIR/summary.md"
 fi
-if [[ -n ${BASE_BIN:-} ]]; then
-  # Same-run A/B: this build against BASE_BIN, medians of wall and CPU.
-  for p in tail run; do
-    awk -F'\t' -v a="rowstream-$p" -v b="base-$p" '
-      $1==a {wa[++na]=$3; ca[na]=$5} $1==b {wb[++nb]=$3; cb[nb]=$5}
-      function med(x, n) { asort(x); return x[int((n+1)/2)] }
-      END { if (na && nb) printf "%s: this build / base: wall %.2f, CPU %.2f (medians)\n", a, med(wa,na)/med(wb,nb), med(ca,na)/med(cb,nb) }' \
-      "$DIR/runs.tsv" | tee -a "$DIR/summary.md"
-  done
-fi
+[[ -z ${BASE_BIN:-} ]] || bench_ab "$DIR/runs.tsv" "$DIR/summary.md" ""
