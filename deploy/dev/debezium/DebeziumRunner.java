@@ -7,6 +7,12 @@
 //
 // Once the binlog reader is connected it prints {"ready":true} (so a caller knows changes
 // it makes from then on are captured); it stops after MAX_RECORDS records or TIMEOUT_SECS.
+// At the end it prints on stderr the record count and the time from the first record to
+// the last (a benchmark's figure without the JVM start and the connect).
+//
+// -Drunner.buffered=true: stdout through a 64 KiB buffer, flushed at the end, instead of a
+// flush per line (for benches/peers.sh, where nobody waits for a line; rowstream tail
+// buffers its output the same way).
 //
 // Usage: java -cp 'classes:lib/*' DebeziumRunner HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...]
 // (each KEY=VALUE sets or overrides a connector property, e.g. provide.transaction.metadata=true)
@@ -15,6 +21,7 @@ import io.debezium.embedded.Connect;
 import io.debezium.engine.DebeziumEngine;
 import io.debezium.engine.RecordChangeEvent;
 import io.debezium.engine.format.ChangeEventFormat;
+import java.io.BufferedOutputStream;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
 import java.io.PrintStream;
@@ -27,6 +34,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import javax.management.MBeanServer;
 import javax.management.ObjectName;
 import org.apache.kafka.connect.json.JsonConverter;
@@ -71,9 +79,14 @@ public final class DebeziumRunner {
         JsonConverter values = new JsonConverter();
         values.configure(Map.of("schemas.enable", "false"), false);
 
-        PrintStream out = new PrintStream(new FileOutputStream(FileDescriptor.out), true, StandardCharsets.UTF_8);
+        boolean buffered = Boolean.getBoolean("runner.buffered");
+        PrintStream out = buffered
+                ? new PrintStream(new BufferedOutputStream(new FileOutputStream(FileDescriptor.out), 1 << 16), false, StandardCharsets.UTF_8)
+                : new PrintStream(new FileOutputStream(FileDescriptor.out), true, StandardCharsets.UTF_8);
         CountDownLatch done = new CountDownLatch(1);
         AtomicInteger count = new AtomicInteger();
+        AtomicLong first = new AtomicLong();
+        AtomicLong last = new AtomicLong();
         int[] exit = {0};
 
         DebeziumEngine<RecordChangeEvent<SourceRecord>> engine = DebeziumEngine
@@ -81,6 +94,9 @@ public final class DebeziumRunner {
                 .using(p)
                 .notifying(ev -> {
                     SourceRecord r = ev.record();
+                    if (first.get() == 0) {
+                        first.set(System.nanoTime());
+                    }
                     byte[] k = r.key() == null ? null : keys.fromConnectData(r.topic(), r.keySchema(), r.key());
                     byte[] v = r.value() == null ? null : values.fromConnectData(r.topic(), r.valueSchema(), r.value());
                     StringBuilder line = new StringBuilder();
@@ -93,6 +109,7 @@ public final class DebeziumRunner {
                         out.println(line);
                     }
                     if (count.incrementAndGet() >= max) {
+                        last.compareAndSet(0, System.nanoTime());
                         done.countDown();
                     }
                 })
@@ -160,6 +177,9 @@ public final class DebeziumRunner {
         executor.shutdown();
         executor.awaitTermination(10, TimeUnit.SECONDS);
         out.flush();
+        if (last.get() != 0) {
+            System.err.printf("records %d, first record to last %.3f s%n", count.get(), (last.get() - first.get()) / 1e9);
+        }
         System.exit(exit[0]);
     }
 }

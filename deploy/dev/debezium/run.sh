@@ -8,7 +8,11 @@
 # `mvn dependency:copy-dependencies` on pom.xml into $ROWSTREAM_CACHE/debezium-3.6.1/lib; the
 # runner is compiled with javac into $ROWSTREAM_CACHE/debezium-3.6.1/classes-<sha of the
 # source>, so an edit recompiles it. Used by tests/debezium_compat.rs.
-# Env: JAVA / JAVAC (17 or newer), DEBEZIUM_HEAP (256m).
+# Env: JAVA / JAVAC (17 or newer), DEBEZIUM_HEAP (256m),
+#      DEBEZIUM_JAVA_OPTS: JVM options replacing the test defaults (-Xmx$DEBEZIUM_HEAP
+#      -XX:+UseSerialGC -XX:TieredStopAtLevel=1: a fast start for short tests, not for
+#      throughput), e.g. benches/peers.sh: "-Xmx2g -Drunner.buffered=true" (full JIT,
+#      the JVM's default GC; runner.buffered: see DebeziumRunner.java).
 source "$(dirname "$0")/../lib.sh"
 
 DIR=$(cd "$(dirname "$0")" && pwd)
@@ -43,6 +47,8 @@ fetch() {
 fetch
 [[ ${1:-} == --fetch ]] && exit 0
 [[ $# -ge 8 ]] || die "usage: $0 HOST PORT USER PASSWORD DB PREFIX MAX_RECORDS TIMEOUT_SECS [KEY=VALUE...] | $0 --fetch"
-exec "$JAVA" -Xmx"${DEBEZIUM_HEAP:-256m}" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+if [[ -n ${DEBEZIUM_JAVA_OPTS:-} ]]; then read -ra JOPTS <<<"$DEBEZIUM_JAVA_OPTS"
+else JOPTS=(-Xmx"${DEBEZIUM_HEAP:-256m}" -XX:+UseSerialGC -XX:TieredStopAtLevel=1); fi
+exec "$JAVA" "${JOPTS[@]}" \
   -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -Dorg.slf4j.simpleLogger.logFile=System.err \
   -cp "$CLASSES:$LIB/*" DebeziumRunner "$@"
