@@ -12,6 +12,9 @@
 #   MySQL 9.7 source (deploy/dev/start-mysql.sh, Debian sid's build; the same table and
 #   changes, its numbers from a recursive CTE instead of MariaDB's seq_1_to_N):
 #     mysql:rowstream-tail, mysql:rowstream-run   as above
+#     mysql:rowstream-tail-debezium   `rowstream tail --format debezium --name bench`: the
+#                              same {"topic","key","value"} lines Debezium's JsonConverter
+#                              writes (schemas.enable=false), so the same output form
 #     mysql:mysqlbinlog        sid's `mysqlbinlog -R -v --base64-output=decode-rows`
 #                              (deploy/dev/mysql-tool.sh)
 #     mysql:debezium           Debezium 3.6.1.Final embedded (deploy/dev/debezium/run.sh,
@@ -70,16 +73,17 @@ export DEBEZIUM_JAVA_OPTS=${DEBEZIUM_JAVA_OPTS:--Xmx2g -Drunner.buffered=true}
 mkdir -p "$DIR"; DIR=$(readlink -f "$DIR")
 
 ORDER=(mariadb:rowstream-tail mariadb:rowstream-run mariadb:mariadb-binlog
-       mysql:rowstream-tail mysql:rowstream-run mysql:mysqlbinlog mysql:debezium)
+       mysql:rowstream-tail mysql:rowstream-tail-debezium mysql:rowstream-run mysql:mysqlbinlog mysql:debezium)
 if [[ -n ${BASE_BIN:-} ]]; then
   [[ -x $BASE_BIN ]] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 1; }
   ORDER=(mariadb:rowstream-tail mariadb:base-tail mariadb:rowstream-run mariadb:base-run mariadb:mariadb-binlog
-         mysql:rowstream-tail mysql:base-tail mysql:rowstream-run mysql:base-run mysql:mysqlbinlog mysql:debezium)
+         mysql:rowstream-tail mysql:base-tail mysql:rowstream-tail-debezium mysql:rowstream-run mysql:base-run
+         mysql:mysqlbinlog mysql:debezium)
 fi
 [[ -z ${READERS:-} ]] || read -ra ORDER <<<"$READERS"
 for r in "${ORDER[@]}"; do
   case $r in
-    mariadb:rowstream-tail|mariadb:rowstream-run|mariadb:mariadb-binlog|mysql:rowstream-tail|mysql:rowstream-run|mysql:mysqlbinlog|mysql:debezium) ;;
+    mariadb:rowstream-tail|mariadb:rowstream-run|mariadb:mariadb-binlog|mysql:rowstream-tail|mysql:rowstream-tail-debezium|mysql:rowstream-run|mysql:mysqlbinlog|mysql:debezium) ;;
     *:base-tail|*:base-run) [[ -n ${BASE_BIN:-} && $r == @(mariadb|mysql):* ]] || { echo "$r needs BASE_BIN" >&2; exit 1; } ;;
     *) echo "unknown reader $r (see the header of $0)" >&2; exit 1 ;;
   esac
@@ -141,6 +145,10 @@ run_reader() {
     rowstream-tail|base-tail)
       /usr/bin/time -v -o "$tf" "$bin" tail --url "$url" --server-id 9101 --from "${R_FROM[$s]}" \
         --max-events "$EXPECTED" >"$out" 2>"$out.err" || { cat "$out.err" >&2; return 1; } ;;
+    rowstream-tail-debezium)
+      # --name bench: the topic prefix Debezium gets below, so the lines match its own.
+      /usr/bin/time -v -o "$tf" "$bin" tail --url "$url" --server-id 9101 --from "${R_FROM[$s]}" \
+        --max-events "$EXPECTED" --name bench --format debezium >"$out" 2>"$out.err" || { cat "$out.err" >&2; return 1; } ;;
     mariadb-binlog)
       /usr/bin/time -v -o "$tf" mariadb-binlog --read-from-remote-server --host=127.0.0.1 --port="$port" \
         --user=repl --password=repl -v --base64-output=decode-rows --start-position=4 \
@@ -161,7 +169,7 @@ run_reader() {
       [[ $got -eq $EXPECTED ]] || { echo "$r: $got change records of bench.t, expected $EXPECTED" >&2; return 1; }
       sed -n 's/^records [0-9]*, first record to last \([0-9.]*\) s$/\1/p' "$out.err" >"$tf.firstlast" ;;
   esac
-  if [[ $name == *-tail ]]; then
+  if [[ $name == @(*-tail|rowstream-tail-debezium) ]]; then
     got=$(wc -l <"$out")
     [[ $got -ge $EXPECTED ]] || { echo "$r printed $got lines, expected $EXPECTED" >&2; return 1; }
   elif [[ $name == @(mariadb-binlog|mysqlbinlog) ]]; then
@@ -173,7 +181,7 @@ run_reader() {
 }
 
 : >"$DIR/runs.tsv"
-rm -f "$DIR"/*.time "$DIR"/*.time.catchup "$DIR"/*.time.firstlast
+rm -f "$DIR"/*.time "$DIR"/*.time.catchup "$DIR"/*.time.firstlast "$DIR"/*.out "$DIR"/*.out.err
 for i in $(seq 1 "$RUNS"); do
   for r in "${ORDER[@]}"; do
     run_reader "$r" "$i" || { echo "$r run $i failed" >&2; exit 1; }
@@ -191,9 +199,7 @@ ratio() {
   [[ -n $a && -n $b ]] || return 0
   awk -v l="$1" -v a="$a" -v b="$b" -v inv="${5:-}" 'BEGIN { printf "| %s | %.2f |\n", l, inv ? b/a : a/b }'
 }
-{
-  echo
-  printf '| ratio (medians) | value |\n|---|---:|\n'
+RATIOS=$(
   for s in mariadb mysql; do
     dec=mariadb:mariadb-binlog; [[ $s == mariadb ]] || dec=mysql:mysqlbinlog
     for p in tail run; do
@@ -203,7 +209,9 @@ ratio() {
   for p in tail run; do
     ratio "mysql: rowstream $p rows/s / Debezium rows/s" "mysql:rowstream-$p" mysql:debezium 3 inverse
   done
-} | tee -a "$DIR/summary.md"
+  ratio "mysql: rowstream tail --format debezium rows/s / Debezium rows/s" mysql:rowstream-tail-debezium mysql:debezium 3 inverse
+)
+[[ -z $RATIOS ]] || printf '\n| ratio (medians) | value |\n|---|---:|\n%s\n' "$RATIOS" | tee -a "$DIR/summary.md"
 if ls "$DIR"/mysql:debezium.*.time.firstlast >/dev/null 2>&1; then
   fl=$(cat "$DIR"/mysql:debezium.*.time.firstlast | bench_median)
   [[ -z $fl ]] || awk -v f="$fl" -v n="$EXPECTED" 'BEGIN { printf "\nDebezium, first record to last (no JVM start, no connect): median %.2f s, %.0f row changes/s\n", f, n/f }' \
