@@ -51,7 +51,7 @@
 # Usage: benches/peers.sh          (needs deploy/dev/install-test-deps.sh done: MariaDB,
 #                                   sid's MySQL via setup-mysql.sh, Java 17 + Maven)
 #        NTX=20 RUNS=1 BIN=target/release/rowstream benches/peers.sh   (a quick check)
-# Knobs: PORT (3395: MariaDB; MySQL on PORT+1, or MYSQL_PORT), RUNS (3), NTX (1000) and
+# Knobs: PORT (3421: MariaDB; MySQL on PORT+1, or MYSQL_PORT), RUNS (3), NTX (1000) and
 #        ROWS (1000) the workload's size, READERS (a subset, e.g. "mysql:debezium
 #        mysql:rowstream-tail"), BIN (this binary, no cargo build), BASE_BIN (A/B: adds
 #        mariadb:base-tail, mariadb:base-run, mysql:base-tail, mysql:base-run, the same
@@ -62,7 +62,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
-PORT=${PORT:-3395}
+PORT=${PORT:-3421}
 MYSQL_PORT=${MYSQL_PORT:-$((PORT+1))}
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-target/bench-peers}
@@ -106,13 +106,13 @@ MYSQLC=(deploy/dev/mysql-tool.sh mysql --defaults-file="$DIR/mysql/client.cnf" -
 if uses mysql:; then
   STARTED+=("$DIR/mysql")
   # 1 GiB binlog files (MySQL's maximum): the ~250 MB workload never rotates mid-range.
-  deploy/dev/start-mysql.sh "$MYSQL_PORT" "$DIR/mysql" -- --max-binlog-size=1073741824 --max-allowed-packet=268435456 >/dev/null
-  if [[ -f $DIR/range-mysql.env ]] && ! grep -q "^EXPECTED=$((NTX*ROWS*2))\$" "$DIR/range-mysql.env"; then
-    # Debezium reads from the first binlog file: another size needs a fresh server.
-    deploy/dev/stop.sh --purge "$DIR/mysql" >/dev/null 2>&1
+  if [[ ! -f $DIR/range-mysql.env ]] || ! grep -q "^EXPECTED=$((NTX*ROWS*2))\$" "$DIR/range-mysql.env"; then
+    # Debezium reads from the first binlog file: the workload goes into a fresh server,
+    # whose binlog holds nothing else (no earlier size, no half-done generation).
+    deploy/dev/stop.sh --purge "$DIR/mysql" >/dev/null 2>&1 || { echo "could not remove $DIR/mysql" >&2; exit 1; }
     rm -f "$DIR/range-mysql.env"
-    deploy/dev/start-mysql.sh "$MYSQL_PORT" "$DIR/mysql" -- --max-binlog-size=1073741824 --max-allowed-packet=268435456 >/dev/null
   fi
+  deploy/dev/start-mysql.sh "$MYSQL_PORT" "$DIR/mysql" -- --max-binlog-size=1073741824 --max-allowed-packet=268435456 >/dev/null
   bench_generate "$DIR/range-mysql.env" mysql "$NTX" "$ROWS" "${MYSQLC[@]}"
 fi
 
