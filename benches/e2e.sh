@@ -70,6 +70,7 @@ service() {
   else
     sink=$(file_sink_toml "$d")
   fi
+  # shellcheck disable=SC2153  # GTID_START comes from range.env
   run_service "$1" "$d" "mysql://repl:repl@127.0.0.1:$PORT" "$GTID_START" "$GTID_END" "${3:-$BIN}" "$sink"
 }
 

@@ -122,6 +122,7 @@ for s in mariadb mysql; do
   uses "$s:" || continue
   # shellcheck disable=SC1090
   source "$DIR/range-$s.env"
+  # shellcheck disable=SC2153  # FILE END GTID_START come from the range file
   R_FILE[$s]=$FILE; R_END[$s]=$END; R_FROM[$s]=$GTID_START
   if [[ $s == mysql ]]; then
     R_PORT[$s]=$MYSQL_PORT; R_UPTO[$s]=$("${MYSQLC[@]}" -N -e 'SELECT @@gtid_executed')
