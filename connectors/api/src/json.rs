@@ -47,21 +47,99 @@ pub fn write_change_event(out: &mut Vec<u8>, ev: &ChangeEvent) {
     write_opt_row(out, ev.before.as_ref());
     out.extend_from_slice(b",\"after\":");
     write_opt_row(out, ev.after.as_ref());
-    out.extend_from_slice(b",\"op\":\"");
-    out.extend_from_slice(ev.op.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"ts_ms\":");
-    write_u64(out, ev.ts_ms);
-    out.extend_from_slice(b",\"source\":");
-    write_source(out, &ev.source);
-    out.extend_from_slice(b",\"transaction\":");
-    match &ev.transaction {
-        Some(tx) => write_transaction(out, tx),
-        None => out.extend_from_slice(b"null"),
-    }
+    HEADS.with(|h| h.borrow_mut().write(out, ev));
     if ev.overlap {
         out.extend_from_slice(b",\"overlap\":true");
     }
     out.push(b'}');
+}
+
+thread_local! {
+    static HEADS: std::cell::RefCell<HeadCache> = const { std::cell::RefCell::new(HeadCache { head: None, tx: None }) };
+}
+
+/// The envelope's parts that every row of a rows event shares, encoded once:
+/// `,"op":..,"ts_ms":..,"source":{..,"pos":N,"row":` and the transaction's
+/// `{"id":"..","total_order":`. A row then costs one copy of each plus its
+/// own numbers. The key holds the `Arc`s it compares by pointer, so a
+/// pointer cannot be reused by another string while it is cached; the
+/// bytes are written by the same code as an uncached envelope
+/// ([`write_source_head`]), so both forms are the same.
+struct HeadCache {
+    head: Option<(HeadKey, Vec<u8>)>,
+    tx: Option<(std::sync::Arc<str>, Vec<u8>)>,
+}
+
+/// What `HeadCache::head`'s bytes depend on.
+struct HeadKey {
+    op: crate::event::Op,
+    ts_ms: u64,
+    source: Source,
+}
+
+impl HeadKey {
+    fn matches(&self, ev: &ChangeEvent) -> bool {
+        use std::sync::Arc;
+        let (a, b) = (&self.source, &ev.source);
+        self.op == ev.op
+            && self.ts_ms == ev.ts_ms
+            && a.pos == b.pos
+            && a.ts_ms == b.ts_ms
+            && a.server_id == b.server_id
+            && a.snapshot == b.snapshot
+            && a.connector == b.connector
+            && std::ptr::eq(a.version, b.version)
+            && Arc::ptr_eq(&a.gtid, &b.gtid)
+            && Arc::ptr_eq(&a.table, &b.table)
+            && Arc::ptr_eq(&a.db, &b.db)
+            && Arc::ptr_eq(&a.file, &b.file)
+            && Arc::ptr_eq(&a.name, &b.name)
+    }
+}
+
+impl HeadCache {
+    fn write(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) {
+        let hit = self.head.as_ref().is_some_and(|(k, _)| k.matches(ev));
+        if !hit {
+            let mut bytes = self.head.take().map(|(_, b)| b).unwrap_or_default();
+            bytes.clear();
+            bytes.extend_from_slice(b",\"op\":\"");
+            bytes.extend_from_slice(ev.op.as_str().as_bytes());
+            bytes.extend_from_slice(b"\",\"ts_ms\":");
+            write_u64(&mut bytes, ev.ts_ms);
+            bytes.extend_from_slice(b",\"source\":");
+            write_source_head(&mut bytes, &ev.source);
+            let key = HeadKey {
+                op: ev.op,
+                ts_ms: ev.ts_ms,
+                source: ev.source.clone(),
+            };
+            self.head = Some((key, bytes));
+        }
+        if let Some((_, bytes)) = &self.head {
+            out.extend_from_slice(bytes);
+        }
+        write_u64(out, u64::from(ev.source.row));
+        out.extend_from_slice(b"},\"transaction\":");
+        let Some(tx) = &ev.transaction else {
+            out.extend_from_slice(b"null");
+            return;
+        };
+        if !self
+            .tx
+            .as_ref()
+            .is_some_and(|(id, _)| std::sync::Arc::ptr_eq(id, &tx.id))
+        {
+            let mut bytes = self.tx.take().map(|(_, b)| b).unwrap_or_default();
+            bytes.clear();
+            write_transaction_head(&mut bytes, tx);
+            self.tx = Some((tx.id.clone(), bytes));
+        }
+        if let Some((_, bytes)) = &self.tx {
+            out.extend_from_slice(bytes);
+        }
+        write_transaction_tail(out, tx);
+    }
 }
 
 /// Appends a schema-change record (Debezium schema-change topic style):
@@ -158,6 +236,13 @@ impl KeyCache {
 
 /// Appends the `source` block shared by change events and schema changes.
 pub fn write_source(out: &mut Vec<u8>, s: &Source) {
+    write_source_head(out, s);
+    write_u64(out, u64::from(s.row));
+    out.push(b'}');
+}
+
+/// The `source` block up to its last value: `{"version":..,..,"pos":N,"row":`.
+fn write_source_head(out: &mut Vec<u8>, s: &Source) {
     out.extend_from_slice(b"{\"version\":");
     write_str(out, s.version);
     out.extend_from_slice(b",\"connector\":\"");
@@ -181,14 +266,17 @@ pub fn write_source(out: &mut Vec<u8>, s: &Source) {
     out.extend_from_slice(b",\"pos\":");
     write_u64(out, s.pos);
     out.extend_from_slice(b",\"row\":");
-    write_u64(out, u64::from(s.row));
-    out.push(b'}');
 }
 
-fn write_transaction(out: &mut Vec<u8>, tx: &Transaction) {
+/// `{"id":"..","total_order":`: the part of the transaction block every
+/// event of the transaction shares.
+fn write_transaction_head(out: &mut Vec<u8>, tx: &Transaction) {
     out.extend_from_slice(b"{\"id\":");
     write_str(out, &tx.id);
     out.extend_from_slice(b",\"total_order\":");
+}
+
+fn write_transaction_tail(out: &mut Vec<u8>, tx: &Transaction) {
     write_u64(out, tx.total_order);
     out.extend_from_slice(b",\"data_collection_order\":");
     write_u64(out, tx.data_collection_order);
@@ -1031,6 +1119,73 @@ mod tests {
         r#""db":"shop","table":"orders","server_id":1,"gtid":"3e11fa47-71ca-11e1-9e33-c80aa9429562:23","#,
         r#""file":"binlog.000003","pos":4567,"row":0}"#
     );
+
+    /// The cached envelope head and transaction block: a run of events that
+    /// share everything, then events that differ in one field each (strings
+    /// equal by content but not by pointer included), encoded on one thread
+    /// one after another, equal what a fresh thread (empty cache) writes.
+    #[test]
+    fn cached_envelope_parts_equal_fresh_encoding() {
+        let base = sample_event();
+        let mut evs = vec![base.clone(), base.clone()];
+        let mut push = |f: &dyn Fn(&mut ChangeEvent)| {
+            let mut e = base.clone();
+            f(&mut e);
+            evs.push(e.clone());
+            evs.push(e);
+            evs.push(base.clone());
+        };
+        push(&|e| e.op = Op::Create);
+        push(&|e| e.ts_ms += 1);
+        push(&|e| e.source.row = 5);
+        push(&|e| e.source.pos += 1);
+        push(&|e| e.source.ts_ms += 1);
+        push(&|e| e.source.server_id = 2);
+        push(&|e| e.source.snapshot = Snapshot::Last);
+        push(&|e| e.source.connector = Flavor::MariaDb);
+        push(&|e| e.source.name = Arc::from("other"));
+        push(&|e| e.source.name = Arc::from(&*e.source.name));
+        push(&|e| e.source.db = Arc::from("db2"));
+        push(&|e| e.source.table = Arc::from("t2"));
+        push(&|e| e.source.gtid = Arc::from("0-1-2"));
+        push(&|e| e.source.file = Arc::from("binlog.000004"));
+        push(&|e| e.transaction = None);
+        push(&|e| e.overlap = true);
+        push(&|e| {
+            if let Some(t) = e.transaction.as_mut() {
+                t.id = Arc::from("0-1-9");
+                t.total_order = 9;
+                t.data_collection_order = 3;
+            }
+        });
+        let mut cached = Vec::new();
+        for e in &evs {
+            let mut one = Vec::new();
+            write_change_event(&mut one, e);
+            cached.push(one);
+        }
+        let fresh: Vec<Vec<u8>> = std::thread::spawn(move || {
+            evs.iter()
+                .map(|e| {
+                    std::thread::scope(|s| {
+                        s.spawn(|| {
+                            let mut one = Vec::new();
+                            write_change_event(&mut one, e);
+                            one
+                        })
+                        .join()
+                        .unwrap()
+                    })
+                })
+                .collect()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(cached.len(), fresh.len());
+        for (c, f) in cached.iter().zip(&fresh) {
+            assert_eq!(String::from_utf8_lossy(c), String::from_utf8_lossy(f));
+        }
+    }
 
     #[test]
     fn envelope_byte_for_byte() {
