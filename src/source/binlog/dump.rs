@@ -36,6 +36,11 @@ use crate::source::{Batch, SourceError};
 
 /// Records per batch handed to the consumer.
 const BATCH_RECORDS: usize = 1024;
+/// Room allocated per batch: a batch is handed out after the event that
+/// fills it, and one rows event can add hundreds of rows (a thousand
+/// 8-column rows fit in two 8 KiB events), so room for twice the count
+/// keeps the batch from growing (a realloc copied every record once more).
+const BATCH_ROOM: usize = 2 * BATCH_RECORDS;
 /// Binlog bytes behind one batch: with the record count, bounds a batch's memory
 /// (a batch of 20 MB rows holds one row).
 const BATCH_BYTES: usize = 4 << 20;
@@ -295,7 +300,7 @@ async fn session(
     let mut semi: Option<bool> = None;
 
     let mut pkt = Vec::with_capacity(64 * 1024);
-    let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH_ROOM);
     let mut stop_by: Option<tokio::time::Instant> = None;
     let result = loop {
         if *stop.borrow() {
@@ -419,7 +424,7 @@ async fn send(
     batch: &mut Vec<Record>,
     proc: &mut Processor,
 ) -> Result<(), ()> {
-    let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
+    let records = std::mem::replace(batch, Vec::with_capacity(BATCH_ROOM));
     tx.send(proc.take_batch(records)).await.map_err(|_| ())
 }
 

@@ -608,6 +608,8 @@ impl Processor {
         let mut row = self.rows_done;
         // The next row's images start at full size: no regrowth per value.
         let width = schema.columns.len();
+        // Looked up once per rows event, not per row (a SipHash per row showed in profiles).
+        let per_table = tx.per_table.entry(h.table_id).or_insert(0);
         loop {
             let more = dec
                 .next_row(&mut self.before, &mut self.after)
@@ -621,7 +623,6 @@ impl Processor {
                 break;
             }
             tx.total += 1;
-            let per_table = tx.per_table.entry(h.table_id).or_insert(0);
             *per_table += 1;
             let dco = *per_table;
             row += 1;
