@@ -404,10 +404,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// True if no byte of `bytes` needs escaping. Looks at eight bytes at a time
-/// (overlapping reads cover the tail), so short strings cost a few loads.
+/// True if no byte of `bytes` needs escaping in a JSON string (none is a
+/// control character, `"` or `\\`), so the string can be copied as is.
+/// Looks at eight bytes at a time (overlapping reads cover the tail), so
+/// short strings cost a few loads.
 #[inline(always)]
-fn is_clean(bytes: &[u8]) -> bool {
+pub fn is_clean(bytes: &[u8]) -> bool {
     let n = bytes.len();
     let load = |at: usize| {
         let mut w = [0u8; 8];

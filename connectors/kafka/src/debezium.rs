@@ -327,6 +327,13 @@ fn escape_str(out: &mut Vec<u8>, s: &str, supplementary: bool) {
     };
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Most strings have nothing to escape: one copy instead of a look at every byte.
+    if rowstream_api::json::is_clean(bytes) && !(supplementary && bytes.iter().any(|&b| b >= 0xf0))
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (j, &b) in bytes.iter().enumerate() {
         if b >= 0xf0 && supplementary {

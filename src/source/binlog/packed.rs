@@ -230,7 +230,10 @@ mod tests {
                         "DECIMAL({precision},{scale}) {b:02x?}"
                     );
                 }
-                assert_eq!(decode_decimal(&[0; 40][..size.saturating_sub(1)], precision, scale), None);
+                assert_eq!(
+                    decode_decimal(&[0; 40][..size.saturating_sub(1)], precision, scale),
+                    None
+                );
             }
         }
     }
