@@ -328,7 +328,8 @@ fn escape_str(out: &mut Vec<u8>, s: &str, supplementary: bool) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Most strings have nothing to escape: one copy instead of a look at every byte.
-    if rowstream_api::json::is_clean(bytes) && !(supplementary && bytes.iter().any(|&b| b >= 0xf0))
+    if rowstream_api::json::is_clean(bytes)
+        && !(supplementary && !bytes.is_ascii() && bytes.iter().any(|&b| b >= 0xf0))
     {
         out.extend_from_slice(bytes);
         out.push(b'"');
