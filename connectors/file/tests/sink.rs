@@ -15,7 +15,7 @@ use rowstream_api::testing::{batch_of, event, gtid, FakeCommitted};
 use rowstream_api::{Ack, AckReceiver, Batch, Commit, Record, SchemaChange, Sink, SinkError};
 use rowstream_file::encode::encode_tx_end;
 use rowstream_file::reader::cat_bounded;
-use rowstream_file::segment::{segment_name, segments, Segment};
+use rowstream_file::segment::{form_name, open_segment, segment_name, segments, Form, Segment};
 use rowstream_file::{cat, verify, BackupReader, FileSink, FileSinkConfig, LineKind, TxCrc};
 
 fn ddl(tx: u64) -> Record {
@@ -89,6 +89,28 @@ fn markers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The (uncompressed) contents of segment `num` in the form it has.
+fn seg_text(dir: &Path, num: u64) -> Vec<u8> {
+    let seg = *segments(dir)
+        .unwrap()
+        .iter()
+        .find(|s| s.num == num)
+        .unwrap();
+    let mut out = Vec::new();
+    open_segment(dir, seg)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn zst_open(num: u64) -> Segment {
+    Segment {
+        num,
+        form: Form::ZstOpen,
+    }
+}
+
 fn txs(range: std::ops::Range<u64>, n: u64) -> Vec<(u64, u64)> {
     range.map(|t| (t, n + t % 3)).collect()
 }
@@ -96,7 +118,6 @@ fn txs(range: std::ops::Range<u64>, n: u64) -> Vec<(u64, u64)> {
 #[tokio::test]
 async fn acks_after_data_is_written_and_format() {
     let d = tempfile::tempdir().unwrap();
-    let open = d.path().join("000000000001.ndjson");
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     let rx1 = write(&mut s, batch(1, &[(1, 2), (2, 1)])).await;
     // No flush: the I/O job started by `write` acks once the data is in the
@@ -108,7 +129,8 @@ async fn acks_after_data_is_written_and_format() {
         want1.extend(l);
         want1.push(b'\n');
     }
-    assert!(fs::read(&open).unwrap().starts_with(&want1));
+    assert!(seg_text(d.path(), 1).starts_with(&want1));
+    assert_eq!(segments(d.path()).unwrap(), vec![zst_open(1)]);
     // A transaction spanning two batches.
     let mut b = batch(2, &[(3, 2)]);
     b.commits.clear();
@@ -129,7 +151,7 @@ async fn acks_after_data_is_written_and_format() {
     s.flush().await.unwrap();
     assert_eq!(rx3.try_recv(), Ok(Ok(())));
 
-    let raw = fs::read(d.path().join("000000000001.ndjson")).unwrap();
+    let raw = seg_text(d.path(), 1);
     // Each marker carries the CRC32C of its transaction's lines (the third
     // transaction spans two batches), after the segment's start line.
     let mut want = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
@@ -167,7 +189,8 @@ async fn write_error_fails_acks_and_poisons() {
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     // The open segment does not exist yet (created on the first write):
     // make it a full disk.
-    std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson.zst.open"))
+        .unwrap();
     let mut rx = write(&mut s, batch(1, &[(1, 3)])).await;
     let e = s.flush().await.unwrap_err();
     let SinkError::Fatal(msg) = e else {
@@ -266,8 +289,8 @@ async fn rotation_compression_and_cat_order() {
     let segs = segments(d.path()).unwrap();
     assert!(segs.len() > 10, "{segs:?}");
     let (last, closed) = segs.split_last().unwrap();
-    assert!(closed.iter().all(|s| s.compressed), "{segs:?}");
-    assert!(!last.compressed);
+    assert!(closed.iter().all(|s| s.form == Form::Zst), "{segs:?}");
+    assert_eq!(last.form, Form::ZstOpen);
     for (i, s) in segs.iter().enumerate() {
         assert_eq!(s.num, i as u64 + 1);
     }
@@ -311,12 +334,9 @@ async fn rotation_by_age() {
         vec![
             Segment {
                 num: 1,
-                compressed: true
+                form: Form::Zst
             },
-            Segment {
-                num: 2,
-                compressed: false
-            }
+            zst_open(2)
         ]
     );
     assert_eq!(cat_lines(d.path()), expected(&[(1, 2), (2, 2)]));
@@ -343,6 +363,10 @@ fn ck_upto(all: &[(u64, u64)], n: usize) -> FakeCommitted {
 async fn recovery_cuts_partial_transaction_and_torn_line() {
     let d = tempfile::tempdir().unwrap();
     let all = txs(1..6, 2);
+    // Plain segments (`compress = false`, and every older backup).
+    let mut c = cfg(d.path());
+    c.compress = false;
+    let cfg = |_: &Path| c.clone();
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     write(&mut s, batch(1, &all)).await;
     // A transaction whose end never came, then a torn line (crash mid-write).
@@ -402,12 +426,10 @@ async fn recovery_cuts_transactions_past_checkpoint_in_open_segment() {
     assert_eq!(cat_lines(d.path()), expected(&all));
     drop(s);
     // A restart with everything covered changes nothing.
-    let before = fs::read(d.path().join(segment_name(1, false))).unwrap();
+    let path = d.path().join(form_name(1, Form::ZstOpen));
+    let before = fs::read(&path).unwrap();
     let _s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
-    assert_eq!(
-        fs::read(d.path().join(segment_name(1, false))).unwrap(),
-        before
-    );
+    assert_eq!(fs::read(&path).unwrap(), before);
 }
 
 #[tokio::test]
@@ -441,10 +463,10 @@ async fn recovery_cut_inside_compressed_segment_removes_newer() {
         after.last(),
         Some(&Segment {
             num: target_seg,
-            compressed: false
+            form: Form::Plain
         })
     );
-    assert!(after[..after.len() - 1].iter().all(|s| s.compressed));
+    assert!(after[..after.len() - 1].iter().all(|s| s.form == Form::Zst));
     assert_eq!(after.len() as u64, target_seg);
     assert_eq!(cat_lines(d.path()), expected(&all[..n]));
     // Replay continues in the reopened segment, then rotates on.
@@ -483,11 +505,11 @@ async fn recovery_cut_at_end_of_compressed_segment() {
         vec![
             Segment {
                 num: 1,
-                compressed: true
+                form: Form::Zst
             },
             Segment {
                 num: 2,
-                compressed: true
+                form: Form::Zst
             }
         ]
     );
@@ -496,10 +518,7 @@ async fn recovery_cut_at_end_of_compressed_segment() {
     s.flush().await.unwrap();
     assert_eq!(
         segments(d.path()).unwrap().last(),
-        Some(&Segment {
-            num: 3,
-            compressed: false
-        })
+        Some(&zst_open(3))
     );
     assert_eq!(cat_lines(d.path()), expected(&all));
 }
@@ -514,11 +533,11 @@ async fn recovery_finishes_interrupted_compression_and_rewrite() {
     fs::write(d.path().join("000000000002.ndjson.zst.tmp"), b"garbage").unwrap();
     fs::write(d.path().join("000000000001.ndjson.tmp"), b"garbage").unwrap();
     let mut z = Vec::new();
-    rowstream_file::segment::open_segment(
+    open_segment(
         d.path(),
         Segment {
             num: 1,
-            compressed: true,
+            form: Form::Zst,
         },
     )
     .unwrap()
@@ -548,14 +567,14 @@ async fn closed_uncompressed_segments_are_compressed_on_start() {
     s.flush().await.unwrap();
     drop(s);
     let segs = segments(d.path()).unwrap();
-    assert!(segs.len() > 3 && segs.iter().all(|s| !s.compressed));
+    assert!(segs.len() > 3 && segs.iter().all(|s| s.form == Form::Plain));
     assert_eq!(cat_lines(d.path()), expected(&all));
     let s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
     s.wait_compressed();
     let after = segments(d.path()).unwrap();
     assert_eq!(after.len(), segs.len());
     assert!(
-        after[..after.len() - 1].iter().all(|s| s.compressed),
+        after[..after.len() - 1].iter().all(|s| s.form == Form::Zst),
         "{after:?}"
     );
     assert_eq!(cat_lines(d.path()), expected(&all));
@@ -702,7 +721,7 @@ async fn verify_reports_a_gap_and_reads_old_backups() {
     let old = tempfile::tempdir().unwrap();
     for seg in segments(d.path()).unwrap() {
         let mut text = String::new();
-        rowstream_file::segment::open_segment(d.path(), seg)
+        open_segment(d.path(), seg)
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
@@ -905,7 +924,7 @@ async fn filtered_transactions_are_covered_and_holes_found() {
         .iter()
         .map(|&seg| {
             let mut t = String::new();
-            rowstream_file::segment::open_segment(d.path(), seg)
+            open_segment(d.path(), seg)
                 .unwrap()
                 .read_to_string(&mut t)
                 .unwrap();
@@ -933,7 +952,7 @@ async fn filtered_transactions_are_covered_and_holes_found() {
     // A hole: transaction 16's lines removed from its (closed) segment.
     let read = |seg: Segment| {
         let mut t = String::new();
-        rowstream_file::segment::open_segment(d.path(), seg)
+        open_segment(d.path(), seg)
             .unwrap()
             .read_to_string(&mut t)
             .unwrap();
@@ -964,11 +983,11 @@ async fn filtered_transactions_are_covered_and_holes_found() {
     // Truncated behind rowstream's back: the checkpoint (21) covers more
     // than the backup holds (up to 17 once the torn rest is cut).
     let last = *segments(d.path()).unwrap().last().unwrap();
-    assert!(!last.compressed);
+    assert_eq!(last.form, Form::ZstOpen);
     let path = last.path(d.path());
-    let text = fs::read_to_string(&path).unwrap();
+    let text = String::from_utf8(seg_text(d.path(), last.num)).unwrap();
     let at = text.find("\"0-1-19\"").unwrap();
-    fs::write(&path, &text[..at]).unwrap();
+    fs::write(&path, zstd::encode_all(text[..at].as_bytes(), 1).unwrap()).unwrap();
     let e = FileSink::start(&c, &SetCommitted(mariadb_set(21)))
         .await
         .unwrap_err();
