@@ -336,7 +336,8 @@ fn segment_truncated_while_running() {
     let open: Vec<PathBuf> = std::fs::read_dir(&svc.backup)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        // The open segment: `N.ndjson.zst.open` (or `N.ndjson` with compress off).
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson" || e == "open"))
         .collect();
     let [seg] = &open[..] else {
         panic!("expected one open segment, found {open:?}");
@@ -376,7 +377,7 @@ fn segment_truncated_restart_refuses() {
     let Some((srv, mut svc)) = started("seg-trunc-restart") else {
         return;
     };
-    let seg = svc.backup.join("000000000001.ndjson");
+    let seg = svc.backup.join("000000000001.ndjson.zst.open");
     let len = std::fs::metadata(&seg).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len / 2).unwrap();

@@ -902,10 +902,17 @@ pub fn compress_segment(
     let tmp = File::create(&tmp_path).ctx("create", &tmp_path)?;
     let mut enc = zstd::stream::write::Encoder::new(tmp, ZSTD_LEVEL).ctx("zstd init", &tmp_path)?;
     enc.include_checksum(true).ctx("zstd init", &tmp_path)?;
-    if !recompress {
-        if let Ok(meta) = fs::metadata(&src_path) {
-            let _ = enc.set_pledged_src_size(Some(meta.len()));
-        }
+    // The frame records the segment's size (recovery cuts by it, see `recover`).
+    let size = if recompress {
+        File::open(&src_path)
+            .and_then(|f| walk_frames(&f, 0))
+            .ok()
+            .and_then(|w| w.raw)
+    } else {
+        fs::metadata(&src_path).ok().map(|m| m.len())
+    };
+    if size.is_some() {
+        let _ = enc.set_pledged_src_size(size);
     }
     let mut chunk = vec![0u8; COPY_CHUNK];
     loop {

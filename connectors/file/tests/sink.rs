@@ -1043,3 +1043,202 @@ async fn old_backup_is_continued_with_coverage() {
         .unwrap_err();
     assert!(e.to_string().contains("does not hold: 0:7"), "{e}");
 }
+
+/// Everything `verify` says, as text (for tests that expect problems).
+fn verify_lines(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    verify(dir, &mut |p| out.push(p.to_string())).unwrap();
+    out
+}
+
+fn walk(dir: &Path, num: u64) -> rowstream_file::segment::FrameWalk {
+    let f = fs::File::open(dir.join(form_name(num, Form::ZstOpen))).unwrap();
+    rowstream_file::segment::walk_frames(&f, u64::MAX).unwrap()
+}
+
+fn no_tmp_files(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap() {
+        let n = e.unwrap().file_name().into_string().unwrap();
+        assert!(!n.ends_with(".tmp"), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn torn_compressed_tail_is_cut_at_a_frame_boundary() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..6, 2);
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
+    write(&mut s, batch(1, &all)).await;
+    s.flush().await.unwrap();
+    // A transaction whose end never came (its own frame), then a torn frame.
+    let mut b = batch(2, &[(6, 3)]);
+    b.commits.clear();
+    write(&mut s, b).await;
+    s.flush().await.unwrap();
+    drop(s);
+    assert_eq!(walk(d.path(), 1).frames, 2);
+    let path = d.path().join(form_name(1, Form::ZstOpen));
+    let frame = zstd::encode_all(&b"{\"before\":null}\n".repeat(100)[..], 1).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&frame[..frame.len() / 2])
+        .unwrap();
+    // Readers show complete transactions of complete frames; verify names the tail.
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    let p = verify_lines(d.path());
+    assert!(
+        p.iter().any(|l| l.contains("not a complete zstd frame")),
+        "{p:?}"
+    );
+    // Recovery cuts at the end of the first frame (the last marker): no rewrite.
+    let mut s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
+    let w = walk(d.path(), 1);
+    assert_eq!((w.frames, w.tail), (1, 0));
+    no_tmp_files(d.path());
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    // The replay appends after it.
+    write(&mut s, batch(3, &[(6, 3), (7, 1)])).await;
+    s.flush().await.unwrap();
+    let mut want = all.clone();
+    want.extend([(6, 3), (7, 1)]);
+    assert_eq!(cat_lines(d.path()), expected(&want));
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+    assert_eq!(walk(d.path(), 1).frames, 2);
+}
+
+#[tokio::test]
+async fn cut_inside_a_frame_rewrites_the_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..20, 1);
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
+    write(&mut s, batch(1, &all[..5])).await;
+    s.flush().await.unwrap();
+    write(&mut s, batch(2, &all[5..])).await;
+    s.flush().await.unwrap();
+    drop(s);
+    let before = walk(d.path(), 1);
+    assert_eq!((before.frames, before.tail), (2, 0));
+    // And a torn frame after them, for good measure.
+    let path = d.path().join(form_name(1, Form::ZstOpen));
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0x28, 0xb5, 0x2f, 0xfd, 0x24])
+        .unwrap();
+    // The checkpoint ends inside the second frame.
+    let mut s = started(cfg(d.path()), &ck_upto(&all, 12)).await;
+    no_tmp_files(d.path());
+    let after = walk(d.path(), 1);
+    assert_eq!((after.frames, after.tail), (2, 0));
+    assert!(after.valid < before.valid, "{after:?} {before:?}");
+    assert_eq!(cat_lines(d.path()), expected(&all[..12]));
+    assert_eq!(markers(d.path()).len(), 12);
+    write(&mut s, batch(3, &all[12..])).await;
+    s.flush().await.unwrap();
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    assert_eq!(
+        markers(d.path()),
+        all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
+    );
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+    assert_eq!(walk(d.path(), 1).frames, 3);
+}
+
+#[tokio::test]
+async fn interrupted_rotation_of_a_compressed_segment_is_finished() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..60, 2);
+    backup_of(d.path(), 2000, &all).await;
+    let segs = segments(d.path()).unwrap();
+    let n = segs.len();
+    assert!(n >= 3, "{segs:?}");
+    let closed = segs[n - 2];
+    assert_eq!(closed.form, Form::Zst);
+    let k = BackupReader::open(d.path())
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.segment <= closed.num && e.kind == LineKind::TxEnd)
+        .count();
+    // A crash between writing the end line and the rename, before the next
+    // segment got a byte.
+    fs::remove_file(segs[n - 1].path(d.path())).unwrap();
+    fs::rename(
+        closed.path(d.path()),
+        d.path().join(form_name(closed.num, Form::ZstOpen)),
+    )
+    .unwrap();
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    let mut s = started(c, &ck_upto(&all, k)).await;
+    assert_eq!(segments(d.path()).unwrap().last(), Some(&closed));
+    for (i, chunk) in all[k..].chunks(5).enumerate() {
+        write(&mut s, batch(100 + i as u64, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    s.wait_compressed();
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+}
+
+/// A backup directory written before the open segment was compressed:
+/// closed `N.ndjson.zst`, the open segment plain `N.ndjson` (here with a
+/// torn line). It is read, verified, recovered, and continued: the plain
+/// segment is appended to until it rotates, then segments are compressed as
+/// they are written.
+#[tokio::test]
+async fn old_format_directory_is_read_recovered_and_continued() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..60, 2);
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    c.compress = false;
+    let mut s = started(c, &FakeCommitted::none()).await;
+    for (i, chunk) in all.chunks(5).enumerate() {
+        write(&mut s, batch(i as u64 + 1, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    drop(s);
+    let segs = segments(d.path()).unwrap();
+    let (open, closed) = segs.split_last().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    for seg in closed {
+        assert!(
+            rowstream_file::segment::compress_segment(d.path(), seg.num, true, &stop).unwrap()
+        );
+    }
+    assert_eq!(open.form, Form::Plain);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(open.path(d.path()))
+        .unwrap()
+        .write_all(b"{\"before\":nu")
+        .unwrap();
+    let segs = segments(d.path()).unwrap();
+    assert!(segs[..segs.len() - 1].iter().all(|s| s.form == Form::Zst));
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    let p = verify_lines(d.path());
+    assert!(p.len() == 1 && p[0].contains("torn write"), "{p:?}");
+    let more = txs(60..120, 2);
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    let mut s = started(c, &ck_upto(&all, all.len())).await;
+    for (i, chunk) in more.chunks(5).enumerate() {
+        write(&mut s, batch(100 + i as u64, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    s.wait_compressed();
+    drop(s);
+    let after = segments(d.path()).unwrap();
+    let (last, rest) = after.split_last().unwrap();
+    assert_ne!(last.form, Form::Plain);
+    assert!(rest.iter().all(|s| s.form == Form::Zst), "{after:?}");
+    assert!(after.len() > segs.len() + 1, "{after:?}");
+    no_tmp_files(d.path());
+    let mut want = all.clone();
+    want.extend(more);
+    assert_eq!(cat_lines(d.path()), expected(&want));
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+}
