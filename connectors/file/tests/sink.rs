@@ -987,7 +987,7 @@ async fn filtered_transactions_are_covered_and_holes_found() {
     let path = last.path(d.path());
     let text = String::from_utf8(seg_text(d.path(), last.num)).unwrap();
     let at = text.find("\"0-1-19\"").unwrap();
-    fs::write(&path, zstd::encode_all(text[..at].as_bytes(), 1).unwrap()).unwrap();
+    fs::write(&path, zstd::encode_all(&text.as_bytes()[..at], 1).unwrap()).unwrap();
     let e = FileSink::start(&c, &SetCommitted(mariadb_set(21)))
         .await
         .unwrap_err();
