@@ -679,7 +679,22 @@ impl SegmentWriter {
         #[allow(clippy::expect_used)] // set just above when it was None
         let file = self.file.as_mut().expect("opened above");
         let written = match (&mut self.zstd, self.form) {
-            (Some(enc), Form::ZstOpen) => enc.frame(data, file),
+            (Some(enc), Form::ZstOpen) => {
+                // A new segment's first line (its start line, see `encode`)
+                // gets a frame of its own, so that a segment cut short
+                // behind rowstream's back keeps the coverage it began with
+                // and the restart can name what was lost (see `sink`).
+                let first = match data.iter().position(|&b| b == b'\n') {
+                    Some(nl) if self.len == 0 && nl + 1 < data.len() => nl + 1,
+                    _ => 0,
+                };
+                let head = if first > 0 {
+                    enc.frame(&data[..first], file)
+                } else {
+                    Ok(0)
+                };
+                head.and_then(|h| enc.frame(&data[first..], file).map(|n| h + n))
+            }
             _ => file.write_all(data).map(|()| data.len() as u64),
         };
         let written = written.map_err(|source| IoError {
@@ -1083,7 +1098,8 @@ mod tests {
         assert_eq!(segments(d.path()).unwrap(), vec![open]);
         let f = File::open(open.path(d.path())).unwrap();
         let walk = walk_frames(&f, a.len() as u64 + 10).unwrap();
-        assert_eq!(walk.frames, 2);
+        // The first line has a frame of its own (see `append`).
+        assert_eq!(walk.frames, 3);
         assert_eq!(walk.tail, 0);
         assert_eq!(walk.raw, Some(data.len() as u64));
         assert_eq!(walk.boundary.1, a.len() as u64);
@@ -1103,7 +1119,7 @@ mod tests {
         f.write_all(&extra[..extra.len() / 2]).unwrap();
         let f = File::open(open.path(d.path())).unwrap();
         let walk = walk_frames(&f, u64::MAX).unwrap();
-        assert_eq!((walk.frames, walk.tail), (2, extra.len() as u64 / 2));
+        assert_eq!((walk.frames, walk.tail), (3, extra.len() as u64 / 2));
         assert_eq!(read_all(d.path(), open), data);
         // Garbage (zeros) after the frames: the same.
         fs::write(&tmp, b"").unwrap();
