@@ -393,7 +393,8 @@ fn segment_truncated_restart_refuses() {
     assert!(walk.frames >= 3 && last_start > 0, "{walk:?}");
     // Half of the last frame goes.
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.set_len(last_start + (walk.valid - last_start) / 2).unwrap();
+    f.set_len(last_start + (walk.valid - last_start) / 2)
+        .unwrap();
     insert(&srv, 100, 5);
     assert_fails_naming(&mut svc, "behind rowstream's back", "truncated segment");
     let before = svc.checkpoint_gtid().expect("a checkpoint");

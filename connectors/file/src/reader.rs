@@ -127,8 +127,7 @@ impl BackupReader {
             return Ok(false);
         };
         // The writer may have compressed it since we listed.
-        let (mut seg, mut rd) =
-            open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
+        let (mut seg, mut rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
         self.cur_len = None;
         let limit = if !seg.is_closed_zst() && Some(seg.num) == self.newest {
             match complete_prefix(&self.dir, seg) {
@@ -140,7 +139,8 @@ impl BackupReader {
                         form: Form::Zst,
                         ..seg
                     };
-                    (seg, rd) = open_listed(&self.dir, closed).map_err(|e| ctx(&self.dir, seg, e))?;
+                    (seg, rd) =
+                        open_listed(&self.dir, closed).map_err(|e| ctx(&self.dir, seg, e))?;
                     None
                 }
                 Err(e) => return Err(ctx(&self.dir, seg, e)),

@@ -1082,9 +1082,8 @@ mod tests {
     #[test]
     fn frames_appended_then_closed_and_recompressed() {
         let d = tempfile::tempdir().unwrap();
-        let mut w =
-            SegmentWriter::new(d.path().to_path_buf(), 1, Form::Plain, 0, true, None, true)
-                .unwrap();
+        let mut w = SegmentWriter::new(d.path().to_path_buf(), 1, Form::Plain, 0, true, None, true)
+            .unwrap();
         assert_eq!(w.form(), Form::ZstOpen);
         let data = lines(20_000);
         let (a, b) = data.split_at(12_345);
@@ -1131,9 +1130,8 @@ mod tests {
         assert_eq!(read_all(d.path(), open), data);
         fs::remove_file(&tmp).unwrap();
         // Rotation renames; small frames are recompressed into one.
-        let mut w =
-            SegmentWriter::new(d.path().to_path_buf(), 2, Form::Plain, 0, true, None, true)
-                .unwrap();
+        let mut w = SegmentWriter::new(d.path().to_path_buf(), 2, Form::Plain, 0, true, None, true)
+            .unwrap();
         w.append(a).unwrap();
         w.append(b).unwrap();
         w.rotate().unwrap();

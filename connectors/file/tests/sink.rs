@@ -189,8 +189,7 @@ async fn write_error_fails_acks_and_poisons() {
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     // The open segment does not exist yet (created on the first write):
     // make it a full disk.
-    std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson.zst.open"))
-        .unwrap();
+    std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson.zst.open")).unwrap();
     let mut rx = write(&mut s, batch(1, &[(1, 3)])).await;
     let e = s.flush().await.unwrap_err();
     let SinkError::Fatal(msg) = e else {
@@ -516,10 +515,7 @@ async fn recovery_cut_at_end_of_compressed_segment() {
     assert_eq!(cat_lines(d.path()), expected(&all[..n]));
     write(&mut s, batch(1, &all[n..])).await;
     s.flush().await.unwrap();
-    assert_eq!(
-        segments(d.path()).unwrap().last(),
-        Some(&zst_open(3))
-    );
+    assert_eq!(segments(d.path()).unwrap().last(), Some(&zst_open(3)));
     assert_eq!(cat_lines(d.path()), expected(&all));
 }
 
@@ -1206,9 +1202,7 @@ async fn old_format_directory_is_read_recovered_and_continued() {
     let (open, closed) = segs.split_last().unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     for seg in closed {
-        assert!(
-            rowstream_file::segment::compress_segment(d.path(), seg.num, true, &stop).unwrap()
-        );
+        assert!(rowstream_file::segment::compress_segment(d.path(), seg.num, true, &stop).unwrap());
     }
     assert_eq!(open.form, Form::Plain);
     fs::OpenOptions::new()
