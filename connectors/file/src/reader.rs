@@ -126,21 +126,17 @@ impl BackupReader {
         let Some(seg) = self.rest.pop_front() else {
             return Ok(false);
         };
-        // The writer may have compressed it since we listed.
-        let (mut seg, mut rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
         self.cur_len = None;
+        // The open segment is read up to its last complete transaction,
+        // measured before it is opened: it only grows (an open compressed
+        // segment by whole frames), so what is opened next holds the limit.
+        let mut seg = seg;
         let limit = if !seg.is_closed_zst() && Some(seg.num) == self.newest {
             match complete_prefix(&self.dir, seg) {
                 Ok(limit) => Some(limit),
-                // Closed since it was opened: read it whole as closed (what
-                // was opened may end inside a transaction).
+                // Closed (renamed or compressed) since the listing: read whole.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let closed = Segment {
-                        form: Form::Zst,
-                        ..seg
-                    };
-                    (seg, rd) =
-                        open_listed(&self.dir, closed).map_err(|e| ctx(&self.dir, seg, e))?;
+                    seg.form = Form::Zst;
                     None
                 }
                 Err(e) => return Err(ctx(&self.dir, seg, e)),
@@ -148,6 +144,9 @@ impl BackupReader {
         } else {
             None
         };
+        // The writer may have closed or compressed it since: the closed
+        // form holds at least as much.
+        let (seg, rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
         let rd: Box<dyn Read + Send> = if let Some(limit) = limit {
             self.cur_len = Some(limit);
             Box::new(rd.take(limit))
