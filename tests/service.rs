@@ -1334,10 +1334,23 @@ fn full_disk() {
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     let cp_before = gtid_seqs(Flavor::MariaDb, &svc.checkpoint_gtid().unwrap());
-    // Then about 3 MB of change events, in autocommit transactions of 100 rows.
-    let v = "x".repeat(190);
+    // Then about 4 MB of change events, in autocommit transactions of 100 rows. The
+    // backup is written zstd-compressed: the values are random (6 bits per character),
+    // so that they still fill the 1 MB filesystem (~1.8 MB compressed).
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let mut rnd = seed() | 1;
+    let mut random_v = || -> String {
+        (0..190)
+            .map(|_| {
+                rnd ^= rnd << 13;
+                rnd ^= rnd >> 7;
+                rnd ^= rnd << 17;
+                char::from(ALPHABET[(rnd >> 58) as usize])
+            })
+            .collect()
+    };
     let mut next_id = 1_000_000;
-    for _ in 0..30 {
+    for _ in 0..100 {
         let ops: Vec<Op> = (0..100)
             .map(|i| {
                 next_id += 1;
@@ -1345,7 +1358,7 @@ fn full_disk() {
                     next_id,
                     Row {
                         d: format!("{i}.25"),
-                        v: v.clone(),
+                        v: random_v(),
                     },
                 )
             })
