@@ -72,7 +72,7 @@ TOML
   cpu=$(awk '/User time|System time/ {s+=$NF} END {print s}' "$d/time")
   got=$(grep -o '"rows":[0-9]*' "$d/err.log" | tail -1 || true)
   grep -q '"snapshot"' "$d/checkpoint/checkpoint.json" && { echo "snapshot not complete" >&2; exit 1; }
-  lines=$(zstdcat -f "$d"/backup/*.zst "$d"/backup/*.ndjson 2>/dev/null | grep -c '"op":"r"' || true)
+  lines=$(zstdcat -f "$d"/backup/*.zst "$d"/backup/*.zst.open "$d"/backup/*.ndjson 2>/dev/null | grep -c '"op":"r"' || true)
   [[ $lines == "$ROWS" ]] || { echo "backup holds $lines snapshot rows, expected $ROWS" >&2; exit 1; }
   printf '%s\t%s\t%s\t%s\t%s\n' "$i" "$wall" "$rss" "$cpu" "$load0" | tee -a "$DIR/runs.tsv"
   grep -E 'consistent cut made|reading ended' "$d/err.log" | sed 's/\x1b\[[0-9;]*m//g' >&2

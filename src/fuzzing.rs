@@ -200,11 +200,15 @@ impl Committed for HashCommitted {
 
 /// A backup directory made of the input, read, verified and recovered. Byte
 /// 0 picks the layout: bit 0, segment 1 is zstd-compressed; bits 1-2, the
-/// checkpoint recovery sees. Bytes 1..3 (little-endian) are the length of
-/// segment 1; the rest is segment 2, the open one. The directory is
-/// `$TMPDIR/rowstream-fuzz-<pid>`, emptied on every run.
+/// checkpoint recovery sees; bit 3, segment 2 is an open compressed segment
+/// (`.zst.open`, one zstd frame per 100 input bytes) and bit 4 tears its last
+/// 3 bytes off; bit 5 (with bit 3) takes segment 2's bytes as they are for
+/// the `.zst.open` (arbitrary frame headers for the frame walk). Bytes 1..3
+/// (little-endian) are the length of segment 1; the rest is segment 2, the
+/// open one. The directory is `$TMPDIR/rowstream-fuzz-<pid>`, emptied on
+/// every run.
 pub fn backup_segment(data: &[u8]) {
-    use rowstream_file::segment::segment_name;
+    use rowstream_file::segment::{form_name, segment_name, Form};
     if data.len() < 3 {
         return;
     }
@@ -220,8 +224,21 @@ pub fn backup_segment(data: &[u8]) {
     };
     std::fs::write(dir.join(segment_name(1, compressed)), first_bytes)
         .expect("writing the segment");
-    if !second.is_empty() {
+    if !second.is_empty() && sel & 8 == 0 {
         std::fs::write(dir.join(segment_name(2, false)), second).expect("writing the segment");
+    } else if !second.is_empty() {
+        let mut bytes = Vec::new();
+        if sel & 32 != 0 {
+            bytes.extend_from_slice(second);
+        } else {
+            for piece in second.chunks(100) {
+                bytes.extend(zstd::encode_all(piece, 1).expect("compressing in memory"));
+            }
+        }
+        if sel & 16 != 0 {
+            bytes.truncate(bytes.len().saturating_sub(3));
+        }
+        std::fs::write(dir.join(form_name(2, Form::ZstOpen)), bytes).expect("writing the segment");
     }
     if let Ok(rd) = rowstream_file::BackupReader::open(&dir) {
         for e in rd {

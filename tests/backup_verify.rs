@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowstream::gtid::GtidSet;
 use rowstream_file::coverage::{split_id, Coverage};
-use rowstream_file::segment::{open_segment, segment_name, segments};
+use rowstream_file::segment::{open_segment, segment_name, segments, Form};
 
 fn backup_cmd(sub: &str, dir: &Path) -> TimedOutput {
     output_with_timeout(
@@ -57,7 +57,11 @@ fn streamed_backup(flavor: Flavor) -> Option<(TestServer, Service)> {
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !segments(&svc.backup).unwrap().iter().any(|s| s.compressed) {
+    while !segments(&svc.backup)
+        .unwrap()
+        .iter()
+        .any(|s| s.form == Form::Zst)
+    {
         assert!(Instant::now() < deadline, "no segment was compressed");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -118,7 +122,7 @@ fn flips_and_gap(flavor: Flavor) {
         bad[at] ^= 1 << rng.gen_range(0..8);
         // A flip zstd decodes to the same bytes (a padding bit, a larger
         // window size) damages nothing: verify rightly passes it.
-        if seg.compressed
+        if seg.form != Form::Plain
             && zstd::decode_all(&bad[..]).is_ok_and(|d| d == zstd::decode_all(&orig[..]).unwrap())
         {
             continue;
@@ -277,7 +281,7 @@ fn filtered_coverage(flavor: Flavor) {
     let segs = segments(dir).unwrap();
     assert!(segs.len() >= 3, "{segs:?}");
     let seg = segs[1];
-    assert!(!seg.compressed);
+    assert_eq!(seg.form, Form::Plain);
     let mut body = String::new();
     std::io::Read::read_to_string(&mut open_segment(dir, seg).unwrap(), &mut body).unwrap();
     let marker = body

@@ -336,7 +336,8 @@ fn segment_truncated_while_running() {
     let open: Vec<PathBuf> = std::fs::read_dir(&svc.backup)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        // The open segment: `N.ndjson.zst.open` (or `N.ndjson` with compress off).
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson" || e == "open"))
         .collect();
     let [seg] = &open[..] else {
         panic!("expected one open segment, found {open:?}");
@@ -376,10 +377,24 @@ fn segment_truncated_restart_refuses() {
     let Some((srv, mut svc)) = started("seg-trunc-restart") else {
         return;
     };
-    let seg = svc.backup.join("000000000001.ndjson");
-    let len = std::fs::metadata(&seg).unwrap().len();
+    // A second group commit, so that the segment holds frames with transactions before
+    // the one cut: the open segment is a series of zstd frames, one per group commit,
+    // and readers see whole frames only (a cut inside a fresh backup's only frame of
+    // transactions leaves nothing that records where the backup stood).
+    insert(&srv, 50, 5);
+    svc.wait_caught_up(&srv, CATCH_UP);
+    let seg = svc.backup.join("000000000001.ndjson.zst.open");
+    let file = std::fs::File::open(&seg).unwrap();
+    let walk = rowstream_file::segment::walk_frames(&file, u64::MAX).unwrap();
+    let raw = walk.raw.expect("frames record their size");
+    let (last_start, _) = rowstream_file::segment::walk_frames(&file, raw - 1)
+        .unwrap()
+        .boundary;
+    assert!(walk.frames >= 3 && last_start > 0, "{walk:?}");
+    // Half of the last frame goes.
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.set_len(len / 2).unwrap();
+    f.set_len(last_start + (walk.valid - last_start) / 2)
+        .unwrap();
     insert(&srv, 100, 5);
     assert_fails_naming(&mut svc, "behind rowstream's back", "truncated segment");
     let before = svc.checkpoint_gtid().expect("a checkpoint");

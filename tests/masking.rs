@@ -94,7 +94,7 @@ fn masking(flavor: Flavor) {
     for entry in std::fs::read_dir(&svc.backup).unwrap() {
         let path = entry.unwrap().path();
         let raw = std::fs::read(&path).unwrap();
-        let bytes = if path.extension().is_some_and(|e| e == "zst") {
+        let bytes = if path.extension().is_some_and(|e| e == "zst" || e == "open") {
             zstd::decode_all(&raw[..]).unwrap()
         } else {
             raw

@@ -259,10 +259,11 @@ fn dry_run_and_corruption() {
     let seg = std::fs::read_dir(&svc.backup)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "ndjson"))
-        .expect("an open segment");
-    let text = std::fs::read_to_string(&seg).unwrap();
-    std::fs::write(&seg, text.replace("zzzz", "zzzy")).unwrap();
+        .find(|p| p.extension().is_some_and(|x| x == "open"))
+        .expect("an open segment (N.ndjson.zst.open)");
+    let text = zstd::decode_all(&std::fs::read(&seg).unwrap()[..]).unwrap();
+    let text = String::from_utf8(text).unwrap().replace("zzzz", "zzzy");
+    std::fs::write(&seg, zstd::encode_all(text.as_bytes(), 1).unwrap()).unwrap();
     let out = restore(&["--backup", &backup, "--dry-run"]);
     assert!(
         !out.success() && out.stderr_text().contains("checksum mismatch"),

@@ -351,28 +351,30 @@ fn backup_cat(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The segment files of a backup dir in order: (number, path, compressed). When both
-/// `N.ndjson` and `N.ndjson.zst` exist the `.zst` is the authoritative one.
+/// The segment files of a backup dir in order: (number, path, compressed). When
+/// several forms exist the `.zst` is the authoritative one, then the `.zst.open` (the
+/// open segment written compressed, one frame per append).
 fn segment_files(dir: &Path) -> Vec<(u64, PathBuf, bool)> {
-    let mut m: BTreeMap<u64, (PathBuf, bool)> = BTreeMap::new();
+    let mut m: BTreeMap<u64, (PathBuf, u8)> = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let (num, z) = if let Some(n) = name.strip_suffix(".ndjson.zst") {
-            (n, true)
+        let (num, rank) = if let Some(n) = name.strip_suffix(".ndjson.zst") {
+            (n, 2)
+        } else if let Some(n) = name.strip_suffix(".ndjson.zst.open") {
+            (n, 1)
         } else if let Some(n) = name.strip_suffix(".ndjson") {
-            (n, false)
+            (n, 0)
         } else {
             continue;
         };
         let Ok(num) = num.parse::<u64>() else {
             continue;
         };
-        let keep_old = m.get(&num).is_some_and(|(_, oz)| *oz);
-        if !keep_old {
-            m.insert(num, (e.path(), z));
+        if m.get(&num).is_none_or(|(_, r)| *r < rank) {
+            m.insert(num, (e.path(), rank));
         }
     }
-    m.into_iter().map(|(n, (p, z))| (n, p, z)).collect()
+    m.into_iter().map(|(n, (p, r))| (n, p, r > 0)).collect()
 }
 
 /// What the raw segment files hold: every complete END marker in order, the number of
@@ -383,6 +385,19 @@ struct Raw {
     trailing: usize,
     /// Closed segments that do not end with a marker (must be none).
     bad_closed: Vec<String>,
+}
+
+/// The complete frames of an open compressed segment, decoded as a stream.
+fn open_frames(path: &Path) -> std::io::Result<Box<dyn std::io::Read>> {
+    let f = std::fs::File::open(path)?;
+    let valid = rowstream_file::segment::walk_frames(&f, 0)?.valid;
+    if valid == 0 {
+        return Ok(Box::new(std::io::empty()));
+    }
+    let f = std::fs::File::open(path)?;
+    Ok(Box::new(zstd::stream::read::Decoder::new(
+        std::io::Read::take(f, valid),
+    )?))
 }
 
 fn raw_segments(dir: &Path) -> Raw {
@@ -396,7 +411,16 @@ fn raw_segments(dir: &Path) -> Raw {
     let last = files.len();
     for (i, (_, path, z)) in files.iter().enumerate() {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let data = if *z {
+        let data = if path.extension().is_some_and(|x| x == "open") {
+            // Only its complete frames: a kill may have torn the last one.
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut open_frames(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+                &mut out,
+            )
+            .unwrap_or_else(|e| panic!("zstd {}: {e}", path.display()));
+            out
+        } else if *z {
             zstd::stream::decode_all(&bytes[..])
                 .unwrap_or_else(|e| panic!("zstd {}: {e}", path.display()))
         } else {
@@ -1310,10 +1334,23 @@ fn full_disk() {
     svc.spawn();
     svc.wait_caught_up(&srv, Duration::from_secs(60));
     let cp_before = gtid_seqs(Flavor::MariaDb, &svc.checkpoint_gtid().unwrap());
-    // Then about 3 MB of change events, in autocommit transactions of 100 rows.
-    let v = "x".repeat(190);
+    // Then about 4 MB of change events, in autocommit transactions of 100 rows. The
+    // backup is written zstd-compressed: the values are random (6 bits per character),
+    // so that they still fill the 1 MB filesystem (~1.8 MB compressed).
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let mut rnd = seed() | 1;
+    let mut random_v = || -> String {
+        (0..190)
+            .map(|_| {
+                rnd ^= rnd << 13;
+                rnd ^= rnd >> 7;
+                rnd ^= rnd << 17;
+                char::from(ALPHABET[(rnd >> 58) as usize])
+            })
+            .collect()
+    };
     let mut next_id = 1_000_000;
-    for _ in 0..30 {
+    for _ in 0..100 {
         let ops: Vec<Op> = (0..100)
             .map(|i| {
                 next_id += 1;
@@ -1321,7 +1358,7 @@ fn full_disk() {
                     next_id,
                     Row {
                         d: format!("{i}.25"),
-                        v: v.clone(),
+                        v: random_v(),
                     },
                 )
             })

@@ -92,6 +92,11 @@ TOML
 "$BIN" run --config "$WORK/rs.toml" 2>"$WORK/rs.log" & RS=$!
 sleep 8; kill -TERM "$RS"; wait "$RS" || true
 cp "$WORK/cp/checkpoint.json" "$OUT/checkpoint/real" 2>/dev/null || log "no checkpoint written: $(tail -3 "$WORK/rs.log")"
+# The open segment is written compressed (N.ndjson.zst.open): seeds take its text.
+for f in "$WORK"/backup/*.ndjson.zst.open; do
+  [[ -f $f ]] || continue
+  zstdcat "$f" > "${f%.zst.open}" 2>/dev/null || true
+done
 for f in "$WORK"/backup/*.ndjson; do
   [[ -f $f ]] || continue
   # Layout of rowstream::fuzzing::backup_segment: byte 0, u16 length of segment 1, segments.

@@ -49,8 +49,10 @@ pub struct FileSinkConfig {
     /// must be > 0.
     #[serde(default = "default_segment_max_age_secs")]
     pub segment_max_age_secs: u64,
-    /// Compress closed segments with zstd (`N.ndjson` -> `N.ndjson.zst`), in
-    /// a background thread. Default true.
+    /// Write segments zstd-compressed as they are appended (one frame per
+    /// group commit, `N.ndjson.zst.open`, renamed `N.ndjson.zst` when
+    /// closed; see `segment`). `false` writes plain `N.ndjson` segments.
+    /// Default true.
     #[serde(default = "default_true")]
     pub compress: bool,
     /// fsync data before acknowledging it (and the directory after creating,

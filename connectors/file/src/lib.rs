@@ -1,5 +1,5 @@
 //! rowstream's file backup sink: a real-time backup of the source as
-//! append-only NDJSON segment files, compressed with zstd once closed, with
+//! append-only NDJSON segment files, zstd-compressed as they are written, with
 //! exactly-once contents after a crash (what lies beyond the checkpoint is
 //! cut on start, then replayed). Also the reader behind `rowstream backup cat`.
 //!

@@ -14,7 +14,7 @@
 //! - Streams: memory is one line plus read buffers and zstd's window, never
 //!   a segment or a transaction.
 //! - Only complete transactions are returned: the newest segment, when it is
-//!   the open (uncompressed) one, is read only up to the end of its last
+//!   the open one (plain, or compressed: then only its complete frames), is read only up to the end of its last
 //!   complete transaction-end marker, so a transaction still being written
 //!   (or torn by a crash) is not shown. Closed segments always end at a
 //!   marker.
@@ -24,12 +24,11 @@
 //!   beyond the checkpoint that a restart would cut are still shown.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::encode::{classify, is_segment_line, marker_crc, parse_tx_end, LineKind, TxCrc};
-use crate::segment::{open_listed, segments, Segment};
+use crate::segment::{open_listed, open_segment, segments, Form, Segment};
 
 /// One line of the backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,16 +126,32 @@ impl BackupReader {
         let Some(seg) = self.rest.pop_front() else {
             return Ok(false);
         };
-        // The writer may have compressed it since we listed.
-        let (seg, rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
         self.cur_len = None;
-        let rd: Box<dyn Read + Send> = if !seg.compressed && Some(seg.num) == self.newest {
-            let limit =
-                complete_prefix(&seg.path(&self.dir)).map_err(|e| ctx(&self.dir, seg, e))?;
+        // The open segment is read up to its last complete transaction,
+        // measured before it is opened: it only grows (an open compressed
+        // segment by whole frames), so what is opened next holds the limit.
+        let mut seg = seg;
+        let limit = if !seg.is_closed_zst() && Some(seg.num) == self.newest {
+            match complete_prefix(&self.dir, seg) {
+                Ok(limit) => Some(limit),
+                // Closed (renamed or compressed) since the listing: read whole.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    seg.form = Form::Zst;
+                    None
+                }
+                Err(e) => return Err(ctx(&self.dir, seg, e)),
+            }
+        } else {
+            None
+        };
+        // The writer may have closed or compressed it since: the closed
+        // form holds at least as much.
+        let (seg, rd) = open_listed(&self.dir, seg).map_err(|e| ctx(&self.dir, seg, e))?;
+        let rd: Box<dyn Read + Send> = if let Some(limit) = limit {
             self.cur_len = Some(limit);
             Box::new(rd.take(limit))
         } else {
-            if !seg.compressed {
+            if seg.form == Form::Plain {
                 self.cur_len = std::fs::metadata(seg.path(&self.dir)).ok().map(|m| m.len());
             }
             rd
@@ -228,10 +243,10 @@ fn ctx(dir: &Path, seg: Segment, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", seg.path(dir).display()))
 }
 
-/// Length of the part of an uncompressed segment that ends with its last
-/// complete transaction-end marker (0 if it has none).
-fn complete_prefix(path: &Path) -> io::Result<u64> {
-    let mut rd = BufReader::with_capacity(1 << 16, File::open(path)?);
+/// Length (uncompressed) of the part of an open segment that ends with its
+/// last complete transaction-end marker (0 if it has none).
+fn complete_prefix(dir: &Path, seg: Segment) -> io::Result<u64> {
+    let mut rd = BufReader::with_capacity(1 << 16, open_segment(dir, seg)?);
     let mut line = Vec::with_capacity(4096);
     let (mut pos, mut end) = (0u64, 0u64);
     loop {

@@ -8,8 +8,8 @@
 //! covered prefix and removes everything after it:
 //!
 //! 1. Remove leftovers of interrupted operations: `*.tmp` files, and a
-//!    `N.ndjson` that has a `N.ndjson.zst` beside it (the `.zst` is complete
-//!    and authoritative, see `segment`).
+//!    `N.ndjson` or `N.ndjson.zst.open` that has a `N.ndjson.zst` beside it
+//!    (the `.zst` is complete and authoritative, see `segment`).
 //! 2. Plan, without changing anything: scan segments from the newest
 //!    backwards, reading each as a stream, looking only at complete
 //!    transaction-end markers. A segment whose first transaction is not
@@ -21,9 +21,20 @@
 //! 3. Act, newest first, so that an interruption leaves a prefix of the
 //!    stream and a rerun converges: remove the newer segments (fsync dir);
 //!    then, if the cut is inside an uncompressed segment truncate it (fsync);
-//!    if it is inside a compressed one, write its covered prefix as
+//!    if it is inside a closed compressed one, write its covered prefix as
 //!    `N.ndjson.tmp`, fsync, rename to `N.ndjson`, fsync dir, remove the
 //!    `.zst`, fsync dir. The cut segment becomes the open segment.
+//!    In an open compressed segment (`N.ndjson.zst.open`, one zstd frame
+//!    per append, maybe ending with a torn frame) the scan reads only the
+//!    complete frames; when the cut is at a frame boundary the file is
+//!    truncated there (fsync), else its frames before the cut are copied as
+//!    they are and the rest of the kept prefix is compressed as one more
+//!    frame into `N.ndjson.zst.open.tmp`, fsync, renamed over it, fsync dir
+//!    (never truncated first: the covered prefix stays on disk throughout).
+//!    A kept prefix that ends with the segment's end line completes the
+//!    rotation the crash interrupted: renamed to `N.ndjson.zst`, fsync dir.
+//!    An open compressed segment that is not the newest (its rename was
+//!    lost) is renamed the same way.
 //!
 //! Segment start and end lines (see `encode`) are not transactions: a
 //! start line goes with its segment, an end line with the transaction it
@@ -47,7 +58,7 @@
 //!   snapshot the checkpoint holds in progress).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use rowstream_api::Committed;
@@ -55,7 +66,8 @@ use rowstream_api::Committed;
 use crate::coverage::Coverage;
 use crate::encode::{classify, parse_segment_line, parse_tx_end, LineKind, SegmentLine};
 use crate::segment::{
-    list_files, open_segment, segment_name, segments, sync_dir, Ctx, FileKind, IoError, Segment,
+    form_name, kind_name, list_files, open_segment, segment_name, segments, sync_dir, walk_frames,
+    Ctx, FileKind, Form, IoError, Segment, ZSTD_LEVEL,
 };
 
 /// Why recovery refused or failed. Every variant is for the operator.
@@ -81,8 +93,11 @@ pub enum RecoverError {
 pub struct Recovered {
     /// The segment to append to (may not exist yet).
     pub open_num: u64,
-    /// Its current length.
+    /// Its current length (uncompressed).
     pub open_len: u64,
+    /// Its form (when it exists), and its file's length.
+    pub open_form: Form,
+    pub open_file_len: u64,
     /// Closed segments still uncompressed (an interrupted rotation), oldest first.
     pub uncompressed_closed: Vec<u64>,
     /// Whole segments removed.
@@ -198,12 +213,12 @@ pub fn recover(
     let mut removed_any = false;
     for &(num, kind) in &files {
         let remove = match kind {
-            FileKind::ZstTmp | FileKind::OpenTmp => true,
-            FileKind::Open => files.contains(&(num, FileKind::Zst)),
+            FileKind::ZstTmp | FileKind::OpenTmp | FileKind::ZstOpenTmp => true,
+            FileKind::Open | FileKind::ZstOpen => files.contains(&(num, FileKind::Zst)),
             FileKind::Zst => false,
         };
         if remove {
-            let path = dir.join(file_name(num, kind));
+            let path = dir.join(kind_name(num, kind));
             tracing::info!(path = %path.display(), "removing leftover of an interrupted operation");
             fs::remove_file(&path).ctx("remove", &path)?;
             removed_any = true;
@@ -219,7 +234,7 @@ pub fn recover(
     // 2. Plan.
     if committed.is_empty() {
         for &seg in segs.iter().rev() {
-            if seg.compressed || scan(dir, seg, committed, cp, true)?.last_marker.is_some() {
+            if seg.is_closed_zst() || scan(dir, seg, committed, cp, true)?.last_marker.is_some() {
                 return Err(RecoverError::NoCheckpoint {
                     dir: dir.to_path_buf(),
                 });
@@ -245,7 +260,7 @@ pub fn recover(
             break;
         }
     }
-    let has_closed = segs.len() > 1 || segs.iter().any(|s| s.compressed);
+    let has_closed = segs.len() > 1 || segs.iter().any(|s| s.is_closed_zst());
     if cut.is_none() && has_closed {
         // Chunks of the snapshot in progress, written before its first
         // progress reached the checkpoint, are ours: cut, not refused.
@@ -262,6 +277,8 @@ pub fn recover(
     let mut out = Recovered {
         open_num: 1,
         open_len: 0,
+        open_form: Form::Plain,
+        open_file_len: 0,
         uncompressed_closed: Vec::new(),
         segments_removed: 0,
         bytes_cut: 0,
@@ -283,7 +300,18 @@ pub fn recover(
             let seg = segs[i];
             out.last_kept = s.last_covered.clone();
             out.bytes_cut = s.len - s.prefix_end;
-            if !seg.compressed {
+            if seg.form == Form::ZstOpen {
+                let file_len = cut_frames(dir, seg, s.prefix_end, fsync)?;
+                if s.closed {
+                    close_open(dir, seg.num, fsync)?;
+                    out.open_num = seg.num + 1;
+                } else {
+                    out.open_num = seg.num;
+                    out.open_len = s.prefix_end;
+                    out.open_form = Form::ZstOpen;
+                    out.open_file_len = file_len;
+                }
+            } else if seg.form == Form::Plain {
                 if s.prefix_end < s.len {
                     let path = seg.path(dir);
                     tracing::warn!(path = %path.display(), bytes = s.len - s.prefix_end, "cutting the open segment at the checkpoint");
@@ -302,20 +330,24 @@ pub fn recover(
                 } else {
                     out.open_num = seg.num;
                     out.open_len = s.prefix_end;
+                    out.open_file_len = s.prefix_end;
                 }
             } else if s.prefix_end < s.len {
                 rewrite_prefix(dir, seg, s.prefix_end, fsync)?;
                 out.open_num = seg.num;
                 out.open_len = s.prefix_end;
+                out.open_file_len = s.prefix_end;
             } else {
                 out.open_num = seg.num + 1;
             }
             for older in &segs[..i] {
-                if !older.compressed {
-                    out.uncompressed_closed.push(older.num);
+                match older.form {
+                    Form::Plain => out.uncompressed_closed.push(older.num),
+                    Form::ZstOpen => close_open(dir, older.num, fsync)?,
+                    Form::Zst => {}
                 }
             }
-            if !seg.compressed && s.closed {
+            if seg.form == Form::Plain && s.closed {
                 out.uncompressed_closed.push(seg.num);
             }
         }
@@ -333,20 +365,84 @@ pub fn recover(
     Ok(out)
 }
 
-fn file_name(num: u64, kind: FileKind) -> String {
-    match kind {
-        FileKind::Open => segment_name(num, false),
-        FileKind::Zst => segment_name(num, true),
-        FileKind::ZstTmp => format!("{}.tmp", segment_name(num, true)),
-        FileKind::OpenTmp => format!("{}.tmp", segment_name(num, false)),
+/// Renames open compressed segment `num` to its closed name (the rotation
+/// a crash interrupted; its contents end at a transaction boundary).
+fn close_open(dir: &Path, num: u64, fsync: bool) -> Result<(), RecoverError> {
+    let from = dir.join(form_name(num, Form::ZstOpen));
+    let to = dir.join(form_name(num, Form::Zst));
+    tracing::info!(path = %from.display(), "closing a compressed segment whose rotation was interrupted");
+    fs::rename(&from, &to).ctx("rename", &from)?;
+    if fsync {
+        sync_dir(dir)?;
     }
+    Ok(())
+}
+
+/// Cuts open compressed segment `seg` to its first `len` uncompressed
+/// bytes (see the module docs: truncate at a frame boundary, else rewrite
+/// through a `.tmp`). Returns the file's new length.
+fn cut_frames(dir: &Path, seg: Segment, len: u64, fsync: bool) -> Result<u64, RecoverError> {
+    let path = seg.path(dir);
+    let file = File::open(&path).ctx("open segment", &path)?;
+    let walk = walk_frames(&file, len).ctx("read segment", &path)?;
+    // The boundary is exact even when a later frame does not record its
+    // size (rowstream's always do): the rewrite then starts there.
+    let (at, raw_at) = walk.boundary;
+    if raw_at == len {
+        if at < walk.valid + walk.tail {
+            tracing::warn!(path = %path.display(), bytes = walk.valid + walk.tail - at, "cutting the open segment at a frame boundary");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .ctx("open", &path)?;
+            f.set_len(at).ctx("truncate", &path)?;
+            if fsync {
+                f.sync_all().ctx("fsync", &path)?;
+            }
+        }
+        return Ok(at);
+    }
+    // The cut falls inside a frame: its frames before it as they are, and
+    // the kept part of that frame compressed again.
+    let tmp = dir.join(kind_name(seg.num, FileKind::ZstOpenTmp));
+    tracing::warn!(path = %path.display(), keep_bytes = len, "the cut falls inside a zstd frame; rewriting the open segment's tail");
+    let mut dst = File::create(&tmp).ctx("create", &tmp)?;
+    (&file).seek(SeekFrom::Start(0)).ctx("seek", &path)?;
+    let copied = io::copy(&mut (&file).take(at), &mut dst).ctx("copy segment prefix", &path)?;
+    let mut src = open_segment(dir, seg).ctx("open segment", &path)?;
+    io::copy(&mut (&mut src).take(raw_at), &mut io::sink()).ctx("read segment", &path)?;
+    let mut enc = zstd::stream::write::Encoder::new(dst, ZSTD_LEVEL).ctx("zstd init", &tmp)?;
+    enc.include_checksum(true).ctx("zstd init", &tmp)?;
+    enc.set_pledged_src_size(Some(len - raw_at))
+        .ctx("zstd init", &tmp)?;
+    let n = io::copy(&mut src.take(len - raw_at), &mut enc).ctx("copy segment prefix", &path)?;
+    if n != len - raw_at {
+        return Err(IoError {
+            op: "copy segment prefix",
+            path,
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than scanned"),
+        }
+        .into());
+    }
+    let dst = enc.finish().ctx("write", &tmp)?;
+    let new_len = dst.metadata().ctx("stat", &tmp)?.len();
+    debug_assert!(new_len > copied);
+    if fsync {
+        dst.sync_all().ctx("fsync", &tmp)?;
+    }
+    drop(dst);
+    fs::rename(&tmp, &path).ctx("rename", &tmp)?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(new_len)
 }
 
 /// Replaces compressed segment `seg` by its first `len` uncompressed bytes
 /// as an open segment, crash-safely (see the module docs).
 fn rewrite_prefix(dir: &Path, seg: Segment, len: u64, fsync: bool) -> Result<(), RecoverError> {
     let zst = seg.path(dir);
-    let tmp = dir.join(file_name(seg.num, FileKind::OpenTmp));
+    let tmp = dir.join(kind_name(seg.num, FileKind::OpenTmp));
     let open = dir.join(segment_name(seg.num, false));
     tracing::warn!(path = %zst.display(), keep_bytes = len, "the checkpoint falls inside a closed segment; reopening its covered prefix");
     let mut src = open_segment(dir, seg).ctx("open segment", &zst)?.take(len);

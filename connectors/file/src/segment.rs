@@ -1,18 +1,42 @@
 //! The backup directory on disk: segment names, the directory lock, the
-//! appending writer, and zstd compression of closed segments (in a
-//! background thread).
+//! appending writer (which compresses as it appends), and the background
+//! recompression of closed segments made of small frames.
 //!
 //! Layout of a backup directory:
 //!
 //! ```text
-//! .lock                      flock'ed by the one process that writes here
-//! 000000000001.ndjson.zst    closed segment, compressed
+//! .lock                          flock'ed by the one process that writes here
+//! 000000000001.ndjson.zst        closed segment, compressed
 //! 000000000002.ndjson.zst
-//! 000000000003.ndjson        the open segment (only the newest may be open)
+//! 000000000003.ndjson.zst.open   the open segment (only the newest may be open)
 //! ```
 //!
+//! The open segment is written compressed: each append (one group commit)
+//! is one complete zstd frame (level 1, with content size and checksum)
+//! appended to `N.ndjson.zst.open`; concatenated frames are one valid zstd
+//! stream. Nothing is written plain, so the page cache copy and the second
+//! pass of compressing a closed segment are gone. Rotation fsyncs it and
+//! renames it to `N.ndjson.zst` (fsync dir); when its frames were small
+//! (under [`SMALL_FRAME`] of input on average: live mode, one transaction
+//! per group commit, compresses poorly) the compressor thread rewrites it
+//! as one frame afterwards (`.zst.tmp`, renamed over the `.zst`).
+//!
+//! Older forms, still read, verified, recovered and continued: a plain
+//! open segment `N.ndjson` (backups written before, or `compress = false`),
+//! which the writer keeps appending to plain until it rotates (the
+//! compressor then turns it into `N.ndjson.zst` as before); every segment
+//! after it is written compressed.
+//!
+//! A crash may leave the open segment ending with a torn frame (or
+//! garbage after the last complete frame). Readers ([`open_segment`]) read
+//! only its complete frames, found by walking frame and block headers
+//! ([`walk_frames`]); recovery cuts the file back to a frame boundary and,
+//! when the cut falls inside a frame, rewrites the segment through
+//! `N.ndjson.zst.open.tmp` (see `recover`).
+//!
 //! Transient names, removed by recovery: `N.ndjson.zst.tmp` (a compression
-//! that did not finish), `N.ndjson.tmp` (a rewrite that did not finish).
+//! that did not finish), `N.ndjson.tmp` and `N.ndjson.zst.open.tmp` (a
+//! rewrite that did not finish).
 //!
 //! Invariants kept:
 //! - Segments are numbered 1, 2, ... in write order; a segment begins and
@@ -21,7 +45,12 @@
 //!   (with fsync on) durable: it is written as `.zst.tmp`, fsync'd, renamed,
 //!   and the directory fsync'd. Only then is `N.ndjson` removed. So when both
 //!   exist, the `.zst` is authoritative and holds everything the `.ndjson`
-//!   holds (or more, see `recover`).
+//!   holds (or more, see `recover`). A `.zst` is replaced only by an atomic
+//!   rename of a complete, fsync'd file with the same contents (the
+//!   recompression of small frames).
+//! - `N.ndjson.zst.open` becomes `N.ndjson.zst` only by rename, after an
+//!   fsync, at a segment's end; the next segment's file is created after.
+//!   Where both exist (not made by rowstream) the `.zst` counts.
 //! - Data handed to [`SegmentWriter`] is durable once `sync` or `rotate`
 //!   returned Ok (with fsync on); a new segment file's directory entry is
 //!   fsync'd when the file is created.
@@ -35,7 +64,7 @@
 //! `tokio::task::spawn_blocking` or from its own thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,12 +77,23 @@ use std::time::Duration;
 /// nearly as well as the default 3 at about twice the speed; on a catch-up
 /// the compressor competes with decoding for the same cores.
 pub const ZSTD_LEVEL: i32 = 1;
-/// Suffix of the open (and of a not yet compressed closed) segment.
+/// Suffix of a plain segment: an open one of an older backup (or with
+/// `compress = false`), or a closed one not compressed yet.
 pub const OPEN_SUFFIX: &str = ".ndjson";
 /// Suffix of a compressed closed segment.
 pub const ZST_SUFFIX: &str = ".ndjson.zst";
+/// Suffix of the open segment written compressed (one frame per append).
+pub const ZST_OPEN_SUFFIX: &str = ".ndjson.zst.open";
 const ZST_TMP_SUFFIX: &str = ".ndjson.zst.tmp";
 const OPEN_TMP_SUFFIX: &str = ".ndjson.tmp";
+const ZST_OPEN_TMP_SUFFIX: &str = ".ndjson.zst.open.tmp";
+/// A closed segment whose frames held less input than this on average is
+/// recompressed into one frame: small frames (a few transactions each)
+/// compress several times worse than one big one.
+pub const SMALL_FRAME: u64 = 64 << 10;
+/// Output buffer of the frame encoder: a frame is written in pieces of
+/// this size, so memory does not grow with the append.
+const FRAME_OUT: usize = 128 << 10;
 /// The lock file inside the backup directory.
 pub const LOCK_FILE: &str = ".lock";
 /// How many closed segments may wait for the compressor before rotation
@@ -88,13 +128,37 @@ impl<T> Ctx<T> for io::Result<T> {
     }
 }
 
-/// File name of segment `num` in the given form.
+/// File name of segment `num`: `N.ndjson.zst` when `compressed`, else the
+/// plain `N.ndjson` (see [`form_name`] for the open compressed form).
 pub fn segment_name(num: u64, compressed: bool) -> String {
     if compressed {
-        format!("{num:012}{ZST_SUFFIX}")
+        form_name(num, Form::Zst)
     } else {
-        format!("{num:012}{OPEN_SUFFIX}")
+        form_name(num, Form::Plain)
     }
+}
+
+/// File name of segment `num` in the given form.
+pub fn form_name(num: u64, form: Form) -> String {
+    let suffix = match form {
+        Form::Plain => OPEN_SUFFIX,
+        Form::Zst => ZST_SUFFIX,
+        Form::ZstOpen => ZST_OPEN_SUFFIX,
+    };
+    format!("{num:012}{suffix}")
+}
+
+/// File name of a file of the backup directory by its kind.
+pub fn kind_name(num: u64, kind: FileKind) -> String {
+    let suffix = match kind {
+        FileKind::Open => OPEN_SUFFIX,
+        FileKind::Zst => ZST_SUFFIX,
+        FileKind::ZstTmp => ZST_TMP_SUFFIX,
+        FileKind::OpenTmp => OPEN_TMP_SUFFIX,
+        FileKind::ZstOpen => ZST_OPEN_SUFFIX,
+        FileKind::ZstOpenTmp => ZST_OPEN_TMP_SUFFIX,
+    };
+    format!("{num:012}{suffix}")
 }
 
 /// What a file in the backup directory is, by its name.
@@ -108,6 +172,10 @@ pub enum FileKind {
     ZstTmp,
     /// `N.ndjson.tmp`
     OpenTmp,
+    /// `N.ndjson.zst.open`
+    ZstOpen,
+    /// `N.ndjson.zst.open.tmp`
+    ZstOpenTmp,
 }
 
 /// Parses a segment file name; `None` for anything else (`.lock`, foreign files).
@@ -122,6 +190,8 @@ pub fn parse_name(name: &str) -> Option<(u64, FileKind)> {
         ZST_SUFFIX => FileKind::Zst,
         ZST_TMP_SUFFIX => FileKind::ZstTmp,
         OPEN_TMP_SUFFIX => FileKind::OpenTmp,
+        ZST_OPEN_SUFFIX => FileKind::ZstOpen,
+        ZST_OPEN_TMP_SUFFIX => FileKind::ZstOpenTmp,
         _ => return None,
     };
     Some((num, kind))
@@ -140,36 +210,244 @@ pub fn list_files(dir: &Path) -> io::Result<Vec<(u64, FileKind)>> {
     Ok(out)
 }
 
-/// One segment as readers see it: the `.zst` when it exists, else the `.ndjson`.
+/// The form a segment's file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Form {
+    /// `N.ndjson`: plain NDJSON (older backups, `compress = false`, or a
+    /// closed segment not compressed yet).
+    Plain,
+    /// `N.ndjson.zst.open`: the open segment, one zstd frame per append;
+    /// may end with a torn frame after a crash.
+    ZstOpen,
+    /// `N.ndjson.zst`: a closed segment, compressed (one or more frames).
+    Zst,
+}
+
+/// One segment as readers see it: the `.zst` when it exists, else the
+/// `.zst.open`, else the `.ndjson`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub num: u64,
-    pub compressed: bool,
+    pub form: Form,
 }
 
 impl Segment {
     /// The segment's file in `dir`.
     pub fn path(&self, dir: &Path) -> PathBuf {
-        dir.join(segment_name(self.num, self.compressed))
+        dir.join(self.file_name())
+    }
+
+    /// The segment's file name.
+    pub fn file_name(&self) -> String {
+        form_name(self.num, self.form)
+    }
+
+    /// True for a closed compressed segment (`N.ndjson.zst`).
+    pub fn is_closed_zst(&self) -> bool {
+        self.form == Form::Zst
     }
 }
 
-/// The segments of `dir` in order (temporary files ignored; where both
-/// forms exist the compressed one counts).
+/// The segments of `dir` in order (temporary files ignored; where several
+/// forms exist the `.zst` counts, then the `.zst.open`).
 pub fn segments(dir: &Path) -> io::Result<Vec<Segment>> {
     let mut out: Vec<Segment> = Vec::new();
     for (num, kind) in list_files(dir)? {
-        let compressed = match kind {
-            FileKind::Open => false,
-            FileKind::Zst => true,
-            FileKind::ZstTmp | FileKind::OpenTmp => continue,
+        let form = match kind {
+            FileKind::Open => Form::Plain,
+            FileKind::Zst => Form::Zst,
+            FileKind::ZstOpen => Form::ZstOpen,
+            FileKind::ZstTmp | FileKind::OpenTmp | FileKind::ZstOpenTmp => continue,
         };
         match out.last_mut() {
-            Some(last) if last.num == num => last.compressed |= compressed,
-            _ => out.push(Segment { num, compressed }),
+            Some(last) if last.num == num => last.form = last.form.max(form),
+            _ => out.push(Segment { num, form }),
         }
     }
     Ok(out)
+}
+
+/// Where the complete zstd frames of a file end (see [`walk_frames`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameWalk {
+    /// Bytes of the file taken by complete frames, from the start.
+    pub valid: u64,
+    /// Uncompressed bytes in them (`None`: a frame does not record its size).
+    pub raw: Option<u64>,
+    /// Complete frames.
+    pub frames: u64,
+    /// Bytes after the last complete frame (a torn write, or garbage).
+    pub tail: u64,
+    /// The end of the last complete frame whose uncompressed end is at or
+    /// before the `upto` asked for: (file offset, uncompressed offset).
+    pub boundary: (u64, u64),
+}
+
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// Walks the zstd frames of `file` by their frame and block headers (memory
+/// is one read buffer), stopping at the first frame that is incomplete or
+/// not a frame: everything from there is `tail`. `upto` (uncompressed)
+/// picks the `boundary` reported. Skippable frames count as frames holding
+/// nothing.
+///
+/// The last complete frame is also decompressed (streaming, checksum
+/// checked) and counts as tail when that fails: a crash can only tear what
+/// was written after the last fsync, which is the newest append, one frame;
+/// a torn frame followed by garbage (zeros) can look complete by its
+/// headers. Frames before it were fsync'd before the last append began;
+/// their checksums are checked when they are read.
+pub fn walk_frames(file: &File, upto: u64) -> io::Result<FrameWalk> {
+    let w = walk_headers(file, upto)?;
+    let Some(prev) = w.prev else {
+        return Ok(w.walk);
+    };
+    let mut f = file;
+    f.seek(SeekFrom::Start(prev.valid))?;
+    let frame = f.take(w.walk.valid - prev.valid);
+    let ok = zstd::stream::read::Decoder::new(frame)
+        .map(|d| d.single_frame())
+        .and_then(|mut d| io::copy(&mut d, &mut io::sink()))
+        .is_ok();
+    if ok {
+        return Ok(w.walk);
+    }
+    Ok(FrameWalk {
+        tail: w.walk.valid + w.walk.tail - prev.valid,
+        ..prev
+    })
+}
+
+/// [`walk_frames`] by headers only, with the walk as it was before the
+/// last complete frame.
+struct HeaderWalk {
+    walk: FrameWalk,
+    prev: Option<FrameWalk>,
+}
+
+fn walk_headers(file: &File, upto: u64) -> io::Result<HeaderWalk> {
+    let len = file.metadata()?.len();
+    let mut rd = BufReader::with_capacity(1 << 16, file);
+    rd.seek(SeekFrom::Start(0))?;
+    let mut w = FrameWalk {
+        raw: Some(0),
+        ..FrameWalk::default()
+    };
+    let mut prev = None;
+    // Reads exactly `buf.len()` bytes, or returns false at the file's end.
+    fn get(rd: &mut BufReader<&File>, buf: &mut [u8]) -> io::Result<bool> {
+        match rd.read_exact(buf) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    loop {
+        let start = w.valid;
+        if start == len {
+            break;
+        }
+        let mut pos = start;
+        let mut magic = [0u8; 4];
+        if !get(&mut rd, &mut magic)? {
+            break;
+        }
+        pos += 4;
+        let magic = u32::from_le_bytes(magic);
+        let mut size: Option<u64> = Some(0);
+        let complete = if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+            let mut n = [0u8; 4];
+            if !get(&mut rd, &mut n)? {
+                break;
+            }
+            let n = u64::from(u32::from_le_bytes(n));
+            pos += 4 + n;
+            pos <= len
+        } else if magic == ZSTD_MAGIC {
+            let mut fhd = [0u8; 1];
+            if !get(&mut rd, &mut fhd)? {
+                break;
+            }
+            let fhd = fhd[0];
+            if fhd & 0x08 != 0 {
+                break; // reserved bit: not a frame we can read
+            }
+            let single = fhd & 0x20 != 0;
+            let fcs_len = match fhd >> 6 {
+                0 => usize::from(single),
+                1 => 2,
+                2 => 4,
+                _ => 8,
+            };
+            let dict_len = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+            let mut hdr = [0u8; 13];
+            let hdr_len = usize::from(!single) + dict_len + fcs_len;
+            if !get(&mut rd, &mut hdr[..hdr_len])? {
+                break;
+            }
+            pos += 1 + hdr_len as u64;
+            size = if fcs_len == 0 {
+                None
+            } else {
+                let f = &hdr[hdr_len - fcs_len..hdr_len];
+                let mut v = [0u8; 8];
+                v[..fcs_len].copy_from_slice(f);
+                let v = u64::from_le_bytes(v);
+                Some(if fcs_len == 2 { v + 256 } else { v })
+            };
+            let mut ok = false;
+            loop {
+                let mut bh = [0u8; 3];
+                if !get(&mut rd, &mut bh)? {
+                    break;
+                }
+                let bh = u32::from(bh[0]) | u32::from(bh[1]) << 8 | u32::from(bh[2]) << 16;
+                let last = bh & 1 != 0;
+                let body = match (bh >> 1) & 3 {
+                    0 | 2 => u64::from(bh >> 3),
+                    1 => 1,
+                    _ => break, // reserved block type
+                };
+                pos += 3 + body;
+                if pos > len {
+                    break;
+                }
+                rd.seek_relative(body as i64)?;
+                if last {
+                    ok = true;
+                    break;
+                }
+            }
+            if ok && fhd & 0x04 != 0 {
+                pos += 4;
+                ok = pos <= len;
+                if ok {
+                    rd.seek_relative(4)?;
+                }
+            }
+            ok
+        } else {
+            false
+        };
+        if !complete {
+            break;
+        }
+        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+            rd.seek(SeekFrom::Start(pos))?;
+        }
+        prev = Some(w);
+        w.valid = pos;
+        w.frames += 1;
+        w.raw = match (w.raw, size) {
+            (Some(r), Some(s)) => Some(r + s),
+            _ => None,
+        };
+        if let Some(r) = w.raw.filter(|&r| r <= upto) {
+            w.boundary = (pos, r);
+        }
+    }
+    w.tail = len - w.valid;
+    Ok(HeaderWalk { walk: w, prev })
 }
 
 /// fsyncs a directory, making creations, renames and removals in it durable.
@@ -219,39 +497,144 @@ pub fn lock_dir(dir: &Path) -> Result<File, LockError> {
     Ok(file)
 }
 
+/// The zstd context of a writer, reused for every frame (one allocation
+/// for the writer's life), and its output buffer.
+struct FrameEncoder {
+    cctx: zstd::zstd_safe::CCtx<'static>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for FrameEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameEncoder")
+    }
+}
+
+fn zstd_err(code: usize) -> io::Error {
+    io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
+}
+
+impl FrameEncoder {
+    fn new() -> io::Result<FrameEncoder> {
+        use zstd::zstd_safe::CParameter;
+        let mut cctx = zstd::zstd_safe::CCtx::try_create()
+            .ok_or_else(|| io::Error::other("zstd: cannot allocate a compression context"))?;
+        cctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
+            .map_err(zstd_err)?;
+        cctx.set_parameter(CParameter::ChecksumFlag(true))
+            .map_err(zstd_err)?;
+        cctx.set_parameter(CParameter::ContentSizeFlag(true))
+            .map_err(zstd_err)?;
+        Ok(FrameEncoder {
+            cctx,
+            out: Vec::with_capacity(FRAME_OUT),
+        })
+    }
+
+    /// Writes `data` to `file` as one complete frame; returns its size.
+    fn frame(&mut self, data: &[u8], file: &mut File) -> io::Result<u64> {
+        use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+        self.cctx
+            .reset(ResetDirective::SessionOnly)
+            .map_err(zstd_err)?;
+        self.cctx
+            .set_pledged_src_size(Some(data.len() as u64))
+            .map_err(zstd_err)?;
+        let mut input = InBuffer::around(data);
+        let mut written = 0u64;
+        loop {
+            self.out.clear();
+            let mut output = OutBuffer::around(&mut self.out);
+            let left = self
+                .cctx
+                .compress_stream2(
+                    &mut output,
+                    &mut input,
+                    zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
+                )
+                .map_err(zstd_err)?;
+            file.write_all(&self.out)?;
+            written += self.out.len() as u64;
+            if left == 0 {
+                return Ok(written);
+            }
+        }
+    }
+}
+
 /// Appends to the open segment and rotates it.
 ///
 /// The file of segment `num` is opened (created if missing) lazily on the
-/// first append, so an empty segment never exists on disk.
+/// first append, so an empty segment never exists on disk. With zstd on,
+/// each append is one frame of `N.ndjson.zst.open` (see the module docs);
+/// a plain open segment found at start is continued plain until it rotates.
 #[derive(Debug)]
 pub struct SegmentWriter {
     dir: PathBuf,
     num: u64,
+    form: Form,
     file: Option<File>,
+    /// Bytes of the file (compressed, for a `.zst.open`).
     len: u64,
     fsync: bool,
     compress: Option<SyncSender<CompressMsg>>,
+    /// `Some`: new segments are written compressed.
+    zstd: Option<FrameEncoder>,
+    /// Frames appended to the open segment by this writer, and their input.
+    frames: u64,
+    raw: u64,
 }
 
 impl SegmentWriter {
-    /// A writer appending to segment `num`, which holds `len` bytes
-    /// already (0: the file does not exist yet). Closed segments are handed
-    /// to `compress` when given.
+    /// A writer appending to segment `num` in `form`, whose file holds
+    /// `len` bytes already (0: it does not exist yet; then `form` is
+    /// ignored and the segment is written compressed when `zstd`). Closed
+    /// segments are handed to `compress` when given (plain ones, and
+    /// compressed ones of small frames).
     pub fn new(
         dir: PathBuf,
         num: u64,
+        form: Form,
         len: u64,
         fsync: bool,
         compress: Option<SyncSender<CompressMsg>>,
-    ) -> SegmentWriter {
-        SegmentWriter {
+        zstd: bool,
+    ) -> io::Result<SegmentWriter> {
+        let zstd = if zstd {
+            Some(FrameEncoder::new()?)
+        } else {
+            None
+        };
+        let mut w = SegmentWriter {
             dir,
             num,
+            form,
             file: None,
             len,
             fsync,
             compress,
+            zstd,
+            frames: 0,
+            raw: 0,
+        };
+        if len == 0 {
+            w.form = w.new_form();
         }
+        Ok(w)
+    }
+
+    /// The form of a segment this writer begins.
+    fn new_form(&self) -> Form {
+        if self.zstd.is_some() {
+            Form::ZstOpen
+        } else {
+            Form::Plain
+        }
+    }
+
+    /// The open segment's form.
+    pub fn form(&self) -> Form {
+        self.form
     }
 
     /// The open segment's number.
@@ -259,7 +642,7 @@ impl SegmentWriter {
         self.num
     }
 
-    /// Bytes in the open segment.
+    /// Bytes in the open segment's file (compressed, for a `.zst.open`).
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -270,7 +653,7 @@ impl SegmentWriter {
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join(segment_name(self.num, false))
+        self.dir.join(form_name(self.num, self.form))
     }
 
     /// Appends `data` (written to the OS, not yet durable).
@@ -292,15 +675,36 @@ impl SegmentWriter {
             self.file = Some(file);
         }
         self.check_len()?;
+        let path = self.path();
         #[allow(clippy::expect_used)] // set just above when it was None
         let file = self.file.as_mut().expect("opened above");
-        let path = &self.dir;
-        file.write_all(data).map_err(|source| IoError {
+        let written = match (&mut self.zstd, self.form) {
+            (Some(enc), Form::ZstOpen) => {
+                // A new segment's first line (its start line, see `encode`)
+                // gets a frame of its own, so that a segment cut short
+                // behind rowstream's back keeps the coverage it began with
+                // and the restart can name what was lost (see `sink`).
+                let first = match data.iter().position(|&b| b == b'\n') {
+                    Some(nl) if self.len == 0 && nl + 1 < data.len() => nl + 1,
+                    _ => 0,
+                };
+                let head = if first > 0 {
+                    enc.frame(&data[..first], file)
+                } else {
+                    Ok(0)
+                };
+                head.and_then(|h| enc.frame(&data[first..], file).map(|n| h + n))
+            }
+            _ => file.write_all(data).map(|()| data.len() as u64),
+        };
+        let written = written.map_err(|source| IoError {
             op: "write",
-            path: path.join(segment_name(self.num, false)),
+            path,
             source,
         })?;
-        self.len += data.len() as u64;
+        self.len += written;
+        self.frames += 1;
+        self.raw += data.len() as u64;
         Ok(())
     }
 
@@ -345,11 +749,27 @@ impl SegmentWriter {
         self.sync()?;
         self.file = None;
         let closed = self.num;
+        // Plain segments always need compressing; compressed ones only when
+        // their frames are small (the ratio suffers).
+        let mut queue = self.form == Form::Plain;
+        if self.form == Form::ZstOpen {
+            let from = self.path();
+            let to = self.dir.join(form_name(closed, Form::Zst));
+            fs::rename(&from, &to).ctx("rename", &from)?;
+            if self.fsync {
+                sync_dir(&self.dir)?;
+            }
+            queue = self.frames > 0 && self.raw / self.frames < SMALL_FRAME;
+        }
         self.num += 1;
         self.len = 0;
-        if let Some(tx) = &self.compress {
-            // A closed receiver means the compressor stopped (shutdown); the
-            // segment stays uncompressed and is compressed at the next start.
+        self.frames = 0;
+        self.raw = 0;
+        self.form = self.new_form();
+        if let (Some(tx), true) = (&self.compress, queue) {
+            // A closed receiver means the compressor stopped (shutdown); a
+            // plain segment stays uncompressed and is compressed at the next
+            // start (a compressed one of small frames stays as it is).
             let _ = tx.send(CompressMsg::Segment(closed));
         }
         tracing::debug!(dir = %self.dir.display(), segment = closed, "segment closed");
@@ -471,6 +891,8 @@ fn compressor_loop(
 
 /// Compresses closed segment `num`: `N.ndjson` -> `N.ndjson.zst.tmp`,
 /// fsync, rename to `N.ndjson.zst`, fsync dir, remove `N.ndjson`, fsync dir.
+/// Without an `N.ndjson`, recompresses `N.ndjson.zst` (frames written by the
+/// open segment's appends) into one frame the same way, renamed over it.
 /// Returns `Ok(false)` when `stop` was raised midway (the tmp is removed).
 /// Streams: memory is one chunk plus zstd's window.
 pub fn compress_segment(
@@ -479,15 +901,33 @@ pub fn compress_segment(
     fsync: bool,
     stop: &AtomicBool,
 ) -> Result<bool, IoError> {
-    let src_path = dir.join(segment_name(num, false));
+    let plain_path = dir.join(segment_name(num, false));
     let dst_path = dir.join(segment_name(num, true));
     let tmp_path = dir.join(format!("{num:012}{ZST_TMP_SUFFIX}"));
-    let mut src = File::open(&src_path).ctx("open segment", &src_path)?;
+    let (src_path, mut src): (PathBuf, Box<dyn Read>) = match File::open(&plain_path) {
+        Ok(f) => (plain_path, Box::new(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let f = File::open(&dst_path).ctx("open segment", &dst_path)?;
+            let dec = zstd::stream::read::Decoder::new(f).ctx("zstd init", &dst_path)?;
+            (dst_path.clone(), Box::new(dec))
+        }
+        Err(e) => return Err(e).ctx("open segment", &plain_path),
+    };
+    let recompress = src_path == dst_path;
     let tmp = File::create(&tmp_path).ctx("create", &tmp_path)?;
     let mut enc = zstd::stream::write::Encoder::new(tmp, ZSTD_LEVEL).ctx("zstd init", &tmp_path)?;
     enc.include_checksum(true).ctx("zstd init", &tmp_path)?;
-    if let Ok(meta) = src.metadata() {
-        let _ = enc.set_pledged_src_size(Some(meta.len()));
+    // The frame records the segment's size (recovery cuts by it, see `recover`).
+    let size = if recompress {
+        File::open(&src_path)
+            .and_then(|f| walk_frames(&f, 0))
+            .ok()
+            .and_then(|w| w.raw)
+    } else {
+        fs::metadata(&src_path).ok().map(|m| m.len())
+    };
+    if size.is_some() {
+        let _ = enc.set_pledged_src_size(size);
     }
     let mut chunk = vec![0u8; COPY_CHUNK];
     loop {
@@ -513,33 +953,46 @@ pub fn compress_segment(
     if fsync {
         sync_dir(dir)?;
     }
-    fs::remove_file(&src_path).ctx("remove", &src_path)?;
-    if fsync {
-        sync_dir(dir)?;
+    if !recompress {
+        fs::remove_file(&src_path).ctx("remove", &src_path)?;
+        if fsync {
+            sync_dir(dir)?;
+        }
     }
     Ok(true)
 }
 
 /// Opens segment `seg` for reading its lines (decompressing as a stream).
+/// Of a `.zst.open` only the complete frames are read: a torn tail is
+/// left out (see [`walk_frames`]).
 pub fn open_segment(dir: &Path, seg: Segment) -> io::Result<Box<dyn Read + Send>> {
     let path = seg.path(dir);
-    let file = File::open(&path)?;
-    if seg.compressed {
-        Ok(Box::new(zstd::stream::read::Decoder::new(file)?))
-    } else {
-        Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+    let mut file = File::open(&path)?;
+    match seg.form {
+        Form::Zst => Ok(Box::new(zstd::stream::read::Decoder::new(file)?)),
+        Form::ZstOpen => {
+            let walk = walk_frames(&file, 0)?;
+            if walk.valid == 0 {
+                return Ok(Box::new(io::empty()));
+            }
+            file.seek(SeekFrom::Start(0))?;
+            Ok(Box::new(zstd::stream::read::Decoder::new(
+                file.take(walk.valid),
+            )?))
+        }
+        Form::Plain => Ok(Box::new(BufReader::with_capacity(1 << 16, file))),
     }
 }
 
-/// Opens segment `seg` as listed, or, when its `.ndjson` is gone, its
-/// `.zst`: a live writer may have compressed it since the listing. Returns
-/// the form opened.
+/// Opens segment `seg` as listed, or, when that file is gone, its `.zst`:
+/// a live writer may have closed or compressed it since the listing.
+/// Returns the form opened.
 pub fn open_listed(dir: &Path, seg: Segment) -> io::Result<(Segment, Box<dyn Read + Send>)> {
     match open_segment(dir, seg) {
         Ok(rd) => Ok((seg, rd)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !seg.compressed => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && seg.form != Form::Zst => {
             let z = Segment {
-                compressed: true,
+                form: Form::Zst,
                 ..seg
             };
             Ok((z, open_segment(dir, z)?))
@@ -591,36 +1044,107 @@ mod tests {
         lock_dir(d.path()).unwrap();
     }
 
+    fn lines(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("{{\"before\":{i}}}\n").into_bytes())
+            .collect()
+    }
+
+    fn read_all(dir: &Path, seg: Segment) -> Vec<u8> {
+        let mut back = Vec::new();
+        open_segment(dir, seg)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        back
+    }
+
     #[test]
     fn compress_round_trip() {
         let d = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::new(d.path().to_path_buf(), 1, 0, true, None);
-        let data: Vec<u8> = (0..100_000)
-            .flat_map(|i| format!("{{\"before\":{i}}}\n").into_bytes())
-            .collect();
+        let mut w =
+            SegmentWriter::new(d.path().to_path_buf(), 1, Form::Plain, 0, true, None, false)
+                .unwrap();
+        let data = lines(100_000);
         w.append(&data).unwrap();
         w.rotate().unwrap();
         assert_eq!(w.num(), 2);
         let stop = AtomicBool::new(false);
         assert!(compress_segment(d.path(), 1, true, &stop).unwrap());
-        assert_eq!(
-            segments(d.path()).unwrap(),
-            vec![Segment {
-                num: 1,
-                compressed: true
-            }]
-        );
-        let mut back = Vec::new();
-        open_segment(
-            d.path(),
-            Segment {
-                num: 1,
-                compressed: true,
-            },
-        )
-        .unwrap()
-        .read_to_end(&mut back)
-        .unwrap();
-        assert_eq!(back, data);
+        let z = Segment {
+            num: 1,
+            form: Form::Zst,
+        };
+        assert_eq!(segments(d.path()).unwrap(), vec![z]);
+        assert_eq!(read_all(d.path(), z), data);
+    }
+
+    #[test]
+    fn frames_appended_then_closed_and_recompressed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(d.path().to_path_buf(), 1, Form::Plain, 0, true, None, true)
+            .unwrap();
+        assert_eq!(w.form(), Form::ZstOpen);
+        let data = lines(20_000);
+        let (a, b) = data.split_at(12_345);
+        w.append(a).unwrap();
+        w.append(b).unwrap();
+        w.sync().unwrap();
+        let open = Segment {
+            num: 1,
+            form: Form::ZstOpen,
+        };
+        assert_eq!(segments(d.path()).unwrap(), vec![open]);
+        let f = File::open(open.path(d.path())).unwrap();
+        let walk = walk_frames(&f, a.len() as u64 + 10).unwrap();
+        // The first line has a frame of its own (see `append`).
+        assert_eq!(walk.frames, 3);
+        assert_eq!(walk.tail, 0);
+        assert_eq!(walk.raw, Some(data.len() as u64));
+        assert_eq!(walk.boundary.1, a.len() as u64);
+        assert_eq!(walk.valid, w.len());
+        assert_eq!(read_all(d.path(), open), data);
+        // A torn write: half a frame more. Readers see the complete frames.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(open.path(d.path()))
+            .unwrap();
+        let mut extra = Vec::new();
+        let mut enc = FrameEncoder::new().unwrap();
+        let tmp = d.path().join("x");
+        let mut t = File::create(&tmp).unwrap();
+        enc.frame(&lines(50), &mut t).unwrap();
+        File::open(&tmp).unwrap().read_to_end(&mut extra).unwrap();
+        f.write_all(&extra[..extra.len() / 2]).unwrap();
+        let f = File::open(open.path(d.path())).unwrap();
+        let walk = walk_frames(&f, u64::MAX).unwrap();
+        assert_eq!((walk.frames, walk.tail), (3, extra.len() as u64 / 2));
+        assert_eq!(read_all(d.path(), open), data);
+        // Garbage (zeros) after the frames: the same.
+        fs::write(&tmp, b"").unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(open.path(d.path()))
+            .unwrap();
+        f.write_all(&[0u8; 100]).unwrap();
+        assert_eq!(read_all(d.path(), open), data);
+        fs::remove_file(&tmp).unwrap();
+        // Rotation renames; small frames are recompressed into one.
+        let mut w = SegmentWriter::new(d.path().to_path_buf(), 2, Form::Plain, 0, true, None, true)
+            .unwrap();
+        w.append(a).unwrap();
+        w.append(b).unwrap();
+        w.rotate().unwrap();
+        assert_eq!(w.form(), Form::ZstOpen);
+        let z = Segment {
+            num: 2,
+            form: Form::Zst,
+        };
+        assert!(z.path(d.path()).exists());
+        let stop = AtomicBool::new(false);
+        assert!(compress_segment(d.path(), 2, true, &stop).unwrap());
+        let f = File::open(z.path(d.path())).unwrap();
+        assert_eq!(walk_frames(&f, 0).unwrap().frames, 1);
+        assert_eq!(read_all(d.path(), z), data);
     }
 }

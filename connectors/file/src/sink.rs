@@ -43,8 +43,11 @@
 //! - Segments rotate only right after a transaction-end marker, when the
 //!   open segment has reached `segment_max_bytes` or `segment_max_age_secs`
 //!   (the age is also checked on an idle `flush` at a transaction boundary).
-//! - Closed segments are compressed by a background thread (`segment::Compressor`);
-//!   until it is done they stay valid uncompressed segments.
+//! - Segments are written compressed as they are appended (one zstd frame
+//!   per I/O job, see `segment`); a closed segment of small frames (live
+//!   mode) is recompressed by a background thread (`segment::Compressor`),
+//!   as is a closed plain one (older backups); until it is done they stay
+//!   valid segments as they are.
 //! - `start` takes an exclusive flock on the directory and cuts what lies
 //!   beyond the checkpoint (`recover`): after a crash, every committed
 //!   transaction is in the backup exactly once.
@@ -70,7 +73,7 @@ use crate::encode::{
 };
 use crate::recover::{recover, Recovered};
 use crate::segment::{
-    lock_dir, open_listed, segment_name, CompressMsg, Compressor, Segment, SegmentWriter,
+    form_name, lock_dir, open_listed, CompressMsg, Compressor, Form, Segment, SegmentWriter,
 };
 
 /// Buffered bytes at which `write` waits for the running I/O job and starts
@@ -195,9 +198,18 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
         None
     };
     let sender = compressor.as_ref().and_then(|c| c.sender());
-    let writer = SegmentWriter::new(dir.clone(), rec.open_num, rec.open_len, cfg.fsync, sender);
+    let writer = SegmentWriter::new(
+        dir.clone(),
+        rec.open_num,
+        rec.open_form,
+        rec.open_file_len,
+        cfg.fsync,
+        sender,
+        cfg.compress,
+    )
+    .map_err(|e| fatal(&format_args!("starting the segment writer: {e}")))?;
     let seg_opened = if rec.open_len > 0 {
-        let path = dir.join(segment_name(rec.open_num, false));
+        let path = dir.join(form_name(rec.open_num, rec.open_form));
         fs::metadata(&path)
             .and_then(|m| m.created().or_else(|_| m.modified()))
             .ok()
@@ -207,7 +219,7 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
     } else {
         Instant::now()
     };
-    let (found, seg_txs) = resume_coverage(dir, rec.open_num, rec.open_len)
+    let (found, seg_txs) = resume_coverage(dir, rec.open_num, rec.open_form, rec.open_len)
         .map_err(|e| fatal(&format_args!("reading segment coverage: {e}")))?;
     // A new segment with no coverage before it (a fresh backup, or one
     // written before coverage existed) starts with the checkpoint's set in
@@ -254,20 +266,18 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
 fn resume_coverage(
     dir: &Path,
     open_num: u64,
+    open_form: Form,
     open_len: u64,
 ) -> io::Result<(Option<Coverage>, u64)> {
-    let (num, open) = if open_len > 0 {
-        (open_num, true)
+    let (num, form, open) = if open_len > 0 {
+        (open_num, open_form, true)
     } else if open_num > 1 {
-        (open_num - 1, false)
+        // Uncompressed first: `open_listed` falls back to the compressed form.
+        (open_num - 1, Form::Plain, false)
     } else {
         return Ok((None, 0));
     };
-    // Uncompressed first: `open_listed` falls back to the compressed form.
-    let seg = Segment {
-        num,
-        compressed: false,
-    };
+    let seg = Segment { num, form };
     let rd = match open_listed(dir, seg) {
         Ok((_, rd)) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, 0)),

@@ -46,7 +46,7 @@ use crate::encode::{
     advance, classify, id_key, is_segment_line, marker_crc, parse_segment_line, parse_tx_end,
     LineKind, Positions, SegmentLine, TxCrc,
 };
-use crate::segment::{open_listed, segment_name, segments, Segment};
+use crate::segment::{open_listed, segments, walk_frames, Form, Segment};
 
 /// One problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,7 +537,7 @@ impl Walk {
 
     /// Reads one segment; stops at the first read error (zstd checksum).
     fn segment(&mut self, dir: &Path, seg: Segment, last: bool, out: &mut dyn FnMut(&Problem)) {
-        self.seg = segment_name(seg.num, seg.compressed);
+        self.seg = seg.file_name();
         self.line = 0;
         self.reset_tx();
         self.seg_start = None;
@@ -549,10 +549,10 @@ impl Walk {
         self.seg_txs = 0;
         self.seg_end = None;
         self.sum.segments += 1;
-        let rd = match open_listed(dir, seg) {
+        let (opened, rd) = match open_listed(dir, seg) {
             Ok((seg, rd)) => {
-                self.seg = segment_name(seg.num, seg.compressed);
-                rd
+                self.seg = seg.file_name();
+                (seg, rd)
             }
             Err(e) => return self.problem(0, None, format!("cannot open: {e}"), out),
         };
@@ -578,6 +578,21 @@ impl Walk {
                 raw = Vec::with_capacity(4096);
             }
         }
+        if opened.form == Form::ZstOpen {
+            // Readers leave out a torn frame; verify names it.
+            let tail = std::fs::File::open(opened.path(dir)).and_then(|f| walk_frames(&f, 0));
+            match tail {
+                Ok(w) if w.tail > 0 => {
+                    let what = format!(
+                        "segment ends with {} bytes that are not a complete zstd frame (torn write, or still being written)",
+                        w.tail
+                    );
+                    self.problem(self.line, None, what, out);
+                }
+                Ok(_) => {}
+                Err(e) => self.problem(0, None, format!("cannot read: {e}"), out),
+            }
+        }
         if self.tx_lines > 0 {
             let what = format!(
                 "segment ends inside a transaction ({} lines after the last marker; torn, or still being written)",
@@ -599,7 +614,7 @@ pub fn verify(dir: &Path, out: &mut dyn FnMut(&Problem)) -> io::Result<Summary> 
     let n = all.len();
     for (i, seg) in all.into_iter().enumerate() {
         if seg.num != expect {
-            w.seg = segment_name(seg.num, seg.compressed);
+            w.seg = seg.file_name();
             let what = format!("gap: segments {expect}..{} are missing", seg.num - 1);
             w.problem(0, None, what, out);
         }

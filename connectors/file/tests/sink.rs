@@ -15,7 +15,7 @@ use rowstream_api::testing::{batch_of, event, gtid, FakeCommitted};
 use rowstream_api::{Ack, AckReceiver, Batch, Commit, Record, SchemaChange, Sink, SinkError};
 use rowstream_file::encode::encode_tx_end;
 use rowstream_file::reader::cat_bounded;
-use rowstream_file::segment::{segment_name, segments, Segment};
+use rowstream_file::segment::{form_name, open_segment, segment_name, segments, Form, Segment};
 use rowstream_file::{cat, verify, BackupReader, FileSink, FileSinkConfig, LineKind, TxCrc};
 
 fn ddl(tx: u64) -> Record {
@@ -89,6 +89,28 @@ fn markers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The (uncompressed) contents of segment `num` in the form it has.
+fn seg_text(dir: &Path, num: u64) -> Vec<u8> {
+    let seg = *segments(dir)
+        .unwrap()
+        .iter()
+        .find(|s| s.num == num)
+        .unwrap();
+    let mut out = Vec::new();
+    open_segment(dir, seg)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn zst_open(num: u64) -> Segment {
+    Segment {
+        num,
+        form: Form::ZstOpen,
+    }
+}
+
 fn txs(range: std::ops::Range<u64>, n: u64) -> Vec<(u64, u64)> {
     range.map(|t| (t, n + t % 3)).collect()
 }
@@ -96,7 +118,6 @@ fn txs(range: std::ops::Range<u64>, n: u64) -> Vec<(u64, u64)> {
 #[tokio::test]
 async fn acks_after_data_is_written_and_format() {
     let d = tempfile::tempdir().unwrap();
-    let open = d.path().join("000000000001.ndjson");
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     let rx1 = write(&mut s, batch(1, &[(1, 2), (2, 1)])).await;
     // No flush: the I/O job started by `write` acks once the data is in the
@@ -108,7 +129,8 @@ async fn acks_after_data_is_written_and_format() {
         want1.extend(l);
         want1.push(b'\n');
     }
-    assert!(fs::read(&open).unwrap().starts_with(&want1));
+    assert!(seg_text(d.path(), 1).starts_with(&want1));
+    assert_eq!(segments(d.path()).unwrap(), vec![zst_open(1)]);
     // A transaction spanning two batches.
     let mut b = batch(2, &[(3, 2)]);
     b.commits.clear();
@@ -129,7 +151,7 @@ async fn acks_after_data_is_written_and_format() {
     s.flush().await.unwrap();
     assert_eq!(rx3.try_recv(), Ok(Ok(())));
 
-    let raw = fs::read(d.path().join("000000000001.ndjson")).unwrap();
+    let raw = seg_text(d.path(), 1);
     // Each marker carries the CRC32C of its transaction's lines (the third
     // transaction spans two batches), after the segment's start line.
     let mut want = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
@@ -167,7 +189,7 @@ async fn write_error_fails_acks_and_poisons() {
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     // The open segment does not exist yet (created on the first write):
     // make it a full disk.
-    std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", d.path().join("000000000001.ndjson.zst.open")).unwrap();
     let mut rx = write(&mut s, batch(1, &[(1, 3)])).await;
     let e = s.flush().await.unwrap_err();
     let SinkError::Fatal(msg) = e else {
@@ -266,8 +288,8 @@ async fn rotation_compression_and_cat_order() {
     let segs = segments(d.path()).unwrap();
     assert!(segs.len() > 10, "{segs:?}");
     let (last, closed) = segs.split_last().unwrap();
-    assert!(closed.iter().all(|s| s.compressed), "{segs:?}");
-    assert!(!last.compressed);
+    assert!(closed.iter().all(|s| s.form == Form::Zst), "{segs:?}");
+    assert_eq!(last.form, Form::ZstOpen);
     for (i, s) in segs.iter().enumerate() {
         assert_eq!(s.num, i as u64 + 1);
     }
@@ -311,12 +333,9 @@ async fn rotation_by_age() {
         vec![
             Segment {
                 num: 1,
-                compressed: true
+                form: Form::Zst
             },
-            Segment {
-                num: 2,
-                compressed: false
-            }
+            zst_open(2)
         ]
     );
     assert_eq!(cat_lines(d.path()), expected(&[(1, 2), (2, 2)]));
@@ -343,6 +362,10 @@ fn ck_upto(all: &[(u64, u64)], n: usize) -> FakeCommitted {
 async fn recovery_cuts_partial_transaction_and_torn_line() {
     let d = tempfile::tempdir().unwrap();
     let all = txs(1..6, 2);
+    // Plain segments (`compress = false`, and every older backup).
+    let mut c = cfg(d.path());
+    c.compress = false;
+    let cfg = |_: &Path| c.clone();
     let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
     write(&mut s, batch(1, &all)).await;
     // A transaction whose end never came, then a torn line (crash mid-write).
@@ -402,12 +425,10 @@ async fn recovery_cuts_transactions_past_checkpoint_in_open_segment() {
     assert_eq!(cat_lines(d.path()), expected(&all));
     drop(s);
     // A restart with everything covered changes nothing.
-    let before = fs::read(d.path().join(segment_name(1, false))).unwrap();
+    let path = d.path().join(form_name(1, Form::ZstOpen));
+    let before = fs::read(&path).unwrap();
     let _s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
-    assert_eq!(
-        fs::read(d.path().join(segment_name(1, false))).unwrap(),
-        before
-    );
+    assert_eq!(fs::read(&path).unwrap(), before);
 }
 
 #[tokio::test]
@@ -441,10 +462,10 @@ async fn recovery_cut_inside_compressed_segment_removes_newer() {
         after.last(),
         Some(&Segment {
             num: target_seg,
-            compressed: false
+            form: Form::Plain
         })
     );
-    assert!(after[..after.len() - 1].iter().all(|s| s.compressed));
+    assert!(after[..after.len() - 1].iter().all(|s| s.form == Form::Zst));
     assert_eq!(after.len() as u64, target_seg);
     assert_eq!(cat_lines(d.path()), expected(&all[..n]));
     // Replay continues in the reopened segment, then rotates on.
@@ -483,24 +504,18 @@ async fn recovery_cut_at_end_of_compressed_segment() {
         vec![
             Segment {
                 num: 1,
-                compressed: true
+                form: Form::Zst
             },
             Segment {
                 num: 2,
-                compressed: true
+                form: Form::Zst
             }
         ]
     );
     assert_eq!(cat_lines(d.path()), expected(&all[..n]));
     write(&mut s, batch(1, &all[n..])).await;
     s.flush().await.unwrap();
-    assert_eq!(
-        segments(d.path()).unwrap().last(),
-        Some(&Segment {
-            num: 3,
-            compressed: false
-        })
-    );
+    assert_eq!(segments(d.path()).unwrap().last(), Some(&zst_open(3)));
     assert_eq!(cat_lines(d.path()), expected(&all));
 }
 
@@ -514,11 +529,11 @@ async fn recovery_finishes_interrupted_compression_and_rewrite() {
     fs::write(d.path().join("000000000002.ndjson.zst.tmp"), b"garbage").unwrap();
     fs::write(d.path().join("000000000001.ndjson.tmp"), b"garbage").unwrap();
     let mut z = Vec::new();
-    rowstream_file::segment::open_segment(
+    open_segment(
         d.path(),
         Segment {
             num: 1,
-            compressed: true,
+            form: Form::Zst,
         },
     )
     .unwrap()
@@ -548,14 +563,14 @@ async fn closed_uncompressed_segments_are_compressed_on_start() {
     s.flush().await.unwrap();
     drop(s);
     let segs = segments(d.path()).unwrap();
-    assert!(segs.len() > 3 && segs.iter().all(|s| !s.compressed));
+    assert!(segs.len() > 3 && segs.iter().all(|s| s.form == Form::Plain));
     assert_eq!(cat_lines(d.path()), expected(&all));
     let s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
     s.wait_compressed();
     let after = segments(d.path()).unwrap();
     assert_eq!(after.len(), segs.len());
     assert!(
-        after[..after.len() - 1].iter().all(|s| s.compressed),
+        after[..after.len() - 1].iter().all(|s| s.form == Form::Zst),
         "{after:?}"
     );
     assert_eq!(cat_lines(d.path()), expected(&all));
@@ -702,7 +717,7 @@ async fn verify_reports_a_gap_and_reads_old_backups() {
     let old = tempfile::tempdir().unwrap();
     for seg in segments(d.path()).unwrap() {
         let mut text = String::new();
-        rowstream_file::segment::open_segment(d.path(), seg)
+        open_segment(d.path(), seg)
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
@@ -905,7 +920,7 @@ async fn filtered_transactions_are_covered_and_holes_found() {
         .iter()
         .map(|&seg| {
             let mut t = String::new();
-            rowstream_file::segment::open_segment(d.path(), seg)
+            open_segment(d.path(), seg)
                 .unwrap()
                 .read_to_string(&mut t)
                 .unwrap();
@@ -933,7 +948,7 @@ async fn filtered_transactions_are_covered_and_holes_found() {
     // A hole: transaction 16's lines removed from its (closed) segment.
     let read = |seg: Segment| {
         let mut t = String::new();
-        rowstream_file::segment::open_segment(d.path(), seg)
+        open_segment(d.path(), seg)
             .unwrap()
             .read_to_string(&mut t)
             .unwrap();
@@ -964,11 +979,11 @@ async fn filtered_transactions_are_covered_and_holes_found() {
     // Truncated behind rowstream's back: the checkpoint (21) covers more
     // than the backup holds (up to 17 once the torn rest is cut).
     let last = *segments(d.path()).unwrap().last().unwrap();
-    assert!(!last.compressed);
+    assert_eq!(last.form, Form::ZstOpen);
     let path = last.path(d.path());
-    let text = fs::read_to_string(&path).unwrap();
+    let text = String::from_utf8(seg_text(d.path(), last.num)).unwrap();
     let at = text.find("\"0-1-19\"").unwrap();
-    fs::write(&path, &text[..at]).unwrap();
+    fs::write(&path, zstd::encode_all(&text.as_bytes()[..at], 1).unwrap()).unwrap();
     let e = FileSink::start(&c, &SetCommitted(mariadb_set(21)))
         .await
         .unwrap_err();
@@ -1023,4 +1038,202 @@ async fn old_backup_is_continued_with_coverage() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("does not hold: 0:7"), "{e}");
+}
+
+/// Everything `verify` says, as text (for tests that expect problems).
+fn verify_lines(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    verify(dir, &mut |p| out.push(p.to_string())).unwrap();
+    out
+}
+
+fn walk(dir: &Path, num: u64) -> rowstream_file::segment::FrameWalk {
+    let f = fs::File::open(dir.join(form_name(num, Form::ZstOpen))).unwrap();
+    rowstream_file::segment::walk_frames(&f, u64::MAX).unwrap()
+}
+
+fn no_tmp_files(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap() {
+        let n = e.unwrap().file_name().into_string().unwrap();
+        assert!(!n.ends_with(".tmp"), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn torn_compressed_tail_is_cut_at_a_frame_boundary() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..6, 2);
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
+    write(&mut s, batch(1, &all)).await;
+    s.flush().await.unwrap();
+    // A transaction whose end never came (its own frame), then a torn frame.
+    let mut b = batch(2, &[(6, 3)]);
+    b.commits.clear();
+    write(&mut s, b).await;
+    s.flush().await.unwrap();
+    drop(s);
+    // The start line has a frame of its own, then one per group commit.
+    assert_eq!(walk(d.path(), 1).frames, 3);
+    let path = d.path().join(form_name(1, Form::ZstOpen));
+    let frame = zstd::encode_all(&b"{\"before\":null}\n".repeat(100)[..], 1).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&frame[..frame.len() / 2])
+        .unwrap();
+    // Readers show complete transactions of complete frames; verify names the tail.
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    let p = verify_lines(d.path());
+    assert!(
+        p.iter().any(|l| l.contains("not a complete zstd frame")),
+        "{p:?}"
+    );
+    // Recovery cuts at the end of the first frame (the last marker): no rewrite.
+    let mut s = started(cfg(d.path()), &ck_upto(&all, all.len())).await;
+    let w = walk(d.path(), 1);
+    assert_eq!((w.frames, w.tail), (2, 0));
+    no_tmp_files(d.path());
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    // The replay appends after it.
+    write(&mut s, batch(3, &[(6, 3), (7, 1)])).await;
+    s.flush().await.unwrap();
+    let mut want = all.clone();
+    want.extend([(6, 3), (7, 1)]);
+    assert_eq!(cat_lines(d.path()), expected(&want));
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+    assert_eq!(walk(d.path(), 1).frames, 3);
+}
+
+#[tokio::test]
+async fn cut_inside_a_frame_rewrites_the_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..20, 1);
+    let mut s = started(cfg(d.path()), &FakeCommitted::none()).await;
+    write(&mut s, batch(1, &all[..5])).await;
+    s.flush().await.unwrap();
+    write(&mut s, batch(2, &all[5..])).await;
+    s.flush().await.unwrap();
+    drop(s);
+    let before = walk(d.path(), 1);
+    assert_eq!((before.frames, before.tail), (3, 0));
+    // And a torn frame after them, for good measure.
+    let path = d.path().join(form_name(1, Form::ZstOpen));
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0x28, 0xb5, 0x2f, 0xfd, 0x24])
+        .unwrap();
+    // The checkpoint ends inside the second frame.
+    let mut s = started(cfg(d.path()), &ck_upto(&all, 12)).await;
+    no_tmp_files(d.path());
+    let after = walk(d.path(), 1);
+    assert_eq!((after.frames, after.tail), (3, 0));
+    assert!(after.valid < before.valid, "{after:?} {before:?}");
+    assert_eq!(cat_lines(d.path()), expected(&all[..12]));
+    assert_eq!(markers(d.path()).len(), 12);
+    write(&mut s, batch(3, &all[12..])).await;
+    s.flush().await.unwrap();
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    assert_eq!(
+        markers(d.path()),
+        all.iter().map(|t| gtid(t.0)).collect::<Vec<_>>()
+    );
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+    assert_eq!(walk(d.path(), 1).frames, 4);
+}
+
+#[tokio::test]
+async fn interrupted_rotation_of_a_compressed_segment_is_finished() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..60, 2);
+    backup_of(d.path(), 2000, &all).await;
+    let segs = segments(d.path()).unwrap();
+    let n = segs.len();
+    assert!(n >= 3, "{segs:?}");
+    let closed = segs[n - 2];
+    assert_eq!(closed.form, Form::Zst);
+    let k = BackupReader::open(d.path())
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.segment <= closed.num && e.kind == LineKind::TxEnd)
+        .count();
+    // A crash between writing the end line and the rename, before the next
+    // segment got a byte.
+    fs::remove_file(segs[n - 1].path(d.path())).unwrap();
+    fs::rename(
+        closed.path(d.path()),
+        d.path().join(form_name(closed.num, Form::ZstOpen)),
+    )
+    .unwrap();
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    let mut s = started(c, &ck_upto(&all, k)).await;
+    assert_eq!(segments(d.path()).unwrap().last(), Some(&closed));
+    for (i, chunk) in all[k..].chunks(5).enumerate() {
+        write(&mut s, batch(100 + i as u64, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    s.wait_compressed();
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
+}
+
+/// A backup directory written before the open segment was compressed:
+/// closed `N.ndjson.zst`, the open segment plain `N.ndjson` (here with a
+/// torn line). It is read, verified, recovered, and continued: the plain
+/// segment is appended to until it rotates, then segments are compressed as
+/// they are written.
+#[tokio::test]
+async fn old_format_directory_is_read_recovered_and_continued() {
+    let d = tempfile::tempdir().unwrap();
+    let all = txs(1..60, 2);
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    c.compress = false;
+    let mut s = started(c, &FakeCommitted::none()).await;
+    for (i, chunk) in all.chunks(5).enumerate() {
+        write(&mut s, batch(i as u64 + 1, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    drop(s);
+    let segs = segments(d.path()).unwrap();
+    let (open, closed) = segs.split_last().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    for seg in closed {
+        assert!(rowstream_file::segment::compress_segment(d.path(), seg.num, true, &stop).unwrap());
+    }
+    assert_eq!(open.form, Form::Plain);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(open.path(d.path()))
+        .unwrap()
+        .write_all(b"{\"before\":nu")
+        .unwrap();
+    let segs = segments(d.path()).unwrap();
+    assert!(segs[..segs.len() - 1].iter().all(|s| s.form == Form::Zst));
+    assert_eq!(cat_lines(d.path()), expected(&all));
+    let p = verify_lines(d.path());
+    assert!(p.len() == 1 && p[0].contains("torn write"), "{p:?}");
+    let more = txs(60..120, 2);
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 2000;
+    let mut s = started(c, &ck_upto(&all, all.len())).await;
+    for (i, chunk) in more.chunks(5).enumerate() {
+        write(&mut s, batch(100 + i as u64, chunk)).await;
+    }
+    s.flush().await.unwrap();
+    s.wait_compressed();
+    drop(s);
+    let after = segments(d.path()).unwrap();
+    let (last, rest) = after.split_last().unwrap();
+    assert_ne!(last.form, Form::Plain);
+    assert!(rest.iter().all(|s| s.form == Form::Zst), "{after:?}");
+    assert!(after.len() > segs.len() + 1, "{after:?}");
+    no_tmp_files(d.path());
+    let mut want = all.clone();
+    want.extend(more);
+    assert_eq!(cat_lines(d.path()), expected(&want));
+    assert_eq!(verify_lines(d.path()), Vec::<String>::new());
 }
