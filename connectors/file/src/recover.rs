@@ -66,8 +66,8 @@ use rowstream_api::Committed;
 use crate::coverage::Coverage;
 use crate::encode::{classify, parse_segment_line, parse_tx_end, LineKind, SegmentLine};
 use crate::segment::{
-    form_name, kind_name, list_files, open_segment, segment_name, segments, sync_dir, walk_frames,
-    Ctx, FileKind, Form, IoError, Segment, ZSTD_LEVEL,
+    form_name, kind_name, list_files, open_segment, publish_tmp, rename_synced, segment_name,
+    segments, sync_dir, walk_frames, Ctx, FileKind, Form, IoError, Segment, ZSTD_LEVEL,
 };
 
 /// Why recovery refused or failed. Every variant is for the operator.
@@ -371,11 +371,7 @@ fn close_open(dir: &Path, num: u64, fsync: bool) -> Result<(), RecoverError> {
     let from = dir.join(form_name(num, Form::ZstOpen));
     let to = dir.join(form_name(num, Form::Zst));
     tracing::info!(path = %from.display(), "closing a compressed segment whose rotation was interrupted");
-    fs::rename(&from, &to).ctx("rename", &from)?;
-    if fsync {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    Ok(rename_synced(dir, &from, &to, fsync)?)
 }
 
 /// Cuts open compressed segment `seg` to its first `len` uncompressed
@@ -427,14 +423,7 @@ fn cut_frames(dir: &Path, seg: Segment, len: u64, fsync: bool) -> Result<u64, Re
     let dst = enc.finish().ctx("write", &tmp)?;
     let new_len = dst.metadata().ctx("stat", &tmp)?.len();
     debug_assert!(new_len > copied);
-    if fsync {
-        dst.sync_all().ctx("fsync", &tmp)?;
-    }
-    drop(dst);
-    fs::rename(&tmp, &path).ctx("rename", &tmp)?;
-    if fsync {
-        sync_dir(dir)?;
-    }
+    publish_tmp(dir, dst, &tmp, &path, fsync)?;
     Ok(new_len)
 }
 
@@ -460,14 +449,7 @@ fn rewrite_prefix(dir: &Path, seg: Segment, len: u64, fsync: bool) -> Result<(),
         }
         .into());
     }
-    if fsync {
-        dst.sync_all().ctx("fsync", &tmp)?;
-    }
-    drop(dst);
-    fs::rename(&tmp, &open).ctx("rename", &tmp)?;
-    if fsync {
-        sync_dir(dir)?;
-    }
+    publish_tmp(dir, dst, &tmp, &open, fsync)?;
     fs::remove_file(&zst).ctx("remove", &zst)?;
     if fsync {
         sync_dir(dir)?;

@@ -457,6 +457,33 @@ pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
         .ctx("fsync directory", dir)
 }
 
+/// Renames `from` to `to` inside `dir`; with `fsync`, makes the rename
+/// durable (fsync of the directory) before returning.
+pub fn rename_synced(dir: &Path, from: &Path, to: &Path, fsync: bool) -> Result<(), IoError> {
+    fs::rename(from, to).ctx("rename", from)?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Publishes a finished temporary file `tmp` (open as `file`) under `to`:
+/// fsync the file, rename it over `to`, fsync the directory (with `fsync`).
+/// Readers see either the old `to` or the complete new one.
+pub fn publish_tmp(
+    dir: &Path,
+    file: File,
+    tmp: &Path,
+    to: &Path,
+    fsync: bool,
+) -> Result<(), IoError> {
+    if fsync {
+        file.sync_all().ctx("fsync", tmp)?;
+    }
+    drop(file);
+    rename_synced(dir, tmp, to, fsync)
+}
+
 /// Why the directory lock was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -684,8 +711,11 @@ impl SegmentWriter {
                 // gets a frame of its own, so that a segment cut short
                 // behind rowstream's back keeps the coverage it began with
                 // and the restart can name what was lost (see `sink`).
-                let first = match data.iter().position(|&b| b == b'\n') {
-                    Some(nl) if self.len == 0 && nl + 1 < data.len() => nl + 1,
+                let first = match (self.len == 0)
+                    .then(|| data.iter().position(|&b| b == b'\n'))
+                    .flatten()
+                {
+                    Some(nl) if nl + 1 < data.len() => nl + 1,
                     _ => 0,
                 };
                 let head = if first > 0 {
@@ -755,10 +785,7 @@ impl SegmentWriter {
         if self.form == Form::ZstOpen {
             let from = self.path();
             let to = self.dir.join(form_name(closed, Form::Zst));
-            fs::rename(&from, &to).ctx("rename", &from)?;
-            if self.fsync {
-                sync_dir(&self.dir)?;
-            }
+            rename_synced(&self.dir, &from, &to, self.fsync)?;
             queue = self.frames > 0 && self.raw / self.frames < SMALL_FRAME;
         }
         self.num += 1;
@@ -945,14 +972,7 @@ pub fn compress_segment(
         enc.write_all(&chunk[..n]).ctx("write", &tmp_path)?;
     }
     let tmp = enc.finish().ctx("write", &tmp_path)?;
-    if fsync {
-        tmp.sync_all().ctx("fsync", &tmp_path)?;
-    }
-    drop(tmp);
-    fs::rename(&tmp_path, &dst_path).ctx("rename", &tmp_path)?;
-    if fsync {
-        sync_dir(dir)?;
-    }
+    publish_tmp(dir, tmp, &tmp_path, &dst_path, fsync)?;
     if !recompress {
         fs::remove_file(&src_path).ctx("remove", &src_path)?;
         if fsync {
