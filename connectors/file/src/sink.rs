@@ -108,8 +108,14 @@ struct State {
     seg_opened: Instant,
     /// Records encoded since the last transaction end.
     tx_records: u64,
-    /// Checksum of the bytes encoded since the last transaction end.
+    /// Checksum of the bytes encoded since the last transaction end, up to
+    /// `crc_upto`.
     tx_crc: TxCrc,
+    /// Where in `buf` the open transaction's lines not in `tx_crc` yet
+    /// begin. They are checksummed in one call, at the transaction's end or
+    /// when `buf` is handed to a job: CRC32C over one long run is three
+    /// times faster than line by line.
+    crc_upto: usize,
     /// The source transactions the backup covers up to what was encoded.
     covered: Coverage,
     /// Covered without lines, not written yet (see [`State::flush_pending`]).
@@ -250,6 +256,7 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
         seg_opened,
         tx_records: 0,
         tx_crc: TxCrc::default(),
+        crc_upto: 0,
         covered,
         pending,
         seg_txs,
@@ -377,6 +384,7 @@ impl State {
     fn fail_buffered(&mut self, why: &SinkError) {
         self.acks.fail_all(why);
         self.buf.clear();
+        self.crc_upto = 0;
         self.rotations.clear();
     }
 
@@ -399,9 +407,10 @@ impl State {
             }
             self.begin_segment();
             let before = self.buf.len();
+            if self.tx_records == 0 {
+                self.crc_upto = before;
+            }
             encode_record(&mut self.buf, rec);
-            // Checksummed while the line is hot in cache: no second pass.
-            self.tx_crc.update(&self.buf[before..]);
             self.seg_bytes += (self.buf.len() - before) as u64;
             self.tx_records += 1;
         }
@@ -454,6 +463,7 @@ impl State {
             }
             _ => Vec::new(),
         };
+        self.crc_catch_up();
         let before = self.buf.len();
         encode_tx_end(
             &mut self.buf,
@@ -478,6 +488,14 @@ impl State {
         {
             self.end_segment();
         }
+    }
+
+    /// Adds the open transaction's lines not checksummed yet to `tx_crc`.
+    fn crc_catch_up(&mut self) {
+        if self.tx_records > 0 {
+            self.tx_crc.update(&self.buf[self.crc_upto..]);
+        }
+        self.crc_upto = self.buf.len();
     }
 
     /// Before the first byte of a segment: its start line. It holds what
@@ -536,8 +554,10 @@ impl State {
         debug_assert!(self.inflight.is_none());
         #[allow(clippy::expect_used)] // no job runs (asserted above), so the writer is home
         let mut writer = self.writer.take().expect("no job running");
+        self.crc_catch_up();
         let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
         self.buf.clear();
+        self.crc_upto = 0;
         let rotations = std::mem::take(&mut self.rotations);
         let acks = std::mem::take(&mut self.acks);
         let lock = self.lock.clone();
