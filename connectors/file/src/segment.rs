@@ -570,9 +570,7 @@ impl FrameEncoder {
         self.out.clear();
         self.out
             .reserve(zstd::zstd_safe::compress_bound(data.len()));
-        self.cctx
-            .compress2(&mut self.out, data)
-            .map_err(zstd_err)?;
+        self.cctx.compress2(&mut self.out, data).map_err(zstd_err)?;
         file.write_all(&self.out)?;
         Ok(self.out.len() as u64)
     }
