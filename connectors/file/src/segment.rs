@@ -12,8 +12,8 @@
 //! ```
 //!
 //! The open segment is written compressed: each append (one group commit)
-//! is one complete zstd frame (level 1, with content size and checksum)
-//! appended to `N.ndjson.zst.open`; concatenated frames are one valid zstd
+//! is one complete zstd frame per [`FRAME_IN`] of input (level 1, with
+//! content size and checksum) appended to `N.ndjson.zst.open`; concatenated frames are one valid zstd
 //! stream. Nothing is written plain, so the page cache copy and the second
 //! pass of compressing a closed segment are gone. Rotation fsyncs it and
 //! renames it to `N.ndjson.zst` (fsync dir); when its frames were small
@@ -91,9 +91,11 @@ const ZST_OPEN_TMP_SUFFIX: &str = ".ndjson.zst.open.tmp";
 /// recompressed into one frame: small frames (a few transactions each)
 /// compress several times worse than one big one.
 pub const SMALL_FRAME: u64 = 64 << 10;
-/// Initial output buffer of the frame encoder (it grows to the worst-case
-/// compressed size of the largest append).
-const FRAME_OUT: usize = 128 << 10;
+/// The most input one frame holds: a larger append is written as several
+/// frames (any frame boundary is a valid cut for readers and recovery), so
+/// the encoder's output buffer stays at the worst-case size of one frame.
+/// Large enough that frames compress as well as one big one would.
+pub const FRAME_IN: usize = 1 << 20;
 /// The lock file inside the backup directory.
 pub const LOCK_FILE: &str = ".lock";
 /// How many closed segments may wait for the compressor before rotation
@@ -554,25 +556,31 @@ impl FrameEncoder {
             .map_err(zstd_err)?;
         Ok(FrameEncoder {
             cctx,
-            out: Vec::with_capacity(FRAME_OUT),
+            out: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_IN)),
         })
     }
 
-    /// Writes `data` to `file` as one complete frame; returns its size.
+    /// Writes `data` to `file` as complete frames of at most [`FRAME_IN`]
+    /// input each; returns their size.
     ///
-    /// One pass into an output buffer of the worst-case size: zstd then
-    /// compresses straight from `data`. Streaming through a small output
-    /// buffer made it copy the input into its window and match across the
-    /// wrap (the slower external-dictionary path): a third more CPU. The
-    /// buffer is bounded by the largest append (a group commit, about
-    /// `FLUSH_BYTES`), and only its compressed part is ever touched.
+    /// Each frame is one pass into an output buffer of the worst-case size,
+    /// so zstd compresses straight from `data`. Streaming through a small
+    /// output buffer made it copy the input into its window and match
+    /// across the wrap (the slower external-dictionary path): a third more
+    /// CPU.
     fn frame(&mut self, data: &[u8], file: &mut File) -> io::Result<u64> {
-        self.out.clear();
-        self.out
-            .reserve(zstd::zstd_safe::compress_bound(data.len()));
-        self.cctx.compress2(&mut self.out, data).map_err(zstd_err)?;
-        file.write_all(&self.out)?;
-        Ok(self.out.len() as u64)
+        let mut written = 0;
+        for chunk in data.chunks(FRAME_IN) {
+            self.out.clear();
+            self.out
+                .reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+            self.cctx
+                .compress2(&mut self.out, chunk)
+                .map_err(zstd_err)?;
+            file.write_all(&self.out)?;
+            written += self.out.len() as u64;
+        }
+        Ok(written)
     }
 }
 
