@@ -25,8 +25,8 @@ fn row(
         values: vec![
             Value::Int(1_000_000 + i),
             Value::Int(42),
-            Value::String(name.to_owned()),
-            Value::Decimal(price.to_owned()),
+            Value::String(name.to_owned().into()),
+            Value::Decimal(price.to_owned().into()),
             Value::DateTime(DateTime {
                 date: Date {
                     year: 2024,

@@ -912,7 +912,7 @@ mod tests {
             s.push(char::from_u32(c).unwrap());
         }
         s.push_str("ü中😀\"\\");
-        let back: String = serde_json::from_str(&val(&Value::String(s.clone()))).unwrap();
+        let back: String = serde_json::from_str(&val(&Value::String(s.clone().into()))).unwrap();
         assert_eq!(back, s);
     }
 

@@ -31,4 +31,4 @@ pub use sink::{
     Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkBuilder, SinkError,
 };
 pub use table::{ColumnType, TableMeta};
-pub use value::{Date, DateTime, Time, Value};
+pub use value::{Date, DateTime, Text, Time, Value};

@@ -198,9 +198,9 @@ pub fn read_value(v: &Json, ty: &ColumnType) -> Result<Value, String> {
         ColumnType::Int { .. } | ColumnType::Year => Value::Int(v.as_i64().ok_or_else(bad)?),
         ColumnType::Float => Value::Float(v.as_f64().ok_or_else(bad)? as f32),
         ColumnType::Double => Value::Double(v.as_f64().ok_or_else(bad)?),
-        ColumnType::Decimal { .. } => Value::Decimal(s()?.to_string()),
+        ColumnType::Decimal { .. } => Value::Decimal(s()?.to_string().into()),
         ColumnType::String | ColumnType::Enum { .. } | ColumnType::Set { .. } => {
-            Value::String(s()?.to_string())
+            Value::String(s()?.to_string().into())
         }
         ColumnType::Bytes => Value::Bytes(base64(s()?).ok_or_else(bad)?),
         ColumnType::Date => Value::Date(read_date(s()?).ok_or_else(bad)?),
@@ -391,7 +391,7 @@ mod tests {
         round_trip(Value::String("é\u{0}\"\\\n😀".into()), ColumnType::String);
         round_trip(Value::Bytes(vec![0, 255, 10, 13]), ColumnType::Bytes);
         round_trip(Value::Bytes(vec![]), ColumnType::Bytes);
-        round_trip(Value::String(String::new()), ColumnType::String);
+        round_trip(Value::String(String::new().into()), ColumnType::String);
         round_trip(Value::Null, ColumnType::String);
         round_trip(
             Value::Date(Date {

@@ -5,6 +5,12 @@
 //! fractional-second precision, zero dates stay zero). Sinks choose the
 //! encoding; this module holds no encoding logic.
 
+/// Text of a `Value::String` or `Value::Decimal`: up to 24 bytes are kept
+/// inline. Most cells are short (names, codes, DECIMALs), so a row image
+/// costs no allocation per text cell, and the encoding thread no free of
+/// memory the decoding thread allocated.
+pub type Text = compact_str::CompactString;
+
 /// One column value of a row image.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -21,10 +27,10 @@ pub enum Value {
     /// DOUBLE.
     Double(f64),
     /// DECIMAL / NUMERIC as exact text with the column's scale ("-12.50").
-    Decimal(String),
+    Decimal(Text),
     /// Character data decoded with the column's charset: CHAR, VARCHAR, TEXT,
     /// ENUM label, SET labels joined by ",", and MariaDB JSON (stored as text).
-    String(String),
+    String(Text),
     /// Binary data: BINARY, VARBINARY, BLOB, binary-charset strings.
     Bytes(Vec<u8>),
     /// DATE, possibly zero or partial ("0000-00-00", "2024-00-00").

@@ -17,7 +17,10 @@ fn too_large(n: u64) -> rowstream_api::Batch {
     batch_of(n, &[(n, 1)], |tx, i| {
         let row = Row {
             columns: vec![Arc::from("id"), Arc::from("name")].into(),
-            values: vec![Value::Int(tx as i64), Value::String("x".repeat(2 << 20))],
+            values: vec![
+                Value::Int(tx as i64),
+                Value::String("x".repeat(2 << 20).into()),
+            ],
         };
         Record::Change(change(tx, i, "shop", "orders", row))
     })

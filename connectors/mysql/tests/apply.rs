@@ -204,7 +204,7 @@ fn type_columns(flavor: Flavor) -> Vec<Col> {
         col("f", "FLOAT", ColumnType::Float, Value::Float(1.1), Value::Float(-3.4e38), "f", "1.1", "-3.4e38"),
         col("d", "DOUBLE", ColumnType::Double, Value::Double(0.1), Value::Double(-1e308), "d", "0.1", "-1e308"),
         col("dec", "DECIMAL(30,4)", ColumnType::Decimal { precision: 30, scale: 4 }, Value::Decimal("-12345678901234567890123456.1234".into()), Value::Decimal("0.0001".into()), "`dec`", "-12345678901234567890123456.1234", "0.0001"),
-        col("s", "VARCHAR(50) CHARACTER SET utf8mb4", ColumnType::String, Value::String("héllo 😀 'q' \\".into()), Value::String(String::new()), "s", "héllo 😀 'q' \\", ""),
+        col("s", "VARCHAR(50) CHARACTER SET utf8mb4", ColumnType::String, Value::String("héllo 😀 'q' \\".into()), Value::String(String::new().into()), "s", "héllo 😀 'q' \\", ""),
         col("l1", "VARCHAR(20) CHARACTER SET latin1", ColumnType::String, Value::String("café ÿ".into()), Value::Null, "CONCAT(l1, ' ', HEX(l1))", "café ÿ 636166E920FF", "NULL"),
         col("vb", "VARBINARY(10)", ColumnType::Bytes, Value::Bytes(vec![0, 255, 128, 39, 92]), Value::Bytes(vec![]), "HEX(vb)", "00FF80275C", ""),
         col("bl", "BLOB", ColumnType::Bytes, Value::Bytes(blob), Value::Bytes(vec![0xc3]), "SHA2(bl, 256)", blob_sha, c3_sha),
@@ -215,10 +215,10 @@ fn type_columns(flavor: Flavor) -> Vec<Col> {
         col("b1", "BIT(1)", ColumnType::Bool, Value::Bool(true), Value::Bool(false), "b1+0", "1", "0"),
         col("b9", "BIT(9)", ColumnType::Bit { bits: 9 }, Value::UInt(511), Value::UInt(256), "b9+0", "511", "256"),
         col("e", "ENUM('a','b c')", ColumnType::Enum { labels: labels(&["a", "b c"]) }, Value::String("b c".into()), Value::String("a".into()), "e", "b c", "a"),
-        col("st", "SET('x','y','z')", ColumnType::Set { labels: labels(&["x", "y", "z"]) }, Value::String("x,z".into()), Value::String(String::new()), "st", "x,z", ""),
+        col("st", "SET('x','y','z')", ColumnType::Set { labels: labels(&["x", "y", "z"]) }, Value::String("x,z".into()), Value::String(String::new().into()), "st", "x,z", ""),
         col("y", "YEAR", ColumnType::Year, Value::Int(2155), Value::Int(0), "y", "2155", "0000"),
         col("g", "GEOMETRY", ColumnType::Geometry, Value::Geometry { srid: 0, wkb: point(1.0, 2.5) }, Value::Geometry { srid: 0, wkb: point(-1.0, 0.0) }, "ST_AsText(g)", "POINT(1 2.5)", "POINT(-1 0)"),
-        col("n", "VARCHAR(5) NULL", ColumnType::String, Value::Null, Value::String(String::new()), "COALESCE(n, 'NULL')", "NULL", ""),
+        col("n", "VARCHAR(5) NULL", ColumnType::String, Value::Null, Value::String(String::new().into()), "COALESCE(n, 'NULL')", "NULL", ""),
     ];
     match flavor {
         Flavor::MySql => {

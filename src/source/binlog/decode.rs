@@ -638,10 +638,10 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             };
             let labels = col.labels.as_deref().unwrap_or(&[]);
             if i == 0 {
-                Value::String(String::new())
+                Value::String(rowstream_api::Text::default())
             } else {
                 match labels.get(i - 1) {
-                    Some(l) => Value::String(l.to_string()),
+                    Some(l) => Value::String(rowstream_api::Text::from(&**l)),
                     None => {
                         return Err(CellErr::Bad(format!(
                             "ENUM index {i} beyond {} labels",
@@ -672,7 +672,7 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                     out.push_str(l);
                 }
             }
-            Value::String(out)
+            Value::String(out.into())
         }
         Decode::Date => {
             let x = take_arr::<3>(b, pos)?;
@@ -805,7 +805,7 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
 }
 
 #[inline]
-fn text(s: &[u8], cs: Charset) -> Result<String, CellErr> {
+fn text(s: &[u8], cs: Charset) -> Result<rowstream_api::Text, CellErr> {
     decode_text(s, cs).map_err(|e| match e {
         TextError::Invalid(cs) => CellErr::Text(cs),
         TextError::UnknownCharset(id) => CellErr::UnknownCharset(id),
@@ -1010,7 +1010,7 @@ mod tests {
             );
             assert_eq!(
                 one(246, &[p as u8, s as u8], &[], &bytes).unwrap(),
-                Value::Decimal(want.to_string())
+                Value::Decimal(want.to_string().into())
             );
         }
         // "-0.00" as the server would write it (negative zero bytes) prints 0.00
@@ -1268,7 +1268,7 @@ mod tests {
         assert!(e.contains("collation id 28"), "{e}");
         assert_eq!(
             one(15, &[10, 0], &cs(28), &[0]).unwrap(),
-            Value::String(String::new())
+            Value::String(String::new().into())
         );
         // VARBINARY
         assert_eq!(
@@ -1325,7 +1325,7 @@ mod tests {
         );
         assert_eq!(
             one(254, &[247, 1], &opt, &[0]).unwrap(),
-            Value::String(String::new())
+            Value::String(String::new().into())
         );
         assert!(one(254, &[247, 1], &opt, &[4]).is_err());
         let opt = vec![(5u8, vec![3, 1, b'x', 1, b'y', 1, b'z']), (10, vec![45])];
@@ -1335,7 +1335,7 @@ mod tests {
         );
         assert_eq!(
             one(254, &[248, 1], &opt, &[0]).unwrap(),
-            Value::String(String::new())
+            Value::String(String::new().into())
         );
         assert!(one(254, &[248, 1], &opt, &[0b1000]).is_err());
     }

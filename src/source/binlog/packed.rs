@@ -4,7 +4,7 @@
 //! Invariants: pure functions of their bytes; a DECIMAL decodes to exact text
 //! (exactly `scale` fractional digits, no leading zeros, no "-0") or None.
 
-use rowstream_api::Time;
+use rowstream_api::{Text, Time};
 
 /// Big-endian unsigned integer of up to 8 bytes.
 pub fn be(s: &[u8]) -> u64 {
@@ -32,7 +32,7 @@ pub const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 /// Decodes MySQL's binary DECIMAL(precision, scale) into exact text with
 /// exactly `scale` fractional digits, no leading zeros, no "-0".
 /// Returns None when the bytes hold an invalid digit group.
-pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<String> {
+pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<Text> {
     let intg = precision.checked_sub(scale)? as usize;
     let scale = scale as usize;
     let (intg0, intg0x, frac0, frac0x) = (intg / 9, intg % 9, scale / 9, scale % 9);
@@ -74,17 +74,20 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<String> {
         n += 1;
     }
     let int_groups = usize::from(intg0x > 0) + intg0;
-    let mut out = String::with_capacity(intg + scale + 3);
+    // Built on the stack, then kept inline in the `Text` when short (most
+    // DECIMALs are). 32 bytes hold at most 72 digits (9 per 4 bytes), plus
+    // a sign, a leading "0" and a point.
+    let mut out = Digits::default();
     if neg && nonzero {
-        out.push('-');
+        out.push(b'-');
     }
     let mut started = false;
     for (i, &(v, ndig)) in groups[..n].iter().enumerate() {
         if i == int_groups {
             if !started {
-                out.push('0');
+                out.push(b'0');
             }
-            out.push('.');
+            out.push(b'.');
             started = true;
         }
         if started {
@@ -97,20 +100,49 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<String> {
         }
     }
     if !started {
-        out.push('0');
+        out.push(b'0');
     }
-    Some(out)
+    out.text()
+}
+
+/// The text of a DECIMAL being built: ASCII digits, sign and point.
+struct Digits {
+    buf: [u8; 80],
+    len: usize,
+}
+
+impl Default for Digits {
+    fn default() -> Self {
+        Digits {
+            buf: [0; 80],
+            len: 0,
+        }
+    }
+}
+
+impl Digits {
+    #[inline]
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn text(&self) -> Option<Text> {
+        std::str::from_utf8(&self.buf[..self.len])
+            .ok()
+            .map(Text::from)
+    }
 }
 
 /// Appends the last `ndig` decimal digits of `v`, zero-padded.
 #[inline]
-fn push_digits(out: &mut String, mut v: u32, ndig: u8) {
-    let mut d = [b'0'; 9];
-    for x in d[..ndig as usize].iter_mut().rev() {
+fn push_digits(out: &mut Digits, mut v: u32, ndig: u8) {
+    let d = &mut out.buf[out.len..out.len + ndig as usize];
+    for x in d.iter_mut().rev() {
         *x = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    out.extend(d[..ndig as usize].iter().map(|&b| char::from(b)));
+    out.len += ndig as usize;
 }
 
 #[cfg(test)]
@@ -225,8 +257,8 @@ mod tests {
                         }
                     }
                     assert_eq!(
-                        decode_decimal(&b, precision, scale),
-                        decode_decimal_reference(&b, precision, scale),
+                        decode_decimal(&b, precision, scale).as_deref(),
+                        decode_decimal_reference(&b, precision, scale).as_deref(),
                         "DECIMAL({precision},{scale}) {b:02x?}"
                     );
                 }

@@ -6,7 +6,7 @@
 //! errors; latin1 is Windows-1252 as the server implements it.
 
 use mysql_common::collations::{Collation, CollationId};
-use rowstream_api::Flavor;
+use rowstream_api::{Flavor, Text};
 
 /// How text bytes of a column are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,25 +84,21 @@ pub enum TextError {
     UnknownCharset(u16),
 }
 
-/// Decodes text bytes of a column charset (exact, never lossy).
-pub fn decode_text(s: &[u8], cs: Charset) -> Result<String, TextError> {
+/// Decodes text bytes of a column charset (exact, never lossy). Short
+/// text (up to 24 bytes) is kept inline, without an allocation.
+pub fn decode_text(s: &[u8], cs: Charset) -> Result<Text, TextError> {
     match cs {
         Charset::Utf8 => match std::str::from_utf8(s) {
-            Ok(x) => Ok(x.to_owned()),
+            Ok(x) => Ok(Text::from(x)),
             Err(_) => Err(TextError::Invalid(cs)),
         },
-        Charset::Ascii => {
-            if s.is_ascii() {
-                Ok(unsafe_ascii(s))
-            } else {
-                Err(TextError::Invalid(cs))
-            }
-        }
+        Charset::Ascii | Charset::Latin1 if s.is_ascii() => match std::str::from_utf8(s) {
+            Ok(x) => Ok(Text::from(x)),
+            Err(_) => Err(TextError::Invalid(cs)),
+        },
+        Charset::Ascii => Err(TextError::Invalid(cs)),
         Charset::Latin1 => {
-            if s.is_ascii() {
-                return Ok(unsafe_ascii(s));
-            }
-            let mut out = String::with_capacity(s.len() + 8);
+            let mut out = Text::with_capacity(s.len() + 8);
             for &c in s {
                 out.push(match c {
                     0x80..=0x9f => CP1252_80[(c - 0x80) as usize],
@@ -114,17 +110,12 @@ pub fn decode_text(s: &[u8], cs: Charset) -> Result<String, TextError> {
         Charset::Binary => Err(TextError::Invalid(cs)),
         Charset::Other(id) => {
             if s.is_empty() {
-                Ok(String::new())
+                Ok(Text::default())
             } else {
                 Err(TextError::UnknownCharset(id))
             }
         }
     }
-}
-
-fn unsafe_ascii(s: &[u8]) -> String {
-    // Callers checked `s.is_ascii()`, and ASCII is valid UTF-8: nothing is replaced.
-    String::from_utf8_lossy(s).into_owned()
 }
 
 /// cp1252 0x80..=0x9F; undefined bytes map to the C1 control of the same value (as MySQL's latin1).

@@ -350,8 +350,8 @@ pub fn convert(conv: Conv, v: SqlValue) -> Result<Value, String> {
         (Conv::Float, S::Double(d)) => Value::Float(d as f32),
         (Conv::Double, S::Double(d)) => Value::Double(d),
         (Conv::Double, S::Float(f)) => Value::Double(f as f64),
-        (Conv::Decimal, S::Bytes(b)) => Value::Decimal(utf8(b)?),
-        (Conv::String, S::Bytes(b)) => Value::String(utf8(b)?),
+        (Conv::Decimal, S::Bytes(b)) => Value::Decimal(utf8(b)?.into()),
+        (Conv::String, S::Bytes(b)) => Value::String(utf8(b)?.into()),
         (Conv::Bytes, S::Bytes(b)) => Value::Bytes(b),
         (Conv::Date, S::Date(y, m, d, ..)) => Value::Date(Date {
             year: y,

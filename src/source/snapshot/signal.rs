@@ -622,7 +622,7 @@ fn col(ev: &ChangeEvent, name: &str) -> Option<String> {
     let after = ev.after.as_ref()?;
     let i = after.columns.iter().position(|c| &**c == name)?;
     match after.values.get(i)? {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(s.to_string()),
         Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     }
@@ -691,7 +691,7 @@ mod tests {
                 columns: cols.iter().map(|(c, _)| Arc::from(*c)).collect(),
                 values: cols
                     .iter()
-                    .map(|(_, v)| Value::String(v.to_string()))
+                    .map(|(_, v)| Value::String(v.to_string().into()))
                     .collect(),
             }),
             ts_ms: 0,

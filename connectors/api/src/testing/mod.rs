@@ -28,7 +28,7 @@ pub fn event(tx: u64, i: u64) -> Record {
         columns: vec![Arc::from("id"), Arc::from("name")].into(),
         values: vec![
             Value::Int((tx * 1000 + i) as i64),
-            Value::String(format!("row {tx}/{i} \"é\"")),
+            Value::String(format!("row {tx}/{i} \"é\"").into()),
         ],
     };
     Record::Change(change(tx, i, "shop", "orders", row))
