@@ -66,7 +66,7 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<Text> {
         let nbytes = DIG2BYTES[ndig];
         let v = be(&buf[p..p + nbytes]);
         p += nbytes;
-        if v >= 10u64.pow(ndig as u32) {
+        if v >= POW10[ndig] {
             return None;
         }
         nonzero |= v != 0;
@@ -134,13 +134,45 @@ impl Digits {
     }
 }
 
+/// 10^n for a digit group's `n` (0..=9).
+const POW10: [u64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// "00" to "99": two digits per division, as itoa does.
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Appends the last `ndig` decimal digits of `v`, zero-padded.
 #[inline]
 fn push_digits(out: &mut Digits, mut v: u32, ndig: u8) {
     let d = &mut out.buf[out.len..out.len + ndig as usize];
-    for x in d.iter_mut().rev() {
-        *x = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut end = d.len();
+    while end >= 2 {
+        let p = (v % 100) as usize * 2;
+        d[end - 2..end].copy_from_slice(&PAIRS[p..p + 2]);
+        v /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        d[0] = b'0' + (v % 10) as u8;
     }
     out.len += ndig as usize;
 }
