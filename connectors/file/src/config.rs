@@ -49,8 +49,8 @@ pub struct FileSinkConfig {
     /// must be > 0.
     #[serde(default = "default_segment_max_age_secs")]
     pub segment_max_age_secs: u64,
-    /// Write segments zstd-compressed as they are appended (one frame per
-    /// group commit, `N.ndjson.zst.open`, renamed `N.ndjson.zst` when
+    /// Write segments zstd-compressed as they are appended (a frame per
+    /// group commit or per MiB of it, `N.ndjson.zst.open`, renamed `N.ndjson.zst` when
     /// closed; see `segment`). `false` writes plain `N.ndjson` segments.
     /// Default true.
     #[serde(default = "default_true")]

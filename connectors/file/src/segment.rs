@@ -82,7 +82,7 @@ pub const ZSTD_LEVEL: i32 = 1;
 pub const OPEN_SUFFIX: &str = ".ndjson";
 /// Suffix of a compressed closed segment.
 pub const ZST_SUFFIX: &str = ".ndjson.zst";
-/// Suffix of the open segment written compressed (one frame per append).
+/// Suffix of the open segment written compressed (frames of at most 1 MiB of input per append).
 pub const ZST_OPEN_SUFFIX: &str = ".ndjson.zst.open";
 const ZST_TMP_SUFFIX: &str = ".ndjson.zst.tmp";
 const OPEN_TMP_SUFFIX: &str = ".ndjson.tmp";
@@ -218,7 +218,8 @@ pub enum Form {
     /// `N.ndjson`: plain NDJSON (older backups, `compress = false`, or a
     /// closed segment not compressed yet).
     Plain,
-    /// `N.ndjson.zst.open`: the open segment, one zstd frame per append;
+    /// `N.ndjson.zst.open`: the open segment, zstd frames of at most
+    /// 1 MiB of input per append;
     /// may end with a torn frame after a crash.
     ZstOpen,
     /// `N.ndjson.zst`: a closed segment, compressed (one or more frames).

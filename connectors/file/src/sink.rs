@@ -15,7 +15,8 @@
 //! encoding overlaps with write + fsync. `write` waits for the running job
 //! only when the next buffer passes [`FLUSH_BYTES`] (backpressure); `flush`
 //! waits for it, then writes and waits for the rest. Memory: two buffers of
-//! about [`FLUSH_BYTES`] plus one batch.
+//! about [`FLUSH_BYTES`] plus one batch, and the compressor's output buffer
+//! for one frame (about `segment::FRAME_IN`).
 //!
 //! Invariants kept:
 //! - An ack is given only after everything up to and including its batch
@@ -43,8 +44,8 @@
 //! - Segments rotate only right after a transaction-end marker, when the
 //!   open segment has reached `segment_max_bytes` or `segment_max_age_secs`
 //!   (the age is also checked on an idle `flush` at a transaction boundary).
-//! - Segments are written compressed as they are appended (one zstd frame
-//!   per I/O job, see `segment`); a closed segment of small frames (live
+//! - Segments are written compressed as they are appended (zstd frames of
+//!   at most 1 MiB of input per I/O job, see `segment`); a closed segment of small frames (live
 //!   mode) is recompressed by a background thread (`segment::Compressor`),
 //!   as is a closed plain one (older backups); until it is done they stay
 //!   valid segments as they are.
