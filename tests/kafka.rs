@@ -177,9 +177,14 @@ fn check_topic(
             } else if let Some(n) = newest.get(&r.key) {
                 assert!(
                     *n <= pos,
-                    "key {}: new record {id:?} (offset {}) older than one before it {n:?}: reordered",
+                    "key {}: new record {id:?} (offset {}) older than one before it {n:?}: reordered; \
+                     the key's records (partition, offset, gtid, op): {:?}",
                     r.key,
-                    r.offset
+                    r.offset,
+                    recs.iter()
+                        .filter(|x| x.key == r.key)
+                        .map(|x| (x.partition, x.offset, x.gtid.as_str(), x.op.as_str()))
+                        .collect::<Vec<_>>()
                 );
             }
             let n = newest.entry(r.key.clone()).or_insert(pos);

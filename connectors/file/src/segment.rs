@@ -13,8 +13,8 @@
 //!
 //! The open segment is written compressed: each append (one group commit)
 //! is one complete zstd frame per [`FRAME_IN`] of input (level 1, with
-//! content size and checksum) appended to `N.ndjson.zst.open`; concatenated frames are one valid zstd
-//! stream. Nothing is written plain, so the page cache copy and the second
+//! content size and checksum) appended to `N.ndjson.zst.open`;
+//! concatenated frames are one valid zstd stream. Nothing is written plain, so the page cache copy and the second
 //! pass of compressing a closed segment are gone. Rotation fsyncs it and
 //! renames it to `N.ndjson.zst` (fsync dir); when its frames were small
 //! (under [`SMALL_FRAME`] of input on average: live mode, one transaction
@@ -82,7 +82,8 @@ pub const ZSTD_LEVEL: i32 = 1;
 pub const OPEN_SUFFIX: &str = ".ndjson";
 /// Suffix of a compressed closed segment.
 pub const ZST_SUFFIX: &str = ".ndjson.zst";
-/// Suffix of the open segment written compressed (frames of at most 1 MiB of input per append).
+/// Suffix of the open segment written compressed (frames of at most 1 MiB
+/// of input per append).
 pub const ZST_OPEN_SUFFIX: &str = ".ndjson.zst.open";
 const ZST_TMP_SUFFIX: &str = ".ndjson.zst.tmp";
 const OPEN_TMP_SUFFIX: &str = ".ndjson.tmp";

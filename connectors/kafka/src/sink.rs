@@ -55,7 +55,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::DeliveryFuture;
+use rdkafka::producer::{DeliveryFuture, Producer};
 use rowstream_api::{Ack, Batch, Committed, Poison, Record, Sink, SinkError, TableTemplate};
 use tokio::sync::{mpsc, oneshot};
 
@@ -202,7 +202,43 @@ impl KafkaSink {
                 }
             }
         }
-        Ok(())
+        self.await_leaders(topic).await
+    }
+
+    /// Waits until every partition of `topic` has a leader in the
+    /// producer's metadata. Records produced to a topic the brokers had
+    /// just created, before its leaders were known, were seen to go missing
+    /// (the first transaction of a fresh topic, with no delivery error), so
+    /// nothing is produced to a topic before this.
+    async fn await_leaders(&self, topic: &str) -> Result<(), SinkError> {
+        let deadline = std::time::Instant::now() + BROKER_TIMEOUT;
+        loop {
+            let md = self
+                .producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(1));
+            let ready = md.as_ref().is_ok_and(|md| {
+                md.topics().iter().any(|t| {
+                    t.name() == topic
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(SinkError::Transient(format!(
+                    "kafka sink {:?}: topic {topic:?} has partitions without a leader after {}s",
+                    self.cfg.name,
+                    BROKER_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends the BEGIN (`end = false`) or END record of the open transaction
