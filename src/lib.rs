@@ -2,6 +2,7 @@
 //!
 //! The library holds the runtime; `main.rs` only parses the command line.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
