@@ -259,7 +259,7 @@ mod tests {
                 values: vec![Value::String("x".into()), Value::UInt(seq)],
             }),
             ts_ms: 0,
-            source: Source {
+            source: Arc::new(Source {
                 version: "t",
                 connector: Flavor::MySql,
                 name: Arc::from("n"),
@@ -271,9 +271,9 @@ mod tests {
                 gtid: Arc::from("g"),
                 file: Arc::from("f"),
                 pos: 0,
-                row: 0,
                 sequence: 0,
-            },
+            }),
+            row: 0,
             transaction: None,
             primary_key: Arc::from(Vec::new()),
             table: None,

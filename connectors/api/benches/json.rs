@@ -81,7 +81,7 @@ fn event() -> ChangeEvent {
             0.8125,
         )),
         ts_ms: 1_715_953_509_123,
-        source: Source {
+        source: Arc::new(Source {
             version: "0.1.0",
             connector: Flavor::MySql,
             name: Arc::from("prod"),
@@ -93,9 +93,9 @@ fn event() -> ChangeEvent {
             gtid: gtid.clone(),
             file: Arc::from("binlog.000042"),
             pos: 123_456_789,
-            row: 3,
             sequence: 0,
-        },
+        }),
+        row: 3,
         transaction: Some(Transaction {
             id: gtid,
             total_order: 4,

@@ -2,8 +2,12 @@
 //!
 //! One `ChangeEvent` per row change, shaped after Debezium's envelope:
 //! `before`/`after` images, `op`, the source position and the transaction
-//! block. Strings that repeat on every row of a table or transaction (names,
-//! GTID, file) are `Arc<str>` so building an event does not copy them.
+//! block. The `Source` block is the same for every row of a rows event, so
+//! the rows of one event share one `Arc<Source>`: building and freeing a row
+//! costs one reference count, not one per name (the events are built on the
+//! reader thread and freed on the writer thread, where every count is an
+//! atomic operation). Strings that repeat across rows events (names, GTID,
+//! file) are `Arc<str>` so building a `Source` does not copy them.
 
 use std::sync::Arc;
 
@@ -83,8 +87,6 @@ pub struct Source {
     /// Binlog file and position of the rows event holding this row.
     pub file: Arc<str>,
     pub pos: u64,
-    /// Index of the row within its rows event.
-    pub row: u32,
     /// Position of the event's transaction in the server's linear history:
     /// MySQL, the number of GTIDs in the executed set once this transaction
     /// is included; MariaDB, the sum over replication domains of the last
@@ -137,7 +139,11 @@ pub struct ChangeEvent {
     pub after: Option<Row>,
     /// When rowstream processed the event, milliseconds since the epoch.
     pub ts_ms: u64,
-    pub source: Source,
+    /// Shared by every row of the rows event (see the module doc); change
+    /// one row's copy with `Arc::make_mut`.
+    pub source: Arc<Source>,
+    /// Index of the row within its rows event: the envelope's `source.row`.
+    pub row: u32,
     pub transaction: Option<Transaction>,
     /// Indices of the table's primary key columns, in key order, into the
     /// table's column order (which is the order of `before`/`after` values:
@@ -166,7 +172,8 @@ pub struct ChangeEvent {
 /// (then `source.snapshot` is "true", as on the snapshot's rows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaChange {
-    /// Source position of the statement; `row` is 0; `table` is empty,
+    /// Source position of the statement (the envelope's `source.row` is 0);
+    /// `table` is empty,
     /// except the table's name on a snapshot's CREATE TABLE.
     pub source: Source,
     /// Processing time, milliseconds since the epoch.

@@ -70,30 +70,19 @@ struct HeadCache {
     tx: Option<(std::sync::Arc<str>, Vec<u8>)>,
 }
 
-/// What `HeadCache::head`'s bytes depend on.
+/// What `HeadCache::head`'s bytes depend on. The rows of one rows event
+/// share their `Source`, so the common hit is a pointer comparison.
 struct HeadKey {
     op: crate::event::Op,
     ts_ms: u64,
-    source: Source,
+    source: std::sync::Arc<Source>,
 }
 
 impl HeadKey {
     fn matches(&self, ev: &ChangeEvent) -> bool {
-        use std::sync::Arc;
-        let (a, b) = (&self.source, &ev.source);
         self.op == ev.op
             && self.ts_ms == ev.ts_ms
-            && a.pos == b.pos
-            && a.ts_ms == b.ts_ms
-            && a.server_id == b.server_id
-            && a.snapshot == b.snapshot
-            && a.connector == b.connector
-            && std::ptr::eq(a.version, b.version)
-            && Arc::ptr_eq(&a.gtid, &b.gtid)
-            && Arc::ptr_eq(&a.table, &b.table)
-            && Arc::ptr_eq(&a.db, &b.db)
-            && Arc::ptr_eq(&a.file, &b.file)
-            && Arc::ptr_eq(&a.name, &b.name)
+            && std::sync::Arc::ptr_eq(&self.source, &ev.source)
     }
 }
 
@@ -119,7 +108,7 @@ impl HeadCache {
         if let Some((_, bytes)) = &self.head {
             out.extend_from_slice(bytes);
         }
-        write_u64(out, u64::from(ev.source.row));
+        write_u64(out, u64::from(ev.row));
         out.extend_from_slice(b"},\"transaction\":");
         let Some(tx) = &ev.transaction else {
             out.extend_from_slice(b"null");
@@ -148,7 +137,7 @@ impl HeadCache {
 pub fn write_schema_change(out: &mut Vec<u8>, sc: &SchemaChange) {
     out.reserve(192 + sc.ddl.len());
     out.extend_from_slice(b"{\"source\":");
-    write_source(out, &sc.source);
+    write_source(out, &sc.source, 0);
     out.extend_from_slice(b",\"ts_ms\":");
     write_u64(out, sc.ts_ms);
     out.extend_from_slice(b",\"databaseName\":");
@@ -234,10 +223,11 @@ impl KeyCache {
     }
 }
 
-/// Appends the `source` block shared by change events and schema changes.
-pub fn write_source(out: &mut Vec<u8>, s: &Source) {
+/// Appends the `source` block shared by change events and schema changes;
+/// `row` is the row's index within its rows event (0 for a schema change).
+pub fn write_source(out: &mut Vec<u8>, s: &Source, row: u32) {
     write_source_head(out, s);
-    write_u64(out, u64::from(s.row));
+    write_u64(out, u64::from(row));
     out.push(b'}');
 }
 
@@ -1147,7 +1137,6 @@ mod tests {
             gtid: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
             file: Arc::from("binlog.000003"),
             pos: 4_567,
-            row: 0,
             sequence: 0,
         }
     }
@@ -1181,7 +1170,8 @@ mod tests {
                 ],
             }),
             ts_ms: 1_700_000_000_123,
-            source: sample_source(),
+            source: Arc::new(sample_source()),
+            row: 0,
             transaction: Some(Transaction {
                 id: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
                 total_order: 2,
@@ -1216,18 +1206,18 @@ mod tests {
         };
         push(&|e| e.op = Op::Create);
         push(&|e| e.ts_ms += 1);
-        push(&|e| e.source.row = 5);
-        push(&|e| e.source.pos += 1);
-        push(&|e| e.source.ts_ms += 1);
-        push(&|e| e.source.server_id = 2);
-        push(&|e| e.source.snapshot = Snapshot::Last);
-        push(&|e| e.source.connector = Flavor::MariaDb);
-        push(&|e| e.source.name = Arc::from("other"));
-        push(&|e| e.source.name = Arc::from(&*e.source.name));
-        push(&|e| e.source.db = Arc::from("db2"));
-        push(&|e| e.source.table = Arc::from("t2"));
-        push(&|e| e.source.gtid = Arc::from("0-1-2"));
-        push(&|e| e.source.file = Arc::from("binlog.000004"));
+        push(&|e| e.row = 5);
+        push(&|e| Arc::make_mut(&mut e.source).pos += 1);
+        push(&|e| Arc::make_mut(&mut e.source).ts_ms += 1);
+        push(&|e| Arc::make_mut(&mut e.source).server_id = 2);
+        push(&|e| Arc::make_mut(&mut e.source).snapshot = Snapshot::Last);
+        push(&|e| Arc::make_mut(&mut e.source).connector = Flavor::MariaDb);
+        push(&|e| Arc::make_mut(&mut e.source).name = Arc::from("other"));
+        push(&|e| Arc::make_mut(&mut e.source).name = Arc::from(&*e.source.name));
+        push(&|e| Arc::make_mut(&mut e.source).db = Arc::from("db2"));
+        push(&|e| Arc::make_mut(&mut e.source).table = Arc::from("t2"));
+        push(&|e| Arc::make_mut(&mut e.source).gtid = Arc::from("0-1-2"));
+        push(&|e| Arc::make_mut(&mut e.source).file = Arc::from("binlog.000004"));
         push(&|e| e.transaction = None);
         push(&|e| e.overlap = true);
         push(&|e| {
@@ -1288,9 +1278,9 @@ mod tests {
         ev.op = Op::Create;
         ev.before = None;
         ev.transaction = None;
-        ev.source.connector = Flavor::MariaDb;
-        ev.source.snapshot = Snapshot::Last;
-        ev.source.gtid = Arc::from("0-1-42");
+        Arc::make_mut(&mut ev.source).connector = Flavor::MariaDb;
+        Arc::make_mut(&mut ev.source).snapshot = Snapshot::Last;
+        Arc::make_mut(&mut ev.source).gtid = Arc::from("0-1-42");
         let mut out = Vec::new();
         write_record(&mut out, &Record::Change(ev));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -33,6 +33,8 @@ pub struct ChangeLine {
     pub after: Option<Map<String, Json>>,
     pub ts_ms: u64,
     pub source: Source,
+    /// `source.row` (see [`ChangeEvent::row`]).
+    pub row: u32,
     pub transaction: Option<Transaction>,
     /// `"overlap":true` (see [`ChangeEvent::overlap`]).
     pub overlap: bool,
@@ -52,7 +54,7 @@ pub fn read_line(line: &[u8]) -> Result<Line, String> {
     let Json::Object(mut o) = v else {
         return Err("not a JSON object".into());
     };
-    let source = read_source(o.get("source").ok_or("no source")?)?;
+    let (source, row) = read_source(o.get("source").ok_or("no source")?)?;
     let ts_ms = u64_of(&o, "ts_ms")?;
     if let Some(ddl) = o.get("ddl") {
         return Ok(Line::SchemaChange(SchemaChange {
@@ -95,6 +97,7 @@ pub fn read_line(line: &[u8]) -> Result<Line, String> {
         after: image(o.remove("after"))?,
         ts_ms,
         source,
+        row,
         transaction,
     }))
 }
@@ -111,10 +114,12 @@ fn u64_of(o: &Map<String, Json>, key: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{key} missing or not an unsigned integer"))
 }
 
-fn read_source(v: &Json) -> Result<Source, String> {
+/// The `source` block and its `row`.
+fn read_source(v: &Json) -> Result<(Source, u32), String> {
     let o = v.as_object().ok_or("source is not an object")?;
     let arc = |k: &str| str_of(o, k).map(Arc::from);
-    Ok(Source {
+    let row = u32::try_from(u64_of(o, "row")?).map_err(|_| "row too big")?;
+    let source = Source {
         version: env!("CARGO_PKG_VERSION"),
         connector: match str_of(o, "connector")? {
             "mysql" => Flavor::MySql,
@@ -134,9 +139,9 @@ fn read_source(v: &Json) -> Result<Source, String> {
         gtid: arc("gtid")?,
         file: arc("file")?,
         pos: u64_of(o, "pos")?,
-        row: u32::try_from(u64_of(o, "row")?).map_err(|_| "row too big")?,
         sequence: 0,
-    })
+    };
+    Ok((source, row))
 }
 
 impl ChangeLine {
@@ -149,7 +154,8 @@ impl ChangeLine {
             before: row(self.before)?,
             after: row(self.after)?,
             ts_ms: self.ts_ms,
-            source: self.source,
+            source: Arc::new(self.source),
+            row: self.row,
             transaction: self.transaction,
             primary_key: table.primary_key.clone(),
             table: Some(table.clone()),
@@ -530,7 +536,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1_700_000_000_001,
-            source: Source {
+            source: Arc::new(Source {
                 version: "0.1.0",
                 connector: Flavor::MariaDb,
                 name: "test".into(),
@@ -542,9 +548,9 @@ mod tests {
                 gtid: g.clone(),
                 file: "mysql-bin.000001".into(),
                 pos: 4,
-                row: 2,
                 sequence: 0,
-            },
+            }),
+            row: 2,
             transaction: Some(Transaction {
                 id: g,
                 total_order: 3,
@@ -568,8 +574,8 @@ mod tests {
             panic!()
         };
         let mut back = c.into_event(&table).unwrap();
-        back.source.version = ev.source.version;
-        back.source.sequence = ev.source.sequence;
+        Arc::make_mut(&mut back.source).version = ev.source.version;
+        Arc::make_mut(&mut back.source).sequence = ev.source.sequence;
         assert_eq!(back, ev);
         assert!(!out.windows(9).any(|w| w == b"\"overlap\""));
         // The overlap mark: written only when set, read back.
@@ -584,11 +590,11 @@ mod tests {
             panic!()
         };
         let mut back = c.into_event(&table).unwrap();
-        back.source.version = ev.source.version;
-        back.source.sequence = ev.source.sequence;
+        Arc::make_mut(&mut back.source).version = ev.source.version;
+        Arc::make_mut(&mut back.source).sequence = ev.source.sequence;
         assert_eq!(back, marked);
         let sc = SchemaChange {
-            source: ev.source.clone(),
+            source: (*ev.source).clone(),
             ts_ms: 5,
             database: Arc::from("shop"),
             ddl: "CREATE TABLE t (id INT)".into(),

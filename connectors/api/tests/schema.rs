@@ -155,7 +155,6 @@ fn source() -> Source {
         gtid: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
         file: Arc::from("binlog.000042"),
         pos: 123_456_789,
-        row: 3,
         sequence: 0,
     }
 }
@@ -308,7 +307,8 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
         before,
         after,
         ts_ms: 1_715_953_509_123,
-        source: source(),
+        source: Arc::new(source()),
+        row: 3,
         transaction: tx.then(|| Transaction {
             id: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
             total_order: 1,
@@ -342,9 +342,9 @@ fn change_events_validate() {
     };
 
     let mut mariadb = event(Op::Read, None, Some(row.clone()), false);
-    mariadb.source.connector = Flavor::MariaDb;
-    mariadb.source.snapshot = Snapshot::Last;
-    mariadb.source.gtid = Arc::from("0-1-42");
+    Arc::make_mut(&mut mariadb.source).connector = Flavor::MariaDb;
+    Arc::make_mut(&mut mariadb.source).snapshot = Snapshot::Last;
+    Arc::make_mut(&mut mariadb.source).gtid = Arc::from("0-1-42");
     let cases = [
         event(Op::Create, None, Some(row.clone()), true),
         event(Op::Update, Some(row.clone()), Some(row.clone()), true),
@@ -389,7 +389,6 @@ fn schema_changes_validate() {
     let root = schema(SCHEMA_CHANGE);
     let mut src = source();
     src.table = Arc::from("");
-    src.row = 0;
     let sc = SchemaChange {
         source: src,
         ts_ms: 1_715_953_509_999,
@@ -507,7 +506,8 @@ fn readme_example_is_encoder_output() {
         before: Some(row("alice@example.com", "1234.50", 123_456, 0.75)),
         after: Some(row("alice.smith@example.com", "1299.99", 654_321, 0.8125)),
         ts_ms: 1_715_953_509_123,
-        source: src.clone(),
+        source: Arc::new(src.clone()),
+        row: 3,
         transaction: Some(Transaction {
             id: gtid,
             total_order: 4,
@@ -523,7 +523,6 @@ fn readme_example_is_encoder_output() {
     assert_eq!(std::str::from_utf8(&out).unwrap(), blocks[0]);
 
     src.table = Arc::from("");
-    src.row = 0;
     src.pos = 123_460_000;
     src.gtid = Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:1234568");
     let sc = SchemaChange {

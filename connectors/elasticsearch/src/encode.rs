@@ -297,7 +297,7 @@ mod tests {
             before: before.map(row),
             after: after.map(row),
             ts_ms: 0,
-            source: Source {
+            source: Arc::new(Source {
                 version: "t",
                 connector: Flavor::MariaDb,
                 name: Arc::from("srv"),
@@ -309,9 +309,9 @@ mod tests {
                 gtid: Arc::from("0-1-9"),
                 file: Arc::from("f"),
                 pos: 4,
-                row: 0,
                 sequence: seq,
-            },
+            }),
+            row: 0,
             transaction: Some(Transaction {
                 id: Arc::from("0-1-9"),
                 total_order: order,

@@ -330,7 +330,7 @@ mod tests {
     fn snapshot_reads_are_named_by_key() {
         let mut ev = change(Op::Read);
         ev.transaction = None;
-        ev.source.snapshot = Snapshot::True;
+        std::sync::Arc::make_mut(&mut ev.source).snapshot = Snapshot::True;
         assert_eq!(record_id(&ev), "snapshot:shop.orders:[3006]");
         ev.primary_key = std::sync::Arc::from(Vec::new());
         assert_eq!(

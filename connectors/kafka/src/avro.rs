@@ -420,7 +420,7 @@ fn write_opt_row(
     Ok(())
 }
 
-fn write_source(out: &mut Vec<u8>, s: &Source) {
+fn write_source(out: &mut Vec<u8>, s: &Source, row: u32) {
     write_bytes(out, s.version.as_bytes());
     write_bytes(out, s.connector.as_str().as_bytes());
     write_bytes(out, s.name.as_bytes());
@@ -432,7 +432,7 @@ fn write_source(out: &mut Vec<u8>, s: &Source) {
     write_bytes(out, s.gtid.as_bytes());
     write_bytes(out, s.file.as_bytes());
     write_long(out, s.pos as i64);
-    write_long(out, i64::from(s.row));
+    write_long(out, i64::from(row));
 }
 
 fn write_transaction(out: &mut Vec<u8>, tx: Option<&Transaction>) {
@@ -458,7 +458,7 @@ pub fn write_envelope(
     write_opt_row(out, meta, ev.after.as_ref(), scratch)?;
     write_bytes(out, ev.op.as_str().as_bytes());
     write_long(out, ev.ts_ms as i64);
-    write_source(out, &ev.source);
+    write_source(out, &ev.source, ev.row);
     write_transaction(out, ev.transaction.as_ref());
     Ok(())
 }
@@ -644,7 +644,7 @@ mod tests {
             before: (op != Op::Create).then(|| row.clone()),
             after: (op != Op::Delete).then_some(row),
             ts_ms: 1_700_000_000_123,
-            source: Source {
+            source: Arc::new(Source {
                 version: "0.1.0",
                 connector: Flavor::MariaDb,
                 name: "srv".into(),
@@ -656,9 +656,9 @@ mod tests {
                 gtid: "0-1-5".into(),
                 file: "bin.000001".into(),
                 pos: 1234,
-                row: 0,
                 sequence: 0,
-            },
+            }),
+            row: 0,
             transaction: Some(Transaction {
                 id: "0-1-5".into(),
                 total_order: 3,

@@ -132,7 +132,7 @@ pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, order: Option<(u64, u
     out.extend_from_slice(b",\"after\":");
     write_row(out, ev.after.as_ref(), meta);
     out.extend_from_slice(b",\"source\":");
-    write_source(out, &ev.source, Some(&ev.source.table));
+    write_source(out, &ev.source, ev.row, Some(&ev.source.table));
     out.extend_from_slice(b",\"transaction\":");
     match order {
         Some((total, table)) => {
@@ -165,8 +165,10 @@ fn write_ts(out: &mut Vec<u8>, ms: u64) {
     out.extend_from_slice(b.format(u128::from(ms) * 1_000_000).as_bytes());
 }
 
-/// The `source` block of Debezium's MySQL connector (`io.debezium.connector.mysql.Source`).
-pub fn write_source(out: &mut Vec<u8>, s: &Source, table: Option<&str>) {
+/// The `source` block of Debezium's MySQL connector
+/// (`io.debezium.connector.mysql.Source`); `row` is the row's index within
+/// its rows event (0 for a schema change).
+pub fn write_source(out: &mut Vec<u8>, s: &Source, row: u32, table: Option<&str>) {
     let mut b = itoa::Buffer::new();
     out.extend_from_slice(b"{\"version\":");
     write_str(out, s.version);
@@ -202,7 +204,7 @@ pub fn write_source(out: &mut Vec<u8>, s: &Source, table: Option<&str>) {
     out.extend_from_slice(b",\"pos\":");
     out.extend_from_slice(b.format(s.pos).as_bytes());
     out.extend_from_slice(b",\"row\":");
-    out.extend_from_slice(b.format(s.row).as_bytes());
+    out.extend_from_slice(b.format(row).as_bytes());
     out.extend_from_slice(b",\"thread\":null,\"query\":null}");
 }
 
@@ -221,7 +223,7 @@ pub fn write_schema_change(out: &mut Vec<u8>, sc: &SchemaChange) {
         "" => ddl_table(&sc.ddl),
         t => Some(t),
     };
-    write_source(out, &sc.source, table);
+    write_source(out, &sc.source, 0, table);
     out.extend_from_slice(b",\"ts_ms\":");
     out.extend_from_slice(itoa::Buffer::new().format(sc.ts_ms).as_bytes());
     out.extend_from_slice(b",\"databaseName\":");
@@ -886,7 +888,6 @@ mod tests {
             gtid: "3e11fa47-71ca-11e1-9e33-c80aa9429562:23".into(),
             file: "binlog.000001".into(),
             pos: 1234,
-            row: 0,
             sequence: 9,
         }
     }
@@ -918,7 +919,8 @@ mod tests {
             before: Some(row),
             after: None,
             ts_ms: 1_700_000_000_999,
-            source: source(),
+            source: Arc::new(source()),
+            row: 0,
             transaction: None,
             primary_key: Arc::from(vec![0usize]),
             table: Some(Arc::new(meta)),
@@ -944,7 +946,7 @@ mod tests {
         );
         // With transaction metadata, the block Debezium writes.
         let mut ev = ev_copy;
-        ev.source.gtid = "g:1".into();
+        Arc::make_mut(&mut ev.source).gtid = "g:1".into();
         let mut enc = Encoded::default();
         encode_change(&ev, false, Some((2, 1)), &mut enc);
         let v: serde_json::Value =

@@ -267,7 +267,7 @@ mod tests {
             before,
             after,
             ts_ms: 1,
-            source: Source {
+            source: Arc::new(Source {
                 version: "0",
                 connector: Flavor::MariaDb,
                 name: "srv".into(),
@@ -279,9 +279,9 @@ mod tests {
                 gtid: "0-1-5".into(),
                 file: "f".into(),
                 pos: 4,
-                row: 0,
                 sequence: 0,
-            },
+            }),
+            row: 0,
             transaction: Some(Transaction {
                 id: "0-1-5".into(),
                 total_order: 1,

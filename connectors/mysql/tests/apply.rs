@@ -802,7 +802,7 @@ fn ddl(tx: u64, db: &str, table: &str, text: &str) -> Record {
     let Record::Change(e) = ins(tx, 0, kv(0, "")) else {
         unreachable!()
     };
-    let mut source = e.source;
+    let mut source = (*e.source).clone();
     source.db = db.into();
     source.table = table.into();
     Record::SchemaChange(rowstream_api::SchemaChange {

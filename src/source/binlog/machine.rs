@@ -505,7 +505,6 @@ impl Processor {
                         gtid,
                         file: self.file.clone(),
                         pos: self.event_start,
-                        row: 0,
                         sequence: self.tx.as_ref().map_or(self.sequence, |t| t.sequence),
                     },
                     ts_ms: now_ms(),
@@ -602,6 +601,20 @@ impl Processor {
             self.rows_done = 0;
         }
         let now = now_ms();
+        let source = Arc::new(Source {
+            version: VERSION,
+            connector: self.flavor,
+            name: self.name.clone(),
+            ts_ms: tx.ts_ms,
+            snapshot: Snapshot::False,
+            db: schema.db.clone(),
+            table: schema.table.clone(),
+            server_id: origin,
+            gtid: tx.gtid.clone(),
+            file: self.file.clone(),
+            pos,
+            sequence: tx.sequence,
+        });
         let mut dec = RowsDecoder::new(&h, &schema);
         let before_cols = dec.columns_before().clone();
         let after_cols = dec.columns_after().clone();
@@ -642,21 +655,8 @@ impl Processor {
                 before,
                 after,
                 ts_ms: now,
-                source: Source {
-                    version: VERSION,
-                    connector: self.flavor,
-                    name: self.name.clone(),
-                    ts_ms: tx.ts_ms,
-                    snapshot: Snapshot::False,
-                    db: schema.db.clone(),
-                    table: schema.table.clone(),
-                    server_id: origin,
-                    gtid: tx.gtid.clone(),
-                    file: self.file.clone(),
-                    pos,
-                    row: row - 1,
-                    sequence: tx.sequence,
-                },
+                source: source.clone(),
+                row: row - 1,
                 transaction: Some(Transaction {
                     id: tx.gtid.clone(),
                     total_order: tx.total,
@@ -928,10 +928,7 @@ mod tests {
         let Record::Change(c) = &out[1] else {
             unreachable!()
         };
-        assert_eq!(
-            (c.op, &*c.source.gtid, c.source.row),
-            (Op::Create, "0-1-5", 1)
-        );
+        assert_eq!((c.op, &*c.source.gtid, c.row), (Op::Create, "0-1-5", 1));
         assert!(!p.in_transaction());
         let batch = p.take_batch(out);
         assert_eq!(batch.commits.len(), 1);

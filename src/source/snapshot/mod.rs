@@ -436,9 +436,10 @@ async fn read_chunk(
     let mut rows = 0u64;
     // Processing time per piece, not per row: the clock is not free.
     let mut now = now_ms();
+    let source = read_source(t, ctx);
     while let Some(row) = res.next().await? {
         let values = convert_row(t, row)?;
-        let mut ev = read_event(t, ctx, values, rows as u32, now);
+        let mut ev = read_event(t, &source, values, rows as u32, now);
         ctx.columns.apply(&mut ev).map_err(SourceError::Fatal)?;
         buf.push(Record::Change(ev));
         rows += 1;
@@ -489,10 +490,11 @@ pub(crate) fn convert_row(
     Ok(values)
 }
 
-/// The `op = "r"` event of one row (see the module docs for its fields).
+/// The `op = "r"` event of one row (see the module docs for its fields);
+/// `source` is the table's [`read_source`], shared by its rows.
 pub(crate) fn read_event(
     t: &SnapTable,
-    ctx: &EventCtx,
+    source: &Arc<Source>,
     values: Vec<rowstream_api::Value>,
     row: u32,
     now: u64,
@@ -505,7 +507,8 @@ pub(crate) fn read_event(
             values,
         }),
         ts_ms: now,
-        source: snapshot_source(ctx, &t.db, t.table.clone(), row),
+        source: source.clone(),
+        row,
         transaction: None,
         primary_key: t.primary_key.clone(),
         table: Some(t.meta.clone()),
@@ -513,9 +516,14 @@ pub(crate) fn read_event(
     }
 }
 
+/// The source block of a table's snapshot rows.
+pub(crate) fn read_source(t: &SnapTable, ctx: &EventCtx) -> Arc<Source> {
+    Arc::new(snapshot_source(ctx, &t.db, t.table.clone()))
+}
+
 /// The source block of a snapshot record: the cut's time and sequence, no
 /// binlog position (see the module docs).
-fn snapshot_source(ctx: &EventCtx, db: &Arc<str>, table: Arc<str>, row: u32) -> Source {
+fn snapshot_source(ctx: &EventCtx, db: &Arc<str>, table: Arc<str>) -> Source {
     Source {
         version: VERSION,
         connector: ctx.flavor,
@@ -529,14 +537,13 @@ fn snapshot_source(ctx: &EventCtx, db: &Arc<str>, table: Arc<str>, row: u32) -> 
         sequence: ctx.sequence,
         file: ctx.empty.clone(),
         pos: 0,
-        row,
     }
 }
 
 /// A schema record of the snapshot (its fields: see `schema`).
 pub(crate) fn schema_record(ctx: &EventCtx, db: &Arc<str>, st: &schema::Statement) -> Record {
     Record::SchemaChange(SchemaChange {
-        source: snapshot_source(ctx, db, Arc::from(st.table.as_str()), 0),
+        source: snapshot_source(ctx, db, Arc::from(st.table.as_str())),
         ts_ms: now_ms(),
         database: db.clone(),
         ddl: st.ddl.clone(),
@@ -645,7 +652,7 @@ async fn merge(
     // The last batch with rows is the first held one.
     if let Some(b) = held.first_mut() {
         if let Some(Record::Change(ev)) = b.records.last_mut() {
-            ev.source.snapshot = Snapshot::Last;
+            Arc::make_mut(&mut ev.source).snapshot = Snapshot::Last;
         }
     }
     held.push(Batch {

@@ -54,7 +54,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use rowstream_api::{ChangeEvent, Flavor, Op, Record, Snapshot, Value};
+use rowstream_api::{ChangeEvent, Flavor, Op, Record, Snapshot, Source, Value};
 use tokio::sync::oneshot;
 
 use super::chunk::{self, Key};
@@ -205,9 +205,20 @@ impl Incremental {
                         self.on_signal(id.as_deref(), ty.as_deref(), data.as_deref());
                     // Emitted in the high watermark's transaction: newer than
                     // every change before it, older than every change after.
+                    // The rows share their source: re-point them to one copy.
+                    let mut moved: Option<(Arc<Source>, Arc<Source>)> = None;
                     for r in &mut inserted {
                         match r {
-                            Record::Change(e) => e.source.sequence = sequence,
+                            Record::Change(e) => match &moved {
+                                Some((old, new)) if Arc::ptr_eq(old, &e.source) => {
+                                    e.source = new.clone();
+                                }
+                                _ => {
+                                    let old = e.source.clone();
+                                    Arc::make_mut(&mut e.source).sequence = sequence;
+                                    moved = Some((old, e.source.clone()));
+                                }
+                            },
                             Record::SchemaChange(sc) => sc.source.sequence = sequence,
                         }
                     }
@@ -374,7 +385,7 @@ impl Incremental {
             }
             if !self.next_table() {
                 if let Some(last) = out.last_mut() {
-                    last.source.snapshot = Snapshot::Last;
+                    Arc::make_mut(&mut last.source).snapshot = Snapshot::Last;
                 }
             }
         }
@@ -517,9 +528,10 @@ async fn window(
         result.truncate(cfg.chunk_rows as usize);
         let mut out = Vec::with_capacity(result.len());
         let now = now_ms();
+        let source = super::read_source(&t, &ctx);
         for (i, r) in result.into_iter().enumerate() {
             let values = super::convert_row(&t, r)?;
-            out.push(super::read_event(&t, &ctx, values, i as u32, now));
+            out.push(super::read_event(&t, &source, values, i as u32, now));
         }
         #[allow(clippy::expect_used)] // read_event always builds an after image
         let last_key = out.last().map(|e| {
@@ -695,7 +707,7 @@ mod tests {
                     .collect(),
             }),
             ts_ms: 0,
-            source: rowstream_api::Source {
+            source: Arc::new(Source {
                 version: "0",
                 connector: Flavor::MariaDb,
                 name: text.clone(),
@@ -707,9 +719,9 @@ mod tests {
                 gtid: text.clone(),
                 file: text,
                 pos: 0,
-                row: 0,
                 sequence: 0,
-            },
+            }),
+            row: 0,
             transaction: None,
             primary_key: Arc::from([0usize].as_slice()),
             table: None,

@@ -326,7 +326,7 @@ mod tests {
             before: Some(row.clone()),
             after: Some(row),
             ts_ms: 0,
-            source: Source {
+            source: Arc::new(Source {
                 version: "t",
                 connector: Flavor::MariaDb,
                 name: "s".into(),
@@ -338,9 +338,9 @@ mod tests {
                 gtid: "0-1-1".into(),
                 file: "f".into(),
                 pos: 4,
-                row: 0,
                 sequence: 1,
-            },
+            }),
+            row: 0,
             transaction: None,
             primary_key: m.primary_key.clone(),
             table: Some(m.clone()),
@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(b.values[1], Value::String(REDACTED.into()));
 
         let mut other = event(&m, vec![Value::Int(1); 4]);
-        other.source.table = "orders".into();
+        Arc::make_mut(&mut other.source).table = "orders".into();
         // `shop.*.na?e` still applies to orders.name.
         let m2 = Arc::new((*m).clone());
         other.table = Some(m2);

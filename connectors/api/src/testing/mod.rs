@@ -43,7 +43,7 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
         before: None,
         after: Some(row),
         ts_ms: 1_700_000_000_000,
-        source: Source {
+        source: Arc::new(Source {
             version: "0.1.0",
             connector: Flavor::MariaDb,
             name: "test".into(),
@@ -55,9 +55,9 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
             gtid: g.clone(),
             file: "mysql-bin.000001".into(),
             pos: 4 + tx,
-            row: i as u32,
             sequence: 0,
-        },
+        }),
+        row: i as u32,
         transaction: Some(Transaction {
             id: g,
             total_order: i + 1,
