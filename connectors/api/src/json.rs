@@ -175,9 +175,7 @@ struct KeyCache {
     tables: Vec<(Columns, EncodedKeys)>,
 }
 
-/// Bytes of a key slot: keys up to this long are copied as one fixed-size
-/// block (inline moves instead of a `memcpy` call per key), then the
-/// buffer is cut back to the key's length.
+/// Bytes of a key slot: keys up to this long are copied with [`put_fixed`].
 const SLOT: usize = 32;
 
 /// Column `i`'s key with its separator (`"id":`, then `,"name":`), each in
@@ -221,9 +219,7 @@ impl EncodedKeys {
     fn put(&self, out: &mut Vec<u8>, i: usize) {
         let (slot, len) = &self.slots[i];
         if *len <= SLOT {
-            let end = out.len() + len;
-            out.extend_from_slice(slot);
-            out.truncate(end);
+            put_fixed(out, slot, *len);
         } else {
             out.extend_from_slice(&self.long[i]);
         }
@@ -537,6 +533,18 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
 fn write_i64(out: &mut Vec<u8>, n: i64) {
     let mut buf = itoa::Buffer::new();
     out.extend_from_slice(buf.format(n).as_bytes());
+}
+
+/// Appends `bytes[..len]` by copying the whole array, then cutting the
+/// buffer back: a copy of a size known at compile time is a few inline
+/// moves, where a slice of varying length costs a `memcpy` call (12 calls
+/// a row, 9% of `tail`'s instructions, before keys went this way).
+#[inline(always)]
+fn put_fixed<const N: usize>(out: &mut Vec<u8>, bytes: &[u8; N], len: usize) {
+    debug_assert!(len <= N);
+    let end = out.len() + len;
+    out.extend_from_slice(bytes);
+    out.truncate(end);
 }
 
 // Shortest round-trip text of floats: zmij prints what ryu printed (test
@@ -864,6 +872,35 @@ mod tests {
         assert_eq!(val(&Value::UInt(u64::MAX)), "18446744073709551615");
         assert_eq!(val(&Value::Decimal("-12.50".into())), "\"-12.50\"");
         assert_eq!(val(&Value::Decimal("0.000".into())), "\"0.000\"");
+    }
+
+    /// Every power of ten and its neighbours, and random values of every
+    /// width, print as Rust's `to_string` does.
+    #[test]
+    fn integers_print_as_to_string() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut cases = vec![0u64, u64::MAX, u64::MAX - 1];
+        for d in 0..20 {
+            let p = 10u64.pow(d);
+            cases.extend([p - 1, p, p + 1]);
+        }
+        for _ in 0..100_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            cases.push(seed >> (seed % 64));
+        }
+        let mut out = Vec::new();
+        for n in cases {
+            out.clear();
+            write_u64(&mut out, n);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), n.to_string());
+            for i in [n as i64, (n as i64).wrapping_neg()] {
+                out.clear();
+                write_i64(&mut out, i);
+                assert_eq!(std::str::from_utf8(&out).unwrap(), i.to_string());
+            }
+        }
     }
 
     #[test]
