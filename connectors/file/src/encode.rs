@@ -232,7 +232,9 @@ const CRC_KEY: &[u8] = b",\"crc32c\":\"";
 pub struct TxCrc(pub u32);
 
 impl TxCrc {
-    /// Adds bytes as written (a whole line with its `\n`, or a part of one).
+    /// Adds bytes as written: the sink passes each run of the transaction's
+    /// lines (with their `\n`) once, at the transaction's end or before its
+    /// buffer goes to an I/O job; any split of the bytes gives the same sum.
     #[inline]
     pub fn update(&mut self, bytes: &[u8]) {
         self.0 = crc32c::crc32c_append(self.0, bytes);

@@ -663,7 +663,8 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                     labels.len()
                 )));
             }
-            let mut out = String::new();
+            // Built in place: a short set stays inline, without an allocation.
+            let mut out = rowstream_api::Text::default();
             for (i, l) in labels.iter().enumerate() {
                 if mask & (1 << i) != 0 {
                     if !out.is_empty() {
@@ -672,7 +673,7 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                     out.push_str(l);
                 }
             }
-            Value::String(out.into())
+            Value::String(out)
         }
         Decode::Date => {
             let x = take_arr::<3>(b, pos)?;
