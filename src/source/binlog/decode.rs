@@ -1262,6 +1262,33 @@ mod tests {
         assert!(e.contains("db.t.c") && e.contains("Utf8"), "{e}");
         // ascii
         assert!(one(15, &[10, 0], &cs(11), &[1, 0xe9]).is_err());
+        // ASCII text, short and long, the same in ascii, latin1 and utf8mb4
+        for text in [
+            "",
+            "a",
+            "abc",
+            "name-1-815",
+            "0123456789abcdefghijklmnopqrstuvwxyz\u{7f}",
+        ] {
+            let mut b = vec![text.len() as u8];
+            b.extend_from_slice(text.as_bytes());
+            for id in [11, 8, 45] {
+                assert_eq!(
+                    one(15, &[100, 0], &cs(id), &b).unwrap(),
+                    Value::String(text.into()),
+                    "collation {id}"
+                );
+            }
+        }
+        // a non-ASCII byte at the end of a long string is still decoded
+        let mut b = vec![20];
+        b.extend_from_slice(b"0123456789abcdefghi\xe9");
+        assert_eq!(
+            one(15, &[100, 0], &cs(8), &b).unwrap(),
+            Value::String("0123456789abcdefghié".into())
+        );
+        assert!(one(15, &[100, 0], &cs(45), &b).is_err());
+        assert!(one(15, &[100, 0], &cs(11), &b).is_err());
         // unknown charset (gbk 28): error naming the collation, empty ok
         let e = one(15, &[10, 0], &cs(28), &[2, 0xc4, 0xe3])
             .unwrap_err()
