@@ -585,10 +585,23 @@ fn push_float(out: &mut Vec<u8>, text: &str) {
 // ---------------------------------------------------------------------------
 // Temporal values
 
-/// Two ASCII digits of `n` (0..=99).
+/// "00" to "99", for printing numbers two digits per step.
+pub const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Two ASCII digits of `n` (0..=99; the last two digits of a larger `n`).
 #[inline]
 fn two(n: u32) -> [u8; 2] {
-    [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+    let i = (n % 100) as usize * 2;
+    [DIGIT_PAIRS[i], DIGIT_PAIRS[i + 1]]
 }
 
 /// Appends `n` with at least two digits (hours of TIME, or a corrupt field).
@@ -622,16 +635,9 @@ fn push_fraction(out: &mut Vec<u8>, micros: u32, fsp: u8) {
         return;
     }
     let m = micros % 1_000_000;
-    let d = [
-        b'.',
-        b'0' + (m / 100_000) as u8,
-        b'0' + (m / 10_000 % 10) as u8,
-        b'0' + (m / 1_000 % 10) as u8,
-        b'0' + (m / 100 % 10) as u8,
-        b'0' + (m / 10 % 10) as u8,
-        b'0' + (m % 10) as u8,
-    ];
-    out.extend_from_slice(&d[..=fsp]);
+    let (a, b, c) = (two(m / 10_000), two(m / 100), two(m));
+    let d = [b'.', a[0], a[1], b[0], b[1], c[0], c[1]];
+    put_fixed(out, &d, fsp + 1);
 }
 
 fn write_date(out: &mut Vec<u8>, d: &Date) {

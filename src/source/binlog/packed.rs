@@ -4,6 +4,7 @@
 //! Invariants: pure functions of their bytes; a DECIMAL decodes to exact text
 //! (exactly `scale` fractional digits, no leading zeros, no "-0") or None.
 
+use rowstream_api::json::DIGIT_PAIRS;
 use rowstream_api::{Text, Time};
 
 /// Big-endian unsigned integer of up to 8 bytes.
@@ -228,17 +229,6 @@ const POW10: [u64; 10] = [
     1_000_000_000,
 ];
 
-/// "00" to "99": two digits per division, as itoa does.
-const PAIRS: [u8; 200] = {
-    let mut t = [0u8; 200];
-    let mut i = 0;
-    while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    t
-};
 
 /// Appends the last `ndig` decimal digits of `v`, zero-padded.
 #[inline]
@@ -247,7 +237,7 @@ fn push_digits(out: &mut Digits, mut v: u32, ndig: u8) {
     let mut end = d.len();
     while end >= 2 {
         let p = (v % 100) as usize * 2;
-        d[end - 2..end].copy_from_slice(&PAIRS[p..p + 2]);
+        d[end - 2..end].copy_from_slice(&DIGIT_PAIRS[p..p + 2]);
         v /= 100;
         end -= 2;
     }
