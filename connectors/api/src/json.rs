@@ -976,6 +976,13 @@ mod tests {
         s.push_str("ü中😀\"\\");
         let back: String = serde_json::from_str(&val(&Value::String(s.clone().into()))).unwrap();
         assert_eq!(back, s);
+        // Clean strings of every length around the short-copy sizes.
+        let text = "0123456789abcdefghijklmnopqrstuvwxyzé";
+        for n in 0..=text.len() {
+            if let Some(t) = text.get(..n) {
+                assert_eq!(val(&Value::String(t.into())), format!("\"{t}\""));
+            }
+        }
     }
 
     #[test]
