@@ -229,7 +229,6 @@ const POW10: [u64; 10] = [
     1_000_000_000,
 ];
 
-
 /// Appends the last `ndig` decimal digits of `v`, zero-padded.
 #[inline]
 fn push_digits(out: &mut Digits, mut v: u32, ndig: u8) {
