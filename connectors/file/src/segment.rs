@@ -14,8 +14,9 @@
 //! The open segment is written compressed: each append (one group commit)
 //! is one complete zstd frame per [`FRAME_IN`] of input ([`ZSTD_LEVEL`], with
 //! content size and checksum) appended to `N.ndjson.zst.open`;
-//! concatenated frames are one valid zstd stream. Nothing is written plain, so the page cache copy and the second
-//! pass of compressing a closed segment are gone. Rotation fsyncs it and
+//! concatenated frames are one valid zstd stream. Nothing is written
+//! plain, so the page cache copy and the second pass of compressing a
+//! closed segment are gone. Rotation fsyncs it and
 //! renames it to `N.ndjson.zst` (fsync dir); when its frames were small
 //! (under [`SMALL_FRAME`] of input on average: live mode, one transaction
 //! per group commit, compresses poorly) the compressor thread rewrites it

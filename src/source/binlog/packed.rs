@@ -149,7 +149,7 @@ fn decode_short(s: &[u8], layout: [usize; 4], scale: usize) -> Option<Text> {
     unit = 1;
     for _ in 0..intg0 {
         int += take(9)? * unit;
-        unit = unit.saturating_mul(POW10[9]);
+        unit *= POW10[9];
     }
     if intg0x > 0 {
         int += take(intg0x)? * unit;
