@@ -1,7 +1,8 @@
 //! The process allocator: mimalloc, called the way its own `malloc` is fast.
 //!
-//! Events are built on the reader thread and freed on the writer thread;
-//! glibc malloc spends a fifth of the CPU on that pattern, mimalloc does not.
+//! Events are built on the reader thread and encoded on a writer thread,
+//! which sometimes frees them too; glibc malloc spent a fifth of the CPU on
+//! that pattern, mimalloc does not.
 //! The `mimalloc` crate's `GlobalAlloc` passes every request, even one with
 //! a word's alignment, to `mi_malloc_aligned`. In mimalloc 3, once the
 //! thread's free list for a size is empty that call takes the generic path

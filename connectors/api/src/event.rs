@@ -4,9 +4,8 @@
 //! `before`/`after` images, `op`, the source position and the transaction
 //! block. The `Source` block is the same for every row of a rows event, so
 //! the rows of one event share one `Arc<Source>`: building and freeing a row
-//! costs one reference count, not one per name (the events are built on the
-//! reader thread and freed on the writer thread, where every count is an
-//! atomic operation). Strings that repeat across rows events (names, GTID,
+//! costs one reference count, not one per name (each count is an atomic
+//! operation). Strings that repeat across rows events (names, GTID,
 //! file) are `Arc<str>` so building a `Source` does not copy them.
 
 use std::sync::Arc;
