@@ -84,11 +84,12 @@ pub enum BackupCmd {
     /// no transaction twice, complete snapshot chunks.
     #[command(long_about = "Check a file backup without changing it.
 
-Reads every segment (compressed ones with zstd's frame checksum) and checks
-every transaction's CRC32C and event count, that every line is a backup
-record, that no segment ends inside a transaction, that segment numbers have
-no gap (a deleted segment), that each server's GTIDs increase (no transaction
-twice or out of commit order) and that snapshot chunks follow one another.
+Reads every segment and checks every transaction's CRC32C and event count,
+every segment line's CRC32C, zstd's frame checksum where a frame has one,
+that every line is a backup record, that no segment ends inside a
+transaction, that segment numbers have no gap (a deleted segment), that each
+server's GTIDs increase (no transaction twice or out of commit order) and
+that snapshot chunks follow one another.
 Coverage: the source transactions each segment covers (those that wrote no
 lines, e.g. only excluded tables, included) are recomputed from its start
 line, markers and skipped lines; a transaction nothing accounts for is named

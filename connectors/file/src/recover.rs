@@ -145,29 +145,37 @@ fn scan(
         }
         let before = s.len;
         s.len += n as u64;
+        // A complete segment line that is damaged stops recovery: the
+        // segment is not what was written (a torn last line is not one).
+        let seg_line = if line.last() == Some(&b'\n') {
+            parse_segment_line(&line)
+                .map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("at byte {before}: {e}"))
+                })
+                .ctx("read segment", &path)?
+        } else {
+            None
+        };
         // A segment's end line right after its last kept transaction stays
         // with it (a closed segment cut there stays closed).
         if s.covered_txs > 0
             && s.prefix_end == before
             && s.first_uncovered.is_none()
-            && line.last() == Some(&b'\n')
-            && matches!(parse_segment_line(&line), Some(SegmentLine::End { .. }))
+            && matches!(seg_line, Some(SegmentLine::End { .. }))
         {
             s.prefix_end = s.len;
             s.closed = true;
             continue;
         }
-        if line.last() == Some(&b'\n') {
-            if let Some(SegmentLine::Skipped(sk)) = parse_segment_line(&line) {
-                let covered = cp.is_some_and(|cp| sk.minus(cp).is_empty());
-                if covered && s.first_uncovered.is_none() {
-                    s.prefix_end = s.len;
-                    s.covered_txs += 1;
-                } else if !covered && s.first_uncovered.is_none() {
-                    s.first_uncovered = Some(format!("(skipped {sk})"));
-                }
-                continue;
+        if let Some(SegmentLine::Skipped(sk)) = seg_line {
+            let covered = cp.is_some_and(|cp| sk.minus(cp).is_empty());
+            if covered && s.first_uncovered.is_none() {
+                s.prefix_end = s.len;
+                s.covered_txs += 1;
+            } else if !covered && s.first_uncovered.is_none() {
+                s.first_uncovered = Some(format!("(skipped {sk})"));
             }
+            continue;
         }
         if line.last() != Some(&b'\n') || classify(&line) != Some(LineKind::TxEnd) {
             if line.capacity() > 1 << 24 {

@@ -13,7 +13,8 @@
 //!
 //! The open segment is written compressed: each append (one group commit)
 //! is one complete zstd frame per [`FRAME_IN`] of input ([`ZSTD_LEVEL`], with
-//! content size and checksum) appended to `N.ndjson.zst.open`;
+//! content size, without zstd's checksum: every line carries a CRC32C, see
+//! `encode`) appended to `N.ndjson.zst.open`;
 //! concatenated frames are one valid zstd stream. Nothing is written
 //! plain, so the page cache copy and the second pass of compressing a
 //! closed segment are gone. Rotation fsyncs it and
@@ -301,12 +302,14 @@ const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// picks the `boundary` reported. Skippable frames count as frames holding
 /// nothing.
 ///
-/// The last complete frame is also decompressed (streaming, checksum
-/// checked) and counts as tail when that fails: a crash can only tear what
-/// was written after the last fsync, which is the newest append, one frame;
-/// a torn frame followed by garbage (zeros) can look complete by its
-/// headers. Frames before it were fsync'd before the last append began;
-/// their checksums are checked when they are read.
+/// The last complete frame is also decompressed (streaming; its blocks
+/// and, where it has them, its content size and checksum checked) and
+/// counts as tail when that fails: a crash can only tear what was written
+/// after the last fsync, which is the newest append, one frame; a torn
+/// frame followed by garbage (zeros) can look complete by its headers.
+/// Frames before it were fsync'd before the last append began. Bytes that
+/// decode but are damaged fail the lines' CRC32C (see `encode`), which
+/// readers check and recovery never keeps past the last complete marker.
 pub fn walk_frames(file: &File, upto: u64) -> io::Result<FrameWalk> {
     let w = walk_headers(file, upto)?;
     let Some(prev) = w.prev else {
@@ -558,7 +561,7 @@ impl FrameEncoder {
             .ok_or_else(|| io::Error::other("zstd: cannot allocate a compression context"))?;
         cctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
             .map_err(zstd_err)?;
-        cctx.set_parameter(CParameter::ChecksumFlag(true))
+        cctx.set_parameter(CParameter::ChecksumFlag(false))
             .map_err(zstd_err)?;
         cctx.set_parameter(CParameter::ContentSizeFlag(true))
             .map_err(zstd_err)?;

@@ -302,7 +302,10 @@ fn resume_coverage(
         if io::BufRead::read_until(&mut rd, b'\n', &mut line)? == 0 {
             break;
         }
-        match parse_segment_line(&line) {
+        let seg_line = parse_segment_line(&line).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("segment {num}: {e}"))
+        })?;
+        match seg_line {
             Some(SegmentLine::Start { covered, .. }) => cov = covered,
             Some(SegmentLine::End { covered, .. }) => return Ok((covered, 0)),
             Some(SegmentLine::Skipped(s)) => {

@@ -1,8 +1,10 @@
 //! `rowstream backup verify DIR`: reads every segment of a backup and
 //! reports every problem it finds, then a summary.
 //!
-//! Checked: zstd's frame checksum (compressed segments are written with it);
-//! every transaction's CRC32C (see `encode`) and `event_count`; that every
+//! Checked: zstd's frame checksum where a frame has one (those the writer
+//! appends have none since segment lines carry a CRC32C); every
+//! transaction's CRC32C (see `encode`) and `event_count`; every segment
+//! line's CRC32C (lines written before it existed have none); that every
 //! line is a backup record ending in `\n`; that no segment ends inside a
 //! transaction; that segment numbers are consecutive from 1 (a missing
 //! segment is a gap); that the GTIDs of each server (MySQL UUID[:tag],
@@ -246,7 +248,11 @@ impl Walk {
     /// A segment start or end line.
     fn segment_line(&mut self, raw: &[u8], out: &mut dyn FnMut(&Problem)) {
         let line = self.line;
-        match parse_segment_line(raw) {
+        let parsed = match parse_segment_line(raw) {
+            Ok(p) => p,
+            Err(what) => return self.problem(line, None, what, out),
+        };
+        match parsed {
             Some(SegmentLine::Start { pos: s, covered }) if line == 1 => {
                 let join_cov = self.join_cov.take();
                 if let (Some(prev), Some(c)) = (&join_cov, &covered) {
@@ -295,6 +301,7 @@ impl Walk {
                 self.sum.coverage.union_with(&sk);
             }
             Some(_) => self.problem(line, None, "segment line out of place".into(), out),
+            // `line` only calls this for lines that start like one.
             None => self.problem(line, None, "malformed segment line".into(), out),
         }
     }
@@ -535,7 +542,8 @@ impl Walk {
         }
     }
 
-    /// Reads one segment; stops at the first read error (zstd checksum).
+    /// Reads one segment; stops at the first read error (zstd's frame
+    /// structure or checksum).
     fn segment(&mut self, dir: &Path, seg: Segment, last: bool, out: &mut dyn FnMut(&Problem)) {
         self.seg = seg.file_name();
         self.line = 0;

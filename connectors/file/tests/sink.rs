@@ -13,7 +13,7 @@ use std::time::Duration;
 use rowstream_api::json::write_record;
 use rowstream_api::testing::{batch_of, event, gtid, FakeCommitted};
 use rowstream_api::{Ack, AckReceiver, Batch, Commit, Record, SchemaChange, Sink, SinkError};
-use rowstream_file::encode::encode_tx_end;
+use rowstream_file::encode::{encode_segment_start, encode_tx_end};
 use rowstream_file::reader::cat_bounded;
 use rowstream_file::segment::{form_name, open_segment, segment_name, segments, Form, Segment};
 use rowstream_file::{cat, verify, BackupReader, FileSink, FileSinkConfig, LineKind, TxCrc};
@@ -124,7 +124,9 @@ async fn acks_after_data_is_written_and_format() {
     // file (and fsync'd).
     assert_eq!(rx1.await, Ok(Ok(())));
     // Every segment opens with its start line (nothing before it here).
-    let mut want1 = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
+    let mut want1 = Vec::new();
+    encode_segment_start(&mut want1, &Default::default());
+    assert!(want1.starts_with(b"{\"segment\":{\"start_covered\":{}},\"crc32c\":\""));
     for l in expected(&[(1, 2)]) {
         want1.extend(l);
         want1.push(b'\n');
@@ -154,7 +156,8 @@ async fn acks_after_data_is_written_and_format() {
     let raw = seg_text(d.path(), 1);
     // Each marker carries the CRC32C of its transaction's lines (the third
     // transaction spans two batches), after the segment's start line.
-    let mut want = b"{\"segment\":{\"start_covered\":{}}}\n".to_vec();
+    let mut want = Vec::new();
+    encode_segment_start(&mut want, &Default::default());
     let mut crc = TxCrc::default();
     for (rec, m) in [
         (event(1, 0), None),
@@ -724,6 +727,8 @@ async fn verify_reports_a_gap_and_reads_old_backups() {
         let text: String = text
             .lines()
             .map(|l| match l.find(",\"crc32c\":") {
+                // Segment lines close one object after it, markers two.
+                Some(at) if l.starts_with("{\"segment\":") => format!("{}}}\n", &l[..at]),
                 Some(at) => format!("{}}}}}\n", &l[..at]),
                 None => format!("{l}\n"),
             })
@@ -929,15 +934,15 @@ async fn filtered_transactions_are_covered_and_holes_found() {
         .collect();
     assert!(raw.contains("\"skipped\":[[9,9]]"), "{raw}");
     assert!(
-        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[5,6]]}}}"),
+        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[5,6]]}},\"crc32c\":\""),
         "{raw}"
     );
     assert!(
-        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[12,14]]}}}"),
+        raw.contains("{\"segment\":{\"skipped\":{\"0\":[[12,14]]}},\"crc32c\":\""),
         "{raw}"
     );
     assert!(
-        raw.contains("{\"segment\":{\"start_covered\":{\"0\":[[1,2]]}}}"),
+        raw.contains("{\"segment\":{\"start_covered\":{\"0\":[[1,2]]}},\"crc32c\":\""),
         "{raw}"
     );
     assert_eq!(cat_lines(d.path()).len(), 15);
