@@ -342,11 +342,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
             write_date(out, d);
             out.push(b'"');
         }
-        Value::DateTime(dt) => {
-            out.push(b'"');
-            write_datetime(out, dt);
-            out.push(b'"');
-        }
+        Value::DateTime(dt) => write_datetime(out, dt, b"\""),
         Value::Timestamp { secs, micros, fsp } => write_timestamp(out, *secs, *micros, *fsp),
         Value::Time(t) => write_time(out, t),
         Value::Json(j) => {
@@ -573,10 +569,13 @@ fn write_f64(out: &mut Vec<u8>, f: f64) {
 #[inline]
 fn push_float(out: &mut Vec<u8>, text: &str) {
     let b = text.as_bytes();
-    match b.iter().position(|&c| c == b'+') {
+    // A `+` only ever follows the `e` of an exponent of at most three
+    // digits, so only the last four bytes need a look.
+    let tail = b.len().saturating_sub(4);
+    match b[tail..].iter().position(|&c| c == b'+') {
         Some(i) => {
-            out.extend_from_slice(&b[..i]);
-            out.extend_from_slice(&b[i + 1..]);
+            out.extend_from_slice(&b[..tail + i]);
+            out.extend_from_slice(&b[tail + i + 1..]);
         }
         None => out.extend_from_slice(b),
     }
@@ -648,8 +647,8 @@ fn write_date(out: &mut Vec<u8>, d: &Date) {
     push_2(out, u32::from(d.day));
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.f]` without quotes.
-fn write_datetime(out: &mut Vec<u8>, dt: &DateTime) {
+/// `"YYYY-MM-DDTHH:MM:SS[.f]` then `close` (`"`, or `Z"` for a TIMESTAMP).
+fn write_datetime(out: &mut Vec<u8>, dt: &DateTime, close: &[u8]) {
     let (year, month, day) = (
         u32::from(dt.date.year),
         u32::from(dt.date.month),
@@ -660,33 +659,48 @@ fn write_datetime(out: &mut Vec<u8>, dt: &DateTime) {
         u32::from(dt.minute),
         u32::from(dt.second),
     );
-    if year < 10_000 && month < 100 && day < 100 && h < 100 && mi < 100 && s < 100 {
-        // Fast path: one copy of a stack buffer.
-        let y1 = two(year / 100);
-        let y2 = two(year % 100);
-        let mo = two(month);
-        let da = two(day);
-        let hh = two(h);
-        let mm = two(mi);
-        let ss = two(s);
-        out.extend_from_slice(&[
-            y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', da[0], da[1], b'T', hh[0], hh[1],
-            b':', mm[0], mm[1], b':', ss[0], ss[1],
-        ]);
-    } else {
-        push_4(out, year);
-        out.push(b'-');
-        push_2(out, month);
-        out.push(b'-');
-        push_2(out, day);
-        out.push(b'T');
-        push_2(out, h);
-        out.push(b':');
-        push_2(out, mi);
-        out.push(b':');
-        push_2(out, s);
+    if year < 10_000
+        && month < 100
+        && day < 100
+        && h < 100
+        && mi < 100
+        && s < 100
+        && close.len() <= 2
+    {
+        // Fast path: the whole value in one fixed-size copy (a DATETIME(6)
+        // with its quotes is 28 bytes).
+        let (y1, y2) = (two(year / 100), two(year % 100));
+        let (mo, da, hh, mm, ss) = (two(month), two(day), two(h), two(mi), two(s));
+        let m = dt.micros % 1_000_000;
+        let (f1, f2, f3) = (two(m / 10_000), two(m / 100), two(m));
+        let mut buf: [u8; 32] = [
+            b'"', y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', da[0], da[1], b'T', hh[0],
+            hh[1], b':', mm[0], mm[1], b':', ss[0], ss[1], b'.', f1[0], f1[1], f2[0], f2[1], f3[0],
+            f3[1], 0, 0, 0, 0, 0,
+        ];
+        let fsp = usize::from(dt.fsp.min(6));
+        let mut len = if fsp == 0 { 20 } else { 21 + fsp };
+        for &c in close {
+            buf[len] = c;
+            len += 1;
+        }
+        put_fixed(out, &buf, len);
+        return;
     }
+    out.push(b'"');
+    push_4(out, year);
+    out.push(b'-');
+    push_2(out, month);
+    out.push(b'-');
+    push_2(out, day);
+    out.push(b'T');
+    push_2(out, h);
+    out.push(b':');
+    push_2(out, mi);
+    out.push(b':');
+    push_2(out, s);
     push_fraction(out, dt.micros, dt.fsp);
+    out.extend_from_slice(close);
 }
 
 /// Converts days since 1970-01-01 to a proleptic Gregorian (year, month,
@@ -706,30 +720,20 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn write_timestamp(out: &mut Vec<u8>, secs: i64, micros: u32, fsp: u8) {
-    out.push(b'"');
-    if secs == 0 && micros == 0 {
-        out.extend_from_slice(b"0000-00-00T00:00:00");
-        push_fraction(out, 0, fsp);
+    let zero = Date {
+        year: 0,
+        month: 0,
+        day: 0,
+    };
+    // The zero TIMESTAMP prints as zeros, not as 1970-01-01.
+    let (date, sod) = if secs == 0 && micros == 0 {
+        (zero, 0)
     } else {
-        let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400) as u32;
-        let (y, m, d) = civil_from_days(days);
-        if (0..=9999).contains(&y) {
-            let dt = DateTime {
-                date: Date {
-                    year: y as u16,
-                    month: m as u8,
-                    day: d as u8,
-                },
-                hour: (sod / 3600) as u8,
-                minute: (sod / 60 % 60) as u8,
-                second: (sod % 60) as u8,
-                micros,
-                fsp,
-            };
-            write_datetime(out, &dt);
-        } else {
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        if !(0..=9999).contains(&y) {
             // Outside any TIMESTAMP range; print something valid rather than panic.
+            out.push(b'"');
             write_i64(out, y);
             out.push(b'-');
             out.extend_from_slice(&two(m));
@@ -742,9 +746,25 @@ fn write_timestamp(out: &mut Vec<u8>, secs: i64, micros: u32, fsp: u8) {
             out.push(b':');
             out.extend_from_slice(&two(sod % 60));
             push_fraction(out, micros, fsp);
+            out.extend_from_slice(b"Z\"");
+            return;
         }
-    }
-    out.extend_from_slice(b"Z\"");
+        let date = Date {
+            year: y as u16,
+            month: m as u8,
+            day: d as u8,
+        };
+        (date, sod)
+    };
+    let dt = DateTime {
+        date,
+        hour: (sod / 3600) as u8,
+        minute: (sod / 60 % 60) as u8,
+        second: (sod % 60) as u8,
+        micros,
+        fsp,
+    };
+    write_datetime(out, &dt, b"Z\"");
 }
 
 fn write_time(out: &mut Vec<u8>, t: &Time) {
@@ -1108,6 +1128,16 @@ mod tests {
         assert_eq!(
             val(&dt(1000, 1, 1, 0, 0, 0, 0, 0)),
             r#""1000-01-01T00:00:00""#
+        );
+        // A precision above 6 prints 6 digits; a field too wide for its
+        // place (only a corrupt value has one) takes the slow path.
+        assert_eq!(
+            val(&dt(2024, 1, 2, 3, 4, 5, 7, 9)),
+            r#""2024-01-02T03:04:05.000007""#
+        );
+        assert_eq!(
+            val(&dt(2024, 1, 2, 123, 4, 5, 120_000, 2)),
+            r#""2024-01-02T123:04:05.12""#
         );
     }
 
