@@ -231,10 +231,12 @@ impl KeyCache {
     const MAX: usize = 64;
 
     fn keys_for(&mut self, columns: &Columns) -> &EncodedKeys {
+        // Newest first: a stream that maps its tables again (new column
+        // lists) finds the current one without walking the stale ones.
         if let Some(i) = self
             .tables
             .iter()
-            .position(|(c, _)| std::sync::Arc::ptr_eq(c, columns))
+            .rposition(|(c, _)| std::sync::Arc::ptr_eq(c, columns))
         {
             return &self.tables[i].1;
         }

@@ -62,6 +62,13 @@ struct Tx {
     overlap: bool,
 }
 
+/// A table id's TABLE_MAP event body as last seen, and the schema built
+/// from it (`None`: the table filter excludes the table).
+struct Mapped {
+    body: Box<[u8]>,
+    schema: Option<Arc<TableSchema>>,
+}
+
 /// Decodes raw events into records; holds all per-stream state.
 pub struct Processor {
     flavor: Flavor,
@@ -81,7 +88,8 @@ pub struct Processor {
     fde: FormatDescriptionEvent<'static>,
     post_header: Vec<u8>,
     file: Arc<str>,
-    tables: HashMap<u64, Option<Arc<TableSchema>>>,
+    /// Per table id, its last TABLE_MAP and schema (`None`: filtered out).
+    tables: HashMap<u64, Mapped>,
     tx: Option<Tx>,
     /// After a reconnect: (gtid, rows already delivered) of the interrupted transaction.
     resume_skip: Option<(Arc<str>, u64)>,
@@ -541,18 +549,26 @@ impl Processor {
             }
             tx.maps += 1;
         }
+        // Every transaction maps its tables again, mostly with the same
+        // bytes: the schema (a function of them) is kept, so its column
+        // names stay one allocation and the encoders' caches keyed by it
+        // keep hitting.
+        if self.tables.get(&table_id).is_some_and(|m| *m.body == *body) {
+            return Ok(());
+        }
         let included = self.filter.matches(
             &String::from_utf8_lossy(db),
             &String::from_utf8_lossy(table),
         );
-        let entry = if included {
+        let schema = if included {
             let schema = TableSchema::from_table_map(body, post as u8, self.flavor)
                 .map_err(|e| SourceError::Fatal(e.to_string()))?;
             Some(Arc::new(schema))
         } else {
             None
         };
-        self.tables.insert(table_id, entry);
+        let body = body.into();
+        self.tables.insert(table_id, Mapped { body, schema });
         Ok(())
     }
 
@@ -568,7 +584,7 @@ impl Processor {
         let post = self.post_header.get(ty as usize - 1).copied().unwrap_or(10);
         let h = decode::parse_rows_header(ty, body, post)
             .map_err(|e| SourceError::Fatal(e.to_string()))?;
-        let schema = match self.tables.get(&h.table_id) {
+        let schema = match self.tables.get(&h.table_id).map(|m| &m.schema) {
             Some(Some(s)) => s.clone(),
             Some(None) => return Ok(()), // excluded by the table filter
             None => {
@@ -936,6 +952,38 @@ mod tests {
         assert_eq!(batch.executed.unwrap().to_string(), "0-1-5");
         // Nothing new: the next batch carries no progress.
         assert!(!p.has_output(&[]));
+    }
+
+    /// A table mapped again with the same bytes keeps its schema (one
+    /// column-name list, which the encoders' caches key by pointer); new
+    /// bytes for the same id make a new one.
+    #[test]
+    fn a_table_mapped_again_keeps_its_schema_until_it_changes() {
+        let mut p = processor(Flavor::MariaDb);
+        let mut pos = 4;
+        let mut out = Vec::new();
+        for seq in [5, 6] {
+            for ev in mariadb_transaction(seq, &[seq as i32], &mut pos) {
+                p.on_wire_event(&ev, &mut out).unwrap();
+            }
+        }
+        let mut evs = mariadb_transaction(7, &[7], &mut pos);
+        let map =
+            crate::source::binlog::schema::tests::table_map(42, "db", "t", &[(3, &[], "no")], &[]);
+        evs[2] = wire_event(ev_type::TABLE_MAP, pos, 0, &map);
+        for ev in evs {
+            p.on_wire_event(&ev, &mut out).unwrap();
+        }
+        let cols: Vec<_> = out
+            .iter()
+            .map(|r| match r {
+                Record::Change(c) => c.after.as_ref().unwrap().columns.clone(),
+                other => panic!("not a change: {other:?}"),
+            })
+            .collect();
+        assert!(Arc::ptr_eq(&cols[0], &cols[1]));
+        assert_eq!((&*cols[1][0], &*cols[2][0]), ("id", "no"));
+        assert_eq!(ids(&out), [Value::Int(5), Value::Int(6), Value::Int(7)]);
     }
 
     #[test]
