@@ -50,7 +50,7 @@ pub struct FileSinkConfig {
     #[serde(default = "default_segment_max_age_secs")]
     pub segment_max_age_secs: u64,
     /// Write segments zstd-compressed as they are appended (a frame per
-    /// group commit or per MiB of it, `N.ndjson.zst.open`, renamed `N.ndjson.zst` when
+    /// group commit or per 4 MiB of it, `N.ndjson.zst.open`, renamed `N.ndjson.zst` when
     /// closed; see `segment`). `false` writes plain `N.ndjson` segments.
     /// Default true.
     #[serde(default = "default_true")]

@@ -25,7 +25,7 @@
 //!    `N.ndjson.tmp`, fsync, rename to `N.ndjson`, fsync dir, remove the
 //!    `.zst`, fsync dir. The cut segment becomes the open segment.
 //!    In an open compressed segment (`N.ndjson.zst.open`, zstd frames of
-//!    at most 1 MiB of input per append, maybe ending with a torn frame) the scan reads only the
+//!    at most 4 MiB of input per append, maybe ending with a torn frame) the scan reads only the
 //!    complete frames; when the cut is at a frame boundary the file is
 //!    truncated there (fsync), else its frames before the cut are copied as
 //!    they are and the rest of the kept prefix is compressed as one more

@@ -45,7 +45,7 @@
 //!   open segment has reached `segment_max_bytes` or `segment_max_age_secs`
 //!   (the age is also checked on an idle `flush` at a transaction boundary).
 //! - Segments are written compressed as they are appended (zstd frames of
-//!   at most 1 MiB of input per I/O job, see `segment`); a closed segment
+//!   at most 4 MiB of input per I/O job, see `segment`); a closed segment
 //!   of small frames (live mode) is recompressed by a background thread
 //!   (`segment::Compressor`), as is a closed plain one (older backups);
 //!   until it is done they stay valid segments as they are.
