@@ -635,10 +635,16 @@ fn push_fraction(out: &mut Vec<u8>, micros: u32, fsp: u8) {
     if fsp == 0 {
         return;
     }
+    put_fixed(out, &fraction(micros), fsp + 1);
+}
+
+/// `.` and the six digits of `micros`; a precision of `fsp` keeps the
+/// first `fsp` of them.
+#[inline]
+fn fraction(micros: u32) -> [u8; 7] {
     let m = micros % 1_000_000;
     let (a, b, c) = (two(m / 10_000), two(m / 100), two(m));
-    let d = [b'.', a[0], a[1], b[0], b[1], c[0], c[1]];
-    put_fixed(out, &d, fsp + 1);
+    [b'.', a[0], a[1], b[0], b[1], c[0], c[1]]
 }
 
 fn write_date(out: &mut Vec<u8>, d: &Date) {
@@ -673,12 +679,11 @@ fn write_datetime(out: &mut Vec<u8>, dt: &DateTime, close: &[u8]) {
         // with its quotes is 28 bytes).
         let (y1, y2) = (two(year / 100), two(year % 100));
         let (mo, da, hh, mm, ss) = (two(month), two(day), two(h), two(mi), two(s));
-        let m = dt.micros % 1_000_000;
-        let (f1, f2, f3) = (two(m / 10_000), two(m / 100), two(m));
+        let f = fraction(dt.micros);
         let mut buf: [u8; 32] = [
             b'"', y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', da[0], da[1], b'T', hh[0],
-            hh[1], b':', mm[0], mm[1], b':', ss[0], ss[1], b'.', f1[0], f1[1], f2[0], f2[1], f3[0],
-            f3[1], 0, 0, 0, 0, 0,
+            hh[1], b':', mm[0], mm[1], b':', ss[0], ss[1], f[0], f[1], f[2], f[3], f[4], f[5],
+            f[6], 0, 0, 0, 0, 0,
         ];
         let fsp = usize::from(dt.fsp.min(6));
         let mut len = if fsp == 0 { 20 } else { 21 + fsp };
