@@ -172,8 +172,7 @@ pub struct ChangeEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchemaChange {
     /// Source position of the statement (the envelope's `source.row` is 0);
-    /// `table` is empty,
-    /// except the table's name on a snapshot's CREATE TABLE.
+    /// `table` is empty, except the table's name on a snapshot's CREATE TABLE.
     pub source: Source,
     /// Processing time, milliseconds since the epoch.
     pub ts_ms: u64,
