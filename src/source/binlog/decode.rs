@@ -430,12 +430,12 @@ impl<'a> RowsDecoder<'a> {
             });
             let r = if let Some(base) = partial {
                 self.partial_json(col, ci, rows, &mut pos, base)
+                    .map(|v| out.push(v))
             } else {
-                decode_cell(col, rows, &mut pos)
+                decode_cell(col, rows, &mut pos, out)
             };
-            match r {
-                Ok(v) => out.push(v),
-                Err(e) => return Err(cell_error(self.schema, col, e)),
+            if let Err(e) = r {
+                return Err(cell_error(self.schema, col, e));
             }
         }
         self.pos = pos;
@@ -530,87 +530,115 @@ fn frac_micros(b: &[u8], pos: &mut usize, fsp: u8) -> Result<u32, CellErr> {
     })
 }
 
-/// Decodes one non-NULL cell.
+/// Appends the value `make` returns to an image, making room first: the
+/// value is then built straight in its slot. With [`Vec::push`] (or room made
+/// after the value), LLVM kept the value in a stack slot across the possible
+/// reallocation and copied it from there, and that wide load of narrower
+/// stores missed store-to-load forwarding on every cell.
+#[inline(always)]
+fn put(out: &mut Vec<Value>, make: impl FnOnce() -> Result<Value, CellErr>) -> Result<(), CellErr> {
+    out.reserve(1);
+    let v = make()?;
+    // SAFETY: there is room for one more value (reserved above, and `make`
+    // cannot reach `out`); the slot is written before the length covers it.
+    unsafe {
+        out.as_mut_ptr().add(out.len()).write(v);
+        out.set_len(out.len() + 1);
+    }
+    Ok(())
+}
+
+/// Decodes one non-NULL cell into `out`. Each arm makes its value through
+/// [`put`], which writes it straight into the image.
 // One arm per column type, each a few lines: splitting the match would only
 // scatter the type table.
 #[allow(clippy::too_many_lines)]
 #[inline]
-fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, CellErr> {
-    Ok(match col.decode {
-        Decode::Tiny => {
+fn decode_cell(
+    col: &ColumnSchema,
+    b: &[u8],
+    pos: &mut usize,
+    out: &mut Vec<Value>,
+) -> Result<(), CellErr> {
+    match col.decode {
+        Decode::Tiny => put(out, || {
             let x = take_arr::<1>(b, pos)?[0];
-            if col.unsigned {
+            Ok(if col.unsigned {
                 Value::UInt(x as u64)
             } else {
                 Value::Int(x as i8 as i64)
-            }
-        }
-        Decode::Short => {
+            })
+        }),
+        Decode::Short => put(out, || {
             let x = take_arr::<2>(b, pos)?;
-            if col.unsigned {
+            Ok(if col.unsigned {
                 Value::UInt(u16::from_le_bytes(x) as u64)
             } else {
                 Value::Int(i16::from_le_bytes(x) as i64)
-            }
-        }
-        Decode::Int24 => {
+            })
+        }),
+        Decode::Int24 => put(out, || {
             let x = take_arr::<3>(b, pos)?;
             let u = x[0] as u32 | (x[1] as u32) << 8 | (x[2] as u32) << 16;
-            if col.unsigned {
+            Ok(if col.unsigned {
                 Value::UInt(u as u64)
             } else {
                 Value::Int(((u << 8) as i32 >> 8) as i64)
-            }
-        }
-        Decode::Long => {
+            })
+        }),
+        Decode::Long => put(out, || {
             let x = take_arr::<4>(b, pos)?;
-            if col.unsigned {
+            Ok(if col.unsigned {
                 Value::UInt(u32::from_le_bytes(x) as u64)
             } else {
                 Value::Int(i32::from_le_bytes(x) as i64)
-            }
-        }
-        Decode::LongLong => {
+            })
+        }),
+        Decode::LongLong => put(out, || {
             let x = take_arr::<8>(b, pos)?;
-            if col.unsigned {
+            Ok(if col.unsigned {
                 Value::UInt(u64::from_le_bytes(x))
             } else {
                 Value::Int(i64::from_le_bytes(x))
-            }
-        }
-        Decode::Year => {
+            })
+        }),
+        Decode::Year => put(out, || {
             let y = take_arr::<1>(b, pos)?[0];
-            Value::Int(if y == 0 { 0 } else { 1900 + y as i64 })
-        }
-        Decode::Bit { bytes, single } => {
+            Ok(Value::Int(if y == 0 { 0 } else { 1900 + y as i64 }))
+        }),
+        Decode::Bit { bytes, single } => put(out, || {
             let v = be(take(b, pos, bytes as usize)?);
-            if single {
+            Ok(if single {
                 Value::Bool(v != 0)
             } else {
                 Value::UInt(v)
-            }
-        }
-        Decode::Float => Value::Float(f32::from_le_bytes(take_arr::<4>(b, pos)?)),
-        Decode::Double => Value::Double(f64::from_le_bytes(take_arr::<8>(b, pos)?)),
+            })
+        }),
+        Decode::Float => put(out, || {
+            Ok(Value::Float(f32::from_le_bytes(take_arr::<4>(b, pos)?)))
+        }),
+        Decode::Double => put(out, || {
+            Ok(Value::Double(f64::from_le_bytes(take_arr::<8>(b, pos)?)))
+        }),
         Decode::Decimal {
             precision,
             scale,
             size,
-        } => {
+        } => put(out, || {
             let s = take(b, pos, size as usize)?;
-            Value::Decimal(
+            Ok(Value::Decimal(
                 decode_decimal(s, precision, scale)
                     .ok_or_else(|| CellErr::Bad("invalid DECIMAL digits".into()))?,
-            )
-        }
-        Decode::VarLen { prefix, pad_to } => {
+            ))
+        }),
+        Decode::VarLen { prefix, pad_to } => put(out, || {
             let n = if prefix == 1 {
                 take(b, pos, 1)?[0] as usize
             } else {
                 u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize
             };
             let s = take(b, pos, n)?;
-            if col.charset == Charset::Binary {
+            Ok(if col.charset == Charset::Binary {
                 let mut v = Vec::with_capacity(s.len().max(pad_to as usize));
                 v.extend_from_slice(s);
                 if v.len() < pad_to as usize {
@@ -619,25 +647,25 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                 Value::Bytes(v)
             } else {
                 Value::String(text(s, col.charset)?)
-            }
-        }
-        Decode::Blob { pack } => {
+            })
+        }),
+        Decode::Blob { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
-            if col.charset == Charset::Binary {
+            Ok(if col.charset == Charset::Binary {
                 Value::Bytes(s.to_vec())
             } else {
                 Value::String(text(s, col.charset)?)
-            }
-        }
-        Decode::Enum { pack } => {
+            })
+        }),
+        Decode::Enum { pack } => put(out, || {
             let i = if pack == 1 {
                 take(b, pos, 1)?[0] as usize
             } else {
                 u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize
             };
             let labels = col.labels.as_deref().unwrap_or(&[]);
-            if i == 0 {
+            Ok(if i == 0 {
                 Value::String(rowstream_api::Text::default())
             } else {
                 match labels.get(i - 1) {
@@ -649,9 +677,9 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                         )))
                     }
                 }
-            }
-        }
-        Decode::Set { bytes } => {
+            })
+        }),
+        Decode::Set { bytes } => put(out, || {
             let s = take(b, pos, bytes as usize)?;
             let mut v = [0u8; 8];
             v[..s.len()].copy_from_slice(s);
@@ -673,18 +701,18 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                     out.push_str(l);
                 }
             }
-            Value::String(out)
-        }
-        Decode::Date => {
+            Ok(Value::String(out))
+        }),
+        Decode::Date => put(out, || {
             let x = take_arr::<3>(b, pos)?;
             let v = x[0] as u32 | (x[1] as u32) << 8 | (x[2] as u32) << 16;
-            Value::Date(Date {
+            Ok(Value::Date(Date {
                 year: (v >> 9) as u16,
                 month: ((v >> 5) & 15) as u8,
                 day: (v & 31) as u8,
-            })
-        }
-        Decode::DateTime2 { fsp } => {
+            }))
+        }),
+        Decode::DateTime2 { fsp } => put(out, || {
             let raw = be(take(b, pos, 5)?) as i64 - 0x80_0000_0000;
             let micros = frac_micros(b, pos, fsp)?;
             if raw < 0 {
@@ -693,7 +721,7 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
             let ymd = raw >> 17;
             let hms = raw & ((1 << 17) - 1);
             let ym = ymd >> 5;
-            Value::DateTime(DateTime {
+            Ok(Value::DateTime(DateTime {
                 date: Date {
                     year: (ym / 13) as u16,
                     month: (ym % 13) as u8,
@@ -704,14 +732,14 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                 second: (hms & 63) as u8,
                 micros,
                 fsp,
-            })
-        }
-        Decode::Timestamp2 { fsp } => {
+            }))
+        }),
+        Decode::Timestamp2 { fsp } => put(out, || {
             let secs = u32::from_be_bytes(take_arr::<4>(b, pos)?) as i64;
             let micros = frac_micros(b, pos, fsp)?;
-            Value::Timestamp { secs, micros, fsp }
-        }
-        Decode::Time2 { fsp } => {
+            Ok(Value::Timestamp { secs, micros, fsp })
+        }),
+        Decode::Time2 { fsp } => put(out, || {
             let packed: i64 = match fsp {
                 0 => (be(take(b, pos, 3)?) as i64 - 0x80_0000) << 24,
                 1 | 2 => {
@@ -734,12 +762,12 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                 }
                 _ => be(take(b, pos, 6)?) as i64 - 0x8000_0000_0000,
             };
-            Value::Time(time_from_packed(packed, fsp))
-        }
-        Decode::DateTimeOld => {
+            Ok(Value::Time(time_from_packed(packed, fsp)))
+        }),
+        Decode::DateTimeOld => put(out, || {
             let v = u64::from_le_bytes(take_arr::<8>(b, pos)?);
             let (d, t) = (v / 1_000_000, v % 1_000_000);
-            Value::DateTime(DateTime {
+            Ok(Value::DateTime(DateTime {
                 date: Date {
                     year: (d / 10_000) as u16,
                     month: (d / 100 % 100) as u8,
@@ -750,35 +778,37 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                 second: (t % 100) as u8,
                 micros: 0,
                 fsp: 0,
+            }))
+        }),
+        Decode::TimestampOld => put(out, || {
+            Ok(Value::Timestamp {
+                secs: u32::from_le_bytes(take_arr::<4>(b, pos)?) as i64,
+                micros: 0,
+                fsp: 0,
             })
-        }
-        Decode::TimestampOld => Value::Timestamp {
-            secs: u32::from_le_bytes(take_arr::<4>(b, pos)?) as i64,
-            micros: 0,
-            fsp: 0,
-        },
-        Decode::TimeOld => {
+        }),
+        Decode::TimeOld => put(out, || {
             let x = take_arr::<3>(b, pos)?;
             let v = ((x[0] as u32 | (x[1] as u32) << 8 | (x[2] as u32) << 16) << 8) as i32 >> 8;
             let a = v.unsigned_abs();
-            Value::Time(Time {
+            Ok(Value::Time(Time {
                 negative: v < 0,
                 hours: (a / 10_000) as u16,
                 minute: (a / 100 % 100) as u8,
                 second: (a % 100) as u8,
                 micros: 0,
                 fsp: 0,
-            })
-        }
-        Decode::Json { pack } => {
+            }))
+        }),
+        Decode::Json { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
-            Value::Json(json_from_binary(s).map_err(CellErr::Bad)?)
-        }
-        Decode::Geometry { pack } => {
+            Ok(Value::Json(json_from_binary(s).map_err(CellErr::Bad)?))
+        }),
+        Decode::Geometry { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
-            match s.split_first_chunk() {
+            Ok(match s.split_first_chunk() {
                 Some((srid, wkb)) => Value::Geometry {
                     srid: u32::from_le_bytes(*srid),
                     wkb: wkb.to_vec(),
@@ -788,21 +818,21 @@ fn decode_cell(col: &ColumnSchema, b: &[u8], pos: &mut usize) -> Result<Value, C
                     wkb: Vec::new(),
                 },
                 None => return Err(CellErr::Bad(format!("GEOMETRY value of {} bytes", s.len()))),
-            }
-        }
-        Decode::Vector { pack } => {
+            })
+        }),
+        Decode::Vector { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
             if s.len() % 4 != 0 {
                 return Err(CellErr::Bad(format!("VECTOR value of {} bytes", s.len())));
             }
-            Value::Vector(
+            Ok(Value::Vector(
                 s.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
-            )
-        }
-    })
+            ))
+        }),
+    }
 }
 
 #[inline]
