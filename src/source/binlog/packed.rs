@@ -117,10 +117,10 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<Text> {
 fn decode_short(s: &[u8], layout: [usize; 4], scale: usize) -> Option<Text> {
     let [intg0x, intg0, frac0, frac0x] = layout;
     let size = s.len();
-    let mut buf = [0u8; 16];
-    buf[16 - size..].copy_from_slice(s);
     let bits = 8 * size as u32;
-    let raw = u128::from_be_bytes(buf);
+    // Byte by byte, not copied into a 16-byte array and loaded whole: that
+    // load of the copy's narrower stores stalled (no store-to-load forwarding).
+    let raw = s.iter().fold(0u128, |a, &x| a << 8 | u128::from(x));
     let sign = 1u128 << (bits - 1);
     let neg = raw & sign == 0;
     // A negative value is stored with every bit inverted; the sign bit is
