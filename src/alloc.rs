@@ -65,6 +65,25 @@ unsafe impl GlobalAlloc for MiMalloc {
     }
 }
 
+/// Turns transparent huge pages off for this process, before its heap grows.
+///
+/// mimalloc returns memory it no longer uses to the kernel after a short
+/// delay and takes fresh memory when the stream needs it again. With huge
+/// pages each such fault zeroes 2 MiB at once: in `run` the kernel's
+/// `clear_page` was 14% of the CPU (`perf`), and turning huge pages off cut
+/// `run`'s CPU by 9% and its peak RSS by 25 MB (`MIMALLOC_ALLOW_THP=0`
+/// A/B). The prctl flag applies to every later page fault of the process;
+/// the database servers we read from recommend the same setting.
+pub fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and changes
+    // only this process's page-fault policy; a failure (old kernel) leaves the
+    // default, which is only slower.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use clap::Parser;
 static GLOBAL: rowstream::alloc::MiMalloc = rowstream::alloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    rowstream::alloc::without_huge_pages();
     let cli = rowstream::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
