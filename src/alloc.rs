@@ -1,4 +1,5 @@
-//! The process allocator: mimalloc, called the way its own `malloc` is fast.
+//! The process allocator: mimalloc, called the way its own `malloc` is fast,
+//! with transparent huge pages off for the process ([`without_huge_pages`]).
 //!
 //! Events are built on the reader thread and encoded on a writer thread,
 //! which sometimes frees them too; glibc malloc spent a fifth of the CPU on
