@@ -73,8 +73,9 @@ unsafe impl GlobalAlloc for MiMalloc {
 /// pages each such fault zeroes 2 MiB at once: in `run` the kernel's
 /// `clear_page` was 14% of the CPU (`perf`), and turning huge pages off cut
 /// `run`'s CPU by 9% and its peak RSS by 25 MB (`MIMALLOC_ALLOW_THP=0`
-/// A/B). The prctl flag applies to every later page fault of the process;
-/// the database servers we read from recommend the same setting.
+/// A/B). The prctl flag applies to every later page fault of the process,
+/// in mappings made before it too, so calling it first in `main` covers the
+/// heap.
 pub fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and changes
