@@ -26,10 +26,11 @@ use super::acks::{all_acked, AckFuture, AckNote, SinkFailure};
 /// Batches queued per sink. With 4, a sink waiting on its own I/O (the
 /// file sink's group commit) stopped decoding within a few milliseconds,
 /// and the threads went on in lockstep, one batch per wake-up; on a loaded
-/// host every wake-up is late. 16 let `run` catch up 11-12% sooner on the
-/// busy host (1-2% when quiet) for about 8 MB more peak RSS; 32 gained
-/// nothing more. What all queues hold together stays bounded by the ack
-/// tracker's `MAX_PENDING_BYTES`.
+/// host every wake-up is late. 16 let `run` catch up 11-20% sooner while
+/// the host was busy (1-2% when quiet), for a higher peak RSS (`peers.sh`:
+/// 63 -> 74 MB from MariaDB, 62 -> 95 MB from MySQL); 32 gained nothing
+/// more. What all queues hold together stays bounded by the ack tracker's
+/// `MAX_PENDING` and `MAX_PENDING_BYTES`.
 const SINK_QUEUE: usize = 16;
 /// A sink is flushed when no batch has arrived for this long.
 const IDLE_FLUSH: Duration = Duration::from_millis(2);
