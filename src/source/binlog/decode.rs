@@ -692,16 +692,16 @@ fn decode_cell(
                 )));
             }
             // Built in place: a short set stays inline, without an allocation.
-            let mut out = rowstream_api::Text::default();
+            let mut joined = rowstream_api::Text::default();
             for (i, l) in labels.iter().enumerate() {
                 if mask & (1 << i) != 0 {
-                    if !out.is_empty() {
-                        out.push(',');
+                    if !joined.is_empty() {
+                        joined.push(',');
                     }
-                    out.push_str(l);
+                    joined.push_str(l);
                 }
             }
-            Ok(Value::String(out))
+            Ok(Value::String(joined))
         }),
         Decode::Date => put(out, || {
             let x = take_arr::<3>(b, pos)?;
