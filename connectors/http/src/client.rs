@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
+use rowstream_api::kit::with_causes;
 use rowstream_api::metrics::Handle;
 use rowstream_api::Backoff;
 
@@ -393,17 +394,12 @@ fn truncate(b: &[u8]) -> String {
 
 /// A transport error with its causes (reqwest's `Display` hides them).
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() {
-        format!("timed out: {e}")
+    let s = with_causes(e);
+    if e.is_timeout() {
+        format!("timed out: {s}")
     } else {
-        e.to_string()
-    };
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
+        s
     }
-    s
 }
 
 /// Shared by the sink's request tasks.

@@ -23,6 +23,7 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use rowstream_api::kit::with_causes;
 
 use crate::config::KafkaSinkConfig;
 
@@ -213,17 +214,12 @@ fn is_certificate_error(e: &reqwest::Error) -> bool {
 
 /// A transport error with its causes (reqwest's `Display` hides them).
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() {
-        format!("no answer in {}s: {e}", TIMEOUT.as_secs())
+    let s = with_causes(e);
+    if e.is_timeout() {
+        format!("no answer in {}s: {s}", TIMEOUT.as_secs())
     } else {
-        e.to_string()
-    };
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
+        s
     }
-    s
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //!   indices): parse, validate, render;
 //! - [`TableFilter`]: `db.table` include/exclude globs (source and apply sink);
 //! - [`ColumnRules`]: column exclusion and masking, applied by the source;
+//! - [`with_causes`]: an error's message with its chain of causes;
 //! - [`ConfigError`](crate::ConfigError) lives beside it in `config_error`.
 //!
 //! Nothing here does I/O or knows a target; each piece is unit-tested here
@@ -17,6 +18,7 @@
 
 pub mod acks;
 pub mod backoff;
+pub mod causes;
 pub mod filter;
 pub mod glob;
 pub mod mask;
@@ -24,6 +26,7 @@ pub mod template;
 
 pub use acks::{AckQueue, Poison};
 pub use backoff::Backoff;
+pub use causes::with_causes;
 pub use filter::TableFilter;
 pub use mask::ColumnRules;
 pub use template::TableTemplate;
