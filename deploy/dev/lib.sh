@@ -186,3 +186,17 @@ make_test_certs() {
       -days 7 -extfile "$t/san.ext" -out "$t/server.crt"
   } >>"$2" 2>&1 || die "openssl failed making the test certificates (see $2)"
 }
+
+# compile_java JAVAC SOURCE LIBDIR CACHEDIR: compiles the one-class SOURCE against LIBDIR/*
+# into CACHEDIR/classes-<sha of SOURCE>, once (an edit of SOURCE recompiles it; a failed
+# compile leaves only a .tmp directory behind); sets CLASSES to that directory.
+compile_java() {
+  local javac=$1 src=$2 lib=$3 cache=$4 name sha
+  name=$(basename "$src" .java)
+  sha=$(sha256sum "$src" | cut -c1-12)
+  CLASSES=$cache/classes-$sha
+  [[ ! -f $CLASSES/$name.class ]] || return 0
+  rm -rf "$CLASSES.tmp"; mkdir -p "$CLASSES.tmp"
+  "$javac" -nowarn -cp "$lib/*" -d "$CLASSES.tmp" "$src" >&2 || die "javac $name.java failed"
+  rm -rf "$CLASSES"; mv "$CLASSES.tmp" "$CLASSES"
+}

@@ -52,14 +52,7 @@ fetch_opensearch() {
     rm -rf "$OS_HOME"; mv "$OS_HOME.tmp" "$OS_HOME"
     log "OpenSearch ready in $(elapsed "$t")s: $OS_HOME"
   fi
-  local sha; sha=$(sha256sum "$DEV_SCRIPTS/maven/OpenSearchNode.java" | cut -c1-12)
-  CLASSES=$OS_HOME/classes-$sha
-  if [[ ! -f $CLASSES/OpenSearchNode.class ]]; then
-    rm -rf "$CLASSES.tmp"; mkdir -p "$CLASSES.tmp"
-    "${JAVA%java}javac" -nowarn -d "$CLASSES.tmp" -cp "$OS_HOME/lib/*" \
-      "$DEV_SCRIPTS/maven/OpenSearchNode.java" >&2 || die "javac OpenSearchNode.java failed"
-    rm -rf "$CLASSES"; mv "$CLASSES.tmp" "$CLASSES"
-  fi
+  compile_java "${JAVA%java}javac" "$DEV_SCRIPTS/maven/OpenSearchNode.java" "$OS_HOME/lib" "$OS_HOME"
 }
 
 # running_node DATADIR -> the PID recorded in DATADIR, if that process still is its node.

@@ -58,14 +58,7 @@ PYEOF
     rm -rf "$LIB"; mv "$LIB.tmp" "$LIB"
     log "Confluent's deserializer ready in $(elapsed "$t")s: $LIB"
   fi
-  local sha; sha=$(sha256sum "$DIR/ConfluentAvroRead.java" | cut -c1-12)
-  CLASSES=$CFL/classes-$sha
-  if [[ ! -f $CLASSES/ConfluentAvroRead.class ]]; then
-    rm -rf "$CLASSES.tmp"; mkdir -p "$CLASSES.tmp"
-    "$JAVAC" -nowarn -cp "$LIB/*" -d "$CLASSES.tmp" "$DIR/ConfluentAvroRead.java" >&2 \
-      || die "javac ConfluentAvroRead.java failed"
-    rm -rf "$CLASSES"; mv "$CLASSES.tmp" "$CLASSES"
-  fi
+  compile_java "$JAVAC" "$DIR/ConfluentAvroRead.java" "$LIB" "$CFL"
 }
 
 fetch

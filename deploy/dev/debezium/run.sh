@@ -34,14 +34,7 @@ fetch() {
     rm -rf "$LIB"; mv "$LIB.tmp" "$LIB"
     log "Debezium ready in $(elapsed "$t")s"
   fi
-  local sha; sha=$(sha256sum "$DIR/DebeziumRunner.java" | cut -c1-12)
-  CLASSES=$DBZ/classes-$sha
-  if [[ ! -f $CLASSES/DebeziumRunner.class ]]; then
-    rm -rf "$CLASSES.tmp"; mkdir -p "$CLASSES.tmp"
-    "$JAVAC" -nowarn -cp "$LIB/*" -d "$CLASSES.tmp" "$DIR/DebeziumRunner.java" >&2 \
-      || die "javac DebeziumRunner.java failed"
-    rm -rf "$CLASSES"; mv "$CLASSES.tmp" "$CLASSES"
-  fi
+  compile_java "$JAVAC" "$DIR/DebeziumRunner.java" "$LIB" "$DBZ"
 }
 
 fetch
