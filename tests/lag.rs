@@ -15,11 +15,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    output_with_timeout, rowstream, Flavor, Service, ServiceConfig, Sink, TestDaemon, TestServer,
-    OSMEM,
+    output_with_timeout, rowstream, wait_until, Flavor, Service, ServiceConfig, Sink, TestDaemon,
+    TestServer, OSMEM,
 };
 use serde_json::Value;
 
@@ -55,14 +55,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn frozen_sink_lags_and_recovers() {
     let Some(server) = TestServer::start(Flavor::MariaDb, &[]) else {
@@ -85,7 +77,7 @@ fn frozen_sink_lags_and_recovers() {
     let mut svc = Service::new("lag", cfg);
     svc.spawn();
     server.exec("INSERT INTO s.t VALUES (1)");
-    wait(
+    wait_until(
         "/health 200 with both sinks under 1 s",
         Duration::from_secs(60),
         || {
@@ -99,7 +91,7 @@ fn frozen_sink_lags_and_recovers() {
 
     // No writes on captured tables: the checkpoint moves with the heartbeats.
     let cp0 = svc.checkpoint_gtid().expect("checkpoint");
-    wait(
+    wait_until(
         "the checkpoint to advance with heartbeats",
         Duration::from_secs(10),
         || svc.checkpoint_gtid().is_some_and(|c| c != cp0),
@@ -126,7 +118,7 @@ fn frozen_sink_lags_and_recovers() {
     eprintln!("frozen: lags {b:?}, /health {health}");
 
     search.freeze(false);
-    wait("/health 200 again", Duration::from_secs(60), || {
+    wait_until("/health 200 again", Duration::from_secs(60), || {
         get_or(port, "/health") == 200 && lags_or_empty(port).values().all(|v| *v < 1.0)
     });
     let (code, status) = get(port, "/status");
@@ -146,7 +138,7 @@ fn frozen_sink_lags_and_recovers() {
     );
     // The source away longer than max_source_down_ms: 503 naming it; back: 200.
     server.kill();
-    wait(
+    wait_until(
         "/health 503 for the source",
         Duration::from_secs(30),
         || {
@@ -155,7 +147,7 @@ fn frozen_sink_lags_and_recovers() {
         },
     );
     server.restart();
-    wait(
+    wait_until(
         "/health 200 after the source returned",
         Duration::from_secs(60),
         || get_or(port, "/health") == 200,

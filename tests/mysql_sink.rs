@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    gtid_seqs, seed, Flavor, Service, ServiceConfig, Sink, TestServer, Workload, MIXED,
+    gtid_seqs, seed, wait_until, Flavor, Service, ServiceConfig, Sink, TestServer, Workload, MIXED,
     MIXED_SCHEMA,
 };
 use rand::Rng;
@@ -52,14 +52,6 @@ fn mysql_sink(target: &TestServer, log: &Path, extra: &str) -> Sink {
 }
 
 /// Waits until `f` holds (panics with `what` after `timeout`).
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn conflicts(log: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()

@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    gtid_key, gtid_seqs, seed, FaultProxy, Flavor, Service, ServiceConfig, Sink, TestDaemon,
-    TestKafka, TestServer, OSMEM,
+    gtid_key, gtid_seqs, seed, wait_until, FaultProxy, Flavor, Service, ServiceConfig, Sink,
+    TestDaemon, TestKafka, TestServer, OSMEM,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -448,17 +448,6 @@ fn sink_service(source: Flavor, label: &str, sink: Sink) -> Option<(TestServer, 
 }
 
 /// Polls `f` until it holds; panics with `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn report(what: &str, run: &Run, proxy: &FaultProxy, warnings: usize) {
     eprintln!(
         "{what}: {} faults {:?} under {} writer transactions in {:?}, {warnings} warnings \

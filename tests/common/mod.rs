@@ -4,7 +4,7 @@
 //! [`tail`], [`output_with_timeout`]), `rowstream run` as a service ([`Service`]), scratch
 //! dirs ([`TmpDir`]), openssl-made test certificates ([`TestCerts`]), a TCP proxy that
 //! breaks connections on command ([`FaultProxy`]), the random seed ([`seed`]), GTID sets
-//! as sets ([`gtid_seqs`]) and a
+//! as sets ([`gtid_seqs`]), polling until a condition holds ([`wait_until`]) and a
 //! random workload over a keyed and a composite-key table ([`Workload`]).
 //!
 //! A sink test reads like this (see `tests/kafka.rs`):
@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[allow(unused_imports)]
 pub use cli::{
@@ -115,6 +115,18 @@ macro_rules! flavor_tests {
 /// True when a missing server binary must fail the test (`ROWSTREAM_TEST_REQUIRE_SERVERS`).
 pub fn require_servers() -> bool {
     std::env::var(REQUIRE_SERVERS_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Polls `done` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Sets the flag when dropped (also while unwinding), so a scoped writer thread stops.
