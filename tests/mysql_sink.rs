@@ -51,7 +51,6 @@ fn mysql_sink(target: &TestServer, log: &Path, extra: &str) -> Sink {
     ))
 }
 
-/// Waits until `f` holds (panics with `what` after `timeout`).
 fn conflicts(log: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()

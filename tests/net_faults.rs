@@ -447,7 +447,6 @@ fn sink_service(source: Flavor, label: &str, sink: Sink) -> Option<(TestServer, 
     Some((server, svc))
 }
 
-/// Polls `f` until it holds; panics with `what` after `timeout`.
 fn report(what: &str, run: &Run, proxy: &FaultProxy, warnings: usize) {
     eprintln!(
         "{what}: {} faults {:?} under {} writer transactions in {:?}, {warnings} warnings \
