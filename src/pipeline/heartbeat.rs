@@ -76,7 +76,7 @@ impl HeartbeatRows {
     ) -> Option<u64> {
         let is_hb = |r: &Record| match r {
             Record::Change(ev) => {
-                &*ev.source.table == self.table.as_str() && &*ev.source.db == self.db.as_str()
+                &*ev.source().table == self.table.as_str() && &*ev.source().db == self.db.as_str()
             }
             _ => false,
         };
@@ -248,7 +248,7 @@ fn grant_hint(e: &mysql_async::Error, db: &str, table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rowstream_api::{ChangeEvent, Flavor, Op, Row, Snapshot, Source};
+    use rowstream_api::{ChangeEvent, Flavor, Op, Row, Shared, Snapshot, Source};
 
     fn ev(db: &str, table: &str, seq: u64) -> Record {
         Record::Change(ChangeEvent {
@@ -259,24 +259,26 @@ mod tests {
                 values: vec![Value::String("x".into()), Value::UInt(seq)],
             }),
             ts_ms: 0,
-            source: Arc::new(Source {
-                version: "t",
-                connector: Flavor::MySql,
-                name: Arc::from("n"),
-                ts_ms: 0,
-                snapshot: Snapshot::False,
-                db: Arc::from(db),
-                table: Arc::from(table),
-                server_id: 1,
-                gtid: Arc::from("g"),
-                file: Arc::from("f"),
-                pos: 0,
-                sequence: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "t",
+                    connector: Flavor::MySql,
+                    name: Arc::from("n"),
+                    ts_ms: 0,
+                    snapshot: Snapshot::False,
+                    db: Arc::from(db),
+                    table: Arc::from(table),
+                    server_id: 1,
+                    gtid: Arc::from("g"),
+                    file: Arc::from("f"),
+                    pos: 0,
+                    sequence: 0,
+                },
+                primary_key: Arc::from(Vec::new()),
+                table: None,
             }),
             row: 0,
             transaction: None,
-            primary_key: Arc::from(Vec::new()),
-            table: None,
             overlap: false,
         })
     }

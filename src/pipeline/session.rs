@@ -255,7 +255,7 @@ async fn dispatch(
     };
     let done = sinks.dispatch(&batch, note).await;
     let oldest_ts_ms = batch.records.iter().find_map(|r| match r {
-        Record::Change(ev) => Some(ev.source.ts_ms),
+        Record::Change(ev) => Some(ev.source().ts_ms),
         _ => None,
     });
     if tracker.is_empty() {

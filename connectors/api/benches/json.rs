@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rowstream_api::json::write_change_event;
 use rowstream_api::{
-    ChangeEvent, Date, DateTime, Flavor, Op, Row, Snapshot, Source, Transaction, Value,
+    ChangeEvent, Date, DateTime, Flavor, Op, Row, Shared, Snapshot, Source, Transaction, Value,
 };
 
 fn row(
@@ -81,19 +81,23 @@ fn event() -> ChangeEvent {
             0.8125,
         )),
         ts_ms: 1_715_953_509_123,
-        source: Arc::new(Source {
-            version: "0.1.0",
-            connector: Flavor::MySql,
-            name: Arc::from("prod"),
-            ts_ms: 1_715_953_509_000,
-            snapshot: Snapshot::False,
-            db: Arc::from("shop"),
-            table: Arc::from("orders"),
-            server_id: 1,
-            gtid: gtid.clone(),
-            file: Arc::from("binlog.000042"),
-            pos: 123_456_789,
-            sequence: 0,
+        shared: Arc::new(Shared {
+            source: Source {
+                version: "0.1.0",
+                connector: Flavor::MySql,
+                name: Arc::from("prod"),
+                ts_ms: 1_715_953_509_000,
+                snapshot: Snapshot::False,
+                db: Arc::from("shop"),
+                table: Arc::from("orders"),
+                server_id: 1,
+                gtid: gtid.clone(),
+                file: Arc::from("binlog.000042"),
+                pos: 123_456_789,
+                sequence: 0,
+            },
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
         }),
         row: 3,
         transaction: Some(Transaction {
@@ -101,8 +105,6 @@ fn event() -> ChangeEvent {
             total_order: 4,
             data_collection_order: 4,
         }),
-        primary_key: Arc::from([0usize].as_slice()),
-        table: None,
         overlap: false,
     }
 }

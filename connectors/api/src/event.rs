@@ -2,11 +2,13 @@
 //!
 //! One `ChangeEvent` per row change, shaped after Debezium's envelope:
 //! `before`/`after` images, `op`, the source position and the transaction
-//! block. The `Source` block is the same for every row of a rows event, so
-//! the rows of one event share one `Arc<Source>`: building and freeing a row
-//! costs one reference count, not one per name (each count is an atomic
-//! operation). Strings that repeat across rows events (names, GTID,
-//! file) are `Arc<str>` so building a `Source` does not copy them.
+//! block. What every row of a rows event has in common (the `Source` block,
+//! the table version's primary key and types) sits in one [`Shared`] behind
+//! one `Arc`: building and freeing a row costs one reference count for all
+//! of it, not one per field (each count is an atomic operation, and six of
+//! them per row were a fifth of the decoding thread's time). Strings that
+//! repeat across rows events (names, GTID, file) are `Arc<str>` so building
+//! a `Source` does not copy them.
 
 use std::sync::Arc;
 
@@ -130,6 +132,43 @@ pub struct Transaction {
     pub data_collection_order: u64,
 }
 
+/// What every row change of one rows event shares (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared {
+    pub source: Source,
+    /// Indices of the table's primary key columns, in key order, into the
+    /// table's column order (which is the order of `before`/`after` values:
+    /// the source requires full row images). Empty when the table has no
+    /// primary key (or the server did not log it). Not part of the JSON
+    /// envelope.
+    pub primary_key: Arc<[usize]>,
+    /// Column types, nullability and primary key of the table version
+    /// (one `Arc` per TABLE_MAP). `None` when the producer of the event has
+    /// no type information (tests, tools); the Avro encoding requires it.
+    /// Not part of the JSON envelope.
+    pub table: Option<Arc<TableMeta>>,
+}
+
+impl Shared {
+    /// A `Shared` with the key and types of `table`.
+    pub fn typed(source: Source, table: &Arc<TableMeta>) -> Shared {
+        Shared {
+            source,
+            primary_key: table.primary_key.clone(),
+            table: Some(table.clone()),
+        }
+    }
+
+    /// A `Shared` without type information, keyed by `primary_key`.
+    pub fn untyped(source: Source, primary_key: &[usize]) -> Shared {
+        Shared {
+            source,
+            primary_key: primary_key.into(),
+            table: None,
+        }
+    }
+}
+
 /// One row change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
@@ -138,23 +177,12 @@ pub struct ChangeEvent {
     pub after: Option<Row>,
     /// When rowstream processed the event, milliseconds since the epoch.
     pub ts_ms: u64,
-    /// Shared by every row of the rows event (see the module doc); change
-    /// one row's copy with `Arc::make_mut`.
-    pub source: Arc<Source>,
+    /// The source block, key and types, shared by every row of the rows
+    /// event; change one row's copy with [`ChangeEvent::shared_mut`].
+    pub shared: Arc<Shared>,
     /// Index of the row within its rows event: the envelope's `source.row`.
     pub row: u32,
     pub transaction: Option<Transaction>,
-    /// Indices of the table's primary key columns, in key order, into the
-    /// table's column order (which is the order of `before`/`after` values:
-    /// the source requires full row images). Empty when the table has no
-    /// primary key (or the server did not log it). Shared by every event of
-    /// the table version. Not part of the JSON envelope.
-    pub primary_key: Arc<[usize]>,
-    /// Column types, nullability and primary key of the table version
-    /// (one `Arc` per TABLE_MAP). `None` when the producer of the event has
-    /// no type information (tests, tools); the Avro encoding requires it.
-    /// Not part of the JSON envelope.
-    pub table: Option<Arc<TableMeta>>,
     /// A streamed change that rows a snapshot delivered earlier may already
     /// contain: the snapshot read (some of) its tables in views newer than
     /// the cut the stream starts from (a lock-free cut, or a snapshot
@@ -164,6 +192,29 @@ pub struct ChangeEvent {
     /// delete by key) instead of checking the before image. The JSON
     /// envelope carries it as a trailing `"overlap":true`, only when set.
     pub overlap: bool,
+}
+
+impl ChangeEvent {
+    /// The envelope's `source` block.
+    pub fn source(&self) -> &Source {
+        &self.shared.source
+    }
+
+    /// The table's primary key columns (see [`Shared::primary_key`]).
+    pub fn primary_key(&self) -> &[usize] {
+        &self.shared.primary_key
+    }
+
+    /// The table version's types, when the producer had them.
+    pub fn table(&self) -> Option<&Arc<TableMeta>> {
+        self.shared.table.as_ref()
+    }
+
+    /// This event's own copy of what it shares with the other rows of its
+    /// rows event (copied on the first change).
+    pub fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.shared)
+    }
 }
 
 /// A DDL statement seen in the binlog, emitted as its own record; also a

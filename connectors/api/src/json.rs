@@ -75,14 +75,14 @@ struct HeadCache {
 struct HeadKey {
     op: crate::event::Op,
     ts_ms: u64,
-    source: std::sync::Arc<Source>,
+    shared: std::sync::Arc<crate::event::Shared>,
 }
 
 impl HeadKey {
     fn matches(&self, ev: &ChangeEvent) -> bool {
         self.op == ev.op
             && self.ts_ms == ev.ts_ms
-            && std::sync::Arc::ptr_eq(&self.source, &ev.source)
+            && std::sync::Arc::ptr_eq(&self.shared, &ev.shared)
     }
 }
 
@@ -97,11 +97,11 @@ impl HeadCache {
             bytes.extend_from_slice(b"\",\"ts_ms\":");
             write_u64(&mut bytes, ev.ts_ms);
             bytes.extend_from_slice(b",\"source\":");
-            write_source_head(&mut bytes, &ev.source);
+            write_source_head(&mut bytes, ev.source());
             let key = HeadKey {
                 op: ev.op,
                 ts_ms: ev.ts_ms,
-                source: ev.source.clone(),
+                shared: ev.shared.clone(),
             };
             self.head = Some((key, bytes));
         }
@@ -791,7 +791,7 @@ fn write_time(out: &mut Vec<u8>, t: &Time) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Flavor, Op, Snapshot};
+    use crate::event::{Flavor, Op, Shared, Snapshot};
     use std::sync::Arc;
 
     /// zmij replaced ryu: the same text for random bit patterns of every
@@ -1317,15 +1317,17 @@ mod tests {
                 ],
             }),
             ts_ms: 1_700_000_000_123,
-            source: Arc::new(sample_source()),
+            shared: Arc::new(Shared {
+                source: sample_source(),
+                primary_key: Arc::from([0usize].as_slice()),
+                table: None,
+            }),
             row: 0,
             transaction: Some(Transaction {
                 id: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
                 total_order: 2,
                 data_collection_order: 1,
             }),
-            primary_key: Arc::from([0usize].as_slice()),
-            table: None,
             overlap: false,
         }
     }
@@ -1354,17 +1356,17 @@ mod tests {
         push(&|e| e.op = Op::Create);
         push(&|e| e.ts_ms += 1);
         push(&|e| e.row = 5);
-        push(&|e| Arc::make_mut(&mut e.source).pos += 1);
-        push(&|e| Arc::make_mut(&mut e.source).ts_ms += 1);
-        push(&|e| Arc::make_mut(&mut e.source).server_id = 2);
-        push(&|e| Arc::make_mut(&mut e.source).snapshot = Snapshot::Last);
-        push(&|e| Arc::make_mut(&mut e.source).connector = Flavor::MariaDb);
-        push(&|e| Arc::make_mut(&mut e.source).name = Arc::from("other"));
-        push(&|e| Arc::make_mut(&mut e.source).name = Arc::from(&*e.source.name));
-        push(&|e| Arc::make_mut(&mut e.source).db = Arc::from("db2"));
-        push(&|e| Arc::make_mut(&mut e.source).table = Arc::from("t2"));
-        push(&|e| Arc::make_mut(&mut e.source).gtid = Arc::from("0-1-2"));
-        push(&|e| Arc::make_mut(&mut e.source).file = Arc::from("binlog.000004"));
+        push(&|e| e.shared_mut().source.pos += 1);
+        push(&|e| e.shared_mut().source.ts_ms += 1);
+        push(&|e| e.shared_mut().source.server_id = 2);
+        push(&|e| e.shared_mut().source.snapshot = Snapshot::Last);
+        push(&|e| e.shared_mut().source.connector = Flavor::MariaDb);
+        push(&|e| e.shared_mut().source.name = Arc::from("other"));
+        push(&|e| e.shared_mut().source.name = Arc::from(&*e.source().name));
+        push(&|e| e.shared_mut().source.db = Arc::from("db2"));
+        push(&|e| e.shared_mut().source.table = Arc::from("t2"));
+        push(&|e| e.shared_mut().source.gtid = Arc::from("0-1-2"));
+        push(&|e| e.shared_mut().source.file = Arc::from("binlog.000004"));
         push(&|e| e.transaction = None);
         push(&|e| e.overlap = true);
         push(&|e| {
@@ -1425,9 +1427,9 @@ mod tests {
         ev.op = Op::Create;
         ev.before = None;
         ev.transaction = None;
-        Arc::make_mut(&mut ev.source).connector = Flavor::MariaDb;
-        Arc::make_mut(&mut ev.source).snapshot = Snapshot::Last;
-        Arc::make_mut(&mut ev.source).gtid = Arc::from("0-1-42");
+        ev.shared_mut().source.connector = Flavor::MariaDb;
+        ev.shared_mut().source.snapshot = Snapshot::Last;
+        ev.shared_mut().source.gtid = Arc::from("0-1-42");
         let mut out = Vec::new();
         write_record(&mut out, &Record::Change(ev));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -24,7 +24,8 @@ pub mod value;
 pub use async_trait;
 pub use config_error::ConfigError;
 pub use event::{
-    ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
+    ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Shared, Snapshot, Source,
+    Transaction,
 };
 pub use kit::{AckQueue, Backoff, Poison, TableFilter, TableTemplate};
 pub use sink::{

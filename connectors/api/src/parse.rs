@@ -21,7 +21,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::{Map, Value as Json};
 
-use crate::event::{ChangeEvent, Flavor, Op, Row, SchemaChange, Snapshot, Source, Transaction};
+use crate::event::{
+    ChangeEvent, Flavor, Op, Row, SchemaChange, Shared, Snapshot, Source, Transaction,
+};
 use crate::table::{ColumnType, TableMeta};
 use crate::value::{Date, DateTime, Time, Value};
 
@@ -154,11 +156,9 @@ impl ChangeLine {
             before: row(self.before)?,
             after: row(self.after)?,
             ts_ms: self.ts_ms,
-            source: Arc::new(self.source),
+            shared: Arc::new(Shared::typed(self.source, table)),
             row: self.row,
             transaction: self.transaction,
-            primary_key: table.primary_key.clone(),
-            table: Some(table.clone()),
             overlap: self.overlap,
         })
     }
@@ -536,19 +536,23 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1_700_000_000_001,
-            source: Arc::new(Source {
-                version: "0.1.0",
-                connector: Flavor::MariaDb,
-                name: "test".into(),
-                ts_ms: 1_700_000_000_000,
-                snapshot: Snapshot::False,
-                db: "shop".into(),
-                table: "t".into(),
-                server_id: 1,
-                gtid: g.clone(),
-                file: "mysql-bin.000001".into(),
-                pos: 4,
-                sequence: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "0.1.0",
+                    connector: Flavor::MariaDb,
+                    name: "test".into(),
+                    ts_ms: 1_700_000_000_000,
+                    snapshot: Snapshot::False,
+                    db: "shop".into(),
+                    table: "t".into(),
+                    server_id: 1,
+                    gtid: g.clone(),
+                    file: "mysql-bin.000001".into(),
+                    pos: 4,
+                    sequence: 0,
+                },
+                primary_key: table.primary_key.clone(),
+                table: Some(table.clone()),
             }),
             row: 2,
             transaction: Some(Transaction {
@@ -556,8 +560,6 @@ mod tests {
                 total_order: 3,
                 data_collection_order: 1,
             }),
-            primary_key: table.primary_key.clone(),
-            table: Some(table.clone()),
             overlap: false,
         };
         ev.before = Some(Row {
@@ -574,8 +576,8 @@ mod tests {
             panic!()
         };
         let mut back = c.into_event(&table).unwrap();
-        Arc::make_mut(&mut back.source).version = ev.source.version;
-        Arc::make_mut(&mut back.source).sequence = ev.source.sequence;
+        back.shared_mut().source.version = ev.source().version;
+        back.shared_mut().source.sequence = ev.source().sequence;
         assert_eq!(back, ev);
         assert!(!out.windows(9).any(|w| w == b"\"overlap\""));
         // The overlap mark: written only when set, read back.
@@ -590,11 +592,11 @@ mod tests {
             panic!()
         };
         let mut back = c.into_event(&table).unwrap();
-        Arc::make_mut(&mut back.source).version = ev.source.version;
-        Arc::make_mut(&mut back.source).sequence = ev.source.sequence;
+        back.shared_mut().source.version = ev.source().version;
+        back.shared_mut().source.sequence = ev.source().sequence;
         assert_eq!(back, marked);
         let sc = SchemaChange {
-            source: (*ev.source).clone(),
+            source: ev.source().clone(),
             ts_ms: 5,
             database: Arc::from("shop"),
             ddl: "CREATE TABLE t (id INT)".into(),

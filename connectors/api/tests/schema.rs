@@ -10,8 +10,8 @@ use std::sync::Arc;
 use regex::Regex;
 use rowstream_api::json::{write_change_event, write_schema_change, write_value};
 use rowstream_api::{
-    ChangeEvent, Columns, Date, DateTime, Flavor, Op, Row, SchemaChange, Snapshot, Source, Time,
-    Transaction, Value,
+    ChangeEvent, Columns, Date, DateTime, Flavor, Op, Row, SchemaChange, Shared, Snapshot, Source,
+    Time, Transaction, Value,
 };
 use serde_json::Value as J;
 
@@ -307,15 +307,17 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
         before,
         after,
         ts_ms: 1_715_953_509_123,
-        source: Arc::new(source()),
+        shared: Arc::new(Shared {
+            source: source(),
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
+        }),
         row: 3,
         transaction: tx.then(|| Transaction {
             id: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
             total_order: 1,
             data_collection_order: 1,
         }),
-        primary_key: Arc::from([0usize].as_slice()),
-        table: None,
         overlap: false,
     }
 }
@@ -342,9 +344,9 @@ fn change_events_validate() {
     };
 
     let mut mariadb = event(Op::Read, None, Some(row.clone()), false);
-    Arc::make_mut(&mut mariadb.source).connector = Flavor::MariaDb;
-    Arc::make_mut(&mut mariadb.source).snapshot = Snapshot::Last;
-    Arc::make_mut(&mut mariadb.source).gtid = Arc::from("0-1-42");
+    mariadb.shared_mut().source.connector = Flavor::MariaDb;
+    mariadb.shared_mut().source.snapshot = Snapshot::Last;
+    mariadb.shared_mut().source.gtid = Arc::from("0-1-42");
     let cases = [
         event(Op::Create, None, Some(row.clone()), true),
         event(Op::Update, Some(row.clone()), Some(row.clone()), true),
@@ -506,15 +508,17 @@ fn readme_example_is_encoder_output() {
         before: Some(row("alice@example.com", "1234.50", 123_456, 0.75)),
         after: Some(row("alice.smith@example.com", "1299.99", 654_321, 0.8125)),
         ts_ms: 1_715_953_509_123,
-        source: Arc::new(src.clone()),
+        shared: Arc::new(Shared {
+            source: src.clone(),
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
+        }),
         row: 3,
         transaction: Some(Transaction {
             id: gtid,
             total_order: 4,
             data_collection_order: 4,
         }),
-        primary_key: Arc::from([0usize].as_slice()),
-        table: None,
         overlap: false,
     };
     let mut out = Vec::new();

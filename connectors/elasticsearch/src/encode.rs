@@ -61,7 +61,7 @@ pub fn event_version(ev: &ChangeEvent) -> u64 {
         Op::Read => 0,
         _ => ev.transaction.as_ref().map_or(0, |t| t.total_order),
     };
-    version(ev.source.sequence, order)
+    version(ev.source().sequence, order)
 }
 
 /// The index of a table: the template with `{name}`, `{db}`, `{table}`
@@ -210,7 +210,7 @@ impl Bulk {
             end: self.body.len(),
             action,
             op: ev.op,
-            gtid: ev.source.gtid.clone(),
+            gtid: ev.source().gtid.clone(),
             version,
         });
     }
@@ -270,7 +270,7 @@ pub fn field_mapping(ty: &ColumnType, decimal: DecimalMapping) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rowstream_api::{Flavor, Snapshot, Source, Transaction, Value};
+    use rowstream_api::{Flavor, Shared, Snapshot, Source, Transaction, Value};
 
     fn cols(names: &[&str]) -> rowstream_api::Columns {
         names
@@ -297,19 +297,23 @@ mod tests {
             before: before.map(row),
             after: after.map(row),
             ts_ms: 0,
-            source: Arc::new(Source {
-                version: "t",
-                connector: Flavor::MariaDb,
-                name: Arc::from("srv"),
-                ts_ms: 0,
-                snapshot: Snapshot::False,
-                db: Arc::from("s"),
-                table: Arc::from("c"),
-                server_id: 1,
-                gtid: Arc::from("0-1-9"),
-                file: Arc::from("f"),
-                pos: 4,
-                sequence: seq,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "t",
+                    connector: Flavor::MariaDb,
+                    name: Arc::from("srv"),
+                    ts_ms: 0,
+                    snapshot: Snapshot::False,
+                    db: Arc::from("s"),
+                    table: Arc::from("c"),
+                    server_id: 1,
+                    gtid: Arc::from("0-1-9"),
+                    file: Arc::from("f"),
+                    pos: 4,
+                    sequence: seq,
+                },
+                primary_key: Arc::from(vec![1usize, 0]),
+                table: None,
             }),
             row: 0,
             transaction: Some(Transaction {
@@ -317,8 +321,6 @@ mod tests {
                 total_order: order,
                 data_collection_order: order,
             }),
-            primary_key: Arc::from(vec![1usize, 0]),
-            table: None,
             overlap: false,
         }
     }

@@ -211,19 +211,19 @@ impl ElasticsearchSink {
 
     /// The index of the event's table, created on first use when configured.
     async fn index_for(&mut self, ev: &ChangeEvent) -> Result<Arc<str>, SinkError> {
-        let k = (ev.source.db.clone(), ev.source.table.clone());
+        let k = (ev.source().db.clone(), ev.source().table.clone());
         if let Some(i) = self.indices.get(&k) {
             return Ok(i.clone());
         }
         let index: Arc<str> = index_name(
             &self.index,
-            &ev.source.name,
-            &ev.source.db,
-            &ev.source.table,
+            &ev.source().name,
+            &ev.source().db,
+            &ev.source().table,
         )
         .into();
         if self.cfg.create_indices {
-            let body = match &ev.table {
+            let body = match &ev.table() {
                 Some(meta) => index_body(meta, self.cfg.decimal),
                 None => serde_json::json!({}),
             };
@@ -251,13 +251,13 @@ impl ElasticsearchSink {
         let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) else {
             return Ok(Arc::from(Vec::new()));
         };
-        let k = (ev.source.db.clone(), ev.source.table.clone());
+        let k = (ev.source().db.clone(), ev.source().table.clone());
         if let Some((cols, key)) = self.keys.get(&k) {
             if Arc::ptr_eq(cols, &row.columns) {
                 return Ok(key.clone());
             }
         }
-        let name = format!("{}.{}", ev.source.db, ev.source.table);
+        let name = format!("{}.{}", ev.source().db, ev.source().table);
         let key: Arc<[usize]> = match self.cfg.key_columns.get(&name) {
             Some(names) => {
                 let mut idx = Vec::with_capacity(names.len());
@@ -274,7 +274,7 @@ impl ElasticsearchSink {
                 }
                 idx.into()
             }
-            None if !ev.primary_key.is_empty() => ev.primary_key.clone(),
+            None if !ev.primary_key().is_empty() => ev.shared.primary_key.clone(),
             None => {
                 return Err(self.fatal(format_args!(
                     "table {name} has no primary key, so its rows have no document id. \

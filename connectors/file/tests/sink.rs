@@ -23,7 +23,7 @@ fn ddl(tx: u64) -> Record {
         unreachable!()
     };
     Record::SchemaChange(SchemaChange {
-        source: (*ev.source).clone(),
+        source: ev.source().clone(),
         ts_ms: 1,
         database: "shop".into(),
         ddl: format!("ALTER TABLE t{tx} ADD c INT"),

@@ -47,18 +47,18 @@ fn key_json(out: &mut Vec<u8>, row: &Row, pk: &[usize]) {
 /// The stable id of one change (see the module docs).
 pub fn record_id(ev: &ChangeEvent) -> String {
     match &ev.transaction {
-        Some(tx) if ev.source.snapshot == Snapshot::False => {
+        Some(tx) if ev.source().snapshot == Snapshot::False => {
             format!("{}:{}", tx.id, tx.total_order)
         }
         _ => {
             let mut key = Vec::new();
             if let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) {
-                key_json(&mut key, row, &ev.primary_key);
+                key_json(&mut key, row, ev.primary_key());
             }
             format!(
                 "snapshot:{}.{}:{}",
-                ev.source.db,
-                ev.source.table,
+                ev.source().db,
+                ev.source().table,
                 String::from_utf8_lossy(&key)
             )
         }
@@ -70,12 +70,12 @@ pub fn record_id(ev: &ChangeEvent) -> String {
 /// `on_delete`), then the new row. A row cannot say which key it replaces,
 /// and a receiver upserting by key would otherwise keep the old row.
 pub fn old_key_delete(ev: &ChangeEvent) -> Option<ChangeEvent> {
-    if ev.op != Op::Update || ev.primary_key.is_empty() {
+    if ev.op != Op::Update || ev.primary_key().is_empty() {
         return None;
     }
     let (before, after) = (ev.before.as_ref()?, ev.after.as_ref()?);
     let moved = ev
-        .primary_key
+        .primary_key()
         .iter()
         .any(|&i| before.values.get(i) != after.values.get(i));
     moved.then(|| ChangeEvent {
@@ -129,8 +129,8 @@ pub fn write_record(
         out.push(b':');
     };
     for (i, (col, v)) in row.columns.iter().zip(&row.values).enumerate() {
-        let is_key = ev.primary_key.contains(&i);
-        if delete && !is_key && !ev.primary_key.is_empty() {
+        let is_key = ev.primary_key().contains(&i);
+        if delete && !is_key && !ev.primary_key().is_empty() {
             continue;
         }
         let name = match fields {
@@ -330,9 +330,9 @@ mod tests {
     fn snapshot_reads_are_named_by_key() {
         let mut ev = change(Op::Read);
         ev.transaction = None;
-        std::sync::Arc::make_mut(&mut ev.source).snapshot = Snapshot::True;
+        ev.shared_mut().source.snapshot = Snapshot::True;
         assert_eq!(record_id(&ev), "snapshot:shop.orders:[3006]");
-        ev.primary_key = std::sync::Arc::from(Vec::new());
+        ev.shared_mut().primary_key = std::sync::Arc::from(Vec::new());
         assert_eq!(
             record_id(&ev),
             r#"snapshot:shop.orders:[3006,"row 3/6 \"é\""]"#

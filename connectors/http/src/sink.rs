@@ -205,7 +205,7 @@ impl HttpSink {
 
     /// The queue of the event's table, made on its first change.
     fn queue_for(&mut self, ev: &ChangeEvent) -> Result<&mut TableQueue, SinkError> {
-        let k = (ev.source.db.clone(), ev.source.table.clone());
+        let k = (ev.source().db.clone(), ev.source().table.clone());
         if !self.tables.contains_key(&k) {
             let mapping = self.cfg.mapping_for(&k.0, &k.1).cloned();
             let module = mapping.as_ref().and_then(|m| m.module.as_deref());
@@ -216,11 +216,11 @@ impl HttpSink {
                     self.cfg.url, k.0, k.1, k.0, k.1
                 )));
             }
-            let url = self.url.render(&ev.source.name, &k.0, &k.1, module);
+            let url = self.url.render(&ev.source().name, &k.0, &k.1, module);
             let q = TableQueue {
                 url,
                 mapping,
-                source: ev.source.name.clone(),
+                source: ev.source().name.clone(),
                 pending: Pending::default(),
                 in_flight: None,
             };
@@ -293,7 +293,7 @@ impl HttpSink {
         let ends = ended || p.until.as_deref() == Some(id.as_str());
         p.ids.push(id);
         if ends || p.ids.len() >= max_records || p.records.len() >= max_bytes {
-            let k = (ev.source.db.clone(), ev.source.table.clone());
+            let k = (ev.source().db.clone(), ev.source().table.clone());
             self.send_table(&k).await?;
         }
         Ok(())

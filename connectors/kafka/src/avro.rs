@@ -458,7 +458,7 @@ pub fn write_envelope(
     write_opt_row(out, meta, ev.after.as_ref(), scratch)?;
     write_bytes(out, ev.op.as_str().as_bytes());
     write_long(out, ev.ts_ms as i64);
-    write_source(out, &ev.source, ev.row);
+    write_source(out, ev.source(), ev.row);
     write_transaction(out, ev.transaction.as_ref());
     Ok(())
 }
@@ -501,6 +501,7 @@ mod tests {
     use rowstream_api::{Date, DateTime, Flavor, Op, Snapshot, Time};
 
     use super::*;
+    use rowstream_api::Shared;
 
     fn meta() -> TableMeta {
         let cols = [
@@ -644,19 +645,23 @@ mod tests {
             before: (op != Op::Create).then(|| row.clone()),
             after: (op != Op::Delete).then_some(row),
             ts_ms: 1_700_000_000_123,
-            source: Arc::new(Source {
-                version: "0.1.0",
-                connector: Flavor::MariaDb,
-                name: "srv".into(),
-                ts_ms: 1_700_000_000_000,
-                snapshot: Snapshot::False,
-                db: "shop".into(),
-                table: "orders".into(),
-                server_id: 1,
-                gtid: "0-1-5".into(),
-                file: "bin.000001".into(),
-                pos: 1234,
-                sequence: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "0.1.0",
+                    connector: Flavor::MariaDb,
+                    name: "srv".into(),
+                    ts_ms: 1_700_000_000_000,
+                    snapshot: Snapshot::False,
+                    db: "shop".into(),
+                    table: "orders".into(),
+                    server_id: 1,
+                    gtid: "0-1-5".into(),
+                    file: "bin.000001".into(),
+                    pos: 1234,
+                    sequence: 0,
+                },
+                primary_key: m.primary_key.clone(),
+                table: None,
             }),
             row: 0,
             transaction: Some(Transaction {
@@ -664,8 +669,6 @@ mod tests {
                 total_order: 3,
                 data_collection_order: 2,
             }),
-            primary_key: m.primary_key.clone(),
-            table: None,
             overlap: false,
         }
     }

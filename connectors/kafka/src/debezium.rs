@@ -56,7 +56,12 @@ pub struct DebeziumWriter {
 
 impl RecordWriter for DebeziumWriter {
     fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
-        Ok(write_key(out, &ev.primary_key, row, ev.table.as_deref()))
+        Ok(write_key(
+            out,
+            ev.primary_key(),
+            row,
+            ev.table().map(|t| &**t),
+        ))
     }
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String> {
         write_envelope(out, ev, self.order);
@@ -126,19 +131,19 @@ fn write_row(out: &mut Vec<u8>, row: Option<&Row>, meta: Option<&TableMeta>) {
 /// ts_us, ts_ns; `transaction` (the GTID and `order`) is null without
 /// `order`.
 pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, order: Option<(u64, u64)>) {
-    let meta = ev.table.as_deref();
+    let meta = ev.table().map(|t| &**t);
     out.extend_from_slice(b"{\"before\":");
     write_row(out, ev.before.as_ref(), meta);
     out.extend_from_slice(b",\"after\":");
     write_row(out, ev.after.as_ref(), meta);
     out.extend_from_slice(b",\"source\":");
-    write_source(out, &ev.source, ev.row, Some(&ev.source.table));
+    write_source(out, ev.source(), ev.row, Some(&ev.source().table));
     out.extend_from_slice(b",\"transaction\":");
     match order {
         Some((total, table)) => {
             let mut b = itoa::Buffer::new();
             out.extend_from_slice(b"{\"id\":");
-            write_str(out, &ev.source.gtid);
+            write_str(out, &ev.source().gtid);
             out.extend_from_slice(b",\"total_order\":");
             out.extend_from_slice(b.format(total).as_bytes());
             out.extend_from_slice(b",\"data_collection_order\":");
@@ -295,7 +300,7 @@ pub fn write_lines(out: &mut Vec<u8>, rec: &Record, enc: &mut Encoded) {
     match rec {
         Record::Change(ev) => {
             encode_change(ev, true, None, enc);
-            let topic = table_topic(&ev.source);
+            let topic = table_topic(ev.source());
             for r in &enc.records {
                 line(out, &topic, enc.bytes(&r.key), enc.bytes(&r.value));
             }
@@ -712,7 +717,7 @@ fn write_mysql_json(out: &mut Vec<u8>, v: &serde_json::Value) {
 mod tests {
     use std::sync::Arc;
 
-    use rowstream_api::{Flavor, Op, Snapshot, Time};
+    use rowstream_api::{Flavor, Op, Shared, Snapshot, Time};
 
     use super::*;
 
@@ -919,11 +924,13 @@ mod tests {
             before: Some(row),
             after: None,
             ts_ms: 1_700_000_000_999,
-            source: Arc::new(source()),
+            shared: Arc::new(Shared {
+                source: source(),
+                primary_key: Arc::from(vec![0usize]),
+                table: Some(Arc::new(meta)),
+            }),
             row: 0,
             transaction: None,
-            primary_key: Arc::from(vec![0usize]),
-            table: Some(Arc::new(meta)),
             overlap: false,
         };
         let ev_copy = ev.clone();
@@ -946,7 +953,7 @@ mod tests {
         );
         // With transaction metadata, the block Debezium writes.
         let mut ev = ev_copy;
-        Arc::make_mut(&mut ev.source).gtid = "g:1".into();
+        ev.shared_mut().source.gtid = "g:1".into();
         let mut enc = Encoded::default();
         encode_change(&ev, false, Some((2, 1)), &mut enc);
         let v: serde_json::Value =

@@ -76,7 +76,7 @@ pub fn write_key(out: &mut Vec<u8>, primary_key: &[usize], row: &Row) -> bool {
 pub fn key_changed(ev: &ChangeEvent) -> bool {
     match (&ev.before, &ev.after) {
         (Some(b), Some(a)) if ev.op == Op::Update => ev
-            .primary_key
+            .primary_key()
             .iter()
             .any(|&i| b.values.get(i) != a.values.get(i)),
         _ => false,
@@ -103,7 +103,7 @@ pub struct JsonWriter;
 impl RecordWriter for JsonWriter {
     #[inline]
     fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
-        Ok(write_key(out, &ev.primary_key, row))
+        Ok(write_key(out, ev.primary_key(), row))
     }
     #[inline]
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String> {
@@ -250,7 +250,7 @@ pub fn java_hash_map_order(keys: &[&str]) -> Vec<usize> {
 mod tests {
     use std::sync::Arc;
 
-    use rowstream_api::{Flavor, Snapshot, Source, Transaction, Value};
+    use rowstream_api::{Flavor, Shared, Snapshot, Source, Transaction, Value};
 
     use super::*;
 
@@ -267,19 +267,23 @@ mod tests {
             before,
             after,
             ts_ms: 1,
-            source: Arc::new(Source {
-                version: "0",
-                connector: Flavor::MariaDb,
-                name: "srv".into(),
-                ts_ms: 1,
-                snapshot: Snapshot::False,
-                db: "d".into(),
-                table: "t".into(),
-                server_id: 1,
-                gtid: "0-1-5".into(),
-                file: "f".into(),
-                pos: 4,
-                sequence: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "0",
+                    connector: Flavor::MariaDb,
+                    name: "srv".into(),
+                    ts_ms: 1,
+                    snapshot: Snapshot::False,
+                    db: "d".into(),
+                    table: "t".into(),
+                    server_id: 1,
+                    gtid: "0-1-5".into(),
+                    file: "f".into(),
+                    pos: 4,
+                    sequence: 0,
+                },
+                primary_key: Arc::from(pk),
+                table: None,
             }),
             row: 0,
             transaction: Some(Transaction {
@@ -287,8 +291,6 @@ mod tests {
                 total_order: 1,
                 data_collection_order: 1,
             }),
-            primary_key: Arc::from(pk),
-            table: None,
             overlap: false,
         }
     }

@@ -340,7 +340,7 @@ impl KafkaSink {
                 Record::SchemaChange(_) => continue, // see the module docs
             };
             let topic = self
-                .topic(&ev.source.name, &ev.source.db, &ev.source.table)
+                .topic(&ev.source().name, &ev.source().db, &ev.source().table)
                 .await?;
             let order = if self.cfg.transactions {
                 Some(self.count_in_tx(ev, deliveries).await?)
@@ -357,7 +357,11 @@ impl KafkaSink {
                 if let Err(e) = encode_change_with(ev, tombstones, &mut self.enc, &mut w) {
                     return Err(SinkError::Fatal(format!(
                         "kafka sink {:?}: table {}.{} at {}:{}: Avro encoding: {e}",
-                        self.cfg.name, ev.source.db, ev.source.table, ev.source.file, ev.source.pos
+                        self.cfg.name,
+                        ev.source().db,
+                        ev.source().table,
+                        ev.source().file,
+                        ev.source().pos
                     )));
                 }
             }
@@ -376,7 +380,7 @@ impl KafkaSink {
                         &topic,
                         self.enc.bytes(&out.key),
                         self.enc.bytes(&out.value),
-                        &ev.source.gtid,
+                        &ev.source().gtid,
                         out.op.as_str(),
                     )
                     .await?,
@@ -402,13 +406,13 @@ impl KafkaSink {
         ev: &rowstream_api::ChangeEvent,
         deliveries: &mut Vec<DeliveryFuture>,
     ) -> Result<(u64, u64), SinkError> {
-        if self.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source.gtid) {
+        if self.open_tx.as_ref().map(|t| &*t.id) != Some(&*ev.source().gtid) {
             // A transaction left open has no END in this stream (stopped
             // mid-transaction and replayed): it gets a fresh BEGIN on replay.
             self.open_tx = Some(OpenTx {
-                id: ev.source.gtid.clone(),
-                source: ev.source.name.clone(),
-                ts_ms: ev.source.ts_ms,
+                id: ev.source().gtid.clone(),
+                source: ev.source().name.clone(),
+                ts_ms: ev.source().ts_ms,
                 counts: Vec::new(),
             });
             self.send_tx_marker(false, deliveries).await?;
@@ -420,7 +424,7 @@ impl KafkaSink {
         };
         #[allow(clippy::expect_used)] // set just above when it was None
         let open = self.open_tx.as_mut().expect("just opened");
-        let s = &ev.source;
+        let s = &ev.source();
         let table = match open
             .counts
             .iter_mut()
@@ -461,12 +465,12 @@ impl KafkaSink {
         topic: &Arc<str>,
         ev: &rowstream_api::ChangeEvent,
     ) -> Result<(), SinkError> {
-        let Some(meta) = ev.table.clone() else {
+        let Some(meta) = ev.table().cloned() else {
             return Err(self.err(
                 true,
                 format_args!(
                     "table {}.{}: format \"avro\" needs the column types, which this event does not carry",
-                    ev.source.db, ev.source.table
+                    ev.source().db, ev.source().table
                 ),
             ));
         };
@@ -479,7 +483,7 @@ impl KafkaSink {
                 return Ok(());
             }
         }
-        let ns = avro::namespace(&ev.source.name, &ev.source.db, &ev.source.table);
+        let ns = avro::namespace(&ev.source().name, &ev.source().db, &ev.source().table);
         #[allow(clippy::expect_used)] // the avro format is built with its registry
         let registry = self.registry.clone().expect("avro sink has a registry");
         let reg_err = |e: crate::registry::RegistryError| {

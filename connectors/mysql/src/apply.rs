@@ -90,7 +90,7 @@ pub struct Applier {
 
 /// The single-row INSERT of `row` (an image of `ev`).
 fn insert_one_sql(table: &str, ev: &ChangeEvent, row: &Row, upsert: Upsert) -> String {
-    let types = ev.table.as_ref().map(|t| t.types.as_slice());
+    let types = ev.table().as_ref().map(|t| t.types.as_slice());
     let ph = encode::set_placeholders(types, row.columns.len(), std::iter::once(row));
     encode::insert_sql(table, &row.columns, &ph, 1, upsert)
 }
@@ -136,7 +136,7 @@ impl Applier {
         // older than the row): make its after image hold, as a snapshot
         // row does. Without a primary key there is no key to do that by:
         // such a change is applied (and checked) as any other.
-        let overlap = ev.overlap && !ev.primary_key.is_empty();
+        let overlap = ev.overlap && !ev.primary_key().is_empty();
         if overlap && matches!(ev.op, Op::Update | Op::Delete) {
             self.flush_inserts().await?;
             return self.apply_after_image(&table, ev).await;
@@ -211,14 +211,14 @@ impl Applier {
     /// How `ev`'s images compare with the target's rows.
     fn compare<'a>(&self, ev: &'a ChangeEvent) -> Compare<'a> {
         Compare {
-            types: ev.table.as_ref().map(|t| t.types.as_slice()),
+            types: ev.table().as_ref().map(|t| t.types.as_slice()),
             json: self.server == Server::MySql,
         }
     }
 
     /// The target table of an event, or None when filtered out.
     pub fn target(&self, ev: &ChangeEvent) -> Option<String> {
-        let (db, table) = (&*ev.source.db, &*ev.source.table);
+        let (db, table) = (&*ev.source().db, &*ev.source().table);
         self.filter
             .allows(db, table)
             .then(|| encode::qualified(self.filter.target_db(db), table))
@@ -280,7 +280,7 @@ impl Applier {
         let Some(cols) = first.after.as_ref().map(|a| a.columns.clone()) else {
             return Ok(());
         };
-        let types = first.table.as_ref().map(|t| t.types.as_slice());
+        let types = first.table().as_ref().map(|t| t.types.as_slice());
         let rows = buf.events.iter().filter_map(|e| e.after.as_ref());
         let ph = encode::set_placeholders(types, cols.len(), rows);
         let sql = encode::insert_sql(&buf.table, &cols, &ph, buf.events.len(), upsert);
@@ -329,7 +329,7 @@ impl Applier {
         let Some(before) = &ev.before else {
             return Ok(());
         };
-        let has_pk = !ev.primary_key.is_empty();
+        let has_pk = !ev.primary_key().is_empty();
         let (sql, params) = match (&ev.op, &ev.after) {
             (Op::Update, Some(after)) => {
                 encode::update_sql(table, before, after, self.compare(ev), has_pk)
@@ -377,7 +377,7 @@ impl Applier {
         ev: &ChangeEvent,
         expected: &Row,
     ) -> Result<(), SinkError> {
-        let pk = &ev.primary_key;
+        let pk = ev.primary_key();
         let found = if pk.is_empty() {
             None
         } else {
@@ -390,7 +390,7 @@ impl Applier {
         let line = serde_json::json!({
             "table": table,
             "key": encode::key_json(expected, pk),
-            "gtid": &*ev.source.gtid,
+            "gtid": &*ev.source().gtid,
             "op": ev.op.as_str(),
             "expected": encode::row_json(Some(expected)),
             "found": encode::found_json(found),
@@ -399,7 +399,7 @@ impl Applier {
         if self.cfg.on_conflict == OnConflict::Stop {
             return Err(SinkError::Fatal(format!(
                 "mysql sink {:?}: conflict in {table}: key {}, GTID {}, op {}: expected {}, found {} (on_conflict = \"stop\"; fix the target row or use on_conflict = \"log\")",
-                self.cfg.name, line["key"], ev.source.gtid, ev.op.as_str(), line["expected"], line["found"]
+                self.cfg.name, line["key"], ev.source().gtid, ev.op.as_str(), line["expected"], line["found"]
             )));
         }
         if self.cfg.on_conflict == OnConflict::Log {
@@ -414,7 +414,7 @@ impl Applier {
     /// delete by the before key (update moving the key, or delete), upsert
     /// the after image.
     async fn apply_after_image(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let pk = &ev.primary_key;
+        let pk = ev.primary_key();
         if let (Some(before), false) = (&ev.before, pk.is_empty()) {
             let (sql, params) = encode::delete_by_key_sql(table, before, pk);
             self.conn
@@ -471,7 +471,7 @@ fn bulk_eligible(ev: &ChangeEvent) -> bool {
     let Some(before) = &ev.before else {
         return false;
     };
-    if ev.primary_key.is_empty() {
+    if ev.primary_key().is_empty() {
         return false;
     }
     match (ev.op, &ev.after) {
@@ -479,7 +479,7 @@ fn bulk_eligible(ev: &ChangeEvent) -> bool {
         (Op::Update, Some(after)) => {
             after.columns == before.columns
                 && ev
-                    .primary_key
+                    .primary_key()
                     .iter()
                     .all(|&i| before.values.get(i) == after.values.get(i))
         }
@@ -512,11 +512,11 @@ impl Applier {
         let Some(before) = &ev.before else {
             return Ok(());
         };
-        let key = key_bytes(before, &ev.primary_key);
-        let db = self.filter.target_db(&ev.source.db);
+        let key = key_bytes(before, ev.primary_key());
+        let db = self.filter.target_db(&ev.source().db);
         let same = self.bulk.op == Some(ev.op)
             && self.bulk.db == db
-            && self.bulk.name == *ev.source.table
+            && self.bulk.name == *ev.source().table
             && self.bulk.events.first().is_some_and(|f| {
                 f.before
                     .as_ref()
@@ -536,8 +536,8 @@ impl Applier {
             .flatten()
             .flat_map(|r| r.values.iter().map(encode::value_len))
             .sum();
-        self.bulk.db = self.filter.target_db(&ev.source.db).to_string();
-        self.bulk.name = ev.source.table.to_string();
+        self.bulk.db = self.filter.target_db(&ev.source().db).to_string();
+        self.bulk.name = ev.source().table.to_string();
         self.bulk.op = Some(ev.op);
         self.bulk.keys.insert(key);
         self.bulk.bytes += bytes;
@@ -589,7 +589,7 @@ impl Applier {
         let Some(cols) = first.before.as_ref().map(|b| b.columns.clone()) else {
             return Ok(0);
         };
-        let types = first.table.as_ref().map(|t| t.types.as_slice());
+        let types = first.table().as_ref().map(|t| t.types.as_slice());
         let update = buf.op == Some(Op::Update);
         for (tmp, after) in [(tb, false), (ta, true)] {
             if after && !update {
@@ -612,7 +612,11 @@ impl Applier {
                 .await
                 .map_err(|e| self.table_err(tmp, e))?;
         }
-        let pk: Vec<Arc<str>> = first.primary_key.iter().map(|&i| cols[i].clone()).collect();
+        let pk: Vec<Arc<str>> = first
+            .primary_key()
+            .iter()
+            .map(|&i| cols[i].clone())
+            .collect();
         // VECTOR columns cannot be compared (a VECTOR value the type does not
         // announce makes the join fail: row by row then).
         let vector = |i: usize| {

@@ -149,7 +149,7 @@ fn record_tx_id(r: &Record) -> Arc<str> {
         Record::Change(ev) => ev
             .transaction
             .as_ref()
-            .map_or_else(|| ev.source.gtid.clone(), |t| t.id.clone()),
+            .map_or_else(|| ev.source().gtid.clone(), |t| t.id.clone()),
         Record::SchemaChange(sc) => sc.source.gtid.clone(),
     }
 }
@@ -388,12 +388,12 @@ impl MysqlSink {
             let uks = match self.unique_keys.get(&table) {
                 Some(k) => k.clone(),
                 None => {
-                    let db = self.main.filter.target_db(&ev.source.db).to_string();
+                    let db = self.main.filter.target_db(&ev.source().db).to_string();
                     let k = client::unique_keys(
                         &mut self.main.conn,
                         &self.cfg.name,
                         &db,
-                        &ev.source.table,
+                        &ev.source().table,
                     )
                     .await?;
                     let k = Arc::new(k);
@@ -404,7 +404,7 @@ impl MysqlSink {
             let mut keys: Vec<Vec<Arc<str>>> = uks.to_vec();
             if let Some(img) = ev.after.as_ref().or(ev.before.as_ref()) {
                 let pk: Vec<Arc<str>> = ev
-                    .primary_key
+                    .primary_key()
                     .iter()
                     .filter_map(|&i| img.columns.get(i).cloned())
                     .collect();

@@ -42,8 +42,8 @@ fn ev(
     e.op = op;
     e.before = before;
     e.after = after;
-    e.primary_key = Arc::from(pk);
-    e.table = meta;
+    e.shared_mut().primary_key = Arc::from(pk);
+    e.shared_mut().table = meta;
     Record::Change(e)
 }
 
@@ -802,7 +802,7 @@ fn ddl(tx: u64, db: &str, table: &str, text: &str) -> Record {
     let Record::Change(e) = ins(tx, 0, kv(0, "")) else {
         unreachable!()
     };
-    let mut source = (*e.source).clone();
+    let mut source = e.source().clone();
     source.db = db.into();
     source.table = table.into();
     Record::SchemaChange(rowstream_api::SchemaChange {

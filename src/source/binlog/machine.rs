@@ -23,8 +23,8 @@ use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, Transactio
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use rowstream_api::{
-    ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source, Transaction,
-    Value,
+    ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Shared, Snapshot, Source,
+    Transaction, Value,
 };
 
 use super::ddl::{ddl_schema, first_word};
@@ -617,7 +617,7 @@ impl Processor {
             self.rows_done = 0;
         }
         let now = now_ms();
-        let source = Arc::new(Source {
+        let source = Source {
             version: VERSION,
             connector: self.flavor,
             name: self.name.clone(),
@@ -630,7 +630,8 @@ impl Processor {
             file: self.file.clone(),
             pos,
             sequence: tx.sequence,
-        });
+        };
+        let shared = Arc::new(Shared::typed(source, &schema.meta));
         let mut dec = RowsDecoder::new(&h, &schema);
         let before_cols = dec.columns_before().clone();
         let after_cols = dec.columns_after().clone();
@@ -671,15 +672,13 @@ impl Processor {
                 before,
                 after,
                 ts_ms: now,
-                source: source.clone(),
+                shared: shared.clone(),
                 row: row - 1,
                 transaction: Some(Transaction {
                     id: tx.gtid.clone(),
                     total_order: tx.total,
                     data_collection_order: dco,
                 }),
-                primary_key: schema.primary_key.clone(),
-                table: Some(schema.meta.clone()),
                 overlap: tx.overlap,
             };
             self.filter
@@ -944,7 +943,7 @@ mod tests {
         let Record::Change(c) = &out[1] else {
             unreachable!()
         };
-        assert_eq!((c.op, &*c.source.gtid, c.row), (Op::Create, "0-1-5", 1));
+        assert_eq!((c.op, &*c.source().gtid, c.row), (Op::Create, "0-1-5", 1));
         assert!(!p.in_transaction());
         let batch = p.take_batch(out);
         assert_eq!(batch.commits.len(), 1);

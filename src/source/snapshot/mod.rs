@@ -49,7 +49,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
-use rowstream_api::{ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Snapshot, Source};
+use rowstream_api::{
+    ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Shared, Snapshot, Source,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{chunk_marker, SnapshotState, TableProgress};
@@ -436,10 +438,10 @@ async fn read_chunk(
     let mut rows = 0u64;
     // Processing time per piece, not per row: the clock is not free.
     let mut now = now_ms();
-    let source = read_source(t, ctx);
+    let shared = read_shared(t, ctx);
     while let Some(row) = res.next().await? {
         let values = convert_row(t, row)?;
-        let mut ev = read_event(t, &source, values, rows as u32, now);
+        let mut ev = read_event(t, &shared, values, rows as u32, now);
         ctx.columns.apply(&mut ev).map_err(SourceError::Fatal)?;
         buf.push(Record::Change(ev));
         rows += 1;
@@ -491,10 +493,10 @@ pub(crate) fn convert_row(
 }
 
 /// The `op = "r"` event of one row (see the module docs for its fields);
-/// `source` is the table's [`read_source`], shared by its rows.
+/// `shared` is the table's [`read_shared`], shared by its rows.
 pub(crate) fn read_event(
     t: &SnapTable,
-    source: &Arc<Source>,
+    shared: &Arc<Shared>,
     values: Vec<rowstream_api::Value>,
     row: u32,
     now: u64,
@@ -507,18 +509,17 @@ pub(crate) fn read_event(
             values,
         }),
         ts_ms: now,
-        source: source.clone(),
+        shared: shared.clone(),
         row,
         transaction: None,
-        primary_key: t.primary_key.clone(),
-        table: Some(t.meta.clone()),
         overlap: false,
     }
 }
 
-/// The source block of a table's snapshot rows.
-pub(crate) fn read_source(t: &SnapTable, ctx: &EventCtx) -> Arc<Source> {
-    Arc::new(snapshot_source(ctx, &t.db, t.table.clone()))
+/// The source block, key and types of a table's snapshot rows.
+pub(crate) fn read_shared(t: &SnapTable, ctx: &EventCtx) -> Arc<Shared> {
+    let source = snapshot_source(ctx, &t.db, t.table.clone());
+    Arc::new(Shared::typed(source, &t.meta))
 }
 
 /// The source block of a snapshot record: the cut's time and sequence, no
@@ -652,7 +653,7 @@ async fn merge(
     // The last batch with rows is the first held one.
     if let Some(b) = held.first_mut() {
         if let Some(Record::Change(ev)) = b.records.last_mut() {
-            Arc::make_mut(&mut ev.source).snapshot = Snapshot::Last;
+            ev.shared_mut().source.snapshot = Snapshot::Last;
         }
     }
     held.push(Batch {

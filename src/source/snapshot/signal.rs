@@ -54,7 +54,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use rowstream_api::{ChangeEvent, Flavor, Op, Record, Snapshot, Source, Value};
+use rowstream_api::{ChangeEvent, Flavor, Op, Record, Shared, Snapshot, Value};
 use tokio::sync::oneshot;
 
 use super::chunk::{self, Key};
@@ -197,26 +197,26 @@ impl Incremental {
                 i += 1;
                 continue;
             };
-            if *ev.source.db == self.cfg.schema && &*ev.source.table == SIGNAL_TABLE {
+            if *ev.source().db == self.cfg.schema && &*ev.source().table == SIGNAL_TABLE {
                 if ev.op == Op::Create {
                     let (id, ty, data) = (col(ev, "id"), col(ev, "type"), col(ev, "data"));
-                    let sequence = ev.source.sequence;
+                    let sequence = ev.source().sequence;
                     let mut inserted =
                         self.on_signal(id.as_deref(), ty.as_deref(), data.as_deref());
                     // Emitted in the high watermark's transaction: newer than
                     // every change before it, older than every change after.
                     // The rows share their source: re-point them to one copy.
-                    let mut moved: Option<(Arc<Source>, Arc<Source>)> = None;
+                    let mut moved: Option<(Arc<Shared>, Arc<Shared>)> = None;
                     for r in &mut inserted {
                         match r {
                             Record::Change(e) => match &moved {
-                                Some((old, new)) if Arc::ptr_eq(old, &e.source) => {
-                                    e.source = new.clone();
+                                Some((old, new)) if Arc::ptr_eq(old, &e.shared) => {
+                                    e.shared = new.clone();
                                 }
                                 _ => {
-                                    let old = e.source.clone();
-                                    Arc::make_mut(&mut e.source).sequence = sequence;
-                                    moved = Some((old, e.source.clone()));
+                                    let old = e.shared.clone();
+                                    e.shared_mut().source.sequence = sequence;
+                                    moved = Some((old, e.shared.clone()));
                                 }
                             },
                             Record::SchemaChange(sc) => sc.source.sequence = sequence,
@@ -235,9 +235,9 @@ impl Incremental {
                     }
                 }
             } else if let Some(w) = self.window.as_mut() {
-                if w.open && *ev.source.db == *w.db && *ev.source.table == *w.table {
+                if w.open && *ev.source().db == *w.db && *ev.source().table == *w.table {
                     for img in [&ev.before, &ev.after].into_iter().flatten() {
-                        w.changed.insert(key_text(&img.values, &ev.primary_key));
+                        w.changed.insert(key_text(&img.values, ev.primary_key()));
                     }
                 }
             }
@@ -345,7 +345,7 @@ impl Incremental {
             .filter(|r| {
                 r.after
                     .as_ref()
-                    .is_some_and(|a| !changed.contains(&key_text(&a.values, &r.primary_key)))
+                    .is_some_and(|a| !changed.contains(&key_text(&a.values, r.primary_key())))
             })
             .collect();
         tracing::debug!(
@@ -385,7 +385,7 @@ impl Incremental {
             }
             if !self.next_table() {
                 if let Some(last) = out.last_mut() {
-                    Arc::make_mut(&mut last.source).snapshot = Snapshot::Last;
+                    last.shared_mut().source.snapshot = Snapshot::Last;
                 }
             }
         }
@@ -528,10 +528,10 @@ async fn window(
         result.truncate(cfg.chunk_rows as usize);
         let mut out = Vec::with_capacity(result.len());
         let now = now_ms();
-        let source = super::read_source(&t, &ctx);
+        let shared = super::read_shared(&t, &ctx);
         for (i, r) in result.into_iter().enumerate() {
             let values = super::convert_row(&t, r)?;
-            out.push(super::read_event(&t, &source, values, i as u32, now));
+            out.push(super::read_event(&t, &shared, values, i as u32, now));
         }
         #[allow(clippy::expect_used)] // read_event always builds an after image
         let last_key = out.last().map(|e| {
@@ -666,6 +666,7 @@ fn parse_request(data: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rowstream_api::Source;
 
     #[test]
     fn requests() {
@@ -707,24 +708,26 @@ mod tests {
                     .collect(),
             }),
             ts_ms: 0,
-            source: Arc::new(Source {
-                version: "0",
-                connector: Flavor::MariaDb,
-                name: text.clone(),
-                ts_ms: 0,
-                snapshot: Snapshot::False,
-                db: Arc::from(db),
-                table: Arc::from(table),
-                server_id: 1,
-                gtid: text.clone(),
-                file: text,
-                pos: 0,
-                sequence: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "0",
+                    connector: Flavor::MariaDb,
+                    name: text.clone(),
+                    ts_ms: 0,
+                    snapshot: Snapshot::False,
+                    db: Arc::from(db),
+                    table: Arc::from(table),
+                    server_id: 1,
+                    gtid: text.clone(),
+                    file: text,
+                    pos: 0,
+                    sequence: 0,
+                },
+                primary_key: Arc::from([0usize].as_slice()),
+                table: None,
             }),
             row: 0,
             transaction: None,
-            primary_key: Arc::from([0usize].as_slice()),
-            table: None,
             overlap: false,
         })
     }

@@ -21,7 +21,9 @@
 //! version (one policy per `TableMeta`, cached by its `Arc`, which the cache
 //! keeps alive so the address is not reused); full images use the cached
 //! renamed column list, partial images (MySQL `binlog_row_image=minimal`)
-//! are rewritten by column name.
+//! are rewritten by column name; the rows of one rows event share one
+//! rewritten [`Shared`] as they shared the original (the last pair is kept,
+//! holding the original so its address is not reused).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::glob::glob;
-use crate::event::{ChangeEvent, Columns, Row};
+use crate::event::{ChangeEvent, Columns, Row, Shared};
 use crate::table::{ColumnType, TableMeta};
 use crate::value::Value;
 
@@ -69,6 +71,8 @@ struct Inner {
     salt: String,
     /// Policy per table version, by the address of its `TableMeta`.
     cache: Mutex<HashMap<usize, Cached>>,
+    /// The last rewritten `Shared` and the original it replaced.
+    last: Mutex<Option<(Arc<Shared>, Arc<Shared>)>>,
 }
 
 /// A table version (kept alive so its address is not reused) and its policy.
@@ -132,6 +136,7 @@ impl ColumnRules {
                 rules,
                 salt: salt.to_string(),
                 cache: Mutex::default(),
+                last: Mutex::default(),
             })),
         })
     }
@@ -144,17 +149,16 @@ impl ColumnRules {
     /// Rewrites `ev` by its table's rules; an error names a primary key
     /// column that a rule excludes.
     pub fn apply(&self, ev: &mut ChangeEvent) -> Result<(), String> {
-        let (Some(inner), Some(meta)) = (&self.inner, &ev.table) else {
+        let (Some(inner), Some(meta)) = (&self.inner, ev.table()) else {
             return Ok(());
         };
-        let Some(p) = inner.policy(&ev.source.db, &ev.source.table, meta)? else {
+        let Some(p) = inner.policy(&ev.source().db, &ev.source().table, meta)? else {
             return Ok(());
         };
         for row in [&mut ev.before, &mut ev.after].into_iter().flatten() {
             p.rewrite(row, &inner.salt);
         }
-        ev.primary_key = p.meta.primary_key.clone();
-        ev.table = Some(p.meta.clone());
+        ev.shared = inner.rewritten(&ev.shared, &p.meta);
         Ok(())
     }
 }
@@ -172,6 +176,19 @@ fn split(p: &str) -> Result<[String; 3], String> {
 }
 
 impl Inner {
+    /// `shared` with the key and types of `meta`, one copy per rows event.
+    fn rewritten(&self, shared: &Arc<Shared>, meta: &Arc<TableMeta>) -> Arc<Shared> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((from, to)) = &*last {
+            if Arc::ptr_eq(from, shared) {
+                return to.clone();
+            }
+        }
+        let to = Arc::new(Shared::typed(shared.source.clone(), meta));
+        *last = Some((shared.clone(), to.clone()));
+        to
+    }
+
     fn policy(
         &self,
         db: &str,
@@ -326,24 +343,26 @@ mod tests {
             before: Some(row.clone()),
             after: Some(row),
             ts_ms: 0,
-            source: Arc::new(Source {
-                version: "t",
-                connector: Flavor::MariaDb,
-                name: "s".into(),
-                ts_ms: 0,
-                snapshot: Snapshot::False,
-                db: "shop".into(),
-                table: "customers".into(),
-                server_id: 1,
-                gtid: "0-1-1".into(),
-                file: "f".into(),
-                pos: 4,
-                sequence: 1,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "t",
+                    connector: Flavor::MariaDb,
+                    name: "s".into(),
+                    ts_ms: 0,
+                    snapshot: Snapshot::False,
+                    db: "shop".into(),
+                    table: "customers".into(),
+                    server_id: 1,
+                    gtid: "0-1-1".into(),
+                    file: "f".into(),
+                    pos: 4,
+                    sequence: 1,
+                },
+                primary_key: m.primary_key.clone(),
+                table: Some(m.clone()),
             }),
             row: 0,
             transaction: None,
-            primary_key: m.primary_key.clone(),
-            table: Some(m.clone()),
             overlap: false,
         }
     }
@@ -378,11 +397,31 @@ mod tests {
         assert_eq!(expect.len(), 64);
         assert_ne!(expect, hash("salt", &Value::String("a@b.c".into())));
         assert_eq!(after.values[2], Value::Null, "NULL stays NULL");
-        let t = ev.table.as_ref().unwrap();
+        let t = ev.table().unwrap();
         assert_eq!(t.columns, after.columns);
         assert_eq!(t.types[1], ColumnType::String);
-        assert_eq!(&*ev.primary_key, &[0]);
+        assert_eq!(ev.primary_key(), &[0]);
         assert_eq!(ev.before, ev.after);
+    }
+
+    #[test]
+    fn rows_of_one_rows_event_share_the_rewritten_copy() {
+        let m = meta();
+        let r = rules();
+        let first = event(&m, vec![Value::Int(1); 4]);
+        let original = first.shared.clone();
+        let (mut a, mut b) = (first.clone(), first);
+        r.apply(&mut a).unwrap();
+        r.apply(&mut b).unwrap();
+        assert!(Arc::ptr_eq(&a.shared, &b.shared));
+        assert!(!Arc::ptr_eq(&a.shared, &original));
+        assert_eq!(a.table().unwrap().columns.len(), 3);
+        assert_eq!(original.table.as_ref().unwrap().columns.len(), 4);
+        // Another rows event of the same table gets its own copy.
+        let mut c = event(&m, vec![Value::Int(1); 4]);
+        r.apply(&mut c).unwrap();
+        assert!(!Arc::ptr_eq(&a.shared, &c.shared));
+        assert_eq!(a.shared, c.shared);
     }
 
     #[test]
@@ -405,10 +444,10 @@ mod tests {
         assert_eq!(b.values[1], Value::String(REDACTED.into()));
 
         let mut other = event(&m, vec![Value::Int(1); 4]);
-        Arc::make_mut(&mut other.source).table = "orders".into();
+        other.shared_mut().source.table = "orders".into();
         // `shop.*.na?e` still applies to orders.name.
         let m2 = Arc::new((*m).clone());
-        other.table = Some(m2);
+        other.shared_mut().table = Some(m2);
         r.apply(&mut other).unwrap();
         assert_eq!(other.after.unwrap().values.len(), 4);
         assert!(ColumnRules::default().is_empty());

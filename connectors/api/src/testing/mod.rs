@@ -12,7 +12,7 @@ pub mod daemon;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::event::{ChangeEvent, Flavor, Op, Record, Row, Snapshot, Source, Transaction};
+use crate::event::{ChangeEvent, Flavor, Op, Record, Row, Shared, Snapshot, Source, Transaction};
 use crate::sink::{Batch, Commit, Committed};
 use crate::value::Value;
 
@@ -43,19 +43,23 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
         before: None,
         after: Some(row),
         ts_ms: 1_700_000_000_000,
-        source: Arc::new(Source {
-            version: "0.1.0",
-            connector: Flavor::MariaDb,
-            name: "test".into(),
-            ts_ms: 1_700_000_000_000,
-            snapshot: Snapshot::False,
-            db: db.into(),
-            table: table.into(),
-            server_id: 1,
-            gtid: g.clone(),
-            file: "mysql-bin.000001".into(),
-            pos: 4 + tx,
-            sequence: 0,
+        shared: Arc::new(Shared {
+            source: Source {
+                version: "0.1.0",
+                connector: Flavor::MariaDb,
+                name: "test".into(),
+                ts_ms: 1_700_000_000_000,
+                snapshot: Snapshot::False,
+                db: db.into(),
+                table: table.into(),
+                server_id: 1,
+                gtid: g.clone(),
+                file: "mysql-bin.000001".into(),
+                pos: 4 + tx,
+                sequence: 0,
+            },
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
         }),
         row: i as u32,
         transaction: Some(Transaction {
@@ -63,8 +67,6 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
             total_order: i + 1,
             data_collection_order: i + 1,
         }),
-        primary_key: Arc::from([0usize].as_slice()),
-        table: None,
         overlap: false,
     }
 }
