@@ -101,7 +101,6 @@ fn event() -> ChangeEvent {
         }),
         row: 3,
         transaction: Some(Transaction {
-            id: gtid,
             total_order: 4,
             data_collection_order: 4,
         }),

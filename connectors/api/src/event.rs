@@ -121,11 +121,11 @@ impl Snapshot {
     }
 }
 
-/// The `transaction` block: which transaction and the event's order in it.
+/// The `transaction` block: the event's order in its transaction. The
+/// block's `id` is the transaction's GTID, `source.gtid`: not stored twice,
+/// so a row does not take another reference count for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
-    /// The transaction's GTID.
-    pub id: Arc<str>,
     /// 1-based order of this event among all events of the transaction.
     pub total_order: u64,
     /// 1-based order of this event among the transaction's events for this table.

@@ -114,15 +114,16 @@ impl HeadCache {
             out.extend_from_slice(b"null");
             return;
         };
+        let id = &ev.source().gtid;
         if !self
             .tx
             .as_ref()
-            .is_some_and(|(id, _)| std::sync::Arc::ptr_eq(id, &tx.id))
+            .is_some_and(|(cached, _)| std::sync::Arc::ptr_eq(cached, id))
         {
             let mut bytes = self.tx.take().map(|(_, b)| b).unwrap_or_default();
             bytes.clear();
-            write_transaction_head(&mut bytes, tx);
-            self.tx = Some((tx.id.clone(), bytes));
+            write_transaction_head(&mut bytes, id);
+            self.tx = Some((id.clone(), bytes));
         }
         if let Some((_, bytes)) = &self.tx {
             out.extend_from_slice(bytes);
@@ -286,10 +287,10 @@ fn write_source_head(out: &mut Vec<u8>, s: &Source) {
 }
 
 /// `{"id":"..","total_order":`: the part of the transaction block every
-/// event of the transaction shares.
-fn write_transaction_head(out: &mut Vec<u8>, tx: &Transaction) {
+/// event of the transaction shares; `id` is the GTID.
+fn write_transaction_head(out: &mut Vec<u8>, id: &str) {
     out.extend_from_slice(b"{\"id\":");
-    write_str(out, &tx.id);
+    write_str(out, id);
     out.extend_from_slice(b",\"total_order\":");
 }
 
@@ -1324,7 +1325,6 @@ mod tests {
             }),
             row: 0,
             transaction: Some(Transaction {
-                id: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
                 total_order: 2,
                 data_collection_order: 1,
             }),
@@ -1369,9 +1369,9 @@ mod tests {
         push(&|e| e.shared_mut().source.file = Arc::from("binlog.000004"));
         push(&|e| e.transaction = None);
         push(&|e| e.overlap = true);
+        push(&|e| e.shared_mut().source.gtid = Arc::from(&*e.source().gtid));
         push(&|e| {
             if let Some(t) = e.transaction.as_mut() {
-                t.id = Arc::from("0-1-9");
                 t.total_order = 9;
                 t.data_collection_order = 3;
             }

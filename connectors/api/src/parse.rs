@@ -80,8 +80,14 @@ pub fn read_line(line: &[u8]) -> Result<Line, String> {
     };
     let transaction = match o.get("transaction") {
         None | Some(Json::Null) => None,
+        Some(Json::Object(t)) if str_of(t, "id")? != &*source.gtid => {
+            return Err(format!(
+                "transaction.id {:?} is not source.gtid {:?}",
+                str_of(t, "id")?,
+                source.gtid
+            ))
+        }
         Some(Json::Object(t)) => Some(Transaction {
-            id: Arc::from(str_of(t, "id")?),
             total_order: u64_of(t, "total_order")?,
             data_collection_order: u64_of(t, "data_collection_order")?,
         }),
@@ -556,7 +562,6 @@ mod tests {
             }),
             row: 2,
             transaction: Some(Transaction {
-                id: g,
                 total_order: 3,
                 data_collection_order: 1,
             }),
@@ -621,5 +626,12 @@ mod tests {
             panic!()
         };
         assert!(c.into_event(&narrow).unwrap_err().contains("no column b"));
+        // The transaction's id is the GTID: a line where they differ is not ours.
+        let text = String::from_utf8(out).unwrap();
+        let gtid = format!("\"id\":\"{g}\"");
+        let other = text.replacen(&gtid, "\"id\":\"0-1-999\"", 1);
+        assert_ne!(other, text);
+        let err = read_line(other.as_bytes()).unwrap_err();
+        assert!(err.contains("is not source.gtid"), "{err}");
     }
 }

@@ -313,8 +313,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
             table: None,
         }),
         row: 3,
-        transaction: tx.then(|| Transaction {
-            id: Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"),
+        transaction: tx.then_some(Transaction {
             total_order: 1,
             data_collection_order: 1,
         }),
@@ -515,7 +514,6 @@ fn readme_example_is_encoder_output() {
         }),
         row: 3,
         transaction: Some(Transaction {
-            id: gtid,
             total_order: 4,
             data_collection_order: 4,
         }),

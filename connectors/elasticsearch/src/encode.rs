@@ -317,7 +317,6 @@ mod tests {
             }),
             row: 0,
             transaction: Some(Transaction {
-                id: Arc::from("0-1-9"),
                 total_order: order,
                 data_collection_order: order,
             }),

@@ -48,7 +48,7 @@ fn key_json(out: &mut Vec<u8>, row: &Row, pk: &[usize]) {
 pub fn record_id(ev: &ChangeEvent) -> String {
     match &ev.transaction {
         Some(tx) if ev.source().snapshot == Snapshot::False => {
-            format!("{}:{}", tx.id, tx.total_order)
+            format!("{}:{}", ev.source().gtid, tx.total_order)
         }
         _ => {
             let mut key = Vec::new();

@@ -435,12 +435,13 @@ fn write_source(out: &mut Vec<u8>, s: &Source, row: u32) {
     write_long(out, i64::from(row));
 }
 
-fn write_transaction(out: &mut Vec<u8>, tx: Option<&Transaction>) {
+/// The transaction block; its id is the GTID.
+fn write_transaction(out: &mut Vec<u8>, tx: Option<&Transaction>, gtid: &str) {
     match tx {
         None => out.push(0),
         Some(tx) => {
             out.push(2);
-            write_bytes(out, tx.id.as_bytes());
+            write_bytes(out, gtid.as_bytes());
             write_long(out, tx.total_order as i64);
             write_long(out, tx.data_collection_order as i64);
         }
@@ -459,7 +460,7 @@ pub fn write_envelope(
     write_bytes(out, ev.op.as_str().as_bytes());
     write_long(out, ev.ts_ms as i64);
     write_source(out, ev.source(), ev.row);
-    write_transaction(out, ev.transaction.as_ref());
+    write_transaction(out, ev.transaction.as_ref(), &ev.source().gtid);
     Ok(())
 }
 
@@ -665,7 +666,6 @@ mod tests {
             }),
             row: 0,
             transaction: Some(Transaction {
-                id: "0-1-5".into(),
                 total_order: 3,
                 data_collection_order: 2,
             }),

@@ -287,7 +287,6 @@ mod tests {
             }),
             row: 0,
             transaction: Some(Transaction {
-                id: "0-1-5".into(),
                 total_order: 1,
                 data_collection_order: 1,
             }),

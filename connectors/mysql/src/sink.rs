@@ -146,10 +146,7 @@ fn parse_set(s: &str) -> Result<Option<GtidSet>, String> {
 /// The id of the transaction a record belongs to.
 fn record_tx_id(r: &Record) -> Arc<str> {
     match r {
-        Record::Change(ev) => ev
-            .transaction
-            .as_ref()
-            .map_or_else(|| ev.source().gtid.clone(), |t| t.id.clone()),
+        Record::Change(ev) => ev.source().gtid.clone(),
         Record::SchemaChange(sc) => sc.source.gtid.clone(),
     }
 }

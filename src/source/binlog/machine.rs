@@ -675,7 +675,6 @@ impl Processor {
                 shared: shared.clone(),
                 row: row - 1,
                 transaction: Some(Transaction {
-                    id: tx.gtid.clone(),
                     total_order: tx.total,
                     data_collection_order: dco,
                 }),

@@ -63,7 +63,6 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
         }),
         row: i as u32,
         transaction: Some(Transaction {
-            id: g,
             total_order: i + 1,
             data_collection_order: i + 1,
         }),
