@@ -1,5 +1,5 @@
 //! Column type metadata of one table version, shared by every change event
-//! of that version (one `Arc` built per TABLE_MAP, cloned per row).
+//! of that version (one `Arc` built per TABLE_MAP, held by each rows event's `Shared`).
 //!
 //! Sinks that need the SQL types (Avro schemas: nullability, DECIMAL
 //! precision and scale, UNSIGNED, temporal precision, ENUM/SET labels) read
