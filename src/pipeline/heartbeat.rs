@@ -83,7 +83,7 @@ impl HeartbeatRows {
         let mut newest = None;
         for r in records.iter().filter(|r| is_hb(r)) {
             if let Record::Change(ev) = r {
-                newest = newest.max(seq_of(ev.after.as_ref()));
+                newest = newest.max(seq_of(ev.after_row()));
             }
         }
         if self.deliver {
@@ -138,7 +138,7 @@ pub(crate) struct Carry {
 }
 
 /// The `seq` column of a heartbeat row image.
-fn seq_of(row: Option<&rowstream_api::Row>) -> Option<u64> {
+fn seq_of(row: Option<rowstream_api::RowRef<'_>>) -> Option<u64> {
     let row = row?;
     let i = row.columns.iter().position(|c| &**c == "seq")?;
     match row.values.get(i)? {
@@ -248,16 +248,13 @@ fn grant_hint(e: &mysql_async::Error, db: &str, table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rowstream_api::{ChangeEvent, Flavor, Op, Row, Shared, Snapshot, Source};
+    use rowstream_api::{ChangeEvent, Flavor, Op, Shared, Snapshot, Source};
 
     fn ev(db: &str, table: &str, seq: u64) -> Record {
         Record::Change(ChangeEvent {
             op: Op::Update,
             before: None,
-            after: Some(Row {
-                columns: vec![Arc::from("name"), Arc::from("seq")].into(),
-                values: vec![Value::String("x".into()), Value::UInt(seq)],
-            }),
+            after: Some(vec![Value::String("x".into()), Value::UInt(seq)]),
             ts_ms: 0,
             shared: Arc::new(Shared {
                 source: Source {
@@ -276,6 +273,8 @@ mod tests {
                 },
                 primary_key: Arc::from(Vec::new()),
                 table: None,
+                before_columns: Default::default(),
+                after_columns: vec![Arc::from("name"), Arc::from("seq")].into(),
             }),
             row: 0,
             transaction: None,

@@ -73,9 +73,9 @@ fn encode(t: &SnapTable, vals: Vec<SqlValue>) -> Result<(String, Json), String> 
         values,
     };
     let mut id = Vec::new();
-    write_id(&mut id, &row, &t.primary_key);
+    write_id(&mut id, row.as_row_ref(), &t.primary_key);
     let mut doc = Vec::new();
-    rowstream_api::json::write_row(&mut doc, &row);
+    rowstream_api::json::write_row(&mut doc, row.as_row_ref());
     let doc = serde_json::from_slice(&doc).map_err(|e| e.to_string())?;
     Ok((String::from_utf8_lossy(&id).into_owned(), doc))
 }

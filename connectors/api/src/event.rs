@@ -3,12 +3,19 @@
 //! One `ChangeEvent` per row change, shaped after Debezium's envelope:
 //! `before`/`after` images, `op`, the source position and the transaction
 //! block. What every row of a rows event has in common (the `Source` block,
-//! the table version's primary key and types) sits in one [`Shared`] behind
-//! one `Arc`: building and freeing a row costs one reference count for all
-//! of it, not one per field (each count is an atomic operation, and six of
-//! them per row were a fifth of the decoding thread's time). Strings that
-//! repeat across rows events (names, GTID, file) are `Arc<str>` so building
-//! a `Source` does not copy them.
+//! the table version's primary key and types, the names of the images'
+//! columns) sits in one [`Shared`] behind one `Arc`, and an event holds only
+//! its images' values: building and freeing a row costs one reference count
+//! for all of it, not one per field (each count is an atomic operation, and
+//! the six a row took were a fifth of the decoding thread's time). The
+//! transaction block's id is `source.gtid`, not a copy. Strings that repeat
+//! across rows events (names, GTID, file) are `Arc<str>` so building a
+//! `Source` does not copy them.
+//!
+//! Invariant: an image's values are named, in order, by the matching list
+//! in the event's `Shared` (`before_columns`, `after_columns`);
+//! [`ChangeEvent::before_row`] and [`ChangeEvent::after_row`] pair them and
+//! [`ChangeEvent::set_rows`] replaces both together.
 
 use std::sync::Arc;
 
@@ -59,13 +66,44 @@ impl Op {
 
 pub use crate::table::Columns;
 
-/// One row image: values in column order, names shared with the table schema.
+/// One row image with its column names, owned: what a producer hands to
+/// [`ChangeEvent::set_rows`] and what tools build. An event keeps only the
+/// values of its images; their names are in its [`Shared`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// Column names, same length as `values`.
     pub columns: Columns,
     /// Values; a column absent from a partial image is not listed at all.
     pub values: Vec<Value>,
+}
+
+/// One row image of an event, borrowed: its values and their names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowRef<'a> {
+    /// Column names, same length as `values`.
+    pub columns: &'a Columns,
+    /// Values; a column absent from a partial image is not listed at all.
+    pub values: &'a [Value],
+}
+
+impl Row {
+    /// The borrowed form.
+    pub fn as_row_ref(&self) -> RowRef<'_> {
+        RowRef {
+            columns: &self.columns,
+            values: &self.values,
+        }
+    }
+}
+
+impl RowRef<'_> {
+    /// An owned copy.
+    pub fn to_row(self) -> Row {
+        Row {
+            columns: self.columns.clone(),
+            values: self.values.to_vec(),
+        }
+    }
 }
 
 /// Where an event comes from (`source` block of the envelope).
@@ -147,24 +185,35 @@ pub struct Shared {
     /// no type information (tests, tools); the Avro encoding requires it.
     /// Not part of the JSON envelope.
     pub table: Option<Arc<TableMeta>>,
+    /// Names of the before image's values, in order: the table's columns
+    /// for a full image, fewer for a partial one (MySQL
+    /// `binlog_row_image=minimal`), empty when the event has no before image.
+    pub before_columns: Columns,
+    /// Names of the after image's values (as `before_columns`).
+    pub after_columns: Columns,
 }
 
 impl Shared {
-    /// A `Shared` with the key and types of `table`.
+    /// A `Shared` with the key and types of `table`, for full images.
     pub fn typed(source: Source, table: &Arc<TableMeta>) -> Shared {
         Shared {
             source,
             primary_key: table.primary_key.clone(),
             table: Some(table.clone()),
+            before_columns: table.columns.clone(),
+            after_columns: table.columns.clone(),
         }
     }
 
-    /// A `Shared` without type information, keyed by `primary_key`.
-    pub fn untyped(source: Source, primary_key: &[usize]) -> Shared {
+    /// A `Shared` without type information, keyed by `primary_key`, for
+    /// images named by `columns`.
+    pub fn untyped(source: Source, primary_key: &[usize], columns: &Columns) -> Shared {
         Shared {
             source,
             primary_key: primary_key.into(),
             table: None,
+            before_columns: columns.clone(),
+            after_columns: columns.clone(),
         }
     }
 }
@@ -173,12 +222,16 @@ impl Shared {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
     pub op: Op,
-    pub before: Option<Row>,
-    pub after: Option<Row>,
+    /// The before image's values, named by `shared.before_columns`
+    /// ([`ChangeEvent::before_row`] pairs them).
+    pub before: Option<Vec<Value>>,
+    /// The after image's values, named by `shared.after_columns`.
+    pub after: Option<Vec<Value>>,
     /// When rowstream processed the event, milliseconds since the epoch.
     pub ts_ms: u64,
-    /// The source block, key and types, shared by every row of the rows
-    /// event; change one row's copy with [`ChangeEvent::shared_mut`].
+    /// The source block, key, types and image column names, shared by
+    /// every row of the rows event; change one row's copy with
+    /// [`ChangeEvent::shared_mut`].
     pub shared: Arc<Shared>,
     /// Index of the row within its rows event: the envelope's `source.row`.
     pub row: u32,
@@ -214,6 +267,36 @@ impl ChangeEvent {
     /// rows event (copied on the first change).
     pub fn shared_mut(&mut self) -> &mut Shared {
         Arc::make_mut(&mut self.shared)
+    }
+
+    /// The before image with its column names.
+    pub fn before_row(&self) -> Option<RowRef<'_>> {
+        self.before.as_deref().map(|values| RowRef {
+            columns: &self.shared.before_columns,
+            values,
+        })
+    }
+
+    /// The after image with its column names.
+    pub fn after_row(&self) -> Option<RowRef<'_>> {
+        self.after.as_deref().map(|values| RowRef {
+            columns: &self.shared.after_columns,
+            values,
+        })
+    }
+
+    /// Replaces both images, names included (this event's `Shared` is
+    /// copied when the names change and other rows share it).
+    pub fn set_rows(&mut self, before: Option<Row>, after: Option<Row>) {
+        let names = |r: &Option<Row>| r.as_ref().map(|r| r.columns.clone()).unwrap_or_default();
+        let (b, a) = (names(&before), names(&after));
+        if self.shared.before_columns != b || self.shared.after_columns != a {
+            let shared = self.shared_mut();
+            shared.before_columns = b;
+            shared.after_columns = a;
+        }
+        self.before = before.map(|r| r.values);
+        self.after = after.map(|r| r.values);
     }
 }
 

@@ -22,7 +22,7 @@
 
 use base64::Engine as _;
 
-use crate::event::{ChangeEvent, Columns, Record, Row, SchemaChange, Source, Transaction};
+use crate::event::{ChangeEvent, Columns, Record, RowRef, SchemaChange, Source, Transaction};
 use crate::value::{Date, DateTime, Time, Value};
 
 /// Appends the JSON form of any record: a change event envelope or a schema
@@ -44,9 +44,9 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Record) {
 pub fn write_change_event(out: &mut Vec<u8>, ev: &ChangeEvent) {
     out.reserve(256);
     out.extend_from_slice(b"{\"before\":");
-    write_opt_row(out, ev.before.as_ref());
+    write_opt_row(out, ev.before_row());
     out.extend_from_slice(b",\"after\":");
-    write_opt_row(out, ev.after.as_ref());
+    write_opt_row(out, ev.after_row());
     HEADS.with(|h| h.borrow_mut().write(out, ev));
     if ev.overlap {
         out.extend_from_slice(b",\"overlap\":true");
@@ -151,10 +151,10 @@ pub fn write_schema_change(out: &mut Vec<u8>, sc: &SchemaChange) {
 /// Appends one row image as a JSON object `{"col":value,...}` in column
 /// order. Names are paired with values positionally; if the lengths differ,
 /// the extra entries of the longer side are ignored.
-pub fn write_row(out: &mut Vec<u8>, row: &Row) {
+pub fn write_row(out: &mut Vec<u8>, row: RowRef<'_>) {
     KEYS.with(|k| {
         let mut cache = k.borrow_mut();
-        let keys = cache.keys_for(&row.columns);
+        let keys = cache.keys_for(row.columns);
         out.push(b'{');
         for (i, value) in row.values.iter().enumerate().take(keys.len()) {
             keys.put(out, i);
@@ -302,7 +302,7 @@ fn write_transaction_tail(out: &mut Vec<u8>, tx: &Transaction) {
 }
 
 #[inline]
-fn write_opt_row(out: &mut Vec<u8>, row: Option<&Row>) {
+fn write_opt_row(out: &mut Vec<u8>, row: Option<RowRef<'_>>) {
     match row {
         Some(r) => write_row(out, r),
         None => out.extend_from_slice(b"null"),
@@ -792,7 +792,7 @@ fn write_time(out: &mut Vec<u8>, t: &Time) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Flavor, Op, Shared, Snapshot};
+    use crate::event::{Flavor, Op, Row, Shared, Snapshot};
     use std::sync::Arc;
 
     /// zmij replaced ryu: the same text for random bit patterns of every
@@ -1257,9 +1257,9 @@ mod tests {
                 values: values[..values.len() - skip].to_vec(),
             };
             let mut out = b"[".to_vec();
-            write_row(&mut out, &row);
+            write_row(&mut out, row.as_row_ref());
             out.push(b',');
-            write_row(&mut out, &row);
+            write_row(&mut out, row.as_row_ref());
             out.push(b']');
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             for img in v.as_array().unwrap() {
@@ -1299,29 +1299,25 @@ mod tests {
         .into();
         ChangeEvent {
             op: Op::Update,
-            before: Some(Row {
-                columns: columns.clone(),
-                values: vec![
-                    Value::Int(7),
-                    Value::String("a\"b".into()),
-                    Value::Decimal("9.99".into()),
-                    Value::Null,
-                ],
-            }),
-            after: Some(Row {
-                columns,
-                values: vec![
-                    Value::Int(7),
-                    Value::String("é😀".into()),
-                    Value::Decimal("10.00".into()),
-                    Value::Null,
-                ],
-            }),
+            before: Some(vec![
+                Value::Int(7),
+                Value::String("a\"b".into()),
+                Value::Decimal("9.99".into()),
+                Value::Null,
+            ]),
+            after: Some(vec![
+                Value::Int(7),
+                Value::String("é😀".into()),
+                Value::Decimal("10.00".into()),
+                Value::Null,
+            ]),
             ts_ms: 1_700_000_000_123,
             shared: Arc::new(Shared {
                 source: sample_source(),
                 primary_key: Arc::from([0usize].as_slice()),
                 table: None,
+                before_columns: columns.clone(),
+                after_columns: columns,
             }),
             row: 0,
             transaction: Some(Transaction {
@@ -1512,15 +1508,14 @@ mod tests {
         ];
         let mut ev = sample_event();
         ev.op = Op::Create;
-        ev.before = None;
-        ev.after = Some(Row {
-            columns: cols
-                .iter()
-                .map(|c| Arc::from(*c))
-                .collect::<Vec<_>>()
-                .into(),
-            values,
-        });
+        let columns = cols.iter().map(|c| Arc::from(*c)).collect::<Vec<_>>();
+        ev.set_rows(
+            None,
+            Some(Row {
+                columns: columns.into(),
+                values,
+            }),
+        );
         let mut out = Vec::new();
         write_change_event(&mut out, &ev);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -24,7 +24,7 @@ pub mod value;
 pub use async_trait;
 pub use config_error::ConfigError;
 pub use event::{
-    ChangeEvent, Columns, Flavor, Op, Record, Row, SchemaChange, Shared, Snapshot, Source,
+    ChangeEvent, Columns, Flavor, Op, Record, Row, RowRef, SchemaChange, Shared, Snapshot, Source,
     Transaction,
 };
 pub use kit::{AckQueue, Backoff, Poison, TableFilter, TableTemplate};

@@ -157,12 +157,19 @@ impl ChangeLine {
     /// of the image that the table lacks is an error.
     pub fn into_event(self, table: &Arc<TableMeta>) -> Result<ChangeEvent, String> {
         let row = |img: Option<Map<String, Json>>| img.map(|m| read_row(m, table)).transpose();
+        let (before, after) = (row(self.before)?, row(self.after)?);
+        let names = |r: &Option<Row>| r.as_ref().map(|r| r.columns.clone()).unwrap_or_default();
+        let shared = Shared {
+            before_columns: names(&before),
+            after_columns: names(&after),
+            ..Shared::typed(self.source, table)
+        };
         Ok(ChangeEvent {
             op: self.op,
-            before: row(self.before)?,
-            after: row(self.after)?,
+            before: before.map(|r| r.values),
+            after: after.map(|r| r.values),
             ts_ms: self.ts_ms,
-            shared: Arc::new(Shared::typed(self.source, table)),
+            shared: Arc::new(shared),
             row: self.row,
             transaction: self.transaction,
             overlap: self.overlap,
@@ -559,6 +566,8 @@ mod tests {
                 },
                 primary_key: table.primary_key.clone(),
                 table: Some(table.clone()),
+                before_columns: Default::default(),
+                after_columns: Default::default(),
             }),
             row: 2,
             transaction: Some(Transaction {
@@ -567,14 +576,16 @@ mod tests {
             }),
             overlap: false,
         };
-        ev.before = Some(Row {
-            columns: table.columns.clone(),
-            values: vec![Value::Int(1), Value::Null],
-        });
-        ev.after = Some(Row {
-            columns: table.columns.clone(),
-            values: vec![Value::Int(1), Value::Bytes(vec![7])],
-        });
+        ev.set_rows(
+            Some(Row {
+                columns: table.columns.clone(),
+                values: vec![Value::Int(1), Value::Null],
+            }),
+            Some(Row {
+                columns: table.columns.clone(),
+                values: vec![Value::Int(1), Value::Bytes(vec![7])],
+            }),
+        );
         let mut out = Vec::new();
         write_record(&mut out, &Record::Change(ev.clone()));
         let Line::Change(c) = read_line(&out).unwrap() else {

@@ -302,22 +302,28 @@ fn every_value_kind_matches_its_def() {
 }
 
 fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEvent {
-    ChangeEvent {
-        op,
-        before,
-        after,
-        ts_ms: 1_715_953_509_123,
-        shared: Arc::new(Shared {
-            source: source(),
-            primary_key: Arc::from([0usize].as_slice()),
-            table: None,
-        }),
-        row: 3,
-        transaction: tx.then_some(Transaction {
-            total_order: 1,
-            data_collection_order: 1,
-        }),
-        overlap: false,
+    {
+        let mut ev = ChangeEvent {
+            op,
+            before: None,
+            after: None,
+            ts_ms: 1_715_953_509_123,
+            shared: Arc::new(Shared {
+                source: source(),
+                primary_key: Arc::from([0usize].as_slice()),
+                table: None,
+                before_columns: Default::default(),
+                after_columns: Default::default(),
+            }),
+            row: 3,
+            transaction: tx.then_some(Transaction {
+                total_order: 1,
+                data_collection_order: 1,
+            }),
+            overlap: false,
+        };
+        ev.set_rows(before, after);
+        ev
     }
 }
 
@@ -502,22 +508,31 @@ fn readme_example_is_encoder_output() {
     let mut src = source();
     src.server_id = 1;
     src.gtid = gtid.clone();
-    let ev = ChangeEvent {
-        op: Op::Update,
-        before: Some(row("alice@example.com", "1234.50", 123_456, 0.75)),
-        after: Some(row("alice.smith@example.com", "1299.99", 654_321, 0.8125)),
-        ts_ms: 1_715_953_509_123,
-        shared: Arc::new(Shared {
-            source: src.clone(),
-            primary_key: Arc::from([0usize].as_slice()),
-            table: None,
-        }),
-        row: 3,
-        transaction: Some(Transaction {
-            total_order: 4,
-            data_collection_order: 4,
-        }),
-        overlap: false,
+    let ev = {
+        let mut ev = ChangeEvent {
+            op: Op::Update,
+            before: None,
+            after: None,
+            ts_ms: 1_715_953_509_123,
+            shared: Arc::new(Shared {
+                source: src.clone(),
+                primary_key: Arc::from([0usize].as_slice()),
+                table: None,
+                before_columns: Default::default(),
+                after_columns: Default::default(),
+            }),
+            row: 3,
+            transaction: Some(Transaction {
+                total_order: 4,
+                data_collection_order: 4,
+            }),
+            overlap: false,
+        };
+        ev.set_rows(
+            Some(row("alice@example.com", "1234.50", 123_456, 0.75)),
+            Some(row("alice.smith@example.com", "1299.99", 654_321, 0.8125)),
+        );
+        ev
     };
     let mut out = Vec::new();
     write_change_event(&mut out, &ev);

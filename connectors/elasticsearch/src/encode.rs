@@ -40,7 +40,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use rowstream_api::json::{write_row, write_str, write_value};
-use rowstream_api::{ChangeEvent, ColumnType, Op, Row, TableMeta, TableTemplate};
+use rowstream_api::{ChangeEvent, ColumnType, Op, RowRef, TableMeta, TableTemplate};
 use serde_json::{json, Map, Value as Json};
 
 use crate::config::DecimalMapping;
@@ -82,7 +82,7 @@ pub fn index_name(template: &TableTemplate, name: &str, db: &str, table: &str) -
 
 /// The `_id` of a row: the JSON array of the values at `key` (indices into
 /// the row's values), e.g. `[7,"k1"]`.
-pub fn write_id(out: &mut Vec<u8>, row: &Row, key: &[usize]) {
+pub fn write_id(out: &mut Vec<u8>, row: RowRef<'_>, key: &[usize]) {
     out.push(b'[');
     for (i, k) in key.iter().enumerate() {
         if i > 0 {
@@ -159,17 +159,17 @@ impl Bulk {
         let mut id2 = std::mem::take(&mut self.id2);
         id.clear();
         id2.clear();
-        if let (Some(b), Some(a)) = (&ev.before, &ev.after) {
+        if let (Some(b), Some(a)) = (ev.before_row(), ev.after_row()) {
             write_id(&mut id2, b, key);
             write_id(&mut id, a, key);
             if id != id2 {
                 self.push(Action::Delete, ev, index, &id2, version, None);
             }
             self.push(Action::Index, ev, index, &id, version, Some(a));
-        } else if let Some(a) = &ev.after {
+        } else if let Some(a) = ev.after_row() {
             write_id(&mut id, a, key);
             self.push(Action::Index, ev, index, &id, version, Some(a));
-        } else if let Some(b) = &ev.before {
+        } else if let Some(b) = ev.before_row() {
             write_id(&mut id, b, key);
             self.push(Action::Delete, ev, index, &id, version, None);
         }
@@ -184,7 +184,7 @@ impl Bulk {
         index: &str,
         id: &[u8],
         version: u64,
-        doc: Option<&Row>,
+        doc: Option<RowRef<'_>>,
     ) {
         let start = self.body.len();
         let out = &mut self.body;
@@ -270,7 +270,7 @@ pub fn field_mapping(ty: &ColumnType, decimal: DecimalMapping) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rowstream_api::{Flavor, Shared, Snapshot, Source, Transaction, Value};
+    use rowstream_api::{Flavor, Row, Shared, Snapshot, Source, Transaction, Value};
 
     fn cols(names: &[&str]) -> rowstream_api::Columns {
         names
@@ -292,35 +292,41 @@ mod tests {
             columns: c.clone(),
             values: v,
         };
-        ChangeEvent {
-            op,
-            before: before.map(row),
-            after: after.map(row),
-            ts_ms: 0,
-            shared: Arc::new(Shared {
-                source: Source {
-                    version: "t",
-                    connector: Flavor::MariaDb,
-                    name: Arc::from("srv"),
-                    ts_ms: 0,
-                    snapshot: Snapshot::False,
-                    db: Arc::from("s"),
-                    table: Arc::from("c"),
-                    server_id: 1,
-                    gtid: Arc::from("0-1-9"),
-                    file: Arc::from("f"),
-                    pos: 4,
-                    sequence: seq,
-                },
-                primary_key: Arc::from(vec![1usize, 0]),
-                table: None,
-            }),
-            row: 0,
-            transaction: Some(Transaction {
-                total_order: order,
-                data_collection_order: order,
-            }),
-            overlap: false,
+        {
+            let mut ev = ChangeEvent {
+                op,
+                before: None,
+                after: None,
+                ts_ms: 0,
+                shared: Arc::new(Shared {
+                    source: Source {
+                        version: "t",
+                        connector: Flavor::MariaDb,
+                        name: Arc::from("srv"),
+                        ts_ms: 0,
+                        snapshot: Snapshot::False,
+                        db: Arc::from("s"),
+                        table: Arc::from("c"),
+                        server_id: 1,
+                        gtid: Arc::from("0-1-9"),
+                        file: Arc::from("f"),
+                        pos: 4,
+                        sequence: seq,
+                    },
+                    primary_key: Arc::from(vec![1usize, 0]),
+                    table: None,
+                    before_columns: Default::default(),
+                    after_columns: Default::default(),
+                }),
+                row: 0,
+                transaction: Some(Transaction {
+                    total_order: order,
+                    data_collection_order: order,
+                }),
+                overlap: false,
+            };
+            ev.set_rows(before.map(row), after.map(row));
+            ev
         }
     }
 
@@ -359,10 +365,11 @@ mod tests {
             let mut out = Vec::new();
             write_id(
                 &mut out,
-                &Row {
+                Row {
                     columns: c.clone(),
                     values: v,
-                },
+                }
+                .as_row_ref(),
                 key,
             );
             String::from_utf8(out).unwrap()

@@ -248,12 +248,12 @@ impl ElasticsearchSink {
 
     /// The key columns of the event's table (cached per column list).
     fn key_for(&mut self, ev: &ChangeEvent) -> Result<Arc<[usize]>, SinkError> {
-        let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) else {
+        let Some(row) = ev.after_row().or(ev.before_row()) else {
             return Ok(Arc::from(Vec::new()));
         };
         let k = (ev.source().db.clone(), ev.source().table.clone());
         if let Some((cols, key)) = self.keys.get(&k) {
-            if Arc::ptr_eq(cols, &row.columns) {
+            if Arc::ptr_eq(cols, row.columns) {
                 return Ok(key.clone());
             }
         }

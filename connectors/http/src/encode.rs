@@ -18,14 +18,14 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rowstream_api::json::{write_change_event, write_str, write_value};
-use rowstream_api::{ChangeEvent, Op, Row, Snapshot};
+use rowstream_api::{ChangeEvent, Op, RowRef, Snapshot};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Format, OnDelete, TableMapping};
 
 /// The key columns' values of a row image as a JSON array (every column
 /// when the table has no primary key).
-fn key_json(out: &mut Vec<u8>, row: &Row, pk: &[usize]) {
+fn key_json(out: &mut Vec<u8>, row: RowRef<'_>, pk: &[usize]) {
     out.push(b'[');
     let idx: Vec<usize> = if pk.is_empty() {
         (0..row.values.len()).collect()
@@ -52,7 +52,7 @@ pub fn record_id(ev: &ChangeEvent) -> String {
         }
         _ => {
             let mut key = Vec::new();
-            if let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) {
+            if let Some(row) = ev.after_row().or(ev.before_row()) {
                 key_json(&mut key, row, ev.primary_key());
             }
             format!(
@@ -73,7 +73,7 @@ pub fn old_key_delete(ev: &ChangeEvent) -> Option<ChangeEvent> {
     if ev.op != Op::Update || ev.primary_key().is_empty() {
         return None;
     }
-    let (before, after) = (ev.before.as_ref()?, ev.after.as_ref()?);
+    let (before, after) = (ev.before_row()?, ev.after_row()?);
     let moved = ev
         .primary_key()
         .iter()
@@ -115,7 +115,7 @@ pub fn write_record(
     if delete && mapping.is_some_and(|m| m.on_delete == OnDelete::Skip) {
         return false;
     }
-    let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) else {
+    let Some(row) = ev.after_row().or(ev.before_row()) else {
         return false;
     };
     let fields = mapping.map(|m| &m.fields).filter(|f| !f.is_empty());
@@ -128,7 +128,7 @@ pub fn write_record(
         write_str(out, name);
         out.push(b':');
     };
-    for (i, (col, v)) in row.columns.iter().zip(&row.values).enumerate() {
+    for (i, (col, v)) in row.columns.iter().zip(row.values).enumerate() {
         let is_key = ev.primary_key().contains(&i);
         if delete && !is_key && !ev.primary_key().is_empty() {
             continue;
@@ -262,7 +262,8 @@ mod tests {
         };
         ev.op = op;
         if op == Op::Delete {
-            ev.before = ev.after.take();
+            let row = ev.after_row().map(|r| r.to_row());
+            ev.set_rows(row, None);
         }
         ev
     }
@@ -342,9 +343,10 @@ mod tests {
     #[test]
     fn key_changes_delete_the_old_key_first() {
         let mut ev = change(Op::Update);
-        ev.before = ev.after.clone();
+        let row = ev.after_row().map(|r| r.to_row());
+        ev.set_rows(row.clone(), row);
         assert!(old_key_delete(&ev).is_none(), "same key");
-        ev.after.as_mut().unwrap().values[0] = rowstream_api::Value::Int(99);
+        ev.after.as_mut().unwrap()[0] = rowstream_api::Value::Int(99);
         let del = old_key_delete(&ev).unwrap();
         assert_eq!(del.op, Op::Delete);
         let mut out = Vec::new();

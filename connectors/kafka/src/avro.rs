@@ -36,7 +36,7 @@
 use std::sync::Arc;
 
 use rowstream_api::json::write_value;
-use rowstream_api::{ChangeEvent, ColumnType, Row, Source, TableMeta, Transaction, Value};
+use rowstream_api::{ChangeEvent, ColumnType, RowRef, Source, TableMeta, Transaction, Value};
 use serde_json::{json, Value as Json};
 
 /// Namespace of the shared records (`Source`, `Transaction`, `Geometry`).
@@ -358,7 +358,7 @@ pub fn write_column(
     Ok(())
 }
 
-fn check_row(meta: &TableMeta, row: &Row) -> Result<(), String> {
+fn check_row(meta: &TableMeta, row: RowRef<'_>) -> Result<(), String> {
     if row.values.len() != meta.types.len() {
         return Err(format!(
             "row image has {} values, the table has {} columns (full row images are required)",
@@ -373,7 +373,7 @@ fn check_row(meta: &TableMeta, row: &Row) -> Result<(), String> {
 pub fn write_key(
     out: &mut Vec<u8>,
     meta: &TableMeta,
-    row: &Row,
+    row: RowRef<'_>,
     scratch: &mut Vec<u8>,
 ) -> Result<(), String> {
     check_row(meta, row)?;
@@ -393,7 +393,7 @@ pub fn write_key(
 fn write_row(
     out: &mut Vec<u8>,
     meta: &TableMeta,
-    row: &Row,
+    row: RowRef<'_>,
     scratch: &mut Vec<u8>,
 ) -> Result<(), String> {
     check_row(meta, row)?;
@@ -407,7 +407,7 @@ fn write_row(
 fn write_opt_row(
     out: &mut Vec<u8>,
     meta: &TableMeta,
-    row: Option<&Row>,
+    row: Option<RowRef<'_>>,
     scratch: &mut Vec<u8>,
 ) -> Result<(), String> {
     match row {
@@ -455,8 +455,8 @@ pub fn write_envelope(
     ev: &ChangeEvent,
     scratch: &mut Vec<u8>,
 ) -> Result<(), String> {
-    write_opt_row(out, meta, ev.before.as_ref(), scratch)?;
-    write_opt_row(out, meta, ev.after.as_ref(), scratch)?;
+    write_opt_row(out, meta, ev.before_row(), scratch)?;
+    write_opt_row(out, meta, ev.after_row(), scratch)?;
     write_bytes(out, ev.op.as_str().as_bytes());
     write_long(out, ev.ts_ms as i64);
     write_source(out, ev.source(), ev.row);
@@ -480,7 +480,12 @@ pub struct AvroWriter<'a> {
 }
 
 impl crate::encode::RecordWriter for AvroWriter<'_> {
-    fn key(&mut self, out: &mut Vec<u8>, _ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
+    fn key(
+        &mut self,
+        out: &mut Vec<u8>,
+        _ev: &ChangeEvent,
+        row: RowRef<'_>,
+    ) -> Result<bool, String> {
         let Some(id) = self.table.key_id else {
             return Ok(false);
         };
@@ -499,7 +504,7 @@ impl crate::encode::RecordWriter for AvroWriter<'_> {
 mod tests {
     use apache_avro::types::Value as A;
     use apache_avro::{from_avro_datum, Schema};
-    use rowstream_api::{Date, DateTime, Flavor, Op, Snapshot, Time};
+    use rowstream_api::{Date, DateTime, Flavor, Op, Row, Snapshot, Time};
 
     use super::*;
     use rowstream_api::Shared;
@@ -641,35 +646,44 @@ mod tests {
             columns: m.columns.clone(),
             values: values(),
         };
-        ChangeEvent {
-            op,
-            before: (op != Op::Create).then(|| row.clone()),
-            after: (op != Op::Delete).then_some(row),
-            ts_ms: 1_700_000_000_123,
-            shared: Arc::new(Shared {
-                source: Source {
-                    version: "0.1.0",
-                    connector: Flavor::MariaDb,
-                    name: "srv".into(),
-                    ts_ms: 1_700_000_000_000,
-                    snapshot: Snapshot::False,
-                    db: "shop".into(),
-                    table: "orders".into(),
-                    server_id: 1,
-                    gtid: "0-1-5".into(),
-                    file: "bin.000001".into(),
-                    pos: 1234,
-                    sequence: 0,
-                },
-                primary_key: m.primary_key.clone(),
-                table: None,
-            }),
-            row: 0,
-            transaction: Some(Transaction {
-                total_order: 3,
-                data_collection_order: 2,
-            }),
-            overlap: false,
+        {
+            let mut ev = ChangeEvent {
+                op,
+                before: None,
+                after: None,
+                ts_ms: 1_700_000_000_123,
+                shared: Arc::new(Shared {
+                    source: Source {
+                        version: "0.1.0",
+                        connector: Flavor::MariaDb,
+                        name: "srv".into(),
+                        ts_ms: 1_700_000_000_000,
+                        snapshot: Snapshot::False,
+                        db: "shop".into(),
+                        table: "orders".into(),
+                        server_id: 1,
+                        gtid: "0-1-5".into(),
+                        file: "bin.000001".into(),
+                        pos: 1234,
+                        sequence: 0,
+                    },
+                    primary_key: m.primary_key.clone(),
+                    table: None,
+                    before_columns: Default::default(),
+                    after_columns: Default::default(),
+                }),
+                row: 0,
+                transaction: Some(Transaction {
+                    total_order: 3,
+                    data_collection_order: 2,
+                }),
+                overlap: false,
+            };
+            ev.set_rows(
+                (op != Op::Create).then(|| row.clone()),
+                (op != Op::Delete).then_some(row),
+            );
+            ev
         }
     }
 
@@ -773,7 +787,7 @@ mod tests {
 
         let ev = event(&m, Op::Create);
         let mut out = Vec::new();
-        write_key(&mut out, &m, ev.after.as_ref().unwrap(), &mut Vec::new()).unwrap();
+        write_key(&mut out, &m, ev.after_row().unwrap(), &mut Vec::new()).unwrap();
         let k = from_avro_datum(&ks, &mut &out[..], None).unwrap();
         match &k {
             A::Record(fs) => {

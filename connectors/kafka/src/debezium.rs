@@ -39,7 +39,7 @@
 use base64::Engine as _;
 use rowstream_api::parse::days_from_civil;
 use rowstream_api::{
-    ChangeEvent, ColumnType, Date, DateTime, Record, Row, SchemaChange, Source, TableMeta, Value,
+    ChangeEvent, ColumnType, Date, DateTime, Record, RowRef, SchemaChange, Source, TableMeta, Value,
 };
 
 use crate::encode::{encode_change_with, Encoded, RecordWriter};
@@ -55,7 +55,12 @@ pub struct DebeziumWriter {
 }
 
 impl RecordWriter for DebeziumWriter {
-    fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
+    fn key(
+        &mut self,
+        out: &mut Vec<u8>,
+        ev: &ChangeEvent,
+        row: RowRef<'_>,
+    ) -> Result<bool, String> {
         Ok(write_key(
             out,
             ev.primary_key(),
@@ -92,7 +97,12 @@ pub fn encode_change(
 
 /// The key object `{"col":value,...}` of `row`'s primary key columns; false
 /// (nothing written) when there is no primary key.
-pub fn write_key(out: &mut Vec<u8>, pk: &[usize], row: &Row, meta: Option<&TableMeta>) -> bool {
+pub fn write_key(
+    out: &mut Vec<u8>,
+    pk: &[usize],
+    row: RowRef<'_>,
+    meta: Option<&TableMeta>,
+) -> bool {
     if pk.is_empty() || pk.iter().any(|&i| i >= row.values.len()) {
         return false;
     }
@@ -110,13 +120,13 @@ pub fn write_key(out: &mut Vec<u8>, pk: &[usize], row: &Row, meta: Option<&Table
 }
 
 /// One row image as an object in column order.
-fn write_row(out: &mut Vec<u8>, row: Option<&Row>, meta: Option<&TableMeta>) {
+fn write_row(out: &mut Vec<u8>, row: Option<RowRef<'_>>, meta: Option<&TableMeta>) {
     let Some(row) = row else {
         out.extend_from_slice(b"null");
         return;
     };
     out.push(b'{');
-    for (i, (c, v)) in row.columns.iter().zip(&row.values).enumerate() {
+    for (i, (c, v)) in row.columns.iter().zip(row.values).enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -133,9 +143,9 @@ fn write_row(out: &mut Vec<u8>, row: Option<&Row>, meta: Option<&TableMeta>) {
 pub fn write_envelope(out: &mut Vec<u8>, ev: &ChangeEvent, order: Option<(u64, u64)>) {
     let meta = ev.table().map(|t| &**t);
     out.extend_from_slice(b"{\"before\":");
-    write_row(out, ev.before.as_ref(), meta);
+    write_row(out, ev.before_row(), meta);
     out.extend_from_slice(b",\"after\":");
-    write_row(out, ev.after.as_ref(), meta);
+    write_row(out, ev.after_row(), meta);
     out.extend_from_slice(b",\"source\":");
     write_source(out, ev.source(), ev.row, Some(&ev.source().table));
     out.extend_from_slice(b",\"transaction\":");
@@ -717,7 +727,7 @@ fn write_mysql_json(out: &mut Vec<u8>, v: &serde_json::Value) {
 mod tests {
     use std::sync::Arc;
 
-    use rowstream_api::{Flavor, Op, Shared, Snapshot, Time};
+    use rowstream_api::{Flavor, Op, Row, Shared, Snapshot, Time};
 
     use super::*;
 
@@ -919,19 +929,25 @@ mod tests {
             columns,
             values: vec![Value::Int(1), Value::Decimal("-12.50".into())],
         };
-        let ev = ChangeEvent {
-            op: Op::Delete,
-            before: Some(row),
-            after: None,
-            ts_ms: 1_700_000_000_999,
-            shared: Arc::new(Shared {
-                source: source(),
-                primary_key: Arc::from(vec![0usize]),
-                table: Some(Arc::new(meta)),
-            }),
-            row: 0,
-            transaction: None,
-            overlap: false,
+        let ev = {
+            let mut ev = ChangeEvent {
+                op: Op::Delete,
+                before: None,
+                after: None,
+                ts_ms: 1_700_000_000_999,
+                shared: Arc::new(Shared {
+                    source: source(),
+                    primary_key: Arc::from(vec![0usize]),
+                    table: Some(Arc::new(meta)),
+                    before_columns: Default::default(),
+                    after_columns: Default::default(),
+                }),
+                row: 0,
+                transaction: None,
+                overlap: false,
+            };
+            ev.set_rows(Some(row), None);
+            ev
         };
         let ev_copy = ev.clone();
         let mut out = Vec::new();

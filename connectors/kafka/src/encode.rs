@@ -22,7 +22,7 @@
 use std::ops::Range;
 
 use rowstream_api::json::{write_change_event, write_str, write_value};
-use rowstream_api::{ChangeEvent, Op, Row};
+use rowstream_api::{ChangeEvent, Op, RowRef};
 
 /// One Kafka record inside [`Encoded::buf`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Encoded {
 
 /// Appends the key object of `row` to `out`; false (nothing written) when
 /// the table has no primary key or a key column is missing from the image.
-pub fn write_key(out: &mut Vec<u8>, primary_key: &[usize], row: &Row) -> bool {
+pub fn write_key(out: &mut Vec<u8>, primary_key: &[usize], row: RowRef<'_>) -> bool {
     if primary_key.is_empty()
         || primary_key
             .iter()
@@ -74,7 +74,7 @@ pub fn write_key(out: &mut Vec<u8>, primary_key: &[usize], row: &Row) -> bool {
 
 /// True when an update changes a primary key column.
 pub fn key_changed(ev: &ChangeEvent) -> bool {
-    match (&ev.before, &ev.after) {
+    match (ev.before_row(), ev.after_row()) {
         (Some(b), Some(a)) if ev.op == Op::Update => ev
             .primary_key()
             .iter()
@@ -87,7 +87,8 @@ pub fn key_changed(ev: &ChangeEvent) -> bool {
 pub trait RecordWriter {
     /// Appends the key of `row` to `out`; Ok(false) (nothing written) when
     /// the record has no key.
-    fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String>;
+    fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: RowRef<'_>)
+        -> Result<bool, String>;
     /// Appends the value (envelope) of `ev` to `out`.
     fn value(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent) -> Result<(), String>;
     /// Whether a delete without a key (no primary key) still gets a
@@ -102,7 +103,12 @@ pub struct JsonWriter;
 
 impl RecordWriter for JsonWriter {
     #[inline]
-    fn key(&mut self, out: &mut Vec<u8>, ev: &ChangeEvent, row: &Row) -> Result<bool, String> {
+    fn key(
+        &mut self,
+        out: &mut Vec<u8>,
+        ev: &ChangeEvent,
+        row: RowRef<'_>,
+    ) -> Result<bool, String> {
         Ok(write_key(out, ev.primary_key(), row))
     }
     #[inline]
@@ -150,8 +156,8 @@ fn push<W: RecordWriter>(
     w: &mut W,
 ) -> Result<(), String> {
     let image = match ev.op {
-        Op::Delete => ev.before.as_ref(),
-        _ => ev.after.as_ref().or(ev.before.as_ref()),
+        Op::Delete => ev.before_row(),
+        _ => ev.after_row().or(ev.before_row()),
     };
     let start = enc.buf.len();
     let key = match image {
@@ -250,7 +256,7 @@ pub fn java_hash_map_order(keys: &[&str]) -> Vec<usize> {
 mod tests {
     use std::sync::Arc;
 
-    use rowstream_api::{Flavor, Shared, Snapshot, Source, Transaction, Value};
+    use rowstream_api::{Flavor, Row, Shared, Snapshot, Source, Transaction, Value};
 
     use super::*;
 
@@ -262,35 +268,41 @@ mod tests {
     }
 
     fn event(op: Op, before: Option<Row>, after: Option<Row>, pk: &[usize]) -> ChangeEvent {
-        ChangeEvent {
-            op,
-            before,
-            after,
-            ts_ms: 1,
-            shared: Arc::new(Shared {
-                source: Source {
-                    version: "0",
-                    connector: Flavor::MariaDb,
-                    name: "srv".into(),
-                    ts_ms: 1,
-                    snapshot: Snapshot::False,
-                    db: "d".into(),
-                    table: "t".into(),
-                    server_id: 1,
-                    gtid: "0-1-5".into(),
-                    file: "f".into(),
-                    pos: 4,
-                    sequence: 0,
-                },
-                primary_key: Arc::from(pk),
-                table: None,
-            }),
-            row: 0,
-            transaction: Some(Transaction {
-                total_order: 1,
-                data_collection_order: 1,
-            }),
-            overlap: false,
+        {
+            let mut ev = ChangeEvent {
+                op,
+                before: None,
+                after: None,
+                ts_ms: 1,
+                shared: Arc::new(Shared {
+                    source: Source {
+                        version: "0",
+                        connector: Flavor::MariaDb,
+                        name: "srv".into(),
+                        ts_ms: 1,
+                        snapshot: Snapshot::False,
+                        db: "d".into(),
+                        table: "t".into(),
+                        server_id: 1,
+                        gtid: "0-1-5".into(),
+                        file: "f".into(),
+                        pos: 4,
+                        sequence: 0,
+                    },
+                    primary_key: Arc::from(pk),
+                    table: None,
+                    before_columns: Default::default(),
+                    after_columns: Default::default(),
+                }),
+                row: 0,
+                transaction: Some(Transaction {
+                    total_order: 1,
+                    data_collection_order: 1,
+                }),
+                overlap: false,
+            };
+            ev.set_rows(before, after);
+            ev
         }
     }
 
@@ -371,14 +383,14 @@ mod tests {
     #[test]
     fn composite_and_missing_keys() {
         let mut out = Vec::new();
-        assert!(write_key(&mut out, &[1, 0], &row(7, "x\"y")));
+        assert!(write_key(&mut out, &[1, 0], row(7, "x\"y").as_row_ref()));
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":7,"name":"x\"y"}"#
         );
         out.clear();
-        assert!(!write_key(&mut out, &[], &row(7, "x")));
-        assert!(!write_key(&mut out, &[5], &row(7, "x")));
+        assert!(!write_key(&mut out, &[], row(7, "x").as_row_ref()));
+        assert!(!write_key(&mut out, &[5], row(7, "x").as_row_ref()));
         assert!(out.is_empty());
         // No primary key: no key, no tombstone.
         let mut enc = Encoded::default();

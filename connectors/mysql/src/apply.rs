@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use rowstream_api::metrics::Handle;
-use rowstream_api::{ChangeEvent, ColumnType, Op, Row, SinkError, Value};
+use rowstream_api::{ChangeEvent, ColumnType, Op, RowRef, SinkError, Value};
 
 use crate::client::{self, classify, server_code, Progress, Server};
 use crate::config::{MysqlSinkConfig, OnConflict};
@@ -89,10 +89,10 @@ pub struct Applier {
 }
 
 /// The single-row INSERT of `row` (an image of `ev`).
-fn insert_one_sql(table: &str, ev: &ChangeEvent, row: &Row, upsert: Upsert) -> String {
+fn insert_one_sql(table: &str, ev: &ChangeEvent, row: RowRef<'_>, upsert: Upsert) -> String {
     let types = ev.table().as_ref().map(|t| t.types.as_slice());
     let ph = encode::set_placeholders(types, row.columns.len(), std::iter::once(row));
-    encode::insert_sql(table, &row.columns, &ph, 1, upsert)
+    encode::insert_sql(table, row.columns, &ph, 1, upsert)
 }
 
 impl Applier {
@@ -237,7 +237,7 @@ impl Applier {
         upsert: Upsert,
         ev: &ChangeEvent,
     ) -> Result<(), SinkError> {
-        let Some(after) = &ev.after else {
+        let Some(after) = ev.after_row() else {
             return Ok(());
         };
         let same_shape = self.buf.table == table
@@ -246,7 +246,7 @@ impl Applier {
                 .buf
                 .events
                 .first()
-                .and_then(|e| e.after.as_ref())
+                .and_then(|e| e.after_row())
                 .is_some_and(|a| a.columns == after.columns);
         let cols = after.columns.len().max(1);
         if !same_shape
@@ -277,21 +277,17 @@ impl Applier {
         let (Some(upsert), Some(first)) = (buf.upsert, buf.events.first()) else {
             return Ok(());
         };
-        let Some(cols) = first.after.as_ref().map(|a| a.columns.clone()) else {
+        let Some(cols) = first.after_row().map(|a| a.columns.clone()) else {
             return Ok(());
         };
         let types = first.table().as_ref().map(|t| t.types.as_slice());
-        let rows = buf.events.iter().filter_map(|e| e.after.as_ref());
+        let rows = buf.events.iter().filter_map(|e| e.after_row());
         let ph = encode::set_placeholders(types, cols.len(), rows);
         let sql = encode::insert_sql(&buf.table, &cols, &ph, buf.events.len(), upsert);
         let params: Vec<_> = buf
             .events
             .iter()
-            .flat_map(|e| {
-                e.after
-                    .iter()
-                    .flat_map(|a| a.values.iter().map(encode::param))
-            })
+            .flat_map(|e| e.after.iter().flat_map(|a| a.iter().map(encode::param)))
             .collect();
         match self.conn.exec_drop(sql, params).await {
             Ok(()) => Ok(()),
@@ -308,7 +304,7 @@ impl Applier {
     /// One insert; a duplicate key is a replay when the same row is there,
     /// else a conflict.
     async fn insert_one(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let Some(after) = &ev.after else {
+        let Some(after) = ev.after_row() else {
             return Ok(());
         };
         let sql = insert_one_sql(table, ev, after, Upsert::No);
@@ -326,11 +322,11 @@ impl Applier {
     }
 
     async fn update_or_delete(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let Some(before) = &ev.before else {
+        let Some(before) = ev.before_row() else {
             return Ok(());
         };
         let has_pk = !ev.primary_key().is_empty();
-        let (sql, params) = match (&ev.op, &ev.after) {
+        let (sql, params) = match (&ev.op, ev.after_row()) {
             (Op::Update, Some(after)) => {
                 encode::update_sql(table, before, after, self.compare(ev), has_pk)
             }
@@ -341,7 +337,7 @@ impl Applier {
             .await
             .map_err(|e| self.table_err(table, e))?;
         if self.conn.affected_rows() == 0 {
-            if let (Op::Update, Some(after)) = (ev.op, &ev.after) {
+            if let (Op::Update, Some(after)) = (ev.op, ev.after_row()) {
                 // The row already is the after image: a change that arrives
                 // twice (a snapshot row read after it), not a conflict.
                 if self.exists(table, ev, after).await? {
@@ -358,7 +354,7 @@ impl Applier {
         &mut self,
         table: &str,
         ev: &ChangeEvent,
-        row: &Row,
+        row: RowRef<'_>,
     ) -> Result<bool, SinkError> {
         let (sql, params) = encode::select_exact_sql(table, row, self.compare(ev));
         let found: Option<u8> = self
@@ -375,7 +371,7 @@ impl Applier {
         &mut self,
         table: &str,
         ev: &ChangeEvent,
-        expected: &Row,
+        expected: RowRef<'_>,
     ) -> Result<(), SinkError> {
         let pk = ev.primary_key();
         let found = if pk.is_empty() {
@@ -415,14 +411,14 @@ impl Applier {
     /// the after image.
     async fn apply_after_image(&mut self, table: &str, ev: &ChangeEvent) -> Result<(), SinkError> {
         let pk = ev.primary_key();
-        if let (Some(before), false) = (&ev.before, pk.is_empty()) {
+        if let (Some(before), false) = (ev.before_row(), pk.is_empty()) {
             let (sql, params) = encode::delete_by_key_sql(table, before, pk);
             self.conn
                 .exec_drop(sql, params)
                 .await
                 .map_err(|e| self.table_err(table, e))?;
         }
-        if let (Some(after), true) = (&ev.after, ev.op != Op::Delete) {
+        if let (Some(after), true) = (ev.after_row(), ev.op != Op::Delete) {
             let sql = insert_one_sql(table, ev, after, self.upsert());
             let params: Vec<_> = after.values.iter().map(encode::param).collect();
             self.conn
@@ -468,13 +464,13 @@ impl Applier {
 /// Whether a change can go through the bulk path: an update that keeps its
 /// primary key, or a delete, on a table with a primary key.
 fn bulk_eligible(ev: &ChangeEvent) -> bool {
-    let Some(before) = &ev.before else {
+    let Some(before) = ev.before_row() else {
         return false;
     };
     if ev.primary_key().is_empty() {
         return false;
     }
-    match (ev.op, &ev.after) {
+    match (ev.op, ev.after_row()) {
         (Op::Delete, _) => true,
         (Op::Update, Some(after)) => {
             after.columns == before.columns
@@ -488,7 +484,7 @@ fn bulk_eligible(ev: &ChangeEvent) -> bool {
 }
 
 /// The primary key values of `row`, as comparable bytes.
-fn key_bytes(row: &Row, pk: &[usize]) -> Vec<u8> {
+fn key_bytes(row: RowRef<'_>, pk: &[usize]) -> Vec<u8> {
     let mut out = Vec::new();
     for &i in pk {
         if let Some(v) = row.values.get(i) {
@@ -509,7 +505,7 @@ fn key_bytes(row: &Row, pk: &[usize]) -> Vec<u8> {
 /// conflicts exactly as without the bulk path.
 impl Applier {
     async fn buffer_bulk(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
-        let Some(before) = &ev.before else {
+        let Some(before) = ev.before_row() else {
             return Ok(());
         };
         let key = key_bytes(before, ev.primary_key());
@@ -517,11 +513,11 @@ impl Applier {
         let same = self.bulk.op == Some(ev.op)
             && self.bulk.db == db
             && self.bulk.name == *ev.source().table
-            && self.bulk.events.first().is_some_and(|f| {
-                f.before
-                    .as_ref()
-                    .is_some_and(|b| b.columns == before.columns)
-            })
+            && self
+                .bulk
+                .events
+                .first()
+                .is_some_and(|f| f.before_row().is_some_and(|b| b.columns == before.columns))
             && !self.bulk.keys.contains(&key);
         let cols = before.columns.len().max(1);
         if !same
@@ -530,7 +526,7 @@ impl Applier {
         {
             self.flush_bulk().await?;
         }
-        let images = [Some(before), ev.after.as_ref()];
+        let images = [Some(before), ev.after_row()];
         let bytes: usize = images
             .iter()
             .flatten()
@@ -586,7 +582,7 @@ impl Applier {
         ta: &str,
     ) -> Result<u64, SinkError> {
         let first = &buf.events[0];
-        let Some(cols) = first.before.as_ref().map(|b| b.columns.clone()) else {
+        let Some(cols) = first.before_row().map(|b| b.columns.clone()) else {
             return Ok(0);
         };
         let types = first.table().as_ref().map(|t| t.types.as_slice());
@@ -595,13 +591,16 @@ impl Applier {
             if after && !update {
                 continue;
             }
-            let rows = buf.events.iter().filter_map(|e| {
-                if after {
-                    e.after.as_ref()
-                } else {
-                    e.before.as_ref()
-                }
-            });
+            let rows =
+                buf.events.iter().filter_map(
+                    |e| {
+                        if after {
+                            e.after_row()
+                        } else {
+                            e.before_row()
+                        }
+                    },
+                );
             let ph = encode::set_placeholders(types, cols.len(), rows.clone());
             let sql = encode::insert_sql(tmp, &cols, &ph, buf.events.len(), Upsert::No);
             let params: Vec<_> = rows
@@ -624,7 +623,7 @@ impl Applier {
                 || buf.events.iter().any(|e| {
                     e.before
                         .as_ref()
-                        .is_some_and(|b| matches!(b.values.get(i), Some(Value::Vector(_))))
+                        .is_some_and(|b| matches!(b.get(i), Some(Value::Vector(_))))
                 })
         };
         let compared: Vec<Arc<str>> = (0..cols.len())

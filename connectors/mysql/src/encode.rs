@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use mysql_async::Value as P;
-use rowstream_api::{ColumnType, Row, Value};
+use rowstream_api::{ColumnType, Row, RowRef, Value};
 
 /// Most rows in one multi-row INSERT.
 pub const MAX_ROWS: usize = 1000;
@@ -186,7 +186,7 @@ pub fn set_placeholder(ty: Option<&ColumnType>, v: &Value) -> &'static str {
 pub fn set_placeholders<'a>(
     types: Option<&[ColumnType]>,
     ncols: usize,
-    rows: impl Iterator<Item = &'a Row> + Clone,
+    rows: impl Iterator<Item = RowRef<'a>> + Clone,
 ) -> Vec<&'static str> {
     (0..ncols)
         .map(|i| {
@@ -268,7 +268,7 @@ fn push_assignments(sql: &mut String, cols: &[Arc<str>], value: impl Fn(&str) ->
 
 /// A `WHERE` clause matching `row` on the columns `which` (indices), with
 /// its parameters appended to `params`.
-pub fn where_clause(row: &Row, which: &[usize], cmp: Compare, params: &mut Vec<P>) -> String {
+pub fn where_clause(row: RowRef<'_>, which: &[usize], cmp: Compare, params: &mut Vec<P>) -> String {
     let mut sql = String::from(" WHERE ");
     let mut first = true;
     for &i in which {
@@ -293,7 +293,7 @@ pub fn where_clause(row: &Row, which: &[usize], cmp: Compare, params: &mut Vec<P
 }
 
 /// Indices of every column of `row`.
-pub fn all_columns(row: &Row) -> Vec<usize> {
+pub fn all_columns(row: RowRef<'_>) -> Vec<usize> {
     (0..row.values.len().min(row.columns.len())).collect()
 }
 
@@ -301,14 +301,14 @@ pub fn all_columns(row: &Row) -> Vec<usize> {
 /// (`LIMIT 1` for a table without primary key, as MySQL's replica does).
 pub fn update_sql(
     table: &str,
-    before: &Row,
-    after: &Row,
+    before: RowRef<'_>,
+    after: RowRef<'_>,
     cmp: Compare,
     has_pk: bool,
 ) -> (String, Vec<P>) {
     let mut sql = format!("UPDATE {table} SET ");
     let mut params = Vec::with_capacity(after.values.len() + before.values.len());
-    for (i, (c, v)) in after.columns.iter().zip(&after.values).enumerate() {
+    for (i, (c, v)) in after.columns.iter().zip(after.values).enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
@@ -322,7 +322,7 @@ pub fn update_sql(
 
 /// `DELETE FROM t WHERE every before column matches` (`LIMIT 1` without
 /// primary key).
-pub fn delete_sql(table: &str, before: &Row, cmp: Compare, has_pk: bool) -> (String, Vec<P>) {
+pub fn delete_sql(table: &str, before: RowRef<'_>, cmp: Compare, has_pk: bool) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(before.values.len());
     let mut sql = format!("DELETE FROM {table}");
     match_before(&mut sql, before, cmp, has_pk, &mut params);
@@ -331,7 +331,13 @@ pub fn delete_sql(table: &str, before: &Row, cmp: Compare, has_pk: bool) -> (Str
 
 /// Appends the WHERE clause matching every column of `before` (`LIMIT 1`
 /// without primary key: one of identical rows).
-fn match_before(sql: &mut String, before: &Row, cmp: Compare, has_pk: bool, params: &mut Vec<P>) {
+fn match_before(
+    sql: &mut String,
+    before: RowRef<'_>,
+    cmp: Compare,
+    has_pk: bool,
+    params: &mut Vec<P>,
+) {
     sql.push_str(&where_clause(before, &all_columns(before), cmp, params));
     if !has_pk {
         sql.push_str(" LIMIT 1");
@@ -339,16 +345,16 @@ fn match_before(sql: &mut String, before: &Row, cmp: Compare, has_pk: bool, para
 }
 
 /// `DELETE FROM t WHERE pk matches` (the row under a key, whatever it holds).
-pub fn delete_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
+pub fn delete_by_key_sql(table: &str, row: RowRef<'_>, pk: &[usize]) -> (String, Vec<P>) {
     keyed(&format!("DELETE FROM {table}"), "", row, pk)
 }
 
 /// `SELECT * FROM t WHERE pk matches LIMIT 1`: the target's row under a key.
-pub fn select_by_key_sql(table: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
+pub fn select_by_key_sql(table: &str, row: RowRef<'_>, pk: &[usize]) -> (String, Vec<P>) {
     keyed(&format!("SELECT * FROM {table}"), " LIMIT 1", row, pk)
 }
 
-fn keyed(head: &str, tail: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
+fn keyed(head: &str, tail: &str, row: RowRef<'_>, pk: &[usize]) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(pk.len());
     let sql = format!(
         "{head}{}{tail}",
@@ -358,7 +364,7 @@ fn keyed(head: &str, tail: &str, row: &Row, pk: &[usize]) -> (String, Vec<P>) {
 }
 
 /// `SELECT 1 FROM t WHERE every column matches LIMIT 1`: is this exact row there.
-pub fn select_exact_sql(table: &str, row: &Row, cmp: Compare) -> (String, Vec<P>) {
+pub fn select_exact_sql(table: &str, row: RowRef<'_>, cmp: Compare) -> (String, Vec<P>) {
     let mut params = Vec::with_capacity(row.values.len());
     let sql = format!(
         "SELECT 1 FROM {table}{} LIMIT 1",
@@ -371,7 +377,7 @@ pub fn select_exact_sql(table: &str, row: &Row, cmp: Compare) -> (String, Vec<P>
 /// names: the primary key and every unique key) whose columns the image
 /// has, a hash of the table, the key's position and the values. Two
 /// transactions whose key sets are disjoint touch different rows.
-pub fn row_keys(table: &str, row: &Row, keys: &[Vec<Arc<str>>], out: &mut Vec<u64>) {
+pub fn row_keys(table: &str, row: RowRef<'_>, keys: &[Vec<Arc<str>>], out: &mut Vec<u64>) {
     use std::hash::{Hash, Hasher};
     for (k, cols) in keys.iter().enumerate() {
         let idx: Option<Vec<usize>> = cols
@@ -449,7 +455,7 @@ fn push_joined(sql: &mut String, cols: &[Arc<str>], sep: &str, f: impl Fn(&str) 
 }
 
 /// A row image as a JSON object, in the envelope's value encoding.
-pub fn row_json(row: Option<&Row>) -> serde_json::Value {
+pub fn row_json(row: Option<RowRef<'_>>) -> serde_json::Value {
     let Some(row) = row else {
         return serde_json::Value::Null;
     };
@@ -460,7 +466,7 @@ pub fn row_json(row: Option<&Row>) -> serde_json::Value {
 
 /// The primary key of `row` as a JSON object `{col: value}` (the whole row
 /// when there is no primary key).
-pub fn key_json(row: &Row, pk: &[usize]) -> serde_json::Value {
+pub fn key_json(row: RowRef<'_>, pk: &[usize]) -> serde_json::Value {
     let which: Vec<usize> = if pk.is_empty() {
         all_columns(row)
     } else {
@@ -470,7 +476,7 @@ pub fn key_json(row: &Row, pk: &[usize]) -> serde_json::Value {
         columns: which.iter().map(|&i| row.columns[i].clone()).collect(),
         values: which.iter().map(|&i| row.values[i].clone()).collect(),
     };
-    row_json(Some(&key))
+    row_json(Some(key.as_row_ref()))
 }
 
 /// A row read back from the target as a JSON object of the server's text
@@ -619,14 +625,14 @@ mod tests {
             )
         };
         let mut k1 = Vec::new();
-        row_keys("t", &r(1, 5), &keys, &mut k1);
+        row_keys("t", r(1, 5).as_row_ref(), &keys, &mut k1);
         assert_eq!(k1.len(), 2);
         let mut k2 = Vec::new();
-        row_keys("t", &r(2, 5), &keys, &mut k2);
+        row_keys("t", r(2, 5).as_row_ref(), &keys, &mut k2);
         assert_ne!(k1[0], k2[0], "other primary key");
         assert_eq!(k1[1], k2[1], "same unique key");
         let mut k3 = Vec::new();
-        row_keys("u", &r(1, 5), &keys, &mut k3);
+        row_keys("u", r(1, 5).as_row_ref(), &keys, &mut k3);
         assert!(k3.iter().all(|k| !k1.contains(k)), "other table");
         assert_ne!(table_key("t"), table_key("u"));
     }
@@ -653,23 +659,23 @@ mod tests {
             types: None,
             json: true,
         };
-        let (sql, p) = update_sql("t", &b, &a, mysql, false);
+        let (sql, p) = update_sql("t", b.as_row_ref(), a.as_row_ref(), mysql, false);
         assert_eq!(
             sql,
             "UPDATE t SET `id` = ?, `j` = ? WHERE `id` <=> ? AND `j` <=> CAST(? AS JSON) LIMIT 1"
         );
         assert_eq!(p.len(), 4);
-        let (sql, _) = delete_sql("t", &b, mysql, true);
-        assert!(delete_sql("t", &b, Compare::default(), true)
+        let (sql, _) = delete_sql("t", b.as_row_ref(), mysql, true);
+        assert!(delete_sql("t", b.as_row_ref(), Compare::default(), true)
             .0
             .ends_with("`j` <=> ?"));
         assert_eq!(
             sql,
             "DELETE FROM t WHERE `id` <=> ? AND `j` <=> CAST(? AS JSON)"
         );
-        let (sql, p) = select_by_key_sql("t", &b, &[0]);
+        let (sql, p) = select_by_key_sql("t", b.as_row_ref(), &[0]);
         assert_eq!(sql, "SELECT * FROM t WHERE `id` <=> ? LIMIT 1");
         assert_eq!(p, vec![P::Int(1)]);
-        assert_eq!(key_json(&b, &[0]), serde_json::json!({"id": 1}));
+        assert_eq!(key_json(b.as_row_ref(), &[0]), serde_json::json!({"id": 1}));
     }
 }

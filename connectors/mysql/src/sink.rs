@@ -399,7 +399,7 @@ impl MysqlSink {
                 }
             };
             let mut keys: Vec<Vec<Arc<str>>> = uks.to_vec();
-            if let Some(img) = ev.after.as_ref().or(ev.before.as_ref()) {
+            if let Some(img) = ev.after_row().or(ev.before_row()) {
                 let pk: Vec<Arc<str>> = ev
                     .primary_key()
                     .iter()
@@ -413,7 +413,7 @@ impl MysqlSink {
                 out.push(encode::table_key(&table));
                 continue;
             }
-            for img in [&ev.before, &ev.after].into_iter().flatten() {
+            for img in [ev.before_row(), ev.after_row()].into_iter().flatten() {
                 encode::row_keys(&table, img, &keys, &mut out);
             }
         }

@@ -40,8 +40,7 @@ fn ev(
     let img = after.clone().or(before.clone()).unwrap();
     let mut e = change(tx, i, "t", table, img);
     e.op = op;
-    e.before = before;
-    e.after = after;
+    e.set_rows(before, after);
     e.shared_mut().primary_key = Arc::from(pk);
     e.shared_mut().table = meta;
     Record::Change(e)

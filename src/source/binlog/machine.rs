@@ -23,8 +23,8 @@ use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, Transactio
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use rowstream_api::{
-    ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Shared, Snapshot, Source,
-    Transaction, Value,
+    ChangeEvent, Commit, Flavor, Op, Record, SchemaChange, Shared, Snapshot, Source, Transaction,
+    Value,
 };
 
 use super::ddl::{ddl_schema, first_word};
@@ -631,10 +631,12 @@ impl Processor {
             pos,
             sequence: tx.sequence,
         };
-        let shared = Arc::new(Shared::typed(source, &schema.meta));
         let mut dec = RowsDecoder::new(&h, &schema);
-        let before_cols = dec.columns_before().clone();
-        let after_cols = dec.columns_after().clone();
+        let shared = Arc::new(Shared {
+            before_columns: dec.columns_before().clone(),
+            after_columns: dec.columns_after().clone(),
+            ..Shared::typed(source, &schema.meta)
+        });
         let mut row = self.rows_done;
         // The next row's images start at full size: no regrowth per value.
         let width = schema.columns.len();
@@ -659,14 +661,10 @@ impl Processor {
             if tx.total <= tx.skip {
                 continue;
             }
-            let before = matches!(op, Op::Update | Op::Delete).then(|| Row {
-                columns: before_cols.clone(),
-                values: std::mem::replace(&mut self.before, Vec::with_capacity(width)),
-            });
-            let after = matches!(op, Op::Update | Op::Create).then(|| Row {
-                columns: after_cols.clone(),
-                values: std::mem::replace(&mut self.after, Vec::with_capacity(width)),
-            });
+            let before = matches!(op, Op::Update | Op::Delete)
+                .then(|| std::mem::replace(&mut self.before, Vec::with_capacity(width)));
+            let after = matches!(op, Op::Update | Op::Create)
+                .then(|| std::mem::replace(&mut self.after, Vec::with_capacity(width)));
             let mut ev = ChangeEvent {
                 op,
                 before,
@@ -924,7 +922,7 @@ mod tests {
         records
             .iter()
             .map(|r| match r {
-                Record::Change(c) => c.after.as_ref().unwrap().values[0].clone(),
+                Record::Change(c) => c.after_row().unwrap().values[0].clone(),
                 other => panic!("not a change: {other:?}"),
             })
             .collect()
@@ -975,7 +973,7 @@ mod tests {
         let cols: Vec<_> = out
             .iter()
             .map(|r| match r {
-                Record::Change(c) => c.after.as_ref().unwrap().columns.clone(),
+                Record::Change(c) => c.after_row().unwrap().columns.clone(),
                 other => panic!("not a change: {other:?}"),
             })
             .collect();

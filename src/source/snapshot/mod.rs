@@ -50,7 +50,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
 use rowstream_api::{
-    ChangeEvent, Commit, Flavor, Op, Record, Row, SchemaChange, Shared, Snapshot, Source,
+    ChangeEvent, Commit, Flavor, Op, Record, SchemaChange, Shared, Snapshot, Source,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -441,7 +441,7 @@ async fn read_chunk(
     let shared = read_shared(t, ctx);
     while let Some(row) = res.next().await? {
         let values = convert_row(t, row)?;
-        let mut ev = read_event(t, &shared, values, rows as u32, now);
+        let mut ev = read_event(&shared, values, rows as u32, now);
         ctx.columns.apply(&mut ev).map_err(SourceError::Fatal)?;
         buf.push(Record::Change(ev));
         rows += 1;
@@ -495,7 +495,6 @@ pub(crate) fn convert_row(
 /// The `op = "r"` event of one row (see the module docs for its fields);
 /// `shared` is the table's [`read_shared`], shared by its rows.
 pub(crate) fn read_event(
-    t: &SnapTable,
     shared: &Arc<Shared>,
     values: Vec<rowstream_api::Value>,
     row: u32,
@@ -504,10 +503,7 @@ pub(crate) fn read_event(
     ChangeEvent {
         op: Op::Read,
         before: None,
-        after: Some(Row {
-            columns: t.names.clone(),
-            values,
-        }),
+        after: Some(values),
         ts_ms: now,
         shared: shared.clone(),
         row,
@@ -516,7 +512,8 @@ pub(crate) fn read_event(
     }
 }
 
-/// The source block, key and types of a table's snapshot rows.
+/// The source block, key, types and column names of a table's snapshot
+/// rows (`t.meta.columns` are `t.names`).
 pub(crate) fn read_shared(t: &SnapTable, ctx: &EventCtx) -> Arc<Shared> {
     let source = snapshot_source(ctx, &t.db, t.table.clone());
     Arc::new(Shared::typed(source, &t.meta))

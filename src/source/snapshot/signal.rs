@@ -236,8 +236,8 @@ impl Incremental {
                 }
             } else if let Some(w) = self.window.as_mut() {
                 if w.open && *ev.source().db == *w.db && *ev.source().table == *w.table {
-                    for img in [&ev.before, &ev.after].into_iter().flatten() {
-                        w.changed.insert(key_text(&img.values, ev.primary_key()));
+                    for img in [ev.before_row(), ev.after_row()].into_iter().flatten() {
+                        w.changed.insert(key_text(img.values, ev.primary_key()));
                     }
                 }
             }
@@ -345,7 +345,7 @@ impl Incremental {
             .filter(|r| {
                 r.after
                     .as_ref()
-                    .is_some_and(|a| !changed.contains(&key_text(&a.values, r.primary_key())))
+                    .is_some_and(|a| !changed.contains(&key_text(a, r.primary_key())))
             })
             .collect();
         tracing::debug!(
@@ -531,11 +531,11 @@ async fn window(
         let shared = super::read_shared(&t, &ctx);
         for (i, r) in result.into_iter().enumerate() {
             let values = super::convert_row(&t, r)?;
-            out.push(super::read_event(&t, &shared, values, i as u32, now));
+            out.push(super::read_event(&shared, values, i as u32, now));
         }
         #[allow(clippy::expect_used)] // read_event always builds an after image
         let last_key = out.last().map(|e| {
-            let v = &e.after.as_ref().expect("after").values;
+            let v = &e.after_row().expect("after").values;
             t.primary_key.iter().map(|&k| to_sql(&v[k])).collect()
         });
         // After the resume key is taken: it needs the clear key values.
@@ -631,7 +631,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// The text of a column of the event's after image.
 fn col(ev: &ChangeEvent, name: &str) -> Option<String> {
-    let after = ev.after.as_ref()?;
+    let after = ev.after_row()?;
     let i = after.columns.iter().position(|c| &**c == name)?;
     match after.values.get(i)? {
         Value::String(s) => Some(s.to_string()),
@@ -700,13 +700,11 @@ mod tests {
         Record::Change(ChangeEvent {
             op: Op::Create,
             before: None,
-            after: Some(rowstream_api::Row {
-                columns: cols.iter().map(|(c, _)| Arc::from(*c)).collect(),
-                values: cols
-                    .iter()
+            after: Some(
+                cols.iter()
                     .map(|(_, v)| Value::String(v.to_string().into()))
                     .collect(),
-            }),
+            ),
             ts_ms: 0,
             shared: Arc::new(Shared {
                 source: Source {
@@ -725,6 +723,8 @@ mod tests {
                 },
                 primary_key: Arc::from([0usize].as_slice()),
                 table: None,
+                before_columns: Default::default(),
+                after_columns: cols.iter().map(|(c, _)| Arc::from(*c)).collect(),
             }),
             row: 0,
             transaction: None,

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::glob::glob;
-use crate::event::{ChangeEvent, Columns, Row, Shared};
+use crate::event::{ChangeEvent, Columns, Shared};
 use crate::table::{ColumnType, TableMeta};
 use crate::value::Value;
 
@@ -155,10 +155,16 @@ impl ColumnRules {
         let Some(p) = inner.policy(&ev.source().db, &ev.source().table, meta)? else {
             return Ok(());
         };
-        for row in [&mut ev.before, &mut ev.after].into_iter().flatten() {
-            p.rewrite(row, &inner.salt);
+        let shared = &ev.shared;
+        for (names, values) in [
+            (&shared.before_columns, &mut ev.before),
+            (&shared.after_columns, &mut ev.after),
+        ] {
+            if let Some(values) = values {
+                p.rewrite(names, values, &inner.salt);
+            }
         }
-        ev.shared = inner.rewritten(&ev.shared, &p.meta);
+        ev.shared = inner.rewritten(&ev.shared, &p);
         Ok(())
     }
 }
@@ -176,15 +182,20 @@ fn split(p: &str) -> Result<[String; 3], String> {
 }
 
 impl Inner {
-    /// `shared` with the key and types of `meta`, one copy per rows event.
-    fn rewritten(&self, shared: &Arc<Shared>, meta: &Arc<TableMeta>) -> Arc<Shared> {
+    /// `shared` with the key, types and image names `p` leaves, one copy
+    /// per rows event.
+    fn rewritten(&self, shared: &Arc<Shared>, p: &Policy) -> Arc<Shared> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((from, to)) = &*last {
             if Arc::ptr_eq(from, shared) {
                 return to.clone();
             }
         }
-        let to = Arc::new(Shared::typed(shared.source.clone(), meta));
+        let to = Arc::new(Shared {
+            before_columns: p.columns(&shared.before_columns),
+            after_columns: p.columns(&shared.after_columns),
+            ..Shared::typed(shared.source.clone(), &p.meta)
+        });
         *last = Some((shared.clone(), to.clone()));
         to
     }
@@ -262,25 +273,35 @@ impl Inner {
 }
 
 impl Policy {
-    fn rewrite(&self, row: &mut Row, salt: &str) {
-        let values = std::mem::take(&mut row.values);
-        if Arc::ptr_eq(&row.columns, &self.source_columns) {
-            row.values = values
+    /// The values of an image named by `names`, rewritten.
+    fn rewrite(&self, names: &Columns, values: &mut Vec<Value>, salt: &str) {
+        let old = std::mem::take(values);
+        if Arc::ptr_eq(names, &self.source_columns) {
+            *values = old
                 .into_iter()
                 .zip(&self.actions)
                 .filter_map(|(v, a)| apply(*a, v, salt))
                 .collect();
-            row.columns = self.meta.columns.clone();
             return;
         }
-        let mut columns = Vec::with_capacity(row.columns.len());
-        for (c, v) in row.columns.iter().zip(values) {
+        for (c, v) in names.iter().zip(old) {
             if let Some(v) = apply(self.by_name.get(c).copied(), v, salt) {
-                columns.push(c.clone());
-                row.values.push(v);
+                values.push(v);
             }
         }
-        row.columns = columns.into();
+    }
+
+    /// The names a rewritten image named by `names` has: the table's
+    /// kept columns for a full image, the kept subset of a partial one.
+    fn columns(&self, names: &Columns) -> Columns {
+        if Arc::ptr_eq(names, &self.source_columns) {
+            return self.meta.columns.clone();
+        }
+        names
+            .iter()
+            .filter(|c| self.by_name.get(*c) != Some(&Action::Exclude))
+            .cloned()
+            .collect()
     }
 }
 
@@ -311,7 +332,7 @@ fn hash(salt: &str, v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Flavor, Op, Snapshot, Source};
+    use crate::event::{Flavor, Op, Row, Snapshot, Source};
 
     fn meta() -> Arc<TableMeta> {
         Arc::new(TableMeta {
@@ -338,32 +359,38 @@ mod tests {
             columns: m.columns.clone(),
             values,
         };
-        ChangeEvent {
-            op: Op::Update,
-            before: Some(row.clone()),
-            after: Some(row),
-            ts_ms: 0,
-            shared: Arc::new(Shared {
-                source: Source {
-                    version: "t",
-                    connector: Flavor::MariaDb,
-                    name: "s".into(),
-                    ts_ms: 0,
-                    snapshot: Snapshot::False,
-                    db: "shop".into(),
-                    table: "customers".into(),
-                    server_id: 1,
-                    gtid: "0-1-1".into(),
-                    file: "f".into(),
-                    pos: 4,
-                    sequence: 1,
-                },
-                primary_key: m.primary_key.clone(),
-                table: Some(m.clone()),
-            }),
-            row: 0,
-            transaction: None,
-            overlap: false,
+        {
+            let mut ev = ChangeEvent {
+                op: Op::Update,
+                before: None,
+                after: None,
+                ts_ms: 0,
+                shared: Arc::new(Shared {
+                    source: Source {
+                        version: "t",
+                        connector: Flavor::MariaDb,
+                        name: "s".into(),
+                        ts_ms: 0,
+                        snapshot: Snapshot::False,
+                        db: "shop".into(),
+                        table: "customers".into(),
+                        server_id: 1,
+                        gtid: "0-1-1".into(),
+                        file: "f".into(),
+                        pos: 4,
+                        sequence: 1,
+                    },
+                    primary_key: m.primary_key.clone(),
+                    table: Some(m.clone()),
+                    before_columns: Default::default(),
+                    after_columns: Default::default(),
+                }),
+                row: 0,
+                transaction: None,
+                overlap: false,
+            };
+            ev.set_rows(Some(row.clone()), Some(row));
+            ev
         }
     }
 
@@ -388,7 +415,7 @@ mod tests {
             ],
         );
         rules().apply(&mut ev).unwrap();
-        let after = ev.after.as_ref().unwrap();
+        let after = ev.after_row().unwrap();
         let names: Vec<&str> = after.columns.iter().map(|c| &**c).collect();
         assert_eq!(names, ["id", "email", "name"]);
         // sha256("pepper" + "\"a@b.c\"")
@@ -398,7 +425,7 @@ mod tests {
         assert_ne!(expect, hash("salt", &Value::String("a@b.c".into())));
         assert_eq!(after.values[2], Value::Null, "NULL stays NULL");
         let t = ev.table().unwrap();
-        assert_eq!(t.columns, after.columns);
+        assert_eq!(&t.columns, after.columns);
         assert_eq!(t.types[1], ColumnType::String);
         assert_eq!(ev.primary_key(), &[0]);
         assert_eq!(ev.before, ev.after);
@@ -436,10 +463,9 @@ mod tests {
                 .collect(),
             values: vec![Value::Int(1), Value::String("x".into()), Value::Int(3)],
         };
-        ev.before = Some(partial);
-        ev.after = None;
+        ev.set_rows(Some(partial), None);
         r.apply(&mut ev).unwrap();
-        let b = ev.before.unwrap();
+        let b = ev.before_row().unwrap();
         assert_eq!(b.columns.len(), 2);
         assert_eq!(b.values[1], Value::String(REDACTED.into()));
 
@@ -449,7 +475,7 @@ mod tests {
         let m2 = Arc::new((*m).clone());
         other.shared_mut().table = Some(m2);
         r.apply(&mut other).unwrap();
-        assert_eq!(other.after.unwrap().values.len(), 4);
+        assert_eq!(other.after.unwrap().len(), 4);
         assert!(ColumnRules::default().is_empty());
     }
 
