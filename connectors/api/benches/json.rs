@@ -62,59 +62,57 @@ fn event() -> ChangeEvent {
     .collect::<Vec<_>>()
     .into();
     let gtid: Arc<str> = Arc::from("3e11fa47-71ca-11e1-9e33-c80aa9429562:1234567");
-    {
-        let mut ev = ChangeEvent {
-            op: Op::Update,
-            before: None,
-            after: None,
-            ts_ms: 1_715_953_509_123,
-            shared: Arc::new(Shared {
-                source: Source {
-                    version: "0.1.0",
-                    connector: Flavor::MySql,
-                    name: Arc::from("prod"),
-                    ts_ms: 1_715_953_509_000,
-                    snapshot: Snapshot::False,
-                    db: Arc::from("shop"),
-                    table: Arc::from("orders"),
-                    server_id: 1,
-                    gtid: gtid.clone(),
-                    file: Arc::from("binlog.000042"),
-                    pos: 123_456_789,
-                    sequence: 0,
-                },
-                primary_key: Arc::from([0usize].as_slice()),
-                table: None,
-                before_columns: Default::default(),
-                after_columns: Default::default(),
-            }),
-            row: 3,
-            transaction: Some(Transaction {
-                total_order: 4,
-                data_collection_order: 4,
-            }),
-            overlap: false,
-        };
-        ev.set_rows(
-            Some(row(
-                &columns,
-                7,
-                "alice@example.com",
-                "1234.50",
-                123_456,
-                0.75,
-            )),
-            Some(row(
-                &columns,
-                7,
-                "alice.smith@example.com",
-                "1299.99",
-                654_321,
-                0.8125,
-            )),
-        );
-        ev
-    }
+    let mut ev = ChangeEvent {
+        op: Op::Update,
+        before: None,
+        after: None,
+        ts_ms: 1_715_953_509_123,
+        shared: Arc::new(Shared {
+            source: Source {
+                version: "0.1.0",
+                connector: Flavor::MySql,
+                name: Arc::from("prod"),
+                ts_ms: 1_715_953_509_000,
+                snapshot: Snapshot::False,
+                db: Arc::from("shop"),
+                table: Arc::from("orders"),
+                server_id: 1,
+                gtid: gtid.clone(),
+                file: Arc::from("binlog.000042"),
+                pos: 123_456_789,
+                sequence: 0,
+            },
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
+            before_columns: Default::default(),
+            after_columns: Default::default(),
+        }),
+        row: 3,
+        transaction: Some(Transaction {
+            total_order: 4,
+            data_collection_order: 4,
+        }),
+        overlap: false,
+    };
+    ev.set_rows(
+        Some(row(
+            &columns,
+            7,
+            "alice@example.com",
+            "1234.50",
+            123_456,
+            0.75,
+        )),
+        Some(row(
+            &columns,
+            7,
+            "alice.smith@example.com",
+            "1299.99",
+            654_321,
+            0.8125,
+        )),
+    );
+    ev
 }
 
 fn bench(c: &mut Criterion) {

@@ -204,18 +204,6 @@ impl Shared {
             after_columns: table.columns.clone(),
         }
     }
-
-    /// A `Shared` without type information, keyed by `primary_key`, for
-    /// images named by `columns`.
-    pub fn untyped(source: Source, primary_key: &[usize], columns: &Columns) -> Shared {
-        Shared {
-            source,
-            primary_key: primary_key.into(),
-            table: None,
-            before_columns: columns.clone(),
-            after_columns: columns.clone(),
-        }
-    }
 }
 
 /// One row change.

@@ -302,29 +302,27 @@ fn every_value_kind_matches_its_def() {
 }
 
 fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEvent {
-    {
-        let mut ev = ChangeEvent {
-            op,
-            before: None,
-            after: None,
-            ts_ms: 1_715_953_509_123,
-            shared: Arc::new(Shared {
-                source: source(),
-                primary_key: Arc::from([0usize].as_slice()),
-                table: None,
-                before_columns: Default::default(),
-                after_columns: Default::default(),
-            }),
-            row: 3,
-            transaction: tx.then_some(Transaction {
-                total_order: 1,
-                data_collection_order: 1,
-            }),
-            overlap: false,
-        };
-        ev.set_rows(before, after);
-        ev
-    }
+    let mut ev = ChangeEvent {
+        op,
+        before: None,
+        after: None,
+        ts_ms: 1_715_953_509_123,
+        shared: Arc::new(Shared {
+            source: source(),
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
+            before_columns: Default::default(),
+            after_columns: Default::default(),
+        }),
+        row: 3,
+        transaction: tx.then_some(Transaction {
+            total_order: 1,
+            data_collection_order: 1,
+        }),
+        overlap: false,
+    };
+    ev.set_rows(before, after);
+    ev
 }
 
 fn encode_event(ev: &ChangeEvent) -> J {

@@ -292,42 +292,40 @@ mod tests {
             columns: c.clone(),
             values: v,
         };
-        {
-            let mut ev = ChangeEvent {
-                op,
-                before: None,
-                after: None,
-                ts_ms: 0,
-                shared: Arc::new(Shared {
-                    source: Source {
-                        version: "t",
-                        connector: Flavor::MariaDb,
-                        name: Arc::from("srv"),
-                        ts_ms: 0,
-                        snapshot: Snapshot::False,
-                        db: Arc::from("s"),
-                        table: Arc::from("c"),
-                        server_id: 1,
-                        gtid: Arc::from("0-1-9"),
-                        file: Arc::from("f"),
-                        pos: 4,
-                        sequence: seq,
-                    },
-                    primary_key: Arc::from(vec![1usize, 0]),
-                    table: None,
-                    before_columns: Default::default(),
-                    after_columns: Default::default(),
-                }),
-                row: 0,
-                transaction: Some(Transaction {
-                    total_order: order,
-                    data_collection_order: order,
-                }),
-                overlap: false,
-            };
-            ev.set_rows(before.map(row), after.map(row));
-            ev
-        }
+        let mut ev = ChangeEvent {
+            op,
+            before: None,
+            after: None,
+            ts_ms: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "t",
+                    connector: Flavor::MariaDb,
+                    name: Arc::from("srv"),
+                    ts_ms: 0,
+                    snapshot: Snapshot::False,
+                    db: Arc::from("s"),
+                    table: Arc::from("c"),
+                    server_id: 1,
+                    gtid: Arc::from("0-1-9"),
+                    file: Arc::from("f"),
+                    pos: 4,
+                    sequence: seq,
+                },
+                primary_key: Arc::from(vec![1usize, 0]),
+                table: None,
+                before_columns: Default::default(),
+                after_columns: Default::default(),
+            }),
+            row: 0,
+            transaction: Some(Transaction {
+                total_order: order,
+                data_collection_order: order,
+            }),
+            overlap: false,
+        };
+        ev.set_rows(before.map(row), after.map(row));
+        ev
     }
 
     #[test]

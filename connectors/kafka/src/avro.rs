@@ -646,45 +646,43 @@ mod tests {
             columns: m.columns.clone(),
             values: values(),
         };
-        {
-            let mut ev = ChangeEvent {
-                op,
-                before: None,
-                after: None,
-                ts_ms: 1_700_000_000_123,
-                shared: Arc::new(Shared {
-                    source: Source {
-                        version: "0.1.0",
-                        connector: Flavor::MariaDb,
-                        name: "srv".into(),
-                        ts_ms: 1_700_000_000_000,
-                        snapshot: Snapshot::False,
-                        db: "shop".into(),
-                        table: "orders".into(),
-                        server_id: 1,
-                        gtid: "0-1-5".into(),
-                        file: "bin.000001".into(),
-                        pos: 1234,
-                        sequence: 0,
-                    },
-                    primary_key: m.primary_key.clone(),
-                    table: None,
-                    before_columns: Default::default(),
-                    after_columns: Default::default(),
-                }),
-                row: 0,
-                transaction: Some(Transaction {
-                    total_order: 3,
-                    data_collection_order: 2,
-                }),
-                overlap: false,
-            };
-            ev.set_rows(
-                (op != Op::Create).then(|| row.clone()),
-                (op != Op::Delete).then_some(row),
-            );
-            ev
-        }
+        let mut ev = ChangeEvent {
+            op,
+            before: None,
+            after: None,
+            ts_ms: 1_700_000_000_123,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "0.1.0",
+                    connector: Flavor::MariaDb,
+                    name: "srv".into(),
+                    ts_ms: 1_700_000_000_000,
+                    snapshot: Snapshot::False,
+                    db: "shop".into(),
+                    table: "orders".into(),
+                    server_id: 1,
+                    gtid: "0-1-5".into(),
+                    file: "bin.000001".into(),
+                    pos: 1234,
+                    sequence: 0,
+                },
+                primary_key: m.primary_key.clone(),
+                table: None,
+                before_columns: Default::default(),
+                after_columns: Default::default(),
+            }),
+            row: 0,
+            transaction: Some(Transaction {
+                total_order: 3,
+                data_collection_order: 2,
+            }),
+            overlap: false,
+        };
+        ev.set_rows(
+            (op != Op::Create).then(|| row.clone()),
+            (op != Op::Delete).then_some(row),
+        );
+        ev
     }
 
     fn field<'a>(v: &'a A, name: &str) -> &'a A {

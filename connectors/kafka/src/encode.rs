@@ -268,42 +268,40 @@ mod tests {
     }
 
     fn event(op: Op, before: Option<Row>, after: Option<Row>, pk: &[usize]) -> ChangeEvent {
-        {
-            let mut ev = ChangeEvent {
-                op,
-                before: None,
-                after: None,
-                ts_ms: 1,
-                shared: Arc::new(Shared {
-                    source: Source {
-                        version: "0",
-                        connector: Flavor::MariaDb,
-                        name: "srv".into(),
-                        ts_ms: 1,
-                        snapshot: Snapshot::False,
-                        db: "d".into(),
-                        table: "t".into(),
-                        server_id: 1,
-                        gtid: "0-1-5".into(),
-                        file: "f".into(),
-                        pos: 4,
-                        sequence: 0,
-                    },
-                    primary_key: Arc::from(pk),
-                    table: None,
-                    before_columns: Default::default(),
-                    after_columns: Default::default(),
-                }),
-                row: 0,
-                transaction: Some(Transaction {
-                    total_order: 1,
-                    data_collection_order: 1,
-                }),
-                overlap: false,
-            };
-            ev.set_rows(before, after);
-            ev
-        }
+        let mut ev = ChangeEvent {
+            op,
+            before: None,
+            after: None,
+            ts_ms: 1,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "0",
+                    connector: Flavor::MariaDb,
+                    name: "srv".into(),
+                    ts_ms: 1,
+                    snapshot: Snapshot::False,
+                    db: "d".into(),
+                    table: "t".into(),
+                    server_id: 1,
+                    gtid: "0-1-5".into(),
+                    file: "f".into(),
+                    pos: 4,
+                    sequence: 0,
+                },
+                primary_key: Arc::from(pk),
+                table: None,
+                before_columns: Default::default(),
+                after_columns: Default::default(),
+            }),
+            row: 0,
+            transaction: Some(Transaction {
+                total_order: 1,
+                data_collection_order: 1,
+            }),
+            overlap: false,
+        };
+        ev.set_rows(before, after);
+        ev
     }
 
     fn texts(enc: &Encoded) -> Vec<(Option<String>, Option<serde_json::Value>, &'static str)> {

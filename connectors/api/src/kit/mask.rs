@@ -359,39 +359,37 @@ mod tests {
             columns: m.columns.clone(),
             values,
         };
-        {
-            let mut ev = ChangeEvent {
-                op: Op::Update,
-                before: None,
-                after: None,
-                ts_ms: 0,
-                shared: Arc::new(Shared {
-                    source: Source {
-                        version: "t",
-                        connector: Flavor::MariaDb,
-                        name: "s".into(),
-                        ts_ms: 0,
-                        snapshot: Snapshot::False,
-                        db: "shop".into(),
-                        table: "customers".into(),
-                        server_id: 1,
-                        gtid: "0-1-1".into(),
-                        file: "f".into(),
-                        pos: 4,
-                        sequence: 1,
-                    },
-                    primary_key: m.primary_key.clone(),
-                    table: Some(m.clone()),
-                    before_columns: Default::default(),
-                    after_columns: Default::default(),
-                }),
-                row: 0,
-                transaction: None,
-                overlap: false,
-            };
-            ev.set_rows(Some(row.clone()), Some(row));
-            ev
-        }
+        let mut ev = ChangeEvent {
+            op: Op::Update,
+            before: None,
+            after: None,
+            ts_ms: 0,
+            shared: Arc::new(Shared {
+                source: Source {
+                    version: "t",
+                    connector: Flavor::MariaDb,
+                    name: "s".into(),
+                    ts_ms: 0,
+                    snapshot: Snapshot::False,
+                    db: "shop".into(),
+                    table: "customers".into(),
+                    server_id: 1,
+                    gtid: "0-1-1".into(),
+                    file: "f".into(),
+                    pos: 4,
+                    sequence: 1,
+                },
+                primary_key: m.primary_key.clone(),
+                table: Some(m.clone()),
+                before_columns: Default::default(),
+                after_columns: Default::default(),
+            }),
+            row: 0,
+            transaction: None,
+            overlap: false,
+        };
+        ev.set_rows(Some(row.clone()), Some(row));
+        ev
     }
 
     fn rules() -> ColumnRules {

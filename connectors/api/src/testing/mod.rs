@@ -38,42 +38,40 @@ pub fn event(tx: u64, i: u64) -> Record {
 /// first column being the primary key.
 pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
     let g: Arc<str> = gtid(tx).into();
-    {
-        let mut ev = ChangeEvent {
-            op: Op::Create,
-            before: None,
-            after: None,
-            ts_ms: 1_700_000_000_000,
-            shared: Arc::new(Shared {
-                source: Source {
-                    version: "0.1.0",
-                    connector: Flavor::MariaDb,
-                    name: "test".into(),
-                    ts_ms: 1_700_000_000_000,
-                    snapshot: Snapshot::False,
-                    db: db.into(),
-                    table: table.into(),
-                    server_id: 1,
-                    gtid: g.clone(),
-                    file: "mysql-bin.000001".into(),
-                    pos: 4 + tx,
-                    sequence: 0,
-                },
-                primary_key: Arc::from([0usize].as_slice()),
-                table: None,
-                before_columns: Default::default(),
-                after_columns: Default::default(),
-            }),
-            row: i as u32,
-            transaction: Some(Transaction {
-                total_order: i + 1,
-                data_collection_order: i + 1,
-            }),
-            overlap: false,
-        };
-        ev.set_rows(None, Some(row));
-        ev
-    }
+    let mut ev = ChangeEvent {
+        op: Op::Create,
+        before: None,
+        after: None,
+        ts_ms: 1_700_000_000_000,
+        shared: Arc::new(Shared {
+            source: Source {
+                version: "0.1.0",
+                connector: Flavor::MariaDb,
+                name: "test".into(),
+                ts_ms: 1_700_000_000_000,
+                snapshot: Snapshot::False,
+                db: db.into(),
+                table: table.into(),
+                server_id: 1,
+                gtid: g.clone(),
+                file: "mysql-bin.000001".into(),
+                pos: 4 + tx,
+                sequence: 0,
+            },
+            primary_key: Arc::from([0usize].as_slice()),
+            table: None,
+            before_columns: Default::default(),
+            after_columns: Default::default(),
+        }),
+        row: i as u32,
+        transaction: Some(Transaction {
+            total_order: i + 1,
+            data_collection_order: i + 1,
+        }),
+        overlap: false,
+    };
+    ev.set_rows(None, Some(row));
+    ev
 }
 
 /// A batch of whole transactions `(tx number, records)` built with [`event`].
