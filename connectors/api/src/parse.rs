@@ -158,22 +158,19 @@ impl ChangeLine {
     pub fn into_event(self, table: &Arc<TableMeta>) -> Result<ChangeEvent, String> {
         let row = |img: Option<Map<String, Json>>| img.map(|m| read_row(m, table)).transpose();
         let (before, after) = (row(self.before)?, row(self.after)?);
-        let names = |r: &Option<Row>| r.as_ref().map(|r| r.columns.clone()).unwrap_or_default();
-        let shared = Shared {
-            before_columns: names(&before),
-            after_columns: names(&after),
-            ..Shared::typed(self.source, table)
-        };
-        Ok(ChangeEvent {
+        let mut ev = ChangeEvent {
             op: self.op,
-            before: before.map(|r| r.values),
-            after: after.map(|r| r.values),
+            before: None,
+            after: None,
             ts_ms: self.ts_ms,
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared::typed(self.source, table)),
             row: self.row,
             transaction: self.transaction,
             overlap: self.overlap,
-        })
+        };
+        // The `Shared` is this event's alone: naming the images copies nothing.
+        ev.set_rows(before, after);
+        Ok(ev)
     }
 }
 
