@@ -22,8 +22,9 @@
 //! keeps alive so the address is not reused); full images use the cached
 //! renamed column list, partial images (MySQL `binlog_row_image=minimal`)
 //! are rewritten by column name; the rows of one rows event share one
-//! rewritten [`Shared`] as they shared the original (the last pair is kept,
-//! holding the original so its address is not reused).
+//! rewritten [`Shared`] as they shared the original, and find it and the
+//! policy under one lock (the last rows event's pair is kept, holding the
+//! original so its address is not reused).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -71,9 +72,13 @@ struct Inner {
     salt: String,
     /// Policy per table version, by the address of its `TableMeta`.
     cache: Mutex<HashMap<usize, Cached>>,
-    /// The last rewritten `Shared` and the original it replaced.
-    last: Mutex<Option<(Arc<Shared>, Arc<Shared>)>>,
+    /// The last rows event's original `Shared` and what it became.
+    last: Mutex<Option<(Arc<Shared>, Rewrite)>>,
 }
+
+/// A table's policy and a rows event's rewritten `Shared`; None when no
+/// rule touches the table.
+type Rewrite = Option<(Arc<Policy>, Arc<Shared>)>;
 
 /// A table version (kept alive so its address is not reused) and its policy.
 type Cached = (Arc<TableMeta>, Option<Arc<Policy>>);
@@ -152,7 +157,7 @@ impl ColumnRules {
         let (Some(inner), Some(meta)) = (&self.inner, ev.table()) else {
             return Ok(());
         };
-        let Some(p) = inner.policy(&ev.source().db, &ev.source().table, meta)? else {
+        let Some((p, rewritten)) = inner.for_rows_event(&ev.shared, meta)? else {
             return Ok(());
         };
         let shared = &ev.shared;
@@ -164,7 +169,7 @@ impl ColumnRules {
                 p.rewrite(names, values, &inner.salt);
             }
         }
-        ev.shared = inner.rewritten(&ev.shared, &p);
+        ev.shared = rewritten;
         Ok(())
     }
 }
@@ -182,22 +187,33 @@ fn split(p: &str) -> Result<[String; 3], String> {
 }
 
 impl Inner {
-    /// `shared` with the key, types and image names `p` leaves, one copy
-    /// per rows event.
-    fn rewritten(&self, shared: &Arc<Shared>, p: &Policy) -> Arc<Shared> {
+    /// The policy of the rows event that `shared` belongs to and its
+    /// rewritten `Shared` (the key, types and image names the policy
+    /// leaves); None when no rule touches the table. Worked out once per
+    /// rows event: its other rows take one lock and find it in `last`.
+    fn for_rows_event(
+        &self,
+        shared: &Arc<Shared>,
+        meta: &Arc<TableMeta>,
+    ) -> Result<Rewrite, String> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((from, to)) = &*last {
+        if let Some((from, found)) = &*last {
             if Arc::ptr_eq(from, shared) {
-                return to.clone();
+                return Ok(found.clone());
             }
         }
-        let to = Arc::new(Shared {
-            before_columns: p.columns(&shared.before_columns),
-            after_columns: p.columns(&shared.after_columns),
-            ..Shared::typed(shared.source.clone(), &p.meta)
-        });
-        *last = Some((shared.clone(), to.clone()));
-        to
+        let found = self
+            .policy(&shared.source.db, &shared.source.table, meta)?
+            .map(|p| {
+                let to = Arc::new(Shared {
+                    before_columns: p.columns(&shared.before_columns),
+                    after_columns: p.columns(&shared.after_columns),
+                    ..Shared::typed(shared.source.clone(), &p.meta)
+                });
+                (p, to)
+            });
+        *last = Some((shared.clone(), found.clone()));
+        Ok(found)
     }
 
     fn policy(
