@@ -454,7 +454,7 @@ async fn apply(
                 };
                 if wanted {
                     p.ddl += 1;
-                    f.push(Record::SchemaChange(sc), p).await?;
+                    f.push(Record::SchemaChange(Box::new(sc)), p).await?;
                     ddl_unsettled = true;
                 }
             }

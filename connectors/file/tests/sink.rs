@@ -22,12 +22,12 @@ fn ddl(tx: u64) -> Record {
     let Record::Change(ev) = event(tx, 0) else {
         unreachable!()
     };
-    Record::SchemaChange(SchemaChange {
+    Record::SchemaChange(Box::new(SchemaChange {
         source: ev.source().clone(),
         ts_ms: 1,
         database: "shop".into(),
         ddl: format!("ALTER TABLE t{tx} ADD c INT"),
-    })
+    }))
 }
 
 fn line(rec: &Record) -> Vec<u8> {

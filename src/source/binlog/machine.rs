@@ -500,7 +500,7 @@ impl Processor {
             let ts_ms = self.tx.as_ref().map(|t| t.ts_ms).unwrap_or(ts * 1000);
             let skip = self.tx.as_ref().map(|t| t.skip > 0).unwrap_or(false);
             if !skip {
-                out.push(Record::SchemaChange(SchemaChange {
+                out.push(Record::SchemaChange(Box::new(SchemaChange {
                     source: Source {
                         version: VERSION,
                         connector: self.flavor,
@@ -518,7 +518,7 @@ impl Processor {
                     ts_ms: now_ms(),
                     database: Arc::from(db.as_str()),
                     ddl: sql.into_owned(),
-                }));
+                })));
             }
             if let Some(tx) = self.tx.as_mut() {
                 tx.total += 1;

@@ -540,12 +540,12 @@ fn snapshot_source(ctx: &EventCtx, db: &Arc<str>, table: Arc<str>) -> Source {
 
 /// A schema record of the snapshot (its fields: see `schema`).
 pub(crate) fn schema_record(ctx: &EventCtx, db: &Arc<str>, st: &schema::Statement) -> Record {
-    Record::SchemaChange(SchemaChange {
+    Record::SchemaChange(Box::new(SchemaChange {
         source: snapshot_source(ctx, db, Arc::from(st.table.as_str())),
         ts_ms: now_ms(),
         database: db.clone(),
         ddl: st.ddl.clone(),
-    })
+    }))
 }
 
 /// Hands pieces to the pipeline in chunk order, ending each chunk with its
