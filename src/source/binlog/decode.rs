@@ -511,12 +511,20 @@ fn take_arr<const N: usize>(b: &[u8], pos: &mut usize) -> Result<[u8; N], CellEr
     take(b, pos, N)?.try_into().map_err(|_| CellErr::Truncated)
 }
 
+/// A BLOB/TEXT/JSON length prefix of `pack` bytes (1..=4, checked by
+/// `schema`), little-endian. Assembled in a register: copying it into a
+/// zeroed array and loading that as a `u32` made the load wait for the
+/// copy's narrower stores (no store forwarding), a tenth of `image`'s time.
 #[inline(always)]
 fn read_pack(b: &[u8], pos: &mut usize, pack: u8) -> Result<usize, CellErr> {
     let s = take(b, pos, pack as usize)?;
-    let mut v = [0u8; 4];
-    v[..s.len()].copy_from_slice(s);
-    Ok(u32::from_le_bytes(v) as usize)
+    Ok(match *s {
+        [a] => usize::from(a),
+        [a, b] => usize::from(u16::from_le_bytes([a, b])),
+        [a, b, c] => usize::from(u16::from_le_bytes([a, b])) | usize::from(c) << 16,
+        [a, b, c, d] => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => return Err(CellErr::Bad(format!("length prefix of {pack} bytes"))),
+    })
 }
 
 /// Reads the fractional part of a temporal value (fsp digits) as microseconds.
