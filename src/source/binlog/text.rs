@@ -86,17 +86,22 @@ pub enum TextError {
 
 /// Decodes text bytes of a column charset (exact, never lossy). Short
 /// text (up to 24 bytes) is kept inline, without an allocation.
+#[inline(always)]
 pub fn decode_text(s: &[u8], cs: Charset) -> Result<Text, TextError> {
+    // ASCII is the same text in all three charsets. Most text is ASCII,
+    // and checking that is a word at a time where UTF-8 validation goes
+    // byte by byte over short strings (a third of a text cell's decoding).
+    if matches!(cs, Charset::Utf8 | Charset::Ascii | Charset::Latin1) && s.is_ascii() {
+        // SAFETY: every byte is below 0x80 (checked just above), and ASCII
+        // bytes are valid UTF-8.
+        return Ok(unsafe { Text::from_utf8_unchecked(s) });
+    }
+    decode_non_ascii(s, cs)
+}
+
+/// [`decode_text`] of text that is not ASCII (or not in an ASCII-compatible charset).
+fn decode_non_ascii(s: &[u8], cs: Charset) -> Result<Text, TextError> {
     match cs {
-        // ASCII is the same text in all three charsets. Most text is ASCII,
-        // and checking that is a word at a time where UTF-8 validation
-        // goes byte by byte over short strings (a third of a text cell's
-        // decoding).
-        Charset::Utf8 | Charset::Ascii | Charset::Latin1 if s.is_ascii() => {
-            // SAFETY: every byte is below 0x80 (checked just above), and
-            // ASCII bytes are valid UTF-8.
-            Ok(unsafe { Text::from_utf8_unchecked(s) })
-        }
         Charset::Utf8 => match std::str::from_utf8(s) {
             Ok(x) => Ok(Text::from(x)),
             Err(_) => Err(TextError::Invalid(cs)),
