@@ -14,13 +14,17 @@
 //!   commit boundary after them, and a transaction left with no rows loses
 //!   its commit entry (like a transaction of a table not captured);
 //! - the writer never stops the service: errors are logged (with the grant
-//!   to add when it is one) and retried.
+//!   to add when it is one) and retried;
+//! - it stops writing as soon as the service is asked to stop: a heartbeat
+//!   committed while the pipeline drains would be a transaction the final
+//!   checkpoint does not cover (`status` one behind after a clean stop).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rowstream_api::{Commit, Record, Value};
+use tokio::sync::watch;
 
 use super::lag::LagBoard;
 use crate::config::HeartbeatConfig;
@@ -148,12 +152,14 @@ fn seq_of(row: Option<rowstream_api::RowRef<'_>>) -> Option<u64> {
     }
 }
 
-/// Writes the heartbeat row every interval, for ever (abort the task to stop).
+/// Writes the heartbeat row every interval until `stop` turns true (or the
+/// task is aborted).
 pub(crate) async fn write_loop(
     cfg: HeartbeatConfig,
     opts: ConnOpts,
     name: String,
     board: Arc<LagBoard>,
+    mut stop: watch::Receiver<bool>,
 ) {
     // Config validation refuses anything else; should it not, no heartbeat beats the panic.
     let Some((db, table)) = cfg.db_table() else {
@@ -167,7 +173,10 @@ pub(crate) async fn write_loop(
     let mut conn: Option<mysql_async::Conn> = None;
     let mut failing = false;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         if conn.is_none() {
             match connect(&opts, &db, &table).await {
                 Ok(c) => conn = Some(c),

@@ -68,7 +68,7 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     }
     let builders = plan::build_sinks(&cfg)?;
     let backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
-    let (observe, _tasks) = observe(&cfg, &builders)?;
+    let (observe, _tasks) = observe(&cfg, &builders, &stop)?;
     supervise(
         &mut Live(&cfg),
         &builders,
@@ -82,10 +82,12 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
 
 /// The lag board (installed as the metrics endpoint's probe), the task that
 /// logs stalled sinks and, with `[heartbeat]`, the heartbeat writer (the
-/// tasks stop when their handles are dropped).
+/// tasks stop when their handles are dropped; the writer already when `stop`
+/// turns true).
 fn observe(
     cfg: &Config,
     builders: &[Box<dyn SinkBuilder>],
+    stop: &watch::Receiver<bool>,
 ) -> Result<(Observe, Vec<AbortOnDrop>), ServiceError> {
     let names = builders.iter().map(|b| b.name().to_string()).collect();
     let board = Arc::new(LagBoard::new(
@@ -125,6 +127,7 @@ fn observe(
         opts,
         cfg.source.name.clone(),
         board.clone(),
+        stop.clone(),
     ));
     Ok((
         Observe {
