@@ -1215,22 +1215,16 @@ mod tests {
     #[test]
     fn json_geometry_vector() {
         let j = serde_json::json!({"a":[1,2.5,"x\n"],"b":null,"c":{"d":true}});
-        let s = val(&Value::Json(Box::new(j.clone())));
+        let s = val(&Value::Json(j.clone()));
         assert_eq!(serde_json::from_str::<serde_json::Value>(&s).unwrap(), j);
-        assert_eq!(
-            val(&Value::Json(Box::new(serde_json::json!("s")))),
-            r#""s""#
-        );
-        assert_eq!(val(&Value::Json(Box::new(serde_json::Value::Null))), "null");
+        assert_eq!(val(&Value::Json(serde_json::json!("s"))), r#""s""#);
+        assert_eq!(val(&Value::Json(serde_json::Value::Null)), "null");
 
         let wkb = vec![
             1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0x40,
         ];
         assert_eq!(
-            val(&Value::Geometry {
-                srid: 4326,
-                wkb: wkb.into()
-            }),
+            val(&Value::Geometry { srid: 4326, wkb }),
             r#"{"srid":4326,"wkb":"AQEAAAAAAAAAAADwPwAAAAAAAABA"}"#
         );
         assert_eq!(val(&Value::Vector(vec![])), "[]");
@@ -1505,10 +1499,10 @@ mod tests {
             dt(9999, 12, 31, 23, 59, 59, 999_999, 6),
             ts(2_147_483_648, 5_000, 3),
             time(true, 838, 59, 59, 0, 6),
-            Value::Json(Box::new(serde_json::json!({"k":[1,"two",{"three":3}]}))),
+            Value::Json(serde_json::json!({"k":[1,"two",{"three":3}]})),
             Value::Geometry {
                 srid: 0,
-                wkb: vec![1, 2, 3].into(),
+                wkb: vec![1, 2, 3],
             },
             Value::Vector(vec![1.1, 2.0]),
         ];

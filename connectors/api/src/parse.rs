@@ -223,14 +223,14 @@ pub fn read_value(v: &Json, ty: &ColumnType) -> Result<Value, String> {
         ColumnType::DateTime { fsp } => Value::DateTime(read_datetime(s()?, *fsp).ok_or_else(bad)?),
         ColumnType::Timestamp { fsp } => read_timestamp(s()?, *fsp).ok_or_else(bad)?,
         ColumnType::Time { fsp } => Value::Time(read_time(s()?, *fsp).ok_or_else(bad)?),
-        ColumnType::Json => Value::Json(Box::new(v.clone())),
+        ColumnType::Json => Value::Json(v.clone()),
         ColumnType::Geometry => {
             let o = v.as_object().ok_or_else(bad)?;
             let srid = o.get("srid").and_then(Json::as_u64).ok_or_else(bad)?;
             let wkb = o.get("wkb").and_then(Json::as_str).and_then(base64);
             Value::Geometry {
                 srid: u32::try_from(srid).map_err(|_| bad())?,
-                wkb: wkb.ok_or_else(bad)?.into(),
+                wkb: wkb.ok_or_else(bad)?,
             }
         }
         ColumnType::Vector => Value::Vector(
@@ -480,13 +480,13 @@ mod tests {
         };
         round_trip(Value::Time(t), ColumnType::Time { fsp: 0 });
         round_trip(
-            Value::Json(Box::new(serde_json::json!({"a":[1,2.5,"x",null,true]}))),
+            Value::Json(serde_json::json!({"a":[1,2.5,"x",null,true]})),
             ColumnType::Json,
         );
         round_trip(
             Value::Geometry {
                 srid: 4326,
-                wkb: vec![1, 1, 0, 0, 0].into(),
+                wkb: vec![1, 1, 0, 0, 0],
             },
             ColumnType::Geometry,
         );

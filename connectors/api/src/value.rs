@@ -42,12 +42,10 @@ pub enum Value {
     Timestamp { secs: i64, micros: u32, fsp: u8 },
     /// TIME(fsp), may be negative, hours up to 838.
     Time(Time),
-    /// MySQL binary JSON, decoded to the JSON value itself. Boxed, as is
-    /// the WKB below, so that a `Value` is 32 bytes, not 40: a row image is
-    /// a `Vec<Value>`, written by the decoder and read by every sink.
-    Json(Box<serde_json::Value>),
+    /// MySQL binary JSON, decoded to the JSON value itself.
+    Json(serde_json::Value),
     /// GEOMETRY family: SRID and the WKB bytes.
-    Geometry { srid: u32, wkb: Box<[u8]> },
+    Geometry { srid: u32, wkb: Vec<u8> },
     /// MySQL 9 VECTOR: float32 elements.
     Vector(Vec<f32>),
 }

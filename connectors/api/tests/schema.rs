@@ -249,13 +249,13 @@ fn kinds() -> Vec<(&'static str, Value)> {
         ),
         (
             "json",
-            Value::Json(Box::new(serde_json::json!({"a": [1, "b", null]}))),
+            Value::Json(serde_json::json!({"a": [1, "b", null]})),
         ),
         (
             "geometry",
             Value::Geometry {
                 srid: 4326,
-                wkb: vec![1, 1, 0, 0, 0].into(),
+                wkb: vec![1, 1, 0, 0, 0],
             },
         ),
         ("vector", Value::Vector(vec![1.1, -0.5, 3e-5])),

@@ -629,10 +629,10 @@ mod tests {
                 micros: 0,
                 fsp: 0,
             }),
-            Value::Json(Box::new(serde_json::json!({"a": [1, 2]}))),
+            Value::Json(serde_json::json!({"a": [1, 2]})),
             Value::Geometry {
                 srid: 4326,
-                wkb: vec![1, 2, 3].into(),
+                wkb: vec![1, 2, 3],
             },
             Value::Vector(vec![0.5, -1.0]),
             Value::String("red".into()),

@@ -853,7 +853,7 @@ mod tests {
         let j =
             serde_json::json!({"k": [true, null, -1, 1.5, "s"], "ab": {"zz": 1, "b": 2}, "c": 0.5});
         assert_eq!(
-            v(&Value::Json(Box::new(j)), Some(&ColumnType::Json)),
+            v(&Value::Json(j), Some(&ColumnType::Json)),
             r#""{\"c\":0.5,\"k\":[true,null,-1,1.5,\"s\"],\"ab\":{\"b\":2,\"zz\":1}}""#
         );
         assert_eq!(
@@ -868,7 +868,7 @@ mod tests {
             v(
                 &Value::Geometry {
                     srid: 0,
-                    wkb: vec![1, 2].into()
+                    wkb: vec![1, 2]
                 },
                 None
             ),
@@ -878,7 +878,7 @@ mod tests {
             v(
                 &Value::Geometry {
                     srid: 3857,
-                    wkb: vec![1].into()
+                    wkb: vec![1]
                 },
                 None
             ),

@@ -216,12 +216,12 @@ fn type_columns(flavor: Flavor) -> Vec<Col> {
         col("e", "ENUM('a','b c')", ColumnType::Enum { labels: labels(&["a", "b c"]) }, Value::String("b c".into()), Value::String("a".into()), "e", "b c", "a"),
         col("st", "SET('x','y','z')", ColumnType::Set { labels: labels(&["x", "y", "z"]) }, Value::String("x,z".into()), Value::String(String::new().into()), "st", "x,z", ""),
         col("y", "YEAR", ColumnType::Year, Value::Int(2155), Value::Int(0), "y", "2155", "0000"),
-        col("g", "GEOMETRY", ColumnType::Geometry, Value::Geometry { srid: 0, wkb: point(1.0, 2.5).into() }, Value::Geometry { srid: 0, wkb: point(-1.0, 0.0).into() }, "ST_AsText(g)", "POINT(1 2.5)", "POINT(-1 0)"),
+        col("g", "GEOMETRY", ColumnType::Geometry, Value::Geometry { srid: 0, wkb: point(1.0, 2.5) }, Value::Geometry { srid: 0, wkb: point(-1.0, 0.0) }, "ST_AsText(g)", "POINT(1 2.5)", "POINT(-1 0)"),
         col("n", "VARCHAR(5) NULL", ColumnType::String, Value::Null, Value::String(String::new().into()), "COALESCE(n, 'NULL')", "NULL", ""),
     ];
     match flavor {
         Flavor::MySql => {
-            cols.push(col("j", "JSON", ColumnType::Json, Value::Json(Box::new(serde_json::json!({"a": [1, 2.5, "x"], "b": null}))), Value::Json(Box::new(serde_json::json!("s"))), "j", "{\"a\": [1, 2.5, \"x\"], \"b\": null}", "\"s\""));
+            cols.push(col("j", "JSON", ColumnType::Json, Value::Json(serde_json::json!({"a": [1, 2.5, "x"], "b": null})), Value::Json(serde_json::json!("s")), "j", "{\"a\": [1, 2.5, \"x\"], \"b\": null}", "\"s\""));
             cols.push(col("v", "VECTOR(2)", ColumnType::Vector, Value::Vector(vec![1.0, -2.5]), Value::Vector(vec![0.0, 3.0]), "VECTOR_TO_STRING(v)", "[1.00000e+00,-2.50000e+00]", "[0.00000e+00,3.00000e+00]"));
         }
         Flavor::MariaDb => {

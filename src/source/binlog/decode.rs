@@ -811,9 +811,7 @@ fn decode_cell(
         Decode::Json { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
             let s = take(b, pos, n)?;
-            Ok(Value::Json(Box::new(
-                json_from_binary(s).map_err(CellErr::Bad)?,
-            )))
+            Ok(Value::Json(json_from_binary(s).map_err(CellErr::Bad)?))
         }),
         Decode::Geometry { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
@@ -821,11 +819,11 @@ fn decode_cell(
             Ok(match s.split_first_chunk() {
                 Some((srid, wkb)) => Value::Geometry {
                     srid: u32::from_le_bytes(*srid),
-                    wkb: wkb.into(),
+                    wkb: wkb.to_vec(),
                 },
                 None if s.is_empty() => Value::Geometry {
                     srid: 0,
-                    wkb: Box::default(),
+                    wkb: Vec::new(),
                 },
                 None => return Err(CellErr::Bad(format!("GEOMETRY value of {} bytes", s.len()))),
             })
@@ -1423,11 +1421,11 @@ mod tests {
     fn json_values() {
         assert_eq!(
             one(245, &[4], &[], &with_len4(&jsonb_obj_a1())).unwrap(),
-            Value::Json(Box::new(json!({"a": 1})))
+            Value::Json(json!({"a": 1}))
         );
         assert_eq!(
             one(245, &[4], &[], &with_len4(&[])).unwrap(),
-            Value::Json(Box::new(json!(null)))
+            Value::Json(json!(null))
         );
         // uint64 max, int64 min, double, literals, string
         assert_eq!(
@@ -1494,7 +1492,7 @@ mod tests {
             one(255, &[4], &[], &with_len4(&g)).unwrap(),
             Value::Geometry {
                 srid: 4326,
-                wkb: vec![1, 1, 0, 0, 0].into()
+                wkb: vec![1, 1, 0, 0, 0]
             }
         );
         let mut v = 1.0f32.to_le_bytes().to_vec();
@@ -1585,10 +1583,10 @@ mod tests {
         let mut d = RowsDecoder::new(&h, &s);
         let (mut b, mut a) = (Vec::new(), Vec::new());
         assert!(d.next_row(&mut b, &mut a).unwrap());
-        assert_eq!(b[1], Value::Json(Box::new(json!({"a": 1}))));
-        assert_eq!(a[1], Value::Json(Box::new(json!({"a": 2, "b c": "z"}))));
+        assert_eq!(b[1], Value::Json(json!({"a": 1})));
+        assert_eq!(a[1], Value::Json(json!({"a": 2, "b c": "z"})));
         assert!(d.next_row(&mut b, &mut a).unwrap());
-        assert_eq!(a, vec![Value::Int(2), Value::Json(Box::new(json!(null)))]);
+        assert_eq!(a, vec![Value::Int(2), Value::Json(json!(null))]);
         assert!(!d.next_row(&mut b, &mut a).unwrap());
     }
 

@@ -403,11 +403,11 @@ pub fn convert(conv: Conv, v: SqlValue) -> Result<Value, String> {
         (Conv::Geometry, S::Bytes(b)) => match b.split_first_chunk() {
             Some((srid, wkb)) => Value::Geometry {
                 srid: u32::from_le_bytes(*srid),
-                wkb: wkb.into(),
+                wkb: wkb.to_vec(),
             },
             None if b.is_empty() => Value::Geometry {
                 srid: 0,
-                wkb: Box::default(),
+                wkb: Vec::new(),
             },
             None => return Err(format!("GEOMETRY value of {} bytes", b.len())),
         },
