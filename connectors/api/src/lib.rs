@@ -17,6 +17,7 @@ pub mod table;
 #[cfg(feature = "testing")]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 pub mod testing;
+pub mod text;
 pub mod value;
 
 /// For [`sink_builder!`]'s expansion in sink crates.
@@ -32,4 +33,5 @@ pub use sink::{
     Ack, AckReceiver, AckResult, Batch, Commit, Committed, Sink, SinkBuilder, SinkError,
 };
 pub use table::{ColumnType, TableMeta};
-pub use value::{Date, DateTime, Text, Time, Value};
+pub use text::Text;
+pub use value::{Date, DateTime, Time, Value};

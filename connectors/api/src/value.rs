@@ -5,11 +5,7 @@
 //! fractional-second precision, zero dates stay zero). Sinks choose the
 //! encoding; this module holds no encoding logic.
 
-/// Text of a `Value::String` or `Value::Decimal`: up to 24 bytes are kept
-/// inline. Most cells are short (names, codes, DECIMALs), so a row image
-/// costs no allocation per text cell, and the encoding thread no free of
-/// memory the decoding thread allocated.
-pub type Text = compact_str::CompactString;
+pub use crate::text::Text;
 
 /// One column value of a row image.
 #[derive(Debug, Clone, PartialEq)]

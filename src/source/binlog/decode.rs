@@ -33,7 +33,7 @@ use super::event as ev;
 use super::json::json_from_binary;
 use super::packed::{be, decode_decimal, time_from_packed};
 use super::schema::{ColumnSchema, Decode, TableSchema};
-use super::text::{decode_text, Charset, TextError};
+use super::text::{decode_text_prefix, Charset, TextError};
 
 pub use super::error::DecodeError;
 
@@ -645,6 +645,7 @@ fn decode_cell(
             } else {
                 u16::from_le_bytes(take_arr::<2>(b, pos)?) as usize
             };
+            let start = *pos;
             let s = take(b, pos, n)?;
             Ok(if col.charset == Charset::Binary {
                 let mut v = Vec::with_capacity(s.len().max(pad_to as usize));
@@ -654,16 +655,17 @@ fn decode_cell(
                 }
                 Value::Bytes(v)
             } else {
-                Value::String(text(s, col.charset)?)
+                Value::String(text(&b[start..], n, col.charset)?)
             })
         }),
         Decode::Blob { pack } => put(out, || {
             let n = read_pack(b, pos, pack)?;
+            let start = *pos;
             let s = take(b, pos, n)?;
             Ok(if col.charset == Charset::Binary {
                 Value::Bytes(s.to_vec())
             } else {
-                Value::String(text(s, col.charset)?)
+                Value::String(text(&b[start..], n, col.charset)?)
             })
         }),
         Decode::Enum { pack } => put(out, || {
@@ -699,8 +701,7 @@ fn decode_cell(
                     labels.len()
                 )));
             }
-            // Built in place: a short set stays inline, without an allocation.
-            let mut joined = rowstream_api::Text::default();
+            let mut joined = String::new();
             for (i, l) in labels.iter().enumerate() {
                 if mask & (1 << i) != 0 {
                     if !joined.is_empty() {
@@ -709,7 +710,7 @@ fn decode_cell(
                     joined.push_str(l);
                 }
             }
-            Ok(Value::String(joined))
+            Ok(Value::String(joined.into()))
         }),
         Decode::Date => put(out, || {
             let x = take_arr::<3>(b, pos)?;
@@ -844,8 +845,10 @@ fn decode_cell(
 }
 
 #[inline]
-fn text(s: &[u8], cs: Charset) -> Result<rowstream_api::Text, CellErr> {
-    decode_text(s, cs).map_err(|e| match e {
+/// The text of the cell of `len` bytes at the start of `buf` (the rest of
+/// the rows event: see `decode_text_prefix`).
+fn text(buf: &[u8], len: usize, cs: Charset) -> Result<rowstream_api::Text, CellErr> {
+    decode_text_prefix(buf, len, cs).map_err(|e| match e {
         TextError::Invalid(cs) => CellErr::Text(cs),
         TextError::UnknownCharset(id) => CellErr::UnknownCharset(id),
     })

@@ -211,7 +211,7 @@ impl Digits {
         // SAFETY: only `push` (of b'-', b'.', b'0') and `push_digits` (ASCII
         // digits) write `buf[..len]`, so it is ASCII, hence UTF-8. Validating
         // it again was a fifth of a DECIMAL's decoding.
-        Some(unsafe { Text::from_utf8_unchecked(&self.buf[..self.len]) })
+        Some(unsafe { Text::from_prefix(&self.buf, self.len) })
     }
 }
 

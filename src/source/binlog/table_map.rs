@@ -409,7 +409,7 @@ impl TableMap {
                         self.collation[i]
                     ),
                 })?;
-                ls.push(Arc::from(s));
+                ls.push(Arc::from(s.as_str()));
             }
             self.labels[i] = Some(Arc::from(ls));
         }

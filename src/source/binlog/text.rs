@@ -85,16 +85,25 @@ pub enum TextError {
 }
 
 /// Decodes text bytes of a column charset (exact, never lossy). Short
-/// text (up to 24 bytes) is kept inline, without an allocation.
+/// text (up to `Text`'s 23 inline bytes) costs no allocation.
 #[inline(always)]
 pub fn decode_text(s: &[u8], cs: Charset) -> Result<Text, TextError> {
+    decode_text_prefix(s, s.len(), cs)
+}
+
+/// [`decode_text`] of the first `len` bytes of `buf`: when `buf` goes on
+/// past them (a cell inside a rows event), short ASCII text is read out of
+/// it as whole words (see `Text::from_prefix`).
+#[inline(always)]
+pub fn decode_text_prefix(buf: &[u8], len: usize, cs: Charset) -> Result<Text, TextError> {
+    let s = &buf[..len];
     // ASCII is the same text in all three charsets. Most text is ASCII,
     // and checking that is a word at a time where UTF-8 validation goes
     // byte by byte over short strings (a third of a text cell's decoding).
     if matches!(cs, Charset::Utf8 | Charset::Ascii | Charset::Latin1) && s.is_ascii() {
         // SAFETY: every byte is below 0x80 (checked just above), and ASCII
         // bytes are valid UTF-8.
-        return Ok(unsafe { Text::from_utf8_unchecked(s) });
+        return Ok(unsafe { Text::from_prefix(buf, len) });
     }
     decode_non_ascii(s, cs)
 }
@@ -108,14 +117,14 @@ fn decode_non_ascii(s: &[u8], cs: Charset) -> Result<Text, TextError> {
         },
         Charset::Ascii => Err(TextError::Invalid(cs)),
         Charset::Latin1 => {
-            let mut out = Text::with_capacity(s.len() + 8);
+            let mut out = String::with_capacity(s.len() + 8);
             for &c in s {
                 out.push(match c {
                     0x80..=0x9f => CP1252_80[(c - 0x80) as usize],
                     _ => c as char,
                 });
             }
-            Ok(out)
+            Ok(Text::from(out))
         }
         Charset::Binary => Err(TextError::Invalid(cs)),
         Charset::Other(id) => {
