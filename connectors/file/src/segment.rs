@@ -54,13 +54,16 @@
 //!   fsync, at a segment's end; the next segment's file is created after.
 //!   Where both exist (not made by rowstream) the `.zst` counts.
 //! - Data handed to [`SegmentWriter`] is durable once `sync` or `rotate`
-//!   returned Ok (with fsync on); a new segment file's directory entry is
-//!   fsync'd when the file is created.
+//!   returned Ok (with fsync on), or the [`SyncPoint`] taken after it
+//!   synced; a new segment file's directory entry is fsync'd when the file
+//!   is created.
 //! - The open segment is only ever appended to by its writer: before each
 //!   append and each sync the writer checks the file still has the length
 //!   it wrote, so a segment truncated (or appended to) behind its back
 //!   stops the sink before anything more is acknowledged, instead of
-//!   appending after a hole in the stream.
+//!   appending after a hole in the stream. A [`SyncPoint`] syncs while the
+//!   writer may append more, so it checks only that the file is not
+//!   shorter than when it was taken.
 //!
 //! Everything here is blocking std I/O; the sink calls it from
 //! `tokio::task::spawn_blocking` or from its own thread.
@@ -543,9 +546,18 @@ pub fn lock_dir(dir: &Path) -> Result<File, LockError> {
     Ok(file)
 }
 
-/// The zstd context of a writer, reused for every frame (one allocation
-/// for the writer's life), and its output buffer.
+/// The zstd contexts of a writer, reused for every frame (allocated once
+/// for the writer's life), with their output buffers. Two: the frames of
+/// an append compress two at a time, the second on a scoped thread. On a
+/// catch-up the compressor is the slowest stage of the pipeline, and while
+/// it runs alone (decoding and encoding wait for it) the other core was
+/// idle. Frames are independent, so the bytes are the same as one at a time.
 struct FrameEncoder {
+    ctx: [FrameCtx; 2],
+}
+
+/// One zstd context and the output buffer of its frame.
+struct FrameCtx {
     cctx: zstd::zstd_safe::CCtx<'static>,
     out: Vec<u8>,
 }
@@ -560,8 +572,8 @@ fn zstd_err(code: usize) -> io::Error {
     io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
 }
 
-impl FrameEncoder {
-    fn new() -> io::Result<FrameEncoder> {
+impl FrameCtx {
+    fn new() -> io::Result<FrameCtx> {
         use zstd::zstd_safe::CParameter;
         let mut cctx = zstd::zstd_safe::CCtx::try_create()
             .ok_or_else(|| io::Error::other("zstd: cannot allocate a compression context"))?;
@@ -571,31 +583,62 @@ impl FrameEncoder {
             .map_err(zstd_err)?;
         cctx.set_parameter(CParameter::ContentSizeFlag(true))
             .map_err(zstd_err)?;
-        Ok(FrameEncoder {
+        Ok(FrameCtx {
             cctx,
-            out: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_IN)),
+            out: Vec::new(),
+        })
+    }
+
+    /// Compresses `chunk` as one frame into `out`, in one pass into a
+    /// buffer of the worst-case size, so zstd compresses straight from the
+    /// input. Streaming through a small output buffer made it copy the
+    /// input into its window and match across the wrap (the slower
+    /// external-dictionary path): a third more CPU.
+    fn compress(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+        self.cctx
+            .compress2(&mut self.out, chunk)
+            .map(drop)
+            .map_err(zstd_err)
+    }
+}
+
+impl FrameEncoder {
+    fn new() -> io::Result<FrameEncoder> {
+        Ok(FrameEncoder {
+            ctx: [FrameCtx::new()?, FrameCtx::new()?],
         })
     }
 
     /// Writes `data` to `file` as complete frames of at most [`FRAME_IN`]
-    /// input each; returns their size.
-    ///
-    /// Each frame is one pass into an output buffer of the worst-case size,
-    /// so zstd compresses straight from `data`. Streaming through a small
-    /// output buffer made it copy the input into its window and match
-    /// across the wrap (the slower external-dictionary path): a third more
-    /// CPU.
-    fn frame(&mut self, data: &[u8], file: &mut File) -> io::Result<u64> {
+    /// input each, in order; returns their size.
+    fn frame(&mut self, data: &[u8], mut file: &File) -> io::Result<u64> {
         let mut written = 0;
-        for chunk in data.chunks(FRAME_IN) {
-            self.out.clear();
-            self.out
-                .reserve(zstd::zstd_safe::compress_bound(chunk.len()));
-            self.cctx
-                .compress2(&mut self.out, chunk)
-                .map_err(zstd_err)?;
-            file.write_all(&self.out)?;
-            written += self.out.len() as u64;
+        let mut chunks = data.chunks(FRAME_IN);
+        while let Some(first) = chunks.next() {
+            let second = chunks.next();
+            let [a, b] = &mut self.ctx;
+            match second {
+                Some(second) => std::thread::scope(|s| {
+                    let other = std::thread::Builder::new()
+                        .name("rowstream-frame".into())
+                        .spawn_scoped(s, || b.compress(second))?;
+                    let mine = a.compress(first);
+                    let theirs = other.join().unwrap_or_else(|_| {
+                        Err(io::Error::other("zstd: the frame thread panicked"))
+                    });
+                    mine.and(theirs)
+                })?,
+                None => a.compress(first)?,
+            }
+            file.write_all(&a.out)?;
+            written += a.out.len() as u64;
+            if second.is_some() {
+                file.write_all(&b.out)?;
+                written += b.out.len() as u64;
+            }
         }
         Ok(written)
     }
@@ -612,7 +655,8 @@ pub struct SegmentWriter {
     dir: PathBuf,
     num: u64,
     form: Form,
-    file: Option<File>,
+    /// Shared with the [`SyncPoint`]s of appends not yet durable.
+    file: Option<Arc<File>>,
     /// Bytes of the file (compressed, for a `.zst.open`).
     len: u64,
     fsync: bool,
@@ -711,12 +755,12 @@ impl SegmentWriter {
                 // A new file: make its directory entry durable once.
                 sync_dir(&self.dir)?;
             }
-            self.file = Some(file);
+            self.file = Some(Arc::new(file));
         }
         self.check_len()?;
         let path = self.path();
         #[allow(clippy::expect_used)] // set just above when it was None
-        let file = self.file.as_mut().expect("opened above");
+        let file = self.file.as_deref().expect("opened above");
         let written = match (&mut self.zstd, self.form) {
             (Some(enc), Form::ZstOpen) => {
                 // A new segment's first line (its start line, see `encode`)
@@ -737,7 +781,10 @@ impl SegmentWriter {
                 };
                 head.and_then(|h| enc.frame(&data[first..], file).map(|n| h + n))
             }
-            _ => file.write_all(data).map(|()| data.len() as u64),
+            _ => {
+                let mut file = file;
+                file.write_all(data).map(|()| data.len() as u64)
+            }
         };
         let written = written.map_err(|source| IoError {
             op: "write",
@@ -759,6 +806,21 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// What makes everything appended so far durable, apart from the
+    /// writer: the next appends may run while it syncs. `None` when there
+    /// is nothing to sync (fsync off, or no file opened yet).
+    pub fn sync_point(&self) -> Result<Option<SyncPoint>, IoError> {
+        self.check_len()?;
+        Ok(match (&self.file, self.fsync) {
+            (Some(file), true) => Some(SyncPoint {
+                file: file.clone(),
+                path: self.path(),
+                len: self.len,
+            }),
+            _ => None,
+        })
+    }
+
     /// Fails when the open segment's length is not what this writer made
     /// it: someone else truncated or wrote to it, and what the sink acked
     /// may be gone. One fstat; nothing to check before the file is opened.
@@ -770,16 +832,7 @@ impl SegmentWriter {
         if found == self.len {
             return Ok(());
         }
-        Err(IoError {
-            op: "check",
-            path: self.path(),
-            source: io::Error::other(format!(
-                "the segment holds {found} bytes but rowstream wrote {}: it was truncated or \
-                 written to behind rowstream's back; acknowledged transactions may be lost \
-                 (check the backup with `rowstream backup verify`)",
-                self.len
-            )),
-        })
+        Err(changed_behind(self.path(), found, self.len))
     }
 
     /// Closes the open segment (durable first) and starts the next one; the
@@ -813,6 +866,43 @@ impl SegmentWriter {
         }
         tracing::debug!(dir = %self.dir.display(), segment = closed, "segment closed");
         Ok(())
+    }
+}
+
+/// The open segment as one append left it: [`SyncPoint::sync`] makes
+/// that append durable while the writer goes on appending.
+#[derive(Debug)]
+pub struct SyncPoint {
+    file: Arc<File>,
+    path: PathBuf,
+    /// The file's length after the append.
+    len: u64,
+}
+
+impl SyncPoint {
+    /// fsyncs the file. Fails when it is shorter than the append left it
+    /// (truncated behind rowstream's back). It may be longer: the writer's
+    /// later appends (each checks the exact length before it writes, so a
+    /// write behind its back is caught there, before more is acked).
+    pub fn sync(&self) -> Result<(), IoError> {
+        let found = self.file.metadata().ctx("stat", &self.path)?.len();
+        if found < self.len {
+            return Err(changed_behind(self.path.clone(), found, self.len));
+        }
+        self.file.sync_data().ctx("fsync", &self.path)
+    }
+}
+
+/// The open segment at `path` holds `found` bytes where rowstream wrote `len`.
+fn changed_behind(path: PathBuf, found: u64, len: u64) -> IoError {
+    IoError {
+        op: "check",
+        path,
+        source: io::Error::other(format!(
+            "the segment holds {found} bytes but rowstream wrote {len}: it was truncated or \
+             written to behind rowstream's back; acknowledged transactions may be lost \
+             (check the backup with `rowstream backup verify`)"
+        )),
     }
 }
 
@@ -1144,8 +1234,8 @@ mod tests {
         let mut extra = Vec::new();
         let mut enc = FrameEncoder::new().unwrap();
         let tmp = d.path().join("x");
-        let mut t = File::create(&tmp).unwrap();
-        enc.frame(&lines(50), &mut t).unwrap();
+        let t = File::create(&tmp).unwrap();
+        enc.frame(&lines(50), &t).unwrap();
         File::open(&tmp).unwrap().read_to_end(&mut extra).unwrap();
         f.write_all(&extra[..extra.len() / 2]).unwrap();
         let f = File::open(open.path(d.path())).unwrap();
@@ -1178,5 +1268,63 @@ mod tests {
         let f = File::open(z.path(d.path())).unwrap();
         assert_eq!(walk_frames(&f, 0).unwrap().frames, 1);
         assert_eq!(read_all(d.path(), z), data);
+    }
+
+    #[test]
+    fn frames_compressed_two_at_a_time_equal_one_at_a_time() {
+        // 5 frames' worth and a bit: two pairs on two contexts, then one alone.
+        let mut data = Vec::new();
+        let mut i = 0;
+        while data.len() < 5 * FRAME_IN + 1000 {
+            data.extend_from_slice(
+                format!("{{\"id\":{i},\"b\":\"name-{}\"}}\n", i % 977).as_bytes(),
+            );
+            i += 1;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("pairs");
+        let file = File::create(&path).unwrap();
+        let n = FrameEncoder::new().unwrap().frame(&data, &file).unwrap();
+        let pairs = fs::read(&path).unwrap();
+        assert_eq!(n, pairs.len() as u64);
+        let mut one = FrameCtx::new().unwrap();
+        let mut serial = Vec::new();
+        for chunk in data.chunks(FRAME_IN) {
+            one.compress(chunk).unwrap();
+            serial.extend_from_slice(&one.out);
+        }
+        assert_eq!(pairs, serial);
+        let walk = walk_frames(&File::open(&path).unwrap(), 0).unwrap();
+        assert_eq!((walk.frames, walk.tail), (6, 0));
+        assert_eq!(zstd::decode_all(&pairs[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn sync_point_refuses_a_truncated_segment_and_allows_later_appends() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::new(d.path().to_path_buf(), 1, Form::Plain, 0, true, None, true)
+            .unwrap();
+        w.append(&lines(100)).unwrap();
+        let first = w.sync_point().unwrap().expect("fsync on and a file open");
+        // The writer appends on while the first append syncs: still fine.
+        w.append(&lines(100)).unwrap();
+        first.sync().unwrap();
+        let second = w.sync_point().unwrap().expect("a sync point");
+        // Cut behind the writer's back: the second append's bytes are gone.
+        let path = Segment {
+            num: 1,
+            form: Form::ZstOpen,
+        }
+        .path(d.path());
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(w.len() - 1).unwrap();
+        let e = second.sync().unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        // The first append's bytes are all there: it still syncs.
+        first.sync().unwrap();
+        // Off: nothing to sync.
+        let w = SegmentWriter::new(d.path().to_path_buf(), 2, Form::Plain, 0, false, None, true)
+            .unwrap();
+        assert!(w.sync_point().unwrap().is_none());
     }
 }

@@ -7,16 +7,20 @@
 //! transaction, see `encode`; the checksum is updated line by line as it is
 //! encoded, so a transaction spanning batches is never held) and keeps
 //! its ack. The buffer, its rotation points and its acks become one I/O job
-//! on tokio's blocking pool: append, rotate where planned, fsync, then ack
-//! every batch of the job from that thread (or fail them all). At most one
-//! job runs at a time: `write` starts one whenever none is running, and
-//! whatever arrives while it runs fills the next buffer, so under load each
-//! fsync covers everything that arrived during the previous one and
-//! encoding overlaps with write + fsync. `write` waits for the running job
-//! only when the next buffer passes [`FLUSH_BYTES`] (backpressure); `flush`
-//! waits for it, then writes and waits for the rest. Memory: two buffers of
-//! about [`FLUSH_BYTES`] plus one batch, and the compressor's output buffer
-//! for one frame (about `segment::FRAME_IN`).
+//! on tokio's blocking pool: compress and append, rotate where planned,
+//! hand the writer back, fsync, then ack every batch of the job from that
+//! thread (or fail them all). One job appends at a time: `write` starts one
+//! whenever the writer is home, and whatever arrives meanwhile fills the
+//! next buffer, so under load each job covers everything that arrived
+//! during the previous one and encoding overlaps with compression. A job's
+//! fsync overlaps with the next job's compression (at most [`UNSETTLED`]
+//! jobs are not durable yet; each acks only after the one before it), so
+//! the compressor, the slowest stage of a catch-up, never waits for the
+//! disk. `write` waits for the appending job only when the next buffer
+//! passes [`FLUSH_BYTES`] (backpressure); `flush` waits for every job,
+//! then writes and waits for the rest. Memory: two buffers of about
+//! [`FLUSH_BYTES`] plus one batch, and the compressor's output buffers for
+//! two frames (about `segment::FRAME_IN` each).
 //!
 //! Invariants kept:
 //! - An ack is given only after everything up to and including its batch
@@ -57,6 +61,7 @@
 //! start-up recovery under `block_in_place` on a multi-threaded runtime
 //! (inline on a current-thread runtime).
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
@@ -64,6 +69,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rowstream_api::{Ack, AckQueue, Batch, Commit, Committed, Poison, Sink, SinkError};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::FileSinkConfig;
@@ -75,11 +81,16 @@ use crate::encode::{
 use crate::recover::{recover, Recovered};
 use crate::segment::{
     form_name, lock_dir, open_listed, CompressMsg, Compressor, Form, Segment, SegmentWriter,
+    SyncPoint,
 };
 
 /// Buffered bytes at which `write` waits for the running I/O job and starts
 /// the next one: the largest group commit, and the bound on buffered data.
 pub const FLUSH_BYTES: usize = 8 << 20;
+
+/// Jobs not known durable yet at most: one waiting for its fsync while
+/// the next compresses and appends. A third waits for the first.
+const UNSETTLED: usize = 2;
 
 /// The running file backup sink, made by [`FileSink::start`] (or the
 /// config's `SinkBuilder::start`). See the module docs for the contract.
@@ -96,7 +107,14 @@ struct State {
     compressor: Option<Compressor>,
     /// `None` while a job owns it.
     writer: Option<SegmentWriter>,
-    inflight: Option<JoinHandle<JobDone>>,
+    /// The job appending: it sends the writer and its buffer back once its
+    /// appends are written, before its fsync.
+    inflight: Option<oneshot::Receiver<Appended>>,
+    /// Jobs whose data is not known durable yet, oldest first: at most
+    /// [`UNSETTLED`].
+    durable: VecDeque<JoinHandle<Result<(), String>>>,
+    /// The newest job's outcome, for the next job: acks settle in order.
+    settled: Option<oneshot::Receiver<Result<(), String>>>,
     buf: Vec<u8>,
     /// Offsets in `buf` after which the segment is closed.
     rotations: Vec<usize>,
@@ -126,8 +144,9 @@ struct State {
     poison: Poison,
 }
 
+/// What a job sends back when its appends are written.
 #[derive(Debug)]
-struct JobDone {
+struct Appended {
     writer: SegmentWriter,
     data: Vec<u8>,
     result: Result<(), String>,
@@ -249,6 +268,8 @@ fn open(cfg: &FileSinkConfig, committed: &dyn Committed) -> Result<State, SinkEr
         compressor,
         writer: Some(writer),
         inflight: None,
+        durable: VecDeque::new(),
+        settled: None,
         buf: Vec::with_capacity(FLUSH_BYTES + (1 << 20)),
         rotations: Vec::new(),
         acks: AckQueue::new(),
@@ -527,22 +548,59 @@ impl State {
         self.seg_txs = 0;
     }
 
-    /// Collects the running job: always when `wait`, else only if it is done.
-    async fn reap(&mut self, wait: bool, name: &str) -> Result<(), SinkError> {
-        let Some(h) = self.inflight.take_if(|h| wait || h.is_finished()) else {
-            return Ok(());
-        };
-        let res = match h.await {
-            Ok(done) => {
-                self.writer = Some(done.writer);
-                if self.spare.capacity() < done.data.capacity() {
-                    self.spare = done.data;
+    /// Takes the writer back from the appending job (waiting for it when
+    /// `wait`, else only if it is done), and the outcomes of the jobs whose
+    /// fsync is done, oldest first (of every job, waiting, when `durable`).
+    async fn reap(&mut self, wait: bool, durable: bool, name: &str) -> Result<(), SinkError> {
+        if let Some(rx) = self.inflight.as_mut() {
+            let got = if wait {
+                Some(rx.await.map_err(|_| ()))
+            } else {
+                match rx.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => None,
+                    Ok(a) => Some(Ok(a)),
+                    Err(oneshot::error::TryRecvError::Closed) => Some(Err(())),
                 }
-                done.result
+            };
+            if let Some(got) = got {
+                self.inflight = None;
+                let res = match got {
+                    Ok(a) => {
+                        self.writer = Some(a.writer);
+                        if self.spare.capacity() < a.data.capacity() {
+                            self.spare = a.data;
+                        }
+                        a.result
+                    }
+                    // The job's acks were dropped with it: they report failure.
+                    Err(_) => Err(format!("file sink {name:?}: I/O task failed")),
+                };
+                self.failed(res, name)?;
             }
-            // The job's acks were dropped with it: they report failure.
-            Err(e) => Err(format!("file sink {name:?}: I/O task failed: {e}")),
-        };
+        }
+        while self
+            .durable
+            .front()
+            .is_some_and(|h| durable || h.is_finished())
+        {
+            self.settle_oldest(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest unsettled job.
+    async fn settle_oldest(&mut self, name: &str) -> Result<(), SinkError> {
+        if let Some(h) = self.durable.pop_front() {
+            let res = h
+                .await
+                .unwrap_or_else(|e| Err(format!("file sink {name:?}: I/O task failed: {e}")));
+            self.failed(res, name)?;
+        }
+        Ok(())
+    }
+
+    /// Poisons the sink when a job failed.
+    fn failed(&mut self, res: Result<(), String>, name: &str) -> Result<(), SinkError> {
         if let Err(e) = res {
             tracing::error!(sink = %name, error = %e, "file sink failed; nothing more is acknowledged");
             let first = self.poison.set(SinkError::Fatal(e));
@@ -554,8 +612,11 @@ impl State {
 
     /// Hands the buffer, its rotation points and its acks to a new I/O job.
     /// The previous job must have been reaped.
-    fn launch(&mut self, name: &str) {
+    async fn launch(&mut self, name: &str) -> Result<(), SinkError> {
         debug_assert!(self.inflight.is_none());
+        while self.durable.len() >= UNSETTLED {
+            self.settle_oldest(name).await?;
+        }
         #[allow(clippy::expect_used)] // no job runs (asserted above), so the writer is home
         let mut writer = self.writer.take().expect("no job running");
         self.crc_catch_up();
@@ -566,31 +627,52 @@ impl State {
         let acks = std::mem::take(&mut self.acks);
         let lock = self.lock.clone();
         let name = name.to_string();
-        self.inflight = Some(tokio::task::spawn_blocking(move || {
+        let (back, appended) = oneshot::channel();
+        let (done, settled) = oneshot::channel();
+        let earlier = self.settled.replace(settled);
+        self.inflight = Some(appended);
+        self.durable.push_back(tokio::task::spawn_blocking(move || {
             let _lock = lock; // the directory stays locked while a job may write
-            let result = run_job(&mut writer, &data, &rotations)
-                .map_err(|e| format!("file sink {name:?}: {e}"));
+            let fail = |e: crate::segment::IoError| format!("file sink {name:?}: {e}");
+            let point = append_job(&mut writer, &data, &rotations).map_err(fail);
+            let mut data = data;
+            data.clear();
+            let result = point.as_ref().map(|_| ()).map_err(Clone::clone);
+            // The writer goes home: the next job compresses and appends
+            // while this one waits for its fsync.
+            let _ = back.send(Appended {
+                writer,
+                data,
+                result,
+            });
+            // Acks settle in batch order: after every earlier job's.
+            let before = earlier.map_or(Ok(()), |rx| {
+                rx.blocking_recv()
+                    .unwrap_or_else(|_| Err(format!("file sink {name:?}: I/O task failed")))
+            });
+            let result = before.and_then(|()| match point? {
+                Some(p) => p.sync().map_err(fail),
+                None => Ok(()),
+            });
             let mut acks = acks;
             match &result {
                 Ok(()) => acks.settle_all(),
                 Err(e) => acks.fail_all(&SinkError::Fatal(e.clone())),
             }
-            let mut data = data;
-            data.clear();
-            JobDone {
-                writer,
-                data,
-                result,
-            }
+            let _ = done.send(result.clone());
+            result
         }));
+        Ok(())
     }
 }
 
-fn run_job(
+/// Appends a job's buffer, rotating where planned; what makes the appends
+/// durable is returned (see `SegmentWriter::sync_point`).
+fn append_job(
     w: &mut SegmentWriter,
     data: &[u8],
     rotations: &[usize],
-) -> Result<(), crate::segment::IoError> {
+) -> Result<Option<SyncPoint>, crate::segment::IoError> {
     let mut at = 0;
     for &r in rotations {
         w.append(&data[at..r])?;
@@ -598,7 +680,7 @@ fn run_job(
         at = r;
     }
     w.append(&data[at..])?;
-    w.sync()
+    w.sync_point()
 }
 
 #[async_trait::async_trait]
@@ -615,14 +697,14 @@ impl Sink for FileSink {
         }
         st.encode(&batch, &self.cfg);
         st.acks.push(0, ack); // settled all at once by the job that writes it
-        st.reap(false, name).await?;
+        st.reap(false, false, name).await?;
         if st.inflight.is_none() {
             // Nothing being written: start now (group commit: whatever
             // arrives meanwhile goes into the next job).
-            st.launch(name);
+            st.launch(name).await?;
         } else if st.buf.len() >= FLUSH_BYTES {
-            st.reap(true, name).await?;
-            st.launch(name);
+            st.reap(true, false, name).await?;
+            st.launch(name).await?;
         }
         Ok(())
     }
@@ -632,7 +714,7 @@ impl Sink for FileSink {
     async fn flush(&mut self) -> Result<(), SinkError> {
         let name = self.cfg.name.as_str();
         let st = &mut self.st;
-        st.reap(true, name).await?;
+        st.reap(true, true, name).await?;
         if let Err(e) = st.check() {
             st.fail_buffered(&e);
             return Err(e);
@@ -644,8 +726,8 @@ impl Sink for FileSink {
             st.end_segment();
         }
         if !st.buf.is_empty() || !st.rotations.is_empty() || !st.acks.is_empty() {
-            st.launch(name);
-            st.reap(true, name).await?;
+            st.launch(name).await?;
+            st.reap(true, true, name).await?;
         }
         Ok(())
     }
