@@ -575,6 +575,14 @@ impl State {
                     // The job's acks were dropped with it: they report failure.
                     Err(_) => Err(format!("file sink {name:?}: I/O task failed")),
                 };
+                if res.is_err() {
+                    // The job fails its acks once every earlier job has
+                    // settled: wait for that, so they have failed when the
+                    // error is returned.
+                    while !self.durable.is_empty() {
+                        let _ = self.settle_oldest(name).await;
+                    }
+                }
                 self.failed(res, name)?;
             }
         }
