@@ -546,18 +546,9 @@ pub fn lock_dir(dir: &Path) -> Result<File, LockError> {
     Ok(file)
 }
 
-/// The zstd contexts of a writer, reused for every frame (allocated once
-/// for the writer's life), with their output buffers. Two: the frames of
-/// an append compress two at a time, the second on a scoped thread. On a
-/// catch-up the compressor is the slowest stage of the pipeline, and while
-/// it runs alone (decoding and encoding wait for it) the other core was
-/// idle. Frames are independent, so the bytes are the same as one at a time.
+/// The zstd context of a writer, reused for every frame (one allocation
+/// for the writer's life), and its output buffer.
 struct FrameEncoder {
-    ctx: [FrameCtx; 2],
-}
-
-/// One zstd context and the output buffer of its frame.
-struct FrameCtx {
     cctx: zstd::zstd_safe::CCtx<'static>,
     out: Vec<u8>,
 }
@@ -572,8 +563,8 @@ fn zstd_err(code: usize) -> io::Error {
     io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
 }
 
-impl FrameCtx {
-    fn new() -> io::Result<FrameCtx> {
+impl FrameEncoder {
+    fn new() -> io::Result<FrameEncoder> {
         use zstd::zstd_safe::CParameter;
         let mut cctx = zstd::zstd_safe::CCtx::try_create()
             .ok_or_else(|| io::Error::other("zstd: cannot allocate a compression context"))?;
@@ -583,62 +574,31 @@ impl FrameCtx {
             .map_err(zstd_err)?;
         cctx.set_parameter(CParameter::ContentSizeFlag(true))
             .map_err(zstd_err)?;
-        Ok(FrameCtx {
-            cctx,
-            out: Vec::new(),
-        })
-    }
-
-    /// Compresses `chunk` as one frame into `out`, in one pass into a
-    /// buffer of the worst-case size, so zstd compresses straight from the
-    /// input. Streaming through a small output buffer made it copy the
-    /// input into its window and match across the wrap (the slower
-    /// external-dictionary path): a third more CPU.
-    fn compress(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.out.clear();
-        self.out
-            .reserve(zstd::zstd_safe::compress_bound(chunk.len()));
-        self.cctx
-            .compress2(&mut self.out, chunk)
-            .map(drop)
-            .map_err(zstd_err)
-    }
-}
-
-impl FrameEncoder {
-    fn new() -> io::Result<FrameEncoder> {
         Ok(FrameEncoder {
-            ctx: [FrameCtx::new()?, FrameCtx::new()?],
+            cctx,
+            out: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_IN)),
         })
     }
 
     /// Writes `data` to `file` as complete frames of at most [`FRAME_IN`]
-    /// input each, in order; returns their size.
+    /// input each; returns their size.
+    ///
+    /// Each frame is one pass into an output buffer of the worst-case size,
+    /// so zstd compresses straight from `data`. Streaming through a small
+    /// output buffer made it copy the input into its window and match
+    /// across the wrap (the slower external-dictionary path): a third more
+    /// CPU.
     fn frame(&mut self, data: &[u8], mut file: &File) -> io::Result<u64> {
         let mut written = 0;
-        let mut chunks = data.chunks(FRAME_IN);
-        while let Some(first) = chunks.next() {
-            let second = chunks.next();
-            let [a, b] = &mut self.ctx;
-            match second {
-                Some(second) => std::thread::scope(|s| {
-                    let other = std::thread::Builder::new()
-                        .name("rowstream-frame".into())
-                        .spawn_scoped(s, || b.compress(second))?;
-                    let mine = a.compress(first);
-                    let theirs = other.join().unwrap_or_else(|_| {
-                        Err(io::Error::other("zstd: the frame thread panicked"))
-                    });
-                    mine.and(theirs)
-                })?,
-                None => a.compress(first)?,
-            }
-            file.write_all(&a.out)?;
-            written += a.out.len() as u64;
-            if second.is_some() {
-                file.write_all(&b.out)?;
-                written += b.out.len() as u64;
-            }
+        for chunk in data.chunks(FRAME_IN) {
+            self.out.clear();
+            self.out
+                .reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+            self.cctx
+                .compress2(&mut self.out, chunk)
+                .map_err(zstd_err)?;
+            file.write_all(&self.out)?;
+            written += self.out.len() as u64;
         }
         Ok(written)
     }
@@ -1268,35 +1228,6 @@ mod tests {
         let f = File::open(z.path(d.path())).unwrap();
         assert_eq!(walk_frames(&f, 0).unwrap().frames, 1);
         assert_eq!(read_all(d.path(), z), data);
-    }
-
-    #[test]
-    fn frames_compressed_two_at_a_time_equal_one_at_a_time() {
-        // 5 frames' worth and a bit: two pairs on two contexts, then one alone.
-        let mut data = Vec::new();
-        let mut i = 0;
-        while data.len() < 5 * FRAME_IN + 1000 {
-            data.extend_from_slice(
-                format!("{{\"id\":{i},\"b\":\"name-{}\"}}\n", i % 977).as_bytes(),
-            );
-            i += 1;
-        }
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("pairs");
-        let file = File::create(&path).unwrap();
-        let n = FrameEncoder::new().unwrap().frame(&data, &file).unwrap();
-        let pairs = fs::read(&path).unwrap();
-        assert_eq!(n, pairs.len() as u64);
-        let mut one = FrameCtx::new().unwrap();
-        let mut serial = Vec::new();
-        for chunk in data.chunks(FRAME_IN) {
-            one.compress(chunk).unwrap();
-            serial.extend_from_slice(&one.out);
-        }
-        assert_eq!(pairs, serial);
-        let walk = walk_frames(&File::open(&path).unwrap(), 0).unwrap();
-        assert_eq!((walk.frames, walk.tail), (6, 0));
-        assert_eq!(zstd::decode_all(&pairs[..]).unwrap(), data);
     }
 
     #[test]

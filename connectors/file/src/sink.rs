@@ -19,8 +19,8 @@
 //! disk. `write` waits for the appending job only when the next buffer
 //! passes [`FLUSH_BYTES`] (backpressure); `flush` waits for every job,
 //! then writes and waits for the rest. Memory: two buffers of about
-//! [`FLUSH_BYTES`] plus one batch, and the compressor's output buffers for
-//! two frames (about `segment::FRAME_IN` each).
+//! [`FLUSH_BYTES`] plus one batch, and the compressor's output buffer for
+//! one frame (about `segment::FRAME_IN`).
 //!
 //! Invariants kept:
 //! - An ack is given only after everything up to and including its batch
