@@ -620,11 +620,8 @@ impl State {
 
     /// Hands the buffer, its rotation points and its acks to a new I/O job.
     /// The previous job must have been reaped.
-    async fn launch(&mut self, name: &str) -> Result<(), SinkError> {
-        debug_assert!(self.inflight.is_none());
-        while self.durable.len() >= UNSETTLED {
-            self.settle_oldest(name).await?;
-        }
+    fn launch(&mut self, name: &str) {
+        debug_assert!(self.may_launch());
         #[allow(clippy::expect_used)] // no job runs (asserted above), so the writer is home
         let mut writer = self.writer.take().expect("no job running");
         self.crc_catch_up();
@@ -670,7 +667,11 @@ impl State {
             let _ = done.send(result.clone());
             result
         }));
-        Ok(())
+    }
+
+    /// The writer is home and fewer than [`UNSETTLED`] jobs wait for their fsync.
+    fn may_launch(&self) -> bool {
+        self.inflight.is_none() && self.durable.len() < UNSETTLED
     }
 }
 
@@ -694,7 +695,7 @@ fn append_job(
 #[async_trait::async_trait]
 impl Sink for FileSink {
     /// Encodes the batch; its ack is given by the I/O job that makes it
-    /// durable (started now if none is running, else after the running one).
+    /// durable (started now if the writer is free, else a later one).
     async fn write(&mut self, batch: Arc<Batch>, ack: Ack) -> Result<(), SinkError> {
         let name = self.cfg.name.as_str();
         let st = &mut self.st;
@@ -706,13 +707,18 @@ impl Sink for FileSink {
         st.encode(&batch, &self.cfg);
         st.acks.push(0, ack); // settled all at once by the job that writes it
         st.reap(false, false, name).await?;
-        if st.inflight.is_none() {
-            // Nothing being written: start now (group commit: whatever
-            // arrives meanwhile goes into the next job).
-            st.launch(name).await?;
-        } else if st.buf.len() >= FLUSH_BYTES {
+        if !st.may_launch() && st.buf.len() >= FLUSH_BYTES {
+            // Backpressure: the appending job, and the oldest fsync when
+            // UNSETTLED jobs wait for theirs.
             st.reap(true, false, name).await?;
-            st.launch(name).await?;
+            while st.durable.len() >= UNSETTLED {
+                st.settle_oldest(name).await?;
+            }
+        }
+        if st.may_launch() {
+            // Group commit: whatever arrives while this job compresses (and
+            // while the disk is busy with fsyncs) goes into the next one.
+            st.launch(name);
         }
         Ok(())
     }
@@ -734,7 +740,7 @@ impl Sink for FileSink {
             st.end_segment();
         }
         if !st.buf.is_empty() || !st.rotations.is_empty() || !st.acks.is_empty() {
-            st.launch(name).await?;
+            st.launch(name);
             st.reap(true, true, name).await?;
         }
         Ok(())
