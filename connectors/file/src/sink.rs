@@ -10,15 +10,15 @@
 //! on tokio's blocking pool: compress and append, rotate where planned,
 //! hand the writer back, fsync, then ack every batch of the job from that
 //! thread (or fail them all). One job appends at a time: `write` starts one
-//! whenever the writer is home, and whatever arrives meanwhile fills the
-//! next buffer, so under load each job covers everything that arrived
-//! during the previous one and encoding overlaps with compression. A job's
-//! fsync overlaps with the next job's compression (at most [`UNSETTLED`]
-//! jobs are not durable yet; each acks only after the one before it), so
-//! the compressor, the slowest stage of a catch-up, never waits for the
-//! disk. `write` waits for the appending job only when the next buffer
-//! passes [`FLUSH_BYTES`] (backpressure); `flush` waits for every job,
-//! then writes and waits for the rest. Memory: two buffers of about
+//! whenever the writer is home and fewer than [`UNSETTLED`] jobs wait for
+//! their fsync, and whatever arrives meanwhile fills the next buffer, so
+//! under load each job covers everything that arrived during the previous
+//! one (and, on a slow disk, during the fsyncs), and encoding overlaps with
+//! compression. A job's fsync overlaps with the next job's compression
+//! (each acks only after the one before it), so the compressor, the
+//! slowest stage of a catch-up, does not wait for the disk. `write` waits
+//! only when the next buffer passes [`FLUSH_BYTES`] (backpressure);
+//! `flush` waits for every job, then writes and waits for the rest. Memory: two buffers of about
 //! [`FLUSH_BYTES`] plus one batch, and the compressor's output buffer for
 //! one frame (about `segment::FRAME_IN`).
 //!
@@ -89,7 +89,8 @@ use crate::segment::{
 pub const FLUSH_BYTES: usize = 8 << 20;
 
 /// Jobs not known durable yet at most: one waiting for its fsync while
-/// the next compresses and appends. A third waits for the first.
+/// the next compresses and appends. No third starts meanwhile: the buffer
+/// keeps filling, so a slow disk gets fewer, larger fsyncs.
 const UNSETTLED: usize = 2;
 
 /// The running file backup sink, made by [`FileSink::start`] (or the
