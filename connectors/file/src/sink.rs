@@ -620,7 +620,7 @@ impl State {
     }
 
     /// Hands the buffer, its rotation points and its acks to a new I/O job.
-    /// The previous job must have been reaped.
+    /// Only when [`State::may_launch`]: the writer is home.
     fn launch(&mut self, name: &str) {
         debug_assert!(self.may_launch());
         #[allow(clippy::expect_used)] // no job runs (asserted above), so the writer is home
