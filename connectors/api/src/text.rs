@@ -18,7 +18,7 @@ use std::fmt;
 use std::ops::Deref;
 
 /// The longest text kept inline.
-pub const INLINE: usize = 23;
+const INLINE: usize = 23;
 const WORDS: usize = 3;
 const BYTES: usize = WORDS * 8;
 
@@ -57,16 +57,6 @@ impl Text {
             }
         };
         Text(Repr::Inline(with_len(w, len)))
-    }
-
-    /// The text of `s`, which must be UTF-8.
-    ///
-    /// # Safety
-    /// `s` is valid UTF-8.
-    #[inline]
-    pub unsafe fn from_utf8_unchecked(s: &[u8]) -> Text {
-        // SAFETY: forwarded from the caller.
-        unsafe { Text::from_prefix(s, s.len()) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -122,7 +112,7 @@ impl Default for Text {
 impl From<&str> for Text {
     fn from(s: &str) -> Self {
         // SAFETY: a `str` is UTF-8.
-        unsafe { Text::from_utf8_unchecked(s.as_bytes()) }
+        unsafe { Text::from_prefix(s.as_bytes(), s.len()) }
     }
 }
 

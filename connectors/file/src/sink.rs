@@ -623,7 +623,7 @@ impl State {
     /// Only when [`State::may_launch`]: the writer is home.
     fn launch(&mut self, name: &str) {
         debug_assert!(self.may_launch());
-        #[allow(clippy::expect_used)] // no job runs (asserted above), so the writer is home
+        #[allow(clippy::expect_used)] // the writer is home (asserted above)
         let mut writer = self.writer.take().expect("no job running");
         self.crc_catch_up();
         let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));

@@ -844,9 +844,9 @@ fn decode_cell(
     }
 }
 
-#[inline]
 /// The text of the cell of `len` bytes at the start of `buf` (the rest of
 /// the rows event: see `decode_text_prefix`).
+#[inline]
 fn text(buf: &[u8], len: usize, cs: Charset) -> Result<rowstream_api::Text, CellErr> {
     decode_text_prefix(buf, len, cs).map_err(|e| match e {
         TextError::Invalid(cs) => CellErr::Text(cs),
