@@ -16,6 +16,7 @@
 //! value that does not fit its column type is an error naming the column,
 //! never a silently changed value.
 
+use crate::Counted;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -163,7 +164,7 @@ impl ChangeLine {
             before: None,
             after: None,
             ts_ms: self.ts_ms,
-            shared: Arc::new(Shared::typed(self.source, table)),
+            shared: Counted::new(Shared::typed(self.source, table)),
             row: self.row,
             transaction: self.transaction,
             overlap: self.overlap,
@@ -546,7 +547,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1_700_000_000_001,
-            shared: Arc::new(Shared {
+            shared: Counted::new(Shared {
                 source: Source {
                     version: "0.1.0",
                     connector: Flavor::MariaDb,

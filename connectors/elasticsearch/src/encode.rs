@@ -270,6 +270,7 @@ pub fn field_mapping(ty: &ColumnType, decimal: DecimalMapping) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rowstream_api::Counted;
     use rowstream_api::{Flavor, Row, Shared, Snapshot, Source, Transaction, Value};
 
     fn cols(names: &[&str]) -> rowstream_api::Columns {
@@ -297,7 +298,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 0,
-            shared: Arc::new(Shared {
+            shared: Counted::new(Shared {
                 source: Source {
                     version: "t",
                     connector: Flavor::MariaDb,

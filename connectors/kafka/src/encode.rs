@@ -254,6 +254,7 @@ pub fn java_hash_map_order(keys: &[&str]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    use rowstream_api::Counted;
     use std::sync::Arc;
 
     use rowstream_api::{Flavor, Row, Shared, Snapshot, Source, Transaction, Value};
@@ -273,7 +274,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1,
-            shared: Arc::new(Shared {
+            shared: Counted::new(Shared {
                 source: Source {
                     version: "0",
                     connector: Flavor::MariaDb,
