@@ -588,7 +588,7 @@ fn push_float(out: &mut Vec<u8>, text: &str) {
 // Temporal values
 
 /// "00" to "99", for printing numbers two digits per step.
-const DIGIT_PAIRS: [u8; 200] = {
+pub const DIGIT_PAIRS: [u8; 200] = {
     let mut t = [0u8; 200];
     let mut i = 0;
     while i < 100 {
@@ -598,24 +598,6 @@ const DIGIT_PAIRS: [u8; 200] = {
     }
     t
 };
-
-/// The 8 ASCII digits of `v` (below 10^8), zero-padded, the first in the
-/// lowest byte; computed in one register, halving each lane's number per
-/// step (4+4 digits, 2+2, 1+1) with multiply-and-shift divisions exact
-/// in their lanes' range.
-#[inline(always)]
-pub fn eight_digits(v: u32) -> u64 {
-    let v = u64::from(v);
-    // Two 32-bit lanes below 10^4: the high half first.
-    let x = (v / 10_000) | ((v % 10_000) << 32);
-    // a / 100 = a * 5243 >> 19 for a < 43,699; lanes hold 16 bits each.
-    let q = ((x * 5243) >> 19) & 0x0000_007f_0000_007f;
-    let x = q | (x - q * 100) << 16;
-    // b / 10 = b * 103 >> 10 for b < 179; lanes hold 8 bits each.
-    let q = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
-    let x = q | (x - q * 10) << 8;
-    x | 0x3030_3030_3030_3030
-}
 
 /// Two ASCII digits of `n` (0..=99; the last two digits of a larger `n`).
 #[inline]
@@ -694,44 +676,23 @@ fn write_datetime(out: &mut Vec<u8>, dt: &DateTime, close: &[u8]) {
         && s < 100
         && close.len() <= 2
     {
-        // Fast path: the whole value built in two registers and appended in
-        // one fixed-size copy (a DATETIME(6) with its quotes is 28 bytes).
-        // Built in a byte array instead, the copy's wide loads waited for
-        // the narrow stores under them (no store-to-load forwarding).
-        let date = eight_digits(year * 10_000 + month * 100 + day); // YYYYMMDD
-        let time = eight_digits(h * 10_000 + mi * 100 + s); // 00HHMMSS
-        let frac = eight_digits(dt.micros % 1_000_000); // 00ffffff
-        let byte = |c: u8, at: u32| u64::from(c) << (8 * at);
-        // Bytes 0..16: `"YYYY-MM-DDTHH:M`, then 16..32: `M:SS.ffffff`.
-        let w0 =
-            byte(b'"', 0) | (date & 0xffff_ffff) << 8 | byte(b'-', 5) | (date >> 32 & 0xffff) << 48;
-        let w1 = byte(b'-', 0)
-            | (date >> 48) << 8
-            | byte(b'T', 3)
-            | (time >> 16 & 0xffff) << 32
-            | byte(b':', 6)
-            | (time >> 32 & 0xff) << 56;
-        let w2 = (time >> 40 & 0xff)
-            | byte(b':', 1)
-            | (time >> 48) << 16
-            | byte(b'.', 4)
-            | (frac >> 16 & 0xff_ffff) << 40;
-        let w3 = frac >> 40;
-        let lo = u128::from(w0) | u128::from(w1) << 64;
-        let hi = u128::from(w2) | u128::from(w3) << 64;
-        let fsp = dt.fsp.min(6) as u32;
-        let len = if fsp == 0 { 20 } else { 21 + fsp };
-        // `close` replaces what follows the value (at 20..=27, in `hi`).
-        let at = 8 * (len - 16);
-        let closing = close
-            .iter()
-            .rev()
-            .fold(0u128, |a, &c| a << 8 | u128::from(c));
-        let hi = hi & ((1u128 << at) - 1) | closing << at;
-        let end = out.len() + len as usize + close.len();
-        out.extend_from_slice(&lo.to_le_bytes());
-        out.extend_from_slice(&hi.to_le_bytes());
-        out.truncate(end);
+        // Fast path: the whole value in one fixed-size copy (a DATETIME(6)
+        // with its quotes is 28 bytes).
+        let (y1, y2) = (two(year / 100), two(year % 100));
+        let (mo, da, hh, mm, ss) = (two(month), two(day), two(h), two(mi), two(s));
+        let f = fraction(dt.micros);
+        let mut buf: [u8; 32] = [
+            b'"', y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', da[0], da[1], b'T', hh[0],
+            hh[1], b':', mm[0], mm[1], b':', ss[0], ss[1], f[0], f[1], f[2], f[3], f[4], f[5],
+            f[6], 0, 0, 0, 0, 0,
+        ];
+        let fsp = usize::from(dt.fsp.min(6));
+        let mut len = if fsp == 0 { 20 } else { 21 + fsp };
+        for &c in close {
+            buf[len] = c;
+            len += 1;
+        }
+        put_fixed(out, &buf, len);
         return;
     }
     out.push(b'"');
@@ -1136,18 +1097,6 @@ mod tests {
             })),
             r#""9999-12-31""#
         );
-    }
-
-    #[test]
-    fn eight_digits_prints_every_number_below_10_8() {
-        // Every number below 10^6, then strides across the rest.
-        for v in (0..1_000_000)
-            .chain((0..100_000_000).step_by(9_973))
-            .chain([99_999_999])
-        {
-            let got = eight_digits(v).to_le_bytes();
-            assert_eq!(std::str::from_utf8(&got).unwrap(), format!("{v:08}"), "{v}");
-        }
     }
 
     #[test]

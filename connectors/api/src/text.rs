@@ -7,8 +7,7 @@
 //! stores and then moved the string as words, and each such load waited for
 //! the narrower stores under it (no store-to-load forwarding): half of the
 //! row decoder's samples. [`Text::from_prefix`] reads the words straight out
-//! of the caller's buffer when it has room; [`Text::from_le_words`] takes
-//! words a caller built in registers (a DECIMAL's digits).
+//! of the caller's buffer when it has room.
 //!
 //! Invariants: the inline words' bytes `0..len` are valid UTF-8, and `len`
 //! (at most [`INLINE`]) is the byte at index [`INLINE`] of the words as they
@@ -58,17 +57,6 @@ impl Text {
             }
         };
         Text(Repr::Inline(with_len(w, len)))
-    }
-
-    /// The inline text of the first `len` bytes of `w` taken little-endian
-    /// (byte `i` is bits `8 * (i % 8)..` of `w[i / 8]`), built without
-    /// touching memory; `None` when `len` is over [`INLINE`].
-    ///
-    /// # Safety
-    /// Those `len` bytes are valid UTF-8.
-    #[inline(always)]
-    pub unsafe fn from_le_words(w: [u64; WORDS], len: usize) -> Option<Text> {
-        (len <= INLINE).then(|| Text(Repr::Inline(with_len(w.map(u64::to_le), len))))
     }
 
     pub fn as_str(&self) -> &str {
@@ -130,17 +118,10 @@ impl From<&str> for Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Self {
-        Text::from(s.into_boxed_str())
-    }
-}
-
-impl From<Box<str>> for Text {
-    #[inline]
-    fn from(s: Box<str>) -> Self {
         if s.len() > INLINE {
-            Text(Repr::Heap(s))
+            Text(Repr::Heap(s.into_boxed_str()))
         } else {
-            Text::from(&*s)
+            Text::from(s.as_str())
         }
     }
 }
@@ -186,23 +167,6 @@ mod tests {
             assert_eq!(t.as_str(), s, "len {len}");
             assert_eq!(t.len(), len);
             assert_eq!(matches!(t.0, Repr::Inline(_)), len <= INLINE);
-        }
-    }
-
-    #[test]
-    fn words_and_boxed_strs_round_trip() {
-        let all = "0123456789-.0123456789-.0123456789";
-        for len in 0..=all.len() {
-            let s = &all[..len];
-            let mut w = [0u64; WORDS];
-            for (i, b) in s.bytes().take(BYTES).enumerate() {
-                w[i / 8] |= u64::from(b) << (8 * (i % 8));
-            }
-            let t = unsafe { Text::from_le_words(w, len) };
-            assert_eq!(t.as_deref(), (len <= INLINE).then_some(s), "len {len}");
-            let b = Text::from(Box::<str>::from(s));
-            assert_eq!(b.as_str(), s);
-            assert_eq!(matches!(b.0, Repr::Inline(_)), len <= INLINE);
         }
     }
 

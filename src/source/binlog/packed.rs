@@ -4,7 +4,7 @@
 //! Invariants: pure functions of their bytes; a DECIMAL decodes to exact text
 //! (exactly `scale` fractional digits, no leading zeros, no "-0") or None.
 
-use rowstream_api::json::eight_digits;
+use rowstream_api::json::DIGIT_PAIRS;
 use rowstream_api::{Text, Time};
 
 /// Big-endian unsigned integer of up to 8 bytes.
@@ -33,12 +33,6 @@ pub const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 /// Decodes MySQL's binary DECIMAL(precision, scale) into exact text with
 /// exactly `scale` fractional digits, no leading zeros, no "-0".
 /// Returns None when the bytes hold an invalid digit group.
-///
-/// Always inline, with [`decode_short`]: returned through memory, the
-/// `Text`'s words were stored one size and loaded by the caller another,
-/// and that load waited for the stores to land (no store-to-load
-/// forwarding); the row decoder is too large for a mere hint.
-#[inline(always)]
 pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<Text> {
     let intg = precision.checked_sub(scale)? as usize;
     let scale = scale as usize;
@@ -50,15 +44,6 @@ pub fn decode_decimal(s: &[u8], precision: u8, scale: u8) -> Option<Text> {
     if intg <= 18 && scale <= 18 {
         return decode_short(s, [intg0x, intg0, frac0, frac0x], scale);
     }
-    decode_long(s, [intg0x, intg0, frac0, frac0x])
-}
-
-/// [`decode_decimal`] for any DECIMAL, one digit group at a time; out of
-/// line, as longer DECIMALs are rare. `layout` as for [`decode_short`].
-#[inline(never)]
-fn decode_long(s: &[u8], layout: [usize; 4]) -> Option<Text> {
-    let [intg0x, intg0, frac0, frac0x] = layout;
-    let size = s.len();
     let mut buf = [0u8; 32];
     buf[..size].copy_from_slice(s);
     let neg = buf[0] & 0x80 == 0;
@@ -129,7 +114,6 @@ fn decode_long(s: &[u8], layout: [usize; 4]) -> Option<Text> {
 /// bytes, read as one number, each part summed into a `u64`. The general
 /// path's loops over byte and group arrays cost twice as many instructions.
 /// `layout` is `[intg0x, intg0, frac0, frac0x]`; `s` has the size they give.
-#[inline(always)]
 fn decode_short(s: &[u8], layout: [usize; 4], scale: usize) -> Option<Text> {
     let [intg0x, intg0, frac0, frac0x] = layout;
     let size = s.len();
@@ -198,80 +182,37 @@ fn decode_short(s: &[u8], layout: [usize; 4], scale: usize) -> Option<Text> {
     out.text()
 }
 
-/// The text of a DECIMAL being built: ASCII digits, sign and point, in
-/// whole words, the first three (an inline [`Text`]) as plain fields the
-/// compiler keeps in registers. Written a byte or two at a time and then
-/// read as words, each of those loads waited for the narrower stores under
-/// it (no store-to-load forwarding): most of a DECIMAL's decoding time when
-/// the host was slow.
-///
-/// Words hold bytes little-endian (byte `i` is bits `8 * (i % 8)..` of word
-/// `i / 8`: `head` then `tail`); bytes at `len` and after are zero.
-#[derive(Default)]
+/// The text of a DECIMAL being built: ASCII digits, sign and point.
 struct Digits {
-    head: (u64, u64, u64),
-    /// Texts longer than an inline one (at most 72 digits, a sign, a
-    /// leading "0" and a point: 80 bytes in all).
-    tail: [u64; 7],
+    buf: [u8; 80],
     len: usize,
 }
 
-impl Digits {
-    /// Appends the `n` (at most 8) low bytes of `x`, whose other bytes are zero.
-    #[inline(always)]
-    fn put(&mut self, x: u64, n: usize) {
-        let off = 8 * (self.len % 8) as u32;
-        let lo = x << off;
-        // The bytes that did not fit (zero when none) start the next word.
-        let hi = x.checked_shr(64 - off).unwrap_or(0);
-        // One arm per head word, so each stays a register.
-        let h = &mut self.head;
-        match self.len / 8 {
-            0 => (h.0, h.1) = (h.0 | lo, h.1 | hi),
-            1 => (h.1, h.2) = (h.1 | lo, h.2 | hi),
-            2 => (h.2, self.tail[0]) = (h.2 | lo, self.tail[0] | hi),
-            i => {
-                self.tail[i - 3] |= lo;
-                self.tail[i - 2] |= hi;
-            }
+impl Default for Digits {
+    fn default() -> Self {
+        Digits {
+            buf: [0; 80],
+            len: 0,
         }
-        self.len += n;
-    }
-
-    #[inline(always)]
-    fn push(&mut self, b: u8) {
-        self.put(u64::from(b), 1);
-    }
-
-    #[inline(always)]
-    fn text(&self) -> Option<Text> {
-        // SAFETY (both): only `push` (of b'-', b'.', b'0') and `push_digits`
-        // (ASCII digits) write the first `len` bytes, so they are ASCII,
-        // hence UTF-8. Validating them again was a fifth of a DECIMAL's
-        // decoding.
-        let (a, b, c) = self.head;
-        Some(match unsafe { Text::from_le_words([a, b, c], self.len) } {
-            Some(t) => t,
-            // A `Box<str>` comes back in registers, so both arms' text stays
-            // in them too (a `Text` from memory made this join a store and
-            // a wider load again).
-            None => Text::from(long_text([a, b, c], &self.tail, self.len)),
-        })
     }
 }
 
-/// The text of [`Digits`] longer than an inline one (rare); its head words
-/// come by value, so the `Digits` being built never needs an address.
-#[cold]
-#[inline(never)]
-fn long_text(head: [u64; 3], tail: &[u64; 7], len: usize) -> Box<str> {
-    let mut bytes = Vec::with_capacity(80);
-    for w in head.iter().chain(tail) {
-        bytes.extend_from_slice(&w.to_le_bytes());
+impl Digits {
+    #[inline]
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
     }
-    bytes.truncate(len);
-    // SAFETY: as in `Digits::text`.
-    unsafe { String::from_utf8_unchecked(bytes) }.into_boxed_str()
+
+    fn text(&self) -> Option<Text> {
+        debug_assert!(self.buf[..self.len]
+            .iter()
+            .all(|&b| b == b'-' || b == b'.' || b.is_ascii_digit()));
+        // SAFETY: only `push` (of b'-', b'.', b'0') and `push_digits` (ASCII
+        // digits) write `buf[..len]`, so it is ASCII, hence UTF-8. Validating
+        // it again was a fifth of a DECIMAL's decoding.
+        Some(unsafe { Text::from_prefix(&self.buf, self.len) })
+    }
 }
 
 /// 10^n for a digit group's `n` (0..=9).
@@ -288,16 +229,21 @@ const POW10: [u64; 10] = [
     1_000_000_000,
 ];
 
-/// Appends the last `ndig` (at most 9) decimal digits of `v`, zero-padded.
-#[inline(always)]
+/// Appends the last `ndig` decimal digits of `v`, zero-padded.
+#[inline]
 fn push_digits(out: &mut Digits, mut v: u32, ndig: u8) {
-    let mut n = usize::from(ndig);
-    if n == 9 {
-        out.push(b'0' + (v / 100_000_000) as u8);
-        v %= 100_000_000;
-        n = 8;
+    let d = &mut out.buf[out.len..out.len + ndig as usize];
+    let mut end = d.len();
+    while end >= 2 {
+        let p = (v % 100) as usize * 2;
+        d[end - 2..end].copy_from_slice(&DIGIT_PAIRS[p..p + 2]);
+        v /= 100;
+        end -= 2;
     }
-    out.put(eight_digits(v % 100_000_000) >> (8 * (8 - n)), n);
+    if end == 1 {
+        d[0] = b'0' + (v % 10) as u8;
+    }
+    out.len += ndig as usize;
 }
 
 #[cfg(test)]
