@@ -257,7 +257,6 @@ fn grant_hint(e: &mysql_async::Error, db: &str, table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rowstream_api::Counted;
     use rowstream_api::{ChangeEvent, Flavor, Op, Shared, Snapshot, Source};
 
     fn ev(db: &str, table: &str, seq: u64) -> Record {
@@ -266,7 +265,7 @@ mod tests {
             before: None,
             after: Some(vec![Value::String("x".into()), Value::UInt(seq)]),
             ts_ms: 0,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "t",
                     connector: Flavor::MySql,

@@ -8,8 +8,7 @@
 //!   by every sink; after a failure it stays at the last such batch;
 //! - written batches come back through the free channel and are dropped on
 //!   this thread: the reference counts every event of a table shares
-//!   (names, GTID, table metadata) then never bounce between cores, and
-//!   a rows event's rows give theirs back in one step (`Batch::free`);
+//!   (names, GTID, table metadata) then never bounce between cores;
 //! - whatever the end, the source is stopped, the sinks are closed and the
 //!   checkpoint is written once more before returning;
 //! - semi-sync: an ACK is released only after a checkpoint write covering
@@ -120,7 +119,7 @@ pub(crate) async fn run(
                 ack_due = false;
                 sh.checkpoint.start_save(&server());
             }
-            Some(b) = free.recv() => Batch::free(b),
+            Some(b) = free.recv() => drop(b),
             f = sinks.first_end() => {
                 failure = Some(f);
                 break;

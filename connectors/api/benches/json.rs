@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rowstream_api::json::write_change_event;
-use rowstream_api::Counted;
 use rowstream_api::{
     ChangeEvent, Date, DateTime, Flavor, Op, Row, Shared, Snapshot, Source, Transaction, Value,
 };
@@ -68,7 +67,7 @@ fn event() -> ChangeEvent {
         before: None,
         after: None,
         ts_ms: 1_715_953_509_123,
-        shared: Counted::new(Shared {
+        shared: Arc::new(Shared {
             source: Source {
                 version: "0.1.0",
                 connector: Flavor::MySql,

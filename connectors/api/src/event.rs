@@ -4,12 +4,10 @@
 //! `before`/`after` images, `op`, the source position and the transaction
 //! block. What every row of a rows event has in common (the `Source` block,
 //! the table version's primary key and types, the names of the images'
-//! columns) sits in one [`Shared`] behind one [`Counted`] reference, and an
-//! event holds only its images' values: building and freeing a row costs one
-//! reference for all of it, not one per field (each count is an atomic
-//! operation, and the six a row took were a fifth of the decoding thread's
-//! time), and the binlog reader takes and gives back a rows event's
-//! references without one atomic operation per row ([`crate::counted`]). The
+//! columns) sits in one [`Shared`] behind one `Arc`, and an event holds only
+//! its images' values: building and freeing a row costs one reference count
+//! for all of it, not one per field (each count is an atomic operation, and
+//! the six a row took were a fifth of the decoding thread's time). The
 //! transaction block's id is `source.gtid`, not a copy. Strings that repeat
 //! across rows events (names, GTID, file) are `Arc<str>` so building a
 //! `Source` does not copy them.
@@ -19,7 +17,6 @@
 //! [`ChangeEvent::before_row`] and [`ChangeEvent::after_row`] pair them and
 //! [`ChangeEvent::set_rows`] replaces both together.
 
-use crate::Counted;
 use std::sync::Arc;
 
 use crate::table::TableMeta;
@@ -223,7 +220,7 @@ pub struct ChangeEvent {
     /// The source block, key, types and image column names, shared by
     /// every row of the rows event; change one row's copy with
     /// [`ChangeEvent::shared_mut`].
-    pub shared: Counted<Shared>,
+    pub shared: Arc<Shared>,
     /// Index of the row within its rows event: the envelope's `source.row`.
     pub row: u32,
     pub transaction: Option<Transaction>,
@@ -257,7 +254,7 @@ impl ChangeEvent {
     /// This event's own copy of what it shares with the other rows of its
     /// rows event (copied on the first change).
     pub fn shared_mut(&mut self) -> &mut Shared {
-        Counted::make_mut(&mut self.shared)
+        Arc::make_mut(&mut self.shared)
     }
 
     /// The before image with its column names.

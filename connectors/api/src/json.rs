@@ -75,14 +75,14 @@ struct HeadCache {
 struct HeadKey {
     op: crate::event::Op,
     ts_ms: u64,
-    shared: crate::Counted<crate::event::Shared>,
+    shared: std::sync::Arc<crate::event::Shared>,
 }
 
 impl HeadKey {
     fn matches(&self, ev: &ChangeEvent) -> bool {
         self.op == ev.op
             && self.ts_ms == ev.ts_ms
-            && crate::Counted::ptr_eq(&self.shared, &ev.shared)
+            && std::sync::Arc::ptr_eq(&self.shared, &ev.shared)
     }
 }
 
@@ -793,7 +793,6 @@ fn write_time(out: &mut Vec<u8>, t: &Time) {
 mod tests {
     use super::*;
     use crate::event::{Flavor, Op, Row, Shared, Snapshot};
-    use crate::Counted;
     use std::sync::Arc;
 
     /// zmij replaced ryu: the same text for random bit patterns of every
@@ -1313,7 +1312,7 @@ mod tests {
                 Value::Null,
             ]),
             ts_ms: 1_700_000_000_123,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: sample_source(),
                 primary_key: Arc::from([0usize].as_slice()),
                 table: None,

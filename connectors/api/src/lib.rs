@@ -5,7 +5,6 @@
 //! crate only; nothing here knows about MySQL wire formats.
 
 pub mod config_error;
-pub mod counted;
 pub mod event;
 pub mod gtid;
 pub mod json;
@@ -25,7 +24,6 @@ pub mod value;
 #[doc(hidden)]
 pub use async_trait;
 pub use config_error::ConfigError;
-pub use counted::Counted;
 pub use event::{
     ChangeEvent, Columns, Flavor, Op, Record, Row, RowRef, SchemaChange, Shared, Snapshot, Source,
     Transaction,

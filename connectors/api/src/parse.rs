@@ -16,7 +16,6 @@
 //! value that does not fit its column type is an error naming the column,
 //! never a silently changed value.
 
-use crate::Counted;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -164,7 +163,7 @@ impl ChangeLine {
             before: None,
             after: None,
             ts_ms: self.ts_ms,
-            shared: Counted::new(Shared::typed(self.source, table)),
+            shared: Arc::new(Shared::typed(self.source, table)),
             row: self.row,
             transaction: self.transaction,
             overlap: self.overlap,
@@ -547,7 +546,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1_700_000_000_001,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "0.1.0",
                     connector: Flavor::MariaDb,

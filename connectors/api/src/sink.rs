@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::counted::Returns;
 use crate::event::Record;
 use crate::gtid::GtidSet;
 
@@ -65,23 +64,6 @@ pub struct Batch {
     /// change filtered out, empty, heartbeat-only): a sink that accounts
     /// for the source's history (the file backup) records them from this.
     pub executed: Option<GtidSet>,
-}
-
-impl Batch {
-    /// Drops a written batch, giving its events' [`crate::Shared`]
-    /// references back a run of rows at a time (see [`crate::counted`]).
-    /// A batch still held elsewhere is left to its last holder.
-    pub fn free(batch: Arc<Batch>) {
-        let Ok(batch) = Arc::try_unwrap(batch) else {
-            return;
-        };
-        let mut returns = Returns::default();
-        for rec in batch.records {
-            if let Record::Change(ev) = rec {
-                returns.give(ev.shared);
-            }
-        }
-    }
 }
 
 /// What the service has durably delivered to every sink: the checkpoint.

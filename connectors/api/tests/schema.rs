@@ -5,7 +5,6 @@
 //! keyword must grow its check here too (nothing is silently ignored).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use rowstream_api::Counted;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -308,7 +307,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: bool) -> ChangeEve
         before: None,
         after: None,
         ts_ms: 1_715_953_509_123,
-        shared: Counted::new(Shared {
+        shared: Arc::new(Shared {
             source: source(),
             primary_key: Arc::from([0usize].as_slice()),
             table: None,
@@ -513,7 +512,7 @@ fn readme_example_is_encoder_output() {
             before: None,
             after: None,
             ts_ms: 1_715_953_509_123,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: src.clone(),
                 primary_key: Arc::from([0usize].as_slice()),
                 table: None,

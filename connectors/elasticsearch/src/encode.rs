@@ -270,7 +270,6 @@ pub fn field_mapping(ty: &ColumnType, decimal: DecimalMapping) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rowstream_api::Counted;
     use rowstream_api::{Flavor, Row, Shared, Snapshot, Source, Transaction, Value};
 
     fn cols(names: &[&str]) -> rowstream_api::Columns {
@@ -298,7 +297,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 0,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "t",
                     connector: Flavor::MariaDb,

@@ -504,7 +504,6 @@ impl crate::encode::RecordWriter for AvroWriter<'_> {
 mod tests {
     use apache_avro::types::Value as A;
     use apache_avro::{from_avro_datum, Schema};
-    use rowstream_api::Counted;
     use rowstream_api::{Date, DateTime, Flavor, Op, Row, Snapshot, Time};
 
     use super::*;
@@ -652,7 +651,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1_700_000_000_123,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "0.1.0",
                     connector: Flavor::MariaDb,

@@ -725,7 +725,6 @@ fn write_mysql_json(out: &mut Vec<u8>, v: &serde_json::Value) {
 
 #[cfg(test)]
 mod tests {
-    use rowstream_api::Counted;
     use std::sync::Arc;
 
     use rowstream_api::{Flavor, Op, Row, Shared, Snapshot, Time};
@@ -936,7 +935,7 @@ mod tests {
                 before: None,
                 after: None,
                 ts_ms: 1_700_000_000_999,
-                shared: Counted::new(Shared {
+                shared: Arc::new(Shared {
                     source: source(),
                     primary_key: Arc::from(vec![0usize]),
                     table: Some(Arc::new(meta)),

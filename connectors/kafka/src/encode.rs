@@ -254,7 +254,6 @@ pub fn java_hash_map_order(keys: &[&str]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use rowstream_api::Counted;
     use std::sync::Arc;
 
     use rowstream_api::{Flavor, Row, Shared, Snapshot, Source, Transaction, Value};
@@ -274,7 +273,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 1,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "0",
                     connector: Flavor::MariaDb,

@@ -13,7 +13,6 @@
 //!   transaction that were already handed out are not handed out again;
 //! - `executed` only grows by whole transactions, at their commit.
 
-use rowstream_api::counted::Reserve;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
@@ -633,8 +632,7 @@ impl Processor {
             sequence: tx.sequence,
         };
         let mut dec = RowsDecoder::new(&h, &schema);
-        // One reserve of references for all the rows (see `counted`).
-        let mut shared = Reserve::new(Shared {
+        let shared = Arc::new(Shared {
             before_columns: dec.columns_before().clone(),
             after_columns: dec.columns_after().clone(),
             ..Shared::typed(source, &schema.meta)
@@ -672,7 +670,7 @@ impl Processor {
                 before,
                 after,
                 ts_ms: now,
-                shared: shared.take(),
+                shared: shared.clone(),
                 row: row - 1,
                 transaction: Some(Transaction {
                     total_order: tx.total,

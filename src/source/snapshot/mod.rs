@@ -45,7 +45,6 @@ pub mod rows;
 mod schema;
 pub mod signal;
 
-use rowstream_api::Counted;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -496,7 +495,7 @@ pub(crate) fn convert_row(
 /// The `op = "r"` event of one row (see the module docs for its fields);
 /// `shared` is the table's [`read_shared`], shared by its rows.
 pub(crate) fn read_event(
-    shared: &Counted<Shared>,
+    shared: &Arc<Shared>,
     values: Vec<rowstream_api::Value>,
     row: u32,
     now: u64,
@@ -515,9 +514,9 @@ pub(crate) fn read_event(
 
 /// The source block, key, types and column names of a table's snapshot
 /// rows (`t.meta.columns` are `t.names`).
-pub(crate) fn read_shared(t: &SnapTable, ctx: &EventCtx) -> Counted<Shared> {
+pub(crate) fn read_shared(t: &SnapTable, ctx: &EventCtx) -> Arc<Shared> {
     let source = snapshot_source(ctx, &t.db, t.table.clone());
-    Counted::new(Shared::typed(source, &t.meta))
+    Arc::new(Shared::typed(source, &t.meta))
 }
 
 /// The source block of a snapshot record: the cut's time and sequence, no

@@ -50,7 +50,6 @@
 //! ignored (as those of any abandoned window). A request whose signal row
 //! lies after the checkpoint is replayed and starts the snapshot anew.
 
-use rowstream_api::Counted;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -207,11 +206,11 @@ impl Incremental {
                     // Emitted in the high watermark's transaction: newer than
                     // every change before it, older than every change after.
                     // The rows share their source: re-point them to one copy.
-                    let mut moved: Option<(Counted<Shared>, Counted<Shared>)> = None;
+                    let mut moved: Option<(Arc<Shared>, Arc<Shared>)> = None;
                     for r in &mut inserted {
                         match r {
                             Record::Change(e) => match &moved {
-                                Some((old, new)) if Counted::ptr_eq(old, &e.shared) => {
+                                Some((old, new)) if Arc::ptr_eq(old, &e.shared) => {
                                     e.shared = new.clone();
                                 }
                                 _ => {
@@ -707,7 +706,7 @@ mod tests {
                     .collect(),
             ),
             ts_ms: 0,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "0",
                     connector: Flavor::MariaDb,

@@ -26,7 +26,6 @@
 //! policy under one lock (the last rows event's pair is kept, holding the
 //! original so its address is not reused).
 
-use crate::Counted;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -74,12 +73,12 @@ struct Inner {
     /// Policy per table version, by the address of its `TableMeta`.
     cache: Mutex<HashMap<usize, Cached>>,
     /// The last rows event's original `Shared` and what it became.
-    last: Mutex<Option<(Counted<Shared>, Rewrite)>>,
+    last: Mutex<Option<(Arc<Shared>, Rewrite)>>,
 }
 
 /// A table's policy and a rows event's rewritten `Shared`; None when no
 /// rule touches the table.
-type Rewrite = Option<(Arc<Policy>, Counted<Shared>)>;
+type Rewrite = Option<(Arc<Policy>, Arc<Shared>)>;
 
 /// A table version (kept alive so its address is not reused) and its policy.
 type Cached = (Arc<TableMeta>, Option<Arc<Policy>>);
@@ -194,19 +193,19 @@ impl Inner {
     /// rows event: its other rows take one lock and find it in `last`.
     fn for_rows_event(
         &self,
-        shared: &Counted<Shared>,
+        shared: &Arc<Shared>,
         meta: &Arc<TableMeta>,
     ) -> Result<Rewrite, String> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((from, found)) = &*last {
-            if Counted::ptr_eq(from, shared) {
+            if Arc::ptr_eq(from, shared) {
                 return Ok(found.clone());
             }
         }
         let found = self
             .policy(&shared.source.db, &shared.source.table, meta)?
             .map(|p| {
-                let to = Counted::new(Shared {
+                let to = Arc::new(Shared {
                     before_columns: p.columns(&shared.before_columns),
                     after_columns: p.columns(&shared.after_columns),
                     ..Shared::typed(shared.source.clone(), &p.meta)
@@ -381,7 +380,7 @@ mod tests {
             before: None,
             after: None,
             ts_ms: 0,
-            shared: Counted::new(Shared {
+            shared: Arc::new(Shared {
                 source: Source {
                     version: "t",
                     connector: Flavor::MariaDb,
@@ -455,14 +454,14 @@ mod tests {
         let (mut a, mut b) = (first.clone(), first);
         r.apply(&mut a).unwrap();
         r.apply(&mut b).unwrap();
-        assert!(Counted::ptr_eq(&a.shared, &b.shared));
-        assert!(!Counted::ptr_eq(&a.shared, &original));
+        assert!(Arc::ptr_eq(&a.shared, &b.shared));
+        assert!(!Arc::ptr_eq(&a.shared, &original));
         assert_eq!(a.table().unwrap().columns.len(), 3);
         assert_eq!(original.table.as_ref().unwrap().columns.len(), 4);
         // Another rows event of the same table gets its own copy.
         let mut c = event(&m, vec![Value::Int(1); 4]);
         r.apply(&mut c).unwrap();
-        assert!(!Counted::ptr_eq(&a.shared, &c.shared));
+        assert!(!Arc::ptr_eq(&a.shared, &c.shared));
         assert_eq!(a.shared, c.shared);
     }
 

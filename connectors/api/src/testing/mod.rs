@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use crate::event::{ChangeEvent, Flavor, Op, Record, Row, Shared, Snapshot, Source, Transaction};
 use crate::sink::{Batch, Commit, Committed};
 use crate::value::Value;
-use crate::Counted;
 
 /// The GTID of test transaction `tx` (MariaDB notation).
 pub fn gtid(tx: u64) -> String {
@@ -44,7 +43,7 @@ pub fn change(tx: u64, i: u64, db: &str, table: &str, row: Row) -> ChangeEvent {
         before: None,
         after: None,
         ts_ms: 1_700_000_000_000,
-        shared: Counted::new(Shared {
+        shared: Arc::new(Shared {
             source: Source {
                 version: "0.1.0",
                 connector: Flavor::MariaDb,
