@@ -1,7 +1,8 @@
 //! Disk faults beyond the full disk of `tests/service.rs` (issue 17, item 3), against a
 //! real MariaDB and the real binary: the checkpoint directory turned read-only mid-run,
-//! fsync failing with EIO (an LD_PRELOAD shim compiled here with gcc), and the open backup
-//! segment truncated behind rowstream's back.
+//! fsync failing with EIO (an LD_PRELOAD shim compiled here with gcc; once caught up, or
+//! in the middle of a catch-up with several group commits in flight), and the open
+//! backup segment truncated behind rowstream's back.
 //!
 //! What every test holds rowstream to: it exits non-zero within a minute with a message
 //! naming the cause, the checkpoint never covers a transaction whose END marker is not in
@@ -224,19 +225,27 @@ const SHIM_C: &str = r#"
 
 extern char *program_invocation_short_name;
 
-static int failing(void) {
+static long data_syncs;
+
+/* With ROWSTREAM_TEST_FDATASYNC_PASS=N only fdatasync (the backup's
+   segments) fails, after its first N calls; without it, both fail. */
+static int failing(int data) {
     const char *t = getenv("ROWSTREAM_TEST_FSYNC_TRIGGER");
-    return t && strcmp(program_invocation_short_name, "rowstream") == 0 && access(t, F_OK) == 0;
+    if (!(t && strcmp(program_invocation_short_name, "rowstream") == 0 && access(t, F_OK) == 0))
+        return 0;
+    const char *pass = getenv("ROWSTREAM_TEST_FDATASYNC_PASS");
+    if (!pass) return 1;
+    return data && __atomic_add_fetch(&data_syncs, 1, __ATOMIC_SEQ_CST) > atol(pass);
 }
 
 int fsync(int fd) {
-    if (failing()) { errno = EIO; return -1; }
+    if (failing(0)) { errno = EIO; return -1; }
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
     return real(fd);
 }
 
 int fdatasync(int fd) {
-    if (failing()) { errno = EIO; return -1; }
+    if (failing(1)) { errno = EIO; return -1; }
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     return real(fd);
 }
@@ -317,6 +326,64 @@ fn fsync_fails(label: &str, sink_extra: &str, names: &str) {
         "the checkpoint went back"
     );
     assert_checkpoint_durable(&svc, "after fsync failed");
+
+    std::fs::remove_file(&trigger).unwrap();
+    svc.spawn();
+    svc.wait_caught_up(&srv, CATCH_UP);
+    svc.stop(Duration::from_secs(10));
+    assert_backup_complete(&srv, &svc);
+}
+
+/// fsync fails in the middle of a catch-up, while the file sink has several group
+/// commits in flight (one fsyncing while the next compresses and appends): the job
+/// whose fsync fails and every later one fail their acks, so the checkpoint stays at
+/// the last durable job; a restart catches up with every transaction exactly once.
+#[test]
+fn fsync_failure_mid_catch_up() {
+    let Some(srv) = TestServer::start(FLAVOR, &[]) else {
+        return;
+    };
+    srv.exec(SCHEMA);
+    // 200 transactions of 1,000 rows: about 60 MB of backup lines, several of the
+    // sink's 8 MB group commits.
+    let sql: String = (0..200)
+        .map(|t| {
+            format!(
+                "INSERT INTO s.t SELECT {t} * 1000 + seq, CONCAT('row {t} ', seq, ' {pad}') \
+                 FROM s.seq_1_to_1000;",
+                pad = "x".repeat(60)
+            )
+        })
+        .collect();
+    srv.exec(&sql);
+    let mut svc = Service::new("fsync-eio-mid", ServiceConfig::for_server(&srv, Sink::file()));
+    let Some(shim) = build_shim(&svc.tmp.0) else {
+        cannot("cannot compile the LD_PRELOAD shim with gcc");
+        return;
+    };
+    let trigger = svc.tmp.join("fsync-fails");
+    std::fs::write(&trigger, b"").unwrap();
+    // The first three of the segments' fsyncs succeed, the fourth fails.
+    svc.cfg.env = vec![
+        ("LD_PRELOAD".into(), shim.display().to_string()),
+        (
+            "ROWSTREAM_TEST_FSYNC_TRIGGER".into(),
+            trigger.display().to_string(),
+        ),
+        ("ROWSTREAM_TEST_FDATASYNC_PASS".into(), "3".into()),
+    ];
+    svc.spawn();
+    assert_fails_naming(&mut svc, "Input/output error", "fsync EIO mid catch-up");
+    assert_checkpoint_durable(&svc, "after fsync failed mid catch-up");
+    let executed = gtid_seqs(FLAVOR, &srv.gtid_executed());
+    let covered = svc
+        .checkpoint_gtid()
+        .map(|cp| gtid_seqs(FLAVOR, &cp))
+        .unwrap_or_default();
+    assert!(
+        covered.len() < executed.len(),
+        "the checkpoint covers every transaction: the failure came after the catch-up"
+    );
 
     std::fs::remove_file(&trigger).unwrap();
     svc.spawn();
