@@ -356,7 +356,10 @@ fn fsync_failure_mid_catch_up() {
         })
         .collect();
     srv.exec(&sql);
-    let mut svc = Service::new("fsync-eio-mid", ServiceConfig::for_server(&srv, Sink::file()));
+    let mut svc = Service::new(
+        "fsync-eio-mid",
+        ServiceConfig::for_server(&srv, Sink::file()),
+    );
     let Some(shim) = build_shim(&svc.tmp.0) else {
         cannot("cannot compile the LD_PRELOAD shim with gcc");
         return;
