@@ -1,8 +1,9 @@
 //! Disk faults beyond the full disk of `tests/service.rs` (issue 17, item 3), against a
 //! real MariaDB and the real binary: the checkpoint directory turned read-only mid-run,
 //! fsync failing with EIO (an LD_PRELOAD shim compiled here with gcc; once caught up, or
-//! in the middle of a catch-up with several group commits in flight), and the open
-//! backup segment truncated behind rowstream's back.
+//! in the middle of a catch-up with several group commits in flight), the open backup
+//! segment truncated behind rowstream's back, and a crash before the first checkpoint
+//! that covered anything.
 //!
 //! What every test holds rowstream to: it exits non-zero within a minute with a message
 //! naming the cause, the checkpoint never covers a transaction whose END marker is not in
@@ -389,6 +390,64 @@ fn fsync_failure_mid_catch_up() {
     );
 
     std::fs::remove_file(&trigger).unwrap();
+    svc.spawn();
+    svc.wait_caught_up(&srv, CATCH_UP);
+    svc.stop(Duration::from_secs(10));
+    assert_backup_complete(&srv, &svc);
+}
+
+// ---------------------------------------------------------------------------------------
+// A crash before the first checkpoint that covered anything
+
+/// A first start writes an empty checkpoint before streaming; killed before the first
+/// one covering a transaction, with small segments already rotated, it leaves closed
+/// segments none of whose transactions the checkpoint covers. The restart must cut them
+/// and catch up, not refuse the backup as another checkpoint's. Made here by putting the
+/// first start's empty checkpoint back after a run (the `kill -9` loop hit the window
+/// itself once).
+#[test]
+fn crash_before_the_first_covering_checkpoint() {
+    let Some(srv) = TestServer::start(FLAVOR, &[]) else {
+        return;
+    };
+    srv.exec(SCHEMA);
+    let sql: String = (0..30)
+        .map(|t| {
+            format!(
+                "INSERT INTO s.t SELECT {t} * 100 + seq, CONCAT('row ', seq, ' {pad}') \
+                 FROM s.seq_1_to_100;",
+                pad = "x".repeat(60)
+            )
+        })
+        .collect();
+    srv.exec(&sql);
+    let sink = Sink::File("segment_max_bytes = 65536\n".to_string());
+    let mut svc = Service::new("crash-first-tick", ServiceConfig::for_server(&srv, sink));
+    svc.spawn();
+    svc.wait_caught_up(&srv, CATCH_UP);
+    svc.stop(Duration::from_secs(10));
+    let closed = std::fs::read_dir(&svc.backup)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".ndjson.zst")
+        })
+        .count();
+    assert!(
+        closed > 1,
+        "the workload rotated no segment ({closed} closed)"
+    );
+
+    let path = svc.cp_dir.join("checkpoint.json");
+    let mut cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cp["gtid_set"] = serde_json::Value::String(String::new());
+    std::fs::write(&path, cp.to_string()).unwrap();
+
+    insert(&srv, 10_000, 3);
     svc.spawn();
     svc.wait_caught_up(&srv, CATCH_UP);
     svc.stop(Duration::from_secs(10));

@@ -55,7 +55,9 @@
 //!   backup has closed segments (the checkpoint most likely belongs to
 //!   another backup; cutting would wipe it), unless the checkpoint
 //!   recognizes the newest one (`Committed::recognizes`: a chunk of the
-//!   snapshot the checkpoint holds in progress).
+//!   snapshot the checkpoint holds in progress) or the oldest segment
+//!   starts exactly at the checkpoint's set (a crash before the first
+//!   checkpoint that covered any of it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -123,6 +125,30 @@ struct Scan {
     last_marker: Option<String>,
     /// The kept prefix ends with the segment's end line: a closed segment.
     closed: bool,
+}
+
+/// True when the backup's oldest segment starts exactly where the checkpoint
+/// is (its start line records the checkpoint's set): every transaction in
+/// it came after the checkpoint, which is ours, not another backup's. That
+/// is the state a crash leaves between a first start's initial, empty
+/// checkpoint and the first one covering a transaction, once small
+/// segments have rotated (a `kill -9` loop found it).
+fn starts_at(
+    dir: &Path,
+    oldest: Option<Segment>,
+    cp: Option<&Coverage>,
+) -> Result<bool, RecoverError> {
+    let (Some(seg), Some(cp)) = (oldest, cp) else {
+        return Ok(false);
+    };
+    let path = seg.path(dir);
+    let mut rd = BufReader::new(open_segment(dir, seg).ctx("open segment", &path)?);
+    let mut line = Vec::new();
+    rd.read_until(b'\n', &mut line).ctx("read segment", &path)?;
+    Ok(matches!(
+        parse_segment_line(&line),
+        Ok(Some(SegmentLine::Start { covered: Some(c), .. })) if c == cp.clone().normalized()
+    ))
 }
 
 fn scan(
@@ -269,7 +295,7 @@ pub fn recover(
         }
     }
     let has_closed = segs.len() > 1 || segs.iter().any(|s| s.is_closed_zst());
-    if cut.is_none() && has_closed {
+    if cut.is_none() && has_closed && !starts_at(dir, segs.first().copied(), cp)? {
         // Chunks of the snapshot in progress, written before its first
         // progress reached the checkpoint, are ours: cut, not refused.
         if let Some(newest) = newest_marker.filter(|m| !committed.recognizes(m)) {
