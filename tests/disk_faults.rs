@@ -44,6 +44,29 @@ fn insert(srv: &TestServer, from: i64, n: i64) {
     srv.exec(&sql);
 }
 
+/// `txs` transactions of `rows` rows each (ids from 1,000,000 up), about 100 bytes a row.
+fn insert_bulk(srv: &TestServer, txs: i64, rows: i64) {
+    let sql: String = (0..txs)
+        .map(|t| {
+            format!(
+                "INSERT INTO s.t SELECT 1000000 + {t} * {rows} + seq, \
+                 CONCAT('row ', seq, ' {pad}') FROM s.seq_1_to_{rows};",
+                pad = "x".repeat(60)
+            )
+        })
+        .collect();
+    srv.exec(&sql);
+}
+
+/// Starts the service again, waits until it caught up, stops it and checks the backup
+/// holds every transaction exactly once.
+fn restart_caught_up(srv: &TestServer, svc: &mut Service) {
+    svc.spawn();
+    svc.wait_caught_up(srv, CATCH_UP);
+    svc.stop(Duration::from_secs(10));
+    assert_backup_complete(srv, svc);
+}
+
 /// A MariaDB with [`SCHEMA`] and 5 transactions, and a file-sink service caught up with it.
 fn started(label: &str) -> Option<(TestServer, Service)> {
     let srv = TestServer::start(FLAVOR, &[])?;
@@ -207,10 +230,7 @@ fn checkpoint_dir_read_only() {
     assert_eq!(svc.checkpoint_gtid().as_deref(), Some(&*before));
     assert_checkpoint_durable(&svc, "after the checkpoint dir became read-only");
 
-    svc.spawn();
-    svc.wait_caught_up(&srv, CATCH_UP);
-    svc.stop(Duration::from_secs(10));
-    assert_backup_complete(&srv, &svc);
+    restart_caught_up(&srv, &mut svc);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -329,10 +349,7 @@ fn fsync_fails(label: &str, sink_extra: &str, names: &str) {
     assert_checkpoint_durable(&svc, "after fsync failed");
 
     std::fs::remove_file(&trigger).unwrap();
-    svc.spawn();
-    svc.wait_caught_up(&srv, CATCH_UP);
-    svc.stop(Duration::from_secs(10));
-    assert_backup_complete(&srv, &svc);
+    restart_caught_up(&srv, &mut svc);
 }
 
 /// fsync fails in the middle of a catch-up, while the file sink has several group
@@ -345,18 +362,9 @@ fn fsync_failure_mid_catch_up() {
         return;
     };
     srv.exec(SCHEMA);
-    // 200 transactions of 1,000 rows: about 60 MB of backup lines, several of the
+    // 200 transactions of 1,000 rows: tens of MB of backup lines, several of the
     // sink's 8 MB group commits.
-    let sql: String = (0..200)
-        .map(|t| {
-            format!(
-                "INSERT INTO s.t SELECT {t} * 1000 + seq, CONCAT('row {t} ', seq, ' {pad}') \
-                 FROM s.seq_1_to_1000;",
-                pad = "x".repeat(60)
-            )
-        })
-        .collect();
-    srv.exec(&sql);
+    insert_bulk(&srv, 200, 1000);
     let mut svc = Service::new(
         "fsync-eio-mid",
         ServiceConfig::for_server(&srv, Sink::file()),
@@ -390,10 +398,7 @@ fn fsync_failure_mid_catch_up() {
     );
 
     std::fs::remove_file(&trigger).unwrap();
-    svc.spawn();
-    svc.wait_caught_up(&srv, CATCH_UP);
-    svc.stop(Duration::from_secs(10));
-    assert_backup_complete(&srv, &svc);
+    restart_caught_up(&srv, &mut svc);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,16 +416,7 @@ fn crash_before_the_first_covering_checkpoint() {
         return;
     };
     srv.exec(SCHEMA);
-    let sql: String = (0..30)
-        .map(|t| {
-            format!(
-                "INSERT INTO s.t SELECT {t} * 100 + seq, CONCAT('row ', seq, ' {pad}') \
-                 FROM s.seq_1_to_100;",
-                pad = "x".repeat(60)
-            )
-        })
-        .collect();
-    srv.exec(&sql);
+    insert_bulk(&srv, 30, 100);
     let sink = Sink::File("segment_max_bytes = 65536\n".to_string());
     let mut svc = Service::new("crash-first-tick", ServiceConfig::for_server(&srv, sink));
     svc.spawn();
@@ -448,10 +444,7 @@ fn crash_before_the_first_covering_checkpoint() {
     std::fs::write(&path, cp.to_string()).unwrap();
 
     insert(&srv, 10_000, 3);
-    svc.spawn();
-    svc.wait_caught_up(&srv, CATCH_UP);
-    svc.stop(Duration::from_secs(10));
-    assert_backup_complete(&srv, &svc);
+    restart_caught_up(&srv, &mut svc);
 }
 
 // ---------------------------------------------------------------------------------------
