@@ -422,15 +422,10 @@ fn crash_before_the_first_covering_checkpoint() {
     svc.spawn();
     svc.wait_caught_up(&srv, CATCH_UP);
     svc.stop(Duration::from_secs(10));
-    let closed = std::fs::read_dir(&svc.backup)
+    let closed = rowstream_file::segment::segments(&svc.backup)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".ndjson.zst")
-        })
+        .iter()
+        .filter(|s| s.is_closed_zst())
         .count();
     assert!(
         closed > 1,
