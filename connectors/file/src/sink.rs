@@ -18,9 +18,9 @@
 //! (each acks only after the one before it), so the compressor, the
 //! slowest stage of a catch-up, does not wait for the disk. `write` waits
 //! only when the next buffer passes [`FLUSH_BYTES`] (backpressure);
-//! `flush` waits for every job, then writes and waits for the rest. Memory: two buffers of about
-//! [`FLUSH_BYTES`] plus one batch, and the compressor's output buffer for
-//! one frame (about `segment::FRAME_IN`).
+//! `flush` waits for every job, then writes and waits for the rest.
+//! Memory: two buffers of about [`FLUSH_BYTES`] plus one batch, and the
+//! compressor's output buffer for one frame (about `segment::FRAME_IN`).
 //!
 //! Invariants kept:
 //! - An ack is given only after everything up to and including its batch
