@@ -203,6 +203,9 @@ fn columns(flavor: Flavor) -> Vec<Col> {
         ),
         col("yr", "YEAR", Year, "'0000'", "2155"),
         col("yr2", "YEAR", Year, "1901", "2024"),
+        // After the YEARs: SIGNEDNESS has a bit for each YEAR, and a reader
+        // that skips them reads this column's flag from the one before it.
+        col("si2", "SMALLINT", Int, "-5", "-32768"),
         col("b1", "BIT(1)", Bit1, "b'1'", "b'0'"),
         col("b10", "BIT(10)", Bits, "b'1010101010'", "b'1111111111'"),
         col(

@@ -479,8 +479,9 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn signedness_skips_year_and_string_unwrapping() {
-        // y YEAR, a INT UNSIGNED, s CHAR(10) utf8mb4, e ENUM('x','y'), t SET('p','q'), b INT signed
+    fn signedness_counts_year_and_string_unwrapping() {
+        // y YEAR, a INT UNSIGNED, s CHAR(10) utf8mb4, e ENUM('x','y'), t SET('p','q'), b INT
+        // signed: YEAR has a bit (set, as servers log it), the strings have none
         let cols: &[(u8, &[u8], &str)] = &[
             (13, &[], "y"),
             (3, &[], "a"),
@@ -495,7 +496,7 @@ pub(crate) mod tests {
             "tb",
             cols,
             &[
-                (1, vec![0b1000_0000]),
+                (1, vec![0b1100_0000]),
                 (2, vec![0xfc, 255, 0]),
                 (6, vec![2, 1, b'x', 1, b'y']),
                 (5, vec![2, 1, b'p', 1, b'q']),
@@ -506,8 +507,7 @@ pub(crate) mod tests {
         let s = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap();
         assert_eq!(s.table_id, 7);
         assert_eq!(&*s.db, "db");
-        assert!(!s.columns[0].unsigned);
-        assert!(s.columns[1].unsigned);
+        assert!(s.columns[0].unsigned && s.columns[1].unsigned);
         assert!(!s.columns[5].unsigned);
         assert_eq!(s.columns[2].ty, ColumnType::MYSQL_TYPE_STRING);
         assert_eq!(s.columns[2].charset, Charset::Utf8);
@@ -519,27 +519,33 @@ pub(crate) mod tests {
         assert_eq!(&*s.names[5], "b");
     }
 
-    /// mysql_common's OptionalMetaExtractor counts YEAR as a numeric column when
-    /// walking SIGNEDNESS; MySQL does not, so the unsigned flag of `a` is lost.
+    /// SIGNEDNESS counts YEAR: the bits MySQL 9.7 logged for
+    /// `(id INT, y YEAR, u INT UNSIGNED, a SMALLINT)` are `0x60` (YEAR's bit
+    /// set, as MariaDB 10.11 sets it). Skipping YEAR, as an earlier version
+    /// of this parser did, gave `a` the bit of `u`: a negative SMALLINT
+    /// decoded as 65531. mysql_common reads it the same way.
     #[test]
-    fn mysql_common_signedness_counts_year() {
+    fn signedness_counts_year() {
         use mysql_common::binlog::consts::BinlogVersion;
         use mysql_common::binlog::events::{
             FormatDescriptionEvent, OptionalMetaExtractor, TableMapEvent,
         };
         use mysql_common::binlog::BinlogCtx;
         use mysql_common::io::ParseBuf;
-        let cols: &[(u8, &[u8], &str)] = &[(13, &[], "y"), (3, &[], "a")];
-        let b = table_map(7, "db", "tb", cols, &[(1, vec![0b1000_0000])]);
+        let cols: &[(u8, &[u8], &str)] =
+            &[(3, &[], "id"), (13, &[], "y"), (3, &[], "u"), (2, &[], "a")];
+        let b = table_map(7, "db", "tb", cols, &[(1, vec![0x60])]);
+        for flavor in [Flavor::MySql, Flavor::MariaDb] {
+            let ours = TableSchema::from_table_map(&b, 8, flavor).unwrap();
+            let unsigned: Vec<bool> = ours.columns.iter().map(|c| c.unsigned).collect();
+            assert_eq!(unsigned, [false, true, true, false], "{flavor:?}");
+        }
         let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
         let ctx = BinlogCtx::new(b.len() + 19, &fde, 19);
         let tme: TableMapEvent = ParseBuf(&b).parse(ctx).unwrap();
         let ome = OptionalMetaExtractor::new(tme.iter_optional_meta()).unwrap();
         let flags: Vec<bool> = ome.iter_signedness().collect();
-        // mysql_common attributes the only bit to YEAR: `a` would read as signed.
-        assert_eq!(flags, vec![true, false]);
-        let ours = TableSchema::from_table_map(&b, 8, Flavor::MySql).unwrap();
-        assert!(!ours.columns[0].unsigned && ours.columns[1].unsigned);
+        assert_eq!(flags, [false, true, true, false]);
     }
 
     #[test]

@@ -10,11 +10,15 @@
 //!   refused; primary key indices are in range.
 //!
 //! The body is parsed here rather than with mysql_common's
-//! `TableMapEvent`/`OptionalMetaExtractor`, because the latter counts YEAR and
-//! old DECIMAL columns as numeric when walking the SIGNEDNESS bits (MySQL and
-//! MariaDB do not), which shifts the unsigned flags of every later numeric
-//! column (see test `mysql_common_signedness_counts_year` in `schema`), and it
-//! never counts GEOMETRY as a character column, which MariaDB does.
+//! `TableMapEvent`/`OptionalMetaExtractor`, because the latter never counts
+//! GEOMETRY as a character column, which MariaDB does.
+//!
+//! SIGNEDNESS has one bit per numeric column *as the server writes it*, and
+//! both servers' writers count YEAR (a one-byte unsigned integer to them):
+//! MySQL 9.7 logs `0x60` for `(INT, YEAR, INT UNSIGNED, SMALLINT)`. Readers
+//! that skip YEAR (mariadb-binlog 10.11 does) give every later numeric
+//! column its predecessor's flag, so a negative SMALLINT after a YEAR
+//! decodes as a large unsigned number.
 
 use std::sync::Arc;
 
@@ -107,9 +111,10 @@ impl<'a> Cur<'a> {
     }
 }
 
-/// MySQL's `is_numeric_type` for the SIGNEDNESS field (YEAR and old DECIMAL excluded).
+/// The columns that have a bit in the SIGNEDNESS field: the integers, YEAR
+/// (13), DECIMAL, FLOAT and DOUBLE (see the module doc).
 fn is_numeric(t: u8) -> bool {
-    matches!(t, 1 | 2 | 9 | 3 | 8 | 246 | 4 | 5)
+    matches!(t, 1 | 2 | 9 | 3 | 8 | 13 | 246 | 4 | 5)
 }
 
 /// Columns that hold text in the charset of their collation, by real type.
