@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # deploy/build-release.sh — the release binary we ship and benchmark: rowstream built with
 # profile-guided optimization (PGO), into target/pgo/rowstream. `cargo build --release` is
-# the same code without the profile (about 8% more instructions per change; README,
-# "Building"). Steps (about 8 minutes on 2 cores; every step's output under target/pgo):
+# the same code without the profile (about 5% more instructions per change; README,
+# "Building"). Steps (4-8 minutes on 2 cores; every step's output under target/pgo):
 #   1. an instrumented build (rustc -Cprofile-generate),
 #   2. the training run: deploy/pgo-train.sh's workload (most column types; not the
 #      benchmarks' table) into a private MariaDB 10.11 and MySQL 9.7, then with the
@@ -114,13 +114,13 @@ RUSTFLAGS="-Cprofile-use=$DIR/rowstream.profdata" cargo build --release --quiet 
 cp "$DIR/use/release/rowstream" "$DIR/rowstream.new"
 
 log "5/5 checking the optimized binary against the instrumented one"
+# The envelope's processing time (after `op`, or after a DDL record's source block).
+strip_ts() { sed 's/\("op":"."\),"ts_ms":[0-9]*,/\1,/; s/},"ts_ms":[0-9]*,"databaseName"/},"databaseName"/' "$1"; }
 for flavor in mariadb mysql; do
   d=$DIR/train/$flavor
   p=$PORT; [[ $flavor == mysql ]] && p=$((PORT + 1))
   "$DIR/rowstream.new" tail --url "mysql://root:root@127.0.0.1:$p" --from earliest \
     --max-events "$(cat "$d/changes")" >"$d/tail.pgo.json" 2>/dev/null
-  # The envelope's processing time (after `op`, or after a DDL record's source block).
-  strip_ts() { sed 's/\("op":"."\),"ts_ms":[0-9]*,/\1,/; s/},"ts_ms":[0-9]*,"databaseName"/},"databaseName"/' "$1"; }
   cmp -s <(strip_ts "$d/tail.json") <(strip_ts "$d/tail.pgo.json") ||
     die "the optimized binary's tail differs from the instrumented one's on $flavor ($d/tail.json, $d/tail.pgo.json)"
 done
