@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{seed, Flavor, Service, ServiceConfig, Sink, StopOnDrop, TestServer};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rowstream_file::encode::{parse_tx_end, LineKind};
 use rowstream_file::reader::BackupReader;
@@ -428,31 +429,24 @@ fn types_match_binlog(flavor: Flavor) {
     orders.push(orders[0].iter().rev().copied().collect());
     for _ in 0..6 {
         let mut o = orders[0].clone();
-        for i in (1..o.len()).rev() {
-            o.swap(i, rng.gen_range(0..=i));
-        }
+        o.shuffle(&mut rng);
         orders.push(o);
     }
     let mut sql = String::from("CREATE DATABASE s; SET time_zone = '+02:00'; ");
     for (k, order) in orders.iter().enumerate() {
-        let cols = order.iter().map(|&c| TYPED_COLUMNS[c]);
-        let ddl: Vec<String> = cols
-            .clone()
-            .map(|(n, t, _, _)| format!("{n} {t}"))
-            .collect();
-        let row =
-            |pick: fn((&'static str, &'static str, &'static str, &'static str)) -> &'static str| {
-                cols.clone()
-                    .map(|c| pick(c).to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+        let (mut ddl, mut row1, mut row2) = (Vec::new(), Vec::new(), Vec::new());
+        for &c in order {
+            let (name, ty, v1, v2) = TYPED_COLUMNS[c];
+            ddl.push(format!("{name} {ty}"));
+            row1.push(v1);
+            row2.push(v2);
+        }
         sql += &format!(
             "CREATE TABLE s.a{k} (id INT PRIMARY KEY, {}) DEFAULT CHARSET=utf8mb4; \
              INSERT INTO s.a{k} VALUES (1, {}), (2, {}); ",
             ddl.join(", "),
-            row(|c| c.2),
-            row(|c| c.3)
+            row1.join(", "),
+            row2.join(", ")
         );
     }
     srv.exec(&sql);
