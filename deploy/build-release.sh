@@ -21,6 +21,7 @@ source deploy/dev/lib.sh
 ROOT=$PWD
 DIR=$ROOT/target/pgo
 TX=${TRAIN_TX:-100}
+CHANGES=$((1024 + 2000 * TX + 700 * (TX - 1)))   # the row changes of pgo-train.sh TX
 PORT=${PGO_PORT:-3420}
 PROFDATA=$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata
 if [[ ! -x $PROFDATA ]]; then
@@ -67,10 +68,9 @@ train() {
       --default-character-set=utf8mb4)
   fi
   deploy/pgo-train.sh "$TX" | "${sql[@]}"
-  local changes=$((1024 + 2000 * TX + 700 * (TX - 1)))
-  log "  $flavor: $changes row changes; tail, run (snapshot, then the binlog), verify, restore"
-  "$GEN" tail --url "$url" --from earliest --max-events "$changes" >"$d/tail.json" 2>"$d/tail.log"
-  "$GEN" tail --url "$url" --from earliest --max-events "$changes" --format debezium >/dev/null 2>>"$d/tail.log"
+  log "  $flavor: $CHANGES row changes; tail, run (snapshot, then the binlog), verify, restore"
+  "$GEN" tail --url "$url" --from earliest --max-events "$CHANGES" >"$d/tail.json" 2>"$d/tail.log"
+  "$GEN" tail --url "$url" --from earliest --max-events "$CHANGES" --format debezium >/dev/null 2>>"$d/tail.log"
   # The service: a snapshot of what is there (op "r", then exit), then a second service
   # streams the whole binlog into its own backup until its checkpoint holds the server's set.
   conf() { # conf NAME START_LINE SNAPSHOT_MODE
@@ -93,9 +93,8 @@ train() {
     sleep 0.1
   done
   kill -TERM "$pid"; wait "$pid" || die "training: rowstream run did not stop cleanly (see $d/run.log)"
-  [[ $("$GEN" backup cat "$d/stream-backup" | grep -c '"op":"[cud]"') == "$changes" ]] ||
-    die "training: the backup does not hold the $changes row changes"
-  echo "$changes" >"$d/changes"
+  [[ $("$GEN" backup cat "$d/stream-backup" | grep -c '"op":"[cud]"') == "$CHANGES" ]] ||
+    die "training: the backup does not hold the $CHANGES row changes"
   "$GEN" backup verify "$d/stream-backup" >/dev/null
   "$GEN" restore --backup "$d/stream-backup" --url "mysql://root:root@127.0.0.1:$((port + 2))" >/dev/null 2>"$d/restore.log"
   "$GEN" verify --source "$url" --target "mysql://root:root@127.0.0.1:$((port + 2))" --include 'train.*' \
@@ -120,7 +119,7 @@ for flavor in mariadb mysql; do
   d=$DIR/train/$flavor
   p=$PORT; [[ $flavor == mysql ]] && p=$((PORT + 1))
   "$DIR/rowstream.new" tail --url "mysql://root:root@127.0.0.1:$p" --from earliest \
-    --max-events "$(cat "$d/changes")" >"$d/tail.pgo.json" 2>/dev/null
+    --max-events "$CHANGES" >"$d/tail.pgo.json" 2>/dev/null
   cmp -s <(strip_ts "$d/tail.json") <(strip_ts "$d/tail.pgo.json") ||
     die "the optimized binary's tail differs from the instrumented one's on $flavor ($d/tail.json, $d/tail.pgo.json)"
 done
