@@ -386,17 +386,23 @@ impl PacketConn {
             self.seq = self.seq.wrapping_add(1);
             // The buffer grows with the bytes that arrive, not by the length
             // the header claims: a cut or hostile stream costs at most one
-            // step beyond what it sent.
-            let mut left = len;
-            while left > 0 {
-                let step = left.min(READ_STEP);
-                let start = buf.len();
-                buf.resize(start + step, 0);
-                self.io
-                    .read_exact(&mut buf[start..])
+            // step beyond what it sent. Read into the spare capacity, not
+            // into zeroed bytes: zeroing every packet first was a pass over
+            // the whole binlog on the decoding thread.
+            let end = buf.len() + len;
+            while buf.len() < end {
+                let step = (end - buf.len()).min(READ_STEP);
+                if buf.len() == buf.capacity() {
+                    buf.reserve(step);
+                }
+                let n = (&mut self.io)
+                    .take(step as u64)
+                    .read_buf(buf)
                     .await
                     .map_err(io_err)?;
-                left -= step;
+                if n == 0 {
+                    return Err(io_err(std::io::ErrorKind::UnexpectedEof.into()));
+                }
             }
             if len < MAX_PAYLOAD {
                 return Ok(());
@@ -805,6 +811,34 @@ mod tests {
         assert_eq!(&ack[..4], &[12, 0, 0, 0]);
         assert_eq!(ack[4], 0xEF);
         assert_eq!(&ack[13..], b"b.1");
+    }
+
+    /// A stream cut inside a packet whose header claims nearly 16 MB: the
+    /// read fails as a lost connection, and the buffer grew by at most one
+    /// step beyond the bytes that arrived, not by the claimed length.
+    #[tokio::test]
+    async fn cut_packet_fails_and_allocates_one_step_at_most() {
+        let (ours, mut server) = tokio::io::duplex(1 << 16);
+        let mut conn = PacketConn {
+            io: BufReader::new(Box::new(ours) as Box<dyn Io>),
+            seq: 0,
+            loose_seq: false,
+            read_timeout: Duration::from_secs(5),
+            server_version: String::new(),
+            connection_id: 1,
+        };
+        let mut wire = vec![0xFE, 0xFF, 0xFF, 0];
+        wire.extend_from_slice(&[0x00; 100]);
+        server.write_all(&wire).await.unwrap();
+        drop(server);
+        let mut buf = Vec::new();
+        let err = conn.read_packet(&mut buf).await.unwrap_err();
+        assert!(
+            matches!(&err, SourceError::Transient(m) if m.starts_with("connection lost")),
+            "{err:?}"
+        );
+        assert_eq!(buf.len(), 100);
+        assert!(buf.capacity() <= 100 + READ_STEP, "{}", buf.capacity());
     }
 
     #[test]
