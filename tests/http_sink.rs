@@ -237,7 +237,7 @@ fn decide(st: &Mutex<State>, path: &str, headers: &HashMap<String, String>, body
     // kind, then faults come at random.
     st.data += 1;
     let p = st.rules.fault_p;
-    let scripted = (st.data % 3 == 0 && st.data <= 12).then(|| st.data / 3 - 1);
+    let scripted = (st.data.is_multiple_of(3) && st.data <= 12).then(|| st.data / 3 - 1);
     if p > 0.0 && (scripted.is_some() || st.rng.gen_bool(p)) {
         let kind = match scripted {
             Some(k) => k,
@@ -452,7 +452,7 @@ fn bad_record(id: &str) -> bool {
     // Every 61st transaction (by its sequence number), first row.
     let (g, n) = split_id(id);
     let seq: u64 = g.rsplit([':', '-']).next().unwrap().parse().unwrap();
-    seq % 61 == 0 && n == 1
+    seq.is_multiple_of(61) && n == 1
 }
 
 fn through_kills(flavor: Flavor) {

@@ -87,7 +87,7 @@ impl Progress {
         };
         if let Some(b) = &self.bar {
             b.set_position((done * BAR_LEN as f64) as u64);
-            if self.transactions % 64 == 0 {
+            if self.transactions.is_multiple_of(64) {
                 b.set_message(msg());
             }
         } else if self.logged.is_some_and(|l| l.elapsed() >= LOG_EVERY) {

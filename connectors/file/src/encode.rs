@@ -137,7 +137,7 @@ fn encode_segment(out: &mut Vec<u8>, body: serde_json::Value) {
     let start = out.len();
     out.extend_from_slice(b"{\"segment\":");
     out.extend_from_slice(body.to_string().as_bytes());
-    let crc = crc32c::crc32c(&out[start..]);
+    let crc = crc32c_append(0, &out[start..]);
     out.extend_from_slice(CRC_KEY);
     out.extend_from_slice(format!("{crc:08x}").as_bytes());
     out.extend_from_slice(b"\"}\n");
@@ -275,8 +275,22 @@ impl TxCrc {
     /// buffer goes to an I/O job; any split of the bytes gives the same sum.
     #[inline]
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0 = crc32c::crc32c_append(self.0, bytes);
+        self.0 = crc32c_append(self.0, bytes);
     }
+}
+
+/// The CRC32C of some bytes followed by `bytes`, given `crc`, the CRC32C
+/// of the bytes before (0 for none). `crc_fast` folds with carry-less
+/// multiplication: on the file sink's ~1 GB of lines per 2,000,000 row
+/// changes it took half the time of the `crc32c` crate's hardware CRC
+/// instruction loop (it was 5% of `run`'s instructions).
+#[inline]
+pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    use crc_fast::{CrcAlgorithm, Digest};
+    // The digest's state is the register before the final inversion.
+    let mut d = Digest::new_with_init_state(CrcAlgorithm::Crc32Iscsi, u64::from(!crc));
+    d.update(bytes);
+    d.finalize() as u32
 }
 
 /// Appends one transaction-end marker line (with `\n`), completing `crc`
@@ -404,6 +418,29 @@ pub fn parse_tx_end(line: &[u8]) -> Option<TxEnd> {
 mod tests {
     use super::*;
 
+    /// CRC32C's check value and RFC 3720's (iSCSI) test vectors, and any
+    /// split of the bytes giving the same sum as one pass: what every
+    /// backup written so far was checksummed with.
+    #[test]
+    fn crc32c_matches_the_standard_vectors_in_any_split() {
+        assert_eq!(crc32c_append(0, b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c_append(0, &[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c_append(0, &[0xffu8; 32]), 0x62a8_ab43);
+        let up: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c_append(0, &up), 0x46dd_794e);
+        let down: Vec<u8> = (0..32).rev().collect();
+        assert_eq!(crc32c_append(0, &down), 0x113f_db5c);
+        let data: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let whole = crc32c_append(0, &data);
+        for step in [1, 7, 64, 550, 4096, 65_537] {
+            let mut crc = TxCrc::default();
+            data.chunks(step).for_each(|c| crc.update(c));
+            assert_eq!(crc.0, whole, "chunks of {step}");
+        }
+    }
+
     #[test]
     fn marker_round_trip() {
         let mut out = Vec::new();
@@ -505,7 +542,7 @@ mod tests {
             String::from_utf8(out.clone()).unwrap(),
             format!(
                 "{covered},\"crc32c\":\"{:08x}\"}}\n",
-                crc32c::crc32c(covered.as_bytes())
+                crc32c_append(0, covered.as_bytes())
             )
         );
         let end = Ok(Some(SegmentLine::End {
