@@ -82,8 +82,7 @@ impl Client {
         if cfg.tls_insecure {
             b = b.cert_validation(CertificateValidation::None);
         } else if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+            let pem = rowstream_api::kit::read_ca_pem("ca_file", path)?;
             let cert = Certificate::from_pem(&pem)
                 .map_err(|e| format!("ca_file: {}: not a PEM certificate: {e}", path.display()))?;
             b = b.cert_validation(CertificateValidation::Full(cert));

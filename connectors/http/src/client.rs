@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
-use rowstream_api::kit::with_causes;
+use rowstream_api::kit::{read_ca_pem, with_causes};
 use rowstream_api::metrics::Handle;
 use rowstream_api::Backoff;
 
@@ -160,8 +160,7 @@ impl Client {
             .no_proxy()
             .pool_max_idle_per_host(cfg.concurrency.max(1) * 2);
         if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+            let pem = read_ca_pem("ca_file", path)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("ca_file: {}: not PEM certificates: {e}", path.display()))?;
             for c in certs {
@@ -404,3 +403,29 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// Shared by the sink's request tasks.
 pub type Shared = Arc<Client>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{HTTP_BUDGET_LEFT, HTTP_RETRIES};
+
+    #[test]
+    fn an_empty_ca_file_is_refused_at_start() {
+        let path =
+            std::env::temp_dir().join(format!("rowstream-http-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        let mut cfg = HttpSinkConfig::new("crm", "https://127.0.0.1:1/hook");
+        cfg.ca_file = Some(path.clone());
+        let e = Client::new(&cfg, HTTP_RETRIES.with("crm"), HTTP_BUDGET_LEFT.with("crm"))
+            .err()
+            .expect("an empty ca_file must not start the sink");
+        assert!(
+            e.starts_with(&format!(
+                "ca_file: {}: holds no PEM certificate",
+                path.display()
+            )),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}

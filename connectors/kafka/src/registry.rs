@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use rowstream_api::kit::with_causes;
+use rowstream_api::kit::{read_ca_pem, with_causes};
 
 use crate::config::KafkaSinkConfig;
 
@@ -67,24 +67,13 @@ impl Registry {
             .connect_timeout(CONNECT_TIMEOUT)
             .no_proxy();
         if let Some(path) = &cfg.schema_registry_ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                format!(
-                    "schema_registry_ca_file: cannot read {}: {e}",
-                    path.display()
-                )
-            })?;
+            let pem = read_ca_pem("schema_registry_ca_file", path)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 format!(
                     "schema_registry_ca_file: {}: not PEM certificates: {e}",
                     path.display()
                 )
             })?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "schema_registry_ca_file: {}: holds no PEM certificate",
-                    path.display()
-                ));
-            }
             for c in certs {
                 b = b.add_root_certificate(c);
             }

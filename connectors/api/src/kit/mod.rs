@@ -11,9 +11,11 @@
 //! - [`TableFilter`]: `db.table` include/exclude globs (source and apply sink);
 //! - [`ColumnRules`]: column exclusion and masking, applied by the source;
 //! - [`with_causes`]: an error's message with its chain of causes;
+//! - [`read_ca_pem`]: a private CA's PEM file for a sink's TLS client;
 //! - [`ConfigError`](crate::ConfigError) lives beside it in `config_error`.
 //!
-//! Nothing here does I/O or knows a target; each piece is unit-tested here
+//! Nothing here does network I/O or knows a target (`read_ca_pem` reads a
+//! file named in the config, at start); each piece is unit-tested here
 //! once, so a sink's own tests cover only what is specific to it.
 
 pub mod acks;
@@ -22,6 +24,7 @@ pub mod causes;
 pub mod filter;
 pub mod glob;
 pub mod mask;
+pub mod pem;
 pub mod template;
 
 pub use acks::{AckQueue, Poison};
@@ -29,4 +32,5 @@ pub use backoff::Backoff;
 pub use causes::with_causes;
 pub use filter::TableFilter;
 pub use mask::ColumnRules;
+pub use pem::read_ca_pem;
 pub use template::TableTemplate;
