@@ -24,6 +24,7 @@
 #        NTX=200 RUNS=5 benches/elasticsearch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 PORT=${PORT:-3395}
 ES_PORT=${ES_PORT:-$((PORT+1))}
 RUNS=${RUNS:-3}
@@ -42,22 +43,7 @@ eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; deploy/dev/stop-osmem.sh --purge "$DIR/osmem" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 
-if [[ ! -f $DIR/range.env ]] || ! grep -q "^EXPECTED=$((NTX*ROWS*2))\$" "$DIR/range.env"; then
-  "${SQLC[@]}" -e "CREATE DATABASE IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.t;
-  CREATE TABLE bench.t (id BIGINT NOT NULL PRIMARY KEY, a INT NOT NULL, b VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL,
-    c DECIMAL(12,2) NOT NULL, d DATETIME(6) NOT NULL, e DOUBLE NOT NULL, f TEXT CHARACTER SET utf8mb4 NULL,
-    g TINYINT UNSIGNED NOT NULL) ENGINE=InnoDB; FLUSH BINARY LOGS;"
-  GTID_START=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
-  {
-    echo "USE bench;"
-    for ((t=1; t<=NTX; t++)); do
-      echo "INSERT INTO bench.t SELECT ($t-1)*$ROWS+seq, CAST(seq AS SIGNED)*7-3500, CONCAT('name-',seq,'-',$t), seq*1.25, TIMESTAMP'2024-01-01 00:00:00.123456' + INTERVAL seq SECOND, seq/3.0, IF(seq%10=0, NULL, REPEAT('x', seq%50)), seq%256 FROM seq_1_to_$ROWS;"
-    done
-    echo "UPDATE bench.t SET a=a+1, b=CONCAT(b,'-u'), e=e*2;"
-  } | "${SQLC[@]}"
-  printf 'GTID_START=%s\nEXPECTED=%s\n' "$GTID_START" "$((NTX*ROWS*2))" >"$DIR/range.env"
-  rm -f "$DIR/envelopes.ndjson"
-fi
+bench_generate "$DIR/range.env" mariadb "$NTX" "$ROWS" "${SQLC[@]}"
 source "$DIR/range.env"
 GTID_END=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
 if [[ ! -s $DIR/envelopes.ndjson ]]; then
@@ -94,10 +80,8 @@ TOML
   t0=$(date +%s.%N)
   "$BIN" run --config "$d/rowstream.toml" 2>"$d/err.log" &
   pid=$!
-  until grep -q "\"gtid_set\":\"$GTID_END\"" "$d/checkpoint/checkpoint.json" 2>/dev/null; do
-    kill -0 $pid 2>/dev/null || { cat "$d/err.log" >&2; return 1; }
-    sleep 0.02
-  done
+  bench_wait_for "$d/checkpoint/checkpoint.json" "\"gtid_set\":\"$GTID_END\"" $pid \
+    || { cat "$d/err.log" >&2; return 1; }
   echo "$(date +%s.%N) $t0" | awk '{printf "%.2f", $1-$2}'
   kill -TERM $pid
   wait $pid

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# benches/lib.sh — helpers shared by benches/e2e.sh and benches/peers.sh. Source it, don't
+# benches/lib.sh — helpers shared by the scripts in benches/. Source it, don't
 # run it. Nothing here starts or stops a server: the scripts do (and trap EXIT).
 #
 #   bench_generate ENVFILE FLAVOR NTX ROWS CLIENT...
