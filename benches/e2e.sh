@@ -51,7 +51,8 @@ if [[ $KAFKA == 1 ]]; then
   deploy/dev/start-kafka.sh --fetch >/dev/null
 fi
 
-eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)"
+SERVER_ENV=$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)  # a failed start stops the script; inside eval it would not
+eval "$SERVER_ENV"
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; [[ $KAFKA != 1 ]] || deploy/dev/stop-kafka.sh --purge "$DIR/kafka" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 

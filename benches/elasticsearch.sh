@@ -39,7 +39,8 @@ BIN=target/release/rowstream
 PLAIN=target/release/examples/plain_bulk
 deploy/dev/start-osmem.sh --fetch >/dev/null
 
-eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)"
+SERVER_ENV=$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)  # a failed start stops the script; inside eval it would not
+eval "$SERVER_ENV"
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; deploy/dev/stop-osmem.sh --purge "$DIR/osmem" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 

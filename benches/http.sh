@@ -39,7 +39,8 @@ BIN=target/$PROFILE/rowstream
 RECEIVER=target/$PROFILE/examples/receiver
 PLAIN=target/$PROFILE/examples/plain_post
 
-eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)"
+SERVER_ENV=$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --max-binlog-size=1G --max-allowed-packet=256M)  # a failed start stops the script; inside eval it would not
+eval "$SERVER_ENV"
 RX_PID=
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; [[ -z $RX_PID ]] || kill $RX_PID 2>/dev/null || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)

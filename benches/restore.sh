@@ -31,7 +31,8 @@ cargo build --release --quiet
 BIN=target/release/rowstream
 BIN=$(readlink -f "$BIN")
 
-eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/src" -- --max-binlog-size=1G --max-allowed-packet=256M)"
+SERVER_ENV=$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/src" -- --max-binlog-size=1G --max-allowed-packet=256M)  # a failed start stops the script; inside eval it would not
+eval "$SERVER_ENV"
 SRC_DATADIR=$DATADIR
 trap 'deploy/dev/stop.sh "$DIR/src" >/dev/null 2>&1 || true; deploy/dev/stop.sh --purge "$DIR/target" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)

@@ -19,7 +19,8 @@ mkdir -p "$DIR"
 cargo build --release --quiet
 BIN=target/release/rowstream
 
-eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --innodb-buffer-pool-size=1G)"
+SERVER_ENV=$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db" -- --innodb-buffer-pool-size=1G)  # a failed start stops the script; inside eval it would not
+eval "$SERVER_ENV"
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 

@@ -32,7 +32,8 @@ BIN=target/release/rowstream
 mkdir -p "$DIR"
 deploy/dev/stop.sh --kill --purge "$DIR/db" >/dev/null 2>&1 || true   # a fresh demo every time
 rm -rf "$DIR/backup" "$DIR/checkpoint"
-eval "$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db")"
+SERVER_ENV=$(deploy/dev/start-mariadb.sh "$PORT" "$DIR/db")  # a failed start stops the script; inside eval it would not
+eval "$SERVER_ENV"
 SQL=(mariadb --no-defaults --default-character-set=utf8mb4 -h127.0.0.1 -P"$PORT" -uroot -proot)
 WRITER= SERVICE=
 cleanup() {

@@ -52,7 +52,9 @@ mariadb_sql() {
 
 seed_server() { # NAME FLAVOR_BYTE START_SCRIPT PORT DATADIR SQL_FN [-- args]
   local name=$1 sel=$2 script=$3 port=$4 dir=$5 sqlfn=$6; shift 6
-  eval "$("$DEV_SCRIPTS/$script" "$port" "$dir" "$@")"
+  local server_env
+  server_env=$("$DEV_SCRIPTS/$script" "$port" "$dir" "$@")  # fails here if the server did not start
+  eval "$server_env"
   local sql=$WORKLOAD
   # MariaDB has no JSON type (it is LONGTEXT) nor JSON_SET partial updates in the binlog.
   [[ $sel == 1 ]] && sql=${sql//' JSON)'/' LONGTEXT)'}
