@@ -698,14 +698,20 @@ fn kill9_loop(flavor: Flavor) {
     let t0 = Instant::now();
     srv.exec(SCHEMA);
     let seed = seed();
-    let mut svc = file_service(
-        &format!("kill9-{}", flavor.name()),
+    // Small segments: rotation, zstd compression and cuts inside compressed segments all
+    // happen under the kills.
+    let mut cfg = ServiceConfig::new(
         &[srv.repl_url()],
-        "earliest",
-        // Small segments: rotation, zstd compression and cuts inside compressed segments
-        // all happen under the kills.
-        "segment_max_bytes = 65536\n",
+        Sink::File("segment_max_bytes = 65536\n".into()),
     );
+    // Both sink placements under the kills, whatever the machine: MariaDB's sink on the
+    // decoding thread (the default with two CPUs), MySQL's on a thread of its own.
+    let threads = match flavor {
+        Flavor::MariaDb => "none",
+        Flavor::MySql => "per_sink",
+    };
+    cfg.extra = format!("[pipeline]\nsink_threads = \"{threads}\"\n");
+    let mut svc = Service::new(&format!("kill9-{}", flavor.name()), cfg);
     let stop = AtomicBool::new(false);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut early = Vec::new();

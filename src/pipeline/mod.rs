@@ -1,8 +1,8 @@
 //! The service: source -> fan-out -> sinks; ordered acks -> checkpoint.
 //!
 //! The pieces: `plan` (where to start, snapshot or not, server checks, then
-//! opening the source), `sinks` (each sink on its own thread; dispatch a
-//! batch to all), `acks` (the ack tracker: batches settled in order),
+//! opening the source), `sinks` (each sink as a task, on its own thread or
+//! on the pipeline's; dispatch a batch to all), `acks` (the ack tracker: batches settled in order),
 //! `checkpointer` (the durable position, debounced writes), `session` (one
 //! run of a source into the sinks), `restart` (what a sink failure leads to),
 //! `heartbeat` (the heartbeat writer and its rows), `lag` (per-sink lag and
@@ -12,7 +12,9 @@
 //! Invariants:
 //! - every sink gets every batch, in stream order, through a bounded channel;
 //!   a slow sink slows the source (backpressure), memory does not grow;
-//! - each sink runs on its own thread, so its I/O never stalls decoding;
+//! - a sink's I/O never stalls decoding: each sink is one task, on a thread
+//!   of its own or (one or two CPUs, `[pipeline] sink_threads`) on the
+//!   pipeline's thread, and its I/O is asynchronous;
 //! - acks are consumed in batch order; the checkpoint advances only to the
 //!   GTID set of transactions complete in batches every sink has acked;
 //! - an ack that fails or is dropped stops the run without advancing the
@@ -51,7 +53,7 @@ use plan::CheckpointCommitted;
 use restart::{RESTART_BASE, RESTART_CAP};
 use rowstream_api::Backoff;
 use session::{End, Shared};
-use sinks::SinkSet;
+use sinks::{Placement, SinkSet};
 
 pub use error::ServiceError;
 pub(crate) use plan::check_server;
@@ -72,12 +74,35 @@ pub async fn run(cfg: Config, stop: watch::Receiver<bool>) -> Result<(), Service
     supervise(
         &mut Live(&cfg),
         &builders,
+        placement(&cfg),
         Checkpointer::new(store),
         backoff,
         stop,
         observe,
     )
     .await
+}
+
+/// Resolves `[pipeline] sink_threads` against the CPUs this process may use
+/// (its affinity and cgroup quota), and says what it chose.
+fn placement(cfg: &Config) -> Placement {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let setting = cfg.pipeline.sink_threads;
+    let placement = if setting.per_sink(cpus) {
+        Placement::OwnThreads
+    } else {
+        Placement::PipelineThread
+    };
+    tracing::info!(
+        cpus,
+        sink_threads = ?setting,
+        "sinks run {}",
+        match placement {
+            Placement::OwnThreads => "on a thread each",
+            Placement::PipelineThread => "on the decoding thread",
+        }
+    );
+    placement
 }
 
 /// The lag board (installed as the metrics endpoint's probe), the task that
@@ -189,6 +214,7 @@ const SOURCE_RETRY_CLOSE: std::time::Duration = std::time::Duration::from_secs(3
 pub(crate) async fn supervise<O: Origin>(
     origin: &mut O,
     builders: &[Box<dyn SinkBuilder>],
+    placement: Placement,
     mut checkpoint: Checkpointer,
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
@@ -213,7 +239,7 @@ pub(crate) async fn supervise<O: Origin>(
         // Written batches come back here to be freed on this thread.
         let (free_tx, free_rx) = mpsc::unbounded_channel::<Arc<Batch>>();
         let started = tokio::select! {
-            r = SinkSet::start(builders, &committed, free_tx) => r,
+            r = SinkSet::start(builders, &committed, free_tx, placement) => r,
             // A restart may wait long on a target still away (a first start
             // keeps its old behaviour: the stop is seen once streaming).
             _ = stop.wait_for(|s| *s), if restarting => {

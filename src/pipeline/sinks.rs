@@ -1,16 +1,20 @@
-//! The sink set: every configured sink running on its own thread, fed the
-//! same batches in stream order.
+//! The sink set: every configured sink running as a task, fed the same
+//! batches in stream order.
 //!
 //! Invariants:
-//! - each sink runs on its own thread (a current-thread runtime), so its
-//!   I/O never stalls decoding;
+//! - each sink runs as one task, on its own thread (a current-thread
+//!   runtime, [`Placement::OwnThreads`]) or on the pipeline's
+//!   ([`Placement::PipelineThread`]); either way its I/O is asynchronous and
+//!   never stalls decoding, and only its encoding shares a core with it;
 //! - every sink gets every batch, in order, through a bounded channel of
 //!   [`SINK_QUEUE`] batches: a slow sink slows the source (backpressure);
 //! - written batches go back through the free channel, to be dropped on the
 //!   pipeline's thread (see `session`);
-//! - a sink thread that ends while batches may still come is a failure;
-//!   [`SinkSet::close`] ends every thread (flush, then stop) and reports how
-//!   each ended, so a restart never runs two instances of one sink at once.
+//! - a sink task that ends while batches may still come is a failure;
+//!   [`SinkSet::close`] ends every task (flush, then stop) and reports how
+//!   each ended, so a restart never runs two instances of one sink at once;
+//! - on the pipeline's thread a sink must not block it: sinks do blocking
+//!   I/O on tokio's blocking pool or threads of their own (all do).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,6 +50,16 @@ struct Running {
     ended: Option<Result<(), SinkError>>,
 }
 
+/// Where the sink tasks run (`[pipeline] sink_threads`, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// A thread per sink: encoding in parallel with decoding.
+    OwnThreads,
+    /// On the runtime of the pipeline's thread: fewer handoffs between
+    /// cores, for machines with one or two.
+    PipelineThread,
+}
+
 /// The running sinks, in configuration order.
 pub(crate) struct SinkSet {
     sinks: Vec<Running>,
@@ -61,6 +75,7 @@ impl SinkSet {
         builders: &[Box<dyn SinkBuilder>],
         committed: &dyn Committed,
         free: mpsc::UnboundedSender<Arc<Batch>>,
+        placement: Placement,
     ) -> Result<SinkSet, SinkFailure> {
         let mut set = SinkSet { sinks: Vec::new() };
         for b in builders {
@@ -69,7 +84,7 @@ impl SinkSet {
                 error,
             };
             let started = match b.start(committed).await {
-                Ok(sink) => spawn(b.name(), sink, free.clone()).map_err(fail),
+                Ok(sink) => spawn(b.name(), sink, free.clone(), placement).map_err(fail),
                 Err(e) => Err(fail(e)),
             };
             match started {
@@ -94,7 +109,7 @@ impl SinkSet {
         all_acked(acks, note)
     }
 
-    /// Resolves when the first sink thread ends (which, while streaming, is
+    /// Resolves when the first sink task ends (which, while streaming, is
     /// a failure). Cancel-safe.
     pub async fn first_end(&mut self) -> SinkFailure {
         std::future::poll_fn(|cx| {
@@ -122,7 +137,7 @@ impl SinkSet {
     }
 
     /// Closes every sink's channel (each flushes what it holds, then its
-    /// thread ends) and waits at most `timeout` for the threads.
+    /// task ends) and waits at most `timeout` for the tasks.
     pub async fn close(self, timeout: Duration) -> Ends {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ends = Vec::with_capacity(self.sinks.len());
@@ -148,14 +163,29 @@ impl SinkSet {
 /// How long [`SinkSet::start`] waits for the sinks it started when a later one fails.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Spawns the thread that drives one started sink.
+/// Spawns the task that drives one started sink, on a thread of its own or
+/// on the current runtime (which must be the pipeline's).
 fn spawn(
     name: &str,
     sink: Box<dyn Sink>,
     free: mpsc::UnboundedSender<Arc<Batch>>,
+    placement: Placement,
 ) -> Result<Running, SinkError> {
     let (tx, rx) = mpsc::channel::<(Arc<Batch>, Ack)>(SINK_QUEUE);
     let (done_tx, done_rx) = oneshot::channel();
+    let running = Running {
+        name: name.to_string(),
+        tx,
+        done: Some(done_rx),
+        ended: None,
+    };
+    if placement == Placement::PipelineThread {
+        // A panic ends the task and drops `done_tx`: reported as a panic.
+        tokio::spawn(async move {
+            let _ = done_tx.send(drive_sink(sink, rx, free).await);
+        });
+        return Ok(running);
+    }
     std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
@@ -171,16 +201,11 @@ fn spawn(
             let _ = done_tx.send(r);
         })
         .map_err(|e| SinkError::Fatal(format!("cannot start the sink thread: {e}")))?;
-    Ok(Running {
-        name: name.to_string(),
-        tx,
-        done: Some(done_rx),
-        ended: None,
-    })
+    Ok(running)
 }
 
 fn panicked() -> SinkError {
-    SinkError::Fatal("the sink thread panicked".into())
+    SinkError::Fatal("the sink panicked".into())
 }
 
 /// Feeds one sink: write each batch; flush once no batch has come for

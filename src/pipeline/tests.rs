@@ -18,7 +18,11 @@ use tokio::sync::{mpsc, watch};
 use super::acks::{all_acked, AckTracker, Pending, SinkFailure, MAX_PENDING};
 use super::checkpointer::Checkpointer;
 use super::plan::{CheckpointCommitted, Opened};
-use super::sinks::SinkSet;
+use super::sinks::{Placement, SinkSet};
+
+/// Every sink-set and restart test runs with the sinks on threads of their
+/// own and on the test's thread: CI's two CPUs pick the second by default.
+const PLACEMENTS: [Placement; 2] = [Placement::OwnThreads, Placement::PipelineThread];
 use super::{supervise, Origin, ServiceError};
 
 fn note() -> super::acks::AckNote {
@@ -386,104 +390,112 @@ fn committed(n: u64) -> CheckpointCommitted {
 
 #[tokio::test]
 async fn slow_and_fast_sinks_settle_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = checkpointer(&dir);
-    let (fast, ft) = fake("fast", Mode::Ack);
-    let (slow, st) = fake("slow", Mode::Slow(15));
-    let (gc, gt) = fake("gc", Mode::GroupCommit);
-    let (free_tx, mut free_rx) = mpsc::unbounded_channel();
-    let sinks = SinkSet::start(&[fast, slow, gc], &committed(0), free_tx)
-        .await
-        .unwrap();
-    let mut t = AckTracker::default();
-    for n in 1..=8 {
-        let done = sinks.dispatch(&batch(n), note()).await;
-        t.push(Pending {
-            executed: Some(set(n)),
-            bytes: 1,
-            records: 0,
-            oldest_ts_ms: None,
-            snapshot: None,
-            on_demand: None,
-            done,
-            settled: None,
-        });
-        // Whatever is settled now is acked by all three.
-        settle(&mut t, &mut c).await.unwrap();
-        let at = on_disk(&c);
-        for target in [&ft, &st, &gt] {
-            assert!(
-                target
-                    .lock()
-                    .unwrap()
-                    .acked
-                    .iter()
-                    .filter(|&&g| g <= at)
-                    .count() as u64
-                    == at
-            );
+    for placement in PLACEMENTS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = checkpointer(&dir);
+        let (fast, ft) = fake("fast", Mode::Ack);
+        let (slow, st) = fake("slow", Mode::Slow(15));
+        let (gc, gt) = fake("gc", Mode::GroupCommit);
+        let (free_tx, mut free_rx) = mpsc::unbounded_channel();
+        let sinks = SinkSet::start(&[fast, slow, gc], &committed(0), free_tx, placement)
+            .await
+            .unwrap();
+        let mut t = AckTracker::default();
+        for n in 1..=8 {
+            let done = sinks.dispatch(&batch(n), note()).await;
+            t.push(Pending {
+                executed: Some(set(n)),
+                bytes: 1,
+                records: 0,
+                oldest_ts_ms: None,
+                snapshot: None,
+                on_demand: None,
+                done,
+                settled: None,
+            });
+            // Whatever is settled now is acked by all three.
+            settle(&mut t, &mut c).await.unwrap();
+            let at = on_disk(&c);
+            for target in [&ft, &st, &gt] {
+                assert!(
+                    target
+                        .lock()
+                        .unwrap()
+                        .acked
+                        .iter()
+                        .filter(|&&g| g <= at)
+                        .count() as u64
+                        == at
+                );
+            }
         }
+        while !t.is_empty() {
+            c.acked(&mut t.next().await.unwrap());
+        }
+        c.save("test:1").unwrap();
+        assert_eq!(on_disk(&c), 8);
+        for target in [&ft, &st, &gt] {
+            assert_eq!(target.lock().unwrap().acked, (1..=8).collect::<Vec<_>>());
+        }
+        let ends = sinks.close(Duration::from_secs(5)).await;
+        assert!(
+            ends.iter().all(|(_, e)| matches!(e, Some(Ok(())))),
+            "{ends:?}"
+        );
+        // Every written batch came back to be freed here.
+        let mut freed = 0;
+        while free_rx.try_recv().is_ok() {
+            freed += 1;
+        }
+        assert_eq!(freed, 24);
     }
-    while !t.is_empty() {
-        c.acked(&mut t.next().await.unwrap());
-    }
-    c.save("test:1").unwrap();
-    assert_eq!(on_disk(&c), 8);
-    for target in [&ft, &st, &gt] {
-        assert_eq!(target.lock().unwrap().acked, (1..=8).collect::<Vec<_>>());
-    }
-    let ends = sinks.close(Duration::from_secs(5)).await;
-    assert!(
-        ends.iter().all(|(_, e)| matches!(e, Some(Ok(())))),
-        "{ends:?}"
-    );
-    // Every written batch came back to be freed here.
-    let mut freed = 0;
-    while free_rx.try_recv().is_ok() {
-        freed += 1;
-    }
-    assert_eq!(freed, 24);
 }
 
 #[tokio::test]
 async fn shutdown_drains_group_commit() {
-    let (gc, gt) = fake("gc", Mode::GroupCommit);
-    let (free_tx, _free_rx) = mpsc::unbounded_channel();
-    let mut sinks = SinkSet::start(&[gc], &committed(0), free_tx).await.unwrap();
-    // Flushed only when idle: hold it busy by closing right after dispatch.
-    let mut dones = Vec::new();
-    for n in 1..=3 {
-        dones.push(sinks.dispatch(&batch(n), note()).await);
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(20), sinks.first_end())
+    for placement in PLACEMENTS {
+        let (gc, gt) = fake("gc", Mode::GroupCommit);
+        let (free_tx, _free_rx) = mpsc::unbounded_channel();
+        let mut sinks = SinkSet::start(&[gc], &committed(0), free_tx, placement)
             .await
-            .is_err(),
-        "a healthy sink keeps running"
-    );
-    let ends = sinks.close(Duration::from_secs(5)).await;
-    assert!(matches!(ends[0].1, Some(Ok(()))));
-    for d in dones {
-        d.await.unwrap();
+            .unwrap();
+        // Flushed only when idle: hold it busy by closing right after dispatch.
+        let mut dones = Vec::new();
+        for n in 1..=3 {
+            dones.push(sinks.dispatch(&batch(n), note()).await);
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), sinks.first_end())
+                .await
+                .is_err(),
+            "a healthy sink keeps running"
+        );
+        let ends = sinks.close(Duration::from_secs(5)).await;
+        assert!(matches!(ends[0].1, Some(Ok(()))));
+        for d in dones {
+            d.await.unwrap();
+        }
+        assert_eq!(gt.lock().unwrap().acked, vec![1, 2, 3]);
     }
-    assert_eq!(gt.lock().unwrap().acked, vec![1, 2, 3]);
 }
 
 #[tokio::test]
 async fn failing_sink_ends_and_fails_its_ack() {
-    let (ok, _) = fake("ok", Mode::Ack);
-    let (bad, _) = fake("bad", Mode::Fatal);
-    let (free_tx, _free_rx) = mpsc::unbounded_channel();
-    let mut sinks = SinkSet::start(&[ok, bad], &committed(0), free_tx)
-        .await
-        .unwrap();
-    let done = sinks.dispatch(&batch(1), note()).await;
-    let f = done.await.unwrap_err();
-    assert_eq!(f.sink, "bad");
-    assert_eq!(f.error, SinkError::Fatal("disk full".into()));
-    let end = sinks.first_end().await;
-    assert_eq!(end.sink, "bad");
-    sinks.close(Duration::from_secs(5)).await;
+    for placement in PLACEMENTS {
+        let (ok, _) = fake("ok", Mode::Ack);
+        let (bad, _) = fake("bad", Mode::Fatal);
+        let (free_tx, _free_rx) = mpsc::unbounded_channel();
+        let mut sinks = SinkSet::start(&[ok, bad], &committed(0), free_tx, placement)
+            .await
+            .unwrap();
+        let done = sinks.dispatch(&batch(1), note()).await;
+        let f = done.await.unwrap_err();
+        assert_eq!(f.sink, "bad");
+        assert_eq!(f.error, SinkError::Fatal("disk full".into()));
+        let end = sinks.first_end().await;
+        assert_eq!(end.sink, "bad");
+        sinks.close(Duration::from_secs(5)).await;
+    }
 }
 
 // ---- restart -------------------------------------------------------------------
@@ -550,114 +562,124 @@ fn quick_backoff() -> Backoff {
 
 #[tokio::test]
 async fn target_goes_away_and_comes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let (flaky, ft) = fake("flaky-restart-test", Mode::Ack);
-    let (steady, stt) = fake("steady", Mode::GroupCommit);
-    ft.lock().unwrap().down_after = 7;
-    let mut origin = FakeOrigin {
-        last: 20,
-        opened_from: Vec::new(),
-    };
-    let (_stop_tx, stop) = watch::channel(false);
-    let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    supervise(
-        &mut origin,
-        &[flaky, steady],
-        store,
-        quick_backoff(),
-        stop,
-        observe(2),
-    )
-    .await
-    .unwrap();
-    let cp = CheckpointStore::open(dir.path())
-        .unwrap()
-        .load()
-        .unwrap()
+    for placement in PLACEMENTS {
+        let restarts = metrics::SINK_RESTARTS.with("flaky-restart-test").get();
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, ft) = fake("flaky-restart-test", Mode::Ack);
+        let (steady, stt) = fake("steady", Mode::GroupCommit);
+        ft.lock().unwrap().down_after = 7;
+        let mut origin = FakeOrigin {
+            last: 20,
+            opened_from: Vec::new(),
+        };
+        let (_stop_tx, stop) = watch::channel(false);
+        let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
+        supervise(
+            &mut origin,
+            &[flaky, steady],
+            placement,
+            store,
+            quick_backoff(),
+            stop,
+            observe(2),
+        )
+        .await
         .unwrap();
-    assert_eq!(seq_of(&cp.gtid_set.to_string()), 20);
-    let t = ft.lock().unwrap();
-    // Went down after 7, two refused starts, then a start that worked.
-    assert_eq!(t.starts, 4, "{:?}", origin.opened_from);
-    for target in [&t.acked, &stt.lock().unwrap().acked] {
-        for n in 1..=20 {
-            assert!(target.contains(&n), "GTID {n} missing: {target:?}");
+        let cp = CheckpointStore::open(dir.path())
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq_of(&cp.gtid_set.to_string()), 20);
+        let t = ft.lock().unwrap();
+        // Went down after 7, two refused starts, then a start that worked.
+        assert_eq!(t.starts, 4, "{:?}", origin.opened_from);
+        for target in [&t.acked, &stt.lock().unwrap().acked] {
+            for n in 1..=20 {
+                assert!(target.contains(&n), "GTID {n} missing: {target:?}");
+            }
         }
+        // Each restart replayed from the checkpoint, never from past it.
+        assert_eq!(origin.opened_from.len(), 2);
+        assert!(origin.opened_from[1] <= 7);
+        assert_eq!(
+            metrics::SINK_RESTARTS.with("flaky-restart-test").get() - restarts,
+            3.0,
+            "one restart after the failed write, two after refused starts"
+        );
     }
-    // Each restart replayed from the checkpoint, never from past it.
-    assert_eq!(origin.opened_from.len(), 2);
-    assert!(origin.opened_from[1] <= 7);
-    assert_eq!(
-        metrics::SINK_RESTARTS.with("flaky-restart-test").get(),
-        3.0,
-        "one restart after the failed write, two after refused starts"
-    );
 }
 
 #[tokio::test]
 async fn fatal_sink_error_stops_the_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let (bad, bt) = fake("bad", Mode::Fatal);
-    let mut origin = FakeOrigin {
-        last: 5,
-        opened_from: Vec::new(),
-    };
-    let (_stop_tx, stop) = watch::channel(false);
-    let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    let e = supervise(
-        &mut origin,
-        &[bad],
-        store,
-        quick_backoff(),
-        stop,
-        observe(1),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.to_string(), "sink bad: disk full");
-    assert_eq!(bt.lock().unwrap().starts, 1, "a fatal error is not retried");
-    let cp = CheckpointStore::open(dir.path())
-        .unwrap()
-        .load()
-        .unwrap()
-        .unwrap();
-    assert_eq!(seq_of(&cp.gtid_set.to_string()), 0);
+    for placement in PLACEMENTS {
+        let dir = tempfile::tempdir().unwrap();
+        let (bad, bt) = fake("bad", Mode::Fatal);
+        let mut origin = FakeOrigin {
+            last: 5,
+            opened_from: Vec::new(),
+        };
+        let (_stop_tx, stop) = watch::channel(false);
+        let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
+        let e = supervise(
+            &mut origin,
+            &[bad],
+            placement,
+            store,
+            quick_backoff(),
+            stop,
+            observe(1),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), "sink bad: disk full");
+        assert_eq!(bt.lock().unwrap().starts, 1, "a fatal error is not retried");
+        let cp = CheckpointStore::open(dir.path())
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq_of(&cp.gtid_set.to_string()), 0);
+    }
 }
 
 #[tokio::test]
 async fn stop_while_waiting_for_a_restart_is_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let (flaky, ft) = fake("flaky-stop-test", Mode::Ack);
-    {
-        let mut t = ft.lock().unwrap();
-        t.down = true;
-        t.down_starts = u32::MAX;
+    for placement in PLACEMENTS {
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, ft) = fake("flaky-stop-test", Mode::Ack);
+        {
+            let mut t = ft.lock().unwrap();
+            t.down = true;
+            t.down_starts = u32::MAX;
+        }
+        let mut origin = FakeOrigin {
+            last: 5,
+            opened_from: Vec::new(),
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
+        let stopper = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = stop_tx.send(true);
+        };
+        let sinks = [flaky];
+        let (r, ()) = tokio::join!(
+            supervise(
+                &mut origin,
+                &sinks,
+                placement,
+                store,
+                quick_backoff(),
+                stop,
+                observe(sinks.len())
+            ),
+            stopper
+        );
+        r.unwrap();
+        assert!(ft.lock().unwrap().starts > 2);
+        assert!(origin.opened_from.is_empty(), "no source without sinks");
     }
-    let mut origin = FakeOrigin {
-        last: 5,
-        opened_from: Vec::new(),
-    };
-    let (stop_tx, stop) = watch::channel(false);
-    let store = Checkpointer::new(CheckpointStore::open(dir.path()).unwrap());
-    let stopper = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = stop_tx.send(true);
-    };
-    let sinks = [flaky];
-    let (r, ()) = tokio::join!(
-        supervise(
-            &mut origin,
-            &sinks,
-            store,
-            quick_backoff(),
-            stop,
-            observe(sinks.len())
-        ),
-        stopper
-    );
-    r.unwrap();
-    assert!(ft.lock().unwrap().starts > 2);
-    assert!(origin.opened_from.is_empty(), "no source without sinks");
 }
 
 #[test]
