@@ -407,7 +407,10 @@ pub type Shared = Arc<Client>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::{HTTP_BUDGET_LEFT, HTTP_RETRIES};
+    use rowstream_api::metrics::Family;
+
+    static RETRIES: Family = Family::counter("test_retries_total", "Test.", "sink");
+    static BUDGET: Family = Family::gauge("test_budget_left", "Test.", "sink");
 
     #[test]
     fn an_empty_ca_file_is_refused_at_start() {
@@ -416,7 +419,7 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         let mut cfg = HttpSinkConfig::new("crm", "https://127.0.0.1:1/hook");
         cfg.ca_file = Some(path.clone());
-        let e = Client::new(&cfg, HTTP_RETRIES.with("crm"), HTTP_BUDGET_LEFT.with("crm"))
+        let e = Client::new(&cfg, RETRIES.with("crm"), BUDGET.with("crm"))
             .err()
             .expect("an empty ca_file must not start the sink");
         assert!(
