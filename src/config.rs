@@ -170,6 +170,15 @@ pub enum SinkThreads {
 }
 
 impl SinkThreads {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkThreads::Auto => "auto",
+            SinkThreads::PerSink => "per_sink",
+            SinkThreads::None => "none",
+        }
+    }
+
     /// Whether each sink gets a thread of its own, `cpus` being the CPUs
     /// available to the process.
     pub fn per_sink(self, cpus: usize) -> bool {

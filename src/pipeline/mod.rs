@@ -95,7 +95,7 @@ fn placement(cfg: &Config) -> Placement {
     };
     tracing::info!(
         cpus,
-        sink_threads = ?setting,
+        sink_threads = setting.as_str(),
         "sinks run {}",
         match placement {
             Placement::OwnThreads => "on a thread each",
