@@ -236,19 +236,22 @@ fn load_config(path: &std::path::Path) -> Result<crate::config::Config, i32> {
 
 /// `rowstream run`: the service until SIGINT/SIGTERM (drain, exit 0) or an error.
 async fn run_service(a: &RunArgs) -> anyhow::Result<i32> {
+    // The handlers go in first, before anything that takes time: until
+    // then a SIGTERM kills the process instead of draining it (a stop
+    // right after a start did, under the tests' kill loops).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     let cfg = match load_config(&a.config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         let _ = stop_tx.send(true);

@@ -274,6 +274,7 @@ impl Service {
     /// (after SIGKILL) when it does not exit in time.
     pub fn sigterm(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("running");
+        wait_for_term_handler(child.id(), Duration::from_secs(5));
         let t = Instant::now();
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
@@ -406,5 +407,31 @@ impl Drop for Service {
                 self.log_tail()
             );
         }
+    }
+}
+
+/// Waits until process `pid` catches SIGTERM (its `SigCgt` mask in
+/// /proc), at most `limit`: a SIGTERM sent in the first milliseconds after
+/// exec, before any program can install a handler, kills it instead. A
+/// process that never installs one is still sent the signal after `limit`,
+/// and the caller sees how it ended.
+fn wait_for_term_handler(pid: u32, limit: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return;
+        };
+        if status.lines().any(|l| l.starts_with("State:\tZ")) {
+            return; // it has exited
+        }
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0);
+        if caught {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
