@@ -5,7 +5,8 @@
 //! - each sink runs as one task, on its own thread (a current-thread
 //!   runtime, [`Placement::OwnThreads`]) or on the pipeline's
 //!   ([`Placement::PipelineThread`]); either way its I/O is asynchronous and
-//!   never stalls decoding, and only its encoding shares a core with it;
+//!   never stalls decoding (on the pipeline's thread, its encoding takes
+//!   turns with decoding);
 //! - every sink gets every batch, in order, through a bounded channel of
 //!   [`SINK_QUEUE`] batches: a slow sink slows the source (backpressure);
 //! - written batches go back through the free channel, to be dropped on the
