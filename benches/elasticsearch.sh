@@ -44,7 +44,10 @@ eval "$SERVER_ENV"
 trap 'deploy/dev/stop.sh "$DIR/db" >/dev/null 2>&1 || true; deploy/dev/stop-osmem.sh --purge "$DIR/osmem" >/dev/null 2>&1 || true' EXIT
 SQLC=(mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot -proot)
 
+before=$(cat "$DIR/range.env" 2>/dev/null || true)
 bench_generate "$DIR/range.env" mariadb "$NTX" "$ROWS" "${SQLC[@]}"
+# A new workload makes the plain loader's cached envelopes stale.
+[[ $(cat "$DIR/range.env") == "$before" ]] || rm -f "$DIR/envelopes.ndjson"
 source "$DIR/range.env"
 GTID_END=$("${SQLC[@]}" -N -e 'SELECT @@gtid_binlog_pos')
 if [[ ! -s $DIR/envelopes.ndjson ]]; then
